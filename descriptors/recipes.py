@@ -41,9 +41,10 @@ class Recipe:
     arch_kwargs: dict = field(default_factory=dict)
     steps: int = 50_000
     batch_size: int = 1024
-    optimizer: str = "sgd"          # 'sgd' | 'adam'
+    optimizer: str = "sgd"          # 'sgd' | 'adam' | 'adamw' (decoupled wd) | 'rmsprop'
     lr: float = 10.0                # HardNet repo default lr=10 with linear decay (SGD, wd 1e-4)
     momentum: float = 0.9
+    dampening: float | None = None  # SGD dampening; None = momentum (HardNet / Torch7 optim.sgd)
     weight_decay: float = 1e-4
     lr_schedule: str = "linear"     # 'linear' (to 0 at `steps`) | 'step' | 'const'
     lr_step: int = 10_000           # for 'step': multiply by lr_gamma every lr_step steps
