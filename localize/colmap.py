@@ -485,6 +485,75 @@ def import_matches(db_path: PathLike, image_ids: Mapping[str, int],
     return n
 
 
+def import_verified_matches(db_path: PathLike, image_ids: Mapping[str, int],
+                            matches: Mapping[tuple[str, str], np.ndarray]) -> int:
+    """Write matches that are already verified (e.g. against known poses) as raw matches AND
+    as a calibrated two-view geometry whose inliers are all of them, so ``triangulate`` uses
+    them without a RANSAC pass.
+
+    Args:
+        matches: (name0, name1) -> (M, 2) int keypoint indices [idx0, idx1]; empty pairs skipped.
+    Returns:
+        number of pairs written.
+    """
+    n = 0
+    with pycolmap.Database.open(str(_check_db(db_path))) as db:
+        for (n0, n1), m in matches.items():
+            for nm in (n0, n1):
+                if nm not in image_ids:
+                    raise ColmapError(f"{db_path}: image {nm!r} is not in the database")
+            m = np.ascontiguousarray(np.asarray(m).reshape(-1, 2), dtype=np.uint32)
+            if len(m) == 0 or n0 == n1:
+                continue
+            id0, id1 = int(image_ids[n0]), int(image_ids[n1])
+            if db.exists_matches(id0, id1):
+                db.delete_matches(id0, id1)
+            if db.exists_two_view_geometry(id0, id1):
+                db.delete_two_view_geometry(id0, id1)
+            db.write_matches(id0, id1, m)
+            g = pycolmap.TwoViewGeometry()
+            g.config = pycolmap.TwoViewGeometryConfiguration.CALIBRATED
+            g.inlier_matches = m
+            db.write_two_view_geometry(id0, id1, g)
+            n += 1
+    return n
+
+
+def project_points(reconstruction: pycolmap.Reconstruction, image_id: int, xyz: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Project world points into one image of a reconstruction.
+
+    Args:
+        xyz: (N, 3) float world coordinates.
+    Returns:
+        uv (N, 2) float64 hloc pixel coordinates (pixel centre at integers; NaN behind the
+        camera) and depth (N,) float64 along the optical axis.
+    """
+    im = reconstruction.images[int(image_id)]
+    cam = reconstruction.cameras[im.camera_id]
+    T = np.asarray(im.cam_from_world().matrix(), np.float64)
+    X = np.asarray(xyz, np.float64).reshape(-1, 3)
+    Xc = X @ T[:, :3].T + T[:, 3]
+    uv = np.full((len(X), 2), np.nan)
+    front = Xc[:, 2] > 1e-9
+    if front.any():
+        uv[front] = np.asarray(cam.img_from_cam(Xc[front]), np.float64).reshape(-1, 2) - 0.5
+    return uv, Xc[:, 2]
+
+
+def camera_matrices(reconstruction: pycolmap.Reconstruction, image_id: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K (3, 3) in hloc pixel coordinates, R (3, 3), t (3,)) of an image (world-to-camera,
+    distortion ignored): x_hloc ~ K (R X + t)."""
+    im = reconstruction.images[int(image_id)]
+    cam = reconstruction.cameras[im.camera_id]
+    K = np.asarray(cam.calibration_matrix(), np.float64).copy()
+    K[0, 2] -= 0.5
+    K[1, 2] -= 0.5
+    T = np.asarray(im.cam_from_world().matrix(), np.float64)
+    return K, T[:, :3].copy(), T[:, 3].copy()
+
+
 def _two_view_options(conf: VerificationConf) -> pycolmap.TwoViewGeometryOptions:
     o = pycolmap.TwoViewGeometryOptions()
     o.min_num_inliers = int(conf.min_num_inliers)
@@ -682,6 +751,7 @@ __all__ = [
     "build_reference_reconstruction", "write_reference_model", "read_model",
     "image_ids_by_name", "read_image_names", "point_tracks", "points_xyz",
     "create_database", "database_image_ids", "import_features", "import_matches",
+    "import_verified_matches", "project_points", "camera_matrices",
     "geometric_verification", "verified_pairs", "triangulate", "triangulate_ext",
     "estimate_absolute_pose",
 ]

@@ -7,6 +7,8 @@ All functions return ``list[(name0, name1)]``; :func:`main` writes them with
   or the full product query x reference.
 - :func:`from_covisibility` (hloc ``pairs_from_covisibility``): for each reference image, the
   ``num_matched`` images sharing the most 3D points in a COLMAP model.
+- :func:`from_poses` (hloc ``pairs_from_poses``): nearest camera centres with similar viewing
+  directions, from a posed model (no 3D points needed).
 - :func:`from_retrieval` (hloc ``pairs_from_retrieval``): top-``num_matched`` database images by
   inner product of ``global_descriptor`` datasets (self-pairs and negative scores masked).
 - :func:`global_descriptors_meanpool`: a stop-gap global descriptor written in hloc's layout
@@ -81,6 +83,44 @@ def from_covisibility(model_path: str | Path, num_matched: int) -> Pairs:
             continue
         top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_matched]
         pairs.extend((name_of[iid], name_of[j]) for j, _ in top)
+    return pairs
+
+
+def from_poses(reference_model, num_matched: int, max_angle_deg: float = 60.0,
+                     names: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """hloc ``pairs_from_poses``: for each image, the ``num_matched`` images with the closest
+    camera centres whose viewing directions differ by at most ``max_angle_deg``.
+
+    Args:
+        reference_model: model directory or pycolmap.Reconstruction (poses only needed).
+    Returns:
+        [(name, other)] grouped by image (image-id order), nearest first.
+    """
+    from localize import colmap
+    rec = (reference_model if hasattr(reference_model, "images")
+           else colmap.read_model(reference_model))
+    ids = sorted(rec.images)
+    all_names = [rec.images[i].name for i in ids]
+    keep = set(names) if names is not None else set(all_names)
+    centers, dirs = [], []
+    for i in ids:
+        q, t = colmap.rigid_to_qt(rec.images[i].cam_from_world())
+        R = colmap.qvec_to_rotmat(q)
+        centers.append(-R.T @ t)
+        dirs.append(R[2])  # camera z axis in world coordinates
+    C, D = np.array(centers), np.array(dirs)
+    dist = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    cos = np.clip(D @ D.T, -1.0, 1.0)
+    valid = np.degrees(np.arccos(cos)) <= max_angle_deg
+    np.fill_diagonal(valid, False)
+    dist = np.where(valid, dist, np.inf)
+    pairs = []
+    for a, na in enumerate(all_names):
+        if na not in keep:
+            continue
+        order = [b for b in np.argsort(dist[a], kind="stable")
+                 if np.isfinite(dist[a, b]) and all_names[b] in keep][:num_matched]
+        pairs.extend((na, all_names[b]) for b in order)
     return pairs
 
 

@@ -9,7 +9,7 @@ Stages (each an hloc-style module of ``localize``):
 2. db-db pairs: covisibility in the reference model (``localize.pairs.from_covisibility``) when
    the reference model has 3D points (the real Aachen model has SIFT points), else from the
    reference poses (nearest camera centres with similar viewing directions, hloc's
-   ``pairs_from_poses``) — the synthetic dataset's reference model carries poses only;
+   ``localize.pairs.from_poses``) — the synthetic dataset's reference model carries poses only;
 3. query-db pairs from global retrieval (``localize.retrieve`` when it offers a global
    descriptor API, else ``pairs.global_descriptors_meanpool`` + ``pairs.from_retrieval``);
 4. matching (``localize.match``; ``nn-ratio`` for sift/rootsift, ``nn-ratio-0.9`` for learned
@@ -118,44 +118,6 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
-
-
-def pairs_from_poses(reference_model, num_matched: int, max_angle_deg: float = 60.0,
-                     names: Iterable[str] | None = None) -> list[tuple[str, str]]:
-    """hloc ``pairs_from_poses``: for each image, the ``num_matched`` images with the closest
-    camera centres whose viewing directions differ by at most ``max_angle_deg``.
-
-    Args:
-        reference_model: model directory or pycolmap.Reconstruction (poses only needed).
-    Returns:
-        [(name, other)] grouped by image (image-id order), nearest first.
-    """
-    from localize import colmap
-    rec = (reference_model if hasattr(reference_model, "images")
-           else colmap.read_model(reference_model))
-    ids = sorted(rec.images)
-    all_names = [rec.images[i].name for i in ids]
-    keep = set(names) if names is not None else set(all_names)
-    centers, dirs = [], []
-    for i in ids:
-        q, t = colmap.rigid_to_qt(rec.images[i].cam_from_world())
-        R = colmap.qvec_to_rotmat(q)
-        centers.append(-R.T @ t)
-        dirs.append(R[2])  # camera z axis in world coordinates
-    C, D = np.array(centers), np.array(dirs)
-    dist = np.linalg.norm(C[:, None] - C[None], axis=-1)
-    cos = np.clip(D @ D.T, -1.0, 1.0)
-    valid = np.degrees(np.arccos(cos)) <= max_angle_deg
-    np.fill_diagonal(valid, False)
-    dist = np.where(valid, dist, np.inf)
-    pairs = []
-    for a, na in enumerate(all_names):
-        if na not in keep:
-            continue
-        order = [b for b in np.argsort(dist[a], kind="stable")
-                 if np.isfinite(dist[a, b]) and all_names[b] in keep][:num_matched]
-        pairs.extend((na, all_names[b]) for b in order)
-    return pairs
 
 
 class _StageTimer:
@@ -328,7 +290,7 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
         db_pairs = pairs_mod.from_covisibility(data.reference_model, conf["num_covis"])
         db_pairs_method = "covisibility"
     else:
-        db_pairs = pairs_from_poses(ref, conf["num_covis"], conf["pose_pairs_max_angle_deg"])
+        db_pairs = pairs_mod.from_poses(ref, conf["num_covis"], conf["pose_pairs_max_angle_deg"])
         db_pairs_method = "poses (reference model has no 3D points)"
     if not db_pairs:
         raise RuntimeError(f"{data.reference_model}: no db-db pairs for triangulation")
