@@ -18,35 +18,56 @@ matches.h5
 pairs.txt
     ``name0 name1`` per line, joined by ``\\n``, no trailing newline.
 
+Every entry group we write also carries ``attrs['complete']`` (uint8): 0 while it is being
+written, 1 once committed. hloc ignores the attribute; hloc's files have none.
+
 Crash safety (how writes work)
 ------------------------------
-Extraction and matching append to an existing file. They never write into the real file:
-:class:`H5Writer` copies the existing file (if any) to a hidden temp file next to it
-(``.<name>.<pid>.tmp``), opens the COPY in append mode, and ``os.replace``-s it over the real file
-when the writer is closed (``commit``). ``os.replace`` is atomic on POSIX, so readers see either the
-old or the new complete file, never a half-written one. Consequences:
+:class:`H5Writer` appends IN PLACE (no copy of the file, ever) under an exclusive lock:
 
-- a hard kill (SIGKILL, OOM, power loss) loses at most the work since the last commit; the real
-  file is untouched and the stale temp file is ignored (and overwritten by the next run);
-- a Python exception or Ctrl-C: every entry is written by :func:`write_features` /
-  :func:`write_matches`, which delete a half-written group before re-raising, so the temp file is
-  consistent; the writer then commits what was finished and re-raises -> the run resumes there;
-- long runs commit periodically (``commit_every_s``, default 600 s), which costs one copy of the
-  file each time (cheap next to ten minutes of extraction);
-- two processes writing the SAME file would each replace the other's result: shard instead
-  (``localize.extract --shard i/K`` writes one file per shard; :func:`merge_h5` joins them).
+- lock: ``fcntl.flock`` on the sidecar ``<file>.lock`` (holds the writer's pid). A second writer
+  of the same file fails at once with a one-line :class:`H5Error` naming the file and the
+  holder's pid; the kernel drops the lock when the holder dies, so a stale sidecar never blocks.
+  While a writer holds a file, HDF5's own lock makes readers in OTHER processes fail too;
+  :func:`open_h5` then names the writer's pid instead of calling the file corrupt.
+- entries: :func:`write_features` / :func:`write_matches` create the group with
+  ``complete=0``, write all its datasets, and hand it to the writer as pending. A commit
+  (every ``commit_every_s`` seconds via :meth:`H5Writer.maybe_commit`, and on close) flushes
+  the file, ``fsync``-s it, sets ``complete=1`` on the pending groups and flushes again, so an
+  entry is marked complete only after its data is on disk.
+- resume: entries with ``complete=1`` are kept; entries with ``complete=0`` (ours, interrupted)
+  are invisible to the readers (:func:`list_h5_names`, :func:`find_pair`, the ``get_*``
+  functions raise a one-line "incomplete" error) and are deleted and recomputed when the name
+  comes up again. FOREIGN entries (no attribute: hloc, or any other tool) are complete for
+  reading; extraction resumes over a foreign features entry only if it holds ``keypoints`` and
+  ``descriptors`` with matching N (otherwise it is recomputed, e.g. descriptors without
+  keypoints), and matching over a foreign pair holding ``matches0``.
+- exit: an exception, Ctrl-C (SIGINT) or SIGTERM commits every finished entry, closes the
+  file, removes the lock sidecar and propagates; a half-written group is deleted first. While
+  a writer is open in the main thread, SIGTERM finishes the current entry and then raises
+  :class:`Terminated` (exit status 143) at the next entry boundary; a second SIGTERM raises at
+  once.
+- a hard kill (SIGKILL, OOM, power loss) loses the entries since the last commit (they stay
+  ``complete=0`` and are recomputed); HDF5 has no journal, so if the kill hit the metadata of
+  an earlier entry the file may need :func:`repair_h5` (copies its complete entries into a new
+  file, once).
+- deleting / replacing entries never shrinks the file (HDF5 does not reclaim space);
+  ``h5repack`` or :func:`repair_h5` compacts it.
 
 Every read error (missing, unreadable or corrupt HDF5, missing name/pair) raises
 :class:`H5Error`, a one-line message naming the file.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
-import shutil
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import h5py
@@ -57,6 +78,7 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size", "scales", "oris")
+COMPLETE_ATTR = "complete"
 
 
 class H5Error(RuntimeError):
@@ -65,6 +87,10 @@ class H5Error(RuntimeError):
 
 class ImageReadError(RuntimeError):
     """An image file is missing or cannot be decoded (one line naming the file)."""
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM while an :class:`H5Writer` is open (exit 143)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -91,8 +117,108 @@ def read_image(path: PathLike, grayscale: bool = True) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
+# Write lock (sidecar ``<file>.lock``)
+# ------------------------------------------------------------------------------------------
+def lock_path(path: PathLike) -> Path:
+    """The lock sidecar of an output file: ``<file>.lock``."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        s = os.read(fd, 64).decode("ascii", "replace").strip()
+    except OSError:
+        s = ""
+    return s or "unknown"
+
+
+def lock_holder(path: PathLike) -> str | None:
+    """pid (as text) of the process holding the write lock of ``path``; None when unlocked."""
+    lp = lock_path(path)
+    try:
+        fd = os.open(lp, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_pid(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class FileLock:
+    """Exclusive, non-blocking ``fcntl.flock`` on ``<path>.lock`` holding our pid.
+
+    The kernel releases it when the process dies (a stale sidecar never blocks); the sidecar is
+    removed on :meth:`release`. Raises :class:`H5Error` naming the file and the holder's pid.
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        self.lock_path = lock_path(self.path)
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        if self.fd is not None:
+            return
+        for attempt in range(50):
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise H5Error(f"cannot create lock file {self.lock_path} for {self.path}: "
+                              f"{e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                pid = _read_pid(fd)
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise H5Error(f"cannot lock {self.path} ({self.lock_path}): {e.strerror}") \
+                        from None
+                if attempt < 3:  # a reader probing the lock (lock_holder) holds it for a moment
+                    time.sleep(0.05)
+                    continue
+                raise H5Error(f"{self.path} is being written by another process (pid {pid}, "
+                              f"lock {self.lock_path}): wait for it, or write separate files "
+                              "(--shard i/K) and merge them") from None
+            try:  # the previous holder may have unlinked the sidecar between our open and lock
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+            return
+        raise H5Error(f"cannot lock {self.path}: {self.lock_path} keeps being replaced")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.lock_path.unlink()  # before unlocking: nobody can lock the old inode after us
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+
+# ------------------------------------------------------------------------------------------
 # HDF5 helpers
 # ------------------------------------------------------------------------------------------
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 def open_h5(path: PathLike, mode: str = "r") -> h5py.File:
     """Open an HDF5 file, turning every failure into a one-line :class:`H5Error`."""
     path = Path(path)
@@ -101,32 +227,63 @@ def open_h5(path: PathLike, mode: str = "r") -> h5py.File:
     try:
         return h5py.File(str(path), mode)
     except (OSError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = _first_line(e)
+        if "lock" in msg:
+            pid = lock_holder(path)
+            who = f"pid {pid} (lock {lock_path(path)})" if pid else "another process"
+            raise H5Error(f"cannot open HDF5 file {path}: it is being written by {who}; "
+                          "wait for that writer to finish") from None
         raise H5Error(f"cannot open HDF5 file {path} (corrupt or not HDF5): {msg}") from None
 
 
-def list_h5_names(path: PathLike) -> list[str]:
+def entry_state(g: h5py.Group) -> int | None:
+    """``attrs['complete']`` of an entry group: 1 committed, 0 being written / interrupted,
+    None for a foreign entry (hloc or another tool), which counts as complete for reading."""
+    v = g.attrs.get(COMPLETE_ATTR)
+    return None if v is None else int(np.asarray(v))
+
+
+def _entry_names(fd: h5py.File, path: PathLike, include_incomplete: bool = False) -> set[str]:
+    """Group paths holding datasets; without ``include_incomplete`` those with complete=0 are
+    left out."""
+    parents: set[str] = set()
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            parents.add(name.rsplit("/", 1)[0] if "/" in name else "")
+    try:
+        fd.visititems(visit)
+        if include_incomplete:
+            return {p for p in parents if p}
+        return {p for p in parents if p and entry_state(fd[p]) != 0}
+    except (OSError, RuntimeError, KeyError) as e:
+        raise H5Error(f"corrupt HDF5 file {path}: {_first_line(e)}") from None
+
+
+def list_h5_names(path: PathLike, include_incomplete: bool = False) -> list[str]:
     """Names of all groups that hold datasets (hloc ``list_h5_names``), sorted.
 
     For a features file these are the image names (``db/1.jpg``); for a matches file the pair keys.
+    Entries whose writer was interrupted (``complete=0``) are left out unless
+    ``include_incomplete``.
     """
-    names: set[str] = set()
     with open_h5(path) as fd:
-        def visit(_: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
-                names.add(obj.parent.name.strip("/"))
-        try:
-            fd.visititems(visit)
-        except (OSError, RuntimeError, KeyError) as e:
-            raise H5Error(f"corrupt HDF5 file {path}: {str(e).splitlines()[0]}") from None
-    return sorted(names)
+        return sorted(_entry_names(fd, path, include_incomplete))
 
 
-def _has_dataset(fd: h5py.File | h5py.Group, name: str, key: str) -> bool:
+def _has_dataset(fd: h5py.File | h5py.Group, name: str, key: str,
+                 complete_only: bool = False) -> bool:
     try:
-        return name in fd and isinstance(fd[name], h5py.Group) and key in fd[name]
+        if not (name in fd and isinstance(fd[name], h5py.Group) and key in fd[name]):
+            return False
+        return not complete_only or entry_state(fd[name]) != 0
     except (KeyError, OSError, ValueError):
         return False
+
+
+def _incomplete_error(path: PathLike, what: str) -> H5Error:
+    return H5Error(f"{path}: {what} is incomplete (its writer stopped before committing it); "
+                   "rerun the step that writes it to recompute it")
 
 
 def _group(fd: h5py.File, name: str, path: PathLike) -> h5py.Group:
@@ -135,9 +292,11 @@ def _group(fd: h5py.File, name: str, path: PathLike) -> h5py.Group:
     except KeyError:
         raise H5Error(f"{path}: no entry named {name!r}") from None
     except (OSError, RuntimeError) as e:
-        raise H5Error(f"corrupt HDF5 file {path} at {name!r}: {str(e).splitlines()[0]}") from None
+        raise H5Error(f"corrupt HDF5 file {path} at {name!r}: {_first_line(e)}") from None
     if not isinstance(g, h5py.Group):
         raise H5Error(f"{path}: {name!r} is a dataset, expected a group")
+    if entry_state(g) == 0:
+        raise _incomplete_error(path, f"entry {name!r}")
     return g
 
 
@@ -147,25 +306,48 @@ def _read(g: h5py.Group, key: str, path: PathLike, name: str) -> np.ndarray:
     except KeyError:
         raise H5Error(f"{path}: entry {name!r} has no dataset {key!r}") from None
     except (OSError, RuntimeError) as e:
-        raise H5Error(f"corrupt HDF5 file {path} at {name}/{key}: {str(e).splitlines()[0]}") from None
+        raise H5Error(f"corrupt HDF5 file {path} at {name}/{key}: {_first_line(e)}") from None
+
+
+def _delete(fd: h5py.File | h5py.Group, name: str) -> None:
+    try:
+        if name in fd:
+            del fd[name]
+    except (KeyError, OSError, RuntimeError) as e:
+        raise H5Error(f"{fd.file.filename}: cannot delete damaged entry {name!r} "
+                      f"({_first_line(e)}); rebuild the file with localize.io.repair_h5") from None
+
+
+def _start_entry(dest: h5py.File | h5py.Group, name: str) -> h5py.Group:
+    """Create an entry group marked ``complete=0`` (replacing any entry of that name)."""
+    _delete(dest, name)
+    grp = dest.create_group(name)
+    grp.attrs[COMPLETE_ATTR] = np.uint8(0)
+    return grp
+
+
+def _finish_entry(grp: h5py.Group) -> None:
+    """Hand a fully written entry to its file's open :class:`H5Writer` (marked complete at the
+    next commit); with no writer (a bare ``h5py.File``) flush and mark it now."""
+    writer = _WRITERS.get(grp.file.filename)
+    if writer is not None and writer.file is not None:
+        writer._pending.append(grp.name)
+    else:
+        grp.file.flush()
+        grp.attrs[COMPLETE_ATTR] = np.uint8(1)
+    check_terminated()
 
 
 # ------------------------------------------------------------------------------------------
 # Features
 # ------------------------------------------------------------------------------------------
-def _delete(fd: h5py.File | h5py.Group, name: str) -> None:
-    if name in fd:
-        del fd[name]
-
-
 def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, Any],
                    as_half: bool = False) -> None:
     """Write one image's features (replacing an existing entry of that name).
 
     Args:
-        dest: an open (writable) ``h5py.File`` (fast; used by the extractor through
-            :class:`H5Writer`) or a path (opens an :class:`H5Writer`, i.e. copies the file: fine
-            for one-off writes, slow in a loop over many images).
+        dest: an open (writable) ``h5py.File`` (fast; normally ``H5Writer.file``) or a path
+            (opens an :class:`H5Writer` for this one entry: fine for one-off writes).
         name: image name relative to the image root; ``/`` makes nested groups.
         feats: ``keypoints (N, 2)``, ``descriptors (D, N)`` (file layout, transposed),
             ``scores (N,)``, ``image_size (2,)`` (w, h), optional ``scales (N,)``, ``oris (N,)``,
@@ -194,9 +376,8 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
         if k in feats and np.asarray(feats[k]).reshape(-1).shape[0] != n:
             raise ValueError(f"features of {name!r}: {k} has {np.asarray(feats[k]).size} "
                              f"entries for {n} keypoints")
-    _delete(dest, name)
     try:
-        grp = dest.create_group(name)
+        grp = _start_entry(dest, name)
         for k, v in feats.items():
             v = np.asarray(v)
             if k in ("scores", "scales", "oris"):
@@ -207,11 +388,41 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
         if uncertainty is not None:
             grp["keypoints"].attrs["uncertainty"] = np.float32(uncertainty)
     except BaseException:
-        # never leave a half-written group behind (the writer may commit after an exception)
+        # never leave a half-written group behind (the writer commits after an exception)
         try:
             _delete(dest, name)
         finally:
             raise
+    _finish_entry(grp)
+
+
+def resumable_features(path: PathLike, required: Sequence[str] = ("keypoints", "descriptors")
+                       ) -> set[str]:
+    """Image names extraction may skip: committed entries (``complete=1``) and foreign entries
+    (no attribute) holding every ``required`` dataset with one N (keypoints (N, 2), descriptors
+    (D, N)). Everything else is recomputed. Empty for a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    out: set[str] = set()
+    with open_h5(path) as fd:
+        for name in _entry_names(fd, path):
+            g = fd[name]
+            if entry_state(g) == 1:
+                out.add(name)
+                continue
+            if not all(k in g and isinstance(g[k], h5py.Dataset) for k in required):
+                logger.info("%s: entry %r lacks %s: it will be recomputed", path, name,
+                            "/".join(k for k in required if k not in g))
+                continue
+            if "keypoints" in g and "descriptors" in g:
+                kp, d = g["keypoints"].shape, g["descriptors"].shape
+                if len(d) != 2 or len(kp) < 1 or d[1] != kp[0]:
+                    logger.info("%s: entry %r has keypoints %s but descriptors %s: it will be "
+                                "recomputed", path, name, kp, d)
+                    continue
+            out.add(name)
+    return out
 
 
 def read_features(path: PathLike, name: str) -> dict[str, Any]:
@@ -261,11 +472,12 @@ def get_descriptors(path: PathLike, name: str) -> np.ndarray:
 
 
 def has_features(path: PathLike, name: str) -> bool:
-    """True when ``path`` exists and holds ``name/keypoints`` (False for a missing file)."""
+    """True when ``path`` exists and holds a complete ``name/keypoints`` (False for a missing
+    file)."""
     if not Path(path).is_file():
         return False
     with open_h5(path) as fd:
-        return _has_dataset(fd, name, "keypoints")
+        return _has_dataset(fd, name, "keypoints", complete_only=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -281,24 +493,31 @@ def names_to_pair_old(name0: str, name1: str) -> str:
     return names_to_pair(name0, name1, separator="_")
 
 
+def _pair_keys(name0: str, name1: str) -> tuple[tuple[str, bool], ...]:
+    return ((names_to_pair(name0, name1), False), (names_to_pair(name1, name0), True),
+            (names_to_pair_old(name0, name1), False), (names_to_pair_old(name1, name0), True))
+
+
 def find_pair(hfile: h5py.File, name0: str, name1: str) -> tuple[str, bool]:
     """Key of a pair in an open matches file and whether it is stored reversed.
 
-    Tries, as hloc: (n0, n1, '/'), (n1, n0, '/'), (n0, n1, '_'), (n1, n0, '_').
+    Tries, as hloc: (n0, n1, '/'), (n1, n0, '/'), (n0, n1, '_'), (n1, n0, '_'); entries whose
+    writer was interrupted (``complete=0``) do not count.
     Raises:
-        H5Error when none exists.
+        H5Error when none exists (saying so when only an incomplete one does).
     """
-    for key, rev in ((names_to_pair(name0, name1), False), (names_to_pair(name1, name0), True),
-                     (names_to_pair_old(name0, name1), False),
-                     (names_to_pair_old(name1, name0), True)):
-        if _has_dataset(hfile, key, "matches0"):
+    keys = _pair_keys(name0, name1)
+    for key, rev in keys:
+        if _has_dataset(hfile, key, "matches0", complete_only=True):
             return key, rev
+    if any(_has_dataset(hfile, key, "matches0") for key, _ in keys):
+        raise _incomplete_error(hfile.filename, f"pair ({name0}, {name1})")
     raise H5Error(f"{hfile.filename}: no matches for pair ({name0}, {name1}) in either order; "
                   "was it matched with a different pairs file?")
 
 
 def has_pair(path: PathLike, name0: str, name1: str) -> bool:
-    """True when the pair exists in either order (False for a missing file)."""
+    """True when the pair exists (complete) in either order (False for a missing file)."""
     if not Path(path).is_file():
         return False
     with open_h5(path) as fd:
@@ -343,58 +562,112 @@ def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: 
         with H5Writer(dest) as w:
             return write_matches(w.file, name0, name1, matches0, scores0)
     m = np.asarray(matches0).reshape(-1).astype(np.int32)
+    s = None
+    if scores0 is not None:
+        s = np.asarray(scores0, np.float32).reshape(-1)
+        if len(s) != len(m):
+            raise ValueError(f"pair {names_to_pair(name0, name1)}: {len(s)} scores for "
+                             f"{len(m)} matches0 entries")
     key = names_to_pair(name0, name1)
-    for k in (key, names_to_pair(name1, name0), names_to_pair_old(name0, name1),
-              names_to_pair_old(name1, name0)):
+    for k, _ in _pair_keys(name0, name1)[1:]:
         if _has_dataset(dest, k, "matches0"):
-            del dest[k]
+            _delete(dest, k)
     try:
-        grp = dest.require_group(key)
+        grp = _start_entry(dest, key)
         grp.create_dataset("matches0", data=m)
-        if scores0 is not None:
-            s = np.asarray(scores0, np.float32).reshape(-1)
-            if len(s) != len(m):
-                raise ValueError(f"pair {key}: {len(s)} scores for {len(m)} matches0 entries")
+        if s is not None:
             grp.create_dataset("matching_scores0", data=s.astype(np.float16))
     except BaseException:
         try:
             _delete(dest, key)
         finally:
             raise
+    _finish_entry(grp)
     return key
 
 
 # ------------------------------------------------------------------------------------------
-# Atomic writer
+# Writer: in place, locked, committed periodically
 # ------------------------------------------------------------------------------------------
+_WRITERS: dict[str, "H5Writer"] = {}   # h5py filename -> open writer (pending entries)
+_SIGTERM = {"depth": 0, "previous": None, "fired": False}
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """First SIGTERM: set a flag; the writer raises :class:`Terminated` at the next entry
+    boundary (:func:`check_terminated`). A raise from inside a signal handler could land in a
+    finaliser and be swallowed. A second SIGTERM raises at once."""
+    if _SIGTERM["fired"]:
+        raise Terminated(128 + signum)
+    _SIGTERM["fired"] = True
+    logger.warning("SIGTERM: finishing the current entry, committing, then exiting")
+
+
+def check_terminated() -> None:
+    """Raise :class:`Terminated` (exit 143) if SIGTERM arrived while a writer is open. Called
+    by :meth:`H5Writer.maybe_commit` and after each entry; long loops may call it too."""
+    if _SIGTERM["fired"] and _SIGTERM["depth"] > 0:
+        raise Terminated(128 + signal.SIGTERM)
+
+
+def _sigterm_enter() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if _SIGTERM["depth"] == 0:
+        try:
+            _SIGTERM["previous"] = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main interpreter
+            return False
+        _SIGTERM["fired"] = False
+    _SIGTERM["depth"] += 1
+    return True
+
+
+def _sigterm_exit() -> None:
+    _SIGTERM["depth"] -= 1
+    if _SIGTERM["depth"] == 0:
+        prev = _SIGTERM["previous"]
+        signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
+        _SIGTERM["previous"] = None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class H5Writer:
-    """Append to an HDF5 file without ever leaving it half-written (see the module docstring).
+    """Append to an HDF5 file in place, under a lock, committing entries crash-safely (see the
+    module docstring).
 
     Usage::
 
-        with H5Writer(path) as w:          # copies path (if it exists) to a temp file
-            for name in names:
-                if name in w.done:         # names/keys already in the file (resume)
-                    continue
-                write_features(w.file, name, feats)
-                w.maybe_commit()           # periodic os.replace (every commit_every_s)
-        # closed: temp file os.replace()d over path
+        with H5Writer(path, commit_every_s=60) as w:   # locks path (<path>.lock), opens it 'a'
+            for name in todo:
+                write_features(w.file, name, feats)      # group complete=0, pending
+                w.maybe_commit()                         # every commit_every_s: mark complete
+        # closed: pending entries committed, lock released
 
-    ``w.file`` is the open ``h5py.File`` (the temp copy). On an exception inside the block the
-    finished entries are committed, then the exception propagates. If the temp file cannot be
-    closed cleanly it is deleted and the real file stays as it was.
+    ``w.file`` is the open ``h5py.File`` (the real file). On an exception, Ctrl-C or SIGTERM
+    inside the block the finished entries are committed, then the exception propagates
+    (SIGTERM as :class:`Terminated`, exit status 143).
     """
 
     def __init__(self, path: PathLike, commit_every_s: float = 600.0):
         self.path = Path(path)
-        self.tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.tmp"
-        self.commit_every_s = commit_every_s
+        self.commit_every_s = float(commit_every_s)
         self.file: h5py.File | None = None
+        self._pending: list[str] = []
+        self._lock = FileLock(self.path)
+        self._signals = False
         self._last_commit = time.monotonic()
         self.dirty = False
 
     def _remove_stale_tmp(self) -> None:
-        """Delete temp files left by writers of this path that were hard-killed (dead pid)."""
+        """Delete temp copies left by older versions of this writer whose process died."""
         for p in self.path.parent.glob(f".{self.path.name}.*.tmp"):
             try:
                 pid = int(p.name[len(self.path.name) + 2:-len(".tmp")])
@@ -412,81 +685,105 @@ class H5Writer:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp()
-        if self.path.exists():
-            # validate the existing file first so corruption is reported against the real name
-            with open_h5(self.path):
-                pass
-            shutil.copyfile(self.path, self.tmp)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        self._lock.acquire()
         try:
-            self.file = h5py.File(str(self.tmp), "a")
-        except OSError as e:
-            raise H5Error(f"cannot write HDF5 file {self.tmp}: {str(e).splitlines()[0]}") from None
+            self._remove_stale_tmp()
+            if self.path.exists():
+                # validate first so corruption is reported against the file's name
+                with open_h5(self.path):
+                    pass
+            try:
+                self.file = h5py.File(str(self.path), "a")
+            except (OSError, ValueError) as e:
+                raise H5Error(f"cannot write HDF5 file {self.path}: {_first_line(e)}") from None
+        except BaseException:
+            self._lock.release()
+            raise
+        _WRITERS[self.file.filename] = self
+        self._signals = _sigterm_enter()
         self._last_commit = time.monotonic()
 
     def __enter__(self) -> "H5Writer":
         self._open()
         return self
 
-    def names(self) -> set[str]:
-        """Group paths holding datasets in the (temp copy of the) file: image names / pair keys."""
-        out: set[str] = set()
+    def names(self, include_incomplete: bool = False) -> set[str]:
+        """Group paths holding datasets in the open file (image names / pair keys); entries not
+        yet committed (``complete=0``) only with ``include_incomplete``."""
         assert self.file is not None
+        return _entry_names(self.file, self.path, include_incomplete)
 
-        def visit(_: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
-                out.add(obj.parent.name.strip("/"))
-        self.file.visititems(visit)
-        return out
+    @property
+    def pending(self) -> int:
+        """Entries written but not yet committed."""
+        return len(self._pending)
 
     def mark_dirty(self) -> None:
         self.dirty = True
 
-    def commit(self, reopen: bool = True) -> None:
-        """Close the temp file, ``os.replace`` it over the real file, optionally reopen a copy."""
+    def commit(self, reopen: bool = True, sync: bool = True) -> None:
+        """Flush, (``sync``) fsync, mark pending entries ``complete=1``, flush again.
+
+        ``reopen`` is kept for compatibility (the file stays open until the writer closes).
+        """
         if self.file is None:
             return
+        if self._pending:
+            self.file.flush()
+            if sync:
+                _fsync(self.path)
+            for name in self._pending:
+                self.file[name].attrs[COMPLETE_ATTR] = np.uint8(1)
+            self._pending.clear()
         self.file.flush()
-        self.file.close()
-        self.file = None
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
         self.dirty = False
-        if reopen:
-            self._open()
+        self._last_commit = time.monotonic()
 
     def maybe_commit(self) -> bool:
         """Commit when ``commit_every_s`` passed since the last commit. Returns True if it did."""
         self.dirty = True
+        check_terminated()
         if time.monotonic() - self._last_commit >= self.commit_every_s:
-            self.commit(reopen=True)
+            self.commit()
             return True
         return False
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def close(self, exc_type: type[BaseException] | None = None) -> None:
+        """Commit what is finished (no fsync: the data is in the OS page cache), close the file,
+        release the lock. Raises a commit failure only when no other exception is in flight."""
         if self.file is None:
             return
+        err: BaseException | None = None
         try:
-            self.commit(reopen=False)
-        except BaseException:
+            self.commit(sync=False)
+        except BaseException as e:  # disk full, second Ctrl-C, ...
+            err = e
+            logger.error("could not commit the finished entries of %s: %s", self.path,
+                         _first_line(e))
+        finally:
             try:
-                if self.file is not None:
-                    self.file.close()
-            except Exception:
-                pass
+                self.file.close()
+            except Exception as e:
+                logger.error("could not close %s cleanly: %s", self.path, _first_line(e))
+            for k in [k for k, v in _WRITERS.items() if v is self]:
+                del _WRITERS[k]
             self.file = None
-            if self.tmp.exists():
-                self.tmp.unlink()
-            if exc_type is None:
-                raise
-            logger.error("could not save partial results to %s", self.path)
+            if self._signals:
+                _sigterm_exit()
+                self._signals = False
+            self._lock.release()
+        if err is not None and exc_type is None:
+            raise err
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self.pending:
+            logger.warning("%s: saving %d finished entries after %s", self.path, self.pending,
+                           exc_type.__name__)
+        self.close(exc_type)
 
 
 def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = False) -> Path:
-    """Copy every entry (image group / pair group) of ``sources`` into ``dest`` (atomically).
+    """Copy every complete entry (image group / pair group) of ``sources`` into ``dest``.
 
     Used to join extraction shards. Entries already in ``dest`` are kept unless ``overwrite``.
     Returns ``dest``.
@@ -496,16 +793,60 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
         have = w.names()
         for src in sources:
             with open_h5(src) as fs:
-                for name in list_h5_names(src):
+                for name in sorted(_entry_names(fs, src)):
                     if name in have and not overwrite:
                         continue
                     _delete(w.file, name)
                     parent = name.rsplit("/", 1)[0] if "/" in name else None
                     if parent:
                         w.file.require_group(parent)
-                    fs.copy(fs[name], w.file, name=name)
+                    try:
+                        fs.copy(fs[name], w.file, name=name)
+                        w.file[name].attrs[COMPLETE_ATTR] = np.uint8(0)
+                    except BaseException:
+                        try:
+                            _delete(w.file, name)
+                        finally:
+                            raise
+                    _finish_entry(w.file[name])
                     have.add(name)
     return dest
+
+
+def repair_h5(path: PathLike) -> tuple[int, int]:
+    """Rebuild a damaged file from its complete, readable entries (one copy, under the lock).
+
+    Returns:
+        (entries kept, entries dropped). Raises :class:`H5Error` when the file cannot be opened.
+    """
+    path = Path(path)
+    lock = FileLock(path)
+    lock.acquire()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.repair.tmp")
+    kept = dropped = 0
+    try:
+        with open_h5(path) as fs, h5py.File(str(tmp), "w") as fo:
+            for name in sorted(_entry_names(fs, path, include_incomplete=True)):
+                try:
+                    g = fs[name]
+                    if entry_state(g) == 0:
+                        raise H5Error("incomplete")
+                    for k in g:
+                        if isinstance(g[k], h5py.Dataset):
+                            g[k][()]
+                    if "/" in name:
+                        fo.require_group(name.rsplit("/", 1)[0])
+                    fs.copy(g, fo, name=name)
+                    kept += 1
+                except (H5Error, OSError, RuntimeError, KeyError, ValueError) as e:
+                    dropped += 1
+                    logger.warning("%s: dropping entry %r (%s)", path, name, _first_line(e))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        lock.release()
+    logger.info("repaired %s: kept %d entries, dropped %d", path, kept, dropped)
+    return kept, dropped
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,6 +1,13 @@
 """localize.io: hloc layouts (features, matches, pairs), errors, crash-safe writes."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -133,32 +140,168 @@ def test_errors_name_the_file(tmp_path):
         io.read_image(tmp_path / "broken.jpg")
 
 
-def test_writer_is_crash_safe(tmp_path):
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _child(code: str) -> subprocess.Popen:
+    """A python child running ``code`` (localize.io importable), stdout piped."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _kp(n):
+    return {"keypoints": np.zeros((n, 2)), "descriptors": np.ones((4, n), np.float32)}
+
+
+def test_writer_appends_in_place_and_commits_on_exception(tmp_path):
     p = tmp_path / "f.h5"
-    io.write_features(p, "a", {"keypoints": np.zeros((1, 2))})
-    # exception inside the block: finished entries are committed, file stays valid
+    io.write_features(p, "a", _kp(1))
+    ino = os.stat(p).st_ino
     with pytest.raises(RuntimeError, match="boom"):
         with io.H5Writer(p) as w:
-            io.write_features(w.file, "b", {"keypoints": np.zeros((2, 2))})
+            io.write_features(w.file, "b", _kp(2))
+            assert w.pending == 1
+            assert sorted(os.listdir(tmp_path)) == ["f.h5", "f.h5.lock"]   # no temp copy
             raise RuntimeError("boom")
+    # same file (no copy + rename), finished entry committed, lock sidecar gone
+    assert os.stat(p).st_ino == ino and sorted(os.listdir(tmp_path)) == ["f.h5"]
     assert io.list_h5_names(p) == ["a", "b"]
-    # a hard kill (never closed) leaves the real file untouched: simulate by not exiting
-    w = io.H5Writer(p)
-    w.__enter__()
-    io.write_features(w.file, "c", {"keypoints": np.zeros((2, 2))})
-    w.file.flush()
-    assert io.list_h5_names(p) == ["a", "b"]
-    assert w.tmp.exists() and w.tmp != p
-    w.__exit__(None, None, None)
-    assert io.list_h5_names(p) == ["a", "b", "c"] and not w.tmp.exists()
-    # the temp file of a writer that died is cleaned up by the next writer
-    stale = tmp_path / ".f.h5.999999999.tmp"
-    stale.write_bytes(b"half written")
-    io.write_features(p, "d", {"keypoints": np.zeros((1, 2))})
-    assert not stale.exists() and io.list_h5_names(p) == ["a", "b", "c", "d"]
-    # merge (shards)
-    q = tmp_path / "g.h5"
-    io.write_features(q, "db/d", {"keypoints": np.zeros((3, 2))})
+    with h5py.File(p) as f:
+        assert f["a"].attrs["complete"] == 1 and f["b"].attrs["complete"] == 1
+    # periodic commit marks entries complete while the writer stays open
+    with io.H5Writer(p, commit_every_s=0) as w:
+        io.write_features(w.file, "c", _kp(1))
+        assert w.pending == 1 and w.maybe_commit() and w.pending == 0
+        assert w.file["c"].attrs["complete"] == 1 and "c" in w.names()
+    assert os.stat(p).st_ino == ino
+    # a half-written entry (bad shapes) is not left behind
+    with pytest.raises(ValueError, match="scores"):
+        io.write_features(p, "bad", {**_kp(3), "scores": np.zeros(2)})
+    assert io.list_h5_names(p, include_incomplete=True) == ["a", "b", "c"]
+
+
+def test_lock_second_writer_fails_naming_file_and_pid(tmp_path):
+    p = tmp_path / "feats.h5"
+    with io.H5Writer(p) as w:
+        io.write_features(w.file, "a", _kp(1))
+        with pytest.raises(io.H5Error, match=rf"feats.h5 is being written .*pid {os.getpid()}"):
+            io.H5Writer(p).__enter__()
+        # another process: writer and reader both get one line naming our pid
+        child = _child(f"""
+            from localize import io
+            for fn in (lambda: io.write_features({str(p)!r}, "x", {{"keypoints": [[0, 0]]}}),
+                       lambda: io.list_h5_names({str(p)!r})):
+                try:
+                    fn()
+                except io.H5Error as e:
+                    print(e)
+            """)
+        out, err = child.communicate(timeout=60)
+        lines = out.strip().splitlines()
+        assert len(lines) == 2, err
+        assert all("feats.h5" in ln and f"pid {os.getpid()}" in ln for ln in lines), lines
+    assert not io.lock_path(p).exists() and io.lock_holder(p) is None
+    assert io.list_h5_names(p) == ["a"]
+
+
+WRITE_LOOP = """
+    import os, sys, numpy as np
+    from localize import io
+    p = sys.argv[1] if len(sys.argv) > 1 else {path!r}
+    with io.H5Writer(p, commit_every_s=1e9) as w:
+        for i in range(1000000):
+            io.write_features(w.file, f"img{{i:06d}}", {{"keypoints": np.zeros((5, 2)),
+                              "descriptors": np.ones((4, 5), np.float32)}})
+            if i == {n_ready}:
+                print("ready", flush=True)
+            {after}
+"""
+
+
+def test_sigterm_commits_finished_entries_and_removes_lock(tmp_path):
+    p = tmp_path / "t.h5"
+    child = _child(WRITE_LOOP.format(path=str(p), n_ready=20, after="pass"))
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err
+    names = io.list_h5_names(p)
+    assert len(names) > 20 and names == io.list_h5_names(p, include_incomplete=True)
+    assert sorted(os.listdir(tmp_path)) == ["t.h5"]   # no lock, no temp file
+    assert io.get_descriptors(p, names[-1]).shape == (5, 4)
+
+
+def test_hard_kill_keeps_committed_entries_and_resume_recomputes_the_rest(tmp_path):
+    p = tmp_path / "k.h5"
+    # commit after 10 entries, write 5 more, flush them (data on disk, not yet marked), then
+    # SIGKILL itself: those 5 stay complete=0
+    after = "w.commit() if i == 9 else None\n            " \
+            "(w.file.flush(), os.kill(os.getpid(), 9)) if i == 14 else None"
+    child = _child(WRITE_LOOP.format(path=str(p), n_ready=-1, after=after))
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == -9, err
+    assert io.lock_path(p).exists()                 # stale sidecar of the dead writer
+    done = io.list_h5_names(p)
+    assert done == [f"img{i:06d}" for i in range(10)]
+    left = sorted(set(io.list_h5_names(p, include_incomplete=True)) - set(done))
+    assert left == [f"img{i:06d}" for i in range(10, 15)]
+    assert io.resumable_features(p) == set(done)
+    with pytest.raises(io.H5Error, match=rf"k.h5: entry '{left[0]}' is incomplete"):
+        io.get_keypoints(p, left[0])
+    assert not io.has_features(p, left[0])
+    with io.H5Writer(p) as w:                       # the dead writer's lock does not block
+        for n in left:
+            io.write_features(w.file, n, _kp(3))
+    assert io.list_h5_names(p) == sorted(done + left)
+    assert io.get_keypoints(p, left[0]).shape == (3, 2)
+    assert not io.lock_path(p).exists()
+
+
+def test_incomplete_pairs_are_invisible_and_rewritten(tmp_path):
+    p = tmp_path / "m.h5"
+    io.write_matches(p, "a", "b", np.array([1, -1]), np.ones(2))
+    with h5py.File(p, "a") as f:                    # as left by an interrupted writer
+        g = f.create_group(io.names_to_pair("c", "d"))
+        g.attrs["complete"] = np.uint8(0)
+        g.create_dataset("matches0", data=np.array([0], np.int32))
+    assert io.has_pair(p, "b", "a") and not io.has_pair(p, "c", "d")
+    with pytest.raises(io.H5Error, match=r"m.h5: pair \(d, c\) is incomplete"):
+        io.get_matches(p, "d", "c")
+    io.write_matches(p, "d", "c", np.array([-1, 0]))
+    assert io.get_matches(p, "c", "d")[0].tolist() == [[0, 1]]
+    with h5py.File(p) as f:
+        assert "c-d" not in f or "d" not in f["c-d"]
+
+
+def test_foreign_hloc_entries_read_resume_and_mix(tmp_path):
+    p = tmp_path / "hloc.h5"
+    _hloc_features(p, ["db/1.jpg", "db/2.jpg"])
+    with h5py.File(p, "a") as f:                    # hloc entry with descriptors, no keypoints
+        f.create_group("db/3.jpg").create_dataset("descriptors", data=np.zeros((8, 5)))
+        f.create_group("db/4.jpg").create_dataset("keypoints", data=np.zeros((5, 2)))
+        f["db/4.jpg"].create_dataset("descriptors", data=np.zeros((8, 4)))  # N mismatch
+    assert io.list_h5_names(p) == ["db/1.jpg", "db/2.jpg", "db/3.jpg", "db/4.jpg"]
+    assert io.get_keypoints(p, "db/1.jpg").shape == (5, 2)   # foreign = complete for reading
+    assert io.resumable_features(p) == {"db/1.jpg", "db/2.jpg"}
+    io.write_features(p, "db/3.jpg", _kp(2))                  # repaired in place
+    assert io.resumable_features(p) == {"db/1.jpg", "db/2.jpg", "db/3.jpg"}
+    with h5py.File(p) as f:                                   # hloc-style read of the mix
+        assert f["db"]["3.jpg"]["keypoints"].shape == (2, 2)
+        assert "complete" not in f["db/1.jpg"].attrs
+
+
+def test_merge_and_repair(tmp_path):
+    p, q = tmp_path / "f.h5", tmp_path / "g.h5"
+    for n in "abc":
+        io.write_features(p, n, _kp(1))
+    io.write_features(q, "db/d", _kp(3))
+    with h5py.File(q, "a") as f:                              # an interrupted entry: not merged
+        f.create_group("db/e").attrs["complete"] = np.uint8(0)
+        f["db/e"].create_dataset("keypoints", data=np.zeros((1, 2)))
     io.merge_h5([p, q], tmp_path / "all.h5")
-    assert io.list_h5_names(tmp_path / "all.h5") == ["a", "b", "c", "d", "db/d"]
+    assert io.list_h5_names(tmp_path / "all.h5", include_incomplete=True) == \
+        ["a", "b", "c", "db/d"]
     assert io.get_keypoints(tmp_path / "all.h5", "db/d").shape == (3, 2)
+    assert io.repair_h5(q) == (1, 1)
+    assert io.list_h5_names(q, include_incomplete=True) == ["db/d"]
