@@ -48,6 +48,96 @@ def hardest_triplet_margin(anchor: torch.Tensor, positive: torch.Tensor, margin:
     return torch.clamp(margin + pos - neg, min=0.0).mean()
 
 
+# === hndesc ===
+def quantized_ap(scores: torch.Tensor, labels: torch.Tensor, nq: int = 20, vmin: float = 0.0,
+                 vmax: float = 1.0) -> torch.Tensor:
+    """Differentiable average precision of ranked lists by soft quantisation (R2D2 / HNDesc).
+
+    Revaud et al. 2019 (R2D2 ``nets/ap_loss.py``, used unchanged by HNDesc ``assets/loss.py``):
+    ``nq`` bins with centres c_k = vmax - k (vmax - vmin) / (nq - 1), k = 0..nq-1 (descending);
+    a score x belongs to bin k with the triangular weight
+        delta_k(x) = max(0, 1 - a |x - c_k|),  a = (nq - 1) / (vmax - vmin),
+    except that the first bin is open upwards (delta_0 = 1 for x >= vmax) and the last one
+    downwards (delta_{nq-1} = 1 for x <= vmin), so every score spreads a total weight of 1 over
+    the bins. With n_k = sum_j delta_k(x_j), n+_k = sum_j y_j delta_k(x_j):
+        P_k = (sum_{l<=k} n+_l) / (sum_{l<=k} n_l),  r_k = n+_k / sum_l n+_l,
+        AP = sum_k P_k r_k.
+
+    Args:
+        scores: (N, M) similarities (higher = more similar), nominally in [vmin, vmax].
+        labels: (N, M) {0, 1} (or bool) relevance of each entry; every row needs a positive.
+        nq: number of quantisation bins (HNDesc: 20; R2D2's default 25).
+    Returns:
+        (N,) AP per row in [0, 1].
+    """
+    if scores.shape != labels.shape or scores.ndim != 2:
+        raise ValueError(f"quantized_ap: scores {tuple(scores.shape)} and labels "
+                         f"{tuple(labels.shape)} must be the same (N, M) shape")
+    if not (isinstance(nq, int) and nq >= 2) or not vmax > vmin:
+        raise ValueError(f"quantized_ap: need an integer nq >= 2 and vmax > vmin, got nq={nq}, "
+                         f"[{vmin}, {vmax}]")
+    a = (nq - 1) / (vmax - vmin)
+    centres = vmax - torch.arange(nq, dtype=scores.dtype, device=scores.device) / a   # (Q,)
+    delta = 1.0 - a * (scores[:, None, :] - centres[None, :, None]).abs()           # (N, Q, M)
+    delta[:, 0] = torch.where(scores >= vmax, torch.ones_like(scores), delta[:, 0])
+    delta[:, -1] = torch.where(scores <= vmin, torch.ones_like(scores), delta[:, -1])
+    delta = delta.clamp(min=0.0)
+    y = labels.to(scores.dtype)[:, None, :]
+    n_all = delta.sum(-1)                                                           # (N, Q)
+    n_pos = (delta * y).sum(-1)
+    prec = n_pos.cumsum(-1) / (n_all.cumsum(-1) + 1e-16)
+    rec = n_pos / n_pos.sum(-1, keepdim=True).clamp_min(1e-16)
+    return (prec * rec).sum(-1)
+
+
+def hndesc_ap_loss(anchor: torch.Tensor, positive: torch.Tensor, group_ids: torch.Tensor,
+                   k: int = 20, nq: int = 20, vmin: float = 0.0, vmax: float = 1.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """HNDesc AP loss with in-batch hard negatives from other images (``APCriterion``).
+
+    For keypoint i (anchor a_i, its positive p_i in the other view): the ranked list is its
+    positive similarity s_ii = a_i . p_i followed by its ``k`` highest similarities a_i . p_j to
+    the keypoints j of OTHER image pairs in the batch (``group_ids[j] != group_ids[i]``; the paper's
+    in-batch hard negatives); rows with fewer than ``k`` such negatives repeat their last one (as
+    the reference code pads). Keypoints whose pair has only one keypoint in the batch are
+    skipped (code: ``kpts_per_crop > 1``). AP of the list with labels [1, 0, ..., 0]
+    (``quantized_ap``, nq = 20 bins on [0, 1]); loss = mean_i (1 - AP_i).
+    Reference values (HNDesc ``hndesc/criterion.py``: ``APCriterion(knn=20, nq=20, min_val=0,
+    max_val=1)``): k = 20, nq = 20, cosine similarity of unit descriptors.
+
+    Args:
+        anchor, positive: (B, D) L2-normalised descriptors, row i of both = one keypoint.
+        group_ids: (B,) int id of the image pair each keypoint comes from.
+    Returns:
+        (loss, mean AP) scalars.
+    """
+    b = anchor.shape[0]
+    if positive.shape != anchor.shape or group_ids.shape != (b,):
+        raise ValueError(f"hndesc_ap_loss: anchor {tuple(anchor.shape)}, positive "
+                         f"{tuple(positive.shape)}, group_ids {tuple(group_ids.shape)} do not fit")
+    g = group_ids.to(anchor.device)
+    same = g[:, None] == g[None, :]
+    keep = same.sum(1) > 1
+    if not keep.any() or bool(same[keep].all()):
+        raise ValueError("hndesc_ap_loss: the batch needs two image pairs with >= 2 keypoints")
+    sim = anchor @ positive.t()                                                     # (B, B)
+    s_pos = sim.diagonal()
+    neg = sim.masked_fill(same, float("-inf"))
+    kk = min(int(k), b)
+    top = neg.topk(kk, dim=1).values                                               # (B, kk)
+    n_other = (~same).sum(1, keepdim=True)
+    col = torch.arange(kk, device=sim.device)[None, :]
+    last = top.gather(1, (n_other - 1).clamp(min=0, max=kk - 1))                  # (B, 1)
+    top = torch.where(col < n_other, top, last.expand_as(top))
+    if kk < k:
+        top = torch.cat([top, top[:, -1:].expand(-1, int(k) - kk)], 1)
+    scores = torch.cat([s_pos[:, None], top], 1)[keep]
+    labels = torch.zeros_like(scores)
+    labels[:, 0] = 1.0
+    ap = quantized_ap(scores, labels, nq=nq, vmin=vmin, vmax=vmax)
+    return (1.0 - ap).mean(), ap.mean()
+
+
 # === wlrn ===
 
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

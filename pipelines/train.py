@@ -1,11 +1,20 @@
 """Train a descriptor recipe and write weights + a JSON sidecar.
 
     python -m pipelines.train --recipe hardnet --data datasets/phototour-synth --train train \
-        [--steps N] [--quick] [--out weights/hardnet.pt] [--resume] [--eval test]
+        [--steps N] [--quick] [--out outputs/train/hardnet.pt] [--resume] [--eval test]
+    python -m pipelines.train --recipe hndesc --quick --photos ~/my_photos   # own JPG/PNG folder
     torchrun --nproc_per_node=2 -m pipelines.train --recipe hardnet --quick   # DDP (gloo on CPU)
 
+Without ``--out`` the weights go to ``outputs/train/<recipe>.pt``: the shipped ``weights/`` are
+only replaced by an explicit ``--out weights/<recipe>.pt``. ``--resume`` refuses a training
+checkpoint of another recipe / architecture (one-line error saying what differs).
+``--photos DIR`` (hndesc, sdb with ``data=pairs``, wlrn) makes the self-supervised pairs / bags
+from every JPG / PNG under DIR (recursively) instead of the bundled photos; it is passed to the
+recipe as the option ``photos``.
+
 The sidecar ``<out>.json`` records the recipe, the exact command, data, steps, seconds and (with
-``--eval``) FPR95 / PR-AUC / ROC-AUC / CMC@1 on the held-out PhotoTour split.
+``--eval``) FPR95 / PR-AUC / ROC-AUC / CMC@1 on the held-out PhotoTour split (wlrn adds the
+held-out bag-pair ROC-AUC, ``metrics.bags``).
 """
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from descriptors.recipes import get_recipe, list_recipes
 from descriptors.train import train
@@ -32,6 +42,31 @@ def evaluate_weights(weights: Path, data_root: Path, split: str) -> dict:
         ensure_synthetic_phototour(data_root)
     data = read_phototour(data_root / split)
     return evaluate_pairs(load(str(weights)), data)
+
+
+DEFAULT_OUT_DIR = Path("outputs/train")
+
+
+def default_out(recipe: str) -> Path:
+    """Where training writes without ``--out`` (never the shipped ``weights/``)."""
+    return DEFAULT_OUT_DIR / f"{recipe}.pt"
+
+
+def check_resume(ckpt_path: Path, recipe: Any) -> None:
+    """Raise ValueError (one line) if a training checkpoint belongs to another recipe or
+    architecture than ``recipe`` (a Recipe); a missing checkpoint is left to the trainer."""
+    from descriptors.models import read_checkpoint
+    if not ckpt_path.exists():
+        return
+    ck = read_checkpoint(ckpt_path)
+    diffs = []
+    for key, want in (("recipe", recipe.name), ("arch", recipe.arch),
+                      ("arch_kwargs", dict(recipe.arch_kwargs))):
+        have = ck.get(key)
+        if have != want:
+            diffs.append(f"{key} {have!r} (checkpoint) vs {want!r} (this run)")
+    if diffs:
+        raise ValueError(f"{ckpt_path}: cannot --resume: " + "; ".join(diffs))
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:
@@ -65,7 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--quick", action="store_true", help="CPU-sized defaults")
-    p.add_argument("--out", default=None, help="weights file (default weights/<recipe>.pt)")
+    p.add_argument("--out", default=None,
+                   help="weights file (default outputs/train/<recipe>.pt; the shipped weights "
+                        "are replaced only by an explicit --out weights/<recipe>.pt)")
+    p.add_argument("--photos", default=None, metavar="DIR",
+                   help="folder of JPG/PNG photos (recursive) for the self-supervised pairs / "
+                        "bags (hndesc, sdb data=pairs, wlrn) instead of the bundled ones")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt_every", type=int, default=500)
@@ -96,12 +136,24 @@ def main(argv: list[str] | None = None) -> dict:
             over[k] = json.loads(v)
         except json.JSONDecodeError:
             over[k] = v
+    if args.photos is not None:
+        from descriptors.data.pairs import PhotoError, find_photos
+        try:
+            find_photos(args.photos)
+        except PhotoError as e:
+            raise SystemExit(f"pipelines.train: {e}") from None
+        over["photos"] = str(Path(args.photos).expanduser())
     if over:
         recipe = recipe.with_options(**over)
     data_root = Path(args.data or recipe.default_data)
-    out = Path(args.out or f"weights/{args.recipe}.pt")
+    out = Path(args.out) if args.out else default_out(args.recipe)
     if args.eval_only:
         return eval_only(out, Path(args.eval_data), args.eval or "test")
+    if args.resume:
+        try:
+            check_resume(out.with_name(out.name + ".ckpt"), recipe)
+        except Exception as e:  # noqa: BLE001 - CheckpointError / ValueError: one line
+            raise SystemExit(f"pipelines.train: {e}") from None
     command = "python -m pipelines.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     res = train(recipe, data_root, out, split=args.train, steps=args.steps, seed=args.seed,
                 resume=args.resume, device=args.device, ckpt_every=args.ckpt_every,

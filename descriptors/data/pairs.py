@@ -7,24 +7,40 @@ style changes between the two views; the only supervision is the synthetic warp.
 
 One pair (``make_pair``):
 
-1. a random TRAIN photo (``synth.photo_names('train')``; never a test photo), a random square crop
-   of side ``out_size / s`` (``s`` log-uniform in ``scale_range``) resized to ``out_size`` x
-   ``out_size`` -> image A;
-2. ``H = synth.random_homography(out_size, out_size, rng, strength)``, ``B = warp(A, H)``;
+1. a random TRAIN photo (``synth.photo_names('train')``; never a test photo; or any JPG / PNG
+   under ``photo_dir``, see ``find_photos``), a random square crop of side ``out_size / s``
+   (``s`` log-uniform in ``scale_range``) resized to ``out_size`` x ``out_size`` -> base image;
+2. two independent homographies ``H_a, H_b = synth.random_homography(out_size, out_size, rng,
+   strength)``, ``A = warp(base, H_a)``, ``B = warp(base, H_b)`` (HNDesc's two random crops of one
+   image, ``data/dataset.py::_generate_crops``); ``two_homographies=False``: ``H_a = I`` (A is the
+   base itself, the toolkit's earlier single-warp pairs). ``PairSample.H = H_b H_a^-1`` maps A to B;
 3. photometric changes: A gets a mild ``synth.photometric``; B a strong one, plus with probability
-   ``p_night`` ``synth.day_to_night`` and with probability ``p_style`` a colour / style shift
-   (``color_style_shift``: hue / saturation rotation, channel shuffle, random per-channel tone
-   curves, CLAHE, posterisation; the analogue of HNDesc's colour augmentation + photorealistic
-   stylisation);
-4. DoG keypoints in A (``synth.dog_keypoints``), de-duplicated (OpenCV returns several
-   orientations at one location; only the strongest is kept, others would be false negatives);
-5. their exact positions in B: ``x_B = H x_A``; keypoints whose B position (or A position) lies
+   ``p_stylize`` (HNDesc: the stylised image is used with p = 0.7) the stylisation stand-in
+   ``stylize`` (see below), with probability ``p_night`` ``synth.day_to_night`` and with
+   probability ``p_style`` a colour shift (``color_style_shift``: hue / saturation rotation,
+   channel shuffle, random per-channel tone curves, CLAHE, posterisation; HNDesc's colour
+   augmentation);
+4. DoG keypoints on the base image (``synth.dog_keypoints``; HNDesc detects on the full image and
+   warps the keypoints into both crops), de-duplicated (OpenCV returns several orientations at
+   one location; only the strongest is kept, others would be false negatives);
+5. their exact positions ``x_A = H_a x``, ``x_B = H_b x``; keypoints whose B position (or A
+   position) lies
    closer than ``border_frac * 3 * size`` to the frame edge are dropped (``3 * size`` is half the
    patch side for ``MR_SIZE = 12``). Scale and orientation are carried through the local affine
    Jacobian ``J = d(H x)/dx`` at ``x_A``: ``size_B = size_A * sqrt(|det J|)`` and the orientation
    is the rotation of the polar decomposition of ``J @ R(ori_A)`` (kornia LAF convention, where
    the LAF for ``ori`` (deg) is ``[[cos, sin], [-sin, cos]]``);
 6. 32x32 patches at both via ``descriptors.patches.extract_patches`` (the toolkit-wide support).
+
+Stylisation stand-in (``stylize``). HNDesc pairs an image with a photorealistic neural
+stylisation of it (a style-transfer network applied offline to MegaDepth, with another photo as
+the style). No network is downloaded here; what stands in is the classical, non-neural
+photorealistic style transfer: Reinhard et al. 2001 colour transfer (per-channel mean / std of the
+CIE-Lab image matched to those of a random other training photo, the "style"), then
+edge-preserving smoothing (``cv2.edgePreservingFilter``, Gastal & Oliveira's domain transform; it
+removes fine texture while keeping edges, as the smoothing step of photorealistic stylisation)
+and a random monotone tone curve. Structure (edges, keypoint geometry) is kept, colours, contrast
+and fine texture change strongly.
 
 ``PairPatchSampler(batch_size, rng, ...)`` keeps a pool of such pairs, generated lazily (a few
 at start, ``new_per_batch`` more per batch until ``pool_size``, then ``refresh_per_batch`` per batch
@@ -41,7 +57,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Iterator
 
 import cv2
@@ -69,6 +87,8 @@ class PairConf:
     night_darkness: tuple[float, float] = (0.5, 1.0)
     p_style: float = 0.5                # probability of color_style_shift on B
     p_style_a: float = 0.2              # ... on A
+    p_stylize: float = 0.7              # probability of the stylisation stand-in on B (HNDesc 0.7)
+    two_homographies: bool = True       # A = warp(base, H_a), B = warp(base, H_b); False: H_a = I
     max_keypoints: int = 300            # DoG keypoints detected in A (strongest first)
     contrast_threshold: float = 0.02
     min_size: float = 2.0               # smallest OpenCV keypoint size kept
@@ -76,6 +96,7 @@ class PairConf:
     border_frac: float = 0.5            # keep if centre is >= border_frac * 3*size from the edge
     dedup_px: float = 2.0               # keypoints closer than this in A: keep the strongest
     photos: tuple[str, ...] = ()        # empty = synth.photo_names('train')
+    photo_dir: str = ""                 # folder of JPG / PNG photos (recursive); overrides photos
     patch_size: int = PATCH_SIZE
     mr_size: float = MR_SIZE
 
@@ -87,7 +108,7 @@ class PairSample:
     photo: str
     img_a: np.ndarray          # (S, S, 3) uint8
     img_b: np.ndarray          # (S, S, 3) uint8
-    H: np.ndarray              # (3, 3) float64, x_B ~ H x_A
+    H: np.ndarray              # (3, 3) float64, x_B ~ H x_A  (= H_b H_a^-1)
     xy_a: np.ndarray           # (N, 2) float32 pixel centres
     xy_b: np.ndarray           # (N, 2) float32
     size_a: np.ndarray         # (N,) float32 OpenCV KeyPoint.size
@@ -162,6 +183,91 @@ def color_style_shift(img: np.ndarray, rng: np.random.Generator, strength: float
     return (img & mask) + np.uint8(1 << (7 - bits))
 
 
+# ----------------------------------------------------------------------------- photo folders
+PHOTO_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+
+
+class PhotoError(RuntimeError):
+    """A photo folder or photo file is unreadable or empty (one-line message naming it)."""
+
+
+def find_photos(folder: str | Path) -> list[str]:
+    """Every JPG / PNG file under ``folder`` (recursive, case-insensitive suffix), sorted.
+
+    Raises:
+        PhotoError: the folder is missing, unreadable or holds no JPG / PNG file.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise PhotoError(f"{root}: photo folder not found (or not a folder)")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise PhotoError(f"{root}: photo folder is not readable")
+    files = sorted(str(f) for f in root.rglob("*")
+                   if f.suffix.lower() in PHOTO_EXTS and f.is_file())
+    if not files:
+        raise PhotoError(f"{root}: no JPG / PNG photos in this folder (searched recursively)")
+    return files
+
+
+def load_photo_source(name: str, gray: bool = False, min_side: int = 0) -> np.ndarray:
+    """A bundled photo (``synth.ALL_PHOTOS`` name) or an image file path, as uint8.
+
+    Same output as ``synth.load_photo``: (H, W, 3) RGB or (H, W) gray, upscaled (bicubic) so the
+    shorter side is >= ``min_side``. Raises PhotoError naming an unreadable file.
+    """
+    if name in synth.ALL_PHOTOS:
+        return synth.load_photo(name, gray=gray, min_side=min_side)
+    bgr = cv2.imread(str(name), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise PhotoError(f"{name}: not a readable JPG / PNG image")
+    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if min_side and min(img.shape[:2]) < min_side:
+        f = min_side / min(img.shape[:2])
+        img = cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)),
+                         interpolation=cv2.INTER_CUBIC)
+    return synth.to_gray(img) if gray else np.ascontiguousarray(img)
+
+
+def photo_list(photos: tuple[str, ...] | list[str] = (), photo_dir: str | Path | None = "",
+               split: str = "train") -> list[str]:
+    """Photo sources of a data generator: ``photo_dir``'s files if given, else the explicit
+    ``photos`` names, else the bundled ``split`` photos."""
+    if photo_dir:
+        return find_photos(photo_dir)
+    return list(photos) or synth.photo_names(split)
+
+
+def stylize(img: np.ndarray, rng: np.random.Generator, style: np.ndarray,
+            smooth: bool = True) -> np.ndarray:
+    """Non-neural photorealistic stylisation of an RGB uint8 image (HNDesc stand-in).
+
+    Reinhard colour transfer: each CIE-Lab channel of ``img`` is shifted / scaled to the mean /
+    std of ``style`` (another photo, any size), then (``smooth``) an edge-preserving filter
+    (``cv2.edgePreservingFilter``, sigma_s 20-60 px, sigma_r 0.2-0.5) and a random monotone tone
+    curve. Returns uint8 of ``img``'s shape (grayscale in -> grayscale out).
+    """
+    gray_in = img.ndim == 2
+    rgb = np.repeat(img[..., None], 3, 2) if gray_in else np.ascontiguousarray(img)
+    sty = np.repeat(style[..., None], 3, 2) if style.ndim == 2 else np.ascontiguousarray(style)
+    if max(sty.shape[:2]) > 128:                      # statistics only: a small copy is enough
+        f = 128 / max(sty.shape[:2])
+        sty = cv2.resize(sty, (max(1, round(sty.shape[1] * f)), max(1, round(sty.shape[0] * f))),
+                         interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    ref = cv2.cvtColor(sty, cv2.COLOR_RGB2LAB).astype(np.float32).reshape(-1, 3)
+    mu, sd = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0) + 1e-3
+    lab = (lab - mu) / sd * (ref.std(0) + 1e-3) + ref.mean(0)
+    out = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    if smooth:
+        out = cv2.edgePreservingFilter(out, flags=cv2.RECURS_FILTER,
+                                       sigma_s=float(rng.uniform(20, 60)),
+                                       sigma_r=float(rng.uniform(0.2, 0.5)))
+        gamma = float(np.exp(rng.normal(0, 0.3)))
+        lut = (255 * (np.linspace(0, 1, 256) ** gamma) + 0.5).astype(np.uint8)
+        out = lut[out]
+    return synth.to_gray(out) if gray_in else out
+
+
 homography_jacobian = synth.homography_jacobian
 
 
@@ -232,8 +338,23 @@ _PHOTO_CACHE: dict[str, np.ndarray] = {}
 def _photo(name: str, min_side: int) -> np.ndarray:
     key = f"{name}@{min_side}"
     if key not in _PHOTO_CACHE:
-        _PHOTO_CACHE[key] = synth.load_photo(name, gray=False, min_side=min_side)
+        if len(_PHOTO_CACHE) > 64:
+            _PHOTO_CACHE.clear()
+        _PHOTO_CACHE[key] = load_photo_source(name, gray=False, min_side=min_side)
     return _PHOTO_CACHE[key]
+
+
+_NAMES_CACHE: dict[str, list[str]] = {}
+
+
+def _names(conf: PairConf) -> list[str]:
+    """Photo sources of ``conf`` (a photo folder is listed once per process)."""
+    if conf.photo_dir:
+        key = str(Path(conf.photo_dir).expanduser().resolve())
+        if key not in _NAMES_CACHE:
+            _NAMES_CACHE[key] = find_photos(key)
+        return _NAMES_CACHE[key]
+    return photo_list(conf.photos)
 
 
 def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str | None = None
@@ -243,12 +364,13 @@ def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str
     Args:
         rng: random generator (all randomness comes from it).
         conf: ``PairConf``; defaults used if None.
-        photo: force a photo name; must be a TRAIN photo unless ``conf.photos`` lists it.
+        photo: force a photo name; must be a TRAIN photo unless ``conf.photos`` lists it (or a
+            file of ``conf.photo_dir``).
     Returns:
         ``PairSample`` (N may be 0 on a textureless crop).
     """
     conf = conf or PairConf()
-    names = list(conf.photos) or synth.photo_names("train")
+    names = _names(conf)
     if photo is None:
         photo = names[int(rng.integers(len(names)))]
     elif photo not in names:
@@ -266,15 +388,23 @@ def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str
     if rng.random() < 0.5:
         base = np.ascontiguousarray(base[:, ::-1])
 
-    H = synth.random_homography(S, S, rng, strength=conf.homography_strength,
-                                max_rotation_deg=conf.max_rotation_deg,
-                                scale_range=conf.homography_scale)
-    img_b = synth.warp(base, H, (S, S))
-    img_a = base
+    def rand_h() -> np.ndarray:
+        return synth.random_homography(S, S, rng, strength=conf.homography_strength,
+                                       max_rotation_deg=conf.max_rotation_deg,
+                                       scale_range=conf.homography_scale)
+
+    H_b = rand_h()
+    H_a = rand_h() if conf.two_homographies else np.eye(3)
+    img_b = synth.warp(base, H_b, (S, S))
+    img_a = synth.warp(base, H_a, (S, S)) if conf.two_homographies else base
     if conf.photometric_a > 0:
         img_a = synth.photometric(img_a, rng, conf.photometric_a)
     if rng.random() < conf.p_style_a:
         img_a = color_style_shift(img_a, rng)
+    if rng.random() < conf.p_stylize:
+        others = [n for n in names if n != photo] or names
+        style = others[int(rng.integers(len(others)))]
+        img_b = stylize(img_b, rng, _photo(style, min_side=0))
     if conf.photometric_b > 0:
         img_b = synth.photometric(img_b, rng, conf.photometric_b)
     if rng.random() < conf.p_night:
@@ -290,16 +420,24 @@ def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str
     xy, size, angle, resp = xy[keep], size[keep], angle[keep], resp[keep]
     keep = _dedup(xy, resp, conf.dedup_px)
     xy, size, angle, resp = xy[keep], size[keep], angle[keep], resp[keep]
-    ori = opencv_angle_to_ori(angle)
-    xy_b, size_b, ori_b = transfer_keypoints(H, xy, size, ori)
+    ori0 = opencv_angle_to_ori(angle)
+    xy_b, size_b, ori_b = transfer_keypoints(H_b, xy, size, ori0)
+    if conf.two_homographies:
+        xy, size, ori = transfer_keypoints(H_a, xy, size, ori0)
+    else:
+        ori = ori0
+    H = H_b @ np.linalg.inv(H_a)
+    H = H / H[2, 2]
     # half patch side = mr_size * sigma / 2 = mr_size * size / 4 (= 3 * size for MR_SIZE 12)
     ok = (_inside(xy, conf.border_frac * 0.25 * conf.mr_size * size, S, S)
           & _inside(xy_b, conf.border_frac * 0.25 * conf.mr_size * size_b, S, S)
           & np.isfinite(xy_b).all(1) & (size_b > 0))
     ok = np.nonzero(ok)[0]
     return PairSample(photo=photo, img_a=img_a, img_b=img_b, H=H,
-                      xy_a=xy[ok].astype(np.float32), xy_b=xy_b[ok], size_a=size[ok],
-                      size_b=size_b[ok], ori_a=ori[ok], ori_b=ori_b[ok], response=resp[ok])
+                      xy_a=xy[ok].astype(np.float32), xy_b=xy_b[ok],
+                      size_a=size[ok].astype(np.float32), size_b=size_b[ok],
+                      ori_a=np.asarray(ori, np.float32)[ok], ori_b=ori_b[ok],
+                      response=resp[ok])
 
 
 def pair_patches(pair: PairSample, conf: PairConf | None = None, threads: int = 1
@@ -475,9 +613,12 @@ def pair_batches(batch_size: int, seed: int, conf: PairConf | None = None, **kwa
 
 def conf_from_options(options: dict) -> PairConf:
     """Build a ``PairConf`` from a recipe options dict (keys prefixed ``pair_``, e.g.
-    ``pair_out_size``); unknown ``pair_*`` keys raise ValueError."""
+    ``pair_out_size``; the option ``photos`` = a photo folder sets ``photo_dir``); unknown
+    ``pair_*`` keys raise ValueError."""
     conf = PairConf()
     kw = {}
+    if options.get("photos"):
+        kw["photo_dir"] = str(options["photos"])
     for k, v in options.items():
         if not k.startswith("pair_"):
             continue
@@ -490,6 +631,7 @@ def conf_from_options(options: dict) -> PairConf:
 
 
 __all__ = ["PairConf", "PairSample", "PairPatchSampler", "make_pair", "pair_patches",
+           "PhotoError", "find_photos", "load_photo_source", "photo_list", "stylize",
            "transfer_keypoints", "homography_jacobian", "color_style_shift", "pair_batches",
            "conf_from_options"]
 

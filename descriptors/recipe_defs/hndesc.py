@@ -18,15 +18,30 @@ noise p = 0.1. Loss variants in the paper / code: triplet margin (margin 1) with
 in-batch hardest negatives, and an AP loss with in-batch (k = 20) hard negatives; dense CAPS
 backbone.
 
-This toolkit's version (the brief of the toolkit: one patch network for every recipe): the L2-Net
-body (``arch='l2net'``) on 32 x 32 patches cut with the toolkit-wide support at DoG keypoints,
-hardest-in-batch triplet margin loss (``descriptors.losses.hardest_triplet_margin``, margin 1,
-anchor swap: the paper's in-batch triplet variant), data from ``descriptors.data.pairs``
-(``PairPatchSampler``: TRAIN photos only, random crop / rescale, ``synth.random_homography``,
-``synth.photometric``, ``synth.day_to_night`` and colour / style shifts in place of neural
-stylisation). Each batch of B keypoints mixes at least B / ``max_per_pair`` pairs (default
-B / 64 = 16 pairs for B = 1024, the paper's 16 crops), so most in-batch negatives come from other
-images, as in HNDesc's in-batch mining.
+What matches the paper / code here:
+
+- loss (default ``loss='ap'``): the AP loss of ``hndesc/pipeline.py`` (``APCriterion``):
+  per keypoint the ranked list [its positive, its k = 20 most similar keypoints of the OTHER image
+  pairs of the batch], quantised differentiable AP with nq = 20 bins on cosine similarity in
+  [0, 1] (R2D2's ``APLoss``), loss = mean (1 - AP) (``descriptors.losses.hndesc_ap_loss``);
+  ``loss='triplet'`` keeps the hardest-in-batch triplet margin variant (margin 1, anchor swap;
+  ``losses.hardest_triplet_margin``) for the ablation;
+- data (``descriptors.data.pairs``): two views of one photo crop under two independent random
+  homographies (``PairConf.two_homographies``), keypoints detected once and mapped exactly into
+  both; the second view gets a strong stylisation-like change with p = 0.7 (HNDesc uses the
+  stylised image with p = 0.7) plus colour / photometric augmentation;
+- Adam lr 1e-4, x0.5 every 50,000 steps, 220,000 steps, batches mixing 16 image pairs.
+
+What differs (the toolkit trains one patch network per recipe):
+
+- network: the L2-Net body (``arch='l2net'``) on 32 x 32 patches cut at DoG keypoints with the
+  toolkit-wide support, instead of dense CAPS features sampled at SuperPoint keypoints;
+- stylisation: no neural network is downloaded; ``pairs.stylize`` stands in (Reinhard Lab colour
+  transfer from another training photo + edge-preserving smoothing + tone curve), with night
+  rendering (``synth.day_to_night``) and ``color_style_shift`` for the colour augmentation;
+- photos: the bundled TRAIN photos (or ``--photos DIR`` = the option ``photos``) instead of
+  MegaDepth; each batch of B keypoints mixes at least B / ``max_per_pair`` pairs (B / 64 = 16
+  pairs for B = 1024, the paper's 16 crops).
 
 ``default_data`` (``datasets/phototour-synth``) is only the evaluation root for
 ``pipelines.train --eval``: the training pairs need no dataset folder.
@@ -34,8 +49,9 @@ images, as in HNDesc's in-batch mining.
 ``recipe(quick=False)``: batch 1024 keypoints, Adam lr 1e-4, step decay x0.5 / 50k, 220k steps.
 ``quick`` (hardnet's quick budget: 1000 steps of 64 pairs): batch 64 keypoints from >= 8 pairs,
 Adam lr 1e-3 decayed x0.5 every 334 steps, a pool of 96 pairs refreshed slowly (a CPU run of
-minutes; the paper's lr 1e-4 barely moves in 1000 steps). Options: margin, anchor_swap, negatives ('hardest'|'random'), pool_size,
-initial_pairs, new_per_batch, refresh_per_batch, max_per_pair, weighting
+minutes; the paper's lr 1e-4 barely moves in 1000 steps). Options: loss ('ap'|'triplet'),
+ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random', triplet only), photos (a photo
+folder), pool_size, initial_pairs, new_per_batch, refresh_per_batch, max_per_pair, weighting
 ('uniform'|'response'), swap_prob, ``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``).
 """
 from __future__ import annotations
@@ -47,9 +63,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from descriptors.losses import hndesc_ap_loss
 from descriptors.recipes import Recipe
 
 DEFAULT_OPTIONS: dict[str, Any] = {
+    "loss": "ap", "ap_k": 20, "ap_nq": 20, "photos": None,
     "margin": 1.0, "anchor_swap": True, "negatives": "hardest",
     "pool_size": 400, "initial_pairs": 16, "new_per_batch": 2, "refresh_per_batch": 0.5,
     "max_per_pair": 64, "weighting": "uniform", "swap_prob": 0.5,
@@ -63,8 +81,8 @@ def _opts(options: dict | None) -> dict:
 
 
 def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
-    """Infinite ``(a, p)`` batches of self-supervised pair patches (``data_dir`` is unused: the
-    pairs are rendered from the bundled TRAIN photos on the fly)."""
+    """Infinite ``(a, p, pair_ids)`` batches of self-supervised pair patches (``data_dir`` is
+    unused: the pairs are rendered on the fly from the bundled TRAIN photos or ``photos``)."""
     from descriptors.data.pairs import PairPatchSampler, conf_from_options
     o = _opts(recipe.options)
     return PairPatchSampler(recipe.batch_size, np.random.default_rng(seed), conf_from_options(o),
@@ -72,16 +90,26 @@ def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
                             new_per_batch=int(o["new_per_batch"]),
                             refresh_per_batch=float(o["refresh_per_batch"]),
                             max_per_pair=int(o["max_per_pair"]), weighting=o["weighting"],
-                            swap_prob=float(o["swap_prob"]))
+                            swap_prob=float(o["swap_prob"]), return_pair_ids=True)
 
 
 def hndesc_step(model: nn.Module, batch: Any, step: int, state: dict
                 ) -> tuple[torch.Tensor, dict]:
-    """Hardest-in-batch triplet margin loss on one (a, p) batch (HardNet's step, this recipe's
-    option defaults)."""
-    from descriptors.recipe_defs.hardnet import triplet_step
-    return triplet_step(model, (batch[0], batch[1]), step,
-                        {**state, "options": _opts(state.get("options"))})
+    """One step on an ``(a, p, pair_ids)`` batch: the AP loss (``loss='ap'``) or the
+    hardest-in-batch triplet margin loss (``loss='triplet'``, HardNet's step)."""
+    o = _opts(state.get("options"))
+    if o["loss"] == "triplet":
+        from descriptors.recipe_defs.hardnet import triplet_step
+        return triplet_step(model, (batch[0], batch[1]), step, {**state, "options": o})
+    if o["loss"] != "ap":
+        raise ValueError(f"recipe hndesc: loss must be 'ap' or 'triplet', got '{o['loss']}'")
+    if len(batch) < 3:
+        raise ValueError("recipe hndesc: the AP loss needs (a, p, pair_ids) batches")
+    a, p, ids = batch[0], batch[1], batch[2]
+    b = a.shape[0]
+    d = model(torch.cat([a, p], 0))
+    loss, ap = hndesc_ap_loss(d[:b], d[b:], ids, k=int(o["ap_k"]), nq=int(o["ap_nq"]))
+    return loss, {"ap": float(ap.detach())}
 
 
 def recipe(quick: bool = False) -> Recipe:
@@ -89,8 +117,8 @@ def recipe(quick: bool = False) -> Recipe:
                arch_kwargs={"dim": 128}, steps=220_000, batch_size=1024, optimizer="adam",
                lr=1e-4, weight_decay=0.0, lr_schedule="step", lr_step=50_000, lr_gamma=0.5,
                default_data="datasets/phototour-synth", options=dict(DEFAULT_OPTIONS),
-               description="L2-Net + hardest-in-batch triplet on self-supervised homography / "
-                           "photometric pairs (HNDesc)")
+               description="L2-Net + AP loss (in-batch hard negatives) on self-supervised "
+                           "two-homography / stylised pairs (HNDesc)")
     if quick:
         r = r.with_options(steps=1000, batch_size=64, lr=1e-3, lr_step=334, pool_size=96,
                            initial_pairs=8, new_per_batch=1, refresh_per_batch=0.1,
