@@ -8,7 +8,14 @@
   rootsift = L1-normalise, sqrt (Arandjelovic & Zisserman 2012), then L2 = 1.
 - every recipe name (``hardnet``, ``hndesc``, ``sdb``, ``wlrn``, ``fracking``): the shipped
   weights ``weights/<name>.pt``;
-- any path to a checkpoint written by ``descriptors.train`` / ``descriptors.models``.
+- any path to a checkpoint written by ``descriptors.train`` / ``descriptors.models``;
+- any path to a published checkpoint as its authors released it (TFeat ``*.params``, affnet
+  ``HardTFeat.pth``, HardNet repo ``HardNet++.pth``, kornia's HardNet / HardNet8 / SOSNet / HyNet /
+  TFeat weight files): the layout is found from the keys (``descriptors.models.published``), and
+  the extractor is named after the file stem. Nothing is ever downloaded.
+
+Every file is read with ``torch.load(weights_only=True)``: a pickle that would build other
+objects is refused with a one-line error before any of it runs.
 """
 from __future__ import annotations
 
@@ -19,13 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from descriptors.models import CheckpointError, load_checkpoint
+from descriptors.models import (CheckpointError, is_descriptor_checkpoint, model_from_checkpoint,
+                                safe_torch_load)
 from descriptors.recipes import RECIPE_MODULES
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 OPENCV_NAMES = ("sift", "rootsift")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".params", ".tar")
 
 
 class DescriptorError(RuntimeError):
@@ -171,7 +180,7 @@ def load(name_or_path: str | Path, device: torch.device | str | None = None,
         name = s
     else:
         path = Path(s)
-        if not (path.suffix in (".pt", ".pth", ".ckpt") or path.exists()):
+        if not (path.suffix in CHECKPOINT_SUFFIXES or path.exists()):
             raise DescriptorError(
                 f"unknown descriptor '{s}': use one of {', '.join(list(OPENCV_NAMES) + sorted(RECIPE_MODULES))} "
                 f"or a checkpoint path")
@@ -179,10 +188,17 @@ def load(name_or_path: str | Path, device: torch.device | str | None = None,
             raise DescriptorError(f"checkpoint {path} not found")
         name = path.stem
     try:
-        model, ckpt = load_checkpoint(path)
+        ckpt = safe_torch_load(path)
+        if is_descriptor_checkpoint(ckpt):
+            model = model_from_checkpoint(ckpt, path)
+            meta = ckpt.get("meta", {})
+            dim = int(getattr(model, "dim", ckpt.get("arch_kwargs", {}).get("dim", 128)))
+        else:
+            from descriptors.models.published import load_published
+            model = load_published(ckpt, path)
+            meta = {"published": model.kind, "source": str(path)}
+            dim = model.dim
     except (CheckpointError, KeyError, TypeError) as e:
         raise DescriptorError(str(e)) from None
-    dim = int(getattr(model, "dim", ckpt.get("arch_kwargs", {}).get("dim", 128)))
     ps = int(getattr(model, "patch_size", 32))
-    return TorchExtractor(name, model, dim, ps, batch_size=batch_size, device=device,
-                          meta=ckpt.get("meta", {}))
+    return TorchExtractor(name, model, dim, ps, batch_size=batch_size, device=device, meta=meta)
