@@ -28,6 +28,7 @@ import torch
 
 from descriptors.models import (CheckpointError, is_descriptor_checkpoint, model_from_checkpoint,
                                 safe_torch_load)
+from descriptors.models.published import load_published
 from descriptors.recipes import RECIPE_MODULES
 
 logger = logging.getLogger(__name__)
@@ -194,7 +195,6 @@ def load(name_or_path: str | Path, device: torch.device | str | None = None,
             meta = ckpt.get("meta", {})
             dim = int(getattr(model, "dim", ckpt.get("arch_kwargs", {}).get("dim", 128)))
         else:
-            from descriptors.models.published import load_published
             model = load_published(ckpt, path)
             meta = {"published": model.kind, "source": str(path)}
             dim = model.dim

@@ -238,7 +238,7 @@ def load_published(obj: Any, path: str | Path) -> PublishedNet:
             f"{path}: unknown descriptor checkpoint layout (keys: {_summary(list(sd))}); known: "
             f"this project's ('arch' + 'state_dict'), {', '.join(x.kind for x in LAYOUTS)}")
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()
-          if not k.startswith(layout.drop_prefixes or ("\0",))}
+          if not k.startswith(layout.drop_prefixes)}
     try:
         net = layout.build(sd)
         net.load_state_dict(_fill_bn_counters(net, sd), strict=True)
