@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="PhotoTour root holding the --eval split (whatever the training data)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe option override (repeatable), value parsed as JSON if possible")
+    p.add_argument("--arch_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument override (repeatable, JSON value), e.g. "
+                        "normalize=false for fracking's raw CNN3 output")
     p.add_argument("--eval_only", action="store_true",
                    help="do not train: evaluate the existing --out weights on --eval and "
                         "(re)write the sidecar from the checkpoint's metadata")
@@ -145,6 +148,18 @@ def main(argv: list[str] | None = None) -> dict:
         over["photos"] = str(Path(args.photos).expanduser())
     if over:
         recipe = recipe.with_options(**over)
+    arch_over = {}
+    for kv in args.arch_option:
+        if "=" not in kv:
+            p.error(f"--arch_option expects KEY=VALUE, got '{kv}'")
+        k, v = kv.split("=", 1)
+        try:
+            arch_over[k] = json.loads(v)
+        except json.JSONDecodeError:
+            arch_over[k] = v
+    if arch_over:
+        from dataclasses import replace
+        recipe = replace(recipe, arch_kwargs={**recipe.arch_kwargs, **arch_over})
     data_root = Path(args.data or recipe.default_data)
     out = Path(args.out) if args.out else default_out(args.recipe)
     if args.eval_only:

@@ -71,7 +71,23 @@ def test_fracking_miner_hand_made():
 def test_cnn3_shapes_params_and_buffers(tmp_path):
     torch.manual_seed(0)
     m = CNN3(input_size=64)
-    assert m.n_effective_params() == 45_824            # + 448 Torch7 pooling params = 46,272
+    assert m.n_effective_params() == 45_824            # no L2-pooling parameters
+    # Torch7 SpatialLPPooling: one weight + bias per plane -> the paper's 46,272 parameters
+    fixed = CNN3(input_size=64, lp_weights="fixed")
+    assert fixed.n_effective_params() == 46_272 and fixed.patch_size == 64
+    assert not any(q.requires_grad for q in fixed.pool1.parameters())   # Torch7: not trained
+    fixed.load_state_dict(m.state_dict(), strict=False)
+    xx = torch.rand(3, 1, 64, 64)
+    assert torch.allclose(fixed(xx), m(xx), atol=1e-6)   # w = 1, b = 0: the same function
+    learned = CNN3(input_size=64, lp_weights="learned")
+    assert all(q.requires_grad for q in learned.pool3.parameters())
+    learned(xx).sum().backward()
+    assert float(learned.pool3.weight.grad.abs().sum()) > 0
+    raw = CNN3(input_size=64, normalize=False)
+    raw.load_state_dict(m.state_dict())
+    yr = raw(xx)
+    assert not torch.allclose(yr.norm(dim=1), torch.ones(3))
+    assert torch.allclose(torch.nn.functional.normalize(yr, dim=1), m(xx), atol=1e-5)
     # sparse connectivity: 8 inputs per output map, inputs used evenly
     mask = m.conv2.conn_mask[:, :, 0, 0]
     assert (mask.sum(1) == 8).all() and (mask.sum(0) == 16).all()
@@ -95,6 +111,13 @@ def test_cnn3_shapes_params_and_buffers(tmp_path):
 def test_cnn3_sublayers():
     x = torch.tensor([[[[3.0, 4.0], [0.0, 0.0]]]])
     assert torch.allclose(L2Pool2d(2)(x), torch.tensor([[[[5.0]]]]), atol=1e-4)
+    lp = L2Pool2d(2, 1, "learned")
+    with torch.no_grad():
+        lp.weight.fill_(4.0)
+        lp.bias.fill_(21.0)
+    assert torch.allclose(lp(x), torch.tensor([[[[11.0]]]]), atol=1e-4)   # sqrt(4*25 + 21)
+    with pytest.raises(ValueError, match="lp_weights"):
+        L2Pool2d(2, 1, "bogus")
     n = SubtractiveNorm2d(5)
     c = torch.full((1, 3, 9, 9), 2.0)                  # constant maps -> zero everywhere,
     assert n(c).abs().max() < 1e-5                      # borders included (coef correction)
@@ -126,15 +149,23 @@ def test_fracking_recipe_trains_and_loss_goes_down(tiny_phototour, tmp_path):
     from descriptors.recipes import get_recipe
     from descriptors.train import train
 
+    from descriptors.train import make_optimizer
     recipe = get_recipe("fracking", quick=True)
     assert recipe.options["r_p"] == 1 and recipe.options["r_n"] == 2
     full = get_recipe("fracking")
     assert (full.batch_size, full.lr, full.momentum, full.lr_step) == (128, 0.01, 0.9, 10_000)
     assert abs(full.lr_at(10_000) - 1e-3) < 1e-12 and full.options["r_p"] == 8
+    assert full.arch_kwargs["input_size"] == 64 and full.arch_kwargs["lp_weights"] == "fixed"
+    opt = make_optimizer(full, build_model(full.arch, **full.arch_kwargs).parameters())
+    assert opt.param_groups[0]["dampening"] == 0.9          # Torch7 optim.sgd: = momentum
 
     data = read_phototour(tiny_phototour / "train")
     recipe = recipe.with_options(steps=8, batch_size=4, r_p=2, r_n=2)
-    pool = next(FrackingSampler(data, 8, 8, np.random.default_rng(0)))     # B_P = B_N = 8
+    sampler = FrackingSampler(data, 8, 8, np.random.default_rng(0))        # B_P = B_N = 8
+    pool = next(sampler)
+    assert all(t.shape[1:] == (1, 64, 64) for t in pool)                   # Brown patches as is
+    ia = torch.from_numpy(np.asarray(data.patches[:3], np.float32) / 255.0)
+    assert torch.equal(sampler._u8[:3, 0].float() / 255.0, ia)
     recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(pool))
     state = {"options": recipe.options}
     torch.manual_seed(0)                                # = the trainer's initialisation (seed 0)
@@ -149,8 +180,33 @@ def test_fracking_recipe_trains_and_loss_goes_down(tiny_phototour, tmp_path):
     with torch.no_grad():
         after = float(fracking_step(model, pool, 0, state)[0])
     print(f"fracking pool loss {before:.4f} -> {after:.4f} ({res['seconds']} s)")
-    assert ck["arch"] == "cnn3" and ck["step"] == 8 and ck["arch_kwargs"]["input_size"] == 32
+    assert ck["arch"] == "cnn3" and ck["step"] == 8 and ck["arch_kwargs"]["input_size"] == 64
+    from descriptors.registry import load
+    ext = load(str(out))
+    assert ext.patch_size == 64 and ext(np.random.rand(2, 1, 64, 64).astype(np.float32)).shape \
+        == (2, 128)
     mean, std = input_stats(data)
     assert abs(float(model.mean) - mean) < 1e-5 and abs(float(model.std) - std) < 1e-5
     assert abs(res["loss_first"] - before) < 1e-4       # same init, same pool
     assert after < before - 0.02
+
+
+def test_fracking_raw_output_uses_its_own_margin(tiny_phototour):
+    """``normalize=False``: the paper's raw CNN3 output, hinge loss with ``margin_raw``."""
+    from descriptors.data.phototour import read_phototour
+    from descriptors.recipe_defs.fracking import FrackingSampler, fracking_step, recipe
+    r = recipe(quick=True, normalize=False)
+    assert r.arch_kwargs["normalize"] is False
+    pool = next(FrackingSampler(read_phototour(tiny_phototour / "train"), 8, 8,
+                                np.random.default_rng(0)))
+    torch.manual_seed(0)
+    m = build_model(r.arch, **r.arch_kwargs)
+    with torch.no_grad():
+        d = m(torch.cat([pool[2], pool[3]])).chunk(2)
+        neg = (d[0] - d[1]).norm(dim=1)
+        big = float(neg.max()) + 1.0                      # every negative inside the margin
+        lo = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin_raw": 1e-3}})[0])
+        hi = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin_raw": big}})[0])
+        unit = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin": big,
+                                                            "margin_raw": 1e-3}})[0])
+    assert hi > lo and abs(unit - lo) < 1e-6              # raw output ignores ``margin``

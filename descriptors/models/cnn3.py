@@ -16,12 +16,20 @@ the pooling (fully convolutional, no fully-connected layer)::
       map feeds the same number of outputs ("the mean number of connections each input layer has
       is constant"). Parameter count 1600 + 18496 + 25728 = 45,824 conv weights+biases, plus
       2 x (32+64+128) = 448 for Torch7's old SpatialLPPooling (SpatialSubSampling weight + bias
-      per plane) = 46,272, exactly the paper's CNN3 figure. Here the L2 pooling has no
-      parameters, so ``CNN3`` has 45,824 effective trainable parameters (the masked-out weights
-      are stored but receive zero gradient and stay 0).
+      per plane) = 46,272, exactly the paper's CNN3 figure (``n_effective_params`` with
+      ``lp_weights != 'none'``; the masked-out conv weights are stored but receive zero gradient
+      and stay 0).
 
-L2 pooling: ``y = sqrt(sum_{window} x^2 + eps)`` (Torch ``SpatialLPPooling(p=2)``; eps keeps the
-gradient finite at 0). Subtractive normalisation as Torch ``nn.SpatialSubtractiveNormalization``:
+L2 pooling (Torch7 ``SpatialLPPooling(C, 2, k, k, k, k)`` = Square, ``SpatialSubSampling``,
+Sqrt): ``y_c = sqrt(w_c * sum_{window} x_c^2 + b_c + eps)`` with one weight and one bias per plane,
+initialised w = 1, b = 0 (eps keeps the gradient finite at 0). ``lp_weights``:
+
+- ``'fixed'``: w, b stored (counted in the 46,272) but not trained: Torch7's module redefines
+  ``accGradParameters`` / ``updateParameters`` as no-ops ("by default, it'll try to learn the
+  parameters of the sub sampler: we avoid that"), so in the reference they stay 1 / 0;
+- ``'learned'``: w, b trained (the argument of the sqrt is clamped at 0);
+- ``'none'``: no parameters (the same function as 'fixed'; checkpoints written before the option
+  existed load with it). Subtractive normalisation as Torch ``nn.SpatialSubtractiveNormalization``:
 the local mean is a Gaussian-weighted (5x5, sigma = 0.25 * 5 = 1.25 px, Torch ``image.gaussian``
 default) average over the neighbourhood AND over all feature maps, corrected at the borders by the
 same filter applied to ones; it is subtracted from every map (output keeps its size).
@@ -30,15 +38,16 @@ Input normalisation: the paper subtracts the training-set mean and divides by it
 These are the buffers ``mean`` / ``std`` (pixel units of [0, 1] images), saved in every checkpoint;
 the ``fracking`` recipe sets them from the training patches (``set_input_stats``).
 
-Input size: ``input_size=64`` takes the paper's 64x64 patches. ``input_size=32`` (the toolkit's
-patch size, what ``registry.Extractor`` feeds) bilinearly upsamples each 32x32 patch to 64x64
-inside ``forward`` and then runs the unchanged published network, so the layer table, receptive
-fields and weights are identical for both sizes (a 32x32 patch cut with the toolkit's support
-covers the same image area as the 64x64 one).
+Input size: ``input_size=64`` takes the paper's 64x64 patches natively (``patch_size = 64``, so
+``registry`` / ``localize.extract`` / ``metrics.describe_patches`` cut 64x64 patches for it; the
+``fracking`` recipe trains on the Brown 64x64 patches as they are). ``input_size=32`` (older
+checkpoints) bilinearly upsamples each 32x32 patch to 64x64 inside ``forward`` and then runs the
+unchanged published network.
 
-Output: the paper uses the raw 128-d output with L2 distance; for the toolkit every descriptor is
-L2-normalised, so ``forward`` returns unit vectors (B, 128). Because the last sub-layer is an L2
-pooling, all components are >= 0 and distances between descriptors lie in [0, sqrt(2)].
+Output: ``normalize=True`` (toolkit convention) returns unit vectors (B, 128); because the last
+sub-layer is an L2 pooling, all components are >= 0 and distances lie in [0, sqrt(2)].
+``normalize=False`` returns the paper's raw 128-d output (compared with the L2 distance, as in the
+paper); the fracking recipe then uses its own margin (option ``margin_raw``).
 """
 from __future__ import annotations
 
@@ -105,15 +114,36 @@ class SparseConv2d(nn.Conv2d):
             self.out_channels
 
 
-class L2Pool2d(nn.Module):
-    """L2 pooling: sqrt(sum over a k x k window (stride k) of x^2 + eps)."""
+LP_WEIGHTS: tuple[str, ...] = ("none", "fixed", "learned")
 
-    def __init__(self, k: int) -> None:
+
+class L2Pool2d(nn.Module):
+    """L2 pooling over k x k windows (stride k): sqrt(w_c sum x^2 + b_c + eps) per plane c.
+
+    Args:
+        k: window side and stride.
+        channels: planes C (needed unless ``lp_weights='none'``).
+        lp_weights: 'none' (w = 1, b = 0, no parameters), 'fixed' (Torch7 SpatialLPPooling:
+            parameters w = 1, b = 0 that are not trained), 'learned' (trained).
+    Forward: (B, C, H, W) -> (B, C, H // k, W // k).
+    """
+
+    def __init__(self, k: int, channels: int = 0, lp_weights: str = "none") -> None:
         super().__init__()
+        if lp_weights not in LP_WEIGHTS:
+            raise ValueError(f"L2Pool2d: lp_weights must be one of {LP_WEIGHTS}, got "
+                             f"'{lp_weights}'")
         self.k = k
+        self.lp_weights = lp_weights
+        if lp_weights != "none":
+            learn = lp_weights == "learned"
+            self.weight = nn.Parameter(torch.ones(channels), requires_grad=learn)
+            self.bias = nn.Parameter(torch.zeros(channels), requires_grad=learn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = F.avg_pool2d(x * x, self.k, self.k) * (self.k * self.k)
+        if self.lp_weights != "none":
+            s = (s * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)).clamp_min(0.0)
         return torch.sqrt(s + EPS)
 
 
@@ -139,21 +169,24 @@ class SubtractiveNorm2d(nn.Module):
 
 
 class CNN3(nn.Module):
-    """Fracking CNN3, 64x64 (or 32x32, upsampled inside) patches -> ``dim``-d unit descriptor.
+    """Fracking CNN3, 64x64 (or 32x32, upsampled inside) patches -> ``dim``-d descriptor.
 
     Args:
-        input_size: 64 (paper) or 32 (toolkit patches; bilinear upsample to 64 inside).
+        input_size: 64 (paper) or 32 (older toolkit checkpoints; bilinear upsample inside).
         dim: output dimension; must be 128 (the width of the third conv layer).
         fan_in: input maps seen by each output map of layers 2 and 3 (paper/Torch: 8; 0 = dense).
         seed: seed of the random connection tables (stored as buffers, so checkpoints keep them).
+        lp_weights: per-plane L2-pooling weights, 'none' | 'fixed' (Torch7) | 'learned'.
+        normalize: L2-normalise the output (toolkit); False = the paper's raw output.
     Buffers:
         ``mean``, ``std``: training-set pixel mean / std (units of [0, 1] images).
     Forward:
-        (B, 1, input_size, input_size) float32 in [0, 1] -> (B, 128) float32, unit L2 norm.
+        (B, 1, input_size, input_size) float32 in [0, 1] -> (B, 128) float32 (unit L2 norm if
+        ``normalize``).
     """
 
-    def __init__(self, input_size: int = 64, dim: int = 128, fan_in: int = 8, seed: int = 0
-                 ) -> None:
+    def __init__(self, input_size: int = 64, dim: int = 128, fan_in: int = 8, seed: int = 0,
+                 lp_weights: str = "none", normalize: bool = True) -> None:
         super().__init__()
         if input_size not in (32, 64):
             raise ValueError(f"CNN3 input_size must be 64 or 32, got {input_size}")
@@ -163,15 +196,16 @@ class CNN3(nn.Module):
         self.input_size = int(input_size)
         self.patch_size = self.input_size
         self.dim = int(dim)
+        self.normalize = bool(normalize)
         fi = fan_in if fan_in and fan_in > 0 else 10 ** 6
         self.conv1 = nn.Conv2d(1, 32, 7)                          # 64 -> 58
-        self.pool1 = L2Pool2d(2)                                  # 58 -> 29
+        self.pool1 = L2Pool2d(2, 32, lp_weights)              # 58 -> 29
         self.norm1 = SubtractiveNorm2d(5)
         self.conv2 = SparseConv2d(32, 64, 6, fi, seed)            # 29 -> 24
-        self.pool2 = L2Pool2d(3)                                  # 24 -> 8
+        self.pool2 = L2Pool2d(3, 64, lp_weights)              # 24 -> 8
         self.norm2 = SubtractiveNorm2d(5)
         self.conv3 = SparseConv2d(64, self.dim, 5, fi, seed + 1)  # 8 -> 4
-        self.pool3 = L2Pool2d(4)                                  # 4 -> 1
+        self.pool3 = L2Pool2d(4, self.dim, lp_weights)        # 4 -> 1
         self.register_buffer("mean", torch.tensor(0.5))
         self.register_buffer("std", torch.tensor(0.25))
 
@@ -184,9 +218,12 @@ class CNN3(nn.Module):
         self.std.fill_(float(std))
 
     def n_effective_params(self) -> int:
-        """Trainable parameters that are not masked out (45,824 for the published CNN3)."""
+        """Parameters that are not masked out: 45,824 conv weights + biases, plus 448 L2-pooling
+        weights + biases unless ``lp_weights='none'`` (46,272: the paper's CNN3 count)."""
+        pools = sum(p.numel() for m in (self.pool1, self.pool2, self.pool3)
+                    for p in m.parameters())
         return sum(p.numel() for p in self.conv1.parameters()) + \
-            self.conv2.n_effective_params() + self.conv3.n_effective_params()
+            self.conv2.n_effective_params() + self.conv3.n_effective_params() + pools
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.input_size
@@ -198,5 +235,5 @@ class CNN3(nn.Module):
             x = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
         x = self.norm1(self.pool1(torch.tanh(self.conv1(x))))
         x = self.norm2(self.pool2(torch.tanh(self.conv2(x))))
-        x = self.pool3(torch.tanh(self.conv3(x)))
-        return F.normalize(x.flatten(1), p=2, dim=1)
+        x = self.pool3(torch.tanh(self.conv3(x))).flatten(1)
+        return F.normalize(x, p=2, dim=1) if self.normalize else x

@@ -12,20 +12,31 @@ Descriptors", arXiv 1412.6537 (papers/001_*.txt), Sec. 3.2-4.3:
   ``r_p`` / ``r_n``: 1/1 (no mining), 1/2 (the paper's default), 2/2, 4/4, 8/8 (best, and the
   authors' released ``CNN3_p8_n8`` models);
 - SGD, lr 0.01 divided by 10 every 10,000 iterations, momentum 0.9, no weight decay ("no
-  techniques to cope with overfitting are used");
+  techniques to cope with overfitting are used"), as Torch7 ``optim.sgd`` computes it: dampening
+  = momentum (``Recipe.dampening=None``; the trainer's SGD follows Torch7 / HardNet);
 - inputs normalised by the training set's mean and std: ``setup`` measures them on the training
   patches and stores them in the model's ``mean`` / ``std`` buffers (so they are in every
-  checkpoint).
+  checkpoint);
+- native 64 x 64 input end to end: ``FrackingSampler`` yields the Brown 64 x 64 patches as they
+  are (``PatchPairSampler.sample_indices`` on ``data.patches``, no 64 -> 32 resize) and
+  ``CNN3(input_size=64)`` has ``patch_size = 64``, so extraction / evaluation cut 64 x 64 patches
+  for it (``registry.load`` reads ``model.patch_size``);
+- Torch7 ``SpatialLPPooling`` weights (one weight + bias per plane, 448 parameters, the paper's
+  46,272 total): ``lp_weights='fixed'`` (default) stores them as Torch7 does and, as Torch7's
+  module, does not train them (its ``accGradParameters`` is a no-op); ``'learned'`` trains them.
 
-Toolkit specifics: patches are the Brown 64x64 ones resized to 32x32 (``phototour.to_32``, as
-every other recipe), and ``CNN3(input_size=32)`` upsamples them to 64x64 inside, so the trained
-model takes the toolkit's 32x32 patches at extraction time. Descriptors are L2-normalised (the
-paper's are not), so distances lie in [0, sqrt 2]; the margin m = 1.0 is our choice for that
-range (the paper's text does not state m). The paper warm-starts the 2/2 .. 8/8 runs from an early
-1/2 checkpoint; here every run starts from scratch.
+What differs: descriptors are L2-normalised by default (toolkit convention; the paper's are not),
+so distances lie in [0, sqrt 2] and the margin m = ``margin`` = 1.0 is our choice for that range.
+``normalize=False`` gives the paper's raw output, trained with its own margin ``margin_raw``
+(default 1.0 = Torch7 ``nn.HingeEmbeddingCriterion``'s default; the paper's text does not state
+m). The paper warm-starts the 2/2 .. 8/8 runs from an early 1/2 checkpoint; here every run starts
+from scratch. The shipped ``weights/fracking.pt`` predates the 64 x 64 path (``input_size=32``,
+upsampled inside) and still loads.
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
-Options: ``r_p``, ``r_n``, ``margin``.
+Options: ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
+checkpoint): ``normalize``, ``lp_weights`` (``recipe(quick, normalize=False)`` or
+``python -m pipelines.train --recipe fracking --arch_option normalize=false``).
 """
 from __future__ import annotations
 
@@ -43,7 +54,7 @@ from descriptors.recipes import Recipe
 
 logger = logging.getLogger(__name__)
 
-PUBLISHED_OPTIONS: dict = {"r_p": 8, "r_n": 8, "margin": 1.0}
+PUBLISHED_OPTIONS: dict = {"r_p": 8, "r_n": 8, "margin": 1.0, "margin_raw": 1.0}
 _DATA_CACHE: dict[tuple[str, float], Any] = {}
 
 
@@ -66,14 +77,25 @@ class FrackingSampler:
 
     Each item ``(pos_a, pos_b, neg_a, neg_b)``: ``n_pos`` corresponding pairs (two different
     patches of one 3D point; distinct points within a pool) and ``n_neg`` random non-corresponding
-    pairs (different 3D points), all (k, 1, 32, 32) float32 in [0, 1].
+    pairs (different 3D points), all (k, 1, P, P) float32 in [0, 1]; ``patch_size`` P = 64 gives
+    the Brown patches unchanged (the paper), 32 the toolkit's 64 -> 32 resized ones.
     """
 
     def __init__(self, data: Any, n_pos: int, n_neg: int,
-                 rng: np.random.Generator | int | None = None) -> None:
+                 rng: np.random.Generator | int | None = None, patch_size: int = 64) -> None:
         from descriptors.data.phototour import PatchPairSampler
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self._pairs = PatchPairSampler(data, n_pos, self.rng)     # positives (distinct points)
+        if patch_size == 64:
+            p = np.asarray(data.patches)
+            if p.ndim != 3 or p.shape[1:] != (64, 64):
+                raise ValueError(f"{data.root}: expected (N, 64, 64) patches, got {p.shape}")
+            self._u8 = torch.from_numpy(np.ascontiguousarray(p, np.uint8))[:, None]
+        elif patch_size == 32:
+            self._u8 = None
+        else:
+            raise ValueError(f"FrackingSampler: patch_size must be 64 or 32, got {patch_size}")
+        self.patch_size = int(patch_size)
         self.patches32 = self._pairs.patches32
         self.point_ids = self._pairs.point_ids
         self.n_pos = self._pairs.batch_size
@@ -97,6 +119,9 @@ class FrackingSampler:
     def __next__(self) -> tuple[torch.Tensor, ...]:
         pa, pb = self._pairs.sample_indices()
         na, nb = self.negative_indices()
+        if self._u8 is not None:          # 64 x 64 uint8 -> float [0, 1] per pool (small memory)
+            return tuple(self._u8[torch.from_numpy(i)].float().div_(255.0)
+                         for i in (pa, pb, na, nb))
         t = self.patches32
         return tuple(t[torch.from_numpy(i)] for i in (pa, pb, na, nb))
 
@@ -106,22 +131,28 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     data = _load(data_dir, recipe)
     return iter(FrackingSampler(data, int(opts["r_p"]) * recipe.batch_size,
                                 int(opts["r_n"]) * recipe.batch_size,
-                                np.random.default_rng(seed)))
+                                np.random.default_rng(seed),
+                                patch_size=int(recipe.arch_kwargs.get("input_size", 64))))
 
 
-def input_stats(data: Any) -> tuple[float, float]:
-    """Mean and std of the training patches as the model sees them (32x32, [0, 1])."""
+def input_stats(data: Any, size: int = 64) -> tuple[float, float]:
+    """Mean and std of the training patches as the model sees them (size x size, [0, 1])."""
     from descriptors.data.phototour import resize_patches
-    x = resize_patches(data.patches, 32).astype(np.float64) / 255.0
+    p = np.asarray(data.patches) if size == 64 else resize_patches(data.patches, size)
+    x = p.astype(np.float64) / 255.0
     return float(x.mean()), float(x.std())
 
 
 def setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
     """Store the training set's mean / std in the model buffers (paper Sec. 3.3)."""
-    mean, std = input_stats(_load(data_dir, recipe))
+    mean, std = input_stats(_load(data_dir, recipe), int(recipe.arch_kwargs.get("input_size", 64)))
     model.set_input_stats(mean, std)
     state["input_mean"], state["input_std"] = mean, std
     logger.info("fracking: training patches mean %.4f std %.4f", mean, std)
+
+
+def _base(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
 
 
 def fracking_step(model: nn.Module, batch: Any, step: int, state: dict
@@ -129,7 +160,8 @@ def fracking_step(model: nn.Module, batch: Any, step: int, state: dict
     """Forward the whole pool without gradients, keep the hardest B/R, back-propagate those."""
     pa, pb, na, nb = batch
     opts = state.get("options", {})
-    margin = float(opts.get("margin", 1.0))
+    raw = not bool(getattr(_base(model), "normalize", True))
+    margin = float(opts.get("margin_raw", 1.0) if raw else opts.get("margin", 1.0))
     r_p, r_n = int(opts.get("r_p", 1)), int(opts.get("r_n", 2))
     n_p = len(pa)
     with torch.no_grad():
@@ -153,12 +185,17 @@ def fracking_step(model: nn.Module, batch: Any, step: int, state: dict
     return loss, logs
 
 
-def recipe(quick: bool = False) -> Recipe:
+def recipe(quick: bool = False, normalize: bool = True, lp_weights: str = "fixed") -> Recipe:
+    """The fracking recipe; ``normalize`` / ``lp_weights`` pick the CNN3 output and L2-pooling
+    weights (architecture arguments, recorded in the checkpoint)."""
     r = Recipe(name="fracking", make_data=make_data, step_loss=fracking_step, setup=setup,
-               arch="cnn3", arch_kwargs={"input_size": 32, "dim": 128, "fan_in": 8},
+               arch="cnn3", arch_kwargs={"input_size": 64, "dim": 128, "fan_in": 8,
+                                         "lp_weights": lp_weights, "normalize": bool(normalize)},
                steps=30_000, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9,
-               weight_decay=0.0, lr_schedule="step", lr_step=10_000, lr_gamma=0.1,
-               default_data="datasets/phototour-synth", options=dict(PUBLISHED_OPTIONS),
+               dampening=None, weight_decay=0.0, lr_schedule="step", lr_step=10_000,
+               lr_gamma=0.1,
+               default_data="datasets/phototour-synth",
+               options=dict(PUBLISHED_OPTIONS),
                description="CNN3 + hinge embedding + fracking (hard pos/neg mining)")
     if quick:
         r = r.with_options(steps=400, batch_size=16, r_p=1, r_n=2)
