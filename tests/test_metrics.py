@@ -178,3 +178,114 @@ def test_evaluate_pairs_inline_extractor():
     c = _ConstExtractor()
     r = M.evaluate_pairs(c, data, progress=False)
     assert r["roc_auc"] == 0.5 and r["cmc1"] == 0.0 and not math.isnan(r["fpr95"])
+
+
+# ----------------------------------------------------------------------------- fracking protocol
+def test_pr_roc_auc_split_matches_pooled_definitions():
+    dp, dn = D[Y == 1], D[Y == 0]
+    ap, auc = M.pr_roc_auc_split(dp, dn)
+    assert ap == pytest.approx(M.pr_auc(D, Y)) and auc == pytest.approx(M.roc_auc(D, Y))
+    rng = np.random.default_rng(4)
+    dp = np.round(rng.random(200), 2)
+    dn = np.round(rng.random((200, 30)) + 0.2, 2)          # many ties between and within
+    d = np.r_[dp, dn.ravel()]
+    y = np.r_[np.ones(200, int), np.zeros(dn.size, int)]
+    ap, auc = M.pr_roc_auc_split(dp, dn)
+    assert ap == pytest.approx(M.pr_auc(d, y), abs=1e-12)
+    assert auc == pytest.approx(M.roc_auc(d, y), abs=1e-12)
+
+
+def test_cmc_auc_hand():
+    # ranks 0, 2, 3 among K = 3 negatives: curve 1/3 1/3 2/3 1 -> mean 7/12 = 1 - (5/3) / 4
+    c = M.cmc(np.array([0.1, 0.5, 0.3]),
+              np.array([[0.2, 0.3, 0.4], [0.1, 0.5, 0.9], [0.05, 0.2, 0.3]]))
+    assert M.cmc_auc(c) == pytest.approx(7 / 12)
+    assert math.isnan(M.cmc_auc(np.array([])))
+
+
+def test_sample_fracking_folds_protocol():
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(300), rng.integers(1, 5, 300))   # 1..4 patches per point
+    ids = ids[rng.permutation(len(ids))]                         # patches of a point scattered
+    n = len(ids)
+    folds = M.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=3, seed=7)
+    assert len(folds) == 3
+    for f in folds:
+        assert f.anchor.shape == (100,) and f.negatives.shape == (100, 50)
+        assert len(np.unique(ids[f.anchor])) == 100               # unique 3D points
+        assert np.all(ids[f.anchor] == ids[f.positive]) and np.all(f.anchor != f.positive)
+        assert np.all(ids[f.negatives] != ids[f.anchor][:, None])
+        assert all(len(np.unique(r)) == 50 for r in f.negatives)   # distinct negatives
+        assert f.negatives.min() >= 0 and f.negatives.max() < n
+    assert not np.array_equal(folds[0].anchor, folds[1].anchor)
+    # seeded; fold f does not depend on how many folds are drawn
+    again = M.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=1, seed=7)[0]
+    np.testing.assert_array_equal(again.negatives, folds[0].negatives)
+    other = M.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=1, seed=8)[0]
+    assert not np.array_equal(other.anchor, folds[0].anchor)
+    # negatives are uniform over the other points' patches: every patch gets drawn
+    f = M.sample_fracking_folds(ids, n_points=100, n_neg=200, n_folds=1, seed=1)[0]
+    hits = np.bincount(f.negatives.ravel(), minlength=n)
+    assert hits.min() > 0 and hits.max() < 6 * hits.mean()
+    # scaled down: fewer eligible points / patches than asked
+    multi = int((np.bincount(ids) >= 2).sum())
+    small = M.sample_fracking_folds(ids, n_neg=10 ** 6, n_folds=1)[0]
+    assert small.anchor.shape == (multi,)
+    assert small.negatives.shape[1] == n - np.bincount(ids).max()
+    with pytest.raises(ValueError, match=">= 2 patches"):
+        M.sample_fracking_folds(np.arange(10))
+    with pytest.raises(ValueError, match="one 3D point"):
+        M.sample_fracking_folds(np.zeros(10, int))
+
+
+def test_fracking_scores_perfect_and_constant():
+    ids = np.repeat(np.arange(40), 3)
+    folds = M.sample_fracking_folds(ids, n_points=30, n_neg=20, n_folds=2, seed=0)
+    onehot = np.eye(40, dtype=np.float32)[ids]
+    r = M.fracking_scores(onehot, folds)
+    assert r["pr_auc"] == 1.0 and r["roc_auc"] == 1.0 and r["cmc1"] == 1.0
+    assert r["cmc_auc"] == 1.0 and r["n_points"] == 30 and r["n_negatives"] == 20
+    assert r["n_folds"] == 2 and len(r["pr_auc_folds"]) == 2 and r["cmc"].shape == (21,)
+    const = np.ones((len(ids), 4), np.float32)
+    r = M.fracking_scores(const, folds)
+    # all distances tie: one threshold, precision = P / (P + P K); the positive ranks last
+    assert r["pr_auc"] == pytest.approx(1 / 21) and r["roc_auc"] == 0.5
+    assert r["cmc1"] == 0.0 and r["cmc_auc"] == pytest.approx(1 / 21)
+
+
+def test_evaluate_fracking_and_phototour_on_toy_data():
+    data = _toy_data(n_points=60)
+    ex = _FlatExtractor()
+    fr = M.evaluate_fracking(ex, data, n_points=50, n_neg=30, n_folds=3, seed=2, progress=False)
+    assert fr["n_points"] == 50 and fr["n_negatives"] == 30 and fr["n_folds"] == 3
+    # the same numbers by hand from all descriptors and the same seeded folds
+    desc = M.describe_patches(ex, data.patches, progress=False)
+    folds = M.sample_fracking_folds(data.point_ids, 50, 30, 3, seed=2)
+    aps = []
+    for f in folds:
+        dp = np.linalg.norm(desc[f.anchor] - desc[f.positive], axis=1)
+        dn = np.linalg.norm(desc[f.negatives] - desc[f.anchor][:, None], axis=2)
+        d = np.r_[dp, dn.ravel()]
+        y = np.r_[np.ones(len(dp), int), np.zeros(dn.size, int)]
+        aps.append(M.pr_auc(d, y))
+    assert fr["pr_auc"] == pytest.approx(np.mean(aps), abs=1e-6)
+    assert 0 < fr["pr_auc"] <= 1 and 0.5 < fr["roc_auc"] <= 1 and 0 < fr["cmc1"] <= 1
+    both = M.evaluate_phototour(ex, data, fracking_points=50, fracking_negatives=30,
+                                fracking_folds=3, seed=2, progress=False)
+    m50 = M.evaluate_pairs(ex, data, progress=False)
+    for key in ("fpr95", "pr_auc", "roc_auc", "cmc1"):
+        assert both["m50"][key] == m50[key]
+    for key in ("pr_auc", "roc_auc", "cmc_auc", "cmc1"):
+        assert both["fracking"][key] == pytest.approx(fr[key], abs=1e-6)
+    # noisy descriptors: the 1:K sets are far harder than a balanced 1:1 list of the same pairs
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(200), 2)
+    centre = rng.normal(size=(200, 16))
+    x = (centre[ids] + rng.normal(scale=0.5, size=(400, 16))).astype(np.float32)
+    folds = M.sample_fracking_folds(ids, n_points=200, n_neg=100, n_folds=2, seed=0)
+    r = M.fracking_scores(x, folds)
+    f = folds[0]
+    dp = np.linalg.norm(x[f.anchor] - x[f.positive], axis=1)
+    dn1 = np.linalg.norm(x[f.anchor] - x[f.negatives[:, 0]], axis=1)
+    balanced = M.pr_auc(np.r_[dp, dn1], np.r_[np.ones(200), np.zeros(200)])
+    assert r["pr_auc"] < balanced - 0.05 and r["roc_auc"] > 0.9
