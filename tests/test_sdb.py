@@ -180,10 +180,10 @@ def test_step_teachers_and_stage2_subset():
         if teacher == "none":
             assert logs["w_mean"] == 1.0
         assert m.training                                        # teacher pass restores mode
-    state = {"options": {"stage2_frac": 0.5, "stage2_cycles": 2, "stage2_bs_shrink": 0.25},
-             "total_steps": 100}
-    loss, logs = S.sdb_step(m, batch, 99, state)                 # cycle 1: keep 8*(1-0.5)=4
-    assert logs["stage"] == 2.0 and torch.isfinite(loss)
+    state = {"options": {"stage2_frac": 0.5, "stage2_cycles": 2, "stage2_batch_end": 4},
+             "total_steps": 100, "batch_size": 8}
+    loss, logs = S.sdb_step(m, batch, 99, state)                 # cycle 1: keep 4 points
+    assert logs["stage"] == 2.0 and torch.isfinite(loss) and state["cycle_now"] == 1
     x, lab = S._subset_points(*S._views(batch)[:2], 4)
     assert x.shape[0] == 8 and set(lab.tolist()) == {0, 1, 2, 3}
 
@@ -242,3 +242,40 @@ def test_sdb_trains_and_loss_goes_down(tmp_path: Path):
     from descriptors.registry import load
     ext = load(str(tmp_path / "sdb.pt"))
     assert ext(torch.rand(3, 1, 32, 32)).shape == (3, 128)
+
+
+def test_stage2_batches_adamw_and_optimizer_reset_per_cycle():
+    """Stage-2 batch 2944 -> 1024 over the cycles (quick: the same ratios), AdamW wd 0.1, and
+    the optimizer state is cleared exactly once at the start of each annealing cycle."""
+    from descriptors.train import make_optimizer
+    full = get_recipe("sdb")
+    assert (full.optimizer, full.weight_decay, full.batch_size) == ("adamw", 0.1, 2560)
+    b = S.stage2_batches(full.batch_size, full.options)
+    assert len(b) == 15 and b[0] == 2944 and b[-1] == 1024 and b == sorted(b, reverse=True)
+    q = get_recipe("sdb", quick=True)
+    bq = S.stage2_batches(q.batch_size, q.options)
+    assert bq[0] == round(q.batch_size * 2944 / 2560) and bq[-1] == round(q.batch_size * 0.4)
+    assert isinstance(make_optimizer(full, [torch.nn.Parameter(torch.ones(2))]),
+                      torch.optim.AdamW)
+    # the reset hook
+    lin, other = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    state: dict = {}
+    S.install_cycle_reset(lin, state)
+    opt = torch.optim.AdamW(lin.parameters(), lr=1e-3, weight_decay=0.1)
+    opt2 = torch.optim.AdamW(other.parameters(), lr=1e-3)
+
+    def step(cycle: int) -> tuple[int, int]:
+        state["cycle_now"] = cycle
+        for o, m in ((opt, lin), (opt2, other)):
+            o.zero_grad()
+            m(torch.ones(4, 3)).sum().backward()
+            o.step()
+        return (int(opt.state[lin.weight]["step"]), int(opt2.state[other.weight]["step"]))
+
+    try:
+        assert [step(c) for c in (-1, -1, 0, 0, 0, 1)] == \
+            [(1, 1), (2, 2), (1, 3), (2, 4), (3, 5), (1, 6)]      # other optimizer untouched
+        assert state["opt_reset_cycle"] == 1
+    finally:
+        while S._RESET_HOOKS:
+            S._RESET_HOOKS.pop().remove()

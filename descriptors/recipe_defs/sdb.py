@@ -23,8 +23,11 @@ Stage 1 (``--loss=ExpTeacher --teacher=self``), the first ``1 - stage2_frac`` of
 Stage 2 (``--loss=tripletMargin++ --use_finetune``), the remaining ``stage2_frac``:
   ``stage2_cycles`` annealing cycles; in cycle i the learning rate is
   ``stage2_lr * stage2_lr_factor**i`` (flat for 60% of the cycle, then cosine to ~0, fastai
-  ``fit_flat_cos(pct_start=0.6)``), the batch shrinks to ``batch_size * (1 - stage2_bs_shrink *
-  (i+1))`` (paper: 2944 - 128 (i+1)) and samples with their own margin d_neg - d_pos <=
+  ``fit_flat_cos(pct_start=0.6)``), the optimizer state is reset at the start of every cycle
+  (``stage2_reset_opt``; each cycle is a fresh fit), the batch shrinks linearly from
+  ``stage2_batch`` (paper 2944, cycle 0) to ``stage2_batch_end`` (1024, last cycle) (None = the
+  same ratios 2944 / 2560 and 1024 / 2560 of ``batch_size``, so quick runs scale down
+  proportionally) and samples with their own margin d_neg - d_pos <=
   ``stage2_threshold + 0.05 i`` are dropped; loss ``stage2_loss='exp'`` is the code's generalized
   form with fixed B = 4.25 (``tripletMargin++``), ``'triplet'`` the HardNet hinge
   max(0, 1 + d_pos - d_neg) with the same mask.
@@ -36,8 +39,15 @@ L2-Net body (``arch='l2net'``) like HardNet / HNDesc; stage 1: Adam, lr 0.0033 o
 stage 2: lr 1.5e-6, lr_factor 0.75, batch 2944 shrinking by 128 per cycle, 15 cycles x 1400
 batches (= 21,000 steps), B = 4.25, threshold -0.10 (+0.05 per cycle). Total 60,551 steps,
 ``stage2_frac`` = 21000 / 60551.
-Weight decay: the toolkit trainer's Adam applies *coupled* L2 decay, for which 0.1 would be far
-too strong; the recipe uses 1e-4 (HardNet's) and records the paper's value here.
+Optimizer: ``adamw`` with decoupled weight decay 0.1 (fastai's ``Adam(..., wd=0.1,
+decouple_wd=True)`` = ``p <- p (1 - lr wd)`` before the Adam step, which is what torch
+``AdamW`` does). Differs: fastai's Adam uses betas (0.9, 0.99) and eps 1e-5; the toolkit trainer's
+AdamW keeps torch's (0.9, 0.999) and 1e-8 (the ``Recipe`` has no betas / eps fields).
+Optimizer reset per cycle: the trainer owns the optimizer, so ``sdb_setup`` registers a torch
+optimizer step pre-hook (``torch.optim.optimizer.register_optimizer_step_pre_hook``) that acts
+only on the optimizer of this run's model and clears its state (Adam moments, step counts) before
+the first step of each annealing cycle; ``state['opt_reset_cycle']`` records the last reset (so a
+resumed run does not reset twice).
 
 Data (``options['data']``): the synthetic PhotoTour train split (``datasets/phototour-synth/
 train``, read with ``descriptors.data.phototour.read_phototour``) by default, because (1) the
@@ -55,9 +65,10 @@ Options (``recipe.with_options(...)``): data, npos, fliprot, teacher
 ('self'|'ema'|'detached'|'none'),
 ema_decay, weight_fn ('quadratic'|'linear'|'step'|'bump'|'none'), threshold, upper, easy_width,
 R, A, B (None = use_stB), stage2_frac, stage2_cycles, stage2_loss ('exp'|'triplet'), stage2_R,
-stage2_B, stage2_threshold, stage2_threshold_step, stage2_lr, stage2_lr_factor, stage2_bs_shrink,
-stage2_pct_flat, stage2_margin, one_cycle_div, one_cycle_pct, pool_size (pairs data) and
-``pair_*`` (``PairConf`` fields).
+stage2_B, stage2_threshold, stage2_threshold_step, stage2_lr, stage2_lr_factor, stage2_batch,
+stage2_batch_end, stage2_reset_opt, stage2_pct_flat, stage2_margin, one_cycle_div, one_cycle_pct,
+pool_size (pairs data), photos (a photo folder for data='pairs') and ``pair_*`` (``PairConf``
+fields).
 """
 from __future__ import annotations
 
@@ -77,6 +88,7 @@ logger = logging.getLogger(__name__)
 
 PAPER_STAGE1_STEPS = 39_551       # 25 epochs x 4,050,000 tuples / 2560
 PAPER_STAGE2_STEPS = 21_000       # 15 cycles x 1400 batches
+PAPER_BATCH, PAPER_STAGE2_BATCH, PAPER_STAGE2_BATCH_END = 2560, 2944, 1024
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "data": "phototour", "npos": 3, "fliprot": True,
@@ -89,10 +101,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "stage2_frac": PAPER_STAGE2_STEPS / (PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS),
     "stage2_cycles": 15, "stage2_loss": "exp", "stage2_R": 1.0, "stage2_B": 4.25,
     "stage2_margin": 1.0, "stage2_threshold": -0.10, "stage2_threshold_step": 0.05,
-    "stage2_lr": 1.5e-6, "stage2_lr_factor": 0.75, "stage2_bs_shrink": 128 / 2944,
-    "stage2_pct_flat": 0.6,
+    "stage2_lr": 1.5e-6, "stage2_lr_factor": 0.75, "stage2_batch": None,
+    "stage2_batch_end": None, "stage2_reset_opt": True, "stage2_pct_flat": 0.6,
     # pair data (data='pairs')
-    "pool_size": 400,
+    "pool_size": 400, "photos": None,
 }
 
 
@@ -111,6 +123,16 @@ def stage_bounds(steps: int, options: dict) -> tuple[int, int]:
     if n2 < cycles:
         n2 = 0
     return steps - n2, max(1, n2 // cycles) if n2 else 1
+
+
+def stage2_batches(batch_size: int, options: dict) -> list[int]:
+    """Points per batch in each annealing cycle: linear from ``stage2_batch`` (cycle 0) to
+    ``stage2_batch_end`` (last cycle); None = ``batch_size`` x 2944 / 2560 and x 1024 / 2560."""
+    o = _opts(options)
+    b0 = o["stage2_batch"] or round(batch_size * PAPER_STAGE2_BATCH / PAPER_BATCH)
+    b1 = o["stage2_batch_end"] or round(batch_size * PAPER_STAGE2_BATCH_END / PAPER_BATCH)
+    c = max(1, int(o["stage2_cycles"]))
+    return [max(2, int(round(b0 + (b1 - b0) * i / max(1, c - 1)))) for i in range(c)]
 
 
 def anneal_cycle(step: int, steps: int, options: dict) -> int:
@@ -203,13 +225,16 @@ class PointTupleSampler:
 
 
 def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
-    """The recipe's batch iterator: PhotoTour point tuples (default) or self-supervised pairs."""
+    """The recipe's batch iterator: PhotoTour point tuples (default) or self-supervised pairs.
+
+    Batches hold max(batch_size, largest stage-2 batch) points; ``sdb_step`` keeps the first
+    ``batch_size`` of them in stage 1 and the cycle's count in stage 2."""
     o = _opts(recipe.options)
     rng = np.random.default_rng(seed)
+    n = max([int(recipe.batch_size)] + stage2_batches(recipe.batch_size, o))
     if o["data"] == "pairs":
         from descriptors.data.pairs import PairPatchSampler, conf_from_options
-        return PairPatchSampler(recipe.batch_size, rng, conf_from_options(o),
-                                pool_size=int(o["pool_size"]))
+        return PairPatchSampler(n, rng, conf_from_options(o), pool_size=int(o["pool_size"]))
     if o["data"] != "phototour":
         raise ValueError(f"recipe sdb: data must be 'phototour' or 'pairs', got '{o['data']}'")
     from descriptors.data.phototour import ensure_synthetic_phototour, read_phototour
@@ -217,8 +242,7 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
     data = read_phototour(data_dir, progress=False)
-    return PointTupleSampler(data, recipe.batch_size, rng, npos=int(o["npos"]),
-                             fliprot=bool(o["fliprot"]))
+    return PointTupleSampler(data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]))
 
 
 # ------------------------------------------------------------------------------ step function
@@ -274,9 +298,40 @@ def teacher_forward(model: nn.Module, x: torch.Tensor, state: dict, kind: str = 
         m.train(was_training)
 
 
+_RESET_HOOKS: list[Any] = []
+
+
+def install_cycle_reset(model: nn.Module, state: dict) -> None:
+    """Reset the optimizer of ``model``'s parameters at the start of each annealing cycle.
+
+    A global optimizer step pre-hook that ignores every optimizer not holding these parameters;
+    before a step with ``state['cycle_now'] = c >= 0`` and ``state['opt_reset_cycle'] != c`` it
+    clears the optimizer's state (the step then runs as the first step of a fresh optimizer).
+    Hooks of earlier runs in this process are removed first.
+    """
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    while _RESET_HOOKS:
+        _RESET_HOOKS.pop().remove()
+    mine = {id(p) for p in model.parameters()}
+
+    def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not any(id(p) in mine for g in opt.param_groups for p in g["params"]):
+            return
+        c = int(state.get("cycle_now", -1))
+        if c >= 0 and int(state.get("opt_reset_cycle", -1)) != c:
+            opt.state.clear()
+            state["opt_reset_cycle"] = c
+            logger.info("sdb: optimizer state reset for annealing cycle %d", c)
+
+    _RESET_HOOKS.append(register_optimizer_step_pre_hook(hook))
+
+
 def sdb_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
-    """Record the run length (stage boundary) in the trainer's state."""
+    """Record the run length (stage boundary); install the per-cycle optimizer reset."""
     state["total_steps"] = int(recipe.steps)
+    state["batch_size"] = int(recipe.batch_size)
+    if _opts(recipe.options)["stage2_reset_opt"]:
+        install_cycle_reset(model, state)
 
 
 def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
@@ -286,8 +341,10 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
     total = int(state.get("total_steps", o.get("steps", 0)) or 0)
     x, labels, n_points = _views(batch)
     cycle = anneal_cycle(step, total, o) if total else -1
-    if cycle >= 0:
-        keep = max(2, int(round(n_points * (1 - float(o["stage2_bs_shrink"]) * (cycle + 1)))))
+    state["cycle_now"] = cycle
+    b1 = int(state.get("batch_size", o.get("batch_size", n_points)) or n_points)
+    keep = stage2_batches(b1, o)[cycle] if cycle >= 0 else b1
+    if keep < n_points:
         x, labels = _subset_points(x, labels, keep)
     desc = model(x)
     dist = pairwise_distance(desc, desc)
@@ -321,7 +378,7 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
 def recipe(quick: bool = False) -> Recipe:
     r = Recipe(name="sdb", make_data=sdb_data, step_loss=sdb_step, arch="l2net",
                arch_kwargs={"dim": 128}, steps=PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS,
-               batch_size=2560, optimizer="adam", lr=0.0033, weight_decay=1e-4,
+               batch_size=PAPER_BATCH, optimizer="adamw", lr=0.0033, weight_decay=0.1,
                lr_fn=sdb_lr, setup=sdb_setup, default_data="datasets/phototour-synth",
                options=dict(DEFAULT_OPTIONS),
                description="L2-Net + self-supervised difficulty balancing (ExpTeacher, "
