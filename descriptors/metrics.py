@@ -648,16 +648,21 @@ def evaluate_phototour(extractor: Any, data: Any, batch: int = 1024,
                        fracking_points: int = FRACKING_POINTS,
                        fracking_negatives: int = FRACKING_NEGATIVES,
                        fracking_folds: int = FRACKING_FOLDS, return_arrays: bool = False,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, folds: list[FrackingFold] | None = None) -> dict:
     """:func:`evaluate_pairs` (m50) and :func:`evaluate_fracking` from one description pass.
 
+    Args:
+        folds: already sampled folds (then ``fracking_*`` are ignored), e.g. to score several
+            descriptors on the same sets without resampling; default: sampled here with
+            ``seed``.
     Returns:
         {"m50": evaluate_pairs dict, "fracking": evaluate_fracking dict}; the patches of both
         are described together once (each patch's descriptor does not depend on the others).
     """
     m50_rows = _m50_rows(data)
-    folds = sample_fracking_folds(data.point_ids, fracking_points, fracking_negatives,
-                                  fracking_folds, seed)
+    if folds is None:
+        folds = sample_fracking_folds(data.point_ids, fracking_points, fracking_negatives,
+                                      fracking_folds, seed)
     uniq, desc = _describe_rows(extractor, data, np.concatenate(
         [m50_rows.reshape(-1), _fold_rows(folds)]), batch, progress)
     fr = fracking_scores(desc, [f.remap(uniq) for f in folds])

@@ -1,7 +1,8 @@
-"""Brown PhotoTour patch verification benchmark (FPR95, PR-AUC, ROC-AUC, CMC@1).
+"""Brown PhotoTour patch benchmark: FPR95 on the m50 pairs and the fracking paper's protocol.
 
     python -m pipelines.phototour --features sift rootsift hardnet
         [--data datasets/phototour-synth] [--split test] [--out outputs/phototour]
+        [--fracking-points 10000] [--fracking-negatives 1000] [--fracking-folds 10] [--seed 0]
 
 ``--data``/``--split`` name a folder in the Brown layout (``patches*.bmp``, ``info.txt``,
 ``m50_*.txt``): ``<data>/<split>``, e.g. ``--data datasets/phototour --split liberty`` for the
@@ -10,13 +11,20 @@ real scenes, or ``--data`` pointing straight at one scene folder. With the defau
 (``descriptors.data.phototour.ensure_synthetic_phototour``; its ``test`` split is made from the
 TEST photos only).
 
-Each patch of the pairs file (``m50_100000_100000_0.txt`` when present) is resized 64 -> 32 with
-``cv2.INTER_AREA`` and described once by ``descriptors.registry.load(name)``; pair distance = L2.
-Metrics (``descriptors.metrics``): FPR95 exactly as HardNet, PR-AUC (average precision of
--distance), ROC-AUC, CMC@1 (each positive pair's first patch against its true match and up to
-1000 random non-matching patches). A descriptor that cannot be loaded (e.g. missing weights) is
-reported in one line and skipped. Outputs: ``<out>/results.json``, ``<out>/pr.png``,
-``<out>/roc.png``.
+Every patch used is resized 64 -> 32 with ``cv2.INTER_AREA`` and described once by
+``descriptors.registry.load(name)``; distance = L2. Two protocols (``descriptors.metrics``):
+
+- m50 (HardNet / Brown): the pairs file (``m50_100000_100000_0.txt`` when present, balanced
+  1:1): FPR95 exactly as HardNet's ``ErrorRateAt95Recall``, and its average precision (AP 1:1).
+- fracking (Simo-Serra et al., Sec. 4 / 4.5 / 6): per fold, 10,000 unique 3D points, each with
+  one corresponding and 1,000 random non-corresponding patches; PR-AUC of those imbalanced
+  1:1000 sets, ROC-AUC, CMC@1 and CMC AUC, means over 10 folds (seeded; scaled down when the
+  split has fewer points or patches). These are the paper's numbers (its Tables 5, 11-19).
+
+A descriptor that cannot be loaded (e.g. missing weights) is reported in one line and skipped;
+the others are still evaluated and written, then the command exits with status 1. A missing or
+malformed data folder is a one-line error (status 1). Outputs: ``<out>/results.json``,
+``<out>/pr.png`` and ``<out>/roc.png`` (m50 curves).
 """
 from __future__ import annotations
 
@@ -42,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "out": "outputs/phototour",
     "features": ["sift", "rootsift", "hardnet"],
     "cmc_negatives": M.CMC_NEGATIVES,
+    "fracking_points": M.FRACKING_POINTS,
+    "fracking_negatives": M.FRACKING_NEGATIVES,
+    "fracking_folds": M.FRACKING_FOLDS,
+    "seed": 0,
 }
 
 
@@ -69,17 +81,19 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Plain-text table of the per-descriptor results."""
-    head = f"{'descriptor':<14} {'dim':>4} {'FPR95 %':>8} {'PR-AUC':>7} {'ROC-AUC':>8} " \
-           f"{'CMC@1':>6} {'time s':>7}"
-    lines = [head, "-" * len(head)]
+    """Plain-text table of the per-descriptor results (m50 columns, then the fracking ones)."""
+    head = (f"{'descriptor':<14} {'dim':>4} | {'FPR95 %':>7} {'AP 1:1':>7} | {'PR-AUC':>7} "
+            f"{'ROC-AUC':>8} {'CMC@1':>6} {'CMC-AUC':>8} | {'time s':>6}")
+    top = f"{'':<14} {'':>4} | {'m50 pairs':^15} | {'fracking protocol (1 pos : K neg)':^33} |"
+    lines = [top, head, "-" * len(head)]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['name']:<14} error: {r['error']}")
             continue
-        lines.append(f"{r['name']:<14} {r['dim']:>4} {100 * r['fpr95']:>8.2f} "
-                     f"{r['pr_auc']:>7.4f} {r['roc_auc']:>8.4f} {r['cmc1']:>6.3f} "
-                     f"{r['seconds']:>7.1f}")
+        m, f = r["m50"], r["fracking"]
+        lines.append(f"{r['name']:<14} {r['dim']:>4} | {100 * m['fpr95']:>7.2f} "
+                     f"{m['pr_auc']:>7.4f} | {f['pr_auc']:>7.4f} {f['roc_auc']:>8.4f} "
+                     f"{f['cmc1']:>6.3f} {f['cmc_auc']:>8.4f} | {r['seconds']:>6.1f}")
     return "\n".join(lines)
 
 
@@ -126,15 +140,22 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path,
 def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = DEFAULTS["split"],
         out: str | Path = DEFAULTS["out"], device: str | None = None, batch: int = 1024,
         cmc_negatives: int = DEFAULTS["cmc_negatives"], extractors: dict | None = None,
-        plot: bool = True) -> dict:
+        plot: bool = True, fracking_points: int = DEFAULTS["fracking_points"],
+        fracking_negatives: int = DEFAULTS["fracking_negatives"],
+        fracking_folds: int = DEFAULTS["fracking_folds"], seed: int = DEFAULTS["seed"]) -> dict:
     """Evaluate descriptors on one PhotoTour folder; write results.json (+ PNGs).
 
     Args:
         features: registry names or checkpoint paths.
         extractors: optional ``{name: callable}`` used instead of ``registry.load`` for those
             names (tests, notebooks).
+        cmc_negatives: negatives of the m50 CMC (JSON only; drawn from the m50 positives).
+        fracking_points, fracking_negatives, fracking_folds, seed: the fracking protocol.
     Returns:
-        the results dict written to ``<out>/results.json``.
+        the results dict written to ``<out>/results.json`` (``errors`` lists the descriptors
+        that could not be loaded).
+    Raises:
+        PhotoTourError: missing or malformed folder.
     """
     folder = resolve_folder(data, split)
     t0 = time.time()
@@ -143,9 +164,15 @@ def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = D
                 len(dataset.matches), dataset.pairs_file, time.time() - t0)
     if len(dataset.matches) == 0:
         raise PhotoTourError(f"{folder}: no m50_*.txt pairs file to evaluate on")
+    try:  # sampled once (seeded): every descriptor sees the same folds
+        folds = M.sample_fracking_folds(dataset.point_ids, fracking_points, fracking_negatives,
+                                        fracking_folds, seed)
+    except ValueError as e:
+        raise PhotoTourError(f"{folder / 'info.txt'}: {e}") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, curves = [], {}
+    fr_meta: dict[str, Any] = {}
     for name in features:
         try:
             if extractors and name in extractors:
@@ -161,24 +188,44 @@ def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = D
             rows.append({"name": name, "error": msg})
             continue
         t = time.time()
-        r = M.evaluate_pairs(ex, dataset, batch=batch, n_neg=cmc_negatives, return_arrays=True)
-        curves[name] = (r.pop("distances"), r.pop("labels"))
-        cmc_curve = r.pop("cmc")
-        r.update(name=name, dim=int(getattr(ex, "dim", 0)), seconds=round(time.time() - t, 2),
-                 cmc5=float(cmc_curve[min(4, len(cmc_curve) - 1)]) if cmc_curve is not None
-                 else float("nan"))
-        rows.append(r)
+        r = M.evaluate_phototour(ex, dataset, batch=batch, n_neg=cmc_negatives, seed=seed,
+                                 fracking_points=fracking_points,
+                                 fracking_negatives=fracking_negatives,
+                                 fracking_folds=fracking_folds, folds=folds,
+                                 return_arrays=True)
+        m50, fr = r["m50"], r["fracking"]
+        curves[name] = (m50.pop("distances"), m50.pop("labels"))
+        m50.pop("cmc")
+        m50["cmc1_note"] = (f"1 positive vs up to {cmc_negatives} second patches of the other "
+                            "m50 positive pairs (not the paper's protocol)")
+        fr["cmc"] = [float(v) for v in fr["cmc"]]
+        fr_meta = {k: fr[k] for k in ("n_points", "n_negatives", "n_folds", "seed")}
+        rows.append({"name": name, "dim": int(getattr(ex, "dim", 0)),
+                     "seconds": round(time.time() - t, 2), "fpr95": m50["fpr95"],
+                     "m50": m50, "fracking": fr})
     title = f"{folder.parent.name}/{folder.name}"
-    print(f"\nPhotoTour {title}: {len(dataset.matches)} pairs "
-          f"({int(dataset.matches[:, 2].sum())} matching) from {dataset.pairs_file}")
+    print(f"\nPhotoTour {title}: {len(dataset)} patches of {dataset.n_points} 3D points; "
+          f"m50: {len(dataset.matches)} pairs ({int(dataset.matches[:, 2].sum())} matching) "
+          f"from {dataset.pairs_file}")
+    if fr_meta:
+        print(f"fracking protocol: {fr_meta['n_folds']} folds x {fr_meta['n_points']} points x "
+              f"(1 positive + {fr_meta['n_negatives']} negatives), seed {fr_meta['seed']}")
     print(format_table(rows))
     plots = [str(p) for p in plot_curves(curves, out, title)] if (plot and curves) else []
     result = {
         "data": str(folder), "pairs_file": dataset.pairs_file, "n_patches": len(dataset),
+        "n_points": dataset.n_points,
         "n_pairs": int(len(dataset.matches)), "n_pos": int(dataset.matches[:, 2].sum()),
-        "metrics": {"fpr95": "HardNet ErrorRateAt95Recall (fraction)",
-                    "pr_auc": "average precision of -distance", "roc_auc": "ROC AUC",
-                    "cmc1": f"1 positive vs up to {cmc_negatives} random negatives"},
+        "fracking_protocol": fr_meta,
+        "metrics": {
+            "fpr95": "m50 pairs: HardNet ErrorRateAt95Recall (fraction)",
+            "m50.pr_auc": "m50 pairs (balanced 1:1): average precision of -distance",
+            "m50.roc_auc": "m50 pairs: ROC AUC",
+            "fracking.pr_auc": "Simo-Serra et al. Sec. 4.5: AP of 1 positive vs K random "
+                               "negatives per point, pooled per fold, mean over folds",
+            "fracking.roc_auc": "same sets: ROC AUC (suppl. Sec. 6)",
+            "fracking.cmc1": "same sets: fraction of points whose positive ranks first",
+            "fracking.cmc_auc": "same sets: mean of the CMC curve over ranks 1..K+1"},
         "results": {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows
                     if "error" not in r},
         "errors": {r["name"]: r["error"] for r in rows if "error" in r},
@@ -210,19 +257,36 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--out", "--outputs", dest="out", default=DEFAULTS["out"])
     p.add_argument("--device", default=None)
     p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--cmc-negatives", type=int, default=DEFAULTS["cmc_negatives"])
+    p.add_argument("--cmc-negatives", type=int, default=DEFAULTS["cmc_negatives"],
+                   help="negatives of the m50 CMC@1 (JSON only)")
+    p.add_argument("--fracking-points", type=int, default=DEFAULTS["fracking_points"],
+                   help="unique 3D points per fold (fracking protocol)")
+    p.add_argument("--fracking-negatives", type=int, default=DEFAULTS["fracking_negatives"],
+                   help="random non-corresponding patches per point")
+    p.add_argument("--fracking-folds", type=int, default=DEFAULTS["fracking_folds"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="seed of the fracking sampling (and of the m50 CMC negatives)")
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> dict:
+    """CLI entry point; exits with status 1 (one line on stderr) on a bad data folder or when a
+    requested descriptor could not be loaded (after evaluating and writing the others)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     a = _parse_args(argv)
     try:
-        return run(a.features, a.data, a.split, a.out, device=a.device, batch=a.batch,
-                   cmc_negatives=a.cmc_negatives, plot=not a.no_plot)
+        result = run(a.features, a.data, a.split, a.out, device=a.device, batch=a.batch,
+                     cmc_negatives=a.cmc_negatives, plot=not a.no_plot,
+                     fracking_points=a.fracking_points,
+                     fracking_negatives=a.fracking_negatives, fracking_folds=a.fracking_folds,
+                     seed=a.seed)
     except PhotoTourError as e:
         raise SystemExit(f"error: {e}") from None
+    if result["errors"]:
+        raise SystemExit("error: could not load " + "; ".join(
+            f"{k}: {v}" for k, v in result["errors"].items()))
+    return result
 
 
 if __name__ == "__main__":

@@ -202,8 +202,11 @@ def test_pair_sampler(tmp_path):
 
 def test_pipeline_tiny(tmp_path, capsys):
     """pipelines.phototour on a tiny folder: sift via the registry, a missing checkpoint is
-    reported and skipped, results.json + PR/ROC PNGs written."""
+    reported, skipped and makes the exit status 1; results.json + PR/ROC PNGs written; m50
+    FPR95 is evaluate_pairs' number and the fracking protocol is scaled down to the folder."""
     import json
+    from descriptors import metrics as M
+    from descriptors.registry import load
     from pipelines import phototour as pipe
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (40, 8, 8)).astype(np.float32)
@@ -221,14 +224,32 @@ def test_pipeline_tiny(tmp_path, capsys):
     pt.write_phototour_folder(folder, np.stack(patches), ids, np.asarray(pairs))
     assert (folder / "m50_40_40_0.txt").is_file()
     out = tmp_path / "out"
-    res = pipe.main(["--features", "sift", str(tmp_path / "missing.pt"), "--data", str(folder),
-                     "--out", str(out), "--cmc-negatives", "20"])
+    with pytest.raises(SystemExit, match="could not load.*missing.pt") as exc:
+        pipe.main(["--features", "sift", str(tmp_path / "missing.pt"), "--data", str(folder),
+                   "--out", str(out), "--cmc-negatives", "20", "--fracking-folds", "3"])
+    assert exc.value.code != 0
     printed = capsys.readouterr().out
-    assert "missing.pt" in printed and "FPR95" in printed
+    assert "missing.pt" in printed and "FPR95" in printed and "CMC-AUC" in printed
     saved = json.loads((out / "results.json").read_text())
-    assert saved["results"]["sift"]["fpr95"] == res["results"]["sift"]["fpr95"]
-    assert saved["results"]["sift"]["roc_auc"] > 0.8
+    sift = saved["results"]["sift"]
+    ref = M.evaluate_pairs(load("sift"), pt.read_phototour(folder), n_neg=20, progress=False)
+    assert sift["fpr95"] == sift["m50"]["fpr95"] == ref["fpr95"]
+    assert sift["m50"]["pr_auc"] == ref["pr_auc"] and sift["m50"]["roc_auc"] > 0.8
+    fr = sift["fracking"]
+    # 40 points of 2 patches: 40 queries, 80 - 2 = 78 negatives each, 3 folds
+    assert (fr["n_points"], fr["n_negatives"], fr["n_folds"]) == (40, 78, 3)
+    assert saved["fracking_protocol"]["n_points"] == 40 and len(fr["pr_auc_folds"]) == 3
+    assert 0 < fr["pr_auc"] <= 1 and fr["roc_auc"] > 0.8 and len(fr["cmc"]) == 79
     assert str(tmp_path / "missing.pt") in saved["errors"]
     assert (out / "pr.png").stat().st_size > 0 and (out / "roc.png").stat().st_size > 0
+    # all features loadable: normal return
+    res = pipe.main(["--features", "sift", "--data", str(folder), "--out", str(out),
+                     "--fracking-folds", "1", "--no-plot"])
+    assert res["errors"] == {} and res["results"]["sift"]["fpr95"] == ref["fpr95"]
+    # missing and garbled folders: one-line errors
     with pytest.raises(SystemExit, match="not found"):
         pipe.main(["--features", "sift", "--data", str(tmp_path / "nope"), "--out", str(out)])
+    (folder / "info.txt").write_text("not numbers\n")
+    with pytest.raises(SystemExit, match=r"info\.txt:1") as exc:
+        pipe.main(["--features", "sift", "--data", str(folder), "--out", str(out)])
+    assert "\n" not in str(exc.value)
