@@ -1,45 +1,89 @@
-"""Descriptor matching for image pairs: FAISS nearest neighbours, ratio test, mutual check.
+"""Descriptor matching for image pairs: one similarity product, top-2 both ways, ratio + mutual.
 
-Decision rule (:func:`match_descriptors`), following hloc's ``nearest_neighbor`` matcher, on unit
-descriptors where squared L2 distance = ``2 - 2 * sim`` (sim = inner product):
+Decision rule (:func:`decide`, the oracle every backend is tested against), following hloc's
+``nearest_neighbor`` matcher, on unit descriptors where squared L2 distance = ``2 - 2 * sim``
+(sim = inner product), computed in float64 from the float32 similarities:
 
-- top-2 neighbours by inner product, FAISS ``IndexFlatIP`` (exact), both directions (k=2);
-- ratio test: ``d1^2 < ratio^2 * d2^2`` (STRICT, hloc uses ``<=``: with ``<`` an exact tie
+- top-2 neighbours by inner product, exact, in both directions;
+- ratio test: ``d1^2 < ratio^2 * d2^2`` (STRICT; hloc uses ``<=``: with ``<`` an exact tie
   between the two nearest neighbours, e.g. duplicate descriptors, is ambiguous and rejected);
 - distance threshold: ``d1^2 <= distance_threshold^2``;
 - no ratio test: a nearest neighbour tied exactly with the second is still rejected as
   ambiguous, so the output does not depend on how a backend breaks ties;
+- a side with ONE descriptor has no second neighbour: the ratio test passes there (hloc turns
+  the ratio test off in both directions when either side has one descriptor);
 - mutual: i -> j kept only if j -> i passes the same tests in the other direction;
 - scores = ``(sim + 1) / 2`` of kept matches, 0 otherwise (hloc).
-The same code runs on FAISS GPU (``StandardGpuResources``) when ``faiss.get_num_gpus() > 0``,
-else CPU; on non-degenerate inputs the outputs are identical.
 
-Confs:
+Backends (``backend=``), all giving the decisions of :func:`decide` (tests: random descriptors,
+duplicates / exact ties, empty and 1-descriptor sets, every option on and off):
+
+``torch`` (default on CPU and GPU)
+    ONE product per image and call: the image's descriptors against the concatenation of all
+    its partners' (``torch.mm``, float32, TF32 off), in row blocks of ~2 MB on CPU (so the
+    top-2 reductions read the block from cache), whole on GPU; top-2 along rows (per partner)
+    and along columns of the same block, merged across blocks; the decision runs on the device
+    (:func:`decide_torch`), only ``matches0`` / ``scores0`` come back to the host. On GPU the
+    descriptors stay on the device (cached there by :func:`main`).
+``faiss``
+    FAISS brute force without an index (``faiss.knn`` on CPU, ``faiss.knn_gpu`` on GPU):
+    two products per pair (one per direction), then :func:`decide`.
+``faiss-index``
+    the previous implementation (fresh ``IndexFlatIP`` per direction and pair, :func:`knn2`),
+    kept as the reference (:func:`match_reference`).
+
+Measured (``python -m benchmarks.matching_speed``, 2-core AMD EPYC shared with a training run,
+ratios to ONE N x N x 128 ``torch.mm`` in the same process, median per pair):
+N=2048: torch 1.9x, faiss 2.6x, faiss-index 3.0x; N=4096: torch 1.3x, faiss 2.2x,
+faiss-index 2.6x; 1 image x 10 partners (2048) batched: torch 1.6x per pair. Hence
+``DEFAULT_BACKEND`` = torch on CPU. On GPU torch is the default too (hloc's path, no host copy
+of the similarity matrix); it was NOT measured here (no GPU on this machine): run
+``python -m benchmarks.matching_speed --device cuda`` there.
+
+Confs (ours: flat keys ``ratio``, ``distance_threshold``, ``mutual``):
     ``nn-ratio``    ratio 0.8 + mutual (hloc's NN-ratio for SIFT/RootSIFT; use for sift/rootsift)
     ``nn-ratio-0.9`` ratio 0.9 + mutual (looser: learned descriptors (HardNet-style) put hard
                     negatives closer to the match, a 0.8 ratio throws away many inliers)
     ``nn-mutual``   mutual nearest neighbours only
     ``nn-dist``     mutual + distance threshold 0.7 (hloc NN-superpoint style)
+hloc's confs are accepted as they are (``{'output': ..., 'model': {'name': 'nearest_neighbor',
+'do_mutual_check': .., 'ratio_threshold': .., 'distance_threshold': ..}}``, also under their
+hloc names ``NN-ratio``, ``NN-mutual``, ``NN-superpoint``): ``ratio_threshold`` -> ``ratio``,
+``distance_threshold`` -> ``distance_threshold`` (both off when missing / None / 0, as hloc's
+``if ratio_thresh:``), ``do_mutual_check`` (default True) -> ``mutual``. hloc's thresholds apply
+to squared distances derived from the similarity (``dist = 2 (1 - sim)``, ``ratio^2``,
+``distance^2``), exactly the quantities :func:`decide` compares; the only differences are the
+strict ratio inequality / tie rejection and the 1-descriptor case above. Other hloc models
+(superglue, lightglue, ...) raise.
 
 Files: matches are written to ``matches.h5`` in hloc's layout (``matches0`` int32,
-``matching_scores0`` float16; see ``localize.io``) through ``localize.io.H5Writer`` (temp copy +
-``os.replace``). Pairs already in the file in either order are skipped; (a, b) and (b, a) in the
-pairs list are matched once; self pairs are skipped.
+``matching_scores0`` float16; see ``localize.io``) through ``localize.io.H5Writer``. Pairs already
+in the file in either order are skipped; (a, b) and (b, a) in the pairs list are matched once;
+self pairs are skipped. Pairs are grouped by their first image (one call per image).
+
+Sharding: ``shard='i/K'`` matches every K-th image group and writes
+``<stem>.shard<i>of<K>.h5`` (merge with ``merge_shards`` / CLI ``--merge K``). Under
+``torchrun`` (``WORLD_SIZE`` > 1) each rank takes shard ``RANK/WORLD_SIZE`` by itself, then rank 0
+merges the shards into the matches file after a barrier (gloo) and every rank returns it.
 
 CLI::
 
     python -m localize.match --conf nn-ratio --pairs pairs.txt --features feats.h5 [--matches m.h5]
+    torchrun --nproc_per_node=4 -m localize.match --conf nn-ratio --pairs ... --features ...
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from localize import io
@@ -55,7 +99,26 @@ confs: dict[str, dict[str, Any]] = {
                   "mutual": True},
     "nn-dist": {"output": "matches-nn-mutual-dist0.7", "ratio": None, "distance_threshold": 0.7,
                 "mutual": True},
+    # hloc's own confs (hloc.match_features.confs), in hloc's format
+    "NN-superpoint": {"output": "matches-NN-mutual-dist.7",
+                      "model": {"name": "nearest_neighbor", "do_mutual_check": True,
+                                "distance_threshold": 0.7}},
+    "NN-ratio": {"output": "matches-NN-mutual-ratio.8",
+                 "model": {"name": "nearest_neighbor", "do_mutual_check": True,
+                           "ratio_threshold": 0.8}},
+    "NN-mutual": {"output": "matches-NN-mutual",
+                  "model": {"name": "nearest_neighbor", "do_mutual_check": True}},
 }
+
+BACKENDS = ("torch", "faiss", "faiss-index")
+#: fastest backend per torch device type (see the measurements in the module docstring)
+DEFAULT_BACKEND = {"cpu": "torch", "cuda": "torch"}
+#: CPU row-block size of the similarity product, in matrix entries (~2 MB of float32)
+CPU_BLOCK_ENTRIES = 1 << 19
+#: GPU row-block size, in entries (512 MB of float32)
+GPU_BLOCK_ENTRIES = 1 << 27
+#: at most this many partner descriptors in one product (longer partner lists are split)
+MAX_PARTNER_ROWS = 1 << 16
 
 _GPU_RES: Any = None
 
@@ -71,9 +134,42 @@ def gpu_available() -> bool:
     return hasattr(f, "StandardGpuResources") and f.get_num_gpus() > 0
 
 
+def _gpu_res() -> Any:
+    global _GPU_RES
+    if _GPU_RES is None:
+        _GPU_RES = _faiss().StandardGpuResources()
+    return _GPU_RES
+
+
+def default_device(use_gpu: bool | None = None) -> torch.device:
+    """cuda (the rank's ``LOCAL_RANK`` GPU under torchrun) when ``use_gpu`` is None/True and a
+    GPU is visible, else cpu."""
+    if use_gpu is False or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+
+
+def default_backend(device: torch.device | str) -> str:
+    return DEFAULT_BACKEND.get(torch.device(device).type, "torch")
+
+
+# ------------------------------------------------------------------------------------------
+# Reference: FAISS IndexFlatIP top-2 per direction + decide (numpy)
+# ------------------------------------------------------------------------------------------
+def _normalise_knn(s: np.ndarray, i: np.ndarray, nq: int) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS (nq, k<=2) results -> (nq, 2) sims (``-inf`` where missing) and idx (-1 there)."""
+    sims = np.full((nq, 2), -np.inf, np.float32)
+    idx = np.full((nq, 2), -1, np.int64)
+    k = i.shape[1]
+    sims[:, :k] = s
+    idx[:, :k] = i
+    sims[idx < 0] = -np.inf  # FAISS marks missing results with -1 and -FLT_MAX-like values
+    return sims, idx
+
+
 def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
          ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-2 inner-product neighbours with FAISS ``IndexFlatIP``.
+    """Exact top-2 inner-product neighbours with a fresh FAISS ``IndexFlatIP`` (the reference).
 
     Args:
         queries: (Nq, D) float32; database: (Nb, D) float32.
@@ -84,29 +180,40 @@ def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
     faiss = _faiss()
     q = np.ascontiguousarray(queries, np.float32)
     b = np.ascontiguousarray(database, np.float32)
-    nq, nb = len(q), len(b)
-    sims = np.full((nq, 2), -np.inf, np.float32)
-    idx = np.full((nq, 2), -1, np.int64)
-    if nq == 0 or nb == 0:
-        return sims, idx
+    if len(q) == 0 or len(b) == 0:
+        return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
+                              len(q))
     if q.shape[1] != b.shape[1]:
         raise ValueError(f"descriptor dims differ: {q.shape[1]} vs {b.shape[1]}")
-    k = min(2, nb)
     index = faiss.IndexFlatIP(b.shape[1])
     if use_gpu is None:
         use_gpu = gpu_available()
     if use_gpu:
-        global _GPU_RES
-        if _GPU_RES is None:
-            _GPU_RES = faiss.StandardGpuResources()
-        index = faiss.index_cpu_to_gpu(_GPU_RES, 0, index)
+        index = faiss.index_cpu_to_gpu(_gpu_res(), 0, index)
     index.add(b)
-    s, i = index.search(q, k)
-    sims[:, :k] = s
-    idx[:, :k] = i
-    # FAISS marks missing results with -1 and -FLT_MAX-like values: normalise to -inf
-    sims[idx < 0] = -np.inf
-    return sims, idx
+    s, i = index.search(q, min(2, len(b)))
+    return _normalise_knn(s, i, len(q))
+
+
+def knn2_bruteforce(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`knn2` with FAISS brute force and no index (``faiss.knn`` / ``faiss.knn_gpu``)."""
+    faiss = _faiss()
+    q = np.ascontiguousarray(queries, np.float32)
+    b = np.ascontiguousarray(database, np.float32)
+    if len(q) == 0 or len(b) == 0:
+        return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
+                              len(q))
+    if q.shape[1] != b.shape[1]:
+        raise ValueError(f"descriptor dims differ: {q.shape[1]} vs {b.shape[1]}")
+    k = min(2, len(b))
+    if use_gpu is None:
+        use_gpu = gpu_available()
+    if use_gpu:
+        s, i = faiss.knn_gpu(_gpu_res(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
+    else:
+        s, i = faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return _normalise_knn(s, i, len(q))
 
 
 def _one_way(sims: np.ndarray, idx: np.ndarray, ratio: float | None,
@@ -132,8 +239,11 @@ def decide(sims01: np.ndarray, idx01: np.ndarray, sims10: np.ndarray | None,
            idx10: np.ndarray | None, ratio: float | None = 0.8,
            distance_threshold: float | None = None, mutual: bool = True
            ) -> tuple[np.ndarray, np.ndarray]:
-    """Match decision from top-2 neighbours in both directions (shared by every backend).
+    """Match decision from top-2 neighbours in both directions (the reference rule).
 
+    Args:
+        sims01, idx01: (N0, 2) top-2 similarities / indices into d1 (-inf / -1 = missing);
+        sims10, idx10: (N1, 2) the same from d1 into d0 (needed when ``mutual``).
     Returns:
         matches0 (N0,) int32 (-1 = none), scores0 (N0,) float32 in [0, 1].
     """
@@ -149,28 +259,239 @@ def decide(sims01: np.ndarray, idx01: np.ndarray, sims10: np.ndarray | None,
     return m0.astype(np.int32), np.asarray(scores, np.float32)
 
 
-def match_descriptors(d0: np.ndarray, d1: np.ndarray, ratio: float | None = 0.8,
+def _as_2d(d: Any) -> np.ndarray:
+    """(N, D) C-contiguous float32 array ((0, 1) when empty)."""
+    d = np.ascontiguousarray(d, np.float32)
+    return d.reshape(len(d), -1) if len(d) else np.zeros((0, 1), np.float32)
+
+
+def match_reference(d0: np.ndarray, d1: np.ndarray, ratio: float | None = 0.8,
+                    distance_threshold: float | None = None, mutual: bool = True,
+                    use_gpu: bool | None = False, knn: Callable = knn2
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The previous matcher: FAISS top-2 in both directions (``knn``) + :func:`decide`."""
+    d0, d1 = _as_2d(d0), _as_2d(d1)
+    if len(d0) == 0 or len(d1) == 0:
+        return np.full(len(d0), -1, np.int32), np.zeros(len(d0), np.float32)
+    s01, i01 = knn(d0, d1, use_gpu)
+    s10, i10 = knn(d1, d0, use_gpu) if mutual else (None, None)
+    return decide(s01, i01, s10, i10, ratio, distance_threshold, mutual)
+
+
+# ------------------------------------------------------------------------------------------
+# torch backend: one product, top-2 along rows and columns
+# ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _exact_fp32(device: torch.device) -> Iterator[None]:
+    """float32 products in full precision (no TF32) on CUDA, restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
+def _top2_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(R, L) -> best value (R,), its column (R,), second value (R,) (``-inf`` if L == 1).
+
+    Overwrites the best entry of each row of ``x`` with ``-inf``.
+    """
+    v1, i1 = x.max(dim=1)
+    if x.shape[1] < 2:
+        return v1, i1, torch.full_like(v1, -float("inf"))
+    x.scatter_(1, i1[:, None], -float("inf"))
+    return v1, i1, x.amax(dim=1)
+
+
+def top2_both(q: torch.Tensor, db: torch.Tensor, bounds: Sequence[int],
+              block_entries: int | None = None
+              ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                         tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Top-2 of the similarity ``q @ db.T`` along rows (per segment of db) and along columns.
+
+    Args:
+        q: (N0, D) float32; db: (M, D) float32 on the same device, N0, M >= 1.
+        bounds: segment offsets into db rows, ``0 = b_0 <= ... <= b_k = M`` (one per partner).
+        block_entries: rows of q per product block = ``block_entries // M`` (default per device).
+    Returns:
+        rows: (v1, i1, v2) each (N0, k): best sim, its row index inside the segment, second sim
+        (``-inf`` where the segment has < 2 rows; for empty segments everything is -inf / 0);
+        cols: (v1, i1, v2) each (M,): the same for each db row against all of q.
+    """
+    n0, m = len(q), len(db)
+    k = len(bounds) - 1
+    if block_entries is None:
+        block_entries = GPU_BLOCK_ENTRIES if q.device.type == "cuda" else CPU_BLOCK_ENTRIES
+    rows_per_block = max(32, min(n0, block_entries // max(m, 1)))
+    ninf = -float("inf")
+    rv1 = torch.full((n0, k), ninf, device=q.device)
+    rv2 = torch.full((n0, k), ninf, device=q.device)
+    ri1 = torch.zeros((n0, k), dtype=torch.int64, device=q.device)
+    segs = [(j, bounds[j], bounds[j + 1]) for j in range(k) if bounds[j + 1] > bounds[j]]
+    dbt = db.T
+    cols = None
+    with _exact_fp32(q.device):
+        for r in range(0, n0, rows_per_block):
+            x = torch.mm(q[r:r + rows_per_block], dbt)            # (B, M)
+            # columns first (their own contiguous copy), then rows (overwrites x)
+            xt = x.T.contiguous()
+            if xt.data_ptr() == x.data_ptr():  # B == 1 or M == 1: .T is already contiguous
+                xt = xt.clone()
+            c1, ci, c2 = _top2_rows(xt)
+            ci = ci + r
+            if cols is None:
+                cols = (c1, ci, c2)
+            else:
+                a1, ai, a2 = cols
+                ge = a1 >= c1  # merge two top-2 lists; an exact tie keeps top-2 == top-1
+                cols = (torch.where(ge, a1, c1), torch.where(ge, ai, ci),
+                        torch.where(ge, torch.maximum(a2, c1), torch.maximum(a1, c2)))
+            for j, s, e in segs:
+                v1, i1, v2 = _top2_rows(x[:, s:e])
+                rv1[r:r + len(x), j] = v1
+                ri1[r:r + len(x), j] = i1
+                rv2[r:r + len(x), j] = v2
+    assert cols is not None
+    return (rv1, ri1, rv2), cols
+
+
+def _one_way_torch(v1: torch.Tensor, i1: torch.Tensor, v2: torch.Tensor, has2: torch.Tensor,
+                   ratio: float | None, distance_threshold: float | None) -> torch.Tensor:
+    """Tensor version of :func:`_one_way` on (best, index, second, has-second) -> index or -1."""
+    d1 = (2.0 - 2.0 * v1.double()).clamp_min(0.0)
+    inf = torch.full_like(d1, float("inf"))
+    d2 = torch.where(has2, (2.0 - 2.0 * v2.double()).clamp_min(0.0), inf)
+    ok = ~(has2 & (v1 == v2))
+    if ratio is not None:
+        ok &= d1 < (ratio ** 2) * d2
+    if distance_threshold is not None:
+        ok &= d1 <= distance_threshold ** 2
+    return torch.where(ok, i1, torch.full_like(i1, -1))
+
+
+def decide_torch(rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                 cols: tuple[torch.Tensor, torch.Tensor, torch.Tensor], bounds: Sequence[int],
+                 ratio: float | None = 0.8, distance_threshold: float | None = None,
+                 mutual: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`decide` for all k partners at once, on the device of the inputs.
+
+    Args:
+        rows, cols, bounds: as returned by / given to :func:`top2_both`.
+    Returns:
+        matches0 (k, N0) int64 (-1 = none), scores0 (k, N0) float32.
+    """
+    rv1, ri1, rv2 = rows
+    dev = rv1.device
+    n0, k = rv1.shape
+    b = torch.as_tensor(list(bounds), dtype=torch.int64, device=dev)
+    seg_len = b[1:] - b[:-1]                                     # (k,)
+    m0 = _one_way_torch(rv1, ri1, rv2, (seg_len >= 2)[None, :].expand(n0, k), ratio,
+                        distance_threshold)
+    m0 = torch.where((seg_len > 0)[None, :], m0, torch.full_like(m0, -1))
+    if mutual:
+        cv1, ci1, cv2 = cols
+        has2 = torch.full_like(ci1, n0 >= 2, dtype=torch.bool)
+        m1 = _one_way_torch(cv1, ci1, cv2, has2, ratio, distance_threshold)   # (M,)
+        g = (m0 + b[:-1][None, :]).clamp(0, max(len(m1) - 1, 0))
+        back = m1[g]
+        ar = torch.arange(n0, device=dev)[:, None]
+        m0 = torch.where((m0 >= 0) & (back == ar), m0, torch.full_like(m0, -1))
+    scores = torch.where(m0 >= 0, (rv1.float() + 1.0) / 2.0, torch.zeros_like(rv1))
+    return m0.T, scores.T
+
+
+def _as_tensor(d: Any, device: torch.device) -> torch.Tensor:
+    """(N, D) float32 tensor on ``device`` (no copy when it is already there)."""
+    if isinstance(d, torch.Tensor):
+        t = d.to(device=device, dtype=torch.float32)
+        return t.reshape(len(t), -1) if t.numel() else t.reshape(len(t), 0)
+    return torch.from_numpy(_as_2d(d)).to(device)
+
+
+def match_image(d0: Any, partners: Sequence[Any], ratio: float | None = 0.8,
+                distance_threshold: float | None = None, mutual: bool = True,
+                device: torch.device | str | None = None, backend: str | None = None
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Match one image against each of its partners (batched: one product per call).
+
+    Args:
+        d0: (N0, D) descriptors (numpy or torch, any float dtype; unit rows); N0 may be 0.
+        partners: k arrays (N_j, D) (N_j may be 0).
+        device: torch device (None = cuda when present); a GPU-resident tensor stays there.
+        backend: one of :data:`BACKENDS` (None = :data:`DEFAULT_BACKEND` of the device).
+    Returns:
+        per partner: matches0 (N0,) int32 index into its descriptors or -1, scores0 (N0,) float32.
+    """
+    dev = torch.device(device) if device is not None else default_device()
+    backend = backend or default_backend(dev)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown matching backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    n0 = len(d0)
+    empty = (np.full(n0, -1, np.int32), np.zeros(n0, np.float32))
+    if backend != "torch":
+        knn = knn2 if backend == "faiss-index" else knn2_bruteforce
+        a = _host(d0)
+        return [match_reference(a, _host(p), ratio, distance_threshold, mutual,
+                                use_gpu=dev.type == "cuda" and gpu_available(), knn=knn)
+                for p in partners]
+    if n0 == 0 or not partners:
+        return [(empty[0].copy(), empty[1].copy()) for _ in partners]
+    q = _as_tensor(d0, dev)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    start = 0
+    while start < len(partners):  # chunks of at most MAX_PARTNER_ROWS partner descriptors
+        stop, total = start, 0
+        while stop < len(partners) and (stop == start or total + len(partners[stop])
+                                        <= MAX_PARTNER_ROWS):
+            total += len(partners[stop])
+            stop += 1
+        chunk = [_as_tensor(p, dev) for p in partners[start:stop]]
+        for c in chunk:
+            if len(c) and c.shape[1] != q.shape[1]:
+                raise ValueError(f"descriptor dims differ: {q.shape[1]} vs {c.shape[1]}")
+        bounds = np.concatenate([[0], np.cumsum([len(c) for c in chunk])]).tolist()
+        if bounds[-1] == 0:
+            out += [(empty[0].copy(), empty[1].copy()) for _ in chunk]
+        else:
+            db = torch.cat([c for c in chunk if len(c)])
+            rows, cols = top2_both(q, db, bounds)
+            m, s = decide_torch(rows, cols, bounds, ratio, distance_threshold, mutual)
+            m_np = m.to(torch.int32).cpu().numpy()
+            s_np = s.cpu().numpy()
+            out += [(m_np[j], s_np[j]) for j in range(len(chunk))]
+        start = stop
+    return out
+
+
+def _host(d: Any) -> np.ndarray:
+    if isinstance(d, torch.Tensor):
+        d = d.detach().float().cpu().numpy()
+    return _as_2d(d)
+
+
+def match_descriptors(d0: Any, d1: Any, ratio: float | None = 0.8,
                       distance_threshold: float | None = None, mutual: bool = True,
-                      use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Match two descriptor sets (rows are unit vectors).
+                      use_gpu: bool | None = None, backend: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Match two descriptor sets (rows are unit vectors): :func:`match_image` with one partner.
 
     Args:
         d0: (N0, D), d1: (N1, D) float (float16 accepted); N0 or N1 may be 0.
         ratio: ratio-test threshold on L2 distances (None = off).
         distance_threshold: max L2 distance of a match (None = off).
         mutual: keep mutual nearest neighbours only.
-        use_gpu: None = FAISS GPU iff ``faiss.get_num_gpus() > 0``.
+        use_gpu: None = GPU iff present.
+        backend: one of :data:`BACKENDS` (None = the device's default).
     Returns:
         matches0 (N0,) int32 index into d1 or -1; scores0 (N0,) float32 ``(sim + 1) / 2``, 0 for
         unmatched.
     """
-    d0 = np.asarray(d0, np.float32).reshape(len(d0), -1) if len(d0) else np.zeros((0, 1), np.float32)
-    d1 = np.asarray(d1, np.float32).reshape(len(d1), -1) if len(d1) else np.zeros((0, 1), np.float32)
-    if len(d0) == 0 or len(d1) == 0:
-        return np.full(len(d0), -1, np.int32), np.zeros(len(d0), np.float32)
-    s01, i01 = knn2(d0, d1, use_gpu)
-    s10, i10 = knn2(d1, d0, use_gpu) if mutual else (None, None)
-    return decide(s01, i01, s10, i10, ratio, distance_threshold, mutual)
+    return match_image(d0, [d1], ratio, distance_threshold, mutual,
+                       device=default_device(use_gpu), backend=backend)[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -191,29 +512,42 @@ def unique_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-class _FeatureSource:
-    """Finds each image name in one of several features files; caches descriptors (LRU)."""
+def group_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """Pairs -> [(image, [partners...])] grouped by first image, in first-occurrence order."""
+    groups: dict[str, list[str]] = {}
+    for a, b in pairs:
+        groups.setdefault(a, []).append(b)
+    return list(groups.items())
 
-    def __init__(self, paths: Sequence[Path], cache_size: int = 64):
+
+class _FeatureSource:
+    """Finds each image name in one of several features files; caches descriptors (LRU),
+    converted by ``convert`` (e.g. to a GPU tensor, so they stay on the device)."""
+
+    def __init__(self, paths: Sequence[Path], cache_size: int = 64,
+                 convert: Callable[[np.ndarray], Any] | None = None):
         self.paths = list(paths)
         self.where: dict[str, Path] = {}
         for p in reversed(self.paths):  # earlier files win
             for n in io.list_h5_names(p):
                 self.where[n] = p
-        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache: OrderedDict[str, Any] = OrderedDict()
         self.cache_size = cache_size
+        self.convert = convert
 
     def check(self, name: str) -> None:
         if name not in self.where:
             raise io.H5Error(f"image {name!r} is not in the features file(s) "
                              f"{', '.join(str(p) for p in self.paths)}")
 
-    def descriptors(self, name: str) -> np.ndarray:
+    def descriptors(self, name: str) -> Any:
         self.check(name)
         if name in self.cache:
             self.cache.move_to_end(name)
             return self.cache[name]
         d = io.get_descriptors(self.where[name], name)
+        if self.convert is not None:
+            d = self.convert(d)
         self.cache[name] = d
         if len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
@@ -221,88 +555,192 @@ class _FeatureSource:
 
 
 def resolve_conf(conf: dict[str, Any] | str) -> dict[str, Any]:
+    """Conf name or dict (ours, or hloc's with ``model``) -> ``{output, ratio,
+    distance_threshold, mutual}``."""
     if isinstance(conf, str):
         if conf not in confs:
             raise ValueError(f"unknown matching conf '{conf}': choose from {', '.join(confs)}")
         conf = confs[conf]
-    c = {"ratio": None, "distance_threshold": None, "mutual": True, "output": "matches-nn"}
-    c.update(copy.deepcopy(dict(conf)))
+    conf = copy.deepcopy(dict(conf))
+    c: dict[str, Any] = {"ratio": None, "distance_threshold": None, "mutual": True,
+                         "output": "matches-nn"}
+    if "model" in conf:  # hloc conf
+        model = dict(conf.pop("model") or {})
+        name = model.get("name", "nearest_neighbor")
+        if name != "nearest_neighbor":
+            raise ValueError(f"matcher model {name!r} is not supported: only hloc's "
+                             "'nearest_neighbor' (ratio_threshold, distance_threshold, "
+                             "do_mutual_check)")
+        c.update(ratio=model.get("ratio_threshold") or None,
+                 distance_threshold=model.get("distance_threshold") or None,
+                 mutual=bool(model.get("do_mutual_check", True)))
+    c.update(conf)
     return c
 
 
-def main(conf: dict[str, Any] | str, pairs_path: str | Path, features_path: str | Path,
-         matches_path: str | Path | None = None,
+def _world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside it."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _barrier() -> bool:
+    """Barrier across torchrun ranks (gloo). Returns True if it initialised the process group."""
+    import torch.distributed as dist
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method="env://")
+        created = True
+    dist.barrier()
+    return created
+
+
+def merge_shards(matches_path: str | Path, num_shards: int, overwrite: bool = False,
+                 remove: bool = True) -> Path:
+    """Join ``<stem>.shard<i>of<K>.h5`` (i < K) into ``matches_path``; missing shards raise."""
+    from localize.extract import shard_path
+    srcs = [shard_path(matches_path, i, num_shards) for i in range(num_shards)]
+    missing = [str(s) for s in srcs if not s.exists()]
+    if missing:
+        raise FileNotFoundError(f"missing match shard files: {', '.join(missing)}")
+    out = io.merge_h5(srcs, matches_path, overwrite=overwrite)
+    if remove:
+        for s in srcs:
+            s.unlink()
+    return out
+
+
+def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
+         export_dir: str | Path | None = None, matches: str | Path | None = None,
          features_ref: str | Path | Sequence[str | Path] | None = None,
-         export_dir: str | Path | None = None, overwrite: bool = False,
-         use_gpu: bool | None = None, commit_every_s: float = 600.0) -> Path:
+         overwrite: bool = False, *, use_gpu: bool | None = None, backend: str | None = None,
+         shard: str | tuple[int, int] | None = None, commit_every_s: float = 600.0) -> Path:
     """Match every pair of a pairs file and write (append to) an hloc matches file.
 
+    Same positional signature as hloc's ``match_features.main(conf, pairs, features,
+    export_dir=None, matches=None, features_ref=None, overwrite=False)``.
+
     Args:
-        conf: key of :data:`confs` or dict with ``ratio``, ``distance_threshold``, ``mutual``,
-            ``output``.
-        pairs_path: pairs file (``name0 name1`` per line).
-        features_path: features file holding (at least) the first image of each pair.
-        matches_path: output; default ``<export_dir or features dir>/<features stem>_<output>_
+        conf: key of :data:`confs` or a dict (ours, or hloc's with ``model``).
+        pairs: pairs file (``name0 name1`` per line).
+        features: features file, or (hloc) a features NAME with ``export_dir``: the file is then
+            ``export_dir/<features>.h5``.
+        export_dir: where the default matches file goes (default: next to the features file).
+        matches: output; default ``<export_dir or features dir>/<features stem>_<output>_
             <pairs stem>.h5`` (hloc's naming).
-        features_ref: extra features file(s) for names not in ``features_path`` (e.g. db images).
+        features_ref: extra features file(s) for names not in ``features`` (e.g. db images).
         overwrite: re-match pairs already present.
+        use_gpu: None = GPU when present; backend: one of :data:`BACKENDS` (None = default).
+        shard: ``'i/K'``: match image groups ``[i::K]`` into the shard file (see module doc);
+            None under torchrun = this rank's shard, merged by rank 0 at the end.
     Returns:
-        path of the matches file.
+        path of the matches file (the shard file with an explicit ``shard``).
     """
+    from localize.extract import parse_shard, shard_path
     conf = resolve_conf(conf)
-    pairs_path, features_path = Path(pairs_path), Path(features_path)
-    if matches_path is None:
+    pairs = Path(pairs)
+    if isinstance(features, Path) or Path(features).exists() or str(features).endswith(".h5"):
+        features_path = Path(features)
+    elif export_dir is not None:
+        features_path = Path(export_dir, f"{features}.h5")
+    else:
+        raise ValueError(f"features {features!r}: no such file, and no export_dir for a "
+                         "features name (hloc: main(conf, pairs, 'feats-name', export_dir))")
+    if export_dir is not None and Path(export_dir).suffix == ".h5" and matches is None:
+        raise ValueError(f"export_dir {export_dir} looks like an .h5 file: pass the matches "
+                         "file as matches=... (hloc's signature: conf, pairs, features, "
+                         "export_dir, matches)")
+    if matches is None:
         root = Path(export_dir) if export_dir is not None else features_path.parent
-        matches_path = root / f"{features_path.stem}_{conf['output']}_{pairs_path.stem}.h5"
-    matches_path = Path(matches_path)
+        matches = root / f"{features_path.stem}_{conf['output']}_{pairs.stem}.h5"
+    matches_path = Path(matches)
     refs: list[Path] = []
     if features_ref is not None:
         refs = [Path(features_ref)] if isinstance(features_ref, (str, Path)) else \
             [Path(p) for p in features_ref]
-    pairs = unique_pairs(io.parse_pairs(pairs_path))
-    src = _FeatureSource([features_path] + refs)
-    for a, b in pairs:  # fail fast, before any matching
+    sh = parse_shard(shard)
+    rank, world = _world()
+    distributed = sh is None and world > 1
+    if distributed:
+        sh = (rank, world)
+
+    all_pairs = unique_pairs(io.parse_pairs(pairs))
+    device = default_device(use_gpu)
+    backend = backend or default_backend(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown matching backend {backend!r}: choose from {', '.join(BACKENDS)}")
+    convert = (lambda d: torch.from_numpy(_as_2d(d)).to(device)) \
+        if backend == "torch" and device.type == "cuda" else None
+    src = _FeatureSource([features_path] + refs, convert=convert)
+    for a, b in all_pairs:  # fail fast, before any matching
         src.check(a)
         src.check(b)
 
-    if matches_path.exists() and not overwrite:
-        with io.open_h5(matches_path) as fd:
-            todo = []
-            for a, b in pairs:
-                try:
-                    io.find_pair(fd, a, b)
-                except io.H5Error:
-                    todo.append((a, b))
-        if len(todo) < len(pairs):
-            logger.info("%d/%d pairs already in %s, skipping them", len(pairs) - len(todo),
-                        len(pairs), matches_path)
-    else:
-        todo = pairs
-    if not todo:
-        if not matches_path.exists():
-            with io.H5Writer(matches_path):
-                pass
-        return matches_path
-    if use_gpu is None:
-        use_gpu = gpu_available()
-    logger.info("matching %d pairs (%s, %s) -> %s", len(todo), conf["output"],
-                "FAISS GPU" if use_gpu else "FAISS CPU", matches_path)
+    todo = _not_done(all_pairs, matches_path, overwrite)
+    out_path = matches_path
+    groups = group_pairs(todo)
+    if sh is not None:
+        groups = groups[sh[0]::sh[1]]
+        out_path = shard_path(matches_path, *sh)
+        todo = _not_done([(a, b) for a, bs in groups for b in bs], out_path, overwrite)
+        groups = group_pairs(todo)
+    if len(todo) < len(all_pairs) and sh is None:
+        logger.info("%d/%d pairs already in %s, skipping them", len(all_pairs) - len(todo),
+                    len(all_pairs), matches_path)
+    if todo or not out_path.exists():
+        logger.info("matching %d pairs (%s, %s on %s) -> %s", len(todo), conf["output"],
+                    backend, device, out_path)
+        _match_groups(groups, src, conf, out_path, device, backend, commit_every_s)
+    if not distributed:
+        return out_path
+    created = _barrier()
+    if rank == 0:
+        merge_shards(matches_path, world, overwrite=overwrite)
+    _barrier()
+    if created:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    return matches_path
+
+
+def _not_done(pairs: list[tuple[str, str]], path: Path, overwrite: bool) -> list[tuple[str, str]]:
+    """The pairs not yet in the matches file ``path`` (either order); all of them if
+    ``overwrite`` or the file does not exist."""
+    if overwrite or not path.exists():
+        return list(pairs)
+    with io.open_h5(path) as fd:
+        todo = []
+        for a, b in pairs:
+            try:
+                io.find_pair(fd, a, b)
+            except io.H5Error:
+                todo.append((a, b))
+    return todo
+
+
+def _match_groups(groups: list[tuple[str, list[str]]], src: _FeatureSource,
+                  conf: dict[str, Any], out_path: Path, device: torch.device, backend: str,
+                  commit_every_s: float) -> None:
+    """Match each (image, partners) group with one :func:`match_image` call, write the pairs."""
     warned: set[str] = set()
-    with io.H5Writer(matches_path, commit_every_s=commit_every_s) as w:
-        for a, b in tqdm(todo, desc=f"match {conf['output']}", unit="pair"):
-            d0, d1 = src.descriptors(a), src.descriptors(b)
-            for n, d in ((a, d0), (b, d1)):
+    n_pairs = sum(len(bs) for _, bs in groups)
+    with io.H5Writer(out_path, commit_every_s=commit_every_s) as w, \
+            tqdm(total=n_pairs, desc=f"match {conf['output']}", unit="pair") as bar:
+        for a, partners in groups:
+            d0 = src.descriptors(a)
+            ds = [src.descriptors(b) for b in partners]
+            for n, d in [(a, d0)] + list(zip(partners, ds)):
                 if len(d) == 0 and n not in warned:
                     logger.warning("image %s has no keypoints: its pairs get empty matches", n)
                     warned.add(n)
-            if d0.shape[1:] != d1.shape[1:] and len(d0) and len(d1):
-                raise ValueError(f"descriptor dims differ for pair {a} {b}: "
-                                 f"{d0.shape[1]} vs {d1.shape[1]}")
-            m, s = match_descriptors(d0, d1, conf["ratio"], conf["distance_threshold"],
-                                     conf["mutual"], use_gpu=use_gpu)
-            io.write_matches(w.file, a, b, m, s)
-            w.maybe_commit()
-    return matches_path
+                elif len(d) and len(d0) and d.shape[1:] != d0.shape[1:]:
+                    raise ValueError(f"descriptor dims differ for pair {a} {n}: "
+                                     f"{d0.shape[1]} vs {d.shape[1]}")
+            results = match_image(d0, ds, conf["ratio"], conf["distance_threshold"],
+                                  conf["mutual"], device=device, backend=backend)
+            for b, (m, s) in zip(partners, results):
+                io.write_matches(w.file, a, b, m, s)
+                w.maybe_commit()
+            bar.update(len(partners))
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
@@ -314,12 +752,21 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     p.add_argument("--matches", type=Path)
     p.add_argument("--export_dir", type=Path)
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--cpu", action="store_true", help="force FAISS CPU")
+    p.add_argument("--backend", choices=BACKENDS)
+    p.add_argument("--shard", help="i/K: match every K-th image group into a shard file")
+    p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
+    p.add_argument("--cpu", action="store_true", help="force CPU")
     args = p.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
-    out = main(args.conf, args.pairs, args.features, args.matches, args.features_ref or None,
-               export_dir=args.export_dir, overwrite=args.overwrite,
-               use_gpu=False if args.cpu else None)
+    if args.merge:
+        c = resolve_conf(args.conf)
+        mp = args.matches or (args.export_dir or args.features.parent) / \
+            f"{args.features.stem}_{c['output']}_{args.pairs.stem}.h5"
+        out = merge_shards(mp, args.merge, overwrite=args.overwrite)
+    else:
+        out = main(args.conf, args.pairs, args.features, args.export_dir, args.matches,
+                   args.features_ref or None, overwrite=args.overwrite,
+                   use_gpu=False if args.cpu else None, backend=args.backend, shard=args.shard)
     print(out)
     return out
 

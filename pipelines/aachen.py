@@ -305,8 +305,8 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
 
     # 4. matching
     with stage("match"):
-        match.main(matcher, pairs_db, feature_path, matches_db)
-        match.main(matcher, pairs_loc, feature_path, matches_loc)
+        match.main(matcher, pairs_db, feature_path, matches=matches_db)
+        match.main(matcher, pairs_loc, feature_path, matches=matches_loc)
 
     # 5. triangulation
     with stage("triangulate"):
