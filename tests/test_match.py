@@ -234,3 +234,119 @@ def test_main_on_hloc_layout(tmp_path, caplog, monkeypatch):
     io.write_pairs(pairs, [("db/3.jpg", "db/1.jpg")])
     with pytest.raises(io.H5Error, match="db/3.jpg"):
         match.main("nn-ratio", pairs, feats, matches=out, features_ref=ref)
+
+
+def _pairs_from_file(path, a, b):
+    m, _ = io.get_matches(path, a, b)
+    return m
+
+
+def _as_pairs(m0):
+    k = np.where(m0 >= 0)[0]
+    return np.stack([k, m0[k]], 1)
+
+
+@pytest.fixture
+def small_world(tmp_path):
+    """Three images with partial overlaps and a spread of noise (so ratio / distance matter)."""
+    rng = np.random.default_rng(7)
+    base = _unit(rng.normal(size=(80, 32)))
+    noise = rng.uniform(0.05, 0.6, (80, 1))
+    imgs = {"db/a.jpg": base[:60],
+            "db/b.jpg": _unit(base[20:80] + noise[20:80] * rng.normal(size=(60, 32))),
+            "q/c.jpg": _unit(base[::2] + noise[::2] * rng.normal(size=(40, 32)))}
+    feats = tmp_path / "feats.h5"
+    _write_hloc_features(feats, imgs)
+    pairs = tmp_path / "pairs.txt"
+    io.write_pairs(pairs, [("db/a.jpg", "db/b.jpg"), ("q/c.jpg", "db/a.jpg"), ("q/c.jpg", "db/b.jpg")])
+    return feats, pairs, {k: io.get_descriptors(feats, k) for k in imgs}
+
+
+def test_hloc_confs_and_positional_signature(small_world, tmp_path):
+    feats, pairs, desc = small_world
+    hloc_ratio = {"output": "matches-NN-mutual-ratio.8",
+                  "model": {"name": "nearest_neighbor", "do_mutual_check": True, "ratio_threshold": 0.8}}
+    expected = {"NN-ratio": (0.8, None, True), "NN-mutual": (None, None, True),
+                "NN-superpoint": (None, 0.7, True)}
+    export = tmp_path / "out"
+    n_matches = {}
+    for name, (ratio, dist, mutual) in list(expected.items()) + [
+            ("no-mutual", (0.9, None, False))]:
+        conf = match.confs.get(name) or {"output": "m-nomutual", "model": {
+            "name": "nearest_neighbor", "do_mutual_check": False, "ratio_threshold": 0.9}}
+        # hloc's notebook call: main(conf, pairs, features NAME, export_dir)
+        out = match.main(conf, pairs, "feats", tmp_path)
+        assert out == tmp_path / f"feats_{conf['output']}_pairs.h5"
+        total = 0
+        for a, b in io.parse_pairs(pairs):
+            m_ref, _ = match.match_reference(desc[a], desc[b], ratio, dist, mutual)
+            np.testing.assert_array_equal(_pairs_from_file(out, a, b), _as_pairs(m_ref))
+            total += int((m_ref >= 0).sum())
+        n_matches[name] = total
+    assert match.confs["NN-ratio"] == hloc_ratio
+    # the thresholds are honoured (not silently mutual NN only)
+    assert n_matches["NN-ratio"] < n_matches["NN-mutual"] and n_matches["NN-superpoint"] < n_matches["NN-mutual"]
+    assert n_matches["no-mutual"] != n_matches["NN-ratio"]
+    # features as a path + export_dir -> hloc's naming under export_dir
+    assert match.main("nn-ratio", pairs, feats, export) == export / "feats_matches-nn-ratio0.8_pairs.h5"
+    with pytest.raises(ValueError, match="superglue"):
+        match.main({"output": "x", "model": {"name": "superglue"}}, pairs, feats, export)
+    with pytest.raises(ValueError, match="nope"):
+        match.main("nn-ratio", pairs, "nope")
+    with pytest.raises(ValueError, match="matches="):
+        match.main("nn-ratio", pairs, feats, tmp_path / "m.h5")
+
+
+def _read_all(path, pairs):
+    return {p: _pairs_from_file(path, *p) for p in io.parse_pairs(pairs)}
+
+
+def test_shards_merge_to_the_unsharded_result(small_world, tmp_path):
+    feats, pairs, _ = small_world
+    full = match.main("nn-ratio", pairs, feats, matches=tmp_path / "full.h5")
+    out = tmp_path / "sharded.h5"
+    shard_files = [match.main("nn-ratio", pairs, feats, matches=out, shard=f"{i}/2") for i in range(2)]
+    assert all(p.exists() for p in shard_files) and not out.exists()
+    assert sorted(io.list_h5_names(shard_files[0])) != sorted(io.list_h5_names(shard_files[1]))
+    match.merge_shards(out, 2)
+    assert not any(p.exists() for p in shard_files)
+    ref, got = _read_all(full, pairs), _read_all(out, pairs)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])
+    with pytest.raises(ValueError, match="i/K"):
+        match.main("nn-ratio", pairs, feats, matches=out, shard="2")
+
+
+def test_torchrun_ranks_shard_and_merge(small_world, tmp_path):
+    """Two CPU processes with torchrun's environment: each matches its shard, rank 0 merges."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+    feats, pairs, _ = small_world
+    full = match.main("nn-ratio", pairs, feats, matches=tmp_path / "full.h5")
+    out = tmp_path / "ddp.h5"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; from localize import match; "
+            "print(match.main('nn-ratio', sys.argv[1], sys.argv[2], matches=sys.argv[3]))")
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": str(root)}
+        procs.append(subprocess.Popen([sys.executable, "-c", code, str(pairs), str(feats), str(out)],
+                                      cwd=root, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=180) for p in procs]
+    for p, (so, se) in zip(procs, results):
+        assert p.returncode == 0, se[-2000:]
+        assert so.strip().splitlines()[-1] == str(out)
+    ref, got = _read_all(full, pairs), _read_all(out, pairs)
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])
+    assert not list(tmp_path.glob("ddp.shard*"))
