@@ -5,6 +5,8 @@ Each recipe's loss lives in its own marked section below. All descriptors are L2
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -241,6 +243,49 @@ def wlrn_bag_loss_batch(desc: torch.Tensor, object_ids: torch.Tensor, tau: float
     else:
         raise ValueError(f"wlrn_bag_loss_batch: mode must be 'ratio' or 'margin', got '{mode}'")
     return per[valid].mean()
+
+
+def wlrn_code_beta(thr: float = 0.8) -> float:
+    """Sigmoid slope of the released wlrn code: sigmoid(beta (s - thr)) reaches 0.99 at s = 1,
+    beta = -ln(1 / 0.99 - 1) / (1 - thr) = ln(99) / 0.2 = 22.98 for thr = 0.8."""
+    return -math.log(1.0 / 0.99 - 1.0) / (1.0 - thr)
+
+
+def wlrn_code_score(desc_a: torch.Tensor, desc_b: torch.Tensor, thr: float = 0.8,
+                    beta: float | None = None) -> torch.Tensor:
+    """Soft correspondence count of the released wlrn code (``wlrn.lua`` / ``wlrn.py``).
+
+    s_ij = (1 + cos(e_i, e_j)) / 2 in [0, 1] (unit descriptors), each keypoint i of bag A keeps its
+    best match in B, squashed by sigmoid(beta (s - thr)), summed (not normalised):
+        m(A, B) = sum_i max_j sigmoid(beta (s_ij - thr)),  beta = ``wlrn_code_beta(thr)``.
+    (For unit vectors s >= thr <=> d^2 <= 4 (1 - thr) = 0.8: the paper's tau, with a slope of
+    beta / 4 = 5.7 on d^2 instead of the paper's 20.)
+
+    Args:
+        desc_a: (..., Na, D), desc_b: (..., Nb, D) unit descriptors (broadcast over leading dims).
+    Returns:
+        (...) soft counts in [0, Na].
+    """
+    b = wlrn_code_beta(thr) if beta is None else float(beta)
+    sim = (1.0 + desc_a @ desc_b.transpose(-1, -2)) * 0.5
+    return torch.sigmoid(b * (sim.max(-1).values - thr)).sum(-1)
+
+
+def wlrn_code_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                   thr: float = 0.8) -> torch.Tensor:
+    """The released wlrn loss of bag triplets: L = mean_t (1 + m(K, K-)) / (1 + m(K, K+)).
+
+    ``m`` = ``wlrn_code_score``; the +1 on both sides is the code's additive smoothing (instead of
+    the paper's eps on the denominator only).
+
+    Args:
+        anchor, positive, negative: (T, n, D) (or (n, D)) descriptors of the three bags.
+    Returns:
+        scalar loss.
+    """
+    s_pos = wlrn_code_score(anchor, positive, thr)
+    s_neg = wlrn_code_score(anchor, negative, thr)
+    return ((1.0 + s_neg) / (1.0 + s_pos)).mean()
 
 
 # === fracking ===

@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="evaluate on this PhotoTour split after training (e.g. test)")
     p.add_argument("--eval_data", default="datasets/phototour-synth",
                    help="PhotoTour root holding the --eval split (whatever the training data)")
+    p.add_argument("--bags_data", default="datasets/bags-synth",
+                   help="wlrn: bags root holding the --eval split for the bag-pair ROC-AUC")
+    p.add_argument("--variant", default=None, choices=["code", "paper"],
+                   help="wlrn: the released code's loss (default) or the paper's (beta = 20)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe option override (repeatable), value parsed as JSON if possible")
     p.add_argument("--arch_option", action="append", default=[], metavar="KEY=VALUE",
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         over["batch_size"] = args.batch_size
     if args.lr is not None:
         over["lr"] = args.lr
+    if args.variant is not None:
+        over["variant"] = args.variant
     for kv in args.option:
         if "=" not in kv:
             p.error(f"--option expects KEY=VALUE, got '{kv}'")
@@ -186,6 +192,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{args.recipe} on {eval_root / args.eval}: " +
               ", ".join(f"{k}={v:.4f}" for k, v in sidecar["metrics"][args.eval].items()
                         if isinstance(v, float)))
+        if args.recipe == "wlrn":
+            from descriptors.recipe_defs.wlrn import heldout_bag_auc
+            sidecar["metrics"]["bags"] = heldout_bag_auc(out, Path(args.bags_data), args.eval)
+            print(f"wlrn held-out bag-pair ROC-AUC {sidecar['metrics']['bags']['bag_auc']:.4f}")
     write_json_atomic(out.with_suffix(".json"), sidecar)
     print(json.dumps(res, indent=2, default=str))
     return sidecar

@@ -170,38 +170,102 @@ def test_wlrn_recipe_defaults():
     from descriptors.recipes import get_recipe
     full = get_recipe("wlrn")
     o = full.options
+    assert (o["variant"], o["thr"], o["sampling"], o["schedule"]) == ("code", 0.8, "triplets",
+                                                                     "grow")
     assert (o["tau"], o["beta"], o["eps"], o["mode"], o["bag_size"]) == (0.8, 20.0, 1e-6,
                                                                          "ratio", 75)
-    assert full.arch == "wlrn" and full.arch_kwargs == {"dim": 64} and full.lr == 1e-3
+    assert (o["batch_start"], o["batch_max"], o["round_steps"]) == (16, 64, 512)
+    assert full.arch == "wlrn" and full.arch_kwargs == {"dim": 64}
+    assert (full.optimizer, full.lr, full.momentum, full.steps) == ("rmsprop", 1e-4, 0.0,
+                                                                     128 * 512)
     quick = get_recipe("wlrn", quick=True)
     assert quick.steps < full.steps and quick.options["bag_size"] < 75
 
 
+def test_code_loss_values_and_gradient():
+    """The released loss: s = (1 + cos) / 2, sigmoid(beta_s (s - 0.8)), beta_s = ln 99 / 0.2."""
+    from descriptors.losses import wlrn_code_beta, wlrn_code_loss, wlrn_code_score
+    assert abs(wlrn_code_beta(0.8) - math.log(99) / 0.2) < 1e-9
+    a = _unit([1, 0, 0], [0, 1, 0])
+    same = wlrn_code_score(a, a)                         # s = 1 -> sigmoid(ln 99) = 0.99 each
+    assert abs(float(same) - 2 * 0.99) < 1e-5
+    opp = wlrn_code_score(a, -a)                         # s = 0 for the best match of e1: 0.5
+    s_best = (1 + 0.0) / 2                               # e1 vs {-e1, -e2}: cos 0 best
+    expect = 2 / (1 + math.exp(-wlrn_code_beta() * (s_best - 0.8)))
+    assert abs(float(opp) - expect) < 1e-6
+    loss = wlrn_code_loss(a[None], a[None], -a[None])
+    assert abs(float(loss) - (1 + expect) / (1 + 2 * 0.99)) < 1e-6
+    # gradient: pull positives, push negatives (angles of 0.3 rad: inside the soft threshold)
+    th = torch.tensor(0.3, requires_grad=True)
+    tn = torch.tensor(0.3, requires_grad=True)
+    anc = _unit([1, 0, 0])
+    wlrn_code_loss(anc[None], _at_angle(th).t()[None].reshape(1, 1, 3),
+                   _at_angle(tn).t()[None].reshape(1, 1, 3)).backward()
+    assert float(th.grad) > 0 > float(tn.grad)
+
+
+def test_schedule_round_rule():
+    """Round rule of wlrn.lua (7931d02): improve -> keep; worse than last round -> batch x2; at
+    the largest batch -> lr / 2 and batch back to the smallest."""
+    from descriptors.recipe_defs.wlrn import schedule_round
+    o = {"batch_start": 16, "batch_max": 64}
+    st = {"wlrn_bsize": 16, "wlrn_lr_scale": 1.0, "wlrn_best": float("inf"),
+          "wlrn_last": float("inf")}
+    seq = []
+    for v in (1.0, 0.9, 0.95, 0.97, 0.96, 0.99, 0.8):
+        schedule_round(st, v, o)
+        seq.append((st["wlrn_bsize"], st["wlrn_lr_scale"]))
+    assert seq == [(16, 1.0), (16, 1.0), (32, 1.0), (64, 1.0), (64, 1.0), (16, 0.5), (16, 0.5)]
+
+
 def test_wlrn_training_loss_goes_down(tiny_bags, tmp_path):
-    """Through ``descriptors.train.train``: repeated steps on one bag batch lower its loss."""
-    from descriptors.data.bags import BagBatchSampler, read_bags
+    """Through ``descriptors.train.train``: repeated steps on one triplet batch lower its loss,
+    for the code variant (default) and the paper's."""
+    from descriptors.data.bags import BagTripletSampler, read_bags
     from descriptors.recipe_defs.wlrn import wlrn_step
     from descriptors.recipes import get_recipe
     from descriptors.train import train
 
     tr = read_bags(tiny_bags / "train")
     tr = replace(tr, patches=tr.patches[:, :12])
-    batch = next(BagBatchSampler(tr, 4, 0))
-    recipe = get_recipe("wlrn", quick=True).with_options(steps=6, batch_size=4, bag_size=12,
-                                                         lr=1e-3)
-    recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(batch))
-    state = {"options": recipe.options}
-    torch.manual_seed(0)                                 # = the trainer's initialisation
-    with torch.no_grad():
-        before = float(wlrn_step(build_model("wlrn", dim=64), batch, 0, state)[0])
-    out = tmp_path / "w.pt"
-    res = train(recipe, tiny_bags, out, split="train", progress=False, ckpt_every=0, half=False)
-    model, ck = load_checkpoint(out)
-    with torch.no_grad():
-        after = float(wlrn_step(model, batch, 0, state)[0])
-    print(f"wlrn batch loss {before:.4f} -> {after:.4f}")
-    assert abs(res["loss_first"] - before) < 1e-5 and ck["arch"] == "wlrn"
-    assert after < 0.8 * before
+    batch = next(BagTripletSampler(tr, 4, 0))
+    for variant, lr in (("code", 1e-4), ("paper", 1e-4)):
+        recipe = get_recipe("wlrn", quick=True).with_options(
+            steps=6, bag_size=12, lr=lr, variant=variant, schedule="fixed", batch_size=4)
+        recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(batch))
+        state = {"options": recipe.options}
+        torch.manual_seed(0)                                 # = the trainer's initialisation
+        with torch.no_grad():
+            before = float(wlrn_step(build_model("wlrn", dim=64), batch, 0, state)[0])
+        out = tmp_path / f"w_{variant}.pt"
+        res = train(recipe, tiny_bags, out, split="train", progress=False, ckpt_every=0,
+                    half=False)
+        model, ck = load_checkpoint(out)
+        with torch.no_grad():
+            after = float(wlrn_step(model, batch, 0, state)[0])
+        print(f"wlrn {variant} batch loss {before:.4f} -> {after:.4f}")
+        assert abs(res["loss_first"] - before) < 1e-5 and ck["arch"] == "wlrn"
+        assert after < 0.9 * before
+
+
+def test_growing_batch_schedule_runs_in_training(tiny_bags, tmp_path):
+    """The schedule through ``train``: validation every ``round_steps``, batch / lr scale kept
+    in the checkpointed recipe state, lr = recipe.lr x scale."""
+    from descriptors.recipe_defs import wlrn as W
+    from descriptors.recipes import get_recipe
+    from descriptors.train import train
+    r = get_recipe("wlrn", quick=True).with_options(steps=6, bag_size=8, round_steps=2,
+                                                    batch_start=2, batch_max=4,
+                                                    val_triplets=6)
+    res = train(r, tiny_bags, tmp_path / "g.pt", split="train", progress=False, ckpt_every=0)
+    st = torch.load(tmp_path / "g.pt.ckpt", weights_only=False)["recipe_state"]
+    assert res["steps"] == 6 and st["wlrn_round_at"] == 4
+    assert st["wlrn_bsize"] in (2, 4) and st["wlrn_lr_scale"] in (1.0, 0.5)
+    assert np.isfinite(st["wlrn_last"]) and st["wlrn_best"] <= st["wlrn_last"]
+    from descriptors.data.bags import read_bags
+    tr, va = W.split_objects(read_bags(tiny_bags / "train"))
+    assert len(va) and not set(tr.object_ids.tolist()) & set(va.object_ids.tolist())
+    assert W.wlrn_lr(r, 0) == r.lr                      # no live run for this recipe object
 
 
 def test_wlrn_training_improves_heldout_bag_auc(tiny_bags, tmp_path):
@@ -214,7 +278,8 @@ def test_wlrn_training_improves_heldout_bag_auc(tiny_bags, tmp_path):
     pairs = bag_pairs(te)
     torch.manual_seed(0)                                 # = the trainer's initialisation
     before = bag_pair_auc(build_model("wlrn", dim=64), te, pairs)
-    recipe = get_recipe("wlrn", quick=True).with_options(steps=15, batch_size=12, bag_size=12)
+    recipe = get_recipe("wlrn", quick=True).with_options(steps=15, bag_size=12,
+                                                         batch_start=12, batch_max=12)
     out = tmp_path / "wlrn.pt"
     res = train(recipe, tiny_bags, out, split="train", progress=False, ckpt_every=0)
     model, _ = load_checkpoint(out)

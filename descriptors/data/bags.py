@@ -7,7 +7,8 @@ views; 2200 objects train, the rest validation/test) with 75 keypoints per image
 
 Synthetic equivalent written here (nothing downloaded):
 
-- an **object** is a square window of a bundled photo (``synth.photo_names(split)``); windows of
+- an **object** is a square window of a bundled photo (``synth.photo_names(split)``, or of every
+  JPG / PNG under ``conf['photo_dir']``, ``pairs.find_photos``); windows of
   one photo do not overlap (a gap of ``window_gap`` px), so different objects share no content;
 - a **view** of an object is the photo warped by a random homography about that window
   (``synth.random_homography`` + ``synth.warp``) into a canvas of ``view_size + 2 * pad`` px, then
@@ -67,6 +68,7 @@ BAGS_CONF: dict = {
     "min_photo_side": 384,        # small photos are upscaled to at least this
     "max_objects_per_photo": 12,  # windows kept per photo (big photos would dominate)
     "patch_size": 32,
+    "photo_dir": None,            # folder of JPG / PNG photos (recursive) instead of the bundled
 }
 
 
@@ -175,8 +177,10 @@ def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dic
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     cfg = {**BAGS_CONF, **(conf or {})}
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, 7])
-    names = synth.photo_names(split)
-    photos = [synth.load_photo(nm, gray=True, min_side=int(cfg["min_photo_side"])) for nm in names]
+    from .pairs import load_photo_source, photo_list
+    names = photo_list(photo_dir=cfg.get("photo_dir") or "", split=split)
+    photos = [load_photo_source(nm, gray=True, min_side=int(cfg["min_photo_side"]))
+              for nm in names]
     cands = []
     for pi, g in enumerate(photos):
         wins = _object_windows(g.shape[0], g.shape[1], int(cfg["view_size"]), int(cfg["pad"]),

@@ -12,38 +12,56 @@ Keypoint-Correspondence Criterion", arXiv 1603.09095 (papers/000_*.txt; code nen
 - optimisation: minibatches of 32 triplets, rmsprop, lr 0.001, 128 rounds x 512 iterations,
   lr halved when the validation loss stops improving.
 
-Toolkit specifics (deviations are marked):
+What matches the released code (``variant='code'``, default; nenadmarkus/wlrn ``wlrn.lua`` at
+commit 7931d02 and ``wlrn.py``):
+
+- loss (``losses.wlrn_code_loss``): s = (1 + cos) / 2, each keypoint's best match squashed by
+  sigmoid(beta_s (s - 0.8)) with beta_s = ln(99) / 0.2 = 22.98, summed over the bag;
+  L = (1 + m(K, K-)) / (1 + m(K, K+)) averaged over the triplets of a minibatch;
+- independent (K, K+, K-) triplets (``sampling='triplets'``);
+- rmsprop (Torch7 ``optim.rmsprop`` = torch RMSprop: alpha 0.99, eps 1e-8, no momentum),
+  lr 1e-4, 128 rounds x 512 iterations, and the growing batch schedule (``schedule='grow'``):
+  each round starts with batch 16; after every round the validation loss is measured on a fixed
+  held-out triplet set; if it rose above the previous round's, the batch doubles (16 -> 32 ->
+  64), and once it is 64 the lr halves and the batch returns to 16.
+
+``variant='paper'`` (``--variant paper``): the paper's form, S = soft fraction with
+sigmoid(-beta (d^2 - tau)), tau = 0.8, beta = 20, L = S(K, K-) / (S(K, K+) + eps)
+(``losses.wlrn_bag_loss``, option ``mode`` 'ratio' | 'margin'), with the same optimizer and
+schedule (the paper: rmsprop lr 1e-3, minibatches of 32, lr halved on a validation plateau).
+
+What differs (toolkit specifics):
 
 - bags come from ``descriptors.data.bags`` (synthetic UKB-like objects: windows of the TRAIN
-  photos x 4 random homography + photometric views, DoG keypoints, the toolkit's 12-sigma
-  patches), cached in ``<data>/<split>/bags.npz`` (default ``datasets/bags-synth/train``;
-  generated on first use);
-- sampling (``sampling='batch'``, default): each step takes ``batch_size`` objects x 2 views and
-  the loss averages over EVERY (K, K+, K-) triplet inside that batch of bags
-  (``losses.wlrn_bag_loss_batch``; same per-triplet loss, ~M^2 triplets per forward pass instead
-  of 1 per 3 bags). Objects are drawn ``objects_per_photo`` (2) per photo, so every batch holds
-  same-texture negatives; with only 10 training photos, negatives from other photos alone can be
-  told apart by texture statistics, and the net then learns photo identity, not keypoints
-  (measured: held-out AUC did not improve). ``sampling='triplets'`` draws independent triplets as
-  the paper (``same_photo_neg`` = share of same-photo negatives);
-- the trainer offers SGD and Adam, not rmsprop: Adam with the paper's lr 1e-3 and a fixed step
-  schedule (lr x 0.5 every 16,384 steps) in place of the plateau-based halving;
+  photos, or of ``--photos DIR`` = the option ``photos``, x 4 random homography + photometric
+  views, DoG keypoints, the toolkit's 12-sigma patches), cached in ``<data>/<split>/bags.npz``
+  (default ``datasets/bags-synth/train``; with ``photos``, ``bags-<hash>.npz``; generated on first
+  use). The validation triplets of the schedule come from held-out objects of the training bags
+  (every 10th object; the code uses a separate UKB split);
+- a share ``same_photo_neg`` (0.5) of the negatives is another object of the same photo: with
+  few training photos, negatives from other photos can be told apart by texture statistics alone;
+- ``sampling='batch'``: every (K, K+, K-) triplet inside a batch of bags (``objects_per_photo``
+  objects per photo; ``losses.wlrn_bag_loss_batch``) instead of independent triplets;
+- the schedule lives in the recipe (``state`` + ``lr_fn``), since the trainer has no per-round
+  hook: ``wlrn_step`` runs the validation every ``round_steps`` steps and updates
+  ``state['wlrn_bsize']`` / ``state['wlrn_lr_scale']``; ``make_data`` always yields
+  ``batch_max`` triplets and the step uses the first ``wlrn_bsize``;
 - the WLRN model standardises each patch inside (the released net takes raw pixels).
 
-``quick`` (CPU): 12 objects (24 bags of 24 keypoints) per step, 300 steps, Adam lr 5e-4,
-``mode='margin'`` and ``beta=5``. Measured on the synthetic bags: an untrained net's descriptors
-are all close (mean cosine 0.63, so nearly every d^2 < tau = 0.8 and S ~ 1 for every bag pair);
-with beta = 20 the sigmoid is then saturated and the few non-saturated keypoints give a noisy
-signal, and the ratio form tends to collapse (S+ = S- = 1) at the start of short runs. beta = 5
-and the margin form improved held-out bag-pair ROC-AUC within 10-15 steps in every run tried
-(+0.02 to +0.07 after 15 steps; 7 runs, 4 seeds, two training-set sizes).
-Options: ``tau``, ``beta``, ``eps``, ``mode`` ('ratio' = paper | 'margin': max(0, margin -
-(S+ - S-))), ``margin``, ``sampling``, ``objects_per_photo``, ``same_photo_neg``, ``bag_size``
-(first n keypoints of each stored bag are used), ``n_objects`` (objects generated when the bags
-file is missing; None = every window), ``bags_conf`` (generation overrides).
+``quick`` (CPU): 300 steps, rounds of 50 steps, batch 4 -> 8 -> 16 triplets of 24-keypoint bags,
+rmsprop lr 1e-4 (the code's), the code loss.
+Options: ``variant`` ('code' | 'paper'), ``thr`` (code), ``tau``, ``beta``, ``eps``, ``mode``,
+``margin`` (paper), ``sampling`` ('triplets' | 'batch'), ``schedule`` ('grow' | 'fixed'),
+``round_steps``, ``batch_start``, ``batch_max``, ``val_triplets``, ``objects_per_photo``,
+``same_photo_neg``, ``bag_size`` (first n keypoints of each stored bag), ``n_objects`` (objects
+generated when the bags file is missing; None = every window), ``bags_conf`` (generation
+overrides), ``photos`` (photo folder).
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,59 +70,181 @@ import torch
 import torch.nn as nn
 
 from descriptors.losses import (bag_soft_correspondence_count, wlrn_bag_loss,
-                                wlrn_bag_loss_batch)
+                                wlrn_bag_loss_batch, wlrn_code_loss, wlrn_code_score)
 from descriptors.recipes import Recipe
 
-PUBLISHED_OPTIONS: dict = {"tau": 0.8, "beta": 20.0, "eps": 1e-6, "mode": "ratio",
-                           "margin": 0.2, "bag_size": 75, "sampling": "batch",
+logger = logging.getLogger(__name__)
+
+PUBLISHED_OPTIONS: dict = {"variant": "code", "thr": 0.8,
+                           "tau": 0.8, "beta": 20.0, "eps": 1e-6, "mode": "ratio",
+                           "margin": 0.2, "bag_size": 75, "sampling": "triplets",
+                           "schedule": "grow", "round_steps": 512, "batch_start": 16,
+                           "batch_max": 64, "val_triplets": 256,
                            "objects_per_photo": 2, "same_photo_neg": 0.5, "n_objects": None,
-                           "bags_conf": {"bag_size": 75}}
+                           "bags_conf": {"bag_size": 75}, "photos": None}
 _BAGS_CACHE: dict[tuple[str, float], Any] = {}
+_LIVE: dict[int, dict] = {}          # id(recipe) -> the trainer's state (for ``wlrn_lr``)
+_VAL: dict[int, Any] = {}            # id(state) -> validation triplets (not checkpointed)
+
+
+def _bags_file(data_dir: Path, opts: dict) -> Path:
+    from descriptors.data.bags import BAGS_FILE
+    photos = opts.get("photos")
+    if not photos:
+        return Path(data_dir) / BAGS_FILE
+    from descriptors.data.pairs import find_photos
+    files = find_photos(photos)
+    h = hashlib.sha1("\n".join(files).encode()).hexdigest()[:10]
+    return Path(data_dir) / f"bags-{h}.npz"
 
 
 def load_bags(data_dir: Path, recipe: Recipe) -> Any:
     """The recipe's bag set (read once per process; generated and written if missing)."""
-    from descriptors.data.bags import BAGS_FILE, ensure_bags, read_bags
+    from descriptors.data.bags import make_bags, read_bags, write_bags
     data_dir = Path(data_dir)
-    f = data_dir / BAGS_FILE
+    opts = recipe.options
+    f = _bags_file(data_dir, opts)
     if not f.is_file():
-        opts = recipe.options
-        ensure_bags(data_dir, n_objects=opts.get("n_objects"), conf=opts.get("bags_conf"))
+        split = data_dir.name if data_dir.name in ("train", "test") else "train"
+        conf = dict(opts.get("bags_conf") or {})
+        if opts.get("photos"):
+            conf["photo_dir"] = str(opts["photos"])
+        logger.info("generating bags (%s) in %s", opts.get("photos") or f"{split} photos", f)
+        write_bags(make_bags(split, n_objects=opts.get("n_objects"), conf=conf), f)
     key = (str(f.resolve()), f.stat().st_mtime)
     if key not in _BAGS_CACHE:
         _BAGS_CACHE.clear()
         _BAGS_CACHE[key] = read_bags(f)
     bags = _BAGS_CACHE[key]
-    n = int(recipe.options.get("bag_size") or bags.bag_size)
+    n = int(opts.get("bag_size") or bags.bag_size)
     if n < bags.bag_size:
-        from dataclasses import replace
         bags = replace(bags, patches=bags.patches[:, :n], keypoints=bags.keypoints[:, :n])
     return bags
 
 
+def split_objects(bags: Any, every: int = 10) -> tuple[Any, Any]:
+    """(training bags, validation bags): every ``every``-th object (id % every == every - 1) is
+    held out for the schedule's validation loss."""
+    val = (bags.object_ids % every) == every - 1
+    if val.all() or not val.any():
+        return bags, bags
+
+    def sub(m: np.ndarray) -> Any:
+        return replace(bags, patches=bags.patches[m], object_ids=bags.object_ids[m],
+                       view_ids=bags.view_ids[m], photo=bags.photo[m],
+                       keypoints=bags.keypoints[m])
+    return sub(~val), sub(val)
+
+
+def _grow(opts: dict) -> bool:
+    return opts.get("schedule", "grow") == "grow" and opts.get("sampling", "triplets") == \
+        "triplets"
+
+
 def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     from descriptors.data.bags import BagBatchSampler, BagTripletSampler
-    bags = load_bags(data_dir, recipe)
-    rng = np.random.default_rng(seed)
     opts = recipe.options
-    if opts.get("sampling", "batch") == "triplets":
-        return iter(BagTripletSampler(bags, recipe.batch_size, rng,
+    bags = load_bags(data_dir, recipe)
+    if _grow(opts):
+        bags = split_objects(bags)[0]
+    rng = np.random.default_rng(seed)
+    if opts.get("sampling", "triplets") == "triplets":
+        n = int(opts.get("batch_max", recipe.batch_size)) if _grow(opts) else recipe.batch_size
+        return iter(BagTripletSampler(bags, n, rng,
                                       same_photo_neg=float(opts.get("same_photo_neg", 0.5))))
     return iter(BagBatchSampler(bags, recipe.batch_size, rng, views=2,
                                 objects_per_photo=int(opts.get("objects_per_photo", 2))))
 
 
+def wlrn_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
+    """Growing-batch schedule: initial batch / lr scale in ``state``, validation triplets of
+    held-out objects, and the link ``wlrn_lr`` uses to read the live schedule."""
+    from descriptors.data.bags import BagTripletSampler
+    opts = recipe.options
+    state.setdefault("wlrn_bsize", int(opts.get("batch_start", 16)))
+    state.setdefault("wlrn_lr_scale", 1.0)
+    state.setdefault("wlrn_best", float("inf"))
+    state.setdefault("wlrn_last", float("inf"))
+    _LIVE.clear()
+    _LIVE[id(recipe)] = state
+    _VAL.clear()
+    if _grow(opts):
+        val = split_objects(load_bags(data_dir, recipe))[1]
+        smp = BagTripletSampler(val, int(opts.get("val_triplets", 256)),
+                                np.random.default_rng(12345),
+                                same_photo_neg=float(opts.get("same_photo_neg", 0.5)))
+        _VAL[id(state)] = val.patches[smp.sample_indices()]          # (T, 3, n, P, P) uint8
+
+
+def wlrn_lr(recipe: Recipe, step: int) -> float:
+    """lr = recipe.lr x the schedule's current scale (halved each time the batch wraps)."""
+    st = _LIVE.get(id(recipe))
+    return recipe.lr * float(st.get("wlrn_lr_scale", 1.0) if st is not None else 1.0)
+
+
+def _loss(d: torch.Tensor, opts: dict) -> torch.Tensor:
+    """Loss of (3, T, n, D) triplet descriptors for the recipe's variant."""
+    if opts.get("variant", "code") == "code":
+        return wlrn_code_loss(d[0], d[1], d[2], thr=float(opts.get("thr", 0.8)))
+    if opts.get("variant") != "paper":
+        raise ValueError(f"recipe wlrn: variant must be 'code' or 'paper', got "
+                         f"'{opts.get('variant')}'")
+    return wlrn_bag_loss(d[0], d[1], d[2], **_paper_kw(opts))
+
+
+def _paper_kw(opts: dict) -> dict:
+    return {"tau": float(opts.get("tau", 0.8)), "beta": float(opts.get("beta", 20.0)),
+            "eps": float(opts.get("eps", 1e-6)), "mode": str(opts.get("mode", "ratio")),
+            "margin": float(opts.get("margin", 0.2))}
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, triplets: np.ndarray, opts: dict, chunk: int = 16
+                    ) -> float:
+    """Mean loss over fixed (T, 3, n, P, P) uint8 triplets, model in eval mode."""
+    m = model.module if hasattr(model, "module") else model
+    was = m.training
+    m.eval()
+    dev = next(m.parameters()).device
+    tot, n = 0.0, 0
+    try:
+        for i in range(0, len(triplets), chunk):
+            x = torch.from_numpy(triplets[i:i + chunk]).to(dev).float().div_(255.0)
+            t, _, k = x.shape[:3]
+            d = m(x.flatten(0, 2)[:, None]).reshape(t, 3, k, -1).transpose(0, 1)
+            tot += float(_loss(d, opts)) * t
+            n += t
+    finally:
+        m.train(was)
+    return tot / max(n, 1)
+
+
+def schedule_round(state: dict, val_loss: float, opts: dict) -> None:
+    """The code's end-of-round rule: a new best is kept; a validation loss above the previous
+    round's doubles the batch, or (batch at ``batch_max``) halves the lr and resets the batch."""
+    if val_loss < state["wlrn_best"]:
+        state["wlrn_best"] = val_loss
+    elif val_loss > state["wlrn_last"]:
+        if state["wlrn_bsize"] >= int(opts.get("batch_max", 64)):
+            state["wlrn_lr_scale"] = state["wlrn_lr_scale"] / 2.0
+            state["wlrn_bsize"] = int(opts.get("batch_start", 16))
+        else:
+            state["wlrn_bsize"] = min(2 * state["wlrn_bsize"], int(opts.get("batch_max", 64)))
+    state["wlrn_last"] = val_loss
+
+
 def wlrn_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
     """One step: describe every patch of the batch's bags, wlrn bag loss on bag labels only.
 
-    ``batch`` is ``(bags (M, n, 1, P, P), object_ids (M,))`` (batch-all: every triplet inside
-    the batch) or ``(anchor, positive, negative)`` each (T, n, 1, P, P) (independent triplets).
+    ``batch`` is ``(anchor, positive, negative)`` each (T, n, 1, P, P) (independent triplets; with
+    the growing schedule the first ``state['wlrn_bsize']`` are used) or ``(bags (M, n, 1, P, P),
+    object_ids (M,))`` (batch-all: every triplet inside the batch, paper loss form only).
     """
     opts = state.get("options", {})
-    kw = {"tau": float(opts.get("tau", 0.8)), "beta": float(opts.get("beta", 20.0)),
-          "eps": float(opts.get("eps", 1e-6)), "mode": str(opts.get("mode", "ratio")),
-          "margin": float(opts.get("margin", 0.2))}
     if len(batch) == 2:
+        if opts.get("variant", "code") == "code":
+            raise ValueError("recipe wlrn: sampling='batch' needs variant='paper'")
+        kw = _paper_kw(opts)
         bags, ids = batch
         m, k = bags.shape[:2]
         d = model(bags.flatten(0, 1)).reshape(m, k, -1)
@@ -115,23 +255,50 @@ def wlrn_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[tor
             eye = torch.eye(m, dtype=torch.bool, device=s.device)
             s_pos, s_neg = s[same & ~eye].mean().item(), s[~same].mean().item()
         return loss, {"S_pos": s_pos, "S_neg": s_neg}
+    logs: dict = {}
+    if _grow(opts) and id(state) in _VAL:
+        rs = int(opts.get("round_steps", 512))
+        if step > 0 and step % rs == 0 and state.get("wlrn_round_at") != step:
+            vl = validation_loss(model, _VAL[id(state)], opts)
+            schedule_round(state, vl, opts)
+            state["wlrn_round_at"] = step
+            logger.info("wlrn round %d: val loss %.4f, batch %d, lr x%.3g", step // rs, vl,
+                        state["wlrn_bsize"], state["wlrn_lr_scale"])
     a, p, n = batch                                     # each (T, n, 1, P, P)
+    if _grow(opts):
+        bs = int(state.get("wlrn_bsize", len(a)))
+        a, p, n = a[:bs], p[:bs], n[:bs]
     t, k = a.shape[:2]
     d = model(torch.cat([a, p, n], 0).flatten(0, 1)).reshape(3, t, k, -1)
-    loss = wlrn_bag_loss(d[0], d[1], d[2], **kw)
+    loss = _loss(d, opts)
     with torch.no_grad():
-        s_pos = bag_soft_correspondence_count(d[0], d[1], kw["tau"], kw["beta"]).mean().item()
-        s_neg = bag_soft_correspondence_count(d[0], d[2], kw["tau"], kw["beta"]).mean().item()
-    return loss, {"S_pos": s_pos, "S_neg": s_neg}
+        thr = float(opts.get("thr", 0.8))
+        logs["m_pos"] = wlrn_code_score(d[0], d[1], thr).mean().item()
+        logs["m_neg"] = wlrn_code_score(d[0], d[2], thr).mean().item()
+        logs["batch"] = float(t)
+    return loss, logs
+
+
+def heldout_bag_auc(weights: str | Path, root: str | Path = "datasets/bags-synth",
+                    split: str = "test") -> dict:
+    """Bag-pair ROC-AUC ("same object?") of a checkpoint on held-out bags of TEST photos
+    (``<root>/<split>/bags.npz``, generated if missing): best AUC over tau and its tau."""
+    from descriptors.data.bags import bag_pair_auc, ensure_bags
+    from descriptors.models import load_checkpoint
+    model, _ = load_checkpoint(weights)
+    bags = ensure_bags(Path(root) / split)
+    r = bag_pair_auc(model, bags)
+    return {"bag_auc": r["auc"], "bag_tau": r["tau"], "n_pos": r["n_pos"], "n_neg": r["n_neg"],
+            "bags": str(Path(root) / split)}
 
 
 def recipe(quick: bool = False) -> Recipe:
-    r = Recipe(name="wlrn", make_data=make_data, step_loss=wlrn_step, arch="wlrn",
-               arch_kwargs={"dim": 64}, steps=128 * 512, batch_size=16, optimizer="adam",
-               lr=1e-3, weight_decay=0.0, lr_schedule="step", lr_step=16_384, lr_gamma=0.5,
+    r = Recipe(name="wlrn", make_data=make_data, step_loss=wlrn_step, setup=wlrn_setup,
+               arch="wlrn", arch_kwargs={"dim": 64}, steps=128 * 512, batch_size=64,
+               optimizer="rmsprop", lr=1e-4, momentum=0.0, weight_decay=0.0, lr_fn=wlrn_lr,
                default_data="datasets/bags-synth", options=dict(PUBLISHED_OPTIONS),
                description="WLRN 32x32->64 net from weakly-labelled keypoint bags")
     if quick:
-        r = r.with_options(steps=300, batch_size=12, bag_size=24, lr=5e-4, mode="margin",
-                           beta=5.0)
+        r = r.with_options(steps=300, batch_size=16, bag_size=24, round_steps=50,
+                           batch_start=4, batch_max=16, val_triplets=32)
     return r
