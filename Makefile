@@ -25,11 +25,11 @@ test: install
 
 # Reproduce the shipped weights (CPU-sized runs; commands are recorded in weights/*.json).
 weights: install
-	$(VPY) -m pipelines.train --recipe hardnet --quick --eval test
-	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 600 --batch_size 128 --eval test
-	$(VPY) -m pipelines.train --recipe sdb --quick --eval test
-	$(VPY) -m pipelines.train --recipe wlrn --quick --eval test
-	$(VPY) -m pipelines.train --recipe fracking --quick --eval test
+	$(VPY) -m pipelines.train --recipe hardnet --out weights/hardnet.pt --quick --eval test
+	$(VPY) -m pipelines.train --recipe hndesc --out weights/hndesc.pt --quick --steps 600 --batch_size 128 --eval test
+	$(VPY) -m pipelines.train --recipe sdb --out weights/sdb.pt --quick --eval test
+	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
+	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
 
 bench: install
 	$(VPY) benchmarks/descriptor_speed.py
