@@ -11,8 +11,9 @@ they are generated in memory with the benchmark's generator semantics (seed 42).
 is not given and ``datasets/hpatches-release`` does not exist, the synthetic set
 ``datasets/hpatches-synth`` is written on first use (``descriptors.data.hpatches``).
 
-Each 65x65 patch is resized to the extractor's input side (32) with ``cv2.INTER_AREA`` and
-described by ``descriptors.registry.load(name)``. Protocols (FORMATS.md section 4, restated
+Each 65x65 patch is resized to the extractor's input side (32) with ``cv2.INTER_LINEAR`` (as
+HardNet's HPatches extractor) and described by ``descriptors.registry.load(name)``; the metrics
+are ``descriptors.metrics.hpatches_ap`` / ``hpatches_auc``. Protocols (FORMATS.md section 4, restated
 from hpatches-benchmark ``python/utils/tasks.py`` / ``results.py``), L2 distance on the unit
 descriptors, for each level L in e(asy), h(ard), t(ough):
 
@@ -24,9 +25,16 @@ descriptors, for each level L in e(asy), h(ard), t(ough):
   ``Lk`` descriptors; AP = pr(-d_nn, nn == i, numpos=N); mAP(L) = mean over (seq, k).
 - retrieval: per query ref patch, pool = [5 distances to L1..L5 of the same idx] + distances to
   the distractor ref patches of other sequences (file order); AP at pool sizes
-  (100, 500, 1000, 5000, 10000, 15000, 20000) entries; mAP(L) = mean over queries, then over
-  pool sizes. On small (synthetic) sets the pool sizes are clipped to the pool length and
-  de-duplicated (listed in the JSON).
+  (100, 500, 1000, 5000, 10000, 15000, 20000) entries; mAP(L, k) = mean over queries, reported
+  for every pool size k. Headline: the full (largest) pool, where every distractor competes;
+  small pools inflate mAP. hpatches-benchmark's ``results.py`` summarises retrieval as the mean
+  over the 7 pool sizes; that number is reported next to it ("mean of pools",
+  ``summary.retrieval_pool_mean``) for comparison with published tables. On small (synthetic)
+  sets the pool sizes are clipped to the pool length and de-duplicated (listed in the JSON).
+
+A descriptor that cannot be loaded is reported and skipped; the others are evaluated and
+written, then the command exits with status 1. A missing or malformed data folder, split or
+task file is a one-line error (status 1).
 
 Numbers are percentages. Outputs: ``<outputs>/results.json`` and ``<outputs>/hpatches.png``.
 
@@ -48,6 +56,7 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 
+from descriptors import metrics as M
 from descriptors.data import hpatches as hp
 
 logger = logging.getLogger(__name__)
@@ -71,67 +80,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # --------------------------------------------------------------------------------------------
-# metrics.pr / metrics.roc (hpatches-benchmark python/utils/metrics.py). descriptors.metrics
-# (hpatches_ap / hpatches_auc) is used when it exists; these private copies are the fallback.
+# Retrieval AP in closed form (metrics: descriptors.metrics.hpatches_ap / hpatches_auc)
 # --------------------------------------------------------------------------------------------
 
 
-def _tpfp(scores: np.ndarray, labels: np.ndarray, numpos: int | None = None):
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    p = int(labels.sum())
-    n = len(labels) - p
-    if numpos is not None:
-        if numpos < p:
-            raise ValueError(f"numpos {numpos} smaller than the {p} positives in labels")
-        extra = numpos - p
-        p = numpos
-        scores = np.concatenate([scores, np.full(extra, -np.inf)])
-        labels = np.concatenate([labels, np.ones(extra, np.int64)])
-    perm = np.argsort(-scores, kind="mergesort")
-    finite = np.flatnonzero(scores[perm] > -np.inf)
-    stop = finite.max() + 1 if len(finite) else 0
-    lab = labels[perm[:stop]]
-    tp = np.concatenate([[0], np.cumsum(lab == 1)]).astype(np.float64)
-    fp = np.concatenate([[0], np.cumsum(lab == 0)]).astype(np.float64)
-    return tp, fp, p, n
-
-
-def _trapz(y: np.ndarray, x: np.ndarray) -> float:
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
-
-
-def _pr_ap(scores, labels, numpos=None) -> float:
-    tp, fp, p, _ = _tpfp(scores, labels, numpos)
-    small = 1e-10
-    recall = tp / max(p, small)
-    precision = np.maximum(tp, small) / np.maximum(tp + fp, small)
-    return _trapz(precision, recall)
-
-
-def _roc_auc(scores, labels) -> float:
-    tp, fp, p, n = _tpfp(scores, labels)
-    small = 1e-10
-    return _trapz(tp / max(p, small), fp / max(n, small))
-
-
-def _metric_fns():
-    """(ap, auc, source): descriptors.metrics' versions when importable, else the private ones."""
-    try:
-        from descriptors.metrics import hpatches_ap, hpatches_auc  # type: ignore
-        return hpatches_ap, hpatches_auc, "descriptors.metrics"
-    except Exception:  # noqa: BLE001 - missing or half-written module: use the fallback
-        return _pr_ap, _roc_auc, "pipelines.hpatches (private copy)"
-
-
-def _ap_few_positives(pos: np.ndarray, neg: np.ndarray) -> float:
-    """``metrics.pr`` AP for scores = [pos..., neg...] (see :func:`_retrieval_aps`)."""
-    k = len(pos) + len(neg)
-    return float(_retrieval_aps(pos, neg, [k])[0])
-
-
 def _retrieval_aps(pos: np.ndarray, neg: np.ndarray, ks: Sequence[int]) -> np.ndarray:
-    """``metrics.pr(scores[:k], labels[:k])`` AP for every pool size k, where scores =
+    """``descriptors.metrics.hpatches_ap(scores[:k], labels[:k])`` (hpatches-benchmark
+    ``metrics.pr``) for every pool size k, where scores =
     [pos..., neg...] with the P positives first (so they win stable-sort ties against
     negatives), in closed form: rank of the m-th best positive r_m = m + #(negatives in the
     pool scoring strictly higher); trapz over the PR curve then sums, per positive,
@@ -161,13 +116,23 @@ def _retrieval_aps(pos: np.ndarray, neg: np.ndarray, ks: Sequence[int]) -> np.nd
 # Descriptors
 # --------------------------------------------------------------------------------------------
 
-def resize_patches(patches: np.ndarray, size: int) -> np.ndarray:
-    """(N, 65, 65) uint8 -> (N, 1, size, size) float32 in [0, 1] (cv2.INTER_AREA)."""
-    if patches.shape[1] == size:
-        out = patches.astype(np.float32)
+def hpatches_input(patches: np.ndarray, size: int) -> np.ndarray:
+    """(N, 65, 65) uint8 -> (N, 1, size, size) float32 in [0, 1].
+
+    ``cv2.resize(patch, (size, size))`` with OpenCV's default ``INTER_LINEAR`` on the uint8
+    patch, then / 255, as HardNet's HPatches extractor (``cv2.resize(patch, (32, 32)) / 255.``).
+    PhotoTour's 64 -> 32 step is different on purpose (``INTER_AREA``, HardNet's training
+    ``cv2_scale``: ``descriptors.data.phototour.resize_patches``), so it is not reused here.
+    """
+    p = np.asarray(patches)
+    if p.ndim != 3:
+        raise ValueError(f"expected (N, H, W) patches, got shape {p.shape}")
+    if p.shape[1:] == (size, size):
+        out = p.astype(np.float32)
     else:
-        out = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA)
-                        for p in patches]).astype(np.float32)
+        out = np.empty((len(p), size, size), np.float32)
+        for i in range(len(p)):
+            out[i] = cv2.resize(p[i], (size, size), interpolation=cv2.INTER_LINEAR)
     return (out / 255.0)[:, None]
 
 
@@ -182,7 +147,7 @@ def describe_hpatches(data: dict[str, dict[str, np.ndarray]], extractor: Any,
         types = list(hp.TYPES)
         n = len(data[seq]["ref"])
         stack = np.concatenate([data[seq][t] for t in types])
-        d = np.asarray(extractor(resize_patches(stack, ps)), np.float32)
+        d = np.asarray(extractor(hpatches_input(stack, ps)), np.float32)
         out[seq] = {t: d[i * n:(i + 1) * n] for i, t in enumerate(types)}
     return out
 
@@ -231,7 +196,6 @@ def _pair_dists(index: _Index, rows: list[tuple], chunk: int = 65536) -> np.ndar
 def eval_verification(descr: dict[str, dict[str, np.ndarray]], tasks: dict[str, list[tuple]]
                       ) -> dict[str, dict[str, dict[str, float]]]:
     """-> {L: {"intra"|"inter": {"balanced_auc", "imbalanced_ap"}}} (fractions, not %)."""
-    ap_fn, auc_fn, _ = _metric_fns()
     out: dict[str, dict[str, dict[str, float]]] = {}
     for L in hp.LEVELS:
         index = _Index(descr, L)
@@ -242,8 +206,8 @@ def eval_verification(descr: dict[str, dict[str, np.ndarray]], tasks: dict[str, 
             labels = np.concatenate([np.zeros(len(d_neg)), np.ones(len(d_pos))])
             dist = np.concatenate([d_neg, d_pos])
             n_imb = len(d_pos) + int(len(d_pos) * 0.2)
-            res[neg] = {"balanced_auc": float(auc_fn(-dist, labels)),
-                        "imbalanced_ap": float(ap_fn(-dist[:n_imb], labels[:n_imb]))}
+            res[neg] = {"balanced_auc": float(M.hpatches_auc(-dist, labels)),
+                        "imbalanced_ap": float(M.hpatches_ap(-dist[:n_imb], labels[:n_imb]))}
         out[L] = res
     return out
 
@@ -251,7 +215,6 @@ def eval_verification(descr: dict[str, dict[str, np.ndarray]], tasks: dict[str, 
 def eval_matching(descr: dict[str, dict[str, np.ndarray]], seqs: Iterable[str]
                   ) -> dict[str, dict[str, list[float]]]:
     """-> {seq: {L: [AP for k = 1..5]}} (fractions)."""
-    ap_fn, _, _ = _metric_fns()
     out: dict[str, dict[str, list[float]]] = {}
     for seq in seqs:
         ref = descr[seq]["ref"].astype(np.float64)
@@ -263,8 +226,8 @@ def eval_matching(descr: dict[str, dict[str, np.ndarray]], seqs: Iterable[str]
                 d = descr[seq][f"{L}{k}"].astype(np.float64)
                 D = _cdist(ref, d)
                 nn = np.argmin(D, axis=1)
-                aps.append(float(ap_fn(-D[gt, nn], (nn == gt).astype(np.int64),
-                                       numpos=len(gt))))
+                aps.append(float(M.hpatches_ap(-D[gt, nn], (nn == gt).astype(np.int64),
+                                               numpos=len(gt))))
             out[seq][L] = aps
     return out
 
@@ -331,11 +294,20 @@ def summarize(verif: dict | None, match: dict | None, retr: dict | None) -> dict
         row["mean"] = float(np.mean([row[L] for L in hp.LEVELS]))
         out["matching"] = row
     if retr is not None:
-        row = {L: 100 * float(np.mean(list(retr["map"][L].values()))) for L in hp.LEVELS}
-        row.update({f"{L}@{k}": 100 * v for L in hp.LEVELS for k, v in retr["map"][L].items()})
-        row["mean"] = float(np.mean([row[L] for L in hp.LEVELS]))
-        row["pool_sizes"] = retr["pool_sizes"]
-        out["retrieval"] = row
+        ks = [int(k) for k in retr["pool_sizes"]]
+        mp = {L: {int(k): v for k, v in retr["map"][L].items()} for L in hp.LEVELS}
+
+        def level_row(vals: dict[str, float]) -> dict:
+            row = {L: 100 * float(vals[L]) for L in hp.LEVELS}
+            row["mean"] = float(np.mean([row[L] for L in hp.LEVELS]))
+            return row
+
+        by_pool = {str(k): level_row({L: mp[L][k] for L in hp.LEVELS}) for k in ks}
+        head = dict(by_pool[str(max(ks))], pool_size=max(ks))     # the full (largest) pool
+        out["retrieval"] = head
+        out["retrieval_by_pool"] = by_pool
+        out["retrieval_pool_mean"] = dict(level_row(
+            {L: float(np.mean([mp[L][k] for k in ks])) for L in hp.LEVELS}), pool_sizes=ks)
     return out
 
 
@@ -368,7 +340,8 @@ def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarr
     """-> (task rows, test sequences, source) for a split; generated (seed 42) when absent."""
     splits = hp.load_splits(root=release)
     if split not in splits:
-        raise hp.HPatchesError(f"split '{split}' not in {', '.join(sorted(splits))}")
+        raise hp.HPatchesError(f"{release}: split '{split}' not in "
+                               f"{', '.join(sorted(splits))}")
     test = [s for s in splits[split]["test"]]
     missing = [s for s in test if s not in data]
     if missing:
@@ -378,6 +351,7 @@ def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarr
     if hp.has_tasks(tdir, split):
         tasks = hp.read_tasks(tdir, split)
         source = str(tdir)
+        hp.validate_tasks(tasks, data, tdir, split)
     else:
         logger.info("no task files for split %s in %s: generating them (seed 42)", split, tdir)
         lengths = {s: len(data[s]["ref"]) for s in test}
@@ -389,7 +363,7 @@ def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarr
             data, test, min(retr_queries, max(1, total // 4)), min(retr_distractors, total),
             seed=42)
         source = "generated (seed 42)"
-    hp.validate_tasks(tasks, data)
+        hp.validate_tasks(tasks, data)
     return tasks, test, source
 
 
@@ -423,20 +397,40 @@ def evaluate_feature(name: str, data: dict, tasks: dict, test: list[str],
 TABLE_ROWS = (("verification", "verification AP (imbal.)"),
               ("verification_auc", "verification AUC (bal.)"),
               ("matching", "matching mAP"),
-              ("retrieval", "retrieval mAP"))
+              ("retrieval", "retrieval mAP (full pool)"))
+
+
+def _table_rows(summary: dict) -> list[tuple[str, dict]]:
+    """(label, row) of one feature: the four task rows; retrieval also per pool size and as
+    hpatches-benchmark's mean over pool sizes."""
+    rows = []
+    for key, label in TABLE_ROWS:
+        row = summary.get(key)
+        if row is None:
+            continue
+        if key == "retrieval":
+            for k, r in summary.get("retrieval_by_pool", {}).items():
+                if int(k) != row["pool_size"]:
+                    rows.append((f"  retrieval mAP, pool {k}", r))
+            label = f"retrieval mAP (full pool {row['pool_size']})"
+            rows.append((label, row))
+            if "retrieval_pool_mean" in summary:
+                rows.append(("  retrieval, mean of pools", summary["retrieval_pool_mean"]))
+            continue
+        rows.append((label, row))
+    return rows
 
 
 def format_table(results: dict[str, dict]) -> str:
-    """The usual HPatches table: one row per (feature, task), columns Easy Hard Tough mean."""
+    """The usual HPatches table: one row per (feature, task), columns Easy Hard Tough mean;
+    retrieval per pool size, the full pool (headline) and the benchmark's mean over pools."""
     fw = max([12] + [len(f) for f in results])
-    lines = [f"{'feature':<{fw}} {'task':<26} {'Easy':>7} {'Hard':>7} {'Tough':>7} {'mean':>7}"]
+    lw = 32
+    lines = [f"{'feature':<{fw}} {'task':<{lw}} {'Easy':>7} {'Hard':>7} {'Tough':>7} {'mean':>7}"]
     lines.append("-" * len(lines[0]))
     for feat, r in results.items():
-        for key, label in TABLE_ROWS:
-            row = r["summary"].get(key)
-            if row is None:
-                continue
-            lines.append(f"{feat:<{fw}} {label:<26} " + " ".join(
+        for label, row in _table_rows(r["summary"]):
+            lines.append(f"{feat:<{fw}} {label:<{lw}} " + " ".join(
                 f"{row[c]:7.2f}" for c in ("e", "h", "t", "mean")))
     return "\n".join(lines)
 
@@ -515,10 +509,9 @@ def run(features: Sequence[str], data: str | Path | None = None, split: str = "f
         except registry.DescriptorError as e:
             logger.warning("skipping %s: %s", f, e)
             skipped[str(f)] = str(e)
-    _, _, metric_src = _metric_fns()
     out = {"data": str(release), "synthetic": synthetic, "split": split,
            "n_sequences": len(test), "n_patches": int(sum(len(patches[s]["ref"]) for s in test)),
-           "tasks_source": source, "metrics_impl": metric_src,
+           "tasks_source": source, "metrics_impl": "descriptors.metrics",
            "n_verif_pairs": len(task_defs["pos"]), "n_queries": len(task_defs["queries"]),
            "n_distractors": len(task_defs["distractors"]),
            "features": results, "skipped": skipped}
@@ -539,7 +532,7 @@ MMA_DEFAULTS: dict[str, Any] = {
     "max_keypoints": 2000,
     "contrast_threshold": 0.02,
     "ransac_reproj": 3.0,                # cv2.findHomography RANSAC threshold, px
-    "max_side": 1200,                    # images are downscaled so the long side fits (0 = off)
+    "max_side": 0,                       # 0 = full resolution (D2-Net); N = downscale long side to N
 }
 
 
@@ -627,7 +620,9 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     image k). MMA@t = mean over pairs of the per-pair fraction (D2-Net / R2D2 style). Homography:
     ``cv2.findHomography(RANSAC, ransac_reproj)`` on the matches; mean corner error of the 4
     image-1 corners; accuracy@e = fraction of pairs with error <= e px (SuperPoint style).
-    Images larger than ``max_side`` are downscaled (H adjusted, errors in original pixels).
+    Images are used at full resolution, as D2-Net's HPatches-sequences evaluation; with
+    ``max_side`` > 0, images whose long side exceeds it are downscaled for detection and
+    description (keypoints mapped back; H and errors stay in original pixels).
 
     Args:
         seq_dir: folder ``<seq>/{1..6}.(ppm|png)`` + ``H_1_k``.
@@ -705,6 +700,8 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
+    """CLI entry point; exits with status 1 (one line on stderr) on bad data, or when a
+    requested feature could not be loaded (after evaluating and writing the others)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     a = _parse_args(argv)
     try:
@@ -719,6 +716,9 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     for f, why in out["skipped"].items():
         print(f"skipped {f}: {why}")
     print(f"wrote {Path(a.outputs) / 'results.json'} and {Path(a.outputs) / 'hpatches.png'}")
+    if out["skipped"]:
+        raise SystemExit("error: could not load " + "; ".join(
+            f"{f}: {str(why).splitlines()[0] if why else ''}" for f, why in out["skipped"].items()))
     return out
 
 

@@ -80,31 +80,45 @@ def test_reader_errors(tmp_path):
 # ------------------------------------------------------------------------------ metrics
 
 
-def test_metric_definitions():
-    # scores sorted: + - + -  -> PR AP by trapz with the first point (0, 1)
-    s = np.array([0.9, 0.8, 0.7, 0.6])
-    y = np.array([1, 0, 1, 0])
-    prec = np.array([1, 1, 0.5, 2 / 3, 0.5])
-    rec = np.array([0, 0.5, 0.5, 1, 1])
-    ap = float(np.sum(np.diff(rec) * (prec[1:] + prec[:-1]) / 2))
-    assert ph._pr_ap(s, y) == pytest.approx(ap)
-    assert ph._roc_auc(s, y) == pytest.approx(0.75)
-    # numpos adds never-retrieved positives: recall tops out at 2/4
-    assert ph._pr_ap(s, y, numpos=4) == pytest.approx(ap / 2)
-    # closed-form retrieval AP == generic metrics.pr, ties included
+def test_retrieval_closed_form_matches_metrics_pr():
+    """The closed-form retrieval AP equals descriptors.metrics.hpatches_ap (= the benchmark's
+    metrics.pr) on every truncated pool, ties included."""
+    from descriptors import metrics as M
     rng = np.random.default_rng(0)
     for _ in range(20):
         pos = rng.integers(0, 6, 5).astype(float)
         neg = rng.integers(0, 6, 40).astype(float)
         sc, lab = np.concatenate([pos, neg]), np.r_[np.ones(5), np.zeros(40)]
         ks = [5, 12, 30, 45]
-        ref = [ph._pr_ap(sc[:k], lab[:k]) for k in ks]
+        ref = [M.hpatches_ap(sc[:k], lab[:k]) for k in ks]
         np.testing.assert_allclose(ph._retrieval_aps(pos, neg, ks), ref, atol=1e-9)
-    ap_fn, auc_fn, _ = ph._metric_fns()  # descriptors.metrics when present: same numbers
-    sc = rng.normal(size=300)
-    lab = (rng.random(300) < 0.3).astype(int)
-    assert ap_fn(sc, lab) == pytest.approx(ph._pr_ap(sc, lab), abs=1e-9)
-    assert auc_fn(sc, lab) == pytest.approx(ph._roc_auc(sc, lab), abs=1e-9)
+    # the private metric copies are gone: one home for metrics.pr / metrics.roc
+    assert not hasattr(ph, "_pr_ap") and not hasattr(ph, "_metric_fns")
+
+
+def test_hpatches_input_is_inter_linear():
+    rng = np.random.default_rng(2)
+    p = rng.integers(0, 256, (5, 65, 65), dtype=np.uint8)
+    x = ph.hpatches_input(p, 32)
+    assert x.shape == (5, 1, 32, 32) and x.dtype == np.float32
+    ref = np.stack([cv2.resize(q, (32, 32)) for q in p]).astype(np.float32) / 255.0
+    np.testing.assert_array_equal(x[:, 0], ref)                # OpenCV default = INTER_LINEAR
+    area = np.stack([cv2.resize(q, (32, 32), interpolation=cv2.INTER_AREA) for q in p])
+    assert not np.array_equal((x[:, 0] * 255).round().astype(np.uint8), area)
+
+
+def test_summarize_retrieval_per_pool_and_full_pool():
+    retr = {"pool_sizes": [100, 500, 840],
+            "map": {L: {100: 0.9 - d, 500: 0.8 - d, 840: 0.6 - d}
+                    for L, d in zip("eht", (0.0, 0.1, 0.2))}}
+    s = ph.summarize(None, None, retr)
+    r = s["retrieval"]
+    assert r["pool_size"] == 840
+    assert r["e"] == pytest.approx(60) and r["t"] == pytest.approx(40)   # full pool, not mean
+    assert s["retrieval_by_pool"]["100"]["h"] == pytest.approx(80)
+    assert s["retrieval_pool_mean"]["e"] == pytest.approx(100 * (0.9 + 0.8 + 0.6) / 3)
+    table = ph.format_table({"x": {"summary": s}})
+    assert "full pool 840" in table and "pool 100" in table and "mean of pools" in table
 
 
 def test_affine_sampler_matches_extract_patches():
@@ -160,21 +174,55 @@ def test_synthetic_layout(synth):
 def test_three_tasks_end_to_end(synth, tmp_path, capsys):
     feats = ["sift"] + (["hardnet"] if (REPO / "weights" / "hardnet.pt").exists() else [])
     out_dir = tmp_path / "out"
-    out = ph.main(["--features", *feats, "no_such_recipe_weights.pt", "--data", str(synth),
-                   "--outputs", str(out_dir)])
+    with pytest.raises(SystemExit, match="could not load no_such_recipe_weights.pt") as exc:
+        ph.main(["--features", *feats, "no_such_recipe_weights.pt", "--data", str(synth),
+                 "--outputs", str(out_dir), "--pool-sizes", "20", "40", "20000"])
+    assert exc.value.code != 0
     printed = capsys.readouterr().out
     assert "matching mAP" in printed and "Easy" in printed and "skipped no_such" in printed
+    assert "retrieval mAP (full pool" in printed
     assert (out_dir / "results.json").is_file() and (out_dir / "hpatches.png").stat().st_size > 0
+    saved = json.loads((out_dir / "results.json").read_text())
+    assert saved["synthetic"] and saved["split"] == "full"
+    assert "no_such_recipe_weights.pt" in saved["skipped"]
     for f in feats:
-        s = out["features"][f]["summary"]
+        s = saved["features"][f]["summary"]
         for task in ("verification", "verification_auc", "matching", "retrieval"):
             assert all(0 <= s[task][L] <= 100 for L in "eht"), (f, task, s[task])
         m, v, r = s["matching"], s["verification"], s["retrieval"]
         assert m["e"] >= m["t"] and m["e"] > 50, m               # chance ~ 1/30 = 3 %
         assert v["e"] >= v["t"] and s["verification_auc"]["e"] > 80, v
         assert r["e"] >= r["t"] and r["e"] > 50, r
-    saved = json.loads((out_dir / "results.json").read_text())
-    assert saved["synthetic"] and saved["split"] == "full"
+        # mAP falls as the pool grows; the headline is the largest pool
+        pools = sorted(s["retrieval_by_pool"], key=int)
+        assert r["pool_size"] == int(pools[-1]) and int(pools[0]) == 20 and len(pools) == 3
+        assert all(s["retrieval_by_pool"][a]["mean"] >= s["retrieval_by_pool"][b]["mean"]
+                   for a, b in zip(pools, pools[1:]))
+        assert s["retrieval_pool_mean"]["mean"] >= r["mean"]
+    # every feature loadable: normal return
+    out = ph.main(["--features", "sift", "--data", str(synth), "--outputs", str(out_dir),
+                   "--tasks", "matching"])
+    assert out["skipped"] == {} and "matching" in out["features"]["sift"]["summary"]
+
+
+def test_bad_data_one_line_errors(synth, tmp_path):
+    import shutil
+    with pytest.raises(SystemExit, match="not found"):
+        ph.main(["--features", "sift", "--data", str(tmp_path / "nope")])
+    root = tmp_path / "copy"
+    shutil.copytree(synth.parent, root)
+    rel = root / synth.name
+    seq = hp.list_sequences(rel)[0]
+    tasks = root / "tasks" / "verif_pos_split-full.csv"
+    lines = tasks.read_text().splitlines()
+    lines[1] = f"{seq},0,99999,{seq},1,99999"
+    tasks.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit, match=r"verif_pos_split-full\.csv:2: .*missing patch"):
+        ph.main(["--features", "sift", "--data", str(rel), "--outputs", str(tmp_path / "o")])
+    (rel / seq / "e2.png").write_bytes(b"garbage")
+    with pytest.raises(SystemExit, match=r"e2\.png: not a readable image") as exc:
+        ph.main(["--features", "sift", "--data", str(rel), "--outputs", str(tmp_path / "o")])
+    assert "\n" not in str(exc.value)
 
 
 def test_full_image_mma(tmp_path):
@@ -184,6 +232,11 @@ def test_full_image_mma(tmp_path):
     hp.write_image_sequence(tmp_path / "v_tiny", imgs, Hs)
     r = ph.full_image_mma(tmp_path / "v_tiny", "sift", max_keypoints=400)
     assert len(r["pairs"]) == 5 and r["n_matches"] > 30
+    assert r["detector_scale"] == [1.0] * 6                     # full resolution by default
     # a random match lands within 5 px with probability ~ pi 25 / (320 * 213) < 0.2 %
     assert r["mma"][5.0] > 0.5 and r["mma"][1.0] <= r["mma"][5.0] <= r["mma"][10.0]
     assert r["homography_acc"][5.0] >= 0.6
+    # optional downscaling: detection at half size, errors still in original pixels
+    half = ph.full_image_mma(tmp_path / "v_tiny", "sift", max_keypoints=400, max_side=160)
+    assert all(sc == pytest.approx(0.5) for sc in half["detector_scale"])
+    assert half["mma"][10.0] > 0.3

@@ -373,17 +373,33 @@ def has_tasks(tasks_dir: str | Path, split: str) -> bool:
     return all((td / n).is_file() for n in names)
 
 
-def validate_tasks(tasks: dict[str, list[tuple]], data: dict[str, dict[str, np.ndarray]]) -> None:
-    """Check every (seq, t, idx) of the task rows exists in ``data`` (one-line error otherwise)."""
+def task_file_name(key: str, split: str) -> str:
+    """Benchmark file name of task ``key`` (pos, neg_intra, neg_inter, queries, distractors)."""
+    if key in ("queries", "distractors"):
+        return f"retr_{key}_split-{split}.csv"
+    return f"verif_{key}_split-{split}.csv"
+
+
+def validate_tasks(tasks: dict[str, list[tuple]], data: dict[str, dict[str, np.ndarray]],
+                   tasks_dir: str | Path | None = None, split: str | None = None) -> None:
+    """Check every (seq, t, idx) of the task rows exists in ``data`` (one-line error otherwise,
+    naming ``<tasks_dir>/<task file>`` when the rows were read from files)."""
+    def where(key: str, ln: int) -> str:
+        """'<file>:<line>' (header = line 1) or '<task> <key> row <n>' for generated rows."""
+        if tasks_dir is None or split is None:
+            task = "retrieval" if key in ("queries", "distractors") else "verification"
+            return f"{task} {key} row {ln - 1}"
+        return f"{Path(tasks_dir) / task_file_name(key, split)}:{ln}"
+
     for key in ("pos", "neg_intra", "neg_inter"):
-        for row in tasks[key]:
+        for ln, row in enumerate(tasks[key], 2):
             for s, t, i in (row[0:3], row[3:6]):
                 if s not in data or not (0 <= t <= 5) or not (0 <= i < len(data[s]["ref"])):
-                    raise HPatchesError(f"verification {key} row {row} refers to a missing patch")
+                    raise HPatchesError(f"{where(key, ln)}: {row} refers to a missing patch")
     for key in ("queries", "distractors"):
-        for s, i in tasks[key]:
+        for ln, (s, i) in enumerate(tasks[key], 2):
             if s not in data or not (0 <= i < len(data[s]["ref"])):
-                raise HPatchesError(f"retrieval {key} row {(s, i)} refers to a missing patch")
+                raise HPatchesError(f"{where(key, ln)}: {(s, i)} refers to a missing patch")
 
 
 # --------------------------------------------------------------------------------------------
