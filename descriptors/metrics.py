@@ -10,8 +10,10 @@ similarities (larger = more similar).
   distances form one threshold), = ``sklearn.metrics.average_precision_score(labels, -d)``.
 - :func:`roc_auc` / :func:`roc_curve`: area under the ROC curve; a tie between a positive and a
   negative counts 1/2 (Mann-Whitney), = ``sklearn.metrics.roc_auc_score(labels, -d)``.
-- :func:`cmc`, :func:`cmc_1_vs_n`: cumulative match characteristic of the fracking protocol
-  (each query: 1 true positive against ``n_neg`` random negatives).
+- :func:`cmc`, :func:`cmc_auc`: cumulative match characteristic (ranks of 1 true positive
+  among K negatives) and its normalised area; :func:`cmc_1_vs_n`: the CMC of a list of positive
+  pairs, negatives drawn from the other pairs' second patches (``evaluate_pairs``' ``cmc1``).
+- :func:`pr_roc_auc_split`: PR-AUC and ROC-AUC of (positives, negatives) without a pooled sort.
 - :func:`hpatches_pr`, :func:`hpatches_ap`, :func:`hpatches_roc`, :func:`hpatches_auc`: the
   hpatches-benchmark ``metrics.pr`` / ``metrics.roc`` (FORMATS.md section 4): stable mergesort,
   missing positives appended at -inf and never retrieved, trapezoid integration.
@@ -231,7 +233,9 @@ def cmc_auc(curve: np.ndarray) -> float:
 def cmc_1_vs_n(desc_a: np.ndarray, desc_b: np.ndarray, point_ids: np.ndarray,
                n_neg: int = CMC_NEGATIVES, rng: np.random.Generator | int | None = 0,
                chunk: int = 256) -> np.ndarray:
-    """CMC of the fracking protocol: each query against 1 true positive and ``n_neg`` negatives.
+    """CMC of positive pairs: each query against 1 true positive and ``n_neg`` negatives drawn
+    from the other pairs' second patches (the paper's protocol, with negatives from all patches
+    of other 3D points, is :func:`evaluate_fracking`).
 
     Query i is ``desc_a[i]``; its true positive is ``desc_b[i]`` (another patch of the same 3D
     point ``point_ids[i]``); its negatives are ``n_neg`` distinct rows j of ``desc_b`` drawn
@@ -372,16 +376,20 @@ def describe_patches(extractor: Any, patches_uint8: np.ndarray, batch: int = 102
     return np.concatenate(out, 0)
 
 
-def _describe_rows(extractor: Any, data: Any, rows: np.ndarray, batch: int, progress: bool
+def _describe_rows(extractor: Any, data: Any, rows: Any, batch: int, progress: bool
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Describe the patches ``rows`` of ``data`` once -> (sorted unique rows (U,), desc (U, D))."""
-    rows = np.asarray(rows, np.int64).reshape(-1)
+    """Describe the patches ``rows`` of ``data`` once -> (sorted unique rows (U,), desc (U, D)).
+
+    ``rows``: an index array, or a list of index arrays (their union; no concatenated copy).
+    """
     n = len(data.patches)
-    if len(rows) and (rows.min() < 0 or rows.max() >= n):
-        raise ValueError(f"{getattr(data, 'root', 'data')}: patch index out of range for "
-                         f"{n} patches")
-    used = np.zeros(n, bool)
-    used[rows] = True                                   # O(N) union, no sort of the rows
+    used = np.zeros(n, bool)                              # O(N) union, no sort of the rows
+    for r in (rows if isinstance(rows, list) else [rows]):
+        r = np.asarray(r)
+        if r.size and (r.min() < 0 or r.max() >= n):
+            raise ValueError(f"{getattr(data, 'root', 'data')}: patch index out of range for "
+                             f"{n} patches")
+        used[r.reshape(-1)] = True
     uniq = np.flatnonzero(used)
     return uniq, describe_patches(extractor, data.patches[uniq], batch=batch, progress=progress)
 
@@ -451,7 +459,8 @@ class FrackingFold:
     Attributes:
         anchor: (Q,) int64 one patch of each of the Q sampled 3D points.
         positive: (Q,) int64 another patch of the same point.
-        negatives: (Q, K) int64 K distinct patches of other 3D points per row.
+        negatives: (Q, K) int32 K distinct patches of other 3D points per row (int32: 10
+            folds x 10,000 x 1,000 indices take 400 MB).
     """
     anchor: np.ndarray
     positive: np.ndarray
@@ -461,7 +470,8 @@ class FrackingFold:
         """Indices into ``uniq`` (sorted patch ids that contain every index of the fold)."""
         lut = np.full(int(uniq[-1]) + 1 if len(uniq) else 0, -1, np.int64)
         lut[uniq] = np.arange(len(uniq))
-        return FrackingFold(lut[self.anchor], lut[self.positive], lut[self.negatives])
+        return FrackingFold(lut[self.anchor], lut[self.positive],
+                            lut[self.negatives].astype(np.int32))
 
 
 def sample_fracking_folds(point_ids: np.ndarray, n_points: int = FRACKING_POINTS,
@@ -509,12 +519,13 @@ def sample_fracking_folds(point_ids: np.ndarray, n_points: int = FRACKING_POINTS
         i1 = rng.integers(0, c)
         i2 = rng.integers(0, c - 1)
         i2 = i2 + (i2 >= i1)                       # distinct from i1, uniform over the rest
-        neg = np.empty((q, k), np.int64)
+        neg = np.empty((q, k), np.int32)
         for r in range(q):
             # uniform over the n - c sorted positions outside the point's block [st, st + c)
             u = rng.choice(n - c[r], k, replace=False)
             neg[r] = np.where(u >= st[r], u + c[r], u)
-        folds.append(FrackingFold(order[st + i1], order[st + i2], order[neg]))
+        folds.append(FrackingFold(order[st + i1], order[st + i2],
+                                  order[neg].astype(np.int32)))
     return folds
 
 
@@ -568,7 +579,8 @@ def pr_roc_auc_split(dist_pos: np.ndarray, dist_neg: np.ndarray) -> tuple[float,
     return ap, auc
 
 
-def fracking_scores(desc: np.ndarray, folds: list[FrackingFold]) -> dict:
+def fracking_scores(desc: np.ndarray, folds: list[FrackingFold],
+                    rows: np.ndarray | None = None) -> dict:
     """Fracking-protocol metrics from descriptors (Simo-Serra et al., Sec. 4.5 and Sec. 6).
 
     Per fold: the Q positive distances and Q*K negative distances form one imbalanced (1:K)
@@ -578,7 +590,8 @@ def fracking_scores(desc: np.ndarray, folds: list[FrackingFold]) -> dict:
     (the paper's "Avg." column), with the per-fold values and the standard deviation.
 
     Args:
-        desc: (U, D) descriptors; fold indices index its rows (see :meth:`FrackingFold.remap`).
+        desc: (U, D) descriptors; fold indices index its rows, or, with ``rows``, desc[i] is
+            patch ``rows[i]`` (sorted) and each fold is remapped when scored (one at a time).
         folds: from :func:`sample_fracking_folds`.
     Returns:
         dict: ``pr_auc``, ``roc_auc``, ``cmc_auc``, ``cmc1``, ``cmc5`` (fold means, fractions),
@@ -591,7 +604,7 @@ def fracking_scores(desc: np.ndarray, folds: list[FrackingFold]) -> dict:
                                                    "cmc5")}
     curves = []
     for fold in folds:
-        dpos, dneg = _fold_distances(desc, fold)
+        dpos, dneg = _fold_distances(desc, fold if rows is None else fold.remap(rows))
         ap, auc = pr_roc_auc_split(dpos, dneg)
         c = cmc(dpos, dneg)
         per["pr_auc"].append(ap)
@@ -611,9 +624,9 @@ def fracking_scores(desc: np.ndarray, folds: list[FrackingFold]) -> dict:
     return out
 
 
-def _fold_rows(folds: list[FrackingFold]) -> np.ndarray:
-    return np.concatenate([np.concatenate([f.anchor, f.positive, f.negatives.reshape(-1)])
-                           for f in folds])
+def _fold_rows(folds: list[FrackingFold]) -> list[np.ndarray]:
+    """Every patch index of the folds, as a list of arrays (see :func:`_describe_rows`)."""
+    return [a for f in folds for a in (f.anchor, f.positive, f.negatives)]
 
 
 def evaluate_fracking(extractor: Any, data: Any, n_points: int = FRACKING_POINTS,
@@ -638,7 +651,7 @@ def evaluate_fracking(extractor: Any, data: Any, n_points: int = FRACKING_POINTS
     """
     folds = sample_fracking_folds(data.point_ids, n_points, n_neg, n_folds, seed)
     uniq, desc = _describe_rows(extractor, data, _fold_rows(folds), batch, progress)
-    out = fracking_scores(desc, [f.remap(uniq) for f in folds])
+    out = fracking_scores(desc, folds, uniq)
     out["seed"] = int(seed)
     return out
 
@@ -663,8 +676,8 @@ def evaluate_phototour(extractor: Any, data: Any, batch: int = 1024,
     if folds is None:
         folds = sample_fracking_folds(data.point_ids, fracking_points, fracking_negatives,
                                       fracking_folds, seed)
-    uniq, desc = _describe_rows(extractor, data, np.concatenate(
-        [m50_rows.reshape(-1), _fold_rows(folds)]), batch, progress)
-    fr = fracking_scores(desc, [f.remap(uniq) for f in folds])
+    uniq, desc = _describe_rows(extractor, data, [m50_rows] + _fold_rows(folds), batch,
+                                progress)
+    fr = fracking_scores(desc, folds, uniq)
     fr["seed"] = int(seed)
     return {"m50": _score_pairs(data, uniq, desc, n_neg, seed, return_arrays), "fracking": fr}
