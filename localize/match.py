@@ -1,4 +1,4 @@
-"""Descriptor matching for image pairs: one similarity product, top-2 both ways, ratio + mutual.
+"""Descriptor matching for image pairs: exact top-2 both ways, ratio test, mutual check, batched.
 
 Decision rule (:func:`decide`, the oracle every backend is tested against), following hloc's
 ``nearest_neighbor`` matcher, on unit descriptors where squared L2 distance = ``2 - 2 * sim``
@@ -18,27 +18,36 @@ Decision rule (:func:`decide`, the oracle every backend is tested against), foll
 Backends (``backend=``), all giving the decisions of :func:`decide` (tests: random descriptors,
 duplicates / exact ties, empty and 1-descriptor sets, every option on and off):
 
-``torch`` (default on CPU and GPU)
+``torch`` (default on GPU)
     ONE product per image and call: the image's descriptors against the concatenation of all
-    its partners' (``torch.mm``, float32, TF32 off), in row blocks of ~2 MB on CPU (so the
-    top-2 reductions read the block from cache), whole on GPU; top-2 along rows (per partner)
-    and along columns of the same block, merged across blocks; the decision runs on the device
-    (:func:`decide_torch`), only ``matches0`` / ``scores0`` come back to the host. On GPU the
-    descriptors stay on the device (cached there by :func:`main`).
-``faiss``
-    FAISS brute force without an index (``faiss.knn`` on CPU, ``faiss.knn_gpu`` on GPU):
-    two products per pair (one per direction), then :func:`decide`.
+    its partners' (``torch.mm``, float32, TF32 off), in row blocks (~2 MB on CPU, whole on
+    GPU); top-2 along rows (per partner) and along columns of the same block, merged across
+    blocks; the decision runs on the device (:func:`decide_torch`), only ``matches0`` /
+    ``scores0`` come back to the host. On GPU the descriptors stay on the device (cached there
+    by :func:`main`). NOT measured on a GPU (none here): check with
+    ``python -m benchmarks.matching_speed --device cuda`` and flip ``DEFAULT_BACKEND`` if FAISS
+    wins there.
+``faiss`` (default on CPU)
+    FAISS brute force without an index (``faiss.knn`` on CPU, ``faiss.knn_gpu`` on GPU): one
+    blocked product per direction, then :func:`decide`.
 ``faiss-index``
     the previous implementation (fresh ``IndexFlatIP`` per direction and pair, :func:`knn2`),
     kept as the reference (:func:`match_reference`).
 
-Measured (``python -m benchmarks.matching_speed``, 2-core AMD EPYC shared with a training run,
-ratios to ONE N x N x 128 ``torch.mm`` in the same process, median per pair):
-N=2048: torch 1.9x, faiss 2.6x, faiss-index 3.0x; N=4096: torch 1.3x, faiss 2.2x,
-faiss-index 2.6x; 1 image x 10 partners (2048) batched: torch 1.6x per pair. Hence
-``DEFAULT_BACKEND`` = torch on CPU. On GPU torch is the default too (hloc's path, no host copy
-of the similarity matrix); it was NOT measured here (no GPU on this machine): run
-``python -m benchmarks.matching_speed --device cuda`` there.
+Measured (``OMP_NUM_THREADS=1 python -m benchmarks.matching_speed``, 2-core AMD EPYC under a
+load average of ~12 from other jobs, so +-30%; per-pair time / ONE N x N x 128 ``torch.mm`` in the
+same process, median of 3; "1x10" = one image against 10 partners in one call, per pair):
+
+    N     faiss  faiss 1x10  faiss-index  torch  torch 1x10
+    2048  2.30   2.30        2.48         3.21   5.35
+    4096  1.38   1.19        1.23         2.36   3.25
+
+FAISS's two blocked, cache-resident products beat torch's single product on this CPU: the
+``torch.mm`` of the whole N x N matrix pays for allocating and writing it (the baseline itself),
+and torch's CPU reductions with indices (``max(dim)``) and the transposed copy for the column
+direction cost more than the second product saves. Hence ``DEFAULT_BACKEND`` = faiss on CPU.
+Exact ties are detected when the product gives bitwise equal similarities for duplicate
+descriptors (MKL and FAISS do; the tests check it with duplicates spread over row blocks).
 
 Confs (ours: flat keys ``ratio``, ``distance_threshold``, ``mutual``):
     ``nn-ratio``    ratio 0.8 + mutual (hloc's NN-ratio for SIFT/RootSIFT; use for sift/rootsift)
@@ -112,7 +121,7 @@ confs: dict[str, dict[str, Any]] = {
 
 BACKENDS = ("torch", "faiss", "faiss-index")
 #: fastest backend per torch device type (see the measurements in the module docstring)
-DEFAULT_BACKEND = {"cpu": "torch", "cuda": "torch"}
+DEFAULT_BACKEND = {"cpu": "faiss", "cuda": "torch"}
 #: CPU row-block size of the similarity product, in matrix entries (~2 MB of float32)
 CPU_BLOCK_ENTRIES = 1 << 19
 #: GPU row-block size, in entries (512 MB of float32)
