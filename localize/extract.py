@@ -449,21 +449,20 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         names = names[sh[0]::sh[1]]
         feature_path = shard_path(feature_path, *sh)
 
-    # the lock is taken first: a second extraction into the same file stops here
+    # a first look without the lock: nothing to do -> no model load; another process writing
+    # the file -> its one-line error (naming the writer's pid) before any model is loaded
+    if not overwrite and not _todo(names, feature_path, log=True):
+        if not feature_path.exists():  # nothing at all to write: still produce a valid file
+            with io.H5Writer(feature_path):
+                pass
+        return feature_path
+    dev = _default_device(device)
+    if extractor is None:
+        extractor = load_extractor(conf["descriptor"], device=dev, batch_size=conf["batch_size"])
+    if half and getattr(extractor, "is_opencv", False):
+        logger.warning("--half has no effect on OpenCV descriptors (%s)", conf["descriptor"])
     with io.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
-        done = set() if overwrite else io.resumable_features(feature_path)
-        todo = [n for n in names if n not in done]
-        if len(todo) < len(names):
-            logger.info("%d/%d images already in %s, skipping them", len(names) - len(todo),
-                        len(names), feature_path)
-        if not todo:
-            return feature_path
-        dev = _default_device(device)
-        if extractor is None:
-            extractor = load_extractor(conf["descriptor"], device=dev,
-                                       batch_size=conf["batch_size"])
-        if half and getattr(extractor, "is_opencv", False):
-            logger.warning("--half has no effect on OpenCV descriptors (%s)", conf["descriptor"])
+        todo = names if overwrite else _todo(names, feature_path)   # again, under the lock
         logger.info("extracting %s (%s, dim %d%s) for %d images -> %s", conf["descriptor"],
                     type(extractor).__name__, extractor.dim, ", autocast " + str(
                         half_dtype(dev)).replace("torch.", "") if half else "", len(todo),
@@ -479,6 +478,16 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
             io.write_features(w.file, name, feats, as_half=as_half)
             w.maybe_commit()
     return feature_path
+
+
+def _todo(names: Sequence[str], feature_path: Path, log: bool = False) -> list[str]:
+    """``names`` not resumable from ``feature_path`` (see ``localize.io.resumable_features``)."""
+    done = io.resumable_features(feature_path)
+    todo = [n for n in names if n not in done]
+    if log and len(todo) < len(names):
+        logger.info("%d/%d images already in %s, skipping them", len(names) - len(todo),
+                    len(names), feature_path)
+    return todo
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:

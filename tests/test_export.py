@@ -21,6 +21,7 @@ def _real_patches(n: int = 20) -> torch.Tensor:
     return extract_patches(img, xy, rng.uniform(3, 8, n), rng.uniform(-np.pi, np.pi, n))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("name", LEARNED)
 def test_torchscript_export_matches_registry_extractor(name, tmp_path):
     out, worst = export.export(name, "torchscript", tmp_path / f"{name}.pt")
