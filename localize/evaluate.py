@@ -188,3 +188,42 @@ def format_table(evaluation: Mapping, title: str | None = None) -> str:
 
 __all__ = ["evaluate", "format_table", "read_poses", "pose_error", "qvec_to_rotmat",
            "DEFAULT_THRESHOLDS"]
+
+
+def covisible_db_views(gt_pose: Pose, db_poses: Mapping[str, Pose], num: int = 5,
+                       max_angle_deg: float = 60.0) -> list[str]:
+    """The ``num`` database views nearest a query's ground-truth camera centre whose viewing
+    direction is within ``max_angle_deg`` of the query's (the rule of ``pairs.from_poses``):
+    the views a correct retrieval should return."""
+    def centre_dir(p: Pose) -> tuple[np.ndarray, np.ndarray]:
+        R = qvec_to_rotmat(np.asarray(p[0], np.float64))
+        return -R.T @ np.asarray(p[1], np.float64), R[2]
+    cq, dq = centre_dir(gt_pose)
+    cand = []
+    for name, p in db_poses.items():
+        c, d = centre_dir(p)
+        if math.degrees(math.acos(float(np.clip(d @ dq, -1.0, 1.0)))) <= max_angle_deg:
+            cand.append((float(np.linalg.norm(c - cq)), name))
+    return [n for _, n in sorted(cand)[:num]]
+
+
+def retrieval_recall(ranked: Mapping[str, Sequence[str]], ground_truth: Mapping[str, Pose],
+                     db_poses: Mapping[str, Pose], ks: Sequence[int] = (1, 5, 10),
+                     num_covisible: int = 5) -> dict[int, float]:
+    """Retrieval recall@k: the fraction of queries with at least one of their
+    :func:`covisible_db_views` among the top k retrieved database images.
+
+    Args:
+        ranked: query name -> database names, best first.
+        ground_truth: query name -> pose (queries missing from ``ranked`` count as misses).
+        db_poses: database name -> pose (world-to-camera).
+    """
+    if not ground_truth:
+        return {int(k): float("nan") for k in ks}
+    hits = {int(k): 0 for k in ks}
+    for q, pose in ground_truth.items():
+        good = set(covisible_db_views(pose, db_poses, num_covisible))
+        r = list(ranked.get(q, []))
+        for k in ks:
+            hits[int(k)] += bool(good & set(r[:k]))
+    return {k: v / len(ground_truth) for k, v in hits.items()}

@@ -42,7 +42,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "num_covis": 20,            # db-db pairs per db image for triangulation
-    "num_loc": 10,              # retrieved db images per query
+    "num_loc": 50,              # retrieved db images per query (hloc's top-50 for Aachen)
+    "query_pairs": "auto",      # 'exhaustive' (every query x every db image), 'retrieval'
+                                # (top num_loc), 'auto': exhaustive up to exhaustive_max_db
+    "exhaustive_max_db": 100,   # db images up to which 'auto' matches queries exhaustively
     "max_keypoints": None,      # None: localize.extract default
     "resize_max": None,         # None: localize.extract default
     "matcher": None,            # None: nn-ratio for sift/rootsift, nn-ratio-0.9 otherwise
@@ -244,6 +247,8 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
                    "extract": {k: ext_conf[k] for k in sorted(ext_conf) if k != "output"},
                    "matcher": matcher, "num_covis": conf["num_covis"],
                    "num_loc": conf["num_loc"], "global_method": conf["global_method"],
+                   "query_pairs": conf["query_pairs"],
+                   "exhaustive_max_db": conf["exhaustive_max_db"],
                    "pose_pairs_max_angle_deg": conf["pose_pairs_max_angle_deg"],
                    "triangulation": conf["triangulation"]}
     fp_path = out / "fingerprint.json"
@@ -264,7 +269,13 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
     feature_path = out / "features.h5"
     global_path = out / "global-features.h5"
     pairs_db = out / f"pairs-db-covis{conf['num_covis']}.txt"
-    pairs_loc = out / f"pairs-query-retrieval{conf['num_loc']}.txt"
+    if conf["query_pairs"] not in ("auto", "exhaustive", "retrieval"):
+        raise ValueError(f"query_pairs must be auto, exhaustive or retrieval, got "
+                         f"{conf['query_pairs']!r}")
+    exhaustive_q = conf["query_pairs"] == "exhaustive" or (
+        conf["query_pairs"] == "auto" and len(data.db_names) <= conf["exhaustive_max_db"])
+    pairs_loc = out / ("pairs-query-exhaustive.txt" if exhaustive_q
+                       else f"pairs-query-retrieval{conf['num_loc']}.txt")
     matches_db = out / "matches-db.h5"
     matches_loc = out / "matches-query.h5"
     sfm_dir = out / "sfm"
@@ -298,6 +309,13 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
     loc_pairs, retrieval_method = _retrieval_pairs(feature_path, global_path, query_names,
                                                    data.db_names, conf["num_loc"],
                                                    conf["global_method"])
+    ranked: dict[str, list[str]] = {}
+    for q, d in loc_pairs:
+        ranked.setdefault(q, []).append(d)
+    if exhaustive_q:
+        loc_pairs = pairs_mod.exhaustive(query_names, data.db_names)
+        retrieval_method += f" (ranking reported only; exhaustive query pairs: "\
+                            f"{len(data.db_names)} db images <= {conf['exhaustive_max_db']})"
     io.write_pairs(pairs_loc, loc_pairs)
     stage.stop()
     logger.info("%d db-db pairs (%s), %d query-db pairs (%s)", len(db_pairs), db_pairs_method,
@@ -320,16 +338,23 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
                         conf=conf["localization"])
 
     # 7. evaluation
-    evaluation, table = None, None
+    evaluation, table, retrieval_recall = None, None, None
     if data.ground_truth:
         evaluation = ev.evaluate(results_path, data.ground_truth, data.query_condition)
         table = ev.format_table({tag: evaluation})
+        db_poses = {im.name: colmap.rigid_to_qt(im.cam_from_world()) for im in ref.images.values()}
+        retrieval_recall = {}
+        for cond in ("day", "night"):
+            gt = {q: p for q, p in data.ground_truth.items() if data.query_condition[q] == cond}
+            retrieval_recall[cond] = ev.retrieval_recall(ranked, gt, db_poses, ks=(1, 5, 10))
     summary = {
         "features": features, "dataset": str(dataset), "synthetic": synthetic,
         "out_dir": str(out), "results_path": str(results_path),
         "logs_path": str(loc.logs_path_for(results_path)),
         "conf": {**conf, "matcher": matcher, "extract": {k: ext_conf[k] for k in sorted(ext_conf)}},
         "db_pairs_method": db_pairs_method, "retrieval_method": retrieval_method,
+        "query_pairs": "exhaustive" if exhaustive_q else f"retrieval top {conf['num_loc']}",
+        "num_query_pairs": len(loc_pairs), "retrieval_recall": retrieval_recall,
         "num_db": len(data.db_names), "num_queries": len(query_names),
         "timings": timings, "cpu_timings": cpu_timings, "triangulation": tri_stats, "localization": logs["summary"],
         "failures": {q: e["reason"] for q, e in logs["loc"].items() if not e["success"]},
@@ -367,6 +392,11 @@ def print_summary(s: dict) -> None:
           f"{tri['mean_reprojection_error_px']:.3f} px")
     print(f"localization: {loc['num_localized']} / {loc['num_queries']} queries with a PnP pose"
           + (f"; failures: {loc['failure_reasons']}" if loc["num_failed"] else ""))
+    if s.get("retrieval_recall"):
+        print(f"query pairs: {s['query_pairs']}; retrieval recall@1/5/10 (a covisible db view "
+              "in the top k): " + ", ".join(
+                  f"{c} " + "/".join(f"{100 * v:.0f}" for v in r.values())
+                  for c, r in s["retrieval_recall"].items() if r))
     if s["table"]:
         print(s["table"])
     else:
@@ -383,6 +413,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--outputs", default="outputs/aachen")
     p.add_argument("--num_covis", type=int, default=DEFAULTS["num_covis"])
     p.add_argument("--num_loc", type=int, default=DEFAULTS["num_loc"])
+    p.add_argument("--query_pairs", default=DEFAULTS["query_pairs"],
+                   choices=["auto", "exhaustive", "retrieval"],
+                   help="query-db pairs: exhaustive, retrieval top --num_loc, or auto "
+                        f"(exhaustive up to {DEFAULTS['exhaustive_max_db']} db images)")
     p.add_argument("--max_keypoints", type=int, default=None)
     p.add_argument("--resize_max", type=int, default=None)
     p.add_argument("--matcher", default=None, help="localize.match conf name")
@@ -399,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     s = run(args.features, args.dataset, args.outputs, num_covis=args.num_covis,
             num_loc=args.num_loc, max_keypoints=args.max_keypoints, resize_max=args.resize_max,
             matcher=args.matcher, device=args.device, overwrite=args.overwrite,
-            synthetic=args.synthetic)
+            synthetic=args.synthetic, query_pairs=args.query_pairs)
     print_summary(s)
     return s
 

@@ -252,6 +252,37 @@ def read_phototour(root: str | Path, max_patches: int | None = None, cache: bool
     return data
 
 
+def read_phototour_scenes(root: str | Path, progress: bool = True) -> PhotoTourData:
+    """One Brown folder, or every Brown scene folder directly under ``root`` concatenated
+    (3D point ids and m50 patch indices offset so scenes never share a point), e.g. the same
+    images built at several resolutions by ``pipelines.make_patches``.
+
+    Raises:
+        PhotoTourError: ``root`` is neither a Brown folder nor holds any.
+    """
+    root = Path(root)
+    if (root / "info.txt").is_file() or not root.is_dir():
+        return read_phototour(root, progress=progress)
+    scenes = sorted(d for d in root.iterdir()
+                    if not d.name.startswith(".") and (d / "info.txt").is_file())
+    if not scenes:
+        raise PhotoTourError(f"{root}: no PhotoTour scene (a folder with info.txt) in it")
+    parts = [read_phototour(d, progress=progress) for d in scenes]
+    patches, ids, matches = [], [], []
+    n_off = id_off = 0
+    for d in parts:
+        patches.append(d.patches)
+        ids.append(d.point_ids + id_off)
+        m = d.matches.copy()
+        m[:, :2] += n_off
+        matches.append(m)
+        n_off += len(d)
+        id_off += int(d.point_ids.max()) + 1 if len(d) else 0
+    logger.info("read %d scenes from %s: %d patches", len(parts), root, n_off)
+    return PhotoTourData(np.concatenate(patches), np.concatenate(ids), np.concatenate(matches),
+                         root, "+".join(d.pairs_file for d in parts))
+
+
 # ----------------------------------------------------------------------------- 64 -> 32
 def resize_patches(patches: np.ndarray, size: int = 32) -> np.ndarray:
     """(N, 64, 64) uint8 -> (N, size, size) uint8 with ``cv2.resize(..., INTER_AREA)`` per patch
@@ -583,7 +614,7 @@ def write_synthetic_phototour(out_root: str | Path, split: str, n_points: int,
     n_total = len(patches)
     if n_pairs is None:
         n_pairs = min(10000, 2 * n_total)
-    pairs = _make_pairs(info_ids, photo_of, n_pairs // 2, rng, cfg["same_photo_negative_frac"])
+    pairs = make_pairs(info_ids, photo_of, n_pairs // 2, rng, cfg["same_photo_negative_frac"])
 
     # 5) write to a temp folder, then rename
     out_root = Path(out_root)
@@ -604,7 +635,7 @@ def write_synthetic_phototour(out_root: str | Path, split: str, n_points: int,
     return final
 
 
-def _make_pairs(ids: np.ndarray, photo_of: np.ndarray, k: int, rng: np.random.Generator,
+def make_pairs(ids: np.ndarray, photo_of: np.ndarray, k: int, rng: np.random.Generator,
                 same_photo_frac: float) -> np.ndarray:
     """(2k, 2) patch index pairs: k matching (same id, distinct patches), k non-matching
     (different ids; a share ``same_photo_frac`` of them from the same photo). Shuffled."""

@@ -1,0 +1,187 @@
+"""Image matching on REAL photographs: HPatches wormhole (1->2..6) and Graffiti (1->3).
+
+    python benchmarks/real_matching.py [--shared ../shared/data] [--features hardnet PATH ...]
+        [--max_keypoints 2000] [--out outputs/real_matching]
+
+Protocol (the same for every row): per image, the ``max_keypoints`` strongest DoG keypoints of
+``localize.extract.detect_dog`` (full resolution, extraction defaults), detected ONCE and shared
+by every descriptor; descriptors of those keypoints by ``localize.extract.describe`` (OpenCV
+SIFT / RootSIFT on the full image, learned ones on 12-sigma oriented patches); mutual nearest
+neighbours with no ratio test (``localize.match.match_descriptors``). A match is correct at t px
+when the ground-truth homography maps its keypoint in image 1 within t px of its keypoint in
+image k. Reported, averaged over the pairs of a sequence: correct matches at 1/3/5 px, MMA
+(correct / all matches) at 1/3/5 px, and homography accuracy (OpenCV RANSAC on the matches, mean
+corner error <= 1/3/5 px).
+
+Rows: sift, rootsift, an untrained L2-Net (seed 0), every shipped recipe with weights, the
+published anchors found in ``<shared>/published`` (TFeat, HardTFeat), and any ``--features``.
+Both sequences are held out: no shipped weights are trained on them.
+Exits with a message (status 0) when the shared data folder is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from localize import extract  # noqa: E402
+from localize.match import match_descriptors  # noqa: E402
+
+logger = logging.getLogger("real_matching")
+
+THRESHOLDS = (1, 3, 5)
+SEQUENCES = {"wormhole": ("hpatches_v_wormhole", [2, 3, 4, 5, 6]), "graffiti": ("graffiti", [3])}
+
+
+def _read_seq(root: Path, others: list[int]) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    def img(i: int) -> np.ndarray:
+        for ext in ("png", "ppm", "jpg"):
+            p = root / f"{i}.{ext}"
+            if p.is_file():
+                g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+                if g is None:
+                    raise SystemExit(f"real_matching: {p}: cannot read image")
+                return g
+        raise SystemExit(f"real_matching: {root}: image {i} missing")
+    views = []
+    for k in others:
+        H = np.loadtxt(root / f"H_1_{k}")
+        if H.shape != (3, 3):
+            raise SystemExit(f"real_matching: {root / f'H_1_{k}'}: not a 3x3 homography")
+        views.append((img(k), H))
+    return img(1), views
+
+
+def untrained_l2net() -> Any:
+    """L2-Net with its random initialisation (seed 0), eval mode, as a registry extractor."""
+    from descriptors.models import build_model
+    from descriptors.registry import TorchExtractor
+    torch.manual_seed(0)
+    model = build_model("l2net", dim=128)
+    return TorchExtractor("untrained-l2net", model, 128, 32, device="cpu")
+
+
+def _features(gray: np.ndarray, extractor: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    conf = {**extract.DEFAULTS, "max_keypoints": n, "resize_max": None}
+    kps, xy, size, angle, _ = extract.detect_dog(gray, n, conf["contrast_threshold"],
+                                                 conf["edge_threshold"], conf["min_size"])
+    return xy, extract.describe(gray, kps, xy, size, angle, extractor, conf)
+
+
+def evaluate_pair(xy0: np.ndarray, d0: np.ndarray, xy1: np.ndarray, d1: np.ndarray,
+                  H: np.ndarray, shape1: tuple[int, int], shape0: tuple[int, int]) -> dict:
+    """Metrics of one image pair. xy (N, 2) pixels, d (N, D) unit descriptors, H maps 0 -> 1."""
+    m0, _ = match_descriptors(d0, d1, ratio=None, mutual=True)
+    i0 = np.flatnonzero(m0 >= 0)
+    i1 = m0[i0]
+    p0, p1 = xy0[i0].astype(np.float64), xy1[i1].astype(np.float64)
+    proj = cv2.perspectiveTransform(p0[None], H)[0] if len(p0) else p0
+    err = np.linalg.norm(proj - p1, axis=1) if len(p0) else np.zeros(0)
+    out: dict[str, Any] = {"matches": int(len(i0))}
+    for t in THRESHOLDS:
+        c = int((err <= t).sum())
+        out[f"correct@{t}"] = c
+        out[f"mma@{t}"] = c / max(len(i0), 1)
+    h, w = shape0
+    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    Hest = None
+    if len(i0) >= 4:
+        Hest, _ = cv2.findHomography(p0, p1, cv2.RANSAC, 3.0, maxIters=5000, confidence=0.999)
+    if Hest is None:
+        cerr = np.inf
+    else:
+        cerr = float(np.linalg.norm(cv2.perspectiveTransform(corners[None], Hest)[0] -
+                                    cv2.perspectiveTransform(corners[None], H)[0], axis=1).mean())
+    for t in THRESHOLDS:
+        out[f"homography@{t}"] = float(cerr <= t)
+    return out
+
+
+def run(shared: Path, features: list[str], max_keypoints: int) -> dict[str, dict[str, dict]]:
+    from descriptors.registry import DescriptorError, available, load
+    rows: dict[str, Any] = {"sift": load("sift"), "rootsift": load("rootsift"),
+                            "untrained-l2net": untrained_l2net()}
+    for name in available():
+        if name not in rows:
+            rows[name] = load(name, device="cpu")
+    pub = shared / "published"
+    for f in (sorted(pub.iterdir()) if pub.is_dir() else []):
+        try:
+            rows[f"pub:{f.stem}"] = load(str(f), device="cpu")
+        except DescriptorError as e:
+            logger.warning("published checkpoint %s not loadable: %s", f, e)
+    for f in features:
+        try:
+            rows[Path(f).stem if Path(f).exists() else f] = load(f, device="cpu")
+        except DescriptorError as e:
+            raise SystemExit(f"real_matching: {e}")
+    results: dict[str, dict[str, dict]] = {}
+    for seq, (folder, others) in SEQUENCES.items():
+        root = shared / folder
+        if not root.is_dir():
+            logger.warning("%s missing: skipping %s", root, seq)
+            continue
+        ref, views = _read_seq(root, others)
+        for name, ex in rows.items():
+            xy0, d0 = _features(ref, ex, max_keypoints)
+            per = []
+            for img, H in views:
+                xy1, d1 = _features(img, ex, max_keypoints)
+                per.append(evaluate_pair(xy0, d0, xy1, d1, H, img.shape, ref.shape))
+            results.setdefault(seq, {})[name] = {k: float(np.mean([p[k] for p in per]))
+                                                 for k in per[0]}
+            logger.info("%s %s: %s", seq, name, results[seq][name])
+    return results
+
+
+def format_table(results: dict[str, dict[str, dict]]) -> str:
+    lines = []
+    for seq, rows in results.items():
+        head = (f"{seq:<22}" + "".join(f"{'corr@' + str(t):>9}" for t in THRESHOLDS) +
+                "".join(f"{'MMA@' + str(t):>8}" for t in THRESHOLDS) +
+                "".join(f"{'H@' + str(t):>6}" for t in THRESHOLDS) + f"{'#match':>8}")
+        lines += [head, "-" * len(head)]
+        base = rows.get("rootsift", {}).get("correct@3")
+        for name, r in rows.items():
+            lines.append(f"{name:<22}" + "".join(f"{r[f'correct@{t}']:9.1f}" for t in THRESHOLDS)
+                         + "".join(f"{r[f'mma@{t}']:8.3f}" for t in THRESHOLDS)
+                         + "".join(f"{r[f'homography@{t}']:6.2f}" for t in THRESHOLDS)
+                         + f"{r['matches']:8.1f}"
+                         + (f"   x{r['correct@3'] / base:.3f} RootSIFT@3" if base else ""))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    p.add_argument("--features", nargs="*", default=[], help="extra registry names / checkpoints")
+    p.add_argument("--max_keypoints", type=int, default=2000)
+    p.add_argument("--out", type=Path, default=Path("outputs/real_matching"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.max_keypoints < 1:
+        p.error("--max_keypoints must be >= 1")
+    if not args.shared.is_dir():
+        print(f"real_matching: shared data folder {args.shared} not found; nothing to measure "
+              f"(pass --shared DIR)")
+        return {}
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = run(args.shared, args.features, args.max_keypoints)
+    print(format_table(results))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "real_matching.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

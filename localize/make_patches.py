@@ -1,0 +1,383 @@
+"""Patch datasets from any posed image collection, the way Brown's PhotoTour data was made.
+
+Input: images + known camera poses (a COLMAP model, .bin or .txt, e.g. the Aachen reference model
+or any pycolmap reconstruction; or Strecha's ``gt_dense_cameras``). Output: the exact Brown
+layout ``descriptors.data.phototour.read_phototour`` reads (``patchesNNNN.bmp`` sheets of 64x64
+patches, ``info.txt``, ``interest.txt``, ``m50_<P>_<Q>_0.txt`` with 50 % matching pairs) plus
+``summary.json``. One scene per output folder: split train / test by scene, never by patch.
+
+Steps (conventions of ``localize.extract``, so training and test patches are cut alike):
+
+1. every image is resized to ``resize_max`` (``extract.resize_image``) and its camera rescaled
+   with it; DoG keypoints (``extract.detect_dog``) and RootSIFT descriptors (``extract.describe``)
+   are computed on the resized image;
+2. pairs of covisible views from the poses (``localize.pairs.from_poses``);
+3. guided matching with the known poses: for each pair, mutual nearest neighbours with a ratio
+   test among the candidates within ``epipolar_px`` of each other's epipolar line (symmetric
+   distance), so positives come from the geometry and can be harder than what free SIFT
+   matching finds; all survivors are stored as verified two-view geometries;
+4. pycolmap triangulation from the fixed poses (``localize.colmap.triangulate``);
+5. tracks kept only with >= ``min_track_length`` views, reprojection error <= ``max_reproj_px``
+   in EVERY view and a largest triangulation angle >= ``min_tri_angle_deg``;
+6. one 64x64 patch per observation, cut at that observation's own DoG scale and orientation with
+   ``descriptors.patches.extract_patches`` (the extraction patch function, ``mr_size`` 12 sigma).
+
+Coordinates inside are those of the resized images (hloc pixel centres); ``interest.txt`` holds
+``<view id> x y size ori`` in ORIGINAL image pixels (size = OpenCV diameter, ori radians).
+
+CLI: ``python -m pipelines.make_patches``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pycolmap
+from tqdm import tqdm
+
+from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
+from localize import colmap, extract, pairs as pairs_lib
+
+logger = logging.getLogger(__name__)
+
+confs: dict[str, dict[str, Any]] = {
+    "default": {
+        "resize_max": 1200,          # longer side (px) of the images the patches come from
+        "max_keypoints": 6000,       # DoG keypoints per image (strongest first)
+        "contrast_threshold": 0.01,  # lower than extraction's 0.02: more, harder points
+        "edge_threshold": 10.0,
+        "min_size": 2.0,             # OpenCV keypoint size (diameter, resized px)
+        "num_matched": 6,            # covisible partners per view (pairs.from_poses)
+        "max_view_angle_deg": 60.0,  # max angle between the viewing directions of a pair
+        "epipolar_px": 1.5,          # guided matching band (symmetric epipolar distance, px)
+        "ratio": 0.9,                # ratio test among the candidates inside the band
+        "max_reproj_px": 1.0,        # every observation of a kept track reprojects within this
+        "min_tri_angle_deg": 3.0,    # largest angle between two rays of a kept track
+        "min_track_length": 2,
+        "patch_size": 64,            # Brown layout
+        "mr_size": MR_SIZE,
+        "max_pairs": 100_000,        # m50 pairs (half matching); fewer if the scene is small
+        "seed": 0,
+    },
+}
+confs["fast"] = {**confs["default"], "resize_max": 640, "max_keypoints": 2000}
+
+
+def _load_gray(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise colmap.ColmapError(f"{path}: cannot read image")
+    return img
+
+
+def fundamental(K0: np.ndarray, R0: np.ndarray, t0: np.ndarray, K1: np.ndarray,
+                R1: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """(3, 3) fundamental matrix with ``x1^T F x0 = 0`` from world-to-camera poses
+    (``x ~ K (R X + t)``, pixel coordinates)."""
+    R = R1 @ R0.T
+    t = t1 - R @ t0
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    return np.linalg.inv(K1).T @ tx @ R @ np.linalg.inv(K0)
+
+
+def epipolar_distance(F: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarray:
+    """(N0, N1) float32 symmetric epipolar distance (pixels): the larger of the distance of x1
+    to the line F x0 and of x0 to the line F^T x1. xy0 (N0, 2), xy1 (N1, 2) pixels."""
+    h0 = np.concatenate([xy0, np.ones((len(xy0), 1))], 1)
+    h1 = np.concatenate([xy1, np.ones((len(xy1), 1))], 1)
+    l1 = h0 @ F.T                      # (N0, 3) lines in image 1
+    l0 = h1 @ F                        # (N1, 3) lines in image 0
+    alg = (l1 @ h1.T).astype(np.float32)  # (N0, N1) x1^T F x0
+    n1 = np.linalg.norm(l1[:, :2], axis=1).astype(np.float32)[:, None]
+    n0 = np.linalg.norm(l0[:, :2], axis=1).astype(np.float32)[None, :]
+    a = np.abs(alg)
+    return np.maximum(a / np.maximum(n1, 1e-12), a / np.maximum(n0, 1e-12))
+
+
+def guided_matches(desc0: np.ndarray, desc1: np.ndarray, band: np.ndarray, ratio: float
+                   ) -> np.ndarray:
+    """Mutual nearest neighbours restricted to ``band`` with a ratio test inside it.
+
+    Args:
+        desc0 (N0, D), desc1 (N1, D): unit descriptors; band (N0, N1) bool allowed candidates.
+        ratio: keep when d1 < ratio * d2 (L2 distances; a single candidate always passes).
+    Returns:
+        (M, 2) int64 [idx0, idx1].
+    """
+    if len(desc0) == 0 or len(desc1) == 0:
+        return np.zeros((0, 2), np.int64)
+    sim = desc0 @ desc1.T
+    sim = np.where(band, sim, -4.0)
+    nn01 = np.argmax(sim, 1)
+    nn10 = np.argmax(sim, 0)
+    i = np.arange(len(desc0))
+    ok = (nn10[nn01] == i) & (sim[i, nn01] > -4.0)
+    # ratio test along rows: second best inside the band
+    top2 = np.partition(-sim, 1, axis=1)[:, :2] if sim.shape[1] > 1 else \
+        np.concatenate([-sim, np.full((len(sim), 1), 4.0)], 1)
+    s1, s2 = -top2[:, 0], -top2[:, 1]
+    d1 = np.sqrt(np.maximum(2 - 2 * s1, 0))
+    d2 = np.where(s2 > -4.0, np.sqrt(np.maximum(2 - 2 * s2, 0)), np.inf)
+    ok &= d1 < ratio * d2
+    return np.stack([i[ok], nn01[ok]], 1).astype(np.int64)
+
+
+def _scaled_reference(rec: pycolmap.Reconstruction, sizes: dict[str, tuple[int, int, int, int]]
+                      ) -> pycolmap.Reconstruction:
+    """Copy of ``rec`` (points cleared) whose cameras are rescaled to the resized images.
+    sizes: name -> (w, h, new_w, new_h)."""
+    out = pycolmap.Reconstruction(rec)
+    for pid in list(out.points3D):
+        out.delete_point3D(pid)
+    done: dict[int, tuple[int, int]] = {}
+    for im in out.images.values():
+        w, h, nw, nh = sizes[im.name]
+        cam = out.cameras[im.camera_id]
+        if im.camera_id in done:
+            if done[im.camera_id] != (nw, nh):
+                raise colmap.ColmapError(f"camera {im.camera_id} is shared by images of "
+                                         f"different sizes ({im.name})")
+            continue
+        if (cam.width, cam.height) != (w, h):
+            raise colmap.ColmapError(f"image {im.name} is {w}x{h} but its camera says "
+                                     f"{cam.width}x{cam.height}")
+        cam.rescale(nw, nh)
+        done[im.camera_id] = (nw, nh)
+    return out
+
+
+def _tri_angle_deg(xyz: np.ndarray, centers: np.ndarray) -> float:
+    """Largest angle (degrees) between rays from ``centers`` (K, 3) to point ``xyz`` (3,)."""
+    r = centers - xyz[None]
+    r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
+    c = np.clip(r @ r.T, -1.0, 1.0)
+    return float(np.degrees(np.arccos(c.min())))
+
+
+def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
+          reference: pycolmap.Reconstruction | str | os.PathLike | None = None,
+          strecha: str | os.PathLike | None = None, names: list[str] | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Build a Brown-layout patch folder from posed images (see the module docstring).
+
+    Args:
+        conf: a name of :data:`confs` or a dict of overrides of ``confs['default']``.
+        image_dir: image root; image names of the poses are relative to it.
+        out_dir: the scene folder to write (replaced atomically when complete).
+        reference: a COLMAP model directory or Reconstruction with the poses, or
+        strecha: a Strecha ``gt_dense_cameras`` folder.
+        names: only these images (default: every posed image whose file exists).
+    Returns:
+        the summary dict (also written to ``<out_dir>/summary.json``).
+    """
+    from descriptors.data.phototour import make_pairs, write_phototour_folder
+    from descriptors.registry import load as load_descriptor
+
+    if isinstance(conf, str):
+        if conf not in confs:
+            raise ValueError(f"unknown make_patches conf {conf!r}: {', '.join(confs)}")
+        conf = confs[conf]
+    unknown = set(conf) - set(confs["default"])
+    if unknown:
+        raise ValueError(f"unknown make_patches option(s): {sorted(unknown)}")
+    conf = {**confs["default"], **conf}
+    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    if not image_dir.is_dir():
+        raise colmap.ColmapError(f"image folder not found: {image_dir}")
+    if (reference is None) == (strecha is None):
+        raise ValueError("give exactly one of reference (a COLMAP model) or strecha")
+    if strecha is not None:
+        from localize.data.strecha import read_strecha_cameras
+        rec = colmap.build_reference_reconstruction(*read_strecha_cameras(strecha))
+    elif isinstance(reference, pycolmap.Reconstruction):
+        rec = reference
+    else:
+        rec = colmap.read_model(reference)
+    by_name = colmap.image_ids_by_name(rec)
+    wanted = list(names) if names is not None else sorted(by_name)
+    missing = [n for n in wanted if n not in by_name]
+    if missing:
+        raise colmap.ColmapError(f"{len(missing)} image(s) have no pose, e.g. {missing[0]!r}")
+    wanted = [n for n in wanted if (image_dir / n).is_file()]
+    if len(wanted) < 2:
+        raise colmap.ColmapError(f"{image_dir}: fewer than two posed images found")
+
+    # 1. detection + RootSIFT on resized images
+    rootsift = load_descriptor("rootsift")
+    ex_conf = {**extract.DEFAULTS, "resize_max": conf["resize_max"]}
+    feats: dict[str, dict[str, np.ndarray]] = {}
+    sizes: dict[str, tuple[int, int, int, int]] = {}
+    for name in tqdm(wanted, desc="make_patches: detect", disable=not progress):
+        gray = _load_gray(image_dir / name)
+        small, _ = extract.resize_image(gray, conf["resize_max"])
+        kps, xy, size, angle, _ = extract.detect_dog(small, conf["max_keypoints"],
+                                                     conf["contrast_threshold"],
+                                                     conf["edge_threshold"], conf["min_size"])
+        desc = extract.describe(small, kps, xy, size, angle, rootsift, ex_conf)
+        feats[name] = {"xy": xy, "size": size, "angle": angle, "desc": desc, "image": small}
+        sizes[name] = (gray.shape[1], gray.shape[0], small.shape[1], small.shape[0])
+    # keep only the wanted images in the scaled reference (ids unchanged)
+    ref = _scaled_reference(_subset(rec, set(feats)), sizes)
+    ids = colmap.image_ids_by_name(ref)
+
+    # 2-3. covisible pairs, guided matching with the known geometry
+    pairs = pairs_lib.from_poses(ref, conf["num_matched"], conf["max_view_angle_deg"])
+    seen, uniq = set(), []
+    for a, b in pairs:
+        k = (min(a, b), max(a, b))
+        if k not in seen:
+            seen.add(k)
+            uniq.append(k)
+    cams = {n: colmap.camera_matrices(ref, ids[n]) for n in feats}
+    matches: dict[tuple[str, str], np.ndarray] = {}
+    for a, b in tqdm(uniq, desc="make_patches: guided matching", disable=not progress):
+        F = fundamental(*cams[a], *cams[b])
+        band = epipolar_distance(F, feats[a]["xy"].astype(np.float64),
+                                 feats[b]["xy"].astype(np.float64)) <= conf["epipolar_px"]
+        matches[(a, b)] = guided_matches(feats[a]["desc"], feats[b]["desc"], band,
+                                         conf["ratio"])
+    n_matches = int(sum(len(m) for m in matches.values()))
+    logger.info("%d pairs, %d guided matches", len(uniq), n_matches)
+
+    # 4. triangulation from the fixed poses
+    work = Path(tempfile.mkdtemp(prefix=".make_patches_", dir=out_dir.parent
+                                 if out_dir.parent.exists() else None))
+    try:
+        db = colmap.create_database(work / "database.db", ref)
+        colmap.import_features(db, ids, {n: f["xy"] for n, f in feats.items()})
+        colmap.import_verified_matches(db, ids, matches)
+        tri = colmap.triangulate(ref, db, work / "no_images", work / "sfm", colmap.TriangulationConf(
+            min_num_matches=5, tri_min_angle_deg=1.0, tri_max_error_px=2.0,
+            filter_max_reproj_error_px=2.0, extract_colors=False, ignore_two_view_tracks=False))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    # 5. track filter
+    id2name = {i: n for n, i in ids.items()}
+    centers = {i: np.asarray(im.projection_center(), np.float64) for i, im in tri.images.items()}
+    tracks: list[list[tuple[str, int]]] = []
+    errors: list[float] = []
+    n_tri = len(tri.points3D)
+    for pid, p in tri.points3D.items():
+        els = [(int(e.image_id), int(e.point2D_idx)) for e in p.track.elements]
+        if len({i for i, _ in els}) < conf["min_track_length"] or len(els) != len({i for i, _ in els}):
+            continue
+        xyz = np.asarray(p.xyz, np.float64)
+        errs = []
+        for iid, k in els:
+            uv, depth = colmap.project_points(tri, iid, xyz[None])
+            if not depth[0] > 0:
+                errs.append(np.inf)
+                break
+            errs.append(float(np.linalg.norm(uv[0] - feats[id2name[iid]]["xy"][k])))
+        if max(errs) > conf["max_reproj_px"]:
+            continue
+        if _tri_angle_deg(xyz, np.stack([centers[i] for i, _ in els])) < conf["min_tri_angle_deg"]:
+            continue
+        tracks.append([(id2name[i], k) for i, k in sorted(els)])
+        errors.extend(errs)
+    if len(tracks) < 2:
+        raise colmap.ColmapError(f"{image_dir}: only {len(tracks)} tracks survived the filters "
+                                 f"({n_tri} triangulated, {n_matches} guided matches)")
+
+    # 6. one patch per observation, grouped by image for one kornia pass each
+    per_image: dict[str, list[tuple[int, int]]] = {}
+    for t, tr in enumerate(tracks):
+        for name, k in tr:
+            per_image.setdefault(name, []).append((t, k))
+    view_id = {n: i for i, n in enumerate(sorted(feats))}
+    pt_ids, views, patch_list, interest = [], [], [], []
+    for name in tqdm(sorted(per_image), desc="make_patches: patches", disable=not progress):
+        f = feats[name]
+        tk = np.asarray(per_image[name], np.int64)
+        k = tk[:, 1]
+        p = extract_patches(f["image"], f["xy"][k], f["size"][k],
+                            opencv_angle_to_ori(f["angle"][k]),
+                            patch_size=conf["patch_size"], mr_size=conf["mr_size"])
+        patch_list.append(np.clip(p[:, 0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        pt_ids.append(tk[:, 0])
+        views.append(np.full(len(tk), view_id[name]))
+        w, h, nw, nh = sizes[name]
+        sx, sy = w / nw, h / nh
+        for kk in k:
+            interest.append((view_id[name], (f["xy"][kk, 0] + 0.5) * sx - 0.5,
+                             (f["xy"][kk, 1] + 0.5) * sy - 0.5, f["size"][kk] * (sx + sy) / 2,
+                             float(opencv_angle_to_ori(f["angle"][kk:kk + 1])[0])))
+    pt = np.concatenate(pt_ids)
+    order = np.lexsort((np.concatenate(views), pt))
+    patches = np.concatenate(patch_list)[order]
+    pt, photo = pt[order], np.concatenate(views)[order]
+    interest = [interest[i] for i in order]
+    rng = np.random.default_rng(conf["seed"])
+    k_pairs = int(min(conf["max_pairs"] // 2, len(patches)))
+    m50 = make_pairs(pt, photo, k_pairs, rng, same_photo_frac=0.5)
+
+    lengths = np.array([len(t) for t in tracks])
+    summary = {
+        "views": len(feats), "pairs": len(uniq), "guided_matches": n_matches,
+        "triangulated": n_tri, "tracks": len(tracks), "patches": int(len(patches)),
+        "track_length_mean": float(lengths.mean()), "track_length_max": int(lengths.max()),
+        "reproj_error_px_median": float(np.median(errors)),
+        "reproj_error_px_max": float(np.max(errors)),
+        "m50_pairs": int(len(m50)), "conf": conf,
+        "images": str(image_dir), "poses": str(strecha if strecha is not None else
+                                              (reference if not isinstance(
+                                                  reference, pycolmap.Reconstruction)
+                                               else "<in-memory reconstruction>")),
+        "view_ids": view_id,
+    }
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
+    try:
+        write_phototour_folder(tmp, patches, pt, m50, interest=interest)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("wrote %s: %d views, %d tracks, %d patches, track length %.2f, reprojection "
+                "error median %.3f px", out_dir, summary["views"], summary["tracks"],
+                summary["patches"], summary["track_length_mean"],
+                summary["reproj_error_px_median"])
+    return summary
+
+
+def _subset(rec: pycolmap.Reconstruction, names: set[str]) -> pycolmap.Reconstruction:
+    """A poses-only copy of ``rec`` holding only the images named in ``names`` (ids kept)."""
+    keep = {}
+    for iid in sorted(rec.images):
+        im = rec.images[iid]
+        if im.name in names:
+            keep[iid] = im
+    if len(keep) == len(rec.images) and len(rec.points3D) == 0:
+        return rec
+    out = pycolmap.Reconstruction()
+    for cid in sorted({im.camera_id for im in keep.values()}):
+        out.add_camera_with_trivial_rig(rec.cameras[cid])
+    for iid, im in keep.items():
+        out.add_image_with_trivial_frame(
+            pycolmap.Image(name=im.name, camera_id=im.camera_id, image_id=iid),
+            im.cam_from_world())
+    return out
+
+
+def main(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
+         reference: str | os.PathLike | None = None, strecha: str | os.PathLike | None = None,
+         names: list[str] | None = None) -> Path:
+    """hloc-style entry: build the patch folder, return ``out_dir``."""
+    build(conf, image_dir, out_dir, reference=reference, strecha=strecha, names=names)
+    return Path(out_dir)
