@@ -5,8 +5,9 @@ PY ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 FEATURES ?= hardnet
+SHARED ?= ../shared/data
 
-.PHONY: install demo test weights bench clean
+.PHONY: install demo test weights bench bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -25,7 +26,19 @@ test: install
 
 # Reproduce the shipped weights (CPU-sized runs; commands are recorded in weights/*.json).
 weights: install
-	$(VPY) -m pipelines.train --recipe hardnet --out weights/hardnet.pt --quick --eval test
+	# hardnet: synthetic warm start (the previous shipped run: 1000 x 64 pairs, old effective lr),
+	# then real patches of Strecha entry-P10 at three resolutions (needs ../shared/data)
+	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --batch_size 64 --lr 1.0 \
+		--option dampening=0 --out outputs/train/hardnet-synthetic-init.pt
+	test -d $(SHARED)/strecha/entry-P10 || { echo "make weights: $(SHARED) not found"; exit 1; }
+	for r in 800 1200 1600; do $(VPY) -m pipelines.make_patches \
+		--images $(SHARED)/strecha/entry-P10/images --strecha $(SHARED)/strecha/entry-P10/gt_dense_cameras \
+		--out datasets/phototour-strecha/entry-P10-r$$r --resize_max $$r || exit 1; done
+	$(VPY) -m pipelines.make_patches --images $(SHARED)/strecha/fountain-P11/images \
+		--strecha $(SHARED)/strecha/fountain-P11/gt_dense_cameras --out datasets/phototour-strecha-test/fountain-P11
+	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
+		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe hndesc --out weights/hndesc.pt --quick --steps 600 --batch_size 128 --eval test
 	$(VPY) -m pipelines.train --recipe sdb --out weights/sdb.pt --quick --eval test
 	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
@@ -35,6 +48,11 @@ bench: install
 	$(VPY) benchmarks/descriptor_speed.py
 	$(VPY) benchmarks/matching_speed.py
 	$(VPY) benchmarks/pipeline_stages.py
+
+# Real-image benchmarks (need ../shared/data; they say so and exit when it is absent)
+bench-real: install
+	$(VPY) benchmarks/real_matching.py --shared $(SHARED)
+	$(VPY) benchmarks/real_relocalization.py --shared $(SHARED) --features sift rootsift hardnet
 
 clean:
 	rm -rf outputs

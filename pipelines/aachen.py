@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 SYNTH_ROOT = Path("datasets") / "aachen-synth"
+REAL_ROOT = Path("datasets") / "aachen_v1.1"
 STAGES = ("extract_db", "extract_query", "pairs", "match", "triangulate", "localize")
 
 
@@ -190,14 +191,44 @@ def _retrieval_pairs(feature_path: Path, global_path: Path, query_names: list[st
     return pairs, used
 
 
-def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aachen_v1.1",
+def resolve_dataset(dataset: str | os.PathLike | None, synthetic: str = "default") -> Path:
+    """The dataset root to use.
+
+    ``dataset`` given: it must exist (a mistyped path is an error, never a silent switch to the
+    synthetic scene). ``None``: the real ``datasets/aachen_v1.1`` when present, else the
+    synthetic scene of preset ``synthetic`` (``localize.data.aachen.SYNTHETIC_PRESETS``),
+    generated on first use and said once.
+
+    Raises:
+        FileNotFoundError: ``dataset`` is given and does not exist.
+    """
+    from localize.data.aachen import SYNTHETIC_PRESETS, ensure_synthetic_aachen
+    if dataset is not None:
+        if not Path(dataset).exists():
+            raise FileNotFoundError(f"dataset {dataset} not found (omit --dataset for the "
+                                    f"synthetic scene)")
+        return Path(dataset)
+    if REAL_ROOT.exists():
+        return REAL_ROOT
+    if synthetic not in SYNTHETIC_PRESETS:
+        raise ValueError(f"unknown synthetic preset '{synthetic}' "
+                         f"(known: {', '.join(SYNTHETIC_PRESETS)})")
+    synth_root = SYNTH_ROOT if synthetic == "default" else \
+        SYNTH_ROOT.with_name(f"{SYNTH_ROOT.name}-{synthetic}")
+    msg = f"no --dataset and no {REAL_ROOT}: using the synthetic Aachen scene at {synth_root}"
+    logger.warning(msg)
+    print(msg, file=sys.stderr)
+    return Path(ensure_synthetic_aachen(synth_root, **SYNTHETIC_PRESETS[synthetic]))
+
+
+def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
         outputs: str | os.PathLike = "outputs/aachen", **conf: Any) -> dict:
     """Run the whole pipeline; returns the dict also written to ``<out>/results.json``.
 
     Args:
         features: registered descriptor name or checkpoint path.
-        dataset: Aachen-layout root; when it does not exist the synthetic scene at
-            ``datasets/aachen-synth`` is generated (if needed) and used.
+        dataset: Aachen-layout root (must exist); None: ``datasets/aachen_v1.1`` if present,
+            else the synthetic scene (``resolve_dataset``).
         outputs: output root; this run writes to ``<outputs>/<features tag>/``.
         conf: overrides of :data:`DEFAULTS`.
     Returns:
@@ -209,7 +240,7 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
     from localize import extract, io, match
     from localize import localize as loc
     from localize import triangulate as tri
-    from localize.data.aachen import SYNTHETIC_PRESETS, ensure_synthetic_aachen, read_aachen
+    from localize.data.aachen import read_aachen
 
     unknown = set(conf) - set(DEFAULTS)
     if unknown:
@@ -219,18 +250,7 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike = "datasets/aach
     # a bad descriptor name / checkpoint fails here (one-line DescriptorError), before any work
     extractor = extract.load_extractor(features, device=conf["device"],
                                        batch_size=extract.DEFAULTS["batch_size"])
-    dataset = Path(dataset)
-    if not dataset.exists():
-        preset = conf["synthetic"]
-        if preset not in SYNTHETIC_PRESETS:
-            raise ValueError(f"unknown synthetic preset '{preset}' "
-                             f"(known: {', '.join(SYNTHETIC_PRESETS)})")
-        synth_root = SYNTH_ROOT if preset == "default" else \
-            SYNTH_ROOT.with_name(f"{SYNTH_ROOT.name}-{preset}")
-        msg = f"dataset {dataset} not found: using the synthetic Aachen scene at {synth_root}"
-        logger.warning(msg)
-        print(msg, file=sys.stderr)
-        dataset = Path(ensure_synthetic_aachen(synth_root, **SYNTHETIC_PRESETS[preset]))
+    dataset = resolve_dataset(dataset, conf["synthetic"])
     data = read_aachen(dataset)
     synthetic = (dataset / "synthetic_config.json").is_file()
 
@@ -405,31 +425,49 @@ def print_summary(s: dict) -> None:
     print(f"results: {s['results_path']}\nsummary: {Path(s['out_dir']) / 'results.json'}")
 
 
+def _at_least_1(v: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        x = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v!r}") from None
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
+    return x
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--features", required=True,
                    help="registered descriptor name (sift, rootsift, hardnet, ...) or checkpoint")
-    p.add_argument("--dataset", default="datasets/aachen_v1.1")
+    p.add_argument("--dataset", default=None,
+                   help=f"Aachen-layout root (default {REAL_ROOT} if present, else the "
+                        "synthetic scene)")
     p.add_argument("--outputs", default="outputs/aachen")
-    p.add_argument("--num_covis", type=int, default=DEFAULTS["num_covis"])
-    p.add_argument("--num_loc", type=int, default=DEFAULTS["num_loc"])
+    p.add_argument("--num_covis", type=_at_least_1, default=DEFAULTS["num_covis"])
+    p.add_argument("--num_loc", type=_at_least_1, default=DEFAULTS["num_loc"])
     p.add_argument("--query_pairs", default=DEFAULTS["query_pairs"],
                    choices=["auto", "exhaustive", "retrieval"],
                    help="query-db pairs: exhaustive, retrieval top --num_loc, or auto "
                         f"(exhaustive up to {DEFAULTS['exhaustive_max_db']} db images)")
-    p.add_argument("--max_keypoints", type=int, default=None)
-    p.add_argument("--resize_max", type=int, default=None)
+    p.add_argument("--max_keypoints", type=_at_least_1, default=None,
+                   help="strongest DoG keypoints per image (>= 1; default: extraction's)")
+    p.add_argument("--resize_max", type=_at_least_1, default=None,
+                   help="longer image side seen by the detector (>= 1 px)")
     p.add_argument("--matcher", default=None, help="localize.match conf name")
     p.add_argument("--device", default=None)
     p.add_argument("--overwrite", action="store_true", help="recompute everything")
     p.add_argument("--synthetic", default="default", choices=["default", "hard"],
-                   help="synthetic scene preset used when --dataset does not exist")
+                   help="synthetic scene preset used when no --dataset is given")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
     args = p.parse_args(argv)
     if not args.verbose:  # glog reads this when pycolmap is first imported
         os.environ.setdefault("GLOG_minloglevel", "1")
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    if args.dataset is not None and not Path(args.dataset).exists():
+        p.exit(2, f"pipelines.aachen: dataset {args.dataset} not found (omit --dataset for the "
+                  f"synthetic scene)\n")
     s = run(args.features, args.dataset, args.outputs, num_covis=args.num_covis,
             num_loc=args.num_loc, max_keypoints=args.max_keypoints, resize_max=args.resize_max,
             matcher=args.matcher, device=args.device, overwrite=args.overwrite,

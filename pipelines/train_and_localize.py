@@ -10,6 +10,15 @@
    checkpoint). Outputs of an older checkpoint with the same name are wiped automatically.
 
 Prints the training summary and the recall table; writes ``<outputs>/<recipe>_summary.json``.
+
+Train on the map (``--from-map``, recipes trained on PhotoTour patches: ``hardnet``)::
+
+    python -m pipelines.train_and_localize --recipe hardnet --from-map [--dataset DIR] [--steps N]
+
+builds a Brown patch set from the dataset's DATABASE images and reference poses only
+(``localize.make_patches``; no query image is ever read for training), fine-tunes the shipped
+``weights/<recipe>.pt`` on it, relocalizes with the fine-tuned descriptor, and prints its recall
+table next to the generic (shipped) descriptor's and RootSIFT's on the same dataset.
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def run(recipe: str, steps: int | None = None, quick: bool = False,
         data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-        dataset: str | os.PathLike = "datasets/aachen_v1.1",
+        dataset: str | os.PathLike | None = None,
         outputs: str | os.PathLike = "outputs/train_and_localize", seed: int = 0,
         resume: bool = False, device: str | None = None, **loc_conf: Any) -> dict:
     """Train ``recipe`` then run the Aachen pipeline with the checkpoint.
@@ -63,6 +72,62 @@ def run(recipe: str, steps: int | None = None, quick: bool = False,
     return summary
 
 
+FROM_MAP_RECIPES = ("hardnet",)
+FROM_MAP_STEPS = 300
+
+
+def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
+                 outputs: str | os.PathLike = "outputs/train_and_localize",
+                 steps: int | None = None, seed: int = 0, device: str | None = None,
+                 patch_conf: dict | str = "default", synthetic: str = "default",
+                 baselines: tuple[str, ...] = ("rootsift",), **loc_conf: Any) -> dict:
+    """Fine-tune ``recipe``'s shipped weights on patches of the map, then relocalize.
+
+    Returns:
+        {"patches": make_patches summary, "train", "checkpoint", "rows": {name: aachen.run()
+        summary} for the fine-tuned, the generic (shipped) descriptor and ``baselines``}.
+    """
+    from descriptors.recipes import get_recipe
+    from descriptors.registry import weights_path
+    from descriptors.train import train
+    from localize import make_patches
+    from localize.data.aachen import read_aachen
+
+    if recipe not in FROM_MAP_RECIPES:
+        raise ValueError(f"--from-map fine-tunes a recipe trained on PhotoTour patches "
+                         f"({', '.join(FROM_MAP_RECIPES)}), not {recipe!r}")
+    shipped = weights_path(recipe)
+    if not shipped.is_file():
+        raise FileNotFoundError(f"--from-map fine-tunes the shipped weights, {shipped} is missing")
+    outputs = Path(outputs)
+    root = aachen.resolve_dataset(dataset, synthetic)
+    data = read_aachen(root)
+    patch_root = outputs / f"{recipe}-map-patches"
+    summary_file = patch_root / "map" / "summary.json"
+    if summary_file.is_file() and json.loads(summary_file.read_text()).get("images") == \
+            str(data.image_dir) and set(json.loads(summary_file.read_text())["view_ids"]) == \
+            set(data.db_names):
+        patches = json.loads(summary_file.read_text())
+    else:
+        patches = make_patches.build(patch_conf, data.image_dir, patch_root / "map",
+                                     reference=data.reference_model, names=data.db_names)
+    ckpt = outputs / f"{recipe}-from-map.pt"
+    r = get_recipe(recipe, quick=True).with_options(init=str(shipped))
+    t0 = time.perf_counter()
+    tr = train(r, patch_root, ckpt, split="map", steps=steps or FROM_MAP_STEPS, seed=seed,
+               device=device, meta={"from_map": str(root), "init": str(shipped)})
+    train_s = time.perf_counter() - t0
+    rows = {}
+    for f in (str(ckpt), recipe, *baselines):
+        rows[aachen.features_tag(f)] = aachen.run(f, root, outputs, device=device, **loc_conf)
+    out = {"recipe": recipe, "dataset": str(root), "patches": patches, "checkpoint": str(ckpt),
+           "train_seconds": train_s, "train": tr, "rows": rows}
+    tmp = outputs / f".{recipe}_from_map_summary.json.tmp"
+    tmp.write_text(json.dumps(out, indent=2, default=str))
+    os.replace(tmp, outputs / f"{recipe}_from_map_summary.json")
+    return out
+
+
 def _train_line(tr: dict, seconds: float) -> str:
     keys = [k for k in ("steps", "seconds", "loss_first", "final_loss") if k in tr]
     parts = []
@@ -82,17 +147,49 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default=None)
-    p.add_argument("--dataset", default="datasets/aachen_v1.1")
+    p.add_argument("--dataset", default=None,
+                   help="Aachen-layout root (default: datasets/aachen_v1.1 if present, else the "
+                        "synthetic scene)")
     p.add_argument("--outputs", default="outputs/train_and_localize")
     p.add_argument("--num_covis", type=int, default=aachen.DEFAULTS["num_covis"])
     p.add_argument("--num_loc", type=int, default=aachen.DEFAULTS["num_loc"])
     p.add_argument("--max_keypoints", type=int, default=None)
+    p.add_argument("--from-map", dest="from_map", action="store_true",
+                   help="build training patches from the dataset's database images + reference "
+                        "poses and fine-tune the shipped weights on them")
+    p.add_argument("--synthetic", default="default", choices=["default", "hard"],
+                   help="synthetic scene preset used when --dataset does not exist")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
     args = p.parse_args(argv)
+    for k in ("steps", "num_covis", "num_loc", "max_keypoints"):
+        v = getattr(args, k)
+        if v is not None and v < 1:
+            p.error(f"--{k} must be >= 1, got {v}")
     if not args.verbose:
         os.environ.setdefault("GLOG_minloglevel", "1")
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    if args.from_map:
+        try:
+            s = run_from_map(args.recipe, args.dataset, args.outputs, steps=args.steps,
+                             seed=args.seed, device=args.device, synthetic=args.synthetic,
+                             num_covis=args.num_covis, num_loc=args.num_loc,
+                             max_keypoints=args.max_keypoints)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"train_and_localize: {e}")
+        from localize import evaluate as ev
+        pt = s["patches"]
+        print(f"== map patches: {pt['views']} database views, {pt['tracks']} tracks, "
+              f"{pt['patches']} patches, track length {pt['track_length_mean']:.2f}")
+        print(f"== fine-tuned {args.recipe} from its shipped weights -> {s['checkpoint']} "
+              f"({s['train_seconds']:.1f} s): {_train_line(s['train'], s['train_seconds'])}")
+        evals = {k: v["evaluation"] for k, v in s["rows"].items() if v["evaluation"]}
+        if evals:
+            print(ev.format_table(evals))
+        else:
+            for v in s["rows"].values():
+                aachen.print_summary(v)
+        return s
     s = run(args.recipe, steps=args.steps, quick=args.quick, data=args.data, out=args.out,
             dataset=args.dataset, outputs=args.outputs, seed=args.seed, resume=args.resume,
             device=args.device, num_covis=args.num_covis, num_loc=args.num_loc,

@@ -83,3 +83,29 @@ def test_pipeline_hardnet(scene, tmp_path_factory):
 def test_unknown_option_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown pipeline option"):
         aachen.run("sift", tmp_path, tmp_path, bogus=1)
+
+
+def test_train_on_the_map_uses_database_views_only(scene, tmp_path):
+    """--from-map: patches from db images + reference poses only; fine-tuned from the shipped
+    weights; the fine-tuned and generic descriptors both relocalize the queries."""
+    from pipelines import train_and_localize as tl
+    if not (ROOT / "weights" / "hardnet.pt").exists():
+        pytest.skip("weights/hardnet.pt not found")
+    s = tl.run_from_map("hardnet", scene, tmp_path, steps=3, baselines=(),
+                        patch_conf={"resize_max": 480, "max_keypoints": 800,
+                                    "min_tri_angle_deg": 1.0, "max_pairs": 2000},
+                        max_keypoints=512, num_covis=10)
+    data = read_aachen(scene)
+    assert set(s["patches"]["view_ids"]) <= set(data.db_names)
+    assert not set(s["patches"]["view_ids"]) & set(data.query_names)
+    assert s["patches"]["tracks"] > 50
+    assert set(s["rows"]) == {"hardnet-from-map", "hardnet"}
+    for row in s["rows"].values():
+        assert row["evaluation"]["conditions"]["day"]["recall"][2] >= 0.5
+    with pytest.raises(ValueError, match="PhotoTour"):
+        tl.run_from_map("hndesc", scene, tmp_path)
+
+
+def test_missing_dataset_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        aachen.resolve_dataset(tmp_path / "typo")
