@@ -10,7 +10,10 @@ features.h5
     ``descriptors (D, N)`` float32 or float16 (TRANSPOSED, as hloc), ``scores (N,)``,
     ``image_size (2,)`` = original (w, h) int64, and ours ``scales (N,)`` (sigma = OpenCV
     ``KeyPoint.size / 2``, original-image pixels) and ``oris (N,)`` (radians, kornia convention,
-    what ``descriptors.patches.extract_patches`` takes).
+    what ``descriptors.patches.extract_patches`` takes). Our entries also carry
+    ``attrs['image_fingerprint']`` (:func:`image_fingerprint` of the image they were extracted
+    from: size, mtime_ns, blake2b of its first and last 64 KiB); extraction recomputes an entry
+    whose image changed. hloc ignores it; hloc's files have none (not checked).
 matches.h5
     group ``names_to_pair(n0, n1)`` (``/`` inside names replaced by ``-``, joined by ``/``, hence
     nested) holding ``matches0 (N0,)`` (index into image 1's keypoints or -1; int32 here, int16 in
@@ -54,13 +57,17 @@ Crash safety (how writes work)
 - deleting / replacing entries never shrinks the file (HDF5 does not reclaim space);
   ``h5repack`` or :func:`repair_h5` compacts it.
 
-Every read error (missing, unreadable or corrupt HDF5, missing name/pair) raises
-:class:`H5Error`, a one-line message naming the file.
+Every read error (missing, unreadable or corrupt HDF5, missing name/pair, NaN / inf in
+keypoints, descriptors or matching scores) raises :class:`H5Error`, a one-line message naming
+the file and the entry. Names read from list / pairs files must be relative POSIX paths inside
+their root (:func:`check_name`); pairs whose hloc keys collide are refused
+(:func:`check_pair_keys`). :func:`read_image` refuses truncated JPEG / PNG files.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import signal
@@ -79,6 +86,10 @@ PathLike = str | os.PathLike
 
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size", "scales", "oris")
 COMPLETE_ATTR = "complete"
+#: attribute of a features entry: the fingerprint of the image it was extracted from
+FINGERPRINT_ATTR = "image_fingerprint"
+#: bytes hashed at each end of an image file by :func:`image_fingerprint`
+FINGERPRINT_CHUNK = 64 * 1024
 
 
 class H5Error(RuntimeError):
@@ -96,24 +107,101 @@ class Terminated(SystemExit):
 # ------------------------------------------------------------------------------------------
 # Images
 # ------------------------------------------------------------------------------------------
+def _truncation(path: Path, data: bytes) -> str | None:
+    """Why a JPEG / PNG byte string looks truncated, or None when it ends properly.
+
+    JPEG: an EOI marker (FF D9) must follow the last start-of-scan (FF DA); FF D9 cannot occur
+    inside entropy-coded data, so trailing padding or appended data still pass. PNG: an IEND
+    chunk must follow the last IDAT. Other formats are not checked.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        if data.rfind(b"\xff\xd9") < max(data.rfind(b"\xff\xda"), 2):
+            return "truncated JPEG (no end-of-image marker FFD9 after the last scan)"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if data.rfind(b"IEND") < max(data.rfind(b"IDAT"), 8):
+            return "truncated PNG (no IEND chunk after the image data)"
+    return None
+
+
 def read_image(path: PathLike, grayscale: bool = True) -> np.ndarray:
     """Read an image with OpenCV (EXIF orientation ignored, as hloc).
+
+    A JPEG without its end-of-image marker or a PNG without its IEND chunk (a truncated copy,
+    which OpenCV would decode with a grey bottom part and only a warning on stderr) is refused.
 
     Returns:
         (H, W) uint8 if ``grayscale`` else (H, W, 3) uint8 RGB.
     Raises:
-        ImageReadError naming the file when it does not exist or cannot be decoded.
+        ImageReadError naming the file when it does not exist, is truncated or cannot be decoded.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path}: {e.strerror}") from None
+    why = _truncation(path, data)
+    if why is not None:
+        raise ImageReadError(f"cannot use image {path}: {why}; copy it again")
     flags = (cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
-    image = cv2.imread(str(path), flags)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
     if image is None or image.size == 0:
         raise ImageReadError(f"cannot decode image {path} (corrupt or unsupported format)")
     if not grayscale:
         image = np.ascontiguousarray(image[:, :, ::-1])
     return image
+
+
+def image_fingerprint(path: PathLike) -> str:
+    """Cheap identity of an image file's current content, stored with its features.
+
+    ``"size=<bytes> mtime_ns=<ns> blake2b=<hex>"``, the hash over the size and the first and
+    last :data:`FINGERPRINT_CHUNK` bytes (two reads, whatever the file size). Any field
+    changing (rewritten, truncated or touched file) makes the stored features stale.
+
+    Raises:
+        ImageReadError naming the file when it does not exist or cannot be read.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+        h = hashlib.blake2b(str(st.st_size).encode(), digest_size=16)
+        with open(path, "rb") as f:
+            h.update(f.read(FINGERPRINT_CHUNK))
+            if st.st_size > FINGERPRINT_CHUNK:
+                f.seek(max(FINGERPRINT_CHUNK, st.st_size - FINGERPRINT_CHUNK))
+                h.update(f.read(FINGERPRINT_CHUNK))
+    except FileNotFoundError:
+        raise ImageReadError(f"image not found: {path}") from None
+    except OSError as e:
+        raise ImageReadError(f"cannot read image {path}: {e.strerror}") from None
+    return f"size={st.st_size} mtime_ns={st.st_mtime_ns} blake2b={h.hexdigest()}"
+
+
+def check_name(name: str, where: str) -> str:
+    """Validate an image / query / pair name: a normalised relative POSIX path inside its root.
+
+    Refuses empty names, absolute paths, and ``..``, ``.`` or empty components (``a//b``): names
+    are joined to the image root and used as HDF5 group paths, where these would escape the root
+    or not round-trip. Returns ``name``.
+
+    Raises:
+        ValueError ``"<where>: ..."`` (``where`` names the list file and line).
+    """
+    if not name:
+        raise ValueError(f"{where}: empty image name")
+    if name.startswith("/"):
+        raise ValueError(f"{where}: image name {name!r} is absolute; names must be relative "
+                         "paths inside the image root")
+    parts = name.split("/")
+    if ".." in parts:
+        raise ValueError(f"{where}: image name {name!r} has a '..' component; names must stay "
+                         "inside the image root")
+    if any(p in ("", ".") for p in parts):
+        raise ValueError(f"{where}: image name {name!r} is not a normalised relative path "
+                         "(empty or '.' component)")
+    return name
 
 
 # ------------------------------------------------------------------------------------------
@@ -342,7 +430,7 @@ def _finish_entry(grp: h5py.Group) -> None:
 # Features
 # ------------------------------------------------------------------------------------------
 def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, Any],
-                   as_half: bool = False) -> None:
+                   as_half: bool = False, fingerprint: str | None = None) -> None:
     """Write one image's features (replacing an existing entry of that name).
 
     Args:
@@ -356,13 +444,17 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
         as_half: store float32 arrays other than ``keypoints`` and ``image_size`` as float16
             (hloc also halves keypoints; we keep them float32: float16 has a 1 px step above
             1024 px). Readers accept both.
+        fingerprint: :func:`image_fingerprint` of the image the features come from, stored as
+            the group attribute ``image_fingerprint`` (extraction recomputes the entry when the
+            image on disk no longer has it; hloc ignores the attribute).
     Raises:
-        ValueError when the shapes are inconsistent.
+        ValueError when the shapes are inconsistent or the name is not a relative path.
     """
     if not isinstance(dest, (h5py.File, h5py.Group)):
         with H5Writer(dest) as w:
-            write_features(w.file, name, feats, as_half=as_half)
+            write_features(w.file, name, feats, as_half=as_half, fingerprint=fingerprint)
         return
+    check_name(name, f"{dest.file.filename}: features entry")
     feats = dict(feats)
     uncertainty = feats.pop("uncertainty", None)
     kp = np.asarray(feats.get("keypoints", np.zeros((0, 2))), np.float32).reshape(-1, 2)
@@ -387,6 +479,8 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
             grp.create_dataset(k, data=v)
         if uncertainty is not None:
             grp["keypoints"].attrs["uncertainty"] = np.float32(uncertainty)
+        if fingerprint is not None:
+            grp.attrs[FINGERPRINT_ATTR] = str(fingerprint)
     except BaseException:
         # never leave a half-written group behind (the writer commits after an exception)
         try:
@@ -396,18 +490,42 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
     _finish_entry(grp)
 
 
-def resumable_features(path: PathLike, required: Sequence[str] = ("keypoints", "descriptors")
-                       ) -> set[str]:
+def stored_fingerprint(g: h5py.Group) -> str | None:
+    """The ``image_fingerprint`` attribute of a features entry (None: hloc / older files)."""
+    v = g.attrs.get(FINGERPRINT_ATTR)
+    if v is None:
+        return None
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def resumable_features(path: PathLike, required: Sequence[str] = ("keypoints", "descriptors"),
+                       fingerprints: Mapping[str, str] | None = None) -> set[str]:
     """Image names extraction may skip: committed entries (``complete=1``) and foreign entries
     (no attribute) holding every ``required`` dataset with one N (keypoints (N, 2), descriptors
-    (D, N)). Everything else is recomputed. Empty for a missing file."""
+    (D, N)). Everything else is recomputed. Empty for a missing file.
+
+    ``fingerprints`` ({name: :func:`image_fingerprint`} of the images on disk): an entry whose
+    stored fingerprint differs is stale (the image changed since) and left out, with one log
+    line; entries without a stored fingerprint (hloc's, older files) cannot be checked and are
+    kept.
+    """
     path = Path(path)
     if not path.is_file():
         return set()
     out: set[str] = set()
+    unchecked = 0
     with open_h5(path) as fd:
         for name in _entry_names(fd, path):
             g = fd[name]
+            if fingerprints is not None and name in fingerprints:
+                old = stored_fingerprint(g)
+                if old is None:
+                    unchecked += 1
+                elif old != fingerprints[name]:
+                    logger.info("%s: image %r changed on disk since its features were "
+                                "extracted (%s -> %s): recomputing it", path, name, old,
+                                fingerprints[name])
+                    continue
             if entry_state(g) == 1:
                 out.add(name)
                 continue
@@ -422,7 +540,20 @@ def resumable_features(path: PathLike, required: Sequence[str] = ("keypoints", "
                                 "recomputed", path, name, kp, d)
                     continue
             out.add(name)
+    if unchecked:
+        logger.info("%s: %d entries carry no image fingerprint (hloc or older files): reused "
+                    "without a freshness check", path, unchecked)
     return out
+
+
+def _check_finite(a: np.ndarray, path: PathLike, name: str, key: str) -> np.ndarray:
+    """``a`` unchanged; :class:`H5Error` naming the file and entry when a float array holds
+    NaN / inf (bytes overwritten inside the dataset)."""
+    if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        raise H5Error(f"{path}: {name}/{key} holds {bad} non-finite value(s) of {a.size} "
+                      "(damaged file): re-extract it (--overwrite) or rebuild the file")
+    return a
 
 
 def read_features(path: PathLike, name: str) -> dict[str, Any]:
@@ -436,7 +567,7 @@ def read_features(path: PathLike, name: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for k in g.keys():
             if isinstance(g[k], h5py.Dataset):
-                out[k] = _read(g, k, path, name)
+                out[k] = _check_finite(np.asarray(_read(g, k, path, name)), path, name, k)
         if "keypoints" in out:
             out["keypoints"] = np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
             u = g["keypoints"].attrs.get("uncertainty")
@@ -454,6 +585,7 @@ def get_keypoints(path: PathLike, name: str, return_uncertainty: bool = False
     with open_h5(path) as fd:
         g = _group(fd, name, path)
         kp = np.asarray(_read(g, "keypoints", path, name), np.float32).reshape(-1, 2)
+        _check_finite(kp, path, name, "keypoints")
         u = g["keypoints"].attrs.get("uncertainty")
     if return_uncertainty:
         return kp, (None if u is None else float(np.asarray(u)))
@@ -465,7 +597,7 @@ def get_descriptors(path: PathLike, name: str) -> np.ndarray:
     with open_h5(path) as fd:
         g = _group(fd, name, path)
         d = _read(g, "descriptors", path, name)
-    d = np.asarray(d)
+    d = _check_finite(np.asarray(d), path, name, "descriptors")
     if d.ndim != 2:
         raise H5Error(f"{path}: descriptors of {name!r} have shape {d.shape}, expected (D, N)")
     return np.ascontiguousarray(d.T, dtype=np.float32)
@@ -516,6 +648,28 @@ def find_pair(hfile: h5py.File, name0: str, name1: str) -> tuple[str, bool]:
                   "was it matched with a different pairs file?")
 
 
+def check_pair_keys(pairs: Iterable[tuple[str, str]], where: PathLike | str) -> None:
+    """Refuse pairs whose matches would share one entry of a matches file.
+
+    hloc's key flattens ``/`` to ``-`` (:func:`names_to_pair`), so ``(a-b.jpg, c.jpg)`` and
+    ``(a/b.jpg, c.jpg)`` -- or ``(c.jpg, a-b.jpg)``, found through the reversed key -- would
+    read and overwrite each other's matches. The layout stays hloc's; such a pairs list is an
+    error. (a, b) and (b, a) of the same images are one pair, not a collision.
+
+    Raises:
+        ValueError naming ``where`` (the pairs file), both pairs and the shared key.
+    """
+    owner: dict[str, tuple[str, str]] = {}
+    for a, b in pairs:
+        same = {(a, b), (b, a)}
+        for key in (names_to_pair(a, b), names_to_pair(b, a)):
+            other = owner.setdefault(key, (a, b))
+            if other not in same:
+                raise ValueError(f"{where}: pairs ({other[0]}, {other[1]}) and ({a}, {b}) share "
+                                 f"the matches key {key!r} (hloc's key replaces '/' by '-'); "
+                                 "rename one of the images")
+
+
 def has_pair(path: PathLike, name0: str, name1: str) -> bool:
     """True when the pair exists (complete) in either order (False for a missing file)."""
     if not Path(path).is_file():
@@ -540,6 +694,7 @@ def get_matches(path: PathLike, name0: str, name1: str) -> tuple[np.ndarray, np.
         m = np.asarray(_read(g, "matches0", path, key)).reshape(-1).astype(np.int64)
         s = (np.asarray(_read(g, "matching_scores0", path, key), np.float32).reshape(-1)
              if "matching_scores0" in g else np.ones(len(m), np.float32))
+    _check_finite(s, path, key, "matching_scores0")
     idx = np.where(m != -1)[0]
     matches = np.stack([idx, m[idx]], -1).reshape(-1, 2)
     if reverse:
@@ -886,7 +1041,8 @@ def parse_pairs(path: PathLike) -> list[tuple[str, str]]:
     """Read a pairs file: ``name0 name1`` per line, empty lines and ``#`` comments skipped.
 
     Raises:
-        FileNotFoundError / ValueError naming the file and line when malformed.
+        FileNotFoundError / ValueError naming the file and line when malformed or when a name
+        is not a relative path inside the image root (:func:`check_name`).
     """
     path = Path(path)
     if not path.is_file():
@@ -900,6 +1056,8 @@ def parse_pairs(path: PathLike) -> list[tuple[str, str]]:
             parts = line.split()
             if len(parts) != 2:
                 raise ValueError(f"{path}:{i}: expected 'name0 name1', got {line!r}")
+            for n in parts:
+                check_name(n, f"{path}:{i}")
             pairs.append((parts[0], parts[1]))
     return pairs
 
