@@ -28,8 +28,13 @@ under a lock (a second extraction into the same file stops with an error naming 
 pid), entries committed every ``commit_every_s`` (CLI ``--commit_interval``, default 60 s) and on
 exit, Ctrl-C or SIGTERM (exit 143). Resume (``localize.io.resumable_features``) skips
 committed entries and hloc entries holding keypoints + descriptors; interrupted or partial
-entries (e.g. descriptors without keypoints) are recomputed. An image with no keypoints is
-written with (0, 2) / (D, 0) / (0,) arrays and a warning.
+entries (e.g. descriptors without keypoints) are recomputed. Each entry stores its image's
+``io.image_fingerprint`` (size, mtime_ns, blake2b of the first and last 64 KiB) as the group
+attribute ``image_fingerprint``; an entry whose image on disk has another fingerprint is
+recomputed (one log line; hloc entries have none and are not checked). Truncated JPEG / PNG
+files and image-list names outside ``image_dir`` (absolute, ``..``) are errors naming the file
+(and the list line). An image with no keypoints is written with (0, 2) / (D, 0) / (0,) arrays
+and a warning.
 
 Pipeline (:func:`main`): image decode + resize + DoG (:func:`prepare_image`) run in a thread
 pool (``num_workers``, default 2; OpenCV releases the GIL) prefetching ``2 * num_workers``
@@ -75,6 +80,7 @@ from tqdm import tqdm
 
 from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
 from localize import io
+from localize.cli import cli_errors
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +331,8 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
 
     ``image_list``: a sequence of names, or a text file with one name per line (the first
     whitespace-separated field, so Aachen query lists with intrinsics work). None = recursive glob
-    of ``*.jpg *.png *.jpeg *.JPG *.PNG`` (as hloc).
+    of ``*.jpg *.png *.jpeg *.JPG *.PNG`` (as hloc). Listed names must be relative POSIX paths
+    inside ``image_dir`` (``localize.io.check_name``): ValueError naming the list file and line.
     """
     image_dir = Path(image_dir)
     if image_list is None:
@@ -341,12 +348,15 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
         if not p.is_file():
             raise FileNotFoundError(f"image list not found: {p}")
         names = []
-        for line in p.read_text().splitlines():
+        for i, line in enumerate(p.read_text().splitlines(), 1):
             line = line.strip()
             if line and not line.startswith("#"):
-                names.append(line.split()[0])
-        image_list = names
-    return list(dict.fromkeys(str(n) for n in image_list))
+                names.append(io.check_name(line.split()[0], f"{p}:{i}"))
+        return list(dict.fromkeys(names))
+    names = [str(n) for n in image_list]
+    for i, n in enumerate(names):
+        io.check_name(n, f"image list entry {i} (image_dir {image_dir})")
+    return list(dict.fromkeys(names))
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -406,7 +416,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
          features_override: str | Path | None = None,
          shard: str | tuple[int, int] | None = None, overwrite: bool = False,
          extractor: Any = None, commit_every_s: float = 60.0, num_workers: int = 2,
-         half: bool = False) -> Path:
+         half: bool = False, fingerprints: dict[str, str] | None = None) -> Path:
     """Extract features for every image and write (append to) an hloc features file.
 
     Args:
@@ -427,6 +437,9 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         half: network inference under autocast (float16 on CUDA, bfloat16 on CPU; see the
             module docstring for the accuracy cost); the default float32 output is
             byte-identical to :func:`extract_image` image by image.
+        fingerprints: {name: ``io.image_fingerprint``} already computed by the caller
+            (computed here for the names it lacks); stored with each entry, and an entry whose
+            image changed on disk since is recomputed.
     Returns:
         path of the written features file (the shard file when sharding).
     Raises:
@@ -449,9 +462,10 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         names = names[sh[0]::sh[1]]
         feature_path = shard_path(feature_path, *sh)
 
+    prints = image_fingerprints(image_dir, names, fingerprints)
     # a first look without the lock: nothing to do -> no model load; another process writing
     # the file -> its one-line error (naming the writer's pid) before any model is loaded
-    if not overwrite and not _todo(names, feature_path, log=True):
+    if not overwrite and not _todo(names, feature_path, prints, log=True):
         if not feature_path.exists():  # nothing at all to write: still produce a valid file
             with io.H5Writer(feature_path):
                 pass
@@ -462,7 +476,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
     if half and getattr(extractor, "is_opencv", False):
         logger.warning("--half has no effect on OpenCV descriptors (%s)", conf["descriptor"])
     with io.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
-        todo = names if overwrite else _todo(names, feature_path)   # again, under the lock
+        todo = names if overwrite else _todo(names, feature_path, prints)  # again, locked
         logger.info("extracting %s (%s, dim %d%s) for %d images -> %s", conf["descriptor"],
                     type(extractor).__name__, extractor.dim, ", autocast " + str(
                         half_dtype(dev)).replace("torch.", "") if half else "", len(todo),
@@ -475,14 +489,37 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
             if len(feats["keypoints"]) == 0:
                 logger.warning("no keypoints in image %s (flat or tiny?); writing empty arrays",
                                name)
-            io.write_features(w.file, name, feats, as_half=as_half)
+            io.write_features(w.file, name, feats, as_half=as_half,
+                              fingerprint=prints.get(name))
             w.maybe_commit()
     return feature_path
 
 
-def _todo(names: Sequence[str], feature_path: Path, log: bool = False) -> list[str]:
-    """``names`` not resumable from ``feature_path`` (see ``localize.io.resumable_features``)."""
-    done = io.resumable_features(feature_path)
+def image_fingerprints(image_dir: str | Path, names: Sequence[str],
+                       known: dict[str, str] | None = None) -> dict[str, str]:
+    """{name: ``io.image_fingerprint(image_dir / name)``}, reusing the entries of ``known``.
+
+    A missing / unreadable image gets none here: its one-line error comes when it is read, in
+    list order, after the images before it are written.
+    """
+    known = known or {}
+    out: dict[str, str] = {}
+    for n in names:
+        if n in known:
+            out[n] = known[n]
+            continue
+        try:
+            out[n] = io.image_fingerprint(Path(image_dir) / n)
+        except io.ImageReadError:
+            pass
+    return out
+
+
+def _todo(names: Sequence[str], feature_path: Path, fingerprints: dict[str, str] | None = None,
+          log: bool = False) -> list[str]:
+    """``names`` not resumable from ``feature_path`` (see ``localize.io.resumable_features``;
+    entries whose image fingerprint changed are not)."""
+    done = io.resumable_features(feature_path, fingerprints=fingerprints)
     todo = [n for n in names if n not in done]
     if log and len(todo) < len(names):
         logger.info("%d/%d images already in %s, skipping them", len(names) - len(todo),
@@ -515,8 +552,14 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
+    """Command line (see the module docstring); known errors exit 2 with one line."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    with cli_errors("localize.extract"):
+        return _run_cli(args)
+
+
+def _run_cli(args: argparse.Namespace) -> Path:
     conf = dict(confs[args.conf])
     for k in ("max_keypoints", "resize_max"):
         if getattr(args, k) is not None:

@@ -1,0 +1,66 @@
+"""One-line errors for command-line entry points.
+
+``with cli_errors("localize.extract"): ...`` turns the toolkit's own errors into one line
+``<prog>: <message>`` on stderr and exit status 2 (argparse's status for bad input), instead of
+a traceback. Known errors: :class:`localize.io.H5Error`, :class:`localize.io.ImageReadError`,
+:class:`localize.colmap.ColmapError`, ``descriptors.registry.DescriptorError``,
+``descriptors.models.CheckpointError``, any ``FileNotFoundError``, and a ``ValueError`` raised
+by our own code (its innermost frame is in ``localize``, ``descriptors`` or ``pipelines``).
+Anything else (a bug) keeps its traceback; SIGTERM's exit 143 and Ctrl-C pass through.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator
+
+#: (module, class name) of the toolkit's error types, looked up lazily in ``sys.modules`` (an
+#: error can only come from a module already imported; no torch import here)
+KNOWN_ERRORS: tuple[tuple[str, str], ...] = (
+    ("localize.io", "H5Error"), ("localize.io", "ImageReadError"),
+    ("localize.colmap", "ColmapError"), ("descriptors.registry", "DescriptorError"),
+    ("descriptors.models", "CheckpointError"),
+)
+_OUR_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / p) for p in
+                      ("localize", "descriptors", "pipelines"))
+
+
+def _raised_by_us(e: BaseException) -> bool:
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_OUR_PACKAGES)
+
+
+def is_known_error(e: BaseException) -> bool:
+    """True for the error types listed in the module docstring."""
+    if isinstance(e, FileNotFoundError):
+        return True
+    for mod, cls in KNOWN_ERRORS:
+        t = getattr(sys.modules.get(mod), cls, None)
+        if isinstance(t, type) and isinstance(e, t):
+            return True
+    return isinstance(e, ValueError) and _raised_by_us(e)
+
+
+def one_line(e: BaseException) -> str:
+    """First line of an exception's message (its type name when it has none)."""
+    s = str(e).strip()
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        s = f"{e.filename}: {e.strerror}"
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+@contextlib.contextmanager
+def cli_errors(prog: str, status: int = 2) -> Iterator[None]:
+    """Exit with ``status`` and ``<prog>: <message>`` on stderr on a known error."""
+    try:
+        yield
+    except Exception as e:
+        if not is_known_error(e):
+            raise
+        print(f"{prog}: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(status) from None
