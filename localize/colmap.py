@@ -33,6 +33,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pycolmap
 
+from localize.io import check_name
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
@@ -142,6 +144,7 @@ def parse_query_list(path: PathLike) -> list[tuple[str, pycolmap.Camera]]:
                 out.append(camera_from_query_line(s))
             except ValueError as e:
                 raise ColmapError(f"{path}:{lineno}: {e}") from None
+            check_name(out[-1][0], f"{path}:{lineno}")  # relative, inside the image root
     return out
 
 

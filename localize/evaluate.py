@@ -1,9 +1,14 @@
 """Pose recall of a localization results file against ground-truth poses (Aachen protocol).
 
 Both the results and the ground truth are in the Aachen submission format, one query per line:
-``name qw qx qy qz tx ty tz`` (world-to-camera, quaternion w first). Names are compared by
-basename (the results file uses basenames, as hloc writes them; ground truth or the condition
-lists may carry the full ``query/day/...`` path).
+``name qw qx qy qz tx ty tz`` (world-to-camera, quaternion w first). A ground-truth query is
+matched to the result line with its exact name, else to the one line with its basename (the
+results file uses basenames, as hloc writes them; ground truth or the condition lists may
+carry the full ``query/day/...`` path). Queries sharing a basename (``query/day/x.jpg`` and
+``query/night/x.jpg``) can only be matched by full name: ``localize.localize`` writes full names
+for exactly those, and a bare ``x.jpg`` line (or two result lines that both could be one
+query) is an error naming the file and the names, never a silent drop. Results are keyed by
+basename (hloc), or by full name for queries whose basename another query shares.
 
 Errors follow the Aachen benchmark: position error = distance in metres between the camera centres
 ``c = -R^T t``; rotation error = angle in degrees of ``R_est^T R_gt``. A query absent from the
@@ -14,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,18 +36,57 @@ def _basename(name: str) -> str:
     return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
+def unique_keys(names: Sequence[str]) -> dict[str, str]:
+    """{name: key}: its basename, or the full name when another name shares the basename."""
+    count: dict[str, set[str]] = {}
+    for n in names:
+        count.setdefault(_basename(n), set()).add(n)
+    return {n: (n if len(count[_basename(n)]) > 1 else _basename(n)) for n in names}
+
+
 def read_poses(path: str | os.PathLike) -> dict[str, Pose]:
-    """Read a submission-format file -> {basename: (q wxyz (4,), t (3,))}.
+    """Read a submission-format file -> {key: (q wxyz (4,), t (3,))}, key = basename, or the
+    name as written when two lines' names share a basename (:func:`unique_keys`).
 
     Empty lines and lines starting with '#' are skipped. A malformed line raises ValueError
     naming the file and the line number.
     """
-    return {_basename(name): (q, t) for name, q, t in read_pose_lines(path)}
+    lines = read_pose_lines(path)
+    keys = unique_keys([n for n, _, _ in lines])
+    return {keys[name]: (q, t) for name, q, t in lines}
+
+
+def _find(name: str, full: Mapping[str, object], by_base: Mapping[str, list[str]],
+          shared: bool, owned: set[str], what: str) -> str | None:
+    """The entry of ``full`` for query ``name``: the exact name, else the single entry with its
+    basename that is not another query's exact name (``owned``). None when there is none.
+
+    Raises ValueError (``what`` names the file) when the basename match is ambiguous: the
+    query's basename is ``shared`` by another query, or several entries carry it.
+    """
+    if name in full:
+        return name
+    cands = [c for c in by_base.get(_basename(name), []) if c not in owned]
+    if not cands:
+        return None
+    if shared or len(cands) > 1:
+        raise ValueError(f"{what}: cannot tell which of {sorted(cands)} is query {name!r}: "
+                         f"several queries or entries share the basename "
+                         f"{_basename(name)!r}; write full names for them")
+    return cands[0]
+
+
+def _by_base(names: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for n in names:
+        out.setdefault(_basename(n), []).append(n)
+    return out
 
 
 def _normalize_gt(ground_truth) -> dict[str, Pose]:
+    """{name as given: (q, t)} (full names kept)."""
     if isinstance(ground_truth, (str, os.PathLike)):
-        return read_poses(ground_truth)
+        return {name: (q, t) for name, q, t in read_pose_lines(ground_truth)}
     out: dict[str, Pose] = {}
     for name, pose in ground_truth.items():
         if hasattr(pose, "rotation") and hasattr(pose, "translation"):  # pycolmap.Rigid3d
@@ -51,8 +95,8 @@ def _normalize_gt(ground_truth) -> dict[str, Pose]:
             t = np.asarray(pose.translation, dtype=np.float64)
         else:
             q, t = pose
-        out[_basename(name)] = (np.asarray(q, np.float64).reshape(4),
-                                np.asarray(t, np.float64).reshape(3))
+        out[str(name)] = (np.asarray(q, np.float64).reshape(4),
+                          np.asarray(t, np.float64).reshape(3))
     return out
 
 
@@ -113,35 +157,48 @@ def evaluate(results_path: str | os.PathLike,
         {"thresholds": [[m, deg], ...],
          "conditions": {cond: {"n", "recall" [per threshold, 0..1], "median_dt", "median_dR"},
                         ..., "all": {...}},
-         "per_query": {basename: {"dt", "dR", "condition", "found"}},
+         "per_query": {key: {"dt", "dR", "condition", "found"}},
          "num_missing": int}
+        with key = the query's basename, or its full name when another ground-truth query
+        shares the basename (:func:`unique_keys`).
+    Raises:
+        ValueError naming the results file when a result line cannot be told apart between
+        queries sharing a basename (see the module docstring).
     """
     thresholds = [tuple(map(float, t)) for t in thresholds]
-    results = read_poses(results_path)
+    results = {name: (q, t) for name, q, t in read_pose_lines(results_path)}
     gt = _normalize_gt(ground_truth)
     if not gt:
         raise ValueError(f"{results_path}: empty ground truth")
-    cond = {_basename(k): v for k, v in (conditions or {}).items()}
+    cond = dict(conditions or {})
+    keys = unique_keys(list(gt))
+    owned = set(gt)
+    res_base, cond_base, gt_base = _by_base(results), _by_base(cond), _by_base(gt)
 
     per_query: dict[str, dict] = {}
     by_cond: dict[str, list[tuple[float, float]]] = {}
+    used: set[str] = set()
     missing = 0
-    for name in sorted(gt):
+    for name in sorted(gt, key=lambda n: keys[n]):
         q_gt, t_gt = gt[name]
-        if name in results:
-            dt, dR = pose_error(*results[name], q_gt, t_gt)
+        shared = len(gt_base[_basename(name)]) > 1
+        r = _find(name, results, res_base, shared, owned, str(results_path))
+        if r is not None:
+            dt, dR = pose_error(*results[r], q_gt, t_gt)
             found = True
+            used.add(r)
         else:
             dt, dR, found = float("inf"), 180.0, False
             missing += 1
-        c = cond.get(name)
-        per_query[name] = {"dt": dt, "dR": dR, "condition": c, "found": found}
+        ck = _find(name, cond, cond_base, shared, owned, "query conditions")
+        c = None if ck is None else cond[ck]
+        per_query[keys[name]] = {"dt": dt, "dR": dR, "condition": c, "found": found}
         if c is not None:
             by_cond.setdefault(c, []).append((dt, dR))
     if missing:
         logger.warning("%s: %d of %d ground-truth queries have no result line", results_path,
                        missing, len(gt))
-    extra = set(results) - set(gt)
+    extra = set(results) - used
     if extra:
         logger.info("%s: %d result lines without ground truth ignored", results_path, len(extra))
 

@@ -16,6 +16,14 @@ database image (identity pose when it has no retrieval pair at all). The results
 lists EVERY query, in the Aachen submission format ``basename qw qx qy qz tx ty tz``
 (world-to-camera, ``str()`` floats, single spaces). Per-query logs go to
 ``<results stem>_logs.json``. Both files are written atomically.
+
+Names: hloc writes basenames, so two queries with one basename in different folders
+(``query/day/x.jpg``, ``query/night/x.jpg``) would give two indistinguishable lines. Those
+queries (only those) are written with their FULL name (warning logged);
+``localize.evaluate`` matches a result line by full name first, then by basename, and refuses a
+bare basename shared by two ground-truth queries. Every other line stays hloc's basename, so
+the file remains a valid submission whenever the basenames are unique (as in Aachen). Query
+names must be relative paths inside the image root (``localize.io.check_name``).
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from localize import colmap, io
+from localize.cli import cli_errors
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +80,7 @@ def load_queries(queries) -> list[tuple[str, Any]]:
                 out.extend(colmap.parse_query_list(p))
         else:
             name, cam = q
-            out.append((str(name), cam))
+            out.append((io.check_name(str(name), f"queries entry {len(out)}"), cam))
     seen, uniq = set(), []
     for name, cam in out:
         if name in seen:
@@ -82,8 +91,18 @@ def load_queries(queries) -> list[tuple[str, Any]]:
     return uniq
 
 
+def result_names(names: Sequence[str]) -> dict[str, str]:
+    """{query name: name written in the results file}: the basename (hloc), or the full name
+    for queries whose basename another query shares (see the module docstring)."""
+    bases: dict[str, list[str]] = defaultdict(list)
+    for n in names:
+        bases[_basename(n)].append(n)
+    return {n: (n if len(bases[_basename(n)]) > 1 else _basename(n)) for n in names}
+
+
 def _format_pose(name: str, q: np.ndarray, t: np.ndarray) -> str:
-    return " ".join([_basename(name)] + [str(float(x)) for x in q] + [str(float(x)) for x in t])
+    """One results line; ``name`` as written (see :func:`result_names`)."""
+    return " ".join([name] + [str(float(x)) for x in q] + [str(float(x)) for x in t])
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -196,13 +215,12 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
         retrieval_dict = {k: list(v) for k, v in retrieval.items()}
         retrieval_src = "<dict>"
 
-    bases = defaultdict(list)
-    for name, _ in query_list:
-        bases[_basename(name)].append(name)
-    dup = {b: v for b, v in bases.items() if len(v) > 1}
+    written = result_names([n for n, _ in query_list])
+    dup = [n for n, w in written.items() if w == n and _basename(n) != n]
     if dup:
-        logger.warning("%d query basenames are not unique (e.g. %s); results use basenames",
-                       len(dup), next(iter(dup.values())))
+        logger.warning("%d queries share their basename with another query (e.g. %s): their "
+                       "result lines use the full name instead of hloc's basename", len(dup),
+                       dup[0])
 
     lines: list[str] = []
     loc: dict[str, dict[str, Any]] = {}
@@ -261,7 +279,7 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
                 pose = (np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3))
             logger.warning("query %s not localized: %s (fallback pose: %s)", qname,
                            entry["reason"], entry["fallback"])
-        lines.append(_format_pose(qname, *pose))
+        lines.append(_format_pose(written[qname], *pose))
         loc[qname] = entry
 
     _atomic_write(results_path, "\n".join(lines) + "\n")
@@ -301,8 +319,14 @@ def _parse_args(argv):
     return p.parse_args(argv)
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line; known errors exit 2 with one line ``localize.localize: <message>``."""
+    a = _parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO)
-    a = _parse_args(None)
-    main(a.reference_sfm, a.queries, a.retrieval, a.features, a.matches, a.results,
-         max_error_px=a.max_error_px)
+    with cli_errors("localize.localize"):
+        return main(a.reference_sfm, a.queries, a.retrieval, a.features, a.matches, a.results,
+                    max_error_px=a.max_error_px)
+
+
+if __name__ == "__main__":
+    cli()

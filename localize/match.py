@@ -68,7 +68,9 @@ strict ratio inequality / tie rejection and the 1-descriptor case above. Other h
 Files: matches are written to ``matches.h5`` in hloc's layout (``matches0`` int32,
 ``matching_scores0`` float16; see ``localize.io``) through ``localize.io.H5Writer``. Pairs already
 in the file in either order are skipped; (a, b) and (b, a) in the pairs list are matched once;
-self pairs are skipped. Pairs are grouped by their first image (one call per image).
+self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
+``-``: ``(a-b.jpg, c.jpg)`` and ``(a/b.jpg, c.jpg)``) are refused before any matching
+(``io.check_pair_keys``), as are names that are not relative paths (``io.check_name``). Pairs are grouped by their first image (one call per image).
 
 Sharding: ``shard='i/K'`` matches every K-th image group and writes
 ``<stem>.shard<i>of<K>.h5`` (merge with ``merge_shards`` / CLI ``--merge K``). Under
@@ -96,6 +98,7 @@ import torch
 from tqdm import tqdm
 
 from localize import io
+from localize.cli import cli_errors
 
 logger = logging.getLogger(__name__)
 
@@ -673,6 +676,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
         sh = (rank, world)
 
     all_pairs = unique_pairs(io.parse_pairs(pairs))
+    io.check_pair_keys(all_pairs, pairs)  # hloc keys of two different pairs must differ
     device = default_device(use_gpu)
     backend = backend or default_backend(device)
     if backend not in BACKENDS:
@@ -767,6 +771,11 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     p.add_argument("--cpu", action="store_true", help="force CPU")
     args = p.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    with cli_errors("localize.match"):
+        return _run_cli(args)
+
+
+def _run_cli(args: argparse.Namespace) -> Path:
     if args.merge:
         c = resolve_conf(args.conf)
         mp = args.matches or (args.export_dir or args.features.parent) / \

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from localize import io
+from localize.cli import cli_errors
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +148,13 @@ def _select(names: Sequence[str], prefix: str | Sequence[str] | None,
         return sel
     if explicit is not None:
         if isinstance(explicit, (str, Path)):
-            explicit = [ln.split()[0] for ln in Path(explicit).read_text().splitlines()
-                        if ln.strip() and not ln.startswith("#")]
-        return list(explicit)
+            lp = Path(explicit)
+            if not lp.is_file():
+                raise FileNotFoundError(f"{what} list not found: {lp}")
+            return [io.check_name(ln.split()[0], f"{lp}:{i}")
+                    for i, ln in enumerate(lp.read_text().splitlines(), 1)
+                    if ln.strip() and not ln.lstrip().startswith("#")]
+        return [io.check_name(str(n), f"{what} list entry {i}") for i, n in enumerate(explicit)]
     return list(names)
 
 
@@ -327,6 +332,11 @@ def cli(argv: Iterable[str] | None = None) -> Path:
         s.add_argument("--output", type=Path, required=True)
     args = p.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    with cli_errors("localize.pairs"):
+        return _run_cli(args)
+
+
+def _run_cli(args: argparse.Namespace) -> Path:
     if args.method == "meanpool":
         out = global_descriptors_meanpool(args.features, args.output, args.pool,
                                           args.num_clusters)

@@ -180,8 +180,15 @@ def _parse_args(argv):
     return p.parse_args(argv)
 
 
-if __name__ == "__main__":
+def cli(argv: Iterable[str] | None = None) -> Any:
+    """Command line; known errors exit 2 with one line ``localize.triangulate: <message>``."""
+    from localize.cli import cli_errors
+    a = _parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO)
-    a = _parse_args(None)
-    main(a.sfm_dir, a.reference_model, a.image_dir, a.pairs, a.features, a.matches,
-         min_match_score=a.min_match_score)
+    with cli_errors("localize.triangulate"):
+        return main(a.sfm_dir, a.reference_model, a.image_dir, a.pairs, a.features, a.matches,
+                    min_match_score=a.min_match_score)
+
+
+if __name__ == "__main__":
+    cli()
