@@ -18,15 +18,22 @@ Stages (each an hloc-style module of ``localize``):
 6. localization (``localize.localize``) -> Aachen submission file;
 7. evaluation against ``queries/ground_truth_poses.txt`` when present (synthetic data).
 
-When ``--dataset`` does not exist, the synthetic Aachen-layout scene is generated at
-``datasets/aachen-synth`` and used instead. ``--features`` takes any registered descriptor name
+Without ``--dataset`` (and no ``datasets/aachen_v1.1``) the synthetic Aachen-layout scene is
+generated at ``datasets/aachen-synth`` and used; a given ``--dataset`` that does not exist is
+an error. ``--features`` takes any registered descriptor name
 (``descriptors.registry``) or a checkpoint path. Outputs go to ``<outputs>/<features tag>/``
 (``results.json``, the results file, logs, features, pairs, matches, the sfm model); they are
-reused when the features, extraction settings and dataset are unchanged, and wiped otherwise.
+reused when ``fingerprint.json`` is unchanged: the descriptor and the content hash of its weights
+file, the settings, and the dataset's content (every image's ``io.image_fingerprint``, the
+reference model and query list files). Otherwise they are wiped; when only images changed,
+``features.h5`` is kept and extraction recomputes just the entries of the changed images.
+Known errors (bad dataset, features, images, files) exit 2 with one line
+``pipelines.aachen: <message>``.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -76,8 +83,18 @@ def _is_opencv(features: str) -> bool:
     return str(features) in ("sift", "rootsift")
 
 
+def _file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """blake2b (128 bit, hex) of a whole file's content."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _features_fingerprint(features: str) -> dict:
-    """What identifies the descriptor's weights (so retrained weights invalidate old outputs)."""
+    """What identifies the descriptor: its name and the CONTENT hash of its weights file
+    (retrained or replaced weights invalidate old outputs; a mere ``touch`` does not)."""
     s = str(features)
     path = None
     if not _is_opencv(s):
@@ -85,26 +102,59 @@ def _features_fingerprint(features: str) -> dict:
             from descriptors import registry
             from descriptors.recipes import RECIPE_MODULES
             path = registry.weights_path(s) if s in RECIPE_MODULES else Path(s)
-        except Exception:  # registry missing: fall back to the literal path
+        except ImportError:  # registry missing: fall back to the literal path
             path = Path(s)
-    if path is not None and path.exists():
-        st = path.stat()
-        return {"features": s, "weights": str(path.resolve()), "size": st.st_size,
-                "mtime_ns": st.st_mtime_ns}
+    if path is not None and path.is_file():
+        return {"features": s, "weights_size": path.stat().st_size,
+                "weights_blake2b": _file_hash(path)}
     return {"features": s}
 
 
-def _dataset_fingerprint(root: Path, reference_model: Path) -> dict:
+def image_fingerprints(data: Any) -> dict[str, str]:
+    """{image name: ``io.image_fingerprint``} of every db and query image of the dataset
+    (``localize.data.aachen.AachenData``); also what extraction stores with each entry."""
+    from localize import extract
+    names = list(dict.fromkeys(list(data.db_names) + [n for n, _ in data.queries]))
+    prints = extract.image_fingerprints(data.image_dir, names)
+    missing = [n for n in names if n not in prints]
+    if missing:
+        from localize import io
+        raise io.ImageReadError(f"{len(missing)} dataset images cannot be read, e.g. "
+                                f"{Path(data.image_dir) / missing[0]}")
+    return prints
+
+
+def _dataset_fingerprint(root: Path, data: Any, prints: dict[str, str]) -> dict:
+    """What identifies the dataset's content: a digest of every db / query image fingerprint
+    (size, mtime_ns, head+tail hash), the reference model files and the query lists (same
+    fingerprint), the synthetic config. Not the dataset's path."""
+    from localize import io
+    h = hashlib.blake2b(digest_size=16)
+    for n in sorted(prints):
+        h.update(f"{n}\0{prints[n]}\n".encode())
+    out: dict[str, Any] = {"num_images": len(prints), "images_blake2b": h.hexdigest()}
     cfg = root / "synthetic_config.json"
-    out: dict[str, Any] = {"dataset": str(root.resolve())}
     if cfg.is_file():
         out["synthetic_config"] = cfg.read_text()
-    for f in ("images.bin", "images.txt"):
-        p = reference_model / f
-        if p.is_file():
-            out["images_model"] = [p.stat().st_size, p.stat().st_mtime_ns]
-            break
+    files = sorted(p for p in Path(data.reference_model).iterdir() if p.is_file())
+    files += [Path(p) for p in getattr(data, "query_lists", [])]
+    out["files"] = {str(p.relative_to(root) if p.is_relative_to(root) else p):
+                    io.image_fingerprint(p) for p in files}
     return out
+
+
+def _wipe(out: Path, keep: str | None = None) -> None:
+    """Delete ``out`` (all of it, or everything but the entry named ``keep``)."""
+    if keep is None:
+        shutil.rmtree(out)
+        return
+    for p in out.iterdir():
+        if p.name == keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -262,8 +312,9 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
             ext_conf[k] = conf[k]
     ext_conf = extract.resolve_conf(ext_conf)
     matcher = conf["matcher"] or ("nn-ratio" if _is_opencv(features) else "nn-ratio-0.9")
+    prints = image_fingerprints(data)
     fingerprint = {"features": _features_fingerprint(features),
-                   "dataset": _dataset_fingerprint(dataset, data.reference_model),
+                   "dataset": _dataset_fingerprint(dataset, data, prints),
                    "extract": {k: ext_conf[k] for k in sorted(ext_conf) if k != "output"},
                    "matcher": matcher, "num_covis": conf["num_covis"],
                    "num_loc": conf["num_loc"], "global_method": conf["global_method"],
@@ -279,10 +330,15 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
                 old = json.loads(fp_path.read_text())
             except json.JSONDecodeError:
                 old = None
-        if conf["overwrite"] or old != json.loads(json.dumps(fingerprint, default=_json_default)):
-            logger.info("wiping %s (%s)", out, "overwrite" if conf["overwrite"]
-                        else "features / dataset / settings changed")
-            shutil.rmtree(out)
+        new = json.loads(json.dumps(fingerprint, default=_json_default))
+        if conf["overwrite"] or old != new:
+            changed = sorted(k for k in new if not old or old.get(k) != new[k])
+            # only the images changed: features.h5 stays (extraction recomputes exactly the
+            # entries whose image fingerprint changed); everything downstream is wiped
+            keep = "features.h5" if (not conf["overwrite"] and changed == ["dataset"]) else None
+            logger.info("wiping %s%s (%s)", out, f" except {keep}" if keep else "",
+                        "overwrite" if conf["overwrite"] else f"changed: {', '.join(changed)}")
+            _wipe(out, keep)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(fp_path, fingerprint)
 
@@ -308,10 +364,11 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     # 1. extraction (one extractor for both sets)
     with stage("extract_db"):
         extract.main(ext_conf, data.image_dir, feature_path=feature_path,
-                     image_list=data.db_names, device=conf["device"], extractor=extractor)
+                     image_list=data.db_names, device=conf["device"], extractor=extractor,
+                     fingerprints=prints)
     with stage("extract_query"):
         extract.main(ext_conf, data.image_dir, feature_path=feature_path, image_list=query_names,
-                     device=conf["device"], extractor=extractor)
+                     device=conf["device"], extractor=extractor, fingerprints=prints)
 
     # 2-3. pairs
     stage.start("pairs")
@@ -468,10 +525,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dataset is not None and not Path(args.dataset).exists():
         p.exit(2, f"pipelines.aachen: dataset {args.dataset} not found (omit --dataset for the "
                   f"synthetic scene)\n")
-    s = run(args.features, args.dataset, args.outputs, num_covis=args.num_covis,
-            num_loc=args.num_loc, max_keypoints=args.max_keypoints, resize_max=args.resize_max,
-            matcher=args.matcher, device=args.device, overwrite=args.overwrite,
-            synthetic=args.synthetic, query_pairs=args.query_pairs)
+    from localize.cli import cli_errors
+    with cli_errors("pipelines.aachen"):
+        s = run(args.features, args.dataset, args.outputs, num_covis=args.num_covis,
+                num_loc=args.num_loc, max_keypoints=args.max_keypoints,
+                resize_max=args.resize_max, matcher=args.matcher, device=args.device,
+                overwrite=args.overwrite, synthetic=args.synthetic,
+                query_pairs=args.query_pairs)
     print_summary(s)
     return s
 
