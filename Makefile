@@ -48,6 +48,7 @@ bench: install
 	$(VPY) benchmarks/descriptor_speed.py
 	$(VPY) benchmarks/matching_speed.py
 	$(VPY) benchmarks/pipeline_stages.py
+	$(VPY) benchmarks/scale.py
 
 # Real-image benchmarks (need ../shared/data; they say so and exit when it is absent)
 bench-real: install
