@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--matcher", default=None, help="localize.match conf name")
     p.add_argument("--device", default=None)
     p.add_argument("--overwrite", action="store_true", help="recompute everything")
-    p.add_argument("--synthetic", default="default", choices=["default", "hard"],
+    p.add_argument("--synthetic", default="default", choices=["default", "easy", "hard"],
                    help="synthetic scene preset used when no --dataset is given")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
     args = p.parse_args(argv)

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--from-map", dest="from_map", action="store_true",
                    help="build training patches from the dataset's database images + reference "
                         "poses and fine-tune the shipped weights on them")
-    p.add_argument("--synthetic", default="default", choices=["default", "hard"],
+    p.add_argument("--synthetic", default="default", choices=["default", "easy", "hard"],
                    help="synthetic scene preset used when --dataset does not exist")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
     args = p.parse_args(argv)
