@@ -107,7 +107,7 @@ class Terminated(SystemExit):
 # ------------------------------------------------------------------------------------------
 # Images
 # ------------------------------------------------------------------------------------------
-def _truncation(path: Path, data: bytes) -> str | None:
+def _truncation(data: bytes) -> str | None:
     """Why a JPEG / PNG byte string looks truncated, or None when it ends properly.
 
     JPEG: an EOI marker (FF D9) must follow the last start-of-scan (FF DA); FF D9 cannot occur
@@ -141,7 +141,7 @@ def read_image(path: PathLike, grayscale: bool = True) -> np.ndarray:
         data = path.read_bytes()
     except OSError as e:
         raise ImageReadError(f"cannot read image {path}: {e.strerror}") from None
-    why = _truncation(path, data)
+    why = _truncation(data)
     if why is not None:
         raise ImageReadError(f"cannot use image {path}: {why}; copy it again")
     flags = (cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
