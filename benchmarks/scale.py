@@ -236,6 +236,10 @@ def project_aachen(src: dict[str, Any], fit: dict[str, dict[str, dict[str, float
         out["stages"][u]["gpu_assumed_wall_s"] = out["stages"][u]["wall_s"] / gpu_speedup[u]
     for k in ("wall_s", "cpu_s", "gpu_assumed_wall_s"):
         out[f"total_{k}"] = sum(s[k] for s in out["stages"].values())
+    # matching with a linear keypoint factor: the bound from below when the source's per-pair
+    # cost is mostly per-pair overhead (reads, writes), not the N x N product
+    m = out["stages"]["match"]
+    out["match_linear_kp"] = {k: m[f"{k}_s"] / scale["match"] * f for k in ("wall", "cpu")}
     # pixel-count alternative for extraction (DoG cost grows with pixels, not keypoints)
     out["extract_wall_s_by_pixels"] = None
     if not from_calibration and src.get("pixels"):
@@ -268,6 +272,89 @@ def format_projection(p: dict[str, Any], gpu_speedup: dict[str, float], label: s
 
 
 # ---------------------------------------------------------------- main
+
+def summarize(feat: str, base_rss_mb: float, runs: list[dict[str, Any]],
+              calib: dict[str, Any] | None, meta: dict[str, Any],
+              gpu_speedup: list[float] | None = None) -> dict[str, Any]:
+    """Rates, largest/smallest ratios, linear fit and Aachen projection of one descriptor."""
+    is_cv = str(feat) in ("sift", "rootsift")
+    speed = dict(zip(UNITS, gpu_speedup)) if gpu_speedup else \
+        (GPU_SPEEDUP_OPENCV if is_cv else GPU_SPEEDUP_LEARNED)
+    src = calib or runs[-1]
+    fit = {k: linear_fit(runs, k) for k in ("wall", "cpu")}
+    proj = project_aachen(src, fit, speed, from_calibration=calib is not None)
+    cal = meta.get("calibration")
+    proj["source"] = (f"calibration run {cal[0]}x{cal[1]} ({src['num_db']} db, "
+                      f"{src['keypoints_per_image']:.0f} kp/img)" if calib else
+                      f"sweep's marginal rates ({meta['width']}x{meta['height']}, "
+                      f"{src['keypoints_per_image']:.0f} kp/img)")
+    proj["gpu_speedup_assumed"] = speed
+    ratios = {kind: {u: unit_rates(runs[-1], kind)[u] / unit_rates(runs[0], kind)[u]
+                     for u in UNITS if unit_rates(runs[0], kind)[u] > 0}
+              for kind in ("wall", "cpu")}
+    return {"baseline_rss_mb": base_rss_mb, "runs": runs,
+            "rates": {k: [unit_rates(r, k) for r in runs] for k in ("wall", "cpu")},
+            "ratio_largest_smallest": ratios, "linear_fit": fit, "calibration": calib,
+            "projection": proj, "complete": True}
+
+
+def print_entry(feat: str, entry: dict[str, Any], meta: dict[str, Any]) -> None:
+    """The sweep tables, the fit, the calibration row and the Aachen projection."""
+    runs, calib, proj = entry["runs"], entry["calibration"], entry["projection"]
+    print(f"\n=== {feat}: {meta['width']}x{meta['height']}, {meta['queries']} queries, "
+          f"num_covis {meta['num_covis']}, retrieval top {meta['num_loc']}, {meta['cpus']} CPUs; "
+          f"baseline RSS (imports + extractor) {entry['baseline_rss_mb']:.0f} MB")
+    print("wall seconds per unit (shared machine: includes waiting for the CPU)")
+    print(format_sweep(runs, "wall"))
+    print("process-CPU seconds per unit (all threads)")
+    print(format_sweep(runs, "cpu"))
+    print("least-squares fit over the sweep: seconds = fixed + marginal * units")
+    print(format_fit(entry["linear_fit"]))
+    if calib:
+        cal = meta["calibration"]
+        print(f"calibration {cal[0]}x{cal[1]} ({calib['num_db']} db, {calib['num_queries']} q, "
+              f"max_keypoints {AACHEN['keypoints']}), CPU:")
+        print(format_sweep([calib], "cpu"))
+    speed = proj["gpu_speedup_assumed"]
+    print(format_projection(proj, speed, f"Aachen v1.1 projection ({AACHEN['num_db']} db + "
+                            f"{AACHEN['num_queries']} q, {AACHEN['keypoints']} kp/img, "
+                            f"{proj['counts']['match']} pairs) from the {proj['source']}; GPU "
+                            "columns are an ASSUMPTION (stated speed-ups), not measured"))
+    if proj["extract_wall_s_by_pixels"] is not None:
+        print(f"extraction scaled by pixels (to 1600x1200) instead of keypoints: "
+              f"{proj['extract_wall_s_by_pixels'] / 3600:.2f} h wall")
+    if not calib:
+        ml = proj.get("match_linear_kp") or {}
+        print(f"matching with a linear instead of quadratic keypoint factor "
+              f"({proj['keypoint_scale']['extract']:.2f}x; per-pair cost at "
+              f"{proj['source_keypoints_per_image']:.0f} kp/img is mostly overhead, so the "
+              f"quadratic row is an upper bound): {ml.get('wall', float('nan')) / 3600:.2f} h "
+              f"wall, {ml.get('cpu', float('nan')) / 3600:.2f} h CPU")
+
+
+def report(path: Path, gpu_speedup: list[float] | None = None) -> dict[str, Any]:
+    """Print (and complete in place) the JSON of a saved, possibly interrupted, sweep."""
+    result = json.loads(Path(path).read_text())
+    meta = result.get("meta") or {
+        "width": result["resolution"][0], "height": result["resolution"][1],
+        "queries": result["queries"], "num_covis": result["conf"]["num_covis"],
+        "num_loc": result["conf"]["num_loc"], "calibration": None, "cpus": result["cpus"]}
+    result["meta"] = meta
+    for feat, e in result["features"].items():
+        if not e.get("runs"):
+            continue
+        complete = e.get("complete", False)
+        entry = summarize(feat, e["baseline_rss_mb"], e["runs"], e.get("calibration"), meta,
+                          gpu_speedup)
+        entry["complete"] = complete
+        result["features"][feat] = entry
+        if not complete:
+            print(f"\n({feat}: interrupted sweep, sizes "
+                  f"{[r['num_db'] for r in e['runs']]} of {result['sizes']})")
+        print_entry(feat, entry, meta)
+    save_json(Path(path), result)
+    return result
+
 
 def _size(s: str) -> tuple[int, int] | None:
     """argparse type: 'WxH' or 'none'."""
@@ -305,11 +392,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu")
     p.add_argument("--keep", action="store_true", help="keep each run's pipeline outputs")
     p.add_argument("--out", type=Path, default=Path("outputs/scale/scale.json"))
+    p.add_argument("--report", type=Path, default=None, metavar="JSON",
+                   help="only print the tables of a saved (possibly interrupted) sweep, and "
+                        "complete its JSON from the runs it holds")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
         _child(json.loads(Path(args._child).read_text()))
         return {}
+    if args.report:
+        return report(args.report, args.gpu_speedup)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
     sizes = sorted(args.sizes)
     work_root = args.out.parent / "work"
@@ -319,6 +411,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
         "sizes": sizes, "queries": args.queries, "resolution": [args.width, args.height],
         "conf": conf, "aachen": AACHEN, "features": {}, "started": time.strftime("%F %T %Z")}
+    meta = {"width": args.width, "height": args.height, "queries": args.queries,
+            "num_covis": args.num_covis, "num_loc": args.num_loc,
+            "calibration": args.calibration, "cpus": os.cpu_count()}
+    result["meta"] = meta
     datasets: dict[int, tuple[Path, float]] = {}
     for n in sizes:
         datasets[n] = ensure_dataset(n, args.queries, args.width, args.height, args.seed)
@@ -358,47 +454,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "result": str(work_root / f"{tag}-calib.result.json")},
                               work_root / f"{tag}-calib.log")
             calib["pixels"] = args.calibration[0] * args.calibration[1]
-        is_cv = str(feat) in ("sift", "rootsift")
-        speed = dict(zip(UNITS, args.gpu_speedup)) if args.gpu_speedup else \
-            (GPU_SPEEDUP_OPENCV if is_cv else GPU_SPEEDUP_LEARNED)
-        src = calib or runs[-1]
-        fit = {k: linear_fit(runs, k) for k in ("wall", "cpu")}
-        proj = project_aachen(src, fit, speed, from_calibration=calib is not None)
-        proj["source"] = (f"calibration run {args.calibration[0]}x{args.calibration[1]} "
-                          f"({src['num_db']} db, {src['keypoints_per_image']:.0f} kp/img)"
-                          if calib else f"sweep's marginal rates ({args.width}x{args.height}, "
-                          f"{src['keypoints_per_image']:.0f} kp/img)")
-        proj["gpu_speedup_assumed"] = speed
-        ratios = {kind: {u: unit_rates(runs[-1], kind)[u] / unit_rates(runs[0], kind)[u]
-                         for u in UNITS if unit_rates(runs[0], kind)[u] > 0}
-                  for kind in ("wall", "cpu")}
-        result["features"][feat] = {"baseline_rss_mb": base["peak_rss_mb"], "runs": runs,
-                                    "rates": {k: [unit_rates(r, k) for r in runs]
-                                              for k in ("wall", "cpu")},
-                                    "ratio_largest_smallest": ratios, "linear_fit": fit,
-                                    "calibration": calib, "projection": proj, "complete": True}
-        print(f"\n=== {feat}: {args.width}x{args.height}, {args.queries} queries, num_covis "
-              f"{args.num_covis}, retrieval top {args.num_loc}, {os.cpu_count()} CPUs; "
-              f"baseline RSS (imports + extractor) {base['peak_rss_mb']:.0f} MB")
-        print("wall seconds per unit (shared machine: includes waiting for the CPU)")
-        print(format_sweep(runs, "wall"))
-        print("process-CPU seconds per unit (all threads)")
-        print(format_sweep(runs, "cpu"))
-        print("least-squares fit over the sweep: seconds = fixed + marginal * units")
-        print(format_fit(fit))
-        if calib:
-            print(f"calibration {args.calibration[0]}x{args.calibration[1]} "
-                  f"({calib['num_db']} db, {calib['num_queries']} q, max_keypoints "
-                  f"{AACHEN['keypoints']}):")
-            print(format_sweep([calib], "wall"))
-        n_pairs = proj["counts"]["match"]
-        print(format_projection(proj, speed, f"Aachen v1.1 projection ({AACHEN['num_db']} db + "
-                                f"{AACHEN['num_queries']} q, {AACHEN['keypoints']} kp/img, "
-                                f"{n_pairs} pairs) from the {proj['source']}; GPU columns are "
-                                "an ASSUMPTION (stated speed-ups), not measured"))
-        if proj["extract_wall_s_by_pixels"] is not None:
-            print(f"extraction scaled by pixels (to 1600x1200) instead of keypoints: "
-                  f"{proj['extract_wall_s_by_pixels'] / 3600:.2f} h wall")
+        entry = summarize(feat, base["peak_rss_mb"], runs, calib, meta, args.gpu_speedup)
+        result["features"][feat] = entry
+        print_entry(feat, entry, meta)
         save_json(args.out, result)
     result["finished"] = time.strftime("%F %T %Z")
     save_json(args.out, result)
