@@ -93,11 +93,10 @@ def load_queries(queries) -> list[tuple[str, Any]]:
 
 def result_names(names: Sequence[str]) -> dict[str, str]:
     """{query name: name written in the results file}: the basename (hloc), or the full name
-    for queries whose basename another query shares (see the module docstring)."""
-    bases: dict[str, list[str]] = defaultdict(list)
-    for n in names:
-        bases[_basename(n)].append(n)
-    return {n: (n if len(bases[_basename(n)]) > 1 else _basename(n)) for n in names}
+    for queries whose basename another query shares (see the module docstring); the keys
+    ``localize.evaluate`` uses."""
+    from localize.evaluate import unique_keys
+    return unique_keys(names)
 
 
 def _format_pose(name: str, q: np.ndarray, t: np.ndarray) -> str:
