@@ -106,26 +106,33 @@ def evaluate_pair(xy0: np.ndarray, d0: np.ndarray, xy1: np.ndarray, d1: np.ndarr
     return out
 
 
-def run(shared: Path, features: list[str], max_keypoints: int) -> dict[str, dict[str, dict]]:
+def run(shared: Path, features: list[str], max_keypoints: int, only: list[str] | None = None,
+        sequences: list[str] | None = None) -> dict[str, dict[str, dict]]:
+    """{sequence: {row: averaged metrics}}; ``only`` keeps these standard rows (plus
+    ``features``), ``sequences`` these of :data:`SEQUENCES`."""
     from descriptors.registry import DescriptorError, available, load
-    rows: dict[str, Any] = {"sift": load("sift"), "rootsift": load("rootsift"),
-                            "untrained-l2net": untrained_l2net()}
-    for name in available():
-        if name not in rows:
-            rows[name] = load(name, device="cpu")
+    rows: dict[str, Any] = {}
+    for name in ["sift", "rootsift", "untrained-l2net", *available()]:
+        if name in rows or (only is not None and name not in only):
+            continue
+        rows[name] = untrained_l2net() if name == "untrained-l2net" else load(name, device="cpu")
     pub = shared / "published"
     for f in (sorted(pub.iterdir()) if pub.is_dir() else []):
+        if only is not None and f"pub:{f.stem}" not in only:
+            continue
         try:
             rows[f"pub:{f.stem}"] = load(str(f), device="cpu")
         except DescriptorError as e:
             logger.warning("published checkpoint %s not loadable: %s", f, e)
     for f in features:
         try:
-            rows[Path(f).stem if Path(f).exists() else f] = load(f, device="cpu")
+            rows[Path(f).name if Path(f).exists() else f] = load(f, device="cpu")
         except DescriptorError as e:
             raise SystemExit(f"real_matching: {e}")
     results: dict[str, dict[str, dict]] = {}
     for seq, (folder, others) in SEQUENCES.items():
+        if sequences is not None and seq not in sequences:
+            continue
         root = shared / folder
         if not root.is_dir():
             logger.warning("%s missing: skipping %s", root, seq)
@@ -166,6 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     p.add_argument("--features", nargs="*", default=[], help="extra registry names / checkpoints")
     p.add_argument("--max_keypoints", type=int, default=2000)
+    p.add_argument("--only", nargs="*", default=None, metavar="ROW",
+                   help="standard rows to keep (sift rootsift untrained-l2net hardnet pub:HardTFeat ...)")
+    p.add_argument("--sequences", nargs="*", default=None, choices=list(SEQUENCES))
     p.add_argument("--out", type=Path, default=Path("outputs/real_matching"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"(pass --shared DIR)")
         return {}
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = run(args.shared, args.features, args.max_keypoints)
+    results = run(args.shared, args.features, args.max_keypoints, args.only, args.sequences)
     print(format_table(results))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "real_matching.json").write_text(json.dumps(results, indent=2))
