@@ -129,6 +129,7 @@ def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | Non
         c["output"] = f"feats-{stem}-n{c['max_keypoints']}-r{c['resize_max']}"
     c.setdefault("output", f"feats-{Path(c['descriptor']).stem}-n{c['max_keypoints']}"
                            f"-r{c['resize_max']}")
+    _check_limits(c)
     return c
 
 
@@ -527,6 +528,31 @@ def _todo(names: Sequence[str], feature_path: Path, fingerprints: dict[str, str]
     return todo
 
 
+def _positive_int(v: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        x = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v!r}") from None
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
+    return x
+
+
+def _keypoint_count(v: str) -> int | str:
+    """argparse type for --max_keypoints: an integer >= 1, or 'all' (no limit)."""
+    return "all" if v == "all" else _positive_int(v)
+
+
+def _check_limits(c: dict[str, Any]) -> None:
+    """max_keypoints: None (all) or an int >= 1; resize_max: None (full size) or an int >= 1."""
+    for k in ("max_keypoints", "resize_max"):
+        v = c.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                              or v < 1):
+            raise ValueError(f"extraction conf: {k} must be None or an integer >= 1, got {v!r}")
+
+
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conf", default="hardnet", choices=list(confs))
@@ -535,8 +561,10 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--feature_path", type=Path)
     p.add_argument("--image_list", type=Path, help="text file, one image name per line")
     p.add_argument("--features", help="descriptor name or checkpoint path overriding the conf")
-    p.add_argument("--max_keypoints", type=int)
-    p.add_argument("--resize_max", type=int)
+    p.add_argument("--max_keypoints", type=_keypoint_count,
+                   help="strongest DoG keypoints kept per image: an integer >= 1, or 'all'")
+    p.add_argument("--resize_max", type=_positive_int,
+                   help="longer image side seen by the detector, pixels (>= 1)")
     p.add_argument("--as_half", action="store_true")
     p.add_argument("--device")
     p.add_argument("--shard", help="i/K: process every K-th image starting at i")
@@ -563,8 +591,9 @@ def _run_cli(args: argparse.Namespace) -> Path:
     conf = dict(confs[args.conf])
     for k in ("max_keypoints", "resize_max"):
         if getattr(args, k) is not None:
-            conf[k] = getattr(args, k)
-            conf["output"] = f"feats-{conf['descriptor']}-n{conf['max_keypoints']}-r{conf['resize_max']}"
+            conf[k] = None if getattr(args, k) == "all" else getattr(args, k)
+            n = "all" if conf["max_keypoints"] is None else conf["max_keypoints"]
+            conf["output"] = f"feats-{conf['descriptor']}-n{n}-r{conf['resize_max']}"
     conf = resolve_conf(conf, args.features)
     if args.merge:
         fp = args.feature_path or (args.export_dir / f"{conf['output']}.h5")

@@ -272,3 +272,26 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     for n in (partial[-1:] + ["11.png"]):   # one from each run: same as a clean extraction
         ref = extract.extract_image(io.read_image(imgs / n), ex, conf)
         np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"].T)
+
+
+@pytest.mark.parametrize("flag,value", [("--max_keypoints", "0"), ("--max_keypoints", "-5"),
+                                        ("--resize_max", "-5"), ("--resize_max", "0")])
+def test_cli_rejects_bad_numeric_flags(tmp_path, flag, value, capsys):
+    """Issue 9 item 5: 0 / -5 no longer mean 'unlimited' or shrink images to 1x1."""
+    from localize import extract
+    with pytest.raises(SystemExit) as e:
+        extract.cli(["--conf", "sift", "--image_dir", str(tmp_path), "--export_dir",
+                     str(tmp_path), flag, value])
+    assert e.value.code == 2
+    assert ">= 1" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.h5"))
+
+
+def test_conf_limits_validated_and_all_is_explicit():
+    from localize import extract
+    with pytest.raises(ValueError, match="max_keypoints"):
+        extract.resolve_conf({"descriptor": "sift", "max_keypoints": 0})
+    with pytest.raises(ValueError, match="resize_max"):
+        extract.resolve_conf({"descriptor": "sift", "resize_max": -5})
+    assert extract._keypoint_count("all") == "all"
+    assert extract.resolve_conf({"descriptor": "sift", "max_keypoints": None})["max_keypoints"] is None
