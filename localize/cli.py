@@ -10,6 +10,7 @@ Anything else (a bug) keeps its traceback; SIGTERM's exit 143 and Ctrl-C pass th
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from pathlib import Path
@@ -64,3 +65,14 @@ def cli_errors(prog: str, status: int = 2) -> Iterator[None]:
             raise
         print(f"{prog}: {one_line(e)}", file=sys.stderr)
         raise SystemExit(status) from None
+
+
+def positive_int(v: str) -> int:
+    """argparse ``type=``: an integer >= 1 (else argparse's one-line usage error)."""
+    try:
+        x = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v!r}") from None
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
+    return x

@@ -80,6 +80,7 @@ from tqdm import tqdm
 
 from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
 from localize import io
+from localize.cli import positive_int
 from localize.cli import cli_errors
 
 logger = logging.getLogger(__name__)
@@ -528,20 +529,9 @@ def _todo(names: Sequence[str], feature_path: Path, fingerprints: dict[str, str]
     return todo
 
 
-def _positive_int(v: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        x = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v!r}") from None
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
-    return x
-
-
 def _keypoint_count(v: str) -> int | str:
     """argparse type for --max_keypoints: an integer >= 1, or 'all' (no limit)."""
-    return "all" if v == "all" else _positive_int(v)
+    return "all" if v == "all" else positive_int(v)
 
 
 def _check_limits(c: dict[str, Any]) -> None:
@@ -563,7 +553,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--features", help="descriptor name or checkpoint path overriding the conf")
     p.add_argument("--max_keypoints", type=_keypoint_count,
                    help="strongest DoG keypoints kept per image: an integer >= 1, or 'all'")
-    p.add_argument("--resize_max", type=_positive_int,
+    p.add_argument("--resize_max", type=positive_int,
                    help="longer image side seen by the detector, pixels (>= 1)")
     p.add_argument("--as_half", action="store_true")
     p.add_argument("--device")

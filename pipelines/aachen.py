@@ -482,18 +482,8 @@ def print_summary(s: dict) -> None:
     print(f"results: {s['results_path']}\nsummary: {Path(s['out_dir']) / 'results.json'}")
 
 
-def _at_least_1(v: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        x = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v!r}") from None
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
-    return x
-
-
 def main(argv: list[str] | None = None) -> dict:
+    from localize.cli import positive_int
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--features", required=True,
                    help="registered descriptor name (sift, rootsift, hardnet, ...) or checkpoint")
@@ -501,15 +491,15 @@ def main(argv: list[str] | None = None) -> dict:
                    help=f"Aachen-layout root (default {REAL_ROOT} if present, else the "
                         "synthetic scene)")
     p.add_argument("--outputs", default="outputs/aachen")
-    p.add_argument("--num_covis", type=_at_least_1, default=DEFAULTS["num_covis"])
-    p.add_argument("--num_loc", type=_at_least_1, default=DEFAULTS["num_loc"])
+    p.add_argument("--num_covis", type=positive_int, default=DEFAULTS["num_covis"])
+    p.add_argument("--num_loc", type=positive_int, default=DEFAULTS["num_loc"])
     p.add_argument("--query_pairs", default=DEFAULTS["query_pairs"],
                    choices=["auto", "exhaustive", "retrieval"],
                    help="query-db pairs: exhaustive, retrieval top --num_loc, or auto "
                         f"(exhaustive up to {DEFAULTS['exhaustive_max_db']} db images)")
-    p.add_argument("--max_keypoints", type=_at_least_1, default=None,
+    p.add_argument("--max_keypoints", type=positive_int, default=None,
                    help="strongest DoG keypoints per image (>= 1; default: extraction's)")
-    p.add_argument("--resize_max", type=_at_least_1, default=None,
+    p.add_argument("--resize_max", type=positive_int, default=None,
                    help="longer image side seen by the detector (>= 1 px)")
     p.add_argument("--matcher", default=None, help="localize.match conf name")
     p.add_argument("--device", default=None)
