@@ -179,6 +179,15 @@ def _normalise_knn(s: np.ndarray, i: np.ndarray, nq: int) -> tuple[np.ndarray, n
     return sims, idx
 
 
+def _knn_inputs(queries: np.ndarray, database: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous float32 (Nq, D) / (Nb, D); ValueError when both are non-empty and D differs."""
+    q = np.ascontiguousarray(queries, np.float32)
+    b = np.ascontiguousarray(database, np.float32)
+    if len(q) and len(b) and q.shape[1] != b.shape[1]:
+        raise ValueError(f"descriptor dims differ: {q.shape[1]} vs {b.shape[1]}")
+    return q, b
+
+
 def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
          ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-2 inner-product neighbours with a fresh FAISS ``IndexFlatIP`` (the reference).
@@ -190,13 +199,10 @@ def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
         sims (Nq, 2) float32 (``-inf`` where there is no neighbour), idx (Nq, 2) int64 (-1 there).
     """
     faiss = _faiss()
-    q = np.ascontiguousarray(queries, np.float32)
-    b = np.ascontiguousarray(database, np.float32)
+    q, b = _knn_inputs(queries, database)
     if len(q) == 0 or len(b) == 0:
         return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
                               len(q))
-    if q.shape[1] != b.shape[1]:
-        raise ValueError(f"descriptor dims differ: {q.shape[1]} vs {b.shape[1]}")
     index = faiss.IndexFlatIP(b.shape[1])
     if use_gpu is None:
         use_gpu = gpu_available()
@@ -211,13 +217,10 @@ def knn2_bruteforce(queries: np.ndarray, database: np.ndarray, use_gpu: bool | N
                     ) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`knn2` with FAISS brute force and no index (``faiss.knn`` / ``faiss.knn_gpu``)."""
     faiss = _faiss()
-    q = np.ascontiguousarray(queries, np.float32)
-    b = np.ascontiguousarray(database, np.float32)
+    q, b = _knn_inputs(queries, database)
     if len(q) == 0 or len(b) == 0:
         return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
                               len(q))
-    if q.shape[1] != b.shape[1]:
-        raise ValueError(f"descriptor dims differ: {q.shape[1]} vs {b.shape[1]}")
     k = min(2, len(b))
     if use_gpu is None:
         use_gpu = gpu_available()

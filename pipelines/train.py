@@ -91,6 +91,21 @@ def eval_only(out: Path, data_root: Path, split: str) -> dict:
     return sidecar
 
 
+def _key_values(p: argparse.ArgumentParser, flag: str, items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> dict, each value parsed as JSON when it is JSON (else the
+    string); a malformed item is argparse's one-line usage error."""
+    out: dict = {}
+    for kv in items:
+        if "=" not in kv:
+            p.error(f"{flag} expects KEY=VALUE, got '{kv}'")
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", required=True, choices=list_recipes())
@@ -137,14 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         over["lr"] = args.lr
     if args.variant is not None:
         over["variant"] = args.variant
-    for kv in args.option:
-        if "=" not in kv:
-            p.error(f"--option expects KEY=VALUE, got '{kv}'")
-        k, v = kv.split("=", 1)
-        try:
-            over[k] = json.loads(v)
-        except json.JSONDecodeError:
-            over[k] = v
+    over.update(_key_values(p, "--option", args.option))
     if args.photos is not None:
         from descriptors.data.pairs import PhotoError, find_photos
         try:
@@ -154,15 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         over["photos"] = str(Path(args.photos).expanduser())
     if over:
         recipe = recipe.with_options(**over)
-    arch_over = {}
-    for kv in args.arch_option:
-        if "=" not in kv:
-            p.error(f"--arch_option expects KEY=VALUE, got '{kv}'")
-        k, v = kv.split("=", 1)
-        try:
-            arch_over[k] = json.loads(v)
-        except json.JSONDecodeError:
-            arch_over[k] = v
+    arch_over = _key_values(p, "--arch_option", args.arch_option)
     if arch_over:
         from dataclasses import replace
         recipe = replace(recipe, arch_kwargs={**recipe.arch_kwargs, **arch_over})

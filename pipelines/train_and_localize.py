@@ -104,11 +104,9 @@ def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
     data = read_aachen(root)
     patch_root = outputs / f"{recipe}-map-patches"
     summary_file = patch_root / "map" / "summary.json"
-    if summary_file.is_file() and json.loads(summary_file.read_text()).get("images") == \
-            str(data.image_dir) and set(json.loads(summary_file.read_text())["view_ids"]) == \
-            set(data.db_names):
-        patches = json.loads(summary_file.read_text())
-    else:
+    patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if patches.get("images") != str(data.image_dir) or \
+            set(patches.get("view_ids", {})) != set(data.db_names):
         patches = make_patches.build(patch_conf, data.image_dir, patch_root / "map",
                                      reference=data.reference_model, names=data.db_names)
     ckpt = outputs / f"{recipe}-from-map.pt"
