@@ -30,7 +30,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from descriptors.models import atomic_torch_save, build_model, read_checkpoint, save_checkpoint
+from descriptors.models import (CheckpointError, atomic_torch_save, build_model, read_checkpoint,
+                                save_checkpoint)
 from descriptors.recipes import Recipe, get_recipe
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
     raise ValueError(f"recipe {recipe.name}: unknown optimizer '{recipe.optimizer}'")
 
 
+def init_from_checkpoint(model: nn.Module, recipe: Recipe) -> None:
+    """With recipe option ``init=PATH`` (any recipe), start from that descriptor checkpoint's
+    weights (fine-tuning, e.g. train-on-the-map); its architecture must be the recipe's."""
+    path = recipe.options.get("init")
+    if not path:
+        return
+    ck = read_checkpoint(path)
+    if ck.get("arch") != recipe.arch or dict(ck.get("arch_kwargs", {})) != dict(recipe.arch_kwargs):
+        raise CheckpointError(f"{path}: --option init needs a {recipe.arch} {recipe.arch_kwargs} "
+                              f"checkpoint, this one is {ck.get('arch')} {ck.get('arch_kwargs')}")
+    model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+
+
 def train(recipe: Recipe | str, data_root: str | Path | None, out_path: str | Path,
           split: str = "train", steps: int | None = None, seed: int = 0, resume: bool = False,
           device: str | None = None, ckpt_every: int = 500, quick: bool = False,
@@ -122,6 +136,7 @@ def train(recipe: Recipe | str, data_root: str | Path | None, out_path: str | Pa
 
     model = build_model(recipe.arch, **recipe.arch_kwargs).to(dev)
     state: dict = {"options": dict(recipe.options)}
+    init_from_checkpoint(model, recipe)
     if recipe.setup is not None:
         recipe.setup(model, recipe, data_dir, state)
     opt = make_optimizer(recipe, model.parameters())

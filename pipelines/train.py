@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--variant", default=None, choices=["code", "paper"],
                    help="wlrn: the released code's loss (default) or the paper's (beta = 20)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe option override (repeatable), value parsed as JSON if possible")
+                   help="recipe option override (repeatable), value parsed as JSON if possible; "
+                        "init=PATH (any recipe) fine-tunes from a descriptor checkpoint")
     p.add_argument("--arch_option", action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument override (repeatable, JSON value), e.g. "
                         "normalize=false for fracking's raw CNN3 output")

@@ -15,7 +15,7 @@ import torch
 from descriptors import registry
 from descriptors.losses import hardest_triplet_margin, pairwise_distance
 from descriptors.mining import hardest_in_batch, random_negatives
-from descriptors.models import build_model, load_checkpoint, save_checkpoint
+from descriptors.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from descriptors.recipes import Recipe, get_recipe, list_recipes
 from descriptors.recipe_defs.hardnet import triplet_step
 from descriptors.train import train
@@ -139,6 +139,24 @@ def test_train_loss_decreases_and_resume_continues(tmp_path):
     res2 = train(toy_recipe(steps=16), tmp_path, out2, split="", progress=False, resume=True)
     assert res2["start_step"] == 10 and res2["steps"] == 16
     assert torch.load(str(out2) + ".ckpt", weights_only=False)["step"] == 16
+
+
+def test_init_option_fine_tunes_any_recipe(tmp_path):
+    """``init=PATH`` starts any recipe from a checkpoint; another architecture is refused."""
+    torch.set_num_threads(2)
+    first = train(toy_recipe(steps=5), tmp_path, tmp_path / "a.pt", split="", progress=False)
+    r = toy_recipe(steps=1).with_options(init=first["out"], lr=0.0)
+    train(r, tmp_path, tmp_path / "b.pt", split="", progress=False)
+    a, _ = load_checkpoint(tmp_path / "a.pt")
+    b, _ = load_checkpoint(tmp_path / "b.pt")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        if va.is_floating_point() and "running" not in k:
+            assert torch.allclose(va, vb, atol=1e-2), k
+    bad = save_checkpoint(tmp_path / "c.pt", build_model("l2net", dim=64), "l2net", {"dim": 64},
+                          "hardnet", 1)
+    with pytest.raises(CheckpointError, match="init needs"):
+        train(toy_recipe(steps=1).with_options(init=str(bad)), tmp_path, tmp_path / "d.pt",
+              split="", progress=False)
 
 
 def test_recipes_are_registered():

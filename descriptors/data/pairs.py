@@ -192,7 +192,8 @@ class PhotoError(RuntimeError):
 
 
 def find_photos(folder: str | Path) -> list[str]:
-    """Every JPG / PNG file under ``folder`` (recursive, case-insensitive suffix), sorted.
+    """Every JPG / PNG file under ``folder`` (recursive, following symlinked folders,
+    case-insensitive suffix), sorted.
 
     Raises:
         PhotoError: the folder is missing, unreadable or holds no JPG / PNG file.
@@ -202,8 +203,8 @@ def find_photos(folder: str | Path) -> list[str]:
         raise PhotoError(f"{root}: photo folder not found (or not a folder)")
     if not os.access(root, os.R_OK | os.X_OK):
         raise PhotoError(f"{root}: photo folder is not readable")
-    files = sorted(str(f) for f in root.rglob("*")
-                   if f.suffix.lower() in PHOTO_EXTS and f.is_file())
+    files = sorted(str(Path(d) / f) for d, _, names in os.walk(root, followlinks=True)
+                   for f in names if Path(f).suffix.lower() in PHOTO_EXTS)
     if not files:
         raise PhotoError(f"{root}: no JPG / PNG photos in this folder (searched recursively)")
     return files

@@ -16,7 +16,7 @@ forward pass, as in the reference.
 easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores. ``data`` may be
 one Brown folder or a folder of scene folders (``read_phototour_scenes``).
 Options: ``negatives='hardest'|'random'`` (the random-negative control), ``margin``,
-``anchor_swap``, ``init`` (a checkpoint to fine-tune from), ``fliprot`` (random flips / 90-degree rotations applied to both patches of a
+``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to both patches of a
 pair, the HardNet repo's ``--fliprot``; off by default).
 """
 from __future__ import annotations
@@ -58,23 +58,9 @@ def triplet_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[
     return loss, {"pos_dist": pos}
 
 
-def init_from_checkpoint(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
-    """Recipe ``setup``: with option ``init=PATH``, start from that descriptor checkpoint's
-    weights (fine-tuning, e.g. train-on-the-map); its architecture must be the recipe's."""
-    path = recipe.options.get("init")
-    if not path:
-        return
-    from descriptors.models import CheckpointError, read_checkpoint
-    ck = read_checkpoint(path)
-    if ck.get("arch") != recipe.arch or dict(ck.get("arch_kwargs", {})) != dict(recipe.arch_kwargs):
-        raise CheckpointError(f"{path}: --option init needs a {recipe.arch} {recipe.arch_kwargs} "
-                              f"checkpoint, this one is {ck.get('arch')} {ck.get('arch_kwargs')}")
-    model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
-
-
 def recipe(quick: bool = False) -> Recipe:
     r = Recipe(name="hardnet", make_data=phototour_pairs, step_loss=triplet_step, arch="l2net",
-               arch_kwargs={"dim": 128}, setup=init_from_checkpoint, steps=50_000, batch_size=1024, optimizer="sgd",
+               arch_kwargs={"dim": 128}, steps=50_000, batch_size=1024, optimizer="sgd",
                lr=10.0, momentum=0.9, weight_decay=1e-4, lr_schedule="linear",
                options={"margin": 1.0, "anchor_swap": True, "negatives": "hardest"},
                description="L2-Net + hardest-in-batch triplet margin (HardNet)")
