@@ -11,6 +11,7 @@ One convention for the whole toolkit (training-patch writers AND test-time extra
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -21,6 +22,33 @@ PATCH_SIZE: int = 32
 def opencv_angle_to_ori(angle_deg: np.ndarray) -> np.ndarray:
     """OpenCV ``KeyPoint.angle`` (degrees, clockwise on screen) -> kornia LAF orientation (rad)."""
     return -np.deg2rad(np.asarray(angle_deg, np.float64)).astype(np.float32)
+
+
+def detect_dog(gray: np.ndarray, max_keypoints: int = 4096, contrast_threshold: float = 0.02,
+               edge_threshold: float = 10.0, min_size: float = 2.0
+               ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV DoG (SIFT detector) keypoints, strongest first: the one detector of the toolkit
+    (extraction, patch-dataset builders, synthetic writers, benchmarks).
+
+    Returns:
+        kps (list of cv2.KeyPoint, kept for OpenCV SIFT description), xy (N, 2) float32 pixel
+        centres, size (N,) float32 OpenCV diameter (2 sigma), angle (N,) float32 OpenCV degrees,
+        response (N,) float32.
+    """
+    sift = cv2.SIFT_create(nfeatures=0, contrastThreshold=contrast_threshold,
+                           edgeThreshold=edge_threshold)
+    kps = [k for k in sift.detect(gray, None) if k.size >= min_size]
+    kps.sort(key=lambda k: -k.response)
+    if max_keypoints is not None and max_keypoints > 0:
+        kps = kps[:max_keypoints]
+    if not kps:
+        z = np.zeros((0,), np.float32)
+        return [], np.zeros((0, 2), np.float32), z, z.copy(), z.copy()
+    xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+    size = np.array([k.size for k in kps], np.float32)
+    angle = np.array([k.angle for k in kps], np.float32)
+    resp = np.array([k.response for k in kps], np.float32)
+    return kps, xy, size, angle, resp
 
 
 def _as_image_tensor(image: np.ndarray | torch.Tensor, device: torch.device | str | None

@@ -4,8 +4,8 @@ Per image (grayscale, EXIF orientation ignored):
 
 1. resize so the longer side is at most ``resize_max`` (cv2 INTER_AREA; never upscaled unless
    ``resize_force``);
-2. DoG keypoints with OpenCV's SIFT detector (:func:`detect_dog`, same convention as
-   ``descriptors.data.synth.dog_keypoints``: strongest ``max_keypoints`` by response,
+2. DoG keypoints with OpenCV's SIFT detector (``descriptors.patches.detect_dog``, the toolkit's
+   one detector: strongest ``max_keypoints`` by response,
    ``size`` = OpenCV diameter = 2 sigma, ``angle`` = OpenCV degrees);
 3. descriptors:
    - learned descriptors (and anything whose registry extractor is not OpenCV): oriented patches
@@ -78,10 +78,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
+from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
 from localize import io
-from localize.cli import positive_int
-from localize.cli import cli_errors
+from localize.cli import cli_errors, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -137,32 +136,6 @@ def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | Non
 # ------------------------------------------------------------------------------------------
 # Per-image steps
 # ------------------------------------------------------------------------------------------
-def detect_dog(gray: np.ndarray, max_keypoints: int = 4096, contrast_threshold: float = 0.02,
-               edge_threshold: float = 10.0, min_size: float = 2.0
-               ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV DoG keypoints, strongest first (convention of ``synth.dog_keypoints``).
-
-    Returns:
-        kps (list of cv2.KeyPoint, kept for OpenCV SIFT description), xy (N, 2) float32 pixel
-        centres, size (N,) float32 OpenCV diameter (2 sigma), angle (N,) float32 OpenCV degrees,
-        response (N,) float32.
-    """
-    sift = cv2.SIFT_create(nfeatures=0, contrastThreshold=contrast_threshold,
-                           edgeThreshold=edge_threshold)
-    kps = [k for k in sift.detect(gray, None) if k.size >= min_size]
-    kps.sort(key=lambda k: -k.response)
-    if max_keypoints is not None and max_keypoints > 0:
-        kps = kps[:max_keypoints]
-    if not kps:
-        z = np.zeros((0,), np.float32)
-        return [], np.zeros((0, 2), np.float32), z, z.copy(), z.copy()
-    xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
-    size = np.array([k.size for k in kps], np.float32)
-    angle = np.array([k.angle for k in kps], np.float32)
-    resp = np.array([k.response for k in kps], np.float32)
-    return kps, xy, size, angle, resp
-
-
 def resize_image(gray: np.ndarray, resize_max: int | None, force: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Resize so max(h, w) <= resize_max. Returns (image, scale (2,) = original / resized (x, y))."""

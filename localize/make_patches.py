@@ -9,7 +9,7 @@ patches, ``info.txt``, ``interest.txt``, ``m50_<P>_<Q>_0.txt`` with 50 % matchin
 Steps (conventions of ``localize.extract``, so training and test patches are cut alike):
 
 1. every image is resized to ``resize_max`` (``extract.resize_image``) and its camera rescaled
-   with it; DoG keypoints (``extract.detect_dog``) and RootSIFT descriptors (``extract.describe``)
+   with it; DoG keypoints (``descriptors.patches.detect_dog``) and RootSIFT descriptors (``extract.describe``)
    are computed on the resized image;
 2. pairs of covisible views from the poses (``localize.pairs.from_poses``);
 3. guided matching with the known poses: for each pair, mutual nearest neighbours with a ratio
@@ -217,7 +217,7 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     for name in tqdm(wanted, desc="make_patches: detect", disable=not progress):
         gray = _load_gray(image_dir / name)
         small, _ = extract.resize_image(gray, conf["resize_max"])
-        kps, xy, size, angle, _ = extract.detect_dog(small, conf["max_keypoints"],
+        kps, xy, size, angle, _ = detect_dog(small, conf["max_keypoints"],
                                                      conf["contrast_threshold"],
                                                      conf["edge_threshold"], conf["min_size"])
         desc = extract.describe(small, kps, xy, size, angle, rootsift, ex_conf)

@@ -574,9 +574,9 @@ def read_image_sequence(seq_dir: str | Path) -> tuple[list[np.ndarray], list[np.
 def _features(gray: np.ndarray, extractor: Any, max_keypoints: int, contrast_threshold: float
               ) -> tuple[np.ndarray, np.ndarray]:
     """DoG keypoints + patch descriptors -> (xy (N, 2), desc (N, D))."""
-    from descriptors.data.synth import dog_keypoints
+    from descriptors.patches import detect_dog
     from descriptors.patches import extract_patches, opencv_angle_to_ori
-    xy, size, angle, _ = dog_keypoints(gray, max_keypoints, contrast_threshold)
+    _, xy, size, angle, _ = detect_dog(gray, max_keypoints, contrast_threshold)
     if len(xy) == 0:
         return xy, np.zeros((0, int(extractor.dim)), np.float32)
     ps = int(getattr(extractor, "patch_size", 32))
@@ -614,7 +614,7 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
                    seed: int = 0) -> dict[str, Any]:
     """Mean matching accuracy of image 1 against images 2..6 of one sequence.
 
-    Per pair (1, k): DoG keypoints (``synth.dog_keypoints``, strongest ``max_keypoints``),
+    Per pair (1, k): DoG keypoints (``descriptors.patches.detect_dog``, strongest ``max_keypoints``),
     oriented patches (``extract_patches``, mr_size 12, 32x32), registry descriptors, mutual
     nearest neighbours; a match is correct at t px when ``|H_1_k x1 - x2| <= t`` (pixels of
     image k). MMA@t = mean over pairs of the per-pair fraction (D2-Net / R2D2 style). Homography:

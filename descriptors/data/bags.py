@@ -14,7 +14,7 @@ Synthetic equivalent written here (nothing downloaded):
   (``synth.random_homography`` + ``synth.warp``) into a canvas of ``view_size + 2 * pad`` px, then
   a photometric change (``synth.photometric``); the canvas margin holds real photo content, so
   patches near the view border are not cut from black;
-- a **bag** = the ``bag_size`` strongest DoG keypoints (``synth.dog_keypoints``) detected in the
+- a **bag** = the ``bag_size`` strongest DoG keypoints (``descriptors.patches.detect_dog``) detected in the
   central ``view_size`` x ``view_size`` part of one view, cut as 32x32 patches with
   ``descriptors.patches.extract_patches`` (the toolkit's 12-sigma support, OpenCV orientation
   converted with ``opencv_angle_to_ori``). Views with fewer keypoints are topped up by repeating
@@ -140,6 +140,7 @@ def _make_view(gray: np.ndarray, x0: int, y0: int, cfg: dict, rng: np.random.Gen
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One view of the object at window (x0, y0): returns (canvas uint8, xy, size, angle)."""
     from . import synth
+    from ..patches import detect_dog
 
     s, pad = int(cfg["view_size"]), int(cfg["pad"])
     h_loc = synth.random_homography(s, s, rng, strength=cfg["homography_strength"],
@@ -148,7 +149,7 @@ def _make_view(gray: np.ndarray, x0: int, y0: int, cfg: dict, rng: np.random.Gen
     H = _translation(pad, pad) @ h_loc @ _translation(-x0, -y0)
     canvas = synth.warp(gray, H, (s + 2 * pad, s + 2 * pad))
     canvas = synth.photometric(canvas, rng, cfg["photometric_strength"])
-    xy, size, angle, _ = synth.dog_keypoints(canvas[pad:pad + s, pad:pad + s],
+    _, xy, size, angle, _ = detect_dog(canvas[pad:pad + s, pad:pad + s],
                                              max_keypoints=10 * int(cfg["bag_size"]),
                                              contrast_threshold=cfg["contrast_threshold"],
                                              min_size=cfg["min_size"])

@@ -30,7 +30,7 @@ target image with the ground-truth homography):
    homography of growing strength (``synth.random_homography``, perspective 0.04 + 0.03 k,
    rotation up to 6 k degrees, scale 2^[-0.1 k, 0.1 k]) and only a mild photometric change
    (strength 0.15), as in real viewpoint sequences shot minutes apart;
-3. DoG keypoints (``synth.dog_keypoints``) of image 1, greedy suppression of near duplicates,
+3. DoG keypoints (``descriptors.patches.detect_dog``) of image 1, greedy suppression of near duplicates,
    kept when every jittered frame lies inside every target image; the strongest ``n_patches``;
 4. ``ref`` = upright-by-DoG-orientation patch at the keypoint; ``e/h/t k`` = the same frame with
    an affine jitter (below) in reference coordinates, mapped into image k by the local affine
@@ -594,12 +594,12 @@ def make_sequence_patches(images: list[np.ndarray], Hs: list[np.ndarray], n_patc
         "iou": {level: (5N,) IoU of the jittered vs the exact frame}}.
     """
     from descriptors.data import synth
-    from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
+    from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
     conf = conf or SynthConf()
     levels = {k: JitterLevel(**v) if isinstance(v, dict) else v for k, v in conf.jitter.items()}
     gray = [synth.to_gray(im) for im in images]
     h, w = gray[0].shape
-    xy, size, angle, _ = synth.dog_keypoints(gray[0], max_keypoints=max(8 * n_patches, 200),
+    _, xy, size, angle, _ = detect_dog(gray[0], max_keypoints=max(8 * n_patches, 200),
                                              contrast_threshold=conf.contrast_threshold,
                                              min_size=conf.min_kp_size)
     side = MR_SIZE * size / 2.0

@@ -20,7 +20,7 @@ One pair (``make_pair``):
    probability ``p_style`` a colour shift (``color_style_shift``: hue / saturation rotation,
    channel shuffle, random per-channel tone curves, CLAHE, posterisation; HNDesc's colour
    augmentation);
-4. DoG keypoints on the base image (``synth.dog_keypoints``; HNDesc detects on the full image and
+4. DoG keypoints on the base image (``descriptors.patches.detect_dog``; HNDesc detects on the full image and
    warps the keypoints into both crops), de-duplicated (OpenCV returns several orientations at
    one location; only the strongest is kept, others would be false negatives);
 5. their exact positions ``x_A = H_a x``, ``x_B = H_b x``; keypoints whose B position (or A
@@ -67,7 +67,8 @@ import numpy as np
 import torch
 
 from descriptors.data import synth
-from descriptors.patches import MR_SIZE, PATCH_SIZE, extract_patches, opencv_angle_to_ori
+from descriptors.patches import (MR_SIZE, PATCH_SIZE, detect_dog, extract_patches,
+                                 opencv_angle_to_ori)
 
 logger = logging.getLogger(__name__)
 
@@ -415,8 +416,9 @@ def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str
 
     # keypoints on the clean base image: the DoG detections are the scene points; both views
     # then show them under different geometry and photometry
-    xy, size, angle, resp = synth.dog_keypoints(synth.to_gray(base), conf.max_keypoints,
-                                                conf.contrast_threshold, conf.min_size)
+    _, xy, size, angle, resp = detect_dog(synth.to_gray(base), conf.max_keypoints,
+                                          contrast_threshold=conf.contrast_threshold,
+                                          min_size=conf.min_size)
     keep = np.nonzero(size <= conf.max_size)[0]
     xy, size, angle, resp = xy[keep], size[keep], angle[keep], resp[keep]
     keep = _dedup(xy, resp, conf.dedup_px)

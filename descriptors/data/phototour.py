@@ -451,11 +451,11 @@ def _photo_tracks(name: str, rng: np.random.Generator, conf: dict
         ori' (K,) radians) with detection noise added; views = list of V uint8 images.
     """
     from . import synth
-    from ..patches import MR_SIZE, opencv_angle_to_ori
+    from ..patches import MR_SIZE, detect_dog, opencv_angle_to_ori
 
     gray = synth.load_photo(name, gray=True, min_side=conf["min_photo_side"])
     h, w = gray.shape
-    xy, size, angle, _ = synth.dog_keypoints(gray, max_keypoints=100000,
+    _, xy, size, angle, _ = detect_dog(gray, max_keypoints=100000,
                                              contrast_threshold=conf["contrast_threshold"],
                                              min_size=conf["min_size"])
     ok = size <= conf["max_size"]

@@ -202,27 +202,3 @@ def day_to_night(img: np.ndarray, rng: np.random.Generator, darkness: float = 1.
     x = x + rng.normal(0, 0.025 * darkness, x.shape).astype(np.float32)
     x = cv2.GaussianBlur(x, (3, 3), 0.6 * darkness + 1e-3)
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def dog_keypoints(gray: np.ndarray, max_keypoints: int = 1000, contrast_threshold: float = 0.02,
-                  min_size: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV DoG (SIFT detector) keypoints, strongest first.
-
-    Returns:
-        xy (N, 2) float32 pixel centres, size (N,) float32 = OpenCV ``KeyPoint.size`` (2 sigma... as
-        OpenCV defines it, a diameter), angle (N,) float32 OpenCV degrees (clockwise on screen),
-        response (N,) float32.
-    """
-    sift = cv2.SIFT_create(nfeatures=0, contrastThreshold=contrast_threshold)
-    kps = sift.detect(gray, None)
-    kps = [k for k in kps if k.size >= min_size]
-    kps.sort(key=lambda k: -k.response)
-    kps = kps[:max_keypoints]
-    if not kps:
-        z = np.zeros((0,), np.float32)
-        return np.zeros((0, 2), np.float32), z, z.copy(), z.copy()
-    xy = np.array([k.pt for k in kps], np.float32)
-    size = np.array([k.size for k in kps], np.float32)
-    angle = np.array([k.angle for k in kps], np.float32)
-    resp = np.array([k.response for k in kps], np.float32)
-    return xy, size, angle, resp

@@ -1,0 +1,111 @@
+"""Two small things every package uses: atomic file writes and the one logging setup.
+
+``descriptors`` is the lowest package (``localize`` and ``pipelines`` import it, never the reverse),
+so the helpers that all of them share live here.
+
+- :func:`atomic_write` / :func:`atomic_dir`: write to a temporary sibling, then ``os.replace``; a
+  crash leaves either the old file or the new one, never half of one. One permission policy:
+  files get ``0o666 & ~umask`` (what a plain ``open(path, 'w')`` gives), folders ``0o777 & ~umask``.
+- :func:`setup_logging`: called once by each command-line entry point (never by library code);
+  one format; the FAISS loader's import chatter is moved to DEBUG.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+LOG_FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
+LOG_DATEFMT = "%Y/%m/%d %H:%M:%S"
+_NOISY_LOGGERS = ("faiss.loader", "faiss")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fix_mode(path: Path, base: int) -> None:
+    os.chmod(path, base & ~_umask())
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Context manager yielding a temporary path next to ``path``; on success it is renamed onto
+    ``path`` (mode ``0o666 & ~umask``), on an exception it is removed and ``path`` is untouched.
+
+    ``suffix`` (default: ``path``'s own suffix) keeps writers that look at the extension happy
+    (``cv2.imwrite``, ``np.savez``, ``h5py``)::
+
+        with atomic_write(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=path.suffix if suffix is None else suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        _fix_mode(tmp_path, 0o666)
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Context manager yielding an empty temporary folder next to ``path``; on success it replaces
+    ``path`` (the old folder, if any, is removed only after the new one is in place), on an
+    exception it is removed. ``overwrite=False`` raises FileExistsError if ``path`` exists."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+        _fix_mode(tmp, 0o777)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def setup_logging(level: int | str = logging.INFO) -> None:
+    """The one logging configuration (call it from a ``__main__`` / CLI entry point only).
+
+    Idempotent: a second call only changes the level. FAISS's loader messages (which AVX build it
+    found, the ``ModuleNotFoundError`` of the builds it did not) go to DEBUG.
+    """
+    level = logging.getLevelName(level) if isinstance(level, str) else level
+    root = logging.getLogger()
+    if not any(getattr(h, "_descloc", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+        handler._descloc = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
