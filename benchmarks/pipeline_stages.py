@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from descriptors.util import atomic_write_text, setup_logging
 from pipelines import aachen
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--out", default="outputs/benchmarks/pipeline_stages.json")
     args = p.parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "1")
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(logging.WARNING)
     feats = args.features or ["sift"]
     results = [bench(f, args.dataset, args.repeat, max_keypoints=args.max_keypoints,
                      num_covis=args.num_covis, num_loc=args.num_loc, device=args.device)
@@ -107,14 +108,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"median of {args.repeat} cold run(s), {os.cpu_count()} CPUs, "
           f"device {args.device or 'auto'}")
     print(format_table(results))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps({"dataset": args.dataset, "repeat": args.repeat,
+    atomic_write_text(Path(args.out), json.dumps({"dataset": args.dataset, "repeat": args.repeat,
                                "max_keypoints": args.max_keypoints, "machine":
                                platform.platform(), "cpus": os.cpu_count(),
                                "results": results}, indent=2))
-    os.replace(tmp, out)
     return results
 
 

@@ -46,6 +46,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (make bench): repo root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from descriptors.util import atomic_write_text, setup_logging  # noqa: E402  (after the path fix)
+
 logger = logging.getLogger("benchmarks.scale")
 
 AACHEN = {"num_db": 6697, "num_queries": 1015, "keypoints": 4096,
@@ -80,7 +82,7 @@ def _child(spec: dict[str, Any]) -> None:
     """One cold pipeline run (or, with ``baseline``, only the imports + extractor load); writes
     its numbers to ``spec['result']``."""
     os.environ.setdefault("GLOG_minloglevel", "1")
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(logging.WARNING)
     from localize import extract, io
     from pipelines import aachen
     extract.load_extractor(spec["features"], device=spec["conf"].get("device"),
@@ -402,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.report:
         return report(args.report, args.gpu_speedup)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s")
+    setup_logging(logging.INFO)
     sizes = sorted(args.sizes)
     work_root = args.out.parent / "work"
     conf = {"query_pairs": "retrieval", "num_loc": args.num_loc, "num_covis": args.num_covis,
@@ -466,10 +468,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def save_json(path: Path, obj: dict[str, Any]) -> None:
     """Atomic JSON write (also after every run, so an interrupted sweep keeps what it did)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 if __name__ == "__main__":
