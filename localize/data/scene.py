@@ -333,8 +333,10 @@ def render(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int
 
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
     """Write an (H, W, 3) uint8 RGB image (format from the suffix; JPEG at ``jpeg_quality``)."""
+    jpeg = str(path).lower().endswith((".jpg", ".jpeg"))
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if jpeg else []
     if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
-                       [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]):
+                       params):
         raise OSError(f"{path}: cannot write image")
 
 
