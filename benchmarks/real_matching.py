@@ -50,7 +50,8 @@ VIZ_THRESHOLD = 3             # px: a drawn match is green when correct at this 
 SEQUENCES = {"wormhole": ("hpatches_v_wormhole", [2, 3, 4, 5, 6]), "graffiti": ("graffiti", [3])}
 
 
-def _read_seq(root: Path, others: list[int]) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+def _read_seq(root: Path, others: list[int]
+              ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """(reference image 1 (H, W) uint8, [(image k, H_1_k (3, 3)), ...] for k in ``others``)."""
     def img(i: int) -> np.ndarray:
         for ext in ("png", "ppm", "jpg"):
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max_keypoints", type=positive_int, default=2000,
                    help="strongest DoG keypoints per image")
     p.add_argument("--only", nargs="*", default=None, metavar="ROW",
-                   help="standard rows to keep (sift rootsift untrained-l2net hardnet pub:HardTFeat ...)")
+                   help="standard rows to keep (sift rootsift untrained-l2net hardnet "
+                        "pub:HardTFeat ...)")
     p.add_argument("--sequences", nargs="*", default=None, choices=list(SEQUENCES),
                    help="sequences to run (default: all)")
     p.add_argument("--out", type=Path, default=Path("outputs/real_matching"),

@@ -1,5 +1,6 @@
-"""revisitop retrieval benchmark (ROxford5k / RParis6k) with local descriptors aggregated into
-VLAD (or ASMK) global representations.
+"""revisitop retrieval benchmark (ROxford5k / RParis6k) of local descriptors via VLAD / ASMK.
+
+Local descriptors are aggregated into VLAD (or ASMK) global representations.
 
     python -m pipelines.retrieval --dataset roxford5k --features hndesc [--data_root datasets]
                                   [--rerank] [--qe] [--method vlad|asmk]
@@ -24,8 +25,8 @@ Steps:
    re-ranking of the top ``--rerank_top`` by RANSAC inliers, optional query expansion (AQE, or
    alpha-QE with ``--qe_alpha``);
 5. revisitop E / M / H mAP and mP@1,5,10 (``localize.revisitop_eval``; plus a random ranking
-   for reference), printed as a table and written to ``<out>/results-<method>-k<K>[-rerank][-qe].json`` and (the latest run)
-   ``<out>/results.json``.
+   for reference), printed as a table and written to
+   ``<out>/results-<method>-k<K>[-rerank][-qe].json`` and (the latest run) ``<out>/results.json``.
 
 Output directory: ``<outputs>/<dataset>[-synth]/<features>/`` (default outputs root
 ``outputs/retrieval``).
@@ -74,7 +75,8 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--multiple_assignment", type=positive_int, default=1,
                    help="visual words each local descriptor is assigned to")
     p.add_argument("--pca_dim", type=positive_int, default=None,
-                   help="PCA-whiten the global vectors to this dimension (default: none)")
+                   help="PCA of the VLAD vectors to this dimension, learned on the vocabulary "
+                        "set (default: none)")
     p.add_argument("--max_keypoints", type=positive_int, default=1000,
                    help="strongest DoG keypoints per image")
     p.add_argument("--resize_max", type=positive_int, default=1024,
