@@ -1,10 +1,10 @@
 """Image matching on REAL photographs: HPatches wormhole (1->2..6) and Graffiti (1->3).
 
     python benchmarks/real_matching.py [--shared ../shared/data] [--features hardnet PATH ...]
-        [--max_keypoints 2000] [--out outputs/real_matching]
+        [--max_keypoints 2000] [--out outputs/real_matching] [--viz DIR [--viz_row rootsift]]
 
 Protocol (the same for every row): per image, the ``max_keypoints`` strongest DoG keypoints of
-``localize.extract.detect_dog`` (full resolution, extraction defaults), detected ONCE and shared
+``descriptors.patches.detect_dog`` (full resolution, extraction defaults), detected ONCE and shared
 by every descriptor; descriptors of those keypoints by ``localize.extract.describe`` (OpenCV
 SIFT / RootSIFT on the full image, learned ones on 12-sigma oriented patches); mutual nearest
 neighbours with no ratio test (``localize.match.match_descriptors``). A match is correct at t px
@@ -16,6 +16,9 @@ corner error <= 1/3/5 px).
 Rows: sift, rootsift, an untrained L2-Net (seed 0), every shipped recipe with weights, the
 published anchors found in ``<shared>/published`` (TFeat, HardTFeat), and any ``--features``.
 Both sequences are held out: no shipped weights are trained on them.
+``--viz DIR`` writes, for one row (``--viz_row``), one picture per sequence pair
+(``<DIR>/<sequence>_1-<k>_<row>.png``, ``localize.viz.plot_matches``): the matches, green when
+correct at 3 px under the ground-truth homography, red otherwise.
 Exits with a message (status 0) when the shared data folder is absent.
 """
 from __future__ import annotations
@@ -33,30 +36,34 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from localize import extract  # noqa: E402
+from descriptors.patches import detect_dog  # noqa: E402
+from descriptors.registry import OPENCV_NAMES  # noqa: E402
+from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
+from localize import extract, io, viz  # noqa: E402
+from localize.cli import cli_errors, positive_int  # noqa: E402
 from localize.match import match_descriptors  # noqa: E402
 
 logger = logging.getLogger("real_matching")
 
 THRESHOLDS = (1, 3, 5)
+VIZ_THRESHOLD = 3             # px: a drawn match is green when correct at this threshold
 SEQUENCES = {"wormhole": ("hpatches_v_wormhole", [2, 3, 4, 5, 6]), "graffiti": ("graffiti", [3])}
 
 
-def _read_seq(root: Path, others: list[int]) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+def _read_seq(root: Path, others: list[int]
+              ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """(reference image 1 (H, W) uint8, [(image k, H_1_k (3, 3)), ...] for k in ``others``)."""
     def img(i: int) -> np.ndarray:
         for ext in ("png", "ppm", "jpg"):
             p = root / f"{i}.{ext}"
             if p.is_file():
-                g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-                if g is None:
-                    raise SystemExit(f"real_matching: {p}: cannot read image")
-                return g
-        raise SystemExit(f"real_matching: {root}: image {i} missing")
+                return io.read_image(p)
+        raise FileNotFoundError(f"{root}: image {i} missing")
     views = []
     for k in others:
         H = np.loadtxt(root / f"H_1_{k}")
         if H.shape != (3, 3):
-            raise SystemExit(f"real_matching: {root / f'H_1_{k}'}: not a 3x3 homography")
+            raise ValueError(f"{root / f'H_1_{k}'}: not a 3x3 homography")
         views.append((img(k), H))
     return img(1), views
 
@@ -72,20 +79,36 @@ def untrained_l2net() -> Any:
 
 def _features(gray: np.ndarray, extractor: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     conf = {**extract.DEFAULTS, "max_keypoints": n, "resize_max": None}
-    kps, xy, size, angle, _ = extract.detect_dog(gray, n, conf["contrast_threshold"],
-                                                 conf["edge_threshold"], conf["min_size"])
+    kps, xy, size, angle, _ = detect_dog(gray, n, conf["contrast_threshold"],
+                                         conf["edge_threshold"], conf["min_size"])
     return xy, extract.describe(gray, kps, xy, size, angle, extractor, conf)
 
 
-def evaluate_pair(xy0: np.ndarray, d0: np.ndarray, xy1: np.ndarray, d1: np.ndarray,
-                  H: np.ndarray, shape1: tuple[int, int], shape0: tuple[int, int]) -> dict:
-    """Metrics of one image pair. xy (N, 2) pixels, d (N, D) unit descriptors, H maps 0 -> 1."""
+def mutual_matches(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:
+    """(M, 2) int [i0, i1] mutual nearest neighbours of (N0, D) / (N1, D) descriptors."""
     m0, _ = match_descriptors(d0, d1, ratio=None, mutual=True)
     i0 = np.flatnonzero(m0 >= 0)
-    i1 = m0[i0]
-    p0, p1 = xy0[i0].astype(np.float64), xy1[i1].astype(np.float64)
-    proj = cv2.perspectiveTransform(p0[None], H)[0] if len(p0) else p0
-    err = np.linalg.norm(proj - p1, axis=1) if len(p0) else np.zeros(0)
+    return np.stack([i0, m0[i0]], 1).astype(np.int64).reshape(-1, 2)
+
+
+def match_errors(xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.ndarray
+                 ) -> np.ndarray:
+    """(M,) pixel distance between H (3, 3; image 0 -> 1) applied to each match's keypoint in
+    image 0 and its keypoint in image 1 (xy (N, 2) pixels)."""
+    if not len(matches):
+        return np.zeros(0)
+    p0 = xy0[matches[:, 0]].astype(np.float64)
+    p1 = xy1[matches[:, 1]].astype(np.float64)
+    return np.linalg.norm(cv2.perspectiveTransform(p0[None], H)[0] - p1, axis=1)
+
+
+def evaluate_pair(xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.ndarray,
+                  shape0: tuple[int, int]) -> dict:
+    """Metrics of one image pair: xy (N, 2) pixels, matches (M, 2) [i0, i1], H maps 0 -> 1,
+    ``shape0`` = (h, w) of image 0 (its corners measure the homography accuracy)."""
+    i0 = matches[:, 0]
+    p0, p1 = xy0[i0].astype(np.float64), xy1[matches[:, 1]].astype(np.float64)
+    err = match_errors(xy0, xy1, matches, H)
     out: dict[str, Any] = {"matches": int(len(i0))}
     for t in THRESHOLDS:
         c = int((err <= t).sum())
@@ -106,13 +129,12 @@ def evaluate_pair(xy0: np.ndarray, d0: np.ndarray, xy1: np.ndarray, d1: np.ndarr
     return out
 
 
-def run(shared: Path, features: list[str], max_keypoints: int, only: list[str] | None = None,
-        sequences: list[str] | None = None) -> dict[str, dict[str, dict]]:
-    """{sequence: {row: averaged metrics}}; ``only`` keeps these standard rows (plus
-    ``features``), ``sequences`` these of :data:`SEQUENCES`."""
+def load_rows(shared: Path, features: list[str], only: list[str] | None = None
+              ) -> dict[str, Any]:
+    """{row name: extractor}: the standard rows (``only`` keeps these) plus ``features``."""
     from descriptors.registry import DescriptorError, available, load
     rows: dict[str, Any] = {}
-    for name in ["sift", "rootsift", "untrained-l2net", *available()]:
+    for name in [*OPENCV_NAMES, "untrained-l2net", *available()]:
         if name in rows or (only is not None and name not in only):
             continue
         rows[name] = untrained_l2net() if name == "untrained-l2net" else load(name, device="cpu")
@@ -125,10 +147,16 @@ def run(shared: Path, features: list[str], max_keypoints: int, only: list[str] |
         except DescriptorError as e:
             logger.warning("published checkpoint %s not loadable: %s", f, e)
     for f in features:
-        try:
-            rows[Path(f).name if Path(f).exists() else f] = load(f, device="cpu")
-        except DescriptorError as e:
-            raise SystemExit(f"real_matching: {e}")
+        rows[Path(f).name if Path(f).exists() else f] = load(f, device="cpu")
+    return rows
+
+
+def run(shared: Path, rows: dict[str, Any], max_keypoints: int,
+        sequences: list[str] | None = None, viz_dir: Path | None = None,
+        viz_row: str = "rootsift") -> dict[str, dict[str, dict]]:
+    """{sequence: {row: averaged metrics}} for the extractors ``rows`` (:func:`load_rows`) on
+    the sequences of :data:`SEQUENCES` (``sequences`` keeps these). With ``viz_dir``, row
+    ``viz_row``'s matches of every pair are drawn there (module docstring)."""
     results: dict[str, dict[str, dict]] = {}
     for seq, (folder, others) in SEQUENCES.items():
         if sequences is not None and seq not in sequences:
@@ -141,9 +169,16 @@ def run(shared: Path, features: list[str], max_keypoints: int, only: list[str] |
         for name, ex in rows.items():
             xy0, d0 = _features(ref, ex, max_keypoints)
             per = []
-            for img, H in views:
+            for k, (img, H) in zip(others, views):
                 xy1, d1 = _features(img, ex, max_keypoints)
-                per.append(evaluate_pair(xy0, d0, xy1, d1, H, img.shape, ref.shape))
+                matches = mutual_matches(d0, d1)
+                per.append(evaluate_pair(xy0, xy1, matches, H, ref.shape))
+                if viz_dir is not None and name == viz_row:
+                    ok = match_errors(xy0, xy1, matches, H) <= VIZ_THRESHOLD
+                    viz.plot_matches(ref, img, xy0, xy1, matches, ok,
+                                     viz_dir / f"{seq}_1-{k}_{name.replace(':', '-')}.png",
+                                     text=f"{seq} 1-{k} {name}: {int(ok.sum())}/{len(ok)} "
+                                          f"correct at {VIZ_THRESHOLD} px")
             results.setdefault(seq, {})[name] = {k: float(np.mean([p[k] for p in per]))
                                                  for k in per[0]}
             logger.info("%s %s: %s", seq, name, results[seq][name])
@@ -170,26 +205,39 @@ def format_table(results: dict[str, dict[str, dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    p.add_argument("--shared", type=Path,
+                   default=Path(__file__).resolve().parents[2] / "shared" / "data",
+                   help="shared data folder holding the sequences and published/")
     p.add_argument("--features", nargs="*", default=[], help="extra registry names / checkpoints")
-    p.add_argument("--max_keypoints", type=int, default=2000)
+    p.add_argument("--max_keypoints", type=positive_int, default=2000,
+                   help="strongest DoG keypoints per image")
     p.add_argument("--only", nargs="*", default=None, metavar="ROW",
-                   help="standard rows to keep (sift rootsift untrained-l2net hardnet pub:HardTFeat ...)")
-    p.add_argument("--sequences", nargs="*", default=None, choices=list(SEQUENCES))
-    p.add_argument("--out", type=Path, default=Path("outputs/real_matching"))
+                   help="standard rows to keep (sift rootsift untrained-l2net hardnet "
+                        "pub:HardTFeat ...)")
+    p.add_argument("--sequences", nargs="*", default=None, choices=list(SEQUENCES),
+                   help="sequences to run (default: all)")
+    p.add_argument("--out", type=Path, default=Path("outputs/real_matching"),
+                   help="folder of real_matching.json")
+    p.add_argument("--viz", type=Path, default=None, metavar="DIR",
+                   help="write one match picture per sequence pair of --viz_row here")
+    p.add_argument("--viz_row", default="rootsift", metavar="ROW",
+                   help="row drawn by --viz (default rootsift)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.max_keypoints < 1:
-        p.error("--max_keypoints must be >= 1")
+    setup_logging(logging.WARNING)
     if not args.shared.is_dir():
         print(f"real_matching: shared data folder {args.shared} not found; nothing to measure "
               f"(pass --shared DIR)")
         return {}
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    results = run(args.shared, args.features, args.max_keypoints, args.only, args.sequences)
+    with cli_errors("real_matching"):
+        rows = load_rows(args.shared, args.features, args.only)
+        if args.viz is not None and args.viz_row not in rows:
+            p.error(f"--viz_row {args.viz_row!r} is not one of the rows {list(rows)}")
+        results = run(args.shared, rows, args.max_keypoints, args.sequences, args.viz,
+                      args.viz_row)
     print(format_table(results))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "real_matching.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(args.out / "real_matching.json", json.dumps(results, indent=2))
+    if args.viz is not None:
+        print(f"match pictures of {args.viz_row}: {args.viz}")
     return results
 
 

@@ -1,12 +1,13 @@
-"""revisitop retrieval benchmark (ROxford5k / RParis6k) with local descriptors aggregated into
-VLAD (or ASMK) global representations.
+"""revisitop retrieval benchmark (ROxford5k / RParis6k) of local descriptors via VLAD / ASMK.
+
+Local descriptors are aggregated into VLAD (or ASMK) global representations.
 
     python -m pipelines.retrieval --dataset roxford5k --features hndesc [--data_root datasets]
                                   [--rerank] [--qe] [--method vlad|asmk]
 
 Data: the real ``<data_root>/<dataset>`` (revisitop layout, ``gnd_<dataset>.pkl`` + ``jpg/``)
 when present, else the synthetic ``<data_root>/<dataset>-synth`` (generated on first use by
-``localize.data.roxford.ensure_synthetic_revisitop``; ``--synthetic`` forces it).
+``localize.data.roxford_synth.ensure_synthetic_revisitop``; ``--synthetic`` forces it).
 
 Steps:
 1. local features (``localize.extract``; any registered ``--features`` name or checkpoint path)
@@ -23,9 +24,9 @@ Steps:
 4. FAISS search (chunked queries; ``--index ivf`` for large collections), optional spatial
    re-ranking of the top ``--rerank_top`` by RANSAC inliers, optional query expansion (AQE, or
    alpha-QE with ``--qe_alpha``);
-5. revisitop E / M / H mAP and mP@1,5,10 (plus a random ranking for reference), printed as a
-   table and written to ``<out>/results-<method>-k<K>[-rerank][-qe].json`` and (the latest run)
-   ``<out>/results.json``.
+5. revisitop E / M / H mAP and mP@1,5,10 (``localize.revisitop_eval``; plus a random ranking
+   for reference), printed as a table and written to
+   ``<out>/results-<method>-k<K>[-rerank][-qe].json`` and (the latest run) ``<out>/results.json``.
 
 Output directory: ``<outputs>/<dataset>[-synth]/<features>/`` (default outputs root
 ``outputs/retrieval``).
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -43,8 +43,12 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from descriptors.registry import OPENCV_NAMES
+from descriptors.util import atomic_write, atomic_write_text, setup_logging
 from localize import extract, io, retrieve
-from localize.data import roxford
+from localize.cli import cli_errors, positive_int
+from localize.data import roxford, roxford_synth
+from localize.revisitop_eval import evaluate_protocols, format_results
 
 logger = logging.getLogger(__name__)
 
@@ -53,39 +57,61 @@ OTHER = {"roxford5k": "rparis6k", "rparis6k": "roxford5k"}
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="roxford5k", choices=list(OTHER))
+    p.add_argument("--dataset", default="roxford5k", choices=list(OTHER),
+                   help="revisitop dataset (real <data_root>/<dataset>, else its synthetic set)")
     p.add_argument("--features", default="sift",
-                   help="descriptor: sift, rootsift, a recipe name (hardnet, hndesc, ...) or a "
-                        "checkpoint path")
-    p.add_argument("--data_root", type=Path, default=Path("datasets"))
-    p.add_argument("--outputs", type=Path, default=Path("outputs/retrieval"))
+                   help=f"descriptor: {', '.join(OPENCV_NAMES)}, a recipe name (hardnet, hndesc, "
+                        "...) or a checkpoint path")
+    p.add_argument("--data_root", type=Path, default=Path("datasets"),
+                   help="folder holding the datasets (real and synthetic)")
+    p.add_argument("--outputs", type=Path, default=Path("outputs/retrieval"),
+                   help="outputs root; results go to <outputs>/<dataset>[-synth]/<features>/")
     p.add_argument("--synthetic", action="store_true", help="use the synthetic set even if the "
                    "real one is present")
-    p.add_argument("--method", default="vlad", choices=["vlad", "asmk"])
-    p.add_argument("--num_words", type=int, default=None,
+    p.add_argument("--method", default="vlad", choices=["vlad", "asmk"],
+                   help="global representation: VLAD vectors or an ASMK inverted file")
+    p.add_argument("--num_words", type=positive_int, default=None,
                    help="vocabulary size (default 64 for VLAD, 256 for ASMK)")
-    p.add_argument("--multiple_assignment", type=int, default=1)
-    p.add_argument("--pca_dim", type=int, default=None)
-    p.add_argument("--max_keypoints", type=int, default=1000)
-    p.add_argument("--resize_max", type=int, default=1024)
-    p.add_argument("--vocab_images", type=int, default=60,
+    p.add_argument("--multiple_assignment", type=positive_int, default=1,
+                   help="visual words each local descriptor is assigned to")
+    p.add_argument("--pca_dim", type=positive_int, default=None,
+                   help="PCA of the VLAD vectors to this dimension, learned on the vocabulary "
+                        "set (default: none)")
+    p.add_argument("--max_keypoints", type=positive_int, default=1000,
+                   help="strongest DoG keypoints per image")
+    p.add_argument("--resize_max", type=positive_int, default=1024,
+                   help="longer image side seen by the detector (pixels)")
+    p.add_argument("--vocab_images", type=positive_int, default=60,
                    help="images of the separate vocabulary set")
-    p.add_argument("--index", default="flat", choices=["flat", "ivf"])
+    p.add_argument("--index", default="flat", choices=["flat", "ivf"],
+                   help="FAISS index: exact (flat) or inverted file (ivf, large collections)")
     p.add_argument("--rerank", action="store_true", help="spatial re-ranking (RANSAC inliers)")
-    p.add_argument("--rerank_top", type=int, default=50)
-    p.add_argument("--rerank_model", default="homography", choices=["homography", "fundamental"])
+    p.add_argument("--rerank_top", type=positive_int, default=50,
+                   help="re-rank this many top database images per query")
+    p.add_argument("--rerank_model", default="homography", choices=["homography", "fundamental"],
+                   help="geometric model fitted by RANSAC when re-ranking")
     p.add_argument("--qe", action="store_true", help="query expansion (VLAD only)")
-    p.add_argument("--qe_n", type=int, default=3)
+    p.add_argument("--qe_n", type=positive_int, default=3,
+                   help="top database vectors averaged into the expanded query")
     p.add_argument("--qe_alpha", type=float, default=0.0, help="0 = AQE, >0 = alpha-QE")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    # synthetic set parameters (defaults: roxford.SYNTH_DEFAULTS)
-    p.add_argument("--n_landmarks", type=int, default=None)
-    p.add_argument("--views_per_landmark", type=int, default=None)
-    p.add_argument("--n_distractors", type=int, default=None)
-    p.add_argument("--n_queries", type=int, default=None)
-    p.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("W", "H"))
-    return p.parse_args(None if argv is None else list(argv))
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the synthetic sets, the vocabulary and the random ranking")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    g = p.add_argument_group("synthetic set (defaults: localize.data.roxford_synth.SYNTH_DEFAULTS)")
+    g.add_argument("--n_landmarks", type=positive_int, default=None,
+                   help="distinct landmarks (>= 8)")
+    g.add_argument("--views_per_landmark", type=positive_int, default=None,
+                   help="database views per landmark")
+    g.add_argument("--n_distractors", type=positive_int, default=None,
+                   help="database images of no landmark")
+    g.add_argument("--n_queries", type=positive_int, default=None,
+                   help="queries, spread over the landmarks")
+    g.add_argument("--image_size", type=positive_int, nargs=2, default=None, metavar=("W", "H"),
+                   help="image width and height in pixels")
+    args = p.parse_args(None if argv is None else list(argv))
+    if args.qe and args.method != "vlad":
+        p.error("--qe needs single-vector globals: use --method vlad")
+    return args
 
 
 def _synth_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,12 +135,11 @@ def _write_query_crops(data: roxford.RevisitopData, out_dir: Path) -> list[str]:
         meta = out_dir / f".{name}.bbx"
         want = json.dumps([float(x) for x in data.gnd[i]["bbx"]])
         if not (p.is_file() and meta.is_file() and meta.read_text() == want):
-            crop = data.query_image(i)
-            tmp = out_dir / f".{name}.tmp.png"
-            if not cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"{tmp}: cannot write query crop")
-            os.replace(tmp, p)
-            meta.write_text(want)
+            with atomic_write(p) as tmp:
+                if not cv2.imwrite(str(tmp), cv2.cvtColor(data.query_image(i),
+                                                          cv2.COLOR_RGB2BGR)):
+                    raise OSError(f"{p}: cannot write query crop")
+            atomic_write_text(meta, want)
         names.append(name)
     return names
 
@@ -128,8 +153,8 @@ def _vocab_image_set(args: argparse.Namespace, is_synth: bool) -> tuple[Path, li
         sel = np.linspace(0, od.n - 1, min(args.vocab_images, od.n)).round().astype(int)
         names = [od.image_name(int(i)) for i in np.unique(sel)]
         return od.image_dir, names, f"real {other} ({len(names)} images)"
-    size = tuple(args.image_size) if args.image_size else roxford.SYNTH_DEFAULTS["size"]
-    d, names = roxford.ensure_vocabulary_images(args.data_root, args.vocab_images, args.seed,
+    size = tuple(args.image_size) if args.image_size else roxford_synth.SYNTH_DEFAULTS["size"]
+    d, names = roxford_synth.ensure_vocabulary_images(args.data_root, args.vocab_images, args.seed,
                                                 size)
     return d, names, f"synthetic TRAIN-photo renders ({len(names)} images, {d})"
 
@@ -140,12 +165,16 @@ def _stem(features: str) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark (module docstring); returns the report written to results.json plus
+    ``_raw`` = {ranking: evaluate_protocols output}."""
     t0 = time.time()
-    data, is_synth = roxford.find_revisitop(args.data_root, args.dataset,
-                                            synthetic_ok=True, **_synth_kwargs(args)) \
-        if not args.synthetic else \
-        (roxford.read_revisitop(roxford.ensure_synthetic_revisitop(
-            args.data_root, args.dataset, **_synth_kwargs(args)), args.dataset), True)
+    if args.synthetic:
+        data = roxford.read_revisitop(roxford_synth.ensure_synthetic_revisitop(
+            args.data_root, args.dataset, **_synth_kwargs(args)), args.dataset)
+        is_synth = True
+    else:
+        data, is_synth = roxford_synth.find_revisitop(args.data_root, args.dataset,
+                                                      **_synth_kwargs(args))
     ds_label = f"{args.dataset}-synth" if is_synth else args.dataset
     base = args.outputs / ds_label
     out = base / _stem(args.features)
@@ -194,35 +223,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         index = retrieve.build_index(db_vec, args.index)
         scores, idx = retrieve.search_index(index, q_vec, k)
     else:
-        if args.qe:
-            raise SystemExit("--qe needs single-vector globals: use --method vlad")
         db_enc = retrieve.encode(db_desc, vocab, conf, "asmk db")
         q_enc = retrieve.encode(q_desc, vocab, conf, "asmk query", query=True)
         aindex = retrieve.AsmkIndex(db_enc, conf["asmk_alpha"], conf["asmk_tau"])
         scores, idx = aindex.search(q_enc, k)
-    results = {"base": roxford.evaluate_protocols(retrieve.ranks_from_topk(idx, n_db), data.gnd)}
+    results = {"base": evaluate_protocols(retrieve.ranks_from_topk(idx, n_db), data.gnd)}
 
     if args.rerank:
-        opencv = str(args.features) in ("sift", "rootsift")
         rconf = {"top": args.rerank_top, "model": args.rerank_model,
-                 "ratio": 0.8 if opencv else 0.9}
-        qf = []
-        for n in q_names:
-            f = io.read_features(feats_q, n)
-            qf.append((f["keypoints"], np.ascontiguousarray(np.asarray(f["descriptors"],
-                                                                       np.float32).T)))
+                 "ratio": 0.8 if str(args.features) in OPENCV_NAMES else 0.9}
+        qf = [(io.get_keypoints(feats_q, n), d) for n, d in zip(q_names, q_desc)]
         cache = retrieve.FeatureCache(feats_db, db_names, size=max(256, args.rerank_top * 2))
         idx, scores, _ = retrieve.spatial_rerank(qf, cache, idx, scores, rconf)
-        results["rerank"] = roxford.evaluate_protocols(retrieve.ranks_from_topk(idx, n_db),
+        results["rerank"] = evaluate_protocols(retrieve.ranks_from_topk(idx, n_db),
                                                        data.gnd)
     if args.qe:
         q2 = retrieve.query_expansion(db_vec, q_vec, idx, scores, args.qe_n, args.qe_alpha)
         scores, idx = retrieve.search_index(index, q2, k)
-        results["qe"] = roxford.evaluate_protocols(retrieve.ranks_from_topk(idx, n_db),
+        results["qe"] = evaluate_protocols(retrieve.ranks_from_topk(idx, n_db),
                                                    data.gnd)
     rng = np.random.default_rng(args.seed)
     rand = np.stack([rng.permutation(n_db) for _ in range(data.nq)], 1)
-    results["random"] = roxford.evaluate_protocols(rand, data.gnd)
+    results["random"] = evaluate_protocols(rand, data.gnd)
     final_key = "qe" if args.qe else ("rerank" if args.rerank else "base")
 
     def _pct(r: dict) -> dict:
@@ -250,18 +272,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["run_tag"] = tag
     text = json.dumps(report, indent=1)
     for name in (f"results-{tag}.json", "results.json"):   # per-configuration + latest
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, text)
     report["_raw"] = results
     return report
 
 
 def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO,
-                        format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    """Command-line entry point: run, print the E / M / H tables, return the report."""
     args = _parse_args(argv)
-    report = run(args)
+    setup_logging()
+    with cli_errors("pipelines.retrieval"):
+        report = run(args)
     raw = report.pop("_raw")
     title = (f"{report['dataset']}  features={report['features']}  "
              f"{report['retrieval_conf']['method']} k={report['retrieval_conf']['num_words']}  "
@@ -269,7 +290,7 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     print("\n" + title)
     for key in ("base", "rerank", "qe", "random"):
         if key in raw:
-            print(roxford.format_results(raw[key], f"[{key}]"))
+            print(format_results(raw[key], f"[{key}]"))
     print(f"results: {Path(report['outputs']) / 'results.json'}")
     return report
 

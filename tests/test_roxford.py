@@ -1,4 +1,5 @@
-"""revisitop reader / evaluation / synthetic writer (localize.data.roxford)."""
+"""revisitop reader (localize.data.roxford), evaluation (localize.revisitop_eval) and synthetic
+writer (localize.data.roxford_synth)."""
 from __future__ import annotations
 
 import pickle
@@ -8,7 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from localize import revisitop_eval as E
 from localize.data import roxford as R
+from localize.data import roxford_synth as S
+from localize.data import scene
 
 
 # ------------------------------------------------------------------------------------------
@@ -42,7 +46,7 @@ def _hand_example():
 
 def test_compute_map_hand_example():
     ranks, gnd = _hand_example()
-    m, aps, mpr, prs = R.compute_map(ranks, gnd, kappas=[1, 5, 10])
+    m, aps, mpr, prs = E.compute_map(ranks, gnd, kappas=[1, 5, 10])
     assert aps[0] == pytest.approx(19 / 24)
     assert np.isnan(aps[1]) and np.all(np.isnan(prs[1]))
     assert aps[2] == pytest.approx(335 / 1008)
@@ -59,34 +63,34 @@ def test_compute_map_hand_example():
 def test_compute_map_edge_cases():
     # perfect ranking -> 1; all queries empty -> NaN; a query with junk only before positives
     ranks = np.arange(5)[:, None]
-    m, aps, mpr, _ = R.compute_map(ranks, [{"ok": [0, 1], "junk": []}])
+    m, aps, mpr, _ = E.compute_map(ranks, [{"ok": [0, 1], "junk": []}])
     assert m == pytest.approx(1.0) and np.allclose(mpr, 1)
-    m, aps, mpr, _ = R.compute_map(ranks, [{"ok": []}])
+    m, aps, mpr, _ = E.compute_map(ranks, [{"ok": []}])
     assert np.isnan(m)
     # single positive at 0-based position 4 with 2 junk ahead -> position 2: AP = (2/... )
     # p0 = 0/2, p1 = 1/3 -> AP = (0 + 1/3)/2 = 1/6
-    m, _, _, prs = R.compute_map(ranks, [{"ok": [4], "junk": [1, 3]}], kappas=[1, 5])
+    m, _, _, prs = E.compute_map(ranks, [{"ok": [4], "junk": [1, 3]}], kappas=[1, 5])
     assert m == pytest.approx(1 / 6)
     np.testing.assert_allclose(prs[0], [0.0, 1 / 3])
     with pytest.raises(ValueError):
-        R.compute_map(ranks, [{"ok": [0]}, {"ok": [1]}])
+        E.compute_map(ranks, [{"ok": [0]}, {"ok": [1]}])
 
 
 def test_protocols():
     gnd = [{"easy": [0], "hard": [3], "junk": [1]}, {"easy": [], "hard": [2], "junk": []}]
     ranks = np.stack([np.array([3, 1, 0, 2, 4]), np.array([2, 0, 1, 3, 4])], 1)
-    res = R.evaluate_protocols(ranks, gnd)
+    res = E.evaluate_protocols(ranks, gnd)
     # Easy: q0 ok={0}, junk={1,3}: list 3 1 0 -> position 2 - 2 junk = 0 -> AP 1; q1 empty
     assert res["E"]["map"] == pytest.approx(1.0) and res["E"]["n_valid"] == 1
     # Medium: q0 ok={0,3}, junk={1}: positions 0 and 2-1=1 -> AP 1; q1 ok={2} at 0 -> 1
     assert res["M"]["map"] == pytest.approx(1.0) and res["M"]["n_valid"] == 2
     # Hard: q0 ok={3}, junk={1,0}: position 0 -> 1; q1 ok={2} -> 1
     assert res["H"]["map"] == pytest.approx(1.0)
-    g = R.protocol_gnd(gnd, "H")
+    g = E.protocol_gnd(gnd, "H")
     assert sorted(g[0]["junk"].tolist()) == [0, 1]
     with pytest.raises(ValueError):
-        R.protocol_gnd(gnd, "X")
-    txt = R.format_results(res)
+        E.protocol_gnd(gnd, "X")
+    txt = E.format_results(res)
     assert "Medium" in txt and "100.00" in txt
 
 
@@ -126,7 +130,7 @@ def test_reader_fixture(tmp_path):
     assert crop.shape == (4, 8, 3) and crop.dtype == np.uint8
     np.testing.assert_array_equal(crop, full[4:8, 2:10])
     assert data.image(0).shape == (20, 30, 3)
-    m = R.evaluate_protocols(np.array([[0], [2], [1]]), data.gnd)
+    m = E.evaluate_protocols(np.array([[0], [2], [1]]), data.gnd)
     assert m["M"]["map"] == pytest.approx(1.0)
 
 
@@ -162,7 +166,7 @@ def test_reader_errors(tmp_path):
 # Synthetic writer
 # ------------------------------------------------------------------------------------------
 def test_synthetic_writer_layout(tmp_path):
-    d = R.ensure_synthetic_revisitop(tmp_path, "rparis6k", n_landmarks=8, views_per_landmark=3,
+    d = S.ensure_synthetic_revisitop(tmp_path, "rparis6k", n_landmarks=8, views_per_landmark=3,
                                      n_distractors=3, n_queries=8, size=(160, 120))
     assert d == tmp_path / "rparis6k-synth"
     data = R.read_revisitop(d, "rparis6k")          # the real reader, images checked
@@ -184,28 +188,55 @@ def test_synthetic_writer_layout(tmp_path):
     assert sum(len(g["easy"]) + len(g["hard"]) for g in data.gnd) > 0
     # second call reuses the set; other parameters regenerate it
     mtime = (d / "gnd_rparis6k.pkl").stat().st_mtime_ns
-    R.ensure_synthetic_revisitop(tmp_path, "rparis6k", n_landmarks=8, views_per_landmark=3,
+    S.ensure_synthetic_revisitop(tmp_path, "rparis6k", n_landmarks=8, views_per_landmark=3,
                                  n_distractors=3, n_queries=8, size=(160, 120))
     assert (d / "gnd_rparis6k.pkl").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError):
-        R.write_synthetic_revisitop(tmp_path / "x", "roxford5k", n_landmarks=3)
+        S.write_synthetic_revisitop(tmp_path / "x", "roxford5k", n_landmarks=3)
 
 
 def test_label_view_geometry():
     rng = np.random.default_rng(1)
-    tex = [R.procedural_texture(rng) for _ in range(3)]
-    faces = R.make_structure(tex, rng)
-    cam = R.sample_camera(faces, (320, 240), rng, azimuth_deg=(0, 0), distance=(1.5, 1.5),
+    tex = [S.procedural_texture(rng) for _ in range(3)]
+    faces = S.make_structure(tex, rng)
+    cam = S.sample_camera(faces, (320, 240), rng, azimuth_deg=(0, 0), distance=(1.5, 1.5),
                           aim_jitter=0.0)
-    reg = R.query_region(faces, cam, rng, partial_prob=0.0)
+    reg = S.query_region(faces, cam, rng, partial_prob=0.0)
     assert reg is not None
     bbx, region = reg
     # the same camera sees everything -> easy by day, hard at night
-    assert R.label_view(faces, cam, region, cam, False)[0] == "easy"
-    assert R.label_view(faces, cam, region, cam, True)[0] == "hard"
+    assert S.label_view(faces, cam, region, cam, False)[0] == "easy"
+    assert S.label_view(faces, cam, region, cam, True)[0] == "hard"
     # a camera looking away sees nothing of it -> junk (same landmark, < 15 % overlap)
-    away = R.Camera(K=cam.K, R=cam.R @ np.diag([-1.0, 1.0, -1.0]), t=cam.t, width=320,
-                    height=240)
-    away.t = -away.R @ cam.center
-    lab, info = R.label_view(faces, cam, region, away, False)
+    R_away = cam.R @ np.diag([-1.0, 1.0, -1.0])
+    away = scene.Camera(K=cam.K, R=R_away, t=-R_away @ cam.center, width=320, height=240)
+    lab, info = S.label_view(faces, cam, region, away, False)
     assert lab == "junk" and info["overlap"] < 0.15
+
+
+def test_rendered_views_match_visibility_labels():
+    """The synthetic images come from scene.render: pixels where visible_samples says the
+    landmark is seen show the walls (identical under two different random backgrounds), the
+    rest is background (differs), and walls facing away are not drawn."""
+    rng = np.random.default_rng(3)
+    walls = S.make_structure([S.procedural_texture(rng) for _ in range(3)], rng)
+    cam = S.sample_camera(walls, (240, 180), rng, azimuth_deg=(10, 10), distance=(1.6, 1.6),
+                          aim_jitter=0.0)
+    a = S.render_view(walls, cam, np.random.default_rng(0)).astype(int)
+    b = S.render_view(walls, cam, np.random.default_rng(1)).astype(int)
+    X, uv, vis = S.visible_samples(walls, cam, 24)
+    assert vis.mean() > 0.3
+    px = np.round(uv[vis]).astype(int)
+    px = px[(px[:, 0] > 1) & (px[:, 0] < 238) & (px[:, 1] > 1) & (px[:, 1] < 178)]
+    same = (np.abs(a - b).max(-1) <= 1)
+    assert same[px[:, 1], px[:, 0]].mean() > 0.97          # walls: independent of background
+    assert same.mean() < 0.9                                # the rest: background differs
+    # from behind the structure every wall faces away: only the background is drawn
+    R_back = cam.R @ np.diag([-1.0, 1.0, -1.0])
+    C_back = 2 * S.structure_center(walls) - cam.center
+    C_back[1] = cam.center[1]
+    back = scene.Camera(cam.K, R_back, -R_back @ C_back, 240, 180)
+    assert not any(w.is_front_facing(back.center) for w in walls)
+    assert not S.visible_samples(walls, back, 12)[2].any()
+    np.testing.assert_array_equal(S.render_view(walls, back, np.random.default_rng(0)),
+                                  S._background(back, np.random.default_rng(0)))

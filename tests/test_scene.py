@@ -100,6 +100,44 @@ def test_projection_consistency_two_views():
     assert np.median(same) > np.median(shifted) + 0.3
 
 
+def test_look_at_point_and_camera():
+    """The optical axis goes through the target, image rows stay level, Camera wraps project."""
+    w, h = 320, 240
+    K = scn.intrinsics(w, h, 60.0)
+    center, target = np.array([3.0, -1.5, -4.0]), np.array([-1.0, -6.0, 10.0])
+    R, t = scn.look_at_point(center, target)
+    cam = scn.Camera(K, R, t, w, h)
+    np.testing.assert_allclose(cam.center, center, atol=1e-9)
+    uv, z = cam.project(np.stack([target, target + [0.0, 2.0, 0.0]]))
+    np.testing.assert_allclose(uv[0], [(w - 1) / 2, (h - 1) / 2], atol=1e-6)
+    assert z[0] == pytest.approx(np.linalg.norm(target - center))
+    assert uv[1, 0] == pytest.approx(uv[0, 0], abs=1e-6) and uv[1, 1] > uv[0, 1]  # down = +v
+    np.testing.assert_allclose(uv, scn.project(K, R, t, np.stack([target, target + [0, 2, 0]]))[0])
+    # roll turns the image about the principal point: the point below moves sideways
+    R2, t2 = scn.look_at_point(center, target, roll_deg=10.0)
+    uv2, _ = scn.project(K, R2, t2, np.stack([target, target + [0.0, 2.0, 0.0]]))
+    np.testing.assert_allclose(uv2[0], uv[0], atol=1e-6)
+    assert abs(uv2[1, 0] - uv[1, 0]) > 1.0
+
+
+def test_front_facing_and_background():
+    """A plane seen from its front is drawn over the given background; seen from behind it
+    faces away (``is_front_facing``), and only the background remains where it is not."""
+    plane = _plane_facing_camera(5.0, 0.5, color=(255, 0, 0))
+    assert plane.is_front_facing((0.0, 0.0, 0.0))
+    assert not plane.is_front_facing((0.0, 0.0, 10.0))
+    grid = plane.surface_grid(4)
+    assert grid.shape == (16, 3) and np.allclose(grid[:, 2], 5.0)
+    assert np.allclose(grid.mean(0), [0.0, 0.0, 5.0])
+    w, h = 160, 120
+    K = scn.intrinsics(w, h, 60.0)
+    bg = np.full((h, w, 3), (10, 200, 30), np.uint8)
+    img = scn.render(scn.Scene([plane]), K, np.eye(3), np.zeros(3), w, h, background=bg)
+    assert tuple(img[60, 80]) == (255, 0, 0) and tuple(img[5, 5]) == (10, 200, 30)
+    with pytest.raises(ValueError, match="background"):
+        scn.render(scn.Scene([plane]), K, np.eye(3), np.zeros(3), w, h, background=bg[:10])
+
+
 def test_street_scene_render_speed_and_night():
     world = scn.make_street_scene(0)
     assert len(world.planes) > 20

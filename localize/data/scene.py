@@ -1,4 +1,8 @@
-"""Textured-plane 3D worlds rendered with numpy + OpenCV (no GL).
+"""Textured-plane 3D worlds rendered with numpy + OpenCV (no GL): the toolkit's one renderer.
+
+Both synthetic worlds use it: the street-scene plaza of the Aachen-layout writer
+(``make_street_scene`` here, ``localize.data.aachen``) and the revisitop landmarks
+(``localize.data.roxford_synth``). Camera, projection and look-at helpers live here too.
 
 A scene is a list of textured rectangles (facades, kiosks, ground tiles) in a metric world. Each
 plane is drawn with ``cv2.warpPerspective`` through its plane-induced homography (texture pixels
@@ -17,14 +21,17 @@ Frames and conventions
 - Textures: texture pixel (col j, row i) centre lies at
   ``origin + (j + 0.5) * (w_m / Wt) * u_axis + (i + 0.5) * (h_m / Ht) * v_axis``
   (``Plane.texel_to_world``).
+- Planes are double-sided. ``Plane.normal`` = u x v points AWAY from a viewer who sees the
+  texture unmirrored (u right, v down); ``Plane.is_front_facing(center)`` tests that side.
 - Images are (H, W, 3) uint8 RGB.
 
-Main entry points: ``make_street_scene``, ``intrinsics``, ``look_at``, ``render``,
-``database_poses``, ``query_poses``.
+Main entry points: ``make_street_scene``, ``intrinsics``, ``look_at``, ``look_at_point``,
+``Camera``, ``render``, ``write_rgb``, ``database_poses``, ``query_poses``.
 """
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -88,9 +95,21 @@ class Plane:
 
     @property
     def normal(self) -> np.ndarray:
-        """(3,) unit normal u x v."""
+        """(3,) unit normal u x v (points away from a viewer who sees the texture unmirrored)."""
         n = np.cross(self.u_axis, self.v_axis)
         return n / np.linalg.norm(n)
+
+    def is_front_facing(self, center: Sequence[float]) -> bool:
+        """True when a camera at ``center`` (world, metres) sees the texture unmirrored."""
+        return float(self.normal @ (np.asarray(center, np.float64) - self.origin)) < 0.0
+
+    def surface_grid(self, n: int) -> np.ndarray:
+        """(n*n, 3) world points: centres of an n x n grid of cells over the rectangle
+        (row-major: v varies slowest)."""
+        a = (np.arange(n) + 0.5) / n
+        uu, vv = np.meshgrid(a * self.size_m[0], a * self.size_m[1])
+        return (self.origin + uu.reshape(-1, 1) * self.u_axis
+                + vv.reshape(-1, 1) * self.v_axis)
 
     @property
     def corners(self) -> np.ndarray:
@@ -187,6 +206,19 @@ def look_at(center: Sequence[float], yaw_deg: float, pitch_deg: float = 0.0,
     return R, t
 
 
+def look_at_point(center: Sequence[float], target: Sequence[float], roll_deg: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """World-to-camera pose of a camera at ``center`` whose optical axis passes through
+    ``target`` (world, metres), image rows level with the ground, then rolled by ``roll_deg``
+    (as :func:`look_at`). Returns (R (3,3), t (3,))."""
+    c = np.asarray(center, np.float64).reshape(3)
+    f = np.asarray(target, np.float64).reshape(3) - c
+    f = f / np.linalg.norm(f)
+    yaw = np.degrees(np.arctan2(f[0], f[2]))
+    pitch = np.degrees(np.arcsin(np.clip(-f[1], -1.0, 1.0)))
+    return look_at(c, yaw, pitch, roll_deg)
+
+
 def camera_center(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """(3,) camera centre -R^T t."""
     return -np.asarray(R).T @ np.asarray(t).reshape(3)
@@ -201,6 +233,26 @@ def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = p[:, :2] / p[:, 2:3]
     return uv, z
+
+
+@dataclass
+class Camera:
+    """A pinhole camera: ``K`` (3, 3) pixel-centre convention, world-to-camera ``R`` (3, 3) and
+    ``t`` (3,), image ``width`` x ``height`` pixels."""
+    K: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def center(self) -> np.ndarray:
+        """(3,) camera centre in the world (metres)."""
+        return camera_center(self.R, self.t)
+
+    def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3) world points -> (uv (N, 2) pixels, depth (N,) metres); see :func:`project`."""
+        return project(self.K, self.R, self.t, X)
 
 
 # ------------------------------------------------------------------------------------------
@@ -238,6 +290,7 @@ def _sky(width: int, height: int, K: np.ndarray, R: np.ndarray, night: bool) -> 
 def render(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
            night: bool = False, rng: np.random.Generator | int | None = None,
            return_depth: bool = False, night_darkness: float = NIGHT_DARKNESS,
+           background: np.ndarray | None = None,
            ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render ``scene`` from a pinhole camera.
 
@@ -250,6 +303,7 @@ def render(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int
         rng: Generator or seed for the night randomness (None: fixed seed 0, so renders are
             deterministic).
         return_depth: also return the z-depth map.
+        background: (H, W, 3) uint8 RGB drawn where no plane is seen, instead of the sky.
     Returns:
         (H, W, 3) uint8 RGB, and with ``return_depth`` also (H, W) float32 z-depth in metres
         (``inf`` where only sky is seen).
@@ -257,7 +311,12 @@ def render(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int
     K = np.asarray(K, np.float64)
     R = np.asarray(R, np.float64)
     t = np.asarray(t, np.float64).reshape(3)
-    img = _sky(width, height, K, R, night)
+    if background is None:
+        img = _sky(width, height, K, R, night)
+    elif background.shape != (height, width, 3):
+        raise ValueError(f"background must be ({height}, {width}, 3), got {background.shape}")
+    else:
+        img = background.astype(np.float32)
     zbuf = np.zeros((height, width), np.float32)          # inverse depth; 0 = infinitely far
     Kinv = np.linalg.inv(K)
     for plane in scene.planes:
@@ -270,6 +329,15 @@ def render(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int
         img = _night(img, depth, scene, Kinv, R, t, rng, night_darkness)
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return (out, depth) if return_depth else out
+
+
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write an (H, W, 3) uint8 RGB image (format from the suffix; JPEG at ``jpeg_quality``)."""
+    jpeg = str(path).lower().endswith((".jpg", ".jpeg"))
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if jpeg else []
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
+                       params):
+        raise OSError(f"{path}: cannot write image")
 
 
 def _draw_plane(plane: Plane, img: np.ndarray, zbuf: np.ndarray, K: np.ndarray,
@@ -584,6 +652,7 @@ def query_poses(n: int, db: Sequence[dict], rng: np.random.Generator | int = 1,
     return out
 
 
-__all__ = ["Plane", "Scene", "intrinsics", "colmap_params", "K_from_colmap", "look_at",
-           "camera_center", "project", "render", "make_texture", "make_street_scene",
-           "database_poses", "query_poses", "min_clearance", "EYE_HEIGHT_M"]
+__all__ = ["Plane", "Scene", "Camera", "intrinsics", "colmap_params", "K_from_colmap",
+           "look_at", "look_at_point", "camera_center", "project", "render", "write_rgb",
+           "make_texture", "make_street_scene", "database_poses", "query_poses", "min_clearance",
+           "EYE_HEIGHT_M"]
