@@ -240,7 +240,8 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def main(argv: Iterable[str] | None = None) -> dict:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from descriptors.data.phototour import ensure_synthetic_phototour, read_phototour
+    from descriptors.data.phototour import read_phototour
+    from descriptors.data.phototour_synth import ensure_synthetic_phototour
     from descriptors.models import build_model, save_checkpoint
     from descriptors.registry import load
     from descriptors.train import train

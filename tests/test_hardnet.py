@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from descriptors import registry
-from descriptors.data.phototour import read_phototour, write_synthetic_phototour
+from descriptors.data.phototour import read_phototour
+from descriptors.data.phototour_synth import write_synthetic_phototour
 from descriptors.metrics import evaluate_pairs
 from descriptors.models import build_model, save_checkpoint
 from descriptors.recipes import get_recipe
