@@ -14,8 +14,6 @@ from descriptors.data import hpatches as hp
 from descriptors.data import hpatches_synth as hs
 from pipelines import hpatches as ph
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 # ------------------------------------------------------------------------------ reader
 
@@ -181,7 +179,7 @@ def test_synthetic_layout(synth):
 
 
 def test_three_tasks_end_to_end(synth, tmp_path, capsys):
-    feats = ["sift"] + (["hardnet"] if (REPO / "weights" / "hardnet.pt").exists() else [])
+    feats = ["sift", "hardnet"]                                  # weights/hardnet.pt is shipped
     out_dir = tmp_path / "out"
     with pytest.raises(SystemExit, match="could not load no_such_recipe_weights.pt") as exc:
         ph.main(["--features", *feats, "no_such_recipe_weights.pt", "--data", str(synth),
