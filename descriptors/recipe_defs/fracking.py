@@ -161,7 +161,7 @@ def fracking_step(model: nn.Module, batch: Any, step: int, state: dict
     """Forward the whole pool without gradients, keep the hardest B/R, back-propagate those."""
     pa, pb, na, nb = batch
     opts = state.get("options", {})
-    raw = not bool(getattr(_base(model), "normalize", True))
+    raw = not _base(model).normalize
     margin = float(opts.get("margin_raw", 1.0) if raw else opts.get("margin", 1.0))
     r_p, r_n = int(opts.get("r_p", 1)), int(opts.get("r_n", 2))
     n_p = len(pa)
