@@ -4,9 +4,8 @@
         --features sift rootsift hardnet [--max-keypoints 2000] [--out outputs/hpatches_mma]
 
 One or more sequences in the hpatches-sequences layout (``<seq>/{1..6}.(ppm|png)`` + ``H_1_k``,
-H maps pixels of image 1 to image k). For every feature: DoG keypoints, 32x32 patches
-(``descriptors.patches.extract_patches``), registry descriptors, mutual nearest neighbours
-(``pipelines.hpatches.full_image_mma``). Prints MMA at 1..10 px, homography accuracy at
+H maps pixels of image 1 to image k). For every feature: ``localize.extract``'s keypoints and
+descriptors, ``localize.match``'s mutual nearest neighbours (``pipelines.hpatches.full_image_mma``). Prints MMA at 1..10 px, homography accuracy at
 1/3/5 px mean corner error, mean keypoints / matches; writes ``<out>/mma.json`` and a
 ``mma.png`` curve. Features whose weights are missing are skipped with a note.
 """
@@ -15,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from descriptors import registry  # noqa: E402
+from descriptors.util import atomic_write, atomic_write_text, setup_logging  # noqa: E402
 from pipelines.hpatches import MMA_DEFAULTS, full_image_mma  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -67,22 +66,24 @@ def _plot(results: dict[str, dict], path: Path) -> None:
     ax.grid(alpha=0.4)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from descriptors import registry
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seq", nargs="+", required=True, help="sequence folder(s)")
-    p.add_argument("--features", nargs="+", default=["sift", "rootsift"])
-    p.add_argument("--max-keypoints", type=int, default=MMA_DEFAULTS["max_keypoints"])
-    p.add_argument("--out", default="outputs/hpatches_mma")
-    p.add_argument("--device", default=None)
+    p.add_argument("--seq", nargs="+", required=True,
+                   help="sequence folder(s) in the hpatches-sequences layout")
+    p.add_argument("--features", nargs="+", default=["sift", "rootsift"],
+                   help="registry names or checkpoint paths (default: sift rootsift)")
+    p.add_argument("--max-keypoints", type=int, default=MMA_DEFAULTS["max_keypoints"],
+                   help="strongest DoG keypoints kept per image")
+    p.add_argument("--out", default="outputs/hpatches_mma",
+                   help="folder for mma.json and mma.png")
+    p.add_argument("--device", default=None,
+                   help="torch device of the learned descriptors (default: cuda if present)")
     a = p.parse_args(argv)
 
     results, per_seq, skipped = {}, {}, {}
@@ -102,13 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     for f, why in skipped.items():
         print(f"skipped {f}: {why}")
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     blob = {"seqs": a.seq, "max_keypoints": a.max_keypoints, "results": results,
             "per_seq": per_seq, "skipped": skipped}
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(blob, fh, indent=1)
-    os.replace(tmp, out / "mma.json")
+    atomic_write_text(out / "mma.json", json.dumps(blob, indent=1))
     if results:
         _plot(results, out / "mma.png")
     print(f"wrote {out / 'mma.json'}")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from descriptors import registry
+from descriptors.util import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +145,13 @@ def export(name: str | Path, fmt: str, out: str | Path, trace_batch: int = 8,
 def cli(argv: Iterable[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("name", help="registered descriptor name or checkpoint path")
-    p.add_argument("--format", choices=FORMATS, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--format", choices=FORMATS, required=True,
+                   help="torchscript (.pt) or onnx (.onnx)")
+    p.add_argument("--out", type=Path, required=True, help="exported model file")
     p.add_argument("--atol", type=float, default=1e-5,
                    help="largest accepted |exported - eager| on random patches")
     args = p.parse_args(None if argv is None else list(argv))
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    setup_logging()
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     try:
         out, _ = export(args.name, args.format, args.out, atol=args.atol)

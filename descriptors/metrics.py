@@ -31,6 +31,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -359,20 +360,19 @@ def describe_patches(extractor: Any, patches_uint8: np.ndarray, batch: int = 102
     """(N, 64, 64) uint8 Brown patches -> (N, D) float32 descriptors (resized to the
     extractor's patch size, 32 by default, with cv2 INTER_AREA as HardNet)."""
     from tqdm import tqdm
-    from .data.phototour import resize_patches
+    from descriptors.patches import patches_to_input
 
-    size = int(getattr(extractor, "patch_size", 32))
+    size = int(extractor.patch_size)
     n = len(patches_uint8)
     out = []
     step = max(batch, 1) * 8
-    for s in tqdm(range(0, n, step), desc=f"describe {getattr(extractor, 'name', '')}",
+    for s in tqdm(range(0, n, step), desc=f"describe {extractor.name}",
                   unit="chunk", disable=not progress or n <= step):
-        small = resize_patches(patches_uint8[s:s + step], size)
-        x = small.astype(np.float32)[:, None] / 255.0
+        x = patches_to_input(patches_uint8[s:s + step], size, cv2.INTER_AREA)
         for i in range(0, len(x), batch):
             out.append(np.asarray(extractor(x[i:i + batch]), np.float32))
     if not out:
-        return np.zeros((0, int(getattr(extractor, "dim", 0))), np.float32)
+        return np.zeros((0, int(extractor.dim)), np.float32)
     return np.concatenate(out, 0)
 
 

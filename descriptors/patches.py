@@ -8,6 +8,11 @@ One convention for the whole toolkit (training-patch writers AND test-time extra
 - ``ori`` is in radians in kornia's convention; from OpenCV use ``opencv_angle_to_ori``
   (``ori = -deg2rad(kp.angle)``, checked by rotating an image 90 degrees);
 - output patches are (N, 1, P, P) float32 in [0, 1], P = 32 by default.
+
+Also the one place that turns stored uint8 patches (Brown 64x64, HPatches 65x65) into network
+input: :func:`resize_patches` (per-patch ``cv2.resize``) and :func:`patches_to_input` (+ / 255).
+PhotoTour uses ``cv2.INTER_AREA`` (HardNet's training ``cv2_scale``), HPatches
+``cv2.INTER_LINEAR`` (HardNet's HPatches extractor, OpenCV's default).
 """
 from __future__ import annotations
 
@@ -17,6 +22,28 @@ import torch
 
 MR_SIZE: float = 12.0
 PATCH_SIZE: int = 32
+
+
+def resize_patches(patches: np.ndarray, size: int = PATCH_SIZE,
+                   interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """(N, H, W) patches -> (N, size, size), same dtype, ``cv2.resize`` one patch at a time (the
+    multi-channel code path rounds differently; ~8 us a patch). Already ``size``: a copy."""
+    patches = np.asarray(patches)
+    if patches.ndim != 3:
+        raise ValueError(f"expected (N, H, W) patches, got shape {patches.shape}")
+    if patches.shape[1:] == (size, size):
+        return patches.copy()
+    out = np.empty((len(patches), size, size), patches.dtype)
+    for i in range(len(patches)):
+        out[i] = cv2.resize(patches[i], (size, size), interpolation=interpolation)
+    return out
+
+
+def patches_to_input(patches_uint8: np.ndarray, size: int = PATCH_SIZE,
+                     interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """(N, H, W) uint8 -> (N, 1, size, size) float32 in [0, 1]: :func:`resize_patches` on the
+    uint8 patch, then / 255 (HardNet's ``cv2.resize(patch, (32, 32)) / 255.``)."""
+    return (resize_patches(patches_uint8, size, interpolation).astype(np.float32) / 255.0)[:, None]
 
 
 def opencv_angle_to_ori(angle_deg: np.ndarray) -> np.ndarray:

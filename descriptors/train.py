@@ -20,7 +20,6 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +34,6 @@ from descriptors.models import (CheckpointError, atomic_torch_save, build_model,
 from descriptors.recipes import Recipe, get_recipe
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConf:
-    steps: int | None = None        # None: the recipe's
-    seed: int = 0
-    ckpt_every: int = 500           # training-checkpoint period (steps)
-    log_every: int = 10
-    device: str | None = None       # None: cuda if available else cpu
-    half: bool = True               # store final weights as float16
-    num_threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
 
 
 def seed_everything(seed: int) -> None:

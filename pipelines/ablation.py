@@ -2,7 +2,7 @@
 
     python -m pipelines.ablation [--steps N] [--quick] [--rows hardnet sdb ...] [--data native]
 
-Rows (``ROWS``; a recipe whose module is missing is skipped with a note):
+Rows (``ROWS``):
 
 - ``sift``: OpenCV SIFT on the patch (``descriptors.registry.load('sift')``), no training;
 - ``untrained``: the L2-Net body at its random initialisation (seeded), no training;
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,8 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+
+from descriptors.util import atomic_write, atomic_write_text, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -92,34 +93,7 @@ ALL_ROWS = {r.name: r for r in ROWS + OPTIONAL_ROWS}
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def _metric(m: dict, *names: str) -> float | None:
-    for n in names:
-        if n in m and m[n] is not None:
-            return float(m[n])
-    return None
-
-
-def normalise_metrics(m: dict) -> dict:
-    """Pick FPR95 / PR-AUC / CMC@1 out of ``evaluate_pairs``' dict whatever their key spelling."""
-    return {"fpr95": _metric(m, "fpr95", "FPR95", "fpr_95"),
-            "pr_auc": _metric(m, "pr_auc", "prauc", "PR-AUC", "ap", "average_precision"),
-            "cmc1": _metric(m, "cmc1", "cmc@1", "CMC@1", "cmc_1", "top1")}
-
-
-def _recipe_available(name: str) -> str | None:
-    """None if the recipe can be built, else a one-line reason."""
-    from descriptors.recipes import get_recipe
-    try:
-        get_recipe(name, quick=True)
-    except Exception as e:  # noqa: BLE001 - report any import problem as a skipped row
-        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return None
+TABLE_METRICS = ("fpr95", "pr_auc", "cmc1")   # ``evaluate_pairs`` keys shown in the table
 
 
 def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None = None) -> Any:
@@ -176,17 +150,16 @@ def plot_pr(curves: dict[str, tuple[np.ndarray, np.ndarray]], metrics: dict[str,
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def describe_data(recipe: Any) -> str:
     """Short name of the batch stream a recipe trains on (for the table)."""
     if "data" in recipe.options:
         return str(recipe.options["data"])
-    fn = getattr(recipe.make_data, "__name__", "")
+    fn = recipe.make_data.__name__
     if fn == "pair_data":
         return "pairs"
     if fn == "phototour_pairs" or recipe.default_data.endswith("phototour-synth"):
@@ -203,9 +176,6 @@ def format_table(rows: list[dict]) -> str:
         return "-" if v is None else f"{v:.{nd}f}"
 
     for r in rows:
-        if r.get("skipped"):
-            lines.append(f"{r['name']:<16} skipped: {r['skipped']}")
-            continue
         m = r["metrics"]
         lines.append(f"{r['name']:<16} {r.get('data', '-'):<10} {r.get('steps', 0):>6} "
                      f"{r.get('batch_size') or '-':>6} {f(m['fpr95']):>7} {f(m['pr_auc']):>7} "
@@ -229,18 +199,24 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                    help="override the batch size of the pair-based rows (hardnet*, hndesc, sdb*)")
     p.add_argument("--data-root", default=DEFAULTS["data_root"],
                    help="synthetic PhotoTour root holding the evaluation split")
-    p.add_argument("--eval-split", default=DEFAULTS["eval_split"])
-    p.add_argument("--out", default=DEFAULTS["out"])
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eval-split", default=DEFAULTS["eval_split"],
+                   help="split under --data-root to evaluate on (default: test)")
+    p.add_argument("--out", default=DEFAULTS["out"],
+                   help="folder for ablation.json, pr_curves.png and weights/ "
+                        "(default: outputs/ablation)")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+                   help="training seed of every row (and of the untrained net's init)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if present, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm training bars")
     return p.parse_args(list(argv) if argv is not None else None)
 
 
 def main(argv: Iterable[str] | None = None) -> dict:
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from descriptors.data.phototour import ensure_synthetic_phototour, read_phototour
+    setup_logging()
+    from descriptors.data.phototour import read_phototour
+    from descriptors.data.phototour_synth import ensure_synthetic_phototour
     from descriptors.models import build_model, save_checkpoint
     from descriptors.registry import load
     from descriptors.train import train
@@ -274,12 +250,6 @@ def main(argv: Iterable[str] | None = None) -> dict:
                 ext = load(str(path), device=args.device)
                 rec.update(data="-", steps=0, weights=str(path))
         else:
-            why = _recipe_available(row.recipe)
-            if why is not None:
-                rec["skipped"] = why
-                results.append(rec)
-                logger.warning("row %s skipped: %s", row.name, why)
-                continue
             recipe = build_recipe(row, args.quick, args.data, args.batch_size)
             path = out / "weights" / (row.name.replace("/", "_") + ".pt")
             data_desc = describe_data(recipe)
@@ -295,7 +265,7 @@ def main(argv: Iterable[str] | None = None) -> dict:
                        options={k: v for k, v in recipe.options.items()
                                 if isinstance(v, (int, float, str, bool, type(None)))})
         raw, curves[row.name] = evaluate(ext, test)
-        rec["metrics"] = normalise_metrics(raw)
+        rec["metrics"] = {k: float(raw[k]) for k in TABLE_METRICS}
         rec["metrics_raw"] = {k: v for k, v in raw.items() if isinstance(v, (int, float))}
         rec["eval_seconds"] = round(time.time() - t0 - (rec.get("train_seconds") or 0), 1)
         results.append(rec)
@@ -308,7 +278,7 @@ def main(argv: Iterable[str] | None = None) -> dict:
                "eval": str(data_root / args.eval_split), "eval_pairs": int(len(test.matches)),
                "metrics_source": "descriptors.metrics.evaluate_pairs", "rows": results,
                "table": table}
-    _write_json_atomic(out / "ablation.json", summary)
+    atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2, default=str))
     if curves:
         plot_pr(curves, {r["name"]: r["metrics"] for r in results if "metrics" in r},
                 out / "pr_curves.png",

@@ -8,7 +8,7 @@
 ``m50_*.txt``): ``<data>/<split>``, e.g. ``--data datasets/phototour --split liberty`` for the
 real scenes, or ``--data`` pointing straight at one scene folder. With the default
 ``--data datasets/phototour-synth`` the synthetic set is written on first use
-(``descriptors.data.phototour.ensure_synthetic_phototour``; its ``test`` split is made from the
+(``descriptors.data.phototour_synth.ensure_synthetic_phototour``; its ``test`` split is made from the
 TEST photos only).
 
 Every patch used is resized 64 -> 32 with ``cv2.INTER_AREA`` and described once by
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,8 +38,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from descriptors import metrics as M
-from descriptors.data.phototour import (DEFAULT_SYNTH_ROOT, PhotoTourError,
-                                        ensure_synthetic_phototour, read_phototour)
+from descriptors.registry import DescriptorError, load
+from descriptors.data.phototour import PhotoTourError, read_phototour
+from descriptors.data.phototour_synth import DEFAULT_SYNTH_ROOT, ensure_synthetic_phototour
+from descriptors.util import atomic_write, atomic_write_text, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +73,6 @@ def resolve_folder(data: str | Path, split: str) -> Path:
     if not folder.is_dir():
         raise PhotoTourError(f"{folder}: PhotoTour folder not found (pass --data/--split)")
     return folder
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -129,31 +124,27 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path,
         ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=8)
         fig.tight_layout()
         path = out_dir / f"{kind}.png"
-        tmp = out_dir / f".{kind}.tmp.png"
-        fig.savefig(tmp, dpi=110)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=110)
         plt.close(fig)
-        os.replace(tmp, path)
         written.append(path)
     return written
 
 
 def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = DEFAULTS["split"],
         out: str | Path = DEFAULTS["out"], device: str | None = None, batch: int = 1024,
-        cmc_negatives: int = DEFAULTS["cmc_negatives"], extractors: dict | None = None,
-        plot: bool = True, fracking_points: int = DEFAULTS["fracking_points"],
+        cmc_negatives: int = DEFAULTS["cmc_negatives"], plot: bool = True, fracking_points: int = DEFAULTS["fracking_points"],
         fracking_negatives: int = DEFAULTS["fracking_negatives"],
         fracking_folds: int = DEFAULTS["fracking_folds"], seed: int = DEFAULTS["seed"]) -> dict:
     """Evaluate descriptors on one PhotoTour folder; write results.json (+ PNGs).
 
     Args:
         features: registry names or checkpoint paths.
-        extractors: optional ``{name: callable}`` used instead of ``registry.load`` for those
-            names (tests, notebooks).
         cmc_negatives: negatives of the m50 CMC (JSON only; drawn from the m50 positives).
         fracking_points, fracking_negatives, fracking_folds, seed: the fracking protocol.
     Returns:
         the results dict written to ``<out>/results.json`` (``errors`` lists the descriptors
-        that could not be loaded).
+        that could not be loaded), plus ``table`` (the plain-text table, not in the JSON).
     Raises:
         PhotoTourError: missing or malformed folder.
     """
@@ -175,16 +166,10 @@ def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = D
     fr_meta: dict[str, Any] = {}
     for name in features:
         try:
-            if extractors and name in extractors:
-                ex = extractors[name]
-            else:
-                from descriptors.registry import load
-                ex = load(name, device=device, batch_size=batch)
-        except Exception as e:  # noqa: BLE001 - registry.DescriptorError and unreadable files
-            if not _is_load_error(e):
-                raise
+            ex = load(name, device=device, batch_size=batch)
+        except (DescriptorError, FileNotFoundError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"[phototour] {name}: {msg} (skipped)")
+            logger.warning("%s: %s (skipped)", name, msg)
             rows.append({"name": name, "error": msg})
             continue
         t = time.time()
@@ -200,17 +185,10 @@ def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = D
                             "m50 positive pairs (not the paper's protocol)")
         fr["cmc"] = [float(v) for v in fr["cmc"]]
         fr_meta = {k: fr[k] for k in ("n_points", "n_negatives", "n_folds", "seed")}
-        rows.append({"name": name, "dim": int(getattr(ex, "dim", 0)),
+        rows.append({"name": name, "dim": int(ex.dim),
                      "seconds": round(time.time() - t, 2), "fpr95": m50["fpr95"],
                      "m50": m50, "fracking": fr})
     title = f"{folder.parent.name}/{folder.name}"
-    print(f"\nPhotoTour {title}: {len(dataset)} patches of {dataset.n_points} 3D points; "
-          f"m50: {len(dataset.matches)} pairs ({int(dataset.matches[:, 2].sum())} matching) "
-          f"from {dataset.pairs_file}")
-    if fr_meta:
-        print(f"fracking protocol: {fr_meta['n_folds']} folds x {fr_meta['n_points']} points x "
-              f"(1 positive + {fr_meta['n_negatives']} negatives), seed {fr_meta['seed']}")
-    print(format_table(rows))
     plots = [str(p) for p in plot_curves(curves, out, title)] if (plot and curves) else []
     result = {
         "data": str(folder), "pairs_file": dataset.pairs_file, "n_patches": len(dataset),
@@ -231,18 +209,10 @@ def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = D
         "errors": {r["name"]: r["error"] for r in rows if "error" in r},
         "plots": plots,
     }
-    write_json_atomic(out / "results.json", result)
-    print(f"wrote {out / 'results.json'}")
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    result["title"] = title
+    result["table"] = format_table(rows)
     return result
-
-
-def _is_load_error(e: Exception) -> bool:
-    """A descriptor that cannot be loaded (reported in one line, then skipped)."""
-    try:
-        from descriptors.registry import DescriptorError
-    except ImportError:  # pragma: no cover
-        DescriptorError = ()  # type: ignore[assignment]
-    return isinstance(e, (DescriptorError, FileNotFoundError))
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
@@ -254,26 +224,29 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                    help="PhotoTour root (or a scene folder holding info.txt)")
     p.add_argument("--split", default=DEFAULTS["split"],
                    help="scene under --data: test/train (synthetic) or liberty/notredame/yosemite")
-    p.add_argument("--out", "--outputs", dest="out", default=DEFAULTS["out"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--out", "--outputs", dest="out", default=DEFAULTS["out"],
+                   help="folder for results.json, pr.png, roc.png (default: outputs/phototour)")
+    p.add_argument("--device", default=None,
+                   help="torch device of the learned descriptors (default: cuda if present)")
+    p.add_argument("--batch", type=int, default=1024, help="patches per extractor call")
     p.add_argument("--cmc-negatives", type=int, default=DEFAULTS["cmc_negatives"],
                    help="negatives of the m50 CMC@1 (JSON only)")
     p.add_argument("--fracking-points", type=int, default=DEFAULTS["fracking_points"],
                    help="unique 3D points per fold (fracking protocol)")
     p.add_argument("--fracking-negatives", type=int, default=DEFAULTS["fracking_negatives"],
                    help="random non-corresponding patches per point")
-    p.add_argument("--fracking-folds", type=int, default=DEFAULTS["fracking_folds"])
+    p.add_argument("--fracking-folds", type=int, default=DEFAULTS["fracking_folds"],
+                   help="folds of the fracking protocol (default 10)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
                    help="seed of the fracking sampling (and of the m50 CMC negatives)")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-plot", action="store_true", help="do not write pr.png / roc.png")
     return p.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> dict:
     """CLI entry point; exits with status 1 (one line on stderr) on a bad data folder or when a
     requested descriptor could not be loaded (after evaluating and writing the others)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     a = _parse_args(argv)
     try:
         result = run(a.features, a.data, a.split, a.out, device=a.device, batch=a.batch,
@@ -283,6 +256,15 @@ def main(argv: Iterable[str] | None = None) -> dict:
                      seed=a.seed)
     except PhotoTourError as e:
         raise SystemExit(f"error: {e}") from None
+    print(f"\nPhotoTour {result['title']}: {result['n_patches']} patches of "
+          f"{result['n_points']} 3D points; m50: {result['n_pairs']} pairs ({result['n_pos']} "
+          f"matching) from {result['pairs_file']}")
+    fr = result["fracking_protocol"]
+    if fr:
+        print(f"fracking protocol: {fr['n_folds']} folds x {fr['n_points']} points x "
+              f"(1 positive + {fr['n_negatives']} negatives), seed {fr['seed']}")
+    print(result["table"])
+    print(f"wrote {Path(a.out) / 'results.json'}")
     if result["errors"]:
         raise SystemExit("error: could not load " + "; ".join(
             f"{k}: {v}" for k, v in result["errors"].items()))

@@ -27,15 +27,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from descriptors.models import CheckpointError
 from descriptors.recipes import get_recipe, list_recipes
 from descriptors.train import train
+from descriptors.util import atomic_write_text, setup_logging
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate_weights(weights: Path, data_root: Path, split: str) -> dict:
     """FPR95 & co. of a checkpoint on a PhotoTour split (generated if it is the synthetic one)."""
-    from descriptors.data.phototour import ensure_synthetic_phototour, read_phototour
+    from descriptors.data.phototour import read_phototour
+    from descriptors.data.phototour_synth import ensure_synthetic_phototour
     from descriptors.metrics import evaluate_pairs
     from descriptors.registry import load
     if not (data_root / split).exists():
@@ -69,12 +72,6 @@ def check_resume(ckpt_path: Path, recipe: Any) -> None:
         raise ValueError(f"{ckpt_path}: cannot --resume: " + "; ".join(diffs))
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def eval_only(out: Path, data_root: Path, split: str) -> dict:
     """Evaluate existing weights and (re)write their sidecar from the checkpoint metadata."""
     from descriptors.models import read_checkpoint
@@ -86,8 +83,7 @@ def eval_only(out: Path, data_root: Path, split: str) -> dict:
                     "data": meta.get("data"), "steps": ck.get("step"),
                     "options": meta.get("options", {})})
     sidecar.setdefault("metrics", {})[split] = evaluate_weights(out, data_root, split)
-    write_json_atomic(side_path, sidecar)
-    print(json.dumps(sidecar, indent=2, default=str))
+    atomic_write_text(side_path, json.dumps(sidecar, indent=2, default=str))
     return sidecar
 
 
@@ -108,12 +104,15 @@ def _key_values(p: argparse.ArgumentParser, flag: str, items: list[str]) -> dict
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", required=True, choices=list_recipes())
+    p.add_argument("--recipe", required=True, choices=list_recipes(), help="recipe to train")
     p.add_argument("--data", default=None, help="dataset root (default: the recipe's)")
     p.add_argument("--train", default="train", help="split sub-folder to train on")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (default: the recipe's)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="batch size (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base learning rate (default: the recipe's)")
     p.add_argument("--quick", action="store_true", help="CPU-sized defaults")
     p.add_argument("--out", default=None,
                    help="weights file (default outputs/train/<recipe>.pt; the shipped weights "
@@ -121,10 +120,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--photos", default=None, metavar="DIR",
                    help="folder of JPG/PNG photos (recursive) for the self-supervised pairs / "
                         "bags (hndesc, sdb data=pairs, wlrn) instead of the bundled ones")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ckpt_every", type=int, default=500)
-    p.add_argument("--device", default=None)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the training checkpoint <out>.ckpt at its step")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--ckpt_every", type=int, default=500,
+                   help="write the training checkpoint every N steps (0: only at the end)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if present, else cpu)")
     p.add_argument("--eval", default=None, metavar="SPLIT",
                    help="evaluate on this PhotoTour split after training (e.g. test)")
     p.add_argument("--eval_data", default="datasets/phototour-synth",
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="do not train: evaluate the existing --out weights on --eval and "
                         "(re)write the sidecar from the checkpoint's metadata")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
 
     recipe = get_recipe(args.recipe, quick=args.quick)
     over: dict = {}
@@ -170,11 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
     data_root = Path(args.data or recipe.default_data)
     out = Path(args.out) if args.out else default_out(args.recipe)
     if args.eval_only:
-        return eval_only(out, Path(args.eval_data), args.eval or "test")
+        sidecar = eval_only(out, Path(args.eval_data), args.eval or "test")
+        print(json.dumps(sidecar, indent=2, default=str))
+        return sidecar
     if args.resume:
         try:
             check_resume(out.with_name(out.name + ".ckpt"), recipe)
-        except Exception as e:  # noqa: BLE001 - CheckpointError / ValueError: one line
+        except (CheckpointError, ValueError) as e:
             raise SystemExit(f"pipelines.train: {e}") from None
     command = "python -m pipelines.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     res = train(recipe, data_root, out, split=args.train, steps=args.steps, seed=args.seed,
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
             from descriptors.recipe_defs.wlrn import heldout_bag_auc
             sidecar["metrics"]["bags"] = heldout_bag_auc(out, Path(args.bags_data), args.eval)
             print(f"wlrn held-out bag-pair ROC-AUC {sidecar['metrics']['bags']['bag_auc']:.4f}")
-    write_json_atomic(out.with_suffix(".json"), sidecar)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
     print(json.dumps(res, indent=2, default=str))
     return sidecar
 

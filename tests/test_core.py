@@ -80,7 +80,7 @@ def test_triplet_margin_value_and_gradient_sign():
     assert hardest_triplet_margin(far, far, margin=0.0).item() == 0.0
 
 
-def test_registry_errors_are_one_line(tmp_path):
+def test_registry_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(registry.DescriptorError, match="unknown descriptor"):
         registry.load("no-such-descriptor")
     with pytest.raises(registry.DescriptorError, match="not found"):
@@ -94,10 +94,22 @@ def test_registry_errors_are_one_line(tmp_path):
         sift(np.zeros((2, 1, 31, 31), np.float32))
     with pytest.raises(registry.DescriptorError, match="dtype"):
         sift(torch.zeros((2, 1, 32, 32), dtype=torch.int32))
+    # a recipe without weights: the error says how to train them (every recipe, in an empty
+    # weights folder)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights")
     for name in list_recipes():
-        if not registry.weights_path(name).exists():
-            with pytest.raises(registry.DescriptorError, match="pipelines.train"):
-                registry.load(name)
+        with pytest.raises(registry.DescriptorError, match="pipelines.train"):
+            registry.load(name)
+
+
+def test_shipped_weights_load_for_every_recipe():
+    """weights/<recipe>.pt are committed: each one exists and loads into a working extractor."""
+    patches = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float32)
+    for name in list_recipes():
+        assert registry.weights_path(name).is_file(), f"missing shipped weights for {name}"
+        ext = registry.load(name)
+        d = ext(patches)
+        assert d.shape == (3, ext.dim) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-3)
 
 
 def test_sift_and_rootsift_unit_vectors():

@@ -128,7 +128,7 @@ def test_cnn3_sublayers():
 # ----------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def tiny_phototour(tmp_path_factory) -> Path:
-    from descriptors.data.phototour import write_synthetic_phototour
+    from descriptors.data.phototour_synth import write_synthetic_phototour
     root = tmp_path_factory.mktemp("pt_frack")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)            # many tiny kornia calls: one thread is much cheaper

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from descriptors import registry
-from descriptors.data.phototour import read_phototour, write_synthetic_phototour
+from descriptors.data.phototour import read_phototour
+from descriptors.data.phototour_synth import write_synthetic_phototour
 from descriptors.metrics import evaluate_pairs
 from descriptors.models import build_model, save_checkpoint
 from descriptors.recipes import get_recipe
@@ -36,8 +37,6 @@ def test_short_hardnet_run_lowers_heldout_fpr95(tiny_phototour, tmp_path):
     assert after < before - 0.02
 
 
-@pytest.mark.skipif(not registry.weights_path("hardnet").exists(),
-                    reason="weights/hardnet.pt not trained yet (make weights)")
 def test_shipped_hardnet_beats_sift_on_synthetic_test_split(tiny_phototour):
     test = read_phototour(tiny_phototour / "test")
     sift = evaluate_pairs(registry.load("sift"), test)["fpr95"]

@@ -11,8 +11,9 @@ import torch
 
 from descriptors.data import synth
 from descriptors.data.pairs import (PairConf, PairPatchSampler, color_style_shift,
-                                    conf_from_options, homography_jacobian, make_pair,
-                                    pair_patches, transfer_keypoints)
+                                    conf_from_options, make_pair, pair_patches,
+                                    transfer_keypoints)
+from descriptors.data.synth import homography_jacobian
 from descriptors.recipes import get_recipe
 
 CLEAN = PairConf(out_size=192, photometric_a=0, photometric_b=0, p_night=0, p_style=0,

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from descriptors import hpatches_eval as E
 from descriptors.data import hpatches as hp
+from descriptors.data import hpatches_synth as hs
 from pipelines import hpatches as ph
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------------ reader
@@ -91,16 +91,23 @@ def test_retrieval_closed_form_matches_metrics_pr():
         sc, lab = np.concatenate([pos, neg]), np.r_[np.ones(5), np.zeros(40)]
         ks = [5, 12, 30, 45]
         ref = [M.hpatches_ap(sc[:k], lab[:k]) for k in ks]
-        np.testing.assert_allclose(ph._retrieval_aps(pos, neg, ks), ref, atol=1e-9)
-    # the private metric copies are gone: one home for metrics.pr / metrics.roc
-    assert not hasattr(ph, "_pr_ap") and not hasattr(ph, "_metric_fns")
+        np.testing.assert_allclose(E.retrieval_aps(pos, neg, ks), ref, atol=1e-9)
+
+
+class _RawExtractor:
+    """Returns its (B, 1, 32, 32) input flattened: shows what the network would see."""
+    name, dim, patch_size = "raw", 32 * 32, 32
+
+    def __call__(self, x):
+        assert x.shape[1:] == (1, 32, 32) and x.dtype == np.float32
+        return x.reshape(len(x), -1)
 
 
 def test_hpatches_input_is_inter_linear():
     rng = np.random.default_rng(2)
     p = rng.integers(0, 256, (5, 65, 65), dtype=np.uint8)
-    x = ph.hpatches_input(p, 32)
-    assert x.shape == (5, 1, 32, 32) and x.dtype == np.float32
+    data = {"i_x": {t: p for t in hp.TYPES}}
+    x = E.describe_hpatches(data, _RawExtractor(), progress=False)["i_x"]["e3"].reshape(-1, 1, 32, 32)
     ref = np.stack([cv2.resize(q, (32, 32)) for q in p]).astype(np.float32) / 255.0
     np.testing.assert_array_equal(x[:, 0], ref)                # OpenCV default = INTER_LINEAR
     area = np.stack([cv2.resize(q, (32, 32), interpolation=cv2.INTER_AREA) for q in p])
@@ -111,7 +118,7 @@ def test_summarize_retrieval_per_pool_and_full_pool():
     retr = {"pool_sizes": [100, 500, 840],
             "map": {L: {100: 0.9 - d, 500: 0.8 - d, 840: 0.6 - d}
                     for L, d in zip("eht", (0.0, 0.1, 0.2))}}
-    s = ph.summarize(None, None, retr)
+    s = E.summarize(None, None, retr)
     r = s["retrieval"]
     assert r["pool_size"] == 840
     assert r["e"] == pytest.approx(60) and r["t"] == pytest.approx(40)   # full pool, not mean
@@ -124,13 +131,13 @@ def test_summarize_retrieval_per_pool_and_full_pool():
 def test_affine_sampler_matches_extract_patches():
     from descriptors.data.synth import load_photo, to_gray
     from descriptors.patches import extract_patches
-    g = to_gray(hp._resize_long_side(load_photo("camera"), 160))
+    g = to_gray(hs._resize_long_side(load_photo("camera"), 160))
     xy = np.array([[60.0, 70.0], [90.5, 50.25], [80.0, 80.0]])
     size = np.array([4.0, 6.0, 9.0])
     ori = np.array([0.0, 0.7, -2.0])
-    a = hp._to_uint8(extract_patches(g, xy, size, ori, patch_size=65)[:, 0])
-    lafs = hp._ref_lafs(xy, size, ori, 12.0)
-    b = hp._extract_affine_patches([g], [lafs])[0]
+    a = hs._to_uint8(extract_patches(g, xy, size, ori, patch_size=65)[:, 0])
+    lafs = hs._ref_lafs(xy, size, ori, 12.0)
+    b = hs._extract_affine_patches([g], [lafs])[0]
     assert np.abs(a.astype(int) - b).max() <= 1
 
 
@@ -140,8 +147,8 @@ def test_affine_sampler_matches_extract_patches():
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("hps") / "hpatches-synth"
-    conf = hp.SynthConf(image_side=320)
-    rel = hp.write_synthetic_hpatches(root, n_seq=4, n_patches=30, seed=0, conf=conf)
+    conf = hs.SynthConf(image_side=320)
+    rel = hs.write_synthetic_hpatches(root, n_seq=4, n_patches=30, seed=0, conf=conf)
     return rel
 
 
@@ -172,7 +179,7 @@ def test_synthetic_layout(synth):
 
 
 def test_three_tasks_end_to_end(synth, tmp_path, capsys):
-    feats = ["sift"] + (["hardnet"] if (REPO / "weights" / "hardnet.pt").exists() else [])
+    feats = ["sift", "hardnet"]                                  # weights/hardnet.pt is shipped
     out_dir = tmp_path / "out"
     with pytest.raises(SystemExit, match="could not load no_such_recipe_weights.pt") as exc:
         ph.main(["--features", *feats, "no_such_recipe_weights.pt", "--data", str(synth),
@@ -227,8 +234,8 @@ def test_bad_data_one_line_errors(synth, tmp_path):
 
 def test_full_image_mma(tmp_path):
     from descriptors.data.synth import load_photo
-    photo = hp._resize_long_side(load_photo("sklearn_china"), 320)
-    imgs, Hs = hp.make_sequence_images(photo, "v", np.random.default_rng(3))
+    photo = hs._resize_long_side(load_photo("sklearn_china"), 320)
+    imgs, Hs = hs.make_sequence_images(photo, "v", np.random.default_rng(3))
     hp.write_image_sequence(tmp_path / "v_tiny", imgs, Hs)
     r = ph.full_image_mma(tmp_path / "v_tiny", "sift", max_keypoints=400)
     assert len(r["pairs"]) == 5 and r["n_matches"] > 30

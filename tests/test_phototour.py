@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from descriptors.data import phototour as pt
+from descriptors.data import phototour_synth as ps
 
 
 def _write_fixture(folder, n=300, seed=0):
@@ -118,7 +119,7 @@ def test_transform_keypoints_orientation_rotation():
     xy = np.array([[100.0, 120.0], [140.0, 90.0]])
     size = np.array([8.0, 10.0])
     ori = np.array([0.3, -1.0])
-    xy2, size2, ori2, scale, aniso = pt.transform_keypoints(H, xy, size, ori)
+    xy2, size2, ori2, scale, aniso = ps.transform_keypoints(H, xy, size, ori)
     np.testing.assert_allclose(scale, 1.0)
     np.testing.assert_allclose(aniso, 1.0)
     a = extract_patches(img, xy, size, ori, patch_size=64)[:, 0].numpy()
@@ -128,7 +129,7 @@ def test_transform_keypoints_orientation_rotation():
 
 
 def test_synthetic_roundtrip(tmp_path):
-    out = pt.write_synthetic_phototour(tmp_path / "synth", "test", n_points=40,
+    out = ps.write_synthetic_phototour(tmp_path / "synth", "test", n_points=40,
                                        views_per_point=(2, 3), n_pairs=60, seed=3,
                                        conf={"n_views": 4}, photos=["camera", "coffee"],
                                        progress=False)
@@ -167,10 +168,10 @@ def test_synthetic_roundtrip(tmp_path):
     root = tmp_path / "synth"
     before = (out / "info.txt").stat().st_mtime_ns
     with pytest.raises(ValueError, match="disjoint"):
-        pt.write_synthetic_phototour(root, "train", n_points=10, photos=["camera"])
-    pt.write_synthetic_phototour(root, "train", n_points=10, n_pairs=10, photos=["brick"],
+        ps.write_synthetic_phototour(root, "train", n_points=10, photos=["camera"])
+    ps.write_synthetic_phototour(root, "train", n_points=10, n_pairs=10, photos=["brick"],
                                  views_per_point=(2, 3), conf={"n_views": 3}, progress=False)
-    assert pt.ensure_synthetic_phototour(root) == root
+    assert ps.ensure_synthetic_phototour(root) == root
     assert (out / "info.txt").stat().st_mtime_ns == before
     assert not list(root.glob(".*tmp*"))
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -45,6 +44,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from descriptors.util import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -235,14 +236,12 @@ def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dic
 
 
 def write_bags(bags: BagSet, path: str | Path) -> Path:
-    """Write a BagSet to ``path`` (.npz) via a temp file + rename."""
+    """Write a BagSet to ``path`` (.npz), atomically (``descriptors.util.atomic_write``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, patches=bags.patches, object_ids=bags.object_ids, view_ids=bags.view_ids,
-             photo=bags.photo, photo_names=np.array(bags.photo_names), keypoints=bags.keypoints,
-             conf=np.array(json.dumps(bags.conf)))
-    os.replace(tmp, path)
+    with atomic_write(path, suffix=".npz") as tmp:
+        np.savez(tmp, patches=bags.patches, object_ids=bags.object_ids, view_ids=bags.view_ids,
+                 photo=bags.photo, photo_names=np.array(bags.photo_names),
+                 keypoints=bags.keypoints, conf=np.array(json.dumps(bags.conf)))
     return path
 
 

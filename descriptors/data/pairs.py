@@ -270,8 +270,6 @@ def stylize(img: np.ndarray, rng: np.random.Generator, style: np.ndarray,
     return synth.to_gray(out) if gray_in else out
 
 
-homography_jacobian = synth.homography_jacobian
-
 
 def transfer_keypoints(H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,7 +286,7 @@ def transfer_keypoints(H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.
         z = np.zeros((0,), np.float32)
         return np.zeros((0, 2), np.float32), z, z.copy()
     xy_b = synth.apply_homography(H, xy)
-    J = homography_jacobian(H, xy)
+    J = synth.homography_jacobian(H, xy)
     det = np.abs(np.linalg.det(J))
     size_b = np.asarray(size, np.float64) * np.sqrt(det)
     c, s = np.cos(ori), np.sin(ori)
@@ -635,6 +633,6 @@ def conf_from_options(options: dict) -> PairConf:
 
 __all__ = ["PairConf", "PairSample", "PairPatchSampler", "make_pair", "pair_patches",
            "PhotoError", "find_photos", "load_photo_source", "photo_list", "stylize",
-           "transfer_keypoints", "homography_jacobian", "color_style_shift", "pair_batches",
+           "transfer_keypoints", "color_style_shift", "pair_batches",
            "conf_from_options"]
 

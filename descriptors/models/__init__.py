@@ -15,9 +15,7 @@ arbitrary objects (and run their ``__reduce__``) is refused before any of it exe
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+
+from descriptors.util import atomic_write
 
 ARCHS: dict[str, str] = {
     "l2net": "descriptors.models.l2net:L2Net",
@@ -87,7 +87,7 @@ def to_safe(obj: Any, where: str = "checkpoint") -> Any:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temp file in the same folder, then rename (never a half-written file).
+    """``torch.save`` through ``descriptors.util.atomic_write`` (never a half-written file).
 
     ``obj`` is first made weights-only loadable with :func:`to_safe`; a value that cannot be
     raises :class:`CheckpointError` naming the file and the key, and nothing is written."""
@@ -96,16 +96,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
         obj = to_safe(obj)
     except TypeError as e:
         raise CheckpointError(f"{path}: refusing to save: {e}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

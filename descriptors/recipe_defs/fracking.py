@@ -60,7 +60,8 @@ _DATA_CACHE: dict[tuple[str, float], Any] = {}
 
 def _load(data_dir: Path, recipe: Recipe) -> Any:
     """read_phototour(data_dir) once per process (the synthetic default is written if missing)."""
-    from descriptors.data.phototour import ensure_synthetic_phototour, read_phototour
+    from descriptors.data.phototour import read_phototour
+    from descriptors.data.phototour_synth import ensure_synthetic_phototour
     data_dir = Path(data_dir)
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
@@ -137,7 +138,7 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
 
 def input_stats(data: Any, size: int = 64) -> tuple[float, float]:
     """Mean and std of the training patches as the model sees them (size x size, [0, 1])."""
-    from descriptors.data.phototour import resize_patches
+    from descriptors.patches import resize_patches
     p = np.asarray(data.patches) if size == 64 else resize_patches(data.patches, size)
     x = p.astype(np.float64) / 255.0
     return float(x.mean()), float(x.std())
@@ -160,7 +161,7 @@ def fracking_step(model: nn.Module, batch: Any, step: int, state: dict
     """Forward the whole pool without gradients, keep the hardest B/R, back-propagate those."""
     pa, pb, na, nb = batch
     opts = state.get("options", {})
-    raw = not bool(getattr(_base(model), "normalize", True))
+    raw = not _base(model).normalize
     margin = float(opts.get("margin_raw", 1.0) if raw else opts.get("margin", 1.0))
     r_p, r_n = int(opts.get("r_p", 1)), int(opts.get("r_n", 2))
     n_p = len(pa)

@@ -34,8 +34,8 @@ from descriptors.recipes import Recipe
 
 def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     """Infinite iterator of (anchor, positive) (B,1,32,32) float32 batches from a PhotoTour folder."""
-    from descriptors.data.phototour import (PatchPairSampler, ensure_synthetic_phototour,
-                                            read_phototour_scenes)
+    from descriptors.data.phototour import PatchPairSampler, read_phototour_scenes
+    from descriptors.data.phototour_synth import ensure_synthetic_phototour
     data_dir = Path(data_dir)
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)

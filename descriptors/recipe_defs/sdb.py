@@ -237,7 +237,8 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
         return PairPatchSampler(n, rng, conf_from_options(o), pool_size=int(o["pool_size"]))
     if o["data"] != "phototour":
         raise ValueError(f"recipe sdb: data must be 'phototour' or 'pairs', got '{o['data']}'")
-    from descriptors.data.phototour import ensure_synthetic_phototour, read_phototour_scenes
+    from descriptors.data.phototour import read_phototour_scenes
+    from descriptors.data.phototour_synth import ensure_synthetic_phototour
     data_dir = Path(data_dir)
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
