@@ -122,7 +122,7 @@ def camera_from_query_line(line: str) -> tuple[str, pycolmap.Camera]:
         raise ValueError(f"non-numeric width/height/params in {line.strip()!r}") from e
     try:
         cam = pycolmap.Camera(model=model, width=width, height=height, params=params_f)
-    except Exception as e:  # unknown model name, wrong number of params
+    except (RuntimeError, ValueError) as e:  # pycolmap: unknown model name
         raise ValueError(f"cannot build a {model} camera from {line.strip()!r}: {e}") from e
     if not cam.verify_params():
         raise ValueError(f"model {model} expects a different number of params than "
@@ -234,7 +234,7 @@ def read_model(path: PathLike) -> pycolmap.Reconstruction:
     model_format(path)
     try:
         rec = pycolmap.Reconstruction(str(path))
-    except Exception as e:
+    except (RuntimeError, ValueError) as e:
         raise ColmapError(f"cannot read COLMAP model {path}: {str(e).splitlines()[0]}") from None
     return rec
 
@@ -611,7 +611,7 @@ def estimate_absolute_pose(points2D: np.ndarray, points3D: np.ndarray, camera: p
     try:
         ret = pycolmap.estimate_and_refine_absolute_pose(p2[finite] + 0.5, p3[finite], cam,
                                                          est, ref)
-    except Exception as e:  # pycolmap raises on degenerate input in some versions
+    except (RuntimeError, ValueError) as e:  # pycolmap rejects degenerate input
         return None, f"pose estimation error: {str(e).splitlines()[0]}"
     if ret is None:
         return None, f"RANSAC found no pose from {int(finite.sum())} correspondences"

@@ -234,7 +234,9 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
     Returns:
         our logs dict (also ``<results stem>_logs.json``): ``{"conf", "features", "matches",
         "retrieval", "results", "loc": {query name: {"success", "reason", "num_pairs",
-        "num_matches", "num_2d3d", "num_inliers", "fallback", "top_db", ...}}, "summary":
+        "num_matches", "num_2d3d", "num_inliers", "inliers" (query keypoint indices of the PnP
+        inliers, localized queries only), "fallback", "top_db", "matches_per_db", ...}},
+        "summary":
         {"num_queries", "num_localized", "num_failed", "failure_reasons": {reason class:
         count}}}``. hloc's logs go to ``<results>_logs.pkl``.
     """
@@ -310,8 +312,10 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
                     entry["reason"] = f"PnP failed: {reason}"
                 else:
                     pose = (ret["qvec_wxyz"], ret["tvec"])
+                    inl = corr.kp_idx[np.asarray(ret["inlier_mask"], bool)]
                     entry.update({"success": True, "reason": "ok",
-                                  "num_inliers": int(ret["num_inliers"])})
+                                  "num_inliers": int(ret["num_inliers"]),
+                                  "inliers": sorted({int(i) for i in inl})})
         if pose is None:
             fb = next((p for p in (model.pose(d) for d in db_names) if p is not None), None)
             if fb is not None:

@@ -192,6 +192,9 @@ def test_localize_success_and_failures(world, sfm, tmp_path):
     logs = loc.main(sfm, queries, pairs, feats, matches, results)
     L = logs["loc"]
     assert L["query/day/good.jpg"]["success"] and L["query/day/good.jpg"]["num_inliers"] > 50
+    # inliers: distinct query keypoints (a keypoint may reach several 3D points)
+    inl = L["query/day/good.jpg"]["inliers"]
+    assert inl == sorted(set(inl)) and 0 < len(inl) <= L["query/day/good.jpg"]["num_inliers"]
     assert L["query/day/nopairs.jpg"]["reason"] == "no retrieval pairs"
     assert L["query/day/nopairs.jpg"]["fallback"] == "identity"
     assert L["query/night/zeromatch.jpg"]["reason"].startswith("0 matches")
