@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
 from localize.data.strecha import write_aachen_layout  # noqa: E402
 from pipelines import aachen  # noqa: E402
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="where the Aachen-layout copy of the scene is written")
     p.add_argument("--query_pairs", default="auto", choices=["auto", "exhaustive", "retrieval"])
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING)
     scene = args.shared / "strecha" / args.scene
     if not scene.is_dir():
         print(f"real_relocalization: {scene} not found; nothing to measure (pass --shared DIR)")
@@ -73,8 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{args.scene}: {rows[next(iter(rows))]['num_db']} database views, "
           f"{rows[next(iter(rows))]['num_queries']} queries (half night)")
     print(format_table(rows))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.scene}.json").write_text(json.dumps(
+    atomic_write_text(args.out / f"{args.scene}.json", json.dumps(
         {k: {kk: v[kk] for kk in ("evaluation", "retrieval_recall", "query_pairs", "triangulation",
                                   "timings")} for k, v in rows.items()}, indent=2, default=str))
     return rows

@@ -1,7 +1,9 @@
-"""The ONLY module of the toolkit that calls pycolmap (pinned 4.2.x).
+"""The pycolmap adapter (pinned 4.2.x): query lists, models, database, triangulation, PnP.
 
-Everything else (triangulation, localization, evaluation, dataset writers) goes through the
-functions below, so a pycolmap API change is fixed in one place.
+Triangulation, localization and the dataset writers go through the functions below, so a
+pycolmap API change is fixed in one place. Pose math (quaternions, camera centres, pose errors)
+lives in :mod:`localize.geometry`; model files read by hand (the folder check, the fast image
+list of ``images.bin`` / ``.txt``) in :mod:`localize.colmap_model`.
 
 Conventions
 -----------
@@ -21,10 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +33,17 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pycolmap
 
+from descriptors.util import atomic_dir, atomic_write
+from localize.colmap_model import ColmapError, model_format
+from localize.geometry import qt_to_rigid, rigid_to_qt
+# pairs.py and tests/test_scene.py still call colmap.qvec_to_rotmat: until they import
+# localize.geometry (requested from their owners), the name stays reachable here
+from localize.geometry import qvec_to_rotmat  # noqa: F401
 from localize.io import check_name
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-
-
-class ColmapError(RuntimeError):
-    """Raised for a missing / corrupt model or database, or malformed input."""
 
 
 @contextlib.contextmanager
@@ -54,6 +56,14 @@ def _colmap_logging(min_level: int = 1):
         yield
     finally:
         pycolmap.logging.minloglevel = old
+
+
+def set_verbose(verbose: bool) -> None:
+    """COLMAP's glog INFO lines on (``verbose``) or off (warnings and errors only) for every
+    later pycolmap call; for command-line entry points (``--verbose``)."""
+    pycolmap.logging.minloglevel = 0 if verbose else 1
+    if verbose:
+        logger.setLevel(logging.DEBUG)
 
 
 # ------------------------------------------------------------------------------------------
@@ -112,7 +122,7 @@ def camera_from_query_line(line: str) -> tuple[str, pycolmap.Camera]:
         raise ValueError(f"non-numeric width/height/params in {line.strip()!r}") from e
     try:
         cam = pycolmap.Camera(model=model, width=width, height=height, params=params_f)
-    except Exception as e:  # unknown model name, wrong number of params
+    except (RuntimeError, ValueError) as e:  # pycolmap: unknown model name
         raise ValueError(f"cannot build a {model} camera from {line.strip()!r}: {e}") from e
     if not cam.verify_params():
         raise ValueError(f"model {model} expects a different number of params than "
@@ -162,62 +172,6 @@ def camera_from_dict(cam: Mapping) -> pycolmap.Camera:
 
 
 # ------------------------------------------------------------------------------------------
-# Poses
-# ------------------------------------------------------------------------------------------
-def qt_to_rigid(qvec_wxyz: Sequence[float], tvec: Sequence[float]) -> pycolmap.Rigid3d:
-    """(qw, qx, qy, qz), (tx, ty, tz) world-to-camera -> pycolmap.Rigid3d (quaternion normalised)."""
-    q = np.asarray(qvec_wxyz, np.float64).reshape(4)
-    n = np.linalg.norm(q)
-    if not np.isfinite(n) or n < 1e-12:
-        raise ValueError(f"invalid quaternion {q.tolist()}")
-    q = q / n
-    rot = pycolmap.Rotation3d(np.array([q[1], q[2], q[3], q[0]]))
-    return pycolmap.Rigid3d(rot, np.asarray(tvec, np.float64).reshape(3))
-
-
-def rigid_to_qt(rigid: pycolmap.Rigid3d) -> tuple[np.ndarray, np.ndarray]:
-    """pycolmap.Rigid3d -> (qvec_wxyz (4,) float64 with qw >= 0, tvec (3,) float64)."""
-    xyzw = np.asarray(rigid.rotation.quat, np.float64).reshape(4)
-    q = np.array([xyzw[3], xyzw[0], xyzw[1], xyzw[2]])
-    q /= np.linalg.norm(q)
-    if q[0] < 0:
-        q = -q
-    return q, np.asarray(rigid.translation, np.float64).reshape(3).copy()
-
-
-def qvec_to_rotmat(qvec_wxyz: Sequence[float]) -> np.ndarray:
-    """(4,) wxyz -> (3,3) rotation matrix."""
-    w, x, y, z = np.asarray(qvec_wxyz, np.float64) / np.linalg.norm(qvec_wxyz)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
-
-
-def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
-    """(3,3) rotation matrix -> (4,) wxyz with qw >= 0."""
-    q, _ = rigid_to_qt(pycolmap.Rigid3d(pycolmap.Rotation3d(np.asarray(R, np.float64)),
-                                        np.zeros(3)))
-    return q
-
-
-def pose_error(q_est: Sequence[float], t_est: Sequence[float],
-               q_gt: Sequence[float], t_gt: Sequence[float]) -> tuple[float, float]:
-    """Pose error between two world-to-camera poses.
-
-    Returns:
-        (dt_m, dR_deg): distance between the camera centres (c = -R^T t), in model units
-        (metres), and the angle of the relative rotation R_est R_gt^T in degrees.
-    """
-    R_est, R_gt = qvec_to_rotmat(q_est), qvec_to_rotmat(q_gt)
-    c_est = -R_est.T @ np.asarray(t_est, np.float64).reshape(3)
-    c_gt = -R_gt.T @ np.asarray(t_gt, np.float64).reshape(3)
-    dt = float(np.linalg.norm(c_est - c_gt))
-    cos = np.clip((np.trace(R_est @ R_gt.T) - 1.0) / 2.0, -1.0, 1.0)
-    return dt, float(np.degrees(np.arccos(cos)))
-
-
-# ------------------------------------------------------------------------------------------
 # Models
 # ------------------------------------------------------------------------------------------
 def build_reference_reconstruction(cameras: Sequence[Mapping],
@@ -255,23 +209,17 @@ def write_reference_model(out_dir: PathLike, cameras: Sequence[Mapping],
                           images: Sequence[Mapping]) -> Path:
     """Write a COLMAP binary model (cameras.bin, images.bin, points3D.bin; no points).
 
-    Also writes rigs.bin / frames.bin as pycolmap 4.2 does. Files are written into a temp dir
-    next to ``out_dir`` and moved in place (other files in ``out_dir`` are kept).
-    See ``build_reference_reconstruction`` for the argument format.
+    Also writes rigs.bin / frames.bin as pycolmap 4.2 does. The folder is written next to
+    ``out_dir`` and swapped in whole (``descriptors.util.atomic_dir``): an existing ``out_dir``
+    is replaced. See ``build_reference_reconstruction`` for the argument format.
 
     Returns:
         Path of ``out_dir``.
     """
     out_dir = Path(out_dir)
     rec = build_reference_reconstruction(cameras, images)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_model_", dir=out_dir))
-    try:
+    with atomic_dir(out_dir) as tmp:
         rec.write_binary(str(tmp))
-        for f in tmp.iterdir():
-            os.replace(f, out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -283,60 +231,12 @@ def read_model(path: PathLike) -> pycolmap.Reconstruction:
         or when pycolmap cannot parse it.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise ColmapError(f"COLMAP model directory not found: {path}")
-    for ext in (".bin", ".txt"):
-        if all((path / f"{n}{ext}").is_file() for n in ("cameras", "images", "points3D")):
-            break
-    else:
-        have = sorted(p.name for p in path.iterdir())
-        raise ColmapError(f"{path} is not a COLMAP model: need cameras/images/points3D .bin or "
-                          f".txt, found {have}")
+    model_format(path)
     try:
         rec = pycolmap.Reconstruction(str(path))
-    except Exception as e:
+    except (RuntimeError, ValueError) as e:
         raise ColmapError(f"cannot read COLMAP model {path}: {str(e).splitlines()[0]}") from None
     return rec
-
-
-def read_image_names(model_dir: PathLike) -> dict[int, str]:
-    """image_id -> name from ``images.bin`` (or ``images.txt``) WITHOUT loading 3D points.
-
-    Fast on big models (real Aachen): the binary file is scanned and the 2D observations are
-    skipped. Raises ColmapError naming the file if it is missing or truncated.
-    """
-    model_dir = Path(model_dir)
-    fb, ft = model_dir / "images.bin", model_dir / "images.txt"
-    out: dict[int, str] = {}
-    if fb.is_file():
-        import struct
-        data = fb.read_bytes()
-        try:
-            (n,) = struct.unpack_from("<Q", data, 0)
-            off = 8
-            for _ in range(n):
-                (image_id,) = struct.unpack_from("<I", data, off)
-                off += 4 + 8 * 7 + 4               # id, qvec, tvec, camera_id
-                end = data.index(b"\0", off)
-                name = data[off:end].decode("utf-8")
-                off = end + 1
-                (n2d,) = struct.unpack_from("<Q", data, off)
-                off += 8 + 24 * n2d               # (x, y double, point3D_id int64) each
-                out[int(image_id)] = name
-            if off > len(data):
-                raise ValueError("truncated")
-        except (struct.error, ValueError, UnicodeDecodeError) as e:
-            raise ColmapError(f"corrupt COLMAP images.bin {fb}: {e}") from None
-        return out
-    if ft.is_file():
-        lines = [ln for ln in ft.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        for ln in lines[::2]:
-            f = ln.split()
-            if len(f) < 10:
-                raise ColmapError(f"malformed line in {ft}: {ln!r}")
-            out[int(f[0])] = " ".join(f[9:])
-        return out
-    raise ColmapError(f"no images.bin or images.txt in {model_dir}")
 
 
 def image_ids_by_name(reconstruction: pycolmap.Reconstruction) -> dict[str, int]:
@@ -383,11 +283,7 @@ def create_database(db_path: PathLike, reference: pycolmap.Reconstruction | Path
     if not isinstance(reference, pycolmap.Reconstruction):
         reference = read_model(reference)
     db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = db_path.with_name(db_path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    with pycolmap.Database.open(str(tmp)) as db:
+    with atomic_write(db_path) as tmp, pycolmap.Database.open(str(tmp)) as db:
         for cam_id, cam in sorted(reference.cameras.items()):
             db.write_camera(cam, use_camera_id=True)
         for rig_id, rig in sorted(reference.rigs.items()):
@@ -403,7 +299,6 @@ def create_database(db_path: PathLike, reference: pycolmap.Reconstruction | Path
             for d in fr.data_ids:
                 frame.add_data_id(d)
             db.write_frame(frame, use_frame_id=True)
-    os.replace(tmp, db_path)
     return db_path
 
 
@@ -444,41 +339,30 @@ def import_features(db_path: PathLike, image_ids: Mapping[str, int],
 
 
 def import_matches(db_path: PathLike, image_ids: Mapping[str, int],
-                   pairs: Iterable[tuple[str, str]],
                    matches: Mapping[tuple[str, str], np.ndarray]) -> int:
     """Write raw (putative) matches for each pair into the database.
 
     Args:
-        pairs: (name0, name1) pairs; duplicates in either order and self-pairs are written once
-            / skipped.
-        matches: (name0, name1) -> (M, 2) int array of [idx0, idx1] keypoint indices. A pair
-            whose key is missing is looked up reversed (columns swapped); missing both ways or
-            empty -> skipped.
+        image_ids: image name -> database image id.
+        matches: (name0, name1) -> (M, 2) int keypoint indices [idx0, idx1] (``io.get_matches``'
+            form). A pair given in both orders is written once (the first); self-pairs and
+            empty pairs are skipped.
     Returns:
         number of pairs written.
     """
     done: set[tuple[int, int]] = set()
     n = 0
     with pycolmap.Database.open(str(_check_db(db_path))) as db:
-        for n0, n1 in pairs:
-            if n0 == n1:
-                continue
+        for (n0, n1), m in matches.items():
             for nm in (n0, n1):
                 if nm not in image_ids:
                     raise ColmapError(f"{db_path}: image {nm!r} is not in the database")
             id0, id1 = int(image_ids[n0]), int(image_ids[n1])
             key = (min(id0, id1), max(id0, id1))
-            if key in done:
-                continue
-            if (n0, n1) in matches:
-                m = np.asarray(matches[(n0, n1)]).reshape(-1, 2)
-            elif (n1, n0) in matches:
-                m = np.asarray(matches[(n1, n0)]).reshape(-1, 2)[:, ::-1]
-            else:
+            m = np.asarray(m).reshape(-1, 2)
+            if n0 == n1 or key in done or len(m) == 0:
                 continue
             done.add(key)
-            if len(m) == 0:
-                continue
             if m.min() < 0:
                 raise ColmapError(f"negative keypoint index in matches of {n0} {n1}")
             if db.exists_matches(id0, id1):
@@ -585,21 +469,16 @@ def geometric_verification(db_path: PathLike,
     """
     db_path = _check_db(db_path)
     conf = _as_conf(VerificationConf, options)
-    tmpdir = None
-    if isinstance(pairs, (str, os.PathLike)):
-        pairs_path = Path(pairs)
-        if not pairs_path.is_file():
-            raise ColmapError(f"pairs file not found: {pairs_path}")
-    else:
-        tmpdir = tempfile.mkdtemp(prefix="colmap_pairs_")
-        pairs_path = Path(tmpdir) / "pairs.txt"
-        pairs_path.write_text("\n".join(f"{a} {b}" for a, b in pairs) + "\n")
-    try:
+    with tempfile.TemporaryDirectory(prefix="colmap_pairs_") as tmpdir:
+        if isinstance(pairs, (str, os.PathLike)):
+            pairs_path = Path(pairs)
+            if not pairs_path.is_file():
+                raise ColmapError(f"pairs file not found: {pairs_path}")
+        else:  # pycolmap reads the pairs from a file: a scratch one, deleted afterwards
+            pairs_path = Path(tmpdir) / "pairs.txt"
+            pairs_path.write_text("\n".join(f"{a} {b}" for a, b in pairs) + "\n")
         with _colmap_logging():
             pycolmap.verify_matches(str(db_path), str(pairs_path), _two_view_options(conf))
-    finally:
-        if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
     return len(verified_pairs(db_path))
 
 
@@ -732,7 +611,7 @@ def estimate_absolute_pose(points2D: np.ndarray, points3D: np.ndarray, camera: p
     try:
         ret = pycolmap.estimate_and_refine_absolute_pose(p2[finite] + 0.5, p3[finite], cam,
                                                          est, ref)
-    except Exception as e:  # pycolmap raises on degenerate input in some versions
+    except (RuntimeError, ValueError) as e:  # pycolmap rejects degenerate input
         return None, f"pose estimation error: {str(e).splitlines()[0]}"
     if ret is None:
         return None, f"RANSAC found no pose from {int(finite.sum())} correspondences"
@@ -750,25 +629,10 @@ def estimate_absolute_pose(points2D: np.ndarray, points3D: np.ndarray, camera: p
 __all__ = [
     "ColmapError", "VerificationConf", "TriangulationConf",
     "camera_from_query_line", "parse_query_list", "camera_from_dict",
-    "qt_to_rigid", "rigid_to_qt", "qvec_to_rotmat", "rotmat_to_qvec", "pose_error",
     "build_reference_reconstruction", "write_reference_model", "read_model",
-    "image_ids_by_name", "read_image_names", "point_tracks", "points_xyz",
+    "image_ids_by_name", "point_tracks", "points_xyz",
     "create_database", "database_image_ids", "import_features", "import_matches",
     "import_verified_matches", "project_points", "camera_matrices",
-    "geometric_verification", "verified_pairs", "triangulate", "triangulate_ext",
-    "estimate_absolute_pose",
+    "geometric_verification", "verified_pairs", "triangulate", "estimate_absolute_pose",
+    "set_verbose",
 ]
-
-
-def triangulate_ext(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike,
-                    image_dir: PathLike, out_dir: PathLike,
-                    options: TriangulationConf | Mapping | None = None,
-                    ignore_two_view_tracks: bool = False,
-                    random_seed: int = 0) -> pycolmap.Reconstruction:
-    """Compatibility alias: ``triangulate`` with ``ignore_two_view_tracks`` / ``random_seed``
-    overriding the fields of the same name in ``options`` (prefer setting them in
-    ``TriangulationConf`` and calling :func:`triangulate`)."""
-    conf = _as_conf(TriangulationConf, options)
-    conf = dataclasses.replace(conf, ignore_two_view_tracks=bool(ignore_two_view_tracks),
-                               random_seed=int(random_seed))
-    return triangulate(reference, db_path, image_dir, out_dir, conf)

@@ -10,9 +10,10 @@ for exactly those, and a bare ``x.jpg`` line (or two result lines that both coul
 query) is an error naming the file and the names, never a silent drop. Results are keyed by
 basename (hloc), or by full name for queries whose basename another query shares.
 
-Errors follow the Aachen benchmark: position error = distance in metres between the camera centres
-``c = -R^T t``; rotation error = angle in degrees of ``R_est^T R_gt``. A query absent from the
-results file counts as not localized (dt = inf, dR = 180).
+Errors follow the Aachen benchmark (:func:`localize.geometry.pose_error`): position error =
+distance in metres between the camera centres ``c = -R^T t``; rotation error = angle in degrees
+of ``R_est R_gt^T``. A query absent from the results file counts as not localized (dt = inf,
+dR = 180).
 """
 from __future__ import annotations
 
@@ -23,13 +24,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from localize.geometry import Pose, as_qt, camera_center, pose_error, viewing_direction
 from localize.io import read_pose_lines
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS: tuple[tuple[float, float], ...] = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
-
-Pose = tuple[np.ndarray, np.ndarray]  # (q (4,) wxyz, t (3,)) world-to-camera
 
 
 def _basename(name: str) -> str:
@@ -44,7 +44,7 @@ def unique_keys(names: Sequence[str]) -> dict[str, str]:
     return {n: (n if len(count[_basename(n)]) > 1 else _basename(n)) for n in names}
 
 
-def read_poses(path: str | os.PathLike) -> dict[str, Pose]:
+def read_poses(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read a submission-format file -> {key: (q wxyz (4,), t (3,))}, key = basename, or the
     name as written when two lines' names share a basename (:func:`unique_keys`).
 
@@ -83,49 +83,12 @@ def _by_base(names: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def _normalize_gt(ground_truth) -> dict[str, Pose]:
-    """{name as given: (q, t)} (full names kept)."""
+def _normalize_gt(ground_truth: Mapping[str, Pose] | str | os.PathLike
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name as given: (q (4,), t (3,))} (full names kept)."""
     if isinstance(ground_truth, (str, os.PathLike)):
         return {name: (q, t) for name, q, t in read_pose_lines(ground_truth)}
-    out: dict[str, Pose] = {}
-    for name, pose in ground_truth.items():
-        if hasattr(pose, "rotation") and hasattr(pose, "translation"):  # pycolmap.Rigid3d
-            xyzw = np.asarray(pose.rotation.quat, dtype=np.float64)
-            q = xyzw[[3, 0, 1, 2]]
-            t = np.asarray(pose.translation, dtype=np.float64)
-        else:
-            q, t = pose
-        out[str(name)] = (np.asarray(q, np.float64).reshape(4),
-                          np.asarray(t, np.float64).reshape(3))
-    return out
-
-
-def qvec_to_rotmat(q: np.ndarray) -> np.ndarray:
-    """Unit quaternion (w, x, y, z) -> (3,3) rotation matrix. Normalises q first."""
-    q = np.asarray(q, dtype=np.float64)
-    n = np.linalg.norm(q)
-    if not np.isfinite(n) or n < 1e-12:
-        raise ValueError(f"invalid quaternion {q}")
-    w, x, y, z = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def pose_error(q_est, t_est, q_gt, t_gt) -> tuple[float, float]:
-    """(position error in metres between camera centres, rotation error in degrees).
-
-    Poses are world-to-camera, quaternion w first; q and -q give the same rotation.
-    """
-    R_est, R_gt = qvec_to_rotmat(q_est), qvec_to_rotmat(q_gt)
-    c_est = -R_est.T @ np.asarray(t_est, np.float64)
-    c_gt = -R_gt.T @ np.asarray(t_gt, np.float64)
-    dt = float(np.linalg.norm(c_est - c_gt))
-    cos = np.clip((np.trace(R_est.T @ R_gt) - 1.0) / 2.0, -1.0, 1.0)
-    dR = float(np.degrees(np.arccos(cos)))
-    return dt, dR
+    return {str(name): as_qt(pose) for name, pose in ground_truth.items()}
 
 
 def _summary(errors: list[tuple[float, float]], thresholds) -> dict:
@@ -243,22 +206,15 @@ def format_table(evaluation: Mapping, title: str | None = None) -> str:
     return "\n".join(out)
 
 
-__all__ = ["evaluate", "format_table", "read_poses", "pose_error", "qvec_to_rotmat",
-           "DEFAULT_THRESHOLDS"]
-
-
 def covisible_db_views(gt_pose: Pose, db_poses: Mapping[str, Pose], num: int = 5,
                        max_angle_deg: float = 60.0) -> list[str]:
     """The ``num`` database views nearest a query's ground-truth camera centre whose viewing
     direction is within ``max_angle_deg`` of the query's (the rule of ``pairs.from_poses``):
     the views a correct retrieval should return."""
-    def centre_dir(p: Pose) -> tuple[np.ndarray, np.ndarray]:
-        R = qvec_to_rotmat(np.asarray(p[0], np.float64))
-        return -R.T @ np.asarray(p[1], np.float64), R[2]
-    cq, dq = centre_dir(gt_pose)
+    cq, dq = camera_center(gt_pose), viewing_direction(gt_pose)
     cand = []
     for name, p in db_poses.items():
-        c, d = centre_dir(p)
+        c, d = camera_center(p), viewing_direction(p)
         if math.degrees(math.acos(float(np.clip(d @ dq, -1.0, 1.0)))) <= max_angle_deg:
             cand.append((float(np.linalg.norm(c - cq)), name))
     return [n for _, n in sorted(cand)[:num]]
@@ -284,3 +240,7 @@ def retrieval_recall(ranked: Mapping[str, Sequence[str]], ground_truth: Mapping[
         for k in ks:
             hits[int(k)] += bool(good & set(r[:k]))
     return {k: v / len(ground_truth) for k, v in hits.items()}
+
+
+__all__ = ["evaluate", "format_table", "read_poses", "unique_keys", "covisible_db_views",
+           "retrieval_recall", "DEFAULT_THRESHOLDS"]

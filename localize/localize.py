@@ -15,7 +15,13 @@ correspondences, PnP failure) gets a logged reason and, as hloc, the pose of its
 database image (identity pose when it has no retrieval pair at all). The results file therefore
 lists EVERY query, in the Aachen submission format ``basename qw qx qy qz tx ty tz``
 (world-to-camera, ``str()`` floats, single spaces). Per-query logs go to
-``<results stem>_logs.json``. Both files are written atomically.
+``<results stem>_logs.json`` (ours, :func:`logs_path_for`) and to ``<results>_logs.pkl``
+(hloc's file and fields, :func:`hloc_logs_path`, read by ``hloc.visualization.visualize_loc``).
+All files are written atomically.
+
+hloc contract: ``main(reference_sfm, queries, retrieval, features, matches, results, ...)`` has
+``hloc.localize_sfm.main``'s positional order (``queries`` may be a query-list glob as in hloc);
+our options are keywords (``conf`` / ``**kwargs``, see :data:`DEFAULTS`).
 
 Names: hloc writes basenames, so two queries with one basename in different folders
 (``query/day/x.jpg``, ``query/night/x.jpg``) would give two indistinguishable lines. Those
@@ -32,15 +38,21 @@ import glob
 import json
 import logging
 import os
+import pickle
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pycolmap
 from tqdm import tqdm
 
+from descriptors.util import atomic_write, atomic_write_text, setup_logging
 from localize import colmap, io
 from localize.cli import cli_errors
+from localize.evaluate import unique_keys
+from localize.geometry import rigid_to_qt
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +65,6 @@ DEFAULTS: dict[str, Any] = {
     "refine_focal": False,
     "refine_extra_params": False,
 }
-
-
-def _basename(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
 
 
 def load_queries(queries) -> list[tuple[str, Any]]:
@@ -95,7 +103,6 @@ def result_names(names: Sequence[str]) -> dict[str, str]:
     """{query name: name written in the results file}: the basename (hloc), or the full name
     for queries whose basename another query shares (see the module docstring); the keys
     ``localize.evaluate`` uses."""
-    from localize.evaluate import unique_keys
     return unique_keys(names)
 
 
@@ -104,18 +111,15 @@ def _format_pose(name: str, q: np.ndarray, t: np.ndarray) -> str:
     return " ".join([name] + [str(float(x)) for x in q] + [str(float(x)) for x in t])
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def logs_path_for(results_path: str | os.PathLike) -> Path:
-    """``<results without suffix>_logs.json`` (hloc writes ``<results>_logs.pkl``)."""
-    p = Path(results_path)
+def logs_path_for(results: str | os.PathLike) -> Path:
+    """Our JSON logs: ``<results without suffix>_logs.json``."""
+    p = Path(results)
     return p.with_name(p.stem + "_logs.json")
+
+
+def hloc_logs_path(results: str | os.PathLike) -> Path:
+    """hloc's pickled logs: ``<results>_logs.pkl`` (suffix kept, as ``localize_sfm`` does)."""
+    return Path(f"{results}_logs.pkl")
 
 
 class _Model:
@@ -130,54 +134,93 @@ class _Model:
     def pose(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         if name not in self.ids:
             return None
-        return colmap.rigid_to_qt(self.rec.images[self.ids[name]].cam_from_world())
+        return rigid_to_qt(self.rec.images[self.ids[name]].cam_from_world())
+
+
+@dataclass
+class Correspondences:
+    """2D-3D correspondences of one query through its retrieved db images.
+
+    ``kp_idx`` (K,) int64 query keypoint indices and ``p3d_ids`` (K,) int64 3D point ids, a
+    keypoint once per DISTINCT 3D point it reaches; ``db_of`` (K,) lists, for each of them, the
+    indices into ``db_ids`` of the db images that led there (hloc's ``keypoint_index_to_db``).
+    """
+    kp_idx: np.ndarray
+    p3d_ids: np.ndarray
+    db_of: list[list[int]]
+    db_ids: list[int]                  # image ids of the retrieved db images in the model
+    num_matches: int = 0               # all query-db matches
+    num_matches_3d: int = 0            # those landing on a 3D point (hloc's num_matches)
+    missing_pairs: list[str] = field(default_factory=list)
+    pairs_not_in_model: list[str] = field(default_factory=list)
+    per_db: dict[str, int] = field(default_factory=dict)
 
 
 def correspondences(qname: str, db_names: Sequence[str], model: _Model,
                     matches_path: Path, min_match_score: float | None = None
-                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """2D-3D correspondences of one query through its retrieved db images.
-
-    Returns:
-        (kp_idx (K,) int64 query keypoint indices, p3d_ids (K,) int64, info) where a keypoint
-        appears once per DISTINCT 3D point it reaches; info has ``num_matches`` (all query-db
-        matches), ``num_matches_3d`` (those landing on a 3D point), ``missing_pairs``,
-        ``pairs_not_in_model``, ``per_db`` {db name: num matches}.
-    """
-    kp_to_3d: dict[int, list[int]] = defaultdict(list)
-    info: dict[str, Any] = {"num_matches": 0, "num_matches_3d": 0, "missing_pairs": [],
-                            "pairs_not_in_model": [], "per_db": {}}
+                    ) -> Correspondences:
+    """2D-3D correspondences of query ``qname`` through ``db_names`` (see
+    :class:`Correspondences`)."""
+    kp_to_3d: dict[int, dict[int, list[int]]] = defaultdict(dict)  # kp -> p3d -> [db index]
+    out = Correspondences(np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
     for db in db_names:
         if db not in model.tracks:
-            info["pairs_not_in_model"].append(db)
+            out.pairs_not_in_model.append(db)
             continue
+        out.db_ids.append(model.ids[db])
         if not io.has_pair(matches_path, qname, db):
-            info["missing_pairs"].append(db)
+            out.missing_pairs.append(db)
             continue
         m, s = io.get_matches(matches_path, qname, db)
         if min_match_score is not None:
             m = m[s >= min_match_score]
-        info["num_matches"] += len(m)
-        info["per_db"][db] = int(len(m))
+        out.num_matches += len(m)
+        out.per_db[db] = int(len(m))
         track = model.tracks[db]
         for qi, di in m:
             pid = track.get(int(di))
             if pid is None:
                 continue
-            info["num_matches_3d"] += 1
-            lst = kp_to_3d[int(qi)]
-            if pid not in lst:
-                lst.append(pid)
-    kp_idx = np.array([k for k, v in kp_to_3d.items() for _ in v], np.int64)
-    p3d = np.array([p for v in kp_to_3d.values() for p in v], np.int64)
-    return kp_idx, p3d, info
+            out.num_matches_3d += 1
+            kp_to_3d[int(qi)].setdefault(pid, []).append(len(out.db_ids) - 1)
+    out.kp_idx = np.array([k for k, v in kp_to_3d.items() for _ in v], np.int64)
+    out.p3d_ids = np.array([p for v in kp_to_3d.values() for p in v], np.int64)
+    out.db_of = [dbs for v in kp_to_3d.values() for dbs in v.values()]
+    return out
 
 
-def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Sequence[str]],
+def _hloc_log(corr: Correspondences | None, kpq: np.ndarray | None, ret: dict | None,
+              camera: pycolmap.Camera, db_ids: list[int]) -> dict[str, Any]:
+    """One query's entry of hloc's ``_logs.pkl`` (``localize_sfm.pose_from_cluster``'s fields;
+    ``keypoints_query`` in COLMAP coordinates, +0.5, as hloc writes them)."""
+    if corr is None or kpq is None:
+        kp_idx, p3d, db_of, kq = np.zeros(0, np.int64), np.zeros(0, np.int64), [], np.zeros((0, 2))
+        n_3d = 0
+    else:
+        kp_idx, p3d, db_of, n_3d = corr.kp_idx, corr.p3d_ids, corr.db_of, corr.num_matches_3d
+        kq = kpq[kp_idx].astype(np.float64) + 0.5
+    pnp = None
+    if ret is not None:
+        pnp = {"cam_from_world": ret["cam_from_world"], "num_inliers": int(ret["num_inliers"]),
+               "inlier_mask": np.asarray(ret["inlier_mask"], bool), "camera": camera}
+    return {"db": list(db_ids), "PnP_ret": pnp, "keypoints_query": kq,
+            "points3D_ids": [int(i) for i in p3d], "points3D_xyz": None, "num_matches": int(n_3d),
+            "keypoint_index_to_db": ([int(i) for i in kp_idx],
+                                     [(int(j), list(d)) for j, d in zip(p3d, db_of)]),
+            "covisibility_clustering": False}
+
+
+def _failure_class(reason: str) -> str:
+    """'too few 2D-3D correspondences (3 < 8)' -> 'too few 2D-3D correspondences'."""
+    return reason.split(" (")[0].split(":")[0]
+
+
+def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
+         retrieval: str | os.PathLike | Mapping[str, Sequence[str]],
          features: str | os.PathLike, matches: str | os.PathLike,
-         results_path: str | os.PathLike, conf: Mapping[str, Any] | None = None,
+         results: str | os.PathLike, conf: Mapping[str, Any] | None = None,
          **kwargs: Any) -> dict[str, Any]:
-    """Localize every query and write the results + logs files.
+    """Localize every query and write the results and both logs files.
 
     Args:
         reference_sfm: triangulated model directory or pycolmap.Reconstruction.
@@ -186,20 +229,23 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
         retrieval: query-db pairs file (or {query: [db, ...]}), best first.
         features: features.h5 with the query keypoints.
         matches: matches.h5 holding the query-db pairs.
-        results_path: output, Aachen submission format, one line per query.
+        results: output, Aachen submission format, one line per query.
         conf / kwargs: overrides of :data:`DEFAULTS`.
     Returns:
-        logs dict: ``{"conf", "features", "matches", "retrieval", "results",
-        "loc": {query name: {"success", "reason", "num_pairs", "num_matches", "num_2d3d",
-        "num_inliers", "fallback"}}, "summary": {"num_queries", "num_localized",
-        "num_failed", "failure_reasons": {reason class: count}}}``.
+        our logs dict (also ``<results stem>_logs.json``): ``{"conf", "features", "matches",
+        "retrieval", "results", "loc": {query name: {"success", "reason", "num_pairs",
+        "num_matches", "num_2d3d", "num_inliers", "inliers" (query keypoint indices of the PnP
+        inliers, localized queries only), "fallback", "top_db", "matches_per_db", ...}},
+        "summary":
+        {"num_queries", "num_localized", "num_failed", "failure_reasons": {reason class:
+        count}}}``. hloc's logs go to ``<results>_logs.pkl``.
     """
     conf = {**DEFAULTS, **dict(conf or {}), **kwargs}
     unknown = set(conf) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown localization option(s): {sorted(unknown)}")
-    features, matches, results_path = Path(features), Path(matches), Path(results_path)
-    rec = (reference_sfm if hasattr(reference_sfm, "images")
+    features, matches, results = Path(features), Path(matches), Path(results)
+    rec = (reference_sfm if isinstance(reference_sfm, pycolmap.Reconstruction)
            else colmap.read_model(reference_sfm))
     if rec.num_points3D() == 0:
         logger.warning("reference model has no 3D points: every query will fail")
@@ -215,7 +261,7 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
         retrieval_src = "<dict>"
 
     written = result_names([n for n, _ in query_list])
-    dup = [n for n, w in written.items() if w == n and _basename(n) != n]
+    dup = [n for n, w in written.items() if w == n and "/" in n]
     if dup:
         logger.warning("%d queries share their basename with another query (e.g. %s): their "
                        "result lines use the full name instead of hloc's basename", len(dup),
@@ -223,6 +269,7 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
 
     lines: list[str] = []
     loc: dict[str, dict[str, Any]] = {}
+    hloc_loc: dict[str, dict[str, Any]] = {}
     for qname, camera in tqdm(query_list, desc="localize", unit="query"):
         db_names = list(retrieval_dict.get(qname, []))
         if conf["num_loc"]:
@@ -230,35 +277,34 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
         entry: dict[str, Any] = {"success": False, "reason": "", "num_pairs": len(db_names),
                                  "num_matches": 0, "num_2d3d": 0, "num_inliers": 0,
                                  "fallback": None, "top_db": db_names[0] if db_names else None}
-        pose = None
+        pose, ret, corr, kpq = None, None, None, None
         if not db_names:
             entry["reason"] = "no retrieval pairs"
         elif not io.has_features(features, qname):
             entry["reason"] = f"no features for the query in {features.name}"
         else:
             kpq = io.get_keypoints(features, qname)
-            kp_idx, p3d_ids, info = correspondences(qname, db_names, model, matches,
-                                                    conf["min_match_score"])
-            entry.update({"num_keypoints": int(len(kpq)), "num_matches": info["num_matches"],
-                          "num_matches_3d": info["num_matches_3d"], "num_2d3d": int(len(kp_idx)),
-                          "matches_per_db": info["per_db"]})
-            if info["missing_pairs"]:
-                entry["missing_pairs"] = info["missing_pairs"]
+            corr = correspondences(qname, db_names, model, matches, conf["min_match_score"])
+            entry.update({"num_keypoints": int(len(kpq)), "num_matches": corr.num_matches,
+                          "num_matches_3d": corr.num_matches_3d,
+                          "num_2d3d": int(len(corr.kp_idx)), "matches_per_db": corr.per_db})
+            if corr.missing_pairs:
+                entry["missing_pairs"] = corr.missing_pairs
                 logger.warning("query %s: %d retrieval pair(s) absent from %s", qname,
-                               len(info["missing_pairs"]), matches.name)
-            if info["pairs_not_in_model"]:
-                entry["pairs_not_in_model"] = info["pairs_not_in_model"]
+                               len(corr.missing_pairs), matches.name)
+            if corr.pairs_not_in_model:
+                entry["pairs_not_in_model"] = corr.pairs_not_in_model
             if len(kpq) == 0:
                 entry["reason"] = "query has 0 keypoints"
-            elif info["num_matches"] == 0:
+            elif corr.num_matches == 0:
                 entry["reason"] = "0 matches to the retrieved db images"
-            elif len(kp_idx) < int(conf["min_num_2d3d"]):
-                entry["reason"] = (f"too few 2D-3D correspondences ({len(kp_idx)} < "
+            elif len(corr.kp_idx) < int(conf["min_num_2d3d"]):
+                entry["reason"] = (f"too few 2D-3D correspondences ({len(corr.kp_idx)} < "
                                    f"{conf['min_num_2d3d']})")
             else:
-                xyz = np.stack([model.xyz[int(i)] for i in p3d_ids])
+                xyz = np.stack([model.xyz[int(i)] for i in corr.p3d_ids])
                 ret, reason = colmap.estimate_absolute_pose(
-                    kpq[kp_idx], xyz, camera, max_error_px=float(conf["max_error_px"]),
+                    kpq[corr.kp_idx], xyz, camera, max_error_px=float(conf["max_error_px"]),
                     min_num_inliers=int(conf["min_num_inliers"]),
                     refine_focal=bool(conf["refine_focal"]),
                     refine_extra_params=bool(conf["refine_extra_params"]))
@@ -266,8 +312,10 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
                     entry["reason"] = f"PnP failed: {reason}"
                 else:
                     pose = (ret["qvec_wxyz"], ret["tvec"])
+                    inl = corr.kp_idx[np.asarray(ret["inlier_mask"], bool)]
                     entry.update({"success": True, "reason": "ok",
-                                  "num_inliers": int(ret["num_inliers"])})
+                                  "num_inliers": int(ret["num_inliers"]),
+                                  "inliers": sorted({int(i) for i in inl})})
         if pose is None:
             fb = next((p for p in (model.pose(d) for d in db_names) if p is not None), None)
             if fb is not None:
@@ -280,19 +328,27 @@ def main(reference_sfm, queries, retrieval: str | os.PathLike | Mapping[str, Seq
                            entry["reason"], entry["fallback"])
         lines.append(_format_pose(written[qname], *pose))
         loc[qname] = entry
+        db_ids = corr.db_ids if corr is not None else [model.ids[d] for d in db_names
+                                                       if d in model.ids]
+        hloc_loc[qname] = _hloc_log(corr, kpq, ret, camera, db_ids)
 
-    _atomic_write(results_path, "\n".join(lines) + "\n")
+    atomic_write_text(results, "\n".join(lines) + "\n")
     reasons: dict[str, int] = defaultdict(int)
     for e in loc.values():
         if not e["success"]:
-            reasons[e["reason"].split(" (")[0].split(":")[0]] += 1
+            reasons[_failure_class(e["reason"])] += 1
     n_ok = sum(e["success"] for e in loc.values())
     logs = {"conf": conf, "features": str(features), "matches": str(matches),
-            "retrieval": retrieval_src, "results": str(results_path), "loc": loc,
+            "retrieval": retrieval_src, "results": str(results), "loc": loc,
             "summary": {"num_queries": len(loc), "num_localized": n_ok,
                         "num_failed": len(loc) - n_ok, "failure_reasons": dict(reasons)}}
-    _atomic_write(logs_path_for(results_path), json.dumps(logs, indent=1, default=_json_default))
-    logger.info("localized %d / %d queries -> %s", n_ok, len(loc), results_path)
+    atomic_write_text(logs_path_for(results), json.dumps(logs, indent=1, default=_json_default))
+    hloc_logs = {"features": features, "matches": matches,
+                 "retrieval": Path(retrieval_src) if retrieval_src != "<dict>" else None,
+                 "loc": hloc_loc}
+    with atomic_write(hloc_logs_path(results)) as tmp, open(tmp, "wb") as f:
+        pickle.dump(hloc_logs, f)
+    logger.info("localized %d / %d queries -> %s", n_ok, len(loc), results)
     return logs
 
 
@@ -321,7 +377,7 @@ def _parse_args(argv):
 def cli(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line; known errors exit 2 with one line ``localize.localize: <message>``."""
     a = _parse_args(None if argv is None else list(argv))
-    logging.basicConfig(level=logging.INFO)
+    setup_logging()
     with cli_errors("localize.localize"):
         return main(a.reference_sfm, a.queries, a.retrieval, a.features, a.matches, a.results,
                     max_error_px=a.max_error_px)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,8 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
+from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
+from descriptors.util import atomic_dir
 from localize import colmap, extract, pairs as pairs_lib
 
 logger = logging.getLogger(__name__)
@@ -218,8 +218,8 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
         gray = _load_gray(image_dir / name)
         small, _ = extract.resize_image(gray, conf["resize_max"])
         kps, xy, size, angle, _ = detect_dog(small, conf["max_keypoints"],
-                                                     conf["contrast_threshold"],
-                                                     conf["edge_threshold"], conf["min_size"])
+                                             conf["contrast_threshold"],
+                                             conf["edge_threshold"], conf["min_size"])
         desc = extract.describe(small, kps, xy, size, angle, rootsift, ex_conf)
         feats[name] = {"xy": xy, "size": size, "angle": angle, "desc": desc, "image": small}
         sizes[name] = (gray.shape[1], gray.shape[0], small.shape[1], small.shape[0])
@@ -247,17 +247,14 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     logger.info("%d pairs, %d guided matches", len(uniq), n_matches)
 
     # 4. triangulation from the fixed poses
-    work = Path(tempfile.mkdtemp(prefix=".make_patches_", dir=out_dir.parent
-                                 if out_dir.parent.exists() else None))
-    try:
+    with tempfile.TemporaryDirectory(prefix=".make_patches_") as work_dir:
+        work = Path(work_dir)  # scratch database + model: only the tracks are kept
         db = colmap.create_database(work / "database.db", ref)
         colmap.import_features(db, ids, {n: f["xy"] for n, f in feats.items()})
         colmap.import_verified_matches(db, ids, matches)
         tri = colmap.triangulate(ref, db, work / "no_images", work / "sfm", colmap.TriangulationConf(
             min_num_matches=5, tri_min_angle_deg=1.0, tri_max_error_px=2.0,
             filter_max_reproj_error_px=2.0, extract_colors=False, ignore_two_view_tracks=False))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
     # 5. track filter
     id2name = {i: n for n, i in ids.items()}
@@ -333,22 +330,9 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
                                                else "<in-memory reconstruction>")),
         "view_ids": view_id,
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         write_phototour_folder(tmp, patches, pt, m50, interest=interest)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            old = out_dir.with_name(out_dir.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("wrote %s: %d views, %d tracks, %d patches, track length %.2f, reprojection "
                 "error median %.3f px", out_dir, summary["views"], summary["tracks"],
                 summary["patches"], summary["track_length_mean"],

@@ -10,8 +10,15 @@ Steps (all COLMAP calls go through :mod:`localize.colmap`):
 4. geometric verification (two-view geometry per pair). Without it every pair keeps COLMAP's
    UNDEFINED two-view configuration and triangulation silently produces 0 points — hence step 6;
 5. ``triangulate_points`` with the poses fixed; model written to ``sfm_dir`` (COLMAP binary);
-6. statistics (points, mean track length, mean reprojection error) are logged and returned in
-   ``reconstruction`` and a RuntimeError is raised when no point came out.
+6. statistics (points, mean track length, mean reprojection error, pair counts) are logged,
+   returned by :func:`run` and written to ``<sfm_dir>/triangulation_stats.json`` for users; a
+   RuntimeError is raised when no point came out.
+
+hloc contract: ``main(sfm_dir, reference_model, image_dir, pairs, features, matches, ...)`` has
+``hloc.triangulation.main``'s positional order and returns the pycolmap.Reconstruction; our
+options are keywords (``conf`` / ``**kwargs``, see :data:`DEFAULTS`). Every COLMAP option,
+``ignore_two_view_tracks`` and the RANSAC seed included, is a field of
+``colmap.TriangulationConf`` (``conf["triangulation"]``).
 """
 from __future__ import annotations
 
@@ -23,25 +30,26 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import pycolmap
 from tqdm import tqdm
 
+from descriptors.util import atomic_write_text, setup_logging
 from localize import colmap, io
+from localize.cli import cli_errors
 
 logger = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
     "min_match_score": None,     # drop matches with a lower matching score (None: keep all)
     "verification": {},          # colmap.VerificationConf fields
-    "triangulation": {},         # colmap.TriangulationConf fields
+    "triangulation": {},         # colmap.TriangulationConf fields (two-view tracks, seed, ...)
     "skip_missing_pairs": False,  # True: a pair absent from matches.h5 is a warning, not an error
-    # COLMAP's default drops points seen in only two images; with fixed, verified poses they
-    # are valid and on small reference sets they are most of the model (see colmap.triangulate_ext)
-    "ignore_two_view_tracks": False,
-    "random_seed": 0,             # triangulation RANSAC seed (reproducible models)
 }
 
+STATS_FILE = "triangulation_stats.json"
 
-def _stats(rec) -> dict[str, float]:
+
+def _stats(rec: pycolmap.Reconstruction) -> dict[str, float]:
     n = int(rec.num_points3D())
     return {
         "num_points3D": n,
@@ -54,15 +62,48 @@ def _stats(rec) -> dict[str, float]:
     }
 
 
-def main(sfm_dir: str | os.PathLike, reference_model, image_dir: str | os.PathLike,
-         pairs: str | os.PathLike | Iterable[tuple[str, str]],
-         features: str | os.PathLike, matches: str | os.PathLike,
-         conf: Mapping[str, Any] | None = None, **kwargs: Any):
+def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping[str, Any]
+                  ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, int]]:
+    """{(name0, name1): (M, 2) int64 [idx0, idx1]} of every distinct non-empty pair (the form
+    ``colmap.import_matches`` takes) and the counts of missing / empty pairs."""
+    out: dict[tuple[str, str], np.ndarray] = {}
+    n_missing = n_empty = 0
+    seen: set[frozenset[str]] = set()
+    for n0, n1 in tqdm(pair_list, desc="triangulation: matches", unit="pair"):
+        key = frozenset((n0, n1))
+        if n0 == n1 or key in seen:
+            continue
+        seen.add(key)
+        if not io.has_pair(matches, n0, n1):
+            if not conf["skip_missing_pairs"]:
+                raise ValueError(f"{matches}: no matches for pair ({n0}, {n1}); was it matched "
+                                 "with this pairs file?")
+            n_missing += 1
+            continue
+        m, s = io.get_matches(matches, n0, n1)
+        if conf["min_match_score"] is not None:
+            m = m[s >= float(conf["min_match_score"])]
+        if len(m) == 0:
+            n_empty += 1
+            continue
+        out[(n0, n1)] = m
+    if n_missing:
+        logger.warning("%d pair(s) absent from %s were skipped", n_missing, matches)
+    if n_empty:
+        logger.info("%d pair(s) have no matches", n_empty)
+    return out, {"num_pairs_empty": n_empty, "num_pairs_missing": n_missing}
+
+
+def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolmap.Reconstruction,
+        image_dir: str | os.PathLike, pairs: str | os.PathLike | Iterable[tuple[str, str]],
+        features: str | os.PathLike, matches: str | os.PathLike,
+        conf: Mapping[str, Any] | None = None, **kwargs: Any
+        ) -> tuple[pycolmap.Reconstruction, dict[str, Any]]:
     """Build a triangulated model from the reference poses and the feature matches.
 
     Args:
         sfm_dir: output directory; receives ``database.db``, the COLMAP binary model
-            (cameras/images/points3D.bin) and ``triangulation_stats.json``.
+            (cameras/images/points3D.bin) and :data:`STATS_FILE`.
         reference_model: model directory (or pycolmap.Reconstruction) with the posed database
             images; its 3D points (if any) are ignored.
         image_dir: image root (names relative to it); only used for point colours.
@@ -71,8 +112,11 @@ def main(sfm_dir: str | os.PathLike, reference_model, image_dir: str | os.PathLi
         matches: matches.h5 holding every pair of ``pairs``.
         conf / kwargs: overrides of :data:`DEFAULTS`.
     Returns:
-        pycolmap.Reconstruction with 3D points (attribute-free; statistics are logged and
-        written to ``sfm_dir/triangulation_stats.json``).
+        (reconstruction with 3D points, statistics: ``num_points3D``, ``num_observations``,
+        ``mean_track_length``, ``mean_reprojection_error_px``, ``mean_observations_per_image``,
+        ``num_reg_images``, ``num_pairs``, ``num_pairs_imported``, ``num_pairs_verified``,
+        ``num_pairs_empty``, ``num_pairs_missing``); the statistics are also written to
+        ``sfm_dir/triangulation_stats.json``.
     Raises:
         RuntimeError when triangulation produces 0 points (with the counts of imported and
         verified pairs, to tell missing matches from failed verification).
@@ -84,7 +128,7 @@ def main(sfm_dir: str | os.PathLike, reference_model, image_dir: str | os.PathLi
     sfm_dir = Path(sfm_dir)
     sfm_dir.mkdir(parents=True, exist_ok=True)
     features, matches = Path(features), Path(matches)
-    reference = (reference_model if hasattr(reference_model, "images")
+    reference = (reference_model if isinstance(reference_model, pycolmap.Reconstruction)
                  else colmap.read_model(reference_model))
     image_ids = colmap.image_ids_by_name(reference)
     pair_list = (io.parse_pairs(pairs) if isinstance(pairs, (str, os.PathLike))
@@ -108,56 +152,21 @@ def main(sfm_dir: str | os.PathLike, reference_model, image_dir: str | os.PathLi
                          f"e.g. {missing_feats[0]!r}; extract the database images first")
     colmap.import_features(db_path, image_ids, keypoints)
 
-    match_dict: dict[tuple[str, str], np.ndarray] = {}
-    n_missing = n_empty = 0
-    seen: set[tuple[str, str]] = set()
-    for n0, n1 in tqdm(pair_list, desc="triangulation: matches", unit="pair"):
-        if n0 == n1 or (n0, n1) in seen or (n1, n0) in seen:
-            continue
-        seen.add((n0, n1))
-        if not io.has_pair(matches, n0, n1):
-            if not conf["skip_missing_pairs"]:
-                raise ValueError(f"{matches}: no matches for pair ({n0}, {n1}); was it matched "
-                                 "with this pairs file?")
-            n_missing += 1
-            continue
-        m, s = io.get_matches(matches, n0, n1)
-        if conf["min_match_score"] is not None:
-            m = m[s >= float(conf["min_match_score"])]
-        if len(m) == 0:
-            n_empty += 1
-            continue
-        match_dict[(n0, n1)] = m
-    if n_missing:
-        logger.warning("%d pair(s) absent from %s were skipped", n_missing, matches)
-    if n_empty:
-        logger.info("%d pair(s) have no matches", n_empty)
-    n_imported = colmap.import_matches(db_path, image_ids, list(match_dict), match_dict)
+    match_dict, counts = _read_matches(matches, pair_list, conf)
+    n_imported = colmap.import_matches(db_path, image_ids, match_dict)
     n_verified = colmap.geometric_verification(db_path, list(match_dict) or pair_list,
                                                conf["verification"] or None)
     logger.info("imported matches of %d pairs, %d verified", n_imported, n_verified)
 
-    tri_fn = getattr(colmap, "triangulate_ext", None)
-    if tri_fn is not None:
-        rec = tri_fn(reference, db_path, image_dir, sfm_dir, conf["triangulation"] or None,
-                     ignore_two_view_tracks=bool(conf["ignore_two_view_tracks"]),
-                     random_seed=int(conf["random_seed"]))
-    else:  # adapter without the extended options: COLMAP defaults (two-view tracks dropped)
-        rec = colmap.triangulate(reference, db_path, image_dir, sfm_dir,
-                                 conf["triangulation"] or None)
-    stats = _stats(rec)
-    stats.update({"num_pairs": len(pair_list), "num_pairs_imported": n_imported,
-                  "num_pairs_verified": n_verified, "num_pairs_empty": n_empty,
-                  "num_pairs_missing": n_missing})
-    msg = (f"triangulated {stats['num_points3D']} points, mean track length "
-           f"{stats['mean_track_length']:.2f}, mean reprojection error "
-           f"{stats['mean_reprojection_error_px']:.3f} px "
-           f"({n_verified}/{n_imported} pairs verified)")
-    logger.info(msg)
-    print(msg)
-    tmp = sfm_dir / ".triangulation_stats.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=2))
-    os.replace(tmp, sfm_dir / "triangulation_stats.json")
+    rec = colmap.triangulate(reference, db_path, image_dir, sfm_dir,
+                             conf["triangulation"] or None)
+    stats = {**_stats(rec), "num_pairs": len(pair_list), "num_pairs_imported": n_imported,
+             "num_pairs_verified": n_verified, **counts}
+    logger.info("triangulated %d points, mean track length %.2f, mean reprojection error "
+                "%.3f px (%d/%d pairs verified)", stats["num_points3D"],
+                stats["mean_track_length"], stats["mean_reprojection_error_px"], n_verified,
+                n_imported)
+    atomic_write_text(sfm_dir / STATS_FILE, json.dumps(stats, indent=2))
     if stats["num_points3D"] == 0:
         raise RuntimeError(
             f"triangulation into {sfm_dir} produced 0 points: {len(pair_list)} pairs, "
@@ -165,7 +174,16 @@ def main(sfm_dir: str | os.PathLike, reference_model, image_dir: str | os.PathLi
             + (" (no verified pair: the two-view geometries stayed UNDEFINED; check the matches "
                "and verification thresholds)" if n_verified == 0 else
                " (check that the reference poses agree with the matches)"))
-    return rec
+    return rec, stats
+
+
+def main(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolmap.Reconstruction,
+         image_dir: str | os.PathLike, pairs: str | os.PathLike | Iterable[tuple[str, str]],
+         features: str | os.PathLike, matches: str | os.PathLike,
+         conf: Mapping[str, Any] | None = None, **kwargs: Any) -> pycolmap.Reconstruction:
+    """hloc's ``triangulation.main`` contract: :func:`run`, returning the reconstruction only
+    (statistics in ``sfm_dir/triangulation_stats.json``)."""
+    return run(sfm_dir, reference_model, image_dir, pairs, features, matches, conf, **kwargs)[0]
 
 
 def _parse_args(argv):
@@ -180,11 +198,10 @@ def _parse_args(argv):
     return p.parse_args(argv)
 
 
-def cli(argv: Iterable[str] | None = None) -> Any:
+def cli(argv: Iterable[str] | None = None) -> pycolmap.Reconstruction:
     """Command line; known errors exit 2 with one line ``localize.triangulate: <message>``."""
-    from localize.cli import cli_errors
     a = _parse_args(None if argv is None else list(argv))
-    logging.basicConfig(level=logging.INFO)
+    setup_logging()
     with cli_errors("localize.triangulate"):
         return main(a.sfm_dir, a.reference_model, a.image_dir, a.pairs, a.features, a.matches,
                     min_match_score=a.min_match_score)

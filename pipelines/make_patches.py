@@ -9,20 +9,21 @@ Train on it with ``python -m pipelines.train --recipe hardnet --data datasets/ph
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
+from descriptors.util import setup_logging
 from localize import make_patches
-from localize.colmap import ColmapError
+from localize.cli import cli_errors, positive_int
 
 
-def _positive(kind):
-    def f(v: str):
-        x = kind(v)
-        if x <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-        return x
-    return f
+def _positive_float(v: str) -> float:
+    """argparse ``type=``: a number > 0."""
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return x
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -33,25 +34,23 @@ def main(argv: list[str] | None = None) -> dict:
     src.add_argument("--strecha", help="Strecha gt_dense_cameras folder")
     p.add_argument("--out", required=True, help="scene folder to write (Brown layout)")
     p.add_argument("--conf", default="default", choices=sorted(make_patches.confs))
-    p.add_argument("--resize_max", type=_positive(int))
-    p.add_argument("--max_keypoints", type=_positive(int))
-    p.add_argument("--num_matched", type=_positive(int))
-    p.add_argument("--epipolar_px", type=_positive(float))
-    p.add_argument("--max_reproj_px", type=_positive(float))
+    p.add_argument("--resize_max", type=positive_int)
+    p.add_argument("--max_keypoints", type=positive_int)
+    p.add_argument("--num_matched", type=positive_int)
+    p.add_argument("--epipolar_px", type=_positive_float)
+    p.add_argument("--max_reproj_px", type=_positive_float)
     p.add_argument("--min_tri_angle_deg", type=float)
-    p.add_argument("--max_pairs", type=_positive(int))
+    p.add_argument("--max_pairs", type=positive_int)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging()
     conf = dict(make_patches.confs[args.conf])
     for k in ("resize_max", "max_keypoints", "num_matched", "epipolar_px", "max_reproj_px",
               "min_tri_angle_deg", "max_pairs"):
         if getattr(args, k) is not None:
             conf[k] = getattr(args, k)
-    try:
+    with cli_errors("pipelines.make_patches"):
         s = make_patches.build(conf, args.images, args.out, reference=args.model,
                                strecha=args.strecha)
-    except (ColmapError, ValueError) as e:
-        sys.exit(f"make_patches: {e}")
     print(f"{args.out}: {s['views']} views, {s['pairs']} pairs, {s['guided_matches']} guided "
           f"matches, {s['triangulated']} triangulated -> {s['tracks']} tracks, {s['patches']} "
           f"patches, track length {s['track_length_mean']:.2f} (max {s['track_length_max']}), "

@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from descriptors.util import atomic_write_text, setup_logging
+from localize import colmap
+from localize.cli import cli_errors, positive_int
+from localize.data.aachen import SYNTHETIC_PRESETS
 from pipelines import aachen
 
 logger = logging.getLogger(__name__)
@@ -66,9 +70,8 @@ def run(recipe: str, steps: int | None = None, quick: bool = False,
     loc = aachen.run(str(ckpt), dataset, outputs, device=device, **loc_conf)
     summary = {"recipe": recipe, "checkpoint": str(ckpt), "train_seconds": train_s,
                "train": tr, "localization": loc}
-    tmp = outputs / f".{recipe}_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, outputs / f"{recipe}_summary.json")
+    atomic_write_text(outputs / f"{recipe}_summary.json",
+                      json.dumps(summary, indent=2, default=str))
     return summary
 
 
@@ -120,9 +123,8 @@ def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
         rows[aachen.features_tag(f)] = aachen.run(f, root, outputs, device=device, **loc_conf)
     out = {"recipe": recipe, "dataset": str(root), "patches": patches, "checkpoint": str(ckpt),
            "train_seconds": train_s, "train": tr, "rows": rows}
-    tmp = outputs / f".{recipe}_from_map_summary.json.tmp"
-    tmp.write_text(json.dumps(out, indent=2, default=str))
-    os.replace(tmp, outputs / f"{recipe}_from_map_summary.json")
+    atomic_write_text(outputs / f"{recipe}_from_map_summary.json",
+                      json.dumps(out, indent=2, default=str))
     return out
 
 
@@ -138,7 +140,7 @@ def _train_line(tr: dict, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", required=True)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=positive_int, default=None)
     p.add_argument("--quick", action="store_true", help="CPU-sized training defaults")
     p.add_argument("--data", default=None, help="training data root (default: the recipe's)")
     p.add_argument("--out", default=None, help="checkpoint path (default <outputs>/<recipe>.pt)")
@@ -149,32 +151,24 @@ def main(argv: list[str] | None = None) -> dict:
                    help="Aachen-layout root (default: datasets/aachen_v1.1 if present, else the "
                         "synthetic scene)")
     p.add_argument("--outputs", default="outputs/train_and_localize")
-    p.add_argument("--num_covis", type=int, default=aachen.DEFAULTS["num_covis"])
-    p.add_argument("--num_loc", type=int, default=aachen.DEFAULTS["num_loc"])
-    p.add_argument("--max_keypoints", type=int, default=None)
+    p.add_argument("--num_covis", type=positive_int, default=aachen.DEFAULTS["num_covis"])
+    p.add_argument("--num_loc", type=positive_int, default=aachen.DEFAULTS["num_loc"])
+    p.add_argument("--max_keypoints", type=positive_int, default=None)
     p.add_argument("--from-map", dest="from_map", action="store_true",
                    help="build training patches from the dataset's database images + reference "
                         "poses and fine-tune the shipped weights on them")
-    p.add_argument("--synthetic", default="default", choices=["default", "easy", "hard"],
+    p.add_argument("--synthetic", default="default", choices=sorted(SYNTHETIC_PRESETS),
                    help="synthetic scene preset used when --dataset does not exist")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
     args = p.parse_args(argv)
-    for k in ("steps", "num_covis", "num_loc", "max_keypoints"):
-        v = getattr(args, k)
-        if v is not None and v < 1:
-            p.error(f"--{k} must be >= 1, got {v}")
-    if not args.verbose:
-        os.environ.setdefault("GLOG_minloglevel", "1")
-    logging.basicConfig(level=logging.INFO,
-                        format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    setup_logging()
+    colmap.set_verbose(args.verbose)
     if args.from_map:
-        try:
+        with cli_errors("pipelines.train_and_localize"):
             s = run_from_map(args.recipe, args.dataset, args.outputs, steps=args.steps,
                              seed=args.seed, device=args.device, synthetic=args.synthetic,
                              num_covis=args.num_covis, num_loc=args.num_loc,
                              max_keypoints=args.max_keypoints)
-        except (ValueError, FileNotFoundError) as e:
-            sys.exit(f"train_and_localize: {e}")
         from localize import evaluate as ev
         pt = s["patches"]
         print(f"== map patches: {pt['views']} database views, {pt['tracks']} tracks, "
@@ -188,10 +182,11 @@ def main(argv: list[str] | None = None) -> dict:
             for v in s["rows"].values():
                 aachen.print_summary(v)
         return s
-    s = run(args.recipe, steps=args.steps, quick=args.quick, data=args.data, out=args.out,
-            dataset=args.dataset, outputs=args.outputs, seed=args.seed, resume=args.resume,
-            device=args.device, num_covis=args.num_covis, num_loc=args.num_loc,
-            max_keypoints=args.max_keypoints)
+    with cli_errors("pipelines.train_and_localize"):
+        s = run(args.recipe, steps=args.steps, quick=args.quick, data=args.data, out=args.out,
+                dataset=args.dataset, outputs=args.outputs, seed=args.seed, resume=args.resume,
+                device=args.device, num_covis=args.num_covis, num_loc=args.num_loc,
+                max_keypoints=args.max_keypoints)
     print(f"== training {args.recipe} -> {s['checkpoint']} "
           f"({s['train_seconds']:.1f} s): {_train_line(s['train'], s['train_seconds'])}")
     print(f"   command: python -m pipelines.train_and_localize "

@@ -1,4 +1,5 @@
-"""localize.colmap: query lists, models, database + triangulation, absolute pose."""
+"""localize.colmap (pycolmap adapter) and localize.colmap_model (model files read by hand):
+query lists, models, database + triangulation, absolute pose."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from localize import colmap
+from localize import colmap, colmap_model
 from localize.data import scene as scn
+from localize.geometry import pose_error, rigid_to_qt, rotmat_to_qvec
 
 
 # ------------------------------------------------------------------------------------------
@@ -41,23 +43,8 @@ def test_parse_query_list_real_format(tmp_path: Path):
 
 
 # ------------------------------------------------------------------------------------------
-# Poses
+# Absolute pose
 # ------------------------------------------------------------------------------------------
-def test_pose_helpers():
-    rng = np.random.default_rng(0)
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    t = rng.normal(size=3)
-    q2, t2 = colmap.rigid_to_qt(colmap.qt_to_rigid(q, t))
-    assert np.allclose(q2, q * np.sign(q[0])) and np.allclose(t2, t)
-    assert np.allclose(colmap.qvec_to_rotmat(q), colmap.qt_to_rigid(q, t).rotation.matrix())
-    # rotate 10 deg about the optical axis + move the centre by 1 m
-    R0, t0 = scn.look_at((0, 0, 0), 0.0)
-    R1, t1 = scn.look_at((1.0, 0, 0), 0.0, 0.0, 10.0)
-    dt, dr = colmap.pose_error(colmap.rotmat_to_qvec(R1), t1, colmap.rotmat_to_qvec(R0), t0)
-    assert dt == pytest.approx(1.0) and dr == pytest.approx(10.0)
-
-
 def _random_pose_problem(rng, n, outlier_frac=0.2):
     cam = colmap.camera_from_dict(dict(model="SIMPLE_RADIAL", width=640, height=480,
                                        params=[520.0, 320.0, 240.0, 0.0]))
@@ -76,11 +63,11 @@ def test_estimate_absolute_pose():
     cam, R, t, uv, Xw, n_out = _random_pose_problem(rng, 300)
     res, why = colmap.estimate_absolute_pose(uv, Xw, cam)
     assert why == "ok" and res is not None
-    dt, dr = colmap.pose_error(res["qvec_wxyz"], res["tvec"], colmap.rotmat_to_qvec(R), t)
+    dt, dr = pose_error(res["qvec_wxyz"], res["tvec"], rotmat_to_qvec(R), t)
     assert dt < 0.01 and dr < 0.1
     assert res["inlier_mask"].shape == (300,) and res["inlier_mask"][n_out:].mean() > 0.95
     assert res["num_inliers"] == int(res["inlier_mask"].sum())
-    q, tt = colmap.rigid_to_qt(res["cam_from_world"])
+    q, tt = rigid_to_qt(res["cam_from_world"])
     assert np.allclose(q, res["qvec_wxyz"]) and np.allclose(tt, res["tvec"])
     # too few correspondences: no exception, a reason
     res3, why3 = colmap.estimate_absolute_pose(uv[n_out:n_out + 3], Xw[n_out:n_out + 3], cam)
@@ -106,7 +93,16 @@ def test_reference_model_round_trip(tmp_path: Path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     rec = colmap.read_model(out)
     assert len(rec.points3D) == 0
-    assert colmap.read_image_names(out) == {i + 1: f"db/{i + 1}.jpg" for i in range(5)}
+    assert colmap_model.read_image_names(out) == {i + 1: f"db/{i + 1}.jpg" for i in range(5)}
+    # the hand reader agrees with pycolmap on the text format too
+    txt = tmp_path / "model_txt"
+    txt.mkdir()
+    rec.write_text(str(txt))
+    assert colmap_model.model_format(txt) == ".txt" and colmap_model.model_format(out) == ".bin"
+    assert colmap_model.read_image_names(txt) == {i + 1: f"db/{i + 1}.jpg" for i in range(5)}
+    # writing again replaces the folder whole
+    colmap.write_reference_model(out, cams, ims[:2])
+    assert len(colmap.read_model(out).images) == 2
     ids = colmap.image_ids_by_name(rec)
     for i, im in enumerate(ims):
         image = rec.images[ids[im["name"]]]
@@ -114,8 +110,8 @@ def test_reference_model_round_trip(tmp_path: Path):
         cam = rec.cameras[image.camera_id]
         assert cam.model.name == cams[im["camera_idx"]]["model"]
         assert np.allclose(cam.params, cams[im["camera_idx"]]["params"])
-        q, t = colmap.rigid_to_qt(image.cam_from_world())
-        dt, dr = colmap.pose_error(q, t, im["qvec_wxyz"], im["tvec"])
+        q, t = rigid_to_qt(image.cam_from_world())
+        dt, dr = pose_error(q, t, im["qvec_wxyz"], im["tvec"])
         assert dt < 1e-9 and dr < 1e-5
     with pytest.raises(colmap.ColmapError, match="not found"):
         colmap.read_model(tmp_path / "nothing")
@@ -123,6 +119,11 @@ def test_reference_model_round_trip(tmp_path: Path):
     for f in ("cameras.bin", "images.bin", "points3D.bin"):
         (tmp_path / "corrupt" / f).write_bytes(b"\x05\x00garbage")
     with pytest.raises(colmap.ColmapError, match="corrupt"):
+        colmap.read_model(tmp_path / "corrupt")
+    with pytest.raises(colmap.ColmapError, match="corrupt COLMAP images.bin"):
+        colmap_model.read_image_names(tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "points3D.bin").unlink()
+    with pytest.raises(colmap.ColmapError, match="not a COLMAP model"):
         colmap.read_model(tmp_path / "corrupt")
 
 
@@ -156,7 +157,7 @@ def test_triangulation_smoke(tmp_path: Path):
         imgs.append(img)
         depths.append(depth)
         ims.append(dict(name=f"db/{i + 1}.jpg", camera_idx=0,
-                        qvec_wxyz=colmap.rotmat_to_qvec(R), tvec=t))
+                        qvec_wxyz=rotmat_to_qvec(R), tvec=t))
     cams.append(dict(model="SIMPLE_RADIAL", width=w, height=h, params=scn.colmap_params(K)))
     model = colmap.write_reference_model(tmp_path / "ref", cams, ims)
     ref = colmap.read_model(model)
@@ -170,9 +171,10 @@ def test_triangulation_smoke(tmp_path: Path):
     ids = colmap.database_image_ids(db)
     assert ids == colmap.image_ids_by_name(ref)
     colmap.import_features(db, ids, {n: f[0] for n, f in feats.items()})
-    # one pair given reversed: import_matches must swap columns
-    rev = {(pairs[2][1], pairs[2][0]): matches[pairs[2]][:, ::-1], **{p: matches[p] for p in pairs[:2]}}
-    assert colmap.import_matches(db, ids, pairs, rev) == 3
+    # one pair given reversed (columns swapped with it), one given in both orders: 3 pairs
+    rev = {(pairs[2][1], pairs[2][0]): matches[pairs[2]][:, ::-1],
+           **{p: matches[p] for p in pairs[:2]}, (pairs[0][1], pairs[0][0]): np.zeros((0, 2))}
+    assert colmap.import_matches(db, ids, rev) == 3
     n_verified = colmap.geometric_verification(db, pairs)
     assert n_verified == 3
     rec = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm",
@@ -187,8 +189,8 @@ def test_triangulation_smoke(tmp_path: Path):
     strict = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm_strict",
                                 {"num_threads": 1, "ignore_two_view_tracks": True})
     assert 0 < len(strict.points3D) < len(rec.points3D)
-    again = colmap.triangulate_ext(ref, db, tmp_path / "no_images", tmp_path / "sfm2",
-                                   {"num_threads": 1})
+    again = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm2",
+                               {"num_threads": 1})
     assert len(again.points3D) == len(rec.points3D)      # seeded: reproducible
 
     # tracks index the imported hloc keypoints: reprojections land on them (checks the +0.5)

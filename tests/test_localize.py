@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from localize import colmap, io
 from localize import evaluate as ev
 from localize import localize as loc
 from localize import triangulate as tri
+from localize.geometry import rigid_to_qt, rotmat_to_qvec
 
 W, H = 640, 480
 F = 500.0
@@ -50,7 +52,7 @@ def world(tmp_path_factory):
     db = {f"db/{i}.jpg": pose((-2.0 + i, rng.uniform(-0.2, 0.2), 0.0), rng.uniform(-4, 4))
           for i in range(5)}
     cams = [CAM] * len(db)
-    imgs = [dict(name=n, camera_idx=i, qvec_wxyz=colmap.rotmat_to_qvec(R), tvec=t)
+    imgs = [dict(name=n, camera_idx=i, qvec_wxyz=rotmat_to_qvec(R), tvec=t)
             for i, (n, (R, t)) in enumerate(db.items())]
     ref = colmap.write_reference_model(root / "ref", cams, imgs)
 
@@ -67,7 +69,6 @@ def world(tmp_path_factory):
             idx[perm] = np.arange(len(perm))
             kp_index[n] = idx
             io.write_features(w.file, n, {"keypoints": kps.astype(np.float32),
-                                          "descriptors": np.zeros((8, len(kps)), np.float32),
                                           "scores": np.ones(len(kps), np.float32),
                                           "image_size": np.array([W, H])})
     names = list(db)
@@ -95,16 +96,25 @@ def write_true_matches(fd, a, b, kp_index, n_a, keep=None):
 
 
 @pytest.fixture(scope="module")
-def sfm(world):
-    rec = tri.main(world["root"] / "sfm", world["ref"], world["root"] / "images",
+def triangulated(world):
+    return tri.run(world["root"] / "sfm", world["ref"], world["root"] / "images",
                    world["pairs"], world["features"], world["matches"])
-    return rec
 
 
-def test_triangulation_recovers_points(world, sfm):
-    stats = json.loads((world["root"] / "sfm" / "triangulation_stats.json").read_text())
+@pytest.fixture(scope="module")
+def sfm(triangulated):
+    return triangulated[0]
+
+
+def test_triangulation_recovers_points(world, triangulated):
+    sfm, stats = triangulated
     assert sfm.num_points3D() > 300, stats
     assert stats["num_points3D"] == sfm.num_points3D()
+    assert stats["num_pairs"] == stats["num_pairs_imported"] == 10       # 5 views, all pairs
+    assert stats["num_pairs_verified"] == 10 and stats["num_pairs_missing"] == 0
+    # the statistics are returned AND kept on disk for users
+    on_disk = json.loads((world["root"] / "sfm" / tri.STATS_FILE).read_text())
+    assert on_disk == pytest.approx(stats)
     assert stats["mean_track_length"] > 3
     assert stats["mean_reprojection_error_px"] < 0.5  # keypoint noise 0.2 px
     # the 0.5 px convention is applied exactly once: triangulated points sit on the true ones
@@ -151,7 +161,7 @@ def make_queries(world, tmp_path):
     with io.H5Writer(feats) as wf, io.H5Writer(tmp_path / "matches-q.h5") as wm:
         for qn, kind in spec.items():
             R, t = pose((rng.uniform(-1.5, 1.5), 0.1, -0.7), rng.uniform(-5, 5))
-            gt[qn] = (colmap.rotmat_to_qvec(R), t)
+            gt[qn] = (rotmat_to_qvec(R), t)
             queries.append((qn, cam))
             uv, z = project(R, t, world["X"])
             vis = np.flatnonzero((z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W - 1)
@@ -163,7 +173,6 @@ def make_queries(world, tmp_path):
             idx[perm] = np.arange(len(perm))
             kps = uv[perm] + rng.normal(0, 0.2, (len(perm), 2))
             io.write_features(wf.file, qn, {"keypoints": kps.astype(np.float32),
-                                            "descriptors": np.zeros((8, len(kps)), np.float32),
                                             "scores": np.ones(len(kps), np.float32),
                                             "image_size": np.array([W, H])})
             if kind == "nopairs":
@@ -183,6 +192,9 @@ def test_localize_success_and_failures(world, sfm, tmp_path):
     logs = loc.main(sfm, queries, pairs, feats, matches, results)
     L = logs["loc"]
     assert L["query/day/good.jpg"]["success"] and L["query/day/good.jpg"]["num_inliers"] > 50
+    # inliers: distinct query keypoints (a keypoint may reach several 3D points)
+    inl = L["query/day/good.jpg"]["inliers"]
+    assert inl == sorted(set(inl)) and 0 < len(inl) <= L["query/day/good.jpg"]["num_inliers"]
     assert L["query/day/nopairs.jpg"]["reason"] == "no retrieval pairs"
     assert L["query/day/nopairs.jpg"]["fallback"] == "identity"
     assert L["query/night/zeromatch.jpg"]["reason"].startswith("0 matches")
@@ -191,7 +203,10 @@ def test_localize_success_and_failures(world, sfm, tmp_path):
     for q in ("query/night/zeromatch.jpg", "query/night/blank.jpg", "query/day/few.jpg"):
         assert not L[q]["success"] and L[q]["fallback"] == "db/0.jpg"  # top retrieved db image
     assert logs["summary"] == {"num_queries": 5, "num_localized": 1, "num_failed": 4,
-                               "failure_reasons": logs["summary"]["failure_reasons"]}
+                               "failure_reasons": {"no retrieval pairs": 1,
+                                                   "0 matches to the retrieved db images": 1,
+                                                   "query has 0 keypoints": 1,
+                                                   "too few 2D-3D correspondences": 1}}
     # every query is listed, basename only, 8 fields, str() floats; fallback = db pose
     lines = results.read_text().splitlines()
     assert [ln.split()[0] for ln in lines] == [Path(q).name for q, _ in queries]
@@ -199,13 +214,35 @@ def test_localize_success_and_failures(world, sfm, tmp_path):
         f = ln.split(" ")
         assert len(f) == 8 and all(str(float(x)) == x for x in f[1:])
     fields = {ln.split()[0]: np.array(ln.split()[1:], float) for ln in lines}
-    q0, t0 = colmap.rigid_to_qt(sfm.images[colmap.image_ids_by_name(sfm)["db/0.jpg"]]
+    q0, t0 = rigid_to_qt(sfm.images[colmap.image_ids_by_name(sfm)["db/0.jpg"]]
                                 .cam_from_world())
     np.testing.assert_allclose(fields["blank.jpg"], np.r_[q0, t0])
     np.testing.assert_allclose(fields["nopairs.jpg"], [1, 0, 0, 0, 0, 0, 0])
-    # logs file next to the results
+    # our logs file next to the results
     on_disk = json.loads((tmp_path / "results_logs.json").read_text())
     assert on_disk["loc"]["query/day/few.jpg"]["reason"] == L["query/day/few.jpg"]["reason"]
+    # hloc's logs: <results>_logs.pkl with localize_sfm's fields
+    with open(tmp_path / "results.txt_logs.pkl", "rb") as f:
+        hl = pickle.load(f)
+    assert set(hl) == {"features", "matches", "retrieval", "loc"} and set(hl["loc"]) == set(L)
+    good = hl["loc"]["query/day/good.jpg"]
+    ids = colmap.image_ids_by_name(sfm)
+    assert good["db"] == [ids[f"db/{i}.jpg"] for i in range(3)]
+    ret = good["PnP_ret"]
+    assert ret["num_inliers"] == L["query/day/good.jpg"]["num_inliers"]
+    n2d3d = L["query/day/good.jpg"]["num_2d3d"]
+    assert ret["inlier_mask"].shape == (n2d3d,) and ret["inlier_mask"].sum() == ret["num_inliers"]
+    assert good["keypoints_query"].shape == (n2d3d, 2) and len(good["points3D_ids"]) == n2d3d
+    kp_idx, kp_to_db = good["keypoint_index_to_db"]
+    assert len(kp_idx) == len(kp_to_db) == n2d3d
+    # keypoints are COLMAP coordinates (+0.5) of the query keypoints, as hloc logs them
+    kpq = io.get_keypoints(feats, "query/day/good.jpg")
+    np.testing.assert_allclose(good["keypoints_query"], kpq[kp_idx] + 0.5, atol=1e-5)
+    # every (3D point, db indices) entry: the point is observed in those db images
+    for p3d, dbs in kp_to_db:
+        track = {el.image_id for el in sfm.points3D[p3d].track.elements}
+        assert {good["db"][i] for i in dbs} <= track
+    assert hl["loc"]["query/day/few.jpg"]["PnP_ret"] is None
     # the good query is exact
     e = ev.evaluate(results, gt, {q: q.split("/")[1] for q, _ in queries})
     assert e["per_query"]["good.jpg"]["dt"] < 0.02 and e["per_query"]["good.jpg"]["dR"] < 0.1
@@ -238,18 +275,18 @@ def test_evaluate_hand_made(tmp_path):
     q_id = np.array([1.0, 0, 0, 0])
     gt = {
         "query/day/a.jpg": (q_id, np.array([0.0, 0, 0])),
-        "query/day/b.jpg": (colmap.rotmat_to_qvec(Rz(30)), np.array([1.0, 2, 3])),
+        "query/day/b.jpg": (rotmat_to_qvec(Rz(30)), np.array([1.0, 2, 3])),
         "query/day/c.jpg": (q_id, np.array([0.0, 0, 10])),
         "query/night/d.jpg": (q_id, np.array([5.0, 0, 0])),
         "query/night/e.jpg": (q_id, np.array([0.0, 0, 0])),  # missing from results
     }
     gt_file = tmp_path / "gt.txt"
     gt_file.write_text("\n".join(_line(n, *p) for n, p in gt.items()))
-    qb = colmap.rotmat_to_qvec(Rz(30))
+    qb = rotmat_to_qvec(Rz(30))
     res = [
         _line("a.jpg", q_id, [0.1, 0, 0]),                 # 0.1 m, 0 deg
         _line("b.jpg", -qb, [1.0, 2, 3]),                  # sign-flipped quaternion: exact
-        _line("c.jpg", colmap.rotmat_to_qvec(Rz(3)), [0.0, 0, 10]),  # 3 deg; centre moves
+        _line("c.jpg", rotmat_to_qvec(Rz(3)), [0.0, 0, 10]),  # 3 deg; centre moves
         _line("d.jpg", q_id, [5.0, 0, 0.3]),               # 0.3 m, 0 deg
         _line("zzz.jpg", q_id, [0.0, 0, 0]),               # not in GT: ignored
     ]
@@ -274,11 +311,6 @@ def test_evaluate_hand_made(tmp_path):
         assert day["median_dR"] == pytest.approx(0.0, abs=1e-5)
         assert al["median_dt"] == pytest.approx(0.1)
         assert e["num_missing"] == 1
-    # agrees with the adapter's pose error
-    for n in ("b.jpg", "c.jpg"):
-        r = ev.read_poses(tmp_path / "res.txt")[n]
-        g = gt[next(k for k in gt if k.endswith(n))]
-        assert colmap.pose_error(*r, *g) == pytest.approx(ev.pose_error(*r, *g), abs=1e-6)
     table = ev.format_table({"m": e})
     assert "day" in table and "night" in table and " 66.7" in table
 

@@ -9,7 +9,6 @@ pairs, and on which a short HardNet run lowers FPR95 on a held-out set of views.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

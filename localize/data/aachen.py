@@ -15,21 +15,24 @@ The synthetic writer renders ``localize.data.scene`` (a textured-plane plaza, me
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from descriptors.util import atomic_dir
 from localize import colmap
-from localize.io import read_pose_lines
+from localize.colmap_model import ColmapError, model_format, read_image_names
 from localize.data import scene as scn
+from localize.geometry import rotmat_to_qvec
+from localize.io import read_pose_lines
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +83,9 @@ def read_aachen(root: str | os.PathLike) -> AachenData:
     """Read an Aachen v1.1 dataset laid out as hloc expects (real or synthetic).
 
     Raises:
-        FileNotFoundError naming the missing piece (root, image dir, reference model, query
-        lists), ValueError / ColmapError for malformed files.
+        FileNotFoundError naming the missing piece (root, image dir, reference model folder,
+        query lists), ColmapError for missing / malformed model files, ValueError for
+        malformed lists.
     """
     root = Path(root)
     if not root.is_dir():
@@ -92,11 +96,8 @@ def read_aachen(root: str | os.PathLike) -> AachenData:
     model = root / MODEL_SUBDIR
     if not model.is_dir():
         raise FileNotFoundError(f"{root}: reference model directory {MODEL_SUBDIR} is missing")
-    missing = [f for f in ("cameras", "images", "points3D")
-               if not (model / f"{f}.bin").is_file() and not (model / f"{f}.txt").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{model}: reference model lacks {', '.join(missing)} (.bin)")
-    ids_names = colmap.read_image_names(model)
+    model_format(model)  # ColmapError naming the missing model files
+    ids_names = read_image_names(model)
     db_names = [ids_names[i] for i in sorted(ids_names)]
     qdir = root / "queries"
     lists = sorted(qdir.glob(QUERY_GLOB)) if qdir.is_dir() else []
@@ -142,37 +143,64 @@ def _imwrite(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"could not write image {path}")
 
 
-def write_synthetic_aachen(root: str | os.PathLike, n_db: int = 40, n_query: int = 21,
-                           night_fraction: float = 1 / 3, width: int = 640, height: int = 480,
-                           seed: int = 0, max_offset_m: float = 3.0, max_yaw_deg: float = 30.0,
-                           night_darkness: float = 1.0) -> Path:
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What a synthetic Aachen scene is generated from (stored in ``synthetic_config.json``).
+
+    ``max_offset_m`` / ``max_yaw_deg`` bound how far a query moves / turns away from its nearest
+    database view, ``night_darkness`` scales the night rendering.
+    """
+    n_db: int = 40
+    n_query: int = 21
+    night_fraction: float = 1 / 3
+    width: int = 640
+    height: int = 480
+    seed: int = 0
+    max_offset_m: float = 3.0
+    max_yaw_deg: float = 30.0
+    night_darkness: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``synthetic_config.json`` content (with the format ``version``; key order as
+        the first version wrote it, so existing scenes keep their fingerprint)."""
+        d = dataclasses.asdict(self)
+        first = ("n_db", "n_query", "night_fraction", "width", "height", "seed")
+        return {**{k: d.pop(k) for k in first}, "version": SYNTHETIC_VERSION, **d}
+
+
+SYNTHETIC_VERSION = 1
+
+
+def _synthetic_config(overrides: dict[str, Any]) -> SyntheticConfig:
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(SyntheticConfig)}
+    if unknown:
+        raise TypeError(f"unknown synthetic Aachen option(s): {sorted(unknown)}")
+    return SyntheticConfig(**overrides)
+
+
+def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
     """Render a synthetic plaza and write it in EXACTLY the Aachen v1.1 (hloc) layout.
 
+    ``overrides``: fields of :class:`SyntheticConfig` (the one home of the defaults).
     Database views: ``n_db`` on a loop a few metres apart (``scene.database_poses``), each with
     its own SIMPLE_RADIAL camera (fov 57-63 deg, k = 0) in the reference model (poses, no
     points). Queries: ``n_query`` new viewpoints (``scene.query_poses``), the first
     ``round(n_query * night_fraction)`` of them (after shuffling) rendered at night; nexus5x
     folders, fov 50-66 deg. Ground truth poses go to ``queries/ground_truth_poses.txt``.
 
-    ``max_offset_m`` / ``max_yaw_deg`` bound how far a query moves / turns away from its nearest
-    database view, ``night_darkness`` scales the night rendering (``SYNTHETIC_PRESETS['hard']``
-    uses larger values than the defaults).
-
-    The dataset is written to a temp dir next to ``root`` and renamed into place (an existing
-    ``root`` is replaced). Returns ``root``.
+    The dataset is written to a temp dir next to ``root`` and swapped into place
+    (``descriptors.util.atomic_dir``; an existing ``root`` is replaced). Returns ``root``.
     """
+    cfg = _synthetic_config(overrides)
+    n_db, n_query, night_fraction = cfg.n_db, cfg.n_query, cfg.night_fraction
+    width, height = cfg.width, cfg.height
     root = Path(root)
     if n_db < 3 or n_query < 1:
         raise ValueError(f"need n_db >= 3 and n_query >= 1, got {n_db}, {n_query}")
     if not 0.0 <= night_fraction <= 1.0:
         raise ValueError(f"night_fraction must be in [0, 1], got {night_fraction}")
-    rng = np.random.default_rng(seed)
-    config = dict(n_db=n_db, n_query=n_query, night_fraction=night_fraction, width=width,
-                  height=height, seed=seed, version=1, max_offset_m=max_offset_m,
-                  max_yaw_deg=max_yaw_deg, night_darkness=night_darkness)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    rng = np.random.default_rng(cfg.seed)
+    with atomic_dir(root) as tmp:
         world = scn.make_street_scene(rng)
         img_root = tmp / "images_upright"
         # database
@@ -185,7 +213,7 @@ def write_synthetic_aachen(root: str | os.PathLike, n_db: int = 40, n_query: int
             params = scn.colmap_params(K)
             cameras.append(dict(model="SIMPLE_RADIAL", width=width, height=height,
                                 params=params))
-            q = colmap.rotmat_to_qvec(p["R"])
+            q = rotmat_to_qvec(p["R"])
             images.append(dict(name=name, camera_idx=i, qvec_wxyz=q, tvec=p["t"]))
             intr_lines.append(f"{name} SIMPLE_RADIAL {width} {height} "
                               + " ".join(_fmt(x) for x in params))
@@ -193,8 +221,8 @@ def write_synthetic_aachen(root: str | os.PathLike, n_db: int = 40, n_query: int
         colmap.write_reference_model(model_dir, cameras, images)
         _write_text(model_dir / "database_intrinsics_v1_1.txt", intr_lines)
         # queries
-        q_poses = scn.query_poses(n_query, db_poses, rng, scene=world, max_offset_m=max_offset_m,
-                                  max_yaw_deg=max_yaw_deg)
+        q_poses = scn.query_poses(n_query, db_poses, rng, scene=world,
+                                  max_offset_m=cfg.max_offset_m, max_yaw_deg=cfg.max_yaw_deg)
         n_night = int(round(n_query * night_fraction))
         is_night = np.zeros(n_query, bool)
         is_night[rng.permutation(n_query)[:n_night]] = True
@@ -205,11 +233,11 @@ def write_synthetic_aachen(root: str | os.PathLike, n_db: int = 40, n_query: int
             K = scn.intrinsics(width, height, rng.uniform(50.0, 66.0))
             name = f"query/{cond}/nexus5x/IMG_{20161227 + k:08d}_{k:06d}.jpg"
             img = scn.render(world, K, p["R"], p["t"], width, height, night=is_night[k],
-                             rng=rng, night_darkness=night_darkness)
+                             rng=rng, night_darkness=cfg.night_darkness)
             _imwrite(img_root / name, img)
             lists[cond].append(f"{name} SIMPLE_RADIAL {width} {height} "
                                + " ".join(_fmt(x) for x in scn.colmap_params(K)))
-            q = colmap.rotmat_to_qvec(p["R"])
+            q = rotmat_to_qvec(p["R"])
             gt_lines.append(f"{name} " + " ".join(_fmt(x) for x in (*q, *p["t"])))
         for cond in ("day", "night"):
             _write_text(tmp / "queries" / f"{cond}_time_queries_with_intrinsics.txt",
@@ -217,18 +245,7 @@ def write_synthetic_aachen(root: str | os.PathLike, n_db: int = 40, n_query: int
             # hloc globs the directory: keep an existing (possibly empty) list per condition
             (img_root / "query" / cond / "nexus5x").mkdir(parents=True, exist_ok=True)
         _write_text(tmp / GT_FILE, gt_lines)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
-        # swap into place
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            os.replace(root, old / root.name)
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
     logger.info("wrote synthetic Aachen (%d db, %d day + %d night queries) to %s",
                 n_db, n_query - n_night, n_night, root)
     return root
@@ -249,16 +266,13 @@ SYNTHETIC_PRESETS: dict[str, dict] = {
 }
 
 
-def ensure_synthetic_aachen(root: str | os.PathLike = DEFAULT_SYNTH_ROOT, **kw) -> Path:
-    """Return ``root``, generating it with ``write_synthetic_aachen(root, **kw)`` when it is
-    missing or was generated with a different configuration (``synthetic_config.json``)."""
+def ensure_synthetic_aachen(root: str | os.PathLike = DEFAULT_SYNTH_ROOT, **overrides: Any
+                            ) -> Path:
+    """Return ``root``, generating it with ``write_synthetic_aachen(root, **overrides)`` when it
+    is missing or was generated with a different :class:`SyntheticConfig`
+    (``synthetic_config.json``)."""
     root = Path(root)
-    want = dict(n_db=40, n_query=21, night_fraction=1 / 3, width=640, height=480, seed=0,
-                version=1, max_offset_m=3.0, max_yaw_deg=30.0, night_darkness=1.0)
-    unknown = set(kw) - set(want)
-    if unknown:
-        raise TypeError(f"unknown synthetic Aachen option(s): {sorted(unknown)}")
-    want.update(kw)
+    want = _synthetic_config(overrides).to_json()
     cfg = root / CONFIG_FILE
     if cfg.is_file():
         try:
@@ -269,16 +283,15 @@ def ensure_synthetic_aachen(root: str | os.PathLike = DEFAULT_SYNTH_ROOT, **kw) 
             try:
                 read_aachen(root)
                 return root
-            except (FileNotFoundError, ValueError, colmap.ColmapError) as e:
+            except (FileNotFoundError, ValueError, ColmapError) as e:
                 logger.warning("regenerating %s: %s", root, e)
         else:
             logger.info("regenerating %s: configuration changed", root)
     elif root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists but is not a synthetic Aachen dataset "
                               f"(no {CONFIG_FILE}); refusing to overwrite it")
-    kw2 = {k: v for k, v in want.items() if k != "version"}
-    return write_synthetic_aachen(root, **kw2)
+    return write_synthetic_aachen(root, **overrides)
 
 
-__all__ = ["AachenData", "read_aachen", "read_ground_truth", "write_synthetic_aachen",
-           "ensure_synthetic_aachen"]
+__all__ = ["AachenData", "SyntheticConfig", "SYNTHETIC_PRESETS", "read_aachen",
+           "read_ground_truth", "write_synthetic_aachen", "ensure_synthetic_aachen"]

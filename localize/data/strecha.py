@@ -15,13 +15,18 @@ of them into the ``cameras`` / ``images`` dicts of ``localize.colmap.build_refer
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from localize.colmap import ColmapError, rotmat_to_qvec
+from descriptors.util import atomic_dir
+from localize.colmap import write_reference_model
+from localize.colmap_model import ColmapError
+from localize.geometry import pose_from_center
 
 
 @dataclass
@@ -87,9 +92,8 @@ def read_strecha_cameras(camera_dir: str | os.PathLike) -> tuple[list[dict], lis
         c = read_camera_file(f)
         cameras.append({"model": "PINHOLE", "width": c.width, "height": c.height,
                         "params": [c.K[0, 0], c.K[1, 1], c.K[0, 2] + 0.5, c.K[1, 2] + 0.5]})
-        Rw = c.R.T
-        images.append({"name": c.name, "camera_idx": i, "qvec_wxyz": rotmat_to_qvec(Rw),
-                       "tvec": -Rw @ c.C})
+        q, t = pose_from_center(c.R.T, c.C)
+        images.append({"name": c.name, "camera_idx": i, "qvec_wxyz": q, "tvec": t})
     return cameras, images
 
 
@@ -105,17 +109,10 @@ def write_aachen_layout(scene_dir: str | os.PathLike, out_root: str | os.PathLik
     (reference model with poses, no points). A ``night_fraction`` of the queries is darkened
     with the synthetic night model (``descriptors.data.synth.day_to_night``) and listed as night
     queries. Images are downscaled to ``resize_max`` (cameras rescaled with them). Written to a
-    temp folder and renamed into place. Returns ``out_root``.
+    temp folder and swapped into place (``descriptors.util.atomic_dir``). Returns ``out_root``.
     """
-    import json
-    import shutil
-    import tempfile
-
-    import cv2
-
     from descriptors.data.synth import day_to_night
     from localize.data.aachen import GT_FILE, MODEL_SUBDIR
-    from localize.colmap import write_reference_model
 
     scene_dir, out_root = Path(scene_dir), Path(out_root)
     if query_every < 2:
@@ -126,9 +123,7 @@ def write_aachen_layout(scene_dir: str | os.PathLike, out_root: str | os.PathLik
     rng = np.random.default_rng(seed)
     q_idx = [i for i in range(len(cams)) if i % query_every == 1]
     night = set(rng.permutation(q_idx)[:int(round(len(q_idx) * night_fraction))].tolist())
-    out_root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_root.name}.tmp-", dir=out_root.parent))
-    try:
+    with atomic_dir(out_root) as tmp:
         img_root = tmp / "images_upright"
         cameras, images, lists, gt = [], [], {"day": [], "night": []}, []
         for i, c in enumerate(cams):
@@ -147,8 +142,7 @@ def write_aachen_layout(scene_dir: str | os.PathLike, out_root: str | os.PathLik
             # hloc-centre K -> COLMAP corner convention, scaled with the image
             params = [c.K[0, 0] * sx, c.K[1, 1] * sy, (c.K[0, 2] + 0.5) * sx,
                       (c.K[1, 2] + 0.5) * sy]
-            Rw = c.R.T
-            q, t = rotmat_to_qvec(Rw), -Rw @ c.C
+            q, t = pose_from_center(c.R.T, c.C)
             stem = Path(c.name).stem
             if i in q_idx:
                 cond = "night" if i in night else "day"
@@ -176,10 +170,4 @@ def write_aachen_layout(scene_dir: str | os.PathLike, out_root: str | os.PathLik
         (tmp / "strecha_config.json").write_text(json.dumps(
             {"scene": str(scene_dir), "query_every": query_every, "night_fraction": night_fraction,
              "resize_max": resize_max, "night_darkness": night_darkness, "seed": seed}, indent=1))
-        if out_root.exists():
-            shutil.rmtree(out_root)
-        os.replace(tmp, out_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_root

@@ -1,0 +1,108 @@
+"""Pose math, the one home of it: quaternions, R/t <-> camera centre, pose errors.
+
+Conventions (those of COLMAP text files, hloc and the Aachen submission format):
+
+- a pose is world-to-camera (``cam_from_world``): ``x_cam = R x_world + t``;
+- quaternions are ``qvec_wxyz`` (4,) float64, w first (pycolmap stores xyzw internally: only
+  :func:`qt_to_rigid` / :func:`rigid_to_qt` convert);
+- the camera centre is ``c = -R^T t`` (world coordinates, metres), the viewing direction the
+  camera's z axis in world coordinates, ``R[2]``.
+
+pycolmap's ``Rigid3d`` / ``Rotation3d`` do the work; this module only fixes the conventions.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+import pycolmap
+
+#: (q wxyz (4,), t (3,)) world-to-camera, or a pycolmap.Rigid3d
+Pose = Union[tuple[np.ndarray, np.ndarray], pycolmap.Rigid3d]
+
+
+def qt_to_rigid(qvec_wxyz: Sequence[float], tvec: Sequence[float]) -> pycolmap.Rigid3d:
+    """(qw, qx, qy, qz), (tx, ty, tz) world-to-camera -> pycolmap.Rigid3d (q normalised).
+
+    Raises:
+        ValueError for a zero or non-finite quaternion.
+    """
+    q = np.asarray(qvec_wxyz, np.float64).reshape(4)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError(f"invalid quaternion {q.tolist()}")
+    q = q / n
+    rot = pycolmap.Rotation3d(np.array([q[1], q[2], q[3], q[0]]))
+    return pycolmap.Rigid3d(rot, np.asarray(tvec, np.float64).reshape(3))
+
+
+def rigid_to_qt(rigid: pycolmap.Rigid3d) -> tuple[np.ndarray, np.ndarray]:
+    """pycolmap.Rigid3d -> (qvec_wxyz (4,) float64 with qw >= 0, tvec (3,) float64)."""
+    xyzw = np.asarray(rigid.rotation.quat, np.float64).reshape(4)
+    q = np.array([xyzw[3], xyzw[0], xyzw[1], xyzw[2]])
+    q /= np.linalg.norm(q)
+    if q[0] < 0:
+        q = -q
+    return q, np.asarray(rigid.translation, np.float64).reshape(3).copy()
+
+
+def as_rigid(pose: Pose) -> pycolmap.Rigid3d:
+    """A pycolmap.Rigid3d, or (q wxyz, t), -> pycolmap.Rigid3d."""
+    if isinstance(pose, pycolmap.Rigid3d):
+        return pose
+    q, t = pose
+    return qt_to_rigid(q, t)
+
+
+def as_qt(pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+    """A pycolmap.Rigid3d, or (q wxyz, t), -> (q (4,) float64, t (3,) float64)."""
+    if isinstance(pose, pycolmap.Rigid3d):
+        return rigid_to_qt(pose)
+    q, t = pose
+    return np.asarray(q, np.float64).reshape(4), np.asarray(t, np.float64).reshape(3)
+
+
+def qvec_to_rotmat(qvec_wxyz: Sequence[float]) -> np.ndarray:
+    """(4,) wxyz (normalised here) -> (3, 3) float64 rotation matrix."""
+    return np.asarray(qt_to_rigid(qvec_wxyz, np.zeros(3)).rotation.matrix(), np.float64)
+
+
+def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation matrix -> (4,) wxyz float64 with qw >= 0."""
+    rot = pycolmap.Rotation3d(np.ascontiguousarray(R, np.float64).reshape(3, 3))
+    q, _ = rigid_to_qt(pycolmap.Rigid3d(rot, np.zeros(3)))
+    return q
+
+
+def camera_center(pose: Pose) -> np.ndarray:
+    """(3,) float64 camera centre ``-R^T t`` (world coordinates) of a world-to-camera pose."""
+    return np.asarray(as_rigid(pose).tgt_origin_in_src(), np.float64).reshape(3)
+
+
+def pose_from_center(R: np.ndarray, center: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """World-to-camera rotation (3, 3) and camera centre (3,) -> (qvec_wxyz (4,), t = -R c)."""
+    R = np.asarray(R, np.float64).reshape(3, 3)
+    return rotmat_to_qvec(R), -R @ np.asarray(center, np.float64).reshape(3)
+
+
+def viewing_direction(pose: Pose) -> np.ndarray:
+    """(3,) float64 unit optical axis (camera z) in world coordinates: ``R[2]``."""
+    return np.asarray(as_rigid(pose).rotation.matrix(), np.float64)[2].copy()
+
+
+def pose_error(q_est: Sequence[float], t_est: Sequence[float],
+               q_gt: Sequence[float], t_gt: Sequence[float]) -> tuple[float, float]:
+    """Error of an estimated world-to-camera pose (the Aachen benchmark's definition).
+
+    Returns:
+        (dt_m, dR_deg): distance between the camera centres ``-R^T t`` in model units (metres),
+        and the angle of the relative rotation ``R_est R_gt^T`` in degrees. ``q`` and ``-q``
+        are the same rotation.
+    """
+    est, gt = qt_to_rigid(q_est, t_est), qt_to_rigid(q_gt, t_gt)
+    dt = float(np.linalg.norm(camera_center(est) - camera_center(gt)))
+    return dt, float(np.degrees(est.rotation.angle_to(gt.rotation)))
+
+
+__all__ = ["Pose", "qt_to_rigid", "rigid_to_qt", "as_rigid", "as_qt", "qvec_to_rotmat",
+           "rotmat_to_qvec", "camera_center", "pose_from_center", "viewing_direction", "pose_error"]
