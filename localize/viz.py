@@ -27,8 +27,9 @@ import numpy as np
 
 from descriptors.util import atomic_write
 from localize import io
-from localize.data.scene import write_rgb
-from localize.evaluate import pose_error, read_poses
+from localize.data.render import write_rgb
+from localize.evaluate import read_poses
+from localize.geometry import pose_error
 
 logger = logging.getLogger(__name__)
 

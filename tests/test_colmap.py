@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from localize import colmap, colmap_model
-from localize.data import scene as scn
+from localize.data import render as rnd, scene as scn
 from localize.geometry import pose_error, rigid_to_qt, rotmat_to_qvec
 
 
@@ -48,7 +48,7 @@ def test_parse_query_list_real_format(tmp_path: Path):
 def _random_pose_problem(rng, n, outlier_frac=0.2):
     cam = colmap.camera_from_dict(dict(model="SIMPLE_RADIAL", width=640, height=480,
                                        params=[520.0, 320.0, 240.0, 0.0]))
-    R, t = scn.look_at((1.0, -1.6, -2.0), 20.0, 5.0, 2.0)
+    R, t = rnd.look_at((1.0, -1.6, -2.0), 20.0, 5.0, 2.0)
     Xc = rng.uniform([-6, -4, 5], [6, 4, 30], size=(n, 3))
     Xw = (Xc - t) @ R                                   # R^T (Xc - t)
     uv_colmap = np.asarray(cam.img_from_cam(Xc))
@@ -148,17 +148,17 @@ def _mutual_ratio(d0, d1, ratio=0.8):
 def test_triangulation_smoke(tmp_path: Path):
     w, h = 480, 360
     world = scn.make_street_scene(0)
-    K = scn.intrinsics(w, h, 60.0)
+    K = rnd.intrinsics(w, h, 60.0)
     # three views 1.5 m apart looking north at the facades ~20 m away
-    poses = [scn.look_at((x, -1.6, 8.0), yaw, 8.0) for x, yaw in ((-1.5, 4), (0.0, 0), (1.5, -4))]
+    poses = [rnd.look_at((x, -1.6, 8.0), yaw, 8.0) for x, yaw in ((-1.5, 4), (0.0, 0), (1.5, -4))]
     cams, ims, imgs, depths = [], [], [], []
     for i, (R, t) in enumerate(poses):
-        img, depth = scn.render(world, K, R, t, w, h, return_depth=True)
+        img, depth = rnd.render(world, K, R, t, w, h, return_depth=True)
         imgs.append(img)
         depths.append(depth)
         ims.append(dict(name=f"db/{i + 1}.jpg", camera_idx=0,
                         qvec_wxyz=rotmat_to_qvec(R), tvec=t))
-    cams.append(dict(model="SIMPLE_RADIAL", width=w, height=h, params=scn.colmap_params(K)))
+    cams.append(dict(model="SIMPLE_RADIAL", width=w, height=h, params=rnd.colmap_params(K)))
     model = colmap.write_reference_model(tmp_path / "ref", cams, ims)
     ref = colmap.read_model(model)
     names = [im["name"] for im in ims]
@@ -198,7 +198,7 @@ def test_triangulation_smoke(tmp_path: Path):
     for n, (R, t), depth in zip(names, poses, depths):
         idx = np.array(list(tracks[n].keys()))
         X = np.stack([xyz[tracks[n][i]] for i in idx])
-        uv, z = scn.project(K, R, t, X)
+        uv, z = rnd.project(K, R, t, X)
         err = np.linalg.norm(uv - feats[n][0][idx], axis=1)
         assert np.median(err) < 0.3                         # a missing 0.5 shift gives ~0.7
         # and the points lie on the rendered surfaces

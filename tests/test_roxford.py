@@ -12,7 +12,7 @@ import pytest
 from localize import revisitop_eval as E
 from localize.data import roxford as R
 from localize.data import roxford_synth as S
-from localize.data import scene
+from localize.data import render
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,13 +209,13 @@ def test_label_view_geometry():
     assert S.label_view(faces, cam, region, cam, True)[0] == "hard"
     # a camera looking away sees nothing of it -> junk (same landmark, < 15 % overlap)
     R_away = cam.R @ np.diag([-1.0, 1.0, -1.0])
-    away = scene.Camera(K=cam.K, R=R_away, t=-R_away @ cam.center, width=320, height=240)
+    away = render.Camera(K=cam.K, R=R_away, t=-R_away @ cam.center, width=320, height=240)
     lab, info = S.label_view(faces, cam, region, away, False)
     assert lab == "junk" and info["overlap"] < 0.15
 
 
 def test_rendered_views_match_visibility_labels():
-    """The synthetic images come from scene.render: pixels where visible_samples says the
+    """The synthetic images come from render.render: pixels where visible_samples says the
     landmark is seen show the walls (identical under two different random backgrounds), the
     rest is background (differs), and walls facing away are not drawn."""
     rng = np.random.default_rng(3)
@@ -235,7 +235,7 @@ def test_rendered_views_match_visibility_labels():
     R_back = cam.R @ np.diag([-1.0, 1.0, -1.0])
     C_back = 2 * S.structure_center(walls) - cam.center
     C_back[1] = cam.center[1]
-    back = scene.Camera(cam.K, R_back, -R_back @ C_back, 240, 180)
+    back = render.Camera(cam.K, R_back, -R_back @ C_back, 240, 180)
     assert not any(w.is_front_facing(back.center) for w in walls)
     assert not S.visible_samples(walls, back, 12)[2].any()
     np.testing.assert_array_equal(S.render_view(walls, back, np.random.default_rng(0)),

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from localize import colmap
-from localize.data import aachen, scene as scn
+from localize import colmap, geometry
+from localize.data import aachen, render as rnd, scene as scn
 
 
 def _solid(color, h=16, w=16):
@@ -20,7 +20,7 @@ def _plane_facing_camera(z, half, color=None, texture=None, name=""):
     """Square of side 2*half at depth z, centred on the optical axis, facing a camera at the origin."""
     tex = texture if texture is not None else _solid(color)
     # u = +x, v = +y (down): normal u x v = +z (away from camera; planes are double-sided)
-    return scn.Plane((-half, -half, z), (1, 0, 0), (0, 1, 0), (2 * half, 2 * half), tex, name=name)
+    return rnd.Plane((-half, -half, z), (1, 0, 0), (0, 1, 0), (2 * half, 2 * half), tex, name=name)
 
 
 # ------------------------------------------------------------------------------------------
@@ -31,10 +31,10 @@ def test_near_plane_hides_far_plane(near_first):
     near = _plane_facing_camera(5.0, 0.5, color=(255, 0, 0), name="near")
     far = _plane_facing_camera(20.0, 20.0, color=(0, 0, 255), name="far")
     planes = [near, far] if near_first else [far, near]
-    sc = scn.Scene(planes)
-    K = scn.intrinsics(160, 120, 60.0)
+    sc = rnd.Scene(planes)
+    K = rnd.intrinsics(160, 120, 60.0)
     R, t = np.eye(3), np.zeros(3)
-    img, depth = scn.render(sc, K, R, t, 160, 120, return_depth=True)
+    img, depth = rnd.render(sc, K, R, t, 160, 120, return_depth=True)
     cy, cx = 60, 80
     assert tuple(img[cy, cx]) == (255, 0, 0)
     assert depth[cy, cx] == pytest.approx(5.0, rel=1e-4)
@@ -49,12 +49,12 @@ def test_near_plane_hides_far_plane(near_first):
 def test_ground_plane_behind_camera_is_clipped():
     """The ground extends behind the camera: near-plane clipping must keep depths exact."""
     tex = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    ground = scn.Plane((-50, 0, -50), (1, 0, 0), (0, 0, 1), (100, 100), tex, name="ground")
-    sc = scn.Scene([ground])
+    ground = rnd.Plane((-50, 0, -50), (1, 0, 0), (0, 0, 1), (100, 100), tex, name="ground")
+    sc = rnd.Scene([ground])
     w, h = 160, 120
-    K = scn.intrinsics(w, h, 60.0)
-    R, t = scn.look_at((0.0, -1.6, 0.0), yaw_deg=30.0, pitch_deg=0.0)
-    _, depth = scn.render(sc, K, R, t, w, h, return_depth=True)
+    K = rnd.intrinsics(w, h, 60.0)
+    R, t = rnd.look_at((0.0, -1.6, 0.0), yaw_deg=30.0, pitch_deg=0.0)
+    _, depth = rnd.render(sc, K, R, t, w, h, return_depth=True)
     assert np.isinf(depth[: h // 2 - 2]).all()          # sky above the horizon
     v = h - 1
     ray = np.linalg.inv(K) @ np.array([w / 2, v, 1.0])   # camera y down = world y down (level)
@@ -68,22 +68,22 @@ def test_projection_consistency_two_views():
     gray = np.clip((gray.astype(np.float32) - 128) * 3 + 128, 0, 255).astype(np.uint8)
     tex = np.repeat(gray[..., None], 3, axis=2)           # grey noise: no red anywhere
     tex[150:155, 200:205] = (255, 0, 0)        # a marker 5x5 texels, centre texel (202, 152)
-    plane = scn.Plane((-5, -6, 12), (1, 0, 0), (0, 1, 0), (10.0, 7.5), tex, name="facade")
-    sc = scn.Scene([plane])
+    plane = rnd.Plane((-5, -6, 12), (1, 0, 0), (0, 1, 0), (10.0, 7.5), tex, name="facade")
+    sc = rnd.Scene([plane])
     w, h = 320, 240
-    K = scn.intrinsics(w, h, 60.0)
-    poses = [scn.look_at((0.0, -1.6, 0.0), 0.0, 5.0), scn.look_at((1.5, -1.4, 1.0), -8.0, 3.0, 2.0)]
+    K = rnd.intrinsics(w, h, 60.0)
+    poses = [rnd.look_at((0.0, -1.6, 0.0), 0.0, 5.0), rnd.look_at((1.5, -1.4, 1.0), -8.0, 3.0, 2.0)]
     X = plane.texel_to_world([[202.0, 152.0]])
-    renders = [scn.render(sc, K, R, t, w, h) for R, t in poses]
+    renders = [rnd.render(sc, K, R, t, w, h) for R, t in poses]
     for (R, t), img in zip(poses, renders):
-        uv, z = scn.project(K, R, t, X)
+        uv, z = rnd.project(K, R, t, X)
         red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
         assert red.sum() > 3
         ys, xs = np.nonzero(red)
         assert np.hypot(xs.mean() - uv[0, 0], ys.mean() - uv[0, 1]) < 0.5
     # patches around the projections of random facade points agree between the two views
     pts = plane.texel_to_world(rng.uniform([40, 40], [360, 260], size=(20, 2)))
-    uvs = [scn.project(K, R, t, pts)[0] for R, t in poses]
+    uvs = [rnd.project(K, R, t, pts)[0] for R, t in poses]
     grays = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32) for im in renders]
 
     def patch(g, u, v, r=4):
@@ -103,19 +103,19 @@ def test_projection_consistency_two_views():
 def test_look_at_point_and_camera():
     """The optical axis goes through the target, image rows stay level, Camera wraps project."""
     w, h = 320, 240
-    K = scn.intrinsics(w, h, 60.0)
+    K = rnd.intrinsics(w, h, 60.0)
     center, target = np.array([3.0, -1.5, -4.0]), np.array([-1.0, -6.0, 10.0])
-    R, t = scn.look_at_point(center, target)
-    cam = scn.Camera(K, R, t, w, h)
+    R, t = rnd.look_at_point(center, target)
+    cam = rnd.Camera(K, R, t, w, h)
     np.testing.assert_allclose(cam.center, center, atol=1e-9)
     uv, z = cam.project(np.stack([target, target + [0.0, 2.0, 0.0]]))
     np.testing.assert_allclose(uv[0], [(w - 1) / 2, (h - 1) / 2], atol=1e-6)
     assert z[0] == pytest.approx(np.linalg.norm(target - center))
     assert uv[1, 0] == pytest.approx(uv[0, 0], abs=1e-6) and uv[1, 1] > uv[0, 1]  # down = +v
-    np.testing.assert_allclose(uv, scn.project(K, R, t, np.stack([target, target + [0, 2, 0]]))[0])
+    np.testing.assert_allclose(uv, rnd.project(K, R, t, np.stack([target, target + [0, 2, 0]]))[0])
     # roll turns the image about the principal point: the point below moves sideways
-    R2, t2 = scn.look_at_point(center, target, roll_deg=10.0)
-    uv2, _ = scn.project(K, R2, t2, np.stack([target, target + [0.0, 2.0, 0.0]]))
+    R2, t2 = rnd.look_at_point(center, target, roll_deg=10.0)
+    uv2, _ = rnd.project(K, R2, t2, np.stack([target, target + [0.0, 2.0, 0.0]]))
     np.testing.assert_allclose(uv2[0], uv[0], atol=1e-6)
     assert abs(uv2[1, 0] - uv[1, 0]) > 1.0
 
@@ -130,35 +130,35 @@ def test_front_facing_and_background():
     assert grid.shape == (16, 3) and np.allclose(grid[:, 2], 5.0)
     assert np.allclose(grid.mean(0), [0.0, 0.0, 5.0])
     w, h = 160, 120
-    K = scn.intrinsics(w, h, 60.0)
+    K = rnd.intrinsics(w, h, 60.0)
     bg = np.full((h, w, 3), (10, 200, 30), np.uint8)
-    img = scn.render(scn.Scene([plane]), K, np.eye(3), np.zeros(3), w, h, background=bg)
+    img = rnd.render(rnd.Scene([plane]), K, np.eye(3), np.zeros(3), w, h, background=bg)
     assert tuple(img[60, 80]) == (255, 0, 0) and tuple(img[5, 5]) == (10, 200, 30)
     with pytest.raises(ValueError, match="background"):
-        scn.render(scn.Scene([plane]), K, np.eye(3), np.zeros(3), w, h, background=bg[:10])
+        rnd.render(rnd.Scene([plane]), K, np.eye(3), np.zeros(3), w, h, background=bg[:10])
 
 
 def test_street_scene_render_speed_and_night():
     world = scn.make_street_scene(0)
     assert len(world.planes) > 20
     db = scn.database_poses(6, 0)
-    K = scn.intrinsics(640, 480, 60.0)
+    K = rnd.intrinsics(640, 480, 60.0)
     times = []
     for p in db[:3]:
         t0 = time.perf_counter()
-        img, depth = scn.render(world, K, p["R"], p["t"], 640, 480, return_depth=True)
+        img, depth = rnd.render(world, K, p["R"], p["t"], 640, 480, return_depth=True)
         times.append(time.perf_counter() - t0)
         assert img.shape == (480, 640, 3) and img.dtype == np.uint8
         d = depth[np.isfinite(depth)]
         assert 2.0 < np.median(d) < 40.0           # street scale
     assert min(times) < 0.5
     p = db[0]
-    day = scn.render(world, K, p["R"], p["t"], 640, 480)
+    day = rnd.render(world, K, p["R"], p["t"], 640, 480)
     t0 = time.perf_counter()
-    night = scn.render(world, K, p["R"], p["t"], 640, 480, night=True, rng=1)
+    night = rnd.render(world, K, p["R"], p["t"], 640, 480, night=True, rng=1)
     assert time.perf_counter() - t0 < 1.0
     assert night.mean() < 0.7 * day.mean()
-    again = scn.render(world, K, p["R"], p["t"], 640, 480, night=True, rng=1)
+    again = rnd.render(world, K, p["R"], p["t"], 640, 480, night=True, rng=1)
     assert np.array_equal(night, again)
     q = scn.query_poses(5, db, 1, scene=world)
     assert all(scn.min_clearance(world, x["center"]) >= 2.0 for x in q)
@@ -221,7 +221,7 @@ def test_read_aachen_round_trip(synth_root: Path):
         assert np.allclose(cam.params, intr[im.name].params)
     # ground truth is consistent with the renderer: night query darker, GT centre near the loop
     for name, (q, t) in d.ground_truth.items():
-        c = -colmap.qvec_to_rotmat(q).T @ t
+        c = -geometry.qvec_to_rotmat(q).T @ t
         assert abs(c[1] + scn.EYE_HEIGHT_M) < 0.5 and np.linalg.norm(q) == pytest.approx(1)
 
 

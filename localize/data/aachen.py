@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from descriptors.util import atomic_dir
 from localize import colmap
 from localize.colmap_model import ColmapError, model_format, read_image_names
-from localize.data import scene as scn
+from localize.data import render as rnd, scene as scn
 from localize.geometry import rotmat_to_qvec
 from localize.io import read_pose_lines
 
@@ -137,10 +136,9 @@ def _write_text(path: Path, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _imwrite(path: Path, rgb: np.ndarray) -> None:
+def _write_image(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-        raise OSError(f"could not write image {path}")
+    rnd.write_rgb(path, rgb, JPEG_QUALITY)
 
 
 @dataclass(frozen=True)
@@ -207,10 +205,10 @@ def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
         db_poses = scn.database_poses(n_db, rng)
         cameras, images, intr_lines = [], [], []
         for i, p in enumerate(tqdm(db_poses, desc="synthetic aachen: database", leave=False)):
-            K = scn.intrinsics(width, height, rng.uniform(57.0, 63.0))
+            K = rnd.intrinsics(width, height, rng.uniform(57.0, 63.0))
             name = f"db/{i + 1}.jpg"
-            _imwrite(img_root / name, scn.render(world, K, p["R"], p["t"], width, height))
-            params = scn.colmap_params(K)
+            _write_image(img_root / name, rnd.render(world, K, p["R"], p["t"], width, height))
+            params = rnd.colmap_params(K)
             cameras.append(dict(model="SIMPLE_RADIAL", width=width, height=height,
                                 params=params))
             q = rotmat_to_qvec(p["R"])
@@ -230,13 +228,13 @@ def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
         gt_lines = []
         for k, p in enumerate(tqdm(q_poses, desc="synthetic aachen: queries", leave=False)):
             cond = "night" if is_night[k] else "day"
-            K = scn.intrinsics(width, height, rng.uniform(50.0, 66.0))
+            K = rnd.intrinsics(width, height, rng.uniform(50.0, 66.0))
             name = f"query/{cond}/nexus5x/IMG_{20161227 + k:08d}_{k:06d}.jpg"
-            img = scn.render(world, K, p["R"], p["t"], width, height, night=is_night[k],
+            img = rnd.render(world, K, p["R"], p["t"], width, height, night=is_night[k],
                              rng=rng, night_darkness=cfg.night_darkness)
-            _imwrite(img_root / name, img)
+            _write_image(img_root / name, img)
             lists[cond].append(f"{name} SIMPLE_RADIAL {width} {height} "
-                               + " ".join(_fmt(x) for x in scn.colmap_params(K)))
+                               + " ".join(_fmt(x) for x in rnd.colmap_params(K)))
             q = rotmat_to_qvec(p["R"])
             gt_lines.append(f"{name} " + " ".join(_fmt(x) for x in (*q, *p["t"])))
         for cond in ("day", "night"):

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from descriptors.data import synth
 from descriptors.util import atomic_dir, atomic_write, atomic_write_text
 from localize.data.roxford import RevisitopData, RevisitopError, read_revisitop
-from localize.data.scene import Camera, Plane, Scene, intrinsics, look_at_point, render, write_rgb
+from localize.data.render import Camera, Plane, Scene, intrinsics, look_at_point, render, write_rgb
 
 logger = logging.getLogger(__name__)
 
