@@ -63,6 +63,7 @@ from localize import extract, io, match, retrieve
 from localize import localize as loc
 from localize import pairs as pairs_mod
 from localize import triangulate as tri
+from localize import viz
 from localize.cli import cli_errors, positive_int
 from localize.data.aachen import (SYNTHETIC_PRESETS, AachenData, ensure_synthetic_aachen,
                                   read_aachen)
@@ -490,6 +491,19 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     return summary
 
 
+def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """PNGs of a finished run (``localize.viz.save_pipeline_figures``): the first ``n`` query-db
+    pairs' matches and the first ``n`` queries' PnP inliers (green) / outliers (red), captioned
+    with the pose error when the dataset has ground truth. Default folder ``<out_dir>/viz``."""
+    paths = summary["paths"]
+    logs = json.loads(Path(summary["logs_path"]).read_text(encoding="utf-8"))
+    gt = read_aachen(summary["dataset"]).ground_truth
+    return viz.save_pipeline_figures(paths["image_dir"], paths["features"], paths["matches_query"],
+                                     paths["pairs_query"],
+                                     Path(out_dir or Path(summary["out_dir"]) / "viz"), n,
+                                     loc_logs=logs, gt_poses=gt)
+
+
 # ------------------------------------------------------------------------------------------
 # Command line
 # ------------------------------------------------------------------------------------------
@@ -559,6 +573,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--synthetic", default="default", choices=sorted(SYNTHETIC_PRESETS),
                    help="synthetic scene preset used when no --dataset is given")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
+    p.add_argument("--viz", type=positive_int, default=None, metavar="N",
+                   help="write match / inlier pictures of the first N query pairs and queries "
+                        "to <outputs>/<features>/viz")
     args = p.parse_args(argv)
     setup_logging()
     colmap.set_verbose(args.verbose)
@@ -568,7 +585,11 @@ def main(argv: list[str] | None = None) -> dict:
                 resize_max=args.resize_max, matcher=args.matcher, device=args.device,
                 overwrite=args.overwrite, synthetic=args.synthetic,
                 query_pairs=args.query_pairs)
+        if args.viz:
+            s["viz"] = [str(f) for f in visualize(s, args.viz)]
     print_summary(s)
+    if args.viz:
+        print(f"{len(s['viz'])} pictures in {Path(s['out_dir']) / 'viz'}")
     return s
 
 

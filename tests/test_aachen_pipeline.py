@@ -84,9 +84,16 @@ def test_pipeline_sift(scene, tmp_path_factory):
     # the CLI on the same outputs reuses features / matches (fingerprint unchanged)
     mtime = (out / "sift" / "features.h5").stat().st_mtime_ns
     s2 = aachen.main(["--features", "sift", "--dataset", str(scene), "--outputs", str(out),
-                      "--max_keypoints", "1024", "--num_covis", "10", "--num_loc", "8"])
+                      "--max_keypoints", "1024", "--num_covis", "10", "--num_loc", "8",
+                      "--viz", "2"])
     assert (out / "sift" / "features.h5").stat().st_mtime_ns == mtime
     assert s2["evaluation"]["conditions"]["day"]["recall"][0] >= 0.8
+    # --viz 2: two match pictures and two query-inlier pictures, real PNGs
+    pngs = [Path(f) for f in s2["viz"]]
+    assert len([f for f in pngs if f.name.startswith("matches_")]) == 2
+    assert len([f for f in pngs if f.name.startswith("loc_")]) == 2
+    assert all(f.parent == out / "sift" / "viz" and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+               for f in pngs)
 
 
 def test_pipeline_hardnet(scene, tmp_path_factory):
