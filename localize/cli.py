@@ -2,7 +2,7 @@
 
 ``with cli_errors("localize.extract"): ...`` turns the toolkit's own errors into one line
 ``<prog>: <message>`` on stderr and exit status 2 (argparse's status for bad input), instead of
-a traceback. Known errors: :class:`localize.io.H5Error`, :class:`localize.io.ImageReadError`,
+a traceback. Known errors: :class:`localize.h5.H5Error`, :class:`localize.io.ImageReadError`,
 :class:`localize.colmap.ColmapError`, ``descriptors.registry.DescriptorError``,
 ``descriptors.models.CheckpointError``, any ``FileNotFoundError``, and a ``ValueError`` raised
 by our own code (its innermost frame is in ``localize``, ``descriptors`` or ``pipelines``).
@@ -19,7 +19,7 @@ from typing import Iterator
 #: (module, class name) of the toolkit's error types, looked up lazily in ``sys.modules`` (an
 #: error can only come from a module already imported; no torch import here)
 KNOWN_ERRORS: tuple[tuple[str, str], ...] = (
-    ("localize.io", "H5Error"), ("localize.io", "ImageReadError"),
+    ("localize.h5", "H5Error"), ("localize.io", "ImageReadError"),
     ("localize.colmap", "ColmapError"), ("descriptors.registry", "DescriptorError"),
     ("descriptors.models", "CheckpointError"),
 )
