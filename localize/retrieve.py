@@ -416,12 +416,14 @@ def spatial_rerank(query_feats: Sequence[tuple[np.ndarray, np.ndarray]],
 
 
 class _cv2_single_thread:
+    """Context: OpenCV's thread pool limited to one thread (tiny RANSAC problems)."""
+
     def __enter__(self) -> None:
-            self.n = cv2.getNumThreads()
+        self.n = cv2.getNumThreads()
         cv2.setNumThreads(1)
 
     def __exit__(self, *exc: Any) -> None:
-            cv2.setNumThreads(self.n)
+        cv2.setNumThreads(self.n)
 
 
 class FeatureCache:

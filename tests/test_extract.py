@@ -19,7 +19,7 @@ from descriptors import registry
 from descriptors.data import synth
 from descriptors.models import build_model, save_checkpoint
 from descriptors.patches import extract_patches, opencv_angle_to_ori
-from localize import extract, io, match
+from localize import extract, h5, io, match
 
 SIFT_SMALL = {**extract.confs["sift"], "max_keypoints": 256}
 PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}   # registry SIFT on our oriented patches
@@ -155,8 +155,9 @@ def test_rotation_90_orientation_convention():
     ex = registry.load("sift")
     fa = extract.extract_image(img, ex, PATCH_SIFT)
     fb = extract.extract_image(rot, ex, PATCH_SIFT)
-    np.testing.assert_allclose(fa["keypoints"], xa, atol=1e-4)   # same detector, no resize
-    da, db = fa["descriptors"].T, fb["descriptors"].T
+    # same detector, no resize: OpenCV's xy minus its 0.25 px upsampling shift
+    np.testing.assert_allclose(fa["keypoints"], xa - extract.OPENCV_XY_OFFSET, atol=1e-4)
+    da, db = fa["descriptors"], fb["descriptors"]
     assert np.median((da[ia] * db[ib]).sum(1)) > 0.9
     assert np.mean((da[ia] @ db.T).argmax(1) == ib) > 0.9
 
@@ -225,11 +226,11 @@ def test_half_autocast_accuracy():
            for im in (img, warped)]
     for a, b in zip(f32, f16):
         np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
-        cos = (a["descriptors"] * b["descriptors"]).sum(0)
+        cos = (a["descriptors"] * b["descriptors"]).sum(1)
         assert 0 < 1 - cos.min() < 1e-3
-        np.testing.assert_allclose(np.linalg.norm(b["descriptors"], axis=0), 1, atol=1e-5)
-    m32, _ = match.match_descriptors(f32[0]["descriptors"].T, f32[1]["descriptors"].T, 0.9)
-    m16, _ = match.match_descriptors(f16[0]["descriptors"].T, f16[1]["descriptors"].T, 0.9)
+        np.testing.assert_allclose(np.linalg.norm(b["descriptors"], axis=1), 1, atol=1e-5)
+    m32, _ = match.match_descriptors(f32[0]["descriptors"], f32[1]["descriptors"], 0.9)
+    m16, _ = match.match_descriptors(f16[0]["descriptors"], f16[1]["descriptors"], 0.9)
     assert (m32 >= 0).sum() >= 10 and np.mean(m32 == m16) >= 0.95
 
 
@@ -262,7 +263,7 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 143, err
-    assert not io.lock_path(fp).exists() and sorted(os.listdir(tmp_path)) == ["feats.h5", "imgs"]
+    assert not h5.lock_path(fp).exists() and sorted(os.listdir(tmp_path)) == ["feats.h5", "imgs"]
     partial = io.list_h5_names(fp)
     assert partial == io.list_h5_names(fp, include_incomplete=True)   # all committed
     assert len(partial) < 12
@@ -271,7 +272,7 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     assert len(io.list_h5_names(fp)) == 12
     for n in (partial[-1:] + ["11.png"]):   # one from each run: same as a clean extraction
         ref = extract.extract_image(io.read_image(imgs / n), ex, conf)
-        np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"].T)
+        np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"])
 
 
 @pytest.mark.parametrize("flag,value", [("--max_keypoints", "0"), ("--max_keypoints", "-5"),
