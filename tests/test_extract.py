@@ -296,3 +296,83 @@ def test_conf_limits_validated_and_all_is_explicit():
         extract.resolve_conf({"descriptor": "sift", "resize_max": -5})
     assert extract._keypoint_count("all") == "all"
     assert extract.resolve_conf({"descriptor": "sift", "max_keypoints": None})["max_keypoints"] is None
+
+
+def _blob(x0: float, y0: float, side: int = 128, sigma: float = 4.0) -> np.ndarray:
+    """A Gaussian blob centred at (x0, y0) in pixel-centre coordinates (pixel i covers
+    [i - 0.5, i + 0.5]), on a flat background."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float64)
+    g = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
+    return (40 + 180 * g).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("x0,y0", [(63.0, 63.0), (60.3, 70.6), (50.75, 80.25)])
+def test_keypoints_sit_on_the_blob_centre(x0, y0):
+    """hloc's convention (pixel centres at integers, what COLMAP import adds 0.5 to): a blob at
+    a known sub-pixel position is stored there, at full and at half resolution; OpenCV's own
+    xy are OPENCV_XY_OFFSET (0.25 px) right of / below it."""
+    ex = registry.load("sift")
+    for img, conf in [(_blob(x0, y0), SIFT_SMALL),
+                      (_blob(2 * x0 + 0.5, 2 * y0 + 0.5, 256, 8.0),   # same blob, 2x larger
+                       {**SIFT_SMALL, "resize_max": 128})]:
+        f = extract.extract_image(img, ex, conf)
+        k = int(np.argmax(f["scales"]))      # the blob itself (largest DoG scale)
+        s = img.shape[1] / 128
+        np.testing.assert_allclose(f["keypoints"][k], [(x0 + 0.5) * s - 0.5, (y0 + 0.5) * s - 0.5],
+                                   atol=0.06 * s)
+    _, xy, size, _, _ = extract.detect_dog(_blob(x0, y0), 16, 0.01)
+    k = int(np.argmax(size))
+    np.testing.assert_allclose(xy[k] - extract.OPENCV_XY_OFFSET, [x0, y0], atol=0.06)
+
+
+def test_keypoints_and_oris_follow_a_90_degree_rotation():
+    """np.rot90 maps pixel centres (x, y) -> (y, W - 1 - x) exactly: stored keypoints follow it
+    to ~0 px (OpenCV's raw xy miss by 2 * 0.25 px on one axis), and stored oris (degrees, hloc's
+    DoG convention) all turn by -90."""
+    img = _photo("camera", 320)
+    rot = np.ascontiguousarray(np.rot90(img))
+    ex = registry.load("sift")
+    fa, fb = (extract.extract_image(im, ex, SIFT_SMALL) for im in (img, rot))
+    mapped = np.stack([fa["keypoints"][:, 1], 319 - fa["keypoints"][:, 0]], 1)
+    d = np.linalg.norm(mapped[:, None] - fb["keypoints"][None], axis=2)
+    j, ok = d.argmin(1), d.min(1) < 0.6
+    assert ok.sum() > 100 and np.median(d.min(1)[ok]) < 0.02
+    _, xa, _, _, _ = extract.detect_dog(img, 256)
+    _, xb, _, _, _ = extract.detect_dog(rot, 256)
+    raw = np.linalg.norm(np.stack([xa[:, 1], 319 - xa[:, 0]], 1)[:, None] - xb[None], axis=2)
+    assert abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * extract.OPENCV_XY_OFFSET) < 0.05
+    assert fa["oris"].min() >= -180 and fa["oris"].max() < 180
+    turn = (fb["oris"][j[ok]] - fa["oris"][ok] + 180) % 360 - 180
+    assert np.median(np.abs(turn + 90)) < 1.0
+
+
+def test_hloc_conf_is_translated_or_refused():
+    """hloc's nested conf: 'dog' with one of our descriptors runs with hloc's defaults (rootsift,
+    every keypoint); any other extractor or descriptor is a one-line error."""
+    c = extract.resolve_conf({"output": "feats-sift", "model": {"name": "dog"},
+                              "preprocessing": {"grayscale": True, "resize_max": 1600}})
+    assert (c["descriptor"], c["max_keypoints"], c["resize_max"], c["output"]) == \
+        ("rootsift", None, 1600, "feats-sift")
+    c = extract.resolve_conf({"model": {"name": "dog", "descriptor": "hardnet",
+                                        "max_keypoints": 500}, "preprocessing": {}})
+    assert (c["descriptor"], c["max_keypoints"], c["resize_max"]) == ("hardnet", 500, None)
+    assert c["output"] == extract.output_name("hardnet", 500, None) == "feats-hardnet-n500-rfull"
+    for bad, needle in [({"name": "superpoint", "max_keypoints": 4096}, "superpoint"),
+                        ({"name": "dog", "descriptor": "sosnet"}, "sosnet"),
+                        ({"name": "dog", "nms_radius": 3}, "nms_radius")]:
+        with pytest.raises(ValueError, match=needle) as e:
+            extract.resolve_conf({"output": "x", "model": bad, "preprocessing": {}})
+        assert "\n" not in str(e.value)
+    assert extract.DESCRIPTOR_NAMES[:2] == registry.OPENCV_NAMES
+
+
+def test_hloc_positional_order(image_dir, tmp_path):
+    """extract.main(conf, image_dir, export_dir, as_half, image_list, feature_path, overwrite)."""
+    fp = extract.main(SIFT_SMALL, image_dir, tmp_path, True, ["db/a.png"])
+    assert fp == tmp_path / f"{SIFT_SMALL['output']}.h5" and io.list_h5_names(fp) == ["db/a.png"]
+    with h5py.File(fp) as f:
+        assert f["db/a.png/descriptors"].dtype == np.float16
+    other = tmp_path / "other.h5"
+    assert extract.main(SIFT_SMALL, image_dir, None, False, ["db/a.png"], other, True) == other
+    with h5py.File(other) as f:
+        assert f["db/a.png/descriptors"].dtype == np.float32
