@@ -104,7 +104,6 @@ DEFAULTS: dict[str, Any] = {
     "resize_max": 1600,           # longer side (px) the detector sees; None = full size
     "resize_force": False,        # also upscale to resize_max
     "mr_size": MR_SIZE,           # patch side in units of sigma (12 = hloc DoG support)
-    "patch_size": 32,
     "contrast_threshold": 0.02,   # OpenCV SIFT contrastThreshold (OpenCV default 0.04)
     "edge_threshold": 10.0,
     "min_size": 2.0,              # drop keypoints with OpenCV size < this (px, resized image)
@@ -183,10 +182,14 @@ def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
     if model.get("options"):
         logger.info("hloc DoG options %s are pycolmap's; the OpenCV detector uses its own "
                     "(contrast_threshold, edge_threshold)", model["options"])
+    if "patch_size" in model:
+        logger.info("hloc DoG patch_size %s: the descriptor's own patch size is used",
+                    model["patch_size"])
     mk = model.get("max_keypoints", -1)
     out = {"descriptor": desc, "max_keypoints": None if mk in (-1, None) else mk,
            "resize_max": pre.get("resize_max"), "resize_force": bool(pre.get("resize_force"))}
-    out.update({k: model[k] for k in ("patch_size", "mr_size") if k in model})
+    if "mr_size" in model:
+        out["mr_size"] = model["mr_size"]
     if "output" in conf:
         out["output"] = conf["output"]
     return out
@@ -211,28 +214,25 @@ def resize_image(gray: np.ndarray, resize_max: int | None, force: bool = False
 
 
 def describe(gray: np.ndarray, kps: list, xy: np.ndarray, size: np.ndarray, angle: np.ndarray,
-             extractor: Any, conf: dict[str, Any], device: torch.device | str | None = None
-             ) -> np.ndarray:
+             extractor: registry.Extractor, conf: dict[str, Any],
+             device: torch.device | str | None = None) -> np.ndarray:
     """(N, D) float32 unit descriptors of keypoints of one (resized) grayscale image.
 
-    ``extractor`` is a registry ``Extractor`` or any callable mapping (B, 1, P, P) float32
-    patches in [0, 1] to (B, D) unit vectors (needs ``.dim``; ``.patch_size`` optional).
+    Args:
+        kps, xy, size, angle: :func:`descriptors.patches.detect_dog`'s output (OpenCV xy).
+        extractor: a ``descriptors.registry`` extractor (OpenCV ones describe the full image,
+            see the module docstring; the others (B, 1, P, P) patches in [0, 1]).
     """
     dim = int(extractor.dim)
     if len(xy) == 0:
         return np.zeros((0, dim), np.float32)
-    if getattr(extractor, "is_opencv", False) and conf.get("opencv_full_image", True):
-        sift = cv2.SIFT_create()
-        kps_out, d = sift.compute(gray, list(kps))
+    if extractor.is_opencv and conf.get("opencv_full_image", True):
+        kps_out, d = cv2.SIFT_create().compute(gray, list(kps))
         if d is None or len(kps_out) != len(kps):
             raise RuntimeError(f"OpenCV SIFT returned {0 if d is None else len(d)} descriptors "
                                f"for {len(kps)} keypoints")
-        post = getattr(extractor, "postprocess", None)
-        d = d.astype(np.float32)
-        if post is not None:
-            return np.asarray(post(d), np.float32)
-        return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    ps = int(getattr(extractor, "patch_size", conf.get("patch_size", 32)))
+        return np.asarray(extractor.postprocess(d.astype(np.float32)), np.float32)
+    ps = int(extractor.patch_size)
     bs = int(conf.get("batch_size", 1024))
     ori = opencv_angle_to_ori(angle)
     # the image goes to the device once; patches of all keypoints are cut in one pass (one
@@ -430,7 +430,7 @@ def _default_device(device: torch.device | str | None) -> torch.device:
 
 
 def load_extractor(name: str | Path, device: torch.device | str | None = None,
-                   batch_size: int = 1024) -> Any:
+                   batch_size: int = 1024) -> registry.Extractor:
     """``descriptors.registry.load`` (sift, rootsift, recipe names, checkpoint paths)."""
     return registry.load(name, device=device, batch_size=batch_size)
 
@@ -506,7 +506,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
     dev = _default_device(device)
     if extractor is None:
         extractor = load_extractor(conf["descriptor"], device=dev, batch_size=conf["batch_size"])
-    if half and getattr(extractor, "is_opencv", False):
+    if half and extractor.is_opencv:
         logger.warning("--half has no effect on OpenCV descriptors (%s)", conf["descriptor"])
     with h5.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
         todo = names if overwrite else _todo(names, feature_path, prints)  # again, locked
