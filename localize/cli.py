@@ -7,6 +7,7 @@ a traceback. Known errors: :class:`localize.h5.H5Error`, :class:`localize.io.Ima
 ``descriptors.models.CheckpointError``, any ``FileNotFoundError``, and a ``ValueError`` raised
 by our own code (its innermost frame is in ``localize``, ``descriptors`` or ``pipelines``).
 Anything else (a bug) keeps its traceback; SIGTERM's exit 143 and Ctrl-C pass through.
+:func:`run_cli` wraps a stage's ``cli()``: logging setup, one-line errors, result path on stdout.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+from descriptors.util import setup_logging
 
 #: (module, class name) of the toolkit's error types, looked up lazily in ``sys.modules`` (an
 #: error can only come from a module already imported; no torch import here)
@@ -65,6 +68,16 @@ def cli_errors(prog: str, status: int = 2) -> Iterator[None]:
             raise
         print(f"{prog}: {one_line(e)}", file=sys.stderr)
         raise SystemExit(status) from None
+
+
+def run_cli(prog: str, run: Callable[[Any], Path], args: Any) -> Path:
+    """A stage's command line: the one logging setup, ``run(args)`` under :func:`cli_errors`,
+    then the written path printed on stdout (the CLI's only output there). Returns it."""
+    setup_logging()
+    with cli_errors(prog):
+        out = run(args)
+    print(out)
+    return out
 
 
 def positive_int(v: str) -> int:

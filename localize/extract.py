@@ -91,9 +91,8 @@ from tqdm import tqdm
 from descriptors import registry
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
 from descriptors.recipes import RECIPE_MODULES
-from descriptors.util import setup_logging
 from localize import h5, io
-from localize.cli import cli_errors, positive_int
+from localize.cli import positive_int, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -603,11 +602,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def cli(argv: Iterable[str] | None = None) -> Path:
     """Command line (see the module docstring); known errors exit 2 with one line."""
     args = _parse_args(argv)
-    setup_logging()
-    with cli_errors("localize.extract"):
-        out = _run_cli(args)
-    print(out)
-    return out
+    return run_cli("localize.extract", _run_cli, args)
 
 
 def _run_cli(args: argparse.Namespace) -> Path:

@@ -98,9 +98,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from descriptors.util import setup_logging
 from localize import h5, io, nn
-from localize.cli import cli_errors
+from localize.cli import run_cli
 from localize.extract import parse_shard, shard_path
 
 logger = logging.getLogger(__name__)
@@ -719,11 +718,7 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
     p.add_argument("--cpu", action="store_true", help="force CPU")
     args = p.parse_args(None if argv is None else list(argv))
-    setup_logging()
-    with cli_errors("localize.match"):
-        out = _run_cli(args)
-    print(out)
-    return out
+    return run_cli("localize.match", _run_cli, args)
 
 
 def _run_cli(args: argparse.Namespace) -> Path:

@@ -35,9 +35,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from descriptors.util import setup_logging
 from localize import colmap, h5, io
-from localize.cli import cli_errors
+from localize.cli import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -276,12 +275,12 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     for s in (e, c, r):
         s.add_argument("--output", type=Path, required=True)
     args = p.parse_args(None if argv is None else list(argv))
-    setup_logging()
-    with cli_errors("localize.pairs"):
-        kw = {k: v for k, v in vars(args).items() if k not in ("method", "output")}
-        out = main(args.method, args.output, **kw)
-    print(out)
-    return out
+    return run_cli("localize.pairs", _run_cli, args)
+
+
+def _run_cli(args: argparse.Namespace) -> Path:
+    kw = {k: v for k, v in vars(args).items() if k not in ("method", "output")}
+    return main(args.method, args.output, **kw)
 
 
 if __name__ == "__main__":

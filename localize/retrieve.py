@@ -34,9 +34,8 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from descriptors.util import setup_logging
 from localize import io, nn
-from localize.cli import cli_errors
+from localize.cli import run_cli
 from localize.io import read_descriptors, write_global_descriptors
 from localize.match import match_descriptors
 from localize.vlad import (Assigner, Vocabulary, asmk_aggregate, load_vocabulary,
@@ -461,11 +460,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def cli(argv: Iterable[str] | None = None) -> Path:
     """Command line; known errors exit 2 with one line."""
     args = _parse_args(argv)
-    setup_logging()
-    with cli_errors("localize.retrieve"):
-        out = _run_cli(args)
-    print(out)
-    return out
+    return run_cli("localize.retrieve", _run_cli, args)
 
 
 def _run_cli(args: argparse.Namespace) -> Path:
