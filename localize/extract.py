@@ -64,7 +64,8 @@ descriptor is one of ours (:data:`DESCRIPTOR_NAMES`); any other hloc extractor i
 error. Differences kept on purpose: ``as_half`` defaults to False and keypoints stay float32.
 
 Sharding: ``shard=(i, K)`` processes names ``[i::K]`` and writes ``<stem>.shard<i>of<K>.h5``;
-``merge_shards(feature_path, K)`` (CLI ``--merge K``) joins them into ``feature_path``.
+``localize.h5.merge_shards(feature_path, K)`` (CLI ``--merge K``) joins them into
+``feature_path``.
 
 CLI::
 
@@ -360,7 +361,7 @@ def iter_prepared(names: Sequence[str], image_dir: str | Path, conf: dict[str, A
 
 
 # ------------------------------------------------------------------------------------------
-# Image lists, sharding
+# Image lists
 # ------------------------------------------------------------------------------------------
 def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | None = None
                 ) -> list[str]:
@@ -386,40 +387,6 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
     for i, n in enumerate(names):
         io.check_name(n, f"image list entry {i} (image_dir {image_dir})")
     return list(dict.fromkeys(names))
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``'i/K'`` or (i, K) -> (i, K) with 0 <= i < K; None stays None."""
-    if shard is None:
-        return None
-    if isinstance(shard, str):
-        try:
-            i, k = (int(v) for v in shard.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard must look like i/K (e.g. 0/4), got {shard!r}") from None
-    else:
-        i, k = shard
-    if k < 1 or not 0 <= i < k:
-        raise ValueError(f"bad shard {i}/{k}: need 0 <= i < K")
-    return int(i), int(k)
-
-
-def shard_path(feature_path: str | Path, i: int, k: int) -> Path:
-    p = Path(feature_path)
-    return p.with_name(f"{p.stem}.shard{i}of{k}{p.suffix}")
-
-
-def merge_shards(feature_path: str | Path, num_shards: int, remove: bool = False) -> Path:
-    """Join ``<stem>.shard<i>of<K>.h5`` (i < K) into ``feature_path``; missing shards raise."""
-    srcs = [shard_path(feature_path, i, num_shards) for i in range(num_shards)]
-    missing = [str(s) for s in srcs if not s.exists()]
-    if missing:
-        raise FileNotFoundError(f"missing shard files: {', '.join(missing)}")
-    out = h5.merge_h5(srcs, feature_path)
-    if remove:
-        for s in srcs:
-            s.unlink()
-    return out
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -489,10 +456,10 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         feature_path = Path(export_dir) / f"{conf['output']}.h5"
     feature_path = Path(feature_path)
     names = list_images(image_dir, image_list)
-    sh = parse_shard(shard)
+    sh = h5.parse_shard(shard)
     if sh is not None:
         names = names[sh[0]::sh[1]]
-        feature_path = shard_path(feature_path, *sh)
+        feature_path = h5.shard_path(feature_path, *sh)
 
     prints = image_fingerprints(image_dir, names, fingerprints)
     # a first look without the lock: nothing to do -> no model load; another process writing
@@ -615,7 +582,7 @@ def _run_cli(args: argparse.Namespace) -> Path:
     conf = resolve_conf(conf, args.features)
     if args.merge:
         fp = args.feature_path or (args.export_dir / f"{conf['output']}.h5")
-        out = merge_shards(fp, args.merge)
+        out = h5.merge_shards(fp, args.merge)
     else:
         out = main(conf, args.image_dir, args.export_dir, args.as_half, args.image_list,
                    args.feature_path, args.overwrite, device=args.device, shard=args.shard,

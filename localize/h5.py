@@ -1,5 +1,6 @@
 """Crash-safe HDF5 entry files (the machinery under ``localize.io``'s features / matches
-files): one-line errors, the write lock, entry states, the in-place writer, merge and repair.
+files): one-line errors, the write lock, entry states, the in-place writer, merge (shards)
+and repair.
 
 Every entry group we write also carries ``attrs['complete']`` (uint8): 0 while it is being
 written, 1 once committed. hloc ignores the attribute; hloc's files have none.
@@ -489,6 +490,44 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
                     finish_entry(w.file[name])
                     have.add(name)
     return dest
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``'i/K'`` or (i, K) -> (i, K) with 0 <= i < K; None stays None."""
+    if shard is None:
+        return None
+    if isinstance(shard, str):
+        try:
+            i, k = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must look like i/K (e.g. 0/4), got {shard!r}") from None
+    else:
+        i, k = shard
+    if k < 1 or not 0 <= i < k:
+        raise ValueError(f"bad shard {i}/{k}: need 0 <= i < K")
+    return int(i), int(k)
+
+
+def shard_path(path: PathLike, i: int, k: int) -> Path:
+    """Shard ``i`` of ``k`` of an output file: ``<stem>.shard<i>of<k><suffix>``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.shard{i}of{k}{p.suffix}")
+
+
+def merge_shards(path: PathLike, num_shards: int, overwrite: bool = False,
+                 remove: bool = False) -> Path:
+    """Join the shard files (:func:`shard_path`, i < ``num_shards``) of ``path`` into it
+    (:func:`merge_h5`); ``remove`` deletes them afterwards. Missing shards raise
+    FileNotFoundError naming them."""
+    srcs = [shard_path(path, i, num_shards) for i in range(num_shards)]
+    missing = [str(s) for s in srcs if not s.exists()]
+    if missing:
+        raise FileNotFoundError(f"missing shard files: {', '.join(missing)}")
+    out = merge_h5(srcs, path, overwrite=overwrite)
+    if remove:
+        for s in srcs:
+            s.unlink()
+    return out
 
 
 def repair_h5(path: PathLike) -> tuple[int, int]:

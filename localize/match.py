@@ -74,7 +74,7 @@ self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is f
 Pairs are grouped by their first image (one call per image).
 
 Sharding: ``shard='i/K'`` matches every K-th image group and writes
-``<stem>.shard<i>of<K>.h5`` (merge with ``merge_shards`` / CLI ``--merge K``). Under
+``<stem>.shard<i>of<K>.h5`` (merge with ``localize.h5.merge_shards`` / CLI ``--merge K``). Under
 ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes shard ``RANK/WORLD_SIZE`` by itself, then rank 0
 merges the shards into the matches file after a barrier (gloo) and every rank returns it.
 
@@ -100,7 +100,6 @@ from tqdm import tqdm
 
 from localize import h5, io, nn
 from localize.cli import run_cli
-from localize.extract import parse_shard, shard_path
 
 logger = logging.getLogger(__name__)
 
@@ -556,20 +555,6 @@ def _barrier() -> bool:
     return created
 
 
-def merge_shards(matches_path: str | Path, num_shards: int, overwrite: bool = False,
-                 remove: bool = True) -> Path:
-    """Join ``<stem>.shard<i>of<K>.h5`` (i < K) into ``matches_path``; missing shards raise."""
-    srcs = [shard_path(matches_path, i, num_shards) for i in range(num_shards)]
-    missing = [str(s) for s in srcs if not s.exists()]
-    if missing:
-        raise FileNotFoundError(f"missing match shard files: {', '.join(missing)}")
-    out = h5.merge_h5(srcs, matches_path, overwrite=overwrite)
-    if remove:
-        for s in srcs:
-            s.unlink()
-    return out
-
-
 def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
          export_dir: str | Path | None = None, matches: str | Path | None = None,
          features_ref: str | Path | Sequence[str | Path] | None = None,
@@ -617,7 +602,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     if features_ref is not None:
         refs = [Path(features_ref)] if isinstance(features_ref, (str, Path)) else \
             [Path(p) for p in features_ref]
-    sh = parse_shard(shard)
+    sh = h5.parse_shard(shard)
     rank, world = _world()
     distributed = sh is None and world > 1
     if distributed:
@@ -641,7 +626,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     groups = group_pairs(todo)
     if sh is not None:
         groups = groups[sh[0]::sh[1]]
-        out_path = shard_path(matches_path, *sh)
+        out_path = h5.shard_path(matches_path, *sh)
         todo = _not_done([(a, b) for a, bs in groups for b in bs], out_path, overwrite)
         groups = group_pairs(todo)
     if len(todo) < len(all_pairs) and sh is None:
@@ -655,7 +640,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
         return out_path
     created = _barrier()
     if rank == 0:
-        merge_shards(matches_path, world, overwrite=overwrite)
+        h5.merge_shards(matches_path, world, overwrite=overwrite, remove=True)
     _barrier()
     if created:
         import torch.distributed as dist
@@ -726,7 +711,7 @@ def _run_cli(args: argparse.Namespace) -> Path:
         c = resolve_conf(args.conf)
         mp = args.matches or (args.export_dir or args.features.parent) / \
             f"{args.features.stem}_{c['output']}_{args.pairs.stem}.h5"
-        out = merge_shards(mp, args.merge, overwrite=args.overwrite)
+        out = h5.merge_shards(mp, args.merge, overwrite=args.overwrite, remove=True)
     else:
         out = main(args.conf, args.pairs, args.features, args.export_dir, args.matches,
                    args.features_ref or None, overwrite=args.overwrite,

@@ -110,8 +110,8 @@ def test_checkpoint_descriptor_half_and_shards(image_dir, tmp_path, monkeypatch)
         extract.main(conf, image_dir, export_dir=tmp_path, image_list=names, as_half=True,
                      features_override=str(ckpt), shard=f"{i}/2", device="cpu")
     fp = tmp_path / "feats-tiny-n24-r1600.h5"
-    assert io.list_h5_names(extract.shard_path(fp, 1, 2)) == ["db/b.jpg"]
-    extract.merge_shards(fp, 2)
+    assert io.list_h5_names(h5.shard_path(fp, 1, 2)) == ["db/b.jpg"]
+    h5.merge_shards(fp, 2)
     assert io.list_h5_names(fp) == names
     with h5py.File(fp) as f:
         assert f["db/a.png/descriptors"].dtype == np.float16
