@@ -14,13 +14,13 @@ Crash safety (how writes work)
   holder's pid; the kernel drops the lock when the holder dies, so a stale sidecar never blocks.
   While a writer holds a file, HDF5's own lock makes readers in OTHER processes fail too;
   :func:`open_h5` then names the writer's pid instead of calling the file corrupt.
-- entries: :func:`write_features` / :func:`write_matches` create the group with
+- entries: ``localize.io.write_features`` / ``write_matches`` create the group with
   ``complete=0``, write all its datasets, and hand it to the writer as pending. A commit
   (every ``commit_every_s`` seconds via :meth:`H5Writer.maybe_commit`, and on close) flushes
   the file, ``fsync``-s it, sets ``complete=1`` on the pending groups and flushes again, so an
   entry is marked complete only after its data is on disk.
 - resume: entries with ``complete=1`` are kept; entries with ``complete=0`` (ours, interrupted)
-  are invisible to the readers (:func:`list_h5_names`, :func:`find_pair`, the ``get_*``
+  are invisible to the readers (:func:`list_h5_names`, ``io.find_pair``, the ``io.get_*``
   functions raise a one-line "incomplete" error) and are deleted and recomputed when the name
   comes up again. FOREIGN entries (no attribute: hloc, or any other tool) are complete for
   reading; extraction resumes over a foreign features entry only if it holds ``keypoints`` and
@@ -269,7 +269,7 @@ def delete_entry(fd: h5py.File | h5py.Group, name: str) -> None:
             del fd[name]
     except (KeyError, OSError, RuntimeError) as e:
         raise H5Error(f"{fd.file.filename}: cannot delete damaged entry {name!r} "
-                      f"({first_line(e)}); rebuild the file with localize.io.repair_h5") from None
+                      f"({first_line(e)}); rebuild the file with localize.h5.repair_h5") from None
 
 
 def start_entry(dest: h5py.File | h5py.Group, name: str) -> h5py.Group:
