@@ -183,7 +183,7 @@ def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
         return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
                               len(q))
     index = faiss.IndexFlatIP(b.shape[1])
-    if nn.gpu_available() if use_gpu is None else bool(use_gpu):
+    if nn.want_gpu(use_gpu):
         index = nn.index_to_gpu(index)
     index.add(b)
     s, i = index.search(q, min(2, len(b)))
@@ -198,7 +198,7 @@ def knn2_bruteforce(queries: np.ndarray, database: np.ndarray, use_gpu: bool | N
         return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
                               len(q))
     k = min(2, len(b))
-    if nn.gpu_available() if use_gpu is None else bool(use_gpu):
+    if nn.want_gpu(use_gpu):
         s, i = faiss.knn_gpu(nn.gpu_resources(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
     else:
         s, i = faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)

@@ -19,6 +19,11 @@ def gpu_available() -> bool:
     return faiss.get_num_gpus() > 0
 
 
+def want_gpu(use_gpu: bool | None) -> bool:
+    """The callers' ``use_gpu`` flag resolved: None = GPU iff FAISS sees one."""
+    return gpu_available() if use_gpu is None else bool(use_gpu)
+
+
 def gpu_resources() -> Any:
     """The process's one ``faiss.StandardGpuResources`` (created on the first call)."""
     if not _GPU_RESOURCES:

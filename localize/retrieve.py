@@ -201,7 +201,7 @@ def build_index(db: np.ndarray, index: str = "flat", nlist: int | None = None,
         idx.nprobe = int(min(nprobe, nlist))
     else:
         raise ValueError(f"unknown index type {index!r} (flat or ivf)")
-    if nn.gpu_available() if use_gpu is None else bool(use_gpu):
+    if nn.want_gpu(use_gpu):
         idx = nn.index_to_gpu(idx)
     idx.add(x)
     return idx

@@ -60,9 +60,8 @@ def train_vocabulary(descs: np.ndarray, k: int, seed: int = 0, niter: int = 20,
         raise ValueError(f"descriptors must be (N, D), got shape {x.shape}")
     if len(x) < k:
         raise ValueError(f"need at least k={k} descriptors to learn a vocabulary, got {len(x)}")
-    gpu = nn.gpu_available() if use_gpu is None else use_gpu
     km = faiss.Kmeans(x.shape[1], int(k), niter=int(niter), seed=int(seed), verbose=False,
-                      gpu=bool(gpu), nredo=int(nredo),
+                      gpu=nn.want_gpu(use_gpu), nredo=int(nredo),
                       max_points_per_centroid=max(256, len(x) // k + 1))
     km.train(x)
     return np.ascontiguousarray(km.centroids, np.float32).reshape(k, x.shape[1])
