@@ -2,11 +2,12 @@
 
 ``with cli_errors("localize.extract"): ...`` turns the toolkit's own errors into one line
 ``<prog>: <message>`` on stderr and exit status 2 (argparse's status for bad input), instead of
-a traceback. Known errors: :class:`localize.io.H5Error`, :class:`localize.io.ImageReadError`,
+a traceback. Known errors: :class:`localize.h5.H5Error`, :class:`localize.io.ImageReadError`,
 :class:`localize.colmap.ColmapError`, ``descriptors.registry.DescriptorError``,
 ``descriptors.models.CheckpointError``, any ``FileNotFoundError``, and a ``ValueError`` raised
 by our own code (its innermost frame is in ``localize``, ``descriptors`` or ``pipelines``).
 Anything else (a bug) keeps its traceback; SIGTERM's exit 143 and Ctrl-C pass through.
+:func:`run_cli` wraps a stage's ``cli()``: logging setup, one-line errors, result path on stdout.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+from descriptors.util import setup_logging
 
 #: (module, class name) of the toolkit's error types, looked up lazily in ``sys.modules`` (an
 #: error can only come from a module already imported; no torch import here)
 KNOWN_ERRORS: tuple[tuple[str, str], ...] = (
-    ("localize.io", "H5Error"), ("localize.io", "ImageReadError"),
+    ("localize.h5", "H5Error"), ("localize.io", "ImageReadError"),
     ("localize.colmap", "ColmapError"), ("descriptors.registry", "DescriptorError"),
     ("descriptors.models", "CheckpointError"),
 )
@@ -65,6 +68,16 @@ def cli_errors(prog: str, status: int = 2) -> Iterator[None]:
             raise
         print(f"{prog}: {one_line(e)}", file=sys.stderr)
         raise SystemExit(status) from None
+
+
+def run_cli(prog: str, run: Callable[[Any], Path], args: Any) -> Path:
+    """A stage's command line: the one logging setup, ``run(args)`` under :func:`cli_errors`,
+    then the written path printed on stdout (the CLI's only output there). Returns it."""
+    setup_logging()
+    with cli_errors(prog):
+        out = run(args)
+    print(out)
+    return out
 
 
 def positive_int(v: str) -> int:

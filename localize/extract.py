@@ -17,24 +17,27 @@ Per image (grayscale, EXIF orientation ignored):
      detected keypoints (the real SIFT descriptor, with its own scale-space smoothing), then the
      registry's ``postprocess`` (rootsift = L1-normalise + sqrt, then L2). With
      ``opencv_full_image=False`` the registry's patch-based SIFT is used like any other descriptor;
-4. keypoints back to original resolution: ``(kp + 0.5) * scale - 0.5`` per axis
-   (scale = original / resized), ``scales = size / 2 * mean(scale)`` (sigma in original pixels),
-   ``oris`` radians (kornia convention), ``scores`` = DoG response,
+4. keypoints in hloc's convention (pixel centres at integers), back at original resolution:
+   ``(kp - OPENCV_XY_OFFSET + 0.5) * scale - 0.5`` per axis (scale = original / resized;
+   :data:`OPENCV_XY_OFFSET` = 0.25 px removes OpenCV's upsampled-first-octave shift),
+   ``scales = size / 2 * mean(scale)`` (sigma in original pixels), ``oris`` in DEGREES as hloc's
+   DoG extractor stores them (= OpenCV ``angle`` wrapped to [-180, 180); kornia's orientation
+   is ``descriptors.patches.opencv_angle_to_ori(oris)``), ``scores`` = DoG response,
    ``keypoints.attrs['uncertainty'] = 1.0 * mean(scale)`` (hloc DoG detection noise 1).
 
 Output: ``<export_dir>/<conf['output']>.h5`` (or ``feature_path``) in hloc's layout (see
-``localize.io``), descriptors (D, N). Writes go through ``localize.io.H5Writer``: in place,
-under a lock (a second extraction into the same file stops with an error naming the holder's
-pid), entries committed every ``commit_every_s`` (CLI ``--commit_interval``, default 60 s) and on
-exit, Ctrl-C or SIGTERM (exit 143). Resume (``localize.io.resumable_features``) skips
-committed entries and hloc entries holding keypoints + descriptors; interrupted or partial
-entries (e.g. descriptors without keypoints) are recomputed. Each entry stores its image's
-``io.image_fingerprint`` (size, mtime_ns, blake2b of the first and last 64 KiB) as the group
-attribute ``image_fingerprint``; an entry whose image on disk has another fingerprint is
-recomputed (one log line; hloc entries have none and are not checked). Truncated JPEG / PNG
-files and image-list names outside ``image_dir`` (absolute, ``..``) are errors naming the file
-(and the list line). An image with no keypoints is written with (0, 2) / (D, 0) / (0,) arrays
-and a warning.
+``localize.io``; (N, D) descriptors in memory, (D, N) in the file). Writes go through
+``localize.h5.H5Writer``: in place, under a lock (a second extraction into the same file stops
+with an error naming the holder's pid), entries committed every ``commit_every_s`` (CLI
+``--commit_interval``, default 60 s) and on exit, Ctrl-C or SIGTERM (exit 143). Resume
+(``localize.io.resumable_features``) skips committed entries and hloc entries holding
+keypoints + descriptors; interrupted or partial entries (e.g. descriptors without keypoints)
+are recomputed. Each entry stores its image's ``io.image_fingerprint`` (size, mtime_ns,
+blake2b of the first and last 64 KiB) as the group attribute ``image_fingerprint``; an entry
+whose image on disk has another fingerprint is recomputed (one log line; hloc entries have
+none and are not checked). Truncated JPEG / PNG files and image-list names outside
+``image_dir`` (absolute, ``..``) are errors naming the file (and the list line). An image with
+no keypoints is written with (0, 2) / (D, 0) / (0,) arrays and a warning.
 
 Pipeline (:func:`main`): image decode + resize + DoG (:func:`prepare_image`) run in a thread
 pool (``num_workers``, default 2; OpenCV releases the GIL) prefetching ``2 * num_workers``
@@ -53,8 +56,16 @@ matches identical for 4 of 5 models, 99.8 % agreement for fracking. CPU bf16 is 
 than float32 on CPUs without bf16 matrix units (use it on GPUs / AMX). fp16 on CUDA was not
 measured here (no GPU). Independent of ``as_half`` (float16 storage).
 
+hloc compatibility: :func:`main` takes hloc's ``extract_features.main(conf, image_dir,
+export_dir, as_half, image_list, feature_path, overwrite)`` positional order, and hloc confs
+(``{'output', 'model': {'name': 'dog', 'descriptor': ..., 'max_keypoints': ...},
+'preprocessing': {'resize_max', 'resize_force', ...}}``, :func:`resolve_conf`) when the
+descriptor is one of ours (:data:`DESCRIPTOR_NAMES`); any other hloc extractor is a one-line
+error. Differences kept on purpose: ``as_half`` defaults to False and keypoints stay float32.
+
 Sharding: ``shard=(i, K)`` processes names ``[i::K]`` and writes ``<stem>.shard<i>of<K>.h5``;
-``merge_shards(feature_path, K)`` (CLI ``--merge K``) joins them into ``feature_path``.
+``localize.h5.merge_shards(feature_path, K)`` (CLI ``--merge K``) joins them into
+``feature_path``.
 
 CLI::
 
@@ -78,9 +89,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from descriptors import registry
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
-from localize import io
-from localize.cli import cli_errors, positive_int
+from descriptors.recipes import RECIPE_MODULES
+from localize import h5, io
+from localize.cli import positive_int, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +104,6 @@ DEFAULTS: dict[str, Any] = {
     "resize_max": 1600,           # longer side (px) the detector sees; None = full size
     "resize_force": False,        # also upscale to resize_max
     "mr_size": MR_SIZE,           # patch side in units of sigma (12 = hloc DoG support)
-    "patch_size": 32,
     "contrast_threshold": 0.02,   # OpenCV SIFT contrastThreshold (OpenCV default 0.04)
     "edge_threshold": 10.0,
     "min_size": 2.0,              # drop keypoints with OpenCV size < this (px, resized image)
@@ -100,37 +112,87 @@ DEFAULTS: dict[str, Any] = {
     "opencv_full_image": True,    # sift/rootsift: OpenCV SIFT on the full image (see docstring)
 }
 
-DESCRIPTOR_NAMES = ("sift", "rootsift", "hardnet", "hndesc", "sdb", "wlrn", "fracking")
+#: registered descriptor names: the OpenCV baselines, then every recipe (weights or not)
+DESCRIPTOR_NAMES: tuple[str, ...] = (*registry.OPENCV_NAMES, *sorted(RECIPE_MODULES))
+
+#: OpenCV's SIFT detects on a 2x upsampled image and halves the coordinates (x = x_up / 2), but
+#: an upsampled pixel centre x_up sits at (x_up + 0.5) / 2 - 0.5 in the image: its keypoints lie
+#: 0.25 px right of / below the blob (a Gaussian blob at (63.0, 63.0) comes back at 63.23).
+#: Subtracted from ``detect_dog``'s xy when keypoints are stored (patches are cut where OpenCV
+#: says, as for the training patches).
+OPENCV_XY_OFFSET = 0.25
 
 
-def _make_conf(descriptor: str, **kw: Any) -> dict[str, Any]:
-    c = {**DEFAULTS, "descriptor": descriptor, **kw}
-    c["output"] = f"feats-{descriptor}-n{c['max_keypoints']}-r{c['resize_max']}"
-    return c
+def output_name(descriptor: str | Path, max_keypoints: int | None, resize_max: int | None
+                ) -> str:
+    """The features file stem ``feats-<descriptor stem>-n<max_keypoints>-r<resize_max>``
+    (``nall`` / ``rfull`` when None); the one place it is computed."""
+    n = "all" if max_keypoints is None else max_keypoints
+    r = "full" if resize_max is None else resize_max
+    return f"feats-{Path(str(descriptor)).stem}-n{n}-r{r}"
 
 
-confs: dict[str, dict[str, Any]] = {name: _make_conf(name) for name in DESCRIPTOR_NAMES}
+confs: dict[str, dict[str, Any]] = {
+    name: {**DEFAULTS, "descriptor": name,
+           "output": output_name(name, DEFAULTS["max_keypoints"], DEFAULTS["resize_max"])}
+    for name in DESCRIPTOR_NAMES}
 
 
 def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | None = None
                  ) -> dict[str, Any]:
-    """Conf name or dict -> full conf (defaults filled in). ``features_override`` (a registry
-    name or a checkpoint path) replaces ``descriptor`` and the output name."""
+    """Conf name or dict (ours, or hloc's with ``model`` / ``preprocessing``) -> full conf
+    (defaults filled in). ``features_override`` (a registry name or a checkpoint path) replaces
+    ``descriptor`` and the output name."""
     if isinstance(conf, str):
         if conf not in confs:
             raise ValueError(f"unknown extraction conf '{conf}': choose from {', '.join(confs)}")
         conf = confs[conf]
-    c = {**DEFAULTS, **copy.deepcopy(dict(conf))}
+    conf = copy.deepcopy(dict(conf))
+    if "model" in conf:
+        conf = _from_hloc(conf)
+    c = {**DEFAULTS, **conf}
     if "descriptor" not in c:
         raise ValueError("extraction conf needs a 'descriptor' entry")
     if features_override is not None:
         c["descriptor"] = str(features_override)
-        stem = Path(str(features_override)).stem
-        c["output"] = f"feats-{stem}-n{c['max_keypoints']}-r{c['resize_max']}"
-    c.setdefault("output", f"feats-{Path(c['descriptor']).stem}-n{c['max_keypoints']}"
-                           f"-r{c['resize_max']}")
+        c["output"] = output_name(features_override, c["max_keypoints"], c["resize_max"])
+    c.setdefault("output", output_name(c["descriptor"], c["max_keypoints"], c["resize_max"]))
     _check_limits(c)
     return c
+
+
+def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
+    """An hloc extraction conf -> ours. Only hloc's ``dog`` extractor with one of our
+    descriptors can run (hloc's defaults: ``rootsift``, all keypoints, no resize); pycolmap's
+    detector ``options`` do not apply to OpenCV's detector (logged)."""
+    model = dict(conf.get("model") or {})
+    pre = dict(conf.get("preprocessing") or {})
+    name = model.get("name")
+    if name != "dog":
+        raise ValueError(f"hloc extractor {name!r} cannot run here: only hloc's 'dog' with a "
+                         f"descriptor of {', '.join(DESCRIPTOR_NAMES)}")
+    desc = model.get("descriptor", "rootsift")
+    if desc not in DESCRIPTOR_NAMES:
+        raise ValueError(f"hloc DoG descriptor {desc!r} cannot run here: choose from "
+                         f"{', '.join(DESCRIPTOR_NAMES)}")
+    unknown = set(model) - {"name", "descriptor", "max_keypoints", "patch_size", "mr_size",
+                            "options"}
+    if unknown:
+        raise ValueError(f"hloc DoG conf: unknown option(s) {', '.join(sorted(unknown))}")
+    if model.get("options"):
+        logger.info("hloc DoG options %s are pycolmap's; the OpenCV detector uses its own "
+                    "(contrast_threshold, edge_threshold)", model["options"])
+    if "patch_size" in model:
+        logger.info("hloc DoG patch_size %s: the descriptor's own patch size is used",
+                    model["patch_size"])
+    mk = model.get("max_keypoints", -1)
+    out = {"descriptor": desc, "max_keypoints": None if mk in (-1, None) else mk,
+           "resize_max": pre.get("resize_max"), "resize_force": bool(pre.get("resize_force"))}
+    if "mr_size" in model:
+        out["mr_size"] = model["mr_size"]
+    if "output" in conf:
+        out["output"] = conf["output"]
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -138,7 +200,9 @@ def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | Non
 # ------------------------------------------------------------------------------------------
 def resize_image(gray: np.ndarray, resize_max: int | None, force: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize so max(h, w) <= resize_max. Returns (image, scale (2,) = original / resized (x, y))."""
+    """Resize so max(h, w) <= resize_max.
+
+    Returns (image, scale (2,) = original / resized (x, y))."""
     h, w = gray.shape[:2]
     if resize_max and (force or max(h, w) > resize_max):
         s = resize_max / max(h, w)
@@ -150,28 +214,25 @@ def resize_image(gray: np.ndarray, resize_max: int | None, force: bool = False
 
 
 def describe(gray: np.ndarray, kps: list, xy: np.ndarray, size: np.ndarray, angle: np.ndarray,
-             extractor: Any, conf: dict[str, Any], device: torch.device | str | None = None
-             ) -> np.ndarray:
+             extractor: registry.Extractor, conf: dict[str, Any],
+             device: torch.device | str | None = None) -> np.ndarray:
     """(N, D) float32 unit descriptors of keypoints of one (resized) grayscale image.
 
-    ``extractor`` is a registry ``Extractor`` or any callable mapping (B, 1, P, P) float32
-    patches in [0, 1] to (B, D) unit vectors (needs ``.dim``; ``.patch_size`` optional).
+    Args:
+        kps, xy, size, angle: :func:`descriptors.patches.detect_dog`'s output (OpenCV xy).
+        extractor: a ``descriptors.registry`` extractor (OpenCV ones describe the full image,
+            see the module docstring; the others (B, 1, P, P) patches in [0, 1]).
     """
     dim = int(extractor.dim)
     if len(xy) == 0:
         return np.zeros((0, dim), np.float32)
-    if getattr(extractor, "is_opencv", False) and conf.get("opencv_full_image", True):
-        sift = cv2.SIFT_create()
-        kps_out, d = sift.compute(gray, list(kps))
+    if extractor.is_opencv and conf.get("opencv_full_image", True):
+        kps_out, d = cv2.SIFT_create().compute(gray, list(kps))
         if d is None or len(kps_out) != len(kps):
             raise RuntimeError(f"OpenCV SIFT returned {0 if d is None else len(d)} descriptors "
                                f"for {len(kps)} keypoints")
-        post = getattr(extractor, "postprocess", None)
-        d = d.astype(np.float32)
-        if post is not None:
-            return np.asarray(post(d), np.float32)
-        return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    ps = int(getattr(extractor, "patch_size", conf.get("patch_size", 32)))
+        return np.asarray(extractor.postprocess(d.astype(np.float32)), np.float32)
+    ps = int(extractor.patch_size)
     bs = int(conf.get("batch_size", 1024))
     ori = opencv_angle_to_ori(angle)
     # the image goes to the device once; patches of all keypoints are cut in one pass (one
@@ -229,13 +290,14 @@ def finish_image(prep: dict[str, Any], desc: np.ndarray) -> dict[str, Any]:
     and the (N, D) descriptors."""
     h, w = prep["hw"]
     scale, xy, size, angle = prep["scale"], prep["xy"], prep["size"], prep["angle"]
-    kp = ((xy.astype(np.float64) + 0.5) * scale[None] - 0.5).astype(np.float32).reshape(-1, 2)
+    xy = xy.astype(np.float64) - OPENCV_XY_OFFSET
+    kp = ((xy + 0.5) * scale[None] - 0.5).astype(np.float32).reshape(-1, 2)
     return {
         "keypoints": kp,
-        "descriptors": np.ascontiguousarray(desc.T, np.float32),
+        "descriptors": np.ascontiguousarray(desc, np.float32),
         "scores": prep["resp"].astype(np.float32),
         "scales": (size.astype(np.float64) / 2.0 * scale.mean()).astype(np.float32),
-        "oris": opencv_angle_to_ori(angle).astype(np.float32),
+        "oris": ((angle.astype(np.float64) + 180.0) % 360.0 - 180.0).astype(np.float32),
         "image_size": np.array([w, h], np.int64),
         "uncertainty": float(1.0 * scale.mean()),
     }
@@ -246,9 +308,10 @@ def extract_image(gray: np.ndarray, extractor: Any, conf: dict[str, Any],
     """Features of one full-resolution grayscale uint8 image, in the file layout.
 
     Returns:
-        dict with ``keypoints (N, 2) float32`` (original resolution), ``descriptors (D, N)
-        float32``, ``scores (N,)``, ``scales (N,)`` (sigma, original px), ``oris (N,)`` (rad,
-        kornia), ``image_size (2,) int64`` (w, h), ``uncertainty`` (float).
+        dict with ``keypoints (N, 2) float32`` (original resolution, pixel centres at
+        integers), ``descriptors (N, D) float32``, ``scores (N,)``, ``scales (N,)`` (sigma,
+        original px), ``oris (N,)`` (degrees, hloc's DoG convention), ``image_size (2,) int64``
+        (w, h), ``uncertainty`` (float).
     """
     conf = {**DEFAULTS, **conf}
     prep = prepare_image(gray, conf)
@@ -298,7 +361,7 @@ def iter_prepared(names: Sequence[str], image_dir: str | Path, conf: dict[str, A
 
 
 # ------------------------------------------------------------------------------------------
-# Image lists, sharding
+# Image lists
 # ------------------------------------------------------------------------------------------
 def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | None = None
                 ) -> list[str]:
@@ -319,53 +382,11 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
             raise FileNotFoundError(f"no images ({' '.join(IMAGE_GLOBS)}) under {image_dir}")
         return sorted(names)
     if isinstance(image_list, (str, Path)):
-        p = Path(image_list)
-        if not p.is_file():
-            raise FileNotFoundError(f"image list not found: {p}")
-        names = []
-        for i, line in enumerate(p.read_text().splitlines(), 1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                names.append(io.check_name(line.split()[0], f"{p}:{i}"))
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(io.read_image_list(image_list)))
     names = [str(n) for n in image_list]
     for i, n in enumerate(names):
         io.check_name(n, f"image list entry {i} (image_dir {image_dir})")
     return list(dict.fromkeys(names))
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``'i/K'`` or (i, K) -> (i, K) with 0 <= i < K; None stays None."""
-    if shard is None:
-        return None
-    if isinstance(shard, str):
-        try:
-            i, k = (int(v) for v in shard.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard must look like i/K (e.g. 0/4), got {shard!r}") from None
-    else:
-        i, k = shard
-    if k < 1 or not 0 <= i < k:
-        raise ValueError(f"bad shard {i}/{k}: need 0 <= i < K")
-    return int(i), int(k)
-
-
-def shard_path(feature_path: str | Path, i: int, k: int) -> Path:
-    p = Path(feature_path)
-    return p.with_name(f"{p.stem}.shard{i}of{k}{p.suffix}")
-
-
-def merge_shards(feature_path: str | Path, num_shards: int, remove: bool = False) -> Path:
-    """Join ``<stem>.shard<i>of<K>.h5`` (i < K) into ``feature_path``; missing shards raise."""
-    srcs = [shard_path(feature_path, i, num_shards) for i in range(num_shards)]
-    missing = [str(s) for s in srcs if not s.exists()]
-    if missing:
-        raise FileNotFoundError(f"missing shard files: {', '.join(missing)}")
-    out = io.merge_h5(srcs, feature_path)
-    if remove:
-        for s in srcs:
-            s.unlink()
-    return out
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -375,9 +396,8 @@ def _default_device(device: torch.device | str | None) -> torch.device:
 
 
 def load_extractor(name: str | Path, device: torch.device | str | None = None,
-                   batch_size: int = 1024) -> Any:
+                   batch_size: int = 1024) -> registry.Extractor:
     """``descriptors.registry.load`` (sift, rootsift, recipe names, checkpoint paths)."""
-    from descriptors import registry
     return registry.load(name, device=device, batch_size=batch_size)
 
 
@@ -385,17 +405,21 @@ def load_extractor(name: str | Path, device: torch.device | str | None = None,
 # Main
 # ------------------------------------------------------------------------------------------
 def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Path | None = None,
-         feature_path: str | Path | None = None,
-         image_list: Sequence[str] | str | Path | None = None, as_half: bool = False,
+         as_half: bool = False, image_list: Sequence[str] | str | Path | None = None,
+         feature_path: str | Path | None = None, overwrite: bool = False, *,
          device: torch.device | str | None = None,
          features_override: str | Path | None = None,
-         shard: str | tuple[int, int] | None = None, overwrite: bool = False,
-         extractor: Any = None, commit_every_s: float = 60.0, num_workers: int = 2,
+         shard: str | tuple[int, int] | None = None, extractor: Any = None,
+         commit_every_s: float = 60.0, num_workers: int = 2,
          half: bool = False, fingerprints: dict[str, str] | None = None) -> Path:
     """Extract features for every image and write (append to) an hloc features file.
 
+    The positional order is hloc's ``extract_features.main(conf, image_dir, export_dir,
+    as_half, image_list, feature_path, overwrite)``; the rest is keyword-only.
+
     Args:
-        conf: a key of :data:`confs` or a conf dict (``descriptor``, ``output``, see DEFAULTS).
+        conf: a key of :data:`confs` or a conf dict (``descriptor``, ``output``, see DEFAULTS;
+            or an hloc conf, see :func:`resolve_conf`).
         image_dir: image root; names in the file are relative to it.
         export_dir: where ``<conf['output']>.h5`` goes (used when ``feature_path`` is None).
         feature_path: explicit output file.
@@ -407,7 +431,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         overwrite: re-extract images already in the file.
         extractor: an already loaded extractor (tests / callers that extract several sets).
         commit_every_s: seconds between commits (a hard kill loses at most this much work;
-            see ``localize.io.H5Writer``).
+            see ``localize.h5.H5Writer``).
         num_workers: threads decoding images + detecting DoG ahead of the network (0 = none).
         half: network inference under autocast (float16 on CUDA, bfloat16 on CPU; see the
             module docstring for the accuracy cost); the default float32 output is
@@ -419,7 +443,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         path of the written features file (the shard file when sharding).
     Raises:
         io.ImageReadError naming a missing / unreadable image; registry.DescriptorError for an
-        unknown descriptor; io.H5Error for a corrupt existing output file or one that another
+        unknown descriptor; h5.H5Error for a corrupt existing output file or one that another
         process is writing.
     """
     conf = resolve_conf(conf, features_override)
@@ -432,25 +456,25 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         feature_path = Path(export_dir) / f"{conf['output']}.h5"
     feature_path = Path(feature_path)
     names = list_images(image_dir, image_list)
-    sh = parse_shard(shard)
+    sh = h5.parse_shard(shard)
     if sh is not None:
         names = names[sh[0]::sh[1]]
-        feature_path = shard_path(feature_path, *sh)
+        feature_path = h5.shard_path(feature_path, *sh)
 
     prints = image_fingerprints(image_dir, names, fingerprints)
     # a first look without the lock: nothing to do -> no model load; another process writing
     # the file -> its one-line error (naming the writer's pid) before any model is loaded
     if not overwrite and not _todo(names, feature_path, prints, log=True):
         if not feature_path.exists():  # nothing at all to write: still produce a valid file
-            with io.H5Writer(feature_path):
+            with h5.H5Writer(feature_path):
                 pass
         return feature_path
     dev = _default_device(device)
     if extractor is None:
         extractor = load_extractor(conf["descriptor"], device=dev, batch_size=conf["batch_size"])
-    if half and getattr(extractor, "is_opencv", False):
+    if half and extractor.is_opencv:
         logger.warning("--half has no effect on OpenCV descriptors (%s)", conf["descriptor"])
-    with io.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
+    with h5.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
         todo = names if overwrite else _todo(names, feature_path, prints)  # again, locked
         logger.info("extracting %s (%s, dim %d%s) for %d images -> %s", conf["descriptor"],
                     type(extractor).__name__, extractor.dim, ", autocast " + str(
@@ -545,9 +569,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def cli(argv: Iterable[str] | None = None) -> Path:
     """Command line (see the module docstring); known errors exit 2 with one line."""
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
-    with cli_errors("localize.extract"):
-        return _run_cli(args)
+    return run_cli("localize.extract", _run_cli, args)
 
 
 def _run_cli(args: argparse.Namespace) -> Path:
@@ -555,19 +577,17 @@ def _run_cli(args: argparse.Namespace) -> Path:
     for k in ("max_keypoints", "resize_max"):
         if getattr(args, k) is not None:
             conf[k] = None if getattr(args, k) == "all" else getattr(args, k)
-            n = "all" if conf["max_keypoints"] is None else conf["max_keypoints"]
-            conf["output"] = f"feats-{conf['descriptor']}-n{n}-r{conf['resize_max']}"
+            conf["output"] = output_name(conf["descriptor"], conf["max_keypoints"],
+                                         conf["resize_max"])
     conf = resolve_conf(conf, args.features)
     if args.merge:
         fp = args.feature_path or (args.export_dir / f"{conf['output']}.h5")
-        out = merge_shards(fp, args.merge)
+        out = h5.merge_shards(fp, args.merge)
     else:
-        out = main(conf, args.image_dir, args.export_dir, args.feature_path,
-                   image_list=args.image_list, as_half=args.as_half, device=args.device,
-                   shard=args.shard, overwrite=args.overwrite,
+        out = main(conf, args.image_dir, args.export_dir, args.as_half, args.image_list,
+                   args.feature_path, args.overwrite, device=args.device, shard=args.shard,
                    commit_every_s=args.commit_interval, num_workers=args.num_workers,
                    half=args.half)
-    print(out)
     return out
 
 

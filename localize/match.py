@@ -66,14 +66,15 @@ strict ratio inequality / tie rejection and the 1-descriptor case above. Other h
 (superglue, lightglue, ...) raise.
 
 Files: matches are written to ``matches.h5`` in hloc's layout (``matches0`` int32,
-``matching_scores0`` float16; see ``localize.io``) through ``localize.io.H5Writer``. Pairs already
+``matching_scores0`` float16; see ``localize.io``) through ``localize.h5.H5Writer``. Pairs already
 in the file in either order are skipped; (a, b) and (b, a) in the pairs list are matched once;
 self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
 ``-``: ``(a-b.jpg, c.jpg)`` and ``(a/b.jpg, c.jpg)``) are refused before any matching
-(``io.check_pair_keys``), as are names that are not relative paths (``io.check_name``). Pairs are grouped by their first image (one call per image).
+(``io.check_pair_keys``), as are names that are not relative paths (``io.check_name``).
+Pairs are grouped by their first image (one call per image).
 
 Sharding: ``shard='i/K'`` matches every K-th image group and writes
-``<stem>.shard<i>of<K>.h5`` (merge with ``merge_shards`` / CLI ``--merge K``). Under
+``<stem>.shard<i>of<K>.h5`` (merge with ``localize.h5.merge_shards`` / CLI ``--merge K``). Under
 ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes shard ``RANK/WORLD_SIZE`` by itself, then rank 0
 merges the shards into the matches file after a barrier (gloo) and every rank returns it.
 
@@ -89,16 +90,16 @@ import contextlib
 import copy
 import logging
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import faiss
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from localize import io
-from localize.cli import cli_errors
+from localize import h5, io, nn
+from localize.cli import run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -131,27 +132,6 @@ CPU_BLOCK_ENTRIES = 1 << 19
 GPU_BLOCK_ENTRIES = 1 << 27
 #: at most this many partner descriptors in one product (longer partner lists are split)
 MAX_PARTNER_ROWS = 1 << 16
-
-_GPU_RES: Any = None
-
-
-def _faiss():
-    import faiss
-    return faiss
-
-
-def gpu_available() -> bool:
-    """True when FAISS was built with GPU support and sees a GPU."""
-    f = _faiss()
-    return hasattr(f, "StandardGpuResources") and f.get_num_gpus() > 0
-
-
-def _gpu_res() -> Any:
-    global _GPU_RES
-    if _GPU_RES is None:
-        _GPU_RES = _faiss().StandardGpuResources()
-    return _GPU_RES
-
 
 def default_device(use_gpu: bool | None = None) -> torch.device:
     """cuda (the rank's ``LOCAL_RANK`` GPU under torchrun) when ``use_gpu`` is None/True and a
@@ -198,16 +178,13 @@ def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
     Returns:
         sims (Nq, 2) float32 (``-inf`` where there is no neighbour), idx (Nq, 2) int64 (-1 there).
     """
-    faiss = _faiss()
     q, b = _knn_inputs(queries, database)
     if len(q) == 0 or len(b) == 0:
         return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
                               len(q))
     index = faiss.IndexFlatIP(b.shape[1])
-    if use_gpu is None:
-        use_gpu = gpu_available()
-    if use_gpu:
-        index = faiss.index_cpu_to_gpu(_gpu_res(), 0, index)
+    if nn.want_gpu(use_gpu):
+        index = nn.index_to_gpu(index)
     index.add(b)
     s, i = index.search(q, min(2, len(b)))
     return _normalise_knn(s, i, len(q))
@@ -216,16 +193,13 @@ def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
 def knn2_bruteforce(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`knn2` with FAISS brute force and no index (``faiss.knn`` / ``faiss.knn_gpu``)."""
-    faiss = _faiss()
     q, b = _knn_inputs(queries, database)
     if len(q) == 0 or len(b) == 0:
         return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
                               len(q))
     k = min(2, len(b))
-    if use_gpu is None:
-        use_gpu = gpu_available()
-    if use_gpu:
-        s, i = faiss.knn_gpu(_gpu_res(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
+    if nn.want_gpu(use_gpu):
+        s, i = faiss.knn_gpu(nn.gpu_resources(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
     else:
         s, i = faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
     return _normalise_knn(s, i, len(q))
@@ -451,7 +425,7 @@ def match_image(d0: Any, partners: Sequence[Any], ratio: float | None = 0.8,
         knn = knn2 if backend == "faiss-index" else knn2_bruteforce
         a = _host(d0)
         return [match_reference(a, _host(p), ratio, distance_threshold, mutual,
-                                use_gpu=dev.type == "cuda" and gpu_available(), knn=knn)
+                                use_gpu=dev.type == "cuda" and nn.gpu_available(), knn=knn)
                 for p in partners]
     if n0 == 0 or not partners:
         return [(empty[0].copy(), empty[1].copy()) for _ in partners]
@@ -535,40 +509,6 @@ def group_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]
     return list(groups.items())
 
 
-class _FeatureSource:
-    """Finds each image name in one of several features files; caches descriptors (LRU),
-    converted by ``convert`` (e.g. to a GPU tensor, so they stay on the device)."""
-
-    def __init__(self, paths: Sequence[Path], cache_size: int = 64,
-                 convert: Callable[[np.ndarray], Any] | None = None):
-        self.paths = list(paths)
-        self.where: dict[str, Path] = {}
-        for p in reversed(self.paths):  # earlier files win
-            for n in io.list_h5_names(p):
-                self.where[n] = p
-        self.cache: OrderedDict[str, Any] = OrderedDict()
-        self.cache_size = cache_size
-        self.convert = convert
-
-    def check(self, name: str) -> None:
-        if name not in self.where:
-            raise io.H5Error(f"image {name!r} is not in the features file(s) "
-                             f"{', '.join(str(p) for p in self.paths)}")
-
-    def descriptors(self, name: str) -> Any:
-        self.check(name)
-        if name in self.cache:
-            self.cache.move_to_end(name)
-            return self.cache[name]
-        d = io.get_descriptors(self.where[name], name)
-        if self.convert is not None:
-            d = self.convert(d)
-        self.cache[name] = d
-        if len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
-        return d
-
-
 def resolve_conf(conf: dict[str, Any] | str) -> dict[str, Any]:
     """Conf name or dict (ours, or hloc's with ``model``) -> ``{output, ratio,
     distance_threshold, mutual}``."""
@@ -586,6 +526,12 @@ def resolve_conf(conf: dict[str, Any] | str) -> dict[str, Any]:
             raise ValueError(f"matcher model {name!r} is not supported: only hloc's "
                              "'nearest_neighbor' (ratio_threshold, distance_threshold, "
                              "do_mutual_check)")
+        unknown = set(model) - {"name", "ratio_threshold", "distance_threshold",
+                                "do_mutual_check"}
+        if unknown:
+            raise ValueError(f"hloc nearest_neighbor conf: unknown option(s) "
+                             f"{', '.join(sorted(unknown))} (ratio_threshold, "
+                             "distance_threshold, do_mutual_check)")
         c.update(ratio=model.get("ratio_threshold") or None,
                  distance_threshold=model.get("distance_threshold") or None,
                  mutual=bool(model.get("do_mutual_check", True)))
@@ -607,21 +553,6 @@ def _barrier() -> bool:
         created = True
     dist.barrier()
     return created
-
-
-def merge_shards(matches_path: str | Path, num_shards: int, overwrite: bool = False,
-                 remove: bool = True) -> Path:
-    """Join ``<stem>.shard<i>of<K>.h5`` (i < K) into ``matches_path``; missing shards raise."""
-    from localize.extract import shard_path
-    srcs = [shard_path(matches_path, i, num_shards) for i in range(num_shards)]
-    missing = [str(s) for s in srcs if not s.exists()]
-    if missing:
-        raise FileNotFoundError(f"missing match shard files: {', '.join(missing)}")
-    out = io.merge_h5(srcs, matches_path, overwrite=overwrite)
-    if remove:
-        for s in srcs:
-            s.unlink()
-    return out
 
 
 def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
@@ -650,7 +581,6 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     Returns:
         path of the matches file (the shard file with an explicit ``shard``).
     """
-    from localize.extract import parse_shard, shard_path
     conf = resolve_conf(conf)
     pairs = Path(pairs)
     if isinstance(features, Path) or Path(features).exists() or str(features).endswith(".h5"):
@@ -672,7 +602,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     if features_ref is not None:
         refs = [Path(features_ref)] if isinstance(features_ref, (str, Path)) else \
             [Path(p) for p in features_ref]
-    sh = parse_shard(shard)
+    sh = h5.parse_shard(shard)
     rank, world = _world()
     distributed = sh is None and world > 1
     if distributed:
@@ -686,7 +616,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
         raise ValueError(f"unknown matching backend {backend!r}: choose from {', '.join(BACKENDS)}")
     convert = (lambda d: torch.from_numpy(_as_2d(d)).to(device)) \
         if backend == "torch" and device.type == "cuda" else None
-    src = _FeatureSource([features_path] + refs, convert=convert)
+    src = io.FeatureReader([features_path] + refs, convert=convert)
     for a, b in all_pairs:  # fail fast, before any matching
         src.check(a)
         src.check(b)
@@ -696,7 +626,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     groups = group_pairs(todo)
     if sh is not None:
         groups = groups[sh[0]::sh[1]]
-        out_path = shard_path(matches_path, *sh)
+        out_path = h5.shard_path(matches_path, *sh)
         todo = _not_done([(a, b) for a, bs in groups for b in bs], out_path, overwrite)
         groups = group_pairs(todo)
     if len(todo) < len(all_pairs) and sh is None:
@@ -710,7 +640,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
         return out_path
     created = _barrier()
     if rank == 0:
-        merge_shards(matches_path, world, overwrite=overwrite)
+        h5.merge_shards(matches_path, world, overwrite=overwrite, remove=True)
     _barrier()
     if created:
         import torch.distributed as dist
@@ -723,23 +653,23 @@ def _not_done(pairs: list[tuple[str, str]], path: Path, overwrite: bool) -> list
     ``overwrite`` or the file does not exist."""
     if overwrite or not path.exists():
         return list(pairs)
-    with io.open_h5(path) as fd:
+    with h5.open_h5(path) as fd:
         todo = []
         for a, b in pairs:
             try:
                 io.find_pair(fd, a, b)
-            except io.H5Error:
+            except h5.H5Error:
                 todo.append((a, b))
     return todo
 
 
-def _match_groups(groups: list[tuple[str, list[str]]], src: _FeatureSource,
+def _match_groups(groups: list[tuple[str, list[str]]], src: io.FeatureReader,
                   conf: dict[str, Any], out_path: Path, device: torch.device, backend: str,
                   commit_every_s: float) -> None:
     """Match each (image, partners) group with one :func:`match_image` call, write the pairs."""
     warned: set[str] = set()
     n_pairs = sum(len(bs) for _, bs in groups)
-    with io.H5Writer(out_path, commit_every_s=commit_every_s) as w, \
+    with h5.H5Writer(out_path, commit_every_s=commit_every_s) as w, \
             tqdm(total=n_pairs, desc=f"match {conf['output']}", unit="pair") as bar:
         for a, partners in groups:
             d0 = src.descriptors(a)
@@ -773,9 +703,7 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
     p.add_argument("--cpu", action="store_true", help="force CPU")
     args = p.parse_args(None if argv is None else list(argv))
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
-    with cli_errors("localize.match"):
-        return _run_cli(args)
+    return run_cli("localize.match", _run_cli, args)
 
 
 def _run_cli(args: argparse.Namespace) -> Path:
@@ -783,12 +711,11 @@ def _run_cli(args: argparse.Namespace) -> Path:
         c = resolve_conf(args.conf)
         mp = args.matches or (args.export_dir or args.features.parent) / \
             f"{args.features.stem}_{c['output']}_{args.pairs.stem}.h5"
-        out = merge_shards(mp, args.merge, overwrite=args.overwrite)
+        out = h5.merge_shards(mp, args.merge, overwrite=args.overwrite, remove=True)
     else:
         out = main(args.conf, args.pairs, args.features, args.export_dir, args.matches,
                    args.features_ref or None, overwrite=args.overwrite,
                    use_gpu=False if args.cpu else None, backend=args.backend, shard=args.shard)
-    print(out)
     return out
 
 

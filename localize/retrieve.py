@@ -1,32 +1,19 @@
 """Image retrieval from local descriptors: VLAD / ASMK over a learned vocabulary, FAISS search,
 spatial re-ranking and query expansion.
 
-Global representation (``method='vlad'``, the default):
-
-1. vocabulary: ``k`` centroids learned with ``faiss.Kmeans`` on local descriptors of a SEPARATE
-   image set (:func:`train_vocabulary`; never the database being searched);
-2. multiple assignment: each local descriptor is assigned to its ``multiple_assignment`` (m)
-   nearest words; weights ``exp(-(d_j^2 - d_1^2) / (2 ma_sigma^2))`` normalised to sum 1 over the
-   m words (``ma_sigma=None``: equal weights 1/m; m = 1: hard assignment);
-3. per word, the weighted residuals ``x - c_w`` are summed -> (k, D);
-4. ``intra_norm``: each word's sum L2-normalised (Arandjelovic & Zisserman 2013);
-5. power normalisation: signed ``|v|^power`` (0.5 = signed square root; 1 = off);
-6. global L2 normalisation -> (k * D,) float32 unit vector (zero vector for an image without
-   descriptors). Optional PCA (no whitening by default) learned on the vocabulary set, then L2.
-
-ASMK (``method='asmk'``, Tolias et al. 2013): per visual word, the mean residual of the
-descriptors assigned to it, L2-normalised (optionally binarised, ASMK*); image similarity
+Global representation: ``method='vlad'`` (default) or ``'asmk'`` over a vocabulary learned on
+a SEPARATE image set (:func:`learn_vocabulary_from_features`); the vocabulary and the per-image
+aggregation (VLAD steps, ASMK residuals) are :mod:`localize.vlad`'s. ASMK image similarity
 ``sum_{common words} sigma(u_x . u_y)`` with ``sigma(u) = sign(u)|u|^alpha`` for ``u > tau``
 else 0, normalised by ``1/sqrt(#words)`` on each side (self-similarity). Searched through an
 inverted file (:class:`AsmkIndex`), query chunks of bounded size, so no N x N matrix either.
 
 Files:
-- vocabulary: ``.npz`` with ``centroids (k, D) float32`` (+ ``pca_mean``, ``pca_components``
-  when PCA is learned, + ``conf`` as a JSON string); a bare ``.npy`` (k, D) is also accepted;
+- vocabulary: ``.npz`` (:func:`localize.vlad.save_vocabulary`);
 - global descriptors (:func:`main`): hloc's layout, one group per image name holding
   ``global_descriptor (Dg,)`` float32 (float16 with ``as_half``) and ``image_size (2,)`` copied
   from the features file, i.e. what ``localize.pairs.from_retrieval`` (and hloc's
-  ``pairs_from_retrieval``) reads. Written to a temp file then ``os.replace``d.
+  ``pairs_from_retrieval``) reads (``io.write_global_descriptors``, atomic).
 
 Search (:func:`search`): inner product with FAISS ``IndexFlatIP`` (exact) or ``IndexIVFFlat``
 (``index='ivf'``, for large collections: ``nlist`` cells, ``nprobe`` visited), queries processed
@@ -38,18 +25,21 @@ fundamental matrix, cv2) of descriptor matches (``localize.match.match_descripto
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import h5py
+import cv2
+import faiss
 import numpy as np
 from tqdm import tqdm
 
-from localize import io
+from localize import io, nn
+from localize.cli import run_cli
+from localize.io import read_descriptors, write_global_descriptors
+from localize.match import match_descriptors
+from localize.vlad import (Assigner, Vocabulary, asmk_aggregate, load_vocabulary,
+                           sample_descriptors, save_vocabulary, train_pca, train_vocabulary, vlad)
 
 logger = logging.getLogger(__name__)
 
@@ -88,27 +78,6 @@ SEARCH_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _faiss():
-    import faiss
-    return faiss
-
-
-def _gpu_available() -> bool:
-    f = _faiss()
-    return hasattr(f, "StandardGpuResources") and f.get_num_gpus() > 0
-
-
-_GPU_RES: Any = None
-
-
-def _to_gpu(index: Any) -> Any:
-    global _GPU_RES
-    faiss = _faiss()
-    if _GPU_RES is None:
-        _GPU_RES = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(_GPU_RES, 0, index)
-
-
 def resolve_conf(conf: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """Conf name or dict -> full conf (DEFAULTS filled in)."""
     if conf is None:
@@ -123,310 +92,15 @@ def resolve_conf(conf: Mapping[str, Any] | str | None) -> dict[str, Any]:
     return c
 
 
-# ------------------------------------------------------------------------------------------
-# Reading local descriptors
-# ------------------------------------------------------------------------------------------
-def read_descriptors(features_path: str | Path, names: Sequence[str] | None = None
-                     ) -> tuple[list[str], list[np.ndarray], dict[str, np.ndarray]]:
-    """Local descriptors of many images from one hloc features file (opened once).
-
-    Returns:
-        names, list of (N_i, D) float32 descriptor arrays, {name: image_size} where present.
-    """
-    features_path = Path(features_path)
-    names = list(names) if names is not None else io.list_h5_names(features_path)
-    descs, sizes = [], {}
-    with io.open_h5(features_path) as fd:
-        for n in names:
-            if n not in fd or not isinstance(fd[n], h5py.Group) or "descriptors" not in fd[n]:
-                raise io.H5Error(f"{features_path}: no descriptors for image {n!r}")
-            d = np.asarray(fd[n]["descriptors"][()])
-            if d.ndim != 2:
-                raise io.H5Error(f"{features_path}: descriptors of {n!r} have shape {d.shape}, "
-                                 f"expected (D, N)")
-            descs.append(np.ascontiguousarray(d.T, dtype=np.float32))
-            if "image_size" in fd[n]:
-                sizes[n] = np.asarray(fd[n]["image_size"][()])
-    return names, descs, sizes
-
-
-def sample_descriptors(descs: Sequence[np.ndarray], max_total: int, seed: int = 0
-                       ) -> np.ndarray:
-    """Uniform-per-image random sample of at most ``max_total`` rows, (M, D) float32."""
-    rng = np.random.default_rng(seed)
-    nonempty = [d for d in descs if len(d)]
-    if not nonempty:
-        raise ValueError("no descriptors to sample from (every image is empty)")
-    per = max(1, int(max_total) // len(nonempty))
-    out = [d[rng.choice(len(d), min(per, len(d)), replace=False)] for d in nonempty]
-    return np.ascontiguousarray(np.concatenate(out, 0), np.float32)
-
-
-# ------------------------------------------------------------------------------------------
-# Vocabulary
-# ------------------------------------------------------------------------------------------
-def train_vocabulary(descs: np.ndarray, k: int, seed: int = 0, niter: int = 20,
-                     use_gpu: bool | None = None, nredo: int = 1) -> np.ndarray:
-    """k-means vocabulary with ``faiss.Kmeans``.
-
-    Args:
-        descs: (N, D) float descriptors (N >= k) of a separate training image set.
-        k: number of visual words.
-        seed: k-means seed (deterministic for a given input on CPU).
-        nredo: k-means restarts (the lowest-error one is kept).
-    Returns:
-        (k, D) float32 centroids.
-    """
-    x = np.ascontiguousarray(descs, np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"descriptors must be (N, D), got shape {x.shape}")
-    if len(x) < k:
-        raise ValueError(f"need at least k={k} descriptors to learn a vocabulary, got {len(x)}")
-    faiss = _faiss()
-    gpu = _gpu_available() if use_gpu is None else use_gpu
-    km = faiss.Kmeans(x.shape[1], int(k), niter=int(niter), seed=int(seed), verbose=False,
-                      gpu=bool(gpu), nredo=int(nredo),
-                      max_points_per_centroid=max(256, len(x) // k + 1))
-    km.train(x)
-    return np.ascontiguousarray(km.centroids, np.float32).reshape(k, x.shape[1])
-
-
-@dataclass
-class Vocabulary:
-    """Centroids (k, D) plus the optional PCA learned on the same separate set."""
-    centroids: np.ndarray
-    pca_mean: np.ndarray | None = None
-    pca_components: np.ndarray | None = None   # (d, k*D) rows (scaled when whitening)
-    conf: dict | None = None
-
-    @property
-    def k(self) -> int:
-        return int(self.centroids.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.centroids.shape[1])
-
-
-def save_vocabulary(path: str | Path, vocab: Vocabulary | np.ndarray,
-                    conf: Mapping[str, Any] | None = None) -> Path:
-    """Write a vocabulary ``.npz`` (temp file + ``os.replace``)."""
-    path = Path(path)
-    if isinstance(vocab, np.ndarray):
-        vocab = Vocabulary(centroids=vocab, conf=dict(conf) if conf else None)
-    arrays = {"centroids": np.asarray(vocab.centroids, np.float32)}
-    if vocab.pca_components is not None:
-        arrays["pca_mean"] = np.asarray(vocab.pca_mean, np.float32)
-        arrays["pca_components"] = np.asarray(vocab.pca_components, np.float32)
-    c = dict(conf) if conf is not None else (vocab.conf or {})
-    arrays["conf"] = np.array(json.dumps(c, default=str))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
-
-
-def load_vocabulary(path: str | Path | Vocabulary | np.ndarray) -> Vocabulary:
-    """Read a ``.npz`` written by :func:`save_vocabulary` or a bare (k, D) ``.npy``."""
-    if isinstance(path, Vocabulary):
-        return path
-    if isinstance(path, np.ndarray):
-        return Vocabulary(centroids=np.ascontiguousarray(path, np.float32))
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"vocabulary file not found: {path}")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: not a numpy vocabulary file ({e})") from None
-    if isinstance(z, np.ndarray):
-        c = z
-        v = Vocabulary(centroids=np.ascontiguousarray(c, np.float32))
-    else:
-        if "centroids" not in z:
-            raise ValueError(f"{path}: no 'centroids' array")
-        conf = json.loads(str(z["conf"])) if "conf" in z else None
-        v = Vocabulary(centroids=np.ascontiguousarray(z["centroids"], np.float32),
-                       pca_mean=z["pca_mean"] if "pca_mean" in z else None,
-                       pca_components=z["pca_components"] if "pca_components" in z else None,
-                       conf=conf)
-    if v.centroids.ndim != 2:
-        raise ValueError(f"{path}: centroids must be (k, D), got {v.centroids.shape}")
-    return v
-
-
-def train_pca(vecs: np.ndarray, dim: int, whiten: bool = False, eps: float = 1e-8
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """PCA of (N, Dv) vectors -> (mean (Dv,), components (dim, Dv)); whitening divides each
-    component by sqrt(eigenvalue). ``dim`` is capped at min(N, Dv)."""
-    x = np.asarray(vecs, np.float64)
-    mu = x.mean(0)
-    xc = x - mu
-    dim = int(min(dim, xc.shape[0], xc.shape[1]))
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)
-    comp = vt[:dim]
-    if whiten:
-        ev = (s[:dim] ** 2) / max(len(x) - 1, 1)
-        comp = comp / np.sqrt(ev + eps)[:, None]
-    return mu.astype(np.float32), comp.astype(np.float32)
-
-
-# ------------------------------------------------------------------------------------------
-# Encoding
-# ------------------------------------------------------------------------------------------
-class _Assigner:
-    """Nearest words of a fixed vocabulary (exact, numpy; small per-image problems run faster
-    single-threaded than through FAISS' OpenMP pool on a busy machine)."""
-
-    def __init__(self, centroids: np.ndarray):
-        self.c = np.ascontiguousarray(centroids, np.float32)
-        self.c2 = (self.c.astype(np.float64) ** 2).sum(1).astype(np.float32)
-
-    def __call__(self, x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """(N, D) -> squared distances (N, m) ascending, word ids (N, m) int64."""
-        m = int(min(m, len(self.c)))
-        x = np.ascontiguousarray(x, np.float32)
-        d2 = (x * x).sum(1, keepdims=True) - 2.0 * (x @ self.c.T) + self.c2[None]
-        if m == 1:
-            a = np.argmin(d2, 1)[:, None]
-        else:
-            a = np.argpartition(d2, m - 1, axis=1)[:, :m]
-            o = np.argsort(np.take_along_axis(d2, a, 1), axis=1, kind="stable")
-            a = np.take_along_axis(a, o, 1)
-        return np.maximum(np.take_along_axis(d2, a, 1), 0.0), a.astype(np.int64)
-
-
-class single_thread:
-    """Context: BLAS (threadpoolctl) and FAISS OpenMP limited to one thread, restored after.
-
-    Per-image encoding / matching works on tiny matrices; on a shared machine a 2-thread pool
-    spinning for them is ~100x slower than one thread."""
-
-    def __enter__(self) -> "single_thread":
-        self._limits = None
-        try:
-            from threadpoolctl import threadpool_limits
-            self._limits = threadpool_limits(1)
-        except ImportError:  # pragma: no cover
-            pass
-        self._faiss_threads = None
-        try:
-            faiss = _faiss()
-            self._faiss_threads = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(1)
-        except Exception:  # noqa: BLE001  # pragma: no cover
-            pass
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._limits is not None:
-            self._limits.restore_original_limits()
-        if self._faiss_threads is not None:
-            _faiss().omp_set_num_threads(self._faiss_threads)
-
-
-def _ma_weights(d2: np.ndarray, sigma: float | None) -> np.ndarray:
-    if d2.shape[1] == 1:
-        return np.ones_like(d2, dtype=np.float32)
-    if sigma is None:
-        return np.full(d2.shape, 1.0 / d2.shape[1], np.float32)
-    w = np.exp(-(d2 - d2[:, :1]) / (2.0 * sigma * sigma))
-    return (w / w.sum(1, keepdims=True)).astype(np.float32)
-
-
-def _check_dim(desc: np.ndarray, vocab: Vocabulary) -> None:
-    if desc.ndim != 2 or (len(desc) and desc.shape[1] != vocab.dim):
-        raise ValueError(f"descriptor dim {desc.shape[-1] if desc.ndim == 2 else desc.shape} "
-                         f"does not match the vocabulary's D={vocab.dim} (learned on another "
-                         f"descriptor?)")
-
-
-def vlad(desc: np.ndarray, vocab: Vocabulary | np.ndarray, multiple_assignment: int = 1,
-         ma_sigma: float | None = None, intra_norm: bool = True, power: float = 0.5,
-         assigner: _Assigner | None = None, apply_pca: bool = True) -> np.ndarray:
-    """VLAD of one image.
-
-    Args:
-        desc: (N, D) local descriptors (N may be 0).
-        vocab: Vocabulary or (k, D) centroids.
-        multiple_assignment, ma_sigma, intra_norm, power: see the module docstring.
-    Returns:
-        (k*D,) float32 unit vector (or (pca_dim,) when the vocabulary holds a PCA); zeros when
-        ``desc`` is empty.
-    """
-    vocab = load_vocabulary(vocab)
-    desc = np.asarray(desc, np.float32)
-    _check_dim(desc, vocab)
-    k, D = vocab.centroids.shape
-    v = np.zeros((k, D), np.float32)
-    if len(desc):
-        assigner = assigner or _Assigner(vocab.centroids)
-        d2, a = assigner(desc, multiple_assignment)
-        w = _ma_weights(d2, ma_sigma)
-        # sum_i w_ij (x_i - c_w) per word w, as a (k, N) soft-assignment matrix product
-        A = np.zeros((k, len(desc)), np.float32)
-        cols = np.arange(len(desc))
-        for j in range(a.shape[1]):
-            A[a[:, j], cols] += w[:, j]
-        v = A @ desc - A.sum(1, keepdims=True) * vocab.centroids
-        if intra_norm:
-            n = np.linalg.norm(v, axis=1, keepdims=True)
-            v = np.where(n > 1e-12, v / np.maximum(n, 1e-12), 0.0).astype(np.float32)
-        if power != 1.0:
-            v = (np.sign(v) * np.abs(v) ** power).astype(np.float32)
-    out = v.reshape(-1)
-    nrm = float(np.linalg.norm(out))
-    out = out / nrm if nrm > 1e-12 else out
-    if apply_pca and vocab.pca_components is not None:
-        if nrm <= 1e-12:
-            return np.zeros(len(vocab.pca_components), np.float32)
-        out = vocab.pca_components @ (out - vocab.pca_mean)
-        n2 = float(np.linalg.norm(out))
-        out = out / n2 if n2 > 1e-12 else out
-    return out.astype(np.float32)
-
-
-def asmk_aggregate(desc: np.ndarray, vocab: Vocabulary | np.ndarray, multiple_assignment: int = 1,
-                   binary: bool = False, assigner: _Assigner | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """ASMK per-word aggregated residuals of one image.
-
-    Returns:
-        words (n,) int64 sorted unique word ids, vecs (n, D) float32 unit rows (binarised to
-        +-1/sqrt(D) with ``binary``).
-    """
-    vocab = load_vocabulary(vocab)
-    desc = np.asarray(desc, np.float32)
-    _check_dim(desc, vocab)
-    D = vocab.dim
-    if len(desc) == 0:
-        return np.zeros(0, np.int64), np.zeros((0, D), np.float32)
-    assigner = assigner or _Assigner(vocab.centroids)
-    _, a = assigner(desc, multiple_assignment)
-    words = a.reshape(-1)
-    res = (np.repeat(desc, a.shape[1], axis=0) - vocab.centroids[words])
-    uw, inv = np.unique(words, return_inverse=True)
-    v = np.zeros((len(uw), D), np.float32)
-    np.add.at(v, inv, res)
-    if binary:
-        v = np.where(v > 0, 1.0, -1.0).astype(np.float32) / np.sqrt(D)
-    else:
-        n = np.linalg.norm(v, axis=1, keepdims=True)
-        keep = n[:, 0] > 1e-12
-        uw, v = uw[keep], (v[keep] / n[keep]).astype(np.float32)
-    return uw.astype(np.int64), v
-
-
 def encode(descs: Sequence[np.ndarray], vocab: Vocabulary | np.ndarray | str | Path,
            conf: Mapping[str, Any] | str | None = None, desc_label: str = "encode",
            query: bool = False) -> list:
     """Encode many images: VLAD vectors (list of (Dg,)) or ASMK (words, vecs) tuples."""
     conf = resolve_conf(conf)
     vocab = load_vocabulary(vocab)
-    assigner = _Assigner(vocab.centroids)
+    assigner = Assigner(vocab.centroids)
     out = []
-    with single_thread():
+    with nn.single_thread():
         for d in tqdm(descs, desc=desc_label, unit="img", leave=False):
             if conf["method"] == "vlad":
                 out.append(vlad(d, vocab, conf["multiple_assignment"], conf["ma_sigma"],
@@ -485,40 +159,6 @@ def global_descriptors(features_path: str | Path, vocab: Vocabulary | np.ndarray
     return dict(zip(names, vecs))
 
 
-def write_global_descriptors(out_path: str | Path, descriptors: Mapping[str, np.ndarray],
-                             image_sizes: Mapping[str, np.ndarray] | None = None,
-                             as_half: bool = False) -> Path:
-    """hloc global-feats layout: ``<name>/global_descriptor (Dg,)`` (+ ``image_size``); a
-    fresh file written to a temp path then ``os.replace``d."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as fd:
-        for n, v in descriptors.items():
-            g = fd.require_group(n)
-            v = np.asarray(v, np.float32).reshape(-1)
-            g.create_dataset("global_descriptor", data=v.astype(np.float16) if as_half else v)
-            if image_sizes is not None and n in image_sizes:
-                g.create_dataset("image_size", data=np.asarray(image_sizes[n]))
-    os.replace(tmp, out_path)
-    return out_path
-
-
-def read_global_descriptors(path: str | Path, names: Sequence[str] | None = None
-                            ) -> tuple[list[str], np.ndarray]:
-    """(names, (N, Dg) float32) from an hloc global-feats file."""
-    names = list(names) if names is not None else io.list_h5_names(path)
-    out = []
-    with io.open_h5(path) as fd:
-        for n in names:
-            if n not in fd or "global_descriptor" not in fd[n]:
-                raise io.H5Error(f"{path}: no 'global_descriptor' for image {n!r}")
-            out.append(np.asarray(fd[n]["global_descriptor"][()], np.float32).reshape(-1))
-    if not out:
-        return names, np.zeros((0, 0), np.float32)
-    return names, np.stack(out)
-
-
 def main(features_path: str | Path, vocab_path: str | Path, out_path: str | Path,
          names: Sequence[str] | None = None, conf: Mapping[str, Any] | str | None = None,
          as_half: bool = False) -> Path:
@@ -545,7 +185,6 @@ def build_index(db: np.ndarray, index: str = "flat", nlist: int | None = None,
     cells (default ~4 sqrt(N), at most N/39 so every cell gets training points) trained on the
     database itself, ``nprobe`` cells visited per query (approximate).
     """
-    faiss = _faiss()
     x = np.ascontiguousarray(db, np.float32)
     if x.ndim != 2:
         raise ValueError(f"database must be (N, D), got shape {x.shape}")
@@ -562,8 +201,8 @@ def build_index(db: np.ndarray, index: str = "flat", nlist: int | None = None,
         idx.nprobe = int(min(nprobe, nlist))
     else:
         raise ValueError(f"unknown index type {index!r} (flat or ivf)")
-    if (_gpu_available() if use_gpu is None else use_gpu):
-        idx = _to_gpu(idx)
+    if nn.want_gpu(use_gpu):
+        idx = nn.index_to_gpu(idx)
     idx.add(x)
     return idx
 
@@ -716,7 +355,6 @@ def count_inliers(kp0: np.ndarray, kp1: np.ndarray, matches0: np.ndarray,
                   model: str = "homography", threshold: float = 8.0, min_matches: int = 8,
                   confidence: float = 0.999, max_iters: int = 2000, seed: int = 0) -> int:
     """RANSAC inlier count of matched keypoints (cv2 homography or fundamental matrix)."""
-    import cv2
     m = np.nonzero(np.asarray(matches0) >= 0)[0]
     if len(m) < max(min_matches, 8 if model == "fundamental" else 4):
         return 0
@@ -750,13 +388,12 @@ def spatial_rerank(query_feats: Sequence[tuple[np.ndarray, np.ndarray]],
         score; unverified ones keep their global order after them; positions beyond ``top``
         untouched), inliers (Q, top) int (aligned with the new order).
     """
-    from localize.match import match_descriptors
     c = {**RERANK_DEFAULTS, **(dict(conf) if conf else {})}
     idx = np.asarray(idx).copy()
     scores = np.asarray(scores).copy()
     top = int(min(c["top"], idx.shape[1]))
     all_inl = np.zeros((len(idx), top), np.int64)
-    with single_thread(), _cv2_single_thread():
+    with nn.single_thread(), _cv2_single_thread():
         for qi in tqdm(range(len(idx)), desc="spatial re-rank", unit="query", leave=False):
             kq, dq = query_feats[qi]
             inl = np.zeros(top, np.int64)
@@ -778,35 +415,27 @@ def spatial_rerank(query_feats: Sequence[tuple[np.ndarray, np.ndarray]],
 
 
 class _cv2_single_thread:
+    """Context: OpenCV's thread pool limited to one thread (tiny RANSAC problems)."""
+
     def __enter__(self) -> None:
-        import cv2
         self.n = cv2.getNumThreads()
         cv2.setNumThreads(1)
 
     def __exit__(self, *exc: Any) -> None:
-        import cv2
         cv2.setNumThreads(self.n)
 
 
 class FeatureCache:
-    """Lazy (keypoints, descriptors) reader over a features file with a small LRU cache."""
+    """``db index -> (keypoints (N, 2), descriptors (N, D))`` over a features file, for
+    :func:`spatial_rerank` (reads and caches through ``io.FeatureReader``)."""
 
     def __init__(self, features_path: str | Path, names: Sequence[str], size: int = 256):
-        from collections import OrderedDict
-        self.path, self.names, self.size = Path(features_path), list(names), size
-        self._c: "OrderedDict[int, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+        self.names = list(names)
+        self.reader = io.FeatureReader(features_path, cache_size=2 * size)
 
     def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i in self._c:
-            self._c.move_to_end(i)
-            return self._c[i]
-        f = io.read_features(self.path, self.names[i])
-        v = (np.asarray(f["keypoints"], np.float32),
-             np.ascontiguousarray(np.asarray(f["descriptors"], np.float32).T))
-        self._c[i] = v
-        if len(self._c) > self.size:
-            self._c.popitem(last=False)
-        return v
+        n = self.names[i]
+        return self.reader.keypoints(n), self.reader.descriptors(n)
 
 
 # ------------------------------------------------------------------------------------------
@@ -829,19 +458,21 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
+    """Command line; known errors exit 2 with one line."""
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
+    return run_cli("localize.retrieve", _run_cli, args)
+
+
+def _run_cli(args: argparse.Namespace) -> Path:
     conf = resolve_conf(args.conf)
     if args.num_words:
         conf["num_words"] = args.num_words
     if not args.vocab.exists():
         if args.vocab_features is None:
-            raise SystemExit(f"{args.vocab}: not found; pass --vocab_features to learn it")
+            raise FileNotFoundError(f"{args.vocab}: vocabulary not found; pass --vocab_features "
+                                    "to learn it")
         learn_vocabulary_from_features(args.vocab_features, conf, out_path=args.vocab)
-    out = main(args.features, args.vocab, args.output, conf=conf, as_half=args.as_half)
-    print(out)
-    return out
+    return main(args.features, args.vocab, args.output, conf=conf, as_half=args.as_half)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from descriptors import registry
 from descriptors.data import synth
 from descriptors.models import build_model, save_checkpoint
 from descriptors.patches import extract_patches, opencv_angle_to_ori
-from localize import extract, io, match
+from localize import extract, h5, io, match
 
 SIFT_SMALL = {**extract.confs["sift"], "max_keypoints": 256}
 PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}   # registry SIFT on our oriented patches
@@ -110,8 +110,8 @@ def test_checkpoint_descriptor_half_and_shards(image_dir, tmp_path, monkeypatch)
         extract.main(conf, image_dir, export_dir=tmp_path, image_list=names, as_half=True,
                      features_override=str(ckpt), shard=f"{i}/2", device="cpu")
     fp = tmp_path / "feats-tiny-n24-r1600.h5"
-    assert io.list_h5_names(extract.shard_path(fp, 1, 2)) == ["db/b.jpg"]
-    extract.merge_shards(fp, 2)
+    assert io.list_h5_names(h5.shard_path(fp, 1, 2)) == ["db/b.jpg"]
+    h5.merge_shards(fp, 2)
     assert io.list_h5_names(fp) == names
     with h5py.File(fp) as f:
         assert f["db/a.png/descriptors"].dtype == np.float16
@@ -155,8 +155,9 @@ def test_rotation_90_orientation_convention():
     ex = registry.load("sift")
     fa = extract.extract_image(img, ex, PATCH_SIFT)
     fb = extract.extract_image(rot, ex, PATCH_SIFT)
-    np.testing.assert_allclose(fa["keypoints"], xa, atol=1e-4)   # same detector, no resize
-    da, db = fa["descriptors"].T, fb["descriptors"].T
+    # same detector, no resize: OpenCV's xy minus its 0.25 px upsampling shift
+    np.testing.assert_allclose(fa["keypoints"], xa - extract.OPENCV_XY_OFFSET, atol=1e-4)
+    da, db = fa["descriptors"], fb["descriptors"]
     assert np.median((da[ia] * db[ib]).sum(1)) > 0.9
     assert np.mean((da[ia] @ db.T).argmax(1) == ib) > 0.9
 
@@ -225,11 +226,11 @@ def test_half_autocast_accuracy():
            for im in (img, warped)]
     for a, b in zip(f32, f16):
         np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
-        cos = (a["descriptors"] * b["descriptors"]).sum(0)
+        cos = (a["descriptors"] * b["descriptors"]).sum(1)
         assert 0 < 1 - cos.min() < 1e-3
-        np.testing.assert_allclose(np.linalg.norm(b["descriptors"], axis=0), 1, atol=1e-5)
-    m32, _ = match.match_descriptors(f32[0]["descriptors"].T, f32[1]["descriptors"].T, 0.9)
-    m16, _ = match.match_descriptors(f16[0]["descriptors"].T, f16[1]["descriptors"].T, 0.9)
+        np.testing.assert_allclose(np.linalg.norm(b["descriptors"], axis=1), 1, atol=1e-5)
+    m32, _ = match.match_descriptors(f32[0]["descriptors"], f32[1]["descriptors"], 0.9)
+    m16, _ = match.match_descriptors(f16[0]["descriptors"], f16[1]["descriptors"], 0.9)
     assert (m32 >= 0).sum() >= 10 and np.mean(m32 == m16) >= 0.95
 
 
@@ -262,7 +263,7 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=120)
     assert child.returncode == 143, err
-    assert not io.lock_path(fp).exists() and sorted(os.listdir(tmp_path)) == ["feats.h5", "imgs"]
+    assert not h5.lock_path(fp).exists() and sorted(os.listdir(tmp_path)) == ["feats.h5", "imgs"]
     partial = io.list_h5_names(fp)
     assert partial == io.list_h5_names(fp, include_incomplete=True)   # all committed
     assert len(partial) < 12
@@ -271,7 +272,7 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     assert len(io.list_h5_names(fp)) == 12
     for n in (partial[-1:] + ["11.png"]):   # one from each run: same as a clean extraction
         ref = extract.extract_image(io.read_image(imgs / n), ex, conf)
-        np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"].T)
+        np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"])
 
 
 @pytest.mark.parametrize("flag,value", [("--max_keypoints", "0"), ("--max_keypoints", "-5"),
@@ -295,3 +296,83 @@ def test_conf_limits_validated_and_all_is_explicit():
         extract.resolve_conf({"descriptor": "sift", "resize_max": -5})
     assert extract._keypoint_count("all") == "all"
     assert extract.resolve_conf({"descriptor": "sift", "max_keypoints": None})["max_keypoints"] is None
+
+
+def _blob(x0: float, y0: float, side: int = 128, sigma: float = 4.0) -> np.ndarray:
+    """A Gaussian blob centred at (x0, y0) in pixel-centre coordinates (pixel i covers
+    [i - 0.5, i + 0.5]), on a flat background."""
+    y, x = np.mgrid[0:side, 0:side].astype(np.float64)
+    g = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
+    return (40 + 180 * g).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("x0,y0", [(63.0, 63.0), (60.3, 70.6), (50.75, 80.25)])
+def test_keypoints_sit_on_the_blob_centre(x0, y0):
+    """hloc's convention (pixel centres at integers, what COLMAP import adds 0.5 to): a blob at
+    a known sub-pixel position is stored there, at full and at half resolution; OpenCV's own
+    xy are OPENCV_XY_OFFSET (0.25 px) right of / below it."""
+    ex = registry.load("sift")
+    for img, conf in [(_blob(x0, y0), SIFT_SMALL),
+                      (_blob(2 * x0 + 0.5, 2 * y0 + 0.5, 256, 8.0),   # same blob, 2x larger
+                       {**SIFT_SMALL, "resize_max": 128})]:
+        f = extract.extract_image(img, ex, conf)
+        k = int(np.argmax(f["scales"]))      # the blob itself (largest DoG scale)
+        s = img.shape[1] / 128
+        np.testing.assert_allclose(f["keypoints"][k], [(x0 + 0.5) * s - 0.5, (y0 + 0.5) * s - 0.5],
+                                   atol=0.06 * s)
+    _, xy, size, _, _ = extract.detect_dog(_blob(x0, y0), 16, 0.01)
+    k = int(np.argmax(size))
+    np.testing.assert_allclose(xy[k] - extract.OPENCV_XY_OFFSET, [x0, y0], atol=0.06)
+
+
+def test_keypoints_and_oris_follow_a_90_degree_rotation():
+    """np.rot90 maps pixel centres (x, y) -> (y, W - 1 - x) exactly: stored keypoints follow it
+    to ~0 px (OpenCV's raw xy miss by 2 * 0.25 px on one axis), and stored oris (degrees, hloc's
+    DoG convention) all turn by -90."""
+    img = _photo("camera", 320)
+    rot = np.ascontiguousarray(np.rot90(img))
+    ex = registry.load("sift")
+    fa, fb = (extract.extract_image(im, ex, SIFT_SMALL) for im in (img, rot))
+    mapped = np.stack([fa["keypoints"][:, 1], 319 - fa["keypoints"][:, 0]], 1)
+    d = np.linalg.norm(mapped[:, None] - fb["keypoints"][None], axis=2)
+    j, ok = d.argmin(1), d.min(1) < 0.6
+    assert ok.sum() > 100 and np.median(d.min(1)[ok]) < 0.02
+    _, xa, _, _, _ = extract.detect_dog(img, 256)
+    _, xb, _, _, _ = extract.detect_dog(rot, 256)
+    raw = np.linalg.norm(np.stack([xa[:, 1], 319 - xa[:, 0]], 1)[:, None] - xb[None], axis=2)
+    assert abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * extract.OPENCV_XY_OFFSET) < 0.05
+    assert fa["oris"].min() >= -180 and fa["oris"].max() < 180
+    turn = (fb["oris"][j[ok]] - fa["oris"][ok] + 180) % 360 - 180
+    assert np.median(np.abs(turn + 90)) < 1.0
+
+
+def test_hloc_conf_is_translated_or_refused():
+    """hloc's nested conf: 'dog' with one of our descriptors runs with hloc's defaults (rootsift,
+    every keypoint); any other extractor or descriptor is a one-line error."""
+    c = extract.resolve_conf({"output": "feats-sift", "model": {"name": "dog"},
+                              "preprocessing": {"grayscale": True, "resize_max": 1600}})
+    assert (c["descriptor"], c["max_keypoints"], c["resize_max"], c["output"]) == \
+        ("rootsift", None, 1600, "feats-sift")
+    c = extract.resolve_conf({"model": {"name": "dog", "descriptor": "hardnet",
+                                        "max_keypoints": 500}, "preprocessing": {}})
+    assert (c["descriptor"], c["max_keypoints"], c["resize_max"]) == ("hardnet", 500, None)
+    assert c["output"] == extract.output_name("hardnet", 500, None) == "feats-hardnet-n500-rfull"
+    for bad, needle in [({"name": "superpoint", "max_keypoints": 4096}, "superpoint"),
+                        ({"name": "dog", "descriptor": "sosnet"}, "sosnet"),
+                        ({"name": "dog", "nms_radius": 3}, "nms_radius")]:
+        with pytest.raises(ValueError, match=needle) as e:
+            extract.resolve_conf({"output": "x", "model": bad, "preprocessing": {}})
+        assert "\n" not in str(e.value)
+    assert extract.DESCRIPTOR_NAMES[:2] == registry.OPENCV_NAMES
+
+
+def test_hloc_positional_order(image_dir, tmp_path):
+    """extract.main(conf, image_dir, export_dir, as_half, image_list, feature_path, overwrite)."""
+    fp = extract.main(SIFT_SMALL, image_dir, tmp_path, True, ["db/a.png"])
+    assert fp == tmp_path / f"{SIFT_SMALL['output']}.h5" and io.list_h5_names(fp) == ["db/a.png"]
+    with h5py.File(fp) as f:
+        assert f["db/a.png/descriptors"].dtype == np.float16
+    other = tmp_path / "other.h5"
+    assert extract.main(SIFT_SMALL, image_dir, None, False, ["db/a.png"], other, True) == other
+    with h5py.File(other) as f:
+        assert f["db/a.png/descriptors"].dtype == np.float32

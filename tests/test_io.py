@@ -1,4 +1,4 @@
-"""localize.io: hloc layouts (features, matches, pairs), errors, crash-safe writes."""
+"""localize.io / localize.h5: hloc layouts (features, matches, pairs), errors, crash-safe writes."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import io
+from localize import h5, io
 
 
 def _hloc_features(path, names, n=5, d=8, seed=0):
@@ -39,15 +39,15 @@ def test_features_hloc_layout_read(tmp_path):
     with h5py.File(p) as f:
         np.testing.assert_array_equal(d, f["query/day/a.jpg/descriptors"][()].T.astype(np.float32))
     feats = io.read_features(p, "db/1.jpg")
-    assert feats["descriptors"].shape == (8, 5) and feats["uncertainty"] == pytest.approx(1.5)
-    with pytest.raises(io.H5Error, match="feats.h5.*db/2.jpg"):
+    assert feats["descriptors"].shape == (5, 8) and feats["uncertainty"] == pytest.approx(1.5)
+    with pytest.raises(h5.H5Error, match="feats.h5.*db/2.jpg"):
         io.get_keypoints(p, "db/2.jpg")
 
 
 def test_features_write_roundtrip_and_hloc_readable(tmp_path):
     p = tmp_path / "out.h5"
     feats = {"keypoints": np.array([[1.5, 2.0], [3.0, 4.0]], np.float32),
-             "descriptors": np.eye(4, 2, dtype=np.float32), "scores": np.ones(2, np.float32),
+             "descriptors": np.eye(2, 4, dtype=np.float32), "scores": np.ones(2, np.float32),
              "image_size": np.array([10, 20]), "scales": np.ones(2, np.float32),
              "oris": np.zeros(2, np.float32), "uncertainty": 2.0}
     io.write_features(p, "db/x.png", feats, as_half=True)
@@ -58,7 +58,7 @@ def test_features_write_roundtrip_and_hloc_readable(tmp_path):
         assert g["keypoints"].attrs["uncertainty"] == np.float32(2.0)
     # empty features (zero keypoints)
     io.write_features(p, "empty.png", {"keypoints": np.zeros((0, 2)),
-                                       "descriptors": np.zeros((128, 0), np.float32),
+                                       "descriptors": np.zeros((0, 128), np.float32),
                                        "scores": np.zeros(0), "image_size": np.array([5, 5])})
     assert io.get_descriptors(p, "empty.png").shape == (0, 128)
     assert io.list_h5_names(p) == ["db/x.png", "empty.png"]
@@ -91,7 +91,7 @@ def test_get_matches_reversed_and_legacy(tmp_path):
     np.testing.assert_array_equal(m, [[2, 0], [0, 2]])
     with h5py.File(p) as f:
         assert io.find_pair(f, "db/2.jpg", "db/1.jpg") == ("db-1.jpg/db-2.jpg", True)
-        with pytest.raises(io.H5Error, match="db/9.jpg"):
+        with pytest.raises(h5.H5Error, match="db/9.jpg"):
             io.find_pair(f, "db/9.jpg", "db/1.jpg")
     # ours: int32 + float16, replaces the reversed entry instead of duplicating it
     io.write_matches(p, "db/2.jpg", "db/1.jpg", np.array([-1, -1, 1, -1]), np.ones(4))
@@ -126,12 +126,12 @@ def test_errors_name_the_file(tmp_path):
     bad.write_bytes(b"not an hdf5 file at all")
     for fn in (lambda: io.list_h5_names(bad), lambda: io.get_keypoints(bad, "a"),
                lambda: io.get_matches(bad, "a", "b")):
-        with pytest.raises(io.H5Error, match="corrupt.h5") as e:
+        with pytest.raises(h5.H5Error, match="corrupt.h5") as e:
             fn()
         assert "\n" not in str(e.value)
-    with pytest.raises(io.H5Error, match="missing.h5"):
+    with pytest.raises(h5.H5Error, match="missing.h5"):
         io.list_h5_names(tmp_path / "missing.h5")
-    with pytest.raises(io.H5Error, match="corrupt.h5"):  # appending to a corrupt file
+    with pytest.raises(h5.H5Error, match="corrupt.h5"):  # appending to a corrupt file
         io.write_features(bad, "a", {"keypoints": np.zeros((0, 2))})
     with pytest.raises(io.ImageReadError, match="nope.jpg"):
         io.read_image(tmp_path / "nope.jpg")
@@ -151,7 +151,7 @@ def _child(code: str) -> subprocess.Popen:
 
 
 def _kp(n):
-    return {"keypoints": np.zeros((n, 2)), "descriptors": np.ones((4, n), np.float32)}
+    return {"keypoints": np.zeros((n, 2)), "descriptors": np.ones((n, 4), np.float32)}
 
 
 def test_writer_appends_in_place_and_commits_on_exception(tmp_path):
@@ -159,7 +159,7 @@ def test_writer_appends_in_place_and_commits_on_exception(tmp_path):
     io.write_features(p, "a", _kp(1))
     ino = os.stat(p).st_ino
     with pytest.raises(RuntimeError, match="boom"):
-        with io.H5Writer(p) as w:
+        with h5.H5Writer(p) as w:
             io.write_features(w.file, "b", _kp(2))
             assert w.pending == 1
             assert sorted(os.listdir(tmp_path)) == ["f.h5", "f.h5.lock"]   # no temp copy
@@ -170,7 +170,7 @@ def test_writer_appends_in_place_and_commits_on_exception(tmp_path):
     with h5py.File(p) as f:
         assert f["a"].attrs["complete"] == 1 and f["b"].attrs["complete"] == 1
     # periodic commit marks entries complete while the writer stays open
-    with io.H5Writer(p, commit_every_s=0) as w:
+    with h5.H5Writer(p, commit_every_s=0) as w:
         io.write_features(w.file, "c", _kp(1))
         assert w.pending == 1 and w.maybe_commit() and w.pending == 0
         assert w.file["c"].attrs["complete"] == 1 and "c" in w.names()
@@ -183,36 +183,36 @@ def test_writer_appends_in_place_and_commits_on_exception(tmp_path):
 
 def test_lock_second_writer_fails_naming_file_and_pid(tmp_path):
     p = tmp_path / "feats.h5"
-    with io.H5Writer(p) as w:
+    with h5.H5Writer(p) as w:
         io.write_features(w.file, "a", _kp(1))
-        with pytest.raises(io.H5Error, match=rf"feats.h5 is being written .*pid {os.getpid()}"):
-            io.H5Writer(p).__enter__()
+        with pytest.raises(h5.H5Error, match=rf"feats.h5 is being written .*pid {os.getpid()}"):
+            h5.H5Writer(p).__enter__()
         # another process: writer and reader both get one line naming our pid
         child = _child(f"""
-            from localize import io
+            from localize import h5, io
             for fn in (lambda: io.write_features({str(p)!r}, "x", {{"keypoints": [[0, 0]]}}),
                        lambda: io.list_h5_names({str(p)!r})):
                 try:
                     fn()
-                except io.H5Error as e:
+                except h5.H5Error as e:
                     print(e)
             """)
         out, err = child.communicate(timeout=60)
         lines = out.strip().splitlines()
         assert len(lines) == 2, err
         assert all("feats.h5" in ln and f"pid {os.getpid()}" in ln for ln in lines), lines
-    assert not io.lock_path(p).exists() and io.lock_holder(p) is None
+    assert not h5.lock_path(p).exists() and h5.lock_holder(p) is None
     assert io.list_h5_names(p) == ["a"]
 
 
 WRITE_LOOP = """
     import os, sys, numpy as np
-    from localize import io
+    from localize import h5, io
     p = sys.argv[1] if len(sys.argv) > 1 else {path!r}
-    with io.H5Writer(p, commit_every_s=1e9) as w:
+    with h5.H5Writer(p, commit_every_s=1e9) as w:
         for i in range(1000000):
             io.write_features(w.file, f"img{{i:06d}}", {{"keypoints": np.zeros((5, 2)),
-                              "descriptors": np.ones((4, 5), np.float32)}})
+                              "descriptors": np.ones((5, 4), np.float32)}})
             if i == {n_ready}:
                 print("ready", flush=True)
             {after}
@@ -241,21 +241,21 @@ def test_hard_kill_keeps_committed_entries_and_resume_recomputes_the_rest(tmp_pa
     child = _child(WRITE_LOOP.format(path=str(p), n_ready=-1, after=after))
     _, err = child.communicate(timeout=60)
     assert child.returncode == -9, err
-    assert io.lock_path(p).exists()                 # stale sidecar of the dead writer
+    assert h5.lock_path(p).exists()                 # stale sidecar of the dead writer
     done = io.list_h5_names(p)
     assert done == [f"img{i:06d}" for i in range(10)]
     left = sorted(set(io.list_h5_names(p, include_incomplete=True)) - set(done))
     assert left == [f"img{i:06d}" for i in range(10, 15)]
     assert io.resumable_features(p) == set(done)
-    with pytest.raises(io.H5Error, match=rf"k.h5: entry '{left[0]}' is incomplete"):
+    with pytest.raises(h5.H5Error, match=rf"k.h5: entry '{left[0]}' is incomplete"):
         io.get_keypoints(p, left[0])
     assert not io.has_features(p, left[0])
-    with io.H5Writer(p) as w:                       # the dead writer's lock does not block
+    with h5.H5Writer(p) as w:                       # the dead writer's lock does not block
         for n in left:
             io.write_features(w.file, n, _kp(3))
     assert io.list_h5_names(p) == sorted(done + left)
     assert io.get_keypoints(p, left[0]).shape == (3, 2)
-    assert not io.lock_path(p).exists()
+    assert not h5.lock_path(p).exists()
 
 
 def test_incomplete_pairs_are_invisible_and_rewritten(tmp_path):
@@ -266,7 +266,7 @@ def test_incomplete_pairs_are_invisible_and_rewritten(tmp_path):
         g.attrs["complete"] = np.uint8(0)
         g.create_dataset("matches0", data=np.array([0], np.int32))
     assert io.has_pair(p, "b", "a") and not io.has_pair(p, "c", "d")
-    with pytest.raises(io.H5Error, match=r"m.h5: pair \(d, c\) is incomplete"):
+    with pytest.raises(h5.H5Error, match=r"m.h5: pair \(d, c\) is incomplete"):
         io.get_matches(p, "d", "c")
     io.write_matches(p, "d", "c", np.array([-1, 0]))
     assert io.get_matches(p, "c", "d")[0].tolist() == [[0, 1]]
@@ -299,9 +299,9 @@ def test_merge_and_repair(tmp_path):
     with h5py.File(q, "a") as f:                              # an interrupted entry: not merged
         f.create_group("db/e").attrs["complete"] = np.uint8(0)
         f["db/e"].create_dataset("keypoints", data=np.zeros((1, 2)))
-    io.merge_h5([p, q], tmp_path / "all.h5")
+    h5.merge_h5([p, q], tmp_path / "all.h5")
     assert io.list_h5_names(tmp_path / "all.h5", include_incomplete=True) == \
         ["a", "b", "c", "db/d"]
     assert io.get_keypoints(tmp_path / "all.h5", "db/d").shape == (3, 2)
-    assert io.repair_h5(q) == (1, 1)
+    assert h5.repair_h5(q) == (1, 1)
     assert io.list_h5_names(q, include_incomplete=True) == ["db/d"]

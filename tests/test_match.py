@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import io, match
+from localize import h5, io, match
 
 
 def _unit(x):
@@ -308,7 +308,7 @@ def test_shards_merge_to_the_unsharded_result(small_world, tmp_path):
     shard_files = [match.main("nn-ratio", pairs, feats, matches=out, shard=f"{i}/2") for i in range(2)]
     assert all(p.exists() for p in shard_files) and not out.exists()
     assert sorted(io.list_h5_names(shard_files[0])) != sorted(io.list_h5_names(shard_files[1]))
-    match.merge_shards(out, 2)
+    h5.merge_shards(out, 2, remove=True)
     assert not any(p.exists() for p in shard_files)
     ref, got = _read_all(full, pairs), _read_all(out, pairs)
     assert ref.keys() == got.keys()

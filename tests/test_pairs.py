@@ -1,4 +1,4 @@
-"""localize.pairs: exhaustive, covisibility (COLMAP model), retrieval, stop-gap global descriptors."""
+"""localize.pairs: exhaustive (hloc order), covisibility (COLMAP model), retrieval, hloc entry points."""
 from __future__ import annotations
 
 import h5py
@@ -10,10 +10,23 @@ from localize import io, pairs
 from localize.colmap import camera_from_dict, qt_to_rigid
 
 
-def test_exhaustive():
-    assert pairs.exhaustive(["a", "b", "c"]) == [("b", "a"), ("c", "a"), ("c", "b")]
+def test_exhaustive(tmp_path):
+    assert pairs.exhaustive(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
     assert pairs.exhaustive(["q", "a"], ["a", "b"]) == [("q", "a"), ("q", "b"), ("a", "b")]
     assert pairs.exhaustive([]) == []
+    # hloc's entry point: names from a list file or a features file, refs from either
+    (tmp_path / "list.txt").write_text("# comment\nb.jpg 640 480\n\na.jpg\n")
+    out = pairs.exhaustive_main(tmp_path / "p.txt", image_list=tmp_path / "list.txt")
+    assert io.parse_pairs(out) == [("b.jpg", "a.jpg")]
+    feats = tmp_path / "f.h5"
+    for n in ("x.jpg", "y.jpg"):
+        io.write_features(feats, n, {"keypoints": np.zeros((0, 2))})
+    out = pairs.exhaustive_main(tmp_path / "p.txt", ["q.jpg"], ref_features=feats)
+    assert io.parse_pairs(out) == [("q.jpg", "x.jpg"), ("q.jpg", "y.jpg")]
+    assert pairs.main("exhaustive", tmp_path / "p2.txt", features=feats).read_text() == \
+        "x.jpg y.jpg"
+    with pytest.raises(ValueError, match="image_list or features"):
+        pairs.exhaustive_main(tmp_path / "p.txt")
 
 
 def test_covisibility(tmp_path):
@@ -72,32 +85,9 @@ def test_retrieval(tmp_path):
     assert out.read_text() == "query/day/q1.jpg db/1.jpg\nquery/night/q2.jpg db/4.jpg"
     with pytest.raises(ValueError, match="zzz"):
         pairs.from_retrieval(g, 2, query_prefix="zzz")
-
-
-@pytest.mark.parametrize("method", ["vlad", "mean"])
-def test_meanpool_global_descriptors_retrieve(tmp_path, method):
-    """Images made of the same local descriptors (noisy) retrieve each other."""
-    rng = np.random.default_rng(0)
-    bank = rng.normal(size=(4, 60, 32)).astype(np.float32)   # 4 "places"
-    feats = tmp_path / "feats.h5"
-
-    def unit(x):
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    for place in range(4):
-        for k, prefix in enumerate(["db", "db", "query"]):
-            d = unit(bank[place][rng.permutation(60)[:40]] + 0.3 * rng.normal(size=(40, 32)))
-            io.write_features(feats, f"{prefix}/p{place}_{k}.jpg",
-                              {"keypoints": np.zeros((40, 2)), "descriptors": d.T,
-                               "image_size": np.array([10, 10])})
-    io.write_features(feats, "db/empty.jpg", {"keypoints": np.zeros((0, 2)),
-                                              "descriptors": np.zeros((32, 0), np.float32)})
-    g = pairs.global_descriptors_meanpool(feats, tmp_path / "global.h5", method=method,
-                                          num_clusters=4)
-    with h5py.File(g) as f:
-        assert f["db/p0_0.jpg/global_descriptor"].ndim == 1
-        assert f["db/p0_0.jpg/image_size"][()].tolist() == [10, 10]
-    got = pairs.from_retrieval(g, 2, query_prefix="query", db_prefix="db")
-    assert len(got) == 8
-    for q, d in got:
-        assert q.split("/")[1][:2] == d.split("/")[1][:2]
+    # hloc's positional order (descriptors, output, num_matched) and defaults (no prefix: all)
+    out = pairs.retrieval_main(g, tmp_path / "hloc.txt", 1, query_prefix="query",
+                               db_prefix="db")
+    assert out.read_text() == "query/day/q1.jpg db/1.jpg\nquery/night/q2.jpg db/4.jpg"
+    every = io.parse_pairs(pairs.retrieval_main(g, tmp_path / "all.txt", 1))
+    assert len(every) == 6 and all(a != b for a, b in every)

@@ -35,9 +35,9 @@ def _photo(name: str, side: int = 160) -> np.ndarray:
 
 def _feats(n: int, d: int = 8, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    desc = rng.normal(size=(d, n)).astype(np.float32)
+    desc = rng.normal(size=(n, d)).astype(np.float32)
     return {"keypoints": rng.uniform(0, 50, (n, 2)).astype(np.float32),
-            "descriptors": desc / np.linalg.norm(desc, axis=0, keepdims=True),
+            "descriptors": desc / np.linalg.norm(desc, axis=1, keepdims=True),
             "scores": np.ones(n, np.float32), "image_size": np.array([64, 64])}
 
 

@@ -1,4 +1,5 @@
-"""Global descriptors, search, re-ranking and the revisitop retrieval pipeline."""
+"""Vocabularies / VLAD / ASMK (localize.vlad), global descriptors, search, re-ranking and the
+revisitop retrieval pipeline (localize.retrieve)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import io, retrieve
+from localize import h5, io, retrieve, vlad
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -61,49 +62,49 @@ def test_vlad_and_vocabulary(tmp_path):
     rng = np.random.default_rng(0)
     centres = _unit(rng.normal(size=(8, 16)))
     train = _unit(np.repeat(centres, 50, 0) + 0.05 * rng.normal(size=(400, 16)))
-    big = retrieve.train_vocabulary(train, 16, seed=0, niter=10)
+    big = vlad.train_vocabulary(train, 16, seed=0, niter=10)
     assert big.shape == (16, 16) and big.dtype == np.float32
     # each true centre is recovered by some word (over-complete vocabulary: no merged clusters)
     assert (centres @ big.T).max(1).min() > 0.95
-    np.testing.assert_array_equal(big, retrieve.train_vocabulary(train, 16, seed=0, niter=10))
-    voc = retrieve.train_vocabulary(train, 8, seed=0, niter=10)
-    p = retrieve.save_vocabulary(tmp_path / "v.npz", voc, {"num_words": 8})
-    v = retrieve.load_vocabulary(p)
+    np.testing.assert_array_equal(big, vlad.train_vocabulary(train, 16, seed=0, niter=10))
+    voc = vlad.train_vocabulary(train, 8, seed=0, niter=10)
+    p = vlad.save_vocabulary(tmp_path / "v.npz", voc, {"num_words": 8})
+    v = vlad.load_vocabulary(p)
     np.testing.assert_array_equal(v.centroids, voc)
     assert v.conf == {"num_words": 8}
     np.save(tmp_path / "v.npy", voc)
-    assert retrieve.load_vocabulary(tmp_path / "v.npy").k == 8
+    assert vlad.load_vocabulary(tmp_path / "v.npy").k == 8
     x = train[:30]
-    g = retrieve.vlad(x, voc)
+    g = vlad.vlad(x, voc)
     assert g.shape == (8 * 16,) and np.isclose(np.linalg.norm(g), 1.0)
-    g3 = retrieve.vlad(x, voc, multiple_assignment=3, ma_sigma=0.3)
+    g3 = vlad.vlad(x, voc, multiple_assignment=3, ma_sigma=0.3)
     assert np.isclose(np.linalg.norm(g3), 1.0) and not np.allclose(g3, g)
-    assert not np.any(retrieve.vlad(np.zeros((0, 16), np.float32), voc))
+    assert not np.any(vlad.vlad(np.zeros((0, 16), np.float32), voc))
     # VLAD of hard assignment without normalisations = sum of residuals per nearest word
-    raw = retrieve.vlad(x, voc, intra_norm=False, power=1.0).reshape(8, 16)
+    raw = vlad.vlad(x, voc, intra_norm=False, power=1.0).reshape(8, 16)
     a = np.argmin(((x[:, None] - voc[None]) ** 2).sum(-1), 1)
     ref = np.zeros((8, 16))
     np.add.at(ref, a, x - voc[a])
     np.testing.assert_allclose(raw, ref / np.linalg.norm(ref), atol=1e-5)
     with pytest.raises(ValueError, match="vocabulary"):
-        retrieve.vlad(np.ones((3, 7), np.float32), voc)
+        vlad.vlad(np.ones((3, 7), np.float32), voc)
     with pytest.raises(ValueError):
-        retrieve.train_vocabulary(train[:4], 8)
+        vlad.train_vocabulary(train[:4], 8)
     # ASMK: an image is most similar to itself / its noisy copy
     imgs = [_unit(centres[rng.choice(8, 3, replace=False)].repeat(10, 0)
                   + 0.2 * rng.normal(size=(30, 16))) for _ in range(6)]
-    enc = [retrieve.asmk_aggregate(d, voc) for d in imgs]
-    q = [retrieve.asmk_aggregate(_unit(d + 0.02 * rng.normal(size=d.shape)), voc) for d in imgs]
+    enc = [vlad.asmk_aggregate(d, voc) for d in imgs]
+    q = [vlad.asmk_aggregate(_unit(d + 0.02 * rng.normal(size=d.shape)), voc) for d in imgs]
     s, i = retrieve.AsmkIndex(enc).search(q, 3, chunk=4)
     assert i[:, 0].tolist() == list(range(6))
 
 
 def _write_features(path: Path, names, rng, dim=16, n=40):
-    with io.H5Writer(path) as w:
+    with h5.H5Writer(path) as w:
         for nm in names:
             io.write_features(w.file, nm, {
                 "keypoints": rng.uniform(0, 100, (n, 2)).astype(np.float32),
-                "descriptors": _unit(rng.normal(size=(n, dim))).T.copy(),
+                "descriptors": _unit(rng.normal(size=(n, dim))),
                 "scores": np.ones(n, np.float32), "image_size": np.array([100, 80])})
 
 
@@ -117,7 +118,7 @@ def test_global_file_is_hloc_layout_for_pairs(tmp_path):
     d2 = io.get_descriptors(feats, "db/2.jpg")
     io.write_features(feats, "query/day/q1.jpg", {
         "keypoints": np.zeros((40, 2), np.float32),
-        "descriptors": _unit(d2 + 0.01 * rng.normal(size=d2.shape)).T.copy(),
+        "descriptors": _unit(d2 + 0.01 * rng.normal(size=d2.shape)),
         "image_size": np.array([100, 80])})
     vfeats = tmp_path / "vocab_feats.h5"
     _write_features(vfeats, [f"v{i}.jpg" for i in range(5)], rng)
@@ -134,7 +135,7 @@ def test_global_file_is_hloc_layout_for_pairs(tmp_path):
     prs = pairs.from_retrieval(out, 1, query_prefix="query", db_prefix="db")
     assert prs == [("query/day/q1.jpg", "db/2.jpg")]
     g = retrieve.global_descriptors(feats, vocab, names=["db/1.jpg"], conf={"num_words": 4})
-    _, arr = retrieve.read_global_descriptors(out, ["db/1.jpg"])
+    _, arr = io.read_global_descriptors(out, ["db/1.jpg"])
     np.testing.assert_allclose(g["db/1.jpg"], arr[0], atol=1e-6)
 
 
