@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 OPENCV_NAMES = ("sift", "rootsift")
+#: every registered descriptor name: the OpenCV baselines, then the recipes (shipped weights)
+NAMES: tuple[str, ...] = (*OPENCV_NAMES, *sorted(RECIPE_MODULES))
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".params", ".tar")
 
 
@@ -183,7 +185,7 @@ def load(name_or_path: str | Path, device: torch.device | str | None = None,
         path = Path(s)
         if not (path.suffix in CHECKPOINT_SUFFIXES or path.exists()):
             raise DescriptorError(
-                f"unknown descriptor '{s}': use one of {', '.join(list(OPENCV_NAMES) + sorted(RECIPE_MODULES))} "
+                f"unknown descriptor '{s}': use one of {', '.join(NAMES)} "
                 f"or a checkpoint path")
         if not path.exists():
             raise DescriptorError(f"checkpoint {path} not found")

@@ -23,8 +23,8 @@ from descriptors.util import setup_logging
 #: error can only come from a module already imported; no torch import here)
 KNOWN_ERRORS: tuple[tuple[str, str], ...] = (
     ("localize.h5", "H5Error"), ("localize.io", "ImageReadError"),
-    ("localize.colmap", "ColmapError"), ("descriptors.registry", "DescriptorError"),
-    ("descriptors.models", "CheckpointError"),
+    ("localize.colmap_model", "ColmapError"), ("localize.data.roxford", "RevisitopError"),
+    ("descriptors.registry", "DescriptorError"), ("descriptors.models", "CheckpointError"),
 )
 _OUR_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / p) for p in
                       ("localize", "descriptors", "pipelines"))
@@ -88,4 +88,15 @@ def positive_int(v: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v!r}") from None
     if x < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
+    return x
+
+
+def positive_float(v: str) -> float:
+    """argparse ``type=``: a finite number > 0 (else argparse's one-line usage error)."""
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v!r}") from None
+    if not (x > 0 and x < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {v}")
     return x

@@ -36,9 +36,6 @@ import pycolmap
 from descriptors.util import atomic_dir, atomic_write
 from localize.colmap_model import ColmapError, model_format
 from localize.geometry import qt_to_rigid, rigid_to_qt
-# pairs.py and tests/test_scene.py still call colmap.qvec_to_rotmat: until they import
-# localize.geometry (requested from their owners), the name stays reachable here
-from localize.geometry import qvec_to_rotmat  # noqa: F401
 from localize.io import check_name
 
 logger = logging.getLogger(__name__)

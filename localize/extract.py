@@ -60,7 +60,7 @@ hloc compatibility: :func:`main` takes hloc's ``extract_features.main(conf, imag
 export_dir, as_half, image_list, feature_path, overwrite)`` positional order, and hloc confs
 (``{'output', 'model': {'name': 'dog', 'descriptor': ..., 'max_keypoints': ...},
 'preprocessing': {'resize_max', 'resize_force', ...}}``, :func:`resolve_conf`) when the
-descriptor is one of ours (:data:`DESCRIPTOR_NAMES`); any other hloc extractor is a one-line
+descriptor is one of ours (``descriptors.registry.NAMES``); any other hloc extractor is a one-line
 error. Differences kept on purpose: ``as_half`` defaults to False and keypoints stay float32.
 
 Sharding: ``shard=(i, K)`` processes names ``[i::K]`` and writes ``<stem>.shard<i>of<K>.h5``;
@@ -91,7 +91,6 @@ from tqdm import tqdm
 
 from descriptors import registry
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
-from descriptors.recipes import RECIPE_MODULES
 from localize import h5, io
 from localize.cli import positive_int, run_cli
 
@@ -111,9 +110,6 @@ DEFAULTS: dict[str, Any] = {
     "patch_batch": 8192,          # keypoints per kornia patch-extraction pass
     "opencv_full_image": True,    # sift/rootsift: OpenCV SIFT on the full image (see docstring)
 }
-
-#: registered descriptor names: the OpenCV baselines, then every recipe (weights or not)
-DESCRIPTOR_NAMES: tuple[str, ...] = (*registry.OPENCV_NAMES, *sorted(RECIPE_MODULES))
 
 #: OpenCV's SIFT detects on a 2x upsampled image and halves the coordinates (x = x_up / 2), but
 #: an upsampled pixel centre x_up sits at (x_up + 0.5) / 2 - 0.5 in the image: its keypoints lie
@@ -135,7 +131,7 @@ def output_name(descriptor: str | Path, max_keypoints: int | None, resize_max: i
 confs: dict[str, dict[str, Any]] = {
     name: {**DEFAULTS, "descriptor": name,
            "output": output_name(name, DEFAULTS["max_keypoints"], DEFAULTS["resize_max"])}
-    for name in DESCRIPTOR_NAMES}
+    for name in registry.NAMES}
 
 
 def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | None = None
@@ -170,11 +166,11 @@ def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
     name = model.get("name")
     if name != "dog":
         raise ValueError(f"hloc extractor {name!r} cannot run here: only hloc's 'dog' with a "
-                         f"descriptor of {', '.join(DESCRIPTOR_NAMES)}")
+                         f"descriptor of {', '.join(registry.NAMES)}")
     desc = model.get("descriptor", "rootsift")
-    if desc not in DESCRIPTOR_NAMES:
+    if desc not in registry.NAMES:
         raise ValueError(f"hloc DoG descriptor {desc!r} cannot run here: choose from "
-                         f"{', '.join(DESCRIPTOR_NAMES)}")
+                         f"{', '.join(registry.NAMES)}")
     unknown = set(model) - {"name", "descriptor", "max_keypoints", "patch_size", "mr_size",
                             "options"}
     if unknown:

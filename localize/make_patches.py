@@ -221,7 +221,10 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
                                              conf["contrast_threshold"],
                                              conf["edge_threshold"], conf["min_size"])
         desc = extract.describe(small, kps, xy, size, angle, rootsift, ex_conf)
-        feats[name] = {"xy": xy, "size": size, "angle": angle, "desc": desc, "image": small}
+        # "xy": true positions (pixel centres at integers) for the geometry, as extraction stores
+        # them; "xy_cut": OpenCV's positions, where extraction cuts its patches
+        feats[name] = {"xy": xy - extract.OPENCV_XY_OFFSET, "xy_cut": xy, "size": size,
+                       "angle": angle, "desc": desc, "image": small}
         sizes[name] = (gray.shape[1], gray.shape[0], small.shape[1], small.shape[0])
     # keep only the wanted images in the scaled reference (ids unchanged)
     ref = _scaled_reference(_subset(rec, set(feats)), sizes)
@@ -295,7 +298,7 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
         f = feats[name]
         tk = np.asarray(per_image[name], np.int64)
         k = tk[:, 1]
-        p = extract_patches(f["image"], f["xy"][k], f["size"][k],
+        p = extract_patches(f["image"], f["xy_cut"][k], f["size"][k],
                             opencv_angle_to_ori(f["angle"][k]),
                             patch_size=conf["patch_size"], mr_size=conf["mr_size"])
         patch_list.append(np.clip(p[:, 0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8))

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from localize import colmap, h5, io
+from localize import colmap, geometry, h5, io
 from localize.cli import run_cli
 
 logger = logging.getLogger(__name__)
@@ -100,10 +100,9 @@ def from_poses(reference_model: Any, num_matched: int, max_angle_deg: float = 60
     keep = set(names) if names is not None else set(all_names)
     centers, dirs = [], []
     for i in ids:
-        q, t = colmap.rigid_to_qt(rec.images[i].cam_from_world())
-        R = colmap.qvec_to_rotmat(q)
-        centers.append(-R.T @ t)
-        dirs.append(R[2])  # camera z axis in world coordinates
+        pose = rec.images[i].cam_from_world()
+        centers.append(geometry.camera_center(pose))
+        dirs.append(geometry.viewing_direction(pose))
     C, D = np.array(centers), np.array(dirs)
     dist = np.linalg.norm(C[:, None] - C[None], axis=-1)
     cos = np.clip(D @ D.T, -1.0, 1.0)

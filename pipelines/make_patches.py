@@ -12,18 +12,7 @@ import argparse
 
 from descriptors.util import setup_logging
 from localize import make_patches
-from localize.cli import cli_errors, positive_int
-
-
-def _positive_float(v: str) -> float:
-    """argparse ``type=``: a number > 0."""
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return x
+from localize.cli import cli_errors, positive_float, positive_int
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -33,14 +22,20 @@ def main(argv: list[str] | None = None) -> dict:
     src.add_argument("--model", help="COLMAP model directory (.bin or .txt) with the poses")
     src.add_argument("--strecha", help="Strecha gt_dense_cameras folder")
     p.add_argument("--out", required=True, help="scene folder to write (Brown layout)")
-    p.add_argument("--conf", default="default", choices=sorted(make_patches.confs))
-    p.add_argument("--resize_max", type=positive_int)
-    p.add_argument("--max_keypoints", type=positive_int)
-    p.add_argument("--num_matched", type=positive_int)
-    p.add_argument("--epipolar_px", type=_positive_float)
-    p.add_argument("--max_reproj_px", type=_positive_float)
-    p.add_argument("--min_tri_angle_deg", type=float)
-    p.add_argument("--max_pairs", type=positive_int)
+    p.add_argument("--conf", default="default", choices=sorted(make_patches.confs),
+                   help="builder settings (localize.make_patches.confs)")
+    p.add_argument("--resize_max", type=positive_int,
+                   help="longer side (px) of the images the patches are cut from")
+    p.add_argument("--max_keypoints", type=positive_int, help="DoG keypoints per image")
+    p.add_argument("--num_matched", type=positive_int,
+                   help="covisible partner views per view (from the poses)")
+    p.add_argument("--epipolar_px", type=positive_float,
+                   help="guided matching: max distance (px) to the epipolar line")
+    p.add_argument("--max_reproj_px", type=positive_float,
+                   help="keep tracks whose reprojection error is below this in every view")
+    p.add_argument("--min_tri_angle_deg", type=float,
+                   help="keep tracks whose largest triangulation angle is at least this")
+    p.add_argument("--max_pairs", type=positive_int, help="cap on the number of view pairs")
     args = p.parse_args(argv)
     setup_logging()
     conf = dict(make_patches.confs[args.conf])

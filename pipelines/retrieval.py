@@ -208,17 +208,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     vocab = retrieve.learn_vocabulary_from_features(feats_v, conf, vnames, args.seed, vocab_path)
 
     # 3. global representations + 4. search --------------------------------------------------
-    _, db_desc, db_sizes = retrieve.read_descriptors(feats_db, db_names)
-    _, q_desc, q_sizes = retrieve.read_descriptors(feats_q, q_names)
+    _, db_desc, db_sizes = io.read_descriptors(feats_db, db_names)
+    _, q_desc, q_sizes = io.read_descriptors(feats_q, q_names)
     n_db = data.n
     k = n_db if n_db <= 20000 else 1000
     if args.method == "vlad":
         db_vec = np.stack(retrieve.encode(db_desc, vocab, conf, "vlad db"))
         q_vec = np.stack(retrieve.encode(q_desc, vocab, conf, "vlad query"))
         tag = f"vlad-k{conf['num_words']}"
-        retrieve.write_global_descriptors(out / f"global-feats-{tag}.h5",
+        io.write_global_descriptors(out / f"global-feats-{tag}.h5",
                                           dict(zip(db_names, db_vec)), db_sizes)
-        retrieve.write_global_descriptors(out / f"global-feats-{tag}-query.h5",
+        io.write_global_descriptors(out / f"global-feats-{tag}-query.h5",
                                           dict(zip(q_names, q_vec)), q_sizes)
         index = retrieve.build_index(db_vec, args.index)
         scores, idx = retrieve.search_index(index, q_vec, k)

@@ -363,7 +363,7 @@ def test_hloc_conf_is_translated_or_refused():
         with pytest.raises(ValueError, match=needle) as e:
             extract.resolve_conf({"output": "x", "model": bad, "preprocessing": {}})
         assert "\n" not in str(e.value)
-    assert extract.DESCRIPTOR_NAMES[:2] == registry.OPENCV_NAMES
+    assert registry.NAMES[:2] == registry.OPENCV_NAMES
 
 
 def test_hloc_positional_order(image_dir, tmp_path):

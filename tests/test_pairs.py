@@ -7,7 +7,8 @@ import pycolmap
 import pytest
 
 from localize import io, pairs
-from localize.colmap import camera_from_dict, qt_to_rigid
+from localize.colmap import camera_from_dict
+from localize.geometry import qt_to_rigid
 
 
 def test_exhaustive(tmp_path):

@@ -86,7 +86,7 @@ def test_save_pipeline_figures(tmp_path):
     k0, k1, matches = _two_matches()
     feats = tmp_path / "feats.h5"
     for nm, k in zip(names, (k0, k1, k0)):
-        io.write_features(feats, nm, {"keypoints": k, "descriptors": np.zeros((4, 2), np.float32),
+        io.write_features(feats, nm, {"keypoints": k, "descriptors": np.zeros((len(k), 4), np.float32),
                                       "image_size": np.array([80, 60])})
     m0 = np.array([1, 0])                          # matches0: kp i of name0 -> m0[i] of name1
     io.write_matches(tmp_path / "m.h5", "db/a.jpg", "db/b.jpg", m0)
