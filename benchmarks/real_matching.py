@@ -81,7 +81,10 @@ def _features(gray: np.ndarray, extractor: Any, n: int) -> tuple[np.ndarray, np.
     conf = {**extract.DEFAULTS, "max_keypoints": n, "resize_max": None}
     kps, xy, size, angle, _ = detect_dog(gray, n, conf["contrast_threshold"],
                                          conf["edge_threshold"], conf["min_size"])
-    return xy, extract.describe(gray, kps, xy, size, angle, extractor, conf)
+    # descriptors where extraction cuts its patches; positions as extraction stores them (true
+    # pixel centres: OpenCV's 0.25 px upsampled-octave shift removed) for the ground-truth check
+    return xy - extract.OPENCV_XY_OFFSET, extract.describe(gray, kps, xy, size, angle, extractor,
+                                                           conf)
 
 
 def mutual_matches(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:
