@@ -9,8 +9,10 @@ Rows (``ROWS``):
 - ``hardnet``: L2-Net + hardest-in-batch triplet margin (synthetic PhotoTour train split);
 - ``hardnet-random``: control — the same with a *random* in-batch negative instead of the hardest
   (recipe option ``negatives='random'``): what hard-negative mining buys;
-- ``hndesc``: the same loss on self-supervised homography / photometric pairs
+- ``hndesc``: the paper's AP loss on self-supervised two-homography / stylised pairs
   (``descriptors.data.pairs``): what the label-free data costs or buys against 3D-point labels;
+- ``hndesc-triplet``: the same pairs with the hardest-in-batch triplet loss (the first version's
+  recipe): what the AP loss buys;
 - ``sdb``: the same data as hardnet, difficulty-balanced ExpTeacher loss + annealing: what the
   loss buys;
 - ``wlrn``: the 32x32 -> 64 net from weakly-labelled bags (its own bag data);
@@ -75,7 +77,9 @@ ROWS: list[Row] = [
     Row("hardnet", "hardnet", note="hardest-in-batch triplet", pair_based=True),
     Row("hardnet-random", "hardnet", {"negatives": "random"},
         note="control: random in-batch negative", pair_based=True),
-    Row("hndesc", "hndesc", note="self-supervised pairs + hardest triplet", pair_based=True),
+    Row("hndesc", "hndesc", note="self-supervised pairs + AP loss (the paper's)", pair_based=True),
+    Row("hndesc-triplet", "hndesc", {"loss": "triplet"},
+        note="self-supervised pairs + hardest triplet (the first version)", pair_based=True),
     Row("sdb", "sdb", note="ExpTeacher + annealing", pair_based=True),
     Row("wlrn", "wlrn", note="weakly-labelled bags"),
     Row("fracking-R1/1", "fracking", {"r_p": 1, "r_n": 1}, note="control: no mining"),
