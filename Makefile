@@ -39,8 +39,12 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
+	# sdb: synthetic warm start (the previous shipped run), then the real entry-P10 patches
+	$(VPY) -m pipelines.train --recipe sdb --out outputs/train/sdb-synthetic-init.pt --quick --eval test
+	$(VPY) -m pipelines.train --recipe sdb --quick --steps 600 --batch_size 192 --data datasets/phototour-strecha \
+		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out weights/sdb.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe hndesc --out weights/hndesc.pt --quick --steps 600 --batch_size 128 --eval test
-	$(VPY) -m pipelines.train --recipe sdb --out weights/sdb.pt --quick --eval test
 	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
 	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
 
