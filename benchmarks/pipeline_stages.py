@@ -6,7 +6,11 @@
 Each run starts from an empty output directory (nothing cached), so every stage does its full
 work: extract db, extract query, pairs (db-db from poses/covisibility + retrieval vocabulary,
 global descriptors and ranking), match (db-db and query-db), triangulate, localize. With
-several ``--features`` a ratio column against the first one is added. Prints a table and writes
+several ``--features`` a ratio column against the first one is added. ``--before`` also runs
+each descriptor with the first version's speed settings, in the same process right before it
+(``match_backend='faiss-index'``: a fresh FAISS index per direction and pair; ``num_workers=0``:
+no decoding / detection ahead of the network), so the table shows before / after stage seconds
+of one run. Results (poses) are the same with both settings. Prints a table and writes
 ``outputs/benchmarks/pipeline_stages.json``.
 """
 from __future__ import annotations
@@ -25,7 +29,12 @@ from descriptors.util import atomic_write_text, setup_logging
 from pipelines import aachen
 
 
-def bench(features: str, dataset: str | os.PathLike, repeat: int = 1, **conf) -> dict:
+#: the first version's speed settings (``--before``)
+BEFORE = {"match_backend": "faiss-index", "num_workers": 0}
+
+
+def bench(features: str, dataset: str | os.PathLike, repeat: int = 1, label: str | None = None,
+          **conf) -> dict:
     """Median wall / process-CPU seconds per stage over ``repeat`` cold runs (fresh output dir
     each time). CPU seconds count all threads of this process: on a shared machine they are
     the stable number, wall seconds include waiting for the CPU."""
@@ -48,7 +57,7 @@ def bench(features: str, dataset: str | os.PathLike, repeat: int = 1, **conf) ->
     if last and last.get("evaluation"):
         c = last["evaluation"]["conditions"]
         recall = {k: c[k]["recall"][0] for k in c}
-    return {"features": features, "seconds": med, "runs": runs, "recall_0.25m_2deg": recall,
+    return {"features": label or features, "seconds": med, "runs": runs, "recall_0.25m_2deg": recall,
             "num_db": last["num_db"], "num_queries": last["num_queries"],
             "num_points3D": last["triangulation"]["num_points3D"]}
 
@@ -90,19 +99,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="descriptor name or checkpoint (repeatable; default sift)")
     p.add_argument("--dataset", default=str(aachen.SYNTH_ROOT),
                    help="Aachen-layout dataset (generated synthetic scene if absent)")
-    p.add_argument("--max_keypoints", type=int, default=None)
-    p.add_argument("--num_covis", type=int, default=aachen.DEFAULTS["num_covis"])
-    p.add_argument("--num_loc", type=int, default=aachen.DEFAULTS["num_loc"])
-    p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--device", default=None)
-    p.add_argument("--out", default="outputs/benchmarks/pipeline_stages.json")
+    p.add_argument("--max_keypoints", type=int, default=None, help="DoG keypoints per image")
+    p.add_argument("--num_covis", type=int, default=aachen.DEFAULTS["num_covis"],
+                   help="db-db pairs per db image")
+    p.add_argument("--num_loc", type=int, default=aachen.DEFAULTS["num_loc"],
+                   help="retrieved db images per query")
+    p.add_argument("--repeat", type=int, default=1, help="cold runs per descriptor (median)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--before", action="store_true",
+                   help="also run each descriptor with the first version's speed settings")
+    p.add_argument("--out", default="outputs/benchmarks/pipeline_stages.json",
+                   help="JSON result file")
     args = p.parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "1")
     setup_logging(logging.WARNING)
     feats = args.features or ["sift"]
-    results = [bench(f, args.dataset, args.repeat, max_keypoints=args.max_keypoints,
-                     num_covis=args.num_covis, num_loc=args.num_loc, device=args.device)
-               for f in feats]
+    common = dict(max_keypoints=args.max_keypoints, num_covis=args.num_covis,
+                  num_loc=args.num_loc, device=args.device)
+    results = []
+    for f in feats:
+        if args.before:
+            results.append(bench(f, args.dataset, args.repeat, label=f"{f} (before)",
+                                 **common, **BEFORE))
+        results.append(bench(f, args.dataset, args.repeat, **common))
     r0 = results[0]
     print(f"pipeline stages on {args.dataset} ({r0['num_db']} db, {r0['num_queries']} queries), "
           f"median of {args.repeat} cold run(s), {os.cpu_count()} CPUs, "

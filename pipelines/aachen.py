@@ -82,6 +82,8 @@ DEFAULTS: dict[str, Any] = {
     "matcher": None,            # None: nn-ratio for sift/rootsift, nn-ratio-0.9 otherwise
     "pose_pairs_max_angle_deg": 60.0,  # pose-based db pairs: max viewing-direction angle
     "device": None,
+    "match_backend": None,      # localize.match backend (None: the device's fastest); speed only
+    "num_workers": 2,           # extraction threads decoding + detecting ahead; speed only
     "overwrite": False,         # delete <outputs>/<tag> first
     "localization": {},         # localize.localize.DEFAULTS overrides
     "triangulation": {},        # localize.triangulate.DEFAULTS overrides
@@ -437,11 +439,11 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     with stage("extract_db"):
         extract.main(ext_conf, data.image_dir, feature_path=out.features,
                      image_list=data.db_names, device=conf["device"], extractor=extractor,
-                     fingerprints=prints)
+                     fingerprints=prints, num_workers=conf["num_workers"])
     with stage("extract_query"):
         extract.main(ext_conf, data.image_dir, feature_path=out.features,
                      image_list=query_names, device=conf["device"], extractor=extractor,
-                     fingerprints=prints)
+                     fingerprints=prints, num_workers=conf["num_workers"])
     with stage("pairs"):
         reference = colmap.read_model(data.reference_model)
         pairs_db, db_pairs_method = db_pairs(reference, data, conf)
@@ -457,8 +459,10 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     logger.info("%d db-db pairs (%s), %d query-db pairs (%s)", len(pairs_db), db_pairs_method,
                 len(pairs_query), retrieval_method)
     with stage("match"):
-        match.main(matcher, out.pairs_db, out.features, matches=out.matches_db)
-        match.main(matcher, out.pairs_query, out.features, matches=out.matches_query)
+        match.main(matcher, out.pairs_db, out.features, matches=out.matches_db,
+                   backend=conf["match_backend"])
+        match.main(matcher, out.pairs_query, out.features, matches=out.matches_query,
+                   backend=conf["match_backend"])
     with stage("triangulate"):
         model, tri_stats = tri.run(out.sfm, reference, data.image_dir, out.pairs_db,
                                    out.features, out.matches_db, conf=conf["triangulation"])
