@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
+from localize.cli import positive_int  # noqa: E402
 from localize.data.strecha import write_aachen_layout  # noqa: E402
 from pipelines import aachen  # noqa: E402
 
@@ -51,13 +52,20 @@ def format_table(rows: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shared", type=Path,
-                   default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    p.add_argument("--scene", default="fountain-P11")
-    p.add_argument("--features", nargs="+", default=["sift", "rootsift", "hardnet"])
-    p.add_argument("--out", type=Path, default=Path("outputs/real_relocalization"))
+                   default=Path(__file__).resolve().parents[2] / "shared" / "data",
+                   help="shared data folder holding strecha/<scene>")
+    p.add_argument("--scene", default="fountain-P11", help="Strecha scene (held out: fountain-P11)")
+    p.add_argument("--features", nargs="+", default=["sift", "rootsift", "hardnet"],
+                   help="registry names or checkpoints, one row each")
+    p.add_argument("--out", type=Path, default=Path("outputs/real_relocalization"),
+                   help="pipeline outputs and <scene>.json")
     p.add_argument("--dataset_root", type=Path, default=Path("datasets"),
                    help="where the Aachen-layout copy of the scene is written")
-    p.add_argument("--query_pairs", default="auto", choices=["auto", "exhaustive", "retrieval"])
+    p.add_argument("--query_pairs", default="auto", choices=["auto", "exhaustive", "retrieval"],
+                   help="query-db pairs of pipelines.aachen")
+    p.add_argument("--viz", type=positive_int, default=None, metavar="N",
+                   help="per descriptor, match / inlier pictures of the first N query pairs and "
+                        "queries (<out>/<features>/viz)")
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
     scene = args.shared / "strecha" / args.scene
@@ -70,6 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for f in args.features:
         s = aachen.run(f, ds, args.out, query_pairs=args.query_pairs)
+        if args.viz:
+            aachen.visualize(s, args.viz)
         rows[aachen.features_tag(f)] = s
     print(f"{args.scene}: {rows[next(iter(rows))]['num_db']} database views, "
           f"{rows[next(iter(rows))]['num_queries']} queries (half night)")
