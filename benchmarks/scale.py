@@ -376,24 +376,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--queries", type=int, default=6, help="queries per scene (all sizes)")
     p.add_argument("--features", nargs="+", default=["sift"],
                    help="descriptor names / checkpoints (default sift)")
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--width", type=int, default=320,
+                   help="image width of the synthetic scenes (px)")
+    p.add_argument("--height", type=int, default=240, help="image height (px)")
     p.add_argument("--num_covis", type=int, default=10, help="db-db pairs per db image")
     p.add_argument("--num_loc", type=int, default=5, help="retrieved db images per query")
-    p.add_argument("--max_keypoints", type=int, default=None)
+    p.add_argument("--max_keypoints", type=int, default=None,
+                   help="DoG keypoints per image (default: extraction's)")
     p.add_argument("--calibration", type=_size, default=(1600, 1200), metavar="WxH",
                    help="also run a small scene (--calibration_db db, 2 queries) at this "
                         "resolution with 4096 keypoints; its rates feed the Aachen projection "
                         "('none': project from the sweep's marginal rates)")
-    p.add_argument("--calibration_db", type=int, default=10)
+    p.add_argument("--calibration_db", type=int, default=10,
+                   help="database images of the calibration scene")
     p.add_argument("--gpu_speedup", type=float, nargs=5, default=None,
                    metavar=("EXTRACT", "PAIRS", "MATCH", "TRIANG", "LOC"),
                    help="ASSUMED GPU speed-ups per stage (default: extract 10x for learned "
                         "descriptors / 1x for OpenCV SIFT, match 20x, others 1x)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--keep", action="store_true", help="keep each run's pipeline outputs")
-    p.add_argument("--out", type=Path, default=Path("outputs/scale/scale.json"))
+    p.add_argument("--out", type=Path, default=Path("outputs/scale/scale.json"),
+                   help="JSON result file")
     p.add_argument("--report", type=Path, default=None, metavar="JSON",
                    help="only print the tables of a saved (possibly interrupted) sweep, and "
                         "complete its JSON from the runs it holds")

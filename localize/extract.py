@@ -538,21 +538,26 @@ def _check_limits(c: dict[str, Any]) -> None:
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--conf", default="hardnet", choices=list(confs))
-    p.add_argument("--image_dir", type=Path, required=True)
-    p.add_argument("--export_dir", type=Path)
-    p.add_argument("--feature_path", type=Path)
+    p.add_argument("--conf", default="hardnet", choices=list(confs),
+                   help="extraction conf (descriptor); hloc conf dicts work from Python")
+    p.add_argument("--image_dir", type=Path, required=True,
+                   help="image root (names are relative to it)")
+    p.add_argument("--export_dir", type=Path,
+                   help="output folder: the features file is <export_dir>/<conf output>.h5")
+    p.add_argument("--feature_path", type=Path,
+                   help="features file to write (instead of --export_dir)")
     p.add_argument("--image_list", type=Path, help="text file, one image name per line")
     p.add_argument("--features", help="descriptor name or checkpoint path overriding the conf")
     p.add_argument("--max_keypoints", type=_keypoint_count,
                    help="strongest DoG keypoints kept per image: an integer >= 1, or 'all'")
     p.add_argument("--resize_max", type=positive_int,
                    help="longer image side seen by the detector, pixels (>= 1)")
-    p.add_argument("--as_half", action="store_true")
-    p.add_argument("--device")
+    p.add_argument("--as_half", action="store_true",
+                   help="store descriptors as float16 (hloc as_half)")
+    p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--shard", help="i/K: process every K-th image starting at i")
     p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="re-extract images already in the file")
     p.add_argument("--commit_interval", type=float, default=60.0, metavar="SECONDS",
                    help="seconds between commits (a hard kill loses at most this much work)")
     p.add_argument("--num_workers", type=int, default=2,

@@ -364,13 +364,17 @@ def _json_default(o):
 
 def _parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--reference_sfm", type=Path, required=True)
+    p.add_argument("--reference_sfm", type=Path, required=True,
+                   help="triangulated model (COLMAP .bin/.txt folder)")
     p.add_argument("--queries", nargs="+", required=True, help="query list file(s) or glob")
-    p.add_argument("--retrieval", type=Path, required=True)
-    p.add_argument("--features", type=Path, required=True)
-    p.add_argument("--matches", type=Path, required=True)
-    p.add_argument("--results", type=Path, required=True)
-    p.add_argument("--max_error_px", type=float, default=DEFAULTS["max_error_px"])
+    p.add_argument("--retrieval", type=Path, required=True, help="query-db pairs file")
+    p.add_argument("--features", type=Path, required=True,
+                   help="features file of queries and db images")
+    p.add_argument("--matches", type=Path, required=True, help="matches file of the query pairs")
+    p.add_argument("--results", type=Path, required=True,
+                   help="poses file to write (name qw qx qy qz tx ty tz)")
+    p.add_argument("--max_error_px", type=float, default=DEFAULTS["max_error_px"],
+                   help="RANSAC PnP inlier threshold (pixels)")
     return p.parse_args(argv)
 
 

@@ -691,14 +691,17 @@ def _match_groups(groups: list[tuple[str, list[str]]], src: io.FeatureReader,
 
 def cli(argv: Iterable[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--conf", default="nn-ratio", choices=list(confs))
-    p.add_argument("--pairs", type=Path, required=True)
-    p.add_argument("--features", type=Path, required=True)
-    p.add_argument("--features_ref", type=Path, nargs="*")
-    p.add_argument("--matches", type=Path)
-    p.add_argument("--export_dir", type=Path)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--backend", choices=BACKENDS)
+    p.add_argument("--conf", default="nn-ratio", choices=list(confs), help="matching conf")
+    p.add_argument("--pairs", type=Path, required=True, help="pairs file (name0 name1 per line)")
+    p.add_argument("--features", type=Path, required=True, help="features file")
+    p.add_argument("--features_ref", type=Path, nargs="*",
+                   help="extra features file(s) for the reference images")
+    p.add_argument("--matches", type=Path, help="matches file to write")
+    p.add_argument("--export_dir", type=Path,
+                   help="output folder (file name from the conf and pairs)")
+    p.add_argument("--overwrite", action="store_true", help="re-match pairs already in the file")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="nearest-neighbour backend (default: the fastest measured for the device)")
     p.add_argument("--shard", help="i/K: match every K-th image group into a shard file")
     p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
     p.add_argument("--cpu", action="store_true", help="force CPU")

@@ -451,9 +451,10 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--vocab_features", type=Path,
                    help="features.h5 of a SEPARATE image set to learn the vocabulary on")
     p.add_argument("--conf", default="vlad-k64", choices=[k for k, v in confs.items()
-                                                         if v["method"] == "vlad"])
-    p.add_argument("--num_words", type=int)
-    p.add_argument("--as_half", action="store_true")
+                                                         if v["method"] == "vlad"],
+                   help="global descriptor conf")
+    p.add_argument("--num_words", type=int, help="vocabulary size (overrides the conf)")
+    p.add_argument("--as_half", action="store_true", help="store global descriptors as float16")
     return p.parse_args(None if argv is None else list(argv))
 
 

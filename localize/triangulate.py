@@ -188,13 +188,14 @@ def main(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolm
 
 def _parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sfm_dir", type=Path, required=True)
-    p.add_argument("--reference_model", type=Path, required=True)
-    p.add_argument("--image_dir", type=Path, required=True)
-    p.add_argument("--pairs", type=Path, required=True)
-    p.add_argument("--features", type=Path, required=True)
-    p.add_argument("--matches", type=Path, required=True)
-    p.add_argument("--min_match_score", type=float)
+    p.add_argument("--sfm_dir", type=Path, required=True, help="output model folder")
+    p.add_argument("--reference_model", type=Path, required=True,
+                   help="COLMAP model with the known poses")
+    p.add_argument("--image_dir", type=Path, required=True, help="image root")
+    p.add_argument("--pairs", type=Path, required=True, help="db-db pairs file")
+    p.add_argument("--features", type=Path, required=True, help="features file")
+    p.add_argument("--matches", type=Path, required=True, help="matches file of the pairs")
+    p.add_argument("--min_match_score", type=float, help="drop matches scoring below this")
     return p.parse_args(argv)
 
 

@@ -139,21 +139,27 @@ def _train_line(tr: dict, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--steps", type=positive_int, default=None)
+    p.add_argument("--recipe", required=True,
+                   help="training recipe (hardnet, hndesc, sdb, wlrn, fracking)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="training steps (default: the recipe's)")
     p.add_argument("--quick", action="store_true", help="CPU-sized training defaults")
     p.add_argument("--data", default=None, help="training data root (default: the recipe's)")
     p.add_argument("--out", default=None, help="checkpoint path (default <outputs>/<recipe>.pt)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--dataset", default=None,
                    help="Aachen-layout root (default: datasets/aachen_v1.1 if present, else the "
                         "synthetic scene)")
-    p.add_argument("--outputs", default="outputs/train_and_localize")
-    p.add_argument("--num_covis", type=positive_int, default=aachen.DEFAULTS["num_covis"])
-    p.add_argument("--num_loc", type=positive_int, default=aachen.DEFAULTS["num_loc"])
-    p.add_argument("--max_keypoints", type=positive_int, default=None)
+    p.add_argument("--outputs", default="outputs/train_and_localize",
+                   help="output root of the pipeline runs")
+    p.add_argument("--num_covis", type=positive_int, default=aachen.DEFAULTS["num_covis"],
+                   help="db-db pairs per db image for triangulation")
+    p.add_argument("--num_loc", type=positive_int, default=aachen.DEFAULTS["num_loc"],
+                   help="retrieved db images per query")
+    p.add_argument("--max_keypoints", type=positive_int, default=None,
+                   help="DoG keypoints per image")
     p.add_argument("--from-map", dest="from_map", action="store_true",
                    help="build training patches from the dataset's database images + reference "
                         "poses and fine-tune the shipped weights on them")
