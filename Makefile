@@ -44,7 +44,13 @@ weights: install
 	$(VPY) -m pipelines.train --recipe sdb --quick --steps 600 --batch_size 192 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out weights/sdb.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	$(VPY) -m pipelines.train --recipe hndesc --out weights/hndesc.pt --quick --steps 600 --batch_size 128 --eval test
+	# hndesc: bundled-photo warm start (the previous shipped run), then real photos (shared photos + entry-P10)
+	$(VPY) -m pipelines.train --recipe hndesc --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
+	mkdir -p outputs/photos-train && ln -sfn $(abspath $(SHARED))/photos outputs/photos-train/opencv \
+		&& ln -sfn $(abspath $(SHARED))/strecha/entry-P10/images outputs/photos-train/entry-P10
+	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
+		--option init=outputs/train/hndesc-synthetic-init.pt --out weights/hndesc.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
 	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
 
