@@ -137,7 +137,7 @@ def test_exact_ties_and_small_inputs(backend):
 @pytest.mark.parametrize("backend", match.BACKENDS)
 def test_match_image_batched_equals_per_pair(backend, monkeypatch):
     monkeypatch.setattr(match, "CPU_BLOCK_ENTRIES", 64 * 100)
-    monkeypatch.setattr(match, "MAX_PARTNER_ROWS", 400)      # forces two products
+    monkeypatch.setitem(match.MAX_PARTNER_ROWS, "cpu", 400)   # forces two products
     rng = np.random.default_rng(4)
     d0, big = _random_with_ties(rng, 150, 300)
     partners = [big, np.zeros((0, 32), np.float32), big[:1], big[5:7], big[::-1][:120],
@@ -157,23 +157,41 @@ def test_match_image_batched_equals_per_pair(backend, monkeypatch):
 
 def test_top2_both_matches_topk():
     """The blocked top-2 equals torch.topk on the full matrix (values up to the rounding of
-    the block products; no ties in random data, so indices exactly)."""
+    the block products; no ties in random data, so indices exactly). With ``mutual`` a row's
+    index is kept at least wherever it can be mutual (it is its best column's best row), and
+    the columns' values are exact there."""
     import torch
     rng = np.random.default_rng(5)
     q = torch.from_numpy(_unit(rng.normal(size=(130, 16))))
     db = torch.from_numpy(_unit(rng.normal(size=(90, 16))))
-    (rv1, ri1, rv2), (cv1, ci1, cv2) = match.top2_both(q, db, [0, 40, 41, 90], block_entries=32 * 90)
+    segs = [(0, 40), (40, 41), (41, 90)]
     sim = q @ db.T
-    for j, (s, e) in enumerate([(0, 40), (40, 41), (41, 90)]):
-        v, i = sim[:, s:e].topk(min(2, e - s), dim=1)
-        assert torch.allclose(rv1[:, j], v[:, 0], atol=1e-6) and torch.equal(ri1[:, j], i[:, 0])
-        if e - s > 1:
-            assert torch.allclose(rv2[:, j], v[:, 1], atol=1e-6)
-        else:
-            assert bool((rv2[:, j] == -np.inf).all())
-    v, i = sim.topk(2, dim=0)
-    assert torch.allclose(cv1, v[0], atol=1e-6) and torch.equal(ci1, i[0])
-    assert torch.allclose(cv2, v[1], atol=1e-6)
+    vc, ic = sim.topk(2, dim=0)
+    for mutual in (False, True):
+        (rv1, ri1, rv2), cols = match.top2_both(q, db, [0, 40, 41, 90], mutual,
+                                                block_entries=32 * 90)
+        n_cand = 0
+        used = torch.zeros(90, dtype=torch.bool)    # columns some row can be mutual with
+        for j, (s, e) in enumerate(segs):
+            v, i = sim[:, s:e].topk(min(2, e - s), dim=1)
+            assert torch.allclose(rv1[:, j], v[:, 0], atol=1e-6)
+            cand = ic[0][s + i[:, 0]] == torch.arange(130)   # row's best column's best row
+            keep = ri1[:, j] >= 0 if mutual else torch.ones(130, dtype=torch.bool)
+            assert bool(keep[cand].all())            # -1 only where the row cannot be mutual
+            assert torch.equal(ri1[keep, j], i[keep, 0])
+            n_cand += int(cand.sum())
+            used[s + i[cand, 0]] = True
+            if e - s > 1:
+                assert torch.allclose(rv2[keep, j], v[keep, 1], atol=1e-6)
+            else:
+                assert bool((rv2[keep, j] == -np.inf).all())
+        if not mutual:
+            assert cols is None
+            continue
+        assert n_cand > 20
+        cv1, cv2 = cols
+        assert torch.allclose(cv1, vc[0], atol=1e-6)
+        assert torch.allclose(cv2[used], vc[1][used], atol=1e-6)
 
 
 def test_unique_pairs():
