@@ -7,7 +7,7 @@ Protocol (the same for every row): per image, the ``max_keypoints`` strongest Do
 ``descriptors.patches.detect_dog`` (full resolution, extraction defaults), detected ONCE and shared
 by every descriptor; descriptors of those keypoints by ``localize.extract.describe`` (OpenCV
 SIFT / RootSIFT on the full image, learned ones on 12-sigma oriented patches); mutual nearest
-neighbours with no ratio test (``localize.match.match_descriptors``). A match is correct at t px
+neighbours with no ratio test (``localize.nearest_neighbor.match_descriptors``). A match is correct at t px
 when the ground-truth homography maps its keypoint in image 1 within t px of its keypoint in
 image k. Reported, averaged over the pairs of a sequence: correct matches at 1/3/5 px, MMA
 (correct / all matches) at 1/3/5 px, and homography accuracy (OpenCV RANSAC on the matches, mean
@@ -41,7 +41,7 @@ from descriptors.registry import OPENCV_NAMES  # noqa: E402
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
 from localize import extract, io, viz  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
-from localize.match import match_descriptors  # noqa: E402
+from localize.nearest_neighbor import match_descriptors  # noqa: E402
 
 logger = logging.getLogger("real_matching")
 

@@ -19,7 +19,7 @@ Search (:func:`search`): inner product with FAISS ``IndexFlatIP`` (exact) or ``I
 (``index='ivf'``, for large collections: ``nlist`` cells, ``nprobe`` visited), queries processed
 in chunks of ``chunk`` rows so only a (chunk, k) result is ever held; GPU when FAISS has one.
 :func:`spatial_rerank` re-orders the top of a ranking by RANSAC inliers (homography or
-fundamental matrix, cv2) of descriptor matches (``localize.match.match_descriptors``);
+fundamental matrix, cv2) of descriptor matches (``localize.nearest_neighbor.match_descriptors``);
 :func:`query_expansion` implements average / alpha-weighted query expansion (AQE / alpha-QE).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from localize import io, nn
 from localize.cli import run_cli
 from localize.io import read_descriptors, write_global_descriptors
-from localize.match import match_descriptors
+from localize.nearest_neighbor import match_descriptors
 from localize.vlad import (Assigner, Vocabulary, asmk_aggregate, load_vocabulary,
                            sample_descriptors, save_vocabulary, train_pca, train_vocabulary, vlad)
 

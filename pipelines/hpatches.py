@@ -61,7 +61,7 @@ from descriptors.data import hpatches as hp
 from descriptors.data.hpatches_synth import write_synthetic_hpatches
 from descriptors.data.synth import apply_homography
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
-from localize import extract, match
+from localize import extract, match, nearest_neighbor
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     ``max_keypoints``; patch descriptors, or OpenCV SIFT on the full image for sift / rootsift),
     the image resized so its long side is at most ``max_side`` (0 = full resolution, as D2-Net's
     HPatches-sequences evaluation), keypoints mapped back to original pixels. Matches:
-    ``localize.match.match_descriptors`` with conf ``match_conf`` (default mutual nearest
+    ``localize.nearest_neighbor.match_descriptors`` with conf ``match_conf`` (default mutual nearest
     neighbours). A match is correct at t px when ``|H_1_k x1 - x2| <= t`` (pixels of image k);
     MMA@t = mean over pairs of the per-pair fraction (D2-Net / R2D2 style). Homography:
     ``cv2.findHomography(RANSAC, ransac_reproj)`` on the matches; mean corner error of the 4
@@ -348,7 +348,7 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     pairs = []
     for k, H in enumerate(Hs, start=2):
         (xy0, d0), (xyk, dk) = feats[0], feats[k - 1]
-        m0, _ = match.match_descriptors(d0, dk, ratio=mconf["ratio"],
+        m0, _ = nearest_neighbor.match_descriptors(d0, dk, ratio=mconf["ratio"],
                                         distance_threshold=mconf["distance_threshold"],
                                         mutual=mconf["mutual"], use_gpu=False)
         i0 = np.flatnonzero(m0 >= 0)

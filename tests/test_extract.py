@@ -19,7 +19,7 @@ from descriptors import registry
 from descriptors.data import synth
 from descriptors.models import build_model, save_checkpoint
 from descriptors.patches import extract_patches, opencv_angle_to_ori
-from localize import extract, h5, io, match
+from localize import extract, h5, io, match, nearest_neighbor
 
 SIFT_SMALL = {**extract.confs["sift"], "max_keypoints": 256}
 PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}   # registry SIFT on our oriented patches
@@ -229,8 +229,8 @@ def test_half_autocast_accuracy():
         cos = (a["descriptors"] * b["descriptors"]).sum(1)
         assert 0 < 1 - cos.min() < 1e-3
         np.testing.assert_allclose(np.linalg.norm(b["descriptors"], axis=1), 1, atol=1e-5)
-    m32, _ = match.match_descriptors(f32[0]["descriptors"], f32[1]["descriptors"], 0.9)
-    m16, _ = match.match_descriptors(f16[0]["descriptors"], f16[1]["descriptors"], 0.9)
+    m32, _ = nearest_neighbor.match_descriptors(f32[0]["descriptors"], f32[1]["descriptors"], 0.9)
+    m16, _ = nearest_neighbor.match_descriptors(f16[0]["descriptors"], f16[1]["descriptors"], 0.9)
     assert (m32 >= 0).sum() >= 10 and np.mean(m32 == m16) >= 0.95
 
 
