@@ -1,7 +1,7 @@
 """Seconds per stage of the Aachen pipeline on the synthetic scene.
 
     python -m benchmarks.pipeline_stages [--features sift] [--features hardnet ...]
-        [--dataset datasets/aachen-synth] [--max_keypoints N] [--repeat 1] [--device cpu]
+        [--dataset DIR] [--max_keypoints N] [--repeat 1] [--device cpu]
 
 Each run starts from an empty output directory (nothing cached), so every stage does its full
 work: extract db, extract query, pairs (db-db from poses/covisibility + retrieval vocabulary,
@@ -33,7 +33,7 @@ from pipelines import aachen
 BEFORE = {"match_backend": "faiss-index", "num_workers": 0}
 
 
-def bench(features: str, dataset: str | os.PathLike, repeat: int = 1, label: str | None = None,
+def bench(features: str, dataset: str | os.PathLike | None, repeat: int = 1, label: str | None = None,
           **conf) -> dict:
     """Median wall / process-CPU seconds per stage over ``repeat`` cold runs (fresh output dir
     each time). CPU seconds count all threads of this process: on a shared machine they are
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--features", action="append", default=None,
                    help="descriptor name or checkpoint (repeatable; default sift)")
-    p.add_argument("--dataset", default=str(aachen.SYNTH_ROOT),
-                   help="Aachen-layout dataset (generated synthetic scene if absent)")
+    p.add_argument("--dataset", default=None,
+                   help="Aachen-layout dataset (default: the demo's synthetic scene, rendered "
+                        "on first use)")
     p.add_argument("--max_keypoints", type=int, default=None, help="DoG keypoints per image")
     p.add_argument("--num_covis", type=int, default=aachen.DEFAULTS["num_covis"],
                    help="db-db pairs per db image")
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                  **common, **BEFORE))
         results.append(bench(f, args.dataset, args.repeat, **common))
     r0 = results[0]
-    print(f"pipeline stages on {args.dataset} ({r0['num_db']} db, {r0['num_queries']} queries), "
+    where = args.dataset or "the synthetic demo scene"
+    print(f"pipeline stages on {where} ({r0['num_db']} db, {r0['num_queries']} queries), "
           f"median of {args.repeat} cold run(s), {os.cpu_count()} CPUs, "
           f"device {args.device or 'auto'}")
     print(format_table(results))

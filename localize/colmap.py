@@ -241,20 +241,20 @@ def image_ids_by_name(reconstruction: pycolmap.Reconstruction) -> dict[str, int]
     return {im.name: int(i) for i, im in reconstruction.images.items()}
 
 
+def image_track(image: pycolmap.Image) -> dict[int, int]:
+    """{keypoint index -> point3D_id} of one image's observations that have a 3D point (the
+    indices come from COLMAP's own list, so the cost is the image's observations only)."""
+    return {int(i): int(image.point2D(int(i)).point3D_id)
+            for i in image.get_observation_point2D_idxs()}
+
+
 def point_tracks(reconstruction: pycolmap.Reconstruction) -> dict[str, dict[int, int]]:
     """image name -> {keypoint index -> point3D_id} for every observation with a 3D point.
 
     Keypoint indices are those of the features imported with ``import_features`` (the index
     into the image's hloc keypoint array). Images without observations map to ``{}``.
     """
-    out: dict[str, dict[int, int]] = {}
-    for im in reconstruction.images.values():
-        d: dict[int, int] = {}
-        for idx, p2d in enumerate(im.points2D):
-            if p2d.has_point3D():
-                d[idx] = int(p2d.point3D_id)
-        out[im.name] = d
-    return out
+    return {im.name: image_track(im) for im in reconstruction.images.values()}
 
 
 def points_xyz(reconstruction: pycolmap.Reconstruction) -> dict[int, np.ndarray]:
@@ -627,7 +627,7 @@ __all__ = [
     "ColmapError", "VerificationConf", "TriangulationConf",
     "camera_from_query_line", "parse_query_list", "camera_from_dict",
     "build_reference_reconstruction", "write_reference_model", "read_model",
-    "image_ids_by_name", "point_tracks", "points_xyz",
+    "image_ids_by_name", "image_track", "point_tracks", "points_xyz",
     "create_database", "database_image_ids", "import_features", "import_matches",
     "import_verified_matches", "project_points", "camera_matrices",
     "geometric_verification", "verified_pairs", "triangulate", "estimate_absolute_pose",

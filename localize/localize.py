@@ -4,7 +4,7 @@ For each query:
 
 1. its retrieved database images from the retrieval pairs file (file order = rank);
 2. for each of them, the query<->db matches (``matches.h5``) whose db keypoint observes a 3D
-   point of the model (via :func:`localize.colmap.point_tracks`) give 2D-3D correspondences. As in
+   point of the model (via :func:`localize.colmap.image_track`) give 2D-3D correspondences. As in
    hloc, one query keypoint may get SEVERAL 3D candidates (one per distinct 3D point it reaches
    through different db images); RANSAC sorts them out;
 3. ``colmap.estimate_absolute_pose`` (P3P LO-RANSAC + refinement) with the query intrinsics from
@@ -123,13 +123,27 @@ def hloc_logs_path(results: str | os.PathLike) -> Path:
 
 
 class _Model:
-    """Cached view of a triangulated reconstruction: tracks, xyz, db poses."""
+    """Lazy view of a triangulated reconstruction: an image's track (keypoint -> 3D point) and
+    the 3D points are read when a query first needs them, so opening the model costs
+    O(images), not O(observations), and a query costs the same in a small or a large map."""
 
     def __init__(self, reconstruction):
         self.rec = reconstruction
-        self.tracks = colmap.point_tracks(reconstruction)       # name -> {kp idx -> p3d id}
-        self.xyz = colmap.points_xyz(reconstruction)             # p3d id -> (3,)
         self.ids = colmap.image_ids_by_name(reconstruction)
+        self._tracks: dict[str, dict[int, int]] = {}
+
+    def track(self, name: str) -> dict[int, int] | None:
+        """{keypoint index -> point3D_id} of a model image (None: not in the model)."""
+        if name not in self.ids:
+            return None
+        if name not in self._tracks:
+            self._tracks[name] = colmap.image_track(self.rec.images[self.ids[name]])
+        return self._tracks[name]
+
+    def xyz(self, ids: np.ndarray) -> np.ndarray:
+        """(K,) point3D ids -> (K, 3) float64 world coordinates."""
+        pts = self.rec.points3D
+        return np.array([pts[int(i)].xyz for i in ids], np.float64).reshape(-1, 3)
 
     def pose(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         if name not in self.ids:
@@ -164,7 +178,8 @@ def correspondences(qname: str, db_names: Sequence[str], model: _Model,
     kp_to_3d: dict[int, dict[int, list[int]]] = defaultdict(dict)  # kp -> p3d -> [db index]
     out = Correspondences(np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
     for db in db_names:
-        if db not in model.tracks:
+        track = model.track(db)
+        if track is None:
             out.pairs_not_in_model.append(db)
             continue
         out.db_ids.append(model.ids[db])
@@ -176,7 +191,6 @@ def correspondences(qname: str, db_names: Sequence[str], model: _Model,
             m = m[s >= min_match_score]
         out.num_matches += len(m)
         out.per_db[db] = int(len(m))
-        track = model.tracks[db]
         for qi, di in m:
             pid = track.get(int(di))
             if pid is None:
@@ -302,7 +316,7 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
                 entry["reason"] = (f"too few 2D-3D correspondences ({len(corr.kp_idx)} < "
                                    f"{conf['min_num_2d3d']})")
             else:
-                xyz = np.stack([model.xyz[int(i)] for i in corr.p3d_ids])
+                xyz = model.xyz(corr.p3d_ids)
                 ret, reason = colmap.estimate_absolute_pose(
                     kpq[corr.kp_idx], xyz, camera, max_error_px=float(conf["max_error_px"]),
                     min_num_inliers=int(conf["min_num_inliers"]),
