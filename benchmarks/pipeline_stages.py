@@ -33,8 +33,8 @@ from pipelines import aachen
 BEFORE = {"match_backend": "faiss-index", "num_workers": 0}
 
 
-def bench(features: str, dataset: str | os.PathLike | None, repeat: int = 1, label: str | None = None,
-          **conf) -> dict:
+def bench(features: str, dataset: str | os.PathLike | None, repeat: int = 1,
+          label: str | None = None, **conf) -> dict:
     """Median wall / process-CPU seconds per stage over ``repeat`` cold runs (fresh output dir
     each time). CPU seconds count all threads of this process: on a shared machine they are
     the stable number, wall seconds include waiting for the CPU."""

@@ -7,11 +7,11 @@ Protocol (the same for every row): per image, the ``max_keypoints`` strongest Do
 ``descriptors.patches.detect_dog`` (full resolution, extraction defaults), detected ONCE and shared
 by every descriptor; descriptors of those keypoints by ``localize.extract.describe`` (OpenCV
 SIFT / RootSIFT on the full image, learned ones on 12-sigma oriented patches); mutual nearest
-neighbours with no ratio test (``localize.nearest_neighbor.match_descriptors``). A match is correct at t px
-when the ground-truth homography maps its keypoint in image 1 within t px of its keypoint in
-image k. Reported, averaged over the pairs of a sequence: correct matches at 1/3/5 px, MMA
-(correct / all matches) at 1/3/5 px, and homography accuracy (OpenCV RANSAC on the matches, mean
-corner error <= 1/3/5 px).
+neighbours with no ratio test (``localize.nearest_neighbor.match_descriptors``). A match is
+correct at t px when the ground-truth homography maps its keypoint in image 1 within t px of its
+keypoint in image k. Reported, averaged over the pairs of a sequence: correct matches at
+1/3/5 px, MMA (correct / all matches) at 1/3/5 px, and homography accuracy (OpenCV RANSAC on
+the matches, mean corner error <= 1/3/5 px).
 
 Rows: sift, rootsift, an untrained L2-Net (seed 0), every shipped recipe with weights, the
 published anchors found in ``<shared>/published`` (TFeat, HardTFeat), and any ``--features``.

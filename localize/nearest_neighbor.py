@@ -38,20 +38,21 @@ duplicates / exact ties, empty and 1-descriptor sets, every option on and off):
     the reference (:func:`match_reference`).
 
 Measured (``python -m benchmarks.matching_speed --partners 4 --repeats 7``, 2-core CPU, torch
-2 threads; per-pair time / ONE N x N x 128 ``torch.mm`` in the same process, interleaved):
+2 threads; per-pair time / ONE N x N x 128 ``torch.mm`` in the same process, interleaved; "mm
+row blocks" is the product alone as the torch backend computes it, the strict floor):
 
-    N     torch  torch 1x4  faiss  faiss-index  hloc's algorithm (mm + topk both ways)
-    2048  1.70   1.70       2.43   2.87         3.40
-    4096  0.92   0.88       1.58   1.42         2.41
-    8192  0.91   0.94       1.29   1.38         2.49
+    N     torch  torch 1x4  faiss  faiss-index  hloc's algorithm  mm row blocks
+    2048  1.80   1.64       2.21   2.16         3.74              0.94
+    4096  0.75   0.81       1.25   1.17         2.48              0.60
+    8192  1.03   1.02       1.40   1.45         2.69              0.63
 
 Below 1.0 because the baseline ``torch.mm`` allocates and faults in its whole N x N output,
-which the blocked product into a reused buffer never does; the benchmark also prints the
-blocked product alone (the compute floor). Not measured on a GPU (none was lent): check with
-``python -m benchmarks.matching_speed --device cuda`` and change :data:`DEFAULT_BACKEND` if
-FAISS wins there. Exact ties are detected when the product gives bitwise equal similarities
-for duplicate descriptors (MKL and FAISS do; the tests check it with duplicates spread over
-row blocks).
+which the blocked product into a reused buffer never does: against the blocked product alone
+the torch backend costs 1.25x at 4096 and 1.6x at 8192 (the max reductions). Not measured on
+a GPU (none was lent): check with ``python -m benchmarks.matching_speed --device cuda`` and
+change :data:`DEFAULT_BACKEND` if FAISS wins there. Exact ties are detected when the product
+gives bitwise equal similarities for duplicate descriptors (MKL and FAISS do; the tests check
+it with duplicates spread over row blocks).
 """
 from __future__ import annotations
 
