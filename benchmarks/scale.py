@@ -183,22 +183,35 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt(head), "  ".join("-" * x for x in w)] + [fmt(r) for r in rows])
 
 
+def observations(r: dict[str, Any]) -> tuple[float, float]:
+    """(3D-point observations per db image, triangulation seconds per 1000 observations) of
+    a run: a denser map has more observations per image, and triangulation (COLMAP's track
+    building + bundle adjustment) costs per observation, not per image."""
+    n_obs = float(r.get("triangulation", {}).get("num_observations", 0))
+    return n_obs / max(r["num_db"], 1), 0.0 if n_obs == 0 else 1e3 * r["_tri_s"] / n_obs
+
+
 def format_sweep(runs: list[dict[str, Any]], kind: str) -> str:
-    """Rows = sizes: counts, per-unit costs, total, peak RSS; last row largest/smallest ratio."""
+    """Rows = sizes: counts, per-unit costs, observations per db image and triangulation cost
+    per 1000 observations, total, peak RSS; last row largest/smallest ratio."""
     head = ["db", "q", "kp/img", "db pairs", "q pairs"] + [UNIT_LABEL[u] for u in UNITS] + \
-        ["total s", "peak RSS MB"]
-    rows = []
+        ["obs/db img", "triang. s/1k obs", "total s", "peak RSS MB"]
+    rows, obs = [], []
     for r in runs:
         rates = unit_rates(r, kind)
         t = r["timings"] if kind == "wall" else r["cpu_timings"]
+        obs.append(observations({**r, "_tri_s": stage_seconds(r, kind)["triangulate"]}))
         rows.append([r["num_db"], r["num_queries"], f"{r['keypoints_per_image']:.0f}",
                      r["num_db_pairs"], r["num_query_pairs"]]
                     + [_fmt_rate(u, rates[u]) for u in UNITS]
+                    + [f"{obs[-1][0]:.0f}", f"{obs[-1][1]:.3f}"]
                     + [f"{sum(t.values()):.1f}", f"{r['peak_rss_mb']:.0f}"])
     if len(runs) > 1:
         lo, hi = unit_rates(runs[0], kind), unit_rates(runs[-1], kind)
+        ratio = [f"{h / l:.2f}x" if l > 0 else "-" for h, l in zip(obs[-1], obs[0])]
         rows.append([f"ratio {runs[-1]['num_db']}/{runs[0]['num_db']}", "", "", "", ""]
                     + [f"{hi[u] / lo[u]:.2f}x" if lo[u] > 0 else "-" for u in UNITS]
+                    + ratio
                     + ["", f"{runs[-1]['peak_rss_mb'] / runs[0]['peak_rss_mb']:.2f}x"])
     return _table(head, rows)
 

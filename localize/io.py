@@ -39,12 +39,13 @@ their root (:func:`check_name`); pairs whose hloc keys collide are refused
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import h5py
@@ -325,13 +326,31 @@ def read_features(path: PathLike, name: str) -> dict[str, Any]:
     return out
 
 
-def get_keypoints(path: PathLike, name: str, return_uncertainty: bool = False
+@contextlib.contextmanager
+def _reading(src: PathLike | h5py.File) -> Iterator[tuple[h5py.File, PathLike]]:
+    """(open file, its path) for a path (opened and closed here) or an already open file
+    (left open: loops over many entries open a file once, not once per entry)."""
+    if isinstance(src, h5py.File):
+        yield src, src.filename
+        return
+    with open_h5(src) as fd:
+        yield fd, src
+
+
+def open_for_reading(stack: contextlib.ExitStack, path: PathLike) -> PathLike | h5py.File:
+    """``path`` opened once for a loop of reads (closed with ``stack``), or ``path`` itself
+    when there is no such file (the readers then report it missing)."""
+    return stack.enter_context(open_h5(path)) if Path(path).is_file() else path
+
+
+def get_keypoints(path: PathLike | h5py.File, name: str, return_uncertainty: bool = False
                   ) -> np.ndarray | tuple[np.ndarray, float | None]:
     """(N, 2) float32 keypoints (x, y, pixel centres at integers) of one image.
 
-    With ``return_uncertainty`` also the ``uncertainty`` attribute (None when absent), as hloc.
+    ``path``: the features file or an open ``h5py.File`` of it. With ``return_uncertainty``
+    also the ``uncertainty`` attribute (None when absent), as hloc.
     """
-    with open_h5(path) as fd:
+    with _reading(path) as (fd, path):
         g = get_group(fd, name, path)
         kp = np.asarray(read_dataset(g, "keypoints", path, name), np.float32).reshape(-1, 2)
         _check_finite(kp, path, name, "keypoints")
@@ -430,12 +449,12 @@ class FeatureReader:
         return self._get(name, "keypoints")
 
 
-def has_features(path: PathLike, name: str) -> bool:
-    """True when ``path`` exists and holds a complete ``name/keypoints`` (False for a missing
-    file)."""
-    if not Path(path).is_file():
+def has_features(path: PathLike | h5py.File, name: str) -> bool:
+    """True when ``path`` (a file or an open ``h5py.File``) holds a complete
+    ``name/keypoints`` (False for a missing file)."""
+    if not isinstance(path, h5py.File) and not Path(path).is_file():
         return False
-    with open_h5(path) as fd:
+    with _reading(path) as (fd, _):
         return has_dataset(fd, name, "keypoints", complete_only=True)
 
 
@@ -497,11 +516,12 @@ def check_pair_keys(pairs: Iterable[tuple[str, str]], where: PathLike | str) -> 
                                  "rename one of the images")
 
 
-def has_pair(path: PathLike, name0: str, name1: str) -> bool:
-    """True when the pair exists (complete) in either order (False for a missing file)."""
-    if not Path(path).is_file():
+def has_pair(path: PathLike | h5py.File, name0: str, name1: str) -> bool:
+    """True when the pair exists (complete) in either order (False for a missing file).
+    ``path``: the matches file or an open ``h5py.File`` of it."""
+    if not isinstance(path, h5py.File) and not Path(path).is_file():
         return False
-    with open_h5(path) as fd:
+    with _reading(path) as (fd, _):
         try:
             find_pair(fd, name0, name1)
             return True
@@ -509,13 +529,15 @@ def has_pair(path: PathLike, name0: str, name1: str) -> bool:
             return False
 
 
-def get_matches(path: PathLike, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
+def get_matches(path: PathLike | h5py.File, name0: str, name1: str
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Matches of a pair as hloc: ``(M, 2)`` int64 [idx0, idx1] and ``(M,)`` float32 scores.
 
-    Works whichever order / key style the pair was stored in (columns swapped when reversed).
-    Scores are 1 when the file has no ``matching_scores0``.
+    ``path``: the matches file or an open ``h5py.File`` of it. Works whichever order / key
+    style the pair was stored in (columns swapped when reversed). Scores are 1 when the file
+    has no ``matching_scores0``.
     """
-    with open_h5(path) as fd:
+    with _reading(path) as (fd, path):
         key, reverse = find_pair(fd, name0, name1)
         g = get_group(fd, key, path)
         m = np.asarray(read_dataset(g, "matches0", path, key)).reshape(-1).astype(np.int64)

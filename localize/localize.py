@@ -34,6 +34,7 @@ names must be relative paths inside the image root (``localize.io.check_name``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import h5py
 import numpy as np
 import pycolmap
 from tqdm import tqdm
@@ -171,10 +173,10 @@ class Correspondences:
 
 
 def correspondences(qname: str, db_names: Sequence[str], model: _Model,
-                    matches_path: Path, min_match_score: float | None = None
+                    matches_path: Path | h5py.File, min_match_score: float | None = None
                     ) -> Correspondences:
     """2D-3D correspondences of query ``qname`` through ``db_names`` (see
-    :class:`Correspondences`)."""
+    :class:`Correspondences`); ``matches_path``: the matches file or an open ``h5py.File``."""
     kp_to_3d: dict[int, dict[int, list[int]]] = defaultdict(dict)  # kp -> p3d -> [db index]
     out = Correspondences(np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
     for db in db_names:
@@ -284,67 +286,71 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
     lines: list[str] = []
     loc: dict[str, dict[str, Any]] = {}
     hloc_loc: dict[str, dict[str, Any]] = {}
-    for qname, camera in tqdm(query_list, desc="localize", unit="query"):
-        db_names = list(retrieval_dict.get(qname, []))
-        if conf["num_loc"]:
-            db_names = db_names[: int(conf["num_loc"])]
-        entry: dict[str, Any] = {"success": False, "reason": "", "num_pairs": len(db_names),
-                                 "num_matches": 0, "num_2d3d": 0, "num_inliers": 0,
-                                 "fallback": None, "top_db": db_names[0] if db_names else None}
-        pose, ret, corr, kpq = None, None, None, None
-        if not db_names:
-            entry["reason"] = "no retrieval pairs"
-        elif not io.has_features(features, qname):
-            entry["reason"] = f"no features for the query in {features.name}"
-        else:
-            kpq = io.get_keypoints(features, qname)
-            corr = correspondences(qname, db_names, model, matches, conf["min_match_score"])
-            entry.update({"num_keypoints": int(len(kpq)), "num_matches": corr.num_matches,
-                          "num_matches_3d": corr.num_matches_3d,
-                          "num_2d3d": int(len(corr.kp_idx)), "matches_per_db": corr.per_db})
-            if corr.missing_pairs:
-                entry["missing_pairs"] = corr.missing_pairs
-                logger.warning("query %s: %d retrieval pair(s) absent from %s", qname,
-                               len(corr.missing_pairs), matches.name)
-            if corr.pairs_not_in_model:
-                entry["pairs_not_in_model"] = corr.pairs_not_in_model
-            if len(kpq) == 0:
-                entry["reason"] = "query has 0 keypoints"
-            elif corr.num_matches == 0:
-                entry["reason"] = "0 matches to the retrieved db images"
-            elif len(corr.kp_idx) < int(conf["min_num_2d3d"]):
-                entry["reason"] = (f"too few 2D-3D correspondences ({len(corr.kp_idx)} < "
-                                   f"{conf['min_num_2d3d']})")
+    with contextlib.ExitStack() as files:  # each file opened once for all queries
+        feats_src = io.open_for_reading(files, features)
+        matches_src = io.open_for_reading(files, matches)
+        for qname, camera in tqdm(query_list, desc="localize", unit="query"):
+            db_names = list(retrieval_dict.get(qname, []))
+            if conf["num_loc"]:
+                db_names = db_names[: int(conf["num_loc"])]
+            entry: dict[str, Any] = {"success": False, "reason": "", "num_pairs": len(db_names),
+                                     "num_matches": 0, "num_2d3d": 0, "num_inliers": 0,
+                                     "fallback": None, "top_db": db_names[0] if db_names else None}
+            pose, ret, corr, kpq = None, None, None, None
+            if not db_names:
+                entry["reason"] = "no retrieval pairs"
+            elif not io.has_features(feats_src, qname):
+                entry["reason"] = f"no features for the query in {features.name}"
             else:
-                xyz = model.xyz(corr.p3d_ids)
-                ret, reason = colmap.estimate_absolute_pose(
-                    kpq[corr.kp_idx], xyz, camera, max_error_px=float(conf["max_error_px"]),
-                    min_num_inliers=int(conf["min_num_inliers"]),
-                    refine_focal=bool(conf["refine_focal"]),
-                    refine_extra_params=bool(conf["refine_extra_params"]))
-                if ret is None:
-                    entry["reason"] = f"PnP failed: {reason}"
+                kpq = io.get_keypoints(feats_src, qname)
+                corr = correspondences(qname, db_names, model, matches_src,
+                                       conf["min_match_score"])
+                entry.update({"num_keypoints": int(len(kpq)), "num_matches": corr.num_matches,
+                              "num_matches_3d": corr.num_matches_3d,
+                              "num_2d3d": int(len(corr.kp_idx)), "matches_per_db": corr.per_db})
+                if corr.missing_pairs:
+                    entry["missing_pairs"] = corr.missing_pairs
+                    logger.warning("query %s: %d retrieval pair(s) absent from %s", qname,
+                                   len(corr.missing_pairs), matches.name)
+                if corr.pairs_not_in_model:
+                    entry["pairs_not_in_model"] = corr.pairs_not_in_model
+                if len(kpq) == 0:
+                    entry["reason"] = "query has 0 keypoints"
+                elif corr.num_matches == 0:
+                    entry["reason"] = "0 matches to the retrieved db images"
+                elif len(corr.kp_idx) < int(conf["min_num_2d3d"]):
+                    entry["reason"] = (f"too few 2D-3D correspondences ({len(corr.kp_idx)} < "
+                                       f"{conf['min_num_2d3d']})")
                 else:
-                    pose = (ret["qvec_wxyz"], ret["tvec"])
-                    inl = corr.kp_idx[np.asarray(ret["inlier_mask"], bool)]
-                    entry.update({"success": True, "reason": "ok",
-                                  "num_inliers": int(ret["num_inliers"]),
-                                  "inliers": sorted({int(i) for i in inl})})
-        if pose is None:
-            fb = next((p for p in (model.pose(d) for d in db_names) if p is not None), None)
-            if fb is not None:
-                entry["fallback"] = next(d for d in db_names if d in model.ids)
-                pose = fb
-            else:
-                entry["fallback"] = "identity"
-                pose = (np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3))
-            logger.warning("query %s not localized: %s (fallback pose: %s)", qname,
-                           entry["reason"], entry["fallback"])
-        lines.append(_format_pose(written[qname], *pose))
-        loc[qname] = entry
-        db_ids = corr.db_ids if corr is not None else [model.ids[d] for d in db_names
-                                                       if d in model.ids]
-        hloc_loc[qname] = _hloc_log(corr, kpq, ret, camera, db_ids)
+                    xyz = model.xyz(corr.p3d_ids)
+                    ret, reason = colmap.estimate_absolute_pose(
+                        kpq[corr.kp_idx], xyz, camera, max_error_px=float(conf["max_error_px"]),
+                        min_num_inliers=int(conf["min_num_inliers"]),
+                        refine_focal=bool(conf["refine_focal"]),
+                        refine_extra_params=bool(conf["refine_extra_params"]))
+                    if ret is None:
+                        entry["reason"] = f"PnP failed: {reason}"
+                    else:
+                        pose = (ret["qvec_wxyz"], ret["tvec"])
+                        inl = corr.kp_idx[np.asarray(ret["inlier_mask"], bool)]
+                        entry.update({"success": True, "reason": "ok",
+                                      "num_inliers": int(ret["num_inliers"]),
+                                      "inliers": sorted({int(i) for i in inl})})
+            if pose is None:
+                fb = next((p for p in (model.pose(d) for d in db_names) if p is not None), None)
+                if fb is not None:
+                    entry["fallback"] = next(d for d in db_names if d in model.ids)
+                    pose = fb
+                else:
+                    entry["fallback"] = "identity"
+                    pose = (np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3))
+                logger.warning("query %s not localized: %s (fallback pose: %s)", qname,
+                               entry["reason"], entry["fallback"])
+            lines.append(_format_pose(written[qname], *pose))
+            loc[qname] = entry
+            db_ids = corr.db_ids if corr is not None else [model.ids[d] for d in db_names
+                                                           if d in model.ids]
+            hloc_loc[qname] = _hloc_log(corr, kpq, ret, camera, db_ids)
 
     atomic_write_text(results, "\n".join(lines) + "\n")
     reasons: dict[str, int] = defaultdict(int)

@@ -23,6 +23,7 @@ options are keywords (``conf`` / ``**kwargs``, see :data:`DEFAULTS`). Every COLM
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -69,24 +70,26 @@ def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping
     out: dict[tuple[str, str], np.ndarray] = {}
     n_missing = n_empty = 0
     seen: set[frozenset[str]] = set()
-    for n0, n1 in tqdm(pair_list, desc="triangulation: matches", unit="pair"):
-        key = frozenset((n0, n1))
-        if n0 == n1 or key in seen:
-            continue
-        seen.add(key)
-        if not io.has_pair(matches, n0, n1):
-            if not conf["skip_missing_pairs"]:
-                raise ValueError(f"{matches}: no matches for pair ({n0}, {n1}); was it matched "
-                                 "with this pairs file?")
-            n_missing += 1
-            continue
-        m, s = io.get_matches(matches, n0, n1)
-        if conf["min_match_score"] is not None:
-            m = m[s >= float(conf["min_match_score"])]
-        if len(m) == 0:
-            n_empty += 1
-            continue
-        out[(n0, n1)] = m
+    with contextlib.ExitStack() as files:  # the file opened once for all pairs
+        src = io.open_for_reading(files, matches)
+        for n0, n1 in tqdm(pair_list, desc="triangulation: matches", unit="pair"):
+            key = frozenset((n0, n1))
+            if n0 == n1 or key in seen:
+                continue
+            seen.add(key)
+            if not io.has_pair(src, n0, n1):
+                if not conf["skip_missing_pairs"]:
+                    raise ValueError(f"{matches}: no matches for pair ({n0}, {n1}); was it "
+                                     "matched with this pairs file?")
+                n_missing += 1
+                continue
+            m, s = io.get_matches(src, n0, n1)
+            if conf["min_match_score"] is not None:
+                m = m[s >= float(conf["min_match_score"])]
+            if len(m) == 0:
+                n_empty += 1
+                continue
+            out[(n0, n1)] = m
     if n_missing:
         logger.warning("%d pair(s) absent from %s were skipped", n_missing, matches)
     if n_empty:
@@ -142,11 +145,13 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
 
     keypoints: dict[str, np.ndarray] = {}
     missing_feats = []
-    for name in tqdm(sorted(image_ids), desc="triangulation: keypoints", unit="img"):
-        if io.has_features(features, name):
-            keypoints[name] = io.get_keypoints(features, name)
-        else:
-            missing_feats.append(name)
+    with contextlib.ExitStack() as files:
+        src = io.open_for_reading(files, features)
+        for name in tqdm(sorted(image_ids), desc="triangulation: keypoints", unit="img"):
+            if io.has_features(src, name):
+                keypoints[name] = io.get_keypoints(src, name)
+            else:
+                missing_feats.append(name)
     if missing_feats:
         raise ValueError(f"{features}: no features for {len(missing_feats)} reference image(s), "
                          f"e.g. {missing_feats[0]!r}; extract the database images first")
