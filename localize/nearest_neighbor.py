@@ -428,7 +428,8 @@ def match_image(d0: Any, partners: Sequence[Any], ratio: float | None = 0.8,
                 distance_threshold: float | None = None, mutual: bool = True,
                 device: torch.device | str | None = None, backend: str | None = None
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Match one image against each of its partners (batched: one product per call).
+    """Match one image against each of its partners: one product per chunk of partners of at
+    most :data:`MAX_PARTNER_ROWS` rows (per device type; a larger partner is its own chunk).
 
     Args:
         d0: (N0, D) descriptors (numpy or torch, any float dtype; unit rows); N0 may be 0.
