@@ -104,18 +104,16 @@ def from_poses(reference_model: Any, num_matched: int, max_angle_deg: float = 60
         centers.append(geometry.camera_center(pose))
         dirs.append(geometry.viewing_direction(pose))
     C, D = np.array(centers), np.array(dirs)
-    dist = np.linalg.norm(C[:, None] - C[None], axis=-1)
-    cos = np.clip(D @ D.T, -1.0, 1.0)
-    valid = np.degrees(np.arccos(cos)) <= max_angle_deg
-    np.fill_diagonal(valid, False)
-    dist = np.where(valid, dist, np.inf)
+    in_keep = np.array([n in keep for n in all_names], bool)
     pairs = []
-    for a, na in enumerate(all_names):
-        if na not in keep:
-            continue
-        order = [b for b in np.argsort(dist[a], kind="stable")
-                 if np.isfinite(dist[a, b]) and all_names[b] in keep][:num_matched]
-        pairs.extend((na, all_names[b]) for b in order)
+    for a in np.flatnonzero(in_keep):  # one row at a time: O(N) memory, vectorised O(N) work
+        cos = np.clip(D @ D[a], -1.0, 1.0)
+        ok = in_keep & (np.degrees(np.arccos(cos)) <= max_angle_deg)
+        ok[a] = False
+        cand = np.flatnonzero(ok)
+        dist = np.linalg.norm(C[cand] - C[a], axis=-1)
+        order = cand[np.argsort(dist, kind="stable")[:num_matched]]
+        pairs.extend((all_names[a], all_names[b]) for b in order)
     return pairs
 
 

@@ -92,3 +92,37 @@ def test_retrieval(tmp_path):
     assert out.read_text() == "query/day/q1.jpg db/1.jpg\nquery/night/q2.jpg db/4.jpg"
     every = io.parse_pairs(pairs.retrieval_main(g, tmp_path / "all.txt", 1))
     assert len(every) == 6 and all(a != b for a, b in every)
+
+
+def test_from_poses_equals_brute_force():
+    """hloc's pairs_from_poses rule, written independently: per image the ``k`` nearest camera
+    centres (ties by image order) among the kept images whose viewing directions differ by at
+    most ``max_angle``; on random poses with duplicated centres (exact distance ties)."""
+    from localize import colmap, geometry
+    rng = np.random.default_rng(0)
+    n = 40
+    cam = {"model": "SIMPLE_PINHOLE", "width": 64, "height": 48, "params": [50.0, 32.0, 24.0]}
+    ims = []
+    for i in range(n):
+        q = rng.normal(size=4)
+        t = np.round(rng.normal(size=3), 1) if i % 5 else np.zeros(3)
+        ims.append({"name": f"db/{i:02d}.jpg", "camera_idx": 0,
+                    "qvec_wxyz": q / np.linalg.norm(q), "tvec": t})
+    rec = colmap.build_reference_reconstruction([cam], ims)
+    info = {}
+    for im in rec.images.values():
+        pose = im.cam_from_world()
+        info[im.name] = (geometry.camera_center(pose), geometry.viewing_direction(pose))
+    names = sorted(info)
+    for k, angle, keep in [(5, 60.0, None), (3, 90.0, names[::3]), (50, 180.0, None)]:
+        kept = names if keep is None else keep
+        expect = []
+        for a in kept:
+            ca, va = info[a]
+            cands = [b for b in kept if b != a and np.degrees(np.arccos(np.clip(
+                float(np.dot(va, info[b][1])), -1.0, 1.0))) <= angle]
+            cands.sort(key=lambda b: float(np.linalg.norm(info[b][0] - ca)))   # stable
+            expect += [(a, b) for b in cands[:k]]
+        got = pairs.from_poses(rec, k, max_angle_deg=angle, names=keep)
+        assert sorted(got) == sorted(expect)
+        assert len(got) > 0
