@@ -11,10 +11,10 @@ and its time is printed as a ratio to the baseline (goal: <= 1.3x at N = 4096). 
 row, ``mm row blocks``, is the same product computed as the ``torch`` backend computes it (row
 blocks written into one reused buffer, no reduction): the baseline ``torch.mm`` also pays for
 allocating and faulting in its N x N output, so the blocked product alone is the strict
-compute floor of a one-product matcher. A second
-reference row is hloc's algorithm, written here as hloc's ``matchers/nearest_neighbor.py`` does it
-(``torch`` product, ``topk(2)`` along rows and again along columns of the transposed product, ratio
-test on ``2 - 2 sim``, mutual check by gather). The decisions of every backend and of the hloc row
+compute floor of a one-product matcher. A reference row is hloc's algorithm, written here as
+hloc's ``matchers/nearest_neighbor.py`` does it (``torch`` product, ``topk(2)`` along rows and
+again along columns of the transposed product, ratio test on ``2 - 2 sim``, mutual check by
+gather). The decisions of every backend and of the hloc row
 are asserted identical to the reference backend (``faiss-index``, the previous matcher), except
 entries that are near ties (gap below ``--tie_tol``) where float rounding of different GEMMs may
 flip a decision (hloc also keeps exact ratio ties, ``<=``, that we reject); their count is printed.
@@ -131,7 +131,7 @@ def run(n: int, dim: int, partners: int, repeats: int, ratio: float, device: tor
     parts_np = [d1] + others
     parts_t = [t1] + [torch.from_numpy(o).to(device) for o in others]
     ref_m, _ = nnm.match_descriptors(d0, d1, ratio, None, True, use_gpu=False,
-                                       backend="faiss-index")
+                                     backend="faiss-index")
     tie = _near_tie_rows(d0, d1, ratio, tie_tol)
     nb = nnm.block_rows(n, n, device)
     buf = torch.empty((nb, n), device=device)
@@ -153,7 +153,7 @@ def run(n: int, dim: int, partners: int, repeats: int, ratio: float, device: tor
             a, ps, ratio, None, True, device=device, backend=b))
     for b in nnm.BACKENDS:  # identical decisions (up to near ties)
         m, _ = nnm.match_image(t0 if b == "torch" else d0, [t1 if b == "torch" else d1],
-                                 ratio, None, True, device=device, backend=b)[0]
+                               ratio, None, True, device=device, backend=b)[0]
         bad = np.where(m != ref_m)[0]
         assert tie[bad].all(), f"{b}: {len(bad)} decisions differ from faiss-index, not near ties"
     hm = hloc_nearest_neighbor(t0, t1, ratio).cpu().numpy()

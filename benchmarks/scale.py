@@ -183,12 +183,14 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt(head), "  ".join("-" * x for x in w)] + [fmt(r) for r in rows])
 
 
-def observations(r: dict[str, Any]) -> tuple[float, float]:
+def observations(r: dict[str, Any], kind: str) -> tuple[float, float]:
     """(3D-point observations per db image, triangulation seconds per 1000 observations) of
-    a run: a denser map has more observations per image, and triangulation (COLMAP's track
-    building + bundle adjustment) costs per observation, not per image."""
+    a run (``kind``: 'wall' or 'cpu' seconds): a denser map has more observations per image,
+    and triangulation (COLMAP's track building + bundle adjustment) costs per observation,
+    not per image."""
     n_obs = float(r.get("triangulation", {}).get("num_observations", 0))
-    return n_obs / max(r["num_db"], 1), 0.0 if n_obs == 0 else 1e3 * r["_tri_s"] / n_obs
+    tri_s = stage_seconds(r, kind)["triangulate"]
+    return n_obs / max(r["num_db"], 1), 0.0 if n_obs == 0 else 1e3 * tri_s / n_obs
 
 
 def format_sweep(runs: list[dict[str, Any]], kind: str) -> str:
@@ -200,7 +202,7 @@ def format_sweep(runs: list[dict[str, Any]], kind: str) -> str:
     for r in runs:
         rates = unit_rates(r, kind)
         t = r["timings"] if kind == "wall" else r["cpu_timings"]
-        obs.append(observations({**r, "_tri_s": stage_seconds(r, kind)["triangulate"]}))
+        obs.append(observations(r, kind))
         rows.append([r["num_db"], r["num_queries"], f"{r['keypoints_per_image']:.0f}",
                      r["num_db_pairs"], r["num_query_pairs"]]
                     + [_fmt_rate(u, rates[u]) for u in UNITS]

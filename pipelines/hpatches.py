@@ -315,8 +315,8 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     ``max_keypoints``; patch descriptors, or OpenCV SIFT on the full image for sift / rootsift),
     the image resized so its long side is at most ``max_side`` (0 = full resolution, as D2-Net's
     HPatches-sequences evaluation), keypoints mapped back to original pixels. Matches:
-    ``localize.nearest_neighbor.match_descriptors`` with conf ``match_conf`` (default mutual nearest
-    neighbours). A match is correct at t px when ``|H_1_k x1 - x2| <= t`` (pixels of image k);
+    ``localize.nearest_neighbor.match_descriptors`` with conf ``match_conf`` (default mutual
+    nearest neighbours). A match is correct at t px when ``|H_1_k x1 - x2| <= t`` (pixels of image k);
     MMA@t = mean over pairs of the per-pair fraction (D2-Net / R2D2 style). Homography:
     ``cv2.findHomography(RANSAC, ransac_reproj)`` on the matches; mean corner error of the 4
     image-1 corners; accuracy@e = fraction of pairs with error <= e px (SuperPoint style).
@@ -348,9 +348,9 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     pairs = []
     for k, H in enumerate(Hs, start=2):
         (xy0, d0), (xyk, dk) = feats[0], feats[k - 1]
-        m0, _ = nearest_neighbor.match_descriptors(d0, dk, ratio=mconf["ratio"],
-                                        distance_threshold=mconf["distance_threshold"],
-                                        mutual=mconf["mutual"], use_gpu=False)
+        m0, _ = nearest_neighbor.match_descriptors(
+            d0, dk, ratio=mconf["ratio"], distance_threshold=mconf["distance_threshold"],
+            mutual=mconf["mutual"], use_gpu=False)
         i0 = np.flatnonzero(m0 >= 0)
         p0, pk = xy0[i0], xyk[m0[i0]]
         err = np.linalg.norm(apply_homography(H, p0) - pk, axis=1)
