@@ -4,8 +4,8 @@
         --features sift rootsift hardnet [--max-keypoints 2000] [--out outputs/hpatches_mma]
 
 One or more sequences in the hpatches-sequences layout (``<seq>/{1..6}.(ppm|png)`` + ``H_1_k``,
-H maps pixels of image 1 to image k). For every feature: ``localize.extract``'s keypoints and
-descriptors, ``localize.match``'s mutual nearest neighbours (``pipelines.hpatches.full_image_mma``). Prints MMA at 1..10 px, homography accuracy at
+H maps pixels of image 1 to image k). For every feature: ``localize.extract_features``'s keypoints and
+descriptors, ``localize.match_features``'s mutual nearest neighbours (``pipelines.hpatches.full_image_mma``). Prints MMA at 1..10 px, homography accuracy at
 1/3/5 px mean corner error, mean keypoints / matches; writes ``<out>/mma.json`` and a
 ``mma.png`` curve. Features whose weights are missing are skipped with a note.
 """

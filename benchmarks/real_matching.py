@@ -5,7 +5,7 @@
 
 Protocol (the same for every row): per image, the ``max_keypoints`` strongest DoG keypoints of
 ``descriptors.patches.detect_dog`` (full resolution, extraction defaults), detected ONCE and shared
-by every descriptor; descriptors of those keypoints by ``localize.extract.describe`` (OpenCV
+by every descriptor; descriptors of those keypoints by ``localize.extract_features.describe`` (OpenCV
 SIFT / RootSIFT on the full image, learned ones on 12-sigma oriented patches); mutual nearest
 neighbours with no ratio test (``localize.nearest_neighbor.match_descriptors``). A match is
 correct at t px when the ground-truth homography maps its keypoint in image 1 within t px of its
@@ -17,7 +17,7 @@ Rows: sift, rootsift, an untrained L2-Net (seed 0), every shipped recipe with we
 published anchors found in ``<shared>/published`` (TFeat, HardTFeat), and any ``--features``.
 Both sequences are held out: no shipped weights are trained on them.
 ``--viz DIR`` writes, for one row (``--viz_row``), one picture per sequence pair
-(``<DIR>/<sequence>_1-<k>_<row>.png``, ``localize.viz.plot_matches``): the matches, green when
+(``<DIR>/<sequence>_1-<k>_<row>.png``, ``localize.visualization.plot_matches``): the matches, green when
 correct at 3 px under the ground-truth homography, red otherwise.
 Exits with a message (status 0) when the shared data folder is absent.
 """
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from descriptors.patches import detect_dog  # noqa: E402
 from descriptors.registry import OPENCV_NAMES  # noqa: E402
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
-from localize import extract, io, viz  # noqa: E402
+from localize import extract_features, io, viz  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from localize.nearest_neighbor import match_descriptors  # noqa: E402
 
@@ -78,12 +78,12 @@ def untrained_l2net() -> Any:
 
 
 def _features(gray: np.ndarray, extractor: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    conf = {**extract.DEFAULTS, "max_keypoints": n, "resize_max": None}
+    conf = {**extract_features.DEFAULTS, "max_keypoints": n, "resize_max": None}
     kps, xy, size, angle, _ = detect_dog(gray, n, conf["contrast_threshold"],
                                          conf["edge_threshold"], conf["min_size"])
     # descriptors where extraction cuts its patches; positions as extraction stores them (true
     # pixel centres: OpenCV's 0.25 px upsampled-octave shift removed) for the ground-truth check
-    return xy - extract.OPENCV_XY_OFFSET, extract.describe(gray, kps, xy, size, angle, extractor,
+    return xy - extract_features.OPENCV_XY_OFFSET, extract_features.describe(gray, kps, xy, size, angle, extractor,
                                                            conf)
 
 

@@ -83,10 +83,10 @@ def _child(spec: dict[str, Any]) -> None:
     its numbers to ``spec['result']``."""
     os.environ.setdefault("GLOG_minloglevel", "1")
     setup_logging(logging.WARNING)
-    from localize import extract, io
+    from localize import extract_features, io
     from pipelines import aachen
-    extract.load_extractor(spec["features"], device=spec["conf"].get("device"),
-                           batch_size=extract.DEFAULTS["batch_size"])
+    extract_features.load_extractor(spec["features"], device=spec["conf"].get("device"),
+                           batch_size=extract_features.DEFAULTS["batch_size"])
     out: dict[str, Any] = {"baseline": bool(spec.get("baseline"))}
     if not spec.get("baseline"):
         work = Path(spec["work"])

@@ -1,6 +1,6 @@
 """One-line errors for command-line entry points.
 
-``with cli_errors("localize.extract"): ...`` turns the toolkit's own errors into one line
+``with cli_errors("localize.extract_features"): ...`` turns the toolkit's own errors into one line
 ``<prog>: <message>`` on stderr and exit status 2 (argparse's status for bad input), instead of
 a traceback. Known errors: :class:`localize.h5.H5Error`, :class:`localize.io.ImageReadError`,
 :class:`localize.colmap.ColmapError`, ``descriptors.registry.DescriptorError``,

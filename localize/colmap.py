@@ -28,7 +28,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pycolmap
@@ -497,7 +497,8 @@ def verified_pairs(db_path: PathLike) -> dict[tuple[int, int], int]:
 
 def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike,
                 image_dir: PathLike, out_dir: PathLike,
-                options: TriangulationConf | Mapping | None = None) -> pycolmap.Reconstruction:
+                options: TriangulationConf | Mapping | None = None,
+                mapper_options: Mapping[str, Any] | None = None) -> pycolmap.Reconstruction:
     """Triangulate 3D points from verified database matches with the reference poses fixed.
 
     Args:
@@ -506,6 +507,8 @@ def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike
         image_dir: image root (only used for point colours; may be missing, then no colours).
         out_dir: where the triangulated COLMAP binary model is written.
         options: TriangulationConf or a dict of its fields.
+        mapper_options: pycolmap ``IncrementalPipelineOptions`` fields (nested dicts for
+            ``mapper`` / ``triangulation``), applied last (hloc's ``mapper_options``).
     Returns:
         Reconstruction with points3D and their tracks.
     """
@@ -533,6 +536,7 @@ def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike
     o.mapper.filter_min_tri_angle = float(conf.tri_min_angle_deg)
     o.mapper.random_seed = int(conf.random_seed)
     o.random_seed = int(conf.random_seed)
+    set_options(o, mapper_options or {}, "mapper_options")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_verified = len(verified_pairs(db_path))
@@ -548,6 +552,20 @@ def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike
                                           refine_intrinsics=bool(conf.refine_intrinsics))
     logger.info("triangulated %d points (%d verified pairs)", len(rec.points3D), n_verified)
     return rec
+
+
+def set_options(target: Any, options: Mapping[str, Any], where: str) -> Any:
+    """Set pycolmap option fields from a (nested) dict; an unknown field is a ValueError naming
+    it. Returns ``target``."""
+    for k, v in options.items():
+        if not hasattr(target, k):
+            raise ValueError(f"{where}: unknown pycolmap option {k!r} of "
+                             f"{type(target).__name__}")
+        if isinstance(v, Mapping):
+            set_options(getattr(target, k), v, f"{where}.{k}")
+        else:
+            setattr(target, k, v)
+    return target
 
 
 def _as_conf(cls, options):

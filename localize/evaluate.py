@@ -5,7 +5,7 @@ Both the results and the ground truth are in the Aachen submission format, one q
 matched to the result line with its exact name, else to the one line with its basename (the
 results file uses basenames, as hloc writes them; ground truth or the condition lists may
 carry the full ``query/day/...`` path). Queries sharing a basename (``query/day/x.jpg`` and
-``query/night/x.jpg``) can only be matched by full name: ``localize.localize`` writes full names
+``query/night/x.jpg``) can only be matched by full name: ``localize.localize_sfm`` writes full names
 for exactly those, and a bare ``x.jpg`` line (or two result lines that both could be one
 query) is an error naming the file and the names, never a silent drop. Results are keyed by
 basename (hloc), or by full name for queries whose basename another query shares.

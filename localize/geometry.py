@@ -106,3 +106,38 @@ def pose_error(q_est: Sequence[float], t_est: Sequence[float],
 
 __all__ = ["Pose", "qt_to_rigid", "rigid_to_qt", "as_rigid", "as_qt", "qvec_to_rotmat",
            "rotmat_to_qvec", "camera_center", "pose_from_center", "viewing_direction", "pose_error"]
+
+
+def fundamental(K0: np.ndarray, R0: np.ndarray, t0: np.ndarray, K1: np.ndarray,
+                R1: np.ndarray, t1: np.ndarray) -> np.ndarray:
+    """(3, 3) fundamental matrix with ``x1^T F x0 = 0`` from world-to-camera poses
+    (``x ~ K (R X + t)``, pixel coordinates)."""
+    R = R1 @ R0.T
+    t = t1 - R @ t0
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    return np.linalg.inv(K1).T @ tx @ R @ np.linalg.inv(K0)
+
+
+def epipolar_distance(F: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarray:
+    """(N0, N1) float32 symmetric epipolar distance (pixels): the larger of the distance of x1
+    to the line F x0 and of x0 to the line F^T x1. xy0 (N0, 2), xy1 (N1, 2) pixels."""
+    h0 = np.concatenate([xy0, np.ones((len(xy0), 1))], 1)
+    h1 = np.concatenate([xy1, np.ones((len(xy1), 1))], 1)
+    l1 = h0 @ F.T                      # (N0, 3) lines in image 1
+    l0 = h1 @ F                        # (N1, 3) lines in image 0
+    alg = (l1 @ h1.T).astype(np.float32)  # (N0, N1) x1^T F x0
+    n1 = np.linalg.norm(l1[:, :2], axis=1).astype(np.float32)[:, None]
+    n0 = np.linalg.norm(l0[:, :2], axis=1).astype(np.float32)[None, :]
+    a = np.abs(alg)
+    return np.maximum(a / np.maximum(n1, 1e-12), a / np.maximum(n0, 1e-12))
+
+
+def epipolar_error(F: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarray:
+    """(N,) float64 symmetric epipolar distance (pixels) of corresponding points xy0[i] <->
+    xy1[i], (N, 2) each: the larger of the distances of x1 to F x0 and of x0 to F^T x1."""
+    h0 = np.concatenate([np.asarray(xy0, np.float64).reshape(-1, 2), np.ones((len(xy0), 1))], 1)
+    h1 = np.concatenate([np.asarray(xy1, np.float64).reshape(-1, 2), np.ones((len(xy1), 1))], 1)
+    l1, l0 = h0 @ F.T, h1 @ F
+    alg = np.abs(np.sum(l1 * h1, 1))
+    return np.maximum(alg / np.maximum(np.linalg.norm(l1[:, :2], axis=1), 1e-12),
+                      alg / np.maximum(np.linalg.norm(l0[:, :2], axis=1), 1e-12))

@@ -59,6 +59,8 @@ from localize.h5 import (H5Error, H5Writer, delete_entry, entry_names, entry_sta
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
+#: image pairs ``[(name0, name1), ...]`` as read from / written to a pairs file
+Pairs = list[tuple[str, str]]
 
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size", "scales", "oris")
 #: attribute of a features entry: the fingerprint of the image it was extracted from

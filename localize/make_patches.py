@@ -6,12 +6,12 @@ layout ``descriptors.data.phototour.read_phototour`` reads (``patchesNNNN.bmp`` 
 patches, ``info.txt``, ``interest.txt``, ``m50_<P>_<Q>_0.txt`` with 50 % matching pairs) plus
 ``summary.json``. One scene per output folder: split train / test by scene, never by patch.
 
-Steps (conventions of ``localize.extract``, so training and test patches are cut alike):
+Steps (conventions of ``localize.extract_features``, so training and test patches are cut alike):
 
 1. every image is resized to ``resize_max`` (``extract.resize_image``) and its camera rescaled
    with it; DoG keypoints (``descriptors.patches.detect_dog``) and RootSIFT descriptors (``extract.describe``)
    are computed on the resized image;
-2. pairs of covisible views from the poses (``localize.pairs.from_poses``);
+2. pairs of covisible views from the poses (``localize.pairs_from_poses.from_poses``);
 3. guided matching with the known poses: for each pair, mutual nearest neighbours with a ratio
    test among the candidates within ``epipolar_px`` of each other's epipolar line (symmetric
    distance), so positives come from the geometry and can be harder than what free SIFT
@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
 from descriptors.util import atomic_dir
-from localize import colmap, extract, pairs as pairs_lib
+from localize import colmap, extract_features, geometry, pairs_from_poses
 
 logger = logging.getLogger(__name__)
 
@@ -75,30 +75,6 @@ def _load_gray(path: Path) -> np.ndarray:
     if img is None:
         raise colmap.ColmapError(f"{path}: cannot read image")
     return img
-
-
-def fundamental(K0: np.ndarray, R0: np.ndarray, t0: np.ndarray, K1: np.ndarray,
-                R1: np.ndarray, t1: np.ndarray) -> np.ndarray:
-    """(3, 3) fundamental matrix with ``x1^T F x0 = 0`` from world-to-camera poses
-    (``x ~ K (R X + t)``, pixel coordinates)."""
-    R = R1 @ R0.T
-    t = t1 - R @ t0
-    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
-    return np.linalg.inv(K1).T @ tx @ R @ np.linalg.inv(K0)
-
-
-def epipolar_distance(F: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarray:
-    """(N0, N1) float32 symmetric epipolar distance (pixels): the larger of the distance of x1
-    to the line F x0 and of x0 to the line F^T x1. xy0 (N0, 2), xy1 (N1, 2) pixels."""
-    h0 = np.concatenate([xy0, np.ones((len(xy0), 1))], 1)
-    h1 = np.concatenate([xy1, np.ones((len(xy1), 1))], 1)
-    l1 = h0 @ F.T                      # (N0, 3) lines in image 1
-    l0 = h1 @ F                        # (N1, 3) lines in image 0
-    alg = (l1 @ h1.T).astype(np.float32)  # (N0, N1) x1^T F x0
-    n1 = np.linalg.norm(l1[:, :2], axis=1).astype(np.float32)[:, None]
-    n0 = np.linalg.norm(l0[:, :2], axis=1).astype(np.float32)[None, :]
-    a = np.abs(alg)
-    return np.maximum(a / np.maximum(n1, 1e-12), a / np.maximum(n0, 1e-12))
 
 
 def guided_matches(desc0: np.ndarray, desc1: np.ndarray, band: np.ndarray, ratio: float
@@ -211,19 +187,19 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
 
     # 1. detection + RootSIFT on resized images
     rootsift = load_descriptor("rootsift")
-    ex_conf = {**extract.DEFAULTS, "resize_max": conf["resize_max"]}
+    ex_conf = {**extract_features.DEFAULTS, "resize_max": conf["resize_max"]}
     feats: dict[str, dict[str, np.ndarray]] = {}
     sizes: dict[str, tuple[int, int, int, int]] = {}
     for name in tqdm(wanted, desc="make_patches: detect", disable=not progress):
         gray = _load_gray(image_dir / name)
-        small, _ = extract.resize_image(gray, conf["resize_max"])
+        small, _ = extract_features.resize_image(gray, conf["resize_max"])
         kps, xy, size, angle, _ = detect_dog(small, conf["max_keypoints"],
                                              conf["contrast_threshold"],
                                              conf["edge_threshold"], conf["min_size"])
-        desc = extract.describe(small, kps, xy, size, angle, rootsift, ex_conf)
+        desc = extract_features.describe(small, kps, xy, size, angle, rootsift, ex_conf)
         # "xy": true positions (pixel centres at integers) for the geometry, as extraction stores
         # them; "xy_cut": OpenCV's positions, where extraction cuts its patches
-        feats[name] = {"xy": xy - extract.OPENCV_XY_OFFSET, "xy_cut": xy, "size": size,
+        feats[name] = {"xy": xy - extract_features.OPENCV_XY_OFFSET, "xy_cut": xy, "size": size,
                        "angle": angle, "desc": desc, "image": small}
         sizes[name] = (gray.shape[1], gray.shape[0], small.shape[1], small.shape[0])
     # keep only the wanted images in the scaled reference (ids unchanged)
@@ -231,7 +207,7 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     ids = colmap.image_ids_by_name(ref)
 
     # 2-3. covisible pairs, guided matching with the known geometry
-    pairs = pairs_lib.from_poses(ref, conf["num_matched"], conf["max_view_angle_deg"])
+    pairs = pairs_from_poses.from_poses(ref, conf["num_matched"], conf["max_view_angle_deg"])
     seen, uniq = set(), []
     for a, b in pairs:
         k = (min(a, b), max(a, b))
@@ -241,8 +217,8 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     cams = {n: colmap.camera_matrices(ref, ids[n]) for n in feats}
     matches: dict[tuple[str, str], np.ndarray] = {}
     for a, b in tqdm(uniq, desc="make_patches: guided matching", disable=not progress):
-        F = fundamental(*cams[a], *cams[b])
-        band = epipolar_distance(F, feats[a]["xy"].astype(np.float64),
+        F = geometry.fundamental(*cams[a], *cams[b])
+        band = geometry.epipolar_distance(F, feats[a]["xy"].astype(np.float64),
                                  feats[b]["xy"].astype(np.float64)) <= conf["epipolar_px"]
         matches[(a, b)] = guided_matches(feats[a]["desc"], feats[b]["desc"], band,
                                          conf["ratio"])

@@ -1,7 +1,7 @@
 """FAISS state shared by matching and retrieval: the one GPU resource holder, GPU index
 transfer and a one-thread context for many tiny searches.
 
-``localize.match`` (top-2 neighbours of local descriptors) and ``localize.retrieve``
+``localize.match_features`` (top-2 neighbours of local descriptors) and ``localize.retrieve``
 (vocabularies, global-descriptor search) both go through this module, so a process holds at
 most one ``faiss.StandardGpuResources`` (its temporary GPU memory is allocated once).
 """

@@ -12,7 +12,7 @@ Files:
 - vocabulary: ``.npz`` (:func:`localize.vlad.save_vocabulary`);
 - global descriptors (:func:`main`): hloc's layout, one group per image name holding
   ``global_descriptor (Dg,)`` float32 (float16 with ``as_half``) and ``image_size (2,)`` copied
-  from the features file, i.e. what ``localize.pairs.from_retrieval`` (and hloc's
+  from the features file, i.e. what ``localize.pairs_from_retrieval.from_retrieval`` (and hloc's
   ``pairs_from_retrieval``) reads (``io.write_global_descriptors``, atomic).
 
 Search (:func:`search`): inner product with FAISS ``IndexFlatIP`` (exact) or ``IndexIVFFlat``
@@ -163,7 +163,7 @@ def main(features_path: str | Path, vocab_path: str | Path, out_path: str | Path
          names: Sequence[str] | None = None, conf: Mapping[str, Any] | str | None = None,
          as_half: bool = False) -> Path:
     """Global descriptors of the images of ``features_path`` -> ``out_path`` (hloc layout,
-    readable by ``localize.pairs.from_retrieval``). ``vocab_path``: ``.npz``/``.npy`` from
+    readable by ``localize.pairs_from_retrieval.from_retrieval``). ``vocab_path``: ``.npz``/``.npy`` from
     :func:`save_vocabulary` / :func:`learn_vocabulary_from_features`."""
     conf = resolve_conf(conf)
     vocab = load_vocabulary(vocab_path)

@@ -6,18 +6,18 @@
 Stages (each an hloc-style module of ``localize``; :func:`run` reads as this list, like hloc's
 ``pipelines/Aachen_v1_1/pipeline.py``):
 
-1. extract DoG keypoints + descriptors of the database and the query images (``localize.extract``);
-2. db-db pairs: covisibility in the reference model (``localize.pairs.from_covisibility``) when
+1. extract DoG keypoints + descriptors of the database and the query images (``localize.extract_features``);
+2. db-db pairs: covisibility in the reference model (``localize.pairs_from_covisibility.from_covisibility``) when
    the reference model has 3D points (the real Aachen model has SIFT points), else from the
    reference poses (nearest camera centres with similar viewing directions, hloc's
-   ``localize.pairs.from_poses``) — the synthetic dataset's reference model carries poses only;
+   ``localize.pairs_from_poses.from_poses``) — the synthetic dataset's reference model carries poses only;
 3. query-db pairs from global retrieval (``localize.retrieve``: VLAD over a vocabulary learned on
-   the database images, ranked by ``localize.pairs.from_retrieval``); small maps are matched
+   the database images, ranked by ``localize.pairs_from_retrieval.from_retrieval``); small maps are matched
    exhaustively (``query_pairs='auto'``) and the ranking is only reported;
-4. matching (``localize.match``; ``nn-ratio`` for sift/rootsift, ``nn-ratio-0.9`` for learned
+4. matching (``localize.match_features``; ``nn-ratio`` for sift/rootsift, ``nn-ratio-0.9`` for learned
    descriptors);
-5. triangulation with the reference poses fixed (``localize.triangulate``);
-6. localization (``localize.localize``) -> Aachen submission file (+ our JSON logs and hloc's
+5. triangulation with the reference poses fixed (``localize.triangulation``);
+6. localization (``localize.localize_sfm``) -> Aachen submission file (+ our JSON logs and hloc's
    ``<results>_logs.pkl``);
 7. evaluation against ``queries/ground_truth_poses.txt`` when present (synthetic data).
 
@@ -35,8 +35,8 @@ Known errors (bad dataset, features, images, files) exit 2 with one line
 ``pipelines.aachen: <message>``.
 
 Visualisation hook: the summary's ``paths`` (``image_dir``, ``features``, ``matches_query``,
-``pairs_query``, ``logs``...) together with ``localize.localize``'s logs (``paths['logs']``) and
-the dataset's ground truth are the inputs of ``localize.viz.save_pipeline_figures``.
+``pairs_query``, ``logs``...) together with ``localize.localize_sfm``'s logs (``paths['logs']``) and
+the dataset's ground truth are the inputs of ``localize.visualization.save_pipeline_figures``.
 """
 from __future__ import annotations
 
@@ -59,11 +59,11 @@ from descriptors.recipes import RECIPE_MODULES
 from descriptors.util import atomic_write_text, setup_logging
 from localize import colmap
 from localize import evaluate as ev
-from localize import extract, io, match, retrieve
-from localize import localize as loc
-from localize import pairs as pairs_mod
-from localize import triangulate as tri
-from localize import viz
+from localize import extract_features, io, match_features, retrieve
+from localize import localize_sfm as loc
+from localize import (pairs_from_covisibility, pairs_from_exhaustive, pairs_from_poses, pairs_from_retrieval)
+from localize import triangulation as tri
+from localize import visualization
 from localize.cli import cli_errors, positive_int
 from localize.data.aachen import (SYNTHETIC_PRESETS, AachenData, ensure_synthetic_aachen,
                                   read_aachen)
@@ -77,16 +77,16 @@ DEFAULTS: dict[str, Any] = {
     "query_pairs": "auto",      # 'exhaustive' (every query x every db image), 'retrieval'
                                 # (top num_loc), 'auto': exhaustive up to exhaustive_max_db
     "exhaustive_max_db": 100,   # db images up to which 'auto' matches queries exhaustively
-    "max_keypoints": None,      # None: localize.extract default
-    "resize_max": None,         # None: localize.extract default
+    "max_keypoints": None,      # None: localize.extract_features default
+    "resize_max": None,         # None: localize.extract_features default
     "matcher": None,            # None: nn-ratio for sift/rootsift, nn-ratio-0.9 otherwise
     "pose_pairs_max_angle_deg": 60.0,  # pose-based db pairs: max viewing-direction angle
     "device": None,
-    "match_backend": None,      # localize.match backend (None: the device's fastest); speed only
+    "match_backend": None,      # localize.match_features backend (None: the device's fastest); speed only
     "num_workers": 2,           # extraction threads decoding + detecting ahead; speed only
     "overwrite": False,         # delete <outputs>/<tag> first
-    "localization": {},         # localize.localize.DEFAULTS overrides
-    "triangulation": {},        # localize.triangulate.DEFAULTS overrides
+    "localization": {},         # localize.localize_sfm.DEFAULTS overrides
+    "triangulation": {},        # localize.triangulation.DEFAULTS overrides
     "synthetic": "default",     # synthetic scene preset when --dataset is absent
                                 # (localize.data.aachen.SYNTHETIC_PRESETS)
 }
@@ -165,7 +165,7 @@ def _extract_conf(features: str, conf: dict[str, Any]) -> dict[str, Any]:
     for k in ("max_keypoints", "resize_max"):
         if conf[k] is not None:
             ext_conf[k] = conf[k]
-    return extract.resolve_conf(ext_conf)
+    return extract_features.resolve_conf(ext_conf)
 
 
 def _exhaustive_queries(conf: dict[str, Any], num_db: int) -> bool:
@@ -202,7 +202,7 @@ def image_fingerprints(data: AachenData) -> dict[str, str]:
     """{image name: ``io.image_fingerprint``} of every db and query image of the dataset; also
     what extraction stores with each entry."""
     names = list(dict.fromkeys(list(data.db_names) + [n for n, _ in data.queries]))
-    prints = extract.image_fingerprints(data.image_dir, names)
+    prints = extract_features.image_fingerprints(data.image_dir, names)
     missing = [n for n in names if n not in prints]
     if missing:
         raise io.ImageReadError(f"{len(missing)} dataset images cannot be read, e.g. "
@@ -307,10 +307,10 @@ def db_pairs(reference: Any, data: AachenData, conf: dict[str, Any]
     """db-db pairs for triangulation and how they were found (covisibility when the reference
     model has 3D points, else from the poses)."""
     if reference.num_points3D() > 0:
-        pairs = pairs_mod.from_covisibility(data.reference_model, conf["num_covis"])
+        pairs = pairs_from_covisibility.from_covisibility(data.reference_model, conf["num_covis"])
         method = "covisibility"
     else:
-        pairs = pairs_mod.from_poses(reference, conf["num_covis"],
+        pairs = pairs_from_poses.from_poses(reference, conf["num_covis"],
                                      conf["pose_pairs_max_angle_deg"])
         method = "poses (reference model has no 3D points)"
     if not pairs:
@@ -338,7 +338,7 @@ def retrieval_pairs(outputs: Outputs, query_names: list[str], db_names: list[str
         retrieve.main(outputs.features, outputs.vocabulary, gpath,
                       names=query_names + db_names, conf=conf)
         method = f"localize.retrieve VLAD (k={conf['num_words']}, vocabulary from db images)"
-    pairs = pairs_mod.from_retrieval(gpath, num_loc, query_prefix=None, query_list=query_names,
+    pairs = pairs_from_retrieval.from_retrieval(gpath, num_loc, query_prefix=None, query_list=query_names,
                                      db_prefix=None, db_list=db_names)
     return pairs, method
 
@@ -415,8 +415,8 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     conf = _resolve_conf(conf)
     features = str(features)
     # a bad descriptor name / checkpoint fails here (one-line DescriptorError), before any work
-    extractor = extract.load_extractor(features, device=conf["device"],
-                                       batch_size=extract.DEFAULTS["batch_size"])
+    extractor = extract_features.load_extractor(features, device=conf["device"],
+                                       batch_size=extract_features.DEFAULTS["batch_size"])
     dataset = resolve_dataset(dataset, conf["synthetic"])
     data = read_aachen(dataset)
     ext_conf = _extract_conf(features, conf)
@@ -437,11 +437,11 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     stage = _StageTimer()
 
     with stage("extract_db"):
-        extract.main(ext_conf, data.image_dir, feature_path=out.features,
+        extract_features.main(ext_conf, data.image_dir, feature_path=out.features,
                      image_list=data.db_names, device=conf["device"], extractor=extractor,
                      fingerprints=prints, num_workers=conf["num_workers"])
     with stage("extract_query"):
-        extract.main(ext_conf, data.image_dir, feature_path=out.features,
+        extract_features.main(ext_conf, data.image_dir, feature_path=out.features,
                      image_list=query_names, device=conf["device"], extractor=extractor,
                      fingerprints=prints, num_workers=conf["num_workers"])
     with stage("pairs"):
@@ -452,16 +452,16 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
                                                       conf["num_loc"])
         pairs_query = pairs_ret
         if exhaustive_q:
-            pairs_query = pairs_mod.exhaustive(query_names, data.db_names)
+            pairs_query = pairs_from_exhaustive.exhaustive(query_names, data.db_names)
             retrieval_method += (f" (ranking reported only; exhaustive query pairs: "
                                  f"{len(data.db_names)} db images <= {conf['exhaustive_max_db']})")
         io.write_pairs(out.pairs_query, pairs_query)
     logger.info("%d db-db pairs (%s), %d query-db pairs (%s)", len(pairs_db), db_pairs_method,
                 len(pairs_query), retrieval_method)
     with stage("match"):
-        match.main(matcher, out.pairs_db, out.features, matches=out.matches_db,
+        match_features.main(matcher, out.pairs_db, out.features, matches=out.matches_db,
                    backend=conf["match_backend"])
-        match.main(matcher, out.pairs_query, out.features, matches=out.matches_query,
+        match_features.main(matcher, out.pairs_query, out.features, matches=out.matches_query,
                    backend=conf["match_backend"])
     with stage("triangulate"):
         model, tri_stats = tri.run(out.sfm, reference, data.image_dir, out.pairs_db,
@@ -496,13 +496,13 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
 
 
 def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """PNGs of a finished run (``localize.viz.save_pipeline_figures``): the first ``n`` query-db
+    """PNGs of a finished run (``localize.visualization.save_pipeline_figures``): the first ``n`` query-db
     pairs' matches and the first ``n`` queries' PnP inliers (green) / outliers (red), captioned
     with the pose error when the dataset has ground truth. Default folder ``<out_dir>/viz``."""
     paths = summary["paths"]
     logs = json.loads(Path(summary["logs_path"]).read_text(encoding="utf-8"))
     gt = read_aachen(summary["dataset"]).ground_truth
-    return viz.save_pipeline_figures(paths["image_dir"], paths["features"], paths["matches_query"],
+    return visualization.save_pipeline_figures(paths["image_dir"], paths["features"], paths["matches_query"],
                                      paths["pairs_query"],
                                      Path(out_dir or Path(summary["out_dir"]) / "viz"), n,
                                      loc_logs=logs, gt_poses=gt)
@@ -571,7 +571,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="strongest DoG keypoints per image (>= 1; default: extraction's)")
     p.add_argument("--resize_max", type=positive_int, default=None,
                    help="longer image side seen by the detector (>= 1 px)")
-    p.add_argument("--matcher", default=None, help="localize.match conf name")
+    p.add_argument("--matcher", default=None, help="localize.match_features conf name")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="recompute everything")
     p.add_argument("--synthetic", default="default", choices=sorted(SYNTHETIC_PRESETS),

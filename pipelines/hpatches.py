@@ -40,8 +40,8 @@ Numbers are percentages. Outputs: ``<outputs>/results.json`` and ``<outputs>/hpa
 
 Also here: :func:`full_image_mma`, matching accuracy on full images of one sequence in the
 hpatches-sequences layout (``<seq>/{1..6}.(ppm|png)`` + ``H_1_k``), used by
-``benchmarks/hpatches_mma.py``; features come from ``localize.extract`` and matches from
-``localize.match`` (the localization pipeline's own detector, descriptors and matcher).
+``benchmarks/hpatches_mma.py``; features come from ``localize.extract_features`` and matches from
+``localize.match_features`` (the localization pipeline's own detector, descriptors and matcher).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ from descriptors.data import hpatches as hp
 from descriptors.data.hpatches_synth import write_synthetic_hpatches
 from descriptors.data.synth import apply_homography
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
-from localize import extract, match, nearest_neighbor
+from localize import extract_features, match_features, nearest_neighbor
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ MMA_DEFAULTS: dict[str, Any] = {
     "max_keypoints": 2000,
     "ransac_reproj": 3.0,                # cv2.findHomography RANSAC threshold, px
     "max_side": 0,                       # 0 = full resolution (D2-Net); N = downscale long side to N
-    "match_conf": "nn-mutual",           # localize.match conf: mutual nearest neighbours
+    "match_conf": "nn-mutual",           # localize.match_features conf: mutual nearest neighbours
 }
 
 
@@ -311,7 +311,7 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
                    seed: int = 0) -> dict[str, Any]:
     """Mean matching accuracy of image 1 against images 2..N of one sequence.
 
-    Features: ``localize.extract``'s per-image steps with its defaults (DoG keypoints, strongest
+    Features: ``localize.extract_features``'s per-image steps with its defaults (DoG keypoints, strongest
     ``max_keypoints``; patch descriptors, or OpenCV SIFT on the full image for sift / rootsift),
     the image resized so its long side is at most ``max_side`` (0 = full resolution, as D2-Net's
     HPatches-sequences evaluation), keypoints mapped back to original pixels. Matches:
@@ -332,16 +332,16 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     cv2.setRNGSeed(seed)
     ext = registry.load(extractor_name, device=device) if isinstance(extractor_name, (str, Path)) \
         else extractor_name
-    conf = {**extract.DEFAULTS, "max_keypoints": int(max_keypoints),
+    conf = {**extract_features.DEFAULTS, "max_keypoints": int(max_keypoints),
             "resize_max": int(max_side) or None}
-    mconf = match.resolve_conf(match_conf)
+    mconf = match_features.resolve_conf(match_conf)
     imgs, Hs, names = hp.read_image_sequence(seq_dir)
     feats, scales = [], []
     for im in imgs:
-        prep = extract.prepare_image(im, conf)
-        desc = extract.describe(prep["small"], prep["kps"], prep["xy"], prep["size"],
+        prep = extract_features.prepare_image(im, conf)
+        desc = extract_features.describe(prep["small"], prep["kps"], prep["xy"], prep["size"],
                                 prep["angle"], ext, conf, device)
-        f = extract.finish_image(prep, desc)
+        f = extract_features.finish_image(prep, desc)
         feats.append((f["keypoints"].astype(np.float64), desc))
         scales.append(max(prep["small"].shape) / max(im.shape))
     h0, w0 = imgs[0].shape

@@ -10,7 +10,7 @@ when present, else the synthetic ``<data_root>/<dataset>-synth`` (generated on f
 ``localize.data.roxford_synth.ensure_synthetic_revisitop``; ``--synthetic`` forces it).
 
 Steps:
-1. local features (``localize.extract``; any registered ``--features`` name or checkpoint path)
+1. local features (``localize.extract_features``; any registered ``--features`` name or checkpoint path)
    of the database images (whole) and of the queries cropped to their ``bbx`` as revisitop's
    Python code does (crops written as PNG under ``<out>/query_crops``);
 2. vocabulary learned on a SEPARATE image set, never the evaluated database:
@@ -20,7 +20,7 @@ Steps:
    ``descriptors.data.synth`` (``<data_root>/revisitop-vocab-synth``), disjoint from every
    evaluation texture;
 3. VLAD global descriptors written in hloc's layout (``global-feats-*.h5``, db and query files,
-   readable by ``localize.pairs.from_retrieval``), or an ASMK inverted file;
+   readable by ``localize.pairs_from_retrieval.from_retrieval``), or an ASMK inverted file;
 4. FAISS search (chunked queries; ``--index ivf`` for large collections), optional spatial
    re-ranking of the top ``--rerank_top`` by RANSAC inliers, optional query expansion (AQE, or
    alpha-QE with ``--qe_alpha``);
@@ -45,7 +45,7 @@ import numpy as np
 
 from descriptors.registry import OPENCV_NAMES
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
-from localize import extract, io, retrieve
+from localize import extract_features, io, retrieve
 from localize.cli import cli_errors, positive_int
 from localize.data import roxford, roxford_synth
 from localize.revisitop_eval import evaluate_protocols, format_results
@@ -183,19 +183,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 data.root)
 
     # 1. local features ----------------------------------------------------------------------
-    xconf = extract.resolve_conf({**extract.DEFAULTS, "descriptor": str(args.features),
+    xconf = extract_features.resolve_conf({**extract_features.DEFAULTS, "descriptor": str(args.features),
                                   "max_keypoints": args.max_keypoints,
                                   "resize_max": args.resize_max})
-    extractor = extract.load_extractor(args.features, device=args.device)
+    extractor = extract_features.load_extractor(args.features, device=args.device)
     db_names = [data.image_name(i) for i in range(data.n)]
-    feats_db = extract.main(xconf, data.image_dir, feature_path=out / "feats-db.h5",
+    feats_db = extract_features.main(xconf, data.image_dir, feature_path=out / "feats-db.h5",
                             image_list=db_names, device=args.device, extractor=extractor)
     crop_dir = base / "query_crops"
     q_names = _write_query_crops(data, crop_dir)
-    feats_q = extract.main(xconf, crop_dir, feature_path=out / "feats-query.h5",
+    feats_q = extract_features.main(xconf, crop_dir, feature_path=out / "feats-query.h5",
                            image_list=q_names, device=args.device, extractor=extractor)
     vdir, vnames, vdesc = _vocab_image_set(args, is_synth)
-    feats_v = extract.main(xconf, vdir, feature_path=out / "feats-vocab.h5", image_list=vnames,
+    feats_v = extract_features.main(xconf, vdir, feature_path=out / "feats-vocab.h5", image_list=vnames,
                            device=args.device, extractor=extractor)
     t_extract = time.time() - t0
 

@@ -1,4 +1,4 @@
-"""localize.extract: hloc layout, resume, empty images, errors, resize mapping, 90 deg rotation,
+"""localize.extract_features: hloc layout, resume, empty images, errors, resize mapping, 90 deg rotation,
 pipelined extraction (byte-identical), --half, lock, SIGTERM."""
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from descriptors import registry
 from descriptors.data import synth
 from descriptors.models import build_model, save_checkpoint
 from descriptors.patches import extract_patches, opencv_angle_to_ori
-from localize import extract, h5, io, match, nearest_neighbor
+from localize import extract_features, h5, io, match_features, nearest_neighbor
 
-SIFT_SMALL = {**extract.confs["sift"], "max_keypoints": 256}
+SIFT_SMALL = {**extract_features.confs["sift"], "max_keypoints": 256}
 PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}   # registry SIFT on our oriented patches
 
 
@@ -40,8 +40,8 @@ def image_dir(tmp_path_factory):
 
 
 def test_layout_resume_and_empty_image(image_dir, tmp_path, caplog, monkeypatch):
-    with caplog.at_level(logging.WARNING, logger="localize.extract"):
-        fp = extract.main(SIFT_SMALL, image_dir, export_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="localize.extract_features"):
+        fp = extract_features.main(SIFT_SMALL, image_dir, export_dir=tmp_path)
     assert fp == tmp_path / "feats-sift-n4096-r1600.h5"
     assert "no keypoints in image flat.png" in caplog.text
     assert io.list_h5_names(fp) == ["db/a.png", "db/b.jpg", "flat.png"]
@@ -66,34 +66,34 @@ def test_layout_resume_and_empty_image(image_dir, tmp_path, caplog, monkeypatch)
     # matching the empty image gives empty matches
     pairs = tmp_path / "pairs.txt"
     io.write_pairs(pairs, [("flat.png", "db/a.png"), ("db/a.png", "db/b.jpg")])
-    mp = match.main("nn-ratio", pairs, fp)
+    mp = match_features.main("nn-ratio", pairs, fp)
     assert io.get_matches(mp, "flat.png", "db/a.png")[0].shape == (0, 2)
     assert io.get_matches(mp, "db/a.png", "flat.png")[0].shape == (0, 2)
 
     # resume: nothing left to do -> no image is touched
-    monkeypatch.setattr(extract, "prepare_image", lambda *a, **k: pytest.fail("re-extracted"))
-    assert extract.main(SIFT_SMALL, image_dir, export_dir=tmp_path) == fp
+    monkeypatch.setattr(extract_features, "prepare_image", lambda *a, **k: pytest.fail("re-extracted"))
+    assert extract_features.main(SIFT_SMALL, image_dir, export_dir=tmp_path) == fp
 
 
 def test_missing_image_and_unknown_descriptor(image_dir, tmp_path):
     fp = tmp_path / "f.h5"
     with pytest.raises(io.ImageReadError, match="db/nope.png"):
-        extract.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png", "db/nope.png"])
+        extract_features.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png", "db/nope.png"])
     assert io.list_h5_names(fp) == ["db/a.png"]  # finished work committed, file valid
     with pytest.raises(registry.DescriptorError, match="nosuchnet"):
-        extract.main(SIFT_SMALL, image_dir, feature_path=tmp_path / "g.h5",
+        extract_features.main(SIFT_SMALL, image_dir, feature_path=tmp_path / "g.h5",
                      features_override="nosuchnet")
     with pytest.raises(FileNotFoundError, match="no_dir"):
-        extract.main(SIFT_SMALL, tmp_path / "no_dir", feature_path=tmp_path / "g.h5")
+        extract_features.main(SIFT_SMALL, tmp_path / "no_dir", feature_path=tmp_path / "g.h5")
 
 
 def test_resize_maps_back_to_original(tmp_path):
     big = _photo("camera", 320)
     conf = {**SIFT_SMALL, "resize_max": 160}
     ex = registry.load("sift")
-    f_big = extract.extract_image(big, ex, conf)
+    f_big = extract_features.extract_image(big, ex, conf)
     small = cv2.resize(big, (160, 160), interpolation=cv2.INTER_AREA)
-    f_small = extract.extract_image(small, ex, conf)
+    f_small = extract_features.extract_image(small, ex, conf)
     np.testing.assert_allclose(f_big["keypoints"], (f_small["keypoints"] + 0.5) * 2 - 0.5, atol=1e-4)
     np.testing.assert_allclose(f_big["scales"], f_small["scales"] * 2, rtol=1e-5)
     assert f_big["image_size"].tolist() == [320, 320] and f_big["uncertainty"] == pytest.approx(2.0)
@@ -104,10 +104,10 @@ def test_checkpoint_descriptor_half_and_shards(image_dir, tmp_path, monkeypatch)
     # untrained weights are fine here; skip the (slow on 2 cores) orthogonal init
     monkeypatch.setattr(torch.nn.init, "orthogonal_", lambda w, gain=1.0: w)
     ckpt = save_checkpoint(tmp_path / "tiny.pt", build_model("l2net"), "l2net", {}, "test", 0)
-    conf = {**extract.confs["hardnet"], "max_keypoints": 24}
+    conf = {**extract_features.confs["hardnet"], "max_keypoints": 24}
     names = ["db/a.png", "db/b.jpg"]
     for i in range(2):
-        extract.main(conf, image_dir, export_dir=tmp_path, image_list=names, as_half=True,
+        extract_features.main(conf, image_dir, export_dir=tmp_path, image_list=names, as_half=True,
                      features_override=str(ckpt), shard=f"{i}/2", device="cpu")
     fp = tmp_path / "feats-tiny-n24-r1600.h5"
     assert io.list_h5_names(h5.shard_path(fp, 1, 2)) == ["db/b.jpg"]
@@ -126,8 +126,8 @@ def test_rotation_90_orientation_convention():
     with ori = -deg2rad(kp.angle), and clearly different ones with the opposite sign."""
     img = _photo("camera", 320)
     rot = np.ascontiguousarray(np.rot90(img))        # (x, y) -> (y, W - 1 - x)
-    _, xa, sa, aa, _ = extract.detect_dog(img, 256)
-    _, xb, sb, ab, _ = extract.detect_dog(rot, 256)
+    _, xa, sa, aa, _ = extract_features.detect_dog(img, 256)
+    _, xb, sb, ab, _ = extract_features.detect_dog(rot, 256)
 
     def isolated(x):  # OpenCV duplicates a location for multiple orientations: skip those
         d = np.linalg.norm(x[:, None] - x[None], axis=2)
@@ -153,10 +153,10 @@ def test_rotation_90_orientation_convention():
     assert corr(+1) > 0.9 and corr(-1) < 0.5
     # full descriptor path (patches -> registry extractor) through extract_image
     ex = registry.load("sift")
-    fa = extract.extract_image(img, ex, PATCH_SIFT)
-    fb = extract.extract_image(rot, ex, PATCH_SIFT)
+    fa = extract_features.extract_image(img, ex, PATCH_SIFT)
+    fb = extract_features.extract_image(rot, ex, PATCH_SIFT)
     # same detector, no resize: OpenCV's xy minus its 0.25 px upsampling shift
-    np.testing.assert_allclose(fa["keypoints"], xa - extract.OPENCV_XY_OFFSET, atol=1e-4)
+    np.testing.assert_allclose(fa["keypoints"], xa - extract_features.OPENCV_XY_OFFSET, atol=1e-4)
     da, db = fa["descriptors"], fb["descriptors"]
     assert np.median((da[ia] * db[ib]).sum(1)) > 0.9
     assert np.mean((da[ia] @ db.T).argmax(1) == ib) > 0.9
@@ -187,14 +187,14 @@ def test_pipeline_is_byte_identical_to_sequential(image_dir, tmp_path, monkeypat
         conf, ex = SIFT_SMALL, registry.load("sift")
     else:
         ckpt = _tiny_ckpt(tmp_path, monkeypatch)
-        conf = {**extract.confs["hardnet"], "max_keypoints": 40, "batch_size": 16}
+        conf = {**extract_features.confs["hardnet"], "max_keypoints": 40, "batch_size": 16}
         ex = registry.load(str(ckpt), device="cpu", batch_size=16)
     ref = tmp_path / "sequential.h5"
     with io.H5Writer(ref) as w:
         for n in names:
-            io.write_features(w.file, n, extract.extract_image(
-                io.read_image(image_dir / n), ex, extract.resolve_conf(conf), device="cpu"))
-    out = extract.main(conf, image_dir, feature_path=tmp_path / "pipelined.h5", image_list=names,
+            io.write_features(w.file, n, extract_features.extract_image(
+                io.read_image(image_dir / n), ex, extract_features.resolve_conf(conf), device="cpu"))
+    out = extract_features.main(conf, image_dir, feature_path=tmp_path / "pipelined.h5", image_list=names,
                        extractor=ex, device="cpu", num_workers=2)
     a, b = _datasets(ref), _datasets(out)
     assert sorted(a) == sorted(b) and len(a) >= 3 * 5
@@ -204,10 +204,10 @@ def test_pipeline_is_byte_identical_to_sequential(image_dir, tmp_path, monkeypat
 
 def test_iter_prepared_order_prefetch_and_errors(image_dir):
     names = ["db/b.jpg", "db/a.png", "flat.png"] * 3
-    got = [n for n, _ in extract.iter_prepared(names, image_dir, SIFT_SMALL, num_workers=2,
+    got = [n for n, _ in extract_features.iter_prepared(names, image_dir, SIFT_SMALL, num_workers=2,
                                                 prefetch=3)]
     assert got == names
-    it = extract.iter_prepared(["db/a.png", "db/nope.png"], image_dir, SIFT_SMALL, num_workers=2)
+    it = extract_features.iter_prepared(["db/a.png", "db/nope.png"], image_dir, SIFT_SMALL, num_workers=2)
     assert next(it)[0] == "db/a.png"
     with pytest.raises(io.ImageReadError, match="db/nope.png"):
         next(it)
@@ -220,9 +220,9 @@ def test_half_autocast_accuracy():
     img = _photo("camera", 200)
     warped = cv2.warpPerspective(img, np.array([[0.9, 0.1, 12], [-0.08, 0.95, 9], [0, 0, 1]]),
                                  (200, 200))
-    conf = {**extract.confs["hardnet"], "max_keypoints": 48}
-    f32 = [extract.extract_image(im, ex, conf, device="cpu") for im in (img, warped)]
-    f16 = [extract.extract_image(im, ex, {**conf, "half": True}, device="cpu")
+    conf = {**extract_features.confs["hardnet"], "max_keypoints": 48}
+    f32 = [extract_features.extract_image(im, ex, conf, device="cpu") for im in (img, warped)]
+    f16 = [extract_features.extract_image(im, ex, {**conf, "half": True}, device="cpu")
            for im in (img, warped)]
     for a, b in zip(f32, f16):
         np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
@@ -240,8 +240,8 @@ def test_lock_and_partial_foreign_entry(image_dir, tmp_path):
         f.create_group("db/a.png").create_dataset("descriptors", data=np.zeros((128, 3)))
     with io.H5Writer(fp):
         with pytest.raises(io.H5Error, match=rf"f.h5 is being written .*pid {os.getpid()}"):
-            extract.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png"])
-    extract.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png"])
+            extract_features.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png"])
+    extract_features.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png"])
     assert io.get_keypoints(fp, "db/a.png").shape[0] > 50   # repaired, not skipped
 
 
@@ -252,7 +252,7 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     for i in range(12):
         cv2.imwrite(str(imgs / f"{i:02d}.png"), np.roll(src, 7 * i, axis=1))
     fp = tmp_path / "feats.h5"
-    cmd = [sys.executable, "-m", "localize.extract", "--conf", "sift", "--image_dir", str(imgs),
+    cmd = [sys.executable, "-m", "localize.extract_features", "--conf", "sift", "--image_dir", str(imgs),
            "--feature_path", str(fp), "--max_keypoints", "64", "--commit_interval", "1000"]
     root = Path(__file__).resolve().parent.parent
     child = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True,
@@ -267,11 +267,11 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     partial = io.list_h5_names(fp)
     assert partial == io.list_h5_names(fp, include_incomplete=True)   # all committed
     assert len(partial) < 12
-    ex, conf = registry.load("sift"), {**extract.confs["sift"], "max_keypoints": 64}
-    extract.main(conf, imgs, feature_path=fp)   # resume in-process (a torch import costs ~20 s)
+    ex, conf = registry.load("sift"), {**extract_features.confs["sift"], "max_keypoints": 64}
+    extract_features.main(conf, imgs, feature_path=fp)   # resume in-process (a torch import costs ~20 s)
     assert len(io.list_h5_names(fp)) == 12
     for n in (partial[-1:] + ["11.png"]):   # one from each run: same as a clean extraction
-        ref = extract.extract_image(io.read_image(imgs / n), ex, conf)
+        ref = extract_features.extract_image(io.read_image(imgs / n), ex, conf)
         np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"])
 
 
@@ -279,9 +279,9 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
                                         ("--resize_max", "-5"), ("--resize_max", "0")])
 def test_cli_rejects_bad_numeric_flags(tmp_path, flag, value, capsys):
     """Issue 9 item 5: 0 / -5 no longer mean 'unlimited' or shrink images to 1x1."""
-    from localize import extract
+    from localize import extract_features
     with pytest.raises(SystemExit) as e:
-        extract.cli(["--conf", "sift", "--image_dir", str(tmp_path), "--export_dir",
+        extract_features.cli(["--conf", "sift", "--image_dir", str(tmp_path), "--export_dir",
                      str(tmp_path), flag, value])
     assert e.value.code == 2
     assert ">= 1" in capsys.readouterr().err
@@ -289,13 +289,13 @@ def test_cli_rejects_bad_numeric_flags(tmp_path, flag, value, capsys):
 
 
 def test_conf_limits_validated_and_all_is_explicit():
-    from localize import extract
+    from localize import extract_features
     with pytest.raises(ValueError, match="max_keypoints"):
-        extract.resolve_conf({"descriptor": "sift", "max_keypoints": 0})
+        extract_features.resolve_conf({"descriptor": "sift", "max_keypoints": 0})
     with pytest.raises(ValueError, match="resize_max"):
-        extract.resolve_conf({"descriptor": "sift", "resize_max": -5})
-    assert extract._keypoint_count("all") == "all"
-    assert extract.resolve_conf({"descriptor": "sift", "max_keypoints": None})["max_keypoints"] is None
+        extract_features.resolve_conf({"descriptor": "sift", "resize_max": -5})
+    assert extract_features._keypoint_count("all") == "all"
+    assert extract_features.resolve_conf({"descriptor": "sift", "max_keypoints": None})["max_keypoints"] is None
 
 
 def _blob(x0: float, y0: float, side: int = 128, sigma: float = 4.0) -> np.ndarray:
@@ -315,14 +315,14 @@ def test_keypoints_sit_on_the_blob_centre(x0, y0):
     for img, conf in [(_blob(x0, y0), SIFT_SMALL),
                       (_blob(2 * x0 + 0.5, 2 * y0 + 0.5, 256, 8.0),   # same blob, 2x larger
                        {**SIFT_SMALL, "resize_max": 128})]:
-        f = extract.extract_image(img, ex, conf)
+        f = extract_features.extract_image(img, ex, conf)
         k = int(np.argmax(f["scales"]))      # the blob itself (largest DoG scale)
         s = img.shape[1] / 128
         np.testing.assert_allclose(f["keypoints"][k], [(x0 + 0.5) * s - 0.5, (y0 + 0.5) * s - 0.5],
                                    atol=0.06 * s)
-    _, xy, size, _, _ = extract.detect_dog(_blob(x0, y0), 16, 0.01)
+    _, xy, size, _, _ = extract_features.detect_dog(_blob(x0, y0), 16, 0.01)
     k = int(np.argmax(size))
-    np.testing.assert_allclose(xy[k] - extract.OPENCV_XY_OFFSET, [x0, y0], atol=0.06)
+    np.testing.assert_allclose(xy[k] - extract_features.OPENCV_XY_OFFSET, [x0, y0], atol=0.06)
 
 
 def test_keypoints_and_oris_follow_a_90_degree_rotation():
@@ -332,15 +332,15 @@ def test_keypoints_and_oris_follow_a_90_degree_rotation():
     img = _photo("camera", 320)
     rot = np.ascontiguousarray(np.rot90(img))
     ex = registry.load("sift")
-    fa, fb = (extract.extract_image(im, ex, SIFT_SMALL) for im in (img, rot))
+    fa, fb = (extract_features.extract_image(im, ex, SIFT_SMALL) for im in (img, rot))
     mapped = np.stack([fa["keypoints"][:, 1], 319 - fa["keypoints"][:, 0]], 1)
     d = np.linalg.norm(mapped[:, None] - fb["keypoints"][None], axis=2)
     j, ok = d.argmin(1), d.min(1) < 0.6
     assert ok.sum() > 100 and np.median(d.min(1)[ok]) < 0.02
-    _, xa, _, _, _ = extract.detect_dog(img, 256)
-    _, xb, _, _, _ = extract.detect_dog(rot, 256)
+    _, xa, _, _, _ = extract_features.detect_dog(img, 256)
+    _, xb, _, _, _ = extract_features.detect_dog(rot, 256)
     raw = np.linalg.norm(np.stack([xa[:, 1], 319 - xa[:, 0]], 1)[:, None] - xb[None], axis=2)
-    assert abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * extract.OPENCV_XY_OFFSET) < 0.05
+    assert abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * extract_features.OPENCV_XY_OFFSET) < 0.05
     assert fa["oris"].min() >= -180 and fa["oris"].max() < 180
     turn = (fb["oris"][j[ok]] - fa["oris"][ok] + 180) % 360 - 180
     assert np.median(np.abs(turn + 90)) < 1.0
@@ -349,30 +349,30 @@ def test_keypoints_and_oris_follow_a_90_degree_rotation():
 def test_hloc_conf_is_translated_or_refused():
     """hloc's nested conf: 'dog' with one of our descriptors runs with hloc's defaults (rootsift,
     every keypoint); any other extractor or descriptor is a one-line error."""
-    c = extract.resolve_conf({"output": "feats-sift", "model": {"name": "dog"},
+    c = extract_features.resolve_conf({"output": "feats-sift", "model": {"name": "dog"},
                               "preprocessing": {"grayscale": True, "resize_max": 1600}})
     assert (c["descriptor"], c["max_keypoints"], c["resize_max"], c["output"]) == \
         ("rootsift", None, 1600, "feats-sift")
-    c = extract.resolve_conf({"model": {"name": "dog", "descriptor": "hardnet",
+    c = extract_features.resolve_conf({"model": {"name": "dog", "descriptor": "hardnet",
                                         "max_keypoints": 500}, "preprocessing": {}})
     assert (c["descriptor"], c["max_keypoints"], c["resize_max"]) == ("hardnet", 500, None)
-    assert c["output"] == extract.output_name("hardnet", 500, None) == "feats-hardnet-n500-rfull"
+    assert c["output"] == extract_features.output_name("hardnet", 500, None) == "feats-hardnet-n500-rfull"
     for bad, needle in [({"name": "superpoint", "max_keypoints": 4096}, "superpoint"),
                         ({"name": "dog", "descriptor": "sosnet"}, "sosnet"),
                         ({"name": "dog", "nms_radius": 3}, "nms_radius")]:
         with pytest.raises(ValueError, match=needle) as e:
-            extract.resolve_conf({"output": "x", "model": bad, "preprocessing": {}})
+            extract_features.resolve_conf({"output": "x", "model": bad, "preprocessing": {}})
         assert "\n" not in str(e.value)
     assert registry.NAMES[:2] == registry.OPENCV_NAMES
 
 
 def test_hloc_positional_order(image_dir, tmp_path):
-    """extract.main(conf, image_dir, export_dir, as_half, image_list, feature_path, overwrite)."""
-    fp = extract.main(SIFT_SMALL, image_dir, tmp_path, True, ["db/a.png"])
+    """extract_features.main(conf, image_dir, export_dir, as_half, image_list, feature_path, overwrite)."""
+    fp = extract_features.main(SIFT_SMALL, image_dir, tmp_path, True, ["db/a.png"])
     assert fp == tmp_path / f"{SIFT_SMALL['output']}.h5" and io.list_h5_names(fp) == ["db/a.png"]
     with h5py.File(fp) as f:
         assert f["db/a.png/descriptors"].dtype == np.float16
     other = tmp_path / "other.h5"
-    assert extract.main(SIFT_SMALL, image_dir, None, False, ["db/a.png"], other, True) == other
+    assert extract_features.main(SIFT_SMALL, image_dir, None, False, ["db/a.png"], other, True) == other
     with h5py.File(other) as f:
         assert f["db/a.png/descriptors"].dtype == np.float32

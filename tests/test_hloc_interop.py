@@ -28,7 +28,7 @@ from hloc.utils import io as hio  # noqa: E402
 from hloc.utils import parsers as hparsers  # noqa: E402
 
 from descriptors.data import synth  # noqa: E402
-from localize import extract, io, match, pairs  # noqa: E402
+from localize import extract_features, io, match_features, pairs  # noqa: E402
 
 #: hloc's DoG conf, few keypoints (CPU budget); hloc's default descriptor is rootsift
 HLOC_SIFT = {**extract_features.confs["sift"],
@@ -46,8 +46,8 @@ def world(tmp_path_factory):
         img = cv2.resize(synth.load_photo(photo, gray=True), (side, side),
                          interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(images / n), img)
-    conf = {**extract.confs["sift"], "max_keypoints": 300}
-    feats = extract.main(conf, images, root, False)          # hloc: (conf, images, outputs, as_half)
+    conf = {**extract_features.confs["sift"], "max_keypoints": 300}
+    feats = extract_features.main(conf, images, root, False)          # hloc: (conf, images, outputs, as_half)
     pairs_path = pairs.exhaustive_main(root / "pairs.txt", features=feats)
     return {"root": root, "images": images, "features": feats, "pairs": pairs_path}
 
@@ -61,7 +61,7 @@ def _all_matches(reader, path, pair_list):
 # ------------------------------------------------------------------------------------------
 def test_hloc_readers_on_our_files(world):
     feats, pairs_path = world["features"], world["pairs"]
-    mp = match.main("NN-ratio", pairs_path, feats, matches=world["root"] / "m.h5")
+    mp = match_features.main("NN-ratio", pairs_path, feats, matches=world["root"] / "m.h5")
     assert sorted(hio.list_h5_names(feats)) == io.list_h5_names(feats) == NAMES   # hloc: a set
     for n in NAMES:
         kp, unc = hio.get_keypoints(feats, n, return_uncertainty=True)
@@ -91,13 +91,13 @@ def test_hloc_matcher_on_our_features_equals_ours(world, name, tmp_path):
     plist = io.parse_pairs(world["pairs"])
     theirs = match_features.main(conf, world["pairs"], world["features"],
                                  matches=tmp_path / "hloc.h5")
-    ours = match.main(conf, world["pairs"], world["features"], matches=tmp_path / "ours.h5")
+    ours = match_features.main(conf, world["pairs"], world["features"], matches=tmp_path / "ours.h5")
     mh, mo = _all_matches(hio.get_matches, theirs, plist), _all_matches(io.get_matches, ours,
                                                                            plist)
     for p in plist:
         np.testing.assert_array_equal(mh[p], mo[p], err_msg=f"{name} {p}")
     if name != "NN-mutual":
-        mutual = match.main(match_features.confs["NN-mutual"], world["pairs"], world["features"],
+        mutual = match_features.main(match_features.confs["NN-mutual"], world["pairs"], world["features"],
                             matches=tmp_path / "mutual.h5")
         n_mutual = sum(len(io.get_matches(mutual, *p)[0]) for p in plist)
         assert 0 < sum(len(m) for m in mo.values()) < n_mutual
@@ -129,7 +129,7 @@ def test_our_matcher_on_hloc_written_features(tmp_path):
     pairs_from_exhaustive.main(pp, features=fp)
     plist = io.parse_pairs(pp)
     conf = match_features.confs["NN-ratio"]
-    ours = match.main(conf, pp, "feats-hloc", tmp_path)        # hloc: features NAME + export_dir
+    ours = match_features.main(conf, pp, "feats-hloc", tmp_path)        # hloc: features NAME + export_dir
     assert ours == tmp_path / f"feats-hloc_{conf['output']}_pairs.h5"
     theirs = match_features.main(conf, pp, fp, matches=tmp_path / "hloc.h5")
     for p in plist:
@@ -185,7 +185,7 @@ def test_extract_with_hloc_conf_and_positional_order(world, tmp_path):
     """The notebook call ``extract_features.main(conf, images, outputs, as_half)`` with hloc's
     own 'sift' conf (dog + rootsift, every keypoint) runs here; hloc extractors we cannot run
     fail with one line."""
-    fp = extract.main(extract_features.confs["sift"], world["images"], tmp_path, True,
+    fp = extract_features.main(extract_features.confs["sift"], world["images"], tmp_path, True,
                       ["db/a.png"])
     assert fp == tmp_path / "feats-sift.h5"
     kp = hio.get_keypoints(fp, "db/a.png")
@@ -195,7 +195,7 @@ def test_extract_with_hloc_conf_and_positional_order(world, tmp_path):
     assert np.all(d >= 0)                                    # rootsift (hloc's DoG default)
     for name in ("superpoint_aachen", "sosnet", "netvlad"):
         with pytest.raises(ValueError, match="cannot run here") as e:
-            extract.main(extract_features.confs[name], world["images"], tmp_path)
+            extract_features.main(extract_features.confs[name], world["images"], tmp_path)
         assert "\n" not in str(e.value)
 
 
@@ -206,7 +206,7 @@ def test_dog_conventions_match_hloc(world, tmp_path):
     i.e. ours sit on hloc's documented convention (pixel centres at integers)."""
     names = ["db/a.png", "query/q.png"]
     theirs = extract_features.main(HLOC_SIFT, world["images"], tmp_path, False, names)
-    ours = extract.main(HLOC_SIFT, world["images"], None, False, names, tmp_path / "ours.h5")
+    ours = extract_features.main(HLOC_SIFT, world["images"], None, False, names, tmp_path / "ours.h5")
     offsets, turns = [], []
     for n in names:
         with h5py.File(theirs) as f:

@@ -5,7 +5,7 @@ skipped otherwise. Uses the tiny hand-made scene of ``tests/test_localize.py`` (
 a random point cloud, exact keypoints, true matches), so it takes seconds.
 
 - ``hloc.triangulation.main`` on our features.h5 / matches.h5 / pairs + reference model, and our
-  ``localize.triangulate.main`` on files written the way hloc's extractors / matchers write them
+  ``localize.triangulation.main`` on files written the way hloc's extractors / matchers write them
   (same positional arguments);
 - ``hloc.localize_sfm.main`` and ours on the same inputs (same positional arguments): the same
   poses; ``hloc.visualization.visualize_loc`` reading our ``<results>_logs.pkl``;
@@ -24,8 +24,8 @@ import pytest
 
 from localize import colmap, io
 from localize import evaluate as ev
-from localize import localize as loc
-from localize import triangulate as tri
+from localize import localize_sfm as loc
+from localize import triangulation as tri
 
 from test_localize import CAM, H, W, make_queries, world  # noqa: F401  (fixture reused)
 

@@ -16,8 +16,8 @@ import pytest
 
 from localize import colmap, io
 from localize import evaluate as ev
-from localize import localize as loc
-from localize import triangulate as tri
+from localize import localize_sfm as loc
+from localize import triangulation as tri
 from localize.geometry import rigid_to_qt, rotmat_to_qvec
 
 W, H = 640, 480

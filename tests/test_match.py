@@ -1,4 +1,4 @@
-"""localize.match (the stage): hloc confs, hloc-layout files, pair bookkeeping, sharding."""
+"""localize.match_features (the stage): hloc confs, hloc-layout files, pair bookkeeping, sharding."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import h5, io, match, nearest_neighbor
+from localize import h5, io, match_features, nearest_neighbor
 
 
 def _unit(x):
@@ -16,7 +16,7 @@ def _unit(x):
 
 
 def test_unique_pairs():
-    assert match.unique_pairs([("a", "b"), ("b", "a"), ("a", "a"), ("c", "a"), ("a", "b")]) \
+    assert match_features.unique_pairs([("a", "b"), ("b", "a"), ("a", "a"), ("c", "a"), ("a", "b")]) \
         == [("a", "b"), ("c", "a")]
 
 
@@ -48,8 +48,8 @@ def test_main_on_hloc_layout(tmp_path, caplog, monkeypatch):
     io.write_pairs(pairs, [("db/1.jpg", "db/2.jpg"), ("db/2.jpg", "db/1.jpg"),
                            ("query/night/q.jpg", "db/1.jpg"), ("db/empty.jpg", "db/1.jpg"),
                            ("db/2.jpg", "db/empty.jpg")])
-    with caplog.at_level(logging.WARNING, logger="localize.match"):
-        out = match.main("nn-ratio", pairs, feats, features_ref=ref)
+    with caplog.at_level(logging.WARNING, logger="localize.match_features"):
+        out = match_features.main("nn-ratio", pairs, feats, features_ref=ref)
     assert out == tmp_path / "feats_matches-nn-ratio0.8_pairs-test.h5"
     assert "db/empty.jpg has no keypoints" in caplog.text
     assert sorted(io.list_h5_names(out)) == sorted(
@@ -66,13 +66,13 @@ def test_main_on_hloc_layout(tmp_path, caplog, monkeypatch):
     assert len(m) >= 18 and (m[:, 0] == m[:, 1]).all()
     assert len(io.get_matches(out, "db/1.jpg", "db/empty.jpg")[0]) == 0
     # second run: everything already matched (either order) -> nothing recomputed
-    monkeypatch.setattr(match, "match_image", lambda *a, **k: pytest.fail("re-matched"))
+    monkeypatch.setattr(match_features, "match_image", lambda *a, **k: pytest.fail("re-matched"))
     io.write_pairs(pairs, [("db/2.jpg", "db/1.jpg"), ("db/1.jpg", "query/night/q.jpg")])
-    assert match.main("nn-ratio", pairs, feats, matches=out, features_ref=ref) == out
+    assert match_features.main("nn-ratio", pairs, feats, matches=out, features_ref=ref) == out
     # a name missing from every features file -> one-line error naming it
     io.write_pairs(pairs, [("db/3.jpg", "db/1.jpg")])
     with pytest.raises(io.H5Error, match="db/3.jpg"):
-        match.main("nn-ratio", pairs, feats, matches=out, features_ref=ref)
+        match_features.main("nn-ratio", pairs, feats, matches=out, features_ref=ref)
 
 
 def _pairs_from_file(path, a, b):
@@ -111,10 +111,10 @@ def test_hloc_confs_and_positional_signature(small_world, tmp_path):
     n_matches = {}
     for name, (ratio, dist, mutual) in list(expected.items()) + [
             ("no-mutual", (0.9, None, False))]:
-        conf = match.confs.get(name) or {"output": "m-nomutual", "model": {
+        conf = match_features.confs.get(name) or {"output": "m-nomutual", "model": {
             "name": "nearest_neighbor", "do_mutual_check": False, "ratio_threshold": 0.9}}
         # hloc's notebook call: main(conf, pairs, features NAME, export_dir)
-        out = match.main(conf, pairs, "feats", tmp_path)
+        out = match_features.main(conf, pairs, "feats", tmp_path)
         assert out == tmp_path / f"feats_{conf['output']}_pairs.h5"
         total = 0
         for a, b in io.parse_pairs(pairs):
@@ -122,18 +122,18 @@ def test_hloc_confs_and_positional_signature(small_world, tmp_path):
             np.testing.assert_array_equal(_pairs_from_file(out, a, b), _as_pairs(m_ref))
             total += int((m_ref >= 0).sum())
         n_matches[name] = total
-    assert match.confs["NN-ratio"] == hloc_ratio
+    assert match_features.confs["NN-ratio"] == hloc_ratio
     # the thresholds are honoured (not silently mutual NN only)
     assert n_matches["NN-ratio"] < n_matches["NN-mutual"] and n_matches["NN-superpoint"] < n_matches["NN-mutual"]
     assert n_matches["no-mutual"] != n_matches["NN-ratio"]
     # features as a path + export_dir -> hloc's naming under export_dir
-    assert match.main("nn-ratio", pairs, feats, export) == export / "feats_matches-nn-ratio0.8_pairs.h5"
+    assert match_features.main("nn-ratio", pairs, feats, export) == export / "feats_matches-nn-ratio0.8_pairs.h5"
     with pytest.raises(ValueError, match="superglue"):
-        match.main({"output": "x", "model": {"name": "superglue"}}, pairs, feats, export)
+        match_features.main({"output": "x", "model": {"name": "superglue"}}, pairs, feats, export)
     with pytest.raises(ValueError, match="nope"):
-        match.main("nn-ratio", pairs, "nope")
+        match_features.main("nn-ratio", pairs, "nope")
     with pytest.raises(ValueError, match="matches="):
-        match.main("nn-ratio", pairs, feats, tmp_path / "m.h5")
+        match_features.main("nn-ratio", pairs, feats, tmp_path / "m.h5")
 
 
 def _read_all(path, pairs):
@@ -142,9 +142,9 @@ def _read_all(path, pairs):
 
 def test_shards_merge_to_the_unsharded_result(small_world, tmp_path):
     feats, pairs, _ = small_world
-    full = match.main("nn-ratio", pairs, feats, matches=tmp_path / "full.h5")
+    full = match_features.main("nn-ratio", pairs, feats, matches=tmp_path / "full.h5")
     out = tmp_path / "sharded.h5"
-    shard_files = [match.main("nn-ratio", pairs, feats, matches=out, shard=f"{i}/2") for i in range(2)]
+    shard_files = [match_features.main("nn-ratio", pairs, feats, matches=out, shard=f"{i}/2") for i in range(2)]
     assert all(p.exists() for p in shard_files) and not out.exists()
     assert sorted(io.list_h5_names(shard_files[0])) != sorted(io.list_h5_names(shard_files[1]))
     h5.merge_shards(out, 2, remove=True)
@@ -154,7 +154,7 @@ def test_shards_merge_to_the_unsharded_result(small_world, tmp_path):
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])
     with pytest.raises(ValueError, match="i/K"):
-        match.main("nn-ratio", pairs, feats, matches=out, shard="2")
+        match_features.main("nn-ratio", pairs, feats, matches=out, shard="2")
 
 
 def test_torchrun_ranks_shard_and_merge(small_world, tmp_path):
@@ -165,14 +165,14 @@ def test_torchrun_ranks_shard_and_merge(small_world, tmp_path):
     import sys
     from pathlib import Path
     feats, pairs, _ = small_world
-    full = match.main("nn-ratio", pairs, feats, matches=tmp_path / "full.h5")
+    full = match_features.main("nn-ratio", pairs, feats, matches=tmp_path / "full.h5")
     out = tmp_path / "ddp.h5"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    code = ("import sys; from localize import match; "
-            "print(match.main('nn-ratio', sys.argv[1], sys.argv[2], matches=sys.argv[3]))")
+    code = ("import sys; from localize import match_features; "
+            "print(match_features.main('nn-ratio', sys.argv[1], sys.argv[2], matches=sys.argv[3]))")
     procs = []
     for rank in range(2):
         env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),

@@ -1,4 +1,4 @@
-"""localize.pairs: exhaustive (hloc order), covisibility (COLMAP model), retrieval, hloc entry points."""
+"""localize.pairs_from_*: exhaustive (hloc order), covisibility (COLMAP model), retrieval, hloc entry points."""
 from __future__ import annotations
 
 import h5py
@@ -6,28 +6,29 @@ import numpy as np
 import pycolmap
 import pytest
 
-from localize import io, pairs
+from localize import (io, pairs_from_covisibility, pairs_from_exhaustive, pairs_from_poses,
+                      pairs_from_retrieval)
 from localize.colmap import camera_from_dict
 from localize.geometry import qt_to_rigid
 
 
 def test_exhaustive(tmp_path):
-    assert pairs.exhaustive(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
-    assert pairs.exhaustive(["q", "a"], ["a", "b"]) == [("q", "a"), ("q", "b"), ("a", "b")]
-    assert pairs.exhaustive([]) == []
+    assert pairs_from_exhaustive.exhaustive(["a", "b", "c"]) == [("a", "b"), ("a", "c"), ("b", "c")]
+    assert pairs_from_exhaustive.exhaustive(["q", "a"], ["a", "b"]) == [("q", "a"), ("q", "b"), ("a", "b")]
+    assert pairs_from_exhaustive.exhaustive([]) == []
     # hloc's entry point: names from a list file or a features file, refs from either
     (tmp_path / "list.txt").write_text("# comment\nb.jpg 640 480\n\na.jpg\n")
-    out = pairs.exhaustive_main(tmp_path / "p.txt", image_list=tmp_path / "list.txt")
+    out = pairs_from_exhaustive.main(tmp_path / "p.txt", image_list=tmp_path / "list.txt")
     assert io.parse_pairs(out) == [("b.jpg", "a.jpg")]
     feats = tmp_path / "f.h5"
     for n in ("x.jpg", "y.jpg"):
         io.write_features(feats, n, {"keypoints": np.zeros((0, 2))})
-    out = pairs.exhaustive_main(tmp_path / "p.txt", ["q.jpg"], ref_features=feats)
+    out = pairs_from_exhaustive.main(tmp_path / "p.txt", ["q.jpg"], ref_features=feats)
     assert io.parse_pairs(out) == [("q.jpg", "x.jpg"), ("q.jpg", "y.jpg")]
-    assert pairs.main("exhaustive", tmp_path / "p2.txt", features=feats).read_text() == \
+    assert pairs_from_exhaustive.main(tmp_path / "p2.txt", features=feats).read_text() == \
         "x.jpg y.jpg"
     with pytest.raises(ValueError, match="image_list or features"):
-        pairs.exhaustive_main(tmp_path / "p.txt")
+        pairs_from_exhaustive.main(tmp_path / "p.txt")
 
 
 def test_covisibility(tmp_path):
@@ -53,14 +54,14 @@ def test_covisibility(tmp_path):
     model = tmp_path / "sfm"
     model.mkdir()
     rec.write_binary(str(model))
-    got = pairs.from_covisibility(model, 1)
+    got = pairs_from_covisibility.from_covisibility(model, 1)
     assert got == [("db/0.jpg", "db/1.jpg"), ("db/1.jpg", "db/0.jpg"), ("db/2.jpg", "db/0.jpg")]
-    got = pairs.from_covisibility(model, 5)
+    got = pairs_from_covisibility.from_covisibility(model, 5)
     assert ("db/0.jpg", "db/2.jpg") in got and len(got) == 6
-    out = pairs.main("covisibility", tmp_path / "p.txt", model=model, num_matched=1)
-    assert io.parse_pairs(out) == pairs.from_covisibility(model, 1)
+    out = pairs_from_covisibility.main(model, tmp_path / "p.txt", 1)
+    assert io.parse_pairs(out) == pairs_from_covisibility.from_covisibility(model, 1)
     with pytest.raises(Exception, match="nomodel"):
-        pairs.from_covisibility(tmp_path / "nomodel", 1)
+        pairs_from_covisibility.from_covisibility(tmp_path / "nomodel", 1)
 
 
 def _write_global(path, descs):
@@ -74,23 +75,23 @@ def test_retrieval(tmp_path):
     _write_global(g, {"query/day/q1.jpg": [1, 0, 0], "query/night/q2.jpg": [0, 1, 0],
                       "db/1.jpg": [0.9, 0.1, 0], "db/2.jpg": [0.5, 0.5, 0],
                       "db/3.jpg": [-1, 0, 0], "db/4.jpg": [0, 0.8, 0.2]})
-    got = pairs.from_retrieval(g, 2, query_prefix="query", db_prefix="db")
+    got = pairs_from_retrieval.from_retrieval(g, 2, query_prefix="query", db_prefix="db")
     assert got == [("query/day/q1.jpg", "db/1.jpg"), ("query/day/q1.jpg", "db/2.jpg"),
                    ("query/night/q2.jpg", "db/4.jpg"), ("query/night/q2.jpg", "db/2.jpg")]
     # all names as database: self-pairs masked, negative scores (db/3 for q1) never returned
-    got = pairs.from_retrieval(g, 10, query_prefix="query")
+    got = pairs_from_retrieval.from_retrieval(g, 10, query_prefix="query")
     q1 = [b for a, b in got if a == "query/day/q1.jpg"]
     assert "query/day/q1.jpg" not in q1 and "db/3.jpg" not in q1 and q1[0] == "db/1.jpg"
-    out = pairs.main("retrieval", tmp_path / "pairs.txt", global_descriptors=g, num_matched=1,
-                     db_prefix="db")
+    out = pairs_from_retrieval.main(g, tmp_path / "pairs.txt", 1, query_prefix="query",
+                                    db_prefix="db")
     assert out.read_text() == "query/day/q1.jpg db/1.jpg\nquery/night/q2.jpg db/4.jpg"
     with pytest.raises(ValueError, match="zzz"):
-        pairs.from_retrieval(g, 2, query_prefix="zzz")
+        pairs_from_retrieval.from_retrieval(g, 2, query_prefix="zzz")
     # hloc's positional order (descriptors, output, num_matched) and defaults (no prefix: all)
-    out = pairs.retrieval_main(g, tmp_path / "hloc.txt", 1, query_prefix="query",
+    out = pairs_from_retrieval.main(g, tmp_path / "hloc.txt", 1, query_prefix="query",
                                db_prefix="db")
     assert out.read_text() == "query/day/q1.jpg db/1.jpg\nquery/night/q2.jpg db/4.jpg"
-    every = io.parse_pairs(pairs.retrieval_main(g, tmp_path / "all.txt", 1))
+    every = io.parse_pairs(pairs_from_retrieval.main(g, tmp_path / "all.txt", 1))
     assert len(every) == 6 and all(a != b for a, b in every)
 
 
@@ -123,6 +124,6 @@ def test_from_poses_equals_brute_force():
                 float(np.dot(va, info[b][1])), -1.0, 1.0))) <= angle]
             cands.sort(key=lambda b: float(np.linalg.norm(info[b][0] - ca)))   # stable
             expect += [(a, b) for b in cands[:k]]
-        got = pairs.from_poses(rec, k, max_angle_deg=angle, names=keep)
+        got = pairs_from_poses.from_poses(rec, k, max_angle_deg=angle, names=keep)
         assert sorted(got) == sorted(expect)
         assert len(got) > 0

@@ -203,7 +203,7 @@ def _wormhole_patches(n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     import cv2
 
     from descriptors.patches import extract_patches
-    from localize.extract import detect_dog
+    from localize.extract_features import detect_dog
     seq = SHARED / "hpatches_v_wormhole"
     im1 = cv2.imread(str(seq / "1.png"), cv2.IMREAD_GRAYSCALE)
     im2 = cv2.imread(str(seq / "2.png"), cv2.IMREAD_GRAYSCALE)

@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 
 from descriptors.data import synth
-from localize import colmap, extract, io, match
+from localize import colmap, extract_features, io, match_features, pairs_from_exhaustive
 from localize import evaluate as ev
-from localize import localize as loc
-from localize import pairs as pairs_mod
-from localize import triangulate as tri
+from localize import localize_sfm as loc
+from localize import pairs_from_retrieval
+from localize import triangulation as tri
 from localize.cli import cli_errors
 from pipelines import aachen
 
 REPO = Path(__file__).resolve().parents[1]
-SIFT_SMALL = {**extract.confs["sift"], "max_keypoints": 128}
+SIFT_SMALL = {**extract_features.confs["sift"], "max_keypoints": 128}
 
 
 def _photo(name: str, side: int = 160) -> np.ndarray:
@@ -50,7 +50,7 @@ def test_changed_image_is_reextracted(tmp_path, caplog):
     cv2.imwrite(str(images / "a.png"), _photo("camera"))
     cv2.imwrite(str(images / "b.png"), _photo("coffee"))
     fp = tmp_path / "f.h5"
-    extract.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
+    extract_features.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
     with h5py.File(fp) as f:
         stored = {n: f[n].attrs[io.FINGERPRINT_ATTR] for n in ("a.png", "b.png")}
     assert stored["a.png"] == io.image_fingerprint(images / "a.png")
@@ -59,11 +59,11 @@ def test_changed_image_is_reextracted(tmp_path, caplog):
     # same name, new content: without the fingerprint the old entry would be reused
     cv2.imwrite(str(images / "a.png"), _photo("astronaut"))
     caplog.set_level(logging.INFO)
-    extract.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
+    extract_features.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
     assert "'a.png' changed on disk" in caplog.text
     assert "for 1 images" in caplog.text                     # b.png was not recomputed
-    fresh = extract.extract_image(io.read_image(images / "a.png"),
-                                  extract.load_extractor("sift"), SIFT_SMALL)
+    fresh = extract_features.extract_image(io.read_image(images / "a.png"),
+                                  extract_features.load_extractor("sift"), SIFT_SMALL)
     np.testing.assert_array_equal(io.get_keypoints(fp, "a.png"), fresh["keypoints"])
     np.testing.assert_array_equal(io.get_keypoints(fp, "b.png"), kp_b)
     with h5py.File(fp) as f:
@@ -142,7 +142,7 @@ def test_names_outside_the_root_name_file_and_line(tmp_path, bad):
     lst = tmp_path / "list.txt"
     lst.write_text(f"# images\ndb/ok.jpg\n{bad}\n")
     with pytest.raises(ValueError, match=r"list.txt:3: image name"):
-        extract.list_images(tmp_path, lst)
+        extract_features.list_images(tmp_path, lst)
     pairs = tmp_path / "pairs.txt"
     pairs.write_text(f"db/ok.jpg db/b.jpg\ndb/ok.jpg {bad}")
     with pytest.raises(ValueError, match=r"pairs.txt:2: image name"):
@@ -152,10 +152,10 @@ def test_names_outside_the_root_name_file_and_line(tmp_path, bad):
     with pytest.raises(ValueError, match=r"q.txt:2: image name"):
         colmap.parse_query_list(ql)
     with pytest.raises(ValueError, match=r"q.txt:2: image name"):
-        pairs_mod._select(["query/ok.jpg"], None, ql, "query", tmp_path / "g.h5")
+        pairs_from_retrieval._select(["query/ok.jpg"], None, ql, "query", tmp_path / "g.h5")
     with pytest.raises(ValueError, match="entry 1 .*image name"):
-        extract.list_images(tmp_path, ["db/ok.jpg", bad])
-    assert extract.list_images(tmp_path, ["a/b.jpg", "c.jpg"]) == ["a/b.jpg", "c.jpg"]
+        extract_features.list_images(tmp_path, ["db/ok.jpg", bad])
+    assert extract_features.list_images(tmp_path, ["a/b.jpg", "c.jpg"]) == ["a/b.jpg", "c.jpg"]
 
 
 def test_matches_key_collision_is_refused(tmp_path):
@@ -167,7 +167,7 @@ def test_matches_key_collision_is_refused(tmp_path):
     for lines in (["a-b.jpg c.jpg", "a/b.jpg c.jpg"], ["a/b.jpg c.jpg", "c.jpg a-b.jpg"]):
         io.write_pairs(pairs, [tuple(s.split()) for s in lines])
         with pytest.raises(ValueError) as e:
-            match.main("nn-mutual", pairs, feats, matches=tmp_path / "m.h5")
+            match_features.main("nn-mutual", pairs, feats, matches=tmp_path / "m.h5")
         msg = str(e.value)
         assert "\n" not in msg and msg.startswith(str(pairs)) and "share the matches key" in msg
         for line in lines:                                   # both pairs named
@@ -175,7 +175,7 @@ def test_matches_key_collision_is_refused(tmp_path):
         assert not (tmp_path / "m.h5").exists()              # refused before any matching
     # the same two images in both orders are one pair, not a collision
     io.write_pairs(pairs, [("a/b.jpg", "c.jpg"), ("c.jpg", "a/b.jpg")])
-    m = match.main("nn-mutual", pairs, feats, matches=tmp_path / "m.h5")
+    m = match_features.main("nn-mutual", pairs, feats, matches=tmp_path / "m.h5")
     assert io.list_h5_names(m) == ["a-b.jpg/c.jpg"]
 
 
@@ -225,7 +225,7 @@ def test_truncated_image_is_refused(tmp_path, ext):
         io.read_image(cut)
     assert "\n" not in str(e.value)
     with pytest.raises(io.ImageReadError, match=f"cut{ext}"):
-        extract.main(SIFT_SMALL, tmp_path, feature_path=tmp_path / "f.h5",
+        extract_features.main(SIFT_SMALL, tmp_path, feature_path=tmp_path / "f.h5",
                      image_list=[cut.name], num_workers=0)
 
 
@@ -269,21 +269,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     missing = str(tmp_path / "missing")
     fake = tmp_path / "f.h5"
     io.write_features(fake, "a.jpg", _feats(3))
-    _one_line_exit(capsys, extract.cli, ["--conf", "sift", "--image_dir", missing,
+    _one_line_exit(capsys, extract_features.cli, ["--conf", "sift", "--image_dir", missing,
                                          "--export_dir", str(tmp_path)],
-                   "localize.extract", "missing")
-    _one_line_exit(capsys, match.cli, ["--pairs", missing, "--features", str(fake)],
-                   "localize.match", "missing")
-    _one_line_exit(capsys, pairs_mod.cli, ["exhaustive", "--features", missing, "--output",
-                                           str(tmp_path / "p.txt")], "localize.pairs", "missing")
+                   "localize.extract_features", "missing")
+    _one_line_exit(capsys, match_features.cli, ["--pairs", missing, "--features", str(fake)],
+                   "localize.match_features", "missing")
+    _one_line_exit(capsys, pairs_from_exhaustive.cli, ["--features", missing, "--output",
+                                           str(tmp_path / "p.txt")], "localize.pairs_from_exhaustive",
+                   "missing")
     _one_line_exit(capsys, loc.cli, ["--reference_sfm", missing, "--queries", missing,
                                      "--retrieval", missing, "--features", str(fake),
                                      "--matches", missing, "--results",
-                                     str(tmp_path / "r.txt")], "localize.localize", "missing")
+                                     str(tmp_path / "r.txt")], "localize.localize_sfm", "missing")
     _one_line_exit(capsys, tri.cli, ["--sfm_dir", str(tmp_path / "sfm"), "--reference_model",
                                      missing, "--image_dir", missing, "--pairs", missing,
                                      "--features", str(fake), "--matches", missing],
-                   "localize.triangulate", "missing")
+                   "localize.triangulation", "missing")
     _one_line_exit(capsys, aachen.main, ["--features", "nosuchnet", "--dataset", str(tmp_path),
                                          "--outputs", str(tmp_path / "out")],
                    "pipelines.aachen", "nosuchnet")
@@ -302,11 +303,11 @@ def test_unexpected_errors_keep_their_traceback():
 
 
 def test_cli_module_exit_status(tmp_path):
-    """``python -m localize.pairs`` itself: status 2 and one stderr line."""
+    """``python -m localize.pairs_from_exhaustive`` itself: status 2 and one stderr line."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "localize.pairs", "exhaustive", "--features",
+    r = subprocess.run([sys.executable, "-m", "localize.pairs_from_exhaustive", "--features",
                         str(tmp_path / "nope.h5"), "--output", str(tmp_path / "p.txt")],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"localize.pairs: HDF5 file not found: {tmp_path / 'nope.h5'}"]
+        f"localize.pairs_from_exhaustive: HDF5 file not found: {tmp_path / 'nope.h5'}"]

@@ -109,7 +109,7 @@ def _write_features(path: Path, names, rng, dim=16, n=40):
 
 
 def test_global_file_is_hloc_layout_for_pairs(tmp_path):
-    from localize import pairs
+    from localize import pairs_from_retrieval
     rng = np.random.default_rng(0)
     names = ["db/1.jpg", "db/2.jpg", "db/3.jpg", "query/day/q1.jpg"]
     feats = tmp_path / "feats.h5"
@@ -132,7 +132,7 @@ def test_global_file_is_hloc_layout_for_pairs(tmp_path):
         assert gd.shape == (4 * 16,) and gd.dtype == np.float32
         assert f["query/day/q1.jpg/image_size"][()].tolist() == [100, 80]
     assert sorted(io.list_h5_names(out)) == sorted(names)
-    prs = pairs.from_retrieval(out, 1, query_prefix="query", db_prefix="db")
+    prs = pairs_from_retrieval.from_retrieval(out, 1, query_prefix="query", db_prefix="db")
     assert prs == [("query/day/q1.jpg", "db/2.jpg")]
     g = retrieve.global_descriptors(feats, vocab, names=["db/1.jpg"], conf={"num_words": 4})
     _, arr = io.read_global_descriptors(out, ["db/1.jpg"])

@@ -1,4 +1,4 @@
-"""Pictures of keypoints / matches / localization inliers (localize.viz), read back as PNGs."""
+"""Pictures of keypoints / matches / localization inliers (localize.visualization), read back as PNGs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from localize import io, viz
+from localize import io, visualization
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -26,14 +26,14 @@ def _near(px: np.ndarray, color, tol: int = 40) -> bool:
 
 def test_plot_keypoints_size_and_dots(tmp_path):
     kpts = np.array([[10.0, 42.0], [50.0, 30.0]], np.float32)   # below the caption
-    out = viz.plot_keypoints(_grey(50, 64), kpts, tmp_path / "sub" / "kp.png")
+    out = visualization.plot_keypoints(_grey(50, 64), kpts, tmp_path / "sub" / "kp.png")
     img = _read_rgb(out)
     assert img.shape == (50, 64, 3)
     for x, y in kpts.astype(int):
-        assert _near(img[y, x], viz.KEYPOINT)
+        assert _near(img[y, x], visualization.KEYPOINT)
     assert _near(img[45, 40], (90, 90, 90), 2)        # untouched background
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        viz.plot_keypoints(_grey(40, 64), np.zeros((3, 3)), tmp_path / "bad.png")
+        visualization.plot_keypoints(_grey(40, 64), np.zeros((3, 3)), tmp_path / "bad.png")
 
 
 def _two_matches():
@@ -47,34 +47,34 @@ def _two_matches():
 
 def test_plot_matches_colours_by_correctness(tmp_path):
     k0, k1, matches = _two_matches()
-    out = viz.plot_matches(_grey(60, 80), _grey(70, 90), k0, k1, matches,
+    out = visualization.plot_matches(_grey(60, 80), _grey(70, 90), k0, k1, matches,
                            np.array([True, False]), tmp_path / "m.png")
     img = _read_rgb(out)
-    assert img.shape == (70, 80 + viz.GAP + 90, 3)   # side by side, tallest height
-    dx = 80 + viz.GAP
+    assert img.shape == (70, 80 + visualization.GAP + 90, 3)   # side by side, tallest height
+    dx = 80 + visualization.GAP
     # midpoints of the two lines: (20 + dx + 60) / 2 on row 25, (30 + dx + 40) / 2 on row 50
     good = img[25, (20 + dx + 60) // 2]
     bad = img[50, (30 + dx + 40) // 2]
-    assert _near(good, viz.CORRECT) and _near(bad, viz.WRONG)
+    assert _near(good, visualization.CORRECT) and _near(bad, visualization.WRONG)
     assert np.abs(good.astype(int) - bad.astype(int)).max() > 100
     # without ground truth: both lines in the one match colour
-    img = _read_rgb(viz.plot_matches(_grey(60, 80), _grey(70, 90), k0, k1, matches, None,
+    img = _read_rgb(visualization.plot_matches(_grey(60, 80), _grey(70, 90), k0, k1, matches, None,
                                      tmp_path / "m1.png"))
-    assert _near(img[25, (20 + dx + 60) // 2], viz.MATCH)
-    assert _near(img[50, (30 + dx + 40) // 2], viz.MATCH)
+    assert _near(img[25, (20 + dx + 60) // 2], visualization.MATCH)
+    assert _near(img[50, (30 + dx + 40) // 2], visualization.MATCH)
     with pytest.raises(ValueError, match="out of range"):
-        viz.plot_matches(_grey(60, 80), _grey(70, 90), k0, k1, np.array([[0, 5]]), None,
+        visualization.plot_matches(_grey(60, 80), _grey(70, 90), k0, k1, np.array([[0, 5]]), None,
                          tmp_path / "m2.png")
 
 
 def test_plot_localization_inliers(tmp_path):
     k0, k1, matches = _two_matches()
     inliers = np.array([False, True])              # query keypoint 1 is the inlier
-    img = _read_rgb(viz.plot_localization(_grey(60, 80), k0, inliers, _grey(70, 90), k1,
+    img = _read_rgb(visualization.plot_localization(_grey(60, 80), k0, inliers, _grey(70, 90), k1,
                                           matches, tmp_path / "loc.png"))
-    dx = 80 + viz.GAP
-    assert _near(img[25, (20 + dx + 60) // 2], viz.WRONG)
-    assert _near(img[50, (30 + dx + 40) // 2], viz.CORRECT)
+    dx = 80 + visualization.GAP
+    assert _near(img[25, (20 + dx + 60) // 2], visualization.WRONG)
+    assert _near(img[50, (30 + dx + 40) // 2], visualization.CORRECT)
 
 
 def test_save_pipeline_figures(tmp_path):
@@ -95,23 +95,23 @@ def test_save_pipeline_figures(tmp_path):
     logs = {"loc": {"q.jpg": {"success": True, "reason": "ok", "num_inliers": 1, "num_2d3d": 2,
                               "top_db": "db/b.jpg", "matches_per_db": {"db/b.jpg": 2},
                               "inliers": [1]}}}
-    paths = viz.save_pipeline_figures(images, feats, tmp_path / "m.h5", pairs, tmp_path / "out",
+    paths = visualization.save_pipeline_figures(images, feats, tmp_path / "m.h5", pairs, tmp_path / "out",
                                       5, loc_logs=logs)
     assert [p.name for p in paths] == ["matches_000_db-a.jpg__db-b.jpg.png", "loc_000_q.jpg.png"]
     loc = _read_rgb(paths[1])
-    dx = 80 + viz.GAP
-    assert loc.shape == (60, 80 + viz.GAP + 80, 3)
-    assert _near(loc[25, (20 + dx + 60) // 2], viz.WRONG)
-    assert _near(loc[50, (30 + dx + 40) // 2], viz.CORRECT)
+    dx = 80 + visualization.GAP
+    assert loc.shape == (60, 80 + visualization.GAP + 80, 3)
+    assert _near(loc[25, (20 + dx + 60) // 2], visualization.WRONG)
+    assert _near(loc[50, (30 + dx + 40) // 2], visualization.CORRECT)
     with pytest.raises(ValueError, match="n must be"):
-        viz.save_pipeline_figures(images, feats, tmp_path / "m.h5", pairs, tmp_path / "o", 0)
+        visualization.save_pipeline_figures(images, feats, tmp_path / "m.h5", pairs, tmp_path / "o", 0)
 
 
 def test_localization_caption_pose_error():
     entry = {"success": True, "num_inliers": 7, "num_2d3d": 9}
     q = np.array([1.0, 0.0, 0.0, 0.0])
     est = {"q.jpg": (q, np.zeros(3))}
-    text = viz._loc_caption("query/day/q.jpg", entry, est, {"query/day/q.jpg": (q, [1.0, 0, 0])})
+    text = visualization._loc_caption("query/day/q.jpg", entry, est, {"query/day/q.jpg": (q, [1.0, 0, 0])})
     assert "7 inliers / 9 2D-3D" in text and "error 1.00 m 0.0 deg" in text
-    assert viz._loc_caption("q.jpg", {"success": False, "reason": "PnP failed"}, {}, None) == \
+    assert visualization._loc_caption("q.jpg", {"success": False, "reason": "PnP failed"}, {}, None) == \
         "q.jpg: PnP failed"

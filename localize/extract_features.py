@@ -69,9 +69,9 @@ Sharding: ``shard=(i, K)`` processes names ``[i::K]`` and writes ``<stem>.shard<
 
 CLI::
 
-    python -m localize.extract --conf hardnet --image_dir datasets/x/images --export_dir outputs/x
-    python -m localize.extract --conf hardnet --features weights/my.pt ...   # checkpoint
-    python -m localize.extract ... --shard 0/4   (one per process) ; then ... --merge 4
+    python -m localize.extract_features --conf hardnet --image_dir datasets/x/images --export_dir outputs/x
+    python -m localize.extract_features --conf hardnet --features weights/my.pt ...   # checkpoint
+    python -m localize.extract_features ... --shard 0/4   (one per process) ; then ... --merge 4
 """
 from __future__ import annotations
 
@@ -570,7 +570,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
 def cli(argv: Iterable[str] | None = None) -> Path:
     """Command line (see the module docstring); known errors exit 2 with one line."""
     args = _parse_args(argv)
-    return run_cli("localize.extract", _run_cli, args)
+    return run_cli("localize.extract_features", _run_cli, args)
 
 
 def _run_cli(args: argparse.Namespace) -> Path:

@@ -35,7 +35,7 @@ import pycolmap
 from tqdm import tqdm
 
 from descriptors.util import atomic_write_text, setup_logging
-from localize import colmap, io
+from localize import colmap, geometry, io
 from localize.cli import cli_errors
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,15 @@ DEFAULTS: dict[str, Any] = {
     "verification": {},          # colmap.VerificationConf fields
     "triangulation": {},         # colmap.TriangulationConf fields (two-view tracks, seed, ...)
     "skip_missing_pairs": False,  # True: a pair absent from matches.h5 is a warning, not an error
+    # how putative matches become verified: "estimate" (COLMAP two-view RANSAC, hloc's
+    # estimate_two_view_geometries=True), "poses" (epipolar error against the reference poses,
+    # hloc's default) or "skip" (every match is an inlier, hloc's skip_geometric_verification)
+    "verification_mode": "estimate",
+    "pose_max_error_px": 4.0,    # "poses": max symmetric epipolar distance of a kept match
+    "mapper_options": {},        # pycolmap IncrementalPipelineOptions fields set last (hloc's)
 }
+
+VERIFICATION_MODES = ("estimate", "poses", "skip")
 
 STATS_FILE = "triangulation_stats.json"
 
@@ -97,6 +105,24 @@ def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping
     return out, {"num_pairs_empty": n_empty, "num_pairs_missing": n_missing}
 
 
+def _pose_verified(reference: pycolmap.Reconstruction, image_ids: Mapping[str, int],
+                   keypoints: Mapping[str, np.ndarray],
+                   matches: Mapping[tuple[str, str], np.ndarray], max_error_px: float
+                   ) -> dict[tuple[str, str], np.ndarray]:
+    """Matches whose symmetric epipolar distance under the reference poses is at most
+    ``max_error_px`` (hloc's pose-based verification); (M, 2) index arrays per pair."""
+    cams = {}
+    out = {}
+    for (n0, n1), m in matches.items():
+        for n in (n0, n1):
+            if n not in cams:
+                cams[n] = colmap.camera_matrices(reference, image_ids[n])
+        F = geometry.fundamental(*cams[n0], *cams[n1])
+        d = geometry.epipolar_error(F, keypoints[n0][m[:, 0]], keypoints[n1][m[:, 1]])
+        out[(n0, n1)] = m[d <= max_error_px]
+    return out
+
+
 def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolmap.Reconstruction,
         image_dir: str | os.PathLike, pairs: str | os.PathLike | Iterable[tuple[str, str]],
         features: str | os.PathLike, matches: str | os.PathLike,
@@ -128,6 +154,9 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
     unknown = set(conf) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown triangulation option(s): {sorted(unknown)}")
+    if conf["verification_mode"] not in VERIFICATION_MODES:
+        raise ValueError(f"verification_mode {conf['verification_mode']!r}: choose from "
+                         f"{', '.join(VERIFICATION_MODES)}")
     sfm_dir = Path(sfm_dir)
     sfm_dir.mkdir(parents=True, exist_ok=True)
     features, matches = Path(features), Path(matches)
@@ -158,13 +187,22 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
     colmap.import_features(db_path, image_ids, keypoints)
 
     match_dict, counts = _read_matches(matches, pair_list, conf)
-    n_imported = colmap.import_matches(db_path, image_ids, match_dict)
-    n_verified = colmap.geometric_verification(db_path, list(match_dict) or pair_list,
-                                               conf["verification"] or None)
-    logger.info("imported matches of %d pairs, %d verified", n_imported, n_verified)
+    mode = conf["verification_mode"]
+    if mode == "estimate":
+        n_imported = colmap.import_matches(db_path, image_ids, match_dict)
+        n_verified = colmap.geometric_verification(db_path, list(match_dict) or pair_list,
+                                                   conf["verification"] or None)
+    else:
+        n_imported = len(match_dict)
+        if mode == "poses":
+            match_dict = _pose_verified(reference, image_ids, keypoints, match_dict,
+                                        float(conf["pose_max_error_px"]))
+        n_verified = colmap.import_verified_matches(db_path, image_ids, match_dict)
+    logger.info("imported matches of %d pairs, %d verified (%s)", n_imported, n_verified, mode)
 
     rec = colmap.triangulate(reference, db_path, image_dir, sfm_dir,
-                             conf["triangulation"] or None)
+                             conf["triangulation"] or None,
+                             mapper_options=conf["mapper_options"] or None)
     stats = {**_stats(rec), "num_pairs": len(pair_list), "num_pairs_imported": n_imported,
              "num_pairs_verified": n_verified, **counts}
     logger.info("triangulated %d points, mean track length %.2f, mean reprojection error "
@@ -185,10 +223,24 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
 def main(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolmap.Reconstruction,
          image_dir: str | os.PathLike, pairs: str | os.PathLike | Iterable[tuple[str, str]],
          features: str | os.PathLike, matches: str | os.PathLike,
-         conf: Mapping[str, Any] | None = None, **kwargs: Any) -> pycolmap.Reconstruction:
-    """hloc's ``triangulation.main`` contract: :func:`run`, returning the reconstruction only
-    (statistics in ``sfm_dir/triangulation_stats.json``)."""
-    return run(sfm_dir, reference_model, image_dir, pairs, features, matches, conf, **kwargs)[0]
+         skip_geometric_verification: bool = False, estimate_two_view_geometries: bool = False,
+         min_match_score: float | None = None, verbose: bool = False,
+         mapper_options: Mapping[str, Any] | None = None, *,
+         conf: Mapping[str, Any] | None = None) -> pycolmap.Reconstruction:
+    """hloc's ``triangulation.main``, same parameters and defaults: verification against the
+    reference poses unless ``estimate_two_view_geometries`` (COLMAP RANSAC) or
+    ``skip_geometric_verification``. ``conf``: further :data:`DEFAULTS` keys. Returns the
+    reconstruction (statistics in ``sfm_dir/triangulation_stats.json``)."""
+    c = dict(conf or {})
+    c.setdefault("verification_mode", "skip" if skip_geometric_verification else
+                 "estimate" if estimate_two_view_geometries else "poses")
+    if min_match_score is not None:
+        c["min_match_score"] = min_match_score
+    if mapper_options:
+        c["mapper_options"] = {**c.get("mapper_options", {}), **mapper_options}
+    if verbose:
+        colmap.set_verbose(True)
+    return run(sfm_dir, reference_model, image_dir, pairs, features, matches, c)[0]
 
 
 def _parse_args(argv):
@@ -205,10 +257,10 @@ def _parse_args(argv):
 
 
 def cli(argv: Iterable[str] | None = None) -> pycolmap.Reconstruction:
-    """Command line; known errors exit 2 with one line ``localize.triangulate: <message>``."""
+    """Command line; known errors exit 2 with one line ``localize.triangulation: <message>``."""
     a = _parse_args(None if argv is None else list(argv))
     setup_logging()
-    with cli_errors("localize.triangulate"):
+    with cli_errors("localize.triangulation"):
         return main(a.sfm_dir, a.reference_model, a.image_dir, a.pairs, a.features, a.matches,
                     min_match_score=a.min_match_score)
 

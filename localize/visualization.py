@@ -13,7 +13,7 @@ lines are :data:`CORRECT` (green) / :data:`WRONG` (red) when correctness is know
 :data:`MATCH`; localization inliers use the same green / red.
 
 ``save_pipeline_figures`` draws the outputs of an hloc-style run (features.h5, matches.h5, the
-pairs file and, optionally, ``localize.localize`` logs) with ``localize.io``'s readers.
+pairs file and, optionally, ``localize.localize_sfm`` logs) with ``localize.io``'s readers.
 """
 from __future__ import annotations
 
@@ -231,7 +231,7 @@ def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.Pa
             ``<out_dir>/matches_<k>_<name0>__<name1>.png`` (``/`` in names -> ``-``), matches in
             one colour (correctness unknown without geometry).
         n: number of pairs, and of localized queries, to draw (>= 1).
-        loc_logs: the dict ``localize.localize.main`` returns (also its ``*_logs.json``):
+        loc_logs: the dict ``localize.localize_sfm.main`` returns (also its ``*_logs.json``):
             ``loc`` = {query name: entry} with ``success``, ``reason``, ``num_inliers``,
             ``num_2d3d``, ``top_db`` and ``matches_per_db``; ``results`` = the poses file. For
             the first ``n`` queries of ``loc``, ``<out_dir>/loc_<k>_<query>.png`` shows the

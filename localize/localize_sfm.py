@@ -231,10 +231,37 @@ def _failure_class(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0]
 
 
+def _from_hloc(ransac_thresh: float | None, covisibility_clustering: bool,
+               config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """hloc's ``localize_sfm.main`` options -> :data:`DEFAULTS` keys."""
+    if covisibility_clustering:
+        raise ValueError("covisibility_clustering=True is not implemented: every retrieved "
+                         "database image is used together (hloc's default)")
+    out: dict[str, Any] = {}
+    if ransac_thresh is not None:
+        out["max_error_px"] = float(ransac_thresh)
+    config = dict(config or {})
+    est = dict(config.pop("estimation", None) or {})
+    ransac = dict(est.pop("ransac", None) or {})
+    if "max_error" in ransac:
+        out["max_error_px"] = float(ransac.pop("max_error"))
+    ref = dict(config.pop("refinement", None) or {})
+    if "refine_focal_length" in ref:
+        out["refine_focal"] = bool(ref.pop("refine_focal_length"))
+    if "refine_extra_params" in ref:
+        out["refine_extra_params"] = bool(ref.pop("refine_extra_params"))
+    left = {**config, **est, **ransac, **ref}
+    if left:
+        raise ValueError(f"hloc localization config: unsupported key(s) {sorted(left)}")
+    return out
+
+
 def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
          retrieval: str | os.PathLike | Mapping[str, Sequence[str]],
          features: str | os.PathLike, matches: str | os.PathLike,
-         results: str | os.PathLike, conf: Mapping[str, Any] | None = None,
+         results: str | os.PathLike, ransac_thresh: float | None = None,
+         covisibility_clustering: bool = False, prepend_camera_name: bool = False,
+         config: Mapping[str, Any] | None = None, *, conf: Mapping[str, Any] | None = None,
          **kwargs: Any) -> dict[str, Any]:
     """Localize every query and write the results and both logs files.
 
@@ -246,6 +273,12 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
         features: features.h5 with the query keypoints.
         matches: matches.h5 holding the query-db pairs.
         results: output, Aachen submission format, one line per query.
+        ransac_thresh, covisibility_clustering, prepend_camera_name, config: hloc's
+            ``localize_sfm.main`` parameters: ``ransac_thresh`` is ``max_error_px``;
+            ``config`` takes hloc's ``{"estimation": {"ransac": {"max_error"}},
+            "refinement": {"refine_focal_length", "refine_extra_params"}}``; covisibility
+            clustering is not implemented (True is refused); ``prepend_camera_name`` writes
+            ``<parent folder>/<basename>`` as hloc does for multi-camera queries.
         conf / kwargs: overrides of :data:`DEFAULTS`.
     Returns:
         our logs dict (also ``<results stem>_logs.json``): ``{"conf", "features", "matches",
@@ -256,7 +289,8 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
         {"num_queries", "num_localized", "num_failed", "failure_reasons": {reason class:
         count}}}``. hloc's logs go to ``<results>_logs.pkl``.
     """
-    conf = {**DEFAULTS, **dict(conf or {}), **kwargs}
+    conf = {**DEFAULTS, **_from_hloc(ransac_thresh, covisibility_clustering, config),
+            **dict(conf or {}), **kwargs}
     unknown = set(conf) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown localization option(s): {sorted(unknown)}")
@@ -277,6 +311,8 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
         retrieval_src = "<dict>"
 
     written = result_names([n for n, _ in query_list])
+    if prepend_camera_name:
+        written = {n: "/".join(Path(n).parts[-2:]) for n in written}
     dup = [n for n, w in written.items() if w == n and "/" in n]
     if dup:
         logger.warning("%d queries share their basename with another query (e.g. %s): their "
@@ -399,10 +435,10 @@ def _parse_args(argv):
 
 
 def cli(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line; known errors exit 2 with one line ``localize.localize: <message>``."""
+    """Command line; known errors exit 2 with one line ``localize.localize_sfm: <message>``."""
     a = _parse_args(None if argv is None else list(argv))
     setup_logging()
-    with cli_errors("localize.localize"):
+    with cli_errors("localize.localize_sfm"):
         return main(a.reference_sfm, a.queries, a.retrieval, a.features, a.matches, a.results,
                     max_error_px=a.max_error_px)
 

@@ -35,8 +35,8 @@ merges the shards into the matches file after a barrier (gloo) and every rank re
 
 CLI::
 
-    python -m localize.match --conf nn-ratio --pairs pairs.txt --features feats.h5 [--matches m.h5]
-    torchrun --nproc_per_node=4 -m localize.match --conf nn-ratio --pairs ... --features ...
+    python -m localize.match_features --conf nn-ratio --pairs pairs.txt --features feats.h5 [--matches m.h5]
+    torchrun --nproc_per_node=4 -m localize.match_features --conf nn-ratio --pairs ... --features ...
 """
 from __future__ import annotations
 
@@ -300,7 +300,7 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
     p.add_argument("--cpu", action="store_true", help="force CPU")
     args = p.parse_args(None if argv is None else list(argv))
-    return run_cli("localize.match", _run_cli, args)
+    return run_cli("localize.match_features", _run_cli, args)
 
 
 def _run_cli(args: argparse.Namespace) -> Path:
