@@ -226,6 +226,57 @@ def _hloc_log(corr: Correspondences | None, kpq: np.ndarray | None, ret: dict | 
             "covisibility_clustering": False}
 
 
+class QueryLocalizer:
+    """hloc's ``QueryLocalizer``: PnP of one query against a reconstruction.
+
+    ``config``: hloc's ``{"estimation": {"ransac": {"max_error"}}, "refinement":
+    {"refine_focal_length", "refine_extra_params"}}``; the rest as :data:`DEFAULTS`.
+    """
+
+    def __init__(self, reconstruction: pycolmap.Reconstruction,
+                 config: Mapping[str, Any] | None = None) -> None:
+        self.reconstruction = reconstruction
+        self.model = _Model(reconstruction)
+        self.conf = {**DEFAULTS, **_from_hloc(None, False, config)}
+
+    def localize(self, points2D_all: np.ndarray, points2D_idxs: Sequence[int],
+                 points3D_id: Sequence[int], query_camera: pycolmap.Camera) -> dict | None:
+        """Pose from ``points2D_all[points2D_idxs]`` ((N, 2) hloc pixels) and the 3D points
+        ``points3D_id``; hloc's return dict (``cam_from_world``, ``num_inliers``,
+        ``inlier_mask``) or None when PnP fails."""
+        idx = np.asarray(points2D_idxs, np.int64)
+        if len(idx) == 0:
+            return None
+        ret, _ = colmap.estimate_absolute_pose(
+            np.asarray(points2D_all)[idx], self.model.xyz(np.asarray(points3D_id, np.int64)),
+            query_camera, max_error_px=float(self.conf["max_error_px"]),
+            min_num_inliers=int(self.conf["min_num_inliers"]),
+            refine_focal=bool(self.conf["refine_focal"]),
+            refine_extra_params=bool(self.conf["refine_extra_params"]))
+        return ret
+
+
+def pose_from_cluster(localizer: QueryLocalizer, qname: str, query_camera: pycolmap.Camera,
+                      db_ids: Sequence[int], features_path: str | os.PathLike,
+                      matches_path: str | os.PathLike, **kwargs: Any
+                      ) -> tuple[dict | None, dict[str, Any]]:
+    """hloc's ``pose_from_cluster``: localize ``qname`` through the db images ``db_ids`` (image
+    ids of ``localizer.reconstruction``). Returns (PnP result with ``camera`` or None, hloc's log
+    dict: ``db``, ``PnP_ret``, ``keypoints_query``, ``points3D_ids``, ``num_matches``,
+    ``keypoint_index_to_db``)."""
+    if kwargs:
+        raise ValueError(f"pose_from_cluster: unsupported option(s) {sorted(kwargs)}")
+    rec = localizer.reconstruction
+    names = [rec.images[int(i)].name for i in db_ids]
+    kpq = io.get_keypoints(features_path, qname)
+    corr = correspondences(qname, names, localizer.model, Path(matches_path),
+                           localizer.conf["min_match_score"])
+    ret = localizer.localize(kpq, corr.kp_idx, corr.p3d_ids, query_camera)
+    if ret is not None:
+        ret["camera"] = query_camera
+    return ret, _hloc_log(corr, kpq, ret, query_camera, corr.db_ids)
+
+
 def _failure_class(reason: str) -> str:
     """'too few 2D-3D correspondences (3 < 8)' -> 'too few 2D-3D correspondences'."""
     return reason.split(" (")[0].split(":")[0]

@@ -56,6 +56,10 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
 
 
 def test_shipped_weights_load_weights_only():
+    """weights/<recipe>.pt are committed for every recipe and load with weights_only=True."""
+    from descriptors.recipes import list_recipes
+    for name in list_recipes():
+        assert registry.weights_path(name).is_file(), f"missing shipped weights for {name}"
     for name in registry.available():
         if name in registry.OPENCV_NAMES:
             continue

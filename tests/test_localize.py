@@ -262,6 +262,30 @@ def test_localize_reads_query_lists_and_min_2d3d(world, sfm, tmp_path):
         loc.main(sfm, queries, pairs, feats, matches, tmp_path / "r.txt", bogus=1)
 
 
+def test_hloc_localize_api(world, sfm, tmp_path):
+    """hloc's ``localize_sfm`` API: QueryLocalizer + pose_from_cluster (the demo notebook's
+    cell) and main's positional ``ransac_thresh`` / ``config`` give main's pose."""
+    queries, pairs, feats, matches, gt = make_queries(world, tmp_path)
+    qname, camera = queries[0]
+    logs = loc.main(sfm, queries, pairs, feats, matches, tmp_path / "r.txt", 12, False, False,
+                    {"estimation": {"ransac": {"max_error": 12}},
+                     "refinement": {"refine_focal_length": False}})
+    assert logs["conf"]["max_error_px"] == 12
+    ids = colmap.image_ids_by_name(sfm)
+    localizer = loc.QueryLocalizer(sfm, {"estimation": {"ransac": {"max_error": 12}}})
+    ret, log = loc.pose_from_cluster(localizer, qname, camera,
+                                     [ids[f"db/{i}.jpg"] for i in range(3)], feats, matches)
+    assert ret["num_inliers"] == logs["loc"][qname]["num_inliers"]
+    assert ret["inlier_mask"].shape == (len(log["points3D_ids"]),) and ret["camera"] is camera
+    q, t = rigid_to_qt(ret["cam_from_world"])
+    assert np.allclose(np.abs(q @ gt[qname][0]), 1, atol=1e-3)
+    with pytest.raises(ValueError, match="covisibility_clustering"):
+        loc.main(sfm, queries, pairs, feats, matches, tmp_path / "r.txt",
+                 covisibility_clustering=True)
+    with pytest.raises(ValueError, match="unsupported"):
+        loc.QueryLocalizer(sfm, {"estimation": {"bogus": 1}})
+
+
 # ------------------------------------------------------------------------------------------
 # evaluate
 # ------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import pytest
 
 from localize import h5, io, retrieve, vlad
 
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -165,7 +164,7 @@ def test_spatial_rerank_promotes_geometric_match():
 # End to end on a SMALL synthetic revisitop set
 # ------------------------------------------------------------------------------------------
 def test_pipeline_small_synthetic(tmp_path):
-    feats = "hardnet" if (WEIGHTS / "hardnet.pt").is_file() else "sift"
+    feats = "hardnet"   # shipped weights (weights/hardnet.pt is committed)
     _check_small_synthetic(tmp_path, feats)
 
 

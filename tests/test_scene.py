@@ -1,7 +1,6 @@
 """Textured-plane renderer (localize.data.scene) and the Aachen layout writer/reader."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -138,25 +137,19 @@ def test_front_facing_and_background():
         rnd.render(rnd.Scene([plane]), K, np.eye(3), np.zeros(3), w, h, background=bg[:10])
 
 
-def test_street_scene_render_speed_and_night():
+def test_street_scene_render_and_night():
     world = scn.make_street_scene(0)
     assert len(world.planes) > 20
     db = scn.database_poses(6, 0)
     K = rnd.intrinsics(640, 480, 60.0)
-    times = []
     for p in db[:3]:
-        t0 = time.perf_counter()
         img, depth = rnd.render(world, K, p["R"], p["t"], 640, 480, return_depth=True)
-        times.append(time.perf_counter() - t0)
         assert img.shape == (480, 640, 3) and img.dtype == np.uint8
         d = depth[np.isfinite(depth)]
         assert 2.0 < np.median(d) < 40.0           # street scale
-    assert min(times) < 0.5
     p = db[0]
     day = rnd.render(world, K, p["R"], p["t"], 640, 480)
-    t0 = time.perf_counter()
     night = rnd.render(world, K, p["R"], p["t"], 640, 480, night=True, rng=1)
-    assert time.perf_counter() - t0 < 1.0
     assert night.mean() < 0.7 * day.mean()
     again = rnd.render(world, K, p["R"], p["t"], 640, 480, night=True, rng=1)
     assert np.array_equal(night, again)
