@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import pycolmap
 from tqdm import tqdm
 
 from localize import colmap, io
@@ -17,14 +18,16 @@ from localize.cli import positive_int, run_cli
 logger = logging.getLogger(__name__)
 
 
-def from_covisibility(model_path: str | Path, num_matched: int) -> io.Pairs:
+def from_covisibility(model_path: str | Path | pycolmap.Reconstruction, num_matched: int
+                      ) -> io.Pairs:
     """For each image of a COLMAP model, the ``num_matched`` images sharing most 3D points.
 
     Order: images by id; partners by decreasing number of shared points (ties: smaller image id
     first). Images without any covisible image are logged and get no pairs. io.Pairs appear once per
     direction they are selected in (``match_features.main`` dedupes (a, b) / (b, a)).
     """
-    rec = colmap.read_model(model_path)
+    rec = (model_path if isinstance(model_path, pycolmap.Reconstruction)
+           else colmap.read_model(model_path))
     tracks = colmap.point_tracks(rec)  # name -> {kp idx -> point3D_id}
     id_of = {im.name: int(i) for i, im in rec.images.items()}
     name_of = {v: k for k, v in id_of.items()}

@@ -307,7 +307,7 @@ def db_pairs(reference: Any, data: AachenData, conf: dict[str, Any]
     """db-db pairs for triangulation and how they were found (covisibility when the reference
     model has 3D points, else from the poses)."""
     if reference.num_points3D() > 0:
-        pairs = pairs_from_covisibility.from_covisibility(data.reference_model, conf["num_covis"])
+        pairs = pairs_from_covisibility.from_covisibility(reference, conf["num_covis"])
         method = "covisibility"
     else:
         pairs = pairs_from_poses.from_poses(reference, conf["num_covis"],
@@ -333,10 +333,9 @@ def retrieval_pairs(outputs: Outputs, query_names: list[str], db_names: list[str
         method = "cached " + gpath.name
     else:
         conf = retrieve.resolve_conf(None)
-        retrieve.learn_vocabulary_from_features(outputs.features, conf, names=db_names,
-                                                out_path=outputs.vocabulary)
-        retrieve.main(outputs.features, outputs.vocabulary, gpath,
-                      names=query_names + db_names, conf=conf)
+        vocab = retrieve.learn_vocabulary_from_features(outputs.features, conf, names=db_names,
+                                                        out_path=outputs.vocabulary)
+        retrieve.main(outputs.features, vocab, gpath, names=query_names + db_names, conf=conf)
         method = f"localize.retrieve VLAD (k={conf['num_words']}, vocabulary from db images)"
     pairs = pairs_from_retrieval.from_retrieval(gpath, num_loc, query_prefix=None, query_list=query_names,
                                      db_prefix=None, db_list=db_names)
@@ -445,16 +444,21 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
                      image_list=query_names, device=conf["device"], extractor=extractor,
                      fingerprints=prints, num_workers=conf["num_workers"])
     with stage("pairs"):
-        reference = colmap.read_model(data.reference_model)
+        reference = colmap.read_model(data.reference_model)   # the one read of the model
         pairs_db, db_pairs_method = db_pairs(reference, data, conf)
         io.write_pairs(out.pairs_db, pairs_db)
-        pairs_ret, retrieval_method = retrieval_pairs(out, query_names, data.db_names,
-                                                      conf["num_loc"])
+        pairs_ret: list[tuple[str, str]] = []
+        retrieval_method = "none (exhaustive query pairs, no ground truth to rank against)"
+        if not exhaustive_q or data.ground_truth:   # retrieval only when used or reported
+            pairs_ret, retrieval_method = retrieval_pairs(out, query_names, data.db_names,
+                                                          conf["num_loc"])
         pairs_query = pairs_ret
         if exhaustive_q:
             pairs_query = pairs_from_exhaustive.exhaustive(query_names, data.db_names)
-            retrieval_method += (f" (ranking reported only; exhaustive query pairs: "
-                                 f"{len(data.db_names)} db images <= {conf['exhaustive_max_db']})")
+            if pairs_ret:
+                retrieval_method += (f" (ranking reported only; exhaustive query pairs: "
+                                     f"{len(data.db_names)} db images <= "
+                                     f"{conf['exhaustive_max_db']})")
         io.write_pairs(out.pairs_query, pairs_query)
     logger.info("%d db-db pairs (%s), %d query-db pairs (%s)", len(pairs_db), db_pairs_method,
                 len(pairs_query), retrieval_method)
@@ -464,11 +468,11 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
         match_features.main(matcher, out.pairs_query, out.features, matches=out.matches_query,
                    backend=conf["match_backend"])
     with stage("triangulate"):
-        model, tri_stats = tri.run(out.sfm, reference, data.image_dir, out.pairs_db,
+        model, tri_stats = tri.run(out.sfm, reference, data.image_dir, pairs_db,
                                    out.features, out.matches_db, conf=conf["triangulation"])
     with stage("localize"):
-        logs = loc.main(model, data.queries, out.pairs_query, out.features, out.matches_query,
-                        out.results, conf=conf["localization"])
+        logs = loc.main(model, data.queries, _ranked(pairs_query), out.features,
+                        out.matches_query, out.results, conf=conf["localization"])
     evaluation, table, retrieval_recall = evaluate_run(out.results, data, reference,
                                                        _ranked(pairs_ret), tag)
 
