@@ -1,4 +1,4 @@
-"""Pictures with matplotlib: hloc's ``visualization`` / ``utils.viz`` functions, and a run's pictures.
+"""Pictures with matplotlib: hloc's ``visualization`` / ``utils.viz`` functions; a run's pictures.
 
 hloc contract: ``plot_images``, ``plot_keypoints``, ``plot_matches``, ``add_text``,
 ``save_plot``, ``read_image``, ``cm_RdGn``, ``visualize_sfm_2d``, ``visualize_loc`` and
@@ -31,9 +31,10 @@ import os
 import pickle
 import random
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import matplotlib.colors as mcolors
 import matplotlib.patheffects as path_effects
@@ -247,20 +248,34 @@ def _name(fig: Figure, idx: int, name: str) -> None:
     add_text(idx, name, pos=(0.01, 0.01), fs=NAME_FS, lwidth=2.5, va="bottom", fig=fig)
 
 
-def _legend(fig: Figure, idx: int, entries: Sequence[tuple[str, str]], loc: str = "upper right"
-            ) -> None:
-    """Legend of (colour, label) dots on image ``idx``."""
+def add_legend(idx: int, entries: Sequence[tuple[Any, str]], loc: str = "upper right",
+               fig: Figure | None = None) -> None:
+    """Legend of (colour, label) dots on image ``idx`` (our addition to hloc's functions)."""
     handles = [Line2D([], [], ls="", marker="o", ms=7, color=c, label=lab) for c, lab in entries]
-    fig.axes[idx].legend(handles=handles, loc=loc, fontsize=9, framealpha=0.8)
+    _fig(fig).axes[idx].legend(handles=handles, loc=loc, fontsize=9, framealpha=0.8)
 
 
-def _colorbar(fig: Figure, mappable: ScalarMappable, label: str) -> None:
-    """Colour bar in the ``CBAR_IN`` band right of the last image."""
-    w, h = fig.get_size_inches()
+def _colorbar(fig: Figure, mappable: ScalarMappable, label: str,
+              ticks: Sequence[int] | None = None, extend: str = "neither") -> None:
+    """Colour bar in the ``CBAR_IN`` band right of the last image (``ticks``: integer
+    labels)."""
+    w = fig.get_size_inches()[0]
     cax = fig.add_axes(((w - CBAR_IN + 0.12) / w, 0.08, 0.18 / w, 0.84))
-    cb = fig.colorbar(mappable, cax=cax)
+    cb = fig.colorbar(mappable, cax=cax, extend=extend)
+    if ticks is not None:
+        cb.minorticks_off()
+        cb.set_ticks(list(ticks), labels=[str(t) for t in ticks])
     cb.set_label(label, fontsize=10)
     cb.ax.tick_params(labelsize=9)
+
+
+def _plot_inliers(fig: Figure, k0: np.ndarray, k1: np.ndarray, ok: np.ndarray) -> None:
+    """Matches (M, 2) <-> (M, 2) on images 0 and 1, green where ``ok`` (M,) else red, red drawn
+    last; lines fainter when there are many (opaque end dots)."""
+    order = np.argsort(~ok, kind="stable")
+    a = float(np.clip(100 / max(len(ok), 1), 0.12, 0.8))
+    plot_matches(k0[order], k1[order], cm_RdGn(ok[order].astype(float)), lw=0.8, ps=6, a=a,
+                 fig=fig)
 
 
 def _reconstruction(reconstruction: Any) -> Any:
@@ -288,7 +303,8 @@ def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
         color_by: ``visibility`` (blue: keypoint with a 3D point, red: without),
             ``track_length`` (3D points coloured by the number of images seeing them, log
             scale; keypoints without one grey) or ``depth`` (3D points by their depth in the
-            camera, model units; keypoints without one not drawn).
+            camera, model units, colours spanning the 2nd to 98th percentile; keypoints
+            without one not drawn).
         selected: image ids to draw; else ``n`` registered images sampled with ``seed``.
     Returns:
         one figure per image (caption: counts; name bottom left; legend or colour bar).
@@ -310,8 +326,8 @@ def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
             plot_keypoints([xy[~vis]], colors=NOT_TRIANGULATED, fig=fig)
             plot_keypoints([xy[vis]], colors=TRIANGULATED, fig=fig)
             text = f"visible: {int(vis.sum())}/{len(vis)}"
-            _legend(fig, 0, [(TRIANGULATED, f"3D point ({int(vis.sum())})"),
-                             (NOT_TRIANGULATED, f"no 3D point ({int((~vis).sum())})")])
+            add_legend(0, [(TRIANGULATED, f"3D point ({int(vis.sum())})"),
+                           (NOT_TRIANGULATED, f"no 3D point ({int((~vis).sum())})")], fig=fig)
         elif color_by == "track_length":
             fig = _new_figure([image], dpi=dpi, right=CBAR_IN)
             _, tl = colmap.points_xyz_track_length(rec, p3d[vis])
@@ -321,17 +337,18 @@ def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
             plot_keypoints([xy[vis]], colors=[sm.to_rgba(tl)], fig=fig)
             text = (f"max/median track length: {int(tl.max())}/{np.median(tl):g}" if len(tl)
                     else "no 3D point")
-            _colorbar(fig, sm, "track length (images)")
-            _legend(fig, 0, [("0.6", f"no 3D point ({int((~vis).sum())})")])
+            ticks = np.unique(np.round(np.geomspace(norm.vmin, norm.vmax, 6))).astype(int)
+            _colorbar(fig, sm, "track length (images)", ticks)
+            add_legend(0, [("0.6", f"no 3D point ({int((~vis).sum())})")], fig=fig)
         else:
             fig = _new_figure([image], dpi=dpi, right=CBAR_IN)
             xyz, _ = colmap.points_xyz_track_length(rec, p3d[vis])
             z = colmap.project_points(rec, image_id, xyz)[1]
-            lo, hi = (float(z.min()), float(np.percentile(z, 99.9))) if len(z) else (0.0, 1.0)
+            lo, hi = np.percentile(z, [2, 98]) if len(z) else (0.0, 1.0)
             sm = ScalarMappable(norm=mcolors.Normalize(lo, max(hi, lo + 1e-9)), cmap="jet")
             plot_keypoints([xy[vis]], colors=[sm.to_rgba(z)], fig=fig)
             text = f"visible: {int(vis.sum())}/{len(vis)}"
-            _colorbar(fig, sm, "depth (model units)")
+            _colorbar(fig, sm, "depth (model units)", extend="both")
         add_text(0, text, fig=fig)
         _name(fig, 0, name)
         figs.append(fig)
@@ -392,13 +409,15 @@ def _loc_figures(image_dir: Path, query_name: str, loc: Mapping[str, Any], rec: 
         ok = inl[rows[:, 0]]
         db_image = read_image((db_image_dir or image_dir) / db_name)
         fig = _new_figure([q_image, db_image], dpi=dpi, figsize=figsize)
-        plot_matches(kq[rows[:, 0]], db_xy[rows[:, 1]], cm_RdGn(ok.astype(float)), lw=1,
-                     ps=6, a=0.5, fig=fig)
+        _plot_inliers(fig, kq[rows[:, 0]], db_xy[rows[:, 1]], ok)
         text = f"inliers: {int(ok.sum())}/{len(ok)}"
-        add_text(0, caption or (f"not localized: {reason}\n{len(ok)} 2D-3D through this image"
-                                if failed else text), fig=fig)
-        _legend(fig, 1, [(INLIER, f"PnP inlier ({int(ok.sum())})"),
-                         (OUTLIER, f"outlier ({int((~ok).sum())})")])
+        if caption:
+            text = f"{caption}\nthis db image: {text}"
+        elif failed:
+            text = f"not localized: {reason}\n{len(ok)} 2D-3D through this db image"
+        add_text(0, text, fig=fig)
+        add_legend(1, [(INLIER, f"PnP inlier ({int(ok.sum())})"),
+                       (OUTLIER, f"outlier ({int((~ok).sum())})")], fig=fig)
         _name(fig, 0, f"query: {query_name}")
         _name(fig, 1, f"db: {db_name}")
         figs.append(fig)
@@ -498,7 +517,7 @@ def _loc_caption(name: str, entry: Mapping[str, Any], estimated: Mapping[str, tu
     est = estimated.get(name, estimated.get(name.rsplit("/", 1)[-1]))
     if gt_poses is not None and name in gt_poses and est is not None:
         dt, dr = pose_error(est[0], est[1], *gt_poses[name])
-        s += f"\nerror {dt:.2f} m, {dr:.1f} deg"
+        s += f"\nerror {dt:.3f} m, {dr:.2f} deg"
     return s
 
 
@@ -506,7 +525,7 @@ def _spread(items: list, n: int) -> list:
     """``n`` items evenly spaced through ``items`` (first and last included)."""
     if len(items) <= n:
         return list(items)
-    return [items[int(round(i))] for i in np.linspace(0, len(items) - 1, n)]
+    return [items[round(i)] for i in np.linspace(0, len(items) - 1, n)]
 
 
 def _pick_queries(loc: Mapping[str, Mapping[str, Any]], n: int) -> list[tuple[str, str]]:
@@ -606,13 +625,14 @@ def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.Pa
             entry = loc.get(a)
             if entry is not None and entry.get("success"):
                 ok = np.isin(m[:, 0], np.asarray(entry.get("inliers") or [], np.int64))
-                plot_matches(ka[m[:, 0]], kb[m[:, 1]], cm_RdGn(ok.astype(float)), lw=1, ps=6,
-                             a=0.6, fig=fig)
+                _plot_inliers(fig, ka[m[:, 0]], kb[m[:, 1]], ok)
                 text = f"{len(m)} matches, {int(ok.sum())} from PnP inliers of the query"
-                _legend(fig, 1, [(INLIER, f"query keypoint is a PnP inlier ({int(ok.sum())})"),
-                                 (OUTLIER, f"it is not ({int((~ok).sum())})")])
+                add_legend(1, [(INLIER, f"query keypoint is a PnP inlier ({int(ok.sum())})"),
+                               (OUTLIER, f"query keypoint not a PnP inlier ({int((~ok).sum())})")],
+                           fig=fig)
             else:
-                plot_matches(ka[m[:, 0]], kb[m[:, 1]], MATCH, lw=1, ps=6, a=0.6, fig=fig)
+                plot_matches(ka[m[:, 0]], kb[m[:, 1]], MATCH, lw=0.8, ps=6,
+                             a=float(np.clip(100 / max(len(m), 1), 0.12, 0.8)), fig=fig)
                 text = f"{len(m)} matches" + (" (query NOT localized)" if entry else "")
             add_text(0, text, fig=fig)
             _name(fig, 0, a)
@@ -649,5 +669,5 @@ def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.Pa
 
 
 __all__ = ["Figures", "cm_RdGn", "read_image", "plot_images", "plot_keypoints", "plot_matches",
-           "add_text", "save_plot", "visualize_sfm_2d", "visualize_loc",
+           "add_text", "add_legend", "save_plot", "visualize_sfm_2d", "visualize_loc",
            "visualize_loc_from_log", "condition", "save_pipeline_figures"]

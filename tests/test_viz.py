@@ -216,7 +216,7 @@ def test_loc_caption_and_query_choice():
     q = np.array([1.0, 0.0, 0.0, 0.0])
     text = viz._loc_caption("query/day/q.jpg", entry, {"q.jpg": (q, np.zeros(3))},
                             {"query/day/q.jpg": (q, [1.0, 0, 0])})
-    assert text == "day query: 7 inliers / 9 2D-3D\nerror 1.00 m, 0.0 deg"
+    assert text == "day query: 7 inliers / 9 2D-3D\nerror 1.000 m, 0.00 deg"
     assert viz._loc_caption("query/night/q.jpg", {"success": False, "reason": "PnP failed"},
                             {}, None) == "night query NOT localized: PnP failed"
     logs = {f"query/day/{i}.jpg": {"success": True, "num_inliers": i} for i in range(5)}
