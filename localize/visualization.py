@@ -82,6 +82,13 @@ class Figures(list):
         display(*self)
 
 
+def _made_current(figs: Figures) -> Figures:
+    """The last figure becomes the current one (hloc's ``save_plot()`` after a call saves it)."""
+    if figs:
+        _current[0] = figs[-1]
+    return figs
+
+
 _current: list[Figure | None] = [None]   # the figure hloc-style calls without fig= draw on
 
 
@@ -352,7 +359,7 @@ def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
         add_text(0, text, fig=fig)
         _name(fig, 0, name)
         figs.append(fig)
-    return figs
+    return _made_current(figs)
 
 
 def _loc_correspondences(loc: Mapping[str, Any], rec: Any, query_name: str
@@ -446,8 +453,9 @@ def visualize_loc_from_log(image_dir: str | os.PathLike, query_name: str,
         raise ValueError("visualize_loc_from_log needs the reconstruction: the db keypoints "
                          "come from its tracks")
     image_dir = _folder(image_dir, "image folder")
-    return _loc_figures(image_dir, query_name, loc, _reconstruction(reconstruction),
-                        Path(db_image_dir) if db_image_dir else None, top_k_db, dpi)
+    return _made_current(_loc_figures(image_dir, query_name, loc, _reconstruction(reconstruction),
+                                      Path(db_image_dir) if db_image_dir else None, top_k_db,
+                                      dpi))
 
 
 def _read_hloc_logs(results: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -590,7 +598,21 @@ def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.Pa
     if loc_logs is not None and reconstruction is None:
         raise ValueError("save_pipeline_figures: loc_logs need the reconstruction (the db "
                          "keypoints of the 2D-3D correspondences come from its tracks)")
-    image_dir, out_dir = _folder(image_dir, "image folder"), Path(out_dir)
+    current = _current[0]
+    try:
+        return _pipeline_figures(Path(image_dir), features_h5, matches_h5, pairs_txt,
+                                 Path(out_dir), n, loc_logs, gt_poses, reconstruction, dpi)
+    finally:
+        _current[0] = current       # the run's figures are not left as the current one
+
+
+def _pipeline_figures(image_dir: Path, features_h5: str | os.PathLike,
+                      matches_h5: str | os.PathLike, pairs_txt: str | os.PathLike, out_dir: Path,
+                      n: int, loc_logs: Mapping[str, Any] | None,
+                      gt_poses: Mapping[str, tuple] | None, reconstruction: Any, dpi: float
+                      ) -> list[Path]:
+    """:func:`save_pipeline_figures` once its arguments are checked."""
+    image_dir = _folder(image_dir, "image folder")
     loc = dict((loc_logs or {}).get("loc", {}))
     written: list[Path] = []
 
@@ -668,6 +690,19 @@ def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.Pa
     return written
 
 
-__all__ = ["Figures", "cm_RdGn", "read_image", "plot_images", "plot_keypoints", "plot_matches",
-           "add_text", "add_legend", "save_plot", "visualize_sfm_2d", "visualize_loc",
-           "visualize_loc_from_log", "condition", "save_pipeline_figures"]
+__all__ = [
+    "Figures",
+    "add_legend",
+    "add_text",
+    "cm_RdGn",
+    "condition",
+    "plot_images",
+    "plot_keypoints",
+    "plot_matches",
+    "read_image",
+    "save_pipeline_figures",
+    "save_plot",
+    "visualize_loc",
+    "visualize_loc_from_log",
+    "visualize_sfm_2d",
+]
