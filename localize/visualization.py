@@ -11,14 +11,16 @@ hloc contract: ``plot_images``, ``plot_keypoints``, ``plot_matches``, ``add_text
   (hloc draws on pyplot's current figure); ``visualize_*`` return a :class:`Figures` list. A
   figure or a :class:`Figures` list shown as the last value of a notebook cell displays as
   pictures.
-- the figure is laid out by hand (images side by side, ``pad`` points apart, no margins), so a
+- the figure is laid out by hand (images side by side, ``pad`` * 10 points apart, no margins), so a
   picture is ``round(width * dpi) x round(height * dpi)`` pixels with
   ``width = figsize * sum(W / H) + gaps`` and ``height = figsize`` inches (more when titled, or
   with a colour bar); ``save_plot`` writes that canvas as is (atomically).
 - keypoints are drawn at hloc coordinates (pixel centre at integers, as ``imshow`` shows pixels):
   COLMAP's ``points2D`` and the logs' ``keypoints_query`` (COLMAP, +0.5) are shifted back.
-- captions and image names are large enough to read, and every colouring has a legend or a
-  colour bar; a query that was not localized is drawn with its reason.
+- captions and image names are large enough to read, and every colouring has a legend
+  (``add_legend``, ours) or a colour bar; a query that was not localized is drawn with its
+  reason. Bad input (missing folder or image, a log that is not hloc's) raises a one-line
+  error naming it.
 
 :func:`save_pipeline_figures` writes the pictures of a ``pipelines.aachen`` run.
 """
@@ -55,7 +57,7 @@ from localize.localize_sfm import _failure_class, hloc_logs_path, logs_path_for
 
 logger = logging.getLogger(__name__)
 
-INLIER, OUTLIER = "#00c800", "#e60000"         # PnP inlier / outlier (cm_RdGn(1) / cm_RdGn(0))
+INLIER, OUTLIER = "#00ff00", "#ff0000"         # PnP inlier / outlier: cm_RdGn(1) / cm_RdGn(0)
 MATCH = "#00a0ff"                              # a match whose correctness is unknown
 KEYPOINT = "lime"
 TRIANGULATED, NOT_TRIANGULATED = "#1f4fff", "#ff2020"
@@ -82,14 +84,14 @@ class Figures(list):
         display(*self)
 
 
+_current: list[Figure | None] = [None]   # the figure hloc-style calls without fig= draw on
+
+
 def _made_current(figs: Figures) -> Figures:
     """The last figure becomes the current one (hloc's ``save_plot()`` after a call saves it)."""
     if figs:
         _current[0] = figs[-1]
     return figs
-
-
-_current: list[Figure | None] = [None]   # the figure hloc-style calls without fig= draw on
 
 
 def _fig(fig: Figure | None) -> Figure:
