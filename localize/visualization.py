@@ -419,14 +419,16 @@ def _loc_figures(image_dir: Path, query_name: str, loc: Mapping[str, Any], rec: 
         db_image = read_image((db_image_dir or image_dir) / db_name)
         fig = _new_figure([q_image, db_image], dpi=dpi, figsize=figsize)
         _plot_inliers(fig, kq[rows[:, 0]], db_xy[rows[:, 1]], ok)
-        text = f"inliers: {int(ok.sum())}/{len(ok)}"
-        if caption:
-            text = f"{caption}\nthis db image: {text}"
-        elif failed:
-            text = f"not localized: {reason}\n{len(ok)} 2D-3D through this db image"
+        if failed:
+            text = f"{len(ok)} 2D-3D through this db image"
+            text = f"{caption or 'not localized: ' + reason}\n{text}"
+            add_legend(1, [(OUTLIER, f"2D-3D, no pose ({len(ok)})")], fig=fig)
+        else:
+            text = f"inliers: {int(ok.sum())}/{len(ok)}"
+            text = f"{caption}\nthis db image: {text}" if caption else text
+            add_legend(1, [(INLIER, f"PnP inlier ({int(ok.sum())})"),
+                           (OUTLIER, f"outlier ({int((~ok).sum())})")], fig=fig)
         add_text(0, text, fig=fig)
-        add_legend(1, [(INLIER, f"PnP inlier ({int(ok.sum())})"),
-                       (OUTLIER, f"outlier ({int((~ok).sum())})")], fig=fig)
         _name(fig, 0, f"query: {query_name}")
         _name(fig, 1, f"db: {db_name}")
         figs.append(fig)

@@ -140,7 +140,10 @@ def test_visualize_loc_from_log(scene, tmp_path):
     # a failed query: its correspondences in red, with the reason
     failed = {**_log(None), "reason": "PnP failed: no model"}
     fig = viz.visualize_loc_from_log(images, "query/night/q.png", failed, rec, top_k_db=1)[0]
-    assert fig.axes[0].texts[0].get_text().startswith("not localized: PnP failed: no model")
+    assert fig.axes[0].texts[0].get_text() == \
+        "not localized: PnP failed: no model\n12 2D-3D through this db image"
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert labels == ["2D-3D, no pose (12)"]
     # nothing to draw between: the query alone
     fig = viz.visualize_loc_from_log(images, "query/day/f.png", {**_log(None, 0), "db": []}, rec,
                                      dpi=20)[0]
