@@ -17,7 +17,7 @@ Rows: sift, rootsift, an untrained L2-Net (seed 0), every shipped recipe with we
 published anchors found in ``<shared>/published`` (TFeat, HardTFeat), and any ``--features``.
 Both sequences are held out: no shipped weights are trained on them.
 ``--viz DIR`` writes, for one row (``--viz_row``), one picture per sequence pair
-(``<DIR>/<sequence>_1-<k>_<row>.png``, ``localize.visualization.plot_matches``): the matches, green when
+(``<DIR>/<sequence>_1-<k>_<row>.png``, ``localize.visualization``): the matches, green when
 correct at 3 px under the ground-truth homography, red otherwise.
 Exits with a message (status 0) when the shared data folder is absent.
 """
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from descriptors.patches import detect_dog  # noqa: E402
 from descriptors.registry import OPENCV_NAMES  # noqa: E402
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
-from localize import extract_features, io, viz  # noqa: E402
+from localize import extract_features, io, visualization  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from localize.nearest_neighbor import match_descriptors  # noqa: E402
 
@@ -178,10 +178,15 @@ def run(shared: Path, rows: dict[str, Any], max_keypoints: int,
                 per.append(evaluate_pair(xy0, xy1, matches, H, ref.shape))
                 if viz_dir is not None and name == viz_row:
                     ok = match_errors(xy0, xy1, matches, H) <= VIZ_THRESHOLD
-                    viz.plot_matches(ref, img, xy0, xy1, matches, ok,
-                                     viz_dir / f"{seq}_1-{k}_{name.replace(':', '-')}.png",
-                                     text=f"{seq} 1-{k} {name}: {int(ok.sum())}/{len(ok)} "
-                                          f"correct at {VIZ_THRESHOLD} px")
+                    fig = visualization.plot_images([ref, img], dpi=100)
+                    visualization.plot_matches(xy0[matches[:, 0]], xy1[matches[:, 1]],
+                                               visualization.cm_RdGn(ok), lw=0.5, a=0.3, fig=fig)
+                    visualization.add_text(0, f"{seq} 1-{k} {name}: {int(ok.sum())}/{len(ok)} "
+                                              f"correct at {VIZ_THRESHOLD} px", fig=fig)
+                    visualization.add_legend(1, [(visualization.INLIER, "correct"),
+                                                 (visualization.OUTLIER, "wrong")], fig=fig)
+                    visualization.save_plot(
+                        viz_dir / f"{seq}_1-{k}_{name.replace(':', '-')}.png", fig=fig)
             results.setdefault(seq, {})[name] = {k: float(np.mean([p[k] for p in per]))
                                                  for k in per[0]}
             logger.info("%s %s: %s", seq, name, results[seq][name])

@@ -263,6 +263,37 @@ def points_xyz(reconstruction: pycolmap.Reconstruction) -> dict[int, np.ndarray]
             for i, p in reconstruction.points3D.items()}
 
 
+def registered_image_ids(reconstruction: pycolmap.Reconstruction) -> list[int]:
+    """Sorted ids of the registered images."""
+    return sorted(int(i) for i in reconstruction.reg_image_ids())
+
+
+def image_keypoints(reconstruction: pycolmap.Reconstruction, image_id: int
+                    ) -> tuple[str, np.ndarray, np.ndarray]:
+    """(name, xy (N, 2) float64 hloc pixel coordinates of every keypoint of the image,
+    point3D ids (N,) int64 with -1 where the keypoint has no 3D point)."""
+    im = reconstruction.images[int(image_id)]
+    pts = im.points2D
+    xy = np.array([p.xy for p in pts], np.float64).reshape(-1, 2) - 0.5
+    ids = np.array([p.point3D_id if p.has_point3D() else -1 for p in pts], np.int64)
+    return im.name, xy, ids
+
+
+def points_xyz_track_length(reconstruction: pycolmap.Reconstruction, ids: Iterable[int]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz (K, 3) float64 world coordinates, track length (K,) int64) of 3D points ``ids``."""
+    pts = [reconstruction.points3D[int(i)] for i in ids]
+    return (np.array([p.xyz for p in pts], np.float64).reshape(-1, 3),
+            np.array([p.track.length() for p in pts], np.int64))
+
+
+def point_observations(reconstruction: pycolmap.Reconstruction, point3D_id: int
+                       ) -> dict[int, int]:
+    """{image_id -> keypoint index} of the images observing one 3D point."""
+    return {int(e.image_id): int(e.point2D_idx)
+            for e in reconstruction.points3D[int(point3D_id)].track.elements}
+
+
 # ------------------------------------------------------------------------------------------
 # Database
 # ------------------------------------------------------------------------------------------

@@ -1,288 +1,712 @@
-"""Pictures of keypoints, matches and localization inliers, drawn with OpenCV into PNG files.
+"""Pictures with matplotlib: hloc's ``visualization`` / ``utils.viz`` functions; a run's pictures.
 
-Pure functions (no global figure state; matplotlib is not a dependency). Conventions:
+hloc contract: ``plot_images``, ``plot_keypoints``, ``plot_matches``, ``add_text``,
+``save_plot``, ``read_image``, ``cm_RdGn``, ``visualize_sfm_2d``, ``visualize_loc`` and
+``visualize_loc_from_log`` take hloc's parameters, so hloc's notebook cells run with
+``from localize import visualization``. Differences, on purpose:
 
-- images: (H, W) uint8 grey or (H, W, 3) uint8 RGB;
-- keypoints: (N, 2) float pixel xy, pixel centres at integers (``localize.io.get_keypoints``);
-- matches: (M, 2) int [index into kpts0, index into kpts1] (``localize.io.get_matches``);
-- pictures are (H, W, 3) uint8 RGB in memory; the ``plot_*`` functions write them as PNG
-  (atomically) and return the path.
+- pyplot is never imported: figures are ``matplotlib.figure.Figure`` objects drawn by the Agg
+  canvas and live as long as a reference to them. ``plot_images`` returns its figure and makes
+  it the module's *current figure*, which the drawing functions use when given no ``fig=``
+  (hloc draws on pyplot's current figure); ``visualize_*`` return a :class:`Figures` list. A
+  figure or a :class:`Figures` list shown as the last value of a notebook cell displays as
+  pictures.
+- the figure is laid out by hand (images side by side, ``pad`` * 10 points apart, no margins), so a
+  picture is ``round(width * dpi) x round(height * dpi)`` pixels with
+  ``width = figsize * sum(W / H) + gaps`` and ``height = figsize`` inches (more when titled, or
+  with a colour bar); ``save_plot`` writes that canvas as is (atomically).
+- keypoints are drawn at hloc coordinates (pixel centre at integers, as ``imshow`` shows pixels):
+  COLMAP's ``points2D`` and the logs' ``keypoints_query`` (COLMAP, +0.5) are shifted back.
+- captions and image names are large enough to read, and every colouring has a legend
+  (``add_legend``, ours) or a colour bar; a query that was not localized is drawn with its
+  reason. Bad input (missing folder or image, a log that is not hloc's) raises a one-line
+  error naming it.
 
-Pairs are drawn side by side (image0 left, image1 right, tops aligned, ``GAP`` px apart). Match
-lines are :data:`CORRECT` (green) / :data:`WRONG` (red) when correctness is known, else
-:data:`MATCH`; localization inliers use the same green / red.
-
-``save_pipeline_figures`` draws the outputs of an hloc-style run (features.h5, matches.h5, the
-pairs file and, optionally, ``localize.localize_sfm`` logs) with ``localize.io``'s readers.
+:func:`save_pipeline_figures` writes the pictures of a ``pipelines.aachen`` run.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import pickle
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from io import BytesIO
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-import cv2
+import matplotlib.colors as mcolors
+import matplotlib.patheffects as path_effects
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from tqdm import tqdm
 
 from descriptors.util import atomic_write
-from localize import io
-from localize.data.render import write_rgb
+from localize import colmap, io
 from localize.evaluate import read_poses
 from localize.geometry import pose_error
+from localize.localize_sfm import _failure_class, hloc_logs_path, logs_path_for
 
 logger = logging.getLogger(__name__)
 
-CORRECT = (0, 200, 0)         # RGB
-WRONG = (230, 0, 0)
-MATCH = (0, 160, 255)         # correctness unknown
-KEYPOINT = (255, 200, 0)
-GAP = 10                      # pixels between the two images of a pair
-TEXT_SCALE = 0.5             # font scale per 640 px of picture height (never below 0.5)
+INLIER, OUTLIER = "#00ff00", "#ff0000"         # PnP inlier / outlier: cm_RdGn(1) / cm_RdGn(0)
+MATCH = "#00a0ff"                              # a match whose correctness is unknown
+KEYPOINT = "lime"
+TRIANGULATED, NOT_TRIANGULATED = "#1f4fff", "#ff2020"
+NAME_FS = 10                                   # points: image names (hloc: 5, unreadable)
+TITLE_IN = 0.35                                # inches above the images when titled
+CBAR_IN = 1.0                                  # inches right of the image for a colour bar
+SFM_COLORINGS = ("visibility", "track_length", "depth")
 
 
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """(H, W) grey or (H, W, 3) RGB uint8 -> a contiguous (H, W, 3) uint8 RGB copy."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or \
-            (image.ndim == 3 and image.shape[2] != 3):
-        raise ValueError(f"expected an (H, W) or (H, W, 3) uint8 image, got {image.shape} "
-                         f"{image.dtype}")
-    return np.ascontiguousarray(np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image)
+class _Figure(Figure):
+    """A Figure that notebooks show as a PNG (no pyplot backend needed)."""
+
+    def _repr_png_(self) -> bytes:
+        buf = BytesIO()
+        self.savefig(buf, format="png")
+        return buf.getvalue()
 
 
-def _points(kpts: np.ndarray, what: str) -> np.ndarray:
-    k = np.asarray(kpts, np.float64)
+class Figures(list):
+    """The figures a ``visualize_*`` call drew; a notebook shows them as pictures."""
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+        display(*self)
+
+
+_current: list[Figure | None] = [None]   # the figure hloc-style calls without fig= draw on
+
+
+def _made_current(figs: Figures) -> Figures:
+    """The last figure becomes the current one (hloc's ``save_plot()`` after a call saves it)."""
+    if figs:
+        _current[0] = figs[-1]
+    return figs
+
+
+def _fig(fig: Figure | None) -> Figure:
+    fig = fig if fig is not None else _current[0]
+    if fig is None:
+        raise ValueError("no figure to draw on: call plot_images first (or pass fig=)")
+    return fig
+
+
+def cm_RdGn(x: np.ndarray | Sequence[float]) -> np.ndarray:
+    """hloc's colour map: (N,) values in [0, 1] -> (N, 3) RGB, red (0) -> yellow -> green (1)."""
+    x = np.clip(np.asarray(x, np.float64), 0, 1)[..., None]
+    return np.clip(np.concatenate([2 - 2 * x, 2 * x, np.zeros_like(x)], -1), 0, 1)
+
+
+def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
+    """hloc's ``read_image``: (H, W, 3) uint8 RGB, or (H, W) uint8 grey
+    (``localize.io.read_image``: one-line error naming a missing or broken file)."""
+    return io.read_image(path, grayscale=grayscale)
+
+
+def _as_image(img: Any) -> np.ndarray:
+    """NumPy or torch image, (H, W), (H, W, 1|3) or (1|3, H, W) -> (H, W) or (H, W, 3)."""
+    if hasattr(img, "detach"):
+        img = img.detach().cpu().numpy()
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] != 3) or 0 in img.shape:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {img.shape}")
+    return img
+
+
+def _new_figure(imgs: Sequence[Any], titles: Sequence[str] | None = None,
+                cmaps: str | Sequence[str] = "gray", dpi: float = 100, pad: float = 0.5,
+                adaptive: bool = True, figsize: float = 4.5, right: float = 0.0) -> Figure:
+    """Figure with the images side by side, ``figsize`` inches high, ``pad`` * 10 points
+    apart, no margins; ``right`` inches kept free on the right (colour bar)."""
+    imgs = [_as_image(i) for i in imgs]
+    if not imgs:
+        raise ValueError("plot_images: no image to plot")
+    n = len(imgs)
+    cmaps = list(cmaps) if isinstance(cmaps, (list, tuple)) else [cmaps] * n
+    ratios = [i.shape[1] / i.shape[0] for i in imgs] if adaptive else [4 / 3] * n
+    gap = pad * 10 / 72
+    top = TITLE_IN if titles else 0.0
+    width = figsize * sum(ratios) + gap * (n - 1) + right
+    height = figsize + top
+    fig = _Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    x = 0.0
+    for k, (img, r) in enumerate(zip(imgs, ratios)):
+        ax = fig.add_axes((x / width, 0.0, figsize * r / width, figsize / height))
+        grey_range = {"vmin": 0, "vmax": 255} if img.ndim == 2 and img.dtype == np.uint8 else {}
+        ax.imshow(img, cmap=cmaps[k], **grey_range)
+        ax.set_axis_off()
+        if titles and k < len(titles) and titles[k]:
+            ax.set_title(titles[k], fontsize=12)
+        x += figsize * r + gap
+    return fig
+
+
+def plot_images(imgs: Sequence[Any], titles: Sequence[str] | None = None,
+                cmaps: str | Sequence[str] = "gray", dpi: float = 100, pad: float = 0.5,
+                adaptive: bool = True, figsize: float = 4.5) -> Figure:
+    """hloc's ``plot_images``: a figure with the images side by side (it becomes the current
+    figure). ``imgs``: NumPy or torch images, (H, W, 3) RGB or (H, W) grey; ``adaptive``: axes
+    widths follow the W / H ratios (else 4:3 each); ``figsize``: height in inches."""
+    fig = _new_figure(imgs, titles, cmaps, dpi, pad, adaptive, figsize)
+    _current[0] = fig
+    return fig
+
+
+def _xy(kpts: Any, what: str) -> np.ndarray:
+    k = np.asarray(kpts.detach().cpu().numpy() if hasattr(kpts, "detach") else kpts, np.float64)
+    if k.size == 0:
+        return k.reshape(0, 2)
     if k.ndim != 2 or k.shape[1] != 2:
         raise ValueError(f"{what} must be (N, 2) pixel xy, got shape {k.shape}")
     return k
 
 
-def _pt(xy: np.ndarray, dx: int = 0) -> tuple[int, int]:
-    return int(round(float(xy[0]))) + dx, int(round(float(xy[1])))
-
-
-def put_text(canvas: np.ndarray, text: str) -> np.ndarray:
-    """White text with a black outline at the top left, in place; the font grows with the
-    picture height."""
-    scale = TEXT_SCALE * max(1.0, canvas.shape[0] / 640)
-    org = (5, int(round(18 * scale / TEXT_SCALE)))
-    for color, thick in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color,
-                    int(round(thick * scale / TEXT_SCALE)), cv2.LINE_AA)
-    return canvas
-
-
-def draw_keypoints(image: np.ndarray, kpts: np.ndarray, colors: np.ndarray | Sequence[int]
-                   = KEYPOINT, radius: int = 2) -> np.ndarray:
-    """Image with a filled circle at every keypoint.
-
-    Args:
-        kpts: (N, 2) pixel xy.
-        colors: one RGB triple, or (N, 3) per keypoint.
-    Returns:
-        (H, W, 3) uint8 RGB copy of ``image``.
-    """
-    canvas = as_rgb(image).copy()
-    k = _points(kpts, "kpts")
-    cols = np.broadcast_to(np.asarray(colors, np.int64).reshape(-1, 3), (len(k), 3))
-    for xy, c in zip(k, cols):
-        cv2.circle(canvas, _pt(xy), radius, tuple(int(v) for v in c), -1, cv2.LINE_AA)
-    return canvas
-
-
-def side_by_side(image0: np.ndarray, image1: np.ndarray) -> tuple[np.ndarray, int]:
-    """(canvas (max(H0, H1), W0 + GAP + W1, 3) uint8 RGB with a white gap, x offset of image1)."""
-    a, b = as_rgb(image0), as_rgb(image1)
-    h = max(a.shape[0], b.shape[0])
-    canvas = np.full((h, a.shape[1] + GAP + b.shape[1], 3), 255, np.uint8)
-    canvas[:a.shape[0], :a.shape[1]] = a
-    dx = a.shape[1] + GAP
-    canvas[:b.shape[0], dx:] = b
-    return canvas, dx
-
-
-def match_colors(correct: np.ndarray | None, n: int) -> np.ndarray:
-    """(n, 3) RGB: CORRECT / WRONG from ``correct`` (n,) bool, or MATCH for all when None."""
-    if correct is None:
-        return np.tile(np.array(MATCH), (n, 1))
-    c = np.asarray(correct, bool).reshape(-1)
+def _rgba(color: Any, n: int) -> np.ndarray:
+    """One colour (name / RGB(A) tuple) or n colours -> (n, 4) RGBA; None: random hues."""
+    if n == 0:
+        return np.zeros((0, 4))
+    if color is None:
+        return colormaps["hsv"](np.random.default_rng(0).random(n))
+    if isinstance(color, str) or (len(color) in (3, 4) and np.isscalar(color[0])):
+        return np.tile(mcolors.to_rgba(color), (n, 1))
+    c = mcolors.to_rgba_array(np.asarray(color) if not isinstance(color[0], str) else color)
     if len(c) != n:
-        raise ValueError(f"correct has {len(c)} entries for {n} matches")
-    return np.where(c[:, None], np.array(CORRECT), np.array(WRONG))
+        raise ValueError(f"{len(c)} colours for {n} points")
+    return c
 
 
-def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
-                 matches: np.ndarray, correct: np.ndarray | None = None, thickness: int = 1,
-                 text: str | None = None) -> np.ndarray:
-    """Side-by-side picture with one line (and end dots) per match.
+def plot_keypoints(kpts: Sequence[Any], colors: Any = KEYPOINT, ps: float = 4,
+                   fig: Figure | None = None) -> None:
+    """hloc's ``plot_keypoints``: ``kpts[i]`` (N_i, 2) pixel xy as dots on image i; ``colors``:
+    one colour, or one per image (a colour or (N_i, 3|4) per keypoint); ``ps``: dot area, pt^2."""
+    fig = _fig(fig)
+    if not isinstance(colors, list):
+        colors = [colors] * len(kpts)
+    for ax, k, c in zip(fig.axes, kpts, colors):
+        k = _xy(k, "kpts")
+        ax.scatter(k[:, 0], k[:, 1], c=_rgba(c, len(k)), s=ps, linewidths=0)
+
+
+def plot_matches(kpts0: Any, kpts1: Any, color: Any = None, lw: float = 1.5, ps: float = 4,
+                 indices: tuple[int, int] = (0, 1), a: float = 1.0,
+                 fig: Figure | None = None) -> None:
+    """hloc's ``plot_matches``: a line from ``kpts0[i]`` on image ``indices[0]`` to
+    ``kpts1[i]`` on image ``indices[1]`` (both (M, 2) pixel xy).
+
+    ``color``: one colour, or (M, 3|4) / M colours (random hues when None); ``lw``: line width
+    in points (0: no lines); ``ps``: end dots' area (0: none); ``a``: line opacity."""
+    fig = _fig(fig)
+    if len(fig.axes) <= max(indices):
+        raise ValueError(f"the figure has {len(fig.axes)} images, indices are {indices}")
+    ax0, ax1 = fig.axes[indices[0]], fig.axes[indices[1]]
+    k0, k1 = _xy(kpts0, "kpts0"), _xy(kpts1, "kpts1")
+    if len(k0) != len(k1):
+        raise ValueError(f"kpts0 and kpts1 differ in length: {len(k0)} vs {len(k1)}")
+    rgba = _rgba(color, len(k0))
+    for ax in (ax0, ax1):
+        ax.apply_aspect()
+        ax.autoscale(enable=False)
+    if lw > 0 and len(k0):
+        to_fig = fig.transFigure.inverted()
+        p0 = to_fig.transform(ax0.transData.transform(k0))
+        p1 = to_fig.transform(ax1.transData.transform(k1))
+        fig.add_artist(LineCollection(np.stack([p0, p1], 1), colors=rgba, linewidths=lw,
+                                      alpha=a, transform=fig.transFigure, zorder=1))
+    if ps > 0:
+        ax0.scatter(k0[:, 0], k0[:, 1], c=rgba, s=ps, linewidths=0)
+        ax1.scatter(k1[:, 0], k1[:, 1], c=rgba, s=ps, linewidths=0)
+
+
+def add_text(idx: int, text: str, pos: tuple[float, float] = (0.01, 0.99), fs: float = 15,
+             color: str = "w", lcolor: str | None = "k", lwidth: float = 2, ha: str = "left",
+             va: str = "top", fig: Figure | None = None) -> None:
+    """hloc's ``add_text``: ``text`` on image ``idx`` at ``pos`` (axes fraction), ``fs``
+    points, with a ``lcolor`` outline (None: no outline)."""
+    ax = _fig(fig).axes[idx]
+    t = ax.text(*pos, text, fontsize=fs, ha=ha, va=va, color=color, transform=ax.transAxes)
+    if lcolor is not None:
+        t.set_path_effects([path_effects.Stroke(linewidth=lwidth, foreground=lcolor),
+                            path_effects.Normal()])
+
+
+def save_plot(path: str | os.PathLike, fig: Figure | None = None, **kw: Any) -> Path:
+    """Write the figure (default: the current one) to ``path`` atomically, format from the
+    suffix (PNG when none); ``kw`` go to ``Figure.savefig``. Returns the path."""
+    fig, path = _fig(fig), Path(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:] or "png", **kw)
+    return path
+
+
+def _name(fig: Figure, idx: int, name: str) -> None:
+    add_text(idx, name, pos=(0.01, 0.01), fs=NAME_FS, lwidth=2.5, va="bottom", fig=fig)
+
+
+def add_legend(idx: int, entries: Sequence[tuple[Any, str]], loc: str = "upper right",
+               fig: Figure | None = None) -> None:
+    """Legend of (colour, label) dots on image ``idx`` (our addition to hloc's functions)."""
+    handles = [Line2D([], [], ls="", marker="o", ms=7, color=c, label=lab) for c, lab in entries]
+    _fig(fig).axes[idx].legend(handles=handles, loc=loc, fontsize=9, framealpha=0.8)
+
+
+def _colorbar(fig: Figure, mappable: ScalarMappable, label: str,
+              ticks: Sequence[int] | None = None, extend: str = "neither") -> None:
+    """Colour bar in the ``CBAR_IN`` band right of the last image (``ticks``: integer
+    labels)."""
+    w = fig.get_size_inches()[0]
+    cax = fig.add_axes(((w - CBAR_IN + 0.12) / w, 0.08, 0.18 / w, 0.84))
+    cb = fig.colorbar(mappable, cax=cax, extend=extend)
+    if ticks is not None:
+        cb.minorticks_off()
+        cb.set_ticks(list(ticks), labels=[str(t) for t in ticks])
+    cb.set_label(label, fontsize=10)
+    cb.ax.tick_params(labelsize=9)
+
+
+def _plot_inliers(fig: Figure, k0: np.ndarray, k1: np.ndarray, ok: np.ndarray) -> None:
+    """Matches (M, 2) <-> (M, 2) on images 0 and 1, green where ``ok`` (M,) else red, red drawn
+    last; lines fainter when there are many (opaque end dots)."""
+    order = np.argsort(~ok, kind="stable")
+    a = float(np.clip(100 / max(len(ok), 1), 0.12, 0.8))
+    plot_matches(k0[order], k1[order], cm_RdGn(ok[order].astype(float)), lw=0.8, ps=6, a=a,
+                 fig=fig)
+
+
+def _reconstruction(reconstruction: Any) -> Any:
+    """A pycolmap.Reconstruction, or a model folder read with ``colmap.read_model``."""
+    if isinstance(reconstruction, (str, os.PathLike)):
+        return colmap.read_model(reconstruction)
+    return reconstruction
+
+
+def _folder(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
+                     color_by: str = "visibility", selected: Sequence[int] = [], n: int = 1,
+                     seed: int = 0, dpi: float = 75) -> Figures:
+    """hloc's ``visualize_sfm_2d``: keypoints of model images over the images.
 
     Args:
-        kpts0, kpts1: (N0, 2), (N1, 2) pixel xy.
-        matches: (M, 2) int [i0, i1].
-        correct: (M,) bool (green / red lines), or None (one colour).
-        text: drawn at the top left.
+        reconstruction: pycolmap.Reconstruction or model folder.
+        image_dir: root of the image names.
+        color_by: ``visibility`` (blue: keypoint with a 3D point, red: without),
+            ``track_length`` (3D points coloured by the number of images seeing them, log
+            scale; keypoints without one grey) or ``depth`` (3D points by their depth in the
+            camera, model units, colours spanning the 2nd to 98th percentile; keypoints
+            without one not drawn).
+        selected: image ids to draw; else ``n`` registered images sampled with ``seed``.
     Returns:
-        (max(H0, H1), W0 + GAP + W1, 3) uint8 RGB.
+        one figure per image (caption: counts; name bottom left; legend or colour bar).
     """
-    k0, k1 = _points(kpts0, "kpts0"), _points(kpts1, "kpts1")
-    m = np.asarray(matches, np.int64).reshape(-1, 2)
-    if len(m) and (m[:, 0].max() >= len(k0) or m[:, 1].max() >= len(k1) or m.min() < 0):
-        raise ValueError(f"matches index keypoints out of range ({len(k0)}, {len(k1)})")
-    canvas, dx = side_by_side(image0, image1)
-    for (i0, i1), c in zip(m, match_colors(correct, len(m))):
-        col = tuple(int(v) for v in c)
-        p0, p1 = _pt(k0[i0]), _pt(k1[i1], dx)
-        cv2.line(canvas, p0, p1, col, thickness, cv2.LINE_AA)
-        cv2.circle(canvas, p0, 2, col, -1, cv2.LINE_AA)
-        cv2.circle(canvas, p1, 2, col, -1, cv2.LINE_AA)
-    if text:
-        put_text(canvas, text)
-    return canvas
+    image_dir = _folder(image_dir, "image folder")
+    if color_by not in SFM_COLORINGS:
+        raise ValueError(f"color_by must be one of {SFM_COLORINGS}, got {color_by!r}")
+    rec = _reconstruction(reconstruction)
+    if not selected:
+        ids = colmap.registered_image_ids(rec)
+        selected = random.Random(seed).sample(ids, min(n, len(ids)))
+    figs = Figures()
+    for image_id in selected:
+        name, xy, p3d = colmap.image_keypoints(rec, image_id)
+        vis = p3d >= 0
+        image = read_image(image_dir / name)
+        if color_by == "visibility":
+            fig = _new_figure([image], dpi=dpi)
+            plot_keypoints([xy[~vis]], colors=NOT_TRIANGULATED, fig=fig)
+            plot_keypoints([xy[vis]], colors=TRIANGULATED, fig=fig)
+            text = f"visible: {int(vis.sum())}/{len(vis)}"
+            add_legend(0, [(TRIANGULATED, f"3D point ({int(vis.sum())})"),
+                           (NOT_TRIANGULATED, f"no 3D point ({int((~vis).sum())})")], fig=fig)
+        elif color_by == "track_length":
+            fig = _new_figure([image], dpi=dpi, right=CBAR_IN)
+            _, tl = colmap.points_xyz_track_length(rec, p3d[vis])
+            norm = mcolors.LogNorm(vmin=2, vmax=max(3, int(tl.max()) if len(tl) else 3))
+            sm = ScalarMappable(norm=norm, cmap="jet")
+            plot_keypoints([xy[~vis]], colors="0.6", fig=fig)
+            plot_keypoints([xy[vis]], colors=[sm.to_rgba(tl)], fig=fig)
+            text = (f"max/median track length: {int(tl.max())}/{np.median(tl):g}" if len(tl)
+                    else "no 3D point")
+            ticks = np.unique(np.round(np.geomspace(norm.vmin, norm.vmax, 6))).astype(int)
+            _colorbar(fig, sm, "track length (images)", ticks)
+            add_legend(0, [("0.6", f"no 3D point ({int((~vis).sum())})")], fig=fig)
+        else:
+            fig = _new_figure([image], dpi=dpi, right=CBAR_IN)
+            xyz, _ = colmap.points_xyz_track_length(rec, p3d[vis])
+            z = colmap.project_points(rec, image_id, xyz)[1]
+            lo, hi = np.percentile(z, [2, 98]) if len(z) else (0.0, 1.0)
+            sm = ScalarMappable(norm=mcolors.Normalize(lo, max(hi, lo + 1e-9)), cmap="jet")
+            plot_keypoints([xy[vis]], colors=[sm.to_rgba(z)], fig=fig)
+            text = f"visible: {int(vis.sum())}/{len(vis)}"
+            _colorbar(fig, sm, "depth (model units)", extend="both")
+        add_text(0, text, fig=fig)
+        _name(fig, 0, name)
+        figs.append(fig)
+    return _made_current(figs)
 
 
-def save_png(picture: np.ndarray, out_path: str | os.PathLike) -> Path:
-    """Write an (H, W, 3) uint8 RGB picture as PNG (atomically; parent folders created)."""
-    out_path = Path(out_path)
-    with atomic_write(out_path, suffix=".png") as tmp:
-        write_rgb(tmp, picture)
-    return out_path
+def _loc_correspondences(loc: Mapping[str, Any], rec: Any, query_name: str
+                         ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int]]]]:
+    """(query keypoints (K, 2) hloc xy, inlier mask (K,), per db image of ``loc['db']``:
+    [(row into the query keypoints, db keypoint index)]) of one hloc log entry."""
+    missing = {"db", "keypoints_query", "keypoint_index_to_db"} - set(loc)
+    if missing:
+        raise ValueError(f"{query_name}: not an hloc localization log (no {sorted(missing)}); "
+                         "pass an entry of <results>_logs.pkl or pose_from_cluster's log")
+    kq = _xy(loc["keypoints_query"], "keypoints_query") - 0.5      # COLMAP -> hloc
+    pnp = loc.get("PnP_ret")
+    inl = (np.asarray(pnp["inlier_mask"], bool).reshape(-1) if pnp
+           else np.zeros(len(kq), bool))
+    _, p3d_to_db = loc["keypoint_index_to_db"]
+    if len(inl) != len(kq) or len(p3d_to_db) != len(kq):
+        raise ValueError(f"{query_name}: log has {len(kq)} keypoints, {len(inl)} inlier flags "
+                         f"and {len(p3d_to_db)} 3D points")
+    db = [int(i) for i in loc["db"]]
+    per_db: list[list[tuple[int, int]]] = [[] for _ in db]
+    for row, (pid, db_idxs) in enumerate(p3d_to_db):
+        track = colmap.point_observations(rec, pid)
+        for j in db_idxs:
+            if db[j] not in track:
+                raise ValueError(f"{query_name}: the log and the reconstruction disagree "
+                                 f"(3D point {pid} not seen by image {db[j]})")
+            per_db[j].append((row, track[db[j]]))
+    return kq, inl, per_db
 
 
-def plot_keypoints(image: np.ndarray, kpts: np.ndarray, out_path: str | os.PathLike,
-                   color: Sequence[int] = KEYPOINT, radius: int = 2) -> Path:
-    """PNG of ``image`` (H, W) with its (N, 2) pixel-xy keypoints as dots; returns the path."""
-    canvas = draw_keypoints(image, kpts, color, radius)
-    put_text(canvas, f"{len(kpts)} keypoints")
-    return save_png(canvas, out_path)
+def _loc_figures(image_dir: Path, query_name: str, loc: Mapping[str, Any], rec: Any,
+                 db_image_dir: Path | None, top_k_db: int, dpi: float,
+                 caption: str | None = None, figsize: float = 4.5) -> Figures:
+    """Query | db image pictures of one hloc log entry: its 2D-3D correspondences through the
+    ``top_k_db`` db images with the most inliers (then correspondences), green when a PnP
+    inlier, red otherwise. ``caption`` (default: hloc's ``inliers: a/b``) goes top left."""
+    if loc.get("covisibility_clustering", False):
+        loc = {**loc["log_clusters"][loc["best_cluster"] or 0], "reason": loc.get("reason")}
+    kq, inl, per_db = _loc_correspondences(loc, rec, query_name)
+    q_image = read_image(image_dir / query_name)
+    failed = not loc.get("PnP_ret")
+    reason = loc.get("reason") or ("PnP failed" if len(kq) else "no 2D-3D correspondence")
+    order = sorted((j for j in range(len(per_db)) if per_db[j]),
+                   key=lambda j: (-sum(inl[r] for r, _ in per_db[j]), -len(per_db[j]), j))
+    figs = Figures()
+    if not order:       # nothing to draw between: the query alone, with why
+        fig = _new_figure([q_image], dpi=dpi, figsize=figsize)
+        add_text(0, caption or f"not localized: {reason}", fig=fig)
+        _name(fig, 0, query_name)
+        return Figures([fig])
+    for j in order[:top_k_db]:
+        db_name, db_xy, _ = colmap.image_keypoints(rec, int(loc["db"][j]))
+        rows = np.array(per_db[j], np.int64)
+        ok = inl[rows[:, 0]]
+        db_image = read_image((db_image_dir or image_dir) / db_name)
+        fig = _new_figure([q_image, db_image], dpi=dpi, figsize=figsize)
+        _plot_inliers(fig, kq[rows[:, 0]], db_xy[rows[:, 1]], ok)
+        if failed:
+            text = f"{len(ok)} 2D-3D through this db image"
+            text = f"{caption or 'not localized: ' + reason}\n{text}"
+            add_legend(1, [(OUTLIER, f"2D-3D, no pose ({len(ok)})")], fig=fig)
+        else:
+            text = f"inliers: {int(ok.sum())}/{len(ok)}"
+            text = f"{caption}\nthis db image: {text}" if caption else text
+            add_legend(1, [(INLIER, f"PnP inlier ({int(ok.sum())})"),
+                           (OUTLIER, f"outlier ({int((~ok).sum())})")], fig=fig)
+        add_text(0, text, fig=fig)
+        _name(fig, 0, f"query: {query_name}")
+        _name(fig, 1, f"db: {db_name}")
+        figs.append(fig)
+    return figs
 
 
-def plot_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
-                 matches: np.ndarray, correct: np.ndarray | None, out_path: str | os.PathLike,
-                 text: str | None = None) -> Path:
-    """PNG of :func:`draw_matches` (green / red by ``correct`` (M,) bool, one colour when None);
-    the default text counts the matches (and the correct ones). Returns the path."""
-    n = len(np.asarray(matches).reshape(-1, 2))
-    if text is None:
-        text = f"{n} matches" + ("" if correct is None else
-                                 f", {int(np.sum(correct))} correct")
-    return save_png(draw_matches(image0, image1, kpts0, kpts1, matches, correct, text=text),
-                    out_path)
-
-
-def plot_localization(query_image: np.ndarray, kpts: np.ndarray, inlier_mask: np.ndarray | None,
-                      db_image: np.ndarray, db_kpts: np.ndarray, matches: np.ndarray,
-                      out_path: str | os.PathLike, text: str | None = None) -> Path:
-    """One query's PnP inliers (as hloc's ``visualize_loc``): the query (left) and a retrieved
-    database image (right) with their matches, green when the query keypoint is a PnP inlier,
-    red when not.
+def visualize_loc_from_log(image_dir: str | os.PathLike, query_name: str,
+                           loc: Mapping[str, Any], reconstruction: Any = None,
+                           db_image_dir: str | os.PathLike | None = None, top_k_db: int = 2,
+                           dpi: float = 75) -> Figures:
+    """hloc's ``visualize_loc_from_log``: one query's 2D-3D correspondences, drawn between the
+    query and each of the ``top_k_db`` db images with the most PnP inliers (green inlier, red
+    outlier; caption ``inliers: a/b``, or ``not localized: <reason>``; both names shown).
 
     Args:
-        query_image: (Hq, Wq[, 3]) uint8.
-        kpts: (N, 2) pixel xy query keypoints (all of them: ``matches`` index them).
-        inlier_mask: (N,) bool over ``kpts`` (True = PnP inlier), or None when unknown (all
-            matches one colour).
-        db_image: (Hd, Wd[, 3]) uint8; db_kpts: (K, 2) pixel xy.
-        matches: (M, 2) int [query keypoint, db keypoint].
-        text: top-left caption (default: inlier count among the matched query keypoints).
+        loc: one query's hloc log (``pose_from_cluster``'s ``log`` or an entry of
+            ``<results>_logs.pkl``): ``db`` (image ids), ``PnP_ret`` (None when PnP failed),
+            ``keypoints_query`` (COLMAP coordinates), ``keypoint_index_to_db``; an optional
+            ``reason`` (ours) is shown for a failed query.
+        reconstruction: the model the query was localized in (pycolmap.Reconstruction or
+            folder): it gives the db keypoints of each 3D point.
     Returns:
-        the PNG path.
+        the figures (the query alone, captioned, when it has no correspondence).
     """
-    m = np.asarray(matches, np.int64).reshape(-1, 2)
-    correct = None
-    if inlier_mask is not None:
-        mask = np.asarray(inlier_mask, bool).reshape(-1)
-        if len(mask) != len(kpts):
-            raise ValueError(f"inlier_mask has {len(mask)} entries for {len(kpts)} keypoints")
-        correct = mask[m[:, 0]]
-    if text is None:
-        text = (f"{len(m)} matches" if correct is None else
-                f"inliers: {int(correct.sum())}/{len(m)} matches")
-    return save_png(draw_matches(query_image, db_image, kpts, db_kpts, m, correct, text=text),
-                    out_path)
+    if reconstruction is None:
+        raise ValueError("visualize_loc_from_log needs the reconstruction: the db keypoints "
+                         "come from its tracks")
+    image_dir = _folder(image_dir, "image folder")
+    return _made_current(_loc_figures(image_dir, query_name, loc, _reconstruction(reconstruction),
+                                      Path(db_image_dir) if db_image_dir else None, top_k_db,
+                                      dpi))
+
+
+def _read_hloc_logs(results: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """{query: hloc log entry} of ``<results>_logs.pkl``, with our ``reason`` of each failed
+    query added from ``<results stem>_logs.json`` when that file exists."""
+    path = hloc_logs_path(results)
+    if not path.is_file():
+        raise FileNotFoundError(f"localization logs not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            loc = dict(pickle.load(f)["loc"])
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not an hloc localization log ({type(e).__name__})") from None
+    ours = logs_path_for(results)
+    if ours.is_file():
+        for q, e in json.loads(ours.read_text(encoding="utf-8")).get("loc", {}).items():
+            if q in loc and not e.get("success", True):
+                loc[q] = {**loc[q], "reason": e.get("reason")}
+    return loc
+
+
+def visualize_loc(results: str | os.PathLike, image_dir: str | os.PathLike,
+                  reconstruction: Any = None, db_image_dir: str | os.PathLike | None = None,
+                  selected: Sequence[str] = [], n: int = 1, seed: int = 0,
+                  prefix: str | None = None, **kwargs: Any) -> Figures:
+    """hloc's ``visualize_loc``: :func:`visualize_loc_from_log` for queries of the results
+    file's ``<results>_logs.pkl`` (``selected``, else ``n`` sampled with ``seed`` among the
+    names starting with ``prefix``); ``kwargs``: ``top_k_db``, ``dpi``."""
+    if reconstruction is None:
+        raise ValueError("visualize_loc needs the reconstruction: the db keypoints come from "
+                         "its tracks")
+    image_dir = _folder(image_dir, "image folder")
+    logs = _read_hloc_logs(results)
+    if not selected:
+        queries = [q for q in logs if not prefix or q.startswith(prefix)]
+        selected = random.Random(seed).sample(queries, min(n, len(queries)))
+    rec = _reconstruction(reconstruction)
+    figs = Figures()
+    for q in selected:
+        if q not in logs:
+            raise KeyError(f"query {q} not in {results}_logs.pkl")
+        figs += visualize_loc_from_log(image_dir, q, logs[q], rec, db_image_dir, **kwargs)
+    return figs
+
+
+# ------------------------------------------------------------------------------------------
+# A run's pictures
+# ------------------------------------------------------------------------------------------
+def _flat(name: str) -> str:
+    return name.replace("/", "-")
+
+
+def condition(name: str) -> str:
+    """'night' / 'day' when a folder of the query name says so, else 'query'."""
+    parts = Path(name).parts[:-1]
+    return "night" if "night" in parts else "day" if "day" in parts else "query"
 
 
 def _loc_caption(name: str, entry: Mapping[str, Any], estimated: Mapping[str, tuple],
                  gt_poses: Mapping[str, tuple] | None) -> str:
-    """``name: ok, 45 inliers / 120 2D-3D[, 0.12 m 0.8 deg]`` or ``name: <failure reason>``."""
+    """``<condition> query: 45 inliers / 120 2D-3D[, error 0.12 m 0.8 deg]`` or
+    ``<condition> query NOT localized: <reason>``."""
+    cond = condition(name)
     if not entry.get("success"):
-        return f"{name}: {entry.get('reason', 'not localized')}"
-    s = f"{name}: {entry.get('num_inliers', 0)} inliers / {entry.get('num_2d3d', 0)} 2D-3D"
+        return f"{cond} query NOT localized: {entry.get('reason') or 'unknown reason'}"
+    s = f"{cond} query: {entry.get('num_inliers', 0)} inliers / {entry.get('num_2d3d', 0)} 2D-3D"
     est = estimated.get(name, estimated.get(name.rsplit("/", 1)[-1]))
     if gt_poses is not None and name in gt_poses and est is not None:
         dt, dr = pose_error(est[0], est[1], *gt_poses[name])
-        s += f", error {dt:.2f} m {dr:.1f} deg"
+        s += f"\nerror {dt:.3f} m, {dr:.2f} deg"
     return s
+
+
+def _spread(items: list, n: int) -> list:
+    """``n`` items evenly spaced through ``items`` (first and last included)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i)] for i in np.linspace(0, len(items) - 1, n)]
+
+
+def _pick_queries(loc: Mapping[str, Mapping[str, Any]], n: int) -> list[tuple[str, str]]:
+    """(group, query) to draw: per condition, ``n`` localized queries from the most inliers to
+    the fewest; ``n`` failed queries, one per failure reason first."""
+    picked: list[tuple[str, str]] = []
+    by_cond: dict[str, list[str]] = defaultdict(list)
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for q, e in loc.items():
+        if e.get("success"):
+            by_cond[condition(q)].append(q)
+        else:
+            by_reason[_failure_class(str(e.get("reason", "")))].append(q)
+    for cond in sorted(by_cond):
+        ranked = sorted(by_cond[cond], key=lambda q: (-loc[q].get("num_inliers", 0), q))
+        picked += [(cond, q) for q in _spread(ranked, n)]
+    failed: list[str] = []
+    queues = [sorted(v) for _, v in sorted(by_reason.items())]
+    while len(failed) < n and any(queues):
+        failed += [qs.pop(0) for qs in queues if qs][: n - len(failed)]
+    return picked + [("failed", q) for q in failed]
 
 
 def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.PathLike,
                           matches_h5: str | os.PathLike, pairs_txt: str | os.PathLike,
                           out_dir: str | os.PathLike, n: int,
                           loc_logs: Mapping[str, Any] | None = None,
-                          gt_poses: Mapping[str, tuple] | None = None) -> list[Path]:
-    """Pictures of an hloc-style run.
+                          gt_poses: Mapping[str, tuple] | None = None,
+                          reconstruction: Any = None, dpi: float = 100) -> list[Path]:
+    """PNG pictures of an hloc-style run, into ``out_dir``.
+
+    - ``matches_<k>_<name0>__<name1>.png``: the ``n`` pairs of ``pairs_txt`` with the most
+      matches (with ``loc_logs``: the most matches on PnP inliers of the query, then the most
+      matches), one pair per first image; green / red by PnP inlier of the query keypoint when
+      the query was localized, else one colour.
+    - ``keypoints_<k>_<name0>__<name1>.png``: the keypoints of the same pairs.
+    - with ``loc_logs`` (and ``reconstruction``): ``loc_<group>_<k>_<query>.png``, per query
+      condition (``day`` / ``night`` from the name's folders, else ``query``) ``n`` localized
+      queries from the most inliers to the fewest, and (group ``failed``) ``n`` failed ones,
+      one per failure reason first: the query's 2D-3D correspondences through the db image
+      with the most inliers (:func:`visualize_loc_from_log`), captioned with the inliers, the
+      pose error when ``gt_poses`` has the query, or the failure reason.
+    - with ``reconstruction``: ``sfm_<color_by>.png``, one model image coloured by visibility,
+      track length and depth (:func:`visualize_sfm_2d`).
 
     Args:
-        image_dir: root the image names are relative to (images read with
-            ``localize.io.read_image``).
-        features_h5: features file holding ``keypoints`` of every image named below.
-        matches_h5: matches file holding every pair drawn (either order, hloc keys).
-        pairs_txt: pairs file (``name0 name1`` per line); the first ``n`` pairs are drawn as
-            ``<out_dir>/matches_<k>_<name0>__<name1>.png`` (``/`` in names -> ``-``), matches in
-            one colour (correctness unknown without geometry).
-        n: number of pairs, and of localized queries, to draw (>= 1).
-        loc_logs: the dict ``localize.localize_sfm.main`` returns (also its ``*_logs.json``):
-            ``loc`` = {query name: entry} with ``success``, ``reason``, ``num_inliers``,
-            ``num_2d3d``, ``top_db`` and ``matches_per_db``; ``results`` = the poses file. For
-            the first ``n`` queries of ``loc``, ``<out_dir>/loc_<k>_<query>.png`` shows the
-            query and the database image with the most matches (else ``top_db``); matches
-            are green / red by PnP inlier when the entry has ``inliers`` (list of query
-            keypoint indices), one colour otherwise.
-        gt_poses: {query name: (q wxyz (4,), t (3,))} world-to-camera ground truth
-            (``localize.data.aachen.AachenData.ground_truth``): the caption adds the pose error
-            (metres, degrees) of the estimate read from ``loc_logs['results']``.
+        image_dir: root of the image names.
+        features_h5, matches_h5: the run's features (``keypoints``) and query-db matches.
+        pairs_txt: the query-db pairs file (query first).
+        n: pictures per kind (>= 1).
+        loc_logs: the dict ``localize.localize_sfm.main`` returns (also its ``*_logs.json``);
+            the hloc logs next to its ``results`` (``<results>_logs.pkl``) are read too.
+        gt_poses: {query: (q wxyz (4,), t (3,))} world-to-camera ground truth.
+        reconstruction: the model the queries were localized in (pycolmap.Reconstruction or
+            folder); required with ``loc_logs``.
+        dpi: pixels per inch (images are 6 inches high).
     Returns:
-        the PNG paths written, pairs first.
+        the PNG paths written.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    if loc_logs is not None and reconstruction is None:
+        raise ValueError("save_pipeline_figures: loc_logs need the reconstruction (the db "
+                         "keypoints of the 2D-3D correspondences come from its tracks)")
+    current = _current[0]
+    try:
+        return _pipeline_figures(Path(image_dir), features_h5, matches_h5, pairs_txt,
+                                 Path(out_dir), n, loc_logs, gt_poses, reconstruction, dpi)
+    finally:
+        _current[0] = current       # the run's figures are not left as the current one
+
+
+def _pipeline_figures(image_dir: Path, features_h5: str | os.PathLike,
+                      matches_h5: str | os.PathLike, pairs_txt: str | os.PathLike, out_dir: Path,
+                      n: int, loc_logs: Mapping[str, Any] | None,
+                      gt_poses: Mapping[str, tuple] | None, reconstruction: Any, dpi: float
+                      ) -> list[Path]:
+    """:func:`save_pipeline_figures` once its arguments are checked."""
+    image_dir = _folder(image_dir, "image folder")
+    loc = dict((loc_logs or {}).get("loc", {}))
     written: list[Path] = []
 
+    def save(fig: Figure, name: str) -> None:
+        written.append(save_plot(out_dir / name, fig=fig))
+        fig.clear()
+
     def image(name: str) -> np.ndarray:
-        return io.read_image(image_dir / name, grayscale=False)
+        return read_image(image_dir / name)
 
-    def flat(name: str) -> str:
-        return name.replace("/", "-")
+    with contextlib.ExitStack() as files:
+        feats = io.open_for_reading(files, features_h5)
+        matches = io.open_for_reading(files, matches_h5)
+        ranked = []
+        for a, b in tqdm(io.parse_pairs(pairs_txt), desc="rank pairs", unit="pair"):
+            if not io.has_pair(matches, a, b):
+                continue
+            m, _ = io.get_matches(matches, a, b)
+            inl = set(loc.get(a, {}).get("inliers") or [])
+            n_inl = int(sum(int(i) in inl for i in m[:, 0]))
+            ranked.append((-n_inl, -len(m), a, b))
+        best, seen = [], set()
+        for _, _, a, b in sorted(ranked):
+            if a not in seen and len(best) < n:
+                best.append((a, b))
+                seen.add(a)
+        for k, (a, b) in enumerate(best):
+            m, _ = io.get_matches(matches, a, b)
+            ka, kb = io.get_keypoints(feats, a), io.get_keypoints(feats, b)
+            ia, ib = image(a), image(b)
+            fig = _new_figure([ia, ib], dpi=dpi, figsize=6)
+            entry = loc.get(a)
+            if entry is not None and entry.get("success"):
+                ok = np.isin(m[:, 0], np.asarray(entry.get("inliers") or [], np.int64))
+                _plot_inliers(fig, ka[m[:, 0]], kb[m[:, 1]], ok)
+                text = f"{len(m)} matches, {int(ok.sum())} from PnP inliers of the query"
+                add_legend(1, [(INLIER, f"query keypoint is a PnP inlier ({int(ok.sum())})"),
+                               (OUTLIER, f"query keypoint not a PnP inlier ({int((~ok).sum())})")],
+                           fig=fig)
+            else:
+                plot_matches(ka[m[:, 0]], kb[m[:, 1]], MATCH, lw=0.8, ps=6,
+                             a=float(np.clip(100 / max(len(m), 1), 0.12, 0.8)), fig=fig)
+                text = f"{len(m)} matches" + (" (query NOT localized)" if entry else "")
+            add_text(0, text, fig=fig)
+            _name(fig, 0, a)
+            _name(fig, 1, b)
+            save(fig, f"matches_{k:03d}_{_flat(a)}__{_flat(b)}.png")
 
-    for k, (a, b) in enumerate(io.parse_pairs(pairs_txt)[:n]):
-        m, _ = io.get_matches(matches_h5, a, b)
-        written.append(plot_matches(image(a), image(b), io.get_keypoints(features_h5, a),
-                                    io.get_keypoints(features_h5, b), m, None,
-                                    out_dir / f"matches_{k:03d}_{flat(a)}__{flat(b)}.png",
-                                    text=f"{a} - {b}: {len(m)} matches"))
+            fig = _new_figure([ia, ib], dpi=dpi, figsize=6)
+            plot_keypoints([ka, kb], colors=KEYPOINT, ps=6, fig=fig)
+            for i, (kp, name) in enumerate(((ka, a), (kb, b))):
+                add_text(i, f"{len(kp)} keypoints", fig=fig)
+                _name(fig, i, name)
+            save(fig, f"keypoints_{k:03d}_{_flat(a)}__{_flat(b)}.png")
+
+    if reconstruction is not None:
+        rec = _reconstruction(reconstruction)
+        for color_by in SFM_COLORINGS:
+            for fig in visualize_sfm_2d(rec, image_dir, color_by=color_by, dpi=dpi):
+                save(fig, f"sfm_{color_by}.png")
     if loc_logs is None:
         return written
     estimated = read_poses(loc_logs["results"]) if gt_poses is not None else {}
-    for k, (q, entry) in enumerate(list(loc_logs["loc"].items())[:n]):
-        per_db = entry.get("matches_per_db") or {}
-        db = max(per_db, key=per_db.get) if per_db else entry.get("top_db")
-        if db is None:
-            logger.warning("query %s: no retrieved database image to draw", q)
+    hloc_loc = _read_hloc_logs(loc_logs["results"])
+    count: dict[str, int] = defaultdict(int)
+    for group, q in _pick_queries(loc, n):
+        if q not in hloc_loc:
+            logger.warning("query %s: not in the hloc logs of %s", q, loc_logs["results"])
             continue
-        kq = io.get_keypoints(features_h5, q)
-        mask = None
-        if "inliers" in entry:
-            mask = np.zeros(len(kq), bool)
-            mask[np.asarray(entry["inliers"], np.int64)] = True
-        m, _ = io.get_matches(matches_h5, q, db)
-        written.append(plot_localization(image(q), kq, mask, image(db),
-                                         io.get_keypoints(features_h5, db), m,
-                                         out_dir / f"loc_{k:03d}_{flat(q)}.png",
-                                         text=_loc_caption(q, entry, estimated, gt_poses)))
+        caption = _loc_caption(q, loc[q], estimated, gt_poses)
+        for fig in _loc_figures(image_dir, q, hloc_loc[q], rec, None, 1, dpi, caption,
+                                figsize=6):
+            save(fig, f"loc_{group}_{count[group]:03d}_{_flat(q)}.png")
+            count[group] += 1
     return written
 
 
-__all__ = ["CORRECT", "WRONG", "MATCH", "as_rgb", "draw_keypoints", "draw_matches",
-           "side_by_side", "match_colors", "save_png", "plot_keypoints", "plot_matches",
-           "plot_localization", "save_pipeline_figures"]
+__all__ = [
+    "Figures",
+    "add_legend",
+    "add_text",
+    "cm_RdGn",
+    "condition",
+    "plot_images",
+    "plot_keypoints",
+    "plot_matches",
+    "read_image",
+    "save_pipeline_figures",
+    "save_plot",
+    "visualize_loc",
+    "visualize_loc_from_log",
+    "visualize_sfm_2d",
+]

@@ -500,16 +500,17 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
 
 
 def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """PNGs of a finished run (``localize.visualization.save_pipeline_figures``): the first ``n`` query-db
-    pairs' matches and the first ``n`` queries' PnP inliers (green) / outliers (red), captioned
-    with the pose error when the dataset has ground truth. Default folder ``<out_dir>/viz``."""
+    """PNGs of a finished run (``localize.visualization.save_pipeline_figures``): the ``n``
+    query-db pairs with the most matches on PnP inliers (matches and keypoints), SfM views, and
+    ``n`` day, night and failed queries' PnP inliers (green) / outliers (red), captioned with the
+    pose error (ground truth) or the failure reason. Default folder ``<out_dir>/viz``."""
     paths = summary["paths"]
     logs = json.loads(Path(summary["logs_path"]).read_text(encoding="utf-8"))
     gt = read_aachen(summary["dataset"]).ground_truth
     return visualization.save_pipeline_figures(paths["image_dir"], paths["features"], paths["matches_query"],
                                      paths["pairs_query"],
                                      Path(out_dir or Path(summary["out_dir"]) / "viz"), n,
-                                     loc_logs=logs, gt_poses=gt)
+                                     loc_logs=logs, gt_poses=gt, reconstruction=paths["sfm"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -582,8 +583,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="synthetic scene preset used when no --dataset is given")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
     p.add_argument("--viz", type=positive_int, default=None, metavar="N",
-                   help="write match / inlier pictures of the first N query pairs and queries "
-                        "to <outputs>/<features>/viz")
+                   help="write pictures (N best query pairs, N day / night / failed queries, "
+                        "SfM views) to <outputs>/<features>/viz")
     args = p.parse_args(argv)
     setup_logging()
     colmap.set_verbose(args.verbose)

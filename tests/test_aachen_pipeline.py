@@ -88,10 +88,13 @@ def test_pipeline_sift(scene, tmp_path_factory):
                       "--viz", "2"])
     assert (out / "sift" / "features.h5").stat().st_mtime_ns == mtime
     assert s2["evaluation"]["conditions"]["day"]["recall"][0] >= 0.8
-    # --viz 2: two match pictures and two query-inlier pictures, real PNGs
+    # --viz 2: the two best pairs' matches and keypoints, two day, two night and the failed
+    # queries' inliers, SfM views; real PNGs
     pngs = [Path(f) for f in s2["viz"]]
     assert len([f for f in pngs if f.name.startswith("matches_")]) == 2
-    assert len([f for f in pngs if f.name.startswith("loc_")]) == 2
+    assert len([f for f in pngs if f.name.startswith("keypoints_")]) == 2
+    groups = [f.name.split("_")[1] for f in pngs if f.name.startswith("loc_")]
+    assert groups.count("day") == groups.count("night") == 2 and "failed" in groups
     assert all(f.parent == out / "sift" / "viz" and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
                for f in pngs)
 
