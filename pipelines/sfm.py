@@ -337,6 +337,33 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
     return summary
 
 
+def map_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(image folder, model folder) of a finished run, from its ``results-*.json`` or its
+    ``sfm-*`` model folder (whose sibling results file names the images).
+
+    Raises:
+        FileNotFoundError / ColmapError naming the path when it is not such a run or its model
+        is missing (0 registered images).
+    """
+    path = Path(path)
+    results = path
+    if path.is_dir():
+        if not path.name.startswith("sfm-"):
+            raise colmap.ColmapError(f"{path}: not a pipelines.sfm model folder (sfm-*)")
+        results = path.parent / f"results-{path.name[len('sfm-'):]}.json"
+    if not results.is_file():
+        raise FileNotFoundError(f"pipelines.sfm results not found: {results}")
+    try:
+        s = json.loads(results.read_text())
+        images, model = Path(s["images"]), Path(s["paths"]["sfm"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise colmap.ColmapError(f"{results}: not a pipelines.sfm results file") from None
+    if not (model / "images.bin").is_file():
+        reg = (s.get("reconstruction") or {}).get("registered", "nothing registered")
+        raise colmap.ColmapError(f"{model}: no model ({reg})")
+    return images, model
+
+
 def format_summary(s: dict) -> str:
     """The text the CLI prints: counts, accuracy against the ground truth, stage times."""
     r = s["reconstruction"]
