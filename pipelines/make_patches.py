@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                  "sequential"))
     p.add_argument("--sfm_mapper", default="incremental",
                    choices=("incremental", "global", "hierarchical"))
+    p.add_argument("--sfm_max_keypoints", type=positive_int,
+                   help="without poses: DoG keypoints per image of the SfM run")
     p.add_argument("--sfm_outputs", default="outputs/sfm", help="output root of the SfM run")
     p.add_argument("--out", required=True, help="scene folder to write (Brown layout)")
     p.add_argument("--conf", default="default", choices=sorted(make_patches.confs),
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
         reference = args.model
         if args.model is None and args.strecha is None:
             reference = model_from_photos(args.images, args.sfm_features, args.sfm_outputs,
-                                          pairs=args.sfm_pairs, mapper=args.sfm_mapper)
+                                          pairs=args.sfm_pairs, mapper=args.sfm_mapper,
+                                          max_keypoints=args.sfm_max_keypoints)
         s = make_patches.build(conf, args.images, args.out, reference=reference,
                                strecha=args.strecha)
     print(f"{args.out}: {s['views']} views, {s['pairs']} pairs, {s['guided_matches']} guided "
