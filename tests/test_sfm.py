@@ -152,6 +152,14 @@ def test_bad_input(photos, incremental, tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "at least two images" in err
+    # a truncated photo: one line naming it
+    bad = tmp_path / "bad"
+    shutil.copytree(photos[0], bad)
+    (bad / "002.jpg").write_bytes((photos[0] / "002.jpg").read_bytes()[:3000])
+    with pytest.raises(SystemExit) as e:
+        sfm.main(["--images", str(bad), "--features", "sift", "--outputs", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+    assert e.value.code == 2 and err.startswith("pipelines.sfm: ") and "002.jpg" in err
     # identical photos: a result, not a crash
     same = tmp_path / "same"
     same.mkdir()
