@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pycolmap
+from tqdm import tqdm
 
 from descriptors.util import atomic_dir, atomic_write
 from localize.colmap_model import ColmapError, model_format
@@ -585,6 +586,165 @@ def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike
     return rec
 
 
+# ------------------------------------------------------------------------------------------
+# Structure from motion (unknown poses)
+# ------------------------------------------------------------------------------------------
+MAPPERS = ("incremental", "global", "hierarchical")
+
+CAMERA_MODES = tuple(pycolmap.CameraMode.__members__)
+
+
+def camera_mode(mode: str | pycolmap.CameraMode) -> pycolmap.CameraMode:
+    """``'AUTO' | 'SINGLE' | 'PER_FOLDER' | 'PER_IMAGE'`` (any case) or the enum -> the enum."""
+    if isinstance(mode, pycolmap.CameraMode):
+        return mode
+    key = str(mode).upper()
+    if key not in pycolmap.CameraMode.__members__:
+        raise ValueError(f"camera_mode {mode!r}: choose from {', '.join(CAMERA_MODES)}")
+    return pycolmap.CameraMode.__members__[key]
+
+
+def create_image_database(db_path: PathLike, image_dir: PathLike, names: Sequence[str],
+                          mode: str | pycolmap.CameraMode = "AUTO",
+                          image_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """A fresh COLMAP database holding ``names`` (relative to ``image_dir``) as images with
+    cameras guessed by COLMAP (``pycolmap.import_images``: EXIF focal length as the prior where
+    present, else ``default_focal_length_factor`` x the longer side; cameras shared as
+    ``mode`` says). An existing file at ``db_path`` is replaced.
+
+    Args:
+        image_options: pycolmap ``ImageReaderOptions`` fields (``camera_model``,
+            ``camera_params``, ...).
+    Returns:
+        name -> image_id of every imported image.
+    Raises:
+        ColmapError when COLMAP imports fewer images than ``names`` (unreadable files).
+    """
+    db_path = Path(db_path)
+    opts = set_options(pycolmap.ImageReaderOptions(), image_options or {}, "image_options")
+    if db_path.exists():
+        db_path.unlink()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with pycolmap.Database.open(str(db_path)):
+        pass  # an empty database (import_images needs the file)
+    with _colmap_logging(2):
+        pycolmap.import_images(str(db_path), str(image_dir), camera_mode(mode),
+                               image_names=list(names), options=opts)
+    ids = database_image_ids(db_path)
+    missing = [n for n in names if n not in ids]
+    if missing:
+        raise ColmapError(f"{Path(image_dir) / missing[0]}: COLMAP could not import this image "
+                          f"({len(missing)} of {len(names)} not imported)")
+    return ids
+
+
+def mapper_options(mapper: str, options: Mapping[str, Any] | None = None,
+                   num_threads: int = -1, random_seed: int = 0) -> Any:
+    """pycolmap options of ``mapper``: ``IncrementalPipelineOptions``,
+    ``GlobalPipelineOptions`` or ``HierarchicalPipelineOptions``, with the thread count and
+    every RANSAC / mapper seed set, then ``options`` (nested dicts) applied last."""
+    if mapper not in MAPPERS:
+        raise ValueError(f"mapper {mapper!r}: choose from {', '.join(MAPPERS)}")
+    if mapper == "incremental":
+        o = pycolmap.IncrementalPipelineOptions()
+        o.num_threads = num_threads
+        o.random_seed = random_seed
+        o.mapper.random_seed = random_seed
+        o.triangulation.random_seed = random_seed
+    elif mapper == "global":
+        o = pycolmap.GlobalPipelineOptions()
+        o.num_threads = num_threads
+        o.random_seed = random_seed
+        o.mapper.num_threads = num_threads
+        o.mapper.random_seed = random_seed
+        o.mapper.rotation_averaging.random_seed = random_seed
+        o.mapper.global_positioning.random_seed = random_seed
+        o.mapper.global_positioning.use_gpu = False
+        o.mapper.bundle_adjustment.ceres.use_gpu = False
+        o.mapper.retriangulation.random_seed = random_seed
+    else:
+        o = pycolmap.HierarchicalPipelineOptions()
+        o.num_threads = num_threads
+        o.incremental_options.num_threads = num_threads
+        o.incremental_options.random_seed = random_seed
+        o.incremental_options.mapper.random_seed = random_seed
+        o.incremental_options.triangulation.random_seed = random_seed
+    return set_options(o, options or {}, "mapper_options")
+
+
+def run_mapping(db_path: PathLike, image_dir: PathLike, models_dir: PathLike,
+                mapper: str = "incremental", options: Mapping[str, Any] | None = None,
+                num_threads: int = -1, random_seed: int = 0,
+                progress: bool = True) -> dict[int, pycolmap.Reconstruction]:
+    """Unknown poses from the verified matches of a database: pycolmap's
+    ``incremental_mapping``, ``global_mapping`` (GLOMAP) or ``hierarchical_mapping``.
+
+    Args:
+        models_dir: where pycolmap writes one sub-folder per model (``0``, ``1``, ...).
+        options / num_threads / random_seed: see :func:`mapper_options`.
+        progress: a tqdm bar of registered images (incremental mapper only; the others have no
+            callback).
+    Returns:
+        {model index: Reconstruction}; empty when no model could be built.
+    """
+    db_path = _check_db(db_path)
+    o = mapper_options(mapper, options, num_threads, random_seed)
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _colmap_logging(2):
+        if mapper == "incremental":
+            with pycolmap.Database.open(str(db_path)) as db:
+                total = db.num_images()
+            bar = tqdm(total=total, desc="mapping (incremental)", unit="img",
+                       disable=not progress)
+
+            def _init() -> None:
+                bar.reset(total)
+                bar.update(2)
+
+            try:
+                recs = pycolmap.incremental_mapping(
+                    str(db_path), str(image_dir), str(models_dir), options=o,
+                    initial_image_pair_callback=_init, next_image_callback=lambda: bar.update(1))
+            finally:
+                bar.close()
+        elif mapper == "global":
+            recs = pycolmap.global_mapping(str(db_path), str(image_dir), str(models_dir),
+                                           options=o)
+        else:
+            recs = pycolmap.hierarchical_mapping(str(db_path), str(image_dir), str(models_dir),
+                                                 options=o)
+    return dict(recs or {})
+
+
+def align_to_centers(reconstruction: pycolmap.Reconstruction, centers: Mapping[str, np.ndarray],
+                     max_error: float, min_common_images: int = 3
+                     ) -> pycolmap.Sim3d | None:
+    """Robust Sim3 (LO-RANSAC on camera centres, pycolmap ``align_reconstruction_to_locations``)
+    taking ``reconstruction``'s frame to the frame of ``centers``.
+
+    Args:
+        centers: image name -> (3,) reference camera centre (e.g. metres).
+        max_error: RANSAC inlier threshold on the centre distance, in the units of ``centers``.
+    Returns:
+        the ``tgt_from_src`` Sim3d, or None when fewer than ``min_common_images`` registered
+        images have a reference centre or RANSAC fails. ``reconstruction`` is not modified.
+    """
+    names = [im.name for im in reconstruction.images.values()
+             if im.has_pose and im.name in centers]
+    if len(names) < min_common_images:
+        return None
+    ro = pycolmap.RANSACOptions()
+    ro.max_error = float(max_error)
+    ro.random_seed = 0
+    locs = np.stack([np.asarray(centers[n], np.float64) for n in names])
+    try:
+        return pycolmap.align_reconstruction_to_locations(reconstruction, names, locs,
+                                                          int(min_common_images), ro)
+    except (RuntimeError, ValueError):
+        return None
+
+
 def set_options(target: Any, options: Mapping[str, Any], where: str) -> Any:
     """Set pycolmap option fields from a (nested) dict; an unknown field is a ValueError naming
     it. Returns ``target``."""
@@ -680,5 +840,6 @@ __all__ = [
     "create_database", "database_image_ids", "import_features", "import_matches",
     "import_verified_matches", "project_points", "camera_matrices",
     "geometric_verification", "verified_pairs", "triangulate", "estimate_absolute_pose",
-    "set_verbose",
+    "set_verbose", "MAPPERS", "CAMERA_MODES", "camera_mode", "create_image_database",
+    "mapper_options", "run_mapping", "align_to_centers",
 ]

@@ -132,6 +132,11 @@ confs: dict[str, dict[str, Any]] = {
     name: {**DEFAULTS, "descriptor": name,
            "output": output_name(name, DEFAULTS["max_keypoints"], DEFAULTS["resize_max"])}
     for name in registry.NAMES}
+# global descriptors for retrieval pairs (hloc's ``netvlad`` slot): VLAD over the collection's
+# own local features (``localize.retrieve``; see :func:`extract_global`)
+confs["vlad"] = {"global": "vlad", "descriptor": "rootsift", "num_words": 64,
+                 "max_keypoints": DEFAULTS["max_keypoints"], "resize_max": 1024,
+                 "output": "global-feats-vlad"}
 
 
 def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | None = None
@@ -443,6 +448,9 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         process is writing.
     """
     conf = resolve_conf(conf, features_override)
+    if conf.get("global"):
+        return extract_global(conf, image_dir, export_dir, image_list, feature_path,
+                              overwrite, device=device)
     if half:
         conf["half"] = True
     image_dir = Path(image_dir)
@@ -488,6 +496,46 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
                               fingerprint=prints.get(name))
             w.maybe_commit()
     return feature_path
+
+
+def extract_global(conf: dict[str, Any], image_dir: str | Path,
+                   export_dir: str | Path | None = None,
+                   image_list: Sequence[str] | str | Path | None = None,
+                   feature_path: str | Path | None = None, overwrite: bool = False,
+                   device: torch.device | str | None = None) -> Path:
+    """A global-descriptor conf (``confs['vlad']``): local features of ``conf['descriptor']``
+    (``<export_dir>/<output_name>.h5``, reused when complete), a ``num_words`` VLAD vocabulary
+    learned on them (``<output>-vocabulary.npz``), and one VLAD vector per image in
+    ``<export_dir>/<conf['output']>.h5`` (or ``feature_path``), hloc's global-features layout
+    read by ``localize.pairs_from_retrieval``. Returns the global-descriptor file.
+
+    A vocabulary learned on the collection itself centres the VLAD residuals, so about half
+    of the image similarities are negative, and hloc's ``pairs_from_retrieval`` drops negative
+    scores: each (Dg,) unit VLAD ``v`` is stored as the unit (Dg + 1,) ``[v, 1] / sqrt(2)``,
+    whose inner products are ``(1 + v.w) / 2`` in [0, 1] (same ranking)."""
+    from localize import retrieve
+    from localize.vlad import load_vocabulary
+
+    if feature_path is None:
+        if export_dir is None:
+            raise ValueError("give export_dir or feature_path")
+        feature_path = Path(export_dir) / f"{conf['output']}.h5"
+    feature_path = Path(feature_path)
+    local_conf = {k: v for k, v in conf.items() if k in DEFAULTS or k == "descriptor"}
+    local_conf["output"] = output_name(conf["descriptor"], conf["max_keypoints"],
+                                       conf["resize_max"])
+    local = main(local_conf, image_dir, feature_path=feature_path.parent /
+                 f"{local_conf['output']}.h5", image_list=image_list, device=device)
+    names = list_images(image_dir, image_list)
+    rconf = retrieve.resolve_conf({"num_words": conf["num_words"]})
+    vocab_path = feature_path.with_name(f"{feature_path.stem}-vocabulary.npz")
+    if overwrite or not vocab_path.is_file() or not feature_path.is_file():
+        retrieve.learn_vocabulary_from_features(local, rconf, names=names, out_path=vocab_path)
+    names, descs, sizes = io.read_descriptors(local, names)
+    vecs = retrieve.encode(descs, load_vocabulary(vocab_path), rconf, "vlad")
+    shifted = {n: np.append(v, 1.0).astype(np.float32) / np.sqrt(2.0)
+               for n, v in zip(names, vecs)}
+    return io.write_global_descriptors(feature_path, shifted, sizes)
 
 
 def image_fingerprints(image_dir: str | Path, names: Sequence[str],

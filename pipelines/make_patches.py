@@ -1,7 +1,12 @@
 """Build a Brown-layout patch dataset from posed images (``localize.make_patches``).
 
-    python -m pipelines.make_patches --images DIR (--model DIR | --strecha DIR) \
+    python -m pipelines.make_patches --images DIR [--model DIR | --strecha DIR] \
         --out datasets/phototour-NAME/SCENE [--conf default|fast] [--resize_max N] ...
+
+Without ``--model`` and ``--strecha`` the photos are unposed: ``pipelines.sfm`` reconstructs
+them first (``--sfm_features``, default rootsift; ``--sfm_pairs`` / ``--sfm_mapper``; outputs
+under ``--sfm_outputs``, reused like any ``pipelines.sfm`` run) and the patches come from its
+largest model (only its registered images; tracks filtered as with given poses).
 
 Train on it with ``python -m pipelines.train --recipe hardnet --data datasets/phototour-NAME
 --train SCENE``. Prints a summary (views, tracks, patches, track length, reprojection error).
@@ -9,18 +14,51 @@ Train on it with ``python -m pipelines.train --recipe hardnet --data datasets/ph
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
 
 from descriptors.util import setup_logging
-from localize import make_patches
+from localize import colmap, make_patches
 from localize.cli import cli_errors, positive_float, positive_int
+
+logger = logging.getLogger(__name__)
+
+
+def model_from_photos(images: str | os.PathLike, features: str = "rootsift",
+                      outputs: str | os.PathLike = "outputs/sfm", **sfm_conf: Any) -> Path:
+    """``pipelines.sfm.run`` on unposed photos; returns its model folder.
+
+    Raises:
+        ColmapError when fewer than two images were registered (no poses to cut patches from).
+    """
+    from pipelines import sfm
+
+    s = sfm.run(images, features, outputs, **sfm_conf)
+    r = s["reconstruction"]
+    logger.info("SfM of %s: %s, %d points", images, r["registered"], r["num_points3D"])
+    if r["num_reg_images"] < 2:
+        raise colmap.ColmapError(f"{images}: SfM registered {r['registered']} images; no poses "
+                                 "to cut patches from (give --model or --strecha)")
+    return Path(s["paths"]["sfm"])
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", required=True, help="image root (names as in the poses)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="COLMAP model directory (.bin or .txt) with the poses")
     src.add_argument("--strecha", help="Strecha gt_dense_cameras folder")
+    p.add_argument("--sfm_features", default="rootsift",
+                   help="without poses: descriptor of the SfM run (pipelines.sfm --features)")
+    p.add_argument("--sfm_pairs", default="exhaustive", choices=("exhaustive", "retrieval",
+                                                                 "sequential"))
+    p.add_argument("--sfm_mapper", default="incremental",
+                   choices=("incremental", "global", "hierarchical"))
+    p.add_argument("--sfm_max_keypoints", type=positive_int,
+                   help="without poses: DoG keypoints per image of the SfM run")
+    p.add_argument("--sfm_outputs", default="outputs/sfm", help="output root of the SfM run")
     p.add_argument("--out", required=True, help="scene folder to write (Brown layout)")
     p.add_argument("--conf", default="default", choices=sorted(make_patches.confs),
                    help="builder settings (localize.make_patches.confs)")
@@ -44,7 +82,12 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(args, k) is not None:
             conf[k] = getattr(args, k)
     with cli_errors("pipelines.make_patches"):
-        s = make_patches.build(conf, args.images, args.out, reference=args.model,
+        reference = args.model
+        if args.model is None and args.strecha is None:
+            reference = model_from_photos(args.images, args.sfm_features, args.sfm_outputs,
+                                          pairs=args.sfm_pairs, mapper=args.sfm_mapper,
+                                          max_keypoints=args.sfm_max_keypoints)
+        s = make_patches.build(conf, args.images, args.out, reference=reference,
                                strecha=args.strecha)
     print(f"{args.out}: {s['views']} views, {s['pairs']} pairs, {s['guided_matches']} guided "
           f"matches, {s['triangulated']} triangulated -> {s['tracks']} tracks, {s['patches']} "

@@ -14,6 +14,12 @@ Prints the training summary and the recall table; writes ``<outputs>/<recipe>_su
 Train on the map (``--from-map``, recipes trained on PhotoTour patches: ``hardnet``)::
 
     python -m pipelines.train_and_localize --recipe hardnet --from-map [--dataset DIR] [--steps N]
+    python -m pipelines.train_and_localize --recipe hardnet --from-map \
+        --dataset outputs/sfm/rootsift/sfm-exhaustive-incremental   # a pipelines.sfm map
+
+With a map built by ``pipelines.sfm`` (its ``sfm-*`` model folder or ``results-*.json``) the
+patches come from its registered photos and model; it has no queries, so only the fine-tuning
+runs (no localization rows).
 
 builds a Brown patch set from the dataset's DATABASE images and reference poses only
 (``localize.make_patches``; no query image is ever read for training), fine-tunes the shipped
@@ -103,15 +109,22 @@ def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
     if not shipped.is_file():
         raise FileNotFoundError(f"--from-map fine-tunes the shipped weights, {shipped} is missing")
     outputs = Path(outputs)
-    root = aachen.resolve_dataset(dataset, synthetic)
-    data = read_aachen(root)
+    sfm_map = _sfm_map(dataset)
+    if sfm_map is not None:  # a map built by pipelines.sfm: images + model, no queries
+        root, model = sfm_map
+        image_dir = root
+        db_names = sorted(colmap.image_ids_by_name(colmap.read_model(model)))
+    else:
+        root = aachen.resolve_dataset(dataset, synthetic)
+        data = read_aachen(root)
+        image_dir, model, db_names = data.image_dir, data.reference_model, data.db_names
     patch_root = outputs / f"{recipe}-map-patches"
     summary_file = patch_root / "map" / "summary.json"
     patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    if patches.get("images") != str(data.image_dir) or \
-            set(patches.get("view_ids", {})) != set(data.db_names):
-        patches = make_patches.build(patch_conf, data.image_dir, patch_root / "map",
-                                     reference=data.reference_model, names=data.db_names)
+    if patches.get("images") != str(image_dir) or \
+            set(patches.get("view_ids", {})) != set(db_names):
+        patches = make_patches.build(patch_conf, image_dir, patch_root / "map",
+                                     reference=model, names=db_names)
     ckpt = outputs / f"{recipe}-from-map.pt"
     r = get_recipe(recipe, quick=True).with_options(init=str(shipped))
     t0 = time.perf_counter()
@@ -119,13 +132,27 @@ def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
                device=device, meta={"from_map": str(root), "init": str(shipped)})
     train_s = time.perf_counter() - t0
     rows = {}
-    for f in (str(ckpt), recipe, *baselines):
-        rows[aachen.features_tag(f)] = aachen.run(f, root, outputs, device=device, **loc_conf)
+    if sfm_map is None:  # an SfM map has no queries: training only
+        for f in (str(ckpt), recipe, *baselines):
+            rows[aachen.features_tag(f)] = aachen.run(f, root, outputs, device=device,
+                                                      **loc_conf)
     out = {"recipe": recipe, "dataset": str(root), "patches": patches, "checkpoint": str(ckpt),
            "train_seconds": train_s, "train": tr, "rows": rows}
     atomic_write_text(outputs / f"{recipe}_from_map_summary.json",
                       json.dumps(out, indent=2, default=str))
     return out
+
+
+def _sfm_map(dataset: str | os.PathLike | None) -> tuple[Path, Path] | None:
+    """(image folder, model) when ``dataset`` is a ``pipelines.sfm`` run (its ``sfm-*`` model
+    folder or ``results-*.json``), else None (an Aachen-layout dataset)."""
+    if dataset is None:
+        return None
+    p = Path(dataset)
+    if (p.is_dir() and p.name.startswith("sfm-")) or (p.is_file() and p.suffix == ".json"):
+        from pipelines.sfm import map_paths
+        return map_paths(p)
+    return None
 
 
 def _train_line(tr: dict, seconds: float) -> str:
@@ -151,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     p.add_argument("--dataset", default=None,
                    help="Aachen-layout root (default: datasets/aachen_v1.1 if present, else the "
-                        "synthetic scene)")
+                        "synthetic scene); with --from-map also a pipelines.sfm map (its sfm-* "
+                        "folder or results-*.json)")
     p.add_argument("--outputs", default="outputs/train_and_localize",
                    help="output root of the pipeline runs")
     p.add_argument("--num_covis", type=positive_int, default=aachen.DEFAULTS["num_covis"],
