@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from descriptors import registry
-from descriptors.util import setup_logging
+from descriptors.util import ToolkitError, setup_logging
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("torchscript", "onnx")
 
 
-class ExportError(RuntimeError):
+class ExportError(ToolkitError, RuntimeError):
     """The descriptor cannot be exported, or the export disagrees with the eager model."""
 
 
