@@ -96,12 +96,24 @@ def run_cli(prog: str, run: Callable[[Any], Path], args: Any) -> Path:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` with ``--verbose`` (tracebacks instead of one-line errors)."""
+    """``argparse.ArgumentParser`` whose usage errors are ONE line ``<prog>: <message>`` (exit
+    2; ``--help`` shows the usage), with ``--verbose`` (tracebacks instead of one-line errors).
+    ``prog`` defaults to the calling module's dotted name (``localize.extract_features``)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
+        if "prog" not in kwargs and not args:
+            g = sys._getframe(1).f_globals
+            spec = g.get("__spec__")
+            name = spec.name if spec is not None else g.get("__name__", "")
+            if name and name != "__main__":
+                kwargs["prog"] = name
         super().__init__(*args, **kwargs)
         self.add_argument("--verbose", action="store_true",
                           help="show the full traceback of an error instead of one line")
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message.splitlines()[0] if message else 'bad arguments'} "
+                     "(see --help)\n")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         ns, rest = super().parse_known_args(args, namespace)

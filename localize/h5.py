@@ -511,6 +511,7 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
         have = w.names()
         for src in sources:
             with open_h5(src) as fs:
+                _merge_root_attrs(fs, w.file, bool(have))
                 for name in sorted(entry_names(fs, src)):
                     if name in have and not overwrite:
                         continue
@@ -529,6 +530,24 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
                     finish_entry(w.file[name])
                     have.add(name)
     return dest
+
+
+def _merge_root_attrs(src: h5py.File, dest: h5py.File, dest_has_entries: bool) -> None:
+    """Carry a source's provenance root attributes (``descloc_*``, see
+    ``localize.io.check_provenance``) into ``dest``; refuse sources made differently."""
+    want = {k: src.attrs[k] for k in src.attrs if k.startswith("descloc_")}
+    have = {k: dest.attrs[k] for k in dest.attrs if k.startswith("descloc_")}
+    if not want:
+        return
+    if not have:
+        if not dest_has_entries:
+            for k, v in want.items():
+                dest.attrs[k] = v
+        return
+    for k, v in want.items():
+        if str(have.get(k)) != str(v):
+            raise H5Error(f"cannot merge {src.filename} into {dest.filename}: made with another "
+                          f"{k.replace('descloc_', '')} ({v!r}, not {have.get(k)!r})")
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
