@@ -731,6 +731,25 @@ def get_matches(path: PathLike | h5py.File, name0: str, name1: str
     return matches, s[idx].astype(np.float32)
 
 
+def check_match_range(matches: np.ndarray, n0: int, n1: int, where: PathLike | str,
+                      name0: str, name1: str) -> np.ndarray:
+    """``matches`` (M, 2) [idx0, idx1] unchanged when every index is inside its image's
+    keypoints (``0 <= idx0 < n0``, ``0 <= idx1 < n1``).
+
+    Raises:
+        H5Error naming ``where`` (the matches file), the pair and the first bad index: matches
+        computed from other features (or a damaged file) would index the wrong keypoints.
+    """
+    m = np.asarray(matches).reshape(-1, 2)
+    for col, n, name in ((0, n0, name0), (1, n1, name1)):
+        bad = (m[:, col] < 0) | (m[:, col] >= n)
+        if bad.any():
+            raise H5Error(f"{where}: pair ({name0}, {name1}) has a match index "
+                          f"{int(m[bad, col][0])} outside the {n} keypoints of {name!r} "
+                          "(matched from other features?): re-match the pair (--overwrite)")
+    return m
+
+
 def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: np.ndarray,
                   scores0: np.ndarray | None = None,
                   features_ids: tuple[str, str] | None = None) -> str:
