@@ -107,6 +107,7 @@ class ArgumentParser(argparse.ArgumentParser):
             name = spec.name if spec is not None else g.get("__name__", "")
             if name and name != "__main__":
                 kwargs["prog"] = name
+        kwargs.setdefault("conflict_handler", "resolve")  # a CLI may define its own --verbose
         super().__init__(*args, **kwargs)
         self.add_argument("--verbose", action="store_true",
                           help="show the full traceback of an error instead of one line")

@@ -186,19 +186,15 @@ class FileLock:
         self.release()
 
 
-#: name of a pipeline's run lock inside its output folder (``<folder>/.run.lock``)
-RUN_LOCK = ".run"
-
-
 def run_lock(folder: PathLike) -> FileLock:
-    """The run lock of a pipeline's output folder (``with run_lock(out): ...``): a second run
-    on the same folder fails at once with one line naming the holder's pid; released (and the
-    sidecar removed) on every exit path, dropped by the kernel if the holder dies."""
+    """The run lock of a pipeline's output folder, ``<folder>.lock`` NEXT to it (so wiping the
+    folder never removes it): ``with run_lock(out): ...``. A second run on the same folder fails
+    at once with one line naming the holder's pid; released (and the sidecar removed) on every
+    exit path, dropped by the kernel if the holder dies."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileLock(folder / RUN_LOCK,
-                    busy=f"{folder} is in use by another run" " (pid {pid}, lock {lock}); wait "
-                    "for it to finish, or give another output folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder, busy=f"{folder} is in use by another run" " (pid {pid}, lock {lock}); "
+                    "wait for it to finish, or give another output folder")
 
 
 # ------------------------------------------------------------------------------------------
