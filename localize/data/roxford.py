@@ -77,7 +77,7 @@ def load_gnd_pickle(path: str | os.PathLike) -> Any:
         raise RevisitopError(f"{path}: cannot read ({e.strerror})") from None
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         msg = str(e).splitlines()[0] if str(e) else ""
-        raise RevisitopError(f"{path}: not a safe revisitop ground-truth pickle "
+        raise RevisitopError(f"{path}: cannot unpickle it as revisitop ground truth "
                              f"({type(e).__name__}: {msg})") from None
 
 
