@@ -109,7 +109,7 @@ class ArgumentParser(argparse.ArgumentParser):
                 kwargs["prog"] = name
         kwargs.setdefault("conflict_handler", "resolve")  # a CLI may define its own --verbose
         super().__init__(*args, **kwargs)
-        self.add_argument("--verbose", action="store_true",
+        self.add_argument("--verbose", action="store_true", dest="_cli_verbose",
                           help="show the full traceback of an error instead of one line")
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -118,7 +118,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         ns, rest = super().parse_known_args(args, namespace)
-        VERBOSE["on"] = bool(getattr(ns, "verbose", False))
+        # taken out of the namespace (CLIs pass ``**vars(args)`` on); a CLI's own --verbose
+        # (it replaces this one) turns tracebacks on too
+        VERBOSE["on"] = bool(vars(ns).pop("_cli_verbose", False) or getattr(ns, "verbose", False))
         return ns, rest
 
 
