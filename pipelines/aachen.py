@@ -421,13 +421,13 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     # a bad descriptor name / checkpoint fails here (one-line DescriptorError), before any work
     extractor = extract_features.load_extractor(features, device=conf["device"],
                                        batch_size=extract_features.DEFAULTS["batch_size"])
-    dataset = resolve_dataset(dataset, conf["synthetic"])
-    data = read_aachen(dataset)
-    ext_conf = _extract_conf(features, conf)
-    matcher = conf["matcher"] or default_matcher(features)
-    exhaustive_q = _exhaustive_queries(conf, len(data.db_names))
     tag = features_tag(features)
-    with h5.run_lock(Path(outputs) / tag):  # a second run on these outputs: one line
+    with h5.run_lock(Path(outputs) / tag):  # a second run on these outputs: one line, now
+        dataset = resolve_dataset(dataset, conf["synthetic"])
+        data = read_aachen(dataset)
+        ext_conf = _extract_conf(features, conf)
+        matcher = conf["matcher"] or default_matcher(features)
+        exhaustive_q = _exhaustive_queries(conf, len(data.db_names))
         return _run(features, dataset, outputs, conf, extractor, data, ext_conf, matcher,
                     exhaustive_q, tag)
 

@@ -114,11 +114,13 @@ GENERIC_OPTIONS = ("init", "photos", "fliprot")
 def check_options(recipe: Any, over: dict) -> None:
     """Refuse ``--option`` keys the recipe does not know (a typo would be recorded and silently
     ignored) and an ``init`` checkpoint that does not exist. Raises InputError (one line)."""
-    known = set(recipe.__dataclass_fields__) | set(recipe.options) | set(GENERIC_OPTIONS)
+    fields = set(recipe.__dataclass_fields__) - {"name", "make_data", "step_loss", "lr_fn",
+                                                 "setup", "options", "description"}
+    known = fields | set(recipe.options) | set(GENERIC_OPTIONS)
     bad = sorted(set(over) - known)
     if bad:
         raise InputError(f"--option {', '.join(bad)}: not an option of recipe {recipe.name} "
-                         f"(known: {', '.join(sorted(known - {'setup', 'lr_fn', 'name'}))})")
+                         f"(known: {', '.join(sorted(known))})")
     if "init" in over and not Path(str(over["init"])).is_file():
         raise InputError(f"--option init={over['init']}: checkpoint not found")
 
