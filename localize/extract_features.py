@@ -96,9 +96,19 @@ from tqdm import tqdm
 from descriptors import registry
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
 from localize import h5, io
-from localize.cli import (ArgumentParser, InputError, device as device_arg, existing_dir,
-                          existing_file, nonneg_int, output_dir, output_file, positive_float,
-                          positive_int, run_cli)
+from localize.cli import (
+    ArgumentParser,
+    InputError,
+    existing_dir,
+    existing_file,
+    nonneg_int,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    run_cli,
+)
+from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 

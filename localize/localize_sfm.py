@@ -33,7 +33,6 @@ names must be relative paths inside the image root (``localize.io.check_name``).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import json
@@ -52,8 +51,14 @@ from tqdm import tqdm
 
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
 from localize import colmap, io
-from localize.cli import (ArgumentParser, cli_errors, existing_dir, existing_file, output_file,
-                          positive_float)
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    existing_dir,
+    existing_file,
+    output_file,
+    positive_float,
+)
 from localize.evaluate import unique_keys
 from localize.geometry import rigid_to_qt
 

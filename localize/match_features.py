@@ -26,8 +26,8 @@ records its two image names and the ``io.features_id`` of the features entries i
 Pairs already in the file in either order are skipped when those ids still match the features
 (a pair whose image was re-extracted since is recomputed; hloc's pairs, recording none, are
 kept); a stored pair of OTHER images under the same hloc key is refused (one line). An image
-present in ``features`` and a ``features_ref`` file with different features is refused; (a, b) and (b, a) in the pairs list are matched once;
-self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
+present in ``features`` and a ``features_ref`` file with different features is refused.
+(a, b) and (b, a) in the pairs list are matched once; self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
 ``-``: ``(a-b.jpg, c.jpg)`` and ``(a/b.jpg, c.jpg)``) are refused before any matching
 (``io.check_pair_keys``), as are names that are not relative paths (``io.check_name``).
 Pairs are grouped by their first image (one call per image).

@@ -22,7 +22,6 @@ options are keywords (``conf`` / ``**kwargs``, see :data:`DEFAULTS`). Every COLM
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -36,8 +35,14 @@ from tqdm import tqdm
 
 from descriptors.util import atomic_write_text, setup_logging
 from localize import colmap, geometry, io
-from localize.cli import (ArgumentParser, cli_errors, existing_dir, existing_file, finite_float,
-                          output_dir)
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    existing_dir,
+    existing_file,
+    finite_float,
+    output_dir,
+)
 
 logger = logging.getLogger(__name__)
 

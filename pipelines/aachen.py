@@ -42,7 +42,6 @@ the dataset's ground truth are the inputs of ``localize.visualization.save_pipel
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json

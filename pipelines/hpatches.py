@@ -63,8 +63,16 @@ from descriptors.data.hpatches_synth import write_synthetic_hpatches
 from descriptors.data.synth import apply_homography
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
 from localize import extract_features, match_features, nearest_neighbor
-from localize.cli import (ArgumentParser, InputError, cli_errors, device as device_arg,
-                          existing_dir, nonneg_int, output_dir, positive_int)
+from localize.cli import (
+    ArgumentParser,
+    InputError,
+    cli_errors,
+    existing_dir,
+    nonneg_int,
+    output_dir,
+    positive_int,
+)
+from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 

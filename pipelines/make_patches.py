@@ -8,7 +8,6 @@ Train on it with ``python -m pipelines.train --recipe hardnet --data datasets/ph
 """
 from __future__ import annotations
 
-
 from descriptors.util import setup_logging
 from localize import make_patches
 from localize.cli import ArgumentParser, cli_errors, positive_float, positive_int

@@ -236,7 +236,8 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                    help="negatives of the m50 CMC@1 (JSON only)")
     p.add_argument("--fracking-points", type=positive_int, default=DEFAULTS["fracking_points"],
                    help="unique 3D points per fold (fracking protocol)")
-    p.add_argument("--fracking-negatives", type=positive_int, default=DEFAULTS["fracking_negatives"],
+    p.add_argument("--fracking-negatives", type=positive_int,
+                   default=DEFAULTS["fracking_negatives"],
                    help="random non-corresponding patches per point")
     p.add_argument("--fracking-folds", type=positive_int, default=DEFAULTS["fracking_folds"],
                    help="folds of the fracking protocol (default 10)")

@@ -45,10 +45,16 @@ import numpy as np
 
 from descriptors.registry import OPENCV_NAMES
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
-from localize import extract_features, io, retrieve
-from localize import h5
-from localize.cli import (ArgumentParser, cli_errors, device as device_arg, nonneg_float,
-                          nonneg_int, output_dir, positive_int)
+from localize import extract_features, h5, io, retrieve
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    nonneg_float,
+    nonneg_int,
+    output_dir,
+    positive_int,
+)
+from localize.cli import device as device_arg
 from localize.data import roxford, roxford_synth
 from localize.revisitop_eval import evaluate_protocols, format_results
 

@@ -34,8 +34,17 @@ from typing import Any
 from descriptors.recipes import get_recipe, list_recipes
 from descriptors.train import train
 from descriptors.util import atomic_write_text, setup_logging
-from localize.cli import (ArgumentParser, InputError, cli_errors, device as device_arg,
-                          existing_dir, nonneg_int, output_file, positive_float, positive_int)
+from localize.cli import (
+    ArgumentParser,
+    InputError,
+    cli_errors,
+    existing_dir,
+    nonneg_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
+from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 

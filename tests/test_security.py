@@ -19,9 +19,16 @@ import pytest
 
 from descriptors import export
 from descriptors.data import synth
-from localize import colmap, extract_features, h5, io, make_patches, match_features
+from localize import (
+    colmap,
+    extract_features,
+    h5,
+    io,
+    make_patches,
+    match_features,
+    pairs_from_covisibility,
+)
 from localize import localize_sfm as loc
-from localize import pairs_from_covisibility
 from localize import triangulation as tri
 from localize.cli import VERBOSE, ToolkitError, cli_errors
 from localize.data import roxford, strecha
