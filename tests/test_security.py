@@ -195,6 +195,20 @@ def test_3_features_file_refuses_another_descriptor_or_conf(tmp_path):
     extract_features.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)  # same: fine
 
 
+def test_3_shards_made_differently_are_not_merged(tmp_path):
+    a, b, dest = tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "f.h5"
+    for path, k, name in ((a, 64, "x.jpg"), (b, 32, "y.jpg")):
+        with h5.H5Writer(path) as w:
+            io.check_provenance(w.file, extract_features.provenance({**SIFT_SMALL,
+                                                                     "max_keypoints": k}))
+            io.write_features(w.file, name, _feats(4))
+    h5.merge_h5([a], dest)
+    with h5py.File(dest) as f:
+        assert f.attrs["descloc_descriptor"] == "sift"       # provenance carried over
+    with pytest.raises(h5.H5Error, match="cannot merge .*b.h5 .*another conf"):
+        h5.merge_h5([b], dest)
+
+
 def test_3_pair_key_collision_across_runs(tmp_path):
     fp, mp = tmp_path / "f.h5", tmp_path / "m.h5"
     for i, n in enumerate(("a/b.jpg", "a-b.jpg", "c.jpg")):
