@@ -320,7 +320,7 @@ def features_id(fd: h5py.File, name: str) -> str:
 
 def features_provenance(descriptor: str, conf: Mapping[str, Any], weights: str) -> dict[str, str]:
     """Root attributes recording what made a features file (:data:`PROVENANCE_ATTRS`):
-    the descriptor name, the conf (JSON, sorted keys) and the weights hash ('' for OpenCV)."""
+    the descriptor name, the conf (JSON, sorted keys) and the weights hash."""
     return dict(zip(PROVENANCE_ATTRS, (str(descriptor), json.dumps(dict(conf), sort_keys=True,
                                                                       default=str), weights)))
 
@@ -546,9 +546,10 @@ class FeatureReader:
         for p in paths:
             with open_h5(p) as fd:
                 ids.append(features_id(fd, name))
-        if len(set(ids)) > 1:
-            raise H5Error(f"image {name!r} is in {paths[0]} and {paths[ids.index(ids[-1])]} "
-                          "with different features: remove it from one of them")
+        other = next((p for p, i in zip(paths, ids) if i != ids[0]), None)
+        if other is not None:
+            raise H5Error(f"image {name!r} is in {paths[0]} and {other} with different "
+                          "features: remove it from one of them")
 
     def ids(self, names: Iterable[str]) -> dict[str, str]:
         """{name: :func:`features_id`} (each file opened once)."""
