@@ -4,7 +4,8 @@ The exported graph is the network itself (what ``descriptors.registry.TorchExtra
 input ``patches`` (B, 1, P, P) float32 in [0, 1] (P = 32), output ``descriptors`` (B, D) float32
 unit vectors; the batch size is free. After writing, the file is loaded back and run on random
 patches at two batch sizes other than the tracing one; the export fails unless the largest
-absolute difference to the eager model is at most ``atol`` (default 1e-5).
+absolute difference to the eager model is at most ``atol`` (default 1e-5). The file is written
+under a temporary name and renamed only once the check passes: a failed export leaves nothing.
 
 - ``torchscript``: ``torch.jit.trace`` on CPU, saved with ``torch.jit.save`` (load with
   ``torch.jit.load``; ``.to('cuda')`` works on the loaded module). torch 2.13 marks
@@ -23,7 +24,6 @@ CLI::
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import warnings
@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from descriptors import registry
-from descriptors.util import setup_logging
+from descriptors.util import ToolkitError, atomic_write, setup_logging
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("torchscript", "onnx")
 
 
-class ExportError(RuntimeError):
+class ExportError(ToolkitError, RuntimeError):
     """The descriptor cannot be exported, or the export disagrees with the eager model."""
 
 
@@ -116,47 +116,52 @@ def export(name: str | Path, fmt: str, out: str | Path, trace_batch: int = 8,
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format '{fmt}': choose from {', '.join(FORMATS)}")
+    if not (np.isfinite(atol) and atol >= 0):
+        raise ExportError(f"atol must be a finite number >= 0, got {atol}")
     model, dim, ps = load_model(name)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     example = _patches(trace_batch, ps, seed=0)
-    if fmt == "torchscript":
-        export_torchscript(model, example, out)
-    else:
-        export_onnx(model, example, out)
-    worst = 0.0
-    for i, batch in enumerate((trace_batch + 5, 1)):
-        x = _patches(batch, ps, seed=1 + i)
-        with torch.no_grad():
-            ref = model(x).float().numpy()
-        got = run_exported(out, fmt, x)
-        if got.shape != (batch, dim):
-            raise ExportError(f"{out}: exported model returns {got.shape} for {batch} patches, "
-                              f"expected {(batch, dim)}")
-        worst = max(worst, float(np.abs(got - ref).max()))
-    if worst > atol:
-        raise ExportError(f"{out}: exported {fmt} model differs from the eager model by "
-                          f"{worst:.2e} > {atol:.0e}")
+    with atomic_write(out) as tmp:  # renamed onto out only after the check passes
+        if fmt == "torchscript":
+            export_torchscript(model, example, tmp)
+        else:
+            export_onnx(model, example, tmp)
+        worst = 0.0
+        for i, batch in enumerate((trace_batch + 5, 1)):
+            x = _patches(batch, ps, seed=1 + i)
+            with torch.no_grad():
+                ref = model(x).float().numpy()
+            got = run_exported(tmp, fmt, x)
+            if got.shape != (batch, dim):
+                raise ExportError(f"{out}: exported model returns {got.shape} for {batch} "
+                                  f"patches, expected {(batch, dim)}")
+            worst = max(worst, float(np.abs(got - ref).max()))
+        if worst > atol:
+            raise ExportError(f"{out}: exported {fmt} model differs from the eager model by "
+                              f"{worst:.2e} > {atol:.0e}; nothing written")
     logger.info("exported %s (dim %d) to %s (%s), max |diff| to eager %.2e", name, dim, out,
                 fmt, worst)
     return out, worst
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """Command line; every error exits 2 with one line ``descriptors.export: <message>``."""
+    # the toolkit's one CLI machinery (only the command line uses it; the library code of
+    # ``descriptors`` does not import ``localize``)
+    from localize.cli import ArgumentParser, cli_errors, nonneg_float, output_file
+
+    p = ArgumentParser(prog="descriptors.export", description=__doc__.split("\n")[0])
     p.add_argument("name", help="registered descriptor name or checkpoint path")
     p.add_argument("--format", choices=FORMATS, required=True,
                    help="torchscript (.pt) or onnx (.onnx)")
-    p.add_argument("--out", type=Path, required=True, help="exported model file")
-    p.add_argument("--atol", type=float, default=1e-5,
-                   help="largest accepted |exported - eager| on random patches")
+    p.add_argument("--out", type=output_file, required=True, help="exported model file")
+    p.add_argument("--atol", type=nonneg_float, default=1e-5,
+                   help="largest accepted |exported - eager| on random patches (finite, >= 0)")
     args = p.parse_args(None if argv is None else list(argv))
     setup_logging()
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)
-    try:
+    with cli_errors("descriptors.export"):
         out, _ = export(args.name, args.format, args.out, atol=args.atol)
-    except ExportError as e:
-        raise SystemExit(f"descriptors.export: {e}") from None
     return out
 
 

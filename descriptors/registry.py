@@ -30,6 +30,7 @@ from descriptors.models import (CheckpointError, is_descriptor_checkpoint, model
                                 safe_torch_load)
 from descriptors.models.published import load_published
 from descriptors.recipes import RECIPE_MODULES
+from descriptors.util import ToolkitError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ NAMES: tuple[str, ...] = (*OPENCV_NAMES, *sorted(RECIPE_MODULES))
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".params", ".tar")
 
 
-class DescriptorError(RuntimeError):
+class DescriptorError(ToolkitError, RuntimeError):
     """Unknown descriptor name, missing weights or bad patch input (one-line message)."""
 
 

@@ -6,6 +6,8 @@ so the helpers that all of them share live here.
 - :func:`atomic_write` / :func:`atomic_dir`: write to a temporary sibling, then ``os.replace``; a
   crash leaves either the old file or the new one, never half of one. One permission policy:
   files get ``0o666 & ~umask`` (what a plain ``open(path, 'w')`` gives), folders ``0o777 & ~umask``.
+- :class:`ToolkitError`: the one base class of the toolkit's own errors (bad input or a fault of
+  the environment); ``localize.cli`` reports them as one line, exit status 2.
 - :func:`setup_logging`: called once by each command-line entry point (never by library code);
   one format; the FAISS loader's import chatter is moved to DEBUG.
 """
@@ -23,6 +25,15 @@ from typing import Iterator
 LOG_FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 LOG_DATEFMT = "%Y/%m/%d %H:%M:%S"
 _NOISY_LOGGERS = ("faiss.loader", "faiss")
+
+
+class ToolkitError(Exception):
+    """Base class of the toolkit's own errors: a one-line message naming the file / argument
+    and the problem (``localize.cli`` prints it and exits 2)."""
+
+
+class InputError(ToolkitError, ValueError):
+    """Bad input (an argument, a data file's content); a ``ValueError`` too."""
 
 
 def _umask() -> int:

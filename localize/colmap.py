@@ -37,7 +37,7 @@ from tqdm import tqdm
 from descriptors.util import atomic_dir, atomic_write
 from localize.colmap_model import ColmapError, model_format
 from localize.geometry import qt_to_rigid, rigid_to_qt
-from localize.io import check_name
+from localize.io import check_name, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,30 @@ class TriangulationConf:
 # ------------------------------------------------------------------------------------------
 # Cameras and query lists
 # ------------------------------------------------------------------------------------------
+#: largest focal length accepted, in units of the image's longer side (a 1e308 px focal is a typo)
+MAX_FOCAL_PER_SIDE = 1e4
+
+
+def check_camera(cam: pycolmap.Camera) -> pycolmap.Camera:
+    """Range checks of intrinsics: width and height >= 1, every param finite, focal length(s)
+    in ``(0, MAX_FOCAL_PER_SIDE * max(w, h)]``. Returns ``cam``.
+
+    Raises:
+        ValueError saying which value is out of range.
+    """
+    w, h = int(cam.width), int(cam.height)
+    if w < 1 or h < 1:
+        raise ValueError(f"image size {w}x{h}: width and height must be >= 1")
+    params = np.asarray(cam.params, np.float64)
+    if not np.isfinite(params).all():
+        raise ValueError(f"camera params must be finite, got {params.tolist()}")
+    f = params[list(cam.focal_length_idxs())]
+    if not ((f > 0).all() and (f <= MAX_FOCAL_PER_SIDE * max(w, h)).all()):
+        raise ValueError(f"focal length {f.tolist()} px out of range (0, "
+                         f"{MAX_FOCAL_PER_SIDE * max(w, h):g}] for a {w}x{h} image")
+    return cam
+
+
 def camera_from_query_line(line: str) -> tuple[str, pycolmap.Camera]:
     """Parse one ``name MODEL width height params...`` line (hloc's ``parse_image_list``).
 
@@ -125,7 +149,7 @@ def camera_from_query_line(line: str) -> tuple[str, pycolmap.Camera]:
     if not cam.verify_params():
         raise ValueError(f"model {model} expects a different number of params than "
                          f"{len(params_f)} in {line.strip()!r}")
-    return name, cam
+    return name, check_camera(cam)
 
 
 def parse_query_list(path: PathLike) -> list[tuple[str, pycolmap.Camera]]:
@@ -143,16 +167,15 @@ def parse_query_list(path: PathLike) -> list[tuple[str, pycolmap.Camera]]:
     if not path.is_file():
         raise FileNotFoundError(f"query list not found: {path}")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            try:
-                out.append(camera_from_query_line(s))
-            except ValueError as e:
-                raise ColmapError(f"{path}:{lineno}: {e}") from None
-            check_name(out[-1][0], f"{path}:{lineno}")  # relative, inside the image root
+    for lineno, line in enumerate(read_text_lines(path), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        try:
+            out.append(camera_from_query_line(s))
+        except ValueError as e:
+            raise ColmapError(f"{path}:{lineno}: {e}") from None
+        check_name(out[-1][0], f"{path}:{lineno}")  # relative, inside the image root
     return out
 
 
@@ -166,7 +189,10 @@ def camera_from_dict(cam: Mapping) -> pycolmap.Camera:
         raise ColmapError(f"camera dict is missing key {e}: {dict(cam)}") from None
     if not c.verify_params():
         raise ColmapError(f"wrong number of params for {cam['model']}: {list(cam['params'])}")
-    return c
+    try:
+        return check_camera(c)
+    except ValueError as e:
+        raise ColmapError(f"camera {dict(cam)}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ import os
 import struct
 from pathlib import Path
 
+from descriptors.util import ToolkitError
+
 PathLike = str | os.PathLike
 
 #: the three files every COLMAP model has (plus ``.bin`` or ``.txt``)
 MODEL_FILES = ("cameras", "images", "points3D")
 
 
-class ColmapError(RuntimeError):
+class ColmapError(ToolkitError, RuntimeError):
     """Raised for a missing / corrupt model or database, or malformed input."""
 
 

@@ -32,12 +32,16 @@ with an error naming the holder's pid), entries committed every ``commit_every_s
 ``--commit_interval``, default 60 s) and on exit, Ctrl-C or SIGTERM (exit 143). Resume
 (``localize.io.resumable_features``) skips committed entries and hloc entries holding
 keypoints + descriptors; interrupted or partial entries (e.g. descriptors without keypoints)
-are recomputed. Each entry stores its image's ``io.image_fingerprint`` (size, mtime_ns,
-blake2b of the first and last 64 KiB) as the group attribute ``image_fingerprint``; an entry
-whose image on disk has another fingerprint is recomputed (one log line; hloc entries have
-none and are not checked). Truncated JPEG / PNG files and image-list names outside
-``image_dir`` (absolute, ``..``) are errors naming the file (and the list line). An image with
-no keypoints is written with (0, 2) / (D, 0) / (0,) arrays and a warning.
+are recomputed. Each entry stores its image's ``io.image_fingerprint`` (size, blake2b of the
+whole file) as the group attribute ``image_fingerprint``; an entry whose image on disk has
+another fingerprint is recomputed (one log line; hloc entries have none and are not checked).
+The file's root attributes record the descriptor, the conf (:data:`PROVENANCE_KEYS`) and the
+weights hash (``io.check_provenance``): extending a file made with another one is refused with
+one line, before any model is loaded. Truncated JPEG / PNG files, images whose header declares
+more than ``max_pixels`` (default ``io.MAX_IMAGE_PIXELS``, CLI ``--max_pixels``), file names
+that are not valid UTF-8 and image-list names outside ``image_dir`` (absolute, ``..``) are
+errors naming the file (and the list line). An image with no keypoints is written with
+(0, 2) / (D, 0) / (0,) arrays and a warning.
 
 Pipeline (:func:`main`): image decode + resize + DoG (:func:`prepare_image`) run in a thread
 pool (``num_workers``, default 2; OpenCV releases the GIL) prefetching ``2 * num_workers``
@@ -92,7 +96,19 @@ from tqdm import tqdm
 from descriptors import registry
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
 from localize import h5, io
-from localize.cli import positive_int, run_cli
+from localize.cli import (
+    ArgumentParser,
+    InputError,
+    existing_dir,
+    existing_file,
+    nonneg_int,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    run_cli,
+)
+from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +126,11 @@ DEFAULTS: dict[str, Any] = {
     "patch_batch": 8192,          # keypoints per kornia patch-extraction pass
     "opencv_full_image": True,    # sift/rootsift: OpenCV SIFT on the full image (see docstring)
 }
+
+#: conf keys that change the features written (recorded in the file, ``io.check_provenance``)
+PROVENANCE_KEYS = ("max_keypoints", "resize_max", "resize_force", "mr_size",
+                   "contrast_threshold", "edge_threshold", "min_size", "opencv_full_image",
+                   "half")
 
 #: OpenCV's SIFT detects on a 2x upsampled image and halves the coordinates (x = x_up / 2), but
 #: an upsampled pixel centre x_up sits at (x_up + 0.5) / 2 - 0.5 in the image: its keypoints lie
@@ -334,7 +355,8 @@ def iter_prepared(names: Sequence[str], image_dir: str | Path, conf: dict[str, A
     image_dir = Path(image_dir)
 
     def load(name: str) -> dict[str, Any]:
-        return prepare_image(io.read_image(image_dir / name, grayscale=True), conf)
+        return prepare_image(io.read_image(image_dir / name, grayscale=True,
+                                           max_pixels=conf.get("max_pixels")), conf)
 
     if num_workers <= 0:
         for name in names:
@@ -379,6 +401,12 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
             raise FileNotFoundError(f"image directory not found: {image_dir}")
         names = {p.relative_to(image_dir).as_posix() for g in IMAGE_GLOBS
                  for p in image_dir.rglob(g) if p.is_file()}
+        for n in sorted(names):
+            try:
+                n.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{image_dir}: file name {n!r} is not valid UTF-8 (HDF5 "
+                                 "names must be); rename it") from None
         if not names:
             raise FileNotFoundError(f"no images ({' '.join(IMAGE_GLOBS)}) under {image_dir}")
         return sorted(names)
@@ -412,7 +440,8 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
          features_override: str | Path | None = None,
          shard: str | tuple[int, int] | None = None, extractor: Any = None,
          commit_every_s: float = 60.0, num_workers: int = 2,
-         half: bool = False, fingerprints: dict[str, str] | None = None) -> Path:
+         half: bool = False, fingerprints: dict[str, str] | None = None,
+         max_pixels: int | None = None) -> Path:
     """Extract features for every image and write (append to) an hloc features file.
 
     The positional order is hloc's ``extract_features.main(conf, image_dir, export_dir,
@@ -440,6 +469,8 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         fingerprints: {name: ``io.image_fingerprint``} already computed by the caller
             (computed here for the names it lacks); stored with each entry, and an entry whose
             image changed on disk since is recomputed.
+        max_pixels: refuse images whose header declares more pixels (default
+            ``io.MAX_IMAGE_PIXELS``), before decoding them.
     Returns:
         path of the written features file (the shard file when sharding).
     Raises:
@@ -453,6 +484,8 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
                               overwrite, device=device)
     if half:
         conf["half"] = True
+    if max_pixels is not None:
+        conf["max_pixels"] = int(max_pixels)
     image_dir = Path(image_dir)
     if feature_path is None:
         if export_dir is None:
@@ -466,6 +499,10 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         feature_path = h5.shard_path(feature_path, *sh)
 
     prints = image_fingerprints(image_dir, names, fingerprints)
+    prov = provenance(conf)
+    if feature_path.is_file():  # another descriptor / conf / weights: refused before any work
+        with h5.open_h5(feature_path) as fd:
+            io.check_provenance(fd, prov, stamp=False)
     # a first look without the lock: nothing to do -> no model load; another process writing
     # the file -> its one-line error (naming the writer's pid) before any model is loaded
     if not overwrite and not _todo(names, feature_path, prints, log=True):
@@ -479,6 +516,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
     if half and extractor.is_opencv:
         logger.warning("--half has no effect on OpenCV descriptors (%s)", conf["descriptor"])
     with h5.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
+        io.check_provenance(w.file, prov)
         todo = names if overwrite else _todo(names, feature_path, prints)  # again, locked
         logger.info("extracting %s (%s, dim %d%s) for %d images -> %s", conf["descriptor"],
                     type(extractor).__name__, extractor.dim, ", autocast " + str(
@@ -538,6 +576,23 @@ def extract_global(conf: dict[str, Any], image_dir: str | Path,
     return io.write_global_descriptors(feature_path, shifted, sizes)
 
 
+def provenance(conf: dict[str, Any]) -> dict[str, str]:
+    """Root attributes of a features file made with ``conf`` (``io.features_provenance``):
+    the descriptor, the :data:`PROVENANCE_KEYS` of the conf, the weights file's hash ('opencv'
+    for sift / rootsift, 'unknown' when no file is found)."""
+    d = str(conf["descriptor"])
+    path = registry.weights_path(d) if d in registry.NAMES else Path(d)
+    if d in registry.OPENCV_NAMES:
+        weights = "opencv"
+    elif path.is_file():
+        weights = io.image_fingerprint(path)
+    else:
+        weights = "unknown"
+    c = {k: conf.get(k, DEFAULTS.get(k)) for k in PROVENANCE_KEYS}
+    c["half"] = bool(c["half"])
+    return io.features_provenance(Path(d).stem if path.is_file() else d, c, weights)
+
+
 def image_fingerprints(image_dir: str | Path, names: Sequence[str],
                        known: dict[str, str] | None = None) -> dict[str, str]:
     """{name: ``io.image_fingerprint(image_dir / name)``}, reusing the entries of ``known``.
@@ -585,16 +640,17 @@ def _check_limits(c: dict[str, Any]) -> None:
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conf", default="hardnet", choices=list(confs),
                    help="extraction conf (descriptor); hloc conf dicts work from Python")
-    p.add_argument("--image_dir", type=Path, required=True,
+    p.add_argument("--image_dir", type=existing_dir, required=True,
                    help="image root (names are relative to it)")
-    p.add_argument("--export_dir", type=Path,
+    p.add_argument("--export_dir", type=output_dir,
                    help="output folder: the features file is <export_dir>/<conf output>.h5")
-    p.add_argument("--feature_path", type=Path,
+    p.add_argument("--feature_path", type=output_file,
                    help="features file to write (instead of --export_dir)")
-    p.add_argument("--image_list", type=Path, help="text file, one image name per line")
+    p.add_argument("--image_list", type=existing_file,
+                   help="text file, one image name per line")
     p.add_argument("--features", help="descriptor name or checkpoint path overriding the conf")
     p.add_argument("--max_keypoints", type=_keypoint_count,
                    help="strongest DoG keypoints kept per image: an integer >= 1, or 'all'")
@@ -602,16 +658,21 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                    help="longer image side seen by the detector, pixels (>= 1)")
     p.add_argument("--as_half", action="store_true",
                    help="store descriptors as float16 (hloc as_half)")
-    p.add_argument("--device", help="torch device (default: cuda if available)")
+    p.add_argument("--device", type=device_arg,
+                   help="torch device (default: cuda if available)")
     p.add_argument("--shard", help="i/K: process every K-th image starting at i")
-    p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
+    p.add_argument("--merge", type=positive_int, metavar="K",
+                   help="merge K shard files, then exit")
     p.add_argument("--overwrite", action="store_true", help="re-extract images already in the file")
-    p.add_argument("--commit_interval", type=float, default=60.0, metavar="SECONDS",
+    p.add_argument("--commit_interval", type=positive_float, default=60.0, metavar="SECONDS",
                    help="seconds between commits (a hard kill loses at most this much work)")
-    p.add_argument("--num_workers", type=int, default=2,
+    p.add_argument("--num_workers", type=nonneg_int, default=2,
                    help="threads decoding images + detecting keypoints ahead of the network")
     p.add_argument("--half", action="store_true",
                    help="network under autocast: float16 on CUDA, bfloat16 on CPU")
+    p.add_argument("--max_pixels", type=positive_int, default=io.MAX_IMAGE_PIXELS,
+                   help="refuse images declaring more pixels (w * h) than this, before "
+                   "decoding them")
     return p.parse_args(None if argv is None else list(argv))
 
 
@@ -629,6 +690,8 @@ def _run_cli(args: argparse.Namespace) -> Path:
             conf["output"] = output_name(conf["descriptor"], conf["max_keypoints"],
                                          conf["resize_max"])
     conf = resolve_conf(conf, args.features)
+    if args.export_dir is None and args.feature_path is None:
+        raise InputError("give --export_dir or --feature_path")
     if args.merge:
         fp = args.feature_path or (args.export_dir / f"{conf['output']}.h5")
         out = h5.merge_shards(fp, args.merge)
@@ -636,7 +699,7 @@ def _run_cli(args: argparse.Namespace) -> Path:
         out = main(conf, args.image_dir, args.export_dir, args.as_half, args.image_list,
                    args.feature_path, args.overwrite, device=args.device, shard=args.shard,
                    commit_every_s=args.commit_interval, num_workers=args.num_workers,
-                   half=args.half)
+                   half=args.half, max_pixels=args.max_pixels)
     return out
 
 

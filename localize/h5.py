@@ -40,6 +40,7 @@ Crash safety (how writes work)
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -53,7 +54,7 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
-from descriptors.util import atomic_write
+from descriptors.util import ToolkitError, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ PathLike = str | os.PathLike
 COMPLETE_ATTR = "complete"
 
 
-class H5Error(RuntimeError):
+class H5Error(ToolkitError, RuntimeError):
     """Missing / unreadable / corrupt HDF5 file, or a name or pair missing from it (one line)."""
 
 
@@ -113,10 +114,11 @@ class FileLock:
     removed on :meth:`release`. Raises :class:`H5Error` naming the file and the holder's pid.
     """
 
-    def __init__(self, path: PathLike):
+    def __init__(self, path: PathLike, busy: str | None = None):
         self.path = Path(path)
         self.lock_path = lock_path(self.path)
         self.fd: int | None = None
+        self.busy = busy
 
     def acquire(self) -> None:
         if self.fd is not None:
@@ -138,6 +140,9 @@ class FileLock:
                 if attempt < 3:  # a reader probing the lock (lock_holder) holds it for a moment
                     time.sleep(0.05)
                     continue
+                if self.busy is not None:
+                    raise H5Error(self.busy.replace("{pid}", pid).replace(
+                        "{lock}", str(self.lock_path))) from None
                 raise H5Error(f"{self.path} is being written by another process (pid {pid}, "
                               f"lock {self.lock_path}): wait for it, or write separate files "
                               "(--shard i/K) and merge them") from None
@@ -148,8 +153,15 @@ class FileLock:
             if not same:
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except OSError as e:  # disk full: no 0-byte sidecar left behind
+                with contextlib.suppress(OSError):
+                    self.lock_path.unlink()
+                os.close(fd)
+                raise H5Error(f"cannot write lock file {self.lock_path} for {self.path}: "
+                              f"{e.strerror}") from None
             self.fd = fd
             return
         raise H5Error(f"cannot lock {self.path}: {self.lock_path} keeps being replaced")
@@ -164,6 +176,25 @@ class FileLock:
         finally:
             os.close(self.fd)
             self.fd = None
+
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def run_lock(folder: PathLike) -> FileLock:
+    """The run lock of a pipeline's output folder, ``<folder>.lock`` NEXT to it (so wiping the
+    folder never removes it): ``with run_lock(out): ...``. A second run on the same folder fails
+    at once with one line naming the holder's pid; released (and the sidecar removed) on every
+    exit path, dropped by the kernel if the holder dies."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder, busy=f"{folder} is in use by another run" " (pid {pid}, lock {lock}); "
+                    "wait for it to finish, or give another output folder")
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,11 +213,15 @@ def open_h5(path: PathLike, mode: str = "r") -> h5py.File:
         return h5py.File(str(path), mode)
     except (OSError, ValueError) as e:
         msg = first_line(e)
-        if "lock" in msg:
+        # HDF5's own lock: "unable to lock file, errno = 11" (not "sblock" of a truncated file)
+        if "unable to lock file" in msg.lower():
             pid = lock_holder(path)
             who = f"pid {pid} (lock {lock_path(path)})" if pid else "another process"
             raise H5Error(f"cannot open HDF5 file {path}: it is being written by {who}; "
                           "wait for that writer to finish") from None
+        if "truncated file" in msg:
+            raise H5Error(f"cannot open HDF5 file {path}: truncated ({msg}); copy it again, "
+                          "or recompute it") from None
         raise H5Error(f"cannot open HDF5 file {path} (corrupt or not HDF5): {msg}") from None
 
 
@@ -472,6 +507,7 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
         have = w.names()
         for src in sources:
             with open_h5(src) as fs:
+                _merge_root_attrs(fs, w.file, bool(have))
                 for name in sorted(entry_names(fs, src)):
                     if name in have and not overwrite:
                         continue
@@ -490,6 +526,24 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
                     finish_entry(w.file[name])
                     have.add(name)
     return dest
+
+
+def _merge_root_attrs(src: h5py.File, dest: h5py.File, dest_has_entries: bool) -> None:
+    """Carry a source's provenance root attributes (``descloc_*``, see
+    ``localize.io.check_provenance``) into ``dest``; refuse sources made differently."""
+    want = {k: src.attrs[k] for k in src.attrs if k.startswith("descloc_")}
+    have = {k: dest.attrs[k] for k in dest.attrs if k.startswith("descloc_")}
+    if not want:
+        return
+    if not have:
+        if not dest_has_entries:
+            for k, v in want.items():
+                dest.attrs[k] = v
+        return
+    for k, v in want.items():
+        if str(have.get(k)) != str(v):
+            raise H5Error(f"cannot merge {src.filename} into {dest.filename}: made with another "
+                          f"{k.replace('descloc_', '')} ({v!r}, not {have.get(k)!r})")
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:

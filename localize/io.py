@@ -16,12 +16,20 @@ features.h5
     extractor stores them; = OpenCV ``KeyPoint.angle`` wrapped to [-180, 180), so
     ``descriptors.patches.opencv_angle_to_ori(oris)`` is the kornia orientation). Our entries
     also carry ``attrs['image_fingerprint']`` (:func:`image_fingerprint` of the image they were
-    extracted from: size, mtime_ns, blake2b of its first and last 64 KiB); extraction recomputes
-    an entry whose image changed. hloc ignores it; hloc's files have none (not checked).
+    extracted from: size and blake2b of the whole file); extraction recomputes an entry whose
+    image changed. ``attrs['features_id']`` (:func:`features_id`: blake2b of the stored
+    keypoints and descriptors) identifies the entry's content for the matches computed from it.
+    The file's root attributes record what made it (:data:`PROVENANCE_ATTRS`: descriptor, conf,
+    weights hash; :func:`check_provenance`): extraction refuses to extend a file made by
+    another descriptor / conf / weights. hloc ignores all of these; hloc's files have none.
 matches.h5
     group ``names_to_pair(n0, n1)`` (``/`` inside names replaced by ``-``, joined by ``/``, hence
     nested) holding ``matches0 (N0,)`` (index into image 1's keypoints or -1; int32 here, int16 in
-    hloc) and ``matching_scores0 (N0,)`` float16. Legacy files join with ``_``.
+    hloc) and ``matching_scores0 (N0,)`` float16. Legacy files join with ``_``. Our pairs also
+    carry ``attrs`` ``name0`` / ``name1`` (the images, as written: a different pair whose hloc
+    key collides with it is refused, :func:`find_pair`) and ``features0`` / ``features1`` (the
+    :func:`features_id` of the entries matched: a pair whose features changed since is stale,
+    :func:`pair_is_current`).
 global-feats.h5
     one group per image holding ``global_descriptor (Dg,)`` float32 / float16 and optionally
     ``image_size (2,)`` (hloc's retrieval layout; :func:`write_global_descriptors`).
@@ -34,15 +42,19 @@ Crash safety (the lock, ``complete`` markers, commits, SIGTERM, repair) is
 Every read error (missing, unreadable or corrupt HDF5, missing name/pair, NaN / inf in
 keypoints, descriptors or matching scores) raises :class:`H5Error`, a one-line message naming
 the file and the entry. Names read from list / pairs files must be relative POSIX paths inside
-their root (:func:`check_name`); pairs whose hloc keys collide are refused
-(:func:`check_pair_keys`). :func:`read_image` refuses truncated JPEG / PNG files.
+their root (:func:`check_name`, the one name check of every reader of names from data); pairs
+whose hloc keys collide are refused (:func:`check_pair_keys`). :func:`read_image` refuses
+truncated JPEG / PNG files and images over :data:`MAX_IMAGE_PIXELS` (read from the header,
+before decoding). Text files that are not UTF-8 are refused naming the file.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -51,7 +63,7 @@ import cv2
 import h5py
 import numpy as np
 
-from descriptors.util import atomic_write, atomic_write_text
+from descriptors.util import InputError, ToolkitError, atomic_write, atomic_write_text
 from localize.h5 import (H5Error, H5Writer, delete_entry, entry_names, entry_state, finish_entry,
                          get_group, has_dataset, incomplete_error, list_h5_names, open_h5,
                          read_dataset, start_entry)
@@ -65,12 +77,23 @@ Pairs = list[tuple[str, str]]
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size", "scales", "oris")
 #: attribute of a features entry: the fingerprint of the image it was extracted from
 FINGERPRINT_ATTR = "image_fingerprint"
-#: bytes hashed at each end of an image file by :func:`image_fingerprint`
-FINGERPRINT_CHUNK = 64 * 1024
+#: bytes read per step while :func:`image_fingerprint` hashes a whole file
+FINGERPRINT_CHUNK = 1024 * 1024
+#: attribute of a features entry: :func:`features_id` of its keypoints and descriptors
+FEATURES_ID_ATTR = "features_id"
+#: root attributes of a features file recording what made it (:func:`check_provenance`)
+PROVENANCE_ATTRS = ("descloc_descriptor", "descloc_conf", "descloc_weights")
+#: default cap on decoded image size, pixels (w * h, read from the header before decoding);
+#: ``read_image(max_pixels=...)`` / ``localize.extract_features --max_pixels`` raise it
+MAX_IMAGE_PIXELS = 100_000_000
 
 
-class ImageReadError(RuntimeError):
+class ImageReadError(ToolkitError, RuntimeError):
     """An image file is missing or cannot be decoded (one line naming the file)."""
+
+
+class PairKeyError(H5Error):
+    """A matches file holds another pair of images under a pair's hloc key."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -92,11 +115,33 @@ def _truncation(data: bytes) -> str | None:
     return None
 
 
-def read_image(path: PathLike, grayscale: bool = True) -> np.ndarray:
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) an encoded image declares in its header (PIL reads only the header),
+    or None when PIL does not know the format (OpenCV then decodes it under its own cap)."""
+    from PIL import Image  # matplotlib's dependency; only the header is parsed
+    import io as _bytes_io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(_bytes_io.BytesIO(data)) as im:
+                    return int(im.size[0]), int(im.size[1])
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except Exception:  # noqa: BLE001 - unknown / broken header: OpenCV decides
+        return None
+
+
+def read_image(path: PathLike, grayscale: bool = True, max_pixels: int | None = None
+               ) -> np.ndarray:
     """Read an image with OpenCV (EXIF orientation ignored, as hloc).
 
     A JPEG without its end-of-image marker or a PNG without its IEND chunk (a truncated copy,
     which OpenCV would decode with a grey bottom part and only a warning on stderr) is refused.
+    An image whose header declares more than ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`)
+    is refused before it is decoded (a small file can declare gigapixels).
 
     Returns:
         (H, W) uint8 if ``grayscale`` else (H, W, 3) uint8 RGB.
@@ -113,6 +158,12 @@ def read_image(path: PathLike, grayscale: bool = True) -> np.ndarray:
     why = _truncation(data)
     if why is not None:
         raise ImageReadError(f"cannot use image {path}: {why}; copy it again")
+    cap = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    wh = header_size(data)
+    if wh is not None and wh[0] * wh[1] > cap:
+        raise ImageReadError(f"image {path} declares {wh[0]}x{wh[1]} = {wh[0] * wh[1] / 1e6:.0f} "
+                             f"MP, over the cap of {cap / 1e6:g} MP (raise it with "
+                             "--max_pixels if the image is genuine)")
     flags = ((cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
              | cv2.IMREAD_IGNORE_ORIENTATION)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
@@ -124,29 +175,28 @@ def read_image(path: PathLike, grayscale: bool = True) -> np.ndarray:
 
 
 def image_fingerprint(path: PathLike) -> str:
-    """Cheap identity of an image file's current content, stored with its features.
+    """Identity of an image file's current content, stored with its features.
 
-    ``"size=<bytes> mtime_ns=<ns> blake2b=<hex>"``, the hash over the size and the first and
-    last :data:`FINGERPRINT_CHUNK` bytes (two reads, whatever the file size). Any field
-    changing (rewritten, truncated or touched file) makes the stored features stale.
+    ``"size=<bytes> blake2b=<hex>"``, the hash over the WHOLE file (streamed in
+    :data:`FINGERPRINT_CHUNK` reads; blake2b runs at about 1 GB/s). Any byte changing makes
+    the stored features stale; touching the file (mtime only) does not.
 
     Raises:
         ImageReadError naming the file when it does not exist or cannot be read.
     """
     path = Path(path)
     try:
-        st = path.stat()
-        h = hashlib.blake2b(str(st.st_size).encode(), digest_size=16)
+        h = hashlib.blake2b(digest_size=16)
+        size = 0
         with open(path, "rb") as f:
-            h.update(f.read(FINGERPRINT_CHUNK))
-            if st.st_size > FINGERPRINT_CHUNK:
-                f.seek(max(FINGERPRINT_CHUNK, st.st_size - FINGERPRINT_CHUNK))
-                h.update(f.read(FINGERPRINT_CHUNK))
+            while chunk := f.read(FINGERPRINT_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
     except FileNotFoundError:
         raise ImageReadError(f"image not found: {path}") from None
     except OSError as e:
         raise ImageReadError(f"cannot read image {path}: {e.strerror}") from None
-    return f"size={st.st_size} mtime_ns={st.st_mtime_ns} blake2b={h.hexdigest()}"
+    return f"size={size} blake2b={h.hexdigest()}"
 
 
 def check_name(name: str, where: str) -> str:
@@ -157,19 +207,21 @@ def check_name(name: str, where: str) -> str:
     or not round-trip. Returns ``name``.
 
     Raises:
-        ValueError ``"<where>: ..."`` (``where`` names the list file and line).
+        InputError (a ValueError) ``"<where>: ..."`` (``where`` names the list file and line).
     """
-    if not name:
-        raise ValueError(f"{where}: empty image name")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{where}: empty image name")
+    if "\x00" in name:
+        raise InputError(f"{where}: image name {name!r} holds a NUL byte")
     if name.startswith("/"):
-        raise ValueError(f"{where}: image name {name!r} is absolute; names must be relative "
+        raise InputError(f"{where}: image name {name!r} is absolute; names must be relative "
                          "paths inside the image root")
     parts = name.split("/")
     if ".." in parts:
-        raise ValueError(f"{where}: image name {name!r} has a '..' component; names must stay "
+        raise InputError(f"{where}: image name {name!r} has a '..' component; names must stay "
                          "inside the image root")
     if any(p in ("", ".") for p in parts):
-        raise ValueError(f"{where}: image name {name!r} is not a normalised relative path "
+        raise InputError(f"{where}: image name {name!r} is not a normalised relative path "
                          "(empty or '.' component)")
     return name
 
@@ -231,6 +283,7 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
             grp["keypoints"].attrs["uncertainty"] = np.float32(uncertainty)
         if fingerprint is not None:
             grp.attrs[FINGERPRINT_ATTR] = str(fingerprint)
+        grp.attrs[FEATURES_ID_ATTR] = _content_id(grp)
     except BaseException:
         # never leave a half-written group behind (the writer commits after an exception)
         try:
@@ -238,6 +291,67 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
         finally:
             raise
     finish_entry(grp)
+
+
+def _content_id(g: h5py.Group) -> str:
+    """blake2b of an entry's stored keypoints and descriptors (dtype, shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for k in ("keypoints", "descriptors"):
+        if k in g and isinstance(g[k], h5py.Dataset):
+            a = np.ascontiguousarray(g[k][()])
+            h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def features_id(fd: h5py.File, name: str) -> str:
+    """Identity of a features entry's content (``attrs['features_id']``, written with it;
+    computed from the stored keypoints and descriptors for hloc's entries). Matches record
+    the ids of the entries they index (:func:`pair_is_current`)."""
+    g = get_group(fd, name, fd.filename)
+    v = g.attrs.get(FEATURES_ID_ATTR)
+    if v is not None:
+        return v.decode() if isinstance(v, bytes) else str(v)
+    try:
+        return _content_id(g)
+    except (OSError, RuntimeError) as e:
+        raise H5Error(f"corrupt HDF5 file {fd.filename} at {name!r}: {e}") from None
+
+
+def features_provenance(descriptor: str, conf: Mapping[str, Any], weights: str) -> dict[str, str]:
+    """Root attributes recording what made a features file (:data:`PROVENANCE_ATTRS`):
+    the descriptor name, the conf (JSON, sorted keys) and the weights hash."""
+    return dict(zip(PROVENANCE_ATTRS, (str(descriptor), json.dumps(dict(conf), sort_keys=True,
+                                                                      default=str), weights)))
+
+
+def check_provenance(fd: h5py.File, want: Mapping[str, str], stamp: bool = True) -> None:
+    """Refuse to extend a features file made by another descriptor / conf / weights.
+
+    A file recording other :data:`PROVENANCE_ATTRS` raises; one recording none is stamped
+    with ``want`` when it holds no entry yet (``stamp`` and writable), else (hloc's or an
+    older file) accepted with a log line (it cannot be checked).
+
+    Raises:
+        H5Error naming the file, the field and both values (one line).
+    """
+    have = {k: fd.attrs.get(k) for k in PROVENANCE_ATTRS}
+    have = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in have.items()
+            if v is not None}
+    if not have:
+        if entry_names(fd, fd.filename, include_incomplete=True):
+            logger.info("%s records no descriptor / conf / weights (hloc or older file): "
+                        "extending it unchecked", fd.filename)
+        elif stamp and fd.mode != "r":
+            for k, v in want.items():
+                fd.attrs[k] = v
+        return
+    for k in PROVENANCE_ATTRS:
+        if have.get(k) != want.get(k):
+            what = k.replace("descloc_", "")
+            raise H5Error(f"{fd.filename} holds features made with another {what} "
+                          f"({have.get(k)!r}, not {want.get(k)!r}): give another output "
+                          "file, or delete it to start over")
 
 
 def stored_fingerprint(g: h5py.Group) -> str | None:
@@ -412,12 +526,42 @@ class FeatureReader:
         self.paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else \
             [Path(p) for p in paths]
         self.where: dict[str, Path] = {}
-        for p in reversed(self.paths):
+        seen: dict[str, list[Path]] = {}
+        for p in self.paths:
             for n in list_h5_names(p):
-                self.where[n] = p
+                seen.setdefault(n, []).append(p)
+        for n, ps in seen.items():
+            self.where[n] = ps[0]
+            if len(ps) > 1:
+                self._same_features(n, ps)
         self.cache: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self.cache_size = int(cache_size)
         self.convert = convert
+
+    @staticmethod
+    def _same_features(name: str, paths: Sequence[Path]) -> None:
+        """An image in several files must have the same features in all (else which one the
+        matches index would be a silent choice)."""
+        ids = []
+        for p in paths:
+            with open_h5(p) as fd:
+                ids.append(features_id(fd, name))
+        other = next((p for p, i in zip(paths, ids) if i != ids[0]), None)
+        if other is not None:
+            raise H5Error(f"image {name!r} is in {paths[0]} and {other} with different "
+                          "features: remove it from one of them")
+
+    def ids(self, names: Iterable[str]) -> dict[str, str]:
+        """{name: :func:`features_id`} (each file opened once)."""
+        by_file: dict[Path, list[str]] = {}
+        for n in names:
+            by_file.setdefault(self.check(n), []).append(n)
+        out = {}
+        for p, ns in by_file.items():
+            with open_h5(p) as fd:
+                for n in ns:
+                    out[n] = features_id(fd, n)
+        return out
 
     def check(self, name: str) -> Path:
         """The features file holding ``name``; :class:`H5Error` naming the files otherwise."""
@@ -489,11 +633,46 @@ def find_pair(hfile: h5py.File, name0: str, name1: str) -> tuple[str, bool]:
     keys = _pair_keys(name0, name1)
     for key, rev in keys:
         if has_dataset(hfile, key, "matches0", complete_only=True):
+            stored = _stored_names(hfile[key])
+            if stored is not None and set(stored) != {name0, name1}:
+                raise PairKeyError(
+                    f"{hfile.filename}: the matches under key {key!r} are of pair ({stored[0]}, "
+                    f"{stored[1]}), not ({name0}, {name1}) (hloc's key replaces '/' by '-'); "
+                    "rename one of the images or use another matches file")
             return key, rev
     if any(has_dataset(hfile, key, "matches0") for key, _ in keys):
         raise incomplete_error(hfile.filename, f"pair ({name0}, {name1})")
     raise H5Error(f"{hfile.filename}: no matches for pair ({name0}, {name1}) in either order; "
                   "was it matched with a different pairs file?")
+
+
+def _attr_str(g: h5py.Group, k: str) -> str | None:
+    v = g.attrs.get(k)
+    return None if v is None else (v.decode() if isinstance(v, bytes) else str(v))
+
+
+def _stored_names(g: h5py.Group) -> tuple[str, str] | None:
+    """(name0, name1) recorded with a pair (None for hloc's pairs, which record none)."""
+    a, b = _attr_str(g, "name0"), _attr_str(g, "name1")
+    return None if a is None or b is None else (a, b)
+
+
+def pair_is_current(fd: h5py.File, name0: str, name1: str, id0: str, id1: str) -> bool:
+    """True when the pair is in the open matches file (either order) and was computed from
+    the features entries whose :func:`features_id` are ``id0`` / ``id1`` (pairs recording no
+    ids, hloc's, count as current). A stored pair of other images under the same key raises
+    (:func:`find_pair`)."""
+    try:
+        key, rev = find_pair(fd, name0, name1)
+    except PairKeyError:
+        raise
+    except H5Error:
+        return False
+    g = fd[key]
+    f0, f1 = _attr_str(g, "features0"), _attr_str(g, "features1")
+    if f0 is None or f1 is None:
+        return True
+    return (f0, f1) == ((id1, id0) if rev else (id0, id1))
 
 
 def check_pair_keys(pairs: Iterable[tuple[str, str]], where: PathLike | str) -> None:
@@ -553,20 +732,42 @@ def get_matches(path: PathLike | h5py.File, name0: str, name1: str
     return matches, s[idx].astype(np.float32)
 
 
+def check_match_range(matches: np.ndarray, n0: int, n1: int, where: PathLike | str,
+                      name0: str, name1: str) -> np.ndarray:
+    """``matches`` (M, 2) [idx0, idx1] unchanged when every index is inside its image's
+    keypoints (``0 <= idx0 < n0``, ``0 <= idx1 < n1``).
+
+    Raises:
+        H5Error naming ``where`` (the matches file), the pair and the first bad index: matches
+        computed from other features (or a damaged file) would index the wrong keypoints.
+    """
+    m = np.asarray(matches).reshape(-1, 2)
+    for col, n, name in ((0, n0, name0), (1, n1, name1)):
+        bad = (m[:, col] < 0) | (m[:, col] >= n)
+        if bad.any():
+            raise H5Error(f"{where}: pair ({name0}, {name1}) has a match index "
+                          f"{int(m[bad, col][0])} outside the {n} keypoints of {name!r} "
+                          "(matched from other features?): re-match the pair (--overwrite)")
+    return m
+
+
 def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: np.ndarray,
-                  scores0: np.ndarray | None = None) -> str:
+                  scores0: np.ndarray | None = None,
+                  features_ids: tuple[str, str] | None = None) -> str:
     """Write one pair (replacing it if present, in any of the 4 key forms).
 
     Args:
         dest: open writable ``h5py.File`` (see :class:`H5Writer`) or a path (one-off write).
         matches0: (N0,) index into image 1's keypoints, -1 = unmatched; stored int32.
         scores0: (N0,) scores, stored float16 as ``matching_scores0`` (omitted when None).
+        features_ids: :func:`features_id` of the two features entries matched, recorded as
+            ``attrs`` ``features0`` / ``features1`` (with ``name0`` / ``name1``, always).
     Returns:
         the pair key written (``names_to_pair(name0, name1)``).
     """
     if not isinstance(dest, (h5py.File, h5py.Group)):
         with H5Writer(dest) as w:
-            return write_matches(w.file, name0, name1, matches0, scores0)
+            return write_matches(w.file, name0, name1, matches0, scores0, features_ids)
     m = np.asarray(matches0).reshape(-1).astype(np.int32)
     s = None
     if scores0 is not None:
@@ -575,6 +776,13 @@ def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: 
             raise ValueError(f"pair {names_to_pair(name0, name1)}: {len(s)} scores for "
                              f"{len(m)} matches0 entries")
     key = names_to_pair(name0, name1)
+    for k, _ in _pair_keys(name0, name1):
+        stored = _stored_names(dest[k]) if has_dataset(dest, k, "matches0") else None
+        if stored is not None and set(stored) != {name0, name1}:
+            raise PairKeyError(
+                f"{dest.file.filename}: key {k!r} holds the matches of pair ({stored[0]}, "
+                f"{stored[1]}); refusing to overwrite them with ({name0}, {name1}) (hloc's key "
+                "replaces '/' by '-'); rename one of the images or use another matches file")
     for k, _ in _pair_keys(name0, name1)[1:]:
         if has_dataset(dest, k, "matches0"):
             delete_entry(dest, k)
@@ -583,6 +791,9 @@ def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: 
         grp.create_dataset("matches0", data=m)
         if s is not None:
             grp.create_dataset("matching_scores0", data=s.astype(np.float16))
+        grp.attrs["name0"], grp.attrs["name1"] = name0, name1
+        if features_ids is not None:
+            grp.attrs["features0"], grp.attrs["features1"] = features_ids
     except BaseException:
         try:
             delete_entry(dest, key)
@@ -639,6 +850,21 @@ def read_global_descriptors(path: PathLike, names: Sequence[str] | None = None,
 # ------------------------------------------------------------------------------------------
 # Pairs
 # ------------------------------------------------------------------------------------------
+def read_text_lines(path: PathLike) -> list[str]:
+    """Lines of a UTF-8 text file (list, pairs, poses files).
+
+    Raises:
+        InputError naming the file and line when it is not valid UTF-8; OSError as is.
+    """
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 text (byte "
+                         f"{data[e.start:e.start + 1]!r})") from None
+
+
 def read_image_list(path: PathLike) -> list[str]:
     """Image names of a list file (hloc ``parse_image_list``): the first whitespace-separated
     field of each line (Aachen query lists carry intrinsics after it); empty lines and ``#``
@@ -651,7 +877,7 @@ def read_image_list(path: PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"image list not found: {path}")
     names = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(read_text_lines(path), 1):
         line = line.strip()
         if line and not line.startswith("#"):
             names.append(check_name(line.split()[0], f"{path}:{i}"))
@@ -671,20 +897,19 @@ def read_pose_lines(path: PathLike) -> list[tuple[str, np.ndarray, np.ndarray]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: poses file does not exist")
     out: list[tuple[str, np.ndarray, np.ndarray]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            fields = s.split()
-            if len(fields) != 8:
-                raise ValueError(f"{path}:{lineno}: expected 'name qw qx qy qz tx ty tz', "
-                                 f"got {len(fields)} fields")
-            try:
-                vals = np.array([float(x) for x in fields[1:]], np.float64)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: non-numeric pose in {s!r}") from None
-            out.append((fields[0], vals[:4], vals[4:]))
+    for lineno, line in enumerate(read_text_lines(path), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        fields = s.split()
+        if len(fields) != 8:
+            raise ValueError(f"{path}:{lineno}: expected 'name qw qx qy qz tx ty tz', "
+                             f"got {len(fields)} fields")
+        try:
+            vals = np.array([float(x) for x in fields[1:]], np.float64)
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: non-numeric pose in {s!r}") from None
+        out.append((fields[0], vals[:4], vals[4:]))
     return out
 
 
@@ -699,17 +924,16 @@ def parse_pairs(path: PathLike) -> list[tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"pairs file not found: {path}")
     pairs: list[tuple[str, str]] = []
-    with open(path, "r") as f:
-        for i, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{i}: expected 'name0 name1', got {line!r}")
-            for n in parts:
-                check_name(n, f"{path}:{i}")
-            pairs.append((parts[0], parts[1]))
+    for i, line in enumerate(read_text_lines(path), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{i}: expected 'name0 name1', got {line!r}")
+        for n in parts:
+            check_name(n, f"{path}:{i}")
+        pairs.append((parts[0], parts[1]))
     return pairs
 
 

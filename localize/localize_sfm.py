@@ -33,7 +33,6 @@ names must be relative paths inside the image root (``localize.io.check_name``).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import json
@@ -52,7 +51,14 @@ from tqdm import tqdm
 
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
 from localize import colmap, io
-from localize.cli import cli_errors
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    existing_dir,
+    existing_file,
+    output_file,
+    positive_float,
+)
 from localize.evaluate import unique_keys
 from localize.geometry import rigid_to_qt
 
@@ -90,7 +96,12 @@ def load_queries(queries) -> list[tuple[str, Any]]:
                 out.extend(colmap.parse_query_list(p))
         else:
             name, cam = q
-            out.append((io.check_name(str(name), f"queries entry {len(out)}"), cam))
+            where = f"queries entry {len(out)}"
+            try:
+                colmap.check_camera(cam)
+            except ValueError as e:
+                raise colmap.ColmapError(f"{where} ({name}): {e}") from None
+            out.append((io.check_name(str(name), where), cam))
     seen, uniq = set(), []
     for name, cam in out:
         if name in seen:
@@ -142,6 +153,10 @@ class _Model:
             self._tracks[name] = colmap.image_track(self.rec.images[self.ids[name]])
         return self._tracks[name]
 
+    def num_keypoints(self, name: str) -> int:
+        """Keypoints (points2D) of a model image."""
+        return int(self.rec.images[self.ids[name]].num_points2D())
+
     def xyz(self, ids: np.ndarray) -> np.ndarray:
         """(K,) point3D ids -> (K, 3) float64 world coordinates."""
         pts = self.rec.points3D
@@ -173,10 +188,12 @@ class Correspondences:
 
 
 def correspondences(qname: str, db_names: Sequence[str], model: _Model,
-                    matches_path: Path | h5py.File, min_match_score: float | None = None
-                    ) -> Correspondences:
+                    matches_path: Path | h5py.File, min_match_score: float | None = None,
+                    num_query_keypoints: int | None = None) -> Correspondences:
     """2D-3D correspondences of query ``qname`` through ``db_names`` (see
-    :class:`Correspondences`); ``matches_path``: the matches file or an open ``h5py.File``."""
+    :class:`Correspondences`); ``matches_path``: the matches file or an open ``h5py.File``.
+    Match indices outside the query's ``num_query_keypoints`` or the db image's keypoints in
+    the model raise ``io.H5Error`` (``io.check_match_range``)."""
     kp_to_3d: dict[int, dict[int, list[int]]] = defaultdict(dict)  # kp -> p3d -> [db index]
     out = Correspondences(np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
     for db in db_names:
@@ -189,6 +206,9 @@ def correspondences(qname: str, db_names: Sequence[str], model: _Model,
             out.missing_pairs.append(db)
             continue
         m, s = io.get_matches(matches_path, qname, db)
+        nq = np.iinfo(np.int64).max if num_query_keypoints is None else num_query_keypoints
+        io.check_match_range(m, nq, model.num_keypoints(db),
+                             getattr(matches_path, "filename", matches_path), qname, db)
         if min_match_score is not None:
             m = m[s >= min_match_score]
         out.num_matches += len(m)
@@ -391,7 +411,7 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
             else:
                 kpq = io.get_keypoints(feats_src, qname)
                 corr = correspondences(qname, db_names, model, matches_src,
-                                       conf["min_match_score"])
+                                       conf["min_match_score"], len(kpq))
                 entry.update({"num_keypoints": int(len(kpq)), "num_matches": corr.num_matches,
                               "num_matches_3d": corr.num_matches_3d,
                               "num_2d3d": int(len(corr.kp_idx)), "matches_per_db": corr.per_db})
@@ -470,17 +490,19 @@ def _json_default(o):
 
 
 def _parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--reference_sfm", type=Path, required=True,
+    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--reference_sfm", type=existing_dir, required=True,
                    help="triangulated model (COLMAP .bin/.txt folder)")
     p.add_argument("--queries", nargs="+", required=True, help="query list file(s) or glob")
-    p.add_argument("--retrieval", type=Path, required=True, help="query-db pairs file")
-    p.add_argument("--features", type=Path, required=True,
+    p.add_argument("--retrieval", type=existing_file, required=True,
+                   help="query-db pairs file")
+    p.add_argument("--features", type=existing_file, required=True,
                    help="features file of queries and db images")
-    p.add_argument("--matches", type=Path, required=True, help="matches file of the query pairs")
-    p.add_argument("--results", type=Path, required=True,
+    p.add_argument("--matches", type=existing_file, required=True,
+                   help="matches file of the query pairs")
+    p.add_argument("--results", type=output_file, required=True,
                    help="poses file to write (name qw qx qy qz tx ty tz)")
-    p.add_argument("--max_error_px", type=float, default=DEFAULTS["max_error_px"],
+    p.add_argument("--max_error_px", type=positive_float, default=DEFAULTS["max_error_px"],
                    help="RANSAC PnP inlier threshold (pixels)")
     return p.parse_args(argv)
 

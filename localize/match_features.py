@@ -21,9 +21,13 @@ only differences are the strict ratio inequality / tie rejection and the 1-descr
 (see that module). Other hloc models (superglue, lightglue, ...) raise.
 
 Files: matches are written to ``matches.h5`` in hloc's layout (``matches0`` int32,
-``matching_scores0`` float16; see ``localize.io``) through ``localize.h5.H5Writer``. Pairs already
-in the file in either order are skipped; (a, b) and (b, a) in the pairs list are matched once;
-self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
+``matching_scores0`` float16; see ``localize.io``) through ``localize.h5.H5Writer``. Each pair
+records its two image names and the ``io.features_id`` of the features entries it indexes.
+Pairs already in the file in either order are skipped when those ids still match the features
+(a pair whose image was re-extracted since is recomputed; hloc's pairs, recording none, are
+kept); a stored pair of OTHER images under the same hloc key is refused (one line). An image
+present in ``features`` and a ``features_ref`` file with different features is refused.
+(a, b) and (b, a) in the pairs list are matched once; self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
 ``-``: ``(a-b.jpg, c.jpg)`` and ``(a/b.jpg, c.jpg)``) are refused before any matching
 (``io.check_pair_keys``), as are names that are not relative paths (``io.check_name``).
 Pairs are grouped by their first image (one call per image).
@@ -53,7 +57,8 @@ from tqdm import tqdm
 from localize import h5, io
 from localize.nearest_neighbor import (BACKENDS, as_2d, default_backend, default_device,
                                      match_image)
-from localize.cli import run_cli
+from localize.cli import ArgumentParser, existing_file, output_dir, output_file, positive_float, \
+    positive_int, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -215,13 +220,14 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
         src.check(a)
         src.check(b)
 
-    todo = _not_done(all_pairs, matches_path, overwrite)
+    ids = src.ids({n for ab in all_pairs for n in ab})
+    todo = _not_done(all_pairs, matches_path, overwrite, ids)
     out_path = matches_path
     groups = group_pairs(todo)
     if sh is not None:
         groups = groups[sh[0]::sh[1]]
         out_path = h5.shard_path(matches_path, *sh)
-        todo = _not_done([(a, b) for a, bs in groups for b in bs], out_path, overwrite)
+        todo = _not_done([(a, b) for a, bs in groups for b in bs], out_path, overwrite, ids)
         groups = group_pairs(todo)
     if len(todo) < len(all_pairs) and sh is None:
         logger.info("%d/%d pairs already in %s, skipping them", len(all_pairs) - len(todo),
@@ -229,7 +235,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     if todo or not out_path.exists():
         logger.info("matching %d pairs (%s, %s on %s) -> %s", len(todo), conf["output"],
                     backend, device, out_path)
-        _match_groups(groups, src, conf, out_path, device, backend, commit_every_s)
+        _match_groups(groups, src, conf, out_path, device, backend, commit_every_s, ids)
     if not distributed:
         return out_path
     created = _barrier()
@@ -242,24 +248,28 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     return matches_path
 
 
-def _not_done(pairs: list[tuple[str, str]], path: Path, overwrite: bool) -> list[tuple[str, str]]:
-    """The pairs not yet in the matches file ``path`` (either order); all of them if
-    ``overwrite`` or the file does not exist."""
+def _not_done(pairs: list[tuple[str, str]], path: Path, overwrite: bool,
+              ids: dict[str, str]) -> list[tuple[str, str]]:
+    """The pairs not in the matches file ``path`` (either order) computed from the features
+    entries whose ``io.features_id`` are ``ids``; all of them if ``overwrite`` or the file does
+    not exist. A stored pair of other images under the same key raises (``io.find_pair``)."""
     if overwrite or not path.exists():
         return list(pairs)
     with h5.open_h5(path) as fd:
-        todo = []
+        todo, stale = [], 0
         for a, b in pairs:
-            try:
-                io.find_pair(fd, a, b)
-            except h5.H5Error:
+            if not io.pair_is_current(fd, a, b, ids[a], ids[b]):
                 todo.append((a, b))
+                stale += io.has_pair(fd, a, b)
+    if stale:
+        logger.info("%s: %d pairs were matched from features that changed since: recomputing "
+                    "them", path, stale)
     return todo
 
 
 def _match_groups(groups: list[tuple[str, list[str]]], src: io.FeatureReader,
                   conf: dict[str, Any], out_path: Path, device: torch.device, backend: str,
-                  commit_every_s: float) -> None:
+                  commit_every_s: float, ids: dict[str, str]) -> None:
     """Match each (image, partners) group with one :func:`match_image` call, write the pairs."""
     warned: set[str] = set()
     n_pairs = sum(len(bs) for _, bs in groups)
@@ -278,26 +288,30 @@ def _match_groups(groups: list[tuple[str, list[str]]], src: io.FeatureReader,
             results = match_image(d0, ds, conf["ratio"], conf["distance_threshold"],
                                   conf["mutual"], device=device, backend=backend)
             for b, (m, s) in zip(partners, results):
-                io.write_matches(w.file, a, b, m, s)
+                io.write_matches(w.file, a, b, m, s, features_ids=(ids[a], ids[b]))
                 w.maybe_commit()
             bar.update(len(partners))
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conf", default="nn-ratio", choices=list(confs), help="matching conf")
-    p.add_argument("--pairs", type=Path, required=True, help="pairs file (name0 name1 per line)")
-    p.add_argument("--features", type=Path, required=True, help="features file")
-    p.add_argument("--features_ref", type=Path, nargs="*",
+    p.add_argument("--pairs", type=existing_file, required=True,
+                   help="pairs file (name0 name1 per line)")
+    p.add_argument("--features", type=existing_file, required=True, help="features file")
+    p.add_argument("--features_ref", type=existing_file, nargs="*",
                    help="extra features file(s) for the reference images")
-    p.add_argument("--matches", type=Path, help="matches file to write")
-    p.add_argument("--export_dir", type=Path,
+    p.add_argument("--matches", type=output_file, help="matches file to write")
+    p.add_argument("--export_dir", type=output_dir,
                    help="output folder (file name from the conf and pairs)")
     p.add_argument("--overwrite", action="store_true", help="re-match pairs already in the file")
     p.add_argument("--backend", choices=BACKENDS,
                    help="nearest-neighbour backend (default: the fastest measured for the device)")
     p.add_argument("--shard", help="i/K: match every K-th image group into a shard file")
-    p.add_argument("--merge", type=int, metavar="K", help="merge K shard files, then exit")
+    p.add_argument("--merge", type=positive_int, metavar="K",
+                   help="merge K shard files, then exit")
+    p.add_argument("--commit_interval", type=positive_float, default=600.0, metavar="SECONDS",
+                   help="seconds between commits (a hard kill loses at most this much work)")
     p.add_argument("--cpu", action="store_true", help="force CPU")
     args = p.parse_args(None if argv is None else list(argv))
     return run_cli("localize.match_features", _run_cli, args)
@@ -312,7 +326,8 @@ def _run_cli(args: argparse.Namespace) -> Path:
     else:
         out = main(args.conf, args.pairs, args.features, args.export_dir, args.matches,
                    args.features_ref or None, overwrite=args.overwrite,
-                   use_gpu=False if args.cpu else None, backend=args.backend, shard=args.shard)
+                   use_gpu=False if args.cpu else None, backend=args.backend, shard=args.shard,
+                   commit_every_s=args.commit_interval)
     return out
 
 

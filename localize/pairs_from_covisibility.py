@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -13,7 +12,7 @@ import pycolmap
 from tqdm import tqdm
 
 from localize import colmap, io
-from localize.cli import positive_int, run_cli
+from localize.cli import ArgumentParser, output_file, positive_int, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +57,10 @@ def main(model: str | Path, output: str | Path, num_matched: int) -> Path:
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, required=True, help="COLMAP model with 3D points")
     p.add_argument("--num_matched", type=positive_int, default=20, help="pairs per image")
-    p.add_argument("--output", type=Path, required=True, help="pairs file to write")
+    p.add_argument("--output", type=output_file, required=True, help="pairs file to write")
     args = p.parse_args(None if argv is None else list(argv))
     return run_cli("localize.pairs_from_covisibility", lambda a: main(**vars(a)), args)
 

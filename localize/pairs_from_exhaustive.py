@@ -4,13 +4,12 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from localize import io
-from localize.cli import run_cli
+from localize.cli import ArgumentParser, output_file, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +53,12 @@ def main(output: str | Path, image_list: str | Path | Sequence[str] | None = Non
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--image_list", type=Path, help="image list file (one name per line)")
     p.add_argument("--features", type=Path, help="features file whose image names are paired")
     p.add_argument("--ref_list", type=Path, help="reference image list file")
     p.add_argument("--ref_features", type=Path, help="take reference names from this file")
-    p.add_argument("--output", type=Path, required=True, help="pairs file to write")
+    p.add_argument("--output", type=output_file, required=True, help="pairs file to write")
     args = p.parse_args(None if argv is None else list(argv))
     return run_cli("localize.pairs_from_exhaustive", lambda a: main(**vars(a)), args)
 

@@ -5,7 +5,6 @@ similar viewing directions.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -14,7 +13,7 @@ import numpy as np
 import pycolmap
 
 from localize import colmap, geometry, io
-from localize.cli import positive_float, positive_int, run_cli
+from localize.cli import ArgumentParser, output_file, positive_float, positive_int, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +64,12 @@ def main(model: str | Path, output: str | Path, num_matched: int,
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, required=True, help="COLMAP model with the poses")
     p.add_argument("--num_matched", type=positive_int, default=20, help="pairs per image")
     p.add_argument("--rotation_threshold", type=positive_float, default=DEFAULT_ROT_THRESH,
                    help="max angle between viewing directions (degrees)")
-    p.add_argument("--output", type=Path, required=True, help="pairs file to write")
+    p.add_argument("--output", type=output_file, required=True, help="pairs file to write")
     args = p.parse_args(None if argv is None else list(argv))
     return run_cli("localize.pairs_from_poses", lambda a: main(**vars(a)), args)
 

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -15,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from localize import colmap, h5, io
-from localize.cli import positive_int, run_cli
+from localize.cli import ArgumentParser, output_file, positive_int, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ def main(descriptors: str | Path, output: str | Path, num_matched: int,
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--descriptors", type=Path, required=True, help="global descriptors file")
     p.add_argument("--num_matched", type=positive_int, default=20, help="pairs per image")
     p.add_argument("--query_prefix", help="query names start with this")
@@ -108,7 +107,7 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     p.add_argument("--db_list", type=Path, help="database image list file")
     p.add_argument("--db_model", type=Path, help="database names from this COLMAP model")
     p.add_argument("--db_descriptors", type=Path, help="database global descriptors file")
-    p.add_argument("--output", type=Path, required=True, help="pairs file to write")
+    p.add_argument("--output", type=output_file, required=True, help="pairs file to write")
     args = p.parse_args(None if argv is None else list(argv))
     return run_cli("localize.pairs_from_retrieval", lambda a: main(**vars(a)), args)
 

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from localize import io, nn
-from localize.cli import run_cli
+from localize.cli import ArgumentParser, output_file, positive_int, run_cli
 from localize.io import read_descriptors, write_global_descriptors
 from localize.nearest_neighbor import match_descriptors
 from localize.vlad import (Assigner, Vocabulary, asmk_aggregate, load_vocabulary,
@@ -442,10 +442,10 @@ class FeatureCache:
 # CLI: global descriptors for an hloc features file
 # ------------------------------------------------------------------------------------------
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="VLAD global descriptors (hloc layout) from local "
-                                "features, with a vocabulary learned on a separate image set.")
+    p = ArgumentParser(description="VLAD global descriptors (hloc layout) from local "
+                       "features, with a vocabulary learned on a separate image set.")
     p.add_argument("--features", type=Path, required=True, help="features.h5 to encode")
-    p.add_argument("--output", type=Path, required=True, help="global-feats .h5 to write")
+    p.add_argument("--output", type=output_file, required=True, help="global-feats .h5 to write")
     p.add_argument("--vocab", type=Path, required=True,
                    help="vocabulary .npz/.npy; learned from --vocab_features if missing")
     p.add_argument("--vocab_features", type=Path,
@@ -453,7 +453,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--conf", default="vlad-k64", choices=[k for k, v in confs.items()
                                                          if v["method"] == "vlad"],
                    help="global descriptor conf")
-    p.add_argument("--num_words", type=int, help="vocabulary size (overrides the conf)")
+    p.add_argument("--num_words", type=positive_int, help="vocabulary size (overrides the conf)")
     p.add_argument("--as_half", action="store_true", help="store global descriptors as float16")
     return p.parse_args(None if argv is None else list(argv))
 

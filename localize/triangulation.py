@@ -22,7 +22,6 @@ options are keywords (``conf`` / ``**kwargs``, see :data:`DEFAULTS`). Every COLM
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -36,7 +35,14 @@ from tqdm import tqdm
 
 from descriptors.util import atomic_write_text, setup_logging
 from localize import colmap, geometry, io
-from localize.cli import cli_errors
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    existing_dir,
+    existing_file,
+    finite_float,
+    output_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +77,12 @@ def _stats(rec: pycolmap.Reconstruction) -> dict[str, float]:
     }
 
 
-def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping[str, Any]
+def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping[str, Any],
+                  num_keypoints: Mapping[str, int]
                   ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, int]]:
     """{(name0, name1): (M, 2) int64 [idx0, idx1]} of every distinct non-empty pair (the form
-    ``colmap.import_matches`` takes) and the counts of missing / empty pairs."""
+    ``colmap.import_matches`` takes) and the counts of missing / empty pairs. Indices outside
+    ``num_keypoints`` of their image raise ``io.H5Error`` (``io.check_match_range``)."""
     out: dict[tuple[str, str], np.ndarray] = {}
     n_missing = n_empty = 0
     seen: set[frozenset[str]] = set()
@@ -92,6 +100,7 @@ def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping
                 n_missing += 1
                 continue
             m, s = io.get_matches(src, n0, n1)
+            io.check_match_range(m, num_keypoints[n0], num_keypoints[n1], matches, n0, n1)
             if conf["min_match_score"] is not None:
                 m = m[s >= float(conf["min_match_score"])]
             if len(m) == 0:
@@ -186,7 +195,8 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
                          f"e.g. {missing_feats[0]!r}; extract the database images first")
     colmap.import_features(db_path, image_ids, keypoints)
 
-    match_dict, counts = _read_matches(matches, pair_list, conf)
+    match_dict, counts = _read_matches(matches, pair_list, conf,
+                                       {n: len(k) for n, k in keypoints.items()})
     mode = conf["verification_mode"]
     if mode == "estimate":
         n_imported = colmap.import_matches(db_path, image_ids, match_dict)
@@ -244,15 +254,17 @@ def main(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolm
 
 
 def _parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sfm_dir", type=Path, required=True, help="output model folder")
-    p.add_argument("--reference_model", type=Path, required=True,
+    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sfm_dir", type=output_dir, required=True, help="output model folder")
+    p.add_argument("--reference_model", type=existing_dir, required=True,
                    help="COLMAP model with the known poses")
-    p.add_argument("--image_dir", type=Path, required=True, help="image root")
-    p.add_argument("--pairs", type=Path, required=True, help="db-db pairs file")
-    p.add_argument("--features", type=Path, required=True, help="features file")
-    p.add_argument("--matches", type=Path, required=True, help="matches file of the pairs")
-    p.add_argument("--min_match_score", type=float, help="drop matches scoring below this")
+    p.add_argument("--image_dir", type=existing_dir, required=True, help="image root")
+    p.add_argument("--pairs", type=existing_file, required=True, help="db-db pairs file")
+    p.add_argument("--features", type=existing_file, required=True, help="features file")
+    p.add_argument("--matches", type=existing_file, required=True,
+                   help="matches file of the pairs")
+    p.add_argument("--min_match_score", type=finite_float,
+                   help="drop matches scoring below this")
     return p.parse_args(argv)
 
 

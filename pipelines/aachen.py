@@ -31,8 +31,10 @@ hash of its weights file, the settings, and the dataset's content (every image's
 ``io.image_fingerprint``, the reference model and query list files). Otherwise they are deleted
 (:func:`invalidate_outputs`, logged as a warning naming the reason); when only images changed,
 ``features.h5`` is kept and extraction recomputes just the entries of the changed images.
-Known errors (bad dataset, features, images, files) exit 2 with one line
-``pipelines.aachen: <message>``.
+A run holds the lock ``<outputs>/<features tag>.lock`` (``localize.h5.run_lock``): a second
+run on the same outputs stops at once with one line naming the holder's pid instead of deleting
+the first run's files. Known errors (bad arguments, dataset, features, images, files, a full
+or read-only disk) exit 2 with one line ``pipelines.aachen: <message>``.
 
 Visualisation hook: the summary's ``paths`` (``image_dir``, ``features``, ``matches_query``,
 ``pairs_query``, ``logs``...) together with ``localize.localize_sfm``'s logs (``paths['logs']``) and
@@ -40,7 +42,6 @@ the dataset's ground truth are the inputs of ``localize.visualization.save_pipel
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -64,7 +65,9 @@ from localize import localize_sfm as loc
 from localize import (pairs_from_covisibility, pairs_from_exhaustive, pairs_from_poses, pairs_from_retrieval)
 from localize import triangulation as tri
 from localize import visualization
-from localize.cli import cli_errors, positive_int
+from localize import h5
+from localize.cli import (ArgumentParser, cli_errors, device as device_arg, existing_dir,
+                          output_dir, positive_int)
 from localize.data.aachen import (SYNTHETIC_PRESETS, AachenData, ensure_synthetic_aachen,
                                   read_aachen)
 from localize.geometry import rigid_to_qt
@@ -416,12 +419,21 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     # a bad descriptor name / checkpoint fails here (one-line DescriptorError), before any work
     extractor = extract_features.load_extractor(features, device=conf["device"],
                                        batch_size=extract_features.DEFAULTS["batch_size"])
-    dataset = resolve_dataset(dataset, conf["synthetic"])
-    data = read_aachen(dataset)
-    ext_conf = _extract_conf(features, conf)
-    matcher = conf["matcher"] or default_matcher(features)
-    exhaustive_q = _exhaustive_queries(conf, len(data.db_names))
     tag = features_tag(features)
+    with h5.run_lock(Path(outputs) / tag):  # a second run on these outputs: one line, now
+        dataset = resolve_dataset(dataset, conf["synthetic"])
+        data = read_aachen(dataset)
+        ext_conf = _extract_conf(features, conf)
+        matcher = conf["matcher"] or default_matcher(features)
+        exhaustive_q = _exhaustive_queries(conf, len(data.db_names))
+        return _run(features, dataset, outputs, conf, extractor, data, ext_conf, matcher,
+                    exhaustive_q, tag)
+
+
+def _run(features: str, dataset: Path, outputs: str | os.PathLike, conf: dict[str, Any],
+         extractor: Any, data: Any, ext_conf: dict[str, Any], matcher: str, exhaustive_q: bool,
+         tag: str) -> dict:
+    """:func:`run` once its output folder is locked."""
     out = Outputs.at(Path(outputs) / tag, tag, conf["num_covis"],
                      "exhaustive" if exhaustive_q else f"retrieval{conf['num_loc']}")
     prints = image_fingerprints(data)
@@ -558,13 +570,14 @@ def print_summary(s: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--features", required=True,
                    help="registered descriptor name (sift, rootsift, hardnet, ...) or checkpoint")
-    p.add_argument("--dataset", default=None,
+    p.add_argument("--dataset", default=None, type=existing_dir,
                    help=f"Aachen-layout root (default {REAL_ROOT} if present, else the "
                         "synthetic scene)")
-    p.add_argument("--outputs", default="outputs/aachen", help="output root")
+    p.add_argument("--outputs", default="outputs/aachen", type=output_dir,
+                   help="output root (one run at a time per <outputs>/<features tag>)")
     p.add_argument("--num_covis", type=positive_int, default=DEFAULTS["num_covis"],
                    help="db-db pairs per db image for triangulation")
     p.add_argument("--num_loc", type=positive_int, default=DEFAULTS["num_loc"],
@@ -577,11 +590,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--resize_max", type=positive_int, default=None,
                    help="longer image side seen by the detector (>= 1 px)")
     p.add_argument("--matcher", default=None, help="localize.match_features conf name")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--device", default=None, type=device_arg,
+                   help="torch device (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="recompute everything")
     p.add_argument("--synthetic", default="default", choices=sorted(SYNTHETIC_PRESETS),
                    help="synthetic scene preset used when no --dataset is given")
-    p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
+    p.add_argument("--verbose", action="store_true",
+                   help="keep COLMAP's INFO log lines, and full tracebacks of errors")
     p.add_argument("--viz", type=positive_int, default=None, metavar="N",
                    help="write pictures (N best query pairs, N day / night / failed queries, "
                         "SfM views) to <outputs>/<features>/viz")

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from localize.cli import ArgumentParser, cli_errors, nonneg_int, output_dir, positive_int
+from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +191,9 @@ def format_table(rows: list[dict]) -> str:
 
 # --------------------------------------------------------------------------------------- main
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=None,
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=positive_int, default=None,
                    help=f"training steps for every trained row (default {DEFAULTS['steps_quick']}"
                         f" with --quick, else {DEFAULTS['steps_full']})")
     p.add_argument("--quick", action="store_true", help="CPU-sized recipe defaults")
@@ -199,26 +201,33 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                    help="subset / extra rows (default: the standard table)")
     p.add_argument("--data", default="native", choices=("native", "phototour", "pairs"),
                    help="batch stream of the pair-based rows (native: each recipe's own)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="override the batch size of the pair-based rows (hardnet*, hndesc, sdb*)")
     p.add_argument("--data-root", default=DEFAULTS["data_root"],
                    help="synthetic PhotoTour root holding the evaluation split")
     p.add_argument("--eval-split", default=DEFAULTS["eval_split"],
                    help="split under --data-root to evaluate on (default: test)")
-    p.add_argument("--out", default=DEFAULTS["out"],
+    p.add_argument("--out", default=DEFAULTS["out"], type=output_dir,
                    help="folder for ablation.json, pr_curves.png and weights/ "
                         "(default: outputs/ablation)")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
                    help="training seed of every row (and of the untrained net's init)")
-    p.add_argument("--device", default=None,
+    p.add_argument("--device", default=None, type=device_arg,
                    help="torch device (default: cuda if present, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm training bars")
     return p.parse_args(list(argv) if argv is not None else None)
 
 
 def main(argv: Iterable[str] | None = None) -> dict:
+    """Command line; errors exit 2 with one line ``pipelines.ablation: <message>``."""
     args = _parse_args(argv)
     setup_logging()
+    with cli_errors("pipelines.ablation"):
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> dict:
+    """:func:`main` after parsing."""
     from descriptors.data.phototour import read_phototour
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
     from descriptors.models import build_model, save_checkpoint

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -62,6 +63,16 @@ from descriptors.data.hpatches_synth import write_synthetic_hpatches
 from descriptors.data.synth import apply_homography
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
 from localize import extract_features, match_features, nearest_neighbor
+from localize.cli import (
+    ArgumentParser,
+    InputError,
+    cli_errors,
+    existing_dir,
+    nonneg_int,
+    output_dir,
+    positive_int,
+)
+from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +263,9 @@ def run(features: Sequence[str], data: str | Path | None = None, split: str = "f
     """
     bad = [t for t in tasks if t not in TASKS]
     if bad:
-        raise ValueError(f"unknown task(s) {bad}: choose from {', '.join(TASKS)}")
+        raise InputError(f"unknown task(s) {bad}: choose from {', '.join(TASKS)}")
+    if not pool_sizes or any(int(n) < 1 for n in pool_sizes):
+        raise InputError(f"retrieval pool sizes must be integers >= 1, got {list(pool_sizes)}")
     release, synthetic = resolve_data(data, synth_root, synth_seqs, synth_patches, synth_seed)
     patches = hp.read_hpatches(release)
     task_defs, test, source = load_task_defs(release, split, patches, verif_pairs=verif_pairs)
@@ -381,48 +394,46 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
 # --------------------------------------------------------------------------------------------
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--features", nargs="+", default=["sift"],
                    help="registry names (sift, rootsift, hardnet, ...) or checkpoint paths "
                         "(default: sift)")
-    p.add_argument("--data", default=None,
+    p.add_argument("--data", default=None, type=existing_dir,
                    help="hpatches-release folder (default: datasets/hpatches-release, else the "
                         "synthetic set under --synth-root)")
     p.add_argument("--split", default=DEFAULTS["split"],
                    help="split name in tasks/splits/splits.json (default: full)")
-    p.add_argument("--outputs", default=str(DEFAULTS["outputs"]),
+    p.add_argument("--outputs", default=str(DEFAULTS["outputs"]), type=output_dir,
                    help="folder for results.json and hpatches.png (default: outputs/hpatches)")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
                    help="benchmark tasks to run (default: all three)")
-    p.add_argument("--device", default=None,
+    p.add_argument("--device", default=None, type=device_arg,
                    help="torch device of the learned descriptors (default: cuda if present)")
     p.add_argument("--synth-root", default=str(DEFAULTS["synth_root"]),
                    help="where the synthetic set is written on first use "
                         "(default: datasets/hpatches-synth)")
-    p.add_argument("--synth-seqs", type=int, default=DEFAULTS["synth_seqs"],
+    p.add_argument("--synth-seqs", type=positive_int, default=DEFAULTS["synth_seqs"],
                    help="sequences of a newly written synthetic set")
-    p.add_argument("--synth-patches", type=int, default=DEFAULTS["synth_patches"],
+    p.add_argument("--synth-patches", type=positive_int, default=DEFAULTS["synth_patches"],
                    help="patches per sequence of a newly written synthetic set")
-    p.add_argument("--synth-seed", type=int, default=DEFAULTS["synth_seed"],
+    p.add_argument("--synth-seed", type=nonneg_int, default=DEFAULTS["synth_seed"],
                    help="seed of a newly written synthetic set")
-    p.add_argument("--verif-pairs", type=int, default=DEFAULTS["verif_pairs"],
+    p.add_argument("--verif-pairs", type=positive_int, default=DEFAULTS["verif_pairs"],
                    help="rows per verification file when task files must be generated")
-    p.add_argument("--pool-sizes", type=int, nargs="+", default=list(E.POOL_SIZES),
+    p.add_argument("--pool-sizes", type=positive_int, nargs="+", default=list(E.POOL_SIZES),
                    help="retrieval pool sizes (clipped to the available pool)")
     return p.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
-    """CLI entry point; exits with status 1 (one line on stderr) on bad data, or when a
-    requested feature could not be loaded (after evaluating and writing the others)."""
+    """CLI entry point; exits with status 2 (one line on stderr) on bad arguments or data, or
+    when a requested feature could not be loaded (after evaluating and writing the others)."""
     setup_logging()
     a = _parse_args(argv)
-    try:
+    with cli_errors("pipelines.hpatches"):
         out = run(a.features, a.data, a.split, a.outputs, a.tasks, a.device, a.synth_root,
                   a.synth_seqs, a.synth_patches, a.synth_seed, a.pool_sizes, a.verif_pairs)
-    except hp.HPatchesError as e:
-        raise SystemExit(f"error: {e}") from None
     print(f"HPatches split '{out['split']}' on {out['data']}"
           f"{' (synthetic)' if out['synthetic'] else ''}: {out['n_sequences']} sequences, "
           f"{out['n_patches']} patches; tasks: {out['tasks_source']}")
@@ -431,8 +442,10 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
         print(f"skipped {f}: {why}")
     print(f"wrote {Path(a.outputs) / 'results.json'} and {Path(a.outputs) / 'hpatches.png'}")
     if out["skipped"]:
-        raise SystemExit("error: could not load " + "; ".join(
-            f"{f}: {str(why).splitlines()[0] if why else ''}" for f, why in out["skipped"].items()))
+        print("pipelines.hpatches: could not load " + "; ".join(
+            f"{f}: {str(why).splitlines()[0] if why else ''}" for f, why in out["skipped"].items()),
+            file=sys.stderr)
+        raise SystemExit(2)
     return out
 
 

@@ -13,7 +13,6 @@ Train on it with ``python -m pipelines.train --recipe hardnet --data datasets/ph
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 from descriptors.util import setup_logging
 from localize import colmap, make_patches
-from localize.cli import cli_errors, positive_float, positive_int
+from localize.cli import ArgumentParser, cli_errors, positive_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def model_from_photos(images: str | os.PathLike, features: str = "rootsift",
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", required=True, help="image root (names as in the poses)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="COLMAP model directory (.bin or .txt) with the poses")
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="guided matching: max distance (px) to the epipolar line")
     p.add_argument("--max_reproj_px", type=positive_float,
                    help="keep tracks whose reprojection error is below this in every view")
-    p.add_argument("--min_tri_angle_deg", type=float,
+    p.add_argument("--min_tri_angle_deg", type=positive_float,
                    help="keep tracks whose largest triangulation angle is at least this")
     p.add_argument("--max_pairs", type=positive_int, help="cap on the number of view pairs")
     args = p.parse_args(argv)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -42,6 +43,8 @@ from descriptors.registry import DescriptorError, load
 from descriptors.data.phototour import PhotoTourError, read_phototour
 from descriptors.data.phototour_synth import DEFAULT_SYNTH_ROOT, ensure_synthetic_phototour
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from localize.cli import (ArgumentParser, cli_errors, device as device_arg, nonneg_int, output_dir,
+                          positive_int)
 
 logger = logging.getLogger(__name__)
 
@@ -216,46 +219,45 @@ def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = D
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--features", nargs="+", default=list(DEFAULTS["features"]),
                    help="registry names (sift, rootsift, hardnet, ...) or checkpoint paths")
     p.add_argument("--data", default=DEFAULTS["data"],
                    help="PhotoTour root (or a scene folder holding info.txt)")
     p.add_argument("--split", default=DEFAULTS["split"],
                    help="scene under --data: test/train (synthetic) or liberty/notredame/yosemite")
-    p.add_argument("--out", "--outputs", dest="out", default=DEFAULTS["out"],
+    p.add_argument("--out", "--outputs", dest="out", default=DEFAULTS["out"], type=output_dir,
                    help="folder for results.json, pr.png, roc.png (default: outputs/phototour)")
-    p.add_argument("--device", default=None,
+    p.add_argument("--device", default=None, type=device_arg,
                    help="torch device of the learned descriptors (default: cuda if present)")
-    p.add_argument("--batch", type=int, default=1024, help="patches per extractor call")
-    p.add_argument("--cmc-negatives", type=int, default=DEFAULTS["cmc_negatives"],
+    p.add_argument("--batch", type=positive_int, default=1024, help="patches per extractor call")
+    p.add_argument("--cmc-negatives", type=positive_int, default=DEFAULTS["cmc_negatives"],
                    help="negatives of the m50 CMC@1 (JSON only)")
-    p.add_argument("--fracking-points", type=int, default=DEFAULTS["fracking_points"],
+    p.add_argument("--fracking-points", type=positive_int, default=DEFAULTS["fracking_points"],
                    help="unique 3D points per fold (fracking protocol)")
-    p.add_argument("--fracking-negatives", type=int, default=DEFAULTS["fracking_negatives"],
+    p.add_argument("--fracking-negatives", type=positive_int,
+                   default=DEFAULTS["fracking_negatives"],
                    help="random non-corresponding patches per point")
-    p.add_argument("--fracking-folds", type=int, default=DEFAULTS["fracking_folds"],
+    p.add_argument("--fracking-folds", type=positive_int, default=DEFAULTS["fracking_folds"],
                    help="folds of the fracking protocol (default 10)")
-    p.add_argument("--seed", type=int, default=DEFAULTS["seed"],
+    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
                    help="seed of the fracking sampling (and of the m50 CMC negatives)")
     p.add_argument("--no-plot", action="store_true", help="do not write pr.png / roc.png")
     return p.parse_args(None if argv is None else list(argv))
 
 
 def main(argv: Iterable[str] | None = None) -> dict:
-    """CLI entry point; exits with status 1 (one line on stderr) on a bad data folder or when a
-    requested descriptor could not be loaded (after evaluating and writing the others)."""
+    """CLI entry point; exits with status 2 (one line on stderr) on bad arguments or data, or
+    when a requested descriptor could not be loaded (after evaluating and writing the others)."""
     setup_logging()
     a = _parse_args(argv)
-    try:
+    with cli_errors("pipelines.phototour"):
         result = run(a.features, a.data, a.split, a.out, device=a.device, batch=a.batch,
                      cmc_negatives=a.cmc_negatives, plot=not a.no_plot,
                      fracking_points=a.fracking_points,
                      fracking_negatives=a.fracking_negatives, fracking_folds=a.fracking_folds,
                      seed=a.seed)
-    except PhotoTourError as e:
-        raise SystemExit(f"error: {e}") from None
     print(f"\nPhotoTour {result['title']}: {result['n_patches']} patches of "
           f"{result['n_points']} 3D points; m50: {result['n_pairs']} pairs ({result['n_pos']} "
           f"matching) from {result['pairs_file']}")
@@ -266,8 +268,10 @@ def main(argv: Iterable[str] | None = None) -> dict:
     print(result["table"])
     print(f"wrote {Path(a.out) / 'results.json'}")
     if result["errors"]:
-        raise SystemExit("error: could not load " + "; ".join(
-            f"{k}: {v}" for k, v in result["errors"].items()))
+        print("pipelines.phototour: could not load " + "; ".join(
+            f"{k}: {str(v).splitlines()[0] if v else ''}" for k, v in result["errors"].items()),
+            file=sys.stderr)
+        raise SystemExit(2)
     return result
 
 

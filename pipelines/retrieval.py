@@ -45,8 +45,16 @@ import numpy as np
 
 from descriptors.registry import OPENCV_NAMES
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
-from localize import extract_features, io, retrieve
-from localize.cli import cli_errors, positive_int
+from localize import extract_features, h5, io, retrieve
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    nonneg_float,
+    nonneg_int,
+    output_dir,
+    positive_int,
+)
+from localize.cli import device as device_arg
 from localize.data import roxford, roxford_synth
 from localize.revisitop_eval import evaluate_protocols, format_results
 
@@ -56,7 +64,7 @@ OTHER = {"roxford5k": "rparis6k", "rparis6k": "roxford5k"}
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="roxford5k", choices=list(OTHER),
                    help="revisitop dataset (real <data_root>/<dataset>, else its synthetic set)")
     p.add_argument("--features", default="sift",
@@ -64,7 +72,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                         "...) or a checkpoint path")
     p.add_argument("--data_root", type=Path, default=Path("datasets"),
                    help="folder holding the datasets (real and synthetic)")
-    p.add_argument("--outputs", type=Path, default=Path("outputs/retrieval"),
+    p.add_argument("--outputs", type=output_dir, default=Path("outputs/retrieval"),
                    help="outputs root; results go to <outputs>/<dataset>[-synth]/<features>/")
     p.add_argument("--synthetic", action="store_true", help="use the synthetic set even if the "
                    "real one is present")
@@ -93,10 +101,11 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--qe", action="store_true", help="query expansion (VLAD only)")
     p.add_argument("--qe_n", type=positive_int, default=3,
                    help="top database vectors averaged into the expanded query")
-    p.add_argument("--qe_alpha", type=float, default=0.0, help="0 = AQE, >0 = alpha-QE")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--qe_alpha", type=nonneg_float, default=0.0, help="0 = AQE, >0 = alpha-QE")
+    p.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of the synthetic sets, the vocabulary and the random ranking")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--device", default=None, type=device_arg,
+                   help="torch device (default: cuda if available)")
     g = p.add_argument_group("synthetic set (defaults: localize.data.roxford_synth.SYNTH_DEFAULTS)")
     g.add_argument("--n_landmarks", type=positive_int, default=None,
                    help="distinct landmarks (>= 8)")
@@ -178,6 +187,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ds_label = f"{args.dataset}-synth" if is_synth else args.dataset
     base = args.outputs / ds_label
     out = base / _stem(args.features)
+    with h5.run_lock(out):  # a second run on the same outputs: one line naming the holder
+        return _run(args, data, is_synth, ds_label, base, out, t0)
+
+
+def _run(args: argparse.Namespace, data: roxford.RevisitopData, is_synth: bool, ds_label: str,
+         base: Path, out: Path, t0: float) -> dict[str, Any]:
+    """:func:`run` once its output folder is locked."""
     out.mkdir(parents=True, exist_ok=True)
     logger.info("dataset %s: %d database images, %d queries (%s)", ds_label, data.n, data.nq,
                 data.root)

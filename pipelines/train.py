@@ -15,6 +15,10 @@ recipe as the option ``photos``.
 The sidecar ``<out>.json`` records the recipe, the exact command, data, steps, seconds and (with
 ``--eval``) FPR95 / PR-AUC / ROC-AUC / CMC@1 on the held-out PhotoTour split (wlrn adds the
 held-out bag-pair ROC-AUC, ``metrics.bags``).
+
+Arguments are checked before any training (one line, exit 2): numbers in range, ``--data``,
+``--eval`` and ``--option init=`` paths present, ``--option`` keys known to the recipe, ``--out``
+writable; errors during the run are one line too (``--verbose``: the traceback).
 """
 from __future__ import annotations
 
@@ -27,10 +31,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from descriptors.models import CheckpointError
 from descriptors.recipes import get_recipe, list_recipes
 from descriptors.train import train
 from descriptors.util import atomic_write_text, setup_logging
+from localize.cli import (
+    ArgumentParser,
+    InputError,
+    cli_errors,
+    existing_dir,
+    nonneg_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
+from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 
@@ -102,30 +116,57 @@ def _key_values(p: argparse.ArgumentParser, flag: str, items: list[str]) -> dict
     return out
 
 
+#: options any recipe accepts (read by ``descriptors.train`` / ``descriptors.data.pairs``)
+GENERIC_OPTIONS = ("init", "photos", "fliprot")
+
+
+def check_options(recipe: Any, over: dict) -> None:
+    """Refuse ``--option`` keys the recipe does not know (a typo would be recorded and silently
+    ignored) and an ``init`` checkpoint that does not exist. Raises InputError (one line)."""
+    fields = set(recipe.__dataclass_fields__) - {"name", "make_data", "step_loss", "lr_fn",
+                                                 "setup", "options", "description"}
+    known = fields | set(recipe.options) | set(GENERIC_OPTIONS)
+    bad = sorted(set(over) - known)
+    if bad:
+        raise InputError(f"--option {', '.join(bad)}: not an option of recipe {recipe.name} "
+                         f"(known: {', '.join(sorted(known))})")
+    if "init" in over and not Path(str(over["init"])).is_file():
+        raise InputError(f"--option init={over['init']}: checkpoint not found")
+
+
+def _check_eval(eval_data: str, split: str) -> None:
+    """``--eval SPLIT`` must be a folder of ``--eval_data`` or a split of the synthetic set
+    (generated on first use); checked before training, not after it."""
+    if not (Path(eval_data) / split).is_dir() and split not in ("train", "test"):
+        raise InputError(f"--eval {split}: no folder {Path(eval_data) / split} (the synthetic "
+                         "PhotoTour set has the splits train and test)")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", required=True, choices=list_recipes(), help="recipe to train")
-    p.add_argument("--data", default=None, help="dataset root (default: the recipe's)")
+    p.add_argument("--data", default=None, type=existing_dir,
+                   help="dataset root (default: the recipe's)")
     p.add_argument("--train", default="train", help="split sub-folder to train on")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive_int, default=None,
                    help="training steps (default: the recipe's)")
-    p.add_argument("--batch_size", type=int, default=None,
+    p.add_argument("--batch_size", type=positive_int, default=None,
                    help="batch size (default: the recipe's)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="base learning rate (default: the recipe's)")
     p.add_argument("--quick", action="store_true", help="CPU-sized defaults")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", default=None, type=output_file,
                    help="weights file (default outputs/train/<recipe>.pt; the shipped weights "
                         "are replaced only by an explicit --out weights/<recipe>.pt)")
-    p.add_argument("--photos", default=None, metavar="DIR",
+    p.add_argument("--photos", default=None, metavar="DIR", type=existing_dir,
                    help="folder of JPG/PNG photos (recursive) for the self-supervised pairs / "
                         "bags (hndesc, sdb data=pairs, wlrn) instead of the bundled ones")
     p.add_argument("--resume", action="store_true",
                    help="continue from the training checkpoint <out>.ckpt at its step")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--ckpt_every", type=int, default=500,
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
+    p.add_argument("--ckpt_every", type=nonneg_int, default=500,
                    help="write the training checkpoint every N steps (0: only at the end)")
-    p.add_argument("--device", default=None,
+    p.add_argument("--device", default=None, type=device_arg,
                    help="torch device (default: cuda if present, else cpu)")
     p.add_argument("--eval", default=None, metavar="SPLIT",
                    help="evaluate on this PhotoTour split after training (e.g. test)")
@@ -146,7 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
                         "(re)write the sidecar from the checkpoint's metadata")
     args = p.parse_args(argv)
     setup_logging()
+    with cli_errors("pipelines.train"):
+        return _main(p, args, argv)
 
+
+def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """:func:`main` after parsing, under the one-line error handler."""
     recipe = get_recipe(args.recipe, quick=args.quick)
     over: dict = {}
     if args.batch_size:
@@ -156,12 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.variant is not None:
         over["variant"] = args.variant
     over.update(_key_values(p, "--option", args.option))
+    check_options(recipe, over)
     if args.photos is not None:
-        from descriptors.data.pairs import PhotoError, find_photos
-        try:
-            find_photos(args.photos)
-        except PhotoError as e:
-            raise SystemExit(f"pipelines.train: {e}") from None
+        from descriptors.data.pairs import find_photos
+        find_photos(args.photos)
         over["photos"] = str(Path(args.photos).expanduser())
     if over:
         recipe = recipe.with_options(**over)
@@ -171,15 +215,16 @@ def main(argv: list[str] | None = None) -> dict:
         recipe = replace(recipe, arch_kwargs={**recipe.arch_kwargs, **arch_over})
     data_root = Path(args.data or recipe.default_data)
     out = Path(args.out) if args.out else default_out(args.recipe)
+    if args.eval:
+        _check_eval(args.eval_data, args.eval)
     if args.eval_only:
+        if not out.is_file():
+            raise InputError(f"--eval_only: no weights at {out} (give --out)")
         sidecar = eval_only(out, Path(args.eval_data), args.eval or "test")
         print(json.dumps(sidecar, indent=2, default=str))
         return sidecar
     if args.resume:
-        try:
-            check_resume(out.with_name(out.name + ".ckpt"), recipe)
-        except (CheckpointError, ValueError) as e:
-            raise SystemExit(f"pipelines.train: {e}") from None
+        check_resume(out.with_name(out.name + ".ckpt"), recipe)
     command = "python -m pipelines.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     res = train(recipe, data_root, out, split=args.train, steps=args.steps, seed=args.seed,
                 resume=args.resume, device=args.device, ckpt_every=args.ckpt_every,

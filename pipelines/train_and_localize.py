@@ -28,7 +28,6 @@ table next to the generic (shipped) descriptor's and RootSIFT's on the same data
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -38,9 +37,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from descriptors.recipes import list_recipes
 from descriptors.util import atomic_write_text, setup_logging
 from localize import colmap
-from localize.cli import cli_errors, positive_int
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    existing_dir,
+    nonneg_int,
+    output_dir,
+    output_file,
+    positive_int,
+)
+from localize.cli import device as device_arg
 from localize.data.aachen import SYNTHETIC_PRESETS
 from pipelines import aachen
 
@@ -165,22 +174,25 @@ def _train_line(tr: dict, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", required=True,
+    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", required=True, choices=list_recipes(),
                    help="training recipe (hardnet, hndesc, sdb, wlrn, fracking)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="training steps (default: the recipe's)")
     p.add_argument("--quick", action="store_true", help="CPU-sized training defaults")
-    p.add_argument("--data", default=None, help="training data root (default: the recipe's)")
-    p.add_argument("--out", default=None, help="checkpoint path (default <outputs>/<recipe>.pt)")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--data", default=None, type=existing_dir,
+                   help="training data root (default: the recipe's)")
+    p.add_argument("--out", default=None, type=output_file,
+                   help="checkpoint path (default <outputs>/<recipe>.pt)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="training seed")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--device", default=None, type=device_arg,
+                   help="torch device (default: cuda if available)")
     p.add_argument("--dataset", default=None,
                    help="Aachen-layout root (default: datasets/aachen_v1.1 if present, else the "
                         "synthetic scene); with --from-map also a pipelines.sfm map (its sfm-* "
                         "folder or results-*.json)")
-    p.add_argument("--outputs", default="outputs/train_and_localize",
+    p.add_argument("--outputs", default="outputs/train_and_localize", type=output_dir,
                    help="output root of the pipeline runs")
     p.add_argument("--num_covis", type=positive_int, default=aachen.DEFAULTS["num_covis"],
                    help="db-db pairs per db image for triangulation")

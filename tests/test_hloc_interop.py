@@ -22,16 +22,19 @@ if not os.environ.get("HLOC_SRC"):
 sys.path.insert(0, os.environ["HLOC_SRC"])
 pytest.importorskip("hloc")
 
-from hloc import extract_features, match_features  # noqa: E402
-from hloc import pairs_from_exhaustive, pairs_from_retrieval  # noqa: E402
+from hloc import extract_features as hloc_extract  # noqa: E402
+from hloc import match_features as hloc_match  # noqa: E402
+from hloc import pairs_from_exhaustive as hloc_pairs_exhaustive  # noqa: E402
+from hloc import pairs_from_retrieval as hloc_pairs_retrieval  # noqa: E402
 from hloc.utils import io as hio  # noqa: E402
 from hloc.utils import parsers as hparsers  # noqa: E402
 
 from descriptors.data import synth  # noqa: E402
-from localize import extract_features, io, match_features, pairs  # noqa: E402
+from localize import (extract_features, io, match_features,  # noqa: E402
+                      pairs_from_exhaustive, pairs_from_retrieval)
 
 #: hloc's DoG conf, few keypoints (CPU budget); hloc's default descriptor is rootsift
-HLOC_SIFT = {**extract_features.confs["sift"],
+HLOC_SIFT = {**hloc_extract.confs["sift"],
              "model": {"name": "dog", "descriptor": "sift", "max_keypoints": -1}}
 NAMES = ["db/a.png", "db/b.png", "query/q.png"]
 
@@ -48,7 +51,7 @@ def world(tmp_path_factory):
         cv2.imwrite(str(images / n), img)
     conf = {**extract_features.confs["sift"], "max_keypoints": 300}
     feats = extract_features.main(conf, images, root, False)          # hloc: (conf, images, outputs, as_half)
-    pairs_path = pairs.exhaustive_main(root / "pairs.txt", features=feats)
+    pairs_path = pairs_from_exhaustive.main(root / "pairs.txt", features=feats)
     return {"root": root, "images": images, "features": feats, "pairs": pairs_path}
 
 
@@ -87,9 +90,9 @@ def test_hloc_readers_on_our_files(world):
 def test_hloc_matcher_on_our_features_equals_ours(world, name, tmp_path):
     """Same conf dict to both (hloc's own), same features file: same matches; the ratio /
     distance tests are applied (fewer matches than mutual NN alone)."""
-    conf = match_features.confs[name]
+    conf = hloc_match.confs[name]
     plist = io.parse_pairs(world["pairs"])
-    theirs = match_features.main(conf, world["pairs"], world["features"],
+    theirs = hloc_match.main(conf, world["pairs"], world["features"],
                                  matches=tmp_path / "hloc.h5")
     ours = match_features.main(conf, world["pairs"], world["features"], matches=tmp_path / "ours.h5")
     mh, mo = _all_matches(hio.get_matches, theirs, plist), _all_matches(io.get_matches, ours,
@@ -97,7 +100,7 @@ def test_hloc_matcher_on_our_features_equals_ours(world, name, tmp_path):
     for p in plist:
         np.testing.assert_array_equal(mh[p], mo[p], err_msg=f"{name} {p}")
     if name != "NN-mutual":
-        mutual = match_features.main(match_features.confs["NN-mutual"], world["pairs"], world["features"],
+        mutual = match_features.main(hloc_match.confs["NN-mutual"], world["pairs"], world["features"],
                             matches=tmp_path / "mutual.h5")
         n_mutual = sum(len(io.get_matches(mutual, *p)[0]) for p in plist)
         assert 0 < sum(len(m) for m in mo.values()) < n_mutual
@@ -126,12 +129,12 @@ def test_our_matcher_on_hloc_written_features(tmp_path):
     fp = tmp_path / "feats-hloc.h5"
     _write_hloc_layout(fp, feats)
     pp = tmp_path / "pairs.txt"
-    pairs_from_exhaustive.main(pp, features=fp)
+    hloc_pairs_exhaustive.main(pp, features=fp)
     plist = io.parse_pairs(pp)
-    conf = match_features.confs["NN-ratio"]
+    conf = hloc_match.confs["NN-ratio"]
     ours = match_features.main(conf, pp, "feats-hloc", tmp_path)        # hloc: features NAME + export_dir
     assert ours == tmp_path / f"feats-hloc_{conf['output']}_pairs.h5"
-    theirs = match_features.main(conf, pp, fp, matches=tmp_path / "hloc.h5")
+    theirs = hloc_match.main(conf, pp, fp, matches=tmp_path / "hloc.h5")
     for p in plist:
         np.testing.assert_array_equal(io.get_matches(ours, *p)[0], hio.get_matches(theirs, *p)[0])
         assert len(io.get_matches(ours, *p)[0]) > 10
@@ -148,15 +151,15 @@ def test_exhaustive_pairs_equal_hloc(world, tmp_path):
     names = [f"db/{i}.jpg" for i in range(5)]
     refs = [f"ref/{i}.jpg" for i in range(3)]
     for i, kw in enumerate([{"image_list": names}, {"image_list": names, "ref_list": refs}]):
-        pairs_from_exhaustive.main(tmp_path / f"h{i}.txt", **kw)
-        pairs.exhaustive_main(tmp_path / f"o{i}.txt", **kw)
+        hloc_pairs_exhaustive.main(tmp_path / f"h{i}.txt", **kw)
+        pairs_from_exhaustive.main(tmp_path / f"o{i}.txt", **kw)
         assert (tmp_path / f"o{i}.txt").read_text() == (tmp_path / f"h{i}.txt").read_text()
     assert io.parse_pairs(tmp_path / "o0.txt")[:2] == [("db/0.jpg", "db/1.jpg"),
                                                       ("db/0.jpg", "db/2.jpg")]
     for kw, n in [({"features": world["features"]}, 3),
                   ({"image_list": refs, "ref_features": world["features"]}, 9)]:
-        pairs_from_exhaustive.main(tmp_path / "h.txt", **kw)
-        pairs.exhaustive_main(tmp_path / "o.txt", **kw)
+        hloc_pairs_exhaustive.main(tmp_path / "h.txt", **kw)
+        pairs_from_exhaustive.main(tmp_path / "o.txt", **kw)
         theirs, ours = (io.parse_pairs(tmp_path / f) for f in ("h.txt", "o.txt"))
         same = {frozenset(p) for p in theirs} == {frozenset(p) for p in ours} if \
             "features" in kw else sorted(theirs) == sorted(ours)     # (query, ref): directed
@@ -172,8 +175,8 @@ def test_retrieval_pairs_equal_hloc(tmp_path):
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     g = io.write_global_descriptors(tmp_path / "global.h5", dict(zip(names, vecs)))
     for kw in [{"query_prefix": "query", "db_prefix": "db"}, {}, {"query_list": names[-2:]}]:
-        pairs_from_retrieval.main(g, tmp_path / "h.txt", 3, **kw)
-        pairs.retrieval_main(g, tmp_path / "o.txt", 3, **kw)
+        hloc_pairs_retrieval.main(g, tmp_path / "h.txt", 3, **kw)
+        pairs_from_retrieval.main(g, tmp_path / "o.txt", 3, **kw)
         ours, theirs = (hparsers.parse_retrieval(tmp_path / f) for f in ("o.txt", "h.txt"))
         assert ours == theirs and ours, kw
 
@@ -182,10 +185,10 @@ def test_retrieval_pairs_equal_hloc(tmp_path):
 # Extraction
 # ------------------------------------------------------------------------------------------
 def test_extract_with_hloc_conf_and_positional_order(world, tmp_path):
-    """The notebook call ``extract_features.main(conf, images, outputs, as_half)`` with hloc's
+    """The notebook call ``hloc_extract.main(conf, images, outputs, as_half)`` with hloc's
     own 'sift' conf (dog + rootsift, every keypoint) runs here; hloc extractors we cannot run
     fail with one line."""
-    fp = extract_features.main(extract_features.confs["sift"], world["images"], tmp_path, True,
+    fp = extract_features.main(hloc_extract.confs["sift"], world["images"], tmp_path, True,
                       ["db/a.png"])
     assert fp == tmp_path / "feats-sift.h5"
     kp = hio.get_keypoints(fp, "db/a.png")
@@ -195,7 +198,7 @@ def test_extract_with_hloc_conf_and_positional_order(world, tmp_path):
     assert np.all(d >= 0)                                    # rootsift (hloc's DoG default)
     for name in ("superpoint_aachen", "sosnet", "netvlad"):
         with pytest.raises(ValueError, match="cannot run here") as e:
-            extract_features.main(extract_features.confs[name], world["images"], tmp_path)
+            extract_features.main(hloc_extract.confs[name], world["images"], tmp_path)
         assert "\n" not in str(e.value)
 
 
@@ -205,7 +208,7 @@ def test_dog_conventions_match_hloc(world, tmp_path):
     (pycolmap returns COLMAP's corner-origin coordinates, which hloc's DoG stores unchanged),
     i.e. ours sit on hloc's documented convention (pixel centres at integers)."""
     names = ["db/a.png", "query/q.png"]
-    theirs = extract_features.main(HLOC_SIFT, world["images"], tmp_path, False, names)
+    theirs = hloc_extract.main(HLOC_SIFT, world["images"], tmp_path, False, names)
     ours = extract_features.main(HLOC_SIFT, world["images"], None, False, names, tmp_path / "ours.h5")
     offsets, turns = [], []
     for n in names:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from descriptors.util import atomic_write
+from descriptors.util import ToolkitError, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ BAGS_CONF: dict = {
 }
 
 
-class BagsError(RuntimeError):
+class BagsError(ToolkitError, RuntimeError):
     """A bags file is missing or malformed (one-line message naming the file)."""
 
 

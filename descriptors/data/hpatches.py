@@ -38,7 +38,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from descriptors.util import atomic_write
+from descriptors.util import ToolkitError, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ VERIF_HEADER = ("s1", "t1", "idx1", "s2", "t2", "idx2")
 RETR_HEADER = ("s", "idx")
 SPLIT_PREFIX = {"illum": "i_", "view": "v_"}
 
-class HPatchesError(RuntimeError):
+class HPatchesError(ToolkitError, RuntimeError):
     """Malformed hpatches-release data (one-line message naming the file)."""
 
 

@@ -69,6 +69,7 @@ import torch
 from descriptors.data import synth
 from descriptors.patches import (MR_SIZE, PATCH_SIZE, detect_dog, extract_patches,
                                  opencv_angle_to_ori)
+from descriptors.util import ToolkitError
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def color_style_shift(img: np.ndarray, rng: np.random.Generator, strength: float
 PHOTO_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
 
-class PhotoError(RuntimeError):
+class PhotoError(ToolkitError, RuntimeError):
     """A photo folder or photo file is unreadable or empty (one-line message naming it)."""
 
 

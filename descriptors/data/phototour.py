@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from descriptors.patches import patches_to_input
-from descriptors.util import atomic_write
+from descriptors.util import ToolkitError, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ GRID: int = SHEET_SIZE // PATCH   # 16 patches per row / column
 PER_SHEET: int = GRID * GRID      # 256 patches per sheet
 DEFAULT_PAIRS_FILE: str = "m50_100000_100000_0.txt"
 
-class PhotoTourError(RuntimeError):
+class PhotoTourError(ToolkitError, RuntimeError):
     """A PhotoTour folder is missing or malformed (one-line message naming the file)."""
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from descriptors.util import atomic_write
+from descriptors.util import ToolkitError, atomic_write
 
 ARCHS: dict[str, str] = {
     "l2net": "descriptors.models.l2net:L2Net",
@@ -33,7 +33,7 @@ ARCHS: dict[str, str] = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ToolkitError, RuntimeError):
     """A checkpoint file is missing, unreadable, unsafe or not a descriptor checkpoint."""
 
 

@@ -31,7 +31,7 @@ from localize import colmap
 from localize.colmap_model import ColmapError, model_format, read_image_names
 from localize.data import render as rnd, scene as scn
 from localize.geometry import rotmat_to_qvec
-from localize.io import read_pose_lines
+from localize.io import check_name, read_pose_lines
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ class AachenData:
 def read_ground_truth(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Parse ``name qw qx qy qz tx ty tz`` lines (empty / # lines skipped), keyed by the full
     query name as written."""
-    return {name: (q, t) for name, q, t in read_pose_lines(path)}
+    return {check_name(name, f"{path}: ground-truth pose"): (q, t)
+            for name, q, t in read_pose_lines(path)}
 
 
 def read_aachen(root: str | os.PathLike) -> AachenData:
@@ -97,7 +98,7 @@ def read_aachen(root: str | os.PathLike) -> AachenData:
         raise FileNotFoundError(f"{root}: reference model directory {MODEL_SUBDIR} is missing")
     model_format(model)  # ColmapError naming the missing model files
     ids_names = read_image_names(model)
-    db_names = [ids_names[i] for i in sorted(ids_names)]
+    db_names = [check_name(ids_names[i], f"{model}: image {i}") for i in sorted(ids_names)]
     qdir = root / "queries"
     lists = sorted(qdir.glob(QUERY_GLOB)) if qdir.is_dir() else []
     if not lists:

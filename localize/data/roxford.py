@@ -15,23 +15,70 @@ Layout (revisitop ``python/dataset.py`` / ``download.py``; see /work/shared/FORM
   (black). MATLAB's ``crop_qim.m`` includes x2/y2 and can differ by one pixel; we follow Python.
   Database images are used whole.
 
+The pickle is read by :func:`load_gnd_pickle`, a restricted unpickler that builds only builtin
+containers, numbers, strings and numpy arrays (a pickle naming any other callable is refused
+before anything runs), and its structure is validated: non-empty name lists of relative names
+(``localize.io.check_name``), one ``gnd`` dict per query with a ``bbx`` of 4 finite numbers
+and ``easy`` / ``hard`` / ``junk`` indices in ``[0, len(imlist))``.
+
 Evaluation (mAP, E / M / H protocols): ``localize.revisitop_eval``. A synthetic set in this
 layout: ``localize.data.roxford_synth``.
 """
 from __future__ import annotations
 
+import io as _bytes_io
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from localize.io import read_image
+from localize.cli import ToolkitError
+from localize.io import check_name, read_image
 
-class RevisitopError(RuntimeError):
+
+class RevisitopError(ToolkitError):
     """Missing or malformed revisitop files."""
+
+
+#: the only globals a ground-truth pickle may name: builtin containers / numbers and what
+#: numpy arrays, dtypes and scalars pickle into (``_codecs.encode``: protocol-2 byte strings)
+SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    [("builtins", n) for n in ("set", "frozenset", "bytearray", "complex", "int", "float",
+                               "bool", "str", "bytes", "list", "dict", "tuple")]
+    + [(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+       for n in ("_reconstruct", "scalar")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")])
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler building only :data:`SAFE_GLOBALS` (no code runs from the file)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing global {module}.{name} (only builtin "
+                                         "containers, numbers, strings and numpy arrays)")
+        return super().find_class(module, name)
+
+
+def load_gnd_pickle(path: str | os.PathLike) -> Any:
+    """Unpickle a revisitop ground-truth file with :class:`_SafeUnpickler`.
+
+    Raises:
+        RevisitopError naming the file when it is unreadable, not a pickle, or names a global
+        outside :data:`SAFE_GLOBALS` (nothing from the file is executed).
+    """
+    try:
+        data = Path(path).read_bytes()
+        return _SafeUnpickler(_bytes_io.BytesIO(data)).load()
+    except OSError as e:
+        raise RevisitopError(f"{path}: cannot read ({e.strerror})") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise RevisitopError(f"{path}: cannot unpickle it as revisitop ground truth "
+                             f"({type(e).__name__}: {msg})") from None
 
 
 def crop_bbx(img: np.ndarray, bbx: Sequence[float]) -> np.ndarray:
@@ -118,11 +165,32 @@ class RevisitopData:
                                  f"(e.g. {shown})")
 
 
-def _index_array(v, n: int, where: str) -> np.ndarray:
-    a = np.asarray(v if v is not None else [], dtype=np.int64).reshape(-1)
+def _index_array(v: Any, n: int, where: str) -> np.ndarray:
+    try:
+        f = np.asarray(v if v is not None else [], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise RevisitopError(f"{where}: expected a list of image indices") from None
+    if f.size and not (np.isfinite(f).all() and (f == np.round(f)).all()):
+        raise RevisitopError(f"{where}: indices must be integers")
+    a = f.astype(np.int64)
     if a.size and (a.min() < 0 or a.max() >= n):
         raise RevisitopError(f"{where}: index out of range [0, {n})")
     return a
+
+
+def _name_list(v: Any, where: str) -> list[str]:
+    """A non-empty list of image names (no extension), each a relative name inside ``jpg/``."""
+    if not isinstance(v, (list, tuple)) or len(v) == 0:
+        raise RevisitopError(f"{where}: expected a non-empty list of image names")
+    out = []
+    for i, x in enumerate(v):
+        if not isinstance(x, str):
+            raise RevisitopError(f"{where}[{i}]: expected a string, got {type(x).__name__}")
+        try:
+            out.append(check_name(x, f"{where}[{i}]"))
+        except ValueError as e:
+            raise RevisitopError(str(e)) from None
+    return out
 
 
 def dataset_dir(root: str | os.PathLike, name: str) -> Path:
@@ -148,28 +216,30 @@ def read_revisitop(root: str | os.PathLike, name: str = "roxford5k",
     if not pkl.is_file():
         raise RevisitopError(f"{pkl}: ground-truth pickle not found (expected the revisitop "
                              f"layout <dir>/gnd_{name}.pkl + <dir>/jpg/)")
-    try:
-        with open(pkl, "rb") as f:
-            cfg = pickle.load(f)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise RevisitopError(f"{pkl}: cannot unpickle ({type(e).__name__}: {e})") from e
+    cfg = load_gnd_pickle(pkl)
     if not isinstance(cfg, dict):
         raise RevisitopError(f"{pkl}: expected a dict, got {type(cfg).__name__}")
     for key in ("imlist", "qimlist", "gnd"):
         if key not in cfg:
             raise RevisitopError(f"{pkl}: missing key '{key}'")
-    imlist = [str(x) for x in cfg["imlist"]]
-    qimlist = [str(x) for x in cfg["qimlist"]]
-    if len(cfg["gnd"]) != len(qimlist):
-        raise RevisitopError(f"{pkl}: len(gnd)={len(cfg['gnd'])} != len(qimlist)={len(qimlist)}")
+    imlist = _name_list(cfg["imlist"], f"{pkl}: imlist")
+    qimlist = _name_list(cfg["qimlist"], f"{pkl}: qimlist")
+    if not isinstance(cfg["gnd"], (list, tuple)) or len(cfg["gnd"]) != len(qimlist):
+        n = len(cfg["gnd"]) if isinstance(cfg["gnd"], (list, tuple)) else "not a list"
+        raise RevisitopError(f"{pkl}: len(gnd)={n} != len(qimlist)={len(qimlist)}")
     gnd = []
     for i, g in enumerate(cfg["gnd"]):
         where = f"{pkl}: gnd[{i}]"
+        if not isinstance(g, dict):
+            raise RevisitopError(f"{where}: expected a dict, got {type(g).__name__}")
         if "bbx" not in g:
             raise RevisitopError(f"{where}: missing 'bbx'")
-        bbx = np.asarray(g["bbx"], np.float64).reshape(-1)
-        if bbx.size != 4:
-            raise RevisitopError(f"{where}: bbx must have 4 numbers, got {bbx.size}")
+        try:
+            bbx = np.asarray(g["bbx"], np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise RevisitopError(f"{where}: bbx must be 4 numbers") from None
+        if bbx.size != 4 or not np.isfinite(bbx).all():
+            raise RevisitopError(f"{where}: bbx must be 4 finite numbers, got {bbx.tolist()}")
         e = {"bbx": bbx}
         for key in ("easy", "hard", "junk"):
             e[key] = _index_array(g.get(key), len(imlist), f"{where}['{key}']")

@@ -51,7 +51,8 @@ def read_camera_file(path: str | os.PathLike) -> StrechaCamera:
     """Parse one ``<name>.camera`` file (see the module docstring).
 
     Raises:
-        ColmapError naming the file when it is missing, short, or not numeric.
+        ColmapError naming the file when it is missing, short, not numeric, not finite, or
+        when K is singular (focal lengths must be > 0), R not a rotation or the size < 1.
     """
     path = Path(path)
     try:
@@ -65,10 +66,18 @@ def read_camera_file(path: str | os.PathLike) -> StrechaCamera:
             or len(vals[8]) != 2:
         raise ColmapError(f"{path}: expected K (3 rows), distortion, R (3 rows), C, 'w h' "
                           f"(9 rows), got {len(vals)} rows")
+    if not np.isfinite(np.array([v for r in vals[:9] for v in r])).all():
+        raise ColmapError(f"{path}: non-finite value (nan / inf) in a Strecha camera file")
     K, R, C = np.array(vals[0:3]), np.array(vals[4:7]), np.array(vals[7])
     w, h = (int(round(v)) for v in vals[8])
-    if abs(np.linalg.det(R) - 1.0) > 1e-3 or w <= 0 or h <= 0 or K[2, 2] == 0:
-        raise ColmapError(f"{path}: R is not a rotation or the image size / K is invalid")
+    if w < 1 or h < 1:
+        raise ColmapError(f"{path}: image size {w}x{h}: width and height must be >= 1")
+    if not (K[0, 0] > 0 and K[1, 1] > 0 and K[2, 2] != 0 and abs(np.linalg.det(K)) > 0
+            and np.allclose(K[2, :2], 0)):
+        raise ColmapError(f"{path}: K is singular or not a camera matrix (focal lengths "
+                          f"{K[0, 0]:g}, {K[1, 1]:g} must be > 0): {K.tolist()}")
+    if not (np.allclose(R.T @ R, np.eye(3), atol=1e-3) and abs(np.linalg.det(R) - 1.0) <= 1e-3):
+        raise ColmapError(f"{path}: R is not a rotation matrix")
     name = path.name[:-len(".camera")] if path.name.endswith(".camera") else path.stem
     return StrechaCamera(name, K, R, C, w, h)
 
