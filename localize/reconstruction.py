@@ -143,9 +143,8 @@ def run(sfm_dir: str | os.PathLike, image_dir: str | os.PathLike,
                                      "every image first")
                 keypoints[name] = io.get_keypoints(src, name)
         colmap.import_features(db_path, image_ids, keypoints)
-        match_dict, counts = tri._read_matches(
-            matches, pair_list, {"min_match_score": min_match_score,
-                                 "skip_missing_pairs": False})
+        match_dict, counts = tri.read_matches(
+            matches, pair_list, {n: len(k) for n, k in keypoints.items()}, min_match_score)
         if skip_geometric_verification:
             n_imported = n_verified = colmap.import_verified_matches(db_path, image_ids,
                                                                      match_dict)

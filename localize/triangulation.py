@@ -77,9 +77,10 @@ def _stats(rec: pycolmap.Reconstruction) -> dict[str, float]:
     }
 
 
-def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping[str, Any],
-                  num_keypoints: Mapping[str, int]
-                  ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, int]]:
+def read_matches(matches: Path, pair_list: list[tuple[str, str]],
+                 num_keypoints: Mapping[str, int], min_match_score: float | None = None,
+                 skip_missing_pairs: bool = False
+                 ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, int]]:
     """{(name0, name1): (M, 2) int64 [idx0, idx1]} of every distinct non-empty pair (the form
     ``colmap.import_matches`` takes) and the counts of missing / empty pairs. Indices outside
     ``num_keypoints`` of their image raise ``io.H5Error`` (``io.check_match_range``)."""
@@ -94,15 +95,15 @@ def _read_matches(matches: Path, pair_list: list[tuple[str, str]], conf: Mapping
                 continue
             seen.add(key)
             if not io.has_pair(src, n0, n1):
-                if not conf["skip_missing_pairs"]:
+                if not skip_missing_pairs:
                     raise ValueError(f"{matches}: no matches for pair ({n0}, {n1}); was it "
                                      "matched with this pairs file?")
                 n_missing += 1
                 continue
             m, s = io.get_matches(src, n0, n1)
             io.check_match_range(m, num_keypoints[n0], num_keypoints[n1], matches, n0, n1)
-            if conf["min_match_score"] is not None:
-                m = m[s >= float(conf["min_match_score"])]
+            if min_match_score is not None:
+                m = m[s >= float(min_match_score)]
             if len(m) == 0:
                 n_empty += 1
                 continue
@@ -195,8 +196,9 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
                          f"e.g. {missing_feats[0]!r}; extract the database images first")
     colmap.import_features(db_path, image_ids, keypoints)
 
-    match_dict, counts = _read_matches(matches, pair_list, conf,
-                                       {n: len(k) for n, k in keypoints.items()})
+    match_dict, counts = read_matches(matches, pair_list,
+                                      {n: len(k) for n, k in keypoints.items()},
+                                      conf["min_match_score"], conf["skip_missing_pairs"])
     mode = conf["verification_mode"]
     if mode == "estimate":
         n_imported = colmap.import_matches(db_path, image_ids, match_dict)

@@ -26,7 +26,7 @@ Outputs under ``<outputs>/<features tag>/``: ``features.h5``, ``global-feats-vla
 ``pairs-<pairs>.txt``, ``matches-<pairs>.h5``, ``sfm-<pairs>-<mapper>/`` (model, database,
 statistics) and ``results-<pairs>-<mapper>.json`` (what the CLI prints). Features, pairs and
 matches are reused while ``fingerprint.json`` is unchanged (descriptor and weights hash,
-image content, extraction and matching settings: ``pipelines.aachen.invalidate_outputs``); the
+image content, extraction and matching settings: ``pipelines.outputs.invalidate_outputs``); the
 model is reused when its folder holds a complete run with the same reconstruction settings,
 and rebuilt (replaced whole) otherwise. Known errors exit 2 with one line
 ``pipelines.sfm: <message>``; 0 registered images is a result ("0 of N registered").
@@ -39,6 +39,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,9 +50,8 @@ from localize import colmap, extract_features, geometry, io, match_features
 from localize import pairs_from_exhaustive, pairs_from_retrieval, pairs_from_sequential
 from localize import reconstruction
 from localize.cli import cli_errors, positive_int
-from pipelines.aachen import (_features_fingerprint, _json_default, _StageTimer,
-                              default_matcher, features_tag, format_timings,
-                              invalidate_outputs)
+from pipelines.outputs import (StageTimer, default_matcher, features_fingerprint, features_tag,
+                               format_timings, invalidate_outputs, json_default)
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _reusable_model(sfm_dir: Path, settings: dict[str, Any]) -> dict[str, Any] |
         return None
     try:
         same = json.loads(f.read_text()) == json.loads(json.dumps(settings,
-                                                                  default=_json_default))
+                                                                  default=json_default))
         s = json.loads(stats.read_text())
     except json.JSONDecodeError:
         return None
@@ -277,15 +277,11 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
              "results": root / f"results-{pairs_name}-{c['mapper']}.json",
              "fingerprint": root / "fingerprint.json"}
 
-    class _O:  # what invalidate_outputs needs of pipelines.aachen.Outputs
-        pass
-    o = _O()
-    o.root, o.fingerprint = root, paths["fingerprint"]
-    invalidate_outputs(o, {"features": _features_fingerprint(features),
+    invalidate_outputs(SimpleNamespace(root=root, fingerprint=paths["fingerprint"]), {"features": features_fingerprint(features),
                            "dataset": _images_fingerprint(prints),
                            "extract": {k: ext_conf[k] for k in sorted(ext_conf) if k != "output"},
                            "matcher": matcher}, c["overwrite"])
-    stage = _StageTimer()
+    stage = StageTimer()
     with stage("extract"):
         extract_features.main(ext_conf, image_dir, feature_path=paths["features"],
                               image_list=names, device=c["device"], extractor=extractor,
@@ -314,7 +310,7 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
                 mapper=c["mapper"], overwrite=True, num_threads=c["num_threads"],
                 random_seed=c["seed"], progress=c["progress"])
             atomic_write_text(paths["sfm"] / "settings.json",
-                              json.dumps(settings, indent=2, default=_json_default))
+                              json.dumps(settings, indent=2, default=json_default))
     evaluation = None
     if gt_poses is not None:
         with stage("evaluate"):
@@ -333,7 +329,7 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
         "reconstruction": stats, "reused_model": reused,
         "timings": stage.wall, "cpu_timings": stage.cpu, "evaluation": evaluation,
     }
-    atomic_write_text(paths["results"], json.dumps(summary, indent=2, default=_json_default))
+    atomic_write_text(paths["results"], json.dumps(summary, indent=2, default=json_default))
     return summary
 
 

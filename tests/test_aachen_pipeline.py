@@ -16,6 +16,7 @@ import pytest
 
 from localize.data.aachen import read_aachen, write_synthetic_aachen
 from pipelines import aachen
+from pipelines import outputs as run_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 BLANK = "query/day/nexus5x/BLANK_000000.jpg"
@@ -52,7 +53,7 @@ def _check_run(s: dict, scene: Path, min_day_recall: float = 0.8) -> None:
     data = read_aachen(scene)
     ev = s["evaluation"]
     print(f"\n[{s['features']}] " + s["table"])
-    print(aachen.format_timings(s["timings"], s["cpu_timings"]))
+    print(run_outputs.format_timings(s["timings"], s["cpu_timings"]))
     day, night = ev["conditions"]["day"], ev["conditions"]["night"]
     assert day["n"] == 6 and night["n"] == 3
     assert day["recall"][0] >= min_day_recall, s["table"]

@@ -23,6 +23,7 @@ from localize import pairs_from_retrieval
 from localize import triangulation as tri
 from localize.cli import cli_errors
 from pipelines import aachen
+from pipelines import outputs as run_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 SIFT_SMALL = {**extract_features.confs["sift"], "max_keypoints": 128}
@@ -124,17 +125,17 @@ def test_pipeline_fingerprint_follows_content_not_path(tmp_path):
 
     w = tmp_path / "w.pt"
     w.write_bytes(b"weights v1")
-    f0 = aachen._features_fingerprint(str(w))
+    f0 = run_outputs.features_fingerprint(str(w))
     os.utime(w, ns=(1, 1))                                   # touched only: still reused
-    assert aachen._features_fingerprint(str(w)) == f0
+    assert run_outputs.features_fingerprint(str(w)) == f0
     w.write_bytes(b"weights v2")                             # retrained: invalidated
-    assert aachen._features_fingerprint(str(w)) != f0
+    assert run_outputs.features_fingerprint(str(w)) != f0
 
     out = tmp_path / "out"
     (out / "sfm").mkdir(parents=True)
     for n in ("features.h5", "matches-db.h5", "fingerprint.json"):
         (out / n).write_text("x")
-    aachen._wipe(out, keep="features.h5")
+    run_outputs.wipe(out, keep="features.h5")
     assert [p.name for p in out.iterdir()] == ["features.h5"]
 
 

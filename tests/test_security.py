@@ -229,9 +229,8 @@ def test_3_match_indices_beyond_the_keypoints_are_refused(tmp_path, bad):
     m0 = np.full(512, -1, np.int32)
     m0[:3] = [0, 5, bad]
     io.write_matches(mp, "a.jpg", "b.jpg", m0)
-    conf = {**tri.DEFAULTS}
     with pytest.raises(h5.H5Error, match=f"match index {bad} outside the 512 keypoints"):
-        tri._read_matches(mp, [("a.jpg", "b.jpg")], conf, {"a.jpg": 512, "b.jpg": 512})
+        tri.read_matches(mp, [("a.jpg", "b.jpg")], {"a.jpg": 512, "b.jpg": 512})
     model = SimpleNamespace(track=lambda n: {0: 7}, ids={"b.jpg": 2},
                             num_keypoints=lambda n: 512)
     with pytest.raises(h5.H5Error, match="outside the 512 keypoints of 'b.jpg'"):
