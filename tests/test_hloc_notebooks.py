@@ -9,32 +9,34 @@ cells (the scene is the project's synthetic one, rendered here) and ``hloc.utils
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 import pytest
 
-from localize.data.aachen import ensure_synthetic_aachen, read_aachen
+from localize.data import render as rnd
+from localize.data import scene as scn
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
-    """A folder of photos in the demo notebook's layout: ``mapping/*.jpg`` and one night query
-    ``query/night.jpg`` (the synthetic street scene, no poses handed over)."""
-    root = tmp_path_factory.mktemp("nb")
-    data = read_aachen(ensure_synthetic_aachen(root / "synth", n_db=8, n_query=2,
-                                               night_fraction=0.5, width=480, height=360,
-                                               seed=3))
-    images = root / "images"
+    """A folder of photos in the demo notebook's layout: ``mapping/*.jpg`` (8 renders of the
+    synthetic plaza from an arc of viewpoints, as tests/test_sfm.py) and one night render from
+    inside the arc, ``query/night.jpg``; no poses handed over."""
+    images = tmp_path_factory.mktemp("nb") / "images"
     (images / "mapping").mkdir(parents=True)
     (images / "query").mkdir()
-    for i, n in enumerate(sorted(data.db_names)):
-        shutil.copy(Path(data.image_dir) / n, images / "mapping" / f"{i:02d}.jpg")
-    night = [q for q in data.query_names if data.query_condition.get(q) == "night"] or \
-        data.query_names
-    shutil.copy(Path(data.image_dir) / night[0], images / "query" / "night.jpg")
+    world = scn.make_street_scene(0)
+    W, H = 480, 360
+    K = rnd.intrinsics(W, H, 60.0)
+    for i, x in enumerate(np.linspace(-6, 6, 8)):
+        c = np.array([x, -1.6 - 0.5 * np.cos(i), 8.0 - 0.08 * x * x])
+        R, t = rnd.look_at_point(c, (0.4 * x, -6.0, 32.0))
+        rnd.write_rgb(images / "mapping" / f"{i:02d}.jpg", rnd.render(world, K, R, t, W, H))
+    R, t = rnd.look_at_point(np.array([1.0, -1.8, 7.9]), (0.4, -6.0, 32.0))
+    rnd.write_rgb(images / "query" / "night.jpg",
+                  rnd.render(world, K, R, t, W, H, night=True, rng=1))
     return images
 
 
