@@ -183,6 +183,10 @@ def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | Non
     return c
 
 
+#: hloc DoG descriptors that name PUBLISHED weights (kornia's HardNet / SOSNet in hloc)
+HLOC_PUBLISHED = ("hardnet", "sosnet")
+
+
 def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
     """An hloc extraction conf -> ours. Only hloc's ``dog`` extractor with one of our
     descriptors can run (hloc's defaults: ``rootsift``, all keypoints, no resize); pycolmap's
@@ -194,11 +198,20 @@ def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"hloc extractor {name!r} cannot run here: only hloc's 'dog' with a "
                          f"descriptor of {', '.join(registry.NAMES)}")
     desc = model.get("descriptor", "rootsift")
-    if desc not in registry.NAMES:
+    if desc in HLOC_PUBLISHED:
+        # hloc means the published (kornia) weights here, never descloc's own recipe weights
+        if not model.get("weights"):
+            raise ValueError(
+                f"hloc DoG descriptor {desc!r} means the published {desc} weights, which are "
+                f"not shipped (nothing is downloaded): add 'weights': <path to the published "
+                f"checkpoint file> to the model conf, or use descloc's own weights with "
+                f"extract_features.confs[{desc!r}]")
+        desc = str(model["weights"])
+    elif desc not in registry.NAMES:
         raise ValueError(f"hloc DoG descriptor {desc!r} cannot run here: choose from "
                          f"{', '.join(registry.NAMES)}")
     unknown = set(model) - {"name", "descriptor", "max_keypoints", "patch_size", "mr_size",
-                            "options"}
+                            "options", "weights"}
     if unknown:
         raise ValueError(f"hloc DoG conf: unknown option(s) {', '.join(sorted(unknown))}")
     if model.get("options"):

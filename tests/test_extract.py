@@ -353,12 +353,21 @@ def test_hloc_conf_is_translated_or_refused():
                               "preprocessing": {"grayscale": True, "resize_max": 1600}})
     assert (c["descriptor"], c["max_keypoints"], c["resize_max"], c["output"]) == \
         ("rootsift", None, 1600, "feats-sift")
-    c = extract_features.resolve_conf({"model": {"name": "dog", "descriptor": "hardnet",
+    c = extract_features.resolve_conf({"model": {"name": "dog", "descriptor": "sdb",
                                         "max_keypoints": 500}, "preprocessing": {}})
-    assert (c["descriptor"], c["max_keypoints"], c["resize_max"]) == ("hardnet", 500, None)
-    assert c["output"] == extract_features.output_name("hardnet", 500, None) == "feats-hardnet-n500-rfull"
+    assert (c["descriptor"], c["max_keypoints"], c["resize_max"]) == ("sdb", 500, None)
+    assert c["output"] == extract_features.output_name("sdb", 500, None) == "feats-sdb-n500-rfull"
+    # hloc's 'hardnet' / 'sosnet' mean the PUBLISHED weights: a file must be named, never ours
+    for name in ("hardnet", "sosnet"):
+        with pytest.raises(ValueError, match="published") as e:
+            extract_features.resolve_conf({"model": {"name": "dog", "descriptor": name}})
+        assert "\n" not in str(e.value)
+    c = extract_features.resolve_conf({"model": {"name": "dog", "descriptor": "hardnet",
+                                                  "weights": "/x/HardNet++.pth"}})
+    assert c["descriptor"] == "/x/HardNet++.pth"
     for bad, needle in [({"name": "superpoint", "max_keypoints": 4096}, "superpoint"),
                         ({"name": "dog", "descriptor": "sosnet"}, "sosnet"),
+                        ({"name": "dog", "descriptor": "orb"}, "orb"),
                         ({"name": "dog", "nms_radius": 3}, "nms_radius")]:
         with pytest.raises(ValueError, match=needle) as e:
             extract_features.resolve_conf({"output": "x", "model": bad, "preprocessing": {}})
