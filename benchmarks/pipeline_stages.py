@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="Aachen-layout dataset (default: the demo's synthetic scene, rendered "
                         "on first use)")
     p.add_argument("--max_keypoints", type=int, default=None, help="DoG keypoints per image")
-    p.add_argument("--num_covis", type=int, default=aachen.DEFAULTS["num_covis"],
+    p.add_argument("--num_covis", type=int, default=aachen.default_conf["num_covis"],
                    help="db-db pairs per db image")
-    p.add_argument("--num_loc", type=int, default=aachen.DEFAULTS["num_loc"],
+    p.add_argument("--num_loc", type=int, default=aachen.default_conf["num_loc"],
                    help="retrieved db images per query")
     p.add_argument("--repeat", type=int, default=1, help="cold runs per descriptor (median)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available)")

@@ -78,7 +78,7 @@ def untrained_l2net() -> Any:
 
 
 def _features(gray: np.ndarray, extractor: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
-    conf = {**extract_features.DEFAULTS, "max_keypoints": n, "resize_max": None}
+    conf = {**extract_features.default_conf, "max_keypoints": n, "resize_max": None}
     kps, xy, size, angle, _ = detect_dog(gray, n, conf["contrast_threshold"],
                                          conf["edge_threshold"], conf["min_size"])
     # descriptors where extraction cuts its patches; positions as extraction stores them (true

@@ -86,7 +86,7 @@ def _child(spec: dict[str, Any]) -> None:
     from localize import extract_features, io
     from pipelines import aachen
     extract_features.load_extractor(spec["features"], device=spec["conf"].get("device"),
-                           batch_size=extract_features.DEFAULTS["batch_size"])
+                           batch_size=extract_features.default_conf["batch_size"])
     out: dict[str, Any] = {"baseline": bool(spec.get("baseline"))}
     if not spec.get("baseline"):
         work = Path(spec["work"])

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 LOG_FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 LOG_DATEFMT = "%Y/%m/%d %H:%M:%S"
@@ -34,6 +34,22 @@ class ToolkitError(Exception):
 
 class InputError(ToolkitError, ValueError):
     """Bad input (an argument, a data file's content); a ``ValueError`` too."""
+
+
+def merge_conf(default_conf: Mapping[str, Any], *overrides: Mapping[str, Any] | None,
+               where: str) -> dict[str, Any]:
+    """The one way a stage merges its options: a copy of ``default_conf`` updated by each
+    override in turn (None skipped). A key that ``default_conf`` lacks is an
+    :class:`InputError` naming ``where`` and the key."""
+    out = dict(default_conf)
+    for o in overrides:
+        if not o:
+            continue
+        unknown = sorted(set(o) - set(default_conf))
+        if unknown:
+            raise InputError(f"unknown {where} option(s): {unknown}")
+        out.update(o)
+    return out
 
 
 def _umask() -> int:

@@ -114,7 +114,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_GLOBS = ("*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG")
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "max_keypoints": 4096,        # strongest DoG responses kept
     "resize_max": 1600,           # longer side (px) the detector sees; None = full size
     "resize_force": False,        # also upscale to resize_max
@@ -150,13 +150,13 @@ def output_name(descriptor: str | Path, max_keypoints: int | None, resize_max: i
 
 
 confs: dict[str, dict[str, Any]] = {
-    name: {**DEFAULTS, "descriptor": name,
-           "output": output_name(name, DEFAULTS["max_keypoints"], DEFAULTS["resize_max"])}
+    name: {**default_conf, "descriptor": name,
+           "output": output_name(name, default_conf["max_keypoints"], default_conf["resize_max"])}
     for name in registry.NAMES}
 # global descriptors for retrieval pairs (hloc's ``netvlad`` slot): VLAD over the collection's
 # own local features (``localize.retrieve``; see :func:`extract_global`)
 confs["vlad"] = {"global": "vlad", "descriptor": "rootsift", "num_words": 64,
-                 "max_keypoints": DEFAULTS["max_keypoints"], "resize_max": 1024,
+                 "max_keypoints": default_conf["max_keypoints"], "resize_max": 1024,
                  "output": "global-feats-vlad"}
 
 
@@ -172,7 +172,7 @@ def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | Non
     conf = copy.deepcopy(dict(conf))
     if "model" in conf:
         conf = _from_hloc(conf)
-    c = {**DEFAULTS, **conf}
+    c = {**default_conf, **conf}
     if "descriptor" not in c:
         raise ValueError("extraction conf needs a 'descriptor' entry")
     if features_override is not None:
@@ -311,7 +311,7 @@ def prepare_image(gray: np.ndarray, conf: dict[str, Any]) -> dict[str, Any]:
         ``kps``, ``xy (N, 2)``, ``size (N,)``, ``angle (N,)``, ``resp (N,)`` (see
         :func:`detect_dog`) and ``hw`` = original (h, w).
     """
-    conf = {**DEFAULTS, **conf}
+    conf = {**default_conf, **conf}
     small, scale = resize_image(gray, conf["resize_max"], conf["resize_force"])
     kps, xy, size, angle, resp = detect_dog(small, conf["max_keypoints"],
                                             conf["contrast_threshold"], conf["edge_threshold"],
@@ -348,7 +348,7 @@ def extract_image(gray: np.ndarray, extractor: Any, conf: dict[str, Any],
         original px), ``oris (N,)`` (degrees, hloc's DoG convention), ``image_size (2,) int64``
         (w, h), ``uncertainty`` (float).
     """
-    conf = {**DEFAULTS, **conf}
+    conf = {**default_conf, **conf}
     prep = prepare_image(gray, conf)
     desc = describe(prep["small"], prep["kps"], prep["xy"], prep["size"], prep["angle"],
                     extractor, conf, device)
@@ -461,7 +461,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
     as_half, image_list, feature_path, overwrite)``; the rest is keyword-only.
 
     Args:
-        conf: a key of :data:`confs` or a conf dict (``descriptor``, ``output``, see DEFAULTS;
+        conf: a key of :data:`confs` or a conf dict (``descriptor``, ``output``, see default_conf;
             or an hloc conf, see :func:`resolve_conf`).
         image_dir: image root; names in the file are relative to it.
         export_dir: where ``<conf['output']>.h5`` goes (used when ``feature_path`` is None).
@@ -572,7 +572,7 @@ def extract_global(conf: dict[str, Any], image_dir: str | Path,
             raise ValueError("give export_dir or feature_path")
         feature_path = Path(export_dir) / f"{conf['output']}.h5"
     feature_path = Path(feature_path)
-    local_conf = {k: v for k, v in conf.items() if k in DEFAULTS or k == "descriptor"}
+    local_conf = {k: v for k, v in conf.items() if k in default_conf or k == "descriptor"}
     local_conf["output"] = output_name(conf["descriptor"], conf["max_keypoints"],
                                        conf["resize_max"])
     local = main(local_conf, image_dir, feature_path=feature_path.parent /
@@ -601,7 +601,7 @@ def provenance(conf: dict[str, Any]) -> dict[str, str]:
         weights = io.image_fingerprint(path)
     else:
         weights = "unknown"
-    c = {k: conf.get(k, DEFAULTS.get(k)) for k in PROVENANCE_KEYS}
+    c = {k: conf.get(k, default_conf.get(k)) for k in PROVENANCE_KEYS}
     c["half"] = bool(c["half"])
     return io.features_provenance(Path(d).stem if path.is_file() else d, c, weights)
 

@@ -21,7 +21,7 @@ All files are written atomically.
 
 hloc contract: ``main(reference_sfm, queries, retrieval, features, matches, results, ...)`` has
 ``hloc.localize_sfm.main``'s positional order (``queries`` may be a query-list glob as in hloc);
-our options are keywords (``conf`` / ``**kwargs``, see :data:`DEFAULTS`).
+our options are keywords (``conf`` / ``**kwargs``, see :data:`default_conf`).
 
 Names: hloc writes basenames, so two queries with one basename in different folders
 (``query/day/x.jpg``, ``query/night/x.jpg``) would give two indistinguishable lines. Those
@@ -49,7 +49,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from descriptors.util import atomic_write, atomic_write_text, merge_conf, setup_logging
 from localize import colmap, io
 from localize.cli import (
     ArgumentParser,
@@ -64,7 +64,7 @@ from localize.geometry import rigid_to_qt
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "max_error_px": 12.0,      # RANSAC inlier threshold (hloc Aachen: 12)
     "min_num_2d3d": 8,         # fewer 2D-3D correspondences -> failure (fallback pose)
     "min_num_inliers": 6,      # a PnP pose with fewer inliers -> failure (fallback pose)
@@ -250,14 +250,15 @@ class QueryLocalizer:
     """hloc's ``QueryLocalizer``: PnP of one query against a reconstruction.
 
     ``config``: hloc's ``{"estimation": {"ransac": {"max_error"}}, "refinement":
-    {"refine_focal_length", "refine_extra_params"}}``; the rest as :data:`DEFAULTS`.
+    {"refine_focal_length", "refine_extra_params"}}``; the rest as :data:`default_conf`.
     """
 
     def __init__(self, reconstruction: pycolmap.Reconstruction,
                  config: Mapping[str, Any] | None = None) -> None:
         self.reconstruction = reconstruction
         self.model = _Model(reconstruction)
-        self.conf = {**DEFAULTS, **_from_hloc(None, False, config)}
+        self.conf = merge_conf(default_conf, _from_hloc(None, False, config),
+                               where="localization")
 
     def localize(self, points2D_all: np.ndarray, points2D_idxs: Sequence[int],
                  points3D_id: Sequence[int], query_camera: pycolmap.Camera) -> dict | None:
@@ -304,7 +305,7 @@ def _failure_class(reason: str) -> str:
 
 def _from_hloc(ransac_thresh: float | None, covisibility_clustering: bool,
                config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """hloc's ``localize_sfm.main`` options -> :data:`DEFAULTS` keys."""
+    """hloc's ``localize_sfm.main`` options -> :data:`default_conf` keys."""
     if covisibility_clustering:
         raise ValueError("covisibility_clustering=True is not implemented: every retrieved "
                          "database image is used together (hloc's default)")
@@ -350,7 +351,7 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
             "refinement": {"refine_focal_length", "refine_extra_params"}}``; covisibility
             clustering is not implemented (True is refused); ``prepend_camera_name`` writes
             ``<parent folder>/<basename>`` as hloc does for multi-camera queries.
-        conf / kwargs: overrides of :data:`DEFAULTS`.
+        conf / kwargs: overrides of :data:`default_conf`.
     Returns:
         our logs dict (also ``<results stem>_logs.json``): ``{"conf", "features", "matches",
         "retrieval", "results", "loc": {query name: {"success", "reason", "num_pairs",
@@ -360,11 +361,8 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
         {"num_queries", "num_localized", "num_failed", "failure_reasons": {reason class:
         count}}}``. hloc's logs go to ``<results>_logs.pkl``.
     """
-    conf = {**DEFAULTS, **_from_hloc(ransac_thresh, covisibility_clustering, config),
-            **dict(conf or {}), **kwargs}
-    unknown = set(conf) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown localization option(s): {sorted(unknown)}")
+    conf = merge_conf(default_conf, _from_hloc(ransac_thresh, covisibility_clustering, config),
+                      conf, kwargs, where="localization")
     features, matches, results = Path(features), Path(matches), Path(results)
     rec = (reference_sfm if isinstance(reference_sfm, pycolmap.Reconstruction)
            else colmap.read_model(reference_sfm))
@@ -502,7 +500,7 @@ def _parse_args(argv):
                    help="matches file of the query pairs")
     p.add_argument("--results", type=output_file, required=True,
                    help="poses file to write (name qw qx qy qz tx ty tz)")
-    p.add_argument("--max_error_px", type=positive_float, default=DEFAULTS["max_error_px"],
+    p.add_argument("--max_error_px", type=positive_float, default=default_conf["max_error_px"],
                    help="RANSAC PnP inlier threshold (pixels)")
     return p.parse_args(argv)
 

@@ -189,7 +189,7 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
 
     # 1. detection + RootSIFT on resized images
     rootsift = load_descriptor("rootsift")
-    ex_conf = {**extract_features.DEFAULTS, "resize_max": conf["resize_max"]}
+    ex_conf = {**extract_features.default_conf, "resize_max": conf["resize_max"]}
     feats: dict[str, dict[str, np.ndarray]] = {}
     sizes: dict[str, tuple[int, int, int, int]] = {}
     for name in tqdm(wanted, desc="make_patches: detect", disable=not progress):

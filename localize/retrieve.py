@@ -43,7 +43,7 @@ from localize.vlad import (Assigner, Vocabulary, asmk_aggregate, load_vocabulary
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "method": "vlad",             # 'vlad' | 'asmk'
     "num_words": 64,              # vocabulary size k
     "kmeans_iters": 20,
@@ -62,14 +62,14 @@ DEFAULTS: dict[str, Any] = {
 }
 
 confs: dict[str, dict[str, Any]] = {
-    "vlad-k64": {**DEFAULTS, "output": "global-feats-vlad-k64"},
-    "vlad-k64-ma3": {**DEFAULTS, "multiple_assignment": 3, "output": "global-feats-vlad-k64-ma3"},
-    "vlad-k256": {**DEFAULTS, "num_words": 256, "output": "global-feats-vlad-k256"},
-    "asmk-k256": {**DEFAULTS, "method": "asmk", "num_words": 256, "output": "asmk-k256"},
-    "asmk-k1024": {**DEFAULTS, "method": "asmk", "num_words": 1024, "output": "asmk-k1024"},
+    "vlad-k64": {**default_conf, "output": "global-feats-vlad-k64"},
+    "vlad-k64-ma3": {**default_conf, "multiple_assignment": 3, "output": "global-feats-vlad-k64-ma3"},
+    "vlad-k256": {**default_conf, "num_words": 256, "output": "global-feats-vlad-k256"},
+    "asmk-k256": {**default_conf, "method": "asmk", "num_words": 256, "output": "asmk-k256"},
+    "asmk-k1024": {**default_conf, "method": "asmk", "num_words": 1024, "output": "asmk-k1024"},
 }
 
-SEARCH_DEFAULTS: dict[str, Any] = {
+search_default_conf: dict[str, Any] = {
     "index": "flat",       # 'flat' (exact IndexFlatIP) | 'ivf' (IndexIVFFlat, inner product)
     "nlist": None,         # IVF cells (None: ~4 sqrt(N))
     "nprobe": 16,
@@ -79,14 +79,14 @@ SEARCH_DEFAULTS: dict[str, Any] = {
 
 
 def resolve_conf(conf: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """Conf name or dict -> full conf (DEFAULTS filled in)."""
+    """Conf name or dict -> full conf (default_conf filled in)."""
     if conf is None:
         conf = "vlad-k64"
     if isinstance(conf, str):
         if conf not in confs:
             raise ValueError(f"unknown retrieval conf '{conf}': choose from {', '.join(confs)}")
         conf = confs[conf]
-    c = {**DEFAULTS, **dict(conf)}
+    c = {**default_conf, **dict(conf)}
     if c["method"] not in ("vlad", "asmk"):
         raise ValueError(f"unknown global method {c['method']!r} (vlad or asmk)")
     return c

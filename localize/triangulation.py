@@ -16,7 +16,7 @@ Steps (all COLMAP calls go through :mod:`localize.colmap`):
 
 hloc contract: ``main(sfm_dir, reference_model, image_dir, pairs, features, matches, ...)`` has
 ``hloc.triangulation.main``'s positional order and returns the pycolmap.Reconstruction; our
-options are keywords (``conf`` / ``**kwargs``, see :data:`DEFAULTS`). Every COLMAP option,
+options are keywords (``conf`` / ``**kwargs``, see :data:`default_conf`). Every COLMAP option,
 ``ignore_two_view_tracks`` and the RANSAC seed included, is a field of
 ``colmap.TriangulationConf`` (``conf["triangulation"]``).
 """
@@ -33,7 +33,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors.util import atomic_write_text, merge_conf, setup_logging
 from localize import colmap, geometry, io
 from localize.cli import (
     ArgumentParser,
@@ -46,7 +46,7 @@ from localize.cli import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "min_match_score": None,     # drop matches with a lower matching score (None: keep all)
     "verification": {},          # colmap.VerificationConf fields
     "triangulation": {},         # colmap.TriangulationConf fields (two-view tracks, seed, ...)
@@ -149,7 +149,7 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
         pairs: pairs file (``name0 name1`` per line) or list of (name0, name1) db-db pairs.
         features: features.h5 holding keypoints of every reference image.
         matches: matches.h5 holding every pair of ``pairs``.
-        conf / kwargs: overrides of :data:`DEFAULTS`.
+        conf / kwargs: overrides of :data:`default_conf`.
     Returns:
         (reconstruction with 3D points, statistics: ``num_points3D``, ``num_observations``,
         ``mean_track_length``, ``mean_reprojection_error_px``, ``mean_observations_per_image``,
@@ -160,10 +160,7 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
         RuntimeError when triangulation produces 0 points (with the counts of imported and
         verified pairs, to tell missing matches from failed verification).
     """
-    conf = {**DEFAULTS, **dict(conf or {}), **kwargs}
-    unknown = set(conf) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown triangulation option(s): {sorted(unknown)}")
+    conf = merge_conf(default_conf, conf, kwargs, where="triangulation")
     if conf["verification_mode"] not in VERIFICATION_MODES:
         raise ValueError(f"verification_mode {conf['verification_mode']!r}: choose from "
                          f"{', '.join(VERIFICATION_MODES)}")
@@ -241,7 +238,7 @@ def main(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolm
          conf: Mapping[str, Any] | None = None) -> pycolmap.Reconstruction:
     """hloc's ``triangulation.main``, same parameters and defaults: verification against the
     reference poses unless ``estimate_two_view_geometries`` (COLMAP RANSAC) or
-    ``skip_geometric_verification``. ``conf``: further :data:`DEFAULTS` keys. Returns the
+    ``skip_geometric_verification``. ``conf``: further :data:`default_conf` keys. Returns the
     reconstruction (statistics in ``sfm_dir/triangulation_stats.json``)."""
     c = dict(conf or {})
     c.setdefault("verification_mode", "skip" if skip_geometric_verification else

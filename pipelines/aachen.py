@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors.util import atomic_write_text, merge_conf, setup_logging
 from localize import colmap
 from localize import evaluate as ev
 from localize import extract_features, io, match_features, retrieve
@@ -71,7 +71,7 @@ from pipelines.outputs import (StageTimer, default_matcher, features_fingerprint
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "num_covis": 20,            # db-db pairs per db image for triangulation
     "num_loc": 50,              # retrieved db images per query (hloc's top-50 for Aachen)
     "query_pairs": "auto",      # 'exhaustive' (every query x every db image), 'retrieval'
@@ -85,8 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "match_backend": None,      # localize.match_features backend (None: the device's fastest); speed only
     "num_workers": 2,           # extraction threads decoding + detecting ahead; speed only
     "overwrite": False,         # delete <outputs>/<tag> first
-    "localization": {},         # localize.localize_sfm.DEFAULTS overrides
-    "triangulation": {},        # localize.triangulation.DEFAULTS overrides
+    "localization": {},         # localize.localize_sfm.default_conf overrides
+    "triangulation": {},        # localize.triangulation.default_conf overrides
     "synthetic": "default",     # synthetic scene preset when --dataset is absent
                                 # (localize.data.aachen.SYNTHETIC_PRESETS)
 }
@@ -138,10 +138,7 @@ class Outputs:
 
 
 def _resolve_conf(conf: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(conf) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown pipeline option(s): {sorted(unknown)}")
-    conf = {**DEFAULTS, **conf}
+    conf = merge_conf(default_conf, conf, where="pipeline")
     if conf["query_pairs"] not in QUERY_PAIRS:
         raise ValueError(f"query_pairs must be auto, exhaustive or retrieval, got "
                          f"{conf['query_pairs']!r}")
@@ -299,7 +296,7 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
         dataset: Aachen-layout root (must exist); None: ``datasets/aachen_v1.1`` if present,
             else the synthetic scene (:func:`resolve_dataset`).
         outputs: output root; this run writes to ``<outputs>/<features tag>/``.
-        conf: overrides of :data:`DEFAULTS`.
+        conf: overrides of :data:`default_conf`.
     Returns:
         {"features", "dataset", "synthetic", "out_dir", "results_path", "logs_path", "paths"
         (:meth:`Outputs.as_dict`), "conf", "timings" / "cpu_timings" (s per stage), "num_db",
@@ -310,7 +307,7 @@ def run(features: str | os.PathLike, dataset: str | os.PathLike | None = None,
     features = str(features)
     # a bad descriptor name / checkpoint fails here (one-line DescriptorError), before any work
     extractor = extract_features.load_extractor(features, device=conf["device"],
-                                       batch_size=extract_features.DEFAULTS["batch_size"])
+                                       batch_size=extract_features.default_conf["batch_size"])
     tag = features_tag(features)
     with h5.run_lock(Path(outputs) / tag):  # a second run on these outputs: one line, now
         dataset = resolve_dataset(dataset, conf["synthetic"])
@@ -456,13 +453,13 @@ def main(argv: list[str] | None = None) -> dict:
                         "synthetic scene)")
     p.add_argument("--outputs", default="outputs/aachen", type=output_dir,
                    help="output root (one run at a time per <outputs>/<features tag>)")
-    p.add_argument("--num_covis", type=positive_int, default=DEFAULTS["num_covis"],
+    p.add_argument("--num_covis", type=positive_int, default=default_conf["num_covis"],
                    help="db-db pairs per db image for triangulation")
-    p.add_argument("--num_loc", type=positive_int, default=DEFAULTS["num_loc"],
+    p.add_argument("--num_loc", type=positive_int, default=default_conf["num_loc"],
                    help="retrieved db images per query")
-    p.add_argument("--query_pairs", default=DEFAULTS["query_pairs"], choices=QUERY_PAIRS,
+    p.add_argument("--query_pairs", default=default_conf["query_pairs"], choices=QUERY_PAIRS,
                    help="query-db pairs: exhaustive, retrieval top --num_loc, or auto "
-                        f"(exhaustive up to {DEFAULTS['exhaustive_max_db']} db images)")
+                        f"(exhaustive up to {default_conf['exhaustive_max_db']} db images)")
     p.add_argument("--max_keypoints", type=positive_int, default=None,
                    help="strongest DoG keypoints per image (>= 1; default: extraction's)")
     p.add_argument("--resize_max", type=positive_int, default=None,

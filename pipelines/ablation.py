@@ -52,7 +52,7 @@ from localize.cli import device as device_arg
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "out": "outputs/ablation",
     "data_root": "datasets/phototour-synth",
     "eval_split": "test",
@@ -194,8 +194,8 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=positive_int, default=None,
-                   help=f"training steps for every trained row (default {DEFAULTS['steps_quick']}"
-                        f" with --quick, else {DEFAULTS['steps_full']})")
+                   help=f"training steps for every trained row (default {default_conf['steps_quick']}"
+                        f" with --quick, else {default_conf['steps_full']})")
     p.add_argument("--quick", action="store_true", help="CPU-sized recipe defaults")
     p.add_argument("--rows", nargs="+", default=None, choices=sorted(ALL_ROWS),
                    help="subset / extra rows (default: the standard table)")
@@ -203,14 +203,14 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                    help="batch stream of the pair-based rows (native: each recipe's own)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="override the batch size of the pair-based rows (hardnet*, hndesc, sdb*)")
-    p.add_argument("--data-root", default=DEFAULTS["data_root"],
+    p.add_argument("--data-root", default=default_conf["data_root"],
                    help="synthetic PhotoTour root holding the evaluation split")
-    p.add_argument("--eval-split", default=DEFAULTS["eval_split"],
+    p.add_argument("--eval-split", default=default_conf["eval_split"],
                    help="split under --data-root to evaluate on (default: test)")
-    p.add_argument("--out", default=DEFAULTS["out"], type=output_dir,
+    p.add_argument("--out", default=default_conf["out"], type=output_dir,
                    help="folder for ablation.json, pr_curves.png and weights/ "
                         "(default: outputs/ablation)")
-    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
+    p.add_argument("--seed", type=nonneg_int, default=default_conf["seed"],
                    help="training seed of every row (and of the untrained net's init)")
     p.add_argument("--device", default=None, type=device_arg,
                    help="torch device (default: cuda if present, else cpu)")
@@ -235,7 +235,7 @@ def _main(args: argparse.Namespace) -> dict:
     from descriptors.train import train
 
     steps = args.steps if args.steps is not None else (
-        DEFAULTS["steps_quick"] if args.quick else DEFAULTS["steps_full"])
+        default_conf["steps_quick"] if args.quick else default_conf["steps_full"])
     out = Path(args.out)
     (out / "weights").mkdir(parents=True, exist_ok=True)
     data_root = Path(args.data_root)

@@ -78,7 +78,7 @@ logger = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = ("verification", "matching", "retrieval")
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "real_data": Path("datasets") / "hpatches-release",
     "synth_root": Path("datasets") / "hpatches-synth",
     "outputs": Path("outputs") / "hpatches",
@@ -98,27 +98,27 @@ DEFAULTS: dict[str, Any] = {
 # --------------------------------------------------------------------------------------------
 
 def resolve_data(data: str | Path | None, synth_root: str | Path | None = None,
-                 synth_seqs: int = DEFAULTS["synth_seqs"],
-                 synth_patches: int = DEFAULTS["synth_patches"],
-                 synth_seed: int = DEFAULTS["synth_seed"]) -> tuple[Path, bool]:
+                 synth_seqs: int = default_conf["synth_seqs"],
+                 synth_patches: int = default_conf["synth_patches"],
+                 synth_seed: int = default_conf["synth_seed"]) -> tuple[Path, bool]:
     """-> (release folder, is_synthetic). Writes the synthetic set on first use."""
     if data is not None:
         p = Path(data)
         if not p.exists():
             raise hp.HPatchesError(f"{p}: hpatches-release folder not found")
         return hp.release_dir(p), (p / "meta.json").exists() or (p.parent / "meta.json").exists()
-    real = Path(DEFAULTS["real_data"])
+    real = Path(default_conf["real_data"])
     if real.is_dir():
         return hp.release_dir(real), False
-    root = Path(synth_root or DEFAULTS["synth_root"])
+    root = Path(synth_root or default_conf["synth_root"])
     logger.info("no %s: using the synthetic set %s", real, root)
     return write_synthetic_hpatches(root, synth_seqs, synth_patches, synth_seed), True
 
 
 def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarray]],
-                   verif_pairs: int = DEFAULTS["verif_pairs"],
-                   retr_queries: int = DEFAULTS["retr_queries"],
-                   retr_distractors: int = DEFAULTS["retr_distractors"]) -> tuple[dict, list, str]:
+                   verif_pairs: int = default_conf["verif_pairs"],
+                   retr_queries: int = default_conf["retr_queries"],
+                   retr_distractors: int = default_conf["retr_distractors"]) -> tuple[dict, list, str]:
     """-> (task rows, test sequences, source) for a split; generated (seed 42) when absent."""
     splits = hp.load_splits(root=release)
     if split not in splits:
@@ -155,7 +155,7 @@ def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarr
 
 def evaluate_feature(name: str, data: dict, tasks: dict, test: list[str],
                      which: Sequence[str] = TASKS, device: str | None = None,
-                     batch_size: int = DEFAULTS["batch_size"], pool_sizes: Sequence[int] = E.POOL_SIZES
+                     batch_size: int = default_conf["batch_size"], pool_sizes: Sequence[int] = E.POOL_SIZES
                      ) -> dict[str, Any]:
     """Describe the split's patches with registry ``name`` and run the chosen tasks."""
     ext = registry.load(name, device=device, batch_size=batch_size)
@@ -252,11 +252,11 @@ def plot_results(results: dict[str, dict], path: Path) -> None:
 
 
 def run(features: Sequence[str], data: str | Path | None = None, split: str = "full",
-        outputs: str | Path = DEFAULTS["outputs"], tasks: Sequence[str] = TASKS,
+        outputs: str | Path = default_conf["outputs"], tasks: Sequence[str] = TASKS,
         device: str | None = None, synth_root: str | Path | None = None,
-        synth_seqs: int = DEFAULTS["synth_seqs"], synth_patches: int = DEFAULTS["synth_patches"],
-        synth_seed: int = DEFAULTS["synth_seed"], pool_sizes: Sequence[int] = E.POOL_SIZES,
-        verif_pairs: int = DEFAULTS["verif_pairs"]) -> dict[str, Any]:
+        synth_seqs: int = default_conf["synth_seqs"], synth_patches: int = default_conf["synth_patches"],
+        synth_seed: int = default_conf["synth_seed"], pool_sizes: Sequence[int] = E.POOL_SIZES,
+        verif_pairs: int = default_conf["verif_pairs"]) -> dict[str, Any]:
     """Evaluate features on HPatches; writes ``<outputs>/results.json`` and ``hpatches.png``.
 
     Features that cannot be loaded (missing weights) are skipped with a note in ``skipped``.
@@ -345,7 +345,7 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     cv2.setRNGSeed(seed)
     ext = registry.load(extractor_name, device=device) if isinstance(extractor_name, (str, Path)) \
         else extractor_name
-    conf = {**extract_features.DEFAULTS, "max_keypoints": int(max_keypoints),
+    conf = {**extract_features.default_conf, "max_keypoints": int(max_keypoints),
             "resize_max": int(max_side) or None}
     mconf = match_features.resolve_conf(match_conf)
     imgs, Hs, names = hp.read_image_sequence(seq_dir)
@@ -402,24 +402,24 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default=None, type=existing_dir,
                    help="hpatches-release folder (default: datasets/hpatches-release, else the "
                         "synthetic set under --synth-root)")
-    p.add_argument("--split", default=DEFAULTS["split"],
+    p.add_argument("--split", default=default_conf["split"],
                    help="split name in tasks/splits/splits.json (default: full)")
-    p.add_argument("--outputs", default=str(DEFAULTS["outputs"]), type=output_dir,
+    p.add_argument("--outputs", default=str(default_conf["outputs"]), type=output_dir,
                    help="folder for results.json and hpatches.png (default: outputs/hpatches)")
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
                    help="benchmark tasks to run (default: all three)")
     p.add_argument("--device", default=None, type=device_arg,
                    help="torch device of the learned descriptors (default: cuda if present)")
-    p.add_argument("--synth-root", default=str(DEFAULTS["synth_root"]),
+    p.add_argument("--synth-root", default=str(default_conf["synth_root"]),
                    help="where the synthetic set is written on first use "
                         "(default: datasets/hpatches-synth)")
-    p.add_argument("--synth-seqs", type=positive_int, default=DEFAULTS["synth_seqs"],
+    p.add_argument("--synth-seqs", type=positive_int, default=default_conf["synth_seqs"],
                    help="sequences of a newly written synthetic set")
-    p.add_argument("--synth-patches", type=positive_int, default=DEFAULTS["synth_patches"],
+    p.add_argument("--synth-patches", type=positive_int, default=default_conf["synth_patches"],
                    help="patches per sequence of a newly written synthetic set")
-    p.add_argument("--synth-seed", type=nonneg_int, default=DEFAULTS["synth_seed"],
+    p.add_argument("--synth-seed", type=nonneg_int, default=default_conf["synth_seed"],
                    help="seed of a newly written synthetic set")
-    p.add_argument("--verif-pairs", type=positive_int, default=DEFAULTS["verif_pairs"],
+    p.add_argument("--verif-pairs", type=positive_int, default=default_conf["verif_pairs"],
                    help="rows per verification file when task files must be generated")
     p.add_argument("--pool-sizes", type=positive_int, nargs="+", default=list(E.POOL_SIZES),
                    help="retrieval pool sizes (clipped to the available pool)")

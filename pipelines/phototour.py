@@ -48,7 +48,7 @@ from localize.cli import (ArgumentParser, cli_errors, device as device_arg, nonn
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "data": DEFAULT_SYNTH_ROOT,
     "split": "test",
     "out": "outputs/phototour",
@@ -70,7 +70,7 @@ def resolve_folder(data: str | Path, split: str) -> Path:
     if (data / "info.txt").is_file():
         return data
     folder = data / split
-    if not (folder / "info.txt").is_file() and data == Path(DEFAULTS["data"]):
+    if not (folder / "info.txt").is_file() and data == Path(default_conf["data"]):
         logger.info("generating the synthetic PhotoTour set in %s (first use)", data)
         ensure_synthetic_phototour(data)
     if not folder.is_dir():
@@ -134,11 +134,11 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path,
     return written
 
 
-def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = DEFAULTS["split"],
-        out: str | Path = DEFAULTS["out"], device: str | None = None, batch: int = 1024,
-        cmc_negatives: int = DEFAULTS["cmc_negatives"], plot: bool = True, fracking_points: int = DEFAULTS["fracking_points"],
-        fracking_negatives: int = DEFAULTS["fracking_negatives"],
-        fracking_folds: int = DEFAULTS["fracking_folds"], seed: int = DEFAULTS["seed"]) -> dict:
+def run(features: list[str], data: str | Path = default_conf["data"], split: str = default_conf["split"],
+        out: str | Path = default_conf["out"], device: str | None = None, batch: int = 1024,
+        cmc_negatives: int = default_conf["cmc_negatives"], plot: bool = True, fracking_points: int = default_conf["fracking_points"],
+        fracking_negatives: int = default_conf["fracking_negatives"],
+        fracking_folds: int = default_conf["fracking_folds"], seed: int = default_conf["seed"]) -> dict:
     """Evaluate descriptors on one PhotoTour folder; write results.json (+ PNGs).
 
     Args:
@@ -221,27 +221,27 @@ def run(features: list[str], data: str | Path = DEFAULTS["data"], split: str = D
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--features", nargs="+", default=list(DEFAULTS["features"]),
+    p.add_argument("--features", nargs="+", default=list(default_conf["features"]),
                    help="registry names (sift, rootsift, hardnet, ...) or checkpoint paths")
-    p.add_argument("--data", default=DEFAULTS["data"],
+    p.add_argument("--data", default=default_conf["data"],
                    help="PhotoTour root (or a scene folder holding info.txt)")
-    p.add_argument("--split", default=DEFAULTS["split"],
+    p.add_argument("--split", default=default_conf["split"],
                    help="scene under --data: test/train (synthetic) or liberty/notredame/yosemite")
-    p.add_argument("--out", "--outputs", dest="out", default=DEFAULTS["out"], type=output_dir,
+    p.add_argument("--out", "--outputs", dest="out", default=default_conf["out"], type=output_dir,
                    help="folder for results.json, pr.png, roc.png (default: outputs/phototour)")
     p.add_argument("--device", default=None, type=device_arg,
                    help="torch device of the learned descriptors (default: cuda if present)")
     p.add_argument("--batch", type=positive_int, default=1024, help="patches per extractor call")
-    p.add_argument("--cmc-negatives", type=positive_int, default=DEFAULTS["cmc_negatives"],
+    p.add_argument("--cmc-negatives", type=positive_int, default=default_conf["cmc_negatives"],
                    help="negatives of the m50 CMC@1 (JSON only)")
-    p.add_argument("--fracking-points", type=positive_int, default=DEFAULTS["fracking_points"],
+    p.add_argument("--fracking-points", type=positive_int, default=default_conf["fracking_points"],
                    help="unique 3D points per fold (fracking protocol)")
     p.add_argument("--fracking-negatives", type=positive_int,
-                   default=DEFAULTS["fracking_negatives"],
+                   default=default_conf["fracking_negatives"],
                    help="random non-corresponding patches per point")
-    p.add_argument("--fracking-folds", type=positive_int, default=DEFAULTS["fracking_folds"],
+    p.add_argument("--fracking-folds", type=positive_int, default=default_conf["fracking_folds"],
                    help="folds of the fracking protocol (default 10)")
-    p.add_argument("--seed", type=nonneg_int, default=DEFAULTS["seed"],
+    p.add_argument("--seed", type=nonneg_int, default=default_conf["seed"],
                    help="seed of the fracking sampling (and of the m50 CMC negatives)")
     p.add_argument("--no-plot", action="store_true", help="do not write pr.png / roc.png")
     return p.parse_args(None if argv is None else list(argv))

@@ -199,7 +199,7 @@ def _run(args: argparse.Namespace, data: roxford.RevisitopData, is_synth: bool, 
                 data.root)
 
     # 1. local features ----------------------------------------------------------------------
-    xconf = extract_features.resolve_conf({**extract_features.DEFAULTS, "descriptor": str(args.features),
+    xconf = extract_features.resolve_conf({**extract_features.default_conf, "descriptor": str(args.features),
                                   "max_keypoints": args.max_keypoints,
                                   "resize_max": args.resize_max})
     extractor = extract_features.load_extractor(args.features, device=args.device)
@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace, data: roxford.RevisitopData, is_synth: bool, 
 
     # 2. vocabulary on the separate set ------------------------------------------------------
     conf = retrieve.resolve_conf({
-        **retrieve.DEFAULTS, "method": args.method,
+        **retrieve.default_conf, "method": args.method,
         "num_words": args.num_words or (64 if args.method == "vlad" else 256),
         "multiple_assignment": args.multiple_assignment, "pca_dim": args.pca_dim})
     vocab_path = out / f"vocab-{args.method}-k{conf['num_words']}.npz"

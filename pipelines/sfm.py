@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 import pycolmap
 
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors.util import atomic_write_text, merge_conf, setup_logging
 from localize import colmap, extract_features, geometry, io, match_features
 from localize import pairs_from_exhaustive, pairs_from_retrieval, pairs_from_sequential
 from localize import reconstruction
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 PAIRS = ("exhaustive", "retrieval", "sequential")
 
-DEFAULTS: dict[str, Any] = {
+default_conf: dict[str, Any] = {
     "pairs": "exhaustive",
     "mapper": "incremental",
     "num_matched": 10,          # retrieval pairs per image
@@ -88,11 +88,8 @@ SFM_KEYS = ("mapper", "camera_mode", "image_options", "mapper_options", "min_mat
 
 
 def _resolve_conf(conf: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(conf) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown sfm option(s): {sorted(unknown)}")
-    c = {**DEFAULTS, **{k: v for k, v in conf.items() if v is not None or k in (
-        "min_match_score", "align_max_error")}}
+    c = merge_conf(default_conf, {k: v for k, v in conf.items() if v is not None or k in (
+        "min_match_score", "align_max_error")}, where="sfm")
     if c["pairs"] not in PAIRS:
         raise ValueError(f"pairs {c['pairs']!r}: choose from {', '.join(PAIRS)}")
     if c["mapper"] not in colmap.MAPPERS:
@@ -234,7 +231,7 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
         gt: Strecha ``gt_dense_cameras`` folder or COLMAP model for :func:`evaluate_model`.
         image_list: names (or a list file) instead of every image of the folder; for
             ``pairs='sequential'`` its order is the capture order (default: sorted names).
-        conf: overrides of :data:`DEFAULTS`.
+        conf: overrides of :data:`default_conf`.
     Returns:
         {"features", "images", "out_dir", "paths" (features, pairs, matches, sfm, results),
         "conf", "pairs_method", "num_images", "num_pairs", "reconstruction" (statistics of
@@ -248,7 +245,7 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
         raise FileNotFoundError(f"image folder not found: {image_dir}")
     gt_poses = read_ground_truth(gt) if gt is not None else None
     extractor = extract_features.load_extractor(features, device=c["device"],
-                                                batch_size=extract_features.DEFAULTS[
+                                                batch_size=extract_features.default_conf[
                                                     "batch_size"])
     ext_conf: dict[str, Any] = {"descriptor": features}
     for k in ("max_keypoints", "resize_max"):

@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "folder or results-*.json)")
     p.add_argument("--outputs", default="outputs/train_and_localize", type=output_dir,
                    help="output root of the pipeline runs")
-    p.add_argument("--num_covis", type=positive_int, default=aachen.DEFAULTS["num_covis"],
+    p.add_argument("--num_covis", type=positive_int, default=aachen.default_conf["num_covis"],
                    help="db-db pairs per db image for triangulation")
-    p.add_argument("--num_loc", type=positive_int, default=aachen.DEFAULTS["num_loc"],
+    p.add_argument("--num_loc", type=positive_int, default=aachen.default_conf["num_loc"],
                    help="retrieved db images per query")
     p.add_argument("--max_keypoints", type=positive_int, default=None,
                    help="DoG keypoints per image")
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
                 max_keypoints=args.max_keypoints)
     print(f"== training {args.recipe} -> {s['checkpoint']} "
           f"({s['train_seconds']:.1f} s): {_train_line(s['train'], s['train_seconds'])}")
-    print(f"   command: python -m pipelines.train_and_localize "
+    print("   command: python -m pipelines.train_and_localize "
           + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
     print("== localization")
     aachen.print_summary(s["localization"])
