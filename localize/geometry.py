@@ -141,3 +141,15 @@ def epipolar_error(F: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarra
     alg = np.abs(np.sum(l1 * h1, 1))
     return np.maximum(alg / np.maximum(np.linalg.norm(l1[:, :2], axis=1), 1e-12),
                       alg / np.maximum(np.linalg.norm(l0[:, :2], axis=1), 1e-12))
+
+
+def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Project (N, 3) world points with a pinhole camera ``K`` (3, 3) (hloc pixel centres) and
+    world-to-camera ``R`` (3, 3), ``t`` (3,). Returns (uv (N, 2) pixel-centre coords, depth (N,) metres)."""
+    Xc = np.asarray(X, np.float64).reshape(-1, 3) @ np.asarray(R).T + np.asarray(t).reshape(3)
+    z = Xc[:, 2]
+    p = Xc @ np.asarray(K).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = p[:, :2] / p[:, 2:3]
+    return uv, z

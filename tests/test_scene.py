@@ -75,14 +75,14 @@ def test_projection_consistency_two_views():
     X = plane.texel_to_world([[202.0, 152.0]])
     renders = [rnd.render(sc, K, R, t, w, h) for R, t in poses]
     for (R, t), img in zip(poses, renders):
-        uv, z = rnd.project(K, R, t, X)
+        uv, z = geometry.project(K, R, t, X)
         red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
         assert red.sum() > 3
         ys, xs = np.nonzero(red)
         assert np.hypot(xs.mean() - uv[0, 0], ys.mean() - uv[0, 1]) < 0.5
     # patches around the projections of random facade points agree between the two views
     pts = plane.texel_to_world(rng.uniform([40, 40], [360, 260], size=(20, 2)))
-    uvs = [rnd.project(K, R, t, pts)[0] for R, t in poses]
+    uvs = [geometry.project(K, R, t, pts)[0] for R, t in poses]
     grays = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY).astype(np.float32) for im in renders]
 
     def patch(g, u, v, r=4):
@@ -111,10 +111,10 @@ def test_look_at_point_and_camera():
     np.testing.assert_allclose(uv[0], [(w - 1) / 2, (h - 1) / 2], atol=1e-6)
     assert z[0] == pytest.approx(np.linalg.norm(target - center))
     assert uv[1, 0] == pytest.approx(uv[0, 0], abs=1e-6) and uv[1, 1] > uv[0, 1]  # down = +v
-    np.testing.assert_allclose(uv, rnd.project(K, R, t, np.stack([target, target + [0, 2, 0]]))[0])
+    np.testing.assert_allclose(uv, geometry.project(K, R, t, np.stack([target, target + [0, 2, 0]]))[0])
     # roll turns the image about the principal point: the point below moves sideways
     R2, t2 = rnd.look_at_point(center, target, roll_deg=10.0)
-    uv2, _ = rnd.project(K, R2, t2, np.stack([target, target + [0.0, 2.0, 0.0]]))
+    uv2, _ = geometry.project(K, R2, t2, np.stack([target, target + [0.0, 2.0, 0.0]]))
     np.testing.assert_allclose(uv2[0], uv[0], atol=1e-6)
     assert abs(uv2[1, 0] - uv[1, 0]) > 1.0
 

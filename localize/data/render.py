@@ -37,6 +37,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from localize import geometry
+
 from descriptors.data import synth
 
 # Defaults ---------------------------------------------------------------------------------
@@ -174,12 +176,6 @@ def colmap_params(K: np.ndarray) -> list[float]:
     return [float(K[0, 0]), float(K[0, 2] + 0.5), float(K[1, 2] + 0.5), 0.0]
 
 
-def K_from_colmap(params: Sequence[float]) -> np.ndarray:
-    """COLMAP SIMPLE_PINHOLE / SIMPLE_RADIAL ``f, cx, cy[, k]`` -> K in pixel-centre convention."""
-    f, cx, cy = (float(p) for p in params[:3])
-    return np.array([[f, 0.0, cx - 0.5], [0.0, f, cy - 0.5], [0.0, 0.0, 1.0]])
-
-
 def look_at(center: Sequence[float], yaw_deg: float, pitch_deg: float = 0.0,
             roll_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera pose of a camera at ``center`` (world, metres).
@@ -218,17 +214,6 @@ def camera_center(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return -np.asarray(R).T @ np.asarray(t).reshape(3)
 
 
-def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Project (N, 3) world points. Returns (uv (N, 2) pixel-centre coords, depth (N,) metres)."""
-    Xc = np.asarray(X, np.float64).reshape(-1, 3) @ np.asarray(R).T + np.asarray(t).reshape(3)
-    z = Xc[:, 2]
-    p = Xc @ np.asarray(K).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = p[:, :2] / p[:, 2:3]
-    return uv, z
-
-
 @dataclass
 class Camera:
     """A pinhole camera: ``K`` (3, 3) pixel-centre convention, world-to-camera ``R`` (3, 3) and
@@ -245,8 +230,8 @@ class Camera:
         return camera_center(self.R, self.t)
 
     def project(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3) world points -> (uv (N, 2) pixels, depth (N,) metres); see :func:`project`."""
-        return project(self.K, self.R, self.t, X)
+        """(N, 3) world points -> (uv (N, 2) pixels, depth (N,) metres); ``geometry.project``."""
+        return geometry.project(self.K, self.R, self.t, X)
 
 
 # ------------------------------------------------------------------------------------------
@@ -417,5 +402,5 @@ def _night(img: np.ndarray, depth: np.ndarray, scene: Scene, Kinv: np.ndarray, R
     return synth.day_to_night(x, rng, darkness).astype(np.float32)
 
 
-__all__ = ["Plane", "Scene", "Camera", "intrinsics", "colmap_params", "K_from_colmap", "look_at",
-           "look_at_point", "camera_center", "project", "render", "write_rgb"]
+__all__ = ["Plane", "Scene", "Camera", "intrinsics", "colmap_params", "look_at",
+           "look_at_point", "camera_center", "render", "write_rgb"]

@@ -26,6 +26,7 @@ import numpy as np
 from descriptors.util import atomic_dir
 from localize.colmap import write_reference_model
 from localize.colmap_model import ColmapError
+from localize import geometry
 from localize.geometry import pose_from_center
 
 
@@ -42,9 +43,7 @@ class StrechaCamera:
 
     def project(self, X: np.ndarray) -> np.ndarray:
         """(N, 3) world points -> (N, 2) hloc pixel coordinates (``x ~ K R^T (X - C)``)."""
-        Xc = (np.asarray(X, np.float64).reshape(-1, 3) - self.C) @ self.R
-        x = Xc @ self.K.T
-        return x[:, :2] / x[:, 2:3]
+        return geometry.project(self.K, self.R.T, -self.R.T @ self.C, X)[0]
 
 
 def read_camera_file(path: str | os.PathLike) -> StrechaCamera:
