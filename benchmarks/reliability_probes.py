@@ -180,7 +180,8 @@ def p_key_collision(t):
     code = snippet('''
         from localize import match_features
         fp, mp = T / "f.h5", T / "m.h5"
-        for i, n in enumerate(("a/b.jpg", "a-b.jpg", "c.jpg")): io.write_features(fp, n, feats(8, i))
+        for i, n in enumerate(("a/b.jpg", "a-b.jpg", "c.jpg")):
+            io.write_features(fp, n, feats(8, i))
         (T / "p1.txt").write_text("a/b.jpg c.jpg"); (T / "p2.txt").write_text("a-b.jpg c.jpg")
         match_features.main("nn-mutual", T / "p1.txt", fp, matches=mp)
         try:
@@ -242,7 +243,8 @@ def p_strecha(t, rows7="nan 0 0", row0="100 0 32", row1="0 100 32"):
 
 def p_features_ref(t):
     code = snippet('''
-        io.write_features(T / "q.h5", "a.jpg", feats(8, 1)); io.write_features(T / "d.h5", "a.jpg", feats(8, 2))
+        io.write_features(T / "q.h5", "a.jpg", feats(8, 1))
+        io.write_features(T / "d.h5", "a.jpg", feats(8, 2))
         try:
             io.FeatureReader([T / "q.h5", T / "d.h5"]); print("SILENT CHOICE")
         except Exception as e:
@@ -291,6 +293,15 @@ def p_cli(*argv, check=None):
 
 def _file(t, name="afile"):
     (t / name).write_text("x")
+
+
+def p_extract(*extra):
+    def prep(t):
+        d = _images(t)
+        return (["-m", "localize.extract_features", "--conf", "sift", "--image_dir", str(d),
+                 "--feature_path", str(t / "f.h5"), *extra],
+                lambda t, r: "f.h5 WRITTEN" if (t / "f.h5").exists() else "nothing written")
+    return prep
 
 
 def p_train(*extra):
@@ -372,16 +383,36 @@ def p_name_non_utf8(t):
             lambda t, r: "f.h5 written" if (t / "f.h5").exists() else "nothing written")
 
 
+def _png_zeros(path: Path, w: int, h: int) -> None:
+    """A real w x h 8-bit grey PNG of zeros, streamed (a few hundred KB, little memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    z = zlib.compressobj(9)
+    row = bytes(w + 1)
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+
+
 def p_pixel_cap(t):
-    _png_declaring(t / "big.png", 20000, 20000)
+    _png_zeros(t / "big.png", 20000, 20000)
     code = snippet('''
         import resource
         try:
-            io.read_image(T / "big.png"); print("decoded")
+            io.read_image(T / "big.png")
         except Exception as e:
             kind = "cap" if "cap" in str(e) else "decode error"
             mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"refused ({kind}), peak RSS {mb:.0f} MB")
+        else:
+            mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            kb = (T / "big.png").stat().st_size // 1024
+            print(f"DECODED, peak RSS {mb:.0f} MB ({kb} KB file)")
     ''')
     return ["-c", code, str(t)], "stdout"
 
@@ -420,9 +451,7 @@ PROBES = [
     ("6", "train --out under a file", p_train_out_notdir),
     ("6", "train_and_localize --recipe foo", p_cli("pipelines.train_and_localize", "--recipe",
                                                    "foo", "--outputs", "{T}/o")),
-    ("6", "extract --device bogus", p_cli("localize.extract_features", "--conf", "sift",
-                                          "--image_dir", "{T}", "--export_dir", "{T}",
-                                          "--device", "bogus")),
+    ("6", "extract --device bogus", p_extract("--device", "bogus")),
     ("6", "aachen --device cuda:7", p_cli("pipelines.aachen", "--features", "sift", "--device",
                                           "cuda:7", "--outputs", "{T}/o", "--dataset", "{T}")),
     ("6", "phototour --batch 0", p_cli("pipelines.phototour", "--features", "sift", "--batch",
@@ -433,15 +462,9 @@ PROBES = [
         "--max_error_px", "-1")),
     ("6", "export --atol nan", p_export("nan")),
     ("6", "export --atol -1", p_export("-1")),
-    ("6", "extract --merge 0", p_cli("localize.extract_features", "--conf", "sift",
-                                     "--image_dir", "{T}", "--export_dir", "{T}", "--merge", "0",
-                                     check=lambda t, r: "")),
-    ("6", "extract --num_workers -3", p_cli("localize.extract_features", "--conf", "sift",
-                                            "--image_dir", "{T}", "--export_dir", "{T}",
-                                            "--num_workers", "-3")),
-    ("6", "extract --commit_interval nan", p_cli("localize.extract_features", "--conf", "sift",
-                                                 "--image_dir", "{T}", "--export_dir", "{T}",
-                                                 "--commit_interval", "nan")),
+    ("6", "extract --merge 0", p_extract("--merge", "0")),
+    ("6", "extract --num_workers -3", p_extract("--num_workers", "-3")),
+    ("6", "extract --commit_interval nan", p_extract("--commit_interval", "nan")),
     ("6", "pairs_from_covisibility --num_matched 0", p_cli(
         "localize.pairs_from_covisibility", "--model", "{T}", "--output", "{T}/p.txt",
         "--num_matched", "0")),
