@@ -291,7 +291,7 @@ def pose_from_cluster(localizer: QueryLocalizer, qname: str, query_camera: pycol
     names = [rec.images[int(i)].name for i in db_ids]
     kpq = io.get_keypoints(features_path, qname)
     corr = correspondences(qname, names, localizer.model, Path(matches_path),
-                           localizer.conf["min_match_score"])
+                           localizer.conf["min_match_score"], len(kpq))
     ret = localizer.localize(kpq, corr.kp_idx, corr.p3d_ids, query_camera)
     if ret is not None:
         ret["camera"] = query_camera

@@ -15,13 +15,12 @@ Each unordered pair is written once, earlier frame first for sequential pairs.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from localize import io, pairs_from_retrieval
-from localize.cli import positive_int, run_cli
+from localize.cli import ArgumentParser, positive_int, run_cli
 from localize.pairs_from_exhaustive import _names
 
 logger = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ def main(output: str | Path, image_list: str | Path | Sequence[str] | None = Non
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--image_list", type=Path, help="image list file, in capture order")
     p.add_argument("--features", type=Path, help="features file (sorted names as the order)")
     p.add_argument("--output", type=Path, required=True, help="pairs file to write")

@@ -47,7 +47,7 @@ from tqdm import tqdm
 from descriptors.util import atomic_dir, setup_logging
 from localize import colmap, extract_features, io
 from localize import triangulation as tri
-from localize.cli import cli_errors
+from localize.cli import ArgumentParser, cli_errors
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def main(sfm_dir: str | os.PathLike, image_dir: str | os.PathLike, pairs: str | 
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sfm_dir", type=Path, required=True, help="output model folder")
     p.add_argument("--image_dir", type=Path, required=True, help="image root")
     p.add_argument("--pairs", type=Path, required=True, help="pairs file")

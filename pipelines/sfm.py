@@ -33,7 +33,6 @@ and rebuilt (replaced whole) otherwise. Known errors exit 2 with one line
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -49,7 +48,7 @@ from descriptors.util import atomic_write_text, merge_conf, setup_logging
 from localize import colmap, extract_features, geometry, io, match_features
 from localize import pairs_from_exhaustive, pairs_from_retrieval, pairs_from_sequential
 from localize import reconstruction
-from localize.cli import cli_errors, positive_int
+from localize.cli import ArgumentParser, cli_errors, positive_int
 from pipelines.outputs import (StageTimer, default_matcher, features_fingerprint, features_tag,
                                format_timings, invalidate_outputs, json_default)
 
@@ -419,7 +418,7 @@ def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", required=True, help="image folder (unposed photos)")
     p.add_argument("--features", required=True,
                    help="registered descriptor name (sift, rootsift, hardnet, ...) or checkpoint")
