@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from descriptors.patches import detect_dog  # noqa: E402
 from descriptors.registry import OPENCV_NAMES  # noqa: E402
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
-from localize import extract_features, io, visualization  # noqa: E402
+from localize import extract_features, image_io, visualization# noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from localize.nearest_neighbor import match_descriptors  # noqa: E402
 
@@ -57,7 +57,7 @@ def _read_seq(root: Path, others: list[int]
         for ext in ("png", "ppm", "jpg"):
             p = root / f"{i}.{ext}"
             if p.is_file():
-                return io.read_image(p)
+                return image_io.read_image(p)
         raise FileNotFoundError(f"{root}: image {i} missing")
     views = []
     for k in others:

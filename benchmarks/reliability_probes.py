@@ -30,7 +30,7 @@ SETUP = r'''
 import os, pickle, struct, zlib, sys
 import cv2, numpy as np, h5py
 from pathlib import Path
-from localize import io
+from localize import image_io, io
 T = Path(sys.argv[1])
 def feats(n, seed):
     r = np.random.default_rng(seed); d = r.normal(size=(n, 8)).astype(np.float32)
@@ -168,10 +168,10 @@ def p_extract_other_features(t):
 def p_fingerprint_middle(t):
     code = snippet('''
         p = T / "x.jpg"; p.write_bytes(bytes(300_000)); st = p.stat()
-        f0 = io.image_fingerprint(p)
+        f0 = image_io.image_fingerprint(p)
         b = bytearray(p.read_bytes()); b[150_000] = 1; p.write_bytes(bytes(b))
         os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-        print("change seen" if io.image_fingerprint(p) != f0 else "CHANGE MISSED")
+        print("change seen" if image_io.image_fingerprint(p) != f0 else "CHANGE MISSED")
     ''')
     return ["-c", code, str(t)], "stdout"
 
@@ -404,7 +404,7 @@ def p_pixel_cap(t):
     code = snippet('''
         import resource
         try:
-            io.read_image(T / "big.png")
+            image_io.read_image(T / "big.png")
         except Exception as e:
             kind = "cap" if "cap" in str(e) else "decode error"
             mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from descriptors.util import atomic_dir, atomic_write
 from localize.colmap_model import ColmapError, model_format
 from localize.geometry import qt_to_rigid, rigid_to_qt
-from localize.io import check_name, read_text_lines
+from localize.parsers import check_name, read_text_lines
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from localize.geometry import Pose, as_qt, camera_center, pose_error, viewing_direction
-from localize.io import read_pose_lines
+from localize.parsers import read_pose_lines
 
 logger = logging.getLogger(__name__)
 

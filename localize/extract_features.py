@@ -32,13 +32,13 @@ with an error naming the holder's pid), entries committed every ``commit_every_s
 ``--commit_interval``, default 60 s) and on exit, Ctrl-C or SIGTERM (exit 143). Resume
 (``localize.io.resumable_features``) skips committed entries and hloc entries holding
 keypoints + descriptors; interrupted or partial entries (e.g. descriptors without keypoints)
-are recomputed. Each entry stores its image's ``io.image_fingerprint`` (size, blake2b of the
+are recomputed. Each entry stores its image's ``image_io.image_fingerprint`` (size, blake2b of the
 whole file) as the group attribute ``image_fingerprint``; an entry whose image on disk has
 another fingerprint is recomputed (one log line; hloc entries have none and are not checked).
 The file's root attributes record the descriptor, the conf (:data:`PROVENANCE_KEYS`) and the
 weights hash (``io.check_provenance``): extending a file made with another one is refused with
 one line, before any model is loaded. Truncated JPEG / PNG files, images whose header declares
-more than ``max_pixels`` (default ``io.MAX_IMAGE_PIXELS``, CLI ``--max_pixels``), file names
+more than ``max_pixels`` (default ``image_io.MAX_IMAGE_PIXELS``, CLI ``--max_pixels``), file names
 that are not valid UTF-8 and image-list names outside ``image_dir`` (absolute, ``..``) are
 errors naming the file (and the list line). An image with no keypoints is written with
 (0, 2) / (D, 0) / (0,) arrays and a warning.
@@ -95,7 +95,7 @@ from tqdm import tqdm
 
 from descriptors import registry
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
-from localize import h5, io
+from localize import h5, image_io, io, parsers
 from localize.cli import (
     ArgumentParser,
     InputError,
@@ -363,12 +363,12 @@ def iter_prepared(names: Sequence[str], image_dir: str | Path, conf: dict[str, A
     Decode + resize + DoG run in a thread pool of ``num_workers`` (OpenCV releases the GIL)
     at most ``prefetch`` images (default ``2 * num_workers``) ahead of the consumer, so the
     descriptor network never waits for the detector. ``num_workers=0``: in the calling thread.
-    A worker's exception (e.g. :class:`io.ImageReadError`) is raised at that image's turn.
+    A worker's exception (e.g. :class:`image_io.ImageReadError`) is raised at that image's turn.
     """
     image_dir = Path(image_dir)
 
     def load(name: str) -> dict[str, Any]:
-        return prepare_image(io.read_image(image_dir / name, grayscale=True,
+        return prepare_image(image_io.read_image(image_dir / name, grayscale=True,
                                            max_pixels=conf.get("max_pixels")), conf)
 
     if num_workers <= 0:
@@ -406,7 +406,7 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
     ``image_list``: a sequence of names, or a text file with one name per line (the first
     whitespace-separated field, so Aachen query lists with intrinsics work). None = recursive glob
     of ``*.jpg *.png *.jpeg *.JPG *.PNG`` (as hloc). Listed names must be relative POSIX paths
-    inside ``image_dir`` (``localize.io.check_name``): ValueError naming the list file and line.
+    inside ``image_dir`` (``localize.parsers.check_name``): ValueError naming the list file and line.
     """
     image_dir = Path(image_dir)
     if image_list is None:
@@ -424,10 +424,10 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
             raise FileNotFoundError(f"no images ({' '.join(IMAGE_GLOBS)}) under {image_dir}")
         return sorted(names)
     if isinstance(image_list, (str, Path)):
-        return list(dict.fromkeys(io.read_image_list(image_list)))
+        return list(dict.fromkeys(parsers.read_image_list(image_list)))
     names = [str(n) for n in image_list]
     for i, n in enumerate(names):
-        io.check_name(n, f"image list entry {i} (image_dir {image_dir})")
+        parsers.check_name(n, f"image list entry {i} (image_dir {image_dir})")
     return list(dict.fromkeys(names))
 
 
@@ -479,15 +479,15 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
         half: network inference under autocast (float16 on CUDA, bfloat16 on CPU; see the
             module docstring for the accuracy cost); the default float32 output is
             byte-identical to :func:`extract_image` image by image.
-        fingerprints: {name: ``io.image_fingerprint``} already computed by the caller
+        fingerprints: {name: ``image_io.image_fingerprint``} already computed by the caller
             (computed here for the names it lacks); stored with each entry, and an entry whose
             image changed on disk since is recomputed.
         max_pixels: refuse images whose header declares more pixels (default
-            ``io.MAX_IMAGE_PIXELS``), before decoding them.
+            ``image_io.MAX_IMAGE_PIXELS``), before decoding them.
     Returns:
         path of the written features file (the shard file when sharding).
     Raises:
-        io.ImageReadError naming a missing / unreadable image; registry.DescriptorError for an
+        image_io.ImageReadError naming a missing / unreadable image; registry.DescriptorError for an
         unknown descriptor; h5.H5Error for a corrupt existing output file or one that another
         process is writing.
     """
@@ -598,7 +598,7 @@ def provenance(conf: dict[str, Any]) -> dict[str, str]:
     if d in registry.OPENCV_NAMES:
         weights = "opencv"
     elif path.is_file():
-        weights = io.image_fingerprint(path)
+        weights = image_io.image_fingerprint(path)
     else:
         weights = "unknown"
     c = {k: conf.get(k, default_conf.get(k)) for k in PROVENANCE_KEYS}
@@ -608,7 +608,7 @@ def provenance(conf: dict[str, Any]) -> dict[str, str]:
 
 def image_fingerprints(image_dir: str | Path, names: Sequence[str],
                        known: dict[str, str] | None = None) -> dict[str, str]:
-    """{name: ``io.image_fingerprint(image_dir / name)``}, reusing the entries of ``known``.
+    """{name: ``image_io.image_fingerprint(image_dir / name)``}, reusing the entries of ``known``.
 
     A missing / unreadable image gets none here: its one-line error comes when it is read, in
     list order, after the images before it are written.
@@ -620,8 +620,8 @@ def image_fingerprints(image_dir: str | Path, names: Sequence[str],
             out[n] = known[n]
             continue
         try:
-            out[n] = io.image_fingerprint(Path(image_dir) / n)
-        except io.ImageReadError:
+            out[n] = image_io.image_fingerprint(Path(image_dir) / n)
+        except image_io.ImageReadError:
             pass
     return out
 
@@ -683,7 +683,7 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
                    help="threads decoding images + detecting keypoints ahead of the network")
     p.add_argument("--half", action="store_true",
                    help="network under autocast: float16 on CUDA, bfloat16 on CPU")
-    p.add_argument("--max_pixels", type=positive_int, default=io.MAX_IMAGE_PIXELS,
+    p.add_argument("--max_pixels", type=positive_int, default=image_io.MAX_IMAGE_PIXELS,
                    help="refuse images declaring more pixels (w * h) than this, before "
                    "decoding them")
     return p.parse_args(None if argv is None else list(argv))

@@ -1,4 +1,5 @@
-"""hloc-compatible I/O: images, features / matches / global-feats HDF5 files, pairs files.
+"""hloc-compatible HDF5 files: features, matches, global descriptors (image files are
+:mod:`localize.image_io`, name lists and pairs files :mod:`localize.parsers`).
 
 In memory descriptors are (N, D); the files hold (D, N) (hloc) and the conversion happens
 here, in :func:`write_features` and the readers, nowhere else.
@@ -15,7 +16,7 @@ features.h5
     ``KeyPoint.size / 2``, original-image pixels) and ``oris (N,)`` (DEGREES, as hloc's DoG
     extractor stores them; = OpenCV ``KeyPoint.angle`` wrapped to [-180, 180), so
     ``descriptors.patches.opencv_angle_to_ori(oris)`` is the kornia orientation). Our entries
-    also carry ``attrs['image_fingerprint']`` (:func:`image_fingerprint` of the image they were
+    also carry ``attrs['image_fingerprint']`` (``image_io.image_fingerprint`` of the image they were
     extracted from: size and blake2b of the whole file); extraction recomputes an entry whose
     image changed. ``attrs['features_id']`` (:func:`features_id`: blake2b of the stored
     keypoints and descriptors) identifies the entry's content for the matches computed from it.
@@ -33,19 +34,13 @@ matches.h5
 global-feats.h5
     one group per image holding ``global_descriptor (Dg,)`` float32 / float16 and optionally
     ``image_size (2,)`` (hloc's retrieval layout; :func:`write_global_descriptors`).
-pairs.txt
-    ``name0 name1`` per line, joined by ``\\n``, no trailing newline.
 
 Crash safety (the lock, ``complete`` markers, commits, SIGTERM, repair) is
 :mod:`localize.h5`'s job; this module holds the file formats.
 
 Every read error (missing, unreadable or corrupt HDF5, missing name/pair, NaN / inf in
 keypoints, descriptors or matching scores) raises :class:`H5Error`, a one-line message naming
-the file and the entry. Names read from list / pairs files must be relative POSIX paths inside
-their root (:func:`check_name`, the one name check of every reader of names from data); pairs
-whose hloc keys collide are refused (:func:`check_pair_keys`). :func:`read_image` refuses
-truncated JPEG / PNG files and images over :data:`MAX_IMAGE_PIXELS` (read from the header,
-before decoding). Text files that are not UTF-8 are refused naming the file.
+the file and the entry. Pairs whose hloc keys collide are refused (:func:`check_pair_keys`).
 """
 from __future__ import annotations
 
@@ -54,16 +49,15 @@ import hashlib
 import json
 import logging
 import os
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import cv2
 import h5py
 import numpy as np
 
-from descriptors.util import InputError, ToolkitError, atomic_write, atomic_write_text
+from descriptors.util import atomic_write
+from localize import parsers
 from localize.h5 import (H5Error, H5Writer, delete_entry, entry_names, entry_state, finish_entry,
                          get_group, has_dataset, incomplete_error, list_h5_names, open_h5,
                          read_dataset, start_entry)
@@ -71,25 +65,14 @@ from localize.h5 import (H5Error, H5Writer, delete_entry, entry_names, entry_sta
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-#: image pairs ``[(name0, name1), ...]`` as read from / written to a pairs file
-Pairs = list[tuple[str, str]]
 
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size", "scales", "oris")
 #: attribute of a features entry: the fingerprint of the image it was extracted from
 FINGERPRINT_ATTR = "image_fingerprint"
-#: bytes read per step while :func:`image_fingerprint` hashes a whole file
-FINGERPRINT_CHUNK = 1024 * 1024
 #: attribute of a features entry: :func:`features_id` of its keypoints and descriptors
 FEATURES_ID_ATTR = "features_id"
 #: root attributes of a features file recording what made it (:func:`check_provenance`)
 PROVENANCE_ATTRS = ("descloc_descriptor", "descloc_conf", "descloc_weights")
-#: default cap on decoded image size, pixels (w * h, read from the header before decoding);
-#: ``read_image(max_pixels=...)`` / ``localize.extract_features --max_pixels`` raise it
-MAX_IMAGE_PIXELS = 100_000_000
-
-
-class ImageReadError(ToolkitError, RuntimeError):
-    """An image file is missing or cannot be decoded (one line naming the file)."""
 
 
 class PairKeyError(H5Error):
@@ -99,131 +82,6 @@ class PairKeyError(H5Error):
 # ------------------------------------------------------------------------------------------
 # Images
 # ------------------------------------------------------------------------------------------
-def _truncation(data: bytes) -> str | None:
-    """Why a JPEG / PNG byte string looks truncated, or None when it ends properly.
-
-    JPEG: an EOI marker (FF D9) must follow the last start-of-scan (FF DA); FF D9 cannot occur
-    inside entropy-coded data, so trailing padding or appended data still pass. PNG: an IEND
-    chunk must follow the last IDAT. Other formats are not checked.
-    """
-    if data[:3] == b"\xff\xd8\xff":
-        if data.rfind(b"\xff\xd9") < max(data.rfind(b"\xff\xda"), 2):
-            return "truncated JPEG (no end-of-image marker FFD9 after the last scan)"
-    elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        if data.rfind(b"IEND") < max(data.rfind(b"IDAT"), 8):
-            return "truncated PNG (no IEND chunk after the image data)"
-    return None
-
-
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) an encoded image declares in its header (PIL reads only the header),
-    or None when PIL does not know the format (OpenCV then decodes it under its own cap)."""
-    from PIL import Image  # matplotlib's dependency; only the header is parsed
-    import io as _bytes_io
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(_bytes_io.BytesIO(data)) as im:
-                    return int(im.size[0]), int(im.size[1])
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
-    except Exception:  # noqa: BLE001 - unknown / broken header: OpenCV decides
-        return None
-
-
-def read_image(path: PathLike, grayscale: bool = True, max_pixels: int | None = None
-               ) -> np.ndarray:
-    """Read an image with OpenCV (EXIF orientation ignored, as hloc).
-
-    A JPEG without its end-of-image marker or a PNG without its IEND chunk (a truncated copy,
-    which OpenCV would decode with a grey bottom part and only a warning on stderr) is refused.
-    An image whose header declares more than ``max_pixels`` (default :data:`MAX_IMAGE_PIXELS`)
-    is refused before it is decoded (a small file can declare gigapixels).
-
-    Returns:
-        (H, W) uint8 if ``grayscale`` else (H, W, 3) uint8 RGB.
-    Raises:
-        ImageReadError naming the file when it does not exist, is truncated or cannot be decoded.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"image not found: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"cannot read image {path}: {e.strerror}") from None
-    why = _truncation(data)
-    if why is not None:
-        raise ImageReadError(f"cannot use image {path}: {why}; copy it again")
-    cap = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
-    wh = header_size(data)
-    if wh is not None and wh[0] * wh[1] > cap:
-        raise ImageReadError(f"image {path} declares {wh[0]}x{wh[1]} = {wh[0] * wh[1] / 1e6:.0f} "
-                             f"MP, over the cap of {cap / 1e6:g} MP (raise it with "
-                             "--max_pixels if the image is genuine)")
-    flags = ((cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
-             | cv2.IMREAD_IGNORE_ORIENTATION)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
-    if image is None or image.size == 0:
-        raise ImageReadError(f"cannot decode image {path} (corrupt or unsupported format)")
-    if not grayscale:
-        image = np.ascontiguousarray(image[:, :, ::-1])
-    return image
-
-
-def image_fingerprint(path: PathLike) -> str:
-    """Identity of an image file's current content, stored with its features.
-
-    ``"size=<bytes> blake2b=<hex>"``, the hash over the WHOLE file (streamed in
-    :data:`FINGERPRINT_CHUNK` reads; blake2b runs at about 1 GB/s). Any byte changing makes
-    the stored features stale; touching the file (mtime only) does not.
-
-    Raises:
-        ImageReadError naming the file when it does not exist or cannot be read.
-    """
-    path = Path(path)
-    try:
-        h = hashlib.blake2b(digest_size=16)
-        size = 0
-        with open(path, "rb") as f:
-            while chunk := f.read(FINGERPRINT_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError:
-        raise ImageReadError(f"image not found: {path}") from None
-    except OSError as e:
-        raise ImageReadError(f"cannot read image {path}: {e.strerror}") from None
-    return f"size={size} blake2b={h.hexdigest()}"
-
-
-def check_name(name: str, where: str) -> str:
-    """Validate an image / query / pair name: a normalised relative POSIX path inside its root.
-
-    Refuses empty names, absolute paths, and ``..``, ``.`` or empty components (``a//b``): names
-    are joined to the image root and used as HDF5 group paths, where these would escape the root
-    or not round-trip. Returns ``name``.
-
-    Raises:
-        InputError (a ValueError) ``"<where>: ..."`` (``where`` names the list file and line).
-    """
-    if not isinstance(name, str) or not name:
-        raise InputError(f"{where}: empty image name")
-    if "\x00" in name:
-        raise InputError(f"{where}: image name {name!r} holds a NUL byte")
-    if name.startswith("/"):
-        raise InputError(f"{where}: image name {name!r} is absolute; names must be relative "
-                         "paths inside the image root")
-    parts = name.split("/")
-    if ".." in parts:
-        raise InputError(f"{where}: image name {name!r} has a '..' component; names must stay "
-                         "inside the image root")
-    if any(p in ("", ".") for p in parts):
-        raise InputError(f"{where}: image name {name!r} is not a normalised relative path "
-                         "(empty or '.' component)")
-    return name
 
 
 # ------------------------------------------------------------------------------------------
@@ -255,7 +113,7 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
         with H5Writer(dest) as w:
             write_features(w.file, name, feats, as_half=as_half, fingerprint=fingerprint)
         return
-    check_name(name, f"{dest.file.filename}: features entry")
+    parsers.check_name(name, f"{dest.file.filename}: features entry")
     feats = dict(feats)
     uncertainty = feats.pop("uncertainty", None)
     kp = np.asarray(feats.get("keypoints", np.zeros((0, 2))), np.float32).reshape(-1, 2)
@@ -821,7 +679,7 @@ def write_global_descriptors(path: PathLike, descriptors: Mapping[str, np.ndarra
     path = Path(path)
     with atomic_write(path) as tmp, h5py.File(str(tmp), "w") as fd:
         for n, v in descriptors.items():
-            check_name(n, f"{path}: global descriptor entry")
+            parsers.check_name(n, f"{path}: global descriptor entry")
             g = fd.require_group(n)
             v = np.asarray(v, np.float32).reshape(-1)
             g.create_dataset("global_descriptor", data=v.astype(np.float16) if as_half else v)
@@ -850,111 +708,5 @@ def read_global_descriptors(path: PathLike, names: Sequence[str] | None = None,
 # ------------------------------------------------------------------------------------------
 # Pairs
 # ------------------------------------------------------------------------------------------
-def read_text_lines(path: PathLike) -> list[str]:
-    """Lines of a UTF-8 text file (list, pairs, poses files).
-
-    Raises:
-        InputError naming the file and line when it is not valid UTF-8; OSError as is.
-    """
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not valid UTF-8 text (byte "
-                         f"{data[e.start:e.start + 1]!r})") from None
 
 
-def read_image_list(path: PathLike) -> list[str]:
-    """Image names of a list file (hloc ``parse_image_list``): the first whitespace-separated
-    field of each line (Aachen query lists carry intrinsics after it); empty lines and ``#``
-    comments skipped; each name checked by :func:`check_name` (error naming file and line).
-
-    Raises:
-        FileNotFoundError naming the file when it does not exist.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image list not found: {path}")
-    names = []
-    for i, line in enumerate(read_text_lines(path), 1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            names.append(check_name(line.split()[0], f"{path}:{i}"))
-    return names
-
-
-def read_pose_lines(path: PathLike) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Read an Aachen submission-format file (``name qw qx qy qz tx ty tz`` per line,
-    world-to-camera; empty lines and ``#`` comments skipped).
-
-    Returns:
-        [(name as written, q wxyz (4,) float64, t (3,) float64), ...] in file order.
-    Raises:
-        FileNotFoundError / ValueError naming the file and line when missing or malformed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: poses file does not exist")
-    out: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for lineno, line in enumerate(read_text_lines(path), 1):
-        s = line.strip()
-        if not s or s.startswith("#"):
-            continue
-        fields = s.split()
-        if len(fields) != 8:
-            raise ValueError(f"{path}:{lineno}: expected 'name qw qx qy qz tx ty tz', "
-                             f"got {len(fields)} fields")
-        try:
-            vals = np.array([float(x) for x in fields[1:]], np.float64)
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: non-numeric pose in {s!r}") from None
-        out.append((fields[0], vals[:4], vals[4:]))
-    return out
-
-
-def parse_pairs(path: PathLike) -> list[tuple[str, str]]:
-    """Read a pairs file: ``name0 name1`` per line, empty lines and ``#`` comments skipped.
-
-    Raises:
-        FileNotFoundError / ValueError naming the file and line when malformed or when a name
-        is not a relative path inside the image root (:func:`check_name`).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pairs file not found: {path}")
-    pairs: list[tuple[str, str]] = []
-    for i, line in enumerate(read_text_lines(path), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{i}: expected 'name0 name1', got {line!r}")
-        for n in parts:
-            check_name(n, f"{path}:{i}")
-        pairs.append((parts[0], parts[1]))
-    return pairs
-
-
-def parse_retrieval(path: PathLike) -> dict[str, list[str]]:
-    """Pairs file -> {name0: [name1, ...]} in file order (hloc ``parse_retrieval``)."""
-    out: dict[str, list[str]] = {}
-    for a, b in parse_pairs(path):
-        out.setdefault(a, []).append(b)
-    return out
-
-
-def write_pairs(path: PathLike, pairs: Iterable[tuple[str, str]]) -> Path:
-    """Write pairs as hloc: ``"\\n".join(" ".join(p))``, no trailing newline (atomic).
-
-    Raises ValueError when a name is empty or contains whitespace.
-    """
-    path = Path(path)
-    lines = []
-    for a, b in pairs:
-        for n in (a, b):
-            if not n or any(c.isspace() for c in n):
-                raise ValueError(f"pair name {n!r} is empty or contains whitespace ({path})")
-        lines.append(f"{a} {b}")
-    return atomic_write_text(path, "\n".join(lines))

@@ -29,7 +29,7 @@ queries (only those) are written with their FULL name (warning logged);
 ``localize.evaluate`` matches a result line by full name first, then by basename, and refuses a
 bare basename shared by two ground-truth queries. Every other line stays hloc's basename, so
 the file remains a valid submission whenever the basenames are unique (as in Aachen). Query
-names must be relative paths inside the image root (``localize.io.check_name``).
+names must be relative paths inside the image root (``localize.parsers.check_name``).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ import pycolmap
 from tqdm import tqdm
 
 from descriptors.util import atomic_write, atomic_write_text, merge_conf, setup_logging
-from localize import colmap, io
+from localize import colmap, io, parsers
 from localize.cli import (
     ArgumentParser,
     cli_errors,
@@ -101,7 +101,7 @@ def load_queries(queries) -> list[tuple[str, Any]]:
                 colmap.check_camera(cam)
             except ValueError as e:
                 raise colmap.ColmapError(f"{where} ({name}): {e}") from None
-            out.append((io.check_name(str(name), where), cam))
+            out.append((parsers.check_name(str(name), where), cam))
     seen, uniq = set(), []
     for name, cam in out:
         if name in seen:
@@ -373,7 +373,7 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
     if not query_list:
         raise ValueError("no queries to localize")
     if isinstance(retrieval, (str, os.PathLike)):
-        retrieval_dict = io.parse_retrieval(retrieval)
+        retrieval_dict = parsers.parse_retrieval(retrieval)
         retrieval_src = str(retrieval)
     else:
         retrieval_dict = {k: list(v) for k, v in retrieval.items()}

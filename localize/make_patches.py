@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
 from descriptors.util import atomic_dir
-from localize import colmap, extract_features, geometry, io, pairs_from_poses
+from localize import colmap, extract_features, geometry, pairs_from_poses, parsers
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     by_name = colmap.image_ids_by_name(rec)
     wanted = list(names) if names is not None else sorted(by_name)
     for n in wanted:  # names from the model: relative, inside image_dir (before any read)
-        io.check_name(n, f"{reference if strecha is None else strecha}: image")
+        parsers.check_name(n, f"{reference if strecha is None else strecha}: image")
     missing = [n for n in wanted if n not in by_name]
     if missing:
         raise colmap.ColmapError(f"{len(missing)} image(s) have no pose, e.g. {missing[0]!r}")

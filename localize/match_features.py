@@ -29,7 +29,7 @@ kept); a stored pair of OTHER images under the same hloc key is refused (one lin
 present in ``features`` and a ``features_ref`` file with different features is refused.
 (a, b) and (b, a) in the pairs list are matched once; self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
 ``-``: ``(a-b.jpg, c.jpg)`` and ``(a/b.jpg, c.jpg)``) are refused before any matching
-(``io.check_pair_keys``), as are names that are not relative paths (``io.check_name``).
+(``io.check_pair_keys``), as are names that are not relative paths (``parsers.check_name``).
 Pairs are grouped by their first image (one call per image).
 
 Sharding: ``shard='i/K'`` matches every K-th image group and writes
@@ -54,7 +54,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from localize import h5, io
+from localize import h5, io, parsers
 from localize.nearest_neighbor import (BACKENDS, as_2d, default_backend, default_device,
                                      match_image)
 from localize.cli import ArgumentParser, existing_file, output_dir, output_file, positive_float, \
@@ -207,7 +207,7 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     if distributed:
         sh = (rank, world)
 
-    all_pairs = unique_pairs(io.parse_pairs(pairs))
+    all_pairs = unique_pairs(parsers.parse_pairs(pairs))
     io.check_pair_keys(all_pairs, pairs)  # hloc keys of two different pairs must differ
     device = default_device(use_gpu)
     backend = backend or default_backend(device)

@@ -11,18 +11,18 @@ from typing import Iterable
 import pycolmap
 from tqdm import tqdm
 
-from localize import colmap, io
+from localize import colmap, parsers
 from localize.cli import ArgumentParser, output_file, positive_int, run_cli
 
 logger = logging.getLogger(__name__)
 
 
 def from_covisibility(model_path: str | Path | pycolmap.Reconstruction, num_matched: int
-                      ) -> io.Pairs:
+                      ) -> parsers.Pairs:
     """For each image of a COLMAP model, the ``num_matched`` images sharing most 3D points.
 
     Order: images by id; partners by decreasing number of shared points (ties: smaller image id
-    first). Images without any covisible image are logged and get no pairs. io.Pairs appear once per
+    first). Images without any covisible image are logged and get no pairs. parsers.Pairs appear once per
     direction they are selected in (``match_features.main`` dedupes (a, b) / (b, a)).
     """
     rec = (model_path if isinstance(model_path, pycolmap.Reconstruction)
@@ -34,7 +34,7 @@ def from_covisibility(model_path: str | Path | pycolmap.Reconstruction, num_matc
     for name, d in tracks.items():
         for pid in set(d.values()):
             obs.setdefault(pid, []).append(id_of[name])
-    pairs: io.Pairs = []
+    pairs: parsers.Pairs = []
     for iid in tqdm(sorted(name_of), desc="covisibility", unit="img"):
         counts: dict[int, int] = {}
         for pid in set(tracks[name_of[iid]].values()):
@@ -53,7 +53,7 @@ def main(model: str | Path, output: str | Path, num_matched: int) -> Path:
     """hloc ``pairs_from_covisibility.main(model, output, num_matched)``."""
     pairs = from_covisibility(model, int(num_matched))
     logger.info("%d covisibility pairs -> %s", len(pairs), output)
-    return io.write_pairs(output, pairs)
+    return parsers.write_pairs(output, pairs)
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:

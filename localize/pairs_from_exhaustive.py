@@ -8,13 +8,13 @@ import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from localize import io
+from localize import io, parsers
 from localize.cli import ArgumentParser, output_file, run_cli
 
 logger = logging.getLogger(__name__)
 
 
-def exhaustive(names: Sequence[str], names_ref: Sequence[str] | None = None) -> io.Pairs:
+def exhaustive(names: Sequence[str], names_ref: Sequence[str] | None = None) -> parsers.Pairs:
     """All pairs, in hloc's order. Without ``names_ref``: (names[i], names[j]) for i < j (each
     unordered pair once); with it: every (query, ref) with query != ref (hloc keeps self pairs;
     matching skips them anyway)."""
@@ -28,9 +28,9 @@ def _names(names: str | Path | Sequence[str] | None, features: str | Path | None
            what: str) -> list[str]:
     """Names from a list file / sequence, else from a features file's entries."""
     if isinstance(names, (str, Path)):
-        return io.read_image_list(names)
+        return parsers.read_image_list(names)
     if names is not None:
-        return [io.check_name(str(n), f"{what} entry {i}") for i, n in enumerate(names)]
+        return [parsers.check_name(str(n), f"{what} entry {i}") for i, n in enumerate(names)]
     if features is None:
         raise ValueError(f"exhaustive pairs need {what}")
     return io.list_h5_names(features)
@@ -49,7 +49,7 @@ def main(output: str | Path, image_list: str | Path | Sequence[str] | None = Non
         refs = _names(ref_list, ref_features, "ref_list or ref_features")
     pairs = exhaustive(names, refs)
     logger.info("%d exhaustive pairs -> %s", len(pairs), output)
-    return io.write_pairs(output, pairs)
+    return parsers.write_pairs(output, pairs)
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:

@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 import pycolmap
 
-from localize import colmap, geometry, io
+from localize import colmap, geometry, parsers
 from localize.cli import ArgumentParser, output_file, positive_float, positive_int, run_cli
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ DEFAULT_ROT_THRESH = 30.0
 
 
 def from_poses(reference_model: str | Path | pycolmap.Reconstruction, num_matched: int, max_angle_deg: float = 60.0,
-               names: Iterable[str] | None = None) -> io.Pairs:
+               names: Iterable[str] | None = None) -> parsers.Pairs:
     """hloc ``pairs_from_poses``: for each image, the ``num_matched`` images with the closest
     camera centres whose viewing directions differ by at most ``max_angle_deg``.
 
@@ -60,7 +60,7 @@ def main(model: str | Path, output: str | Path, num_matched: int,
     """hloc ``pairs_from_poses.main(model, output, num_matched, rotation_threshold=30)``."""
     pairs = from_poses(model, int(num_matched), max_angle_deg=float(rotation_threshold))
     logger.info("%d pose pairs -> %s", len(pairs), output)
-    return io.write_pairs(output, pairs)
+    return parsers.write_pairs(output, pairs)
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:

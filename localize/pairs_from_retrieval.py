@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from localize import colmap, h5, io
+from localize import colmap, h5, io, parsers
 from localize.cli import ArgumentParser, output_file, positive_int, run_cli
 
 logger = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ def _select(names: Sequence[str], prefix: str | Sequence[str] | None,
         return sel
     if explicit is not None:
         if isinstance(explicit, (str, Path)):
-            return io.read_image_list(explicit)
-        return [io.check_name(str(n), f"{what} list entry {i}") for i, n in enumerate(explicit)]
+            return parsers.read_image_list(explicit)
+        return [parsers.check_name(str(n), f"{what} list entry {i}") for i, n in enumerate(explicit)]
     return list(names)
 
 
@@ -40,7 +40,7 @@ def from_retrieval(global_desc_path: str | Path, num_matched: int,
                    db_model: str | Path | None = None,
                    query_list: Sequence[str] | str | Path | None = None,
                    db_list: Sequence[str] | str | Path | None = None,
-                   db_descriptors: str | Path | None = None) -> io.Pairs:
+                   db_descriptors: str | Path | None = None) -> parsers.Pairs:
     """Top-``num_matched`` database images per query by global-descriptor inner product.
 
     Queries: names starting with ``query_prefix`` (or ``query_list`` when the prefix is None).
@@ -73,7 +73,7 @@ def from_retrieval(global_desc_path: str | Path, num_matched: int,
     sim = np.where(invalid, -np.inf, sim)
     k = min(num_matched, len(dbnames))
     order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    pairs: io.Pairs = []
+    pairs: parsers.Pairs = []
     for i, qn in enumerate(qnames):
         for j in order[i]:
             if np.isfinite(sim[i, j]):
@@ -94,7 +94,7 @@ def main(descriptors: str | Path, output: str | Path, num_matched: int,
                            db_prefix=db_prefix, db_model=db_model, query_list=query_list,
                            db_list=db_list, db_descriptors=db_descriptors)
     logger.info("%d retrieval pairs -> %s", len(pairs), output)
-    return io.write_pairs(output, pairs)
+    return parsers.write_pairs(output, pairs)
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:

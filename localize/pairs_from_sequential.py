@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from localize import io, pairs_from_retrieval
+from localize import pairs_from_retrieval, parsers
 from localize.cli import ArgumentParser, positive_int, run_cli
 from localize.pairs_from_exhaustive import _names
 
@@ -27,13 +27,13 @@ logger = logging.getLogger(__name__)
 
 
 def sequential(names: Sequence[str], overlap: int = 10, quadratic_overlap: bool = False
-               ) -> io.Pairs:
+               ) -> parsers.Pairs:
     """(names[i], names[j]) for ``0 < j - i <= overlap`` (and ``j - i = 2^k``, ``k < overlap``
     with ``quadratic_overlap``), in frame order."""
     if overlap < 1:
         raise ValueError(f"overlap must be >= 1, got {overlap}")
     n = len(names)
-    out: io.Pairs = []
+    out: parsers.Pairs = []
     for i in range(n):
         steps = set(range(1, overlap + 1))
         if quadratic_overlap:
@@ -43,7 +43,7 @@ def sequential(names: Sequence[str], overlap: int = 10, quadratic_overlap: bool 
 
 
 def loop_closure_pairs(names: Sequence[str], retrieval_path: str | Path, interval: int,
-                       num_loc: int) -> io.Pairs:
+                       num_loc: int) -> parsers.Pairs:
     """(names[i], retrieved) for every ``interval``-th frame ``i`` and its top ``num_loc`` other
     frames by global descriptor (best first)."""
     if interval < 1 or num_loc < 1:
@@ -57,7 +57,7 @@ def loop_closure_pairs(names: Sequence[str], retrieval_path: str | Path, interva
 
 def from_sequence(names: Sequence[str], overlap: int = 10, quadratic_overlap: bool = False,
                   loop_closure: bool = False, retrieval_path: str | Path | None = None,
-                  retrieval_interval: int = 5, num_loc: int = 5) -> io.Pairs:
+                  retrieval_interval: int = 5, num_loc: int = 5) -> parsers.Pairs:
     """Sequential pairs, then the loop-closure pairs not already among them (see the module
     docstring); each unordered pair once."""
     pairs = sequential(names, overlap, quadratic_overlap)
@@ -67,7 +67,7 @@ def from_sequence(names: Sequence[str], overlap: int = 10, quadratic_overlap: bo
                              "extract_features.confs['vlad'])")
         pairs += loop_closure_pairs(names, retrieval_path, retrieval_interval, num_loc)
     seen: set[frozenset[str]] = set()
-    out: io.Pairs = []
+    out: parsers.Pairs = []
     for a, b in pairs:
         key = frozenset((a, b))
         if a != b and key not in seen:
@@ -90,7 +90,7 @@ def main(output: str | Path, image_list: str | Path | Sequence[str] | None = Non
                 ", quadratic" if quadratic_overlap else "",
                 f", loop closure every {retrieval_interval} frames top {num_loc}"
                 if loop_closure else "", len(names), output)
-    return io.write_pairs(output, pairs)
+    return parsers.write_pairs(output, pairs)
 
 
 def cli(argv: Iterable[str] | None = None) -> Path:

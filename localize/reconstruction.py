@@ -45,7 +45,7 @@ import pycolmap
 from tqdm import tqdm
 
 from descriptors.util import atomic_dir, setup_logging
-from localize import colmap, extract_features, io
+from localize import colmap, extract_features, io, parsers
 from localize import triangulation as tri
 from localize.cli import ArgumentParser, cli_errors
 
@@ -123,7 +123,7 @@ def run(sfm_dir: str | os.PathLike, image_dir: str | os.PathLike,
     if len(names) < 2:
         raise colmap.ColmapError(f"{image_dir}: SfM needs at least two images, found "
                                  f"{len(names)}")
-    pair_list = io.parse_pairs(pairs)
+    pair_list = parsers.parse_pairs(pairs)
     unknown = {n for p in pair_list for n in p if n not in set(names)}
     if unknown:
         raise ValueError(f"{pairs}: {len(unknown)} image(s) not among the {len(names)} images "

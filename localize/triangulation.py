@@ -34,7 +34,7 @@ import pycolmap
 from tqdm import tqdm
 
 from descriptors.util import atomic_write_text, merge_conf, setup_logging
-from localize import colmap, geometry, io
+from localize import colmap, geometry, io, parsers
 from localize.cli import (
     ArgumentParser,
     cli_errors,
@@ -170,7 +170,7 @@ def run(sfm_dir: str | os.PathLike, reference_model: str | os.PathLike | pycolma
     reference = (reference_model if isinstance(reference_model, pycolmap.Reconstruction)
                  else colmap.read_model(reference_model))
     image_ids = colmap.image_ids_by_name(reference)
-    pair_list = (io.parse_pairs(pairs) if isinstance(pairs, (str, os.PathLike))
+    pair_list = (parsers.parse_pairs(pairs) if isinstance(pairs, (str, os.PathLike))
                  else [tuple(p) for p in pairs])
     unknown = {n for p in pair_list for n in p if n not in image_ids}
     if unknown:

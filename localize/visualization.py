@@ -50,7 +50,7 @@ from matplotlib.lines import Line2D
 from tqdm import tqdm
 
 from descriptors.util import atomic_write
-from localize import colmap, io
+from localize import colmap, image_io, io, parsers
 from localize.evaluate import read_poses
 from localize.geometry import pose_error
 from localize.localize_sfm import _failure_class, hloc_logs_path, logs_path_for
@@ -109,8 +109,8 @@ def cm_RdGn(x: np.ndarray | Sequence[float]) -> np.ndarray:
 
 def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
     """hloc's ``read_image``: (H, W, 3) uint8 RGB, or (H, W) uint8 grey
-    (``localize.io.read_image``: one-line error naming a missing or broken file)."""
-    return io.read_image(path, grayscale=grayscale)
+    (``localize.image_io.read_image``: one-line error naming a missing or broken file)."""
+    return image_io.read_image(path, grayscale=grayscale)
 
 
 def _as_image(img: Any) -> np.ndarray:
@@ -631,7 +631,7 @@ def _pipeline_figures(image_dir: Path, features_h5: str | os.PathLike,
         feats = io.open_for_reading(files, features_h5)
         matches = io.open_for_reading(files, matches_h5)
         ranked = []
-        for a, b in tqdm(io.parse_pairs(pairs_txt), desc="rank pairs", unit="pair"):
+        for a, b in tqdm(parsers.parse_pairs(pairs_txt), desc="rank pairs", unit="pair"):
             if not io.has_pair(matches, a, b):
                 continue
             m, _ = io.get_matches(matches, a, b)

@@ -28,7 +28,7 @@ an error. ``--features`` takes any registered descriptor name
 (:class:`Outputs`: ``results.json``, the results file, logs, features, pairs, matches, the sfm
 model); they are reused when ``fingerprint.json`` is unchanged: the descriptor and the content
 hash of its weights file, the settings, and the dataset's content (every image's
-``io.image_fingerprint``, the reference model and query list files). Otherwise they are deleted
+``image_io.image_fingerprint``, the reference model and query list files). Otherwise they are deleted
 (:func:`invalidate_outputs`, logged as a warning naming the reason); when only images changed,
 ``features.h5`` is kept and extraction recomputes just the entries of the changed images.
 A run holds the lock ``<outputs>/<features tag>.lock`` (``localize.h5.run_lock``): a second
@@ -53,7 +53,7 @@ from typing import Any
 
 
 from descriptors.util import atomic_write_text, merge_conf, setup_logging
-from localize import colmap
+from localize import colmap, image_io, parsers
 from localize import evaluate as ev
 from localize import extract_features, io, match_features, retrieve
 from localize import localize_sfm as loc
@@ -162,13 +162,13 @@ def _exhaustive_queries(conf: dict[str, Any], num_db: int) -> bool:
 # Fingerprints and output invalidation
 # ------------------------------------------------------------------------------------------
 def image_fingerprints(data: AachenData) -> dict[str, str]:
-    """{image name: ``io.image_fingerprint``} of every db and query image of the dataset; also
+    """{image name: ``image_io.image_fingerprint``} of every db and query image of the dataset; also
     what extraction stores with each entry."""
     names = list(dict.fromkeys(list(data.db_names) + [n for n, _ in data.queries]))
     prints = extract_features.image_fingerprints(data.image_dir, names)
     missing = [n for n in names if n not in prints]
     if missing:
-        raise io.ImageReadError(f"{len(missing)} dataset images cannot be read, e.g. "
+        raise image_io.ImageReadError(f"{len(missing)} dataset images cannot be read, e.g. "
                                 f"{Path(data.image_dir) / missing[0]}")
     return prints
 
@@ -187,7 +187,7 @@ def _dataset_fingerprint(root: Path, data: AachenData, prints: dict[str, str]) -
     files = sorted(p for p in Path(data.reference_model).iterdir() if p.is_file())
     files += [Path(p) for p in data.query_lists]
     out["files"] = {str(p.relative_to(root) if p.is_relative_to(root) else p):
-                    io.image_fingerprint(p) for p in files}
+                    image_io.image_fingerprint(p) for p in files}
     return out
 
 
@@ -347,7 +347,7 @@ def _run(features: str, dataset: Path, outputs: str | os.PathLike, conf: dict[st
     with stage("pairs"):
         reference = colmap.read_model(data.reference_model)   # the one read of the model
         pairs_db, db_pairs_method = db_pairs(reference, data, conf)
-        io.write_pairs(out.pairs_db, pairs_db)
+        parsers.write_pairs(out.pairs_db, pairs_db)
         pairs_ret: list[tuple[str, str]] = []
         retrieval_method = "none (exhaustive query pairs, no ground truth to rank against)"
         if not exhaustive_q or data.ground_truth:   # retrieval only when used or reported
@@ -360,7 +360,7 @@ def _run(features: str, dataset: Path, outputs: str | os.PathLike, conf: dict[st
                 retrieval_method += (f" (ranking reported only; exhaustive query pairs: "
                                      f"{len(data.db_names)} db images <= "
                                      f"{conf['exhaustive_max_db']})")
-        io.write_pairs(out.pairs_query, pairs_query)
+        parsers.write_pairs(out.pairs_query, pairs_query)
     logger.info("%d db-db pairs (%s), %d query-db pairs (%s)", len(pairs_db), db_pairs_method,
                 len(pairs_query), retrieval_method)
     with stage("match"):

@@ -45,7 +45,7 @@ import numpy as np
 import pycolmap
 
 from descriptors.util import atomic_write_text, merge_conf, setup_logging
-from localize import colmap, extract_features, geometry, io, match_features
+from localize import colmap, extract_features, geometry, image_io, io, match_features, parsers
 from localize import pairs_from_exhaustive, pairs_from_retrieval, pairs_from_sequential
 from localize import reconstruction
 from localize.cli import ArgumentParser, cli_errors, positive_int
@@ -259,7 +259,7 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
     prints = extract_features.image_fingerprints(image_dir, names)
     missing = [n for n in names if n not in prints]
     if missing:
-        raise io.ImageReadError(f"{image_dir / missing[0]}: cannot read image")
+        raise image_io.ImageReadError(f"{image_dir / missing[0]}: cannot read image")
 
     tag = features_tag(features)
     root = Path(outputs) / tag
@@ -288,7 +288,7 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
         else:
             pairs_method = _make_pairs(c, names, root, paths["features"], paths["pairs"],
                                        image_dir, names)
-        num_pairs = len(io.parse_pairs(paths["pairs"]))
+        num_pairs = len(parsers.parse_pairs(paths["pairs"]))
     with stage("match"):
         match_features.main(matcher, paths["pairs"], paths["features"],
                             matches=paths["matches"])
@@ -402,7 +402,7 @@ def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -
         kps = io.get_keypoints(summary["paths"]["features"], im.name)
         tracked = np.zeros(len(kps), bool)
         tracked[list(colmap.image_track(im))] = True
-        rgb = io.read_image(Path(summary["images"]) / im.name, grayscale=False)
+        rgb = image_io.read_image(Path(summary["images"]) / im.name, grayscale=False)
         h, w = rgb.shape[:2]
         fig, ax = plt.subplots(figsize=(8, 8 * h / w), dpi=100)
         ax.imshow(rgb)

@@ -19,7 +19,7 @@ from descriptors import registry
 from descriptors.data import synth
 from descriptors.models import build_model, save_checkpoint
 from descriptors.patches import extract_patches, opencv_angle_to_ori
-from localize import extract_features, h5, io, match_features, nearest_neighbor
+from localize import extract_features, h5, image_io, io, match_features, nearest_neighbor, parsers
 
 SIFT_SMALL = {**extract_features.confs["sift"], "max_keypoints": 256}
 PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}   # registry SIFT on our oriented patches
@@ -65,7 +65,7 @@ def test_layout_resume_and_empty_image(image_dir, tmp_path, caplog, monkeypatch)
 
     # matching the empty image gives empty matches
     pairs = tmp_path / "pairs.txt"
-    io.write_pairs(pairs, [("flat.png", "db/a.png"), ("db/a.png", "db/b.jpg")])
+    parsers.write_pairs(pairs, [("flat.png", "db/a.png"), ("db/a.png", "db/b.jpg")])
     mp = match_features.main("nn-ratio", pairs, fp)
     assert io.get_matches(mp, "flat.png", "db/a.png")[0].shape == (0, 2)
     assert io.get_matches(mp, "db/a.png", "flat.png")[0].shape == (0, 2)
@@ -77,7 +77,7 @@ def test_layout_resume_and_empty_image(image_dir, tmp_path, caplog, monkeypatch)
 
 def test_missing_image_and_unknown_descriptor(image_dir, tmp_path):
     fp = tmp_path / "f.h5"
-    with pytest.raises(io.ImageReadError, match="db/nope.png"):
+    with pytest.raises(image_io.ImageReadError, match="db/nope.png"):
         extract_features.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png", "db/nope.png"])
     assert io.list_h5_names(fp) == ["db/a.png"]  # finished work committed, file valid
     with pytest.raises(registry.DescriptorError, match="nosuchnet"):
@@ -193,7 +193,7 @@ def test_pipeline_is_byte_identical_to_sequential(image_dir, tmp_path, monkeypat
     with io.H5Writer(ref) as w:
         for n in names:
             io.write_features(w.file, n, extract_features.extract_image(
-                io.read_image(image_dir / n), ex, extract_features.resolve_conf(conf), device="cpu"))
+                image_io.read_image(image_dir / n), ex, extract_features.resolve_conf(conf), device="cpu"))
     out = extract_features.main(conf, image_dir, feature_path=tmp_path / "pipelined.h5", image_list=names,
                        extractor=ex, device="cpu", num_workers=2)
     a, b = _datasets(ref), _datasets(out)
@@ -209,7 +209,7 @@ def test_iter_prepared_order_prefetch_and_errors(image_dir):
     assert got == names
     it = extract_features.iter_prepared(["db/a.png", "db/nope.png"], image_dir, SIFT_SMALL, num_workers=2)
     assert next(it)[0] == "db/a.png"
-    with pytest.raises(io.ImageReadError, match="db/nope.png"):
+    with pytest.raises(image_io.ImageReadError, match="db/nope.png"):
         next(it)
 
 
@@ -271,7 +271,7 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     extract_features.main(conf, imgs, feature_path=fp)   # resume in-process (a torch import costs ~20 s)
     assert len(io.list_h5_names(fp)) == 12
     for n in (partial[-1:] + ["11.png"]):   # one from each run: same as a clean extraction
-        ref = extract_features.extract_image(io.read_image(imgs / n), ex, conf)
+        ref = extract_features.extract_image(image_io.read_image(imgs / n), ex, conf)
         np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"])
 
 

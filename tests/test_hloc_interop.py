@@ -31,7 +31,7 @@ from hloc.utils import parsers as hparsers  # noqa: E402
 
 from descriptors.data import synth  # noqa: E402
 from localize import (extract_features, io, match_features,  # noqa: E402
-                      pairs_from_exhaustive, pairs_from_retrieval)
+                      pairs_from_exhaustive, pairs_from_retrieval, parsers)
 
 #: hloc's DoG conf, few keypoints (CPU budget); hloc's default descriptor is rootsift
 HLOC_SIFT = {**hloc_extract.confs["sift"],
@@ -72,8 +72,8 @@ def test_hloc_readers_on_our_files(world):
         assert unc == pytest.approx(1.0)
         with h5py.File(feats) as f:            # hloc's in-file layout: (D, N) descriptors
             np.testing.assert_array_equal(f[n]["descriptors"][()].T, io.get_descriptors(feats, n))
-    assert hparsers.parse_retrieval(pairs_path) == io.parse_retrieval(pairs_path)
-    plist = io.parse_pairs(pairs_path)
+    assert hparsers.parse_retrieval(pairs_path) == parsers.parse_retrieval(pairs_path)
+    plist = parsers.parse_pairs(pairs_path)
     for (a, b) in plist:
         for x, y in [(a, b), (b, a)]:          # either order, as hloc's find_pair
             m_h, s_h = hio.get_matches(mp, x, y)
@@ -91,7 +91,7 @@ def test_hloc_matcher_on_our_features_equals_ours(world, name, tmp_path):
     """Same conf dict to both (hloc's own), same features file: same matches; the ratio /
     distance tests are applied (fewer matches than mutual NN alone)."""
     conf = hloc_match.confs[name]
-    plist = io.parse_pairs(world["pairs"])
+    plist = parsers.parse_pairs(world["pairs"])
     theirs = hloc_match.main(conf, world["pairs"], world["features"],
                                  matches=tmp_path / "hloc.h5")
     ours = match_features.main(conf, world["pairs"], world["features"], matches=tmp_path / "ours.h5")
@@ -130,7 +130,7 @@ def test_our_matcher_on_hloc_written_features(tmp_path):
     _write_hloc_layout(fp, feats)
     pp = tmp_path / "pairs.txt"
     hloc_pairs_exhaustive.main(pp, features=fp)
-    plist = io.parse_pairs(pp)
+    plist = parsers.parse_pairs(pp)
     conf = hloc_match.confs["NN-ratio"]
     ours = match_features.main(conf, pp, "feats-hloc", tmp_path)        # hloc: features NAME + export_dir
     assert ours == tmp_path / f"feats-hloc_{conf['output']}_pairs.h5"
@@ -154,13 +154,13 @@ def test_exhaustive_pairs_equal_hloc(world, tmp_path):
         hloc_pairs_exhaustive.main(tmp_path / f"h{i}.txt", **kw)
         pairs_from_exhaustive.main(tmp_path / f"o{i}.txt", **kw)
         assert (tmp_path / f"o{i}.txt").read_text() == (tmp_path / f"h{i}.txt").read_text()
-    assert io.parse_pairs(tmp_path / "o0.txt")[:2] == [("db/0.jpg", "db/1.jpg"),
+    assert parsers.parse_pairs(tmp_path / "o0.txt")[:2] == [("db/0.jpg", "db/1.jpg"),
                                                       ("db/0.jpg", "db/2.jpg")]
     for kw, n in [({"features": world["features"]}, 3),
                   ({"image_list": refs, "ref_features": world["features"]}, 9)]:
         hloc_pairs_exhaustive.main(tmp_path / "h.txt", **kw)
         pairs_from_exhaustive.main(tmp_path / "o.txt", **kw)
-        theirs, ours = (io.parse_pairs(tmp_path / f) for f in ("h.txt", "o.txt"))
+        theirs, ours = (parsers.parse_pairs(tmp_path / f) for f in ("h.txt", "o.txt"))
         same = {frozenset(p) for p in theirs} == {frozenset(p) for p in ours} if \
             "features" in kw else sorted(theirs) == sorted(ours)     # (query, ref): directed
         assert same and len(ours) == n

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import colmap, io
+from localize import colmap, io, parsers
 from localize import evaluate as ev
 from localize import localize_sfm as loc
 from localize import triangulation as tri
@@ -87,7 +87,7 @@ def _write_hloc_layout(world, feats: Path, matches: Path) -> None:
             grp.create_dataset("scores", data=np.ones(len(kp), np.float16))
             grp.create_dataset("image_size", data=np.array([W, H]))
     with h5py.File(matches, "w") as fd:
-        for a, b in io.parse_pairs(world["pairs"]):
+        for a, b in parsers.parse_pairs(world["pairs"]):
             m, s = io.get_matches(world["matches"], a, b)
             m0 = np.full(len(io.get_keypoints(world["features"], a)), -1, np.int16)
             m0[m[:, 0]] = m[:, 1]
@@ -138,7 +138,7 @@ def test_hloc_parsers_read_our_query_lists_and_pairs(hloc, localized):
         assert a.model == b.model and (a.width, a.height) == (b.width, b.height)
         assert np.allclose(a.params, b.params)
     assert hloc.utils.parsers.parse_retrieval(localized["pairs"]) == \
-        io.parse_retrieval(localized["pairs"])
+        parsers.parse_retrieval(localized["pairs"])
 
 
 def test_same_poses_as_hloc_localize_sfm(localized):

@@ -15,6 +15,7 @@ import numpy as np
 import pycolmap
 import pytest
 
+from localize import parsers
 from localize.data import render as rnd
 from localize.data import scene as scn
 
@@ -69,7 +70,7 @@ def test_pipeline_sfm_notebook(scene, tmp_path, monkeypatch):
     visualization.visualize_sfm_2d(model, images, color_by="depth", n=5)
 
     assert model.num_reg_images() == 8 and model.num_points3D() > 100
-    assert len(pairs_from_retrieval.io.parse_pairs(sfm_pairs)) > 0
+    assert len(parsers.parse_pairs(sfm_pairs)) > 0
 
 
 def test_demo_notebook(scene, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import h5, io
+from localize import h5, image_io, io, parsers
 
 
 def _hloc_features(path, names, n=5, d=8, seed=0):
@@ -105,20 +105,20 @@ def test_get_matches_reversed_and_legacy(tmp_path):
 def test_pairs_roundtrip(tmp_path):
     p = tmp_path / "pairs.txt"
     pairs = [("query/day/a.jpg", "db/1.jpg"), ("query/day/a.jpg", "db/2.jpg")]
-    io.write_pairs(p, pairs)
+    parsers.write_pairs(p, pairs)
     text = p.read_text()
     assert text == "query/day/a.jpg db/1.jpg\nquery/day/a.jpg db/2.jpg"  # no trailing newline
-    assert io.parse_pairs(p) == pairs
+    assert parsers.parse_pairs(p) == pairs
     p.write_text(text + "\n\n# comment\n")
-    assert io.parse_pairs(p) == pairs
-    assert io.parse_retrieval(p) == {"query/day/a.jpg": ["db/1.jpg", "db/2.jpg"]}
-    io.write_pairs(p, [])
-    assert p.read_text() == "" and io.parse_pairs(p) == []
+    assert parsers.parse_pairs(p) == pairs
+    assert parsers.parse_retrieval(p) == {"query/day/a.jpg": ["db/1.jpg", "db/2.jpg"]}
+    parsers.write_pairs(p, [])
+    assert p.read_text() == "" and parsers.parse_pairs(p) == []
     with pytest.raises(ValueError, match="whitespace"):
-        io.write_pairs(p, [("a b", "c")])
+        parsers.write_pairs(p, [("a b", "c")])
     p.write_text("a b c\n")
     with pytest.raises(ValueError, match="pairs.txt:1"):
-        io.parse_pairs(p)
+        parsers.parse_pairs(p)
 
 
 def test_errors_name_the_file(tmp_path):
@@ -133,11 +133,11 @@ def test_errors_name_the_file(tmp_path):
         io.list_h5_names(tmp_path / "missing.h5")
     with pytest.raises(h5.H5Error, match="corrupt.h5"):  # appending to a corrupt file
         io.write_features(bad, "a", {"keypoints": np.zeros((0, 2))})
-    with pytest.raises(io.ImageReadError, match="nope.jpg"):
-        io.read_image(tmp_path / "nope.jpg")
+    with pytest.raises(image_io.ImageReadError, match="nope.jpg"):
+        image_io.read_image(tmp_path / "nope.jpg")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8garbage")
-    with pytest.raises(io.ImageReadError, match="broken.jpg"):
-        io.read_image(tmp_path / "broken.jpg")
+    with pytest.raises(image_io.ImageReadError, match="broken.jpg"):
+        image_io.read_image(tmp_path / "broken.jpg")
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localize import colmap, io
+from localize import colmap, io, parsers
 from localize import evaluate as ev
 from localize import localize_sfm as loc
 from localize import triangulation as tri
@@ -73,7 +73,7 @@ def world(tmp_path_factory):
                                           "image_size": np.array([W, H])})
     names = list(db)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[:i]]
-    io.write_pairs(root / "pairs-db.txt", pairs)
+    parsers.write_pairs(root / "pairs-db.txt", pairs)
     with io.H5Writer(root / "matches-db.h5") as w:
         for a, b in pairs:
             write_true_matches(w.file, a, b, kp_index, n_kp(feats, a))
@@ -140,7 +140,7 @@ def test_triangulation_zero_points_fails_loudly(world, tmp_path):
             sel = rng.choice(na, 60, replace=False)
             m0[sel] = rng.choice(nb, 60, replace=False)
             io.write_matches(w.file, a, b, m0)
-    io.write_pairs(tmp_path / "pairs.txt", pairs)
+    parsers.write_pairs(tmp_path / "pairs.txt", pairs)
     with pytest.raises(RuntimeError, match="0 points"):
         tri.main(tmp_path / "sfm", world["ref"], tmp_path, tmp_path / "pairs.txt",
                  world["features"], bad)
@@ -182,7 +182,7 @@ def make_queries(world, tmp_path):
                 pairs.append((qn, db))
                 keep = {"zeromatch": 0, "few": 2}.get(kind)
                 write_true_matches(wm.file, qn, db, kpi, len(kps), keep=keep)
-    io.write_pairs(tmp_path / "pairs-q.txt", pairs)
+    parsers.write_pairs(tmp_path / "pairs-q.txt", pairs)
     return queries, tmp_path / "pairs-q.txt", feats, tmp_path / "matches-q.h5", gt
 
 

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import h5, io, match_features, nearest_neighbor
+from localize import h5, io, match_features, nearest_neighbor, parsers
 
 
 def _unit(x):
@@ -45,7 +45,7 @@ def test_main_on_hloc_layout(tmp_path, caplog, monkeypatch):
     _write_hloc_features(feats, {"query/night/q.jpg": q, "db/2.jpg": b, "db/empty.jpg": np.zeros((0, 32))})
     _write_hloc_features(ref, {"db/1.jpg": a})
     pairs = tmp_path / "pairs-test.txt"
-    io.write_pairs(pairs, [("db/1.jpg", "db/2.jpg"), ("db/2.jpg", "db/1.jpg"),
+    parsers.write_pairs(pairs, [("db/1.jpg", "db/2.jpg"), ("db/2.jpg", "db/1.jpg"),
                            ("query/night/q.jpg", "db/1.jpg"), ("db/empty.jpg", "db/1.jpg"),
                            ("db/2.jpg", "db/empty.jpg")])
     with caplog.at_level(logging.WARNING, logger="localize.match_features"):
@@ -67,10 +67,10 @@ def test_main_on_hloc_layout(tmp_path, caplog, monkeypatch):
     assert len(io.get_matches(out, "db/1.jpg", "db/empty.jpg")[0]) == 0
     # second run: everything already matched (either order) -> nothing recomputed
     monkeypatch.setattr(match_features, "match_image", lambda *a, **k: pytest.fail("re-matched"))
-    io.write_pairs(pairs, [("db/2.jpg", "db/1.jpg"), ("db/1.jpg", "query/night/q.jpg")])
+    parsers.write_pairs(pairs, [("db/2.jpg", "db/1.jpg"), ("db/1.jpg", "query/night/q.jpg")])
     assert match_features.main("nn-ratio", pairs, feats, matches=out, features_ref=ref) == out
     # a name missing from every features file -> one-line error naming it
-    io.write_pairs(pairs, [("db/3.jpg", "db/1.jpg")])
+    parsers.write_pairs(pairs, [("db/3.jpg", "db/1.jpg")])
     with pytest.raises(io.H5Error, match="db/3.jpg"):
         match_features.main("nn-ratio", pairs, feats, matches=out, features_ref=ref)
 
@@ -97,7 +97,7 @@ def small_world(tmp_path):
     feats = tmp_path / "feats.h5"
     _write_hloc_features(feats, imgs)
     pairs = tmp_path / "pairs.txt"
-    io.write_pairs(pairs, [("db/a.jpg", "db/b.jpg"), ("q/c.jpg", "db/a.jpg"), ("q/c.jpg", "db/b.jpg")])
+    parsers.write_pairs(pairs, [("db/a.jpg", "db/b.jpg"), ("q/c.jpg", "db/a.jpg"), ("q/c.jpg", "db/b.jpg")])
     return feats, pairs, {k: io.get_descriptors(feats, k) for k in imgs}
 
 
@@ -117,7 +117,7 @@ def test_hloc_confs_and_positional_signature(small_world, tmp_path):
         out = match_features.main(conf, pairs, "feats", tmp_path)
         assert out == tmp_path / f"feats_{conf['output']}_pairs.h5"
         total = 0
-        for a, b in io.parse_pairs(pairs):
+        for a, b in parsers.parse_pairs(pairs):
             m_ref, _ = nearest_neighbor.match_reference(desc[a], desc[b], ratio, dist, mutual)
             np.testing.assert_array_equal(_pairs_from_file(out, a, b), _as_pairs(m_ref))
             total += int((m_ref >= 0).sum())
@@ -137,7 +137,7 @@ def test_hloc_confs_and_positional_signature(small_world, tmp_path):
 
 
 def _read_all(path, pairs):
-    return {p: _pairs_from_file(path, *p) for p in io.parse_pairs(pairs)}
+    return {p: _pairs_from_file(path, *p) for p in parsers.parse_pairs(pairs)}
 
 
 def test_shards_merge_to_the_unsharded_result(small_world, tmp_path):

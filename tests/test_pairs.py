@@ -6,8 +6,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from localize import (io, pairs_from_covisibility, pairs_from_exhaustive, pairs_from_poses,
-                      pairs_from_retrieval)
+from localize import (io, pairs_from_covisibility, pairs_from_exhaustive, pairs_from_poses, pairs_from_retrieval, parsers)
 from localize.colmap import camera_from_dict
 from localize.geometry import qt_to_rigid
 
@@ -19,12 +18,12 @@ def test_exhaustive(tmp_path):
     # hloc's entry point: names from a list file or a features file, refs from either
     (tmp_path / "list.txt").write_text("# comment\nb.jpg 640 480\n\na.jpg\n")
     out = pairs_from_exhaustive.main(tmp_path / "p.txt", image_list=tmp_path / "list.txt")
-    assert io.parse_pairs(out) == [("b.jpg", "a.jpg")]
+    assert parsers.parse_pairs(out) == [("b.jpg", "a.jpg")]
     feats = tmp_path / "f.h5"
     for n in ("x.jpg", "y.jpg"):
         io.write_features(feats, n, {"keypoints": np.zeros((0, 2))})
     out = pairs_from_exhaustive.main(tmp_path / "p.txt", ["q.jpg"], ref_features=feats)
-    assert io.parse_pairs(out) == [("q.jpg", "x.jpg"), ("q.jpg", "y.jpg")]
+    assert parsers.parse_pairs(out) == [("q.jpg", "x.jpg"), ("q.jpg", "y.jpg")]
     assert pairs_from_exhaustive.main(tmp_path / "p2.txt", features=feats).read_text() == \
         "x.jpg y.jpg"
     with pytest.raises(ValueError, match="image_list or features"):
@@ -59,7 +58,7 @@ def test_covisibility(tmp_path):
     got = pairs_from_covisibility.from_covisibility(model, 5)
     assert ("db/0.jpg", "db/2.jpg") in got and len(got) == 6
     out = pairs_from_covisibility.main(model, tmp_path / "p.txt", 1)
-    assert io.parse_pairs(out) == pairs_from_covisibility.from_covisibility(model, 1)
+    assert parsers.parse_pairs(out) == pairs_from_covisibility.from_covisibility(model, 1)
     with pytest.raises(Exception, match="nomodel"):
         pairs_from_covisibility.from_covisibility(tmp_path / "nomodel", 1)
 
@@ -91,7 +90,7 @@ def test_retrieval(tmp_path):
     out = pairs_from_retrieval.main(g, tmp_path / "hloc.txt", 1, query_prefix="query",
                                db_prefix="db")
     assert out.read_text() == "query/day/q1.jpg db/1.jpg\nquery/night/q2.jpg db/4.jpg"
-    every = io.parse_pairs(pairs_from_retrieval.main(g, tmp_path / "all.txt", 1))
+    every = parsers.parse_pairs(pairs_from_retrieval.main(g, tmp_path / "all.txt", 1))
     assert len(every) == 6 and all(a != b for a, b in every)
 
 

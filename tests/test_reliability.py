@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from descriptors.data import synth
-from localize import colmap, extract_features, io, match_features, pairs_from_exhaustive
+from localize import (colmap, extract_features, image_io, io, match_features, pairs_from_exhaustive, parsers)
 from localize import evaluate as ev
 from localize import localize_sfm as loc
 from localize import pairs_from_retrieval
@@ -54,7 +54,7 @@ def test_changed_image_is_reextracted(tmp_path, caplog):
     extract_features.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
     with h5py.File(fp) as f:
         stored = {n: f[n].attrs[io.FINGERPRINT_ATTR] for n in ("a.png", "b.png")}
-    assert stored["a.png"] == io.image_fingerprint(images / "a.png")
+    assert stored["a.png"] == image_io.image_fingerprint(images / "a.png")
     kp_b = io.get_keypoints(fp, "b.png")
 
     # same name, new content: without the fingerprint the old entry would be reused
@@ -63,12 +63,12 @@ def test_changed_image_is_reextracted(tmp_path, caplog):
     extract_features.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
     assert "'a.png' changed on disk" in caplog.text
     assert "for 1 images" in caplog.text                     # b.png was not recomputed
-    fresh = extract_features.extract_image(io.read_image(images / "a.png"),
+    fresh = extract_features.extract_image(image_io.read_image(images / "a.png"),
                                   extract_features.load_extractor("sift"), SIFT_SMALL)
     np.testing.assert_array_equal(io.get_keypoints(fp, "a.png"), fresh["keypoints"])
     np.testing.assert_array_equal(io.get_keypoints(fp, "b.png"), kp_b)
     with h5py.File(fp) as f:
-        assert f["a.png"].attrs[io.FINGERPRINT_ATTR] == io.image_fingerprint(images / "a.png")
+        assert f["a.png"].attrs[io.FINGERPRINT_ATTR] == image_io.image_fingerprint(images / "a.png")
         assert f["b.png"].attrs[io.FINGERPRINT_ATTR] == stored["b.png"]
 
 
@@ -78,18 +78,18 @@ def test_image_fingerprint_hashes_the_whole_file(tmp_path):
     p = tmp_path / "x.jpg"
     p.write_bytes(bytes(300_000))
     st = p.stat()
-    f0 = io.image_fingerprint(p)
+    f0 = image_io.image_fingerprint(p)
     data = bytearray(p.read_bytes())
     data[150_000] = 1                                    # the middle: outside both ends
     p.write_bytes(bytes(data))
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert p.stat().st_size == st.st_size and p.stat().st_mtime_ns == st.st_mtime_ns
-    f1 = io.image_fingerprint(p)
+    f1 = image_io.image_fingerprint(p)
     assert f1 != f0 and f1.split()[0] == f0.split()[0]   # same size, new hash
     os.utime(p, ns=(1, 1))                               # touched only: same content
-    assert io.image_fingerprint(p) == f1
-    with pytest.raises(io.ImageReadError, match="nope.jpg"):
-        io.image_fingerprint(tmp_path / "nope.jpg")
+    assert image_io.image_fingerprint(p) == f1
+    with pytest.raises(image_io.ImageReadError, match="nope.jpg"):
+        image_io.image_fingerprint(tmp_path / "nope.jpg")
 
 
 def _fake_dataset(root: Path) -> SimpleNamespace:
@@ -120,7 +120,7 @@ def test_pipeline_fingerprint_follows_content_not_path(tmp_path):
     fp2 = aachen._dataset_fingerprint(root, data, aachen.image_fingerprints(data))
     assert fp2["files"]["model/images.bin"] != fp1["files"]["model/images.bin"]
     os.remove(root / "images" / "q.png")
-    with pytest.raises(io.ImageReadError, match="q.png"):
+    with pytest.raises(image_io.ImageReadError, match="q.png"):
         aachen.image_fingerprints(data)
 
     w = tmp_path / "w.pt"
@@ -151,7 +151,7 @@ def test_names_outside_the_root_name_file_and_line(tmp_path, bad):
     pairs = tmp_path / "pairs.txt"
     pairs.write_text(f"db/ok.jpg db/b.jpg\ndb/ok.jpg {bad}")
     with pytest.raises(ValueError, match=r"pairs.txt:2: image name"):
-        io.parse_pairs(pairs)
+        parsers.parse_pairs(pairs)
     ql = tmp_path / "q.txt"
     ql.write_text(f"query/ok.jpg SIMPLE_PINHOLE 64 64 50 32 32\n{bad} SIMPLE_PINHOLE 64 64 50 32 32")
     with pytest.raises(ValueError, match=r"q.txt:2: image name"):
@@ -170,7 +170,7 @@ def test_matches_key_collision_is_refused(tmp_path):
             io.write_features(w.file, n, _feats(6, seed=i))
     pairs = tmp_path / "pairs.txt"
     for lines in (["a-b.jpg c.jpg", "a/b.jpg c.jpg"], ["a/b.jpg c.jpg", "c.jpg a-b.jpg"]):
-        io.write_pairs(pairs, [tuple(s.split()) for s in lines])
+        parsers.write_pairs(pairs, [tuple(s.split()) for s in lines])
         with pytest.raises(ValueError) as e:
             match_features.main("nn-mutual", pairs, feats, matches=tmp_path / "m.h5")
         msg = str(e.value)
@@ -179,7 +179,7 @@ def test_matches_key_collision_is_refused(tmp_path):
             assert "({}, {})".format(*line.split()) in msg
         assert not (tmp_path / "m.h5").exists()              # refused before any matching
     # the same two images in both orders are one pair, not a collision
-    io.write_pairs(pairs, [("a/b.jpg", "c.jpg"), ("c.jpg", "a/b.jpg")])
+    parsers.write_pairs(pairs, [("a/b.jpg", "c.jpg"), ("c.jpg", "a/b.jpg")])
     m = match_features.main("nn-mutual", pairs, feats, matches=tmp_path / "m.h5")
     assert io.list_h5_names(m) == ["a-b.jpg/c.jpg"]
 
@@ -222,14 +222,14 @@ def test_truncated_image_is_refused(tmp_path, ext):
     data = buf.tobytes()
     full = tmp_path / f"full{ext}"
     full.write_bytes(data + (b"\0" * 16 if ext == ".jpg" else b""))  # trailing padding is fine
-    np.testing.assert_array_equal(io.read_image(full), cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
+    np.testing.assert_array_equal(image_io.read_image(full), cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
     cut = tmp_path / f"cut{ext}"
     cut.write_bytes(data[: len(data) // 2])
     assert cv2.imread(str(cut), cv2.IMREAD_GRAYSCALE) is not None or ext == ".png"
-    with pytest.raises(io.ImageReadError, match=f"cut{ext}.*truncated") as e:
-        io.read_image(cut)
+    with pytest.raises(image_io.ImageReadError, match=f"cut{ext}.*truncated") as e:
+        image_io.read_image(cut)
     assert "\n" not in str(e.value)
-    with pytest.raises(io.ImageReadError, match=f"cut{ext}"):
+    with pytest.raises(image_io.ImageReadError, match=f"cut{ext}"):
         extract_features.main(SIFT_SMALL, tmp_path, feature_path=tmp_path / "f.h5",
                      image_list=[cut.name], num_workers=0)
 

@@ -19,15 +19,7 @@ import pytest
 
 from descriptors import export
 from descriptors.data import synth
-from localize import (
-    colmap,
-    extract_features,
-    h5,
-    io,
-    make_patches,
-    match_features,
-    pairs_from_covisibility,
-)
+from localize import (colmap, extract_features, h5, image_io, io, make_patches, match_features, pairs_from_covisibility, parsers)
 from localize import localize_sfm as loc
 from localize import triangulation as tri
 from localize.cli import VERBOSE, ToolkitError, cli_errors
@@ -442,7 +434,7 @@ def test_7_non_utf8_bytes_and_names(tmp_path, capsys):
     lst = tmp_path / "list.txt"
     lst.write_bytes(b"\xe9t\xe9.jpg\n")
     with pytest.raises(ValueError, match="list.txt:1: not valid UTF-8"):
-        io.read_image_list(lst)
+        parsers.read_image_list(lst)
     images = tmp_path / "images"
     images.mkdir()
     cv2.imwrite(str(images / "ok.png"), _photo("camera"))
@@ -464,7 +456,7 @@ def test_7_environment_errors_are_toolkit_one_liners(capsys):
                 raise e
         err = capsys.readouterr().err.strip().splitlines()
         assert ex.value.code == 2 and len(err) == 1 and err[0].startswith("prog: "), err
-    for cls in (h5.H5Error, io.ImageReadError, colmap.ColmapError, roxford.RevisitopError,
+    for cls in (h5.H5Error, image_io.ImageReadError, colmap.ColmapError, roxford.RevisitopError,
                 export.ExportError, PT.InputError):
         assert issubclass(cls, ToolkitError)
 
@@ -489,20 +481,20 @@ def test_8_pixel_cap_before_decoding(tmp_path, monkeypatch):
     assert big.stat().st_size < 1000
     decoded = []
     real = cv2.imdecode
-    monkeypatch.setattr(io.cv2, "imdecode", lambda *a: (decoded.append(1), real(*a))[1])
-    with pytest.raises(io.ImageReadError, match="declares 20000x20000 = 400 MP, over the cap "
+    monkeypatch.setattr(image_io.cv2, "imdecode", lambda *a: (decoded.append(1), real(*a))[1])
+    with pytest.raises(image_io.ImageReadError, match="declares 20000x20000 = 400 MP, over the cap "
                                                 "of 100 MP"):
-        io.read_image(big)
+        image_io.read_image(big)
     assert decoded == []                                      # refused before decoding
     small = tmp_path / "s.png"
     cv2.imwrite(str(small), _photo("camera", 64))
-    with pytest.raises(io.ImageReadError, match="over the cap"):
-        io.read_image(small, max_pixels=1000)
-    assert io.read_image(small, max_pixels=64 * 64).shape == (64, 64)
+    with pytest.raises(image_io.ImageReadError, match="over the cap"):
+        image_io.read_image(small, max_pixels=1000)
+    assert image_io.read_image(small, max_pixels=64 * 64).shape == (64, 64)
     images = tmp_path / "images"
     images.mkdir()
     os.replace(small, images / "s.png")
-    with pytest.raises(io.ImageReadError, match="over the cap"):
+    with pytest.raises(image_io.ImageReadError, match="over the cap"):
         extract_features.main(SIFT_SMALL, images, feature_path=tmp_path / "f.h5",
                               num_workers=0, max_pixels=100)
 

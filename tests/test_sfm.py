@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from localize import colmap, extract_features, io, pairs_from_retrieval, reconstruction
+from localize import colmap, extract_features, io, pairs_from_retrieval, parsers, reconstruction
 from localize import pairs_from_sequential as seq
 from localize.data import render as rnd
 from localize.data import scene as scn
@@ -108,7 +108,7 @@ def test_sequential_pairs_order_overlap_loop_closure(tmp_path):
                                     {n: np.array([640, 480]) for n in names})
     out = seq.main(tmp_path / "pairs.txt", names, overlap=2, loop_closure=True,
                    retrieval_path=g, retrieval_interval=11, num_loc=1)
-    pairs = io.parse_pairs(out)
+    pairs = parsers.parse_pairs(out)
     assert ("f00.jpg", "f11.jpg") in pairs or ("f11.jpg", "f00.jpg") in pairs
     assert len(pairs) == len(set(map(frozenset, pairs))) == 21 + 1
     with pytest.raises(ValueError, match="retrieval_path"):
@@ -121,7 +121,7 @@ def test_vlad_conf_feeds_pairs_from_retrieval(photos, tmp_path):
     conf = {**extract_features.confs["vlad"], "max_keypoints": 512, "resize_max": 320}
     path = extract_features.main(conf, photos[0], tmp_path)
     assert path == tmp_path / "global-feats-vlad.h5"
-    pairs = io.parse_pairs(pairs_from_retrieval.main(path, tmp_path / "pairs.txt",
+    pairs = parsers.parse_pairs(pairs_from_retrieval.main(path, tmp_path / "pairs.txt",
                                                      num_matched=5))
     assert len(pairs) == N_VIEWS * 5
     # neighbours on the arc are retrieved first

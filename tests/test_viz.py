@@ -10,7 +10,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from localize import colmap, io
+from localize import colmap, io, parsers
 from localize import localize_sfm as loc
 from localize import visualization as viz
 
@@ -171,7 +171,7 @@ def _localize(rec, images: Path, kpts: dict, tmp: Path) -> dict:
         for db in dbs:
             m0 = np.arange(12) if qn.endswith("q.png") else np.r_[0:3, [-1] * 9]
             io.write_matches(matches, qn, db, m0)
-    io.write_pairs(tmp / "pairs.txt", [(qn, db) for qn, dbs in retrieval.items() for db in dbs])
+    parsers.write_pairs(tmp / "pairs.txt", [(qn, db) for qn, dbs in retrieval.items() for db in dbs])
     cam = colmap.camera_from_dict(CAMERA)
     return loc.main(rec, [("query/night/q.png", cam), ("query/day/f.png", cam)], retrieval,
                     feats, matches, tmp / "results.txt")

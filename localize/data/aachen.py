@@ -31,7 +31,7 @@ from localize import colmap
 from localize.colmap_model import ColmapError, model_format, read_image_names
 from localize.data import render as rnd, scene as scn
 from localize.geometry import rotmat_to_qvec
-from localize.io import check_name, read_pose_lines
+from localize.parsers import check_name, read_pose_lines
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ Layout (revisitop ``python/dataset.py`` / ``download.py``; see /work/shared/FORM
 The pickle is read by :func:`load_gnd_pickle`, a restricted unpickler that builds only builtin
 containers, numbers, strings and numpy arrays (a pickle naming any other callable is refused
 before anything runs), and its structure is validated: non-empty name lists of relative names
-(``localize.io.check_name``), one ``gnd`` dict per query with a ``bbx`` of 4 finite numbers
+(``localize.parsers.check_name``), one ``gnd`` dict per query with a ``bbx`` of 4 finite numbers
 and ``easy`` / ``hard`` / ``junk`` indices in ``[0, len(imlist))``.
 
 Evaluation (mAP, E / M / H protocols): ``localize.revisitop_eval``. A synthetic set in this
@@ -36,7 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from localize.cli import ToolkitError
-from localize.io import check_name, read_image
+from localize.image_io import read_image
+from localize.parsers import check_name
 
 
 class RevisitopError(ToolkitError):
