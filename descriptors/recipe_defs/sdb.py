@@ -91,7 +91,9 @@ PAPER_STAGE2_STEPS = 21_000       # 15 cycles x 1400 batches
 PAPER_BATCH, PAPER_STAGE2_BATCH, PAPER_STAGE2_BATCH_END = 2560, 2944, 1024
 
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "data": "phototour", "npos": 3, "fliprot": True,
+    "data": "phototour", "npos": 3, "fliprot": True, "stage2_npos": 2,
+    # per-patch affine jitter (reference: rotation +-5 deg, zoom 1-1.14, shear); 0 / (1, 1) = off
+    "jitter": True, "jitter_rot_deg": 5.0, "jitter_scale": (1.0, 1.14), "jitter_shear": 0.1,
     # stage 1: ExpTeacher
     "teacher": "self", "ema_decay": 0.99, "weight_fn": "quadratic",
     "threshold": -0.55, "upper": 0.10, "easy_width": 0.5,
@@ -173,23 +175,50 @@ def sdb_lr(recipe: Recipe, step: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------- data
+def affine_jitter(x: torch.Tensor, rng: np.random.Generator, rot_deg: float = 5.0,
+                  scale: tuple[float, float] = (1.0, 1.14), shear: float = 0.1) -> torch.Tensor:
+    """Independent random affine warp of every patch about its centre (bilinear, reflected
+    border): rotation U(-rot_deg, rot_deg) degrees, zoom-in U(scale) (1.14 = the patch content
+    appears 14 % larger), horizontal shear U(-shear, shear) (x' = x + shear * y).
+
+    x: (N, 1, P, P) float32 -> (N, 1, P, P) float32.
+    """
+    n = x.shape[0]
+    if n == 0:
+        return x
+    t = np.deg2rad(rng.uniform(-rot_deg, rot_deg, n))
+    z = rng.uniform(scale[0], scale[1], n)
+    sh = rng.uniform(-shear, shear, n)
+    c, s = np.cos(t), np.sin(t)
+    # output -> input sampling map in normalised coordinates: R(t) @ Shear(sh) / z
+    a = np.stack([np.stack([c, c * sh - s, np.zeros(n)], 1),
+                  np.stack([s, s * sh + c, np.zeros(n)], 1)], 1) / z[:, None, None]
+    theta = torch.from_numpy(a.astype(np.float32))
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                                           align_corners=False)
+
+
 class PointTupleSampler:
     """Batches of ``npos`` patches of each of B distinct 3D points from a PhotoTour scene.
 
     Yields ``(x, labels)``: x (B*npos, 1, 32, 32) float32 in [0, 1] ordered view-major
     (``x[v*B + i]`` is view v of point i), labels (B*npos,) int64 = point index in the batch.
     Only points with >= npos patches are used; views are distinct patches. ``fliprot`` applies
-    one random flip / transpose per point to all its views (HardNet's augmentation).
+    one random flip / transpose per point to all its views (HardNet's augmentation); ``jitter``
+    (a dict of :func:`affine_jitter` arguments, None = off) then warps every patch independently
+    (the reference's per-patch rotation / resized-crop augmentation).
     """
 
     def __init__(self, data: Any, batch_size: int, rng: np.random.Generator, npos: int = 3,
-                 fliprot: bool = True):
+                 fliprot: bool = True, jitter: dict | None = None):
         from descriptors.data.phototour import to_32
         if npos < 2:
             raise ValueError(f"{data.root}: npos must be >= 2, got {npos}")
         self.rng = rng
         self.npos = int(npos)
         self.fliprot = fliprot
+        self.jitter = jitter
         self.patches32 = to_32(data.patches)
         ids = np.asarray(data.point_ids, np.int64)
         order = np.argsort(ids, kind="stable")
@@ -220,6 +249,8 @@ class PointTupleSampler:
             flip = torch.from_numpy(np.tile(self.rng.random(B) < 0.5, V))
             x = torch.where(rot[:, None, None, None], x.transpose(2, 3), x)
             x = torch.where(flip[:, None, None, None], x.flip(3), x).contiguous()
+        if self.jitter is not None:
+            x = affine_jitter(x, self.rng, **self.jitter)
         labels = torch.arange(B, dtype=torch.int64).repeat(V)
         return x, labels
 
@@ -243,7 +274,12 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
     data = read_phototour_scenes(data_dir, progress=False)
-    return PointTupleSampler(data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]))
+    jitter = None
+    if o["jitter"]:
+        jitter = {"rot_deg": float(o["jitter_rot_deg"]), "shear": float(o["jitter_shear"]),
+                  "scale": tuple(float(v) for v in o["jitter_scale"])}
+    return PointTupleSampler(data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]),
+                             jitter=jitter)
 
 
 # ------------------------------------------------------------------------------ step function
@@ -263,6 +299,13 @@ def _subset_points(x: torch.Tensor, labels: torch.Tensor, keep_points: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     m = labels < keep_points
     return x[m], labels[m]
+
+
+def _first_views(x: torch.Tensor, labels: torch.Tensor, n_points: int, views: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``views`` views of every point of a view-major batch (rows v*B + i)."""
+    n = min(int(views) * n_points, x.shape[0])
+    return x[:n], labels[:n]
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -345,6 +388,8 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
     state["cycle_now"] = cycle
     b1 = int(state.get("batch_size", o.get("batch_size", n_points)) or n_points)
     keep = stage2_batches(b1, o)[cycle] if cycle >= 0 else b1
+    if cycle >= 0 and x.shape[0] > int(o["stage2_npos"]) * n_points:
+        x, labels = _first_views(x, labels, n_points, int(o["stage2_npos"]))
     if keep < n_points:
         x, labels = _subset_points(x, labels, keep)
     desc = model(x)
@@ -377,12 +422,12 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
 
 
 def recipe(quick: bool = False) -> Recipe:
-    r = Recipe(name="sdb", make_data=sdb_data, step_loss=sdb_step, arch="l2net",
+    r = Recipe(name="sdb", make_data=sdb_data, step_loss=sdb_step, arch="sdgmnet128",
                arch_kwargs={"dim": 128}, steps=PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS,
                batch_size=PAPER_BATCH, optimizer="adamw", lr=0.0033, weight_decay=0.1,
                lr_fn=sdb_lr, setup=sdb_setup, default_data="datasets/phototour-synth",
                options=dict(DEFAULT_OPTIONS),
-               description="L2-Net + self-supervised difficulty balancing (ExpTeacher, "
+               description="SDGMNet128 + self-supervised difficulty balancing (ExpTeacher, "
                            "then annealing)")
     if quick:
         r = r.with_options(steps=1000, batch_size=64, npos=2, stage2_frac=0.1,
