@@ -27,10 +27,18 @@ What matches the paper / code here:
   ``loss='triplet'`` keeps the hardest-in-batch triplet margin variant (margin 1, anchor swap;
   ``losses.hardest_triplet_margin``) for the ablation;
 - data (``descriptors.data.pairs``): two views of one photo crop under two independent random
-  homographies (``PairConf.two_homographies``), keypoints detected once and mapped exactly into
-  both; the second view gets a strong stylisation-like change with p = 0.7 (HNDesc uses the
-  stylised image with p = 0.7) plus colour / photometric augmentation;
-- Adam lr 1e-4, x0.5 every 50,000 steps, 220,000 steps, batches mixing 16 image pairs.
+  homographies (``PairConf.two_homographies``) with HNDesc's mild geometry (zoom 0.8-1:
+  ``pair_homography_scale``, rotation +-15 deg: ``pair_max_rotation_deg``), keypoints detected
+  once and mapped exactly into both; the second view gets a strong stylisation-like change with
+  p = 0.7 (HNDesc uses the stylised image with p = 0.7) plus colour / photometric augmentation;
+- batches: ``pairs_per_batch`` = 16 crops (pairs) with up to ``max_per_pair`` = 200 keypoints
+  each (HNDesc's 16 crops x up to 200 keypoints), so the AP loss ranks each keypoint against the
+  keypoints of the 15 other crops;
+- Adam lr 1e-4, x0.5 every 50,000 steps, 220,000 steps.
+
+Added here: a night rendering of view B with probability ``pair_p_night`` = 0.3
+(``synth.day_to_night``, the project's synthetic night model: darkening, gamma, colour cast,
+street-light pools, sensor noise), so the descriptor also learns day-night illumination change.
 
 What differs (the toolkit trains one patch network per recipe):
 
@@ -40,19 +48,20 @@ What differs (the toolkit trains one patch network per recipe):
   transfer from another training photo + edge-preserving smoothing + tone curve), with night
   rendering (``synth.day_to_night``) and ``color_style_shift`` for the colour augmentation;
 - photos: the bundled TRAIN photos (or ``--photos DIR`` = the option ``photos``) instead of
-  MegaDepth; each batch of B keypoints mixes at least B / ``max_per_pair`` pairs (B / 64 = 16
-  pairs for B = 1024, the paper's 16 crops).
+  MegaDepth.
 
 ``default_data`` (``datasets/phototour-synth``) is only the evaluation root for
 ``pipelines.train --eval``: the training pairs need no dataset folder.
 
-``recipe(quick=False)``: batch 1024 keypoints, Adam lr 1e-4, step decay x0.5 / 50k, 220k steps.
-``quick`` (hardnet's quick budget: 1000 steps of 64 pairs): batch 64 keypoints from >= 8 pairs,
-Adam lr 1e-3 decayed x0.5 every 334 steps, a pool of 96 pairs refreshed slowly (a CPU run of
-minutes; the paper's lr 1e-4 barely moves in 1000 steps). Options: loss ('ap'|'triplet'),
-ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random', triplet only), photos (a photo
-folder), pool_size, initial_pairs, new_per_batch, refresh_per_batch, max_per_pair, weighting
-('uniform'|'response'), swap_prob, ``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``).
+``recipe(quick=False)``: batches of 16 crops x up to 200 keypoints (``batch_size`` 3200 is the
+pool capacity needed before the first batch), Adam lr 1e-4, step decay x0.5 / 50k, 220k steps.
+``quick`` (CPU budget): 1000 steps of 8 crops x up to 64 keypoints, Adam lr 1e-3 decayed x0.5
+every 334 steps, a pool of 96 pairs refreshed slowly (the paper's lr 1e-4 barely moves in 1000
+steps).
+Options: loss ('ap'|'triplet'), ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random',
+triplet only), photos (a photo folder), pool_size, initial_pairs, new_per_batch,
+refresh_per_batch, pairs_per_batch, max_per_pair, weighting ('uniform'|'response'), swap_prob,
+``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``).
 """
 from __future__ import annotations
 

@@ -22,46 +22,58 @@ Stage 1 (``--loss=ExpTeacher --teacher=self``), the first ``1 - stage2_frac`` of
   ``'none'`` = w = 1 (control).
 Stage 2 (``--loss=tripletMargin++ --use_finetune``), the remaining ``stage2_frac``:
   ``stage2_cycles`` annealing cycles; in cycle i the learning rate is
-  ``stage2_lr * stage2_lr_factor**i`` (flat for 60% of the cycle, then cosine to ~0, fastai
-  ``fit_flat_cos(pct_start=0.6)``), the optimizer state is reset at the start of every cycle
-  (``stage2_reset_opt``; each cycle is a fresh fit), the batch shrinks linearly from
-  ``stage2_batch`` (paper 2944, cycle 0) to ``stage2_batch_end`` (1024, last cycle) (None = the
-  same ratios 2944 / 2560 and 1024 / 2560 of ``batch_size``, so quick runs scale down
-  proportionally) and samples with their own margin d_neg - d_pos <=
-  ``stage2_threshold + 0.05 i`` are dropped; loss ``stage2_loss='exp'`` is the code's generalized
-  form with fixed B = 4.25 (``tripletMargin++``), ``'triplet'`` the HardNet hinge
-  max(0, 1 + d_pos - d_neg) with the same mask.
+  ``stage2_lr * stage2_lr_factor**i`` (flat for ``stage2_pct_flat`` = 60% of the cycle, then
+  cosine to lr_i / 1e5), the optimizer state is reset at the start of every cycle
+  (``stage2_reset_opt``; each cycle is a fresh fit), each point contributes ``stage2_npos`` = 2
+  patches (views 0 and 1 of the stage-1 tuples; the reference's stage-2 command has no
+  ``--Npos``, so its default 2 applies), and the batch shrinks linearly from ``stage2_batch``
+  (cycle 0) to ``stage2_batch_end`` (last cycle). Samples with their own margin
+  d_neg - d_pos <= ``stage2_threshold + 0.05 i`` are dropped; loss ``stage2_loss='exp'`` is the
+  code's generalized form with fixed B = 4.25 (``tripletMargin++``), ``'triplet'`` the HardNet
+  hinge max(0, 1 + d_pos - d_neg) with the same mask.
 
-Published defaults (``recipe(quick=False)``): arch SDGMNet128 (HyNet body) in the paper, here the
-L2-Net body (``arch='l2net'``) like HardNet / HNDesc; stage 1: Adam, lr 0.0033 one-cycle
-(fastai ``fit_one_cycle``, div 25, 25% warm-up), batch 2560, 25 epochs x 4.05M tuples
-(= 39,551 steps), Npos 3 patches per 3D point, weight decay 0.1 (fastai's decoupled AdamW decay);
-stage 2: lr 1.5e-6, lr_factor 0.75, batch 2944 shrinking by 128 per cycle, 15 cycles x 1400
-batches (= 21,000 steps), B = 4.25, threshold -0.10 (+0.05 per cycle). Total 60,551 steps,
-``stage2_frac`` = 21000 / 60551.
-Optimizer: ``adamw`` with decoupled weight decay 0.1 (fastai's ``Adam(..., wd=0.1,
-decouple_wd=True)`` = ``p <- p (1 - lr wd)`` before the Adam step, which is what torch
-``AdamW`` does). Differs: fastai's Adam uses betas (0.9, 0.99) and eps 1e-5; the toolkit trainer's
-AdamW keeps torch's (0.9, 0.999) and 1e-8 (the ``Recipe`` has no betas / eps fields).
+Network: ``arch='sdgmnet128'`` (``descriptors.models.sdgmnet.SDGMNet128``, the reference's
+``--arch=SDGMNet128``: HyNet body with FRN + TLU); ``--option arch=l2net`` trains the L2-Net body
+instead (needed to fine-tune the earlier L2-Net sdb weights with ``--option init=...``).
+
+Augmentation (``PointTupleSampler``): one random flip / transpose per point applied to all its
+views (``fliprot``), then an independent affine warp of every patch (``jitter``;
+``affine_jitter``: rotation U(+-``jitter_rot_deg`` = 5) degrees, zoom U(``jitter_scale`` =
+1-1.14), shear U(+-``jitter_shear`` = 0.1)), the reference's per-patch rotation + resized-crop
+jitter.
+
+Full run (``recipe(quick=False)``): stage 1: AdamW, peak lr 0.0033 with a one-cycle schedule
+(cosine warm-up from lr / 25 over the first 25%, then cosine decay), batch 2560 points, Npos 3,
+weight decay 0.1, 39,551 steps (the reference's 25 epochs x 4.05M tuples / 2560); stage 2:
+lr 1.5e-6, lr_factor 0.75, 15 cycles of 1400 steps (21,000 steps), batch 2944 in cycle 0 down to
+1024 in the last (linear; the reference command gives only the 2944 start), B = 4.25, threshold
+-0.10 (+0.05 per cycle). Total 60,551 steps, ``stage2_frac`` = 21000 / 60551. Quick runs with
+``stage2_batch`` / ``stage2_batch_end`` = None use the same ratios (2944 / 2560, 1024 / 2560) of
+``batch_size``.
+Optimizer: torch ``AdamW`` (decoupled weight decay ``p <- p (1 - lr wd)``, as fastai's
+``Adam(..., wd=0.1, decouple_wd=True)``) with torch's betas (0.9, 0.999) and eps 1e-8. Not
+reproduced: fastai's one-cycle momentum schedule (beta1 cycled 0.95 -> 0.85 -> 0.95), its beta2
+0.99 and eps 1e-5 (the ``Recipe`` has no betas / eps fields).
 Optimizer reset per cycle: the trainer owns the optimizer, so ``sdb_setup`` registers a torch
 optimizer step pre-hook (``torch.optim.optimizer.register_optimizer_step_pre_hook``) that acts
 only on the optimizer of this run's model and clears its state (Adam moments, step counts) before
 the first step of each annealing cycle; ``state['opt_reset_cycle']`` records the last reset (so a
 resumed run does not reset twice).
 
-Data (``options['data']``): the synthetic PhotoTour train split (``datasets/phototour-synth/
-train``, read with ``descriptors.data.phototour.read_phototour``) by default, because (1) the
-paper trains on Brown PhotoTour with labels from 3D points (Npos patches per point), which that
-split reproduces in the exact Brown format, (2) the "self-supervised" in the method's name is
-the teacher judging sample difficulty, not label-free data, and (3) it is HardNet's data too, so
-the ablation compares sdb with hardnet on the loss alone (and hndesc with hardnet on the data
-alone). ``data='pairs'`` switches to the self-supervised homography pairs of
-``descriptors.data.pairs`` (2 views per keypoint) if no labelled patches exist.
+Data (``options['data']``): Brown-layout patch folders (``descriptors.data.phototour``;
+``read_phototour_scenes`` concatenates every scene folder under the data root, e.g. the real
+patch sets ``pipelines.make_patches`` builds from Strecha entry-P10 and the SfM'd collections),
+by default the synthetic PhotoTour train split (``datasets/phototour-synth/train``): the paper
+trains on Brown PhotoTour with labels from 3D points, and the "self-supervised" in the method's
+name is the teacher judging sample difficulty, not label-free data. ``data='pairs'`` switches to
+the self-supervised homography pairs of ``descriptors.data.pairs`` (2 views per keypoint) if no
+labelled patches exist.
 
-``quick`` (hardnet's quick budget): batch 64 points, 1000 steps (10% stage 2 in 3 cycles), Npos 2
-(same patches per step as hardnet), stage-1 lr 0.0033, stage-2 lr 3.3e-5 (the paper's 1.5e-6
-barely moves weights in a hundred CPU steps).
-Options (``recipe.with_options(...)``): data, npos, fliprot, teacher
+``quick`` (CPU budget): batch 64 points, 1000 steps (10% stage 2 in 3 cycles), Npos 2,
+stage-1 lr 0.0033, stage-2 lr 3.3e-5 (the paper's 1.5e-6 barely moves weights in a hundred CPU
+steps).
+Options (``recipe.with_options(...)``): data, npos, stage2_npos, fliprot, jitter,
+jitter_rot_deg, jitter_scale, jitter_shear, teacher
 ('self'|'ema'|'detached'|'none'),
 ema_decay, weight_fn ('quadratic'|'linear'|'step'|'bump'|'none'), threshold, upper, easy_width,
 R, A, B (None = use_stB), stage2_frac, stage2_cycles, stage2_loss ('exp'|'triplet'), stage2_R,
