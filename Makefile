@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 FEATURES ?= hardnet
 SHARED ?= ../shared/data
 
-.PHONY: install demo test weights bench bench-real clean
+.PHONY: install demo test weights weights-gpu bench bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -53,6 +53,16 @@ weights: install
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
 	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
+
+# All five recipes at their published batch sizes on ONE GPU (about 12 min on an H100, estimated),
+# on the real Brown patch sets under $(PATCHES) (built by `make weights`, or by pipelines.make_patches
+# from the SfM'd collections) and the real photos of $(SHARED); writes checkpoints and the
+# real_matching table to outputs/weights-gpu (weights/ untouched). CPU smoke run:
+# $(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --steps 2 --device cpu
+PATCHES ?= datasets/phototour-strecha
+weights-gpu: install
+	test -d $(SHARED) || { echo "make weights-gpu: $(SHARED) not found"; exit 1; }
+	$(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --out outputs/weights-gpu
 
 bench: install
 	$(VPY) benchmarks/descriptor_speed.py
