@@ -15,8 +15,8 @@ Each recipe runs its full (published) configuration, ``quick=False``, with the s
 estimates, not measured here) and writes ``<out>/<recipe>.pt`` + ``.json`` through
 ``pipelines.train``; then ``benchmarks/real_matching.py`` measures the five checkpoints against
 SIFT / RootSIFT / the shipped weights and writes ``<out>/real_matching/real_matching.json`` and
-``<out>/real_matching.txt``. ``--steps N`` overrides every step count (a CPU smoke run:
-``--steps 2 --device cpu``). Nothing under ``weights/`` is touched: copy a checkpoint there only
+``<out>/real_matching.txt``. ``--steps N`` / ``--batch_size B`` override every recipe's (a CPU smoke run:
+``--steps 2 --batch_size 32 --device cpu --sequences graffiti``). Nothing under ``weights/`` is touched: copy a checkpoint there only
 if it beats the shipped one on the real benchmark.
 """
 from __future__ import annotations
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--photos", type=Path, default=None, help="photo folder (default: see doc)")
     p.add_argument("--out", type=Path, default=Path("outputs/weights-gpu"))
     p.add_argument("--steps", type=int, default=None, help="override every recipe's steps")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="override every recipe's batch size (CPU smoke runs only)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     p.add_argument("--recipes", nargs="*", default=list(GPU_STEPS), choices=list(GPU_STEPS))
     p.add_argument("--sequences", nargs="*", default=None, help="real_matching sequences")
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
             argv_r += ["--photos", str(photos)]
         for o in GPU_OPTIONS.get(name, []):
             argv_r += ["--option", o]
+        if args.batch_size:
+            argv_r += ["--batch_size", str(args.batch_size)]
         if args.device:
             argv_r += ["--device", args.device]
         t0 = time.time()
