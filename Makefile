@@ -25,6 +25,11 @@ test: install
 	$(VPY) -m pytest tests
 
 # Reproduce the shipped weights (CPU-sized runs; commands are recorded in weights/*.json).
+# SDB_OLD / HNDESC_OLD: the settings the shipped sdb / hndesc weights were trained with, before
+# the recipes moved to the reference's (SDGMNet128 + jitter; whole-crop batches, milder geometry).
+SDB_OLD := --option arch=l2net --option jitter=false
+HNDESC_OLD := --option pairs_per_batch=0 --option max_per_pair=8 \
+	--option 'pair_homography_scale=[0.7,1.3]' --option pair_max_rotation_deg=30
 weights: install
 	# hardnet: synthetic warm start (the previous shipped run: 1000 x 64 pairs, old effective lr),
 	# then real patches of Strecha entry-P10 at three resolutions (needs ../shared/data)
@@ -39,16 +44,17 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	# sdb: synthetic warm start (the previous shipped run), then the real entry-P10 patches
-	$(VPY) -m pipelines.train --recipe sdb --out outputs/train/sdb-synthetic-init.pt --quick --eval test
-	$(VPY) -m pipelines.train --recipe sdb --quick --steps 600 --batch_size 192 --data datasets/phototour-strecha \
+	# sdb (shipped weights: the L2-Net body without the per-patch jitter; the recipe's defaults are
+	# now SDGMNet128 + jitter): synthetic warm start (the previous shipped run), then entry-P10 patches
+	$(VPY) -m pipelines.train --recipe sdb $(SDB_OLD) --out outputs/train/sdb-synthetic-init.pt --quick --eval test
+	$(VPY) -m pipelines.train --recipe sdb $(SDB_OLD) --quick --steps 600 --batch_size 192 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out weights/sdb.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# hndesc: bundled-photo warm start (the previous shipped run), then real photos (shared photos + entry-P10)
-	$(VPY) -m pipelines.train --recipe hndesc --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
+	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
 	mkdir -p outputs/photos-train && ln -sfn $(abspath $(SHARED))/photos outputs/photos-train/opencv \
 		&& ln -sfn $(abspath $(SHARED))/strecha/entry-P10/images outputs/photos-train/entry-P10
-	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
+	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
 		--option init=outputs/train/hndesc-synthetic-init.pt --out weights/hndesc.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
