@@ -219,7 +219,7 @@ def test_sdb_trains_and_loss_goes_down(tmp_path: Path):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     r = get_recipe("sdb", quick=True).with_options(
         batch_size=16, data="pairs", pool_size=2, B=3.7, stage2_frac=0.2, stage2_cycles=2,
-        pair_out_size=160, pair_max_keypoints=80)
+        pair_out_size=160, pair_max_keypoints=80, arch="l2net")   # the loss, on the cheap body
     res = train(r, tmp_path / "data", tmp_path / "sdb.pt", steps=20, seed=0, ckpt_every=0,
                 progress=False)
     ck = torch.load(tmp_path / "sdb.pt.ckpt", weights_only=False)
