@@ -28,6 +28,7 @@ test: install
 # SDB_OLD / HNDESC_OLD: the settings the shipped sdb / hndesc weights were trained with, before
 # the recipes moved to the reference's (SDGMNet128 + jitter; whole-crop batches, milder geometry).
 SDB_OLD := --option arch=l2net --option jitter=false
+SCEAUX_MODEL ?= outputs/sfm/sceaux_castle/model
 HNDESC_OLD := --option pairs_per_batch=0 --option max_per_pair=8 \
 	--option 'pair_homography_scale=[0.7,1.3]' --option pair_max_rotation_deg=30
 weights: install
@@ -44,11 +45,20 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	# sdb (shipped weights: the L2-Net body without the per-patch jitter; the recipe's defaults are
-	# now SDGMNet128 + jitter): synthetic warm start (the previous shipped run), then entry-P10 patches
+	# sdb (shipped weights: the L2-Net body, --option arch=l2net; the recipe's default is now
+	# SDGMNet128): synthetic warm start and entry-P10 fine-tune as earlier (no jitter, SDB_OLD)
 	$(VPY) -m pipelines.train --recipe sdb $(SDB_OLD) --out outputs/train/sdb-synthetic-init.pt --quick --eval test
 	$(VPY) -m pipelines.train --recipe sdb $(SDB_OLD) --quick --steps 600 --batch_size 192 --data datasets/phototour-strecha \
-		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out weights/sdb.pt \
+		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out outputs/train/sdb-entry-P10.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
+	# ... then 150 steps with the per-patch jitter on entry-P10 (3 resolutions) + the sceaux_castle
+	# collection (needs its SfM model $(SCEAUX_MODEL), e.g. pycolmap SIFT + exhaustive matching + mapping)
+	test -d $(SCEAUX_MODEL) || { echo "make weights: SfM model $(SCEAUX_MODEL) of sceaux_castle not found"; exit 1; }
+	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/sceaux_castle/images --model $(SCEAUX_MODEL) \
+		--out datasets/phototour-real/sceaux_castle-r1200 --resize_max 1200
+	for r in 800 1200 1600; do ln -sfn $(abspath datasets/phototour-strecha/entry-P10-r$$r) datasets/phototour-real/entry-P10-r$$r; done
+	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-real \
+		--train "" --option arch=l2net --option init=outputs/train/sdb-entry-P10.pt --out weights/sdb.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# hndesc: bundled-photo warm start (the previous shipped run), then real photos (shared photos + entry-P10)
 	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
