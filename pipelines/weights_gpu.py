@@ -15,9 +15,10 @@ Each recipe runs its full (published) configuration, ``quick=False``, with the s
 estimates, not measured here) and writes ``<out>/<recipe>.pt`` + ``.json`` through
 ``pipelines.train``; then ``benchmarks/real_matching.py`` measures the five checkpoints against
 SIFT / RootSIFT / the shipped weights and writes ``<out>/real_matching/real_matching.json`` and
-``<out>/real_matching.txt``. ``--steps N`` / ``--batch_size B`` override every recipe's (a CPU smoke run:
-``--steps 2 --batch_size 32 --device cpu --sequences graffiti``). Nothing under ``weights/`` is touched: copy a checkpoint there only
-if it beats the shipped one on the real benchmark.
+``<out>/real_matching.txt``. ``--steps N`` / ``--batch_size B`` override every recipe's (a CPU
+smoke run: ``--steps 2 --batch_size 32 --device cpu --sequences graffiti``). Nothing under
+``weights/`` is touched: copy a checkpoint there only if it beats the shipped one on the real
+benchmark.
 """
 from __future__ import annotations
 
