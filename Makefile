@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 FEATURES ?= hardnet
 SHARED ?= ../shared/data
 
-.PHONY: install demo test weights bench bench-real clean
+.PHONY: install demo test weights weights-gpu bench bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: install
 	$(VPY) -m pytest tests
 
 # Reproduce the shipped weights (CPU-sized runs; commands are recorded in weights/*.json).
+# SDB_OLD / HNDESC_OLD: the settings the shipped sdb / hndesc weights were trained with, before
+# the recipes moved to the reference's (SDGMNet128 + jitter; whole-crop batches, milder geometry).
+SDB_OLD := --option arch=l2net --option jitter=false
+SCEAUX_MODEL ?= outputs/sfm/sceaux_castle/model
+HNDESC_OLD := --option pairs_per_batch=0 --option max_per_pair=8 \
+	--option 'pair_homography_scale=[0.7,1.3]' --option pair_max_rotation_deg=30
 weights: install
 	# hardnet: synthetic warm start (the previous shipped run: 1000 x 64 pairs, old effective lr),
 	# then real patches of Strecha entry-P10 at three resolutions (needs ../shared/data)
@@ -39,20 +45,40 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	# sdb: synthetic warm start (the previous shipped run), then the real entry-P10 patches
-	$(VPY) -m pipelines.train --recipe sdb --out outputs/train/sdb-synthetic-init.pt --quick --eval test
-	$(VPY) -m pipelines.train --recipe sdb --quick --steps 600 --batch_size 192 --data datasets/phototour-strecha \
-		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out weights/sdb.pt \
+	# sdb (shipped weights: the L2-Net body, --option arch=l2net; the recipe's default is now
+	# SDGMNet128): synthetic warm start and entry-P10 fine-tune as earlier (no jitter, SDB_OLD)
+	$(VPY) -m pipelines.train --recipe sdb $(SDB_OLD) --out outputs/train/sdb-synthetic-init.pt --quick --eval test
+	$(VPY) -m pipelines.train --recipe sdb $(SDB_OLD) --quick --steps 600 --batch_size 192 --data datasets/phototour-strecha \
+		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out outputs/train/sdb-entry-P10.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
+	# ... then 150 steps with the per-patch jitter on entry-P10 (3 resolutions) + the sceaux_castle
+	# collection (needs its SfM model $(SCEAUX_MODEL), e.g. pycolmap SIFT + exhaustive matching + mapping)
+	test -d $(SCEAUX_MODEL) || { echo "make weights: SfM model $(SCEAUX_MODEL) of sceaux_castle not found"; exit 1; }
+	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/sceaux_castle/images --model $(SCEAUX_MODEL) \
+		--out datasets/phototour-real/sceaux_castle-r1200 --resize_max 1200
+	for r in 800 1200 1600; do ln -sfn $(abspath datasets/phototour-strecha/entry-P10-r$$r) datasets/phototour-real/entry-P10-r$$r; done
+	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-real \
+		--train "" --option arch=l2net --option init=outputs/train/sdb-entry-P10.pt --out weights/sdb.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# hndesc: bundled-photo warm start (the previous shipped run), then real photos (shared photos + entry-P10)
-	$(VPY) -m pipelines.train --recipe hndesc --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
+	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
 	mkdir -p outputs/photos-train && ln -sfn $(abspath $(SHARED))/photos outputs/photos-train/opencv \
 		&& ln -sfn $(abspath $(SHARED))/strecha/entry-P10/images outputs/photos-train/entry-P10
-	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
+	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
 		--option init=outputs/train/hndesc-synthetic-init.pt --out weights/hndesc.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
 	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
+
+# All five recipes at their published batch sizes on ONE GPU (about 12 min on an H100, estimated),
+# on the real Brown patch sets under $(PATCHES) (built by `make weights`, or by pipelines.make_patches
+# from the SfM'd collections) and the real photos of $(SHARED); writes checkpoints and the
+# real_matching table to outputs/weights-gpu (weights/ untouched). CPU smoke run:
+# $(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --steps 2 --device cpu
+PATCHES ?= datasets/phototour-strecha
+weights-gpu: install
+	test -d $(SHARED) || { echo "make weights-gpu: $(SHARED) not found"; exit 1; }
+	$(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --out outputs/weights-gpu
 
 bench: install
 	$(VPY) benchmarks/descriptor_speed.py

@@ -73,6 +73,8 @@ class Row:
     pair_based: bool = False             # consumes (a, p) batches (for --data)
 
 
+#: sdb rows train hardnet's network on hardnet's augmentation, so the row isolates the loss
+SDB_LIKE_HARDNET: dict = {"arch": "l2net", "jitter": False}
 ROWS: list[Row] = [
     Row("sift", None, note="OpenCV SIFT on the patch"),
     Row("untrained", None, note="L2-Net at random init"),
@@ -82,7 +84,7 @@ ROWS: list[Row] = [
     Row("hndesc", "hndesc", note="self-supervised pairs + AP loss (the paper's)", pair_based=True),
     Row("hndesc-triplet", "hndesc", {"loss": "triplet"},
         note="self-supervised pairs + hardest triplet (the first version)", pair_based=True),
-    Row("sdb", "sdb", note="ExpTeacher + annealing", pair_based=True),
+    Row("sdb", "sdb", {**SDB_LIKE_HARDNET}, note="ExpTeacher + annealing", pair_based=True),
     Row("wlrn", "wlrn", note="weakly-labelled bags"),
     Row("fracking-R1/1", "fracking", {"r_p": 1, "r_n": 1}, note="control: no mining"),
     Row("fracking-R1/2", "fracking", {"r_p": 1, "r_n": 2}, note="fracking R_P/R_N = 1/2"),
@@ -90,9 +92,11 @@ ROWS: list[Row] = [
     Row("fracking-R4/4", "fracking", {"r_p": 4, "r_n": 4}, note="fracking R_P/R_N = 4/4"),
 ]
 OPTIONAL_ROWS: list[Row] = [
-    Row("sdb-ema", "sdb", {"teacher": "ema"}, note="EMA teacher", pair_based=True),
-    Row("sdb-noteacher", "sdb", {"teacher": "none"}, note="control: weight 1", pair_based=True),
-    Row("sdb-triplet", "sdb", {"stage2_loss": "triplet"}, note="stage 2 hinge",
+    Row("sdb-ema", "sdb", {**SDB_LIKE_HARDNET, "teacher": "ema"}, note="EMA teacher",
+        pair_based=True),
+    Row("sdb-noteacher", "sdb", {**SDB_LIKE_HARDNET, "teacher": "none"}, note="control: weight 1",
+        pair_based=True),
+    Row("sdb-triplet", "sdb", {**SDB_LIKE_HARDNET, "stage2_loss": "triplet"}, note="stage 2 hinge",
         pair_based=True),
 ]
 ALL_ROWS = {r.name: r for r in ROWS + OPTIONAL_ROWS}

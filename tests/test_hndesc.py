@@ -269,3 +269,54 @@ def test_photo_folder(tmp_path: Path):
     (tmp_path / "empty" / "broken.png").write_bytes(b"garbage")
     with pytest.raises(PhotoError, match="broken.png: not a readable"):
         make_pair(np.random.default_rng(0), replace(conf, photo_dir=str(tmp_path / "empty")))
+
+
+def test_sampler_whole_crops_per_batch():
+    """pairs_per_batch K: K distinct pairs, each with all its keypoints up to max_per_pair."""
+    s = PairPatchSampler(8, np.random.default_rng(0), SMALL, pool_size=4, initial_pairs=4,
+                         new_per_batch=0, refresh_per_batch=0.0, max_per_pair=10,
+                         return_pair_ids=True, pairs_per_batch=2)
+    a, p, ids = s.sample()
+    counts = {int(k): int((ids == k).sum()) for k in ids.unique()}
+    assert len(counts) == 2 and a.shape == p.shape == (len(ids), 1, 32, 32)
+    assert all(c == min(10, len(s.pool[k].pa)) for k, c in counts.items())
+
+
+def test_hndesc_defaults_follow_the_reference():
+    r = get_recipe("hndesc")
+    o = r.options
+    assert (o["pairs_per_batch"], o["max_per_pair"], r.batch_size) == (16, 200, 3200)
+    conf = conf_from_options(o)
+    assert conf.homography_scale == (0.8, 1.0) and conf.max_rotation_deg == 15.0
+    assert conf.p_night > 0                          # night rendering of one view
+
+
+def test_hndesc_short_run_on_photo_folder_lowers_heldout_fpr95(tmp_path: Path):
+    """hndesc on a folder of real-format photos (JPGs written here), evaluated on a held-out
+    Brown-layout folder from other photos: FPR95 drops."""
+    from descriptors import registry
+    from descriptors.data.phototour import read_phototour
+    from descriptors.data.phototour_synth import write_synthetic_phototour
+    from descriptors.metrics import evaluate_pairs
+    from descriptors.models import build_model, save_checkpoint
+    from descriptors.train import train
+    torch.set_num_threads(1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n in synth.photo_names("train")[:3]:
+        cv2.imwrite(str(photos / f"{n}.jpg"), cv2.cvtColor(synth.load_photo(n), cv2.COLOR_RGB2BGR))
+    write_synthetic_phototour(tmp_path, "test", 150, n_pairs=400, seed=2, progress=False,
+                              photos=synth.photo_names("test")[:2])
+    test = read_phototour(tmp_path / "test", progress=False)
+    r = get_recipe("hndesc", quick=True).with_options(
+        photos=str(photos), batch_size=64, pairs_per_batch=4, max_per_pair=16, pool_size=6,
+        initial_pairs=6, new_per_batch=0, refresh_per_batch=0.0, pair_out_size=160,
+        pair_max_keypoints=60)
+    torch.manual_seed(0)
+    untrained = save_checkpoint(tmp_path / "untrained.pt", build_model(r.arch).eval(), r.arch,
+                                r.arch_kwargs, "hndesc", 0)
+    before = evaluate_pairs(registry.load(str(untrained)), test, progress=False)["fpr95"]
+    train(r, tmp_path, tmp_path / "hndesc.pt", split="", steps=20, progress=False, ckpt_every=0)
+    after = evaluate_pairs(registry.load(str(tmp_path / "hndesc.pt")), test,
+                           progress=False)["fpr95"]
+    assert after < before - 0.03, (before, after)

@@ -219,7 +219,7 @@ def test_sdb_trains_and_loss_goes_down(tmp_path: Path):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     r = get_recipe("sdb", quick=True).with_options(
         batch_size=16, data="pairs", pool_size=2, B=3.7, stage2_frac=0.2, stage2_cycles=2,
-        pair_out_size=160, pair_max_keypoints=80)
+        pair_out_size=160, pair_max_keypoints=80, arch="l2net")   # the loss, on the cheap body
     res = train(r, tmp_path / "data", tmp_path / "sdb.pt", steps=20, seed=0, ckpt_every=0,
                 progress=False)
     ck = torch.load(tmp_path / "sdb.pt.ckpt", weights_only=False)
@@ -234,8 +234,8 @@ def test_sdb_trains_and_loss_goes_down(tmp_path: Path):
             return S.sdb_step(model, batch, 0, {"options": r.options})[0].item()
 
     torch.manual_seed(0)                                # train() seeds the init the same way
-    init = build_model("l2net")
-    trained = build_model("l2net")
+    init = build_model(r.arch)
+    trained = build_model(r.arch)
     trained.load_state_dict(ck["state_dict"])
     before, after = fixed_loss(init), fixed_loss(trained)
     assert after < before - 0.1, (before, after, hist)
@@ -279,3 +279,68 @@ def test_stage2_batches_adamw_and_optimizer_reset_per_cycle():
     finally:
         while S._RESET_HOOKS:
             S._RESET_HOOKS.pop().remove()
+
+
+def test_affine_jitter_identity_and_per_patch():
+    x = torch.rand(6, 1, 32, 32)
+    same = S.affine_jitter(x, np.random.default_rng(0), rot_deg=0.0, scale=(1.0, 1.0), shear=0.0)
+    assert torch.allclose(same, x, atol=1e-5)
+    y = S.affine_jitter(x.repeat(2, 1, 1, 1), np.random.default_rng(0))
+    assert y.shape == (12, 1, 32, 32) and y.dtype == torch.float32
+    assert not torch.allclose(y[:6], y[6:], atol=1e-3)          # each patch its own warp
+    assert 0.0 < float((y[:6] - x).abs().mean()) < 0.3          # mild: +-5 deg, zoom <= 1.14
+
+
+def test_stage2_uses_two_views_per_point():
+    """npos 3 in stage 1; the annealing stage keeps views 0 and 1 of each point."""
+    x = torch.rand(12, 1, 32, 32)
+    lab = torch.arange(4).repeat(3)
+    x2, lab2 = S._first_views(x, lab, 4, 2)
+    assert torch.equal(x2, x[:8]) and lab2.tolist() == [0, 1, 2, 3] * 2
+    seen: list[int] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            seen.append(inp.shape[0])
+            return torch.nn.functional.normalize(inp.flatten(1)[:, :8] + 0.01, dim=1)
+
+    opts = {"stage2_frac": 0.5, "stage2_cycles": 1, "stage2_batch": 4, "teacher": "none"}
+    S.sdb_step(Spy(), (x, lab), 0, {"options": opts, "total_steps": 10, "batch_size": 4})
+    S.sdb_step(Spy(), (x, lab), 9, {"options": opts, "total_steps": 10, "batch_size": 4})
+    assert seen == [12, 8]
+
+
+@pytest.fixture(scope="module")
+def brown_fixture(tmp_path_factory) -> Path:
+    """Brown-layout train / test folders (the real patch sets' format) from disjoint photos."""
+    from descriptors.data import synth
+    from descriptors.data.phototour_synth import write_synthetic_phototour
+    root = tmp_path_factory.mktemp("brown")
+    write_synthetic_phototour(root, "train", 150, n_pairs=400, seed=1, progress=False,
+                              photos=synth.photo_names("train")[:2])
+    write_synthetic_phototour(root, "test", 150, n_pairs=400, seed=2, progress=False,
+                              photos=synth.photo_names("test")[:2])
+    return root
+
+
+def test_sdb_short_run_on_brown_fixture_lowers_heldout_fpr95(brown_fixture: Path,
+                                                             tmp_path: Path):
+    """SDGMNet128 + sdb (jitter on, both stages) on a Brown folder: held-out FPR95 drops."""
+    from descriptors import registry
+    from descriptors.data.phototour import read_phototour
+    from descriptors.metrics import evaluate_pairs
+    from descriptors.models import build_model, save_checkpoint
+    from descriptors.train import train
+    torch.set_num_threads(1)
+    test = read_phototour(brown_fixture / "test", progress=False)
+    r = get_recipe("sdb", quick=True).with_options(batch_size=24, npos=2, stage2_frac=0.2,
+                                                   stage2_cycles=2)
+    assert r.arch == "sdgmnet128" and r.options["jitter"]
+    torch.manual_seed(0)
+    untrained = save_checkpoint(tmp_path / "untrained.pt", build_model(r.arch).eval(), r.arch,
+                                r.arch_kwargs, "sdb", 0)
+    before = evaluate_pairs(registry.load(str(untrained)), test, progress=False)["fpr95"]
+    train(r, brown_fixture, tmp_path / "sdb.pt", split="train", steps=25, progress=False,
+          ckpt_every=0)
+    after = evaluate_pairs(registry.load(str(tmp_path / "sdb.pt")), test, progress=False)["fpr95"]
+    assert after < before - 0.03, (before, after)

@@ -483,6 +483,10 @@ class PairPatchSampler:
             sampling).
         swap_prob: probability of swapping the roles of A and B for a pair's keypoints.
         return_pair_ids: also yield a (B,) int64 tensor of pool-pair ids.
+        pairs_per_batch: 0 = B keypoints spread over the pool as above; K > 0 = HNDesc's
+            batches: K distinct pool pairs, each with all its keypoints up to ``max_per_pair``
+            (HNDesc: 16 crops x up to 200 keypoints), so B = the sum (<= K * max_per_pair) varies
+            and ``batch_size`` is only the capacity the pool must reach before the first batch.
     Yields:
         ``(a, p)`` two (B, 1, P, P) float32 tensors in [0, 1] (``(a, p, ids)`` with ids).
     """
@@ -491,7 +495,8 @@ class PairPatchSampler:
                  pool_size: int = 200, initial_pairs: int = 8, new_per_batch: int = 1,
                  refresh_per_batch: float = 0.25, max_per_pair: int = 0,
                  weighting: str = "uniform", swap_prob: float = 0.5,
-                 return_pair_ids: bool = False, min_keypoints: int = 4):
+                 return_pair_ids: bool = False, min_keypoints: int = 4,
+                 pairs_per_batch: int = 0):
         if batch_size < 2:
             raise ValueError(f"PairPatchSampler: batch_size must be >= 2, got {batch_size}")
         if weighting not in ("uniform", "response"):
@@ -509,6 +514,7 @@ class PairPatchSampler:
         self.swap_prob = float(swap_prob)
         self.return_pair_ids = return_pair_ids
         self.min_keypoints = int(min_keypoints)
+        self.pairs_per_batch = max(0, int(pairs_per_batch))
         self.pool: list[_PoolEntry] = []
         self._next_replace = 0
         self._refresh_debt = 0.0
@@ -573,6 +579,11 @@ class PairPatchSampler:
         # how many keypoints from each pair: multinomial over pairs, then capped and topped up
         take = np.zeros(len(self.pool), np.int64)
         remaining = B
+        if self.pairs_per_batch:        # HNDesc: K whole crops (up to max_per_pair keypoints)
+            k = self.rng.choice(len(self.pool), min(self.pairs_per_batch, len(self.pool)),
+                                replace=False)
+            take[k] = np.minimum(counts[k], self.max_per_pair)
+            B, remaining = int(take.sum()), 0
         while remaining > 0:
             room = caps - take
             avail = np.nonzero(room > 0)[0]

@@ -30,6 +30,7 @@ ARCHS: dict[str, str] = {
     "l2net": "descriptors.models.l2net:L2Net",
     "wlrn": "descriptors.models.wlrn:WLRN",
     "cnn3": "descriptors.models.cnn3:CNN3",
+    "sdgmnet128": "descriptors.models.sdgmnet:SDGMNet128",
 }
 
 

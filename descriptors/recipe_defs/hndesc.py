@@ -27,10 +27,18 @@ What matches the paper / code here:
   ``loss='triplet'`` keeps the hardest-in-batch triplet margin variant (margin 1, anchor swap;
   ``losses.hardest_triplet_margin``) for the ablation;
 - data (``descriptors.data.pairs``): two views of one photo crop under two independent random
-  homographies (``PairConf.two_homographies``), keypoints detected once and mapped exactly into
-  both; the second view gets a strong stylisation-like change with p = 0.7 (HNDesc uses the
-  stylised image with p = 0.7) plus colour / photometric augmentation;
-- Adam lr 1e-4, x0.5 every 50,000 steps, 220,000 steps, batches mixing 16 image pairs.
+  homographies (``PairConf.two_homographies``) with HNDesc's mild geometry (zoom 0.8-1:
+  ``pair_homography_scale``, rotation +-15 deg: ``pair_max_rotation_deg``), keypoints detected
+  once and mapped exactly into both; the second view gets a strong stylisation-like change with
+  p = 0.7 (HNDesc uses the stylised image with p = 0.7) plus colour / photometric augmentation;
+- batches: ``pairs_per_batch`` = 16 crops (pairs) with up to ``max_per_pair`` = 200 keypoints
+  each (HNDesc's 16 crops x up to 200 keypoints), so the AP loss ranks each keypoint against the
+  keypoints of the 15 other crops;
+- Adam lr 1e-4, x0.5 every 50,000 steps, 220,000 steps.
+
+Added here: a night rendering of view B with probability ``pair_p_night`` = 0.3
+(``synth.day_to_night``, the project's synthetic night model: darkening, gamma, colour cast,
+street-light pools, sensor noise), so the descriptor also learns day-night illumination change.
 
 What differs (the toolkit trains one patch network per recipe):
 
@@ -40,19 +48,20 @@ What differs (the toolkit trains one patch network per recipe):
   transfer from another training photo + edge-preserving smoothing + tone curve), with night
   rendering (``synth.day_to_night``) and ``color_style_shift`` for the colour augmentation;
 - photos: the bundled TRAIN photos (or ``--photos DIR`` = the option ``photos``) instead of
-  MegaDepth; each batch of B keypoints mixes at least B / ``max_per_pair`` pairs (B / 64 = 16
-  pairs for B = 1024, the paper's 16 crops).
+  MegaDepth.
 
 ``default_data`` (``datasets/phototour-synth``) is only the evaluation root for
 ``pipelines.train --eval``: the training pairs need no dataset folder.
 
-``recipe(quick=False)``: batch 1024 keypoints, Adam lr 1e-4, step decay x0.5 / 50k, 220k steps.
-``quick`` (hardnet's quick budget: 1000 steps of 64 pairs): batch 64 keypoints from >= 8 pairs,
-Adam lr 1e-3 decayed x0.5 every 334 steps, a pool of 96 pairs refreshed slowly (a CPU run of
-minutes; the paper's lr 1e-4 barely moves in 1000 steps). Options: loss ('ap'|'triplet'),
-ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random', triplet only), photos (a photo
-folder), pool_size, initial_pairs, new_per_batch, refresh_per_batch, max_per_pair, weighting
-('uniform'|'response'), swap_prob, ``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``).
+``recipe(quick=False)``: batches of 16 crops x up to 200 keypoints (``batch_size`` 3200 is the
+pool capacity needed before the first batch), Adam lr 1e-4, step decay x0.5 / 50k, 220k steps.
+``quick`` (CPU budget): 1000 steps of 8 crops x up to 64 keypoints, Adam lr 1e-3 decayed x0.5
+every 334 steps, a pool of 96 pairs refreshed slowly (the paper's lr 1e-4 barely moves in 1000
+steps).
+Options: loss ('ap'|'triplet'), ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random',
+triplet only), photos (a photo folder), pool_size, initial_pairs, new_per_batch,
+refresh_per_batch, pairs_per_batch, max_per_pair, weighting ('uniform'|'response'), swap_prob,
+``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``).
 """
 from __future__ import annotations
 
@@ -70,7 +79,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "loss": "ap", "ap_k": 20, "ap_nq": 20, "photos": None,
     "margin": 1.0, "anchor_swap": True, "negatives": "hardest",
     "pool_size": 400, "initial_pairs": 16, "new_per_batch": 2, "refresh_per_batch": 0.5,
-    "max_per_pair": 64, "weighting": "uniform", "swap_prob": 0.5,
+    "pairs_per_batch": 16, "max_per_pair": 200, "weighting": "uniform", "swap_prob": 0.5,
+    # HNDesc's milder geometry (crop zoom 0.8-1, rotation +-15 deg) and a night rendering of
+    # view B (synth.day_to_night) with probability 0.3
+    "pair_homography_scale": (0.8, 1.0), "pair_max_rotation_deg": 15.0, "pair_p_night": 0.3,
 }
 
 
@@ -90,7 +102,8 @@ def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
                             new_per_batch=int(o["new_per_batch"]),
                             refresh_per_batch=float(o["refresh_per_batch"]),
                             max_per_pair=int(o["max_per_pair"]), weighting=o["weighting"],
-                            swap_prob=float(o["swap_prob"]), return_pair_ids=True)
+                            swap_prob=float(o["swap_prob"]), return_pair_ids=True,
+                            pairs_per_batch=int(o["pairs_per_batch"]))
 
 
 def hndesc_step(model: nn.Module, batch: Any, step: int, state: dict
@@ -114,13 +127,13 @@ def hndesc_step(model: nn.Module, batch: Any, step: int, state: dict
 
 def recipe(quick: bool = False) -> Recipe:
     r = Recipe(name="hndesc", make_data=pair_data, step_loss=hndesc_step, arch="l2net",
-               arch_kwargs={"dim": 128}, steps=220_000, batch_size=1024, optimizer="adam",
+               arch_kwargs={"dim": 128}, steps=220_000, batch_size=3200, optimizer="adam",
                lr=1e-4, weight_decay=0.0, lr_schedule="step", lr_step=50_000, lr_gamma=0.5,
                default_data="datasets/phototour-synth", options=dict(DEFAULT_OPTIONS),
                description="L2-Net + AP loss (in-batch hard negatives) on self-supervised "
                            "two-homography / stylised pairs (HNDesc)")
     if quick:
-        r = r.with_options(steps=1000, batch_size=64, lr=1e-3, lr_step=334, pool_size=96,
+        r = r.with_options(steps=1000, batch_size=512, lr=1e-3, lr_step=334, pool_size=96,
                            initial_pairs=8, new_per_batch=1, refresh_per_batch=0.1,
-                           max_per_pair=8)
+                           pairs_per_batch=8, max_per_pair=64)
     return r

@@ -22,46 +22,58 @@ Stage 1 (``--loss=ExpTeacher --teacher=self``), the first ``1 - stage2_frac`` of
   ``'none'`` = w = 1 (control).
 Stage 2 (``--loss=tripletMargin++ --use_finetune``), the remaining ``stage2_frac``:
   ``stage2_cycles`` annealing cycles; in cycle i the learning rate is
-  ``stage2_lr * stage2_lr_factor**i`` (flat for 60% of the cycle, then cosine to ~0, fastai
-  ``fit_flat_cos(pct_start=0.6)``), the optimizer state is reset at the start of every cycle
-  (``stage2_reset_opt``; each cycle is a fresh fit), the batch shrinks linearly from
-  ``stage2_batch`` (paper 2944, cycle 0) to ``stage2_batch_end`` (1024, last cycle) (None = the
-  same ratios 2944 / 2560 and 1024 / 2560 of ``batch_size``, so quick runs scale down
-  proportionally) and samples with their own margin d_neg - d_pos <=
-  ``stage2_threshold + 0.05 i`` are dropped; loss ``stage2_loss='exp'`` is the code's generalized
-  form with fixed B = 4.25 (``tripletMargin++``), ``'triplet'`` the HardNet hinge
-  max(0, 1 + d_pos - d_neg) with the same mask.
+  ``stage2_lr * stage2_lr_factor**i`` (flat for ``stage2_pct_flat`` = 60% of the cycle, then
+  cosine to lr_i / 1e5), the optimizer state is reset at the start of every cycle
+  (``stage2_reset_opt``; each cycle is a fresh fit), each point contributes ``stage2_npos`` = 2
+  patches (views 0 and 1 of the stage-1 tuples; the reference's stage-2 command has no
+  ``--Npos``, so its default 2 applies), and the batch shrinks linearly from ``stage2_batch``
+  (cycle 0) to ``stage2_batch_end`` (last cycle). Samples with their own margin
+  d_neg - d_pos <= ``stage2_threshold + 0.05 i`` are dropped; loss ``stage2_loss='exp'`` is the
+  code's generalized form with fixed B = 4.25 (``tripletMargin++``), ``'triplet'`` the HardNet
+  hinge max(0, 1 + d_pos - d_neg) with the same mask.
 
-Published defaults (``recipe(quick=False)``): arch SDGMNet128 (HyNet body) in the paper, here the
-L2-Net body (``arch='l2net'``) like HardNet / HNDesc; stage 1: Adam, lr 0.0033 one-cycle
-(fastai ``fit_one_cycle``, div 25, 25% warm-up), batch 2560, 25 epochs x 4.05M tuples
-(= 39,551 steps), Npos 3 patches per 3D point, weight decay 0.1 (fastai's decoupled AdamW decay);
-stage 2: lr 1.5e-6, lr_factor 0.75, batch 2944 shrinking by 128 per cycle, 15 cycles x 1400
-batches (= 21,000 steps), B = 4.25, threshold -0.10 (+0.05 per cycle). Total 60,551 steps,
-``stage2_frac`` = 21000 / 60551.
-Optimizer: ``adamw`` with decoupled weight decay 0.1 (fastai's ``Adam(..., wd=0.1,
-decouple_wd=True)`` = ``p <- p (1 - lr wd)`` before the Adam step, which is what torch
-``AdamW`` does). Differs: fastai's Adam uses betas (0.9, 0.99) and eps 1e-5; the toolkit trainer's
-AdamW keeps torch's (0.9, 0.999) and 1e-8 (the ``Recipe`` has no betas / eps fields).
+Network: ``arch='sdgmnet128'`` (``descriptors.models.sdgmnet.SDGMNet128``, the reference's
+``--arch=SDGMNet128``: HyNet body with FRN + TLU); ``--option arch=l2net`` trains the L2-Net body
+instead (needed to fine-tune the earlier L2-Net sdb weights with ``--option init=...``).
+
+Augmentation (``PointTupleSampler``): one random flip / transpose per point applied to all its
+views (``fliprot``), then an independent affine warp of every patch (``jitter``;
+``affine_jitter``: rotation U(+-``jitter_rot_deg`` = 5) degrees, zoom U(``jitter_scale`` =
+1-1.14), shear U(+-``jitter_shear`` = 0.1)), the reference's per-patch rotation + resized-crop
+jitter.
+
+Full run (``recipe(quick=False)``): stage 1: AdamW, peak lr 0.0033 with a one-cycle schedule
+(cosine warm-up from lr / 25 over the first 25%, then cosine decay), batch 2560 points, Npos 3,
+weight decay 0.1, 39,551 steps (the reference's 25 epochs x 4.05M tuples / 2560); stage 2:
+lr 1.5e-6, lr_factor 0.75, 15 cycles of 1400 steps (21,000 steps), batch 2944 in cycle 0 down to
+1024 in the last (linear; the reference command gives only the 2944 start), B = 4.25, threshold
+-0.10 (+0.05 per cycle). Total 60,551 steps, ``stage2_frac`` = 21000 / 60551. Quick runs with
+``stage2_batch`` / ``stage2_batch_end`` = None use the same ratios (2944 / 2560, 1024 / 2560) of
+``batch_size``.
+Optimizer: torch ``AdamW`` (decoupled weight decay ``p <- p (1 - lr wd)``, as fastai's
+``Adam(..., wd=0.1, decouple_wd=True)``) with torch's betas (0.9, 0.999) and eps 1e-8. Not
+reproduced: fastai's one-cycle momentum schedule (beta1 cycled 0.95 -> 0.85 -> 0.95), its beta2
+0.99 and eps 1e-5 (the ``Recipe`` has no betas / eps fields).
 Optimizer reset per cycle: the trainer owns the optimizer, so ``sdb_setup`` registers a torch
 optimizer step pre-hook (``torch.optim.optimizer.register_optimizer_step_pre_hook``) that acts
 only on the optimizer of this run's model and clears its state (Adam moments, step counts) before
 the first step of each annealing cycle; ``state['opt_reset_cycle']`` records the last reset (so a
 resumed run does not reset twice).
 
-Data (``options['data']``): the synthetic PhotoTour train split (``datasets/phototour-synth/
-train``, read with ``descriptors.data.phototour.read_phototour``) by default, because (1) the
-paper trains on Brown PhotoTour with labels from 3D points (Npos patches per point), which that
-split reproduces in the exact Brown format, (2) the "self-supervised" in the method's name is
-the teacher judging sample difficulty, not label-free data, and (3) it is HardNet's data too, so
-the ablation compares sdb with hardnet on the loss alone (and hndesc with hardnet on the data
-alone). ``data='pairs'`` switches to the self-supervised homography pairs of
-``descriptors.data.pairs`` (2 views per keypoint) if no labelled patches exist.
+Data (``options['data']``): Brown-layout patch folders (``descriptors.data.phototour``;
+``read_phototour_scenes`` concatenates every scene folder under the data root, e.g. the real
+patch sets ``pipelines.make_patches`` builds from Strecha entry-P10 and the SfM'd collections),
+by default the synthetic PhotoTour train split (``datasets/phototour-synth/train``): the paper
+trains on Brown PhotoTour with labels from 3D points, and the "self-supervised" in the method's
+name is the teacher judging sample difficulty, not label-free data. ``data='pairs'`` switches to
+the self-supervised homography pairs of ``descriptors.data.pairs`` (2 views per keypoint) if no
+labelled patches exist.
 
-``quick`` (hardnet's quick budget): batch 64 points, 1000 steps (10% stage 2 in 3 cycles), Npos 2
-(same patches per step as hardnet), stage-1 lr 0.0033, stage-2 lr 3.3e-5 (the paper's 1.5e-6
-barely moves weights in a hundred CPU steps).
-Options (``recipe.with_options(...)``): data, npos, fliprot, teacher
+``quick`` (CPU budget): batch 64 points, 1000 steps (10% stage 2 in 3 cycles), Npos 2,
+stage-1 lr 0.0033, stage-2 lr 3.3e-5 (the paper's 1.5e-6 barely moves weights in a hundred CPU
+steps).
+Options (``recipe.with_options(...)``): data, npos, stage2_npos, fliprot, jitter,
+jitter_rot_deg, jitter_scale, jitter_shear, teacher
 ('self'|'ema'|'detached'|'none'),
 ema_decay, weight_fn ('quadratic'|'linear'|'step'|'bump'|'none'), threshold, upper, easy_width,
 R, A, B (None = use_stB), stage2_frac, stage2_cycles, stage2_loss ('exp'|'triplet'), stage2_R,
@@ -91,7 +103,9 @@ PAPER_STAGE2_STEPS = 21_000       # 15 cycles x 1400 batches
 PAPER_BATCH, PAPER_STAGE2_BATCH, PAPER_STAGE2_BATCH_END = 2560, 2944, 1024
 
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "data": "phototour", "npos": 3, "fliprot": True,
+    "data": "phototour", "npos": 3, "fliprot": True, "stage2_npos": 2,
+    # per-patch affine jitter (reference: rotation +-5 deg, zoom 1-1.14, shear); 0 / (1, 1) = off
+    "jitter": True, "jitter_rot_deg": 5.0, "jitter_scale": (1.0, 1.14), "jitter_shear": 0.1,
     # stage 1: ExpTeacher
     "teacher": "self", "ema_decay": 0.99, "weight_fn": "quadratic",
     "threshold": -0.55, "upper": 0.10, "easy_width": 0.5,
@@ -173,23 +187,50 @@ def sdb_lr(recipe: Recipe, step: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------- data
+def affine_jitter(x: torch.Tensor, rng: np.random.Generator, rot_deg: float = 5.0,
+                  scale: tuple[float, float] = (1.0, 1.14), shear: float = 0.1) -> torch.Tensor:
+    """Independent random affine warp of every patch about its centre (bilinear, reflected
+    border): rotation U(-rot_deg, rot_deg) degrees, zoom-in U(scale) (1.14 = the patch content
+    appears 14 % larger), horizontal shear U(-shear, shear) (x' = x + shear * y).
+
+    x: (N, 1, P, P) float32 -> (N, 1, P, P) float32.
+    """
+    n = x.shape[0]
+    if n == 0:
+        return x
+    t = np.deg2rad(rng.uniform(-rot_deg, rot_deg, n))
+    z = rng.uniform(scale[0], scale[1], n)
+    sh = rng.uniform(-shear, shear, n)
+    c, s = np.cos(t), np.sin(t)
+    # output -> input sampling map in normalised coordinates: R(t) @ Shear(sh) / z
+    a = np.stack([np.stack([c, c * sh - s, np.zeros(n)], 1),
+                  np.stack([s, s * sh + c, np.zeros(n)], 1)], 1) / z[:, None, None]
+    theta = torch.from_numpy(a.astype(np.float32))
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                                           align_corners=False)
+
+
 class PointTupleSampler:
     """Batches of ``npos`` patches of each of B distinct 3D points from a PhotoTour scene.
 
     Yields ``(x, labels)``: x (B*npos, 1, 32, 32) float32 in [0, 1] ordered view-major
     (``x[v*B + i]`` is view v of point i), labels (B*npos,) int64 = point index in the batch.
     Only points with >= npos patches are used; views are distinct patches. ``fliprot`` applies
-    one random flip / transpose per point to all its views (HardNet's augmentation).
+    one random flip / transpose per point to all its views (HardNet's augmentation); ``jitter``
+    (a dict of :func:`affine_jitter` arguments, None = off) then warps every patch independently
+    (the reference's per-patch rotation / resized-crop augmentation).
     """
 
     def __init__(self, data: Any, batch_size: int, rng: np.random.Generator, npos: int = 3,
-                 fliprot: bool = True):
+                 fliprot: bool = True, jitter: dict | None = None):
         from descriptors.data.phototour import to_32
         if npos < 2:
             raise ValueError(f"{data.root}: npos must be >= 2, got {npos}")
         self.rng = rng
         self.npos = int(npos)
         self.fliprot = fliprot
+        self.jitter = jitter
         self.patches32 = to_32(data.patches)
         ids = np.asarray(data.point_ids, np.int64)
         order = np.argsort(ids, kind="stable")
@@ -220,6 +261,8 @@ class PointTupleSampler:
             flip = torch.from_numpy(np.tile(self.rng.random(B) < 0.5, V))
             x = torch.where(rot[:, None, None, None], x.transpose(2, 3), x)
             x = torch.where(flip[:, None, None, None], x.flip(3), x).contiguous()
+        if self.jitter is not None:
+            x = affine_jitter(x, self.rng, **self.jitter)
         labels = torch.arange(B, dtype=torch.int64).repeat(V)
         return x, labels
 
@@ -243,7 +286,12 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
     data = read_phototour_scenes(data_dir, progress=False)
-    return PointTupleSampler(data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]))
+    jitter = None
+    if o["jitter"]:
+        jitter = {"rot_deg": float(o["jitter_rot_deg"]), "shear": float(o["jitter_shear"]),
+                  "scale": tuple(float(v) for v in o["jitter_scale"])}
+    return PointTupleSampler(data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]),
+                             jitter=jitter)
 
 
 # ------------------------------------------------------------------------------ step function
@@ -263,6 +311,13 @@ def _subset_points(x: torch.Tensor, labels: torch.Tensor, keep_points: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     m = labels < keep_points
     return x[m], labels[m]
+
+
+def _first_views(x: torch.Tensor, labels: torch.Tensor, n_points: int, views: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``views`` views of every point of a view-major batch (rows v*B + i)."""
+    n = min(int(views) * n_points, x.shape[0])
+    return x[:n], labels[:n]
 
 
 def _base(model: nn.Module) -> nn.Module:
@@ -345,6 +400,8 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
     state["cycle_now"] = cycle
     b1 = int(state.get("batch_size", o.get("batch_size", n_points)) or n_points)
     keep = stage2_batches(b1, o)[cycle] if cycle >= 0 else b1
+    if cycle >= 0 and x.shape[0] > int(o["stage2_npos"]) * n_points:
+        x, labels = _first_views(x, labels, n_points, int(o["stage2_npos"]))
     if keep < n_points:
         x, labels = _subset_points(x, labels, keep)
     desc = model(x)
@@ -377,12 +434,12 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
 
 
 def recipe(quick: bool = False) -> Recipe:
-    r = Recipe(name="sdb", make_data=sdb_data, step_loss=sdb_step, arch="l2net",
+    r = Recipe(name="sdb", make_data=sdb_data, step_loss=sdb_step, arch="sdgmnet128",
                arch_kwargs={"dim": 128}, steps=PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS,
                batch_size=PAPER_BATCH, optimizer="adamw", lr=0.0033, weight_decay=0.1,
                lr_fn=sdb_lr, setup=sdb_setup, default_data="datasets/phototour-synth",
                options=dict(DEFAULT_OPTIONS),
-               description="L2-Net + self-supervised difficulty balancing (ExpTeacher, "
+               description="SDGMNet128 + self-supervised difficulty balancing (ExpTeacher, "
                            "then annealing)")
     if quick:
         r = r.with_options(steps=1000, batch_size=64, npos=2, stage2_frac=0.1,

@@ -1,0 +1,27 @@
+"""pipelines.weights_gpu helpers: which patch sets count, the link folders (no training here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.weights_gpu import GPU_STEPS, link_folder, patch_sets
+
+
+def test_patch_sets_prefers_finished_sets_and_links(tmp_path: Path):
+    root = tmp_path / "patches"
+    for name, done in (("a-r800", True), ("b-r1200", False), ("c-r800", True)):
+        (root / name).mkdir(parents=True)
+        (root / name / "info.txt").write_text("0 0\n")
+        if done:
+            (root / name / "DONE").write_text("")
+    (root / "notes").mkdir()                               # no info.txt: not a set
+    assert [d.name for d in patch_sets(root)] == ["a-r800", "c-r800"]
+    (root / "a-r800" / "DONE").unlink()
+    (root / "c-r800" / "DONE").unlink()
+    assert [d.name for d in patch_sets(root)] == ["a-r800", "b-r1200", "c-r800"]
+    out = link_folder(tmp_path / "links", {"a": root / "a-r800", "missing": root / "nope"})
+    assert [p.name for p in out.iterdir()] == ["a"] and (out / "a" / "info.txt").is_file()
+    with pytest.raises(SystemExit, match="no Brown patch set"):
+        patch_sets(root / "notes")
+    assert set(GPU_STEPS) == {"hardnet", "sdb", "hndesc", "fracking", "wlrn"}
