@@ -287,3 +287,88 @@ def test_wlrn_training_improves_heldout_bag_auc(tiny_bags, tmp_path):
     print(f"held-out bag-pair ROC-AUC untrained {before['auc']:.4f} (tau {before['tau']}) -> "
           f"trained {after['auc']:.4f} (tau {after['tau']}), {res['seconds']} s")
     assert after["auc"] > before["auc"] + 0.01
+
+
+# ----------------------------------------------------------------------------- real bags
+def _write_scene_photos(root: Path) -> Path:
+    """A scenes root as ``real_bags`` reads it: two scene folders (3 and 2 views: homography +
+    photometric warps of one bundled TRAIN photo each), a loose known pair ``leuvenA/B`` (a third
+    photo) and a loose single photo."""
+    import cv2
+
+    from descriptors.data import synth
+    rng = np.random.default_rng(0)
+    names = synth.photo_names("train")
+    layout = [("castle/v0.png", 0), ("castle/v1.png", 0), ("castle/v2.png", 0),
+              ("street/a.jpg", 1), ("street/b.jpg", 1), ("leuvenA.png", 2), ("leuvenB.png", 2),
+              ("apple.png", 3)]
+    photos = {k: synth.load_photo(names[k], gray=True, min_side=256) for k in {i for _, i in layout}}
+    for rel, k in layout:
+        g = photos[k][:256, :320]
+        H = synth.random_homography(256, 320, rng, strength=0.15, max_rotation_deg=20)
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), synth.photometric(synth.warp(g, H), rng, 0.5))
+    return root
+
+
+def test_real_bags_scenes_and_weak_labels(tmp_path):
+    """Scenes are the sub-folders and the loose name groups; a matching bag pair is two photos of
+    one scene (never one photo twice), a non-matching pair two scenes."""
+    from descriptors.data.bags import BagsError, BagTripletSampler
+    from descriptors.data.real_bags import loose_scene_name, make_real_bags, scenes_from_root
+    assert [loose_scene_name(s) for s in ("leuvenA", "aero3", "aloeL", "box_in_scene",
+                                          "messi5", "home")] == \
+        ["leuven", "aero", "aloe", "box", "messi", "home"]
+    root = _write_scene_photos(tmp_path / "scenes")
+    sc = scenes_from_root(root)
+    assert {k: len(v) for k, v in sc.items()} == {"castle": 3, "street": 2, "photo:leuven": 2,
+                                                  "photo:apple": 1}
+    bags = make_real_bags(sc, conf={"bag_size": 16, "scales": (160, 256)}, progress=False)
+    assert bags.patches.shape[1:] == (16, 32, 32) and bags.patches.dtype == np.uint8
+    scene_of = {p: i for i, ps in enumerate(sc.values()) for p in ps}
+    assert all(scene_of[bags.photo_names[ph]] == o for ph, o in zip(bags.photo, bags.object_ids))
+    assert len(bags) == 2 * 8                                   # one bag per photo and scale
+    idx = BagTripletSampler(bags, 200, 0, same_photo_neg=0.0).sample_indices()
+    oid, ph = bags.object_ids, bags.photo
+    assert np.all(oid[idx[:, 0]] == oid[idx[:, 1]]) and np.all(ph[idx[:, 0]] != ph[idx[:, 1]])
+    assert np.all(oid[idx[:, 0]] != oid[idx[:, 2]])
+    single = list(sc).index("photo:apple")                     # one photo: negatives only
+    assert set(oid[idx[:, 0]]) == set(range(4)) - {single} and single in set(oid[idx[:, 2]])
+    with pytest.raises(BagsError, match="not found"):
+        scenes_from_root(tmp_path / "missing")
+
+
+def test_wlrn_on_real_bags_lowers_heldout_fpr95(tmp_path):
+    """wlrn from weak real-pair labels (photos written by the test), then FPR95 on a held-out
+    Brown-layout folder of TEST photos: lower than the same network untrained."""
+    from descriptors import registry
+    from descriptors.data.phototour import read_phototour
+    from descriptors.data.phototour_synth import write_synthetic_phototour
+    from descriptors.metrics import evaluate_pairs
+    from descriptors.models import save_checkpoint
+    from descriptors.recipes import get_recipe
+    from descriptors.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = _write_scene_photos(tmp_path / "scenes")
+        test = read_phototour(write_synthetic_phototour(
+            tmp_path / "pt", "test", 120, views_per_point=(2, 3), n_pairs=300, seed=5,
+            conf={"n_views": 3, "min_photo_side": 256}, progress=False))
+        torch.manual_seed(0)                                    # = the trainer's initialisation
+        untrained = save_checkpoint(tmp_path / "u.pt", build_model("wlrn", dim=64), "wlrn",
+                                    {"dim": 64}, "wlrn", 0)
+        before = evaluate_pairs(registry.load(str(untrained)), test, progress=False)["fpr95"]
+        recipe = get_recipe("wlrn", quick=True).with_options(
+            steps=30, batch_size=4, bag_size=24, schedule="fixed", lr=1e-3, scenes=str(root),
+            real_bags_conf={"bag_size": 24, "scales": (192, 256)})
+        out = tmp_path / "wlrn.pt"
+        res = train(recipe, tmp_path / "bags", out, split="", progress=False, ckpt_every=0)
+        assert list((tmp_path / "bags").glob("real-bags-*.npz"))
+        after = evaluate_pairs(registry.load(str(out)), test, progress=False)["fpr95"]
+    finally:
+        torch.set_num_threads(threads)
+    print(f"wlrn real bags: held-out FPR95 untrained {before:.3f} -> {after:.3f} "
+          f"({res['seconds']} s)")
+    assert after < before - 0.02
