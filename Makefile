@@ -36,6 +36,17 @@ weights: install
 		--out datasets/phototour-strecha/entry-P10-r$$r --resize_max $$r || exit 1; done
 	$(VPY) -m pipelines.make_patches --images $(SHARED)/strecha/fountain-P11/images \
 		--strecha $(SHARED)/strecha/fountain-P11/gt_dense_cameras --out datasets/phototour-strecha-test/fountain-P11
+	# the two unposed collections, posed by pycolmap (incremental; GLOMAP for the Lund street
+	# sequence), then patches; datasets/phototour-real = entry-P10 (3 resolutions) + collections
+	$(VPY) -m pipelines.pose_collection --images $(SHARED)/collections/sceaux_castle/images \
+		--out outputs/sfm/sceaux_castle --mapper incremental
+	$(VPY) -m pipelines.pose_collection --images $(SHARED)/collections/lund/images \
+		--out outputs/sfm/lund --mapper global
+	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/sceaux_castle/images \
+		--model outputs/sfm/sceaux_castle/model --out datasets/phototour-real/sceaux_castle-r1200 --resize_max 1200
+	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/lund/images \
+		--model outputs/sfm/lund/model --out datasets/phototour-real/lund-r1024 --resize_max 1024
+	for r in 800 1200 1600; do ln -sfn ../phototour-strecha/entry-P10-r$$r datasets/phototour-real/entry-P10-r$$r; done
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
