@@ -62,7 +62,18 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
 		--option init=outputs/train/hndesc-synthetic-init.pt --out weights/hndesc.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
+	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
+	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
+	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)
+	$(VPY) -m pipelines.train --recipe wlrn --out outputs/train/wlrn-synthetic-init.pt --quick --eval test
+	mkdir -p outputs/scenes-train && ln -sfn $(abspath $(SHARED))/strecha/entry-P10/images outputs/scenes-train/entry-P10 \
+		&& ln -sfn $(abspath $(SHARED))/collections/sceaux_castle/images outputs/scenes-train/sceaux_castle \
+		&& ln -sfn $(abspath $(SHARED))/collections/lund/images outputs/scenes-train/lund \
+		&& ln -sf $(abspath $(SHARED))/photos/* outputs/scenes-train/
+	$(VPY) -m pipelines.train --recipe wlrn --quick --steps 240 --batch_size 6 --data outputs/bags-real --train "" \
+		--option scenes=outputs/scenes-train --option schedule=fixed --option bag_size=48 \
+		--option init=outputs/train/wlrn-synthetic-init.pt --out weights/wlrn.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
 
 bench: install

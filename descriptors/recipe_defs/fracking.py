@@ -31,7 +31,8 @@ so distances lie in [0, sqrt 2] and the margin m = ``margin`` = 1.0 is our choic
 (default 1.0 = Torch7 ``nn.HingeEmbeddingCriterion``'s default; the paper's text does not state
 m). The paper warm-starts the 2/2 .. 8/8 runs from an early 1/2 checkpoint; here every run starts
 from scratch. The shipped ``weights/fracking.pt`` predates the 64 x 64 path (``input_size=32``,
-upsampled inside) and still loads.
+upsampled inside) and still loads; its layers also fit ``input_size=64`` (same parameters), so it
+can warm-start a native run once re-saved with this recipe's ``arch_kwargs``.
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
 Options: ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
