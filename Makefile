@@ -42,6 +42,17 @@ weights: install
 		--out datasets/phototour-strecha/entry-P10-r$$r --resize_max $$r || exit 1; done
 	$(VPY) -m pipelines.make_patches --images $(SHARED)/strecha/fountain-P11/images \
 		--strecha $(SHARED)/strecha/fountain-P11/gt_dense_cameras --out datasets/phototour-strecha-test/fountain-P11
+	# the two unposed collections, posed by pycolmap (incremental; GLOMAP for the Lund street
+	# sequence), then patches; datasets/phototour-real = entry-P10 (3 resolutions) + collections
+	$(VPY) -m pipelines.pose_collection --images $(SHARED)/collections/sceaux_castle/images \
+		--out outputs/sfm/sceaux_castle --mapper incremental
+	$(VPY) -m pipelines.pose_collection --images $(SHARED)/collections/lund/images \
+		--out outputs/sfm/lund --mapper global
+	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/sceaux_castle/images \
+		--model outputs/sfm/sceaux_castle/model --out datasets/phototour-real/sceaux_castle-r1200 --resize_max 1200
+	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/lund/images \
+		--model outputs/sfm/lund/model --out datasets/phototour-real/lund-r1024 --resize_max 1024
+	for r in 800 1200 1600; do ln -sfn ../phototour-strecha/entry-P10-r$$r datasets/phototour-real/entry-P10-r$$r; done
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
@@ -67,7 +78,18 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
 		--option init=outputs/train/hndesc-synthetic-init.pt --out weights/hndesc.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	$(VPY) -m pipelines.train --recipe wlrn --out weights/wlrn.pt --quick --eval test
+	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
+	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
+	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)
+	$(VPY) -m pipelines.train --recipe wlrn --out outputs/train/wlrn-synthetic-init.pt --quick --eval test
+	mkdir -p outputs/scenes-train && ln -sfn $(abspath $(SHARED))/strecha/entry-P10/images outputs/scenes-train/entry-P10 \
+		&& ln -sfn $(abspath $(SHARED))/collections/sceaux_castle/images outputs/scenes-train/sceaux_castle \
+		&& ln -sfn $(abspath $(SHARED))/collections/lund/images outputs/scenes-train/lund \
+		&& ln -sf $(abspath $(SHARED))/photos/* outputs/scenes-train/
+	$(VPY) -m pipelines.train --recipe wlrn --quick --steps 240 --batch_size 6 --data outputs/bags-real --train "" \
+		--option scenes=outputs/scenes-train --option schedule=fixed --option bag_size=48 \
+		--option init=outputs/train/wlrn-synthetic-init.pt --out weights/wlrn.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
 
 # All five recipes at their published batch sizes on ONE GPU (about 12 min on an H100, estimated),

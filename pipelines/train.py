@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval_data", default="datasets/phototour-synth",
                    help="PhotoTour root holding the --eval split (whatever the training data)")
     p.add_argument("--bags_data", default="datasets/bags-synth",
-                   help="wlrn: bags root holding the --eval split for the bag-pair ROC-AUC")
+                   help="wlrn: bags root whose test split (TEST photos) gives the bag-pair ROC-AUC")
     p.add_argument("--variant", default=None, choices=["code", "paper"],
                    help="wlrn: the released code's loss (default) or the paper's (beta = 20)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -244,7 +244,9 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
                         if isinstance(v, float)))
         if args.recipe == "wlrn":
             from descriptors.recipe_defs.wlrn import heldout_bag_auc
-            sidecar["metrics"]["bags"] = heldout_bag_auc(out, Path(args.bags_data), args.eval)
+            # always the TEST-photo bags: another --eval split name (e.g. fountain-P11) would
+            # make ensure_bags generate bags of the TRAIN photos under that name
+            sidecar["metrics"]["bags"] = heldout_bag_auc(out, Path(args.bags_data), "test")
             print(f"wlrn held-out bag-pair ROC-AUC {sidecar['metrics']['bags']['bag_auc']:.4f}")
     atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
     print(json.dumps(res, indent=2, default=str))

@@ -210,3 +210,50 @@ def test_fracking_raw_output_uses_its_own_margin(tiny_phototour):
         unit = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin": big,
                                                             "margin_raw": 1e-3}})[0])
     assert hi > lo and abs(unit - lo) < 1e-6              # raw output ignores ``margin``
+
+
+def test_fracking_on_a_folder_of_brown_scenes_lowers_heldout_fpr95(tmp_path):
+    """Native 64 x 64 fracking on a ``--data`` root of two Brown-layout scene folders (as
+    ``pipelines.make_patches`` writes them; ``read_phototour_scenes``), ``split=''``: held-out
+    FPR95 on a Brown folder of TEST photos drops below the same network untrained."""
+    import os
+
+    from descriptors import registry
+    from descriptors.data.phototour import read_phototour
+    from descriptors.data.phototour_synth import write_synthetic_phototour
+    from descriptors.metrics import evaluate_pairs
+    from descriptors.models import save_checkpoint
+    from descriptors.recipe_defs.fracking import _load, input_stats
+    from descriptors.recipes import get_recipe
+    from descriptors.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        conf = {"n_views": 3, "min_photo_side": 256}
+        for k, seed in enumerate((11, 12)):
+            d = write_synthetic_phototour(tmp_path / f"s{k}", "train", 90, views_per_point=(2, 3),
+                                          n_pairs=100, seed=seed, conf=conf, progress=False)
+            os.renames(d, tmp_path / "scenes" / f"scene{k}")
+        test = read_phototour(write_synthetic_phototour(
+            tmp_path / "pt", "test", 100, views_per_point=(2, 3), n_pairs=300, seed=5, conf=conf,
+            progress=False))
+        recipe = get_recipe("fracking", quick=True).with_options(steps=25, batch_size=8, r_p=2,
+                                                                 r_n=2, lr=1.0)
+        data = _load(tmp_path / "scenes", recipe)
+        assert len(np.unique(data.point_ids)) > 150                 # both scenes, ids offset
+        torch.manual_seed(0)                                       # = the trainer's init
+        m = build_model(recipe.arch, **recipe.arch_kwargs)
+        m.set_input_stats(*input_stats(data))
+        untrained = save_checkpoint(tmp_path / "u.pt", m, recipe.arch, recipe.arch_kwargs,
+                                    "fracking", 0)
+        before = evaluate_pairs(registry.load(str(untrained)), test, progress=False)["fpr95"]
+        out = tmp_path / "fracking.pt"
+        res = train(recipe, tmp_path / "scenes", out, split="", progress=False, ckpt_every=0)
+        after = evaluate_pairs(registry.load(str(out)), test, progress=False)["fpr95"]
+    finally:
+        torch.set_num_threads(threads)
+    print(f"fracking on Brown scenes: held-out FPR95 untrained {before:.3f} -> {after:.3f} "
+          f"({res['seconds']} s)")
+    assert registry.load(str(out)).patch_size == 64
+    assert after < before - 0.02

@@ -304,14 +304,27 @@ class _ObjectIndex:
             raise ValueError("need bags of at least two objects to sample non-matching pairs")
         self.by_obj = {int(o): np.flatnonzero(bags.object_ids == o)
                        for o in np.unique(bags.object_ids)}
-        self.objs = np.array([o for o, ix in self.by_obj.items() if len(ix) >= 2])
+        self.photo = bags.photo
+        # real scenes (``real_bags``): an object spans several photos; then only such objects
+        # give matching pairs, from two different photos (two scales of one photo never match)
+        multi = [o for o, ix in self.by_obj.items() if len(np.unique(bags.photo[ix])) > 1]
+        self.multi_photo = bool(multi)
+        self.objs = np.array(multi if multi else
+                             [o for o, ix in self.by_obj.items() if len(ix) >= 2])
         if len(self.objs) == 0:
             raise ValueError("no object has two views; cannot sample matching bags")
 
     def matching(self, rng: np.random.Generator) -> tuple[int, int]:
+        """Two bags of one object: of two different photos for real scenes, else any two views
+        (synthetic objects: one photo each)."""
         o = int(self.objs[rng.integers(0, len(self.objs))])
-        i, j = rng.choice(self.by_obj[o], 2, replace=False)
-        return int(i), int(j)
+        if not self.multi_photo:
+            i, j = rng.choice(self.by_obj[o], 2, replace=False)
+            return int(i), int(j)
+        ix = self.by_obj[o]
+        i = int(ix[rng.integers(0, len(ix))])
+        other = ix[self.photo[ix] != self.photo[i]]
+        return i, int(other[rng.integers(0, len(other))])
 
 
 class BagTripletSampler:

@@ -31,7 +31,8 @@ so distances lie in [0, sqrt 2] and the margin m = ``margin`` = 1.0 is our choic
 (default 1.0 = Torch7 ``nn.HingeEmbeddingCriterion``'s default; the paper's text does not state
 m). The paper warm-starts the 2/2 .. 8/8 runs from an early 1/2 checkpoint; here every run starts
 from scratch. The shipped ``weights/fracking.pt`` predates the 64 x 64 path (``input_size=32``,
-upsampled inside) and still loads.
+upsampled inside) and still loads; its layers also fit ``input_size=64`` (same parameters), so it
+can warm-start a native run once re-saved with this recipe's ``arch_kwargs``.
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
 Options: ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
@@ -55,21 +56,23 @@ from descriptors.recipes import Recipe
 logger = logging.getLogger(__name__)
 
 PUBLISHED_OPTIONS: dict = {"r_p": 8, "r_n": 8, "margin": 1.0, "margin_raw": 1.0}
-_DATA_CACHE: dict[tuple[str, float], Any] = {}
+_DATA_CACHE: dict[tuple[str, tuple[float, ...]], Any] = {}
 
 
 def _load(data_dir: Path, recipe: Recipe) -> Any:
-    """read_phototour(data_dir) once per process (the synthetic default is written if missing)."""
-    from descriptors.data.phototour import read_phototour
+    """``read_phototour_scenes(data_dir)`` (one Brown folder, or a folder of scene folders)
+    once per process; the synthetic default is written if missing."""
+    from descriptors.data.phototour import read_phototour_scenes
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
     data_dir = Path(data_dir)
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
-    info = data_dir / "info.txt"
-    key = (str(data_dir.resolve()), info.stat().st_mtime if info.is_file() else 0.0)
+    infos = [data_dir / "info.txt"] if (data_dir / "info.txt").is_file() else \
+        sorted(data_dir.glob("*/info.txt"))
+    key = (str(data_dir.resolve()), tuple(f.stat().st_mtime for f in infos))
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        _DATA_CACHE[key] = read_phototour(data_dir)
+        _DATA_CACHE[key] = read_phototour_scenes(data_dir)
     return _DATA_CACHE[key]
 
 

@@ -9,15 +9,18 @@ Data: Brown PhotoTour layout (real or the synthetic writer's), ``<data>/<split>`
 B distinct 3D points with two patches each (``PatchPairSampler``).
 
 SGD is the reference's: momentum 0.9 with dampening 0.9 (``Recipe.dampening`` None), so lr 10 here
-is the repo's lr 10. Anchors and positives go through the network (and its BatchNorm) in one
-forward pass, as in the reference.
+is the repo's lr 10. Forward passes differ from the reference: by default anchors and positives
+go through the network in ONE forward pass (``torch.cat([a, p])``), so BatchNorm normalises them
+with joint batch statistics; the reference (``HardNet.py``: ``out_a = model(data_a)``,
+``out_p = model(data_p)``) runs two passes, each half with its own statistics. The option
+``two_pass=True`` runs the reference's two passes (the shipped weights were trained with one).
 
 ``quick``: batch 256 pairs (hardest-in-batch mining needs a large batch: at 64 the negatives are
 easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores. ``data`` may be
 one Brown folder or a folder of scene folders (``read_phototour_scenes``).
 Options: ``negatives='hardest'|'random'`` (the random-negative control), ``margin``,
 ``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to both patches of a
-pair, the HardNet repo's ``--fliprot``; off by default).
+pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above).
 """
 from __future__ import annotations
 
@@ -47,9 +50,11 @@ def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
 def triplet_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
     a, p = batch
     opts = state.get("options", {})
-    x = torch.cat([a, p], 0)
-    d = model(x)
-    da, dp = d[: len(a)], d[len(a):]
+    if opts.get("two_pass", False):
+        da, dp = model(a), model(p)
+    else:
+        d = model(torch.cat([a, p], 0))
+        da, dp = d[: len(a)], d[len(a):]
     loss = hardest_triplet_margin(da, dp, margin=opts.get("margin", 1.0),
                                   anchor_swap=opts.get("anchor_swap", True),
                                   negatives=opts.get("negatives", "hardest"))

@@ -25,10 +25,13 @@ commit 7931d02 and ``wlrn.py``):
   held-out triplet set; if it rose above the previous round's, the batch doubles (16 -> 32 ->
   64), and once it is 64 the lr halves and the batch returns to 16.
 
-``variant='paper'`` (``--variant paper``): the paper's form, S = soft fraction with
-sigmoid(-beta (d^2 - tau)), tau = 0.8, beta = 20, L = S(K, K-) / (S(K, K+) + eps)
-(``losses.wlrn_bag_loss``, option ``mode`` 'ratio' | 'margin'), with the same optimizer and
-schedule (the paper: rmsprop lr 1e-3, minibatches of 32, lr halved on a validation plateau).
+``variant='paper'`` (``--variant paper``) changes the LOSS only: the paper's form, S = soft
+fraction with sigmoid(-beta (d^2 - tau)), tau = 0.8, beta = 20, L = S(K, K-) / (S(K, K+) + eps)
+(``losses.wlrn_bag_loss``, option ``mode`` 'ratio' | 'margin'). Optimizer, lr and batches stay
+the released code's (rmsprop lr 1e-4, the growing 16 -> 64 batch schedule above), NOT the
+paper's (rmsprop lr 1e-3, fixed minibatches of 32, lr halved on a validation plateau). The
+paper's lr and batch: ``--variant paper --lr 1e-3 --batch_size 32 --option schedule=fixed``
+(``schedule='fixed'`` keeps the lr constant: the paper's plateau halving is not implemented).
 
 What differs (toolkit specifics):
 
@@ -38,6 +41,11 @@ What differs (toolkit specifics):
   (default ``datasets/bags-synth/train``; with ``photos``, ``bags-<hash>.npz``; generated on first
   use). The validation triplets of the schedule come from held-out objects of the training bags
   (every 10th object; the code uses a separate UKB split);
+- or, with the option ``scenes=ROOT``, from REAL photos with weak labels
+  (``descriptors.data.real_bags``: each sub-folder of ROOT is a scene, two photos of a scene
+  match, photos of different scenes do not; one bag per photo and scale), cached in
+  ``<data>/<split>/real-bags-<hash>.npz``; ``real_bags_conf`` overrides its settings. Few real
+  scenes make a poor validation split: use ``schedule='fixed'`` with them;
 - a share ``same_photo_neg`` (0.5) of the negatives is another object of the same photo: with
   few training photos, negatives from other photos can be told apart by texture statistics alone;
 - ``sampling='batch'``: every (K, K+, K-) triplet inside a batch of bags (``objects_per_photo``
@@ -55,11 +63,12 @@ Options: ``variant`` ('code' | 'paper'), ``thr`` (code), ``tau``, ``beta``, ``ep
 ``round_steps``, ``batch_start``, ``batch_max``, ``val_triplets``, ``objects_per_photo``,
 ``same_photo_neg``, ``bag_size`` (first n keypoints of each stored bag), ``n_objects`` (objects
 generated when the bags file is missing; None = every window), ``bags_conf`` (generation
-overrides), ``photos`` (photo folder).
+overrides), ``photos`` (photo folder), ``scenes`` (real scenes root), ``real_bags_conf``.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -81,7 +90,8 @@ PUBLISHED_OPTIONS: dict = {"variant": "code", "thr": 0.8,
                            "schedule": "grow", "round_steps": 512, "batch_start": 16,
                            "batch_max": 64, "val_triplets": 256,
                            "objects_per_photo": 2, "same_photo_neg": 0.5, "n_objects": None,
-                           "bags_conf": {"bag_size": 75}, "photos": None}
+                           "bags_conf": {"bag_size": 75}, "photos": None, "scenes": None,
+                           "real_bags_conf": None}
 _BAGS_CACHE: dict[tuple[str, float], Any] = {}
 _LIVE: dict[int, dict] = {}          # id(recipe) -> the trainer's state (for ``wlrn_lr``)
 _VAL: dict[int, Any] = {}            # id(state) -> validation triplets (not checkpointed)
@@ -89,6 +99,11 @@ _VAL: dict[int, Any] = {}            # id(state) -> validation triplets (not che
 
 def _bags_file(data_dir: Path, opts: dict) -> Path:
     from descriptors.data.bags import BAGS_FILE
+    if opts.get("scenes"):
+        from descriptors.data.real_bags import scenes_from_root
+        sc = scenes_from_root(opts["scenes"])
+        key = json.dumps([sc, opts.get("real_bags_conf") or {}], sort_keys=True)
+        return Path(data_dir) / f"real-bags-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
     photos = opts.get("photos")
     if not photos:
         return Path(data_dir) / BAGS_FILE
@@ -104,7 +119,12 @@ def load_bags(data_dir: Path, recipe: Recipe) -> Any:
     data_dir = Path(data_dir)
     opts = recipe.options
     f = _bags_file(data_dir, opts)
-    if not f.is_file():
+    if not f.is_file() and opts.get("scenes"):
+        from descriptors.data.real_bags import make_real_bags, scenes_from_root
+        logger.info("generating real bags (scenes of %s) in %s", opts["scenes"], f)
+        write_bags(make_real_bags(scenes_from_root(opts["scenes"]),
+                                  conf=opts.get("real_bags_conf")), f)
+    elif not f.is_file():
         split = data_dir.name if data_dir.name in ("train", "test") else "train"
         conf = dict(opts.get("bags_conf") or {})
         if opts.get("photos"):
