@@ -28,7 +28,6 @@ test: install
 # SDB_OLD / HNDESC_OLD: the settings the shipped sdb / hndesc weights were trained with, before
 # the recipes moved to the reference's (SDGMNet128 + jitter; whole-crop batches, milder geometry).
 SDB_OLD := --option arch=l2net --option jitter=false
-SCEAUX_MODEL ?= outputs/sfm/sceaux_castle/model
 HNDESC_OLD := --option pairs_per_batch=0 --option max_per_pair=8 \
 	--option 'pair_homography_scale=[0.7,1.3]' --option pair_max_rotation_deg=30
 weights: install
@@ -42,17 +41,14 @@ weights: install
 		--out datasets/phototour-strecha/entry-P10-r$$r --resize_max $$r || exit 1; done
 	$(VPY) -m pipelines.make_patches --images $(SHARED)/strecha/fountain-P11/images \
 		--strecha $(SHARED)/strecha/fountain-P11/gt_dense_cameras --out datasets/phototour-strecha-test/fountain-P11
-	# the two unposed collections, posed by pycolmap (incremental; GLOMAP for the Lund street
-	# sequence), then patches; datasets/phototour-real = entry-P10 (3 resolutions) + collections
-	$(VPY) -m pipelines.pose_collection --images $(SHARED)/collections/sceaux_castle/images \
-		--out outputs/sfm/sceaux_castle --mapper incremental
-	$(VPY) -m pipelines.pose_collection --images $(SHARED)/collections/lund/images \
-		--out outputs/sfm/lund --mapper global
+	# the two unposed collections: pipelines.make_patches without poses runs pipelines.sfm first
+	# (exhaustive pairs + incremental mapper; sequential pairs + GLOMAP for the Lund street walk);
+	# datasets/phototour-real = entry-P10 (3 resolutions) + collections
 	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/sceaux_castle/images \
-		--model outputs/sfm/sceaux_castle/model --out datasets/phototour-real/sceaux_castle-r1200 --resize_max 1200
+		--out datasets/phototour-real/sceaux_castle-r1200 --resize_max 1200
 	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/lund/images \
-		--model outputs/sfm/lund/model --out datasets/phototour-real/lund-r1024 --resize_max 1024
-	for r in 800 1200 1600; do ln -sfn ../phototour-strecha/entry-P10-r$$r datasets/phototour-real/entry-P10-r$$r; done
+		--sfm_pairs sequential --sfm_mapper global --out datasets/phototour-real/lund-r1024 --resize_max 1024
+	for r in 800 1200 1600; do ln -sfn $(abspath datasets/phototour-strecha/entry-P10-r$$r) datasets/phototour-real/entry-P10-r$$r; done
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
@@ -63,12 +59,10 @@ weights: install
 		--train "" --option init=outputs/train/sdb-synthetic-init.pt --out outputs/train/sdb-entry-P10.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# ... then 150 steps with the per-patch jitter on entry-P10 (3 resolutions) + the sceaux_castle
-	# collection (needs its SfM model $(SCEAUX_MODEL), e.g. pycolmap SIFT + exhaustive matching + mapping)
-	test -d $(SCEAUX_MODEL) || { echo "make weights: SfM model $(SCEAUX_MODEL) of sceaux_castle not found"; exit 1; }
-	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/sceaux_castle/images --model $(SCEAUX_MODEL) \
-		--out datasets/phototour-real/sceaux_castle-r1200 --resize_max 1200
-	for r in 800 1200 1600; do ln -sfn $(abspath datasets/phototour-strecha/entry-P10-r$$r) datasets/phototour-real/entry-P10-r$$r; done
-	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-real \
+	# collection (datasets/phototour-real, built above; the shipped run had no Lund patches yet)
+	mkdir -p datasets/phototour-sdb && for d in entry-P10-r800 entry-P10-r1200 entry-P10-r1600 sceaux_castle-r1200; do \
+		ln -sfn $(abspath datasets/phototour-real)/$$d datasets/phototour-sdb/$$d; done
+	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-sdb \
 		--train "" --option arch=l2net --option init=outputs/train/sdb-entry-P10.pt --out weights/sdb.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# hndesc: bundled-photo warm start (the previous shipped run), then real photos (shared photos + entry-P10)
