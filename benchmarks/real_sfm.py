@@ -183,7 +183,8 @@ def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
                    if gt else "") + f"{'wall s':>8}{'CPU s':>8}")
         lines += [head, "-" * len(head)]
         for name, r in rows.items():
-            reg = f"{r['registered']:.1f}/{r['num_images']} ({r.get('registered_worst', r['registered']):.0f})"
+            worst = r.get("registered_worst", r["registered"])
+            reg = f"{r['registered']:.1f}/{r['num_images']} ({worst:.0f})"
             line = f"{name:<28}{reg:>14}{r['points']:>9.0f}{r['track_length']:>7.2f}"
             if gt:
                 line += (f"{100 * r['within_5cm_1deg']:>11.0f}{100 * r['within_25cm_2deg']:>12.0f}"

@@ -172,3 +172,15 @@ def test_bad_input(photos, incremental, tmp_path, capsys):
     with pytest.raises(colmap.ColmapError, match="not empty"):
         reconstruction.main(Path(p["sfm"]), photos[0], Path(p["pairs"]), Path(p["features"]),
                             Path(p["matches"]))
+
+
+def test_train_from_an_sfm_map(incremental, tmp_path):
+    """train_and_localize --from-map takes a pipelines.sfm map (its sfm-* folder): patches from
+    its registered photos and model, fine-tuning only (the map has no queries)."""
+    from pipelines import train_and_localize as tl
+    s = tl.run_from_map("hardnet", incremental["paths"]["sfm"], tmp_path, steps=1,
+                        patch_conf={"resize_max": 480, "max_keypoints": 400,
+                                    "min_tri_angle_deg": 1.0, "max_pairs": 1000})
+    assert set(s["patches"]["view_ids"]) == {f"{i:03d}.jpg" for i in range(N_VIEWS)}
+    assert s["patches"]["tracks"] > 50 and Path(s["checkpoint"]).is_file()
+    assert s["rows"] == {}
