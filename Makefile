@@ -7,7 +7,7 @@ VPY := $(VENV)/bin/python
 FEATURES ?= hardnet
 SHARED ?= ../shared/data
 
-.PHONY: install demo test weights weights-gpu bench bench-real clean
+.PHONY: install demo lint test weights weights-gpu bench bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -21,7 +21,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VPY) -m pipelines.aachen --features $(FEATURES) --max_keypoints 2048
 
-test: install
+lint: install
+	$(VPY) -m ruff check .
+	$(VPY) -m ruff format --check .
+
+test: lint
 	$(VPY) -m pytest tests
 
 # Reproduce the shipped weights (CPU-sized runs; commands are recorded in weights/*.json).

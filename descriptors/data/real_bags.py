@@ -94,7 +94,7 @@ def make_real_bags(scenes: dict[str, list[str]], conf: dict | None = None,
     import cv2
 
     from descriptors.patches import detect_dog, extract_patches, opencv_angle_to_ori
-    from localize.io import read_image
+    from descriptors.data.pairs import load_photo_source
     cfg = {**REAL_BAGS_CONF, **(conf or {})}
     n, ps = int(cfg["bag_size"]), int(cfg["patch_size"])
     patches, kps, obj_ids, view_ids, photo_idx, names = [], [], [], [], [], []
@@ -106,7 +106,7 @@ def make_real_bags(scenes: dict[str, list[str]], conf: dict | None = None,
         for oid, (scene, photos) in enumerate(scenes.items()):
             nv = 0
             for path in photos:
-                gray = read_image(path)
+                gray = load_photo_source(str(path), gray=True)
                 side = max(gray.shape)
                 done: set[int] = set()
                 for scale in cfg["scales"]:
