@@ -6,6 +6,7 @@ weights. Prints a table with the ratio against kornia's HardNet.
 
     python benchmarks/descriptor_speed.py [--n 1024] [--repeats 3] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,20 @@ def timeit(fn, repeats: int, warmup: bool = True) -> float:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     import sys
+
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import kornia.feature as KF
+
     from descriptors import registry
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1024, help="patches per timed call")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (best one is reported)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device of the learned descriptors (default: cuda if present)")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device of the learned descriptors (default: cuda if present)",
+    )
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     patches = torch.from_numpy(rng.random((args.n, 1, 32, 32), dtype=np.float32))
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     @torch.no_grad()
     def run_kornia():
         for i in range(0, args.n, 1024):
-            kor(x_dev[i:i + 1024]).cpu()
+            kor(x_dev[i : i + 1024]).cpu()
 
     fns = {"kornia": run_kornia, "ours": lambda: ours(patches)}
     for name in registry.OPENCV_NAMES:
@@ -67,12 +73,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for k, f in fns.items():
             best[k] = min(best[k], timeit(f, 1, warmup=False))
     t_k = best["kornia"]
-    labels = {"kornia": "kornia.feature.HardNet", "ours": ours_name,
-              **{n: f"{n} (OpenCV, per patch)" for n in registry.OPENCV_NAMES}}
+    labels = {
+        "kornia": "kornia.feature.HardNet",
+        "ours": ours_name,
+        **{n: f"{n} (OpenCV, per patch)" for n in registry.OPENCV_NAMES},
+    }
     for key, name in labels.items():
         t = best[key]
-        rows.append({"descriptor": name, "seconds": t, "patches_per_s": args.n / t, "ratio_vs_kornia": t_k / t})
-    print(f"\n{args.n} patches 32x32, device={args.device}, threads={torch.get_num_threads()}, best of {args.repeats}")
+        rows.append(
+            {
+                "descriptor": name,
+                "seconds": t,
+                "patches_per_s": args.n / t,
+                "ratio_vs_kornia": t_k / t,
+            }
+        )
+    print(
+        f"\n{args.n} patches 32x32, device={args.device}, threads={torch.get_num_threads()}, best of {args.repeats}"
+    )
     print(f"{'descriptor':52s} {'patches/s':>12s} {'speed vs kornia':>16s}")
     for r in rows:
         print(f"{r['descriptor']:52s} {r['patches_per_s']:12.0f} {r['ratio_vs_kornia']:15.2f}x")

@@ -9,6 +9,7 @@ descriptors, ``localize.match_features``'s mutual nearest neighbours (``pipeline
 1/3/5 px mean corner error, mean keypoints / matches; writes ``<out>/mma.json`` and a
 ``mma.png`` curve. Features whose weights are missing are skipped with a note.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,21 +29,30 @@ logger = logging.getLogger(__name__)
 
 def format_table(results: dict[str, dict]) -> str:
     ts = (1, 2, 3, 5, 10)
-    head = f"{'feature':<12}" + "".join(f"{'MMA@' + str(t):>8}" for t in ts) + \
-        "".join(f"{'H@' + str(e):>7}" for e in MMA_DEFAULTS["homography_thresholds"]) + \
-        f"{'#kp':>8}{'#match':>8}"
+    head = (
+        f"{'feature':<12}"
+        + "".join(f"{'MMA@' + str(t):>8}" for t in ts)
+        + "".join(f"{'H@' + str(e):>7}" for e in MMA_DEFAULTS["homography_thresholds"])
+        + f"{'#kp':>8}{'#match':>8}"
+    )
     lines = [head, "-" * len(head)]
     for f, r in results.items():
-        lines.append(f"{f:<12}" + "".join(f"{100 * r['mma'][float(t)]:8.1f}" for t in ts) +
-                     "".join(f"{100 * r['homography_acc'][float(e)]:7.0f}"
-                             for e in MMA_DEFAULTS["homography_thresholds"]) +
-                     f"{r['n_keypoints']:8.0f}{r['n_matches']:8.0f}")
+        lines.append(
+            f"{f:<12}"
+            + "".join(f"{100 * r['mma'][float(t)]:8.1f}" for t in ts)
+            + "".join(
+                f"{100 * r['homography_acc'][float(e)]:7.0f}"
+                for e in MMA_DEFAULTS["homography_thresholds"]
+            )
+            + f"{r['n_keypoints']:8.0f}{r['n_matches']:8.0f}"
+        )
     return "\n".join(lines)
 
 
 def _average(per_seq: list[dict]) -> dict:
     """Average MMA / homography accuracy / counts over sequences."""
     import numpy as np
+
     out = {"mma": {}, "homography_acc": {}}
     for key in ("mma", "homography_acc"):
         for t in per_seq[0][key]:
@@ -54,8 +64,10 @@ def _average(per_seq: list[dict]) -> dict:
 
 def _plot(results: dict[str, dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for f, r in results.items():
         ts = sorted(r["mma"])
@@ -74,16 +86,30 @@ def _plot(results: dict[str, dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seq", nargs="+", required=True,
-                   help="sequence folder(s) in the hpatches-sequences layout")
-    p.add_argument("--features", nargs="+", default=["sift", "rootsift"],
-                   help="registry names or checkpoint paths (default: sift rootsift)")
-    p.add_argument("--max-keypoints", type=int, default=MMA_DEFAULTS["max_keypoints"],
-                   help="strongest DoG keypoints kept per image")
-    p.add_argument("--out", default="outputs/hpatches_mma",
-                   help="folder for mma.json and mma.png")
-    p.add_argument("--device", default=None,
-                   help="torch device of the learned descriptors (default: cuda if present)")
+    p.add_argument(
+        "--seq",
+        nargs="+",
+        required=True,
+        help="sequence folder(s) in the hpatches-sequences layout",
+    )
+    p.add_argument(
+        "--features",
+        nargs="+",
+        default=["sift", "rootsift"],
+        help="registry names or checkpoint paths (default: sift rootsift)",
+    )
+    p.add_argument(
+        "--max-keypoints",
+        type=int,
+        default=MMA_DEFAULTS["max_keypoints"],
+        help="strongest DoG keypoints kept per image",
+    )
+    p.add_argument("--out", default="outputs/hpatches_mma", help="folder for mma.json and mma.png")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="torch device of the learned descriptors (default: cuda if present)",
+    )
     a = p.parse_args(argv)
 
     results, per_seq, skipped = {}, {}, {}
@@ -96,15 +122,22 @@ def main(argv: list[str] | None = None) -> dict:
         rs = [full_image_mma(s, ext, max_keypoints=a.max_keypoints) for s in a.seq]
         per_seq[f] = rs
         results[f] = _average(rs)
-    print(f"HPatches full-image matching on {', '.join(Path(s).name for s in a.seq)} "
-          f"(mutual NN, DoG, max {a.max_keypoints} keypoints; H@e = homography accuracy, "
-          f"mean corner error <= e px)")
+    print(
+        f"HPatches full-image matching on {', '.join(Path(s).name for s in a.seq)} "
+        f"(mutual NN, DoG, max {a.max_keypoints} keypoints; H@e = homography accuracy, "
+        f"mean corner error <= e px)"
+    )
     print(format_table(results))
     for f, why in skipped.items():
         print(f"skipped {f}: {why}")
     out = Path(a.out)
-    blob = {"seqs": a.seq, "max_keypoints": a.max_keypoints, "results": results,
-            "per_seq": per_seq, "skipped": skipped}
+    blob = {
+        "seqs": a.seq,
+        "max_keypoints": a.max_keypoints,
+        "results": results,
+        "per_seq": per_seq,
+        "skipped": skipped,
+    }
     atomic_write_text(out / "mma.json", json.dumps(blob, indent=1))
     if results:
         _plot(results, out / "mma.png")

@@ -25,6 +25,7 @@ flip a decision (hloc also keeps exact ratio ties, ``<=``, that we reject); thei
 
 Writes JSON to ``outputs/benchmarks/matching_speed.json`` (``--out``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,12 @@ def make_descriptors(n0: int, n1: int, dim: int, seed: int = 0) -> tuple[np.ndar
     k = int(0.6 * n0)
     src = d1[rng.integers(0, n1, k)]
     noise = rng.uniform(0.05, 0.4, (k, 1)).astype(np.float32) / np.sqrt(dim / 32)
-    d0 = np.concatenate([src + noise * rng.standard_normal((k, dim), dtype=np.float32),
-                         rng.standard_normal((n0 - k, dim), dtype=np.float32)])
+    d0 = np.concatenate(
+        [
+            src + noise * rng.standard_normal((k, dim), dtype=np.float32),
+            rng.standard_normal((n0 - k, dim), dtype=np.float32),
+        ]
+    )
     d0 /= np.linalg.norm(d0, axis=1, keepdims=True)
     d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
     return d0.astype(np.float32), d1.astype(np.float32)
@@ -73,14 +78,19 @@ def _near_tie_rows(d0: np.ndarray, d1: np.ndarray, ratio: float | None, tol: flo
     cclose = np.abs(colt[1] - colt[0]) < tol
     if ratio is not None:
         e = np.maximum(2 - 2 * top.astype(np.float64), 0)
-        close |= np.abs(e[:, 1] - ratio ** 2 * e[:, 0]) < 4 * tol
+        close |= np.abs(e[:, 1] - ratio**2 * e[:, 0]) < 4 * tol
         ec = np.maximum(2 - 2 * colt.astype(np.float64), 0)
-        cclose |= np.abs(ec[1] - ratio ** 2 * ec[0]) < 4 * tol
+        cclose |= np.abs(ec[1] - ratio**2 * ec[0]) < 4 * tol
     return close | cclose[np.argmax(s, axis=1)]
 
 
-def hloc_nearest_neighbor(t0: torch.Tensor, t1: torch.Tensor, ratio: float | None,
-                          distance: float | None = None, mutual: bool = True) -> torch.Tensor:
+def hloc_nearest_neighbor(
+    t0: torch.Tensor,
+    t1: torch.Tensor,
+    ratio: float | None,
+    distance: float | None = None,
+    mutual: bool = True,
+) -> torch.Tensor:
     """hloc's NN matcher algorithm on (N0, D) / (N1, D) unit descriptors -> (N0,) int64 (-1 none).
 
     The same steps as hloc ``matchers/nearest_neighbor.py`` (product, top-k along each axis,
@@ -92,22 +102,24 @@ def hloc_nearest_neighbor(t0: torch.Tensor, t1: torch.Tensor, ratio: float | Non
         dist = 2 * (1 - v)
         ok = torch.ones(i.shape[:-1], dtype=torch.bool, device=s.device)
         if ratio:
-            ok &= dist[..., 0] <= ratio ** 2 * dist[..., 1]
+            ok &= dist[..., 0] <= ratio**2 * dist[..., 1]
         if distance:
-            ok &= dist[..., 0] <= distance ** 2
+            ok &= dist[..., 0] <= distance**2
         return torch.where(ok, i[..., 0], i.new_tensor(-1))
 
     m0 = find_nn(sim)
     if mutual:
         m1 = find_nn(sim.T)
         loop = m1.gather(0, m0.clamp(min=0))
-        m0 = torch.where((m0 > -1) & (loop == torch.arange(len(m0), device=m0.device)), m0,
-                         m0.new_tensor(-1))
+        m0 = torch.where(
+            (m0 > -1) & (loop == torch.arange(len(m0), device=m0.device)), m0, m0.new_tensor(-1)
+        )
     return m0
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
-                     ) -> dict[str, float]:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, float]:
     """Median seconds of each function, run round-robin (so load changes hit all alike)."""
     for f in fns.values():  # warm-up
         f()
@@ -122,38 +134,57 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, device:
     return {k: float(np.median(v)) for k, v in ts.items()}
 
 
-def run(n: int, dim: int, partners: int, repeats: int, ratio: float, device: torch.device,
-        tie_tol: float, seed: int) -> list[dict]:
+def run(
+    n: int,
+    dim: int,
+    partners: int,
+    repeats: int,
+    ratio: float,
+    device: torch.device,
+    tie_tol: float,
+    seed: int,
+) -> list[dict]:
     """One size: baseline GEMM + each backend per pair and batched; rows for the table."""
     d0, d1 = make_descriptors(n, n, dim, seed)
     others = [make_descriptors(n, n, dim, seed + 1 + j)[1] for j in range(partners - 1)]
     t0, t1 = torch.from_numpy(d0).to(device), torch.from_numpy(d1).to(device)
     parts_np = [d1] + others
     parts_t = [t1] + [torch.from_numpy(o).to(device) for o in others]
-    ref_m, _ = nnm.match_descriptors(d0, d1, ratio, None, True, use_gpu=False,
-                                     backend="faiss-index")
+    ref_m, _ = nnm.match_descriptors(
+        d0, d1, ratio, None, True, use_gpu=False, backend="faiss-index"
+    )
     tie = _near_tie_rows(d0, d1, ratio, tie_tol)
     nb = nnm.block_rows(n, n, device)
     buf = torch.empty((nb, n), device=device)
 
     def blocked_gemm() -> None:
         for r in range(0, n, nb):
-            torch.mm(t0[r:r + nb], t1.T, out=buf[:min(nb, n - r)])
+            torch.mm(t0[r : r + nb], t1.T, out=buf[: min(nb, n - r)])
 
-    fns: dict[str, Callable[[], object]] = {"gemm": lambda: torch.mm(t0, t1.T),
-                                            "mm row blocks (floor)": blocked_gemm,
-                                            "hloc NN (mm + topk x2)":
-                                                lambda: hloc_nearest_neighbor(t0, t1, ratio)}
+    fns: dict[str, Callable[[], object]] = {
+        "gemm": lambda: torch.mm(t0, t1.T),
+        "mm row blocks (floor)": blocked_gemm,
+        "hloc NN (mm + topk x2)": lambda: hloc_nearest_neighbor(t0, t1, ratio),
+    }
     for b in nnm.BACKENDS:
         on_dev = b == "torch"
         a, p1, ps = (t0, t1, parts_t) if on_dev else (d0, d1, parts_np)
-        fns[f"{b} pair"] = (lambda a=a, p1=p1, b=b: nnm.match_image(
-            a, [p1], ratio, None, True, device=device, backend=b))
-        fns[f"{b} 1x{partners}"] = (lambda a=a, ps=ps, b=b: nnm.match_image(
-            a, ps, ratio, None, True, device=device, backend=b))
+        fns[f"{b} pair"] = lambda a=a, p1=p1, b=b: nnm.match_image(
+            a, [p1], ratio, None, True, device=device, backend=b
+        )
+        fns[f"{b} 1x{partners}"] = lambda a=a, ps=ps, b=b: nnm.match_image(
+            a, ps, ratio, None, True, device=device, backend=b
+        )
     for b in nnm.BACKENDS:  # identical decisions (up to near ties)
-        m, _ = nnm.match_image(t0 if b == "torch" else d0, [t1 if b == "torch" else d1],
-                               ratio, None, True, device=device, backend=b)[0]
+        m, _ = nnm.match_image(
+            t0 if b == "torch" else d0,
+            [t1 if b == "torch" else d1],
+            ratio,
+            None,
+            True,
+            device=device,
+            backend=b,
+        )[0]
         bad = np.where(m != ref_m)[0]
         assert tie[bad].all(), f"{b}: {len(bad)} decisions differ from faiss-index, not near ties"
     hm = hloc_nearest_neighbor(t0, t1, ratio).cpu().numpy()
@@ -173,36 +204,64 @@ def run(n: int, dim: int, partners: int, repeats: int, ratio: float, device: tor
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n", type=int, nargs="+", default=[2048, 4096, 8192],
-                   help="descriptors per image (N0 = N1)")
+    p.add_argument(
+        "--n",
+        type=int,
+        nargs="+",
+        default=[2048, 4096, 8192],
+        help="descriptors per image (N0 = N1)",
+    )
     p.add_argument("--dim", type=int, default=128, help="descriptor dimension")
-    p.add_argument("--partners", type=int, default=10,
-                   help="partners of one image in the batched (match_image) rows")
+    p.add_argument(
+        "--partners",
+        type=int,
+        default=10,
+        help="partners of one image in the batched (match_image) rows",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs per method (median)")
     p.add_argument("--ratio", type=float, default=0.8, help="ratio test threshold")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--tie_tol", type=float, default=1e-5,
-                   help="similarity gap below which a differing decision counts as a near tie")
+    p.add_argument(
+        "--tie_tol",
+        type=float,
+        default=1e-5,
+        help="similarity gap below which a differing decision counts as a near tie",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random descriptors")
-    p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/matching_speed.json"),
-                   help="JSON result file")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/benchmarks/matching_speed.json"),
+        help="JSON result file",
+    )
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
     device = torch.device(args.device)
     rows = []
     for n in args.n:
-        rows += run(n, args.dim, args.partners, args.repeats, args.ratio, device, args.tie_tol,
-                    args.seed)
-    print(f"\nmatching N x N x {args.dim}, mutual NN + ratio {args.ratio}, median of "
-          f"{args.repeats}, device {device} (torch threads {torch.get_num_threads()}, "
-          f"cpus {os.cpu_count()}); per-pair time as a multiple of ONE N x N x {args.dim} GEMM")
+        rows += run(
+            n, args.dim, args.partners, args.repeats, args.ratio, device, args.tie_tol, args.seed
+        )
+    print(
+        f"\nmatching N x N x {args.dim}, mutual NN + ratio {args.ratio}, median of "
+        f"{args.repeats}, device {device} (torch threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}); per-pair time as a multiple of ONE N x N x {args.dim} GEMM"
+    )
     print(f"{'N':>5s}  {'method':24s} {'ms/pair':>9s} {'x GEMM':>7s}")
     for r in rows:
         print(f"{r['n']:5d}  {r['method']:24s} {r['ms_per_pair']:9.1f} {r['x_gemm']:7.2f}")
-    result = {"dim": args.dim, "ratio": args.ratio, "repeats": args.repeats,
-              "partners": args.partners, "device": str(device), "platform": platform.platform(),
-              "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "default_backend": nnm.default_backend(device), "rows": rows}
+    result = {
+        "dim": args.dim,
+        "ratio": args.ratio,
+        "repeats": args.repeats,
+        "partners": args.partners,
+        "device": str(device),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "default_backend": nnm.default_backend(device),
+        "rows": rows,
+    }
     atomic_write_text(args.out, json.dumps(result, indent=2))
     return result
 

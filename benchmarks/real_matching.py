@@ -21,6 +21,7 @@ Both sequences are held out: no shipped weights are trained on them.
 correct at 3 px under the ground-truth homography, red otherwise.
 Exits with a message (status 0) when the shared data folder is absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,26 +40,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from descriptors.patches import detect_dog  # noqa: E402
 from descriptors.registry import OPENCV_NAMES  # noqa: E402
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
-from localize import extract_features, image_io, visualization# noqa: E402
+from localize import extract_features, image_io, visualization  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from localize.nearest_neighbor import match_descriptors  # noqa: E402
 
 logger = logging.getLogger("real_matching")
 
 THRESHOLDS = (1, 3, 5)
-VIZ_THRESHOLD = 3             # px: a drawn match is green when correct at this threshold
+VIZ_THRESHOLD = 3  # px: a drawn match is green when correct at this threshold
 SEQUENCES = {"wormhole": ("hpatches_v_wormhole", [2, 3, 4, 5, 6]), "graffiti": ("graffiti", [3])}
 
 
-def _read_seq(root: Path, others: list[int]
-              ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+def _read_seq(
+    root: Path, others: list[int]
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """(reference image 1 (H, W) uint8, [(image k, H_1_k (3, 3)), ...] for k in ``others``)."""
+
     def img(i: int) -> np.ndarray:
         for ext in ("png", "ppm", "jpg"):
             p = root / f"{i}.{ext}"
             if p.is_file():
                 return image_io.read_image(p)
         raise FileNotFoundError(f"{root}: image {i} missing")
+
     views = []
     for k in others:
         H = np.loadtxt(root / f"H_1_{k}")
@@ -72,6 +76,7 @@ def untrained_l2net() -> Any:
     """L2-Net with its random initialisation (seed 0), eval mode, as a registry extractor."""
     from descriptors.models import build_model
     from descriptors.registry import TorchExtractor
+
     torch.manual_seed(0)
     model = build_model("l2net", dim=128)
     return TorchExtractor("untrained-l2net", model, 128, 32, device="cpu")
@@ -79,12 +84,14 @@ def untrained_l2net() -> Any:
 
 def _features(gray: np.ndarray, extractor: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     conf = {**extract_features.default_conf, "max_keypoints": n, "resize_max": None}
-    kps, xy, size, angle, _ = detect_dog(gray, n, conf["contrast_threshold"],
-                                         conf["edge_threshold"], conf["min_size"])
+    kps, xy, size, angle, _ = detect_dog(
+        gray, n, conf["contrast_threshold"], conf["edge_threshold"], conf["min_size"]
+    )
     # descriptors where extraction cuts its patches; positions as extraction stores them (true
     # pixel centres: OpenCV's 0.25 px upsampled-octave shift removed) for the ground-truth check
-    return xy - extract_features.OPENCV_XY_OFFSET, extract_features.describe(gray, kps, xy, size, angle, extractor,
-                                                           conf)
+    return xy - extract_features.OPENCV_XY_OFFSET, extract_features.describe(
+        gray, kps, xy, size, angle, extractor, conf
+    )
 
 
 def mutual_matches(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:
@@ -94,8 +101,9 @@ def mutual_matches(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:
     return np.stack([i0, m0[i0]], 1).astype(np.int64).reshape(-1, 2)
 
 
-def match_errors(xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.ndarray
-                 ) -> np.ndarray:
+def match_errors(
+    xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.ndarray
+) -> np.ndarray:
     """(M,) pixel distance between H (3, 3; image 0 -> 1) applied to each match's keypoint in
     image 0 and its keypoint in image 1 (xy (N, 2) pixels)."""
     if not len(matches):
@@ -105,8 +113,9 @@ def match_errors(xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.nd
     return np.linalg.norm(cv2.perspectiveTransform(p0[None], H)[0] - p1, axis=1)
 
 
-def evaluate_pair(xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.ndarray,
-                  shape0: tuple[int, int]) -> dict:
+def evaluate_pair(
+    xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.ndarray, shape0: tuple[int, int]
+) -> dict:
     """Metrics of one image pair: xy (N, 2) pixels, matches (M, 2) [i0, i1], H maps 0 -> 1,
     ``shape0`` = (h, w) of image 0 (its corners measure the homography accuracy)."""
     i0 = matches[:, 0]
@@ -125,24 +134,29 @@ def evaluate_pair(xy0: np.ndarray, xy1: np.ndarray, matches: np.ndarray, H: np.n
     if Hest is None:
         cerr = np.inf
     else:
-        cerr = float(np.linalg.norm(cv2.perspectiveTransform(corners[None], Hest)[0] -
-                                    cv2.perspectiveTransform(corners[None], H)[0], axis=1).mean())
+        cerr = float(
+            np.linalg.norm(
+                cv2.perspectiveTransform(corners[None], Hest)[0]
+                - cv2.perspectiveTransform(corners[None], H)[0],
+                axis=1,
+            ).mean()
+        )
     for t in THRESHOLDS:
         out[f"homography@{t}"] = float(cerr <= t)
     return out
 
 
-def load_rows(shared: Path, features: list[str], only: list[str] | None = None
-              ) -> dict[str, Any]:
+def load_rows(shared: Path, features: list[str], only: list[str] | None = None) -> dict[str, Any]:
     """{row name: extractor}: the standard rows (``only`` keeps these) plus ``features``."""
     from descriptors.registry import DescriptorError, available, load
+
     rows: dict[str, Any] = {}
     for name in [*OPENCV_NAMES, "untrained-l2net", *available()]:
         if name in rows or (only is not None and name not in only):
             continue
         rows[name] = untrained_l2net() if name == "untrained-l2net" else load(name, device="cpu")
     pub = shared / "published"
-    for f in (sorted(pub.iterdir()) if pub.is_dir() else []):
+    for f in sorted(pub.iterdir()) if pub.is_dir() else []:
         if only is not None and f"pub:{f.stem}" not in only:
             continue
         try:
@@ -154,9 +168,14 @@ def load_rows(shared: Path, features: list[str], only: list[str] | None = None
     return rows
 
 
-def run(shared: Path, rows: dict[str, Any], max_keypoints: int,
-        sequences: list[str] | None = None, viz_dir: Path | None = None,
-        viz_row: str = "rootsift") -> dict[str, dict[str, dict]]:
+def run(
+    shared: Path,
+    rows: dict[str, Any],
+    max_keypoints: int,
+    sequences: list[str] | None = None,
+    viz_dir: Path | None = None,
+    viz_row: str = "rootsift",
+) -> dict[str, dict[str, dict]]:
     """{sequence: {row: averaged metrics}} for the extractors ``rows`` (:func:`load_rows`) on
     the sequences of :data:`SEQUENCES` (``sequences`` keeps these). With ``viz_dir``, row
     ``viz_row``'s matches of every pair are drawn there (module docstring)."""
@@ -179,16 +198,31 @@ def run(shared: Path, rows: dict[str, Any], max_keypoints: int,
                 if viz_dir is not None and name == viz_row:
                     ok = match_errors(xy0, xy1, matches, H) <= VIZ_THRESHOLD
                     fig = visualization.plot_images([ref, img], dpi=100)
-                    visualization.plot_matches(xy0[matches[:, 0]], xy1[matches[:, 1]],
-                                               visualization.cm_RdGn(ok), lw=0.5, a=0.3, fig=fig)
-                    visualization.add_text(0, f"{seq} 1-{k} {name}: {int(ok.sum())}/{len(ok)} "
-                                              f"correct at {VIZ_THRESHOLD} px", fig=fig)
-                    visualization.add_legend(1, [(visualization.INLIER, "correct"),
-                                                 (visualization.OUTLIER, "wrong")], fig=fig)
+                    visualization.plot_matches(
+                        xy0[matches[:, 0]],
+                        xy1[matches[:, 1]],
+                        visualization.cm_RdGn(ok),
+                        lw=0.5,
+                        a=0.3,
+                        fig=fig,
+                    )
+                    visualization.add_text(
+                        0,
+                        f"{seq} 1-{k} {name}: {int(ok.sum())}/{len(ok)} "
+                        f"correct at {VIZ_THRESHOLD} px",
+                        fig=fig,
+                    )
+                    visualization.add_legend(
+                        1,
+                        [(visualization.INLIER, "correct"), (visualization.OUTLIER, "wrong")],
+                        fig=fig,
+                    )
                     visualization.save_plot(
-                        viz_dir / f"{seq}_1-{k}_{name.replace(':', '-')}.png", fig=fig)
-            results.setdefault(seq, {})[name] = {k: float(np.mean([p[k] for p in per]))
-                                                 for k in per[0]}
+                        viz_dir / f"{seq}_1-{k}_{name.replace(':', '-')}.png", fig=fig
+                    )
+            results.setdefault(seq, {})[name] = {
+                k: float(np.mean([p[k] for p in per])) for k in per[0]
+            }
             logger.info("%s %s: %s", seq, name, results[seq][name])
     return results
 
@@ -196,52 +230,83 @@ def run(shared: Path, rows: dict[str, Any], max_keypoints: int,
 def format_table(results: dict[str, dict[str, dict]]) -> str:
     lines = []
     for seq, rows in results.items():
-        head = (f"{seq:<22}" + "".join(f"{'corr@' + str(t):>9}" for t in THRESHOLDS) +
-                "".join(f"{'MMA@' + str(t):>8}" for t in THRESHOLDS) +
-                "".join(f"{'H@' + str(t):>6}" for t in THRESHOLDS) + f"{'#match':>8}")
+        head = (
+            f"{seq:<22}"
+            + "".join(f"{'corr@' + str(t):>9}" for t in THRESHOLDS)
+            + "".join(f"{'MMA@' + str(t):>8}" for t in THRESHOLDS)
+            + "".join(f"{'H@' + str(t):>6}" for t in THRESHOLDS)
+            + f"{'#match':>8}"
+        )
         lines += [head, "-" * len(head)]
         base = rows.get("rootsift", {}).get("correct@3")
         for name, r in rows.items():
-            lines.append(f"{name:<22}" + "".join(f"{r[f'correct@{t}']:9.1f}" for t in THRESHOLDS)
-                         + "".join(f"{r[f'mma@{t}']:8.3f}" for t in THRESHOLDS)
-                         + "".join(f"{r[f'homography@{t}']:6.2f}" for t in THRESHOLDS)
-                         + f"{r['matches']:8.1f}"
-                         + (f"   x{r['correct@3'] / base:.3f} RootSIFT@3" if base else ""))
+            lines.append(
+                f"{name:<22}"
+                + "".join(f"{r[f'correct@{t}']:9.1f}" for t in THRESHOLDS)
+                + "".join(f"{r[f'mma@{t}']:8.3f}" for t in THRESHOLDS)
+                + "".join(f"{r[f'homography@{t}']:6.2f}" for t in THRESHOLDS)
+                + f"{r['matches']:8.1f}"
+                + (f"   x{r['correct@3'] / base:.3f} RootSIFT@3" if base else "")
+            )
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shared", type=Path,
-                   default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                   help="shared data folder holding the sequences and published/")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="shared data folder holding the sequences and published/",
+    )
     p.add_argument("--features", nargs="*", default=[], help="extra registry names / checkpoints")
-    p.add_argument("--max_keypoints", type=positive_int, default=2000,
-                   help="strongest DoG keypoints per image")
-    p.add_argument("--only", nargs="*", default=None, metavar="ROW",
-                   help="standard rows to keep (sift rootsift untrained-l2net hardnet "
-                        "pub:HardTFeat ...)")
-    p.add_argument("--sequences", nargs="*", default=None, choices=list(SEQUENCES),
-                   help="sequences to run (default: all)")
-    p.add_argument("--out", type=Path, default=Path("outputs/real_matching"),
-                   help="folder of real_matching.json")
-    p.add_argument("--viz", type=Path, default=None, metavar="DIR",
-                   help="write one match picture per sequence pair of --viz_row here")
-    p.add_argument("--viz_row", default="rootsift", metavar="ROW",
-                   help="row drawn by --viz (default rootsift)")
+    p.add_argument(
+        "--max_keypoints", type=positive_int, default=2000, help="strongest DoG keypoints per image"
+    )
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        metavar="ROW",
+        help="standard rows to keep (sift rootsift untrained-l2net hardnet pub:HardTFeat ...)",
+    )
+    p.add_argument(
+        "--sequences",
+        nargs="*",
+        default=None,
+        choices=list(SEQUENCES),
+        help="sequences to run (default: all)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/real_matching"),
+        help="folder of real_matching.json",
+    )
+    p.add_argument(
+        "--viz",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write one match picture per sequence pair of --viz_row here",
+    )
+    p.add_argument(
+        "--viz_row", default="rootsift", metavar="ROW", help="row drawn by --viz (default rootsift)"
+    )
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
     if not args.shared.is_dir():
-        print(f"real_matching: shared data folder {args.shared} not found; nothing to measure "
-              f"(pass --shared DIR)")
+        print(
+            f"real_matching: shared data folder {args.shared} not found; nothing to measure "
+            f"(pass --shared DIR)"
+        )
         return {}
     with cli_errors("real_matching"):
         rows = load_rows(args.shared, args.features, args.only)
         if args.viz is not None and args.viz_row not in rows:
             p.error(f"--viz_row {args.viz_row!r} is not one of the rows {list(rows)}")
-        results = run(args.shared, rows, args.max_keypoints, args.sequences, args.viz,
-                      args.viz_row)
+        results = run(args.shared, rows, args.max_keypoints, args.sequences, args.viz, args.viz_row)
     print(format_table(results))
     atomic_write_text(args.out / "real_matching.json", json.dumps(results, indent=2))
     if args.viz is not None:

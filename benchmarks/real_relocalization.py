@@ -13,6 +13,7 @@ covisible database view, ``localize.evaluate.covisible_db_views``, in the top k)
 ``fountain-P11`` is held out: no shipped weights are trained on it.
 Exits with a message (status 0) when the shared data folder is absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,10 @@ from pipelines import aachen  # noqa: E402
 
 
 def format_table(rows: dict[str, dict]) -> str:
-    head = (f"{'features':<24}{'day (.25m,2)/(.5m,5)/(5m,10)':>32}{'night':>24}"
-            f"{'med dt m':>10}{'retr R@1/5/10 day':>20}{'night':>14}")
+    head = (
+        f"{'features':<24}{'day (.25m,2)/(.5m,5)/(5m,10)':>32}{'night':>24}"
+        f"{'med dt m':>10}{'retr R@1/5/10 day':>20}{'night':>14}"
+    )
     lines = [head, "-" * len(head)]
     for name, s in rows.items():
         ev = (s["evaluation"] or {}).get("conditions", {})
@@ -43,29 +46,56 @@ def format_table(rows: dict[str, dict]) -> str:
         def rr(c: str) -> str:
             r = (s.get("retrieval_recall") or {}).get(c) or {}
             return "/".join(f"{100 * v:.0f}" for v in r.values()) if r else "-"
+
         med = ev.get("all", {}).get("median_dt", float("nan"))
-        lines.append(f"{name:<24}{rec('day'):>32}{rec('night'):>24}{med:10.3f}{rr('day'):>20}"
-                     f"{rr('night'):>14}")
+        lines.append(
+            f"{name:<24}{rec('day'):>32}{rec('night'):>24}{med:10.3f}{rr('day'):>20}"
+            f"{rr('night'):>14}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shared", type=Path,
-                   default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                   help="shared data folder holding strecha/<scene>")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="shared data folder holding strecha/<scene>",
+    )
     p.add_argument("--scene", default="fountain-P11", help="Strecha scene (held out: fountain-P11)")
-    p.add_argument("--features", nargs="+", default=["sift", "rootsift", "hardnet"],
-                   help="registry names or checkpoints, one row each")
-    p.add_argument("--out", type=Path, default=Path("outputs/real_relocalization"),
-                   help="pipeline outputs and <scene>.json")
-    p.add_argument("--dataset_root", type=Path, default=Path("datasets"),
-                   help="where the Aachen-layout copy of the scene is written")
-    p.add_argument("--query_pairs", default="auto", choices=["auto", "exhaustive", "retrieval"],
-                   help="query-db pairs of pipelines.aachen")
-    p.add_argument("--viz", type=positive_int, default=None, metavar="N",
-                   help="per descriptor, match / inlier pictures of the first N query pairs and "
-                        "queries (<out>/<features>/viz)")
+    p.add_argument(
+        "--features",
+        nargs="+",
+        default=["sift", "rootsift", "hardnet"],
+        help="registry names or checkpoints, one row each",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/real_relocalization"),
+        help="pipeline outputs and <scene>.json",
+    )
+    p.add_argument(
+        "--dataset_root",
+        type=Path,
+        default=Path("datasets"),
+        help="where the Aachen-layout copy of the scene is written",
+    )
+    p.add_argument(
+        "--query_pairs",
+        default="auto",
+        choices=["auto", "exhaustive", "retrieval"],
+        help="query-db pairs of pipelines.aachen",
+    )
+    p.add_argument(
+        "--viz",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="per descriptor, match / inlier pictures of the first N query pairs and "
+        "queries (<out>/<features>/viz)",
+    )
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
     scene = args.shared / "strecha" / args.scene
@@ -81,12 +111,31 @@ def main(argv: list[str] | None = None) -> dict:
         if args.viz:
             aachen.visualize(s, args.viz)
         rows[aachen.features_tag(f)] = s
-    print(f"{args.scene}: {rows[next(iter(rows))]['num_db']} database views, "
-          f"{rows[next(iter(rows))]['num_queries']} queries (half night)")
+    print(
+        f"{args.scene}: {rows[next(iter(rows))]['num_db']} database views, "
+        f"{rows[next(iter(rows))]['num_queries']} queries (half night)"
+    )
     print(format_table(rows))
-    atomic_write_text(args.out / f"{args.scene}.json", json.dumps(
-        {k: {kk: v[kk] for kk in ("evaluation", "retrieval_recall", "query_pairs", "triangulation",
-                                  "timings")} for k, v in rows.items()}, indent=2, default=str))
+    atomic_write_text(
+        args.out / f"{args.scene}.json",
+        json.dumps(
+            {
+                k: {
+                    kk: v[kk]
+                    for kk in (
+                        "evaluation",
+                        "retrieval_recall",
+                        "query_pairs",
+                        "triangulation",
+                        "timings",
+                    )
+                }
+                for k, v in rows.items()
+            },
+            indent=2,
+            default=str,
+        ),
+    )
     return rows
 
 

@@ -31,6 +31,7 @@ thread), timed on the same photos right after our sift row, and scored the same 
 imported only here, from ``HLOC_SRC``. Exits with a message (status 0) when the shared data
 folder is absent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ SCENES: dict[str, tuple[str, str | None, str]] = {
 }
 
 
-def row_features(shared: Path, features: list[str], only: list[str] | None = None
-                 ) -> dict[str, str]:
+def row_features(
+    shared: Path, features: list[str], only: list[str] | None = None
+) -> dict[str, str]:
     """{row name: ``--features`` value}: sift, rootsift, the shipped recipes, the published
     anchors (``pub:<stem>``; ``only`` keeps these standard rows) plus ``features``."""
     rows: dict[str, str] = {}
@@ -76,7 +78,7 @@ def row_features(shared: Path, features: list[str], only: list[str] | None = Non
         if only is None or name in only:
             rows[name] = name
     pub = shared / "published"
-    for f in (sorted(pub.iterdir()) if pub.is_dir() else []):
+    for f in sorted(pub.iterdir()) if pub.is_dir() else []:
         if only is None or f"pub:{f.stem}" in only:
             rows[f"pub:{f.stem}"] = str(f)
     for f in features:
@@ -98,36 +100,72 @@ def _cpu_s() -> float:
 
 def _run_record(s: dict, wall: float, cpu: float) -> dict[str, Any]:
     r, e = s["reconstruction"], s["evaluation"]
-    out = {"registered": r["num_reg_images"], "num_images": r["num_input_images"],
-           "points": r["num_points3D"], "track_length": r["mean_track_length"],
-           "reproj_px": r["mean_reprojection_error_px"], "wall_s": wall, "cpu_s": cpu,
-           "stage_s": s["timings"]}
+    out = {
+        "registered": r["num_reg_images"],
+        "num_images": r["num_input_images"],
+        "points": r["num_points3D"],
+        "track_length": r["mean_track_length"],
+        "reproj_px": r["mean_reprojection_error_px"],
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "stage_s": s["timings"],
+    }
     if e:
-        out.update({k: e[k] for k in ("within_5cm_1deg", "within_25cm_2deg", "auc_10cm",
-                                      "median_centre_error")})
+        out.update(
+            {
+                k: e[k]
+                for k in ("within_5cm_1deg", "within_25cm_2deg", "auc_10cm", "median_centre_error")
+            }
+        )
     return out
 
 
-def run_row(images: Path, gt: Path | None, features: str, out: Path, mapper: str, pairs: str,
-            runs: int, resize_max: int, max_keypoints: int | None = None
-            ) -> list[dict[str, Any]]:
+def run_row(
+    images: Path,
+    gt: Path | None,
+    features: str,
+    out: Path,
+    mapper: str,
+    pairs: str,
+    runs: int,
+    resize_max: int,
+    max_keypoints: int | None = None,
+) -> list[dict[str, Any]]:
     """``runs`` seeded runs of one row (see the module docstring); one record per run."""
     if out.exists():
         shutil.rmtree(out)
     recs = []
     for seed in range(runs):
         t0, c0 = time.perf_counter(), _cpu_s()
-        s = sfm.run(images, features, out, gt=gt, pairs=pairs, mapper=mapper, seed=seed,
-                    num_threads=1, resize_max=resize_max, max_keypoints=max_keypoints,
-                    num_workers=0, progress=False)
+        s = sfm.run(
+            images,
+            features,
+            out,
+            gt=gt,
+            pairs=pairs,
+            mapper=mapper,
+            seed=seed,
+            num_threads=1,
+            resize_max=resize_max,
+            max_keypoints=max_keypoints,
+            num_workers=0,
+            progress=False,
+        )
         recs.append(_run_record(s, time.perf_counter() - t0, _cpu_s() - c0))
-        logger.warning("%s %s %s seed %d: %s", images.parent.name, features, mapper, seed,
-                       s["reconstruction"]["registered"])
+        logger.warning(
+            "%s %s %s seed %d: %s",
+            images.parent.name,
+            features,
+            mapper,
+            seed,
+            s["reconstruction"]["registered"],
+        )
     return recs
 
 
-def run_hloc(hloc_src: str, images: Path, gt: Path | None, out: Path, resize_max: int
-             ) -> dict[str, Any]:
+def run_hloc(
+    hloc_src: str, images: Path, gt: Path | None, out: Path, resize_max: int
+) -> dict[str, Any]:
     """hloc's SIFT SfM pipeline (module docstring); wall time and the same scores."""
     sys.path.insert(0, hloc_src)
     from hloc import extract_features, match_features, pairs_from_exhaustive, reconstruction
@@ -141,30 +179,56 @@ def run_hloc(hloc_src: str, images: Path, gt: Path | None, out: Path, resize_max
     t0, c0 = time.perf_counter(), _cpu_s()
     pairs = out / "pairs.txt"
     pairs_from_exhaustive.main(pairs, image_list=names)
-    feats = extract_features.main(fconf, images, image_list=names,
-                                  feature_path=out / "features.h5")
-    matches = match_features.main(match_features.confs["NN-ratio"], pairs, features=feats,
-                                  matches=out / "matches.h5")
-    rec = reconstruction.main(out / "sfm", images, pairs, feats, matches, image_list=names,
-                              mapper_options={"num_threads": 1})
+    feats = extract_features.main(fconf, images, image_list=names, feature_path=out / "features.h5")
+    matches = match_features.main(
+        match_features.confs["NN-ratio"], pairs, features=feats, matches=out / "matches.h5"
+    )
+    rec = reconstruction.main(
+        out / "sfm",
+        images,
+        pairs,
+        feats,
+        matches,
+        image_list=names,
+        mapper_options={"num_threads": 1},
+    )
     wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
-    r = {"cpu_s": cpu, "registered": rec.num_reg_images() if rec else 0, "num_images": len(names),
-         "points": rec.num_points3D() if rec else 0,
-         "track_length": rec.compute_mean_track_length() if rec else 0.0, "wall_s": wall}
+    r = {
+        "cpu_s": cpu,
+        "registered": rec.num_reg_images() if rec else 0,
+        "num_images": len(names),
+        "points": rec.num_points3D() if rec else 0,
+        "track_length": rec.compute_mean_track_length() if rec else 0.0,
+        "wall_s": wall,
+    }
     if gt is not None:
         e = sfm.evaluate_model(rec, sfm.read_ground_truth(gt))
-        r.update({k: e[k] for k in ("within_5cm_1deg", "within_25cm_2deg", "auc_10cm",
-                                    "median_centre_error")})
+        r.update(
+            {
+                k: e[k]
+                for k in ("within_5cm_1deg", "within_25cm_2deg", "auc_10cm", "median_centre_error")
+            }
+        )
     return r
 
 
 def aggregate(recs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and worst run (fewest registered; lowest shares / AUC; largest median error)."""
-    a: dict[str, Any] = {"runs": len(recs), "wall_s": recs[0]["wall_s"],
-                         "cpu_s": recs[0]["cpu_s"],
-                         "num_images": recs[0]["num_images"]}
-    for k in ("registered", "points", "track_length", "within_5cm_1deg", "within_25cm_2deg",
-              "auc_10cm", "median_centre_error"):
+    a: dict[str, Any] = {
+        "runs": len(recs),
+        "wall_s": recs[0]["wall_s"],
+        "cpu_s": recs[0]["cpu_s"],
+        "num_images": recs[0]["num_images"],
+    }
+    for k in (
+        "registered",
+        "points",
+        "track_length",
+        "within_5cm_1deg",
+        "within_25cm_2deg",
+        "auc_10cm",
+        "median_centre_error",
+    ):
         if k in recs[0]:
             v = np.array([r[k] for r in recs], np.float64)
             a[k] = float(np.mean(v)) if np.all(np.isfinite(v)) else float("inf")
@@ -178,17 +242,25 @@ def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     for scene, rows in results.items():
         lines.append(f"== {scene}")
         gt = any("auc_10cm" in r for r in rows.values())
-        head = (f"{'row':<28}{'reg (worst)':>14}{'points':>9}{'track':>7}"
-                + (f"{'5cm1deg %':>11}{'25cm2deg %':>12}{'AUC@10cm':>10}{'med err m':>11}"
-                   if gt else "") + f"{'wall s':>8}{'CPU s':>8}")
+        head = (
+            f"{'row':<28}{'reg (worst)':>14}{'points':>9}{'track':>7}"
+            + (
+                f"{'5cm1deg %':>11}{'25cm2deg %':>12}{'AUC@10cm':>10}{'med err m':>11}"
+                if gt
+                else ""
+            )
+            + f"{'wall s':>8}{'CPU s':>8}"
+        )
         lines += [head, "-" * len(head)]
         for name, r in rows.items():
             worst = r.get("registered_worst", r["registered"])
             reg = f"{r['registered']:.1f}/{r['num_images']} ({worst:.0f})"
             line = f"{name:<28}{reg:>14}{r['points']:>9.0f}{r['track_length']:>7.2f}"
             if gt:
-                line += (f"{100 * r['within_5cm_1deg']:>11.0f}{100 * r['within_25cm_2deg']:>12.0f}"
-                         f"{100 * r['auc_10cm']:>10.1f}{r['median_centre_error']:>11.3f}")
+                line += (
+                    f"{100 * r['within_5cm_1deg']:>11.0f}{100 * r['within_25cm_2deg']:>12.0f}"
+                    f"{100 * r['auc_10cm']:>10.1f}{r['median_centre_error']:>11.3f}"
+                )
             lines.append(line + f"{r['wall_s']:>8.1f}{r['cpu_s']:>8.1f}")
         lines.append("")
     return "\n".join(lines)
@@ -196,27 +268,47 @@ def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shared", type=Path,
-                   default=Path(__file__).resolve().parents[2] / "shared" / "data",
-                   help="shared data folder holding strecha/, collections/ and published/")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "data",
+        help="shared data folder holding strecha/, collections/ and published/",
+    )
     p.add_argument("--scenes", nargs="*", default=list(SCENES), choices=list(SCENES))
-    p.add_argument("--only", nargs="*", default=None, metavar="ROW",
-                   help="standard rows to keep (sift rootsift hardnet pub:HardTFeat ...)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        metavar="ROW",
+        help="standard rows to keep (sift rootsift hardnet pub:HardTFeat ...)",
+    )
     p.add_argument("--features", nargs="*", default=[], help="extra registry names / checkpoints")
-    p.add_argument("--mappers", nargs="*", default=["incremental", "global"],
-                   choices=list(colmap.MAPPERS))
+    p.add_argument(
+        "--mappers", nargs="*", default=["incremental", "global"], choices=list(colmap.MAPPERS)
+    )
     p.add_argument("--runs", type=positive_int, default=5, help="seeded runs per row")
-    p.add_argument("--resize_max", type=positive_int, default=1024,
-                   help="longer image side seen by the detectors (both pipelines)")
-    p.add_argument("--max_keypoints", type=positive_int, default=None,
-                   help="DoG keypoints per image of our rows (default: extraction's)")
-    p.add_argument("--out", type=Path, default=Path("outputs/real_sfm"),
-                   help="work folder and real_sfm.json")
+    p.add_argument(
+        "--resize_max",
+        type=positive_int,
+        default=1024,
+        help="longer image side seen by the detectors (both pipelines)",
+    )
+    p.add_argument(
+        "--max_keypoints",
+        type=positive_int,
+        default=None,
+        help="DoG keypoints per image of our rows (default: extraction's)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("outputs/real_sfm"), help="work folder and real_sfm.json"
+    )
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
     if not args.shared.is_dir():
-        print(f"real_sfm: shared data folder {args.shared} not found; nothing to measure "
-              f"(pass --shared DIR)")
+        print(
+            f"real_sfm: shared data folder {args.shared} not found; nothing to measure "
+            f"(pass --shared DIR)"
+        )
         return {}
     _one_thread()
     hloc_src = os.environ.get("HLOC_SRC")
@@ -234,23 +326,38 @@ def main(argv: list[str] | None = None) -> dict:
             for name, feats in rows.items():
                 for mapper in args.mappers:
                     work = args.out / scene / f"{name.replace(':', '_')}-{mapper}"
-                    recs = run_row(images, gt, feats, work, mapper, pairs, args.runs,
-                                   args.resize_max, args.max_keypoints)
-                    results[scene][f"{name} {mapper} {pairs[:3]}"] = {**aggregate(recs),
-                                                                     "per_run": recs}
+                    recs = run_row(
+                        images,
+                        gt,
+                        feats,
+                        work,
+                        mapper,
+                        pairs,
+                        args.runs,
+                        args.resize_max,
+                        args.max_keypoints,
+                    )
+                    results[scene][f"{name} {mapper} {pairs[:3]}"] = {
+                        **aggregate(recs),
+                        "per_run": recs,
+                    }
                 if hloc_src and name == "sift" and pairs == "exhaustive":
                     results[scene]["hloc sift incremental exh"] = run_hloc(
-                        hloc_src, images, gt, args.out / scene / "hloc-sift", args.resize_max)
-            atomic_write_text(args.out / "real_sfm.json",
-                              json.dumps(results, indent=2, default=str))
+                        hloc_src, images, gt, args.out / scene / "hloc-sift", args.resize_max
+                    )
+            atomic_write_text(
+                args.out / "real_sfm.json", json.dumps(results, indent=2, default=str)
+            )
     print(format_table(results))
     for scene, rows_ in results.items():
         h = rows_.get("hloc sift incremental exh")
         o = rows_.get("sift incremental exh")
         if h and o:
-            print(f"{scene}: pipelines.sfm sift / hloc SIFT wall time = {o['wall_s']:.1f} / "
-                  f"{h['wall_s']:.1f} s = {o['wall_s'] / h['wall_s']:.2f}x; CPU time "
-                  f"{o['cpu_s']:.1f} / {h['cpu_s']:.1f} s = {o['cpu_s'] / h['cpu_s']:.2f}x")
+            print(
+                f"{scene}: pipelines.sfm sift / hloc SIFT wall time = {o['wall_s']:.1f} / "
+                f"{h['wall_s']:.1f} s = {o['wall_s'] / h['wall_s']:.2f}x; CPU time "
+                f"{o['cpu_s']:.1f} / {h['cpu_s']:.1f} s = {o['cpu_s'] / h['cpu_s']:.2f}x"
+            )
     print(f"details: {args.out / 'real_sfm.json'}")
     return results
 

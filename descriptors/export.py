@@ -22,6 +22,7 @@ CLI::
     python -m descriptors.export hardnet --format torchscript --out exports/hardnet.ts.pt
     python -m descriptors.export weights/my.pt --format onnx --out exports/my.onnx
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -49,8 +50,10 @@ def load_model(name: str | Path) -> tuple[torch.nn.Module, int, int]:
     """(eval-mode CPU model, descriptor dim D, patch size P) of a registered learned descriptor
     or a checkpoint path. Raises :class:`ExportError` for the OpenCV baselines."""
     if str(name) in registry.OPENCV_NAMES:
-        raise ExportError(f"'{name}' is an OpenCV descriptor, not a network: nothing to export "
-                          f"(learned: {', '.join(n for n in registry.available() if n not in registry.OPENCV_NAMES)})")
+        raise ExportError(
+            f"'{name}' is an OpenCV descriptor, not a network: nothing to export "
+            f"(learned: {', '.join(n for n in registry.available() if n not in registry.OPENCV_NAMES)})"
+        )
     try:
         ex = registry.load(name, device="cpu")
     except registry.DescriptorError as e:
@@ -70,22 +73,29 @@ def export_torchscript(model: torch.nn.Module, example: torch.Tensor, out: Path)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about the python-side input checks
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(out))   # deprecated in torch 2.13 in favour of torch.export
+        torch.jit.save(traced, str(out))  # deprecated in torch 2.13 in favour of torch.export
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path,
-                opset: int = 17) -> None:
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int = 17) -> None:
     """``torch.onnx.export`` with a dynamic batch axis (needs the ``onnx`` package)."""
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ExportError(f"ONNX export needs the {' and '.join(missing)} package(s), not "
-                          "installed (pip install onnx onnxscript onnxruntime), or use "
-                          "--format torchscript")
+        raise ExportError(
+            f"ONNX export needs the {' and '.join(missing)} package(s), not "
+            "installed (pip install onnx onnxscript onnxruntime), or use "
+            "--format torchscript"
+        )
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(out), input_names=["patches"],
-                          output_names=["descriptors"], opset_version=opset,
-                          dynamic_axes={"patches": {0: "batch"}, "descriptors": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (example,),
+            str(out),
+            input_names=["patches"],
+            output_names=["descriptors"],
+            opset_version=opset,
+            dynamic_axes={"patches": {0: "batch"}, "descriptors": {0: "batch"}},
+        )
 
 
 def run_exported(path: Path, fmt: str, patches: torch.Tensor) -> np.ndarray:
@@ -97,15 +107,19 @@ def run_exported(path: Path, fmt: str, patches: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
             return m(patches).float().numpy()
     if importlib.util.find_spec("onnxruntime") is None:
-        raise ExportError(f"wrote {path} but cannot check it: the 'onnxruntime' package is not "
-                          "installed (pip install onnxruntime)")
+        raise ExportError(
+            f"wrote {path} but cannot check it: the 'onnxruntime' package is not "
+            "installed (pip install onnxruntime)"
+        )
     import onnxruntime as ort
+
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.asarray(sess.run(None, {"patches": patches.numpy()})[0], np.float32)
 
 
-def export(name: str | Path, fmt: str, out: str | Path, trace_batch: int = 8,
-           atol: float = 1e-5) -> tuple[Path, float]:
+def export(
+    name: str | Path, fmt: str, out: str | Path, trace_batch: int = 8, atol: float = 1e-5
+) -> tuple[Path, float]:
     """Export descriptor ``name`` to ``out`` in ``fmt`` and check it against the eager model.
 
     Returns:
@@ -133,14 +147,19 @@ def export(name: str | Path, fmt: str, out: str | Path, trace_batch: int = 8,
                 ref = model(x).float().numpy()
             got = run_exported(tmp, fmt, x)
             if got.shape != (batch, dim):
-                raise ExportError(f"{out}: exported model returns {got.shape} for {batch} "
-                                  f"patches, expected {(batch, dim)}")
+                raise ExportError(
+                    f"{out}: exported model returns {got.shape} for {batch} "
+                    f"patches, expected {(batch, dim)}"
+                )
             worst = max(worst, float(np.abs(got - ref).max()))
         if worst > atol:
-            raise ExportError(f"{out}: exported {fmt} model differs from the eager model by "
-                              f"{worst:.2e} > {atol:.0e}; nothing written")
-    logger.info("exported %s (dim %d) to %s (%s), max |diff| to eager %.2e", name, dim, out,
-                fmt, worst)
+            raise ExportError(
+                f"{out}: exported {fmt} model differs from the eager model by "
+                f"{worst:.2e} > {atol:.0e}; nothing written"
+            )
+    logger.info(
+        "exported %s (dim %d) to %s (%s), max |diff| to eager %.2e", name, dim, out, fmt, worst
+    )
     return out, worst
 
 
@@ -152,11 +171,16 @@ def cli(argv: Iterable[str] | None = None) -> Path:
 
     p = ArgumentParser(prog="descriptors.export", description=__doc__.split("\n")[0])
     p.add_argument("name", help="registered descriptor name or checkpoint path")
-    p.add_argument("--format", choices=FORMATS, required=True,
-                   help="torchscript (.pt) or onnx (.onnx)")
+    p.add_argument(
+        "--format", choices=FORMATS, required=True, help="torchscript (.pt) or onnx (.onnx)"
+    )
     p.add_argument("--out", type=output_file, required=True, help="exported model file")
-    p.add_argument("--atol", type=nonneg_float, default=1e-5,
-                   help="largest accepted |exported - eager| on random patches (finite, >= 0)")
+    p.add_argument(
+        "--atol",
+        type=nonneg_float,
+        default=1e-5,
+        help="largest accepted |exported - eager| on random patches (finite, >= 0)",
+    )
     args = p.parse_args(None if argv is None else list(argv))
     setup_logging()
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ the AP / AUC definitions are ``descriptors.metrics.hpatches_ap`` / ``hpatches_au
 ``cv2.INTER_LINEAR``, as HardNet's HPatches extractor: ``descriptors.patches.patches_to_input``);
 :func:`summarize` turns the raw fractions into the usual per-level percentage rows.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
@@ -33,6 +34,7 @@ from descriptors.patches import patches_to_input
 
 LEVEL_NAMES = {"e": "Easy", "h": "Hard", "t": "Tough"}
 POOL_SIZES: tuple[int, ...] = (100, 500, 1000, 5000, 10000, 15000, 20000)
+
 
 def retrieval_aps(pos: np.ndarray, neg: np.ndarray, ks: Sequence[int]) -> np.ndarray:
     """``descriptors.metrics.hpatches_ap(scores[:k], labels[:k])`` (hpatches-benchmark
@@ -53,32 +55,33 @@ def retrieval_aps(pos: np.ndarray, neg: np.ndarray, ks: Sequence[int]) -> np.nda
     if p == 0:
         return np.zeros(len(ks))
     pos_sorted = np.sort(np.asarray(pos, np.float64))[::-1]
-    greater = np.asarray(neg, np.float64)[None, :] > pos_sorted[:, None]        # (P, M)
+    greater = np.asarray(neg, np.float64)[None, :] > pos_sorted[:, None]  # (P, M)
     cs = np.concatenate([np.zeros((p, 1), np.int64), np.cumsum(greater, 1)], 1)  # (P, M + 1)
-    n_before = cs[:, np.clip(ks - p, 0, len(neg))]                              # (P, K)
+    n_before = cs[:, np.clip(ks - p, 0, len(neg))]  # (P, K)
     m = np.arange(1, p + 1)[:, None]
     r = m + n_before
     prev = np.where(r > 1, np.maximum(m - 1, 1e-10) / np.maximum(r - 1, 1), 1.0)
     return ((prev + m / r) / 2.0).sum(0) / p
 
 
-
-def describe_hpatches(data: dict[str, dict[str, np.ndarray]], extractor: Any,
-                      progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+def describe_hpatches(
+    data: dict[str, dict[str, np.ndarray]], extractor: Any, progress: bool = True
+) -> dict[str, dict[str, np.ndarray]]:
     """Describe every patch: {seq: {type: (N, 65, 65) uint8}} -> {seq: {type: (N, D) float32}}.
 
     ``extractor``: callable (B, 1, P, P) float32 in [0, 1] -> (B, D) with ``name`` and
     ``patch_size`` (a ``descriptors.registry`` Extractor).
     """
     out: dict[str, dict[str, np.ndarray]] = {}
-    for seq in tqdm(sorted(data), desc=f"describe {extractor.name}", disable=not progress,
-                    leave=False):
+    for seq in tqdm(
+        sorted(data), desc=f"describe {extractor.name}", disable=not progress, leave=False
+    ):
         types = list(hp.TYPES)
         n = len(data[seq]["ref"])
         stack = np.concatenate([data[seq][t] for t in types])
         x = patches_to_input(stack, int(extractor.patch_size), cv2.INTER_LINEAR)
         d = np.asarray(extractor(x), np.float32)
-        out[seq] = {t: d[i * n:(i + 1) * n] for i, t in enumerate(types)}
+        out[seq] = {t: d[i * n : (i + 1) * n] for i, t in enumerate(types)}
     return out
 
 
@@ -114,13 +117,14 @@ def _pair_dists(index: _Index, rows: list[tuple], chunk: int = 65536) -> np.ndar
     r2 = index.rows(s2, np.array(t2), np.array(i2))
     out = np.empty(len(rows))
     for i in range(0, len(rows), chunk):  # chunks keep 1e6-row files in memory bounds
-        a = index.mat[r1[i:i + chunk]].astype(np.float64)
-        out[i:i + chunk] = np.linalg.norm(a - index.mat[r2[i:i + chunk]], axis=1)
+        a = index.mat[r1[i : i + chunk]].astype(np.float64)
+        out[i : i + chunk] = np.linalg.norm(a - index.mat[r2[i : i + chunk]], axis=1)
     return out
 
 
-def eval_verification(descr: dict[str, dict[str, np.ndarray]], tasks: dict[str, list[tuple]]
-                      ) -> dict[str, dict[str, dict[str, float]]]:
+def eval_verification(
+    descr: dict[str, dict[str, np.ndarray]], tasks: dict[str, list[tuple]]
+) -> dict[str, dict[str, dict[str, float]]]:
     """-> {L: {"intra"|"inter": {"balanced_auc", "imbalanced_ap"}}} (fractions, not %)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for L in hp.LEVELS:
@@ -132,14 +136,17 @@ def eval_verification(descr: dict[str, dict[str, np.ndarray]], tasks: dict[str, 
             labels = np.concatenate([np.zeros(len(d_neg)), np.ones(len(d_pos))])
             dist = np.concatenate([d_neg, d_pos])
             n_imb = len(d_pos) + int(len(d_pos) * 0.2)
-            res[neg] = {"balanced_auc": float(M.hpatches_auc(-dist, labels)),
-                        "imbalanced_ap": float(M.hpatches_ap(-dist[:n_imb], labels[:n_imb]))}
+            res[neg] = {
+                "balanced_auc": float(M.hpatches_auc(-dist, labels)),
+                "imbalanced_ap": float(M.hpatches_ap(-dist[:n_imb], labels[:n_imb])),
+            }
         out[L] = res
     return out
 
 
-def eval_matching(descr: dict[str, dict[str, np.ndarray]], seqs: Iterable[str]
-                  ) -> dict[str, dict[str, list[float]]]:
+def eval_matching(
+    descr: dict[str, dict[str, np.ndarray]], seqs: Iterable[str]
+) -> dict[str, dict[str, list[float]]]:
     """-> {seq: {L: [AP for k = 1..5]}} (fractions)."""
     out: dict[str, dict[str, list[float]]] = {}
     for seq in seqs:
@@ -152,8 +159,9 @@ def eval_matching(descr: dict[str, dict[str, np.ndarray]], seqs: Iterable[str]
                 d = descr[seq][f"{L}{k}"].astype(np.float64)
                 D = _cdist(ref, d)
                 nn = np.argmin(D, axis=1)
-                aps.append(float(M.hpatches_ap(-D[gt, nn], (nn == gt).astype(np.int64),
-                                               numpos=len(gt))))
+                aps.append(
+                    float(M.hpatches_ap(-D[gt, nn], (nn == gt).astype(np.int64), numpos=len(gt)))
+                )
             out[seq][L] = aps
     return out
 
@@ -170,9 +178,13 @@ def pool_sizes_for(n_pool: int, sizes: Sequence[int] = POOL_SIZES) -> list[int]:
     return sorted({min(int(k), int(n_pool)) for k in sizes})
 
 
-def eval_retrieval(descr: dict[str, dict[str, np.ndarray]], queries: list[tuple],
-                   distractors: list[tuple], pool_sizes: Sequence[int] = POOL_SIZES,
-                   chunk: int = 1024) -> dict[str, Any]:
+def eval_retrieval(
+    descr: dict[str, dict[str, np.ndarray]],
+    queries: list[tuple],
+    distractors: list[tuple],
+    pool_sizes: Sequence[int] = POOL_SIZES,
+    chunk: int = 1024,
+) -> dict[str, Any]:
     """-> {"pool_sizes": [...], "map": {L: {k: mAP}}} (fractions); pool sizes clipped to the
     smallest pool over queries (5 positives + distractors of other sequences)."""
     if not queries:
@@ -180,20 +192,24 @@ def eval_retrieval(descr: dict[str, dict[str, np.ndarray]], queries: list[tuple]
     q_seq = [s for s, _ in queries]
     d_seq = np.array([s for s, _ in distractors], dtype=object)
     q = np.stack([descr[s]["ref"][i] for s, i in queries]).astype(np.float64)
-    dd = np.stack([descr[s]["ref"][i] for s, i in distractors]).astype(np.float64) \
-        if distractors else np.zeros((0, q.shape[1]))
+    dd = (
+        np.stack([descr[s]["ref"][i] for s, i in distractors]).astype(np.float64)
+        if distractors
+        else np.zeros((0, q.shape[1]))
+    )
     masks = {s: d_seq != s for s in set(q_seq)}
     n_pool = min(5 + int(m.sum()) for m in masks.values())
     ks = pool_sizes_for(n_pool, pool_sizes)
     aps = {L: np.zeros((len(queries), len(ks))) for L in hp.LEVELS}
     for c0 in range(0, len(queries), chunk):
-        D = _cdist(q[c0:c0 + chunk], dd)                  # (chunk, Nd), bounded memory
+        D = _cdist(q[c0 : c0 + chunk], dd)  # (chunk, Nd), bounded memory
         for qi in range(c0, min(c0 + chunk, len(queries))):
             s, idx = queries[qi]
-            neg = -D[qi - c0, masks[s]]                   # distractors of other seqs, in order
+            neg = -D[qi - c0, masks[s]]  # distractors of other seqs, in order
             for L in hp.LEVELS:
-                pos = -np.linalg.norm(q[qi] - np.stack(
-                    [descr[s][f"{L}{k}"][idx] for k in range(1, 6)]), axis=1)
+                pos = -np.linalg.norm(
+                    q[qi] - np.stack([descr[s][f"{L}{k}"][idx] for k in range(1, 6)]), axis=1
+                )
                 aps[L][qi] = retrieval_aps(pos, neg, ks)
     res = {L: {int(k): float(aps[L][:, j].mean()) for j, k in enumerate(ks)} for L in hp.LEVELS}
     return {"pool_sizes": ks, "map": res}
@@ -204,10 +220,13 @@ def summarize(verif: dict | None, match: dict | None, retr: dict | None) -> dict
     out: dict[str, dict] = {}
     if verif is not None:
         for key, name in (("imbalanced_ap", "verification"), ("balanced_auc", "verification_auc")):
-            row = {L: 100 * float(np.mean([verif[L][n][key] for n in ("intra", "inter")]))
-                   for L in hp.LEVELS}
-            row.update({f"{L}_{n}": 100 * verif[L][n][key] for L in hp.LEVELS
-                        for n in ("intra", "inter")})
+            row = {
+                L: 100 * float(np.mean([verif[L][n][key] for n in ("intra", "inter")]))
+                for L in hp.LEVELS
+            }
+            row.update(
+                {f"{L}_{n}": 100 * verif[L][n][key] for L in hp.LEVELS for n in ("intra", "inter")}
+            )
             row["mean"] = float(np.mean([row[L] for L in hp.LEVELS]))
             out[name] = row
     if match is not None:
@@ -228,9 +247,10 @@ def summarize(verif: dict | None, match: dict | None, retr: dict | None) -> dict
             return row
 
         by_pool = {str(k): level_row({L: mp[L][k] for L in hp.LEVELS}) for k in ks}
-        head = dict(by_pool[str(max(ks))], pool_size=max(ks))     # the full (largest) pool
+        head = dict(by_pool[str(max(ks))], pool_size=max(ks))  # the full (largest) pool
         out["retrieval"] = head
         out["retrieval_by_pool"] = by_pool
-        out["retrieval_pool_mean"] = dict(level_row(
-            {L: float(np.mean([mp[L][k] for k in ks])) for L in hp.LEVELS}), pool_sizes=ks)
+        out["retrieval_pool_mean"] = dict(
+            level_row({L: float(np.mean([mp[L][k] for k in ks])) for L in hp.LEVELS}), pool_sizes=ks
+        )
     return out

@@ -3,6 +3,7 @@
 Each recipe's loss lives in its own marked section below. All descriptors are L2-normalised
 (B, D) float tensors; distances are Euclidean.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,14 @@ def pairwise_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> to
 
 
 # === hardnet ===
-def hardest_triplet_margin(anchor: torch.Tensor, positive: torch.Tensor, margin: float = 1.0,
-                           anchor_swap: bool = True, negatives: str = "hardest",
-                           generator: torch.Generator | None = None) -> torch.Tensor:
+def hardest_triplet_margin(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    margin: float = 1.0,
+    anchor_swap: bool = True,
+    negatives: str = "hardest",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """HardNet loss (Mishchuk et al. 2017, arXiv 1705.10872, eq. 1-2).
 
     For the B matching pairs (a_i, p_i): D = dist(A, P) (B, B); d(a_i, p_i) = D_ii;
@@ -39,6 +45,7 @@ def hardest_triplet_margin(anchor: torch.Tensor, positive: torch.Tensor, margin:
         scalar loss.
     """
     from descriptors.mining import hardest_in_batch, random_negatives
+
     dist = pairwise_distance(anchor, positive)
     pos = torch.diagonal(dist)
     if negatives == "hardest":
@@ -51,8 +58,9 @@ def hardest_triplet_margin(anchor: torch.Tensor, positive: torch.Tensor, margin:
 
 
 # === hndesc ===
-def quantized_ap(scores: torch.Tensor, labels: torch.Tensor, nq: int = 20, vmin: float = 0.0,
-                 vmax: float = 1.0) -> torch.Tensor:
+def quantized_ap(
+    scores: torch.Tensor, labels: torch.Tensor, nq: int = 20, vmin: float = 0.0, vmax: float = 1.0
+) -> torch.Tensor:
     """Differentiable average precision of ranked lists by soft quantisation (R2D2 / HNDesc).
 
     Revaud et al. 2019 (R2D2 ``nets/ap_loss.py``, used unchanged by HNDesc ``assets/loss.py``):
@@ -73,28 +81,37 @@ def quantized_ap(scores: torch.Tensor, labels: torch.Tensor, nq: int = 20, vmin:
         (N,) AP per row in [0, 1].
     """
     if scores.shape != labels.shape or scores.ndim != 2:
-        raise ValueError(f"quantized_ap: scores {tuple(scores.shape)} and labels "
-                         f"{tuple(labels.shape)} must be the same (N, M) shape")
+        raise ValueError(
+            f"quantized_ap: scores {tuple(scores.shape)} and labels "
+            f"{tuple(labels.shape)} must be the same (N, M) shape"
+        )
     if not (isinstance(nq, int) and nq >= 2) or not vmax > vmin:
-        raise ValueError(f"quantized_ap: need an integer nq >= 2 and vmax > vmin, got nq={nq}, "
-                         f"[{vmin}, {vmax}]")
+        raise ValueError(
+            f"quantized_ap: need an integer nq >= 2 and vmax > vmin, got nq={nq}, [{vmin}, {vmax}]"
+        )
     a = (nq - 1) / (vmax - vmin)
-    centres = vmax - torch.arange(nq, dtype=scores.dtype, device=scores.device) / a   # (Q,)
-    delta = 1.0 - a * (scores[:, None, :] - centres[None, :, None]).abs()           # (N, Q, M)
+    centres = vmax - torch.arange(nq, dtype=scores.dtype, device=scores.device) / a  # (Q,)
+    delta = 1.0 - a * (scores[:, None, :] - centres[None, :, None]).abs()  # (N, Q, M)
     delta[:, 0] = torch.where(scores >= vmax, torch.ones_like(scores), delta[:, 0])
     delta[:, -1] = torch.where(scores <= vmin, torch.ones_like(scores), delta[:, -1])
     delta = delta.clamp(min=0.0)
     y = labels.to(scores.dtype)[:, None, :]
-    n_all = delta.sum(-1)                                                           # (N, Q)
+    n_all = delta.sum(-1)  # (N, Q)
     n_pos = (delta * y).sum(-1)
     prec = n_pos.cumsum(-1) / (n_all.cumsum(-1) + 1e-16)
     rec = n_pos / n_pos.sum(-1, keepdim=True).clamp_min(1e-16)
     return (prec * rec).sum(-1)
 
 
-def hndesc_ap_loss(anchor: torch.Tensor, positive: torch.Tensor, group_ids: torch.Tensor,
-                   k: int = 20, nq: int = 20, vmin: float = 0.0, vmax: float = 1.0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def hndesc_ap_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    group_ids: torch.Tensor,
+    k: int = 20,
+    nq: int = 20,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """HNDesc AP loss with in-batch hard negatives from other images (``APCriterion``).
 
     For keypoint i (anchor a_i, its positive p_i in the other view): the ranked list is its
@@ -115,21 +132,23 @@ def hndesc_ap_loss(anchor: torch.Tensor, positive: torch.Tensor, group_ids: torc
     """
     b = anchor.shape[0]
     if positive.shape != anchor.shape or group_ids.shape != (b,):
-        raise ValueError(f"hndesc_ap_loss: anchor {tuple(anchor.shape)}, positive "
-                         f"{tuple(positive.shape)}, group_ids {tuple(group_ids.shape)} do not fit")
+        raise ValueError(
+            f"hndesc_ap_loss: anchor {tuple(anchor.shape)}, positive "
+            f"{tuple(positive.shape)}, group_ids {tuple(group_ids.shape)} do not fit"
+        )
     g = group_ids.to(anchor.device)
     same = g[:, None] == g[None, :]
     keep = same.sum(1) > 1
     if not keep.any() or bool(same[keep].all()):
         raise ValueError("hndesc_ap_loss: the batch needs two image pairs with >= 2 keypoints")
-    sim = anchor @ positive.t()                                                     # (B, B)
+    sim = anchor @ positive.t()  # (B, B)
     s_pos = sim.diagonal()
     neg = sim.masked_fill(same, float("-inf"))
     kk = min(int(k), b)
-    top = neg.topk(kk, dim=1).values                                               # (B, kk)
+    top = neg.topk(kk, dim=1).values  # (B, kk)
     n_other = (~same).sum(1, keepdim=True)
     col = torch.arange(kk, device=sim.device)[None, :]
-    last = top.gather(1, (n_other - 1).clamp(min=0, max=kk - 1))                  # (B, 1)
+    last = top.gather(1, (n_other - 1).clamp(min=0, max=kk - 1))  # (B, 1)
     top = torch.where(col < n_other, top, last.expand_as(top))
     if kk < k:
         top = torch.cat([top, top[:, -1:].expand(-1, int(k) - kk)], 1)
@@ -142,6 +161,7 @@ def hndesc_ap_loss(anchor: torch.Tensor, positive: torch.Tensor, group_ids: torc
 
 # === wlrn ===
 
+
 def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances between rows: (..., Na, D), (..., Nb, D) -> (..., Na, Nb)."""
     ab = a @ b.transpose(-1, -2)
@@ -149,9 +169,14 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d2.clamp_min(0.0)
 
 
-def bag_soft_correspondence_count(desc_a: torch.Tensor, desc_b: torch.Tensor, tau: float = 0.8,
-                                  beta: float = 20.0, mutual: bool = False,
-                                  normalize: bool = True) -> torch.Tensor:
+def bag_soft_correspondence_count(
+    desc_a: torch.Tensor,
+    desc_b: torch.Tensor,
+    tau: float = 0.8,
+    beta: float = 20.0,
+    mutual: bool = False,
+    normalize: bool = True,
+) -> torch.Tensor:
     """Differentiable count of keypoints of bag A that have a correspondence in bag B (wlrn).
 
     Markus, Pandzic, Ahlberg, "Learning Local Descriptors by Optimizing the Keypoint-Correspondence
@@ -169,13 +194,13 @@ def bag_soft_correspondence_count(desc_a: torch.Tensor, desc_b: torch.Tensor, ta
     Returns:
         () or (T,) soft counts (fractions of N_a in [0, 1] if ``normalize``).
     """
-    d2 = _sq_dist(desc_a, desc_b)                       # (..., Na, Nb)
-    dmin, nn_ab = d2.min(-1)                            # (..., Na)
+    d2 = _sq_dist(desc_a, desc_b)  # (..., Na, Nb)
+    dmin, nn_ab = d2.min(-1)  # (..., Na)
     soft = torch.sigmoid(-beta * (dmin - tau))
     if mutual:
         with torch.no_grad():
-            nn_ba = d2.argmin(-2)                           # (..., Nb)
-            back = torch.gather(nn_ba, -1, nn_ab)           # (..., Na)
+            nn_ba = d2.argmin(-2)  # (..., Nb)
+            back = torch.gather(nn_ba, -1, nn_ab)  # (..., Na)
             idx = torch.arange(d2.shape[-2], device=d2.device)
             mask = (back == idx).to(soft.dtype)
         soft = soft * mask
@@ -183,9 +208,17 @@ def bag_soft_correspondence_count(desc_a: torch.Tensor, desc_b: torch.Tensor, ta
     return m / d2.shape[-2] if normalize else m
 
 
-def wlrn_bag_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                  tau: float = 0.8, beta: float = 20.0, eps: float = 1e-6, mode: str = "ratio",
-                  margin: float = 0.2, mutual: bool = False) -> torch.Tensor:
+def wlrn_bag_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    tau: float = 0.8,
+    beta: float = 20.0,
+    eps: float = 1e-6,
+    mode: str = "ratio",
+    margin: float = 0.2,
+    mutual: bool = False,
+) -> torch.Tensor:
     """wlrn bag-triplet loss: matching bags must share more soft correspondences than non-matching.
 
     For bag triplets (K, K+, K-) (K, K+ = two views of one object; K- another object), with
@@ -208,9 +241,16 @@ def wlrn_bag_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.
     raise ValueError(f"wlrn_bag_loss: mode must be 'ratio' or 'margin', got '{mode}'")
 
 
-def wlrn_bag_loss_batch(desc: torch.Tensor, object_ids: torch.Tensor, tau: float = 0.8,
-                        beta: float = 20.0, eps: float = 1e-6, mode: str = "ratio",
-                        margin: float = 0.2, mutual: bool = False) -> torch.Tensor:
+def wlrn_bag_loss_batch(
+    desc: torch.Tensor,
+    object_ids: torch.Tensor,
+    tau: float = 0.8,
+    beta: float = 20.0,
+    eps: float = 1e-6,
+    mode: str = "ratio",
+    margin: float = 0.2,
+    mutual: bool = False,
+) -> torch.Tensor:
     """``wlrn_bag_loss`` over every bag triplet that can be formed inside a batch of bags.
 
     With S[i, j] = ``bag_soft_correspondence_count(desc[i], desc[j])`` for all M x M bag pairs,
@@ -232,7 +272,7 @@ def wlrn_bag_loss_batch(desc: torch.Tensor, object_ids: torch.Tensor, tau: float
     same = ids[:, None] == ids[None, :]
     eye = torch.eye(len(ids), dtype=torch.bool, device=desc.device)
     pos, neg = same & ~eye, ~same
-    valid = pos[:, :, None] & neg[:, None, :]                              # (i, j, k)
+    valid = pos[:, :, None] & neg[:, None, :]  # (i, j, k)
     if not valid.any():
         return desc.sum() * 0.0
     s_pos, s_neg = s[:, :, None], s[:, None, :]
@@ -251,8 +291,9 @@ def wlrn_code_beta(thr: float = 0.8) -> float:
     return -math.log(1.0 / 0.99 - 1.0) / (1.0 - thr)
 
 
-def wlrn_code_score(desc_a: torch.Tensor, desc_b: torch.Tensor, thr: float = 0.8,
-                    beta: float | None = None) -> torch.Tensor:
+def wlrn_code_score(
+    desc_a: torch.Tensor, desc_b: torch.Tensor, thr: float = 0.8, beta: float | None = None
+) -> torch.Tensor:
     """Soft correspondence count of the released wlrn code (``wlrn.lua`` / ``wlrn.py``).
 
     s_ij = (1 + cos(e_i, e_j)) / 2 in [0, 1] (unit descriptors), each keypoint i of bag A keeps its
@@ -271,8 +312,9 @@ def wlrn_code_score(desc_a: torch.Tensor, desc_b: torch.Tensor, thr: float = 0.8
     return torch.sigmoid(b * (sim.max(-1).values - thr)).sum(-1)
 
 
-def wlrn_code_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                   thr: float = 0.8) -> torch.Tensor:
+def wlrn_code_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, thr: float = 0.8
+) -> torch.Tensor:
     """The released wlrn loss of bag triplets: L = mean_t (1 + m(K, K-)) / (1 + m(K, K+)).
 
     ``m`` = ``wlrn_code_score``; the +1 on both sides is the code's additive smoothing (instead of
@@ -290,8 +332,10 @@ def wlrn_code_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch
 
 # === fracking ===
 
-def hinge_embedding(dist: torch.Tensor, is_pos: torch.Tensor, margin: float = 1.0,
-                    reduction: str = "none") -> torch.Tensor:
+
+def hinge_embedding(
+    dist: torch.Tensor, is_pos: torch.Tensor, margin: float = 1.0, reduction: str = "none"
+) -> torch.Tensor:
     """Hinge embedding loss on pair distances (fracking, arXiv 1412.6537 eq. 2-3).
 
         l = delta * l_P(d) + (1 - delta) * l_N(d),  l_P(d) = d,  l_N(d) = max(0, m - d),
@@ -311,8 +355,9 @@ def hinge_embedding(dist: torch.Tensor, is_pos: torch.Tensor, margin: float = 1.
         return loss.mean()
     if reduction == "sum":
         return loss.sum()
-    raise ValueError(f"hinge_embedding: reduction must be 'none', 'mean' or 'sum', "
-                     f"got '{reduction}'")
+    raise ValueError(
+        f"hinge_embedding: reduction must be 'none', 'mean' or 'sum', got '{reduction}'"
+    )
 
 
 # === sdb ===
@@ -323,9 +368,9 @@ def hinge_embedding(dist: torch.Tensor, is_pos: torch.Tensor, margin: float = 1.
 SDB_WEIGHT_FNS = ("quadratic", "linear", "step", "bump", "none")
 
 
-def sdb_hardest_pairs(dist: torch.Tensor, labels: torch.Tensor, duplicate_eps: float = 0.008
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                 torch.Tensor]:
+def sdb_hardest_pairs(
+    dist: torch.Tensor, labels: torch.Tensor, duplicate_eps: float = 0.008
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-class hardest positive and hardest negative pair (selection only, no gradient).
 
     For N descriptors with class ``labels`` (a 3D point / keypoint id; each class >= 2 views):
@@ -345,8 +390,10 @@ def sdb_hardest_pairs(dist: torch.Tensor, labels: torch.Tensor, duplicate_eps: f
     """
     n = dist.shape[0]
     if dist.shape != (n, n) or labels.shape != (n,):
-        raise ValueError(f"sdb_hardest_pairs: dist {tuple(dist.shape)} and labels "
-                         f"{tuple(labels.shape)} do not fit (need (N, N) and (N,))")
+        raise ValueError(
+            f"sdb_hardest_pairs: dist {tuple(dist.shape)} and labels "
+            f"{tuple(labels.shape)} do not fit (need (N, N) and (N,))"
+        )
     with torch.no_grad():
         d = dist.detach()
         same = labels[:, None] == labels[None, :]
@@ -364,8 +411,13 @@ def sdb_hardest_pairs(dist: torch.Tensor, labels: torch.Tensor, duplicate_eps: f
         return pos_i, row_pos_j[pos_i], neg_i, row_neg_j[neg_i], valid
 
 
-def sdb_confidence_weight(margin: torch.Tensor, threshold: float = -0.55, upper: float = 0.10,
-                          fn: str = "quadratic", easy_width: float = 0.5) -> torch.Tensor:
+def sdb_confidence_weight(
+    margin: torch.Tensor,
+    threshold: float = -0.55,
+    upper: float = 0.10,
+    fn: str = "quadratic",
+    easy_width: float = 0.5,
+) -> torch.Tensor:
     """Teacher confidence weight of a sample from its teacher margin ``c = d_neg^T - d_pos^T``.
 
     ``c`` large: trivially easy; ``c`` near 0: moderately hard; ``c`` very negative: the
@@ -404,13 +456,19 @@ def sdb_confidence_weight(margin: torch.Tensor, threshold: float = -0.55, upper:
     w = 1.0 - ((cc - upper) / (threshold - upper)) ** 2
     w = torch.where(c <= threshold, torch.zeros_like(w), w)
     if fn == "bump":
-        w = torch.where(c > upper, torch.exp(-((c - upper) / easy_width) ** 2), w)
+        w = torch.where(c > upper, torch.exp(-(((c - upper) / easy_width) ** 2)), w)
     return w
 
 
-def sdb_exp_loss(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor | float = 1.0,
-                 R: float = 1.0, B: float | None = 3.7, A: float = 1.05,
-                 reduction: str = "mean") -> tuple[torch.Tensor, float]:
+def sdb_exp_loss(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    weight: torch.Tensor | float = 1.0,
+    R: float = 1.0,
+    B: float | None = 3.7,
+    A: float = 1.05,
+    reduction: str = "mean",
+) -> tuple[torch.Tensor, float]:
     """Difficulty-balanced "exponential-form" loss (code ``ExpTeacher`` / ``tripletMargin++``).
 
         b~ = min(d_neg, B / 2)
@@ -432,18 +490,25 @@ def sdb_exp_loss(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor | fl
     if B is None:
         B = float(2.0 * (neg.detach().median() + A * pos.detach().median()))
     nb = torch.clamp(neg, max=B / 2.0)
-    per = weight * (R * pos ** 2 + nb ** 2 - B * nb)
+    per = weight * (R * pos**2 + nb**2 - B * nb)
     if reduction == "none":
         return per, B
     return per.mean(), B
 
 
-def sdb_exp_teacher_loss(dist: torch.Tensor, labels: torch.Tensor,
-                         teacher_dist: torch.Tensor | None = None, R: float = 1.0,
-                         B: float | None = None, A: float = 1.05, threshold: float = -0.55,
-                         upper: float = 0.10, weight_fn: str = "quadratic",
-                         easy_width: float = 0.5, duplicate_eps: float = 0.008
-                         ) -> tuple[torch.Tensor, dict]:
+def sdb_exp_teacher_loss(
+    dist: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_dist: torch.Tensor | None = None,
+    R: float = 1.0,
+    B: float | None = None,
+    A: float = 1.05,
+    threshold: float = -0.55,
+    upper: float = 0.10,
+    weight_fn: str = "quadratic",
+    easy_width: float = 0.5,
+    duplicate_eps: float = 0.008,
+) -> tuple[torch.Tensor, dict]:
     """Stage 1 of difficulty balancing: ExpTeacher loss on a distance matrix [--loss=ExpTeacher].
 
     1. select each class's hardest positive / negative pair from the student distances
@@ -470,14 +535,26 @@ def sdb_exp_teacher_loss(dist: torch.Tensor, labels: torch.Tensor,
     td = dist.detach() if teacher_dist is None else teacher_dist.detach()
     w = sdb_confidence_weight(td[ni, nj] - td[pi, pj], threshold, upper, weight_fn, easy_width)
     loss, B_used = sdb_exp_loss(pos, neg, w, R=R, B=B, A=A)
-    logs = {"pos_dist": float(pos.detach().mean()), "neg_dist": float(neg.detach().mean()),
-            "B": float(B_used), "w_mean": float(w.mean()), "w_zero": float((w == 0).float().mean())}
+    logs = {
+        "pos_dist": float(pos.detach().mean()),
+        "neg_dist": float(neg.detach().mean()),
+        "B": float(B_used),
+        "w_mean": float(w.mean()),
+        "w_zero": float((w == 0).float().mean()),
+    }
     return loss, logs
 
 
-def sdb_anneal_loss(dist: torch.Tensor, labels: torch.Tensor, threshold: float = -0.10,
-                    kind: str = "exp", R: float = 1.0, B: float = 4.25, margin: float = 1.0,
-                    duplicate_eps: float = 0.008) -> tuple[torch.Tensor, dict]:
+def sdb_anneal_loss(
+    dist: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float = -0.10,
+    kind: str = "exp",
+    R: float = 1.0,
+    B: float = 4.25,
+    margin: float = 1.0,
+    duplicate_eps: float = 0.008,
+) -> tuple[torch.Tensor, dict]:
     """Stage 2 (annealing) loss [--loss=tripletMargin++ --use_finetune].
 
     Same hardest pairs as stage 1; samples whose own margin d_neg - d_pos <= ``threshold`` are
@@ -501,5 +578,8 @@ def sdb_anneal_loss(dist: torch.Tensor, labels: torch.Tensor, threshold: float =
         loss = (m * torch.clamp(margin + pos - neg, min=0.0)).mean()
     else:
         raise ValueError(f"sdb_anneal_loss: kind must be 'exp' or 'triplet', got '{kind}'")
-    return loss, {"pos_dist": float(pos.detach().mean()), "neg_dist": float(neg.detach().mean()),
-                  "kept": float(m.mean())}
+    return loss, {
+        "pos_dist": float(pos.detach().mean()),
+        "neg_dist": float(neg.detach().mean()),
+        "kept": float(m.mean()),
+    }

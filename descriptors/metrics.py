@@ -25,6 +25,7 @@ similarities (larger = more similar).
   imbalanced (1:1000) sets, ROC-AUC, CMC curve and its AUC, averaged over 10 folds.
 - :func:`evaluate_phototour`: both of the above from one description pass.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,9 +39,9 @@ logger = logging.getLogger(__name__)
 
 RECALL_POINT: float = 0.95
 CMC_NEGATIVES: int = 1000
-FRACKING_POINTS: int = 10_000     # unique 3D points per fold (fracking Sec. 4 / 4.5)
-FRACKING_NEGATIVES: int = 1000    # non-corresponding patches per point
-FRACKING_FOLDS: int = 10          # test folds (Sec. 4.5, supplemental Sec. 6.5)
+FRACKING_POINTS: int = 10_000  # unique 3D points per fold (fracking Sec. 4 / 4.5)
+FRACKING_NEGATIVES: int = 1000  # non-corresponding patches per point
+FRACKING_FOLDS: int = 10  # test folds (Sec. 4.5, supplemental Sec. 6.5)
 
 
 def _trapz(y: np.ndarray, x: np.ndarray) -> float:
@@ -96,8 +97,9 @@ def fpr95(distances: np.ndarray, labels: np.ndarray, recall_point: float = RECAL
 
 
 # ----------------------------------------------------------------------------- PR / ROC
-def _threshold_counts(distances: np.ndarray, labels: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+def _threshold_counts(
+    distances: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     """Cumulative (tp, fp) at each distinct distance threshold d <= t, ascending t.
 
     Returns tp (T,), fp (T,), thresholds (T,), P, N.
@@ -114,8 +116,9 @@ def _threshold_counts(distances: np.ndarray, labels: np.ndarray
     return tp, fp, d[last], int(y.sum()), int(len(y) - y.sum())
 
 
-def pr_curve(distances: np.ndarray, labels: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pr_curve(
+    distances: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision / recall when accepting pairs with distance <= t, for every distinct t.
 
     Returns:
@@ -158,8 +161,9 @@ def _auc_from_counts(tp: np.ndarray, fp: np.ndarray, p: int, n: int) -> float:
     return _trapz(np.r_[0.0, tp / p], np.r_[0.0, fp / n])
 
 
-def roc_curve(distances: np.ndarray, labels: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(
+    distances: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC when accepting pairs with distance <= t.
 
     Returns:
@@ -231,9 +235,14 @@ def cmc_auc(curve: np.ndarray) -> float:
     return float(c.mean())
 
 
-def cmc_1_vs_n(desc_a: np.ndarray, desc_b: np.ndarray, point_ids: np.ndarray,
-               n_neg: int = CMC_NEGATIVES, rng: np.random.Generator | int | None = 0,
-               chunk: int = 256) -> np.ndarray:
+def cmc_1_vs_n(
+    desc_a: np.ndarray,
+    desc_b: np.ndarray,
+    point_ids: np.ndarray,
+    n_neg: int = CMC_NEGATIVES,
+    rng: np.random.Generator | int | None = 0,
+    chunk: int = 256,
+) -> np.ndarray:
     """CMC of positive pairs: each query against 1 true positive and ``n_neg`` negatives drawn
     from the other pairs' second patches (the paper's protocol, with negatives from all patches
     of other 3D points, is :func:`evaluate_fracking`).
@@ -256,8 +265,10 @@ def cmc_1_vs_n(desc_a: np.ndarray, desc_b: np.ndarray, point_ids: np.ndarray,
     ids = np.asarray(point_ids).reshape(-1)
     q = len(a)
     if b.shape != a.shape or len(ids) != q:
-        raise ValueError(f"desc_a {a.shape}, desc_b {b.shape} and point_ids ({len(ids)},) "
-                         "must describe the same pairs")
+        raise ValueError(
+            f"desc_a {a.shape}, desc_b {b.shape} and point_ids ({len(ids)},) "
+            "must describe the same pairs"
+        )
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     if q == 0:
         return np.full(1, np.nan)
@@ -268,14 +279,14 @@ def cmc_1_vs_n(desc_a: np.ndarray, desc_b: np.ndarray, point_ids: np.ndarray,
     # one formula (float64 ||a||^2 + ||b||^2 - 2 a.b) for positives and negatives, so exactly
     # equal descriptors give exactly equal distances (ties are then counted against the query)
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    na, nb = (a64 ** 2).sum(1), (b64 ** 2).sum(1)
+    na, nb = (a64**2).sum(1), (b64**2).sum(1)
     dist_pos = np.empty(q, np.float64)
     dist_neg = np.empty((q, k), np.float64)
     for s in range(0, q, chunk):
         e = min(q, s + chunk)
         keys = rng.random((e - s, q))
-        keys[ids[s:e, None] == ids[None, :]] = np.inf          # same point: never a negative
-        idx = np.argpartition(keys, k - 1, axis=1)[:, :k]       # k distinct random negatives
+        keys[ids[s:e, None] == ids[None, :]] = np.inf  # same point: never a negative
+        idx = np.argpartition(keys, k - 1, axis=1)[:, :k]  # k distinct random negatives
         sq = na[s:e, None] + nb[None, :] - 2.0 * (a64[s:e] @ b64.T)
         dist_neg[s:e] = np.sqrt(np.maximum(np.take_along_axis(sq, idx, 1), 0.0))
         dist_pos[s:e] = np.sqrt(np.maximum(sq[np.arange(e - s), np.arange(s, e)], 0.0))
@@ -283,8 +294,9 @@ def cmc_1_vs_n(desc_a: np.ndarray, desc_b: np.ndarray, point_ids: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- HPatches
-def hpatches_tpfp(scores: np.ndarray, labels: np.ndarray, numpos: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, int, int, np.ndarray]:
+def hpatches_tpfp(
+    scores: np.ndarray, labels: np.ndarray, numpos: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int, int, np.ndarray]:
     """hpatches-benchmark ``metrics.tpfp``.
 
     ``n`` = #labels - #positives (counted before padding). If ``numpos`` exceeds the positives
@@ -308,15 +320,16 @@ def hpatches_tpfp(scores: np.ndarray, labels: np.ndarray, numpos: int | None = N
     perm = np.argsort(-scores, kind="mergesort", axis=0)
     finite = np.flatnonzero(scores[perm] > -np.inf)
     stop = int(finite.max()) if len(finite) else -1
-    perm = perm[:stop + 1]
+    perm = perm[: stop + 1]
     lab = labels[perm]
     tp = np.hstack((0, np.cumsum(lab == 1)))
     fp = np.hstack((0, np.cumsum(lab == 0)))
     return tp, fp, p, n, perm
 
 
-def hpatches_pr(scores: np.ndarray, labels: np.ndarray, numpos: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray, float]:
+def hpatches_pr(
+    scores: np.ndarray, labels: np.ndarray, numpos: int | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """hpatches-benchmark ``metrics.pr``: recall = tp/p, precision = max(tp, 1e-10) /
     max(tp + fp, 1e-10) (so the first point has precision 1), AP = trapz(precision, recall).
 
@@ -335,8 +348,9 @@ def hpatches_ap(scores: np.ndarray, labels: np.ndarray, numpos: int | None = Non
     return hpatches_pr(scores, labels, numpos)[2]
 
 
-def hpatches_roc(scores: np.ndarray, labels: np.ndarray, numpos: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, float]:
+def hpatches_roc(
+    scores: np.ndarray, labels: np.ndarray, numpos: int | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """hpatches-benchmark ``metrics.roc``: tpr = tp/p, fpr = fp/n, AUC = trapz(tpr, fpr).
 
     Returns:
@@ -355,60 +369,75 @@ def hpatches_auc(scores: np.ndarray, labels: np.ndarray, numpos: int | None = No
 
 
 # ----------------------------------------------------------------------------- PhotoTour
-def describe_patches(extractor: Any, patches_uint8: np.ndarray, batch: int = 1024,
-                     progress: bool = True) -> np.ndarray:
+def describe_patches(
+    extractor: Any, patches_uint8: np.ndarray, batch: int = 1024, progress: bool = True
+) -> np.ndarray:
     """(N, 64, 64) uint8 Brown patches -> (N, D) float32 descriptors (resized to the
     extractor's patch size, 32 by default, with cv2 INTER_AREA as HardNet)."""
     from tqdm import tqdm
+
     from descriptors.patches import patches_to_input
 
     size = int(extractor.patch_size)
     n = len(patches_uint8)
     out = []
     step = max(batch, 1) * 8
-    for s in tqdm(range(0, n, step), desc=f"describe {extractor.name}",
-                  unit="chunk", disable=not progress or n <= step):
-        x = patches_to_input(patches_uint8[s:s + step], size, cv2.INTER_AREA)
+    for s in tqdm(
+        range(0, n, step),
+        desc=f"describe {extractor.name}",
+        unit="chunk",
+        disable=not progress or n <= step,
+    ):
+        x = patches_to_input(patches_uint8[s : s + step], size, cv2.INTER_AREA)
         for i in range(0, len(x), batch):
-            out.append(np.asarray(extractor(x[i:i + batch]), np.float32))
+            out.append(np.asarray(extractor(x[i : i + batch]), np.float32))
     if not out:
         return np.zeros((0, int(extractor.dim)), np.float32)
     return np.concatenate(out, 0)
 
 
-def _describe_rows(extractor: Any, data: Any, rows: Any, batch: int, progress: bool
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _describe_rows(
+    extractor: Any, data: Any, rows: Any, batch: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Describe the patches ``rows`` of ``data`` once -> (sorted unique rows (U,), desc (U, D)).
 
     ``rows``: an index array, or a list of index arrays (their union; no concatenated copy).
     """
     n = len(data.patches)
-    used = np.zeros(n, bool)                              # O(N) union, no sort of the rows
-    for r in (rows if isinstance(rows, list) else [rows]):
+    used = np.zeros(n, bool)  # O(N) union, no sort of the rows
+    for r in rows if isinstance(rows, list) else [rows]:
         r = np.asarray(r)
         if r.size and (r.min() < 0 or r.max() >= n):
-            raise ValueError(f"{getattr(data, 'root', 'data')}: patch index out of range for "
-                             f"{n} patches")
+            raise ValueError(
+                f"{getattr(data, 'root', 'data')}: patch index out of range for {n} patches"
+            )
         used[r.reshape(-1)] = True
     uniq = np.flatnonzero(used)
     return uniq, describe_patches(extractor, data.patches[uniq], batch=batch, progress=progress)
 
 
-def _score_pairs(data: Any, uniq: np.ndarray, desc: np.ndarray, n_neg: int, seed: int,
-                 return_arrays: bool) -> dict:
+def _score_pairs(
+    data: Any, uniq: np.ndarray, desc: np.ndarray, n_neg: int, seed: int, return_arrays: bool
+) -> dict:
     """The :func:`evaluate_pairs` numbers from descriptors ``desc`` of patches ``uniq``."""
     m = np.asarray(data.matches, np.int64).reshape(-1, 3)
     inv = np.searchsorted(uniq, m[:, :2])
     a, b = desc[inv[:, 0]], desc[inv[:, 1]]
     dist = np.sqrt(((a - b) ** 2).sum(1))
     labels = m[:, 2].astype(np.int64)
-    out = {"fpr95": fpr95(dist, labels), "pr_auc": pr_auc(dist, labels),
-           "roc_auc": roc_auc(dist, labels), "n_pairs": int(len(m)), "n_pos": int(labels.sum())}
+    out = {
+        "fpr95": fpr95(dist, labels),
+        "pr_auc": pr_auc(dist, labels),
+        "roc_auc": roc_auc(dist, labels),
+        "n_pairs": int(len(m)),
+        "n_pos": int(labels.sum()),
+    }
     pos = np.flatnonzero(labels == 1)
     curve = None
     try:
-        curve = cmc_1_vs_n(a[pos], b[pos], np.asarray(data.point_ids)[m[pos, 0]], n_neg=n_neg,
-                           rng=seed)
+        curve = cmc_1_vs_n(
+            a[pos], b[pos], np.asarray(data.point_ids)[m[pos, 0]], n_neg=n_neg, rng=seed
+        )
         out["cmc1"] = float(curve[0])
         out["cmc_negatives"] = int(len(curve) - 1)
     except ValueError as e:
@@ -429,8 +458,15 @@ def _m50_rows(data: Any) -> np.ndarray:
     return m[:, :2]
 
 
-def evaluate_pairs(extractor: Any, data: Any, batch: int = 1024, n_neg: int = CMC_NEGATIVES,
-                   seed: int = 0, return_arrays: bool = False, progress: bool = True) -> dict:
+def evaluate_pairs(
+    extractor: Any,
+    data: Any,
+    batch: int = 1024,
+    n_neg: int = CMC_NEGATIVES,
+    seed: int = 0,
+    return_arrays: bool = False,
+    progress: bool = True,
+) -> dict:
     """Evaluate a patch descriptor on a PhotoTour pairs list (the balanced m50 file).
 
     Each patch referenced by ``data.matches`` is described once; pair distance = L2.
@@ -462,6 +498,7 @@ class FrackingFold:
         negatives: (Q, K) int32 K distinct patches of other 3D points per row (int32: 10
             folds x 10,000 x 1,000 indices take 400 MB).
     """
+
     anchor: np.ndarray
     positive: np.ndarray
     negatives: np.ndarray
@@ -470,13 +507,18 @@ class FrackingFold:
         """Indices into ``uniq`` (sorted patch ids that contain every index of the fold)."""
         lut = np.full(int(uniq[-1]) + 1 if len(uniq) else 0, -1, np.int64)
         lut[uniq] = np.arange(len(uniq))
-        return FrackingFold(lut[self.anchor], lut[self.positive],
-                            lut[self.negatives].astype(np.int32))
+        return FrackingFold(
+            lut[self.anchor], lut[self.positive], lut[self.negatives].astype(np.int32)
+        )
 
 
-def sample_fracking_folds(point_ids: np.ndarray, n_points: int = FRACKING_POINTS,
-                          n_neg: int = FRACKING_NEGATIVES, n_folds: int = FRACKING_FOLDS,
-                          seed: int = 0) -> list[FrackingFold]:
+def sample_fracking_folds(
+    point_ids: np.ndarray,
+    n_points: int = FRACKING_POINTS,
+    n_neg: int = FRACKING_NEGATIVES,
+    n_folds: int = FRACKING_FOLDS,
+    seed: int = 0,
+) -> list[FrackingFold]:
     """Seeded folds of the fracking evaluation protocol (Simo-Serra et al., Sec. 4 and 4.5).
 
     Per fold: ``n_points`` distinct 3D points drawn uniformly among those with >= 2 patches; for
@@ -496,21 +538,31 @@ def sample_fracking_folds(point_ids: np.ndarray, n_points: int = FRACKING_POINTS
     ids = np.asarray(point_ids).reshape(-1)
     n = len(ids)
     if n_points < 1 or n_neg < 1 or n_folds < 1:
-        raise ValueError(f"fracking protocol needs n_points, n_neg, n_folds >= 1, got "
-                         f"{n_points}, {n_neg}, {n_folds}")
+        raise ValueError(
+            f"fracking protocol needs n_points, n_neg, n_folds >= 1, got "
+            f"{n_points}, {n_neg}, {n_folds}"
+        )
     order = np.argsort(ids, kind="stable")
     _, start, count = np.unique(ids[order], return_index=True, return_counts=True)
     eligible = np.flatnonzero(count >= 2)
     if len(eligible) == 0:
-        raise ValueError(f"fracking protocol: none of the {n} patches shares its 3D point with "
-                         "another patch (need points with >= 2 patches)")
+        raise ValueError(
+            f"fracking protocol: none of the {n} patches shares its 3D point with "
+            "another patch (need points with >= 2 patches)"
+        )
     q = int(min(n_points, len(eligible)))
     k = int(min(n_neg, n - count[eligible].max()))
     if k < 1:
         raise ValueError("fracking protocol: all patches belong to one 3D point (no negatives)")
     if q < n_points or k < n_neg:
-        logger.info("fracking protocol scaled down to %d points x %d negatives per fold "
-                    "(%d points with >= 2 patches, %d patches)", q, k, len(eligible), n)
+        logger.info(
+            "fracking protocol scaled down to %d points x %d negatives per fold "
+            "(%d points with >= 2 patches, %d patches)",
+            q,
+            k,
+            len(eligible),
+            n,
+        )
     folds = []
     for f in range(n_folds):
         rng = np.random.default_rng([seed, f])
@@ -518,19 +570,19 @@ def sample_fracking_folds(point_ids: np.ndarray, n_points: int = FRACKING_POINTS
         st, c = start[pts], count[pts]
         i1 = rng.integers(0, c)
         i2 = rng.integers(0, c - 1)
-        i2 = i2 + (i2 >= i1)                       # distinct from i1, uniform over the rest
+        i2 = i2 + (i2 >= i1)  # distinct from i1, uniform over the rest
         neg = np.empty((q, k), np.int32)
         for r in range(q):
             # uniform over the n - c sorted positions outside the point's block [st, st + c)
             u = rng.choice(n - c[r], k, replace=False)
             neg[r] = np.where(u >= st[r], u + c[r], u)
-        folds.append(FrackingFold(order[st + i1], order[st + i2],
-                                  order[neg].astype(np.int32)))
+        folds.append(FrackingFold(order[st + i1], order[st + i2], order[neg].astype(np.int32)))
     return folds
 
 
-def _fold_distances(desc: np.ndarray, fold: FrackingFold, chunk: int = 32
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _fold_distances(
+    desc: np.ndarray, fold: FrackingFold, chunk: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """L2 distances anchor-positive (Q,) and anchor-negatives (Q, K), float32.
 
     Positives and negatives go through one formula (sum of squared differences of the gathered
@@ -538,7 +590,7 @@ def _fold_distances(desc: np.ndarray, fold: FrackingFold, chunk: int = 32
     """
     x = np.asarray(desc, np.float32)
     q, k = fold.negatives.shape
-    idx = np.concatenate([fold.positive[:, None], fold.negatives], 1)      # (Q, 1 + K)
+    idx = np.concatenate([fold.positive[:, None], fold.negatives], 1)  # (Q, 1 + K)
     sq = np.empty((q, k + 1), np.float32)
     for s in range(0, q, chunk):
         e = min(q, s + chunk)
@@ -568,7 +620,7 @@ def pr_roc_auc_split(dist_pos: np.ndarray, dist_neg: np.ndarray) -> tuple[float,
     if p == 0:
         return float("nan"), float("nan")
     t, first = np.unique(dp, return_index=True)
-    tp = np.r_[first[1:], p].astype(np.float64)            # #pos <= t for each distinct t
+    tp = np.r_[first[1:], p].astype(np.float64)  # #pos <= t for each distinct t
     fp = np.searchsorted(dn, t, side="right").astype(np.float64)
     ap = float(np.sum(np.diff(np.r_[0.0, tp]) / p * tp / (tp + fp)))
     if n == 0:
@@ -579,8 +631,9 @@ def pr_roc_auc_split(dist_pos: np.ndarray, dist_neg: np.ndarray) -> tuple[float,
     return ap, auc
 
 
-def fracking_scores(desc: np.ndarray, folds: list[FrackingFold],
-                    rows: np.ndarray | None = None) -> dict:
+def fracking_scores(
+    desc: np.ndarray, folds: list[FrackingFold], rows: np.ndarray | None = None
+) -> dict:
     """Fracking-protocol metrics from descriptors (Simo-Serra et al., Sec. 4.5 and Sec. 6).
 
     Per fold: the Q positive distances and Q*K negative distances form one imbalanced (1:K)
@@ -600,8 +653,7 @@ def fracking_scores(desc: np.ndarray, folds: list[FrackingFold],
     """
     if not folds:
         raise ValueError("fracking_scores needs at least one fold")
-    per: dict[str, list[float]] = {k: [] for k in ("pr_auc", "roc_auc", "cmc_auc", "cmc1",
-                                                   "cmc5")}
+    per: dict[str, list[float]] = {k: [] for k in ("pr_auc", "roc_auc", "cmc_auc", "cmc1", "cmc5")}
     curves = []
     for fold in folds:
         dpos, dneg = _fold_distances(desc, fold if rows is None else fold.remap(rows))
@@ -629,9 +681,16 @@ def _fold_rows(folds: list[FrackingFold]) -> list[np.ndarray]:
     return [a for f in folds for a in (f.anchor, f.positive, f.negatives)]
 
 
-def evaluate_fracking(extractor: Any, data: Any, n_points: int = FRACKING_POINTS,
-                      n_neg: int = FRACKING_NEGATIVES, n_folds: int = FRACKING_FOLDS,
-                      seed: int = 0, batch: int = 1024, progress: bool = True) -> dict:
+def evaluate_fracking(
+    extractor: Any,
+    data: Any,
+    n_points: int = FRACKING_POINTS,
+    n_neg: int = FRACKING_NEGATIVES,
+    n_folds: int = FRACKING_FOLDS,
+    seed: int = 0,
+    batch: int = 1024,
+    progress: bool = True,
+) -> dict:
     """The fracking paper's evaluation protocol on a PhotoTour split.
 
     Simo-Serra et al., "Discriminative Learning of Deep Convolutional Feature Point
@@ -656,12 +715,19 @@ def evaluate_fracking(extractor: Any, data: Any, n_points: int = FRACKING_POINTS
     return out
 
 
-def evaluate_phototour(extractor: Any, data: Any, batch: int = 1024,
-                       n_neg: int = CMC_NEGATIVES, seed: int = 0,
-                       fracking_points: int = FRACKING_POINTS,
-                       fracking_negatives: int = FRACKING_NEGATIVES,
-                       fracking_folds: int = FRACKING_FOLDS, return_arrays: bool = False,
-                       progress: bool = True, folds: list[FrackingFold] | None = None) -> dict:
+def evaluate_phototour(
+    extractor: Any,
+    data: Any,
+    batch: int = 1024,
+    n_neg: int = CMC_NEGATIVES,
+    seed: int = 0,
+    fracking_points: int = FRACKING_POINTS,
+    fracking_negatives: int = FRACKING_NEGATIVES,
+    fracking_folds: int = FRACKING_FOLDS,
+    return_arrays: bool = False,
+    progress: bool = True,
+    folds: list[FrackingFold] | None = None,
+) -> dict:
     """:func:`evaluate_pairs` (m50) and :func:`evaluate_fracking` from one description pass.
 
     Args:
@@ -674,10 +740,10 @@ def evaluate_phototour(extractor: Any, data: Any, batch: int = 1024,
     """
     m50_rows = _m50_rows(data)
     if folds is None:
-        folds = sample_fracking_folds(data.point_ids, fracking_points, fracking_negatives,
-                                      fracking_folds, seed)
-    uniq, desc = _describe_rows(extractor, data, [m50_rows] + _fold_rows(folds), batch,
-                                progress)
+        folds = sample_fracking_folds(
+            data.point_ids, fracking_points, fracking_negatives, fracking_folds, seed
+        )
+    uniq, desc = _describe_rows(extractor, data, [m50_rows] + _fold_rows(folds), batch, progress)
     fr = fracking_scores(desc, folds, uniq)
     fr["seed"] = int(seed)
     return {"m50": _score_pairs(data, uniq, desc, n_neg, seed, return_arrays), "fracking": fr}

@@ -1,12 +1,14 @@
 """Negative / positive miners. Each recipe's miner lives in its own marked section."""
+
 from __future__ import annotations
 
 import torch
 
 
 # === hardnet ===
-def hardest_in_batch(dist: torch.Tensor, anchor_swap: bool = True,
-                     duplicate_eps: float = 0.008) -> torch.Tensor:
+def hardest_in_batch(
+    dist: torch.Tensor, anchor_swap: bool = True, duplicate_eps: float = 0.008
+) -> torch.Tensor:
     """Distance to the hardest in-batch negative of each pair (HardNet).
 
     Args:
@@ -46,9 +48,11 @@ def random_negatives(dist: torch.Tensor, generator: torch.Generator | None = Non
 
 # === fracking ===
 
-def fracking_mine(losses_pos: torch.Tensor, losses_neg: torch.Tensor, r_p: int, r_n: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """"Fracking" (Simo-Serra et al., arXiv 1412.6537 sec. 3.2 / 4.3): keep the hardest pairs.
+
+def fracking_mine(
+    losses_pos: torch.Tensor, losses_neg: torch.Tensor, r_p: int, r_n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ "Fracking" (Simo-Serra et al., arXiv 1412.6537 sec. 3.2 / 4.3): keep the hardest pairs.
 
     Of a pool of B_P positive and B_N negative pairs (already forward-propagated), keep the
     B_P^M = B_P // R_P positives and B_N^M = B_N // R_N negatives with the HIGHEST loss; only

@@ -14,6 +14,7 @@ input: :func:`resize_patches` (per-patch ``cv2.resize``) and :func:`patches_to_i
 PhotoTour uses ``cv2.INTER_AREA`` (HardNet's training ``cv2_scale``), HPatches
 ``cv2.INTER_LINEAR`` (HardNet's HPatches extractor, OpenCV's default).
 """
+
 from __future__ import annotations
 
 import cv2
@@ -24,8 +25,9 @@ MR_SIZE: float = 12.0
 PATCH_SIZE: int = 32
 
 
-def resize_patches(patches: np.ndarray, size: int = PATCH_SIZE,
-                   interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+def resize_patches(
+    patches: np.ndarray, size: int = PATCH_SIZE, interpolation: int = cv2.INTER_AREA
+) -> np.ndarray:
     """(N, H, W) patches -> (N, size, size), same dtype, ``cv2.resize`` one patch at a time (the
     multi-channel code path rounds differently; ~8 us a patch). Already ``size``: a copy."""
     patches = np.asarray(patches)
@@ -39,8 +41,9 @@ def resize_patches(patches: np.ndarray, size: int = PATCH_SIZE,
     return out
 
 
-def patches_to_input(patches_uint8: np.ndarray, size: int = PATCH_SIZE,
-                     interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+def patches_to_input(
+    patches_uint8: np.ndarray, size: int = PATCH_SIZE, interpolation: int = cv2.INTER_AREA
+) -> np.ndarray:
     """(N, H, W) uint8 -> (N, 1, size, size) float32 in [0, 1]: :func:`resize_patches` on the
     uint8 patch, then / 255 (HardNet's ``cv2.resize(patch, (32, 32)) / 255.``)."""
     return (resize_patches(patches_uint8, size, interpolation).astype(np.float32) / 255.0)[:, None]
@@ -51,9 +54,13 @@ def opencv_angle_to_ori(angle_deg: np.ndarray) -> np.ndarray:
     return -np.deg2rad(np.asarray(angle_deg, np.float64)).astype(np.float32)
 
 
-def detect_dog(gray: np.ndarray, max_keypoints: int = 4096, contrast_threshold: float = 0.02,
-               edge_threshold: float = 10.0, min_size: float = 2.0
-               ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def detect_dog(
+    gray: np.ndarray,
+    max_keypoints: int = 4096,
+    contrast_threshold: float = 0.02,
+    edge_threshold: float = 10.0,
+    min_size: float = 2.0,
+) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """OpenCV DoG (SIFT detector) keypoints, strongest first: the one detector of the toolkit
     (extraction, patch-dataset builders, synthetic writers, benchmarks).
 
@@ -62,8 +69,9 @@ def detect_dog(gray: np.ndarray, max_keypoints: int = 4096, contrast_threshold: 
         centres, size (N,) float32 OpenCV diameter (2 sigma), angle (N,) float32 OpenCV degrees,
         response (N,) float32.
     """
-    sift = cv2.SIFT_create(nfeatures=0, contrastThreshold=contrast_threshold,
-                           edgeThreshold=edge_threshold)
+    sift = cv2.SIFT_create(
+        nfeatures=0, contrastThreshold=contrast_threshold, edgeThreshold=edge_threshold
+    )
     kps = [k for k in sift.detect(gray, None) if k.size >= min_size]
     kps.sort(key=lambda k: -k.response)
     if max_keypoints is not None and max_keypoints > 0:
@@ -78,8 +86,9 @@ def detect_dog(gray: np.ndarray, max_keypoints: int = 4096, contrast_threshold: 
     return kps, xy, size, angle, resp
 
 
-def _as_image_tensor(image: np.ndarray | torch.Tensor, device: torch.device | str | None
-                     ) -> torch.Tensor:
+def _as_image_tensor(
+    image: np.ndarray | torch.Tensor, device: torch.device | str | None
+) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         t = image.float()
         if t.ndim == 2:
@@ -91,7 +100,7 @@ def _as_image_tensor(image: np.ndarray | torch.Tensor, device: torch.device | st
         return t.to(device) if device is not None else t
     a = np.asarray(image)
     if a.ndim == 3:
-        a = (0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2])
+        a = 0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2]
     if a.ndim != 2:
         raise ValueError(f"expected a (H, W) grayscale or (H, W, 3) image, got shape {a.shape}")
     scale = 255.0 if a.dtype == np.uint8 or a.max() > 1.5 else 1.0
@@ -99,10 +108,16 @@ def _as_image_tensor(image: np.ndarray | torch.Tensor, device: torch.device | st
     return t.to(device) if device is not None else t
 
 
-def extract_patches(image: np.ndarray | torch.Tensor, xy: np.ndarray, size: np.ndarray,
-                    ori: np.ndarray | None = None, patch_size: int = PATCH_SIZE,
-                    mr_size: float = MR_SIZE, device: torch.device | str | None = None,
-                    batch: int = 4096) -> torch.Tensor:
+def extract_patches(
+    image: np.ndarray | torch.Tensor,
+    xy: np.ndarray,
+    size: np.ndarray,
+    ori: np.ndarray | None = None,
+    patch_size: int = PATCH_SIZE,
+    mr_size: float = MR_SIZE,
+    device: torch.device | str | None = None,
+    batch: int = 4096,
+) -> torch.Tensor:
     """Cut oriented, scale-normalised square patches around keypoints.
 
     Args:
@@ -133,9 +148,9 @@ def extract_patches(image: np.ndarray | torch.Tensor, xy: np.ndarray, size: np.n
     half = mr_size * (size / 2.0) / 2.0
     out = []
     for i in range(0, n, batch):
-        c = torch.from_numpy(xy[i:i + batch]).to(img.device)[None]
-        s = torch.from_numpy(half[i:i + batch]).to(img.device)[None, :, None, None]
-        o = torch.from_numpy(np.rad2deg(ori[i:i + batch])).to(img.device)[None, :, None]
+        c = torch.from_numpy(xy[i : i + batch]).to(img.device)[None]
+        s = torch.from_numpy(half[i : i + batch]).to(img.device)[None, :, None, None]
+        o = torch.from_numpy(np.rad2deg(ori[i : i + batch])).to(img.device)[None, :, None]
         laf = KF.laf_from_center_scale_ori(c, s, o)
         p = KF.extract_patches_from_pyramid(img, laf, patch_size)
         out.append(p[0])

@@ -11,6 +11,7 @@ The trainer (``descriptors.train``) calls, in order:
 and sets the learning rate from ``recipe.lr_at(step)`` (default: the named schedule).
 ``state`` is saved in training checkpoints (keep it to tensors / numbers / state dicts).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -41,15 +42,15 @@ class Recipe:
     arch_kwargs: dict = field(default_factory=dict)
     steps: int = 50_000
     batch_size: int = 1024
-    optimizer: str = "sgd"          # 'sgd' | 'adam' | 'adamw' (decoupled wd) | 'rmsprop'
-    lr: float = 10.0                # HardNet repo default lr=10 with linear decay (SGD, wd 1e-4)
+    optimizer: str = "sgd"  # 'sgd' | 'adam' | 'adamw' (decoupled wd) | 'rmsprop'
+    lr: float = 10.0  # HardNet repo default lr=10 with linear decay (SGD, wd 1e-4)
     momentum: float = 0.9
     dampening: float | None = None  # SGD dampening; None = momentum (HardNet / Torch7 optim.sgd)
     weight_decay: float = 1e-4
-    lr_schedule: str = "linear"     # 'linear' (to 0 at `steps`) | 'step' | 'const'
-    lr_step: int = 10_000           # for 'step': multiply by lr_gamma every lr_step steps
+    lr_schedule: str = "linear"  # 'linear' (to 0 at `steps`) | 'step' | 'const'
+    lr_step: int = 10_000  # for 'step': multiply by lr_gamma every lr_step steps
     lr_gamma: float = 0.1
-    lr_fn: Callable[["Recipe", int], float] | None = None   # overrides the schedule if set
+    lr_fn: Callable[["Recipe", int], float] | None = None  # overrides the schedule if set
     setup: Callable[[nn.Module, "Recipe", Path, dict], None] | None = None
     default_data: str = "datasets/phototour-synth"
     options: dict = field(default_factory=dict)

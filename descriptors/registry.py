@@ -17,6 +17,7 @@
 Every file is read with ``torch.load(weights_only=True)``: a pickle that would build other
 objects is refused with a one-line error before any of it runs.
 """
+
 from __future__ import annotations
 
 import abc
@@ -26,8 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from descriptors.models import (CheckpointError, is_descriptor_checkpoint, model_from_checkpoint,
-                                safe_torch_load)
+from descriptors.models import (
+    CheckpointError,
+    is_descriptor_checkpoint,
+    model_from_checkpoint,
+    safe_torch_load,
+)
 from descriptors.models.published import load_published
 from descriptors.recipes import RECIPE_MODULES
 from descriptors.util import ToolkitError
@@ -51,13 +56,21 @@ def _as_tensor(patches: np.ndarray | torch.Tensor, patch_size: int) -> torch.Ten
             patches = patches.astype(np.float32) / 255.0
         patches = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
     if not isinstance(patches, torch.Tensor):
-        raise DescriptorError(f"patches must be a numpy array or torch tensor, got {type(patches).__name__}")
+        raise DescriptorError(
+            f"patches must be a numpy array or torch tensor, got {type(patches).__name__}"
+        )
     if patches.ndim == 3:
         patches = patches[:, None]
-    if patches.ndim != 4 or patches.shape[1] != 1 or patches.shape[2] != patch_size \
-            or patches.shape[3] != patch_size:
-        raise DescriptorError(f"expected patches of shape (B, 1, {patch_size}, {patch_size}), "
-                              f"got {tuple(patches.shape)}")
+    if (
+        patches.ndim != 4
+        or patches.shape[1] != 1
+        or patches.shape[2] != patch_size
+        or patches.shape[3] != patch_size
+    ):
+        raise DescriptorError(
+            f"expected patches of shape (B, 1, {patch_size}, {patch_size}), "
+            f"got {tuple(patches.shape)}"
+        )
     if patches.dtype == torch.uint8:
         patches = patches.float() / 255.0
     if not torch.is_floating_point(patches):
@@ -73,8 +86,14 @@ class Extractor(abc.ABC):
 
     is_opencv = False
 
-    def __init__(self, name: str, dim: int, patch_size: int = 32, batch_size: int = 1024,
-                 device: torch.device | str | None = None):
+    def __init__(
+        self,
+        name: str,
+        dim: int,
+        patch_size: int = 32,
+        batch_size: int = 1024,
+        device: torch.device | str | None = None,
+    ):
         self.name = name
         self.dim = dim
         self.patch_size = patch_size
@@ -89,8 +108,10 @@ class Extractor(abc.ABC):
         x = _as_tensor(patches, self.patch_size)
         if len(x) == 0:
             return np.zeros((0, self.dim), np.float32)
-        out = [self.describe_tensor(x[i:i + self.batch_size]).float().cpu().numpy()
-               for i in range(0, len(x), self.batch_size)]
+        out = [
+            self.describe_tensor(x[i : i + self.batch_size]).float().cpu().numpy()
+            for i in range(0, len(x), self.batch_size)
+        ]
         return np.concatenate(out, 0).astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
@@ -100,9 +121,16 @@ class Extractor(abc.ABC):
 class TorchExtractor(Extractor):
     """A trained network from a checkpoint."""
 
-    def __init__(self, name: str, model: torch.nn.Module, dim: int, patch_size: int,
-                 batch_size: int = 1024, device: torch.device | str | None = None,
-                 meta: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        dim: int,
+        patch_size: int,
+        batch_size: int = 1024,
+        device: torch.device | str | None = None,
+        meta: dict | None = None,
+    ):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         super().__init__(name, dim, patch_size, batch_size, device)
@@ -114,7 +142,7 @@ class TorchExtractor(Extractor):
         patches = _as_tensor(patches, self.patch_size).to(self.device)
         out = []
         for i in range(0, len(patches), self.batch_size):
-            out.append(self.model(patches[i:i + self.batch_size]))
+            out.append(self.model(patches[i : i + self.batch_size]))
         if not out:
             return torch.zeros((0, self.dim), device=self.device)
         return torch.cat(out, 0)
@@ -127,6 +155,7 @@ class OpenCVSiftExtractor(Extractor):
 
     def __init__(self, root: bool = False, patch_size: int = 32, batch_size: int = 4096):
         import cv2
+
         super().__init__("rootsift" if root else "sift", 128, patch_size, batch_size, "cpu")
         self.root = root
         self._sift = cv2.SIFT_create()
@@ -164,8 +193,9 @@ def available() -> list[str]:
     return list(OPENCV_NAMES) + [n for n in sorted(RECIPE_MODULES) if weights_path(n).exists()]
 
 
-def load(name_or_path: str | Path, device: torch.device | str | None = None,
-         batch_size: int = 1024) -> Extractor:
+def load(
+    name_or_path: str | Path, device: torch.device | str | None = None, batch_size: int = 1024
+) -> Extractor:
     """Load a descriptor by registered name or checkpoint path.
 
     Raises:
@@ -180,14 +210,15 @@ def load(name_or_path: str | Path, device: torch.device | str | None = None,
         if not path.exists():
             raise DescriptorError(
                 f"no weights for '{s}' at {path}: train them with "
-                f"`python -m pipelines.train --recipe {s} --out {path}` or put a checkpoint there")
+                f"`python -m pipelines.train --recipe {s} --out {path}` or put a checkpoint there"
+            )
         name = s
     else:
         path = Path(s)
         if not (path.suffix in CHECKPOINT_SUFFIXES or path.exists()):
             raise DescriptorError(
-                f"unknown descriptor '{s}': use one of {', '.join(NAMES)} "
-                f"or a checkpoint path")
+                f"unknown descriptor '{s}': use one of {', '.join(NAMES)} or a checkpoint path"
+            )
         if not path.exists():
             raise DescriptorError(f"checkpoint {path} not found")
         name = path.stem

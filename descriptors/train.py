@@ -13,6 +13,7 @@ checkpoints. A training checkpoint (``<out>.ckpt``) holds model, optimizer, reci
 step; ``resume=True`` continues from it at the same step. The final weights file ``<out>`` is a
 plain descriptor checkpoint (see ``descriptors.models``) that ``descriptors.registry.load`` reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,13 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
-from descriptors.models import (CheckpointError, atomic_torch_save, build_model, read_checkpoint,
-                                save_checkpoint)
+from descriptors.models import (
+    CheckpointError,
+    atomic_torch_save,
+    build_model,
+    read_checkpoint,
+    save_checkpoint,
+)
 from descriptors.recipes import Recipe, get_recipe
 
 logger = logging.getLogger(__name__)
@@ -38,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
+    np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
 
 
@@ -69,15 +75,21 @@ def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
     1 / (1 - momentum) = 10x larger at the same lr)."""
     if recipe.optimizer == "sgd":
         damp = recipe.momentum if recipe.dampening is None else recipe.dampening
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay, dampening=float(damp))
+        return torch.optim.SGD(
+            params,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            dampening=float(damp),
+        )
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                                   momentum=recipe.momentum)
+        return torch.optim.RMSprop(
+            params, lr=recipe.lr, weight_decay=recipe.weight_decay, momentum=recipe.momentum
+        )
     raise ValueError(f"recipe {recipe.name}: unknown optimizer '{recipe.optimizer}'")
 
 
@@ -89,15 +101,28 @@ def init_from_checkpoint(model: nn.Module, recipe: Recipe) -> None:
         return
     ck = read_checkpoint(path)
     if ck.get("arch") != recipe.arch or dict(ck.get("arch_kwargs", {})) != dict(recipe.arch_kwargs):
-        raise CheckpointError(f"{path}: --option init needs a {recipe.arch} {recipe.arch_kwargs} "
-                              f"checkpoint, this one is {ck.get('arch')} {ck.get('arch_kwargs')}")
+        raise CheckpointError(
+            f"{path}: --option init needs a {recipe.arch} {recipe.arch_kwargs} "
+            f"checkpoint, this one is {ck.get('arch')} {ck.get('arch_kwargs')}"
+        )
     model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
 
 
-def train(recipe: Recipe | str, data_root: str | Path | None, out_path: str | Path,
-          split: str = "train", steps: int | None = None, seed: int = 0, resume: bool = False,
-          device: str | None = None, ckpt_every: int = 500, quick: bool = False,
-          half: bool = True, meta: dict | None = None, progress: bool = True) -> dict:
+def train(
+    recipe: Recipe | str,
+    data_root: str | Path | None,
+    out_path: str | Path,
+    split: str = "train",
+    steps: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    device: str | None = None,
+    ckpt_every: int = 500,
+    quick: bool = False,
+    half: bool = True,
+    meta: dict | None = None,
+    progress: bool = True,
+) -> dict:
     """Train a recipe and write its weights.
 
     Args:
@@ -147,7 +172,8 @@ def train(recipe: Recipe | str, data_root: str | Path | None, out_path: str | Pa
     net: nn.Module = model
     if is_dist:
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            model, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
     state["device"] = dev
     state["rank"], state["world_size"] = rank, world
     batches = recipe.make_data(recipe, data_dir, seed * 100_003 + start * 7 + rank)
@@ -156,17 +182,32 @@ def train(recipe: Recipe | str, data_root: str | Path | None, out_path: str | Pa
         if rank != 0:
             return
         rs = {k: v for k, v in state.items() if k not in ("device", "rank", "world_size")}
-        atomic_torch_save({"arch": recipe.arch, "arch_kwargs": recipe.arch_kwargs,
-                           "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                           "recipe": recipe.name, "step": step, "recipe_state": rs,
-                           "history": history, "meta": {"seed": seed}}, ckpt_path)
+        atomic_torch_save(
+            {
+                "arch": recipe.arch,
+                "arch_kwargs": recipe.arch_kwargs,
+                "state_dict": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "recipe": recipe.name,
+                "step": step,
+                "recipe_state": rs,
+                "history": history,
+                "meta": {"seed": seed},
+            },
+            ckpt_path,
+        )
 
     t0 = time.time()
     net.train()
     ema = None
-    bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps,
-               desc=f"train {recipe.name}", disable=not progress or rank != 0,
-               dynamic_ncols=True)
+    bar = tqdm(
+        range(start, recipe.steps),
+        initial=start,
+        total=recipe.steps,
+        desc=f"train {recipe.name}",
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+    )
     step = start
     for step in bar:
         lr = recipe.lr_at(step)
@@ -184,24 +225,46 @@ def train(recipe: Recipe | str, data_root: str | Path | None, out_path: str | Pa
         ema = lv if ema is None else 0.95 * ema + 0.05 * lv
         if step % 10 == 0:
             rate = (step + 1 - start) * recipe.batch_size / max(time.time() - t0, 1e-9)
-            bar.set_postfix(loss=f"{ema:.4f}", lr=f"{lr:.3g}", pps=f"{rate:.0f}",
-                            **{k: f"{v:.3f}" for k, v in logs.items()
-                               if isinstance(v, (int, float))})
+            bar.set_postfix(
+                loss=f"{ema:.4f}",
+                lr=f"{lr:.3g}",
+                pps=f"{rate:.0f}",
+                **{k: f"{v:.3f}" for k, v in logs.items() if isinstance(v, (int, float))},
+            )
         if ckpt_every and (step + 1) % ckpt_every == 0 and step + 1 < recipe.steps:
             _save_train_ckpt(step + 1)
     end_step = max(step + 1, start) if recipe.steps > start else start
     seconds = time.time() - t0
-    result = {"recipe": recipe.name, "steps": end_step, "start_step": start,
-              "seconds": round(seconds, 1), "final_loss": ema,
-              "batch_size": recipe.batch_size, "world_size": world, "out": str(out_path),
-              "loss_first": history[0] if history else None,
-              "loss_last_mean": float(np.mean(history[-20:])) if history else None}
+    result = {
+        "recipe": recipe.name,
+        "steps": end_step,
+        "start_step": start,
+        "seconds": round(seconds, 1),
+        "final_loss": ema,
+        "batch_size": recipe.batch_size,
+        "world_size": world,
+        "out": str(out_path),
+        "loss_first": history[0] if history else None,
+        "loss_last_mean": float(np.mean(history[-20:])) if history else None,
+    }
     if rank == 0:
         _save_train_ckpt(end_step)
         model.eval()
-        save_checkpoint(out_path, model, recipe.arch, recipe.arch_kwargs, recipe.name, end_step,
-                        meta={**(meta or {}), "seed": seed, "options": _jsonable(recipe.options),
-                              "data": str(data_dir)}, half=half)
+        save_checkpoint(
+            out_path,
+            model,
+            recipe.arch,
+            recipe.arch_kwargs,
+            recipe.name,
+            end_step,
+            meta={
+                **(meta or {}),
+                "seed": seed,
+                "options": _jsonable(recipe.options),
+                "data": str(data_dir),
+            },
+            half=half,
+        )
     if is_dist:
         dist.barrier()
     return result

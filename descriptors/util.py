@@ -11,13 +11,14 @@ so the helpers that all of them share live here.
 - :func:`setup_logging`: called once by each command-line entry point (never by library code);
   one format; the FAISS loader's import chatter is moved to DEBUG.
 """
+
 from __future__ import annotations
 
 import contextlib
-import sys
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -36,8 +37,9 @@ class InputError(ToolkitError, ValueError):
     """Bad input (an argument, a data file's content); a ``ValueError`` too."""
 
 
-def merge_conf(default_conf: Mapping[str, Any], *overrides: Mapping[str, Any] | None,
-               where: str) -> dict[str, Any]:
+def merge_conf(
+    default_conf: Mapping[str, Any], *overrides: Mapping[str, Any] | None, where: str
+) -> dict[str, Any]:
     """The one way a stage merges its options: a copy of ``default_conf`` updated by each
     override in turn (None skipped). A key that ``default_conf`` lacks is an
     :class:`InputError` naming ``where`` and the key."""
@@ -75,8 +77,9 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=path.suffix if suffix is None else suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -139,5 +142,6 @@ def setup_logging(level: int | str = logging.INFO) -> None:
         root.addHandler(handler)
     root.setLevel(level)
     for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
-
+        logging.getLogger(name).setLevel(
+            logging.DEBUG if level <= logging.DEBUG else logging.WARNING
+        )

@@ -22,6 +22,7 @@ Argument types (``type=`` for argparse, checked at parse time, one-line usage er
 :func:`finite_float`, :func:`existing_file`, :func:`existing_dir`, :func:`output_file`,
 :func:`output_dir` (writable, checked before any work), :func:`device`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,11 +35,20 @@ from typing import Any, Callable, Iterator
 
 from descriptors.util import InputError, ToolkitError, setup_logging
 
-__all__ = ["ToolkitError", "InputError", "ArgumentParser", "cli_errors", "run_cli",
-           "is_known_error", "one_line", "check_writable"]
+__all__ = [
+    "ToolkitError",
+    "InputError",
+    "ArgumentParser",
+    "cli_errors",
+    "run_cli",
+    "is_known_error",
+    "one_line",
+    "check_writable",
+]
 
-_OUR_PACKAGES = tuple(str(Path(__file__).resolve().parents[1] / p) for p in
-                      ("localize", "descriptors", "pipelines"))
+_OUR_PACKAGES = tuple(
+    str(Path(__file__).resolve().parents[1] / p) for p in ("localize", "descriptors", "pipelines")
+)
 #: set by :class:`ArgumentParser` when ``--verbose`` is given: errors keep their traceback
 VERBOSE = {"on": False}
 
@@ -65,8 +75,10 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename is not None and e.strerror:
         s = f"{e.filename}: {e.strerror}"
     elif isinstance(e, UnicodeDecodeError):
-        s = f"text is not valid {e.encoding} (byte {e.object[e.start:e.start + 1]!r} at " \
+        s = (
+            f"text is not valid {e.encoding} (byte {e.object[e.start : e.start + 1]!r} at "
             f"offset {e.start})"
+        )
     elif isinstance(e, UnicodeEncodeError):
         s = f"name {e.object!r} is not valid {e.encoding}; rename the file"
     return s.splitlines()[0] if s else type(e).__name__
@@ -109,12 +121,19 @@ class ArgumentParser(argparse.ArgumentParser):
                 kwargs["prog"] = name
         kwargs.setdefault("conflict_handler", "resolve")  # a CLI may define its own --verbose
         super().__init__(*args, **kwargs)
-        self.add_argument("--verbose", action="store_true", dest="_cli_verbose",
-                          help="show the full traceback of an error instead of one line")
+        self.add_argument(
+            "--verbose",
+            action="store_true",
+            dest="_cli_verbose",
+            help="show the full traceback of an error instead of one line",
+        )
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message.splitlines()[0] if message else 'bad arguments'} "
-                     "(see --help)\n")
+        self.exit(
+            2,
+            f"{self.prog}: {message.splitlines()[0] if message else 'bad arguments'} "
+            "(see --help)\n",
+        )
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         ns, rest = super().parse_known_args(args, namespace)
@@ -178,8 +197,9 @@ def existing_file(v: str) -> Path:
     """argparse ``type=``: a path to an existing regular file."""
     p = Path(v)
     if not p.is_file():
-        raise argparse.ArgumentTypeError(f"{v}: " + ("is a directory, expected a file"
-                                                     if p.is_dir() else "file not found"))
+        raise argparse.ArgumentTypeError(
+            f"{v}: " + ("is a directory, expected a file" if p.is_dir() else "file not found")
+        )
     return p
 
 
@@ -187,8 +207,9 @@ def existing_dir(v: str) -> Path:
     """argparse ``type=``: a path to an existing directory."""
     p = Path(v)
     if not p.is_dir():
-        raise argparse.ArgumentTypeError(f"{v}: " + ("is a file, expected a directory"
-                                                     if p.exists() else "directory not found"))
+        raise argparse.ArgumentTypeError(
+            f"{v}: " + ("is a file, expected a directory" if p.exists() else "directory not found")
+        )
     return p
 
 
@@ -244,16 +265,18 @@ def device(v: str) -> str:
     try:
         d = torch.device(v)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown torch device {v!r} (cpu, cuda, cuda:N)") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"unknown torch device {v!r} (cpu, cuda, cuda:N)"
+        ) from None
     if d.type == "cuda":
         n = torch.cuda.device_count()
         if n == 0:
             raise argparse.ArgumentTypeError(f"{v}: no CUDA device on this machine")
         if d.index is not None and d.index >= n:
             raise argparse.ArgumentTypeError(f"{v}: only {n} CUDA device(s) (0..{n - 1})")
-    elif d.type == "mps" and not (hasattr(torch.backends, "mps")
-                                   and torch.backends.mps.is_available()):
+    elif d.type == "mps" and not (
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+    ):
         raise argparse.ArgumentTypeError(f"{v}: MPS is not available on this machine")
     elif d.type not in ("cpu", "cuda", "mps"):
         raise argparse.ArgumentTypeError(f"unsupported torch device {v!r} (cpu, cuda, cuda:N)")

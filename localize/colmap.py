@@ -19,6 +19,7 @@ Conventions
 - Bad input -> ``ColmapError`` (a ``RuntimeError``) with a one-line message naming the file
   and the problem.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,20 +71,22 @@ def set_verbose(verbose: bool) -> None:
 @dataclass
 class VerificationConf:
     """Geometric verification of putative matches (pycolmap TwoViewGeometryOptions)."""
+
     min_num_inliers: int = 15
-    max_error_px: float = 4.0          # RANSAC threshold (pixels) for E / F / H
+    max_error_px: float = 4.0  # RANSAC threshold (pixels) for E / F / H
     confidence: float = 0.9999
     max_num_trials: int = 10000
     min_inlier_ratio: float = 0.1
-    random_seed: int = 0               # RANSAC seed (-1 = random): deterministic by default
+    random_seed: int = 0  # RANSAC seed (-1 = random): deterministic by default
 
 
 @dataclass
 class TriangulationConf:
     """Triangulation against fixed reference poses (pycolmap IncrementalPipelineOptions)."""
-    min_num_matches: int = 15          # pairs with fewer verified inliers are ignored
-    tri_min_angle_deg: float = 1.5     # COLMAP triangulation.min_angle
-    tri_max_error_px: float = 4.0      # COLMAP triangulation.complete/merge max reproj error
+
+    min_num_matches: int = 15  # pairs with fewer verified inliers are ignored
+    tri_min_angle_deg: float = 1.5  # COLMAP triangulation.min_angle
+    tri_max_error_px: float = 4.0  # COLMAP triangulation.complete/merge max reproj error
     filter_max_reproj_error_px: float = 4.0  # mapper.filter_max_reproj_error
     num_threads: int = -1
     extract_colors: bool | None = None  # None: True iff every image file exists under image_dir
@@ -93,7 +96,7 @@ class TriangulationConf:
     # views per point) lose most of their points without them (measured by the triangulate.py
     # owner: 194 vs 2420 points on an 18-view scene). hloc on real Aachen never notices.
     ignore_two_view_tracks: bool = False
-    random_seed: int = 0               # triangulation / mapper RANSAC seed (-1 = random)
+    random_seed: int = 0  # triangulation / mapper RANSAC seed (-1 = random)
 
 
 # ------------------------------------------------------------------------------------------
@@ -118,8 +121,10 @@ def check_camera(cam: pycolmap.Camera) -> pycolmap.Camera:
         raise ValueError(f"camera params must be finite, got {params.tolist()}")
     f = params[list(cam.focal_length_idxs())]
     if not ((f > 0).all() and (f <= MAX_FOCAL_PER_SIDE * max(w, h)).all()):
-        raise ValueError(f"focal length {f.tolist()} px out of range (0, "
-                         f"{MAX_FOCAL_PER_SIDE * max(w, h):g}] for a {w}x{h} image")
+        raise ValueError(
+            f"focal length {f.tolist()} px out of range (0, "
+            f"{MAX_FOCAL_PER_SIDE * max(w, h):g}] for a {w}x{h} image"
+        )
     return cam
 
 
@@ -147,8 +152,10 @@ def camera_from_query_line(line: str) -> tuple[str, pycolmap.Camera]:
     except (RuntimeError, ValueError) as e:  # pycolmap: unknown model name
         raise ValueError(f"cannot build a {model} camera from {line.strip()!r}: {e}") from e
     if not cam.verify_params():
-        raise ValueError(f"model {model} expects a different number of params than "
-                         f"{len(params_f)} in {line.strip()!r}")
+        raise ValueError(
+            f"model {model} expects a different number of params than "
+            f"{len(params_f)} in {line.strip()!r}"
+        )
     return name, check_camera(cam)
 
 
@@ -182,9 +189,12 @@ def parse_query_list(path: PathLike) -> list[tuple[str, pycolmap.Camera]]:
 def camera_from_dict(cam: Mapping) -> pycolmap.Camera:
     """``{model, width, height, params}`` -> pycolmap.Camera (camera_id unset)."""
     try:
-        c = pycolmap.Camera(model=str(cam["model"]), width=int(cam["width"]),
-                            height=int(cam["height"]),
-                            params=[float(p) for p in cam["params"]])
+        c = pycolmap.Camera(
+            model=str(cam["model"]),
+            width=int(cam["width"]),
+            height=int(cam["height"]),
+            params=[float(p) for p in cam["params"]],
+        )
     except KeyError as e:
         raise ColmapError(f"camera dict is missing key {e}: {dict(cam)}") from None
     if not c.verify_params():
@@ -198,8 +208,9 @@ def camera_from_dict(cam: Mapping) -> pycolmap.Camera:
 # ------------------------------------------------------------------------------------------
 # Models
 # ------------------------------------------------------------------------------------------
-def build_reference_reconstruction(cameras: Sequence[Mapping],
-                                   images: Sequence[Mapping]) -> pycolmap.Reconstruction:
+def build_reference_reconstruction(
+    cameras: Sequence[Mapping], images: Sequence[Mapping]
+) -> pycolmap.Reconstruction:
     """In-memory reconstruction with posed images and no 3D points.
 
     Args:
@@ -229,8 +240,9 @@ def build_reference_reconstruction(cameras: Sequence[Mapping],
     return rec
 
 
-def write_reference_model(out_dir: PathLike, cameras: Sequence[Mapping],
-                          images: Sequence[Mapping]) -> Path:
+def write_reference_model(
+    out_dir: PathLike, cameras: Sequence[Mapping], images: Sequence[Mapping]
+) -> Path:
     """Write a COLMAP binary model (cameras.bin, images.bin, points3D.bin; no points).
 
     Also writes rigs.bin / frames.bin as pycolmap 4.2 does. The folder is written next to
@@ -271,8 +283,9 @@ def image_ids_by_name(reconstruction: pycolmap.Reconstruction) -> dict[str, int]
 def image_track(image: pycolmap.Image) -> dict[int, int]:
     """{keypoint index -> point3D_id} of one image's observations that have a 3D point (the
     indices come from COLMAP's own list, so the cost is the image's observations only)."""
-    return {int(i): int(image.point2D(int(i)).point3D_id)
-            for i in image.get_observation_point2D_idxs()}
+    return {
+        int(i): int(image.point2D(int(i)).point3D_id) for i in image.get_observation_point2D_idxs()
+    }
 
 
 def point_tracks(reconstruction: pycolmap.Reconstruction) -> dict[str, dict[int, int]]:
@@ -286,8 +299,9 @@ def point_tracks(reconstruction: pycolmap.Reconstruction) -> dict[str, dict[int,
 
 def points_xyz(reconstruction: pycolmap.Reconstruction) -> dict[int, np.ndarray]:
     """point3D_id -> (3,) float64 world coordinates."""
-    return {int(i): np.asarray(p.xyz, np.float64).copy()
-            for i, p in reconstruction.points3D.items()}
+    return {
+        int(i): np.asarray(p.xyz, np.float64).copy() for i, p in reconstruction.points3D.items()
+    }
 
 
 def registered_image_ids(reconstruction: pycolmap.Reconstruction) -> list[int]:
@@ -295,8 +309,9 @@ def registered_image_ids(reconstruction: pycolmap.Reconstruction) -> list[int]:
     return sorted(int(i) for i in reconstruction.reg_image_ids())
 
 
-def image_keypoints(reconstruction: pycolmap.Reconstruction, image_id: int
-                    ) -> tuple[str, np.ndarray, np.ndarray]:
+def image_keypoints(
+    reconstruction: pycolmap.Reconstruction, image_id: int
+) -> tuple[str, np.ndarray, np.ndarray]:
     """(name, xy (N, 2) float64 hloc pixel coordinates of every keypoint of the image,
     point3D ids (N,) int64 with -1 where the keypoint has no 3D point)."""
     im = reconstruction.images[int(image_id)]
@@ -306,19 +321,23 @@ def image_keypoints(reconstruction: pycolmap.Reconstruction, image_id: int
     return im.name, xy, ids
 
 
-def points_xyz_track_length(reconstruction: pycolmap.Reconstruction, ids: Iterable[int]
-                            ) -> tuple[np.ndarray, np.ndarray]:
+def points_xyz_track_length(
+    reconstruction: pycolmap.Reconstruction, ids: Iterable[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(xyz (K, 3) float64 world coordinates, track length (K,) int64) of 3D points ``ids``."""
     pts = [reconstruction.points3D[int(i)] for i in ids]
-    return (np.array([p.xyz for p in pts], np.float64).reshape(-1, 3),
-            np.array([p.track.length() for p in pts], np.int64))
+    return (
+        np.array([p.xyz for p in pts], np.float64).reshape(-1, 3),
+        np.array([p.track.length() for p in pts], np.int64),
+    )
 
 
-def point_observations(reconstruction: pycolmap.Reconstruction, point3D_id: int
-                       ) -> dict[int, int]:
+def point_observations(reconstruction: pycolmap.Reconstruction, point3D_id: int) -> dict[int, int]:
     """{image_id -> keypoint index} of the images observing one 3D point."""
-    return {int(e.image_id): int(e.point2D_idx)
-            for e in reconstruction.points3D[int(point3D_id)].track.elements}
+    return {
+        int(e.image_id): int(e.point2D_idx)
+        for e in reconstruction.points3D[int(point3D_id)].track.elements
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -345,8 +364,10 @@ def create_database(db_path: PathLike, reference: pycolmap.Reconstruction | Path
             db.write_rig(rig, use_rig_id=True)
         for img_id, im in sorted(reference.images.items()):
             # keypoints / observations live in the keypoints table, not in the image row
-            db.write_image(pycolmap.Image(name=im.name, camera_id=im.camera_id,
-                                          image_id=img_id), use_image_id=True)
+            db.write_image(
+                pycolmap.Image(name=im.name, camera_id=im.camera_id, image_id=img_id),
+                use_image_id=True,
+            )
         for frame_id, fr in sorted(reference.frames.items()):
             frame = pycolmap.Frame()
             frame.frame_id = frame_id
@@ -370,8 +391,9 @@ def database_image_ids(db_path: PathLike) -> dict[str, int]:
         return {im.name: int(im.image_id) for im in db.read_all_images()}
 
 
-def import_features(db_path: PathLike, image_ids: Mapping[str, int],
-                    keypoints: Mapping[str, np.ndarray]) -> None:
+def import_features(
+    db_path: PathLike, image_ids: Mapping[str, int], keypoints: Mapping[str, np.ndarray]
+) -> None:
     """Write keypoints into the database (replacing existing ones).
 
     Args:
@@ -393,8 +415,9 @@ def import_features(db_path: PathLike, image_ids: Mapping[str, int],
                 db.write_keypoints(iid, kps + 0.5)
 
 
-def import_matches(db_path: PathLike, image_ids: Mapping[str, int],
-                   matches: Mapping[tuple[str, str], np.ndarray]) -> int:
+def import_matches(
+    db_path: PathLike, image_ids: Mapping[str, int], matches: Mapping[tuple[str, str], np.ndarray]
+) -> int:
     """Write raw (putative) matches for each pair into the database.
 
     Args:
@@ -427,8 +450,9 @@ def import_matches(db_path: PathLike, image_ids: Mapping[str, int],
     return n
 
 
-def import_verified_matches(db_path: PathLike, image_ids: Mapping[str, int],
-                            matches: Mapping[tuple[str, str], np.ndarray]) -> int:
+def import_verified_matches(
+    db_path: PathLike, image_ids: Mapping[str, int], matches: Mapping[tuple[str, str], np.ndarray]
+) -> int:
     """Write matches that are already verified (e.g. against known poses) as raw matches AND
     as a calibrated two-view geometry whose inliers are all of them, so ``triangulate`` uses
     them without a RANSAC pass.
@@ -461,8 +485,9 @@ def import_verified_matches(db_path: PathLike, image_ids: Mapping[str, int],
     return n
 
 
-def project_points(reconstruction: pycolmap.Reconstruction, image_id: int, xyz: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def project_points(
+    reconstruction: pycolmap.Reconstruction, image_id: int, xyz: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Project world points into one image of a reconstruction.
 
     Args:
@@ -483,8 +508,9 @@ def project_points(reconstruction: pycolmap.Reconstruction, image_id: int, xyz: 
     return uv, Xc[:, 2]
 
 
-def camera_matrices(reconstruction: pycolmap.Reconstruction, image_id: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def camera_matrices(
+    reconstruction: pycolmap.Reconstruction, image_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(K (3, 3) in hloc pixel coordinates, R (3, 3), t (3,)) of an image (world-to-camera,
     distortion ignored): x_hloc ~ K (R X + t)."""
     im = reconstruction.images[int(image_id)]
@@ -507,9 +533,11 @@ def _two_view_options(conf: VerificationConf) -> pycolmap.TwoViewGeometryOptions
     return o
 
 
-def geometric_verification(db_path: PathLike,
-                           pairs: PathLike | Iterable[tuple[str, str]],
-                           options: VerificationConf | Mapping | None = None) -> int:
+def geometric_verification(
+    db_path: PathLike,
+    pairs: PathLike | Iterable[tuple[str, str]],
+    options: VerificationConf | Mapping | None = None,
+) -> int:
     """Verify the raw matches of ``pairs`` with COLMAP's two-view geometry (E/F/H RANSAC).
 
     Writes a two-view geometry with a configuration and its inlier matches for each pair (pycolmap
@@ -540,8 +568,10 @@ def geometric_verification(db_path: PathLike,
 def verified_pairs(db_path: PathLike) -> dict[tuple[int, int], int]:
     """(image_id0, image_id1) -> number of inlier matches, for every pair whose two-view geometry
     is verified (a configuration other than UNDEFINED / DEGENERATE and >= 1 inlier)."""
-    bad = {pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
-           pycolmap.TwoViewGeometryConfiguration.DEGENERATE}
+    bad = {
+        pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
+        pycolmap.TwoViewGeometryConfiguration.DEGENERATE,
+    }
     out = {}
     with pycolmap.Database.open(str(_check_db(db_path))) as db:
         pair_ids, geoms = db.read_two_view_geometries()
@@ -553,10 +583,14 @@ def verified_pairs(db_path: PathLike) -> dict[tuple[int, int], int]:
     return out
 
 
-def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike,
-                image_dir: PathLike, out_dir: PathLike,
-                options: TriangulationConf | Mapping | None = None,
-                mapper_options: Mapping[str, Any] | None = None) -> pycolmap.Reconstruction:
+def triangulate(
+    reference: pycolmap.Reconstruction | PathLike,
+    db_path: PathLike,
+    image_dir: PathLike,
+    out_dir: PathLike,
+    options: TriangulationConf | Mapping | None = None,
+    mapper_options: Mapping[str, Any] | None = None,
+) -> pycolmap.Reconstruction:
     """Triangulate 3D points from verified database matches with the reference poses fixed.
 
     Args:
@@ -580,7 +614,8 @@ def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike
     extract_colors = conf.extract_colors
     if extract_colors is None:
         extract_colors = image_dir.is_dir() and all(
-            (image_dir / im.name).is_file() for im in rec.images.values())
+            (image_dir / im.name).is_file() for im in rec.images.values()
+        )
     o = pycolmap.IncrementalPipelineOptions()
     o.min_num_matches = int(conf.min_num_matches)
     o.num_threads = int(conf.num_threads)
@@ -599,15 +634,24 @@ def triangulate(reference: pycolmap.Reconstruction | PathLike, db_path: PathLike
     out_dir.mkdir(parents=True, exist_ok=True)
     n_verified = len(verified_pairs(db_path))
     if n_verified == 0:
-        logger.warning("%s has no verified image pairs: run geometric_verification first; "
-                       "the model will have no points", db_path)
+        logger.warning(
+            "%s has no verified image pairs: run geometric_verification first; "
+            "the model will have no points",
+            db_path,
+        )
     # pycolmap insists the image path exists even when colours are not extracted
     # and tries to read them for colours anyway (one warning per image): silence that case.
     image_arg = image_dir if image_dir.is_dir() else out_dir
     with _colmap_logging(1 if extract_colors else 2):
-        rec = pycolmap.triangulate_points(rec, str(db_path), str(image_arg), str(out_dir),
-                                          clear_points=True, options=o,
-                                          refine_intrinsics=bool(conf.refine_intrinsics))
+        rec = pycolmap.triangulate_points(
+            rec,
+            str(db_path),
+            str(image_arg),
+            str(out_dir),
+            clear_points=True,
+            options=o,
+            refine_intrinsics=bool(conf.refine_intrinsics),
+        )
     logger.info("triangulated %d points (%d verified pairs)", len(rec.points3D), n_verified)
     return rec
 
@@ -630,9 +674,13 @@ def camera_mode(mode: str | pycolmap.CameraMode) -> pycolmap.CameraMode:
     return pycolmap.CameraMode.__members__[key]
 
 
-def create_image_database(db_path: PathLike, image_dir: PathLike, names: Sequence[str],
-                          mode: str | pycolmap.CameraMode = "AUTO",
-                          image_options: Mapping[str, Any] | None = None) -> dict[str, int]:
+def create_image_database(
+    db_path: PathLike,
+    image_dir: PathLike,
+    names: Sequence[str],
+    mode: str | pycolmap.CameraMode = "AUTO",
+    image_options: Mapping[str, Any] | None = None,
+) -> dict[str, int]:
     """A fresh COLMAP database holding ``names`` (relative to ``image_dir``) as images with
     cameras guessed by COLMAP (``pycolmap.import_images``: EXIF focal length as the prior where
     present, else ``default_focal_length_factor`` x the longer side; cameras shared as
@@ -654,18 +702,25 @@ def create_image_database(db_path: PathLike, image_dir: PathLike, names: Sequenc
     with pycolmap.Database.open(str(db_path)):
         pass  # an empty database (import_images needs the file)
     with _colmap_logging(2):
-        pycolmap.import_images(str(db_path), str(image_dir), camera_mode(mode),
-                               image_names=list(names), options=opts)
+        pycolmap.import_images(
+            str(db_path), str(image_dir), camera_mode(mode), image_names=list(names), options=opts
+        )
     ids = database_image_ids(db_path)
     missing = [n for n in names if n not in ids]
     if missing:
-        raise ColmapError(f"{Path(image_dir) / missing[0]}: COLMAP could not import this image "
-                          f"({len(missing)} of {len(names)} not imported)")
+        raise ColmapError(
+            f"{Path(image_dir) / missing[0]}: COLMAP could not import this image "
+            f"({len(missing)} of {len(names)} not imported)"
+        )
     return ids
 
 
-def mapper_options(mapper: str, options: Mapping[str, Any] | None = None,
-                   num_threads: int = -1, random_seed: int = 0) -> Any:
+def mapper_options(
+    mapper: str,
+    options: Mapping[str, Any] | None = None,
+    num_threads: int = -1,
+    random_seed: int = 0,
+) -> Any:
     """pycolmap options of ``mapper``: ``IncrementalPipelineOptions``,
     ``GlobalPipelineOptions`` or ``HierarchicalPipelineOptions``, with the thread count and
     every RANSAC / mapper seed set, then ``options`` (nested dicts) applied last."""
@@ -698,10 +753,16 @@ def mapper_options(mapper: str, options: Mapping[str, Any] | None = None,
     return set_options(o, options or {}, "mapper_options")
 
 
-def run_mapping(db_path: PathLike, image_dir: PathLike, models_dir: PathLike,
-                mapper: str = "incremental", options: Mapping[str, Any] | None = None,
-                num_threads: int = -1, random_seed: int = 0,
-                progress: bool = True) -> dict[int, pycolmap.Reconstruction]:
+def run_mapping(
+    db_path: PathLike,
+    image_dir: PathLike,
+    models_dir: PathLike,
+    mapper: str = "incremental",
+    options: Mapping[str, Any] | None = None,
+    num_threads: int = -1,
+    random_seed: int = 0,
+    progress: bool = True,
+) -> dict[int, pycolmap.Reconstruction]:
     """Unknown poses from the verified matches of a database: pycolmap's
     ``incremental_mapping``, ``global_mapping`` (GLOMAP) or ``hierarchical_mapping``.
 
@@ -721,8 +782,7 @@ def run_mapping(db_path: PathLike, image_dir: PathLike, models_dir: PathLike,
         if mapper == "incremental":
             with pycolmap.Database.open(str(db_path)) as db:
                 total = db.num_images()
-            bar = tqdm(total=total, desc="mapping (incremental)", unit="img",
-                       disable=not progress)
+            bar = tqdm(total=total, desc="mapping (incremental)", unit="img", disable=not progress)
 
             def _init() -> None:
                 bar.reset(total)
@@ -730,22 +790,30 @@ def run_mapping(db_path: PathLike, image_dir: PathLike, models_dir: PathLike,
 
             try:
                 recs = pycolmap.incremental_mapping(
-                    str(db_path), str(image_dir), str(models_dir), options=o,
-                    initial_image_pair_callback=_init, next_image_callback=lambda: bar.update(1))
+                    str(db_path),
+                    str(image_dir),
+                    str(models_dir),
+                    options=o,
+                    initial_image_pair_callback=_init,
+                    next_image_callback=lambda: bar.update(1),
+                )
             finally:
                 bar.close()
         elif mapper == "global":
-            recs = pycolmap.global_mapping(str(db_path), str(image_dir), str(models_dir),
-                                           options=o)
+            recs = pycolmap.global_mapping(str(db_path), str(image_dir), str(models_dir), options=o)
         else:
-            recs = pycolmap.hierarchical_mapping(str(db_path), str(image_dir), str(models_dir),
-                                                 options=o)
+            recs = pycolmap.hierarchical_mapping(
+                str(db_path), str(image_dir), str(models_dir), options=o
+            )
     return dict(recs or {})
 
 
-def align_to_centers(reconstruction: pycolmap.Reconstruction, centers: Mapping[str, np.ndarray],
-                     max_error: float, min_common_images: int = 3
-                     ) -> pycolmap.Sim3d | None:
+def align_to_centers(
+    reconstruction: pycolmap.Reconstruction,
+    centers: Mapping[str, np.ndarray],
+    max_error: float,
+    min_common_images: int = 3,
+) -> pycolmap.Sim3d | None:
     """Robust Sim3 (LO-RANSAC on camera centres, pycolmap ``align_reconstruction_to_locations``)
     taking ``reconstruction``'s frame to the frame of ``centers``.
 
@@ -756,8 +824,7 @@ def align_to_centers(reconstruction: pycolmap.Reconstruction, centers: Mapping[s
         the ``tgt_from_src`` Sim3d, or None when fewer than ``min_common_images`` registered
         images have a reference centre or RANSAC fails. ``reconstruction`` is not modified.
     """
-    names = [im.name for im in reconstruction.images.values()
-             if im.has_pose and im.name in centers]
+    names = [im.name for im in reconstruction.images.values() if im.has_pose and im.name in centers]
     if len(names) < min_common_images:
         return None
     ro = pycolmap.RANSACOptions()
@@ -765,8 +832,9 @@ def align_to_centers(reconstruction: pycolmap.Reconstruction, centers: Mapping[s
     ro.random_seed = 0
     locs = np.stack([np.asarray(centers[n], np.float64) for n in names])
     try:
-        return pycolmap.align_reconstruction_to_locations(reconstruction, names, locs,
-                                                          int(min_common_images), ro)
+        return pycolmap.align_reconstruction_to_locations(
+            reconstruction, names, locs, int(min_common_images), ro
+        )
     except (RuntimeError, ValueError):
         return None
 
@@ -776,8 +844,7 @@ def set_options(target: Any, options: Mapping[str, Any], where: str) -> Any:
     it. Returns ``target``."""
     for k, v in options.items():
         if not hasattr(target, k):
-            raise ValueError(f"{where}: unknown pycolmap option {k!r} of "
-                             f"{type(target).__name__}")
+            raise ValueError(f"{where}: unknown pycolmap option {k!r} of {type(target).__name__}")
         if isinstance(v, Mapping):
             set_options(getattr(target, k), v, f"{where}.{k}")
         else:
@@ -801,10 +868,16 @@ def _as_conf(cls, options):
 # ------------------------------------------------------------------------------------------
 # Absolute pose
 # ------------------------------------------------------------------------------------------
-def estimate_absolute_pose(points2D: np.ndarray, points3D: np.ndarray, camera: pycolmap.Camera,
-                           max_error_px: float = 12.0, min_num_inliers: int = 4,
-                           refine_focal: bool = False, refine_extra_params: bool = False,
-                           random_seed: int = 0) -> tuple[dict | None, str]:
+def estimate_absolute_pose(
+    points2D: np.ndarray,
+    points3D: np.ndarray,
+    camera: pycolmap.Camera,
+    max_error_px: float = 12.0,
+    min_num_inliers: int = 4,
+    refine_focal: bool = False,
+    refine_extra_params: bool = False,
+    random_seed: int = 0,
+) -> tuple[dict | None, str]:
     """LO-RANSAC P3P + non-linear refinement (pycolmap ``estimate_and_refine_absolute_pose``).
 
     Args:
@@ -841,8 +914,9 @@ def estimate_absolute_pose(points2D: np.ndarray, points3D: np.ndarray, camera: p
     ref.print_summary = False
     cam = copy.copy(camera)  # refinement may touch intrinsics: work on a copy
     try:
-        ret = pycolmap.estimate_and_refine_absolute_pose(p2[finite] + 0.5, p3[finite], cam,
-                                                         est, ref)
+        ret = pycolmap.estimate_and_refine_absolute_pose(
+            p2[finite] + 0.5, p3[finite], cam, est, ref
+        )
     except (RuntimeError, ValueError) as e:  # pycolmap rejects degenerate input
         return None, f"pose estimation error: {str(e).splitlines()[0]}"
     if ret is None:
@@ -854,18 +928,46 @@ def estimate_absolute_pose(points2D: np.ndarray, points3D: np.ndarray, camera: p
         return None, f"too few inliers ({num_inliers} < {min_num_inliers})"
     rigid = ret["cam_from_world"]
     q, t = rigid_to_qt(rigid)
-    return {"cam_from_world": rigid, "qvec_wxyz": q, "tvec": t, "num_inliers": num_inliers,
-            "inlier_mask": mask}, "ok"
+    return {
+        "cam_from_world": rigid,
+        "qvec_wxyz": q,
+        "tvec": t,
+        "num_inliers": num_inliers,
+        "inlier_mask": mask,
+    }, "ok"
 
 
 __all__ = [
-    "ColmapError", "VerificationConf", "TriangulationConf",
-    "camera_from_query_line", "parse_query_list", "camera_from_dict",
-    "build_reference_reconstruction", "write_reference_model", "read_model",
-    "image_ids_by_name", "image_track", "point_tracks", "points_xyz",
-    "create_database", "database_image_ids", "import_features", "import_matches",
-    "import_verified_matches", "project_points", "camera_matrices",
-    "geometric_verification", "verified_pairs", "triangulate", "estimate_absolute_pose",
-    "set_verbose", "MAPPERS", "CAMERA_MODES", "camera_mode", "create_image_database",
-    "mapper_options", "run_mapping", "align_to_centers",
+    "ColmapError",
+    "VerificationConf",
+    "TriangulationConf",
+    "camera_from_query_line",
+    "parse_query_list",
+    "camera_from_dict",
+    "build_reference_reconstruction",
+    "write_reference_model",
+    "read_model",
+    "image_ids_by_name",
+    "image_track",
+    "point_tracks",
+    "points_xyz",
+    "create_database",
+    "database_image_ids",
+    "import_features",
+    "import_matches",
+    "import_verified_matches",
+    "project_points",
+    "camera_matrices",
+    "geometric_verification",
+    "verified_pairs",
+    "triangulate",
+    "estimate_absolute_pose",
+    "set_verbose",
+    "MAPPERS",
+    "CAMERA_MODES",
+    "camera_mode",
+    "create_image_database",
+    "mapper_options",
+    "run_mapping",
+    "align_to_centers",
 ]

@@ -9,6 +9,7 @@ takes seconds, so the dataset reader only scans ``images.bin`` / ``images.txt`` 
 Bad input -> :class:`ColmapError` (a ``RuntimeError``) with one line naming the file and the
 problem; ``localize.colmap`` raises the same class.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,9 @@ def model_format(path: PathLike) -> str:
         if all((path / f"{n}{ext}").is_file() for n in MODEL_FILES):
             return ext
     have = sorted(p.name for p in path.iterdir())
-    raise ColmapError(f"{path} is not a COLMAP model: need cameras/images/points3D .bin or "
-                      f".txt, found {have}")
+    raise ColmapError(
+        f"{path} is not a COLMAP model: need cameras/images/points3D .bin or .txt, found {have}"
+    )
 
 
 def _names_from_bin(path: Path) -> dict[int, str]:
@@ -53,12 +55,12 @@ def _names_from_bin(path: Path) -> dict[int, str]:
         off = 8
         for _ in range(n):
             (image_id,) = struct.unpack_from("<I", data, off)
-            off += 4 + 8 * 7 + 4               # id, qvec, tvec, camera_id
+            off += 4 + 8 * 7 + 4  # id, qvec, tvec, camera_id
             end = data.index(b"\0", off)
             name = data[off:end].decode("utf-8")
             off = end + 1
             (n2d,) = struct.unpack_from("<Q", data, off)
-            off += 8 + 24 * n2d               # (x, y double, point3D_id int64) each
+            off += 8 + 24 * n2d  # (x, y double, point3D_id int64) each
             out[int(image_id)] = name
         if off > len(data):
             raise ValueError("truncated")

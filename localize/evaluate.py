@@ -15,6 +15,7 @@ distance in metres between the camera centres ``c = -R^T t``; rotation error = a
 of ``R_est R_gt^T``. A query absent from the results file counts as not localized (dt = inf,
 dR = 180).
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,14 @@ def read_poses(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarra
     return {keys[name]: (q, t) for name, q, t in lines}
 
 
-def _find(name: str, full: Mapping[str, object], by_base: Mapping[str, list[str]],
-          shared: bool, owned: set[str], what: str) -> str | None:
+def _find(
+    name: str,
+    full: Mapping[str, object],
+    by_base: Mapping[str, list[str]],
+    shared: bool,
+    owned: set[str],
+    what: str,
+) -> str | None:
     """The entry of ``full`` for query ``name``: the exact name, else the single entry with its
     basename that is not another query's exact name (``owned``). None when there is none.
 
@@ -70,9 +77,11 @@ def _find(name: str, full: Mapping[str, object], by_base: Mapping[str, list[str]
     if not cands:
         return None
     if shared or len(cands) > 1:
-        raise ValueError(f"{what}: cannot tell which of {sorted(cands)} is query {name!r}: "
-                         f"several queries or entries share the basename "
-                         f"{_basename(name)!r}; write full names for them")
+        raise ValueError(
+            f"{what}: cannot tell which of {sorted(cands)} is query {name!r}: "
+            f"several queries or entries share the basename "
+            f"{_basename(name)!r}; write full names for them"
+        )
     return cands[0]
 
 
@@ -83,8 +92,9 @@ def _by_base(names: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def _normalize_gt(ground_truth: Mapping[str, Pose] | str | os.PathLike
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _normalize_gt(
+    ground_truth: Mapping[str, Pose] | str | os.PathLike,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name as given: (q (4,), t (3,))} (full names kept)."""
     if isinstance(ground_truth, (str, os.PathLike)):
         return {name: (q, t) for name, q, t in read_pose_lines(ground_truth)}
@@ -94,19 +104,29 @@ def _normalize_gt(ground_truth: Mapping[str, Pose] | str | os.PathLike
 def _summary(errors: list[tuple[float, float]], thresholds) -> dict:
     n = len(errors)
     if n == 0:
-        return {"n": 0, "recall": [float("nan")] * len(thresholds),
-                "median_dt": float("nan"), "median_dR": float("nan")}
+        return {
+            "n": 0,
+            "recall": [float("nan")] * len(thresholds),
+            "median_dt": float("nan"),
+            "median_dR": float("nan"),
+        }
     dt = np.array([e[0] for e in errors])
     dR = np.array([e[1] for e in errors])
     recall = [float(np.mean((dt <= tt) & (dR <= tr))) for tt, tr in thresholds]
-    return {"n": n, "recall": recall, "median_dt": float(np.median(dt)),
-            "median_dR": float(np.median(dR))}
+    return {
+        "n": n,
+        "recall": recall,
+        "median_dt": float(np.median(dt)),
+        "median_dR": float(np.median(dR)),
+    }
 
 
-def evaluate(results_path: str | os.PathLike,
-             ground_truth: Mapping | str | os.PathLike,
-             conditions: Mapping[str, str] | None = None,
-             thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS) -> dict:
+def evaluate(
+    results_path: str | os.PathLike,
+    ground_truth: Mapping | str | os.PathLike,
+    conditions: Mapping[str, str] | None = None,
+    thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS,
+) -> dict:
     """Recall at (metres, degrees) thresholds per condition and overall.
 
     Args:
@@ -159,16 +179,21 @@ def evaluate(results_path: str | os.PathLike,
         if c is not None:
             by_cond.setdefault(c, []).append((dt, dR))
     if missing:
-        logger.warning("%s: %d of %d ground-truth queries have no result line", results_path,
-                       missing, len(gt))
+        logger.warning(
+            "%s: %d of %d ground-truth queries have no result line", results_path, missing, len(gt)
+        )
     extra = set(results) - used
     if extra:
         logger.info("%s: %d result lines without ground truth ignored", results_path, len(extra))
 
     out_conds = {c: _summary(v, thresholds) for c, v in sorted(by_cond.items())}
     out_conds["all"] = _summary([(d["dt"], d["dR"]) for d in per_query.values()], thresholds)
-    return {"thresholds": [list(t) for t in thresholds], "conditions": out_conds,
-            "per_query": per_query, "num_missing": missing}
+    return {
+        "thresholds": [list(t) for t in thresholds],
+        "conditions": out_conds,
+        "per_query": per_query,
+        "num_missing": missing,
+    }
 
 
 def _fmt_thr(t) -> str:
@@ -190,12 +215,14 @@ def format_table(evaluation: Mapping, title: str | None = None) -> str:
         thresholds = thresholds or ev["thresholds"]
         for c, s in ev["conditions"].items():
             rec = " / ".join("  nan" if math.isnan(r) else f"{100 * r:5.1f}" for r in s["recall"])
-            rows.append((str(method), c, str(s["n"]), rec,
-                         f"{s['median_dt']:.3f}", f"{s['median_dR']:.2f}"))
+            rows.append(
+                (str(method), c, str(s["n"]), rec, f"{s['median_dt']:.3f}", f"{s['median_dR']:.2f}")
+            )
     thr = " / ".join(_fmt_thr(t) for t in (thresholds or []))
     header = ("method", "condition", "n", f"recall % ({thr})", "med dt m", "med dR deg")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = []
     if title:
@@ -206,8 +233,9 @@ def format_table(evaluation: Mapping, title: str | None = None) -> str:
     return "\n".join(out)
 
 
-def covisible_db_views(gt_pose: Pose, db_poses: Mapping[str, Pose], num: int = 5,
-                       max_angle_deg: float = 60.0) -> list[str]:
+def covisible_db_views(
+    gt_pose: Pose, db_poses: Mapping[str, Pose], num: int = 5, max_angle_deg: float = 60.0
+) -> list[str]:
     """The ``num`` database views nearest a query's ground-truth camera centre whose viewing
     direction is within ``max_angle_deg`` of the query's (the rule of ``pairs.from_poses``):
     the views a correct retrieval should return."""
@@ -220,9 +248,13 @@ def covisible_db_views(gt_pose: Pose, db_poses: Mapping[str, Pose], num: int = 5
     return [n for _, n in sorted(cand)[:num]]
 
 
-def retrieval_recall(ranked: Mapping[str, Sequence[str]], ground_truth: Mapping[str, Pose],
-                     db_poses: Mapping[str, Pose], ks: Sequence[int] = (1, 5, 10),
-                     num_covisible: int = 5) -> dict[int, float]:
+def retrieval_recall(
+    ranked: Mapping[str, Sequence[str]],
+    ground_truth: Mapping[str, Pose],
+    db_poses: Mapping[str, Pose],
+    ks: Sequence[int] = (1, 5, 10),
+    num_covisible: int = 5,
+) -> dict[int, float]:
     """Retrieval recall@k: the fraction of queries with at least one of their
     :func:`covisible_db_views` among the top k retrieved database images.
 
@@ -242,5 +274,12 @@ def retrieval_recall(ranked: Mapping[str, Sequence[str]], ground_truth: Mapping[
     return {k: v / len(ground_truth) for k, v in hits.items()}
 
 
-__all__ = ["evaluate", "format_table", "read_poses", "unique_keys", "covisible_db_views",
-           "retrieval_recall", "DEFAULT_THRESHOLDS"]
+__all__ = [
+    "evaluate",
+    "format_table",
+    "read_poses",
+    "unique_keys",
+    "covisible_db_views",
+    "retrieval_recall",
+    "DEFAULT_THRESHOLDS",
+]

@@ -77,6 +77,7 @@ CLI::
     python -m localize.extract_features --conf hardnet --features weights/my.pt ...   # checkpoint
     python -m localize.extract_features ... --shard 0/4   (one per process) ; then ... --merge 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,22 +116,30 @@ logger = logging.getLogger(__name__)
 IMAGE_GLOBS = ("*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG")
 
 default_conf: dict[str, Any] = {
-    "max_keypoints": 4096,        # strongest DoG responses kept
-    "resize_max": 1600,           # longer side (px) the detector sees; None = full size
-    "resize_force": False,        # also upscale to resize_max
-    "mr_size": MR_SIZE,           # patch side in units of sigma (12 = hloc DoG support)
-    "contrast_threshold": 0.02,   # OpenCV SIFT contrastThreshold (OpenCV default 0.04)
+    "max_keypoints": 4096,  # strongest DoG responses kept
+    "resize_max": 1600,  # longer side (px) the detector sees; None = full size
+    "resize_force": False,  # also upscale to resize_max
+    "mr_size": MR_SIZE,  # patch side in units of sigma (12 = hloc DoG support)
+    "contrast_threshold": 0.02,  # OpenCV SIFT contrastThreshold (OpenCV default 0.04)
     "edge_threshold": 10.0,
-    "min_size": 2.0,              # drop keypoints with OpenCV size < this (px, resized image)
-    "batch_size": 1024,           # patches per network forward pass (memory cap)
-    "patch_batch": 8192,          # keypoints per kornia patch-extraction pass
-    "opencv_full_image": True,    # sift/rootsift: OpenCV SIFT on the full image (see docstring)
+    "min_size": 2.0,  # drop keypoints with OpenCV size < this (px, resized image)
+    "batch_size": 1024,  # patches per network forward pass (memory cap)
+    "patch_batch": 8192,  # keypoints per kornia patch-extraction pass
+    "opencv_full_image": True,  # sift/rootsift: OpenCV SIFT on the full image (see docstring)
 }
 
 #: conf keys that change the features written (recorded in the file, ``io.check_provenance``)
-PROVENANCE_KEYS = ("max_keypoints", "resize_max", "resize_force", "mr_size",
-                   "contrast_threshold", "edge_threshold", "min_size", "opencv_full_image",
-                   "half")
+PROVENANCE_KEYS = (
+    "max_keypoints",
+    "resize_max",
+    "resize_force",
+    "mr_size",
+    "contrast_threshold",
+    "edge_threshold",
+    "min_size",
+    "opencv_full_image",
+    "half",
+)
 
 #: OpenCV's SIFT detects on a 2x upsampled image and halves the coordinates (x = x_up / 2), but
 #: an upsampled pixel centre x_up sits at (x_up + 0.5) / 2 - 0.5 in the image: its keypoints lie
@@ -140,8 +149,7 @@ PROVENANCE_KEYS = ("max_keypoints", "resize_max", "resize_force", "mr_size",
 OPENCV_XY_OFFSET = 0.25
 
 
-def output_name(descriptor: str | Path, max_keypoints: int | None, resize_max: int | None
-                ) -> str:
+def output_name(descriptor: str | Path, max_keypoints: int | None, resize_max: int | None) -> str:
     """The features file stem ``feats-<descriptor stem>-n<max_keypoints>-r<resize_max>``
     (``nall`` / ``rfull`` when None); the one place it is computed."""
     n = "all" if max_keypoints is None else max_keypoints
@@ -150,18 +158,28 @@ def output_name(descriptor: str | Path, max_keypoints: int | None, resize_max: i
 
 
 confs: dict[str, dict[str, Any]] = {
-    name: {**default_conf, "descriptor": name,
-           "output": output_name(name, default_conf["max_keypoints"], default_conf["resize_max"])}
-    for name in registry.NAMES}
+    name: {
+        **default_conf,
+        "descriptor": name,
+        "output": output_name(name, default_conf["max_keypoints"], default_conf["resize_max"]),
+    }
+    for name in registry.NAMES
+}
 # global descriptors for retrieval pairs (hloc's ``netvlad`` slot): VLAD over the collection's
 # own local features (``localize.retrieve``; see :func:`extract_global`)
-confs["vlad"] = {"global": "vlad", "descriptor": "rootsift", "num_words": 64,
-                 "max_keypoints": default_conf["max_keypoints"], "resize_max": 1024,
-                 "output": "global-feats-vlad"}
+confs["vlad"] = {
+    "global": "vlad",
+    "descriptor": "rootsift",
+    "num_words": 64,
+    "max_keypoints": default_conf["max_keypoints"],
+    "resize_max": 1024,
+    "output": "global-feats-vlad",
+}
 
 
-def resolve_conf(conf: dict[str, Any] | str, features_override: str | Path | None = None
-                 ) -> dict[str, Any]:
+def resolve_conf(
+    conf: dict[str, Any] | str, features_override: str | Path | None = None
+) -> dict[str, Any]:
     """Conf name or dict (ours, or hloc's with ``model`` / ``preprocessing``) -> full conf
     (defaults filled in). ``features_override`` (a registry name or a checkpoint path) replaces
     ``descriptor`` and the output name."""
@@ -195,8 +213,10 @@ def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
     pre = dict(conf.get("preprocessing") or {})
     name = model.get("name")
     if name != "dog":
-        raise ValueError(f"hloc extractor {name!r} cannot run here: only hloc's 'dog' with a "
-                         f"descriptor of {', '.join(registry.NAMES)}")
+        raise ValueError(
+            f"hloc extractor {name!r} cannot run here: only hloc's 'dog' with a "
+            f"descriptor of {', '.join(registry.NAMES)}"
+        )
     desc = model.get("descriptor", "rootsift")
     if desc in HLOC_PUBLISHED:
         # hloc means the published (kornia) weights here, never descloc's own recipe weights
@@ -205,24 +225,41 @@ def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
                 f"hloc DoG descriptor {desc!r} means the published {desc} weights, which are "
                 f"not shipped (nothing is downloaded): add 'weights': <path to the published "
                 f"checkpoint file> to the model conf, or use descloc's own weights with "
-                f"extract_features.confs[{desc!r}]")
+                f"extract_features.confs[{desc!r}]"
+            )
         desc = str(model["weights"])
     elif desc not in registry.NAMES:
-        raise ValueError(f"hloc DoG descriptor {desc!r} cannot run here: choose from "
-                         f"{', '.join(registry.NAMES)}")
-    unknown = set(model) - {"name", "descriptor", "max_keypoints", "patch_size", "mr_size",
-                            "options", "weights"}
+        raise ValueError(
+            f"hloc DoG descriptor {desc!r} cannot run here: choose from {', '.join(registry.NAMES)}"
+        )
+    unknown = set(model) - {
+        "name",
+        "descriptor",
+        "max_keypoints",
+        "patch_size",
+        "mr_size",
+        "options",
+        "weights",
+    }
     if unknown:
         raise ValueError(f"hloc DoG conf: unknown option(s) {', '.join(sorted(unknown))}")
     if model.get("options"):
-        logger.info("hloc DoG options %s are pycolmap's; the OpenCV detector uses its own "
-                    "(contrast_threshold, edge_threshold)", model["options"])
+        logger.info(
+            "hloc DoG options %s are pycolmap's; the OpenCV detector uses its own "
+            "(contrast_threshold, edge_threshold)",
+            model["options"],
+        )
     if "patch_size" in model:
-        logger.info("hloc DoG patch_size %s: the descriptor's own patch size is used",
-                    model["patch_size"])
+        logger.info(
+            "hloc DoG patch_size %s: the descriptor's own patch size is used", model["patch_size"]
+        )
     mk = model.get("max_keypoints", -1)
-    out = {"descriptor": desc, "max_keypoints": None if mk in (-1, None) else mk,
-           "resize_max": pre.get("resize_max"), "resize_force": bool(pre.get("resize_force"))}
+    out = {
+        "descriptor": desc,
+        "max_keypoints": None if mk in (-1, None) else mk,
+        "resize_max": pre.get("resize_max"),
+        "resize_force": bool(pre.get("resize_force")),
+    }
     if "mr_size" in model:
         out["mr_size"] = model["mr_size"]
     if "output" in conf:
@@ -233,8 +270,9 @@ def _from_hloc(conf: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 # Per-image steps
 # ------------------------------------------------------------------------------------------
-def resize_image(gray: np.ndarray, resize_max: int | None, force: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def resize_image(
+    gray: np.ndarray, resize_max: int | None, force: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Resize so max(h, w) <= resize_max.
 
     Returns (image, scale (2,) = original / resized (x, y))."""
@@ -248,9 +286,16 @@ def resize_image(gray: np.ndarray, resize_max: int | None, force: bool = False
     return gray, scale
 
 
-def describe(gray: np.ndarray, kps: list, xy: np.ndarray, size: np.ndarray, angle: np.ndarray,
-             extractor: registry.Extractor, conf: dict[str, Any],
-             device: torch.device | str | None = None) -> np.ndarray:
+def describe(
+    gray: np.ndarray,
+    kps: list,
+    xy: np.ndarray,
+    size: np.ndarray,
+    angle: np.ndarray,
+    extractor: registry.Extractor,
+    conf: dict[str, Any],
+    device: torch.device | str | None = None,
+) -> np.ndarray:
     """(N, D) float32 unit descriptors of keypoints of one (resized) grayscale image.
 
     Args:
@@ -264,8 +309,10 @@ def describe(gray: np.ndarray, kps: list, xy: np.ndarray, size: np.ndarray, angl
     if extractor.is_opencv and conf.get("opencv_full_image", True):
         kps_out, d = cv2.SIFT_create().compute(gray, list(kps))
         if d is None or len(kps_out) != len(kps):
-            raise RuntimeError(f"OpenCV SIFT returned {0 if d is None else len(d)} descriptors "
-                               f"for {len(kps)} keypoints")
+            raise RuntimeError(
+                f"OpenCV SIFT returned {0 if d is None else len(d)} descriptors "
+                f"for {len(kps)} keypoints"
+            )
         return np.asarray(extractor.postprocess(d.astype(np.float32)), np.float32)
     ps = int(extractor.patch_size)
     bs = int(conf.get("batch_size", 1024))
@@ -279,13 +326,22 @@ def describe(gray: np.ndarray, kps: list, xy: np.ndarray, size: np.ndarray, angl
     else:  # upload the uint8 image (4x fewer bytes), convert on the device
         img = torch.from_numpy(np.ascontiguousarray(gray, np.uint8)).to(dev, non_blocking=True)
         img = (img.float() / 255.0)[None, None]
-    patches = extract_patches(img, xy, size, ori, patch_size=ps,
-                              mr_size=float(conf.get("mr_size", MR_SIZE)), device=img.device,
-                              batch=int(conf.get("patch_batch", 8192)))
+    patches = extract_patches(
+        img,
+        xy,
+        size,
+        ori,
+        patch_size=ps,
+        mr_size=float(conf.get("mr_size", MR_SIZE)),
+        device=img.device,
+        batch=int(conf.get("patch_batch", 8192)),
+    )
     half = conf.get("half", False)
     with _autocast(dev, half):
-        out = [np.asarray(extractor(patches[i:i + bs]), np.float32).reshape(-1, dim)
-               for i in range(0, len(patches), bs)]
+        out = [
+            np.asarray(extractor(patches[i : i + bs]), np.float32).reshape(-1, dim)
+            for i in range(0, len(patches), bs)
+        ]
     d = np.concatenate(out, 0)
     if half:  # the network's own L2 normalisation ran in 16 bit: renormalise in float32
         d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
@@ -313,11 +369,23 @@ def prepare_image(gray: np.ndarray, conf: dict[str, Any]) -> dict[str, Any]:
     """
     conf = {**default_conf, **conf}
     small, scale = resize_image(gray, conf["resize_max"], conf["resize_force"])
-    kps, xy, size, angle, resp = detect_dog(small, conf["max_keypoints"],
-                                            conf["contrast_threshold"], conf["edge_threshold"],
-                                            conf["min_size"])
-    return {"small": small, "scale": scale, "kps": kps, "xy": xy, "size": size, "angle": angle,
-            "resp": resp, "hw": gray.shape[:2]}
+    kps, xy, size, angle, resp = detect_dog(
+        small,
+        conf["max_keypoints"],
+        conf["contrast_threshold"],
+        conf["edge_threshold"],
+        conf["min_size"],
+    )
+    return {
+        "small": small,
+        "scale": scale,
+        "kps": kps,
+        "xy": xy,
+        "size": size,
+        "angle": angle,
+        "resp": resp,
+        "hw": gray.shape[:2],
+    }
 
 
 def finish_image(prep: dict[str, Any], desc: np.ndarray) -> dict[str, Any]:
@@ -338,8 +406,9 @@ def finish_image(prep: dict[str, Any], desc: np.ndarray) -> dict[str, Any]:
     }
 
 
-def extract_image(gray: np.ndarray, extractor: Any, conf: dict[str, Any],
-                  device: torch.device | str | None = None) -> dict[str, Any]:
+def extract_image(
+    gray: np.ndarray, extractor: Any, conf: dict[str, Any], device: torch.device | str | None = None
+) -> dict[str, Any]:
     """Features of one full-resolution grayscale uint8 image, in the file layout.
 
     Returns:
@@ -350,14 +419,19 @@ def extract_image(gray: np.ndarray, extractor: Any, conf: dict[str, Any],
     """
     conf = {**default_conf, **conf}
     prep = prepare_image(gray, conf)
-    desc = describe(prep["small"], prep["kps"], prep["xy"], prep["size"], prep["angle"],
-                    extractor, conf, device)
+    desc = describe(
+        prep["small"], prep["kps"], prep["xy"], prep["size"], prep["angle"], extractor, conf, device
+    )
     return finish_image(prep, desc)
 
 
-def iter_prepared(names: Sequence[str], image_dir: str | Path, conf: dict[str, Any],
-                  num_workers: int = 2, prefetch: int | None = None
-                  ) -> Iterator[tuple[str, dict[str, Any]]]:
+def iter_prepared(
+    names: Sequence[str],
+    image_dir: str | Path,
+    conf: dict[str, Any],
+    num_workers: int = 2,
+    prefetch: int | None = None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(name, prepare_image(read_image(image_dir / name), conf))`` in ``names`` order.
 
     Decode + resize + DoG run in a thread pool of ``num_workers`` (OpenCV releases the GIL)
@@ -368,8 +442,12 @@ def iter_prepared(names: Sequence[str], image_dir: str | Path, conf: dict[str, A
     image_dir = Path(image_dir)
 
     def load(name: str) -> dict[str, Any]:
-        return prepare_image(image_io.read_image(image_dir / name, grayscale=True,
-                                           max_pixels=conf.get("max_pixels")), conf)
+        return prepare_image(
+            image_io.read_image(
+                image_dir / name, grayscale=True, max_pixels=conf.get("max_pixels")
+            ),
+            conf,
+        )
 
     if num_workers <= 0:
         for name in names:
@@ -399,8 +477,9 @@ def iter_prepared(names: Sequence[str], image_dir: str | Path, conf: dict[str, A
 # ------------------------------------------------------------------------------------------
 # Image lists
 # ------------------------------------------------------------------------------------------
-def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | None = None
-                ) -> list[str]:
+def list_images(
+    image_dir: str | Path, image_list: Sequence[str] | str | Path | None = None
+) -> list[str]:
     """Image names relative to ``image_dir`` (POSIX), sorted and deduplicated.
 
     ``image_list``: a sequence of names, or a text file with one name per line (the first
@@ -412,14 +491,20 @@ def list_images(image_dir: str | Path, image_list: Sequence[str] | str | Path | 
     if image_list is None:
         if not image_dir.is_dir():
             raise FileNotFoundError(f"image directory not found: {image_dir}")
-        names = {p.relative_to(image_dir).as_posix() for g in IMAGE_GLOBS
-                 for p in image_dir.rglob(g) if p.is_file()}
+        names = {
+            p.relative_to(image_dir).as_posix()
+            for g in IMAGE_GLOBS
+            for p in image_dir.rglob(g)
+            if p.is_file()
+        }
         for n in sorted(names):
             try:
                 n.encode("utf-8")
             except UnicodeEncodeError:
-                raise InputError(f"{image_dir}: file name {n!r} is not valid UTF-8 (HDF5 "
-                                 "names must be); rename it") from None
+                raise InputError(
+                    f"{image_dir}: file name {n!r} is not valid UTF-8 (HDF5 "
+                    "names must be); rename it"
+                ) from None
         if not names:
             raise FileNotFoundError(f"no images ({' '.join(IMAGE_GLOBS)}) under {image_dir}")
         return sorted(names)
@@ -437,8 +522,9 @@ def _default_device(device: torch.device | str | None) -> torch.device:
     return torch.device(device)
 
 
-def load_extractor(name: str | Path, device: torch.device | str | None = None,
-                   batch_size: int = 1024) -> registry.Extractor:
+def load_extractor(
+    name: str | Path, device: torch.device | str | None = None, batch_size: int = 1024
+) -> registry.Extractor:
     """``descriptors.registry.load`` (sift, rootsift, recipe names, checkpoint paths)."""
     return registry.load(name, device=device, batch_size=batch_size)
 
@@ -446,15 +532,25 @@ def load_extractor(name: str | Path, device: torch.device | str | None = None,
 # ------------------------------------------------------------------------------------------
 # Main
 # ------------------------------------------------------------------------------------------
-def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Path | None = None,
-         as_half: bool = False, image_list: Sequence[str] | str | Path | None = None,
-         feature_path: str | Path | None = None, overwrite: bool = False, *,
-         device: torch.device | str | None = None,
-         features_override: str | Path | None = None,
-         shard: str | tuple[int, int] | None = None, extractor: Any = None,
-         commit_every_s: float = 60.0, num_workers: int = 2,
-         half: bool = False, fingerprints: dict[str, str] | None = None,
-         max_pixels: int | None = None) -> Path:
+def main(
+    conf: dict[str, Any] | str,
+    image_dir: str | Path,
+    export_dir: str | Path | None = None,
+    as_half: bool = False,
+    image_list: Sequence[str] | str | Path | None = None,
+    feature_path: str | Path | None = None,
+    overwrite: bool = False,
+    *,
+    device: torch.device | str | None = None,
+    features_override: str | Path | None = None,
+    shard: str | tuple[int, int] | None = None,
+    extractor: Any = None,
+    commit_every_s: float = 60.0,
+    num_workers: int = 2,
+    half: bool = False,
+    fingerprints: dict[str, str] | None = None,
+    max_pixels: int | None = None,
+) -> Path:
     """Extract features for every image and write (append to) an hloc features file.
 
     The positional order is hloc's ``extract_features.main(conf, image_dir, export_dir,
@@ -493,8 +589,9 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
     """
     conf = resolve_conf(conf, features_override)
     if conf.get("global"):
-        return extract_global(conf, image_dir, export_dir, image_list, feature_path,
-                              overwrite, device=device)
+        return extract_global(
+            conf, image_dir, export_dir, image_list, feature_path, overwrite, device=device
+        )
     if half:
         conf["half"] = True
     if max_pixels is not None:
@@ -508,7 +605,7 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
     names = list_images(image_dir, image_list)
     sh = h5.parse_shard(shard)
     if sh is not None:
-        names = names[sh[0]::sh[1]]
+        names = names[sh[0] :: sh[1]]
         feature_path = h5.shard_path(feature_path, *sh)
 
     prints = image_fingerprints(image_dir, names, fingerprints)
@@ -531,29 +628,50 @@ def main(conf: dict[str, Any] | str, image_dir: str | Path, export_dir: str | Pa
     with h5.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
         io.check_provenance(w.file, prov)
         todo = names if overwrite else _todo(names, feature_path, prints)  # again, locked
-        logger.info("extracting %s (%s, dim %d%s) for %d images -> %s", conf["descriptor"],
-                    type(extractor).__name__, extractor.dim, ", autocast " + str(
-                        half_dtype(dev)).replace("torch.", "") if half else "", len(todo),
-                    feature_path)
-        for name, prep in tqdm(iter_prepared(todo, image_dir, conf, num_workers), total=len(todo),
-                               desc=f"extract {conf['output']}", unit="img"):
-            desc = describe(prep["small"], prep["kps"], prep["xy"], prep["size"],
-                            prep["angle"], extractor, conf, dev)
+        logger.info(
+            "extracting %s (%s, dim %d%s) for %d images -> %s",
+            conf["descriptor"],
+            type(extractor).__name__,
+            extractor.dim,
+            ", autocast " + str(half_dtype(dev)).replace("torch.", "") if half else "",
+            len(todo),
+            feature_path,
+        )
+        for name, prep in tqdm(
+            iter_prepared(todo, image_dir, conf, num_workers),
+            total=len(todo),
+            desc=f"extract {conf['output']}",
+            unit="img",
+        ):
+            desc = describe(
+                prep["small"],
+                prep["kps"],
+                prep["xy"],
+                prep["size"],
+                prep["angle"],
+                extractor,
+                conf,
+                dev,
+            )
             feats = finish_image(prep, desc)
             if len(feats["keypoints"]) == 0:
-                logger.warning("no keypoints in image %s (flat or tiny?); writing empty arrays",
-                               name)
-            io.write_features(w.file, name, feats, as_half=as_half,
-                              fingerprint=prints.get(name))
+                logger.warning(
+                    "no keypoints in image %s (flat or tiny?); writing empty arrays", name
+                )
+            io.write_features(w.file, name, feats, as_half=as_half, fingerprint=prints.get(name))
             w.maybe_commit()
     return feature_path
 
 
-def extract_global(conf: dict[str, Any], image_dir: str | Path,
-                   export_dir: str | Path | None = None,
-                   image_list: Sequence[str] | str | Path | None = None,
-                   feature_path: str | Path | None = None, overwrite: bool = False,
-                   device: torch.device | str | None = None) -> Path:
+def extract_global(
+    conf: dict[str, Any],
+    image_dir: str | Path,
+    export_dir: str | Path | None = None,
+    image_list: Sequence[str] | str | Path | None = None,
+    feature_path: str | Path | None = None,
+    overwrite: bool = False,
+    device: torch.device | str | None = None,
+) -> Path:
     """A global-descriptor conf (``confs['vlad']``): local features of ``conf['descriptor']``
     (``<export_dir>/<output_name>.h5``, reused when complete), a ``num_words`` VLAD vocabulary
     learned on them (``<output>-vocabulary.npz``), and one VLAD vector per image in
@@ -573,10 +691,16 @@ def extract_global(conf: dict[str, Any], image_dir: str | Path,
         feature_path = Path(export_dir) / f"{conf['output']}.h5"
     feature_path = Path(feature_path)
     local_conf = {k: v for k, v in conf.items() if k in default_conf or k == "descriptor"}
-    local_conf["output"] = output_name(conf["descriptor"], conf["max_keypoints"],
-                                       conf["resize_max"])
-    local = main(local_conf, image_dir, feature_path=feature_path.parent /
-                 f"{local_conf['output']}.h5", image_list=image_list, device=device)
+    local_conf["output"] = output_name(
+        conf["descriptor"], conf["max_keypoints"], conf["resize_max"]
+    )
+    local = main(
+        local_conf,
+        image_dir,
+        feature_path=feature_path.parent / f"{local_conf['output']}.h5",
+        image_list=image_list,
+        device=device,
+    )
     names = list_images(image_dir, image_list)
     rconf = retrieve.resolve_conf({"num_words": conf["num_words"]})
     vocab_path = feature_path.with_name(f"{feature_path.stem}-vocabulary.npz")
@@ -584,8 +708,7 @@ def extract_global(conf: dict[str, Any], image_dir: str | Path,
         retrieve.learn_vocabulary_from_features(local, rconf, names=names, out_path=vocab_path)
     names, descs, sizes = io.read_descriptors(local, names)
     vecs = retrieve.encode(descs, load_vocabulary(vocab_path), rconf, "vlad")
-    shifted = {n: np.append(v, 1.0).astype(np.float32) / np.sqrt(2.0)
-               for n, v in zip(names, vecs)}
+    shifted = {n: np.append(v, 1.0).astype(np.float32) / np.sqrt(2.0) for n, v in zip(names, vecs)}
     return io.write_global_descriptors(feature_path, shifted, sizes)
 
 
@@ -606,8 +729,9 @@ def provenance(conf: dict[str, Any]) -> dict[str, str]:
     return io.features_provenance(Path(d).stem if path.is_file() else d, c, weights)
 
 
-def image_fingerprints(image_dir: str | Path, names: Sequence[str],
-                       known: dict[str, str] | None = None) -> dict[str, str]:
+def image_fingerprints(
+    image_dir: str | Path, names: Sequence[str], known: dict[str, str] | None = None
+) -> dict[str, str]:
     """{name: ``image_io.image_fingerprint(image_dir / name)``}, reusing the entries of ``known``.
 
     A missing / unreadable image gets none here: its one-line error comes when it is read, in
@@ -626,15 +750,23 @@ def image_fingerprints(image_dir: str | Path, names: Sequence[str],
     return out
 
 
-def _todo(names: Sequence[str], feature_path: Path, fingerprints: dict[str, str] | None = None,
-          log: bool = False) -> list[str]:
+def _todo(
+    names: Sequence[str],
+    feature_path: Path,
+    fingerprints: dict[str, str] | None = None,
+    log: bool = False,
+) -> list[str]:
     """``names`` not resumable from ``feature_path`` (see ``localize.io.resumable_features``;
     entries whose image fingerprint changed are not)."""
     done = io.resumable_features(feature_path, fingerprints=fingerprints)
     todo = [n for n in names if n not in done]
     if log and len(todo) < len(names):
-        logger.info("%d/%d images already in %s, skipping them", len(names) - len(todo),
-                    len(names), feature_path)
+        logger.info(
+            "%d/%d images already in %s, skipping them",
+            len(names) - len(todo),
+            len(names),
+            feature_path,
+        )
     return todo
 
 
@@ -647,45 +779,75 @@ def _check_limits(c: dict[str, Any]) -> None:
     """max_keypoints: None (all) or an int >= 1; resize_max: None (full size) or an int >= 1."""
     for k in ("max_keypoints", "resize_max"):
         v = c.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                              or v < 1):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise ValueError(f"extraction conf: {k} must be None or an integer >= 1, got {v!r}")
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--conf", default="hardnet", choices=list(confs),
-                   help="extraction conf (descriptor); hloc conf dicts work from Python")
-    p.add_argument("--image_dir", type=existing_dir, required=True,
-                   help="image root (names are relative to it)")
-    p.add_argument("--export_dir", type=output_dir,
-                   help="output folder: the features file is <export_dir>/<conf output>.h5")
-    p.add_argument("--feature_path", type=output_file,
-                   help="features file to write (instead of --export_dir)")
-    p.add_argument("--image_list", type=existing_file,
-                   help="text file, one image name per line")
+    p.add_argument(
+        "--conf",
+        default="hardnet",
+        choices=list(confs),
+        help="extraction conf (descriptor); hloc conf dicts work from Python",
+    )
+    p.add_argument(
+        "--image_dir",
+        type=existing_dir,
+        required=True,
+        help="image root (names are relative to it)",
+    )
+    p.add_argument(
+        "--export_dir",
+        type=output_dir,
+        help="output folder: the features file is <export_dir>/<conf output>.h5",
+    )
+    p.add_argument(
+        "--feature_path", type=output_file, help="features file to write (instead of --export_dir)"
+    )
+    p.add_argument("--image_list", type=existing_file, help="text file, one image name per line")
     p.add_argument("--features", help="descriptor name or checkpoint path overriding the conf")
-    p.add_argument("--max_keypoints", type=_keypoint_count,
-                   help="strongest DoG keypoints kept per image: an integer >= 1, or 'all'")
-    p.add_argument("--resize_max", type=positive_int,
-                   help="longer image side seen by the detector, pixels (>= 1)")
-    p.add_argument("--as_half", action="store_true",
-                   help="store descriptors as float16 (hloc as_half)")
-    p.add_argument("--device", type=device_arg,
-                   help="torch device (default: cuda if available)")
+    p.add_argument(
+        "--max_keypoints",
+        type=_keypoint_count,
+        help="strongest DoG keypoints kept per image: an integer >= 1, or 'all'",
+    )
+    p.add_argument(
+        "--resize_max",
+        type=positive_int,
+        help="longer image side seen by the detector, pixels (>= 1)",
+    )
+    p.add_argument(
+        "--as_half", action="store_true", help="store descriptors as float16 (hloc as_half)"
+    )
+    p.add_argument("--device", type=device_arg, help="torch device (default: cuda if available)")
     p.add_argument("--shard", help="i/K: process every K-th image starting at i")
-    p.add_argument("--merge", type=positive_int, metavar="K",
-                   help="merge K shard files, then exit")
+    p.add_argument("--merge", type=positive_int, metavar="K", help="merge K shard files, then exit")
     p.add_argument("--overwrite", action="store_true", help="re-extract images already in the file")
-    p.add_argument("--commit_interval", type=positive_float, default=60.0, metavar="SECONDS",
-                   help="seconds between commits (a hard kill loses at most this much work)")
-    p.add_argument("--num_workers", type=nonneg_int, default=2,
-                   help="threads decoding images + detecting keypoints ahead of the network")
-    p.add_argument("--half", action="store_true",
-                   help="network under autocast: float16 on CUDA, bfloat16 on CPU")
-    p.add_argument("--max_pixels", type=positive_int, default=image_io.MAX_IMAGE_PIXELS,
-                   help="refuse images declaring more pixels (w * h) than this, before "
-                   "decoding them")
+    p.add_argument(
+        "--commit_interval",
+        type=positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between commits (a hard kill loses at most this much work)",
+    )
+    p.add_argument(
+        "--num_workers",
+        type=nonneg_int,
+        default=2,
+        help="threads decoding images + detecting keypoints ahead of the network",
+    )
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="network under autocast: float16 on CUDA, bfloat16 on CPU",
+    )
+    p.add_argument(
+        "--max_pixels",
+        type=positive_int,
+        default=image_io.MAX_IMAGE_PIXELS,
+        help="refuse images declaring more pixels (w * h) than this, before decoding them",
+    )
     return p.parse_args(None if argv is None else list(argv))
 
 
@@ -700,8 +862,9 @@ def _run_cli(args: argparse.Namespace) -> Path:
     for k in ("max_keypoints", "resize_max"):
         if getattr(args, k) is not None:
             conf[k] = None if getattr(args, k) == "all" else getattr(args, k)
-            conf["output"] = output_name(conf["descriptor"], conf["max_keypoints"],
-                                         conf["resize_max"])
+            conf["output"] = output_name(
+                conf["descriptor"], conf["max_keypoints"], conf["resize_max"]
+            )
     conf = resolve_conf(conf, args.features)
     if args.export_dir is None and args.feature_path is None:
         raise InputError("give --export_dir or --feature_path")
@@ -709,10 +872,21 @@ def _run_cli(args: argparse.Namespace) -> Path:
         fp = args.feature_path or (args.export_dir / f"{conf['output']}.h5")
         out = h5.merge_shards(fp, args.merge)
     else:
-        out = main(conf, args.image_dir, args.export_dir, args.as_half, args.image_list,
-                   args.feature_path, args.overwrite, device=args.device, shard=args.shard,
-                   commit_every_s=args.commit_interval, num_workers=args.num_workers,
-                   half=args.half, max_pixels=args.max_pixels)
+        out = main(
+            conf,
+            args.image_dir,
+            args.export_dir,
+            args.as_half,
+            args.image_list,
+            args.feature_path,
+            args.overwrite,
+            device=args.device,
+            shard=args.shard,
+            commit_every_s=args.commit_interval,
+            num_workers=args.num_workers,
+            half=args.half,
+            max_pixels=args.max_pixels,
+        )
     return out
 
 

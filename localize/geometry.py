@@ -10,6 +10,7 @@ Conventions (those of COLMAP text files, hloc and the Aachen submission format):
 
 pycolmap's ``Rigid3d`` / ``Rotation3d`` do the work; this module only fixes the conventions.
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -90,8 +91,9 @@ def viewing_direction(pose: Pose) -> np.ndarray:
     return np.asarray(as_rigid(pose).rotation.matrix(), np.float64)[2].copy()
 
 
-def pose_error(q_est: Sequence[float], t_est: Sequence[float],
-               q_gt: Sequence[float], t_gt: Sequence[float]) -> tuple[float, float]:
+def pose_error(
+    q_est: Sequence[float], t_est: Sequence[float], q_gt: Sequence[float], t_gt: Sequence[float]
+) -> tuple[float, float]:
     """Error of an estimated world-to-camera pose (the Aachen benchmark's definition).
 
     Returns:
@@ -104,12 +106,24 @@ def pose_error(q_est: Sequence[float], t_est: Sequence[float],
     return dt, float(np.degrees(est.rotation.angle_to(gt.rotation)))
 
 
-__all__ = ["Pose", "qt_to_rigid", "rigid_to_qt", "as_rigid", "as_qt", "qvec_to_rotmat",
-           "rotmat_to_qvec", "camera_center", "pose_from_center", "viewing_direction", "pose_error"]
+__all__ = [
+    "Pose",
+    "qt_to_rigid",
+    "rigid_to_qt",
+    "as_rigid",
+    "as_qt",
+    "qvec_to_rotmat",
+    "rotmat_to_qvec",
+    "camera_center",
+    "pose_from_center",
+    "viewing_direction",
+    "pose_error",
+]
 
 
-def fundamental(K0: np.ndarray, R0: np.ndarray, t0: np.ndarray, K1: np.ndarray,
-                R1: np.ndarray, t1: np.ndarray) -> np.ndarray:
+def fundamental(
+    K0: np.ndarray, R0: np.ndarray, t0: np.ndarray, K1: np.ndarray, R1: np.ndarray, t1: np.ndarray
+) -> np.ndarray:
     """(3, 3) fundamental matrix with ``x1^T F x0 = 0`` from world-to-camera poses
     (``x ~ K (R X + t)``, pixel coordinates)."""
     R = R1 @ R0.T
@@ -123,8 +137,8 @@ def epipolar_distance(F: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.nda
     to the line F x0 and of x0 to the line F^T x1. xy0 (N0, 2), xy1 (N1, 2) pixels."""
     h0 = np.concatenate([xy0, np.ones((len(xy0), 1))], 1)
     h1 = np.concatenate([xy1, np.ones((len(xy1), 1))], 1)
-    l1 = h0 @ F.T                      # (N0, 3) lines in image 1
-    l0 = h1 @ F                        # (N1, 3) lines in image 0
+    l1 = h0 @ F.T  # (N0, 3) lines in image 1
+    l0 = h1 @ F  # (N1, 3) lines in image 0
     alg = (l1 @ h1.T).astype(np.float32)  # (N0, N1) x1^T F x0
     n1 = np.linalg.norm(l1[:, :2], axis=1).astype(np.float32)[:, None]
     n0 = np.linalg.norm(l0[:, :2], axis=1).astype(np.float32)[None, :]
@@ -139,12 +153,15 @@ def epipolar_error(F: np.ndarray, xy0: np.ndarray, xy1: np.ndarray) -> np.ndarra
     h1 = np.concatenate([np.asarray(xy1, np.float64).reshape(-1, 2), np.ones((len(xy1), 1))], 1)
     l1, l0 = h0 @ F.T, h1 @ F
     alg = np.abs(np.sum(l1 * h1, 1))
-    return np.maximum(alg / np.maximum(np.linalg.norm(l1[:, :2], axis=1), 1e-12),
-                      alg / np.maximum(np.linalg.norm(l0[:, :2], axis=1), 1e-12))
+    return np.maximum(
+        alg / np.maximum(np.linalg.norm(l1[:, :2], axis=1), 1e-12),
+        alg / np.maximum(np.linalg.norm(l0[:, :2], axis=1), 1e-12),
+    )
 
 
-def project(K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
+def project(
+    K: np.ndarray, R: np.ndarray, t: np.ndarray, X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Project (N, 3) world points with a pinhole camera ``K`` (3, 3) (hloc pixel centres) and
     world-to-camera ``R`` (3, 3), ``t`` (3,). Returns (uv (N, 2) pixel-centre coords, depth (N,) metres)."""
     Xc = np.asarray(X, np.float64).reshape(-1, 3) @ np.asarray(R).T + np.asarray(t).reshape(3)

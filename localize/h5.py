@@ -38,6 +38,7 @@ Crash safety (how writes work)
 - deleting / replacing entries never shrinks the file (HDF5 does not reclaim space);
   ``h5repack`` or :func:`repair_h5` compacts it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -127,25 +128,30 @@ class FileLock:
             try:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise H5Error(f"cannot create lock file {self.lock_path} for {self.path}: "
-                              f"{e.strerror}") from None
+                raise H5Error(
+                    f"cannot create lock file {self.lock_path} for {self.path}: {e.strerror}"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
                 pid = _read_pid(fd)
                 os.close(fd)
                 if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise H5Error(f"cannot lock {self.path} ({self.lock_path}): {e.strerror}") \
-                        from None
+                    raise H5Error(
+                        f"cannot lock {self.path} ({self.lock_path}): {e.strerror}"
+                    ) from None
                 if attempt < 3:  # a reader probing the lock (lock_holder) holds it for a moment
                     time.sleep(0.05)
                     continue
                 if self.busy is not None:
-                    raise H5Error(self.busy.replace("{pid}", pid).replace(
-                        "{lock}", str(self.lock_path))) from None
-                raise H5Error(f"{self.path} is being written by another process (pid {pid}, "
-                              f"lock {self.lock_path}): wait for it, or write separate files "
-                              "(--shard i/K) and merge them") from None
+                    raise H5Error(
+                        self.busy.replace("{pid}", pid).replace("{lock}", str(self.lock_path))
+                    ) from None
+                raise H5Error(
+                    f"{self.path} is being written by another process (pid {pid}, "
+                    f"lock {self.lock_path}): wait for it, or write separate files "
+                    "(--shard i/K) and merge them"
+                ) from None
             try:  # the previous holder may have unlinked the sidecar between our open and lock
                 same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -160,8 +166,9 @@ class FileLock:
                 with contextlib.suppress(OSError):
                     self.lock_path.unlink()
                 os.close(fd)
-                raise H5Error(f"cannot write lock file {self.lock_path} for {self.path}: "
-                              f"{e.strerror}") from None
+                raise H5Error(
+                    f"cannot write lock file {self.lock_path} for {self.path}: {e.strerror}"
+                ) from None
             self.fd = fd
             return
         raise H5Error(f"cannot lock {self.path}: {self.lock_path} keeps being replaced")
@@ -176,7 +183,6 @@ class FileLock:
         finally:
             os.close(self.fd)
             self.fd = None
-
 
     def __enter__(self) -> "FileLock":
         self.acquire()
@@ -193,8 +199,12 @@ def run_lock(folder: PathLike) -> FileLock:
     exit path, dropped by the kernel if the holder dies."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(folder, busy=f"{folder} is in use by another run" " (pid {pid}, lock {lock}); "
-                    "wait for it to finish, or give another output folder")
+    return FileLock(
+        folder,
+        busy=f"{folder} is in use by another run"
+        " (pid {pid}, lock {lock}); "
+        "wait for it to finish, or give another output folder",
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,11 +227,14 @@ def open_h5(path: PathLike, mode: str = "r") -> h5py.File:
         if "unable to lock file" in msg.lower():
             pid = lock_holder(path)
             who = f"pid {pid} (lock {lock_path(path)})" if pid else "another process"
-            raise H5Error(f"cannot open HDF5 file {path}: it is being written by {who}; "
-                          "wait for that writer to finish") from None
+            raise H5Error(
+                f"cannot open HDF5 file {path}: it is being written by {who}; "
+                "wait for that writer to finish"
+            ) from None
         if "truncated file" in msg:
-            raise H5Error(f"cannot open HDF5 file {path}: truncated ({msg}); copy it again, "
-                          "or recompute it") from None
+            raise H5Error(
+                f"cannot open HDF5 file {path}: truncated ({msg}); copy it again, or recompute it"
+            ) from None
         raise H5Error(f"cannot open HDF5 file {path} (corrupt or not HDF5): {msg}") from None
 
 
@@ -240,6 +253,7 @@ def entry_names(fd: h5py.File, path: PathLike, include_incomplete: bool = False)
     def visit(name: str, obj: Any) -> None:
         if isinstance(obj, h5py.Dataset):
             parents.add(name.rsplit("/", 1)[0] if "/" in name else "")
+
     try:
         fd.visititems(visit)
         if include_incomplete:
@@ -260,8 +274,9 @@ def list_h5_names(path: PathLike, include_incomplete: bool = False) -> list[str]
         return sorted(entry_names(fd, path, include_incomplete))
 
 
-def has_dataset(fd: h5py.File | h5py.Group, name: str, key: str,
-                 complete_only: bool = False) -> bool:
+def has_dataset(
+    fd: h5py.File | h5py.Group, name: str, key: str, complete_only: bool = False
+) -> bool:
     try:
         if not (name in fd and isinstance(fd[name], h5py.Group) and key in fd[name]):
             return False
@@ -271,8 +286,10 @@ def has_dataset(fd: h5py.File | h5py.Group, name: str, key: str,
 
 
 def incomplete_error(path: PathLike, what: str) -> H5Error:
-    return H5Error(f"{path}: {what} is incomplete (its writer stopped before committing it); "
-                   "rerun the step that writes it to recompute it")
+    return H5Error(
+        f"{path}: {what} is incomplete (its writer stopped before committing it); "
+        "rerun the step that writes it to recompute it"
+    )
 
 
 def get_group(fd: h5py.File, name: str, path: PathLike) -> h5py.Group:
@@ -303,8 +320,10 @@ def delete_entry(fd: h5py.File | h5py.Group, name: str) -> None:
         if name in fd:
             del fd[name]
     except (KeyError, OSError, RuntimeError) as e:
-        raise H5Error(f"{fd.file.filename}: cannot delete damaged entry {name!r} "
-                      f"({first_line(e)}); rebuild the file with localize.h5.repair_h5") from None
+        raise H5Error(
+            f"{fd.file.filename}: cannot delete damaged entry {name!r} "
+            f"({first_line(e)}); rebuild the file with localize.h5.repair_h5"
+        ) from None
 
 
 def start_entry(dest: h5py.File | h5py.Group, name: str) -> h5py.Group:
@@ -330,7 +349,7 @@ def finish_entry(grp: h5py.Group) -> None:
 # ------------------------------------------------------------------------------------------
 # Writer: in place, locked, committed periodically
 # ------------------------------------------------------------------------------------------
-_WRITERS: dict[str, "H5Writer"] = {}   # h5py filename -> open writer (pending entries)
+_WRITERS: dict[str, "H5Writer"] = {}  # h5py filename -> open writer (pending entries)
 _SIGTERM = {"depth": 0, "previous": None, "fired": False}
 
 
@@ -472,8 +491,9 @@ class H5Writer:
             self.commit(sync=False)
         except BaseException as e:  # disk full, second Ctrl-C, ...
             err = e
-            logger.error("could not commit the finished entries of %s: %s", self.path,
-                         first_line(e))
+            logger.error(
+                "could not commit the finished entries of %s: %s", self.path, first_line(e)
+            )
         finally:
             try:
                 self.file.close()
@@ -491,8 +511,12 @@ class H5Writer:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and self.pending:
-            logger.warning("%s: saving %d finished entries after %s", self.path, self.pending,
-                           exc_type.__name__)
+            logger.warning(
+                "%s: saving %d finished entries after %s",
+                self.path,
+                self.pending,
+                exc_type.__name__,
+            )
         self.close(exc_type)
 
 
@@ -542,8 +566,10 @@ def _merge_root_attrs(src: h5py.File, dest: h5py.File, dest_has_entries: bool) -
         return
     for k, v in want.items():
         if str(have.get(k)) != str(v):
-            raise H5Error(f"cannot merge {src.filename} into {dest.filename}: made with another "
-                          f"{k.replace('descloc_', '')} ({v!r}, not {have.get(k)!r})")
+            raise H5Error(
+                f"cannot merge {src.filename} into {dest.filename}: made with another "
+                f"{k.replace('descloc_', '')} ({v!r}, not {have.get(k)!r})"
+            )
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -568,8 +594,9 @@ def shard_path(path: PathLike, i: int, k: int) -> Path:
     return p.with_name(f"{p.stem}.shard{i}of{k}{p.suffix}")
 
 
-def merge_shards(path: PathLike, num_shards: int, overwrite: bool = False,
-                 remove: bool = False) -> Path:
+def merge_shards(
+    path: PathLike, num_shards: int, overwrite: bool = False, remove: bool = False
+) -> Path:
     """Join the shard files (:func:`shard_path`, i < ``num_shards``) of ``path`` into it
     (:func:`merge_h5`); ``remove`` deletes them afterwards. Missing shards raise
     FileNotFoundError naming them."""

@@ -1,6 +1,7 @@
 """Image files: decoding with the checks every reader needs (truncated JPEG / PNG refused, a
 pixel cap read from the header before decoding) and the content fingerprint that decides
 whether features extracted from an image are still current."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,9 @@ def _truncation(data: bytes) -> str | None:
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) an encoded image declares in its header (PIL reads only the header),
     or None when PIL does not know the format (OpenCV then decodes it under its own cap)."""
-    from PIL import Image  # matplotlib's dependency; only the header is parsed
     import io as _bytes_io
+
+    from PIL import Image  # matplotlib's dependency; only the header is parsed
 
     try:
         with warnings.catch_warnings():
@@ -64,8 +66,7 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def read_image(path: PathLike, grayscale: bool = True, max_pixels: int | None = None
-               ) -> np.ndarray:
+def read_image(path: PathLike, grayscale: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """Read an image with OpenCV (EXIF orientation ignored, as hloc).
 
     A JPEG without its end-of-image marker or a PNG without its IEND chunk (a truncated copy,
@@ -91,11 +92,14 @@ def read_image(path: PathLike, grayscale: bool = True, max_pixels: int | None = 
     cap = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     wh = header_size(data)
     if wh is not None and wh[0] * wh[1] > cap:
-        raise ImageReadError(f"image {path} declares {wh[0]}x{wh[1]} = {wh[0] * wh[1] / 1e6:.0f} "
-                             f"MP, over the cap of {cap / 1e6:g} MP (raise it with "
-                             "--max_pixels if the image is genuine)")
-    flags = ((cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
-             | cv2.IMREAD_IGNORE_ORIENTATION)
+        raise ImageReadError(
+            f"image {path} declares {wh[0]}x{wh[1]} = {wh[0] * wh[1] / 1e6:.0f} "
+            f"MP, over the cap of {cap / 1e6:g} MP (raise it with "
+            "--max_pixels if the image is genuine)"
+        )
+    flags = (
+        cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    ) | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
     if image is None or image.size == 0:
         raise ImageReadError(f"cannot decode image {path} (corrupt or unsupported format)")

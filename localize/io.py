@@ -42,6 +42,7 @@ Every read error (missing, unreadable or corrupt HDF5, missing name/pair, NaN / 
 keypoints, descriptors or matching scores) raises :class:`H5Error`, a one-line message naming
 the file and the entry. Pairs whose hloc keys collide are refused (:func:`check_pair_keys`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,9 +59,21 @@ import numpy as np
 
 from descriptors.util import atomic_write
 from localize import parsers
-from localize.h5 import (H5Error, H5Writer, delete_entry, entry_names, entry_state, finish_entry,
-                         get_group, has_dataset, incomplete_error, list_h5_names, open_h5,
-                         read_dataset, start_entry)
+from localize.h5 import (
+    H5Error,
+    H5Writer,
+    delete_entry,
+    entry_names,
+    entry_state,
+    finish_entry,
+    get_group,
+    has_dataset,
+    incomplete_error,
+    list_h5_names,
+    open_h5,
+    read_dataset,
+    start_entry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +100,13 @@ class PairKeyError(H5Error):
 # ------------------------------------------------------------------------------------------
 # Features
 # ------------------------------------------------------------------------------------------
-def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, Any],
-                   as_half: bool = False, fingerprint: str | None = None) -> None:
+def write_features(
+    dest: PathLike | h5py.File,
+    name: str,
+    feats: Mapping[str, Any],
+    as_half: bool = False,
+    fingerprint: str | None = None,
+) -> None:
     """Write one image's features (replacing an existing entry of that name).
 
     Args:
@@ -126,8 +144,10 @@ def write_features(dest: PathLike | h5py.File, name: str, feats: Mapping[str, An
         feats["descriptors"] = d.T
     for k in ("scores", "scales", "oris"):
         if k in feats and np.asarray(feats[k]).reshape(-1).shape[0] != n:
-            raise ValueError(f"features of {name!r}: {k} has {np.asarray(feats[k]).size} "
-                             f"entries for {n} keypoints")
+            raise ValueError(
+                f"features of {name!r}: {k} has {np.asarray(feats[k]).size} "
+                f"entries for {n} keypoints"
+            )
     try:
         grp = start_entry(dest, name)
         for k, v in feats.items():
@@ -179,8 +199,12 @@ def features_id(fd: h5py.File, name: str) -> str:
 def features_provenance(descriptor: str, conf: Mapping[str, Any], weights: str) -> dict[str, str]:
     """Root attributes recording what made a features file (:data:`PROVENANCE_ATTRS`):
     the descriptor name, the conf (JSON, sorted keys) and the weights hash."""
-    return dict(zip(PROVENANCE_ATTRS, (str(descriptor), json.dumps(dict(conf), sort_keys=True,
-                                                                      default=str), weights)))
+    return dict(
+        zip(
+            PROVENANCE_ATTRS,
+            (str(descriptor), json.dumps(dict(conf), sort_keys=True, default=str), weights),
+        )
+    )
 
 
 def check_provenance(fd: h5py.File, want: Mapping[str, str], stamp: bool = True) -> None:
@@ -194,12 +218,18 @@ def check_provenance(fd: h5py.File, want: Mapping[str, str], stamp: bool = True)
         H5Error naming the file, the field and both values (one line).
     """
     have = {k: fd.attrs.get(k) for k in PROVENANCE_ATTRS}
-    have = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in have.items()
-            if v is not None}
+    have = {
+        k: (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in have.items()
+        if v is not None
+    }
     if not have:
         if entry_names(fd, fd.filename, include_incomplete=True):
-            logger.info("%s records no descriptor / conf / weights (hloc or older file): "
-                        "extending it unchecked", fd.filename)
+            logger.info(
+                "%s records no descriptor / conf / weights (hloc or older file): "
+                "extending it unchecked",
+                fd.filename,
+            )
         elif stamp and fd.mode != "r":
             for k, v in want.items():
                 fd.attrs[k] = v
@@ -207,9 +237,11 @@ def check_provenance(fd: h5py.File, want: Mapping[str, str], stamp: bool = True)
     for k in PROVENANCE_ATTRS:
         if have.get(k) != want.get(k):
             what = k.replace("descloc_", "")
-            raise H5Error(f"{fd.filename} holds features made with another {what} "
-                          f"({have.get(k)!r}, not {want.get(k)!r}): give another output "
-                          "file, or delete it to start over")
+            raise H5Error(
+                f"{fd.filename} holds features made with another {what} "
+                f"({have.get(k)!r}, not {want.get(k)!r}): give another output "
+                "file, or delete it to start over"
+            )
 
 
 def stored_fingerprint(g: h5py.Group) -> str | None:
@@ -220,8 +252,11 @@ def stored_fingerprint(g: h5py.Group) -> str | None:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def resumable_features(path: PathLike, required: Sequence[str] = ("keypoints", "descriptors"),
-                       fingerprints: Mapping[str, str] | None = None) -> set[str]:
+def resumable_features(
+    path: PathLike,
+    required: Sequence[str] = ("keypoints", "descriptors"),
+    fingerprints: Mapping[str, str] | None = None,
+) -> set[str]:
     """Image names extraction may skip: committed entries (``complete=1``) and foreign entries
     (no attribute) holding every ``required`` dataset with one N (keypoints (N, 2), descriptors
     (D, N)). Everything else is recomputed. Empty for a missing file.
@@ -244,27 +279,45 @@ def resumable_features(path: PathLike, required: Sequence[str] = ("keypoints", "
                 if old is None:
                     unchecked += 1
                 elif old != fingerprints[name]:
-                    logger.info("%s: image %r changed on disk since its features were "
-                                "extracted (%s -> %s): recomputing it", path, name, old,
-                                fingerprints[name])
+                    logger.info(
+                        "%s: image %r changed on disk since its features were "
+                        "extracted (%s -> %s): recomputing it",
+                        path,
+                        name,
+                        old,
+                        fingerprints[name],
+                    )
                     continue
             if entry_state(g) == 1:
                 out.add(name)
                 continue
             if not all(k in g and isinstance(g[k], h5py.Dataset) for k in required):
-                logger.info("%s: entry %r lacks %s: it will be recomputed", path, name,
-                            "/".join(k for k in required if k not in g))
+                logger.info(
+                    "%s: entry %r lacks %s: it will be recomputed",
+                    path,
+                    name,
+                    "/".join(k for k in required if k not in g),
+                )
                 continue
             if "keypoints" in g and "descriptors" in g:
                 kp, d = g["keypoints"].shape, g["descriptors"].shape
                 if len(d) != 2 or len(kp) < 1 or d[1] != kp[0]:
-                    logger.info("%s: entry %r has keypoints %s but descriptors %s: it will be "
-                                "recomputed", path, name, kp, d)
+                    logger.info(
+                        "%s: entry %r has keypoints %s but descriptors %s: it will be recomputed",
+                        path,
+                        name,
+                        kp,
+                        d,
+                    )
                     continue
             out.add(name)
     if unchecked:
-        logger.info("%s: %d entries carry no image fingerprint (hloc or older files): reused "
-                    "without a freshness check", path, unchecked)
+        logger.info(
+            "%s: %d entries carry no image fingerprint (hloc or older files): reused "
+            "without a freshness check",
+            path,
+            unchecked,
+        )
     return out
 
 
@@ -273,8 +326,10 @@ def _check_finite(a: np.ndarray, path: PathLike, name: str, key: str) -> np.ndar
     NaN / inf (bytes overwritten inside the dataset)."""
     if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
         bad = int(a.size - np.count_nonzero(np.isfinite(a)))
-        raise H5Error(f"{path}: {name}/{key} holds {bad} non-finite value(s) of {a.size} "
-                      "(damaged file): re-extract it (--overwrite) or rebuild the file")
+        raise H5Error(
+            f"{path}: {name}/{key} holds {bad} non-finite value(s) of {a.size} "
+            "(damaged file): re-extract it (--overwrite) or rebuild the file"
+        )
     return a
 
 
@@ -317,8 +372,9 @@ def open_for_reading(stack: contextlib.ExitStack, path: PathLike) -> PathLike | 
     return stack.enter_context(open_h5(path)) if Path(path).is_file() else path
 
 
-def get_keypoints(path: PathLike | h5py.File, name: str, return_uncertainty: bool = False
-                  ) -> np.ndarray | tuple[np.ndarray, float | None]:
+def get_keypoints(
+    path: PathLike | h5py.File, name: str, return_uncertainty: bool = False
+) -> np.ndarray | tuple[np.ndarray, float | None]:
     """(N, 2) float32 keypoints (x, y, pixel centres at integers) of one image.
 
     ``path``: the features file or an open ``h5py.File`` of it. With ``return_uncertainty``
@@ -349,8 +405,9 @@ def _descriptors_nd(d: np.ndarray, path: PathLike, name: str) -> np.ndarray:
     return np.ascontiguousarray(d.T, dtype=np.float32)
 
 
-def read_descriptors(path: PathLike, names: Sequence[str] | None = None
-                     ) -> tuple[list[str], list[np.ndarray], dict[str, np.ndarray]]:
+def read_descriptors(
+    path: PathLike, names: Sequence[str] | None = None
+) -> tuple[list[str], list[np.ndarray], dict[str, np.ndarray]]:
     """Descriptors of many images of one features file (opened once).
 
     Args:
@@ -363,8 +420,9 @@ def read_descriptors(path: PathLike, names: Sequence[str] | None = None
     with open_h5(path) as fd:
         for n in names:
             g = get_group(fd, n, path)
-            d = _check_finite(np.asarray(read_dataset(g, "descriptors", path, n)), path, n,
-                              "descriptors")
+            d = _check_finite(
+                np.asarray(read_dataset(g, "descriptors", path, n)), path, n, "descriptors"
+            )
             descs.append(_descriptors_nd(d, path, n))
             if "image_size" in g:
                 sizes[n] = np.asarray(g["image_size"][()])
@@ -379,10 +437,15 @@ class FeatureReader:
     on the device while cached).
     """
 
-    def __init__(self, paths: PathLike | Sequence[PathLike], cache_size: int = 64,
-                 convert: Callable[[np.ndarray], Any] | None = None):
-        self.paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else \
-            [Path(p) for p in paths]
+    def __init__(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        cache_size: int = 64,
+        convert: Callable[[np.ndarray], Any] | None = None,
+    ):
+        self.paths = (
+            [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+        )
         self.where: dict[str, Path] = {}
         seen: dict[str, list[Path]] = {}
         for p in self.paths:
@@ -406,8 +469,10 @@ class FeatureReader:
                 ids.append(features_id(fd, name))
         other = next((p for p, i in zip(paths, ids) if i != ids[0]), None)
         if other is not None:
-            raise H5Error(f"image {name!r} is in {paths[0]} and {other} with different "
-                          "features: remove it from one of them")
+            raise H5Error(
+                f"image {name!r} is in {paths[0]} and {other} with different "
+                "features: remove it from one of them"
+            )
 
     def ids(self, names: Iterable[str]) -> dict[str, str]:
         """{name: :func:`features_id`} (each file opened once)."""
@@ -424,8 +489,10 @@ class FeatureReader:
     def check(self, name: str) -> Path:
         """The features file holding ``name``; :class:`H5Error` naming the files otherwise."""
         if name not in self.where:
-            raise H5Error(f"image {name!r} is not in the features file(s) "
-                          f"{', '.join(str(p) for p in self.paths)}")
+            raise H5Error(
+                f"image {name!r} is not in the features file(s) "
+                f"{', '.join(str(p) for p in self.paths)}"
+            )
         return self.where[name]
 
     def _get(self, name: str, key: str) -> Any:
@@ -476,8 +543,12 @@ def names_to_pair_old(name0: str, name1: str) -> str:
 
 
 def _pair_keys(name0: str, name1: str) -> tuple[tuple[str, bool], ...]:
-    return ((names_to_pair(name0, name1), False), (names_to_pair(name1, name0), True),
-            (names_to_pair_old(name0, name1), False), (names_to_pair_old(name1, name0), True))
+    return (
+        (names_to_pair(name0, name1), False),
+        (names_to_pair(name1, name0), True),
+        (names_to_pair_old(name0, name1), False),
+        (names_to_pair_old(name1, name0), True),
+    )
 
 
 def find_pair(hfile: h5py.File, name0: str, name1: str) -> tuple[str, bool]:
@@ -496,12 +567,15 @@ def find_pair(hfile: h5py.File, name0: str, name1: str) -> tuple[str, bool]:
                 raise PairKeyError(
                     f"{hfile.filename}: the matches under key {key!r} are of pair ({stored[0]}, "
                     f"{stored[1]}), not ({name0}, {name1}) (hloc's key replaces '/' by '-'); "
-                    "rename one of the images or use another matches file")
+                    "rename one of the images or use another matches file"
+                )
             return key, rev
     if any(has_dataset(hfile, key, "matches0") for key, _ in keys):
         raise incomplete_error(hfile.filename, f"pair ({name0}, {name1})")
-    raise H5Error(f"{hfile.filename}: no matches for pair ({name0}, {name1}) in either order; "
-                  "was it matched with a different pairs file?")
+    raise H5Error(
+        f"{hfile.filename}: no matches for pair ({name0}, {name1}) in either order; "
+        "was it matched with a different pairs file?"
+    )
 
 
 def _attr_str(g: h5py.Group, k: str) -> str | None:
@@ -550,9 +624,11 @@ def check_pair_keys(pairs: Iterable[tuple[str, str]], where: PathLike | str) -> 
         for key in (names_to_pair(a, b), names_to_pair(b, a)):
             other = owner.setdefault(key, (a, b))
             if other not in same:
-                raise ValueError(f"{where}: pairs ({other[0]}, {other[1]}) and ({a}, {b}) share "
-                                 f"the matches key {key!r} (hloc's key replaces '/' by '-'); "
-                                 "rename one of the images")
+                raise ValueError(
+                    f"{where}: pairs ({other[0]}, {other[1]}) and ({a}, {b}) share "
+                    f"the matches key {key!r} (hloc's key replaces '/' by '-'); "
+                    "rename one of the images"
+                )
 
 
 def has_pair(path: PathLike | h5py.File, name0: str, name1: str) -> bool:
@@ -568,8 +644,9 @@ def has_pair(path: PathLike | h5py.File, name0: str, name1: str) -> bool:
             return False
 
 
-def get_matches(path: PathLike | h5py.File, name0: str, name1: str
-                ) -> tuple[np.ndarray, np.ndarray]:
+def get_matches(
+    path: PathLike | h5py.File, name0: str, name1: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Matches of a pair as hloc: ``(M, 2)`` int64 [idx0, idx1] and ``(M,)`` float32 scores.
 
     ``path``: the matches file or an open ``h5py.File`` of it. Works whichever order / key
@@ -580,8 +657,11 @@ def get_matches(path: PathLike | h5py.File, name0: str, name1: str
         key, reverse = find_pair(fd, name0, name1)
         g = get_group(fd, key, path)
         m = np.asarray(read_dataset(g, "matches0", path, key)).reshape(-1).astype(np.int64)
-        s = (np.asarray(read_dataset(g, "matching_scores0", path, key), np.float32).reshape(-1)
-             if "matching_scores0" in g else np.ones(len(m), np.float32))
+        s = (
+            np.asarray(read_dataset(g, "matching_scores0", path, key), np.float32).reshape(-1)
+            if "matching_scores0" in g
+            else np.ones(len(m), np.float32)
+        )
     _check_finite(s, path, key, "matching_scores0")
     idx = np.where(m != -1)[0]
     matches = np.stack([idx, m[idx]], -1).reshape(-1, 2)
@@ -590,8 +670,9 @@ def get_matches(path: PathLike | h5py.File, name0: str, name1: str
     return matches, s[idx].astype(np.float32)
 
 
-def check_match_range(matches: np.ndarray, n0: int, n1: int, where: PathLike | str,
-                      name0: str, name1: str) -> np.ndarray:
+def check_match_range(
+    matches: np.ndarray, n0: int, n1: int, where: PathLike | str, name0: str, name1: str
+) -> np.ndarray:
     """``matches`` (M, 2) [idx0, idx1] unchanged when every index is inside its image's
     keypoints (``0 <= idx0 < n0``, ``0 <= idx1 < n1``).
 
@@ -603,15 +684,22 @@ def check_match_range(matches: np.ndarray, n0: int, n1: int, where: PathLike | s
     for col, n, name in ((0, n0, name0), (1, n1, name1)):
         bad = (m[:, col] < 0) | (m[:, col] >= n)
         if bad.any():
-            raise H5Error(f"{where}: pair ({name0}, {name1}) has a match index "
-                          f"{int(m[bad, col][0])} outside the {n} keypoints of {name!r} "
-                          "(matched from other features?): re-match the pair (--overwrite)")
+            raise H5Error(
+                f"{where}: pair ({name0}, {name1}) has a match index "
+                f"{int(m[bad, col][0])} outside the {n} keypoints of {name!r} "
+                "(matched from other features?): re-match the pair (--overwrite)"
+            )
     return m
 
 
-def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: np.ndarray,
-                  scores0: np.ndarray | None = None,
-                  features_ids: tuple[str, str] | None = None) -> str:
+def write_matches(
+    dest: PathLike | h5py.File,
+    name0: str,
+    name1: str,
+    matches0: np.ndarray,
+    scores0: np.ndarray | None = None,
+    features_ids: tuple[str, str] | None = None,
+) -> str:
     """Write one pair (replacing it if present, in any of the 4 key forms).
 
     Args:
@@ -631,8 +719,9 @@ def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: 
     if scores0 is not None:
         s = np.asarray(scores0, np.float32).reshape(-1)
         if len(s) != len(m):
-            raise ValueError(f"pair {names_to_pair(name0, name1)}: {len(s)} scores for "
-                             f"{len(m)} matches0 entries")
+            raise ValueError(
+                f"pair {names_to_pair(name0, name1)}: {len(s)} scores for {len(m)} matches0 entries"
+            )
     key = names_to_pair(name0, name1)
     for k, _ in _pair_keys(name0, name1):
         stored = _stored_names(dest[k]) if has_dataset(dest, k, "matches0") else None
@@ -640,7 +729,8 @@ def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: 
             raise PairKeyError(
                 f"{dest.file.filename}: key {k!r} holds the matches of pair ({stored[0]}, "
                 f"{stored[1]}); refusing to overwrite them with ({name0}, {name1}) (hloc's key "
-                "replaces '/' by '-'); rename one of the images or use another matches file")
+                "replaces '/' by '-'); rename one of the images or use another matches file"
+            )
     for k, _ in _pair_keys(name0, name1)[1:]:
         if has_dataset(dest, k, "matches0"):
             delete_entry(dest, k)
@@ -664,9 +754,12 @@ def write_matches(dest: PathLike | h5py.File, name0: str, name1: str, matches0: 
 # ------------------------------------------------------------------------------------------
 # Global descriptors
 # ------------------------------------------------------------------------------------------
-def write_global_descriptors(path: PathLike, descriptors: Mapping[str, np.ndarray],
-                             image_sizes: Mapping[str, np.ndarray] | None = None,
-                             as_half: bool = False) -> Path:
+def write_global_descriptors(
+    path: PathLike,
+    descriptors: Mapping[str, np.ndarray],
+    image_sizes: Mapping[str, np.ndarray] | None = None,
+    as_half: bool = False,
+) -> Path:
     """Write a fresh global-features file in hloc's layout (atomically: temp file, rename).
 
     Args:
@@ -688,8 +781,9 @@ def write_global_descriptors(path: PathLike, descriptors: Mapping[str, np.ndarra
     return path
 
 
-def read_global_descriptors(path: PathLike, names: Sequence[str] | None = None,
-                            key: str = "global_descriptor") -> tuple[list[str], np.ndarray]:
+def read_global_descriptors(
+    path: PathLike, names: Sequence[str] | None = None, key: str = "global_descriptor"
+) -> tuple[list[str], np.ndarray]:
     """(names, (N, Dg) float32) from a global-features file (hloc's or ours); ``names``
     defaults to every entry (sorted). Raises :class:`H5Error` naming the file and the image
     when one has no ``key`` dataset."""
@@ -708,5 +802,3 @@ def read_global_descriptors(path: PathLike, names: Sequence[str] | None = None,
 # ------------------------------------------------------------------------------------------
 # Pairs
 # ------------------------------------------------------------------------------------------
-
-

@@ -31,6 +31,7 @@ bare basename shared by two ground-truth queries. Every other line stays hloc's 
 the file remains a valid submission whenever the basenames are unique (as in Aachen). Query
 names must be relative paths inside the image root (``localize.parsers.check_name``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,11 +66,11 @@ from localize.geometry import rigid_to_qt
 logger = logging.getLogger(__name__)
 
 default_conf: dict[str, Any] = {
-    "max_error_px": 12.0,      # RANSAC inlier threshold (hloc Aachen: 12)
-    "min_num_2d3d": 8,         # fewer 2D-3D correspondences -> failure (fallback pose)
-    "min_num_inliers": 6,      # a PnP pose with fewer inliers -> failure (fallback pose)
-    "num_loc": None,           # use only the top-k retrieved db images (None: all in the file)
-    "min_match_score": None,   # drop matches with a lower matching score
+    "max_error_px": 12.0,  # RANSAC inlier threshold (hloc Aachen: 12)
+    "min_num_2d3d": 8,  # fewer 2D-3D correspondences -> failure (fallback pose)
+    "min_num_inliers": 6,  # a PnP pose with fewer inliers -> failure (fallback pose)
+    "num_loc": None,  # use only the top-k retrieved db images (None: all in the file)
+    "min_match_score": None,  # drop matches with a lower matching score
     "refine_focal": False,
     "refine_extra_params": False,
 }
@@ -176,20 +177,26 @@ class Correspondences:
     keypoint once per DISTINCT 3D point it reaches; ``db_of`` (K,) lists, for each of them, the
     indices into ``db_ids`` of the db images that led there (hloc's ``keypoint_index_to_db``).
     """
+
     kp_idx: np.ndarray
     p3d_ids: np.ndarray
     db_of: list[list[int]]
-    db_ids: list[int]                  # image ids of the retrieved db images in the model
-    num_matches: int = 0               # all query-db matches
-    num_matches_3d: int = 0            # those landing on a 3D point (hloc's num_matches)
+    db_ids: list[int]  # image ids of the retrieved db images in the model
+    num_matches: int = 0  # all query-db matches
+    num_matches_3d: int = 0  # those landing on a 3D point (hloc's num_matches)
     missing_pairs: list[str] = field(default_factory=list)
     pairs_not_in_model: list[str] = field(default_factory=list)
     per_db: dict[str, int] = field(default_factory=dict)
 
 
-def correspondences(qname: str, db_names: Sequence[str], model: _Model,
-                    matches_path: Path | h5py.File, min_match_score: float | None = None,
-                    num_query_keypoints: int | None = None) -> Correspondences:
+def correspondences(
+    qname: str,
+    db_names: Sequence[str],
+    model: _Model,
+    matches_path: Path | h5py.File,
+    min_match_score: float | None = None,
+    num_query_keypoints: int | None = None,
+) -> Correspondences:
     """2D-3D correspondences of query ``qname`` through ``db_names`` (see
     :class:`Correspondences`); ``matches_path``: the matches file or an open ``h5py.File``.
     Match indices outside the query's ``num_query_keypoints`` or the db image's keypoints in
@@ -207,8 +214,14 @@ def correspondences(qname: str, db_names: Sequence[str], model: _Model,
             continue
         m, s = io.get_matches(matches_path, qname, db)
         nq = np.iinfo(np.int64).max if num_query_keypoints is None else num_query_keypoints
-        io.check_match_range(m, nq, model.num_keypoints(db),
-                             getattr(matches_path, "filename", matches_path), qname, db)
+        io.check_match_range(
+            m,
+            nq,
+            model.num_keypoints(db),
+            getattr(matches_path, "filename", matches_path),
+            qname,
+            db,
+        )
         if min_match_score is not None:
             m = m[s >= min_match_score]
         out.num_matches += len(m)
@@ -225,8 +238,13 @@ def correspondences(qname: str, db_names: Sequence[str], model: _Model,
     return out
 
 
-def _hloc_log(corr: Correspondences | None, kpq: np.ndarray | None, ret: dict | None,
-              camera: pycolmap.Camera, db_ids: list[int]) -> dict[str, Any]:
+def _hloc_log(
+    corr: Correspondences | None,
+    kpq: np.ndarray | None,
+    ret: dict | None,
+    camera: pycolmap.Camera,
+    db_ids: list[int],
+) -> dict[str, Any]:
     """One query's entry of hloc's ``_logs.pkl`` (``localize_sfm.pose_from_cluster``'s fields;
     ``keypoints_query`` in COLMAP coordinates, +0.5, as hloc writes them)."""
     if corr is None or kpq is None:
@@ -237,13 +255,25 @@ def _hloc_log(corr: Correspondences | None, kpq: np.ndarray | None, ret: dict | 
         kq = kpq[kp_idx].astype(np.float64) + 0.5
     pnp = None
     if ret is not None:
-        pnp = {"cam_from_world": ret["cam_from_world"], "num_inliers": int(ret["num_inliers"]),
-               "inlier_mask": np.asarray(ret["inlier_mask"], bool), "camera": camera}
-    return {"db": list(db_ids), "PnP_ret": pnp, "keypoints_query": kq,
-            "points3D_ids": [int(i) for i in p3d], "points3D_xyz": None, "num_matches": int(n_3d),
-            "keypoint_index_to_db": ([int(i) for i in kp_idx],
-                                     [(int(j), list(d)) for j, d in zip(p3d, db_of)]),
-            "covisibility_clustering": False}
+        pnp = {
+            "cam_from_world": ret["cam_from_world"],
+            "num_inliers": int(ret["num_inliers"]),
+            "inlier_mask": np.asarray(ret["inlier_mask"], bool),
+            "camera": camera,
+        }
+    return {
+        "db": list(db_ids),
+        "PnP_ret": pnp,
+        "keypoints_query": kq,
+        "points3D_ids": [int(i) for i in p3d],
+        "points3D_xyz": None,
+        "num_matches": int(n_3d),
+        "keypoint_index_to_db": (
+            [int(i) for i in kp_idx],
+            [(int(j), list(d)) for j, d in zip(p3d, db_of)],
+        ),
+        "covisibility_clustering": False,
+    }
 
 
 class QueryLocalizer:
@@ -253,15 +283,20 @@ class QueryLocalizer:
     {"refine_focal_length", "refine_extra_params"}}``; the rest as :data:`default_conf`.
     """
 
-    def __init__(self, reconstruction: pycolmap.Reconstruction,
-                 config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, reconstruction: pycolmap.Reconstruction, config: Mapping[str, Any] | None = None
+    ) -> None:
         self.reconstruction = reconstruction
         self.model = _Model(reconstruction)
-        self.conf = merge_conf(default_conf, _from_hloc(None, False, config),
-                               where="localization")
+        self.conf = merge_conf(default_conf, _from_hloc(None, False, config), where="localization")
 
-    def localize(self, points2D_all: np.ndarray, points2D_idxs: Sequence[int],
-                 points3D_id: Sequence[int], query_camera: pycolmap.Camera) -> dict | None:
+    def localize(
+        self,
+        points2D_all: np.ndarray,
+        points2D_idxs: Sequence[int],
+        points3D_id: Sequence[int],
+        query_camera: pycolmap.Camera,
+    ) -> dict | None:
         """Pose from ``points2D_all[points2D_idxs]`` ((N, 2) hloc pixels) and the 3D points
         ``points3D_id``; hloc's return dict (``cam_from_world``, ``num_inliers``,
         ``inlier_mask``) or None when PnP fails."""
@@ -269,18 +304,26 @@ class QueryLocalizer:
         if len(idx) == 0:
             return None
         ret, _ = colmap.estimate_absolute_pose(
-            np.asarray(points2D_all)[idx], self.model.xyz(np.asarray(points3D_id, np.int64)),
-            query_camera, max_error_px=float(self.conf["max_error_px"]),
+            np.asarray(points2D_all)[idx],
+            self.model.xyz(np.asarray(points3D_id, np.int64)),
+            query_camera,
+            max_error_px=float(self.conf["max_error_px"]),
             min_num_inliers=int(self.conf["min_num_inliers"]),
             refine_focal=bool(self.conf["refine_focal"]),
-            refine_extra_params=bool(self.conf["refine_extra_params"]))
+            refine_extra_params=bool(self.conf["refine_extra_params"]),
+        )
         return ret
 
 
-def pose_from_cluster(localizer: QueryLocalizer, qname: str, query_camera: pycolmap.Camera,
-                      db_ids: Sequence[int], features_path: str | os.PathLike,
-                      matches_path: str | os.PathLike, **kwargs: Any
-                      ) -> tuple[dict | None, dict[str, Any]]:
+def pose_from_cluster(
+    localizer: QueryLocalizer,
+    qname: str,
+    query_camera: pycolmap.Camera,
+    db_ids: Sequence[int],
+    features_path: str | os.PathLike,
+    matches_path: str | os.PathLike,
+    **kwargs: Any,
+) -> tuple[dict | None, dict[str, Any]]:
     """hloc's ``pose_from_cluster``: localize ``qname`` through the db images ``db_ids`` (image
     ids of ``localizer.reconstruction``). Returns (PnP result with ``camera`` or None, hloc's log
     dict: ``db``, ``PnP_ret``, ``keypoints_query``, ``points3D_ids``, ``num_matches``,
@@ -290,8 +333,14 @@ def pose_from_cluster(localizer: QueryLocalizer, qname: str, query_camera: pycol
     rec = localizer.reconstruction
     names = [rec.images[int(i)].name for i in db_ids]
     kpq = io.get_keypoints(features_path, qname)
-    corr = correspondences(qname, names, localizer.model, Path(matches_path),
-                           localizer.conf["min_match_score"], len(kpq))
+    corr = correspondences(
+        qname,
+        names,
+        localizer.model,
+        Path(matches_path),
+        localizer.conf["min_match_score"],
+        len(kpq),
+    )
     ret = localizer.localize(kpq, corr.kp_idx, corr.p3d_ids, query_camera)
     if ret is not None:
         ret["camera"] = query_camera
@@ -303,12 +352,15 @@ def _failure_class(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0]
 
 
-def _from_hloc(ransac_thresh: float | None, covisibility_clustering: bool,
-               config: Mapping[str, Any] | None) -> dict[str, Any]:
+def _from_hloc(
+    ransac_thresh: float | None, covisibility_clustering: bool, config: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """hloc's ``localize_sfm.main`` options -> :data:`default_conf` keys."""
     if covisibility_clustering:
-        raise ValueError("covisibility_clustering=True is not implemented: every retrieved "
-                         "database image is used together (hloc's default)")
+        raise ValueError(
+            "covisibility_clustering=True is not implemented: every retrieved "
+            "database image is used together (hloc's default)"
+        )
     out: dict[str, Any] = {}
     if ransac_thresh is not None:
         out["max_error_px"] = float(ransac_thresh)
@@ -328,13 +380,21 @@ def _from_hloc(ransac_thresh: float | None, covisibility_clustering: bool,
     return out
 
 
-def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
-         retrieval: str | os.PathLike | Mapping[str, Sequence[str]],
-         features: str | os.PathLike, matches: str | os.PathLike,
-         results: str | os.PathLike, ransac_thresh: float | None = None,
-         covisibility_clustering: bool = False, prepend_camera_name: bool = False,
-         config: Mapping[str, Any] | None = None, *, conf: Mapping[str, Any] | None = None,
-         **kwargs: Any) -> dict[str, Any]:
+def main(
+    reference_sfm: str | os.PathLike | pycolmap.Reconstruction,
+    queries,
+    retrieval: str | os.PathLike | Mapping[str, Sequence[str]],
+    features: str | os.PathLike,
+    matches: str | os.PathLike,
+    results: str | os.PathLike,
+    ransac_thresh: float | None = None,
+    covisibility_clustering: bool = False,
+    prepend_camera_name: bool = False,
+    config: Mapping[str, Any] | None = None,
+    *,
+    conf: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """Localize every query and write the results and both logs files.
 
     Args:
@@ -361,11 +421,19 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
         {"num_queries", "num_localized", "num_failed", "failure_reasons": {reason class:
         count}}}``. hloc's logs go to ``<results>_logs.pkl``.
     """
-    conf = merge_conf(default_conf, _from_hloc(ransac_thresh, covisibility_clustering, config),
-                      conf, kwargs, where="localization")
+    conf = merge_conf(
+        default_conf,
+        _from_hloc(ransac_thresh, covisibility_clustering, config),
+        conf,
+        kwargs,
+        where="localization",
+    )
     features, matches, results = Path(features), Path(matches), Path(results)
-    rec = (reference_sfm if isinstance(reference_sfm, pycolmap.Reconstruction)
-           else colmap.read_model(reference_sfm))
+    rec = (
+        reference_sfm
+        if isinstance(reference_sfm, pycolmap.Reconstruction)
+        else colmap.read_model(reference_sfm)
+    )
     if rec.num_points3D() == 0:
         logger.warning("reference model has no 3D points: every query will fail")
     model = _Model(rec)
@@ -384,9 +452,12 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
         written = {n: "/".join(Path(n).parts[-2:]) for n in written}
     dup = [n for n, w in written.items() if w == n and "/" in n]
     if dup:
-        logger.warning("%d queries share their basename with another query (e.g. %s): their "
-                       "result lines use the full name instead of hloc's basename", len(dup),
-                       dup[0])
+        logger.warning(
+            "%d queries share their basename with another query (e.g. %s): their "
+            "result lines use the full name instead of hloc's basename",
+            len(dup),
+            dup[0],
+        )
 
     lines: list[str] = []
     loc: dict[str, dict[str, Any]] = {}
@@ -398,9 +469,16 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
             db_names = list(retrieval_dict.get(qname, []))
             if conf["num_loc"]:
                 db_names = db_names[: int(conf["num_loc"])]
-            entry: dict[str, Any] = {"success": False, "reason": "", "num_pairs": len(db_names),
-                                     "num_matches": 0, "num_2d3d": 0, "num_inliers": 0,
-                                     "fallback": None, "top_db": db_names[0] if db_names else None}
+            entry: dict[str, Any] = {
+                "success": False,
+                "reason": "",
+                "num_pairs": len(db_names),
+                "num_matches": 0,
+                "num_2d3d": 0,
+                "num_inliers": 0,
+                "fallback": None,
+                "top_db": db_names[0] if db_names else None,
+            }
             pose, ret, corr, kpq = None, None, None, None
             if not db_names:
                 entry["reason"] = "no retrieval pairs"
@@ -408,15 +486,26 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
                 entry["reason"] = f"no features for the query in {features.name}"
             else:
                 kpq = io.get_keypoints(feats_src, qname)
-                corr = correspondences(qname, db_names, model, matches_src,
-                                       conf["min_match_score"], len(kpq))
-                entry.update({"num_keypoints": int(len(kpq)), "num_matches": corr.num_matches,
-                              "num_matches_3d": corr.num_matches_3d,
-                              "num_2d3d": int(len(corr.kp_idx)), "matches_per_db": corr.per_db})
+                corr = correspondences(
+                    qname, db_names, model, matches_src, conf["min_match_score"], len(kpq)
+                )
+                entry.update(
+                    {
+                        "num_keypoints": int(len(kpq)),
+                        "num_matches": corr.num_matches,
+                        "num_matches_3d": corr.num_matches_3d,
+                        "num_2d3d": int(len(corr.kp_idx)),
+                        "matches_per_db": corr.per_db,
+                    }
+                )
                 if corr.missing_pairs:
                     entry["missing_pairs"] = corr.missing_pairs
-                    logger.warning("query %s: %d retrieval pair(s) absent from %s", qname,
-                                   len(corr.missing_pairs), matches.name)
+                    logger.warning(
+                        "query %s: %d retrieval pair(s) absent from %s",
+                        qname,
+                        len(corr.missing_pairs),
+                        matches.name,
+                    )
                 if corr.pairs_not_in_model:
                     entry["pairs_not_in_model"] = corr.pairs_not_in_model
                 if len(kpq) == 0:
@@ -424,23 +513,34 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
                 elif corr.num_matches == 0:
                     entry["reason"] = "0 matches to the retrieved db images"
                 elif len(corr.kp_idx) < int(conf["min_num_2d3d"]):
-                    entry["reason"] = (f"too few 2D-3D correspondences ({len(corr.kp_idx)} < "
-                                       f"{conf['min_num_2d3d']})")
+                    entry["reason"] = (
+                        f"too few 2D-3D correspondences ({len(corr.kp_idx)} < "
+                        f"{conf['min_num_2d3d']})"
+                    )
                 else:
                     xyz = model.xyz(corr.p3d_ids)
                     ret, reason = colmap.estimate_absolute_pose(
-                        kpq[corr.kp_idx], xyz, camera, max_error_px=float(conf["max_error_px"]),
+                        kpq[corr.kp_idx],
+                        xyz,
+                        camera,
+                        max_error_px=float(conf["max_error_px"]),
                         min_num_inliers=int(conf["min_num_inliers"]),
                         refine_focal=bool(conf["refine_focal"]),
-                        refine_extra_params=bool(conf["refine_extra_params"]))
+                        refine_extra_params=bool(conf["refine_extra_params"]),
+                    )
                     if ret is None:
                         entry["reason"] = f"PnP failed: {reason}"
                     else:
                         pose = (ret["qvec_wxyz"], ret["tvec"])
                         inl = corr.kp_idx[np.asarray(ret["inlier_mask"], bool)]
-                        entry.update({"success": True, "reason": "ok",
-                                      "num_inliers": int(ret["num_inliers"]),
-                                      "inliers": sorted({int(i) for i in inl})})
+                        entry.update(
+                            {
+                                "success": True,
+                                "reason": "ok",
+                                "num_inliers": int(ret["num_inliers"]),
+                                "inliers": sorted({int(i) for i in inl}),
+                            }
+                        )
             if pose is None:
                 fb = next((p for p in (model.pose(d) for d in db_names) if p is not None), None)
                 if fb is not None:
@@ -449,12 +549,19 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
                 else:
                     entry["fallback"] = "identity"
                     pose = (np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3))
-                logger.warning("query %s not localized: %s (fallback pose: %s)", qname,
-                               entry["reason"], entry["fallback"])
+                logger.warning(
+                    "query %s not localized: %s (fallback pose: %s)",
+                    qname,
+                    entry["reason"],
+                    entry["fallback"],
+                )
             lines.append(_format_pose(written[qname], *pose))
             loc[qname] = entry
-            db_ids = corr.db_ids if corr is not None else [model.ids[d] for d in db_names
-                                                           if d in model.ids]
+            db_ids = (
+                corr.db_ids
+                if corr is not None
+                else [model.ids[d] for d in db_names if d in model.ids]
+            )
             hloc_loc[qname] = _hloc_log(corr, kpq, ret, camera, db_ids)
 
     atomic_write_text(results, "\n".join(lines) + "\n")
@@ -463,14 +570,27 @@ def main(reference_sfm: str | os.PathLike | pycolmap.Reconstruction, queries,
         if not e["success"]:
             reasons[_failure_class(e["reason"])] += 1
     n_ok = sum(e["success"] for e in loc.values())
-    logs = {"conf": conf, "features": str(features), "matches": str(matches),
-            "retrieval": retrieval_src, "results": str(results), "loc": loc,
-            "summary": {"num_queries": len(loc), "num_localized": n_ok,
-                        "num_failed": len(loc) - n_ok, "failure_reasons": dict(reasons)}}
+    logs = {
+        "conf": conf,
+        "features": str(features),
+        "matches": str(matches),
+        "retrieval": retrieval_src,
+        "results": str(results),
+        "loc": loc,
+        "summary": {
+            "num_queries": len(loc),
+            "num_localized": n_ok,
+            "num_failed": len(loc) - n_ok,
+            "failure_reasons": dict(reasons),
+        },
+    }
     atomic_write_text(logs_path_for(results), json.dumps(logs, indent=1, default=_json_default))
-    hloc_logs = {"features": features, "matches": matches,
-                 "retrieval": Path(retrieval_src) if retrieval_src != "<dict>" else None,
-                 "loc": hloc_loc}
+    hloc_logs = {
+        "features": features,
+        "matches": matches,
+        "retrieval": Path(retrieval_src) if retrieval_src != "<dict>" else None,
+        "loc": hloc_loc,
+    }
     with atomic_write(hloc_logs_path(results)) as tmp, open(tmp, "wb") as f:
         pickle.dump(hloc_logs, f)
     logger.info("localized %d / %d queries -> %s", n_ok, len(loc), results)
@@ -489,19 +609,35 @@ def _json_default(o):
 
 def _parse_args(argv):
     p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--reference_sfm", type=existing_dir, required=True,
-                   help="triangulated model (COLMAP .bin/.txt folder)")
+    p.add_argument(
+        "--reference_sfm",
+        type=existing_dir,
+        required=True,
+        help="triangulated model (COLMAP .bin/.txt folder)",
+    )
     p.add_argument("--queries", nargs="+", required=True, help="query list file(s) or glob")
-    p.add_argument("--retrieval", type=existing_file, required=True,
-                   help="query-db pairs file")
-    p.add_argument("--features", type=existing_file, required=True,
-                   help="features file of queries and db images")
-    p.add_argument("--matches", type=existing_file, required=True,
-                   help="matches file of the query pairs")
-    p.add_argument("--results", type=output_file, required=True,
-                   help="poses file to write (name qw qx qy qz tx ty tz)")
-    p.add_argument("--max_error_px", type=positive_float, default=default_conf["max_error_px"],
-                   help="RANSAC PnP inlier threshold (pixels)")
+    p.add_argument("--retrieval", type=existing_file, required=True, help="query-db pairs file")
+    p.add_argument(
+        "--features",
+        type=existing_file,
+        required=True,
+        help="features file of queries and db images",
+    )
+    p.add_argument(
+        "--matches", type=existing_file, required=True, help="matches file of the query pairs"
+    )
+    p.add_argument(
+        "--results",
+        type=output_file,
+        required=True,
+        help="poses file to write (name qw qx qy qz tx ty tz)",
+    )
+    p.add_argument(
+        "--max_error_px",
+        type=positive_float,
+        default=default_conf["max_error_px"],
+        help="RANSAC PnP inlier threshold (pixels)",
+    )
     return p.parse_args(argv)
 
 
@@ -510,8 +646,15 @@ def cli(argv: Sequence[str] | None = None) -> dict[str, Any]:
     a = _parse_args(None if argv is None else list(argv))
     setup_logging()
     with cli_errors("localize.localize_sfm"):
-        return main(a.reference_sfm, a.queries, a.retrieval, a.features, a.matches, a.results,
-                    max_error_px=a.max_error_px)
+        return main(
+            a.reference_sfm,
+            a.queries,
+            a.retrieval,
+            a.features,
+            a.matches,
+            a.results,
+            max_error_px=a.max_error_px,
+        )
 
 
 if __name__ == "__main__":

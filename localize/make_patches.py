@@ -27,6 +27,7 @@ Coordinates inside are those of the resized images (hloc pixel centres); ``inter
 
 CLI: ``python -m pipelines.make_patches``.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,21 +50,21 @@ logger = logging.getLogger(__name__)
 
 confs: dict[str, dict[str, Any]] = {
     "default": {
-        "resize_max": 1200,          # longer side (px) of the images the patches come from
-        "max_keypoints": 6000,       # DoG keypoints per image (strongest first)
+        "resize_max": 1200,  # longer side (px) of the images the patches come from
+        "max_keypoints": 6000,  # DoG keypoints per image (strongest first)
         "contrast_threshold": 0.01,  # lower than extraction's 0.02: more, harder points
         "edge_threshold": 10.0,
-        "min_size": 2.0,             # OpenCV keypoint size (diameter, resized px)
-        "num_matched": 6,            # covisible partners per view (pairs.from_poses)
+        "min_size": 2.0,  # OpenCV keypoint size (diameter, resized px)
+        "num_matched": 6,  # covisible partners per view (pairs.from_poses)
         "max_view_angle_deg": 60.0,  # max angle between the viewing directions of a pair
-        "epipolar_px": 1.5,          # guided matching band (symmetric epipolar distance, px)
-        "ratio": 0.9,                # ratio test among the candidates inside the band
-        "max_reproj_px": 1.0,        # every observation of a kept track reprojects within this
-        "min_tri_angle_deg": 3.0,    # largest angle between two rays of a kept track
+        "epipolar_px": 1.5,  # guided matching band (symmetric epipolar distance, px)
+        "ratio": 0.9,  # ratio test among the candidates inside the band
+        "max_reproj_px": 1.0,  # every observation of a kept track reprojects within this
+        "min_tri_angle_deg": 3.0,  # largest angle between two rays of a kept track
         "min_track_length": 2,
-        "patch_size": 64,            # Brown layout
+        "patch_size": 64,  # Brown layout
         "mr_size": MR_SIZE,
-        "max_pairs": 100_000,        # m50 pairs (half matching); fewer if the scene is small
+        "max_pairs": 100_000,  # m50 pairs (half matching); fewer if the scene is small
         "seed": 0,
     },
 }
@@ -77,8 +78,9 @@ def _load_gray(path: Path) -> np.ndarray:
     return img
 
 
-def guided_matches(desc0: np.ndarray, desc1: np.ndarray, band: np.ndarray, ratio: float
-                   ) -> np.ndarray:
+def guided_matches(
+    desc0: np.ndarray, desc1: np.ndarray, band: np.ndarray, ratio: float
+) -> np.ndarray:
     """Mutual nearest neighbours restricted to ``band`` with a ratio test inside it.
 
     Args:
@@ -96,8 +98,11 @@ def guided_matches(desc0: np.ndarray, desc1: np.ndarray, band: np.ndarray, ratio
     i = np.arange(len(desc0))
     ok = (nn10[nn01] == i) & (sim[i, nn01] > -4.0)
     # ratio test along rows: second best inside the band
-    top2 = np.partition(-sim, 1, axis=1)[:, :2] if sim.shape[1] > 1 else \
-        np.concatenate([-sim, np.full((len(sim), 1), 4.0)], 1)
+    top2 = (
+        np.partition(-sim, 1, axis=1)[:, :2]
+        if sim.shape[1] > 1
+        else np.concatenate([-sim, np.full((len(sim), 1), 4.0)], 1)
+    )
     s1, s2 = -top2[:, 0], -top2[:, 1]
     d1 = np.sqrt(np.maximum(2 - 2 * s1, 0))
     d2 = np.where(s2 > -4.0, np.sqrt(np.maximum(2 - 2 * s2, 0)), np.inf)
@@ -105,8 +110,9 @@ def guided_matches(desc0: np.ndarray, desc1: np.ndarray, band: np.ndarray, ratio
     return np.stack([i[ok], nn01[ok]], 1).astype(np.int64)
 
 
-def _scaled_reference(rec: pycolmap.Reconstruction, sizes: dict[str, tuple[int, int, int, int]]
-                      ) -> pycolmap.Reconstruction:
+def _scaled_reference(
+    rec: pycolmap.Reconstruction, sizes: dict[str, tuple[int, int, int, int]]
+) -> pycolmap.Reconstruction:
     """Copy of ``rec`` (points cleared) whose cameras are rescaled to the resized images.
     sizes: name -> (w, h, new_w, new_h)."""
     out = pycolmap.Reconstruction(rec)
@@ -118,12 +124,14 @@ def _scaled_reference(rec: pycolmap.Reconstruction, sizes: dict[str, tuple[int, 
         cam = out.cameras[im.camera_id]
         if im.camera_id in done:
             if done[im.camera_id] != (nw, nh):
-                raise colmap.ColmapError(f"camera {im.camera_id} is shared by images of "
-                                         f"different sizes ({im.name})")
+                raise colmap.ColmapError(
+                    f"camera {im.camera_id} is shared by images of different sizes ({im.name})"
+                )
             continue
         if (cam.width, cam.height) != (w, h):
-            raise colmap.ColmapError(f"image {im.name} is {w}x{h} but its camera says "
-                                     f"{cam.width}x{cam.height}")
+            raise colmap.ColmapError(
+                f"image {im.name} is {w}x{h} but its camera says {cam.width}x{cam.height}"
+            )
         cam.rescale(nw, nh)
         done[im.camera_id] = (nw, nh)
     return out
@@ -137,10 +145,15 @@ def _tri_angle_deg(xyz: np.ndarray, centers: np.ndarray) -> float:
     return float(np.degrees(np.arccos(c.min())))
 
 
-def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
-          reference: pycolmap.Reconstruction | str | os.PathLike | None = None,
-          strecha: str | os.PathLike | None = None, names: list[str] | None = None,
-          progress: bool = True) -> dict[str, Any]:
+def build(
+    conf: dict[str, Any] | str,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    reference: pycolmap.Reconstruction | str | os.PathLike | None = None,
+    strecha: str | os.PathLike | None = None,
+    names: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Build a Brown-layout patch folder from posed images (see the module docstring).
 
     Args:
@@ -171,6 +184,7 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
         raise ValueError("give exactly one of reference (a COLMAP model) or strecha")
     if strecha is not None:
         from localize.data.strecha import read_strecha_cameras
+
         rec = colmap.build_reference_reconstruction(*read_strecha_cameras(strecha))
     elif isinstance(reference, pycolmap.Reconstruction):
         rec = reference
@@ -195,14 +209,24 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     for name in tqdm(wanted, desc="make_patches: detect", disable=not progress):
         gray = _load_gray(image_dir / name)
         small, _ = extract_features.resize_image(gray, conf["resize_max"])
-        kps, xy, size, angle, _ = detect_dog(small, conf["max_keypoints"],
-                                             conf["contrast_threshold"],
-                                             conf["edge_threshold"], conf["min_size"])
+        kps, xy, size, angle, _ = detect_dog(
+            small,
+            conf["max_keypoints"],
+            conf["contrast_threshold"],
+            conf["edge_threshold"],
+            conf["min_size"],
+        )
         desc = extract_features.describe(small, kps, xy, size, angle, rootsift, ex_conf)
         # "xy": true positions (pixel centres at integers) for the geometry, as extraction stores
         # them; "xy_cut": OpenCV's positions, where extraction cuts its patches
-        feats[name] = {"xy": xy - extract_features.OPENCV_XY_OFFSET, "xy_cut": xy, "size": size,
-                       "angle": angle, "desc": desc, "image": small}
+        feats[name] = {
+            "xy": xy - extract_features.OPENCV_XY_OFFSET,
+            "xy_cut": xy,
+            "size": size,
+            "angle": angle,
+            "desc": desc,
+            "image": small,
+        }
         sizes[name] = (gray.shape[1], gray.shape[0], small.shape[1], small.shape[0])
     # keep only the wanted images in the scaled reference (ids unchanged)
     ref = _scaled_reference(_subset(rec, set(feats)), sizes)
@@ -220,10 +244,13 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     matches: dict[tuple[str, str], np.ndarray] = {}
     for a, b in tqdm(uniq, desc="make_patches: guided matching", disable=not progress):
         F = geometry.fundamental(*cams[a], *cams[b])
-        band = geometry.epipolar_distance(F, feats[a]["xy"].astype(np.float64),
-                                 feats[b]["xy"].astype(np.float64)) <= conf["epipolar_px"]
-        matches[(a, b)] = guided_matches(feats[a]["desc"], feats[b]["desc"], band,
-                                         conf["ratio"])
+        band = (
+            geometry.epipolar_distance(
+                F, feats[a]["xy"].astype(np.float64), feats[b]["xy"].astype(np.float64)
+            )
+            <= conf["epipolar_px"]
+        )
+        matches[(a, b)] = guided_matches(feats[a]["desc"], feats[b]["desc"], band, conf["ratio"])
     n_matches = int(sum(len(m) for m in matches.values()))
     logger.info("%d pairs, %d guided matches", len(uniq), n_matches)
 
@@ -233,9 +260,20 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
         db = colmap.create_database(work / "database.db", ref)
         colmap.import_features(db, ids, {n: f["xy"] for n, f in feats.items()})
         colmap.import_verified_matches(db, ids, matches)
-        tri = colmap.triangulate(ref, db, work / "no_images", work / "sfm", colmap.TriangulationConf(
-            min_num_matches=5, tri_min_angle_deg=1.0, tri_max_error_px=2.0,
-            filter_max_reproj_error_px=2.0, extract_colors=False, ignore_two_view_tracks=False))
+        tri = colmap.triangulate(
+            ref,
+            db,
+            work / "no_images",
+            work / "sfm",
+            colmap.TriangulationConf(
+                min_num_matches=5,
+                tri_min_angle_deg=1.0,
+                tri_max_error_px=2.0,
+                filter_max_reproj_error_px=2.0,
+                extract_colors=False,
+                ignore_two_view_tracks=False,
+            ),
+        )
 
     # 5. track filter
     id2name = {i: n for n, i in ids.items()}
@@ -245,7 +283,9 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
     n_tri = len(tri.points3D)
     for pid, p in tri.points3D.items():
         els = [(int(e.image_id), int(e.point2D_idx)) for e in p.track.elements]
-        if len({i for i, _ in els}) < conf["min_track_length"] or len(els) != len({i for i, _ in els}):
+        if len({i for i, _ in els}) < conf["min_track_length"] or len(els) != len(
+            {i for i, _ in els}
+        ):
             continue
         xyz = np.asarray(p.xyz, np.float64)
         errs = []
@@ -262,8 +302,10 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
         tracks.append([(id2name[i], k) for i, k in sorted(els)])
         errors.extend(errs)
     if len(tracks) < 2:
-        raise colmap.ColmapError(f"{image_dir}: only {len(tracks)} tracks survived the filters "
-                                 f"({n_tri} triangulated, {n_matches} guided matches)")
+        raise colmap.ColmapError(
+            f"{image_dir}: only {len(tracks)} tracks survived the filters "
+            f"({n_tri} triangulated, {n_matches} guided matches)"
+        )
 
     # 6. one patch per observation, grouped by image for one kornia pass each
     per_image: dict[str, list[tuple[int, int]]] = {}
@@ -276,18 +318,29 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
         f = feats[name]
         tk = np.asarray(per_image[name], np.int64)
         k = tk[:, 1]
-        p = extract_patches(f["image"], f["xy_cut"][k], f["size"][k],
-                            opencv_angle_to_ori(f["angle"][k]),
-                            patch_size=conf["patch_size"], mr_size=conf["mr_size"])
+        p = extract_patches(
+            f["image"],
+            f["xy_cut"][k],
+            f["size"][k],
+            opencv_angle_to_ori(f["angle"][k]),
+            patch_size=conf["patch_size"],
+            mr_size=conf["mr_size"],
+        )
         patch_list.append(np.clip(p[:, 0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8))
         pt_ids.append(tk[:, 0])
         views.append(np.full(len(tk), view_id[name]))
         w, h, nw, nh = sizes[name]
         sx, sy = w / nw, h / nh
         for kk in k:
-            interest.append((view_id[name], (f["xy"][kk, 0] + 0.5) * sx - 0.5,
-                             (f["xy"][kk, 1] + 0.5) * sy - 0.5, f["size"][kk] * (sx + sy) / 2,
-                             float(opencv_angle_to_ori(f["angle"][kk:kk + 1])[0])))
+            interest.append(
+                (
+                    view_id[name],
+                    (f["xy"][kk, 0] + 0.5) * sx - 0.5,
+                    (f["xy"][kk, 1] + 0.5) * sy - 0.5,
+                    f["size"][kk] * (sx + sy) / 2,
+                    float(opencv_angle_to_ori(f["angle"][kk : kk + 1])[0]),
+                )
+            )
     pt = np.concatenate(pt_ids)
     order = np.lexsort((np.concatenate(views), pt))
     patches = np.concatenate(patch_list)[order]
@@ -299,25 +352,43 @@ def build(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str
 
     lengths = np.array([len(t) for t in tracks])
     summary = {
-        "views": len(feats), "pairs": len(uniq), "guided_matches": n_matches,
-        "triangulated": n_tri, "tracks": len(tracks), "patches": int(len(patches)),
-        "track_length_mean": float(lengths.mean()), "track_length_max": int(lengths.max()),
+        "views": len(feats),
+        "pairs": len(uniq),
+        "guided_matches": n_matches,
+        "triangulated": n_tri,
+        "tracks": len(tracks),
+        "patches": int(len(patches)),
+        "track_length_mean": float(lengths.mean()),
+        "track_length_max": int(lengths.max()),
         "reproj_error_px_median": float(np.median(errors)),
         "reproj_error_px_max": float(np.max(errors)),
-        "m50_pairs": int(len(m50)), "conf": conf,
-        "images": str(image_dir), "poses": str(strecha if strecha is not None else
-                                              (reference if not isinstance(
-                                                  reference, pycolmap.Reconstruction)
-                                               else "<in-memory reconstruction>")),
+        "m50_pairs": int(len(m50)),
+        "conf": conf,
+        "images": str(image_dir),
+        "poses": str(
+            strecha
+            if strecha is not None
+            else (
+                reference
+                if not isinstance(reference, pycolmap.Reconstruction)
+                else "<in-memory reconstruction>"
+            )
+        ),
         "view_ids": view_id,
     }
     with atomic_dir(out_dir) as tmp:
         write_phototour_folder(tmp, patches, pt, m50, interest=interest)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    logger.info("wrote %s: %d views, %d tracks, %d patches, track length %.2f, reprojection "
-                "error median %.3f px", out_dir, summary["views"], summary["tracks"],
-                summary["patches"], summary["track_length_mean"],
-                summary["reproj_error_px_median"])
+    logger.info(
+        "wrote %s: %d views, %d tracks, %d patches, track length %.2f, reprojection "
+        "error median %.3f px",
+        out_dir,
+        summary["views"],
+        summary["tracks"],
+        summary["patches"],
+        summary["track_length_mean"],
+        summary["reproj_error_px_median"],
+    )
     return summary
 
 
@@ -335,14 +406,19 @@ def _subset(rec: pycolmap.Reconstruction, names: set[str]) -> pycolmap.Reconstru
         out.add_camera_with_trivial_rig(rec.cameras[cid])
     for iid, im in keep.items():
         out.add_image_with_trivial_frame(
-            pycolmap.Image(name=im.name, camera_id=im.camera_id, image_id=iid),
-            im.cam_from_world())
+            pycolmap.Image(name=im.name, camera_id=im.camera_id, image_id=iid), im.cam_from_world()
+        )
     return out
 
 
-def main(conf: dict[str, Any] | str, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
-         reference: str | os.PathLike | None = None, strecha: str | os.PathLike | None = None,
-         names: list[str] | None = None) -> Path:
+def main(
+    conf: dict[str, Any] | str,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    reference: str | os.PathLike | None = None,
+    strecha: str | os.PathLike | None = None,
+    names: list[str] | None = None,
+) -> Path:
     """hloc-style entry: build the patch folder, return ``out_dir``."""
     build(conf, image_dir, out_dir, reference=reference, strecha=strecha, names=names)
     return Path(out_dir)

@@ -42,6 +42,7 @@ CLI::
     python -m localize.match_features --conf nn-ratio --pairs pairs.txt --features feats.h5 [--matches m.h5]
     torchrun --nproc_per_node=4 -m localize.match_features --conf nn-ratio --pairs ... --features ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,32 +56,59 @@ import torch
 from tqdm import tqdm
 
 from localize import h5, io, parsers
-from localize.nearest_neighbor import (BACKENDS, as_2d, default_backend, default_device,
-                                     match_image)
-from localize.cli import ArgumentParser, existing_file, output_dir, output_file, positive_float, \
-    positive_int, run_cli
+from localize.cli import (
+    ArgumentParser,
+    existing_file,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    run_cli,
+)
+from localize.nearest_neighbor import BACKENDS, as_2d, default_backend, default_device, match_image
 
 logger = logging.getLogger(__name__)
 
 confs: dict[str, dict[str, Any]] = {
-    "nn-ratio": {"output": "matches-nn-ratio0.8", "ratio": 0.8, "distance_threshold": None,
-                 "mutual": True},
-    "nn-ratio-0.9": {"output": "matches-nn-ratio0.9", "ratio": 0.9, "distance_threshold": None,
-                     "mutual": True},
-    "nn-mutual": {"output": "matches-nn-mutual", "ratio": None, "distance_threshold": None,
-                  "mutual": True},
-    "nn-dist": {"output": "matches-nn-mutual-dist0.7", "ratio": None, "distance_threshold": 0.7,
-                "mutual": True},
+    "nn-ratio": {
+        "output": "matches-nn-ratio0.8",
+        "ratio": 0.8,
+        "distance_threshold": None,
+        "mutual": True,
+    },
+    "nn-ratio-0.9": {
+        "output": "matches-nn-ratio0.9",
+        "ratio": 0.9,
+        "distance_threshold": None,
+        "mutual": True,
+    },
+    "nn-mutual": {
+        "output": "matches-nn-mutual",
+        "ratio": None,
+        "distance_threshold": None,
+        "mutual": True,
+    },
+    "nn-dist": {
+        "output": "matches-nn-mutual-dist0.7",
+        "ratio": None,
+        "distance_threshold": 0.7,
+        "mutual": True,
+    },
     # hloc's own confs (hloc.match_features.confs), in hloc's format
-    "NN-superpoint": {"output": "matches-NN-mutual-dist.7",
-                      "model": {"name": "nearest_neighbor", "do_mutual_check": True,
-                                "distance_threshold": 0.7}},
-    "NN-ratio": {"output": "matches-NN-mutual-ratio.8",
-                 "model": {"name": "nearest_neighbor", "do_mutual_check": True,
-                           "ratio_threshold": 0.8}},
-    "NN-mutual": {"output": "matches-NN-mutual",
-                  "model": {"name": "nearest_neighbor", "do_mutual_check": True}},
+    "NN-superpoint": {
+        "output": "matches-NN-mutual-dist.7",
+        "model": {"name": "nearest_neighbor", "do_mutual_check": True, "distance_threshold": 0.7},
+    },
+    "NN-ratio": {
+        "output": "matches-NN-mutual-ratio.8",
+        "model": {"name": "nearest_neighbor", "do_mutual_check": True, "ratio_threshold": 0.8},
+    },
+    "NN-mutual": {
+        "output": "matches-NN-mutual",
+        "model": {"name": "nearest_neighbor", "do_mutual_check": True},
+    },
 }
+
 
 # ------------------------------------------------------------------------------------------
 # Pairs -> matches file
@@ -116,24 +144,33 @@ def resolve_conf(conf: dict[str, Any] | str) -> dict[str, Any]:
             raise ValueError(f"unknown matching conf '{conf}': choose from {', '.join(confs)}")
         conf = confs[conf]
     conf = copy.deepcopy(dict(conf))
-    c: dict[str, Any] = {"ratio": None, "distance_threshold": None, "mutual": True,
-                         "output": "matches-nn"}
+    c: dict[str, Any] = {
+        "ratio": None,
+        "distance_threshold": None,
+        "mutual": True,
+        "output": "matches-nn",
+    }
     if "model" in conf:  # hloc conf
         model = dict(conf.pop("model") or {})
         name = model.get("name", "nearest_neighbor")
         if name != "nearest_neighbor":
-            raise ValueError(f"matcher model {name!r} is not supported: only hloc's "
-                             "'nearest_neighbor' (ratio_threshold, distance_threshold, "
-                             "do_mutual_check)")
-        unknown = set(model) - {"name", "ratio_threshold", "distance_threshold",
-                                "do_mutual_check"}
+            raise ValueError(
+                f"matcher model {name!r} is not supported: only hloc's "
+                "'nearest_neighbor' (ratio_threshold, distance_threshold, "
+                "do_mutual_check)"
+            )
+        unknown = set(model) - {"name", "ratio_threshold", "distance_threshold", "do_mutual_check"}
         if unknown:
-            raise ValueError(f"hloc nearest_neighbor conf: unknown option(s) "
-                             f"{', '.join(sorted(unknown))} (ratio_threshold, "
-                             "distance_threshold, do_mutual_check)")
-        c.update(ratio=model.get("ratio_threshold") or None,
-                 distance_threshold=model.get("distance_threshold") or None,
-                 mutual=bool(model.get("do_mutual_check", True)))
+            raise ValueError(
+                f"hloc nearest_neighbor conf: unknown option(s) "
+                f"{', '.join(sorted(unknown))} (ratio_threshold, "
+                "distance_threshold, do_mutual_check)"
+            )
+        c.update(
+            ratio=model.get("ratio_threshold") or None,
+            distance_threshold=model.get("distance_threshold") or None,
+            mutual=bool(model.get("do_mutual_check", True)),
+        )
     c.update(conf)
     return c
 
@@ -146,6 +183,7 @@ def _world() -> tuple[int, int]:
 def _barrier() -> bool:
     """Barrier across torchrun ranks (gloo). Returns True if it initialised the process group."""
     import torch.distributed as dist
+
     created = False
     if not dist.is_initialized():
         dist.init_process_group("gloo", init_method="env://")
@@ -154,11 +192,20 @@ def _barrier() -> bool:
     return created
 
 
-def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
-         export_dir: str | Path | None = None, matches: str | Path | None = None,
-         features_ref: str | Path | Sequence[str | Path] | None = None,
-         overwrite: bool = False, *, use_gpu: bool | None = None, backend: str | None = None,
-         shard: str | tuple[int, int] | None = None, commit_every_s: float = 600.0) -> Path:
+def main(
+    conf: dict[str, Any] | str,
+    pairs: str | Path,
+    features: str | Path,
+    export_dir: str | Path | None = None,
+    matches: str | Path | None = None,
+    features_ref: str | Path | Sequence[str | Path] | None = None,
+    overwrite: bool = False,
+    *,
+    use_gpu: bool | None = None,
+    backend: str | None = None,
+    shard: str | tuple[int, int] | None = None,
+    commit_every_s: float = 600.0,
+) -> Path:
     """Match every pair of a pairs file and write (append to) an hloc matches file.
 
     Same positional signature as hloc's ``match_features.main(conf, pairs, features,
@@ -187,20 +234,27 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     elif export_dir is not None:
         features_path = Path(export_dir, f"{features}.h5")
     else:
-        raise ValueError(f"features {features!r}: no such file, and no export_dir for a "
-                         "features name (hloc: main(conf, pairs, 'feats-name', export_dir))")
+        raise ValueError(
+            f"features {features!r}: no such file, and no export_dir for a "
+            "features name (hloc: main(conf, pairs, 'feats-name', export_dir))"
+        )
     if export_dir is not None and Path(export_dir).suffix == ".h5" and matches is None:
-        raise ValueError(f"export_dir {export_dir} looks like an .h5 file: pass the matches "
-                         "file as matches=... (hloc's signature: conf, pairs, features, "
-                         "export_dir, matches)")
+        raise ValueError(
+            f"export_dir {export_dir} looks like an .h5 file: pass the matches "
+            "file as matches=... (hloc's signature: conf, pairs, features, "
+            "export_dir, matches)"
+        )
     if matches is None:
         root = Path(export_dir) if export_dir is not None else features_path.parent
         matches = root / f"{features_path.stem}_{conf['output']}_{pairs.stem}.h5"
     matches_path = Path(matches)
     refs: list[Path] = []
     if features_ref is not None:
-        refs = [Path(features_ref)] if isinstance(features_ref, (str, Path)) else \
-            [Path(p) for p in features_ref]
+        refs = (
+            [Path(features_ref)]
+            if isinstance(features_ref, (str, Path))
+            else [Path(p) for p in features_ref]
+        )
     sh = h5.parse_shard(shard)
     rank, world = _world()
     distributed = sh is None and world > 1
@@ -213,8 +267,11 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     backend = backend or default_backend(device)
     if backend not in BACKENDS:
         raise ValueError(f"unknown matching backend {backend!r}: choose from {', '.join(BACKENDS)}")
-    convert = (lambda d: torch.from_numpy(as_2d(d)).to(device)) \
-        if backend == "torch" and device.type == "cuda" else None
+    convert = (
+        (lambda d: torch.from_numpy(as_2d(d)).to(device))
+        if backend == "torch" and device.type == "cuda"
+        else None
+    )
     src = io.FeatureReader([features_path] + refs, convert=convert)
     for a, b in all_pairs:  # fail fast, before any matching
         src.check(a)
@@ -225,16 +282,26 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     out_path = matches_path
     groups = group_pairs(todo)
     if sh is not None:
-        groups = groups[sh[0]::sh[1]]
+        groups = groups[sh[0] :: sh[1]]
         out_path = h5.shard_path(matches_path, *sh)
         todo = _not_done([(a, b) for a, bs in groups for b in bs], out_path, overwrite, ids)
         groups = group_pairs(todo)
     if len(todo) < len(all_pairs) and sh is None:
-        logger.info("%d/%d pairs already in %s, skipping them", len(all_pairs) - len(todo),
-                    len(all_pairs), matches_path)
+        logger.info(
+            "%d/%d pairs already in %s, skipping them",
+            len(all_pairs) - len(todo),
+            len(all_pairs),
+            matches_path,
+        )
     if todo or not out_path.exists():
-        logger.info("matching %d pairs (%s, %s on %s) -> %s", len(todo), conf["output"],
-                    backend, device, out_path)
+        logger.info(
+            "matching %d pairs (%s, %s on %s) -> %s",
+            len(todo),
+            conf["output"],
+            backend,
+            device,
+            out_path,
+        )
         _match_groups(groups, src, conf, out_path, device, backend, commit_every_s, ids)
     if not distributed:
         return out_path
@@ -244,12 +311,14 @@ def main(conf: dict[str, Any] | str, pairs: str | Path, features: str | Path,
     _barrier()
     if created:
         import torch.distributed as dist
+
         dist.destroy_process_group()
     return matches_path
 
 
-def _not_done(pairs: list[tuple[str, str]], path: Path, overwrite: bool,
-              ids: dict[str, str]) -> list[tuple[str, str]]:
+def _not_done(
+    pairs: list[tuple[str, str]], path: Path, overwrite: bool, ids: dict[str, str]
+) -> list[tuple[str, str]]:
     """The pairs not in the matches file ``path`` (either order) computed from the features
     entries whose ``io.features_id`` are ``ids``; all of them if ``overwrite`` or the file does
     not exist. A stored pair of other images under the same key raises (``io.find_pair``)."""
@@ -262,19 +331,31 @@ def _not_done(pairs: list[tuple[str, str]], path: Path, overwrite: bool,
                 todo.append((a, b))
                 stale += io.has_pair(fd, a, b)
     if stale:
-        logger.info("%s: %d pairs were matched from features that changed since: recomputing "
-                    "them", path, stale)
+        logger.info(
+            "%s: %d pairs were matched from features that changed since: recomputing them",
+            path,
+            stale,
+        )
     return todo
 
 
-def _match_groups(groups: list[tuple[str, list[str]]], src: io.FeatureReader,
-                  conf: dict[str, Any], out_path: Path, device: torch.device, backend: str,
-                  commit_every_s: float, ids: dict[str, str]) -> None:
+def _match_groups(
+    groups: list[tuple[str, list[str]]],
+    src: io.FeatureReader,
+    conf: dict[str, Any],
+    out_path: Path,
+    device: torch.device,
+    backend: str,
+    commit_every_s: float,
+    ids: dict[str, str],
+) -> None:
     """Match each (image, partners) group with one :func:`match_image` call, write the pairs."""
     warned: set[str] = set()
     n_pairs = sum(len(bs) for _, bs in groups)
-    with h5.H5Writer(out_path, commit_every_s=commit_every_s) as w, \
-            tqdm(total=n_pairs, desc=f"match {conf['output']}", unit="pair") as bar:
+    with (
+        h5.H5Writer(out_path, commit_every_s=commit_every_s) as w,
+        tqdm(total=n_pairs, desc=f"match {conf['output']}", unit="pair") as bar,
+    ):
         for a, partners in groups:
             d0 = src.descriptors(a)
             ds = [src.descriptors(b) for b in partners]
@@ -283,10 +364,18 @@ def _match_groups(groups: list[tuple[str, list[str]]], src: io.FeatureReader,
                     logger.warning("image %s has no keypoints: its pairs get empty matches", n)
                     warned.add(n)
                 elif len(d) and len(d0) and d.shape[1:] != d0.shape[1:]:
-                    raise ValueError(f"descriptor dims differ for pair {a} {n}: "
-                                     f"{d0.shape[1]} vs {d.shape[1]}")
-            results = match_image(d0, ds, conf["ratio"], conf["distance_threshold"],
-                                  conf["mutual"], device=device, backend=backend)
+                    raise ValueError(
+                        f"descriptor dims differ for pair {a} {n}: {d0.shape[1]} vs {d.shape[1]}"
+                    )
+            results = match_image(
+                d0,
+                ds,
+                conf["ratio"],
+                conf["distance_threshold"],
+                conf["mutual"],
+                device=device,
+                backend=backend,
+            )
             for b, (m, s) in zip(partners, results):
                 io.write_matches(w.file, a, b, m, s, features_ids=(ids[a], ids[b]))
                 w.maybe_commit()
@@ -296,22 +385,35 @@ def _match_groups(groups: list[tuple[str, list[str]]], src: io.FeatureReader,
 def cli(argv: Iterable[str] | None = None) -> Path:
     p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conf", default="nn-ratio", choices=list(confs), help="matching conf")
-    p.add_argument("--pairs", type=existing_file, required=True,
-                   help="pairs file (name0 name1 per line)")
+    p.add_argument(
+        "--pairs", type=existing_file, required=True, help="pairs file (name0 name1 per line)"
+    )
     p.add_argument("--features", type=existing_file, required=True, help="features file")
-    p.add_argument("--features_ref", type=existing_file, nargs="*",
-                   help="extra features file(s) for the reference images")
+    p.add_argument(
+        "--features_ref",
+        type=existing_file,
+        nargs="*",
+        help="extra features file(s) for the reference images",
+    )
     p.add_argument("--matches", type=output_file, help="matches file to write")
-    p.add_argument("--export_dir", type=output_dir,
-                   help="output folder (file name from the conf and pairs)")
+    p.add_argument(
+        "--export_dir", type=output_dir, help="output folder (file name from the conf and pairs)"
+    )
     p.add_argument("--overwrite", action="store_true", help="re-match pairs already in the file")
-    p.add_argument("--backend", choices=BACKENDS,
-                   help="nearest-neighbour backend (default: the fastest measured for the device)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="nearest-neighbour backend (default: the fastest measured for the device)",
+    )
     p.add_argument("--shard", help="i/K: match every K-th image group into a shard file")
-    p.add_argument("--merge", type=positive_int, metavar="K",
-                   help="merge K shard files, then exit")
-    p.add_argument("--commit_interval", type=positive_float, default=600.0, metavar="SECONDS",
-                   help="seconds between commits (a hard kill loses at most this much work)")
+    p.add_argument("--merge", type=positive_int, metavar="K", help="merge K shard files, then exit")
+    p.add_argument(
+        "--commit_interval",
+        type=positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="seconds between commits (a hard kill loses at most this much work)",
+    )
     p.add_argument("--cpu", action="store_true", help="force CPU")
     args = p.parse_args(None if argv is None else list(argv))
     return run_cli("localize.match_features", _run_cli, args)
@@ -320,14 +422,26 @@ def cli(argv: Iterable[str] | None = None) -> Path:
 def _run_cli(args: argparse.Namespace) -> Path:
     if args.merge:
         c = resolve_conf(args.conf)
-        mp = args.matches or (args.export_dir or args.features.parent) / \
-            f"{args.features.stem}_{c['output']}_{args.pairs.stem}.h5"
+        mp = (
+            args.matches
+            or (args.export_dir or args.features.parent)
+            / f"{args.features.stem}_{c['output']}_{args.pairs.stem}.h5"
+        )
         out = h5.merge_shards(mp, args.merge, overwrite=args.overwrite, remove=True)
     else:
-        out = main(args.conf, args.pairs, args.features, args.export_dir, args.matches,
-                   args.features_ref or None, overwrite=args.overwrite,
-                   use_gpu=False if args.cpu else None, backend=args.backend, shard=args.shard,
-                   commit_every_s=args.commit_interval)
+        out = main(
+            args.conf,
+            args.pairs,
+            args.features,
+            args.export_dir,
+            args.matches,
+            args.features_ref or None,
+            overwrite=args.overwrite,
+            use_gpu=False if args.cpu else None,
+            backend=args.backend,
+            shard=args.shard,
+            commit_every_s=args.commit_interval,
+        )
     return out
 
 

@@ -54,6 +54,7 @@ change :data:`DEFAULT_BACKEND` if FAISS wins there. Exact ties are detected when
 gives bitwise equal similarities for duplicate descriptors (MKL and FAISS do; the tests check
 it with duplicates spread over row blocks).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -115,8 +116,9 @@ def _knn_inputs(queries: np.ndarray, database: np.ndarray) -> tuple[np.ndarray, 
     return q, b
 
 
-def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
-         ) -> tuple[np.ndarray, np.ndarray]:
+def knn2(
+    queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-2 inner-product neighbours with a fresh FAISS ``IndexFlatIP`` (the reference).
 
     Args:
@@ -127,8 +129,9 @@ def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
     """
     q, b = _knn_inputs(queries, database)
     if len(q) == 0 or len(b) == 0:
-        return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
-                              len(q))
+        return _normalise_knn(
+            np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
+        )
     index = faiss.IndexFlatIP(b.shape[1])
     if nn.want_gpu(use_gpu):
         index = nn.index_to_gpu(index)
@@ -137,13 +140,15 @@ def knn2(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
     return _normalise_knn(s, i, len(q))
 
 
-def knn2_bruteforce(queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def knn2_bruteforce(
+    queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`knn2` with FAISS brute force and no index (``faiss.knn`` / ``faiss.knn_gpu``)."""
     q, b = _knn_inputs(queries, database)
     if len(q) == 0 or len(b) == 0:
-        return _normalise_knn(np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64),
-                              len(q))
+        return _normalise_knn(
+            np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
+        )
     k = min(2, len(b))
     if nn.want_gpu(use_gpu):
         s, i = faiss.knn_gpu(nn.gpu_resources(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
@@ -152,29 +157,36 @@ def knn2_bruteforce(queries: np.ndarray, database: np.ndarray, use_gpu: bool | N
     return _normalise_knn(s, i, len(q))
 
 
-def _one_way(sims: np.ndarray, idx: np.ndarray, ratio: float | None,
-             distance_threshold: float | None) -> np.ndarray:
+def _one_way(
+    sims: np.ndarray, idx: np.ndarray, ratio: float | None, distance_threshold: float | None
+) -> np.ndarray:
     """(N, 2) top-2 sims/idx -> (N,) int64 nearest index passing the tests, -1 otherwise."""
     n = len(idx)
     if n == 0:
         return np.zeros((0,), np.int64)
     d1 = np.maximum(2.0 - 2.0 * sims[:, 0].astype(np.float64), 0.0)
-    d2 = np.where(idx[:, 1] >= 0, np.maximum(2.0 - 2.0 * sims[:, 1].astype(np.float64), 0.0),
-                  np.inf)
+    d2 = np.where(
+        idx[:, 1] >= 0, np.maximum(2.0 - 2.0 * sims[:, 1].astype(np.float64), 0.0), np.inf
+    )
     ok = idx[:, 0] >= 0
     # an exact tie between the two nearest neighbours is ambiguous in every mode
     ok &= ~((idx[:, 1] >= 0) & (sims[:, 0] == sims[:, 1]))
     if ratio is not None:
-        ok &= d1 < (ratio ** 2) * d2
+        ok &= d1 < (ratio**2) * d2
     if distance_threshold is not None:
-        ok &= d1 <= distance_threshold ** 2
+        ok &= d1 <= distance_threshold**2
     return np.where(ok, idx[:, 0], -1)
 
 
-def decide(sims01: np.ndarray, idx01: np.ndarray, sims10: np.ndarray | None,
-           idx10: np.ndarray | None, ratio: float | None = 0.8,
-           distance_threshold: float | None = None, mutual: bool = True
-           ) -> tuple[np.ndarray, np.ndarray]:
+def decide(
+    sims01: np.ndarray,
+    idx01: np.ndarray,
+    sims10: np.ndarray | None,
+    idx10: np.ndarray | None,
+    ratio: float | None = 0.8,
+    distance_threshold: float | None = None,
+    mutual: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Match decision from top-2 neighbours in both directions (the reference rule).
 
     Args:
@@ -190,8 +202,11 @@ def decide(sims01: np.ndarray, idx01: np.ndarray, sims10: np.ndarray | None,
         back = np.full(len(m0), -2, np.int64)
         back[valid] = m1[m0[valid]]
         m0 = np.where(valid & (back == np.arange(len(m0))), m0, -1)
-    scores = np.where(m0 >= 0, (sims01[:, 0].astype(np.float32) + 1.0) / 2.0, 0.0) \
-        if len(m0) else np.zeros((0,), np.float32)
+    scores = (
+        np.where(m0 >= 0, (sims01[:, 0].astype(np.float32) + 1.0) / 2.0, 0.0)
+        if len(m0)
+        else np.zeros((0,), np.float32)
+    )
     return m0.astype(np.int32), np.asarray(scores, np.float32)
 
 
@@ -201,10 +216,15 @@ def as_2d(d: Any) -> np.ndarray:
     return d.reshape(len(d), -1) if len(d) else np.zeros((0, 1), np.float32)
 
 
-def match_reference(d0: np.ndarray, d1: np.ndarray, ratio: float | None = 0.8,
-                    distance_threshold: float | None = None, mutual: bool = True,
-                    use_gpu: bool | None = False, knn: Callable = knn2
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def match_reference(
+    d0: np.ndarray,
+    d1: np.ndarray,
+    ratio: float | None = 0.8,
+    distance_threshold: float | None = None,
+    mutual: bool = True,
+    use_gpu: bool | None = False,
+    knn: Callable = knn2,
+) -> tuple[np.ndarray, np.ndarray]:
     """The previous matcher: FAISS top-2 in both directions (``knn``) + :func:`decide`."""
     d0, d1 = as_2d(d0), as_2d(d1)
     if len(d0) == 0 or len(d1) == 0:
@@ -238,8 +258,11 @@ def _float_keys(v: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     return (group << 32) | bits
 
 
-def _block_rows_topk(x: torch.Tensor, segs: Sequence[tuple[int, int, int]],
-                     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+def _block_rows_topk(
+    x: torch.Tensor,
+    segs: Sequence[tuple[int, int, int]],
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> None:
     """Rows' top-2 per segment of one product block (``topk``) into ``out`` = (v1, i1, v2)
     row slices (B, k)."""
     v1, i1, v2 = out
@@ -251,9 +274,13 @@ def _block_rows_topk(x: torch.Tensor, segs: Sequence[tuple[int, int, int]],
             v2[:, j] = v[:, 1]
 
 
-def _block_mutual(x: torch.Tensor, segs: Sequence[tuple[int, int, int]], col_seg: torch.Tensor,
-                  seg_start: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _block_mutual(
+    x: torch.Tensor,
+    segs: Sequence[tuple[int, int, int]],
+    col_seg: torch.Tensor,
+    seg_start: torch.Tensor,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One product block (B, M) for a MUTUAL match: only max reductions, no arg-max pass.
 
     A row i can only be a mutual match of column g if ``x[i, g]`` is both its row's maximum
@@ -274,12 +301,12 @@ def _block_mutual(x: torch.Tensor, segs: Sequence[tuple[int, int, int]], col_seg
     k = v1.shape[1]
     for j, s, e in segs:
         v1[:, j] = x[:, s:e].amax(dim=1)
-    c1 = x.amax(dim=0)                                                   # (M,)
+    c1 = x.amax(dim=0)  # (M,)
     seg_ids = torch.arange(k, device=x.device).expand(b, k)
-    rkeys, order = _float_keys(v1, seg_ids).reshape(-1).sort()          # (B * k,)
+    rkeys, order = _float_keys(v1, seg_ids).reshape(-1).sort()  # (B * k,)
     ckeys = _float_keys(c1, col_seg)
     lo = torch.searchsorted(rkeys, ckeys)
-    cnt = torch.searchsorted(rkeys, ckeys, right=True) - lo              # (M,) mostly 0 / 1
+    cnt = torch.searchsorted(rkeys, ckeys, right=True) - lo  # (M,) mostly 0 / 1
     g = torch.repeat_interleave(torch.arange(m, device=x.device), cnt)
     first = torch.cumsum(cnt, 0) - cnt
     rep = order[lo[g] + torch.arange(len(g), device=x.device) - first[g]]  # flat (row, seg)
@@ -300,20 +327,27 @@ def _block_mutual(x: torch.Tensor, segs: Sequence[tuple[int, int, int]], col_seg
     return c1, c2
 
 
-def block_rows(n0: int, m: int, device: torch.device | str,
-               block_entries: int | None = None) -> int:
+def block_rows(
+    n0: int, m: int, device: torch.device | str, block_entries: int | None = None
+) -> int:
     """Rows of q per product block of an (n0, m) similarity: ``block_entries // m`` (default
     :data:`CPU_BLOCK_ENTRIES` / :data:`GPU_BLOCK_ENTRIES`), at least 32, at most n0."""
     if block_entries is None:
-        block_entries = GPU_BLOCK_ENTRIES if torch.device(device).type == "cuda" \
-            else CPU_BLOCK_ENTRIES
+        block_entries = (
+            GPU_BLOCK_ENTRIES if torch.device(device).type == "cuda" else CPU_BLOCK_ENTRIES
+        )
     return max(1, min(n0, max(32, block_entries // max(m, 1))))
 
 
-def top2_both(q: torch.Tensor, db: torch.Tensor, bounds: Sequence[int], mutual: bool = True,
-              block_entries: int | None = None
-              ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                         tuple[torch.Tensor, torch.Tensor] | None]:
+def top2_both(
+    q: torch.Tensor,
+    db: torch.Tensor,
+    bounds: Sequence[int],
+    mutual: bool = True,
+    block_entries: int | None = None,
+) -> tuple[
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None
+]:
     """Top-2 of the similarity ``q @ db.T`` along rows (per segment of db) and along columns.
 
     ONE product, in row blocks written into one reused buffer. Without ``mutual``: the rows'
@@ -353,8 +387,8 @@ def top2_both(q: torch.Tensor, db: torch.Tensor, bounds: Sequence[int], mutual: 
     c1 = c2 = None
     with _exact_fp32(q.device):
         for r in range(0, n0, nb):
-            x = torch.mm(q[r:r + nb], dbt, out=buf[:min(nb, n0 - r)])       # (B, M)
-            out = (rv1[r:r + len(x)], ri1[r:r + len(x)], rv2[r:r + len(x)])
+            x = torch.mm(q[r : r + nb], dbt, out=buf[: min(nb, n0 - r)])  # (B, M)
+            out = (rv1[r : r + len(x)], ri1[r : r + len(x)], rv2[r : r + len(x)])
             if not mutual:
                 _block_rows_topk(x, segs, out)
                 continue
@@ -367,25 +401,35 @@ def top2_both(q: torch.Tensor, db: torch.Tensor, bounds: Sequence[int], mutual: 
     return (rv1, ri1, rv2), ((c1, c2) if mutual else None)
 
 
-def _passes(v1: torch.Tensor, v2: torch.Tensor, has2: torch.Tensor | bool, ratio: float | None,
-            distance_threshold: float | None) -> torch.Tensor:
+def _passes(
+    v1: torch.Tensor,
+    v2: torch.Tensor,
+    has2: torch.Tensor | bool,
+    ratio: float | None,
+    distance_threshold: float | None,
+) -> torch.Tensor:
     """Tensor version of :func:`_one_way`'s tests on (best, second, has-second) -> bool mask."""
     d1 = (2.0 - 2.0 * v1.double()).clamp_min(0.0)
     has2 = torch.as_tensor(has2, device=v1.device).expand_as(v1)
-    d2 = torch.where(has2, (2.0 - 2.0 * v2.double()).clamp_min(0.0),
-                     torch.full_like(d1, float("inf")))
+    d2 = torch.where(
+        has2, (2.0 - 2.0 * v2.double()).clamp_min(0.0), torch.full_like(d1, float("inf"))
+    )
     ok = ~(has2 & (v1 == v2))
     if ratio is not None:
-        ok &= d1 < (ratio ** 2) * d2
+        ok &= d1 < (ratio**2) * d2
     if distance_threshold is not None:
-        ok &= d1 <= distance_threshold ** 2
+        ok &= d1 <= distance_threshold**2
     return ok
 
 
-def decide_torch(rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                 cols: tuple[torch.Tensor, torch.Tensor] | None, bounds: Sequence[int],
-                 ratio: float | None = 0.8, distance_threshold: float | None = None,
-                 mutual: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def decide_torch(
+    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    cols: tuple[torch.Tensor, torch.Tensor] | None,
+    bounds: Sequence[int],
+    ratio: float | None = 0.8,
+    distance_threshold: float | None = None,
+    mutual: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`decide` for all k partners at once, on the device of the inputs.
 
     The backward half of the mutual check needs no column indices: db row g's best is query
@@ -401,14 +445,14 @@ def decide_torch(rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     dev = rv1.device
     n0, k = rv1.shape
     b = torch.as_tensor(list(bounds), dtype=torch.int64, device=dev)
-    seg_len = b[1:] - b[:-1]                                     # (k,)
+    seg_len = b[1:] - b[:-1]  # (k,)
     ok = _passes(rv1, rv2, (seg_len >= 2)[None, :], ratio, distance_threshold)
     ok &= (seg_len > 0)[None, :] & (ri1 >= 0)
     m0 = torch.where(ok, ri1, torch.full_like(ri1, -1))
     if mutual:
         assert cols is not None
         c1, c2 = cols
-        col_ok = _passes(c1, c2, n0 >= 2, ratio, distance_threshold)   # (M,)
+        col_ok = _passes(c1, c2, n0 >= 2, ratio, distance_threshold)  # (M,)
         g = (m0 + b[:-1][None, :]).clamp(0, max(len(c1) - 1, 0))
         back = col_ok[g] & (c1[g] == rv1)
         m0 = torch.where((m0 >= 0) & back, m0, torch.full_like(m0, -1))
@@ -424,10 +468,15 @@ def _as_tensor(d: Any, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(as_2d(d)).to(device)
 
 
-def match_image(d0: Any, partners: Sequence[Any], ratio: float | None = 0.8,
-                distance_threshold: float | None = None, mutual: bool = True,
-                device: torch.device | str | None = None, backend: str | None = None
-                ) -> list[tuple[np.ndarray, np.ndarray]]:
+def match_image(
+    d0: Any,
+    partners: Sequence[Any],
+    ratio: float | None = 0.8,
+    distance_threshold: float | None = None,
+    mutual: bool = True,
+    device: torch.device | str | None = None,
+    backend: str | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Match one image against each of its partners: one product per chunk of partners of at
     most :data:`MAX_PARTNER_ROWS` rows (per device type; a larger partner is its own chunk).
 
@@ -448,9 +497,18 @@ def match_image(d0: Any, partners: Sequence[Any], ratio: float | None = 0.8,
     if backend != "torch":
         knn = knn2 if backend == "faiss-index" else knn2_bruteforce
         a = _host(d0)
-        return [match_reference(a, _host(p), ratio, distance_threshold, mutual,
-                                use_gpu=dev.type == "cuda" and nn.gpu_available(), knn=knn)
-                for p in partners]
+        return [
+            match_reference(
+                a,
+                _host(p),
+                ratio,
+                distance_threshold,
+                mutual,
+                use_gpu=dev.type == "cuda" and nn.gpu_available(),
+                knn=knn,
+            )
+            for p in partners
+        ]
     if n0 == 0 or not partners:
         return [(empty[0].copy(), empty[1].copy()) for _ in partners]
     q = _as_tensor(d0, dev)
@@ -459,8 +517,7 @@ def match_image(d0: Any, partners: Sequence[Any], ratio: float | None = 0.8,
     max_rows = MAX_PARTNER_ROWS.get(dev.type, MAX_PARTNER_ROWS["cpu"])
     while start < len(partners):  # chunks of at most max_rows partner descriptors
         stop, total = start, 0
-        while stop < len(partners) and (stop == start or total + len(partners[stop])
-                                        <= max_rows):
+        while stop < len(partners) and (stop == start or total + len(partners[stop]) <= max_rows):
             total += len(partners[stop])
             stop += 1
         chunk = [_as_tensor(p, dev) for p in partners[start:stop]]
@@ -488,10 +545,15 @@ def _host(d: Any) -> np.ndarray:
     return as_2d(d)
 
 
-def match_descriptors(d0: Any, d1: Any, ratio: float | None = 0.8,
-                      distance_threshold: float | None = None, mutual: bool = True,
-                      use_gpu: bool | None = None, backend: str | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def match_descriptors(
+    d0: Any,
+    d1: Any,
+    ratio: float | None = 0.8,
+    distance_threshold: float | None = None,
+    mutual: bool = True,
+    use_gpu: bool | None = None,
+    backend: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Match two descriptor sets (rows are unit vectors): :func:`match_image` with one partner.
 
     Args:
@@ -505,5 +567,6 @@ def match_descriptors(d0: Any, d1: Any, ratio: float | None = 0.8,
         matches0 (N0,) int32 index into d1 or -1; scores0 (N0,) float32 ``(sim + 1) / 2``, 0 for
         unmatched.
     """
-    return match_image(d0, [d1], ratio, distance_threshold, mutual,
-                       device=default_device(use_gpu), backend=backend)[0]
+    return match_image(
+        d0, [d1], ratio, distance_threshold, mutual, device=default_device(use_gpu), backend=backend
+    )[0]

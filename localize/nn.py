@@ -5,13 +5,14 @@ transfer and a one-thread context for many tiny searches.
 (vocabularies, global-descriptor search) both go through this module, so a process holds at
 most one ``faiss.StandardGpuResources`` (its temporary GPU memory is allocated once).
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 import faiss
 
-_GPU_RESOURCES: list[Any] = []   # at most one faiss.StandardGpuResources, made on first use
+_GPU_RESOURCES: list[Any] = []  # at most one faiss.StandardGpuResources, made on first use
 
 
 def gpu_available() -> bool:

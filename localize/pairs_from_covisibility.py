@@ -1,7 +1,8 @@
 """Image pairs from covisibility in a COLMAP model (hloc ``pairs_from_covisibility``).
 
-    python -m localize.pairs_from_covisibility --model sfm/ --num_matched 20 --output pairs.txt
+python -m localize.pairs_from_covisibility --model sfm/ --num_matched 20 --output pairs.txt
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,16 +18,20 @@ from localize.cli import ArgumentParser, output_file, positive_int, run_cli
 logger = logging.getLogger(__name__)
 
 
-def from_covisibility(model_path: str | Path | pycolmap.Reconstruction, num_matched: int
-                      ) -> parsers.Pairs:
+def from_covisibility(
+    model_path: str | Path | pycolmap.Reconstruction, num_matched: int
+) -> parsers.Pairs:
     """For each image of a COLMAP model, the ``num_matched`` images sharing most 3D points.
 
     Order: images by id; partners by decreasing number of shared points (ties: smaller image id
     first). Images without any covisible image are logged and get no pairs. parsers.Pairs appear once per
     direction they are selected in (``match_features.main`` dedupes (a, b) / (b, a)).
     """
-    rec = (model_path if isinstance(model_path, pycolmap.Reconstruction)
-           else colmap.read_model(model_path))
+    rec = (
+        model_path
+        if isinstance(model_path, pycolmap.Reconstruction)
+        else colmap.read_model(model_path)
+    )
     tracks = colmap.point_tracks(rec)  # name -> {kp idx -> point3D_id}
     id_of = {im.name: int(i) for i, im in rec.images.items()}
     name_of = {v: k for k, v in id_of.items()}

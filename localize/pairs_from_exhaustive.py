@@ -1,7 +1,8 @@
 """Exhaustive image pairs (hloc ``pairs_from_exhaustive``).
 
-    python -m localize.pairs_from_exhaustive --features feats.h5 --output pairs.txt
+python -m localize.pairs_from_exhaustive --features feats.h5 --output pairs.txt
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,9 @@ def exhaustive(names: Sequence[str], names_ref: Sequence[str] | None = None) -> 
     return [(a, b) for a in names for b in names_ref if a != b]
 
 
-def _names(names: str | Path | Sequence[str] | None, features: str | Path | None,
-           what: str) -> list[str]:
+def _names(
+    names: str | Path | Sequence[str] | None, features: str | Path | None, what: str
+) -> list[str]:
     """Names from a list file / sequence, else from a features file's entries."""
     if isinstance(names, (str, Path)):
         return parsers.read_image_list(names)
@@ -36,10 +38,13 @@ def _names(names: str | Path | Sequence[str] | None, features: str | Path | None
     return io.list_h5_names(features)
 
 
-def main(output: str | Path, image_list: str | Path | Sequence[str] | None = None,
-         features: str | Path | None = None,
-         ref_list: str | Path | Sequence[str] | None = None,
-         ref_features: str | Path | None = None) -> Path:
+def main(
+    output: str | Path,
+    image_list: str | Path | Sequence[str] | None = None,
+    features: str | Path | None = None,
+    ref_list: str | Path | Sequence[str] | None = None,
+    ref_features: str | Path | None = None,
+) -> Path:
     """hloc ``pairs_from_exhaustive.main``: names from ``image_list`` (list file or names) or
     ``features``; references from ``ref_list`` / ``ref_features`` (none: all pairs within the
     names). Writes ``output``; returns it."""

@@ -3,6 +3,7 @@ similar viewing directions.
 
     python -m localize.pairs_from_poses --model sfm/ --num_matched 20 --output pairs.txt
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_ROT_THRESH = 30.0
 
 
-def from_poses(reference_model: str | Path | pycolmap.Reconstruction, num_matched: int, max_angle_deg: float = 60.0,
-               names: Iterable[str] | None = None) -> parsers.Pairs:
+def from_poses(
+    reference_model: str | Path | pycolmap.Reconstruction,
+    num_matched: int,
+    max_angle_deg: float = 60.0,
+    names: Iterable[str] | None = None,
+) -> parsers.Pairs:
     """hloc ``pairs_from_poses``: for each image, the ``num_matched`` images with the closest
     camera centres whose viewing directions differ by at most ``max_angle_deg``.
 
@@ -31,8 +36,11 @@ def from_poses(reference_model: str | Path | pycolmap.Reconstruction, num_matche
     Returns:
         [(name, other)] grouped by image (image-id order), nearest first.
     """
-    rec = (reference_model if hasattr(reference_model, "images")
-           else colmap.read_model(reference_model))
+    rec = (
+        reference_model
+        if hasattr(reference_model, "images")
+        else colmap.read_model(reference_model)
+    )
     ids = sorted(rec.images)
     all_names = [rec.images[i].name for i in ids]
     keep = set(names) if names is not None else set(all_names)
@@ -55,8 +63,12 @@ def from_poses(reference_model: str | Path | pycolmap.Reconstruction, num_matche
     return pairs
 
 
-def main(model: str | Path, output: str | Path, num_matched: int,
-         rotation_threshold: float = DEFAULT_ROT_THRESH) -> Path:
+def main(
+    model: str | Path,
+    output: str | Path,
+    num_matched: int,
+    rotation_threshold: float = DEFAULT_ROT_THRESH,
+) -> Path:
     """hloc ``pairs_from_poses.main(model, output, num_matched, rotation_threshold=30)``."""
     pairs = from_poses(model, int(num_matched), max_angle_deg=float(rotation_threshold))
     logger.info("%d pose pairs -> %s", len(pairs), output)
@@ -67,8 +79,12 @@ def cli(argv: Iterable[str] | None = None) -> Path:
     p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, required=True, help="COLMAP model with the poses")
     p.add_argument("--num_matched", type=positive_int, default=20, help="pairs per image")
-    p.add_argument("--rotation_threshold", type=positive_float, default=DEFAULT_ROT_THRESH,
-                   help="max angle between viewing directions (degrees)")
+    p.add_argument(
+        "--rotation_threshold",
+        type=positive_float,
+        default=DEFAULT_ROT_THRESH,
+        help="max angle between viewing directions (degrees)",
+    )
     p.add_argument("--output", type=output_file, required=True, help="pairs file to write")
     args = p.parse_args(None if argv is None else list(argv))
     return run_cli("localize.pairs_from_poses", lambda a: main(**vars(a)), args)

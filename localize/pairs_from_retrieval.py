@@ -5,6 +5,7 @@
     python -m localize.pairs_from_retrieval --descriptors g.h5 --num_matched 20 \\
         [--query_prefix query] [--db_prefix db] [--db_model sfm/] --output pairs.txt
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,13 @@ from localize.cli import ArgumentParser, output_file, positive_int, run_cli
 logger = logging.getLogger(__name__)
 
 
-def _select(names: Sequence[str], prefix: str | Sequence[str] | None,
-            explicit: Sequence[str] | str | Path | None, what: str, path: Path) -> list[str]:
+def _select(
+    names: Sequence[str],
+    prefix: str | Sequence[str] | None,
+    explicit: Sequence[str] | str | Path | None,
+    what: str,
+    path: Path,
+) -> list[str]:
     if prefix is not None:
         pre = (prefix,) if isinstance(prefix, str) else tuple(prefix)
         sel = [n for n in names if n.startswith(pre)]
@@ -30,17 +36,22 @@ def _select(names: Sequence[str], prefix: str | Sequence[str] | None,
     if explicit is not None:
         if isinstance(explicit, (str, Path)):
             return parsers.read_image_list(explicit)
-        return [parsers.check_name(str(n), f"{what} list entry {i}") for i, n in enumerate(explicit)]
+        return [
+            parsers.check_name(str(n), f"{what} list entry {i}") for i, n in enumerate(explicit)
+        ]
     return list(names)
 
 
-def from_retrieval(global_desc_path: str | Path, num_matched: int,
-                   query_prefix: str | Sequence[str] | None = "query",
-                   db_prefix: str | Sequence[str] | None = None,
-                   db_model: str | Path | None = None,
-                   query_list: Sequence[str] | str | Path | None = None,
-                   db_list: Sequence[str] | str | Path | None = None,
-                   db_descriptors: str | Path | None = None) -> parsers.Pairs:
+def from_retrieval(
+    global_desc_path: str | Path,
+    num_matched: int,
+    query_prefix: str | Sequence[str] | None = "query",
+    db_prefix: str | Sequence[str] | None = None,
+    db_model: str | Path | None = None,
+    query_list: Sequence[str] | str | Path | None = None,
+    db_list: Sequence[str] | str | Path | None = None,
+    db_descriptors: str | Path | None = None,
+) -> parsers.Pairs:
     """Top-``num_matched`` database images per query by global-descriptor inner product.
 
     Queries: names starting with ``query_prefix`` (or ``query_list`` when the prefix is None).
@@ -59,8 +70,10 @@ def from_retrieval(global_desc_path: str | Path, num_matched: int,
         dbnames = sorted(im.name for im in rec.images.values())
         missing = [n for n in dbnames if n not in set(all_db)]
         if missing:
-            raise h5.H5Error(f"{dpath}: {len(missing)} images of {db_model} have no global "
-                             f"descriptor (e.g. {missing[0]!r})")
+            raise h5.H5Error(
+                f"{dpath}: {len(missing)} images of {db_model} have no global "
+                f"descriptor (e.g. {missing[0]!r})"
+            )
     else:
         dbnames = _select(all_db, db_prefix, db_list, "database", dpath)
     if not qnames or not dbnames:
@@ -81,18 +94,29 @@ def from_retrieval(global_desc_path: str | Path, num_matched: int,
     return pairs
 
 
-def main(descriptors: str | Path, output: str | Path, num_matched: int,
-         query_prefix: str | Sequence[str] | None = None,
-         query_list: str | Path | Sequence[str] | None = None,
-         db_prefix: str | Sequence[str] | None = None,
-         db_list: str | Path | Sequence[str] | None = None,
-         db_model: str | Path | None = None,
-         db_descriptors: str | Path | None = None) -> Path:
+def main(
+    descriptors: str | Path,
+    output: str | Path,
+    num_matched: int,
+    query_prefix: str | Sequence[str] | None = None,
+    query_list: str | Path | Sequence[str] | None = None,
+    db_prefix: str | Sequence[str] | None = None,
+    db_list: str | Path | Sequence[str] | None = None,
+    db_model: str | Path | None = None,
+    db_descriptors: str | Path | None = None,
+) -> Path:
     """hloc ``pairs_from_retrieval.main`` (same positional order, keywords and defaults: no
     prefix and no list = every name)."""
-    pairs = from_retrieval(descriptors, int(num_matched), query_prefix=query_prefix,
-                           db_prefix=db_prefix, db_model=db_model, query_list=query_list,
-                           db_list=db_list, db_descriptors=db_descriptors)
+    pairs = from_retrieval(
+        descriptors,
+        int(num_matched),
+        query_prefix=query_prefix,
+        db_prefix=db_prefix,
+        db_model=db_model,
+        query_list=query_list,
+        db_list=db_list,
+        db_descriptors=db_descriptors,
+    )
     logger.info("%d retrieval pairs -> %s", len(pairs), output)
     return parsers.write_pairs(output, pairs)
 

@@ -1,6 +1,7 @@
 """Text files of names (hloc's ``parsers``): image lists, query / pose lists, pairs files
 (``name0 name1`` per line, joined by ``\\n``, no trailing newline) and the one name check of
 every reader of names from data (:func:`check_name`: relative POSIX paths inside their root)."""
+
 from __future__ import annotations
 
 import os
@@ -33,15 +34,21 @@ def check_name(name: str, where: str) -> str:
     if "\x00" in name:
         raise InputError(f"{where}: image name {name!r} holds a NUL byte")
     if name.startswith("/"):
-        raise InputError(f"{where}: image name {name!r} is absolute; names must be relative "
-                         "paths inside the image root")
+        raise InputError(
+            f"{where}: image name {name!r} is absolute; names must be relative "
+            "paths inside the image root"
+        )
     parts = name.split("/")
     if ".." in parts:
-        raise InputError(f"{where}: image name {name!r} has a '..' component; names must stay "
-                         "inside the image root")
+        raise InputError(
+            f"{where}: image name {name!r} has a '..' component; names must stay "
+            "inside the image root"
+        )
     if any(p in ("", ".") for p in parts):
-        raise InputError(f"{where}: image name {name!r} is not a normalised relative path "
-                         "(empty or '.' component)")
+        raise InputError(
+            f"{where}: image name {name!r} is not a normalised relative path "
+            "(empty or '.' component)"
+        )
     return name
 
 
@@ -55,9 +62,10 @@ def read_text_lines(path: PathLike) -> list[str]:
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: not valid UTF-8 text (byte "
-                         f"{data[e.start:e.start + 1]!r})") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}:{line}: not valid UTF-8 text (byte {data[e.start : e.start + 1]!r})"
+        ) from None
 
 
 def read_image_list(path: PathLike) -> list[str]:
@@ -98,8 +106,9 @@ def read_pose_lines(path: PathLike) -> list[tuple[str, np.ndarray, np.ndarray]]:
             continue
         fields = s.split()
         if len(fields) != 8:
-            raise ValueError(f"{path}:{lineno}: expected 'name qw qx qy qz tx ty tz', "
-                             f"got {len(fields)} fields")
+            raise ValueError(
+                f"{path}:{lineno}: expected 'name qw qx qy qz tx ty tz', got {len(fields)} fields"
+            )
         try:
             vals = np.array([float(x) for x in fields[1:]], np.float64)
         except ValueError:

@@ -29,6 +29,7 @@ hloc contract: :func:`main` has ``hloc.reconstruction.main``'s parameters, order
 our additions are keyword-only (``mapper``, ``overwrite``, ``num_threads``, ``random_seed``,
 ``verification``, ``progress``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,9 +61,14 @@ def model_stats(rec: pycolmap.Reconstruction | None, num_input_images: int) -> d
     ``num_observations``, ``mean_track_length``, ``mean_reprojection_error_px``,
     ``mean_observations_per_image``, ``registered`` (the ``"k of N registered"`` line)."""
     if rec is None:
-        s = {"num_reg_images": 0, "num_points3D": 0, "num_observations": 0,
-             "mean_track_length": 0.0, "mean_reprojection_error_px": 0.0,
-             "mean_observations_per_image": 0.0}
+        s = {
+            "num_reg_images": 0,
+            "num_points3D": 0,
+            "num_observations": 0,
+            "mean_track_length": 0.0,
+            "mean_reprojection_error_px": 0.0,
+            "mean_observations_per_image": 0.0,
+        }
     else:
         s = tri._stats(rec)
     s["num_input_images"] = int(num_input_images)
@@ -74,12 +80,15 @@ def _check_sfm_dir(sfm_dir: Path, overwrite: bool) -> None:
     if sfm_dir.exists() and not sfm_dir.is_dir():
         raise colmap.ColmapError(f"{sfm_dir}: exists and is not a folder")
     if sfm_dir.is_dir() and any(sfm_dir.iterdir()) and not overwrite:
-        raise colmap.ColmapError(f"{sfm_dir}: folder exists and is not empty (another run?); "
-                                 "pass overwrite=True (--overwrite) to replace it")
+        raise colmap.ColmapError(
+            f"{sfm_dir}: folder exists and is not empty (another run?); "
+            "pass overwrite=True (--overwrite) to replace it"
+        )
 
 
-def _largest(recs: Mapping[int, pycolmap.Reconstruction]
-             ) -> tuple[int | None, pycolmap.Reconstruction | None]:
+def _largest(
+    recs: Mapping[int, pycolmap.Reconstruction],
+) -> tuple[int | None, pycolmap.Reconstruction | None]:
     best, best_n = None, 0
     for i, r in sorted(recs.items()):
         if r.num_reg_images() > best_n:
@@ -87,16 +96,26 @@ def _largest(recs: Mapping[int, pycolmap.Reconstruction]
     return best, (recs[best] if best is not None else None)
 
 
-def run(sfm_dir: str | os.PathLike, image_dir: str | os.PathLike,
-        pairs: str | os.PathLike, features: str | os.PathLike, matches: str | os.PathLike,
-        camera_mode: str | pycolmap.CameraMode = pycolmap.CameraMode.AUTO,
-        skip_geometric_verification: bool = False, min_match_score: float | None = None,
-        image_list: Sequence[str] | str | os.PathLike | None = None,
-        image_options: Mapping[str, Any] | None = None,
-        mapper_options: Mapping[str, Any] | None = None, *, mapper: str = "incremental",
-        overwrite: bool = False, num_threads: int = -1, random_seed: int = 0,
-        verification: Mapping[str, Any] | None = None, progress: bool = True
-        ) -> tuple[pycolmap.Reconstruction | None, dict[str, Any]]:
+def run(
+    sfm_dir: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    pairs: str | os.PathLike,
+    features: str | os.PathLike,
+    matches: str | os.PathLike,
+    camera_mode: str | pycolmap.CameraMode = pycolmap.CameraMode.AUTO,
+    skip_geometric_verification: bool = False,
+    min_match_score: float | None = None,
+    image_list: Sequence[str] | str | os.PathLike | None = None,
+    image_options: Mapping[str, Any] | None = None,
+    mapper_options: Mapping[str, Any] | None = None,
+    *,
+    mapper: str = "incremental",
+    overwrite: bool = False,
+    num_threads: int = -1,
+    random_seed: int = 0,
+    verification: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[pycolmap.Reconstruction | None, dict[str, Any]]:
     """Photos + features + matches -> the largest model (see the module docstring).
 
     Args:
@@ -121,82 +140,142 @@ def run(sfm_dir: str | os.PathLike, image_dir: str | os.PathLike,
     _check_sfm_dir(sfm_dir, overwrite)
     names = extract_features.list_images(image_dir, image_list)
     if len(names) < 2:
-        raise colmap.ColmapError(f"{image_dir}: SfM needs at least two images, found "
-                                 f"{len(names)}")
+        raise colmap.ColmapError(f"{image_dir}: SfM needs at least two images, found {len(names)}")
     pair_list = parsers.parse_pairs(pairs)
     unknown = {n for p in pair_list for n in p if n not in set(names)}
     if unknown:
-        raise ValueError(f"{pairs}: {len(unknown)} image(s) not among the {len(names)} images "
-                         f"of {image_dir}, e.g. {sorted(unknown)[0]!r}")
+        raise ValueError(
+            f"{pairs}: {len(unknown)} image(s) not among the {len(names)} images "
+            f"of {image_dir}, e.g. {sorted(unknown)[0]!r}"
+        )
 
     with atomic_dir(sfm_dir) as tmp:
         db_path = tmp / "database.db"
-        image_ids = colmap.create_image_database(db_path, image_dir, names, camera_mode,
-                                                 image_options)
+        image_ids = colmap.create_image_database(
+            db_path, image_dir, names, camera_mode, image_options
+        )
         keypoints: dict[str, np.ndarray] = {}
         with contextlib.ExitStack() as files:
             src = io.open_for_reading(files, features)
-            for name in tqdm(names, desc="reconstruction: keypoints", unit="img",
-                             disable=not progress):
+            for name in tqdm(
+                names, desc="reconstruction: keypoints", unit="img", disable=not progress
+            ):
                 if not io.has_features(src, name):
-                    raise ValueError(f"{features}: no features for image {name!r}; extract "
-                                     "every image first")
+                    raise ValueError(
+                        f"{features}: no features for image {name!r}; extract every image first"
+                    )
                 keypoints[name] = io.get_keypoints(src, name)
         colmap.import_features(db_path, image_ids, keypoints)
         match_dict, counts = tri.read_matches(
-            matches, pair_list, {n: len(k) for n, k in keypoints.items()}, min_match_score)
+            matches, pair_list, {n: len(k) for n, k in keypoints.items()}, min_match_score
+        )
         if skip_geometric_verification:
-            n_imported = n_verified = colmap.import_verified_matches(db_path, image_ids,
-                                                                     match_dict)
+            n_imported = n_verified = colmap.import_verified_matches(db_path, image_ids, match_dict)
         else:
             n_imported = colmap.import_matches(db_path, image_ids, match_dict)
-            n_verified = (colmap.geometric_verification(db_path, list(match_dict), verification)
-                          if match_dict else 0)
-        logger.info("%d images, %d pairs: %d with matches, %d verified", len(names),
-                    len(pair_list), n_imported, n_verified)
-        recs = (colmap.run_mapping(db_path, image_dir, tmp / "models", mapper, mapper_options,
-                                   num_threads, random_seed, progress) if n_verified else {})
+            n_verified = (
+                colmap.geometric_verification(db_path, list(match_dict), verification)
+                if match_dict
+                else 0
+            )
+        logger.info(
+            "%d images, %d pairs: %d with matches, %d verified",
+            len(names),
+            len(pair_list),
+            n_imported,
+            n_verified,
+        )
+        recs = (
+            colmap.run_mapping(
+                db_path,
+                image_dir,
+                tmp / "models",
+                mapper,
+                mapper_options,
+                num_threads,
+                random_seed,
+                progress,
+            )
+            if n_verified
+            else {}
+        )
         best, rec = _largest(recs)
         if rec is not None:
             for f in MODEL_FILES:
                 src_f = tmp / "models" / str(best) / f
                 if src_f.is_file():
                     shutil.copy2(src_f, tmp / f)
-        stats = {**model_stats(rec, len(names)), "mapper": mapper, "num_models": len(recs),
-                 "model_sizes": sorted((int(r.num_reg_images()) for r in recs.values()),
-                                       reverse=True),
-                 "num_pairs": len(pair_list), "num_pairs_imported": n_imported,
-                 "num_pairs_verified": n_verified, "num_pairs_empty": counts["num_pairs_empty"]}
+        stats = {
+            **model_stats(rec, len(names)),
+            "mapper": mapper,
+            "num_models": len(recs),
+            "model_sizes": sorted((int(r.num_reg_images()) for r in recs.values()), reverse=True),
+            "num_pairs": len(pair_list),
+            "num_pairs_imported": n_imported,
+            "num_pairs_verified": n_verified,
+            "num_pairs_empty": counts["num_pairs_empty"],
+        }
         (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2))
     if rec is None:
-        logger.warning("%s: 0 of %d registered (no model; %d of %d pairs verified)", sfm_dir,
-                       len(names), n_verified, len(pair_list))
+        logger.warning(
+            "%s: 0 of %d registered (no model; %d of %d pairs verified)",
+            sfm_dir,
+            len(names),
+            n_verified,
+            len(pair_list),
+        )
     else:
-        logger.info("%s (%s mapper, %d model(s)): %d points, mean track length %.2f, mean "
-                    "reprojection error %.3f px", stats["registered"], mapper, len(recs),
-                    stats["num_points3D"], stats["mean_track_length"],
-                    stats["mean_reprojection_error_px"])
+        logger.info(
+            "%s (%s mapper, %d model(s)): %d points, mean track length %.2f, mean "
+            "reprojection error %.3f px",
+            stats["registered"],
+            mapper,
+            len(recs),
+            stats["num_points3D"],
+            stats["mean_track_length"],
+            stats["mean_reprojection_error_px"],
+        )
     return rec, stats
 
 
-def main(sfm_dir: str | os.PathLike, image_dir: str | os.PathLike, pairs: str | os.PathLike,
-         features: str | os.PathLike, matches: str | os.PathLike,
-         camera_mode: str | pycolmap.CameraMode = pycolmap.CameraMode.AUTO,
-         verbose: bool = False, skip_geometric_verification: bool = False,
-         min_match_score: float | None = None,
-         image_list: Sequence[str] | str | os.PathLike | None = None,
-         image_options: Mapping[str, Any] | None = None,
-         mapper_options: Mapping[str, Any] | None = None, *, mapper: str = "incremental",
-         **kwargs: Any) -> pycolmap.Reconstruction | None:
+def main(
+    sfm_dir: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    pairs: str | os.PathLike,
+    features: str | os.PathLike,
+    matches: str | os.PathLike,
+    camera_mode: str | pycolmap.CameraMode = pycolmap.CameraMode.AUTO,
+    verbose: bool = False,
+    skip_geometric_verification: bool = False,
+    min_match_score: float | None = None,
+    image_list: Sequence[str] | str | os.PathLike | None = None,
+    image_options: Mapping[str, Any] | None = None,
+    mapper_options: Mapping[str, Any] | None = None,
+    *,
+    mapper: str = "incremental",
+    **kwargs: Any,
+) -> pycolmap.Reconstruction | None:
     """hloc's ``reconstruction.main`` (same parameters and defaults) plus ``mapper``
     (``'incremental' | 'global' | 'hierarchical'``) and the keywords of :func:`run`. Returns the
     largest model, or None when no model could be built (statistics in
     ``sfm_dir/reconstruction_stats.json``)."""
     if verbose:
         colmap.set_verbose(True)
-    return run(sfm_dir, image_dir, pairs, features, matches, camera_mode,
-               skip_geometric_verification, min_match_score, image_list, image_options,
-               mapper_options, mapper=mapper, **kwargs)[0]
+    return run(
+        sfm_dir,
+        image_dir,
+        pairs,
+        features,
+        matches,
+        camera_mode,
+        skip_geometric_verification,
+        min_match_score,
+        image_list,
+        image_options,
+        mapper_options,
+        mapper=mapper,
+        **kwargs,
+    )[0]
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
@@ -220,9 +299,18 @@ def cli(argv: Iterable[str] | None = None) -> pycolmap.Reconstruction | None:
     a = _parse_args(argv)
     setup_logging()
     with cli_errors("localize.reconstruction"):
-        rec, stats = run(a.sfm_dir, a.image_dir, a.pairs, a.features, a.matches,
-                         a.camera_mode, a.skip_geometric_verification, a.min_match_score,
-                         mapper=a.mapper, overwrite=a.overwrite)
+        rec, stats = run(
+            a.sfm_dir,
+            a.image_dir,
+            a.pairs,
+            a.features,
+            a.matches,
+            a.camera_mode,
+            a.skip_geometric_verification,
+            a.min_match_score,
+            mapper=a.mapper,
+            overwrite=a.overwrite,
+        )
     print(f"{a.sfm_dir}: {stats['registered']}, {stats['num_points3D']} points")
     return rec
 

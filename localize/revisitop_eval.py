@@ -7,6 +7,7 @@ of ``example_evaluate.py`` from the ``easy`` / ``hard`` / ``junk`` lists of
 ``localize.data.roxford.RevisitopData.gnd``. Ranks are (n_db, nq): column q lists database
 indices by decreasing similarity (``localize.retrieve.ranks_from_topk`` builds them).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -28,8 +29,9 @@ def compute_ap(ranks: np.ndarray, nres: int) -> float:
     return ap
 
 
-def compute_map(ranks: np.ndarray, gnd: Sequence[dict], kappas: Sequence[int] = KAPPAS
-                ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+def compute_map(
+    ranks: np.ndarray, gnd: Sequence[dict], kappas: Sequence[int] = KAPPAS
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Mean average precision and mean precision@k, exactly as revisitop.
 
     Args:
@@ -112,8 +114,9 @@ def protocol_gnd(gnd: Sequence[dict], setup: str) -> list[dict]:
     return out
 
 
-def evaluate_protocols(ranks: np.ndarray, gnd: Sequence[dict], kappas: Sequence[int] = KAPPAS
-                       ) -> dict[str, dict]:
+def evaluate_protocols(
+    ranks: np.ndarray, gnd: Sequence[dict], kappas: Sequence[int] = KAPPAS
+) -> dict[str, dict]:
     """revisitop E / M / H evaluation.
 
     Returns:
@@ -124,20 +127,30 @@ def evaluate_protocols(ranks: np.ndarray, gnd: Sequence[dict], kappas: Sequence[
     for setup, _ in SETUPS:
         g = protocol_gnd(gnd, setup)
         m, aps, mpr, prs = compute_map(ranks, g, kappas)
-        out[setup] = {"map": m, "mpr": [float(x) for x in mpr], "kappas": list(kappas),
-                      "aps": aps, "prs": prs, "n_valid": int(np.sum(~np.isnan(aps)))}
+        out[setup] = {
+            "map": m,
+            "mpr": [float(x) for x in mpr],
+            "kappas": list(kappas),
+            "aps": aps,
+            "prs": prs,
+            "n_valid": int(np.sum(~np.isnan(aps))),
+        }
     return out
 
 
 def format_results(results: dict[str, dict], title: str = "") -> str:
     """Table of E/M/H mAP and mP@k in percent, 2 decimals (revisitop print style)."""
     kappas = results["E"]["kappas"]
-    head = f"{'setup':<8}{'mAP':>8}" + "".join(f"{'mP@' + str(k):>9}" for k in kappas) + \
-        f"{'#q':>5}"
+    head = (
+        f"{'setup':<8}{'mAP':>8}" + "".join(f"{'mP@' + str(k):>9}" for k in kappas) + f"{'#q':>5}"
+    )
     lines = [title] if title else []
     lines += [head, "-" * len(head)]
     for s, label in SETUPS:
         r = results[s]
-        lines.append(f"{label:<8}{100 * r['map']:>8.2f}" +
-                     "".join(f"{100 * p:>9.2f}" for p in r["mpr"]) + f"{r['n_valid']:>5}")
+        lines.append(
+            f"{label:<8}{100 * r['map']:>8.2f}"
+            + "".join(f"{100 * p:>9.2f}" for p in r["mpr"])
+            + f"{r['n_valid']:>5}"
+        )
     return "\n".join(lines)

@@ -24,6 +24,7 @@ hloc contract: ``plot_images``, ``plot_keypoints``, ``plot_matches``, ``add_text
 
 :func:`save_pipeline_figures` writes the pictures of a ``pipelines.aachen`` run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,13 +58,13 @@ from localize.localize_sfm import _failure_class, hloc_logs_path, logs_path_for
 
 logger = logging.getLogger(__name__)
 
-INLIER, OUTLIER = "#00ff00", "#ff0000"         # PnP inlier / outlier: cm_RdGn(1) / cm_RdGn(0)
-MATCH = "#00a0ff"                              # a match whose correctness is unknown
+INLIER, OUTLIER = "#00ff00", "#ff0000"  # PnP inlier / outlier: cm_RdGn(1) / cm_RdGn(0)
+MATCH = "#00a0ff"  # a match whose correctness is unknown
 KEYPOINT = "lime"
 TRIANGULATED, NOT_TRIANGULATED = "#1f4fff", "#ff2020"
-NAME_FS = 10                                   # points: image names (hloc: 5, unreadable)
-TITLE_IN = 0.35                                # inches above the images when titled
-CBAR_IN = 1.0                                  # inches right of the image for a colour bar
+NAME_FS = 10  # points: image names (hloc: 5, unreadable)
+TITLE_IN = 0.35  # inches above the images when titled
+CBAR_IN = 1.0  # inches right of the image for a colour bar
 SFM_COLORINGS = ("visibility", "track_length", "depth")
 
 
@@ -81,10 +82,11 @@ class Figures(list):
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
+
         display(*self)
 
 
-_current: list[Figure | None] = [None]   # the figure hloc-style calls without fig= draw on
+_current: list[Figure | None] = [None]  # the figure hloc-style calls without fig= draw on
 
 
 def _made_current(figs: Figures) -> Figures:
@@ -127,9 +129,16 @@ def _as_image(img: Any) -> np.ndarray:
     return img
 
 
-def _new_figure(imgs: Sequence[Any], titles: Sequence[str] | None = None,
-                cmaps: str | Sequence[str] = "gray", dpi: float = 100, pad: float = 0.5,
-                adaptive: bool = True, figsize: float = 4.5, right: float = 0.0) -> Figure:
+def _new_figure(
+    imgs: Sequence[Any],
+    titles: Sequence[str] | None = None,
+    cmaps: str | Sequence[str] = "gray",
+    dpi: float = 100,
+    pad: float = 0.5,
+    adaptive: bool = True,
+    figsize: float = 4.5,
+    right: float = 0.0,
+) -> Figure:
     """Figure with the images side by side, ``figsize`` inches high, ``pad`` * 10 points
     apart, no margins; ``right`` inches kept free on the right (colour bar)."""
     imgs = [_as_image(i) for i in imgs]
@@ -156,9 +165,15 @@ def _new_figure(imgs: Sequence[Any], titles: Sequence[str] | None = None,
     return fig
 
 
-def plot_images(imgs: Sequence[Any], titles: Sequence[str] | None = None,
-                cmaps: str | Sequence[str] = "gray", dpi: float = 100, pad: float = 0.5,
-                adaptive: bool = True, figsize: float = 4.5) -> Figure:
+def plot_images(
+    imgs: Sequence[Any],
+    titles: Sequence[str] | None = None,
+    cmaps: str | Sequence[str] = "gray",
+    dpi: float = 100,
+    pad: float = 0.5,
+    adaptive: bool = True,
+    figsize: float = 4.5,
+) -> Figure:
     """hloc's ``plot_images``: a figure with the images side by side (it becomes the current
     figure). ``imgs``: NumPy or torch images, (H, W, 3) RGB or (H, W) grey; ``adaptive``: axes
     widths follow the W / H ratios (else 4:3 each); ``figsize``: height in inches."""
@@ -190,8 +205,9 @@ def _rgba(color: Any, n: int) -> np.ndarray:
     return c
 
 
-def plot_keypoints(kpts: Sequence[Any], colors: Any = KEYPOINT, ps: float = 4,
-                   fig: Figure | None = None) -> None:
+def plot_keypoints(
+    kpts: Sequence[Any], colors: Any = KEYPOINT, ps: float = 4, fig: Figure | None = None
+) -> None:
     """hloc's ``plot_keypoints``: ``kpts[i]`` (N_i, 2) pixel xy as dots on image i; ``colors``:
     one colour, or one per image (a colour or (N_i, 3|4) per keypoint); ``ps``: dot area, pt^2."""
     fig = _fig(fig)
@@ -202,9 +218,16 @@ def plot_keypoints(kpts: Sequence[Any], colors: Any = KEYPOINT, ps: float = 4,
         ax.scatter(k[:, 0], k[:, 1], c=_rgba(c, len(k)), s=ps, linewidths=0)
 
 
-def plot_matches(kpts0: Any, kpts1: Any, color: Any = None, lw: float = 1.5, ps: float = 4,
-                 indices: tuple[int, int] = (0, 1), a: float = 1.0,
-                 fig: Figure | None = None) -> None:
+def plot_matches(
+    kpts0: Any,
+    kpts1: Any,
+    color: Any = None,
+    lw: float = 1.5,
+    ps: float = 4,
+    indices: tuple[int, int] = (0, 1),
+    a: float = 1.0,
+    fig: Figure | None = None,
+) -> None:
     """hloc's ``plot_matches``: a line from ``kpts0[i]`` on image ``indices[0]`` to
     ``kpts1[i]`` on image ``indices[1]`` (both (M, 2) pixel xy).
 
@@ -225,23 +248,41 @@ def plot_matches(kpts0: Any, kpts1: Any, color: Any = None, lw: float = 1.5, ps:
         to_fig = fig.transFigure.inverted()
         p0 = to_fig.transform(ax0.transData.transform(k0))
         p1 = to_fig.transform(ax1.transData.transform(k1))
-        fig.add_artist(LineCollection(np.stack([p0, p1], 1), colors=rgba, linewidths=lw,
-                                      alpha=a, transform=fig.transFigure, zorder=1))
+        fig.add_artist(
+            LineCollection(
+                np.stack([p0, p1], 1),
+                colors=rgba,
+                linewidths=lw,
+                alpha=a,
+                transform=fig.transFigure,
+                zorder=1,
+            )
+        )
     if ps > 0:
         ax0.scatter(k0[:, 0], k0[:, 1], c=rgba, s=ps, linewidths=0)
         ax1.scatter(k1[:, 0], k1[:, 1], c=rgba, s=ps, linewidths=0)
 
 
-def add_text(idx: int, text: str, pos: tuple[float, float] = (0.01, 0.99), fs: float = 15,
-             color: str = "w", lcolor: str | None = "k", lwidth: float = 2, ha: str = "left",
-             va: str = "top", fig: Figure | None = None) -> None:
+def add_text(
+    idx: int,
+    text: str,
+    pos: tuple[float, float] = (0.01, 0.99),
+    fs: float = 15,
+    color: str = "w",
+    lcolor: str | None = "k",
+    lwidth: float = 2,
+    ha: str = "left",
+    va: str = "top",
+    fig: Figure | None = None,
+) -> None:
     """hloc's ``add_text``: ``text`` on image ``idx`` at ``pos`` (axes fraction), ``fs``
     points, with a ``lcolor`` outline (None: no outline)."""
     ax = _fig(fig).axes[idx]
     t = ax.text(*pos, text, fontsize=fs, ha=ha, va=va, color=color, transform=ax.transAxes)
     if lcolor is not None:
-        t.set_path_effects([path_effects.Stroke(linewidth=lwidth, foreground=lcolor),
-                            path_effects.Normal()])
+        t.set_path_effects(
+            [path_effects.Stroke(linewidth=lwidth, foreground=lcolor), path_effects.Normal()]
+        )
 
 
 def save_plot(path: str | os.PathLike, fig: Figure | None = None, **kw: Any) -> Path:
@@ -257,15 +298,24 @@ def _name(fig: Figure, idx: int, name: str) -> None:
     add_text(idx, name, pos=(0.01, 0.01), fs=NAME_FS, lwidth=2.5, va="bottom", fig=fig)
 
 
-def add_legend(idx: int, entries: Sequence[tuple[Any, str]], loc: str = "upper right",
-               fig: Figure | None = None) -> None:
+def add_legend(
+    idx: int,
+    entries: Sequence[tuple[Any, str]],
+    loc: str = "upper right",
+    fig: Figure | None = None,
+) -> None:
     """Legend of (colour, label) dots on image ``idx`` (our addition to hloc's functions)."""
     handles = [Line2D([], [], ls="", marker="o", ms=7, color=c, label=lab) for c, lab in entries]
     _fig(fig).axes[idx].legend(handles=handles, loc=loc, fontsize=9, framealpha=0.8)
 
 
-def _colorbar(fig: Figure, mappable: ScalarMappable, label: str,
-              ticks: Sequence[int] | None = None, extend: str = "neither") -> None:
+def _colorbar(
+    fig: Figure,
+    mappable: ScalarMappable,
+    label: str,
+    ticks: Sequence[int] | None = None,
+    extend: str = "neither",
+) -> None:
     """Colour bar in the ``CBAR_IN`` band right of the last image (``ticks``: integer
     labels)."""
     w = fig.get_size_inches()[0]
@@ -283,8 +333,7 @@ def _plot_inliers(fig: Figure, k0: np.ndarray, k1: np.ndarray, ok: np.ndarray) -
     last; lines fainter when there are many (opaque end dots)."""
     order = np.argsort(~ok, kind="stable")
     a = float(np.clip(100 / max(len(ok), 1), 0.12, 0.8))
-    plot_matches(k0[order], k1[order], cm_RdGn(ok[order].astype(float)), lw=0.8, ps=6, a=a,
-                 fig=fig)
+    plot_matches(k0[order], k1[order], cm_RdGn(ok[order].astype(float)), lw=0.8, ps=6, a=a, fig=fig)
 
 
 def _reconstruction(reconstruction: Any) -> Any:
@@ -301,9 +350,15 @@ def _folder(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
-                     color_by: str = "visibility", selected: Sequence[int] = [], n: int = 1,
-                     seed: int = 0, dpi: float = 75) -> Figures:
+def visualize_sfm_2d(
+    reconstruction: Any,
+    image_dir: str | os.PathLike,
+    color_by: str = "visibility",
+    selected: Sequence[int] = [],
+    n: int = 1,
+    seed: int = 0,
+    dpi: float = 75,
+) -> Figures:
     """hloc's ``visualize_sfm_2d``: keypoints of model images over the images.
 
     Args:
@@ -335,8 +390,14 @@ def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
             plot_keypoints([xy[~vis]], colors=NOT_TRIANGULATED, fig=fig)
             plot_keypoints([xy[vis]], colors=TRIANGULATED, fig=fig)
             text = f"visible: {int(vis.sum())}/{len(vis)}"
-            add_legend(0, [(TRIANGULATED, f"3D point ({int(vis.sum())})"),
-                           (NOT_TRIANGULATED, f"no 3D point ({int((~vis).sum())})")], fig=fig)
+            add_legend(
+                0,
+                [
+                    (TRIANGULATED, f"3D point ({int(vis.sum())})"),
+                    (NOT_TRIANGULATED, f"no 3D point ({int((~vis).sum())})"),
+                ],
+                fig=fig,
+            )
         elif color_by == "track_length":
             fig = _new_figure([image], dpi=dpi, right=CBAR_IN)
             _, tl = colmap.points_xyz_track_length(rec, p3d[vis])
@@ -344,8 +405,11 @@ def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
             sm = ScalarMappable(norm=norm, cmap="jet")
             plot_keypoints([xy[~vis]], colors="0.6", fig=fig)
             plot_keypoints([xy[vis]], colors=[sm.to_rgba(tl)], fig=fig)
-            text = (f"max/median track length: {int(tl.max())}/{np.median(tl):g}" if len(tl)
-                    else "no 3D point")
+            text = (
+                f"max/median track length: {int(tl.max())}/{np.median(tl):g}"
+                if len(tl)
+                else "no 3D point"
+            )
             ticks = np.unique(np.round(np.geomspace(norm.vmin, norm.vmax, 6))).astype(int)
             _colorbar(fig, sm, "track length (images)", ticks)
             add_legend(0, [("0.6", f"no 3D point ({int((~vis).sum())})")], fig=fig)
@@ -364,37 +428,51 @@ def visualize_sfm_2d(reconstruction: Any, image_dir: str | os.PathLike,
     return _made_current(figs)
 
 
-def _loc_correspondences(loc: Mapping[str, Any], rec: Any, query_name: str
-                         ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int]]]]:
+def _loc_correspondences(
+    loc: Mapping[str, Any], rec: Any, query_name: str
+) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int]]]]:
     """(query keypoints (K, 2) hloc xy, inlier mask (K,), per db image of ``loc['db']``:
     [(row into the query keypoints, db keypoint index)]) of one hloc log entry."""
     missing = {"db", "keypoints_query", "keypoint_index_to_db"} - set(loc)
     if missing:
-        raise ValueError(f"{query_name}: not an hloc localization log (no {sorted(missing)}); "
-                         "pass an entry of <results>_logs.pkl or pose_from_cluster's log")
-    kq = _xy(loc["keypoints_query"], "keypoints_query") - 0.5      # COLMAP -> hloc
+        raise ValueError(
+            f"{query_name}: not an hloc localization log (no {sorted(missing)}); "
+            "pass an entry of <results>_logs.pkl or pose_from_cluster's log"
+        )
+    kq = _xy(loc["keypoints_query"], "keypoints_query") - 0.5  # COLMAP -> hloc
     pnp = loc.get("PnP_ret")
-    inl = (np.asarray(pnp["inlier_mask"], bool).reshape(-1) if pnp
-           else np.zeros(len(kq), bool))
+    inl = np.asarray(pnp["inlier_mask"], bool).reshape(-1) if pnp else np.zeros(len(kq), bool)
     _, p3d_to_db = loc["keypoint_index_to_db"]
     if len(inl) != len(kq) or len(p3d_to_db) != len(kq):
-        raise ValueError(f"{query_name}: log has {len(kq)} keypoints, {len(inl)} inlier flags "
-                         f"and {len(p3d_to_db)} 3D points")
+        raise ValueError(
+            f"{query_name}: log has {len(kq)} keypoints, {len(inl)} inlier flags "
+            f"and {len(p3d_to_db)} 3D points"
+        )
     db = [int(i) for i in loc["db"]]
     per_db: list[list[tuple[int, int]]] = [[] for _ in db]
     for row, (pid, db_idxs) in enumerate(p3d_to_db):
         track = colmap.point_observations(rec, pid)
         for j in db_idxs:
             if db[j] not in track:
-                raise ValueError(f"{query_name}: the log and the reconstruction disagree "
-                                 f"(3D point {pid} not seen by image {db[j]})")
+                raise ValueError(
+                    f"{query_name}: the log and the reconstruction disagree "
+                    f"(3D point {pid} not seen by image {db[j]})"
+                )
             per_db[j].append((row, track[db[j]]))
     return kq, inl, per_db
 
 
-def _loc_figures(image_dir: Path, query_name: str, loc: Mapping[str, Any], rec: Any,
-                 db_image_dir: Path | None, top_k_db: int, dpi: float,
-                 caption: str | None = None, figsize: float = 4.5) -> Figures:
+def _loc_figures(
+    image_dir: Path,
+    query_name: str,
+    loc: Mapping[str, Any],
+    rec: Any,
+    db_image_dir: Path | None,
+    top_k_db: int,
+    dpi: float,
+    caption: str | None = None,
+    figsize: float = 4.5,
+) -> Figures:
     """Query | db image pictures of one hloc log entry: its 2D-3D correspondences through the
     ``top_k_db`` db images with the most inliers (then correspondences), green when a PnP
     inlier, red otherwise. ``caption`` (default: hloc's ``inliers: a/b``) goes top left."""
@@ -404,10 +482,12 @@ def _loc_figures(image_dir: Path, query_name: str, loc: Mapping[str, Any], rec: 
     q_image = read_image(image_dir / query_name)
     failed = not loc.get("PnP_ret")
     reason = loc.get("reason") or ("PnP failed" if len(kq) else "no 2D-3D correspondence")
-    order = sorted((j for j in range(len(per_db)) if per_db[j]),
-                   key=lambda j: (-sum(inl[r] for r, _ in per_db[j]), -len(per_db[j]), j))
+    order = sorted(
+        (j for j in range(len(per_db)) if per_db[j]),
+        key=lambda j: (-sum(inl[r] for r, _ in per_db[j]), -len(per_db[j]), j),
+    )
     figs = Figures()
-    if not order:       # nothing to draw between: the query alone, with why
+    if not order:  # nothing to draw between: the query alone, with why
         fig = _new_figure([q_image], dpi=dpi, figsize=figsize)
         add_text(0, caption or f"not localized: {reason}", fig=fig)
         _name(fig, 0, query_name)
@@ -426,8 +506,14 @@ def _loc_figures(image_dir: Path, query_name: str, loc: Mapping[str, Any], rec: 
         else:
             text = f"inliers: {int(ok.sum())}/{len(ok)}"
             text = f"{caption}\nthis db image: {text}" if caption else text
-            add_legend(1, [(INLIER, f"PnP inlier ({int(ok.sum())})"),
-                           (OUTLIER, f"outlier ({int((~ok).sum())})")], fig=fig)
+            add_legend(
+                1,
+                [
+                    (INLIER, f"PnP inlier ({int(ok.sum())})"),
+                    (OUTLIER, f"outlier ({int((~ok).sum())})"),
+                ],
+                fig=fig,
+            )
         add_text(0, text, fig=fig)
         _name(fig, 0, f"query: {query_name}")
         _name(fig, 1, f"db: {db_name}")
@@ -435,10 +521,15 @@ def _loc_figures(image_dir: Path, query_name: str, loc: Mapping[str, Any], rec: 
     return figs
 
 
-def visualize_loc_from_log(image_dir: str | os.PathLike, query_name: str,
-                           loc: Mapping[str, Any], reconstruction: Any = None,
-                           db_image_dir: str | os.PathLike | None = None, top_k_db: int = 2,
-                           dpi: float = 75) -> Figures:
+def visualize_loc_from_log(
+    image_dir: str | os.PathLike,
+    query_name: str,
+    loc: Mapping[str, Any],
+    reconstruction: Any = None,
+    db_image_dir: str | os.PathLike | None = None,
+    top_k_db: int = 2,
+    dpi: float = 75,
+) -> Figures:
     """hloc's ``visualize_loc_from_log``: one query's 2D-3D correspondences, drawn between the
     query and each of the ``top_k_db`` db images with the most PnP inliers (green inlier, red
     outlier; caption ``inliers: a/b``, or ``not localized: <reason>``; both names shown).
@@ -454,12 +545,21 @@ def visualize_loc_from_log(image_dir: str | os.PathLike, query_name: str,
         the figures (the query alone, captioned, when it has no correspondence).
     """
     if reconstruction is None:
-        raise ValueError("visualize_loc_from_log needs the reconstruction: the db keypoints "
-                         "come from its tracks")
+        raise ValueError(
+            "visualize_loc_from_log needs the reconstruction: the db keypoints come from its tracks"
+        )
     image_dir = _folder(image_dir, "image folder")
-    return _made_current(_loc_figures(image_dir, query_name, loc, _reconstruction(reconstruction),
-                                      Path(db_image_dir) if db_image_dir else None, top_k_db,
-                                      dpi))
+    return _made_current(
+        _loc_figures(
+            image_dir,
+            query_name,
+            loc,
+            _reconstruction(reconstruction),
+            Path(db_image_dir) if db_image_dir else None,
+            top_k_db,
+            dpi,
+        )
+    )
 
 
 def _read_hloc_logs(results: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -481,16 +581,24 @@ def _read_hloc_logs(results: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return loc
 
 
-def visualize_loc(results: str | os.PathLike, image_dir: str | os.PathLike,
-                  reconstruction: Any = None, db_image_dir: str | os.PathLike | None = None,
-                  selected: Sequence[str] = [], n: int = 1, seed: int = 0,
-                  prefix: str | None = None, **kwargs: Any) -> Figures:
+def visualize_loc(
+    results: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    reconstruction: Any = None,
+    db_image_dir: str | os.PathLike | None = None,
+    selected: Sequence[str] = [],
+    n: int = 1,
+    seed: int = 0,
+    prefix: str | None = None,
+    **kwargs: Any,
+) -> Figures:
     """hloc's ``visualize_loc``: :func:`visualize_loc_from_log` for queries of the results
     file's ``<results>_logs.pkl`` (``selected``, else ``n`` sampled with ``seed`` among the
     names starting with ``prefix``); ``kwargs``: ``top_k_db``, ``dpi``."""
     if reconstruction is None:
-        raise ValueError("visualize_loc needs the reconstruction: the db keypoints come from "
-                         "its tracks")
+        raise ValueError(
+            "visualize_loc needs the reconstruction: the db keypoints come from its tracks"
+        )
     image_dir = _folder(image_dir, "image folder")
     logs = _read_hloc_logs(results)
     if not selected:
@@ -518,8 +626,12 @@ def condition(name: str) -> str:
     return "night" if "night" in parts else "day" if "day" in parts else "query"
 
 
-def _loc_caption(name: str, entry: Mapping[str, Any], estimated: Mapping[str, tuple],
-                 gt_poses: Mapping[str, tuple] | None) -> str:
+def _loc_caption(
+    name: str,
+    entry: Mapping[str, Any],
+    estimated: Mapping[str, tuple],
+    gt_poses: Mapping[str, tuple] | None,
+) -> str:
     """``<condition> query: 45 inliers / 120 2D-3D[, error 0.12 m 0.8 deg]`` or
     ``<condition> query NOT localized: <reason>``."""
     cond = condition(name)
@@ -561,12 +673,18 @@ def _pick_queries(loc: Mapping[str, Mapping[str, Any]], n: int) -> list[tuple[st
     return picked + [("failed", q) for q in failed]
 
 
-def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.PathLike,
-                          matches_h5: str | os.PathLike, pairs_txt: str | os.PathLike,
-                          out_dir: str | os.PathLike, n: int,
-                          loc_logs: Mapping[str, Any] | None = None,
-                          gt_poses: Mapping[str, tuple] | None = None,
-                          reconstruction: Any = None, dpi: float = 100) -> list[Path]:
+def save_pipeline_figures(
+    image_dir: str | os.PathLike,
+    features_h5: str | os.PathLike,
+    matches_h5: str | os.PathLike,
+    pairs_txt: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    n: int,
+    loc_logs: Mapping[str, Any] | None = None,
+    gt_poses: Mapping[str, tuple] | None = None,
+    reconstruction: Any = None,
+    dpi: float = 100,
+) -> list[Path]:
     """PNG pictures of an hloc-style run, into ``out_dir``.
 
     - ``matches_<k>_<name0>__<name1>.png``: the ``n`` pairs of ``pairs_txt`` with the most
@@ -600,21 +718,40 @@ def save_pipeline_figures(image_dir: str | os.PathLike, features_h5: str | os.Pa
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if loc_logs is not None and reconstruction is None:
-        raise ValueError("save_pipeline_figures: loc_logs need the reconstruction (the db "
-                         "keypoints of the 2D-3D correspondences come from its tracks)")
+        raise ValueError(
+            "save_pipeline_figures: loc_logs need the reconstruction (the db "
+            "keypoints of the 2D-3D correspondences come from its tracks)"
+        )
     current = _current[0]
     try:
-        return _pipeline_figures(Path(image_dir), features_h5, matches_h5, pairs_txt,
-                                 Path(out_dir), n, loc_logs, gt_poses, reconstruction, dpi)
+        return _pipeline_figures(
+            Path(image_dir),
+            features_h5,
+            matches_h5,
+            pairs_txt,
+            Path(out_dir),
+            n,
+            loc_logs,
+            gt_poses,
+            reconstruction,
+            dpi,
+        )
     finally:
-        _current[0] = current       # the run's figures are not left as the current one
+        _current[0] = current  # the run's figures are not left as the current one
 
 
-def _pipeline_figures(image_dir: Path, features_h5: str | os.PathLike,
-                      matches_h5: str | os.PathLike, pairs_txt: str | os.PathLike, out_dir: Path,
-                      n: int, loc_logs: Mapping[str, Any] | None,
-                      gt_poses: Mapping[str, tuple] | None, reconstruction: Any, dpi: float
-                      ) -> list[Path]:
+def _pipeline_figures(
+    image_dir: Path,
+    features_h5: str | os.PathLike,
+    matches_h5: str | os.PathLike,
+    pairs_txt: str | os.PathLike,
+    out_dir: Path,
+    n: int,
+    loc_logs: Mapping[str, Any] | None,
+    gt_poses: Mapping[str, tuple] | None,
+    reconstruction: Any,
+    dpi: float,
+) -> list[Path]:
     """:func:`save_pipeline_figures` once its arguments are checked."""
     image_dir = _folder(image_dir, "image folder")
     loc = dict((loc_logs or {}).get("loc", {}))
@@ -653,12 +790,24 @@ def _pipeline_figures(image_dir: Path, features_h5: str | os.PathLike,
                 ok = np.isin(m[:, 0], np.asarray(entry.get("inliers") or [], np.int64))
                 _plot_inliers(fig, ka[m[:, 0]], kb[m[:, 1]], ok)
                 text = f"{len(m)} matches, {int(ok.sum())} from PnP inliers of the query"
-                add_legend(1, [(INLIER, f"query keypoint is a PnP inlier ({int(ok.sum())})"),
-                               (OUTLIER, f"query keypoint not a PnP inlier ({int((~ok).sum())})")],
-                           fig=fig)
+                add_legend(
+                    1,
+                    [
+                        (INLIER, f"query keypoint is a PnP inlier ({int(ok.sum())})"),
+                        (OUTLIER, f"query keypoint not a PnP inlier ({int((~ok).sum())})"),
+                    ],
+                    fig=fig,
+                )
             else:
-                plot_matches(ka[m[:, 0]], kb[m[:, 1]], MATCH, lw=0.8, ps=6,
-                             a=float(np.clip(100 / max(len(m), 1), 0.12, 0.8)), fig=fig)
+                plot_matches(
+                    ka[m[:, 0]],
+                    kb[m[:, 1]],
+                    MATCH,
+                    lw=0.8,
+                    ps=6,
+                    a=float(np.clip(100 / max(len(m), 1), 0.12, 0.8)),
+                    fig=fig,
+                )
                 text = f"{len(m)} matches" + (" (query NOT localized)" if entry else "")
             add_text(0, text, fig=fig)
             _name(fig, 0, a)
@@ -687,8 +836,7 @@ def _pipeline_figures(image_dir: Path, features_h5: str | os.PathLike,
             logger.warning("query %s: not in the hloc logs of %s", q, loc_logs["results"])
             continue
         caption = _loc_caption(q, loc[q], estimated, gt_poses)
-        for fig in _loc_figures(image_dir, q, hloc_loc[q], rec, None, 1, dpi, caption,
-                                figsize=6):
+        for fig in _loc_figures(image_dir, q, hloc_loc[q], rec, None, 1, dpi, caption, figsize=6):
             save(fig, f"loc_{group}_{count[group]:03d}_{_flat(q)}.png")
             count[group] += 1
     return written

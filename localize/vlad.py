@@ -14,6 +14,7 @@
 
 ``localize.retrieve`` builds the retrieval stage (confs, files, search) on these.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,7 @@ from localize import nn
 # ------------------------------------------------------------------------------------------
 # Vocabulary
 # ------------------------------------------------------------------------------------------
-def sample_descriptors(descs: Sequence[np.ndarray], max_total: int, seed: int = 0
-                       ) -> np.ndarray:
+def sample_descriptors(descs: Sequence[np.ndarray], max_total: int, seed: int = 0) -> np.ndarray:
     """Uniform-per-image random sample of at most ``max_total`` rows, (M, D) float32."""
     rng = np.random.default_rng(seed)
     nonempty = [d for d in descs if len(d)]
@@ -43,8 +43,14 @@ def sample_descriptors(descs: Sequence[np.ndarray], max_total: int, seed: int = 
     return np.ascontiguousarray(np.concatenate(out, 0), np.float32)
 
 
-def train_vocabulary(descs: np.ndarray, k: int, seed: int = 0, niter: int = 20,
-                     use_gpu: bool | None = None, nredo: int = 1) -> np.ndarray:
+def train_vocabulary(
+    descs: np.ndarray,
+    k: int,
+    seed: int = 0,
+    niter: int = 20,
+    use_gpu: bool | None = None,
+    nredo: int = 1,
+) -> np.ndarray:
     """k-means vocabulary with ``faiss.Kmeans``.
 
     Args:
@@ -60,9 +66,16 @@ def train_vocabulary(descs: np.ndarray, k: int, seed: int = 0, niter: int = 20,
         raise ValueError(f"descriptors must be (N, D), got shape {x.shape}")
     if len(x) < k:
         raise ValueError(f"need at least k={k} descriptors to learn a vocabulary, got {len(x)}")
-    km = faiss.Kmeans(x.shape[1], int(k), niter=int(niter), seed=int(seed), verbose=False,
-                      gpu=nn.want_gpu(use_gpu), nredo=int(nredo),
-                      max_points_per_centroid=max(256, len(x) // k + 1))
+    km = faiss.Kmeans(
+        x.shape[1],
+        int(k),
+        niter=int(niter),
+        seed=int(seed),
+        verbose=False,
+        gpu=nn.want_gpu(use_gpu),
+        nredo=int(nredo),
+        max_points_per_centroid=max(256, len(x) // k + 1),
+    )
     km.train(x)
     return np.ascontiguousarray(km.centroids, np.float32).reshape(k, x.shape[1])
 
@@ -70,9 +83,10 @@ def train_vocabulary(descs: np.ndarray, k: int, seed: int = 0, niter: int = 20,
 @dataclass
 class Vocabulary:
     """Centroids (k, D) plus the optional PCA learned on the same separate set."""
+
     centroids: np.ndarray
     pca_mean: np.ndarray | None = None
-    pca_components: np.ndarray | None = None   # (d, k*D) rows (scaled when whitening)
+    pca_components: np.ndarray | None = None  # (d, k*D) rows (scaled when whitening)
     conf: dict | None = None
 
     @property
@@ -84,8 +98,9 @@ class Vocabulary:
         return int(self.centroids.shape[1])
 
 
-def save_vocabulary(path: str | Path, vocab: Vocabulary | np.ndarray,
-                    conf: Mapping[str, Any] | None = None) -> Path:
+def save_vocabulary(
+    path: str | Path, vocab: Vocabulary | np.ndarray, conf: Mapping[str, Any] | None = None
+) -> Path:
     """Write a vocabulary ``.npz`` (atomically: temp file, rename)."""
     path = Path(path)
     if isinstance(vocab, np.ndarray):
@@ -121,17 +136,20 @@ def load_vocabulary(path: str | Path | Vocabulary | np.ndarray) -> Vocabulary:
         if "centroids" not in z:
             raise ValueError(f"{path}: no 'centroids' array")
         conf = json.loads(str(z["conf"])) if "conf" in z else None
-        v = Vocabulary(centroids=np.ascontiguousarray(z["centroids"], np.float32),
-                       pca_mean=z["pca_mean"] if "pca_mean" in z else None,
-                       pca_components=z["pca_components"] if "pca_components" in z else None,
-                       conf=conf)
+        v = Vocabulary(
+            centroids=np.ascontiguousarray(z["centroids"], np.float32),
+            pca_mean=z["pca_mean"] if "pca_mean" in z else None,
+            pca_components=z["pca_components"] if "pca_components" in z else None,
+            conf=conf,
+        )
     if v.centroids.ndim != 2:
         raise ValueError(f"{path}: centroids must be (k, D), got {v.centroids.shape}")
     return v
 
 
-def train_pca(vecs: np.ndarray, dim: int, whiten: bool = False, eps: float = 1e-8
-              ) -> tuple[np.ndarray, np.ndarray]:
+def train_pca(
+    vecs: np.ndarray, dim: int, whiten: bool = False, eps: float = 1e-8
+) -> tuple[np.ndarray, np.ndarray]:
     """PCA of (N, Dv) vectors -> (mean (Dv,), components (dim, Dv)); whitening divides each
     component by sqrt(eigenvalue). ``dim`` is capped at min(N, Dv)."""
     x = np.asarray(vecs, np.float64)
@@ -182,14 +200,23 @@ def _ma_weights(d2: np.ndarray, sigma: float | None) -> np.ndarray:
 
 def _check_dim(desc: np.ndarray, vocab: Vocabulary) -> None:
     if desc.ndim != 2 or (len(desc) and desc.shape[1] != vocab.dim):
-        raise ValueError(f"descriptor dim {desc.shape[-1] if desc.ndim == 2 else desc.shape} "
-                         f"does not match the vocabulary's D={vocab.dim} (learned on another "
-                         f"descriptor?)")
+        raise ValueError(
+            f"descriptor dim {desc.shape[-1] if desc.ndim == 2 else desc.shape} "
+            f"does not match the vocabulary's D={vocab.dim} (learned on another "
+            f"descriptor?)"
+        )
 
 
-def vlad(desc: np.ndarray, vocab: Vocabulary | np.ndarray, multiple_assignment: int = 1,
-         ma_sigma: float | None = None, intra_norm: bool = True, power: float = 0.5,
-         assigner: Assigner | None = None, apply_pca: bool = True) -> np.ndarray:
+def vlad(
+    desc: np.ndarray,
+    vocab: Vocabulary | np.ndarray,
+    multiple_assignment: int = 1,
+    ma_sigma: float | None = None,
+    intra_norm: bool = True,
+    power: float = 0.5,
+    assigner: Assigner | None = None,
+    apply_pca: bool = True,
+) -> np.ndarray:
     """VLAD of one image.
 
     Args:
@@ -232,9 +259,13 @@ def vlad(desc: np.ndarray, vocab: Vocabulary | np.ndarray, multiple_assignment: 
     return out.astype(np.float32)
 
 
-def asmk_aggregate(desc: np.ndarray, vocab: Vocabulary | np.ndarray, multiple_assignment: int = 1,
-                   binary: bool = False, assigner: Assigner | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def asmk_aggregate(
+    desc: np.ndarray,
+    vocab: Vocabulary | np.ndarray,
+    multiple_assignment: int = 1,
+    binary: bool = False,
+    assigner: Assigner | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """ASMK per-word aggregated residuals of one image.
 
     Returns:
@@ -250,7 +281,7 @@ def asmk_aggregate(desc: np.ndarray, vocab: Vocabulary | np.ndarray, multiple_as
     assigner = assigner or Assigner(vocab.centroids)
     _, a = assigner(desc, multiple_assignment)
     words = a.reshape(-1)
-    res = (np.repeat(desc, a.shape[1], axis=0) - vocab.centroids[words])
+    res = np.repeat(desc, a.shape[1], axis=0) - vocab.centroids[words]
     uw, inv = np.unique(words, return_inverse=True)
     v = np.zeros((len(uw), D), np.float32)
     np.add.at(v, inv, res)

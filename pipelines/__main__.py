@@ -1,6 +1,7 @@
 """The ``descloc`` command: ``descloc <command> [options]`` runs ``python -m pipelines.<command>``
 (or a stage of ``localize``), e.g. ``descloc aachen --features hardnet``, ``descloc train
 --recipe sdb --quick``, ``descloc extract_features --help``."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,20 +10,44 @@ from typing import Sequence
 
 #: command -> (module, entry function taking argv)
 COMMANDS: dict[str, tuple[str, str]] = {
-    **{name: (f"pipelines.{name}", "main") for name in (
-        "aachen", "sfm", "train", "train_and_localize", "make_patches", "retrieval",
-        "hpatches", "phototour", "ablation")},
-    **{name: (f"localize.{name}", "cli") for name in (
-        "extract_features", "match_features", "pairs_from_exhaustive", "pairs_from_covisibility",
-        "pairs_from_poses", "pairs_from_retrieval", "pairs_from_sequential", "reconstruction",
-        "triangulation", "localize_sfm")},
+    **{
+        name: (f"pipelines.{name}", "main")
+        for name in (
+            "aachen",
+            "sfm",
+            "train",
+            "train_and_localize",
+            "make_patches",
+            "retrieval",
+            "hpatches",
+            "phototour",
+            "ablation",
+        )
+    },
+    **{
+        name: (f"localize.{name}", "cli")
+        for name in (
+            "extract_features",
+            "match_features",
+            "pairs_from_exhaustive",
+            "pairs_from_covisibility",
+            "pairs_from_poses",
+            "pairs_from_retrieval",
+            "pairs_from_sequential",
+            "reconstruction",
+            "triangulation",
+            "localize_sfm",
+        )
+    },
     "export": ("descriptors.export", "cli"),
 }
 
 
 def _usage() -> str:
-    return ("usage: descloc <command> [options]   (descloc <command> --help for its options)\n"
-            "commands: " + ", ".join(sorted(COMMANDS)))
+    return (
+        "usage: descloc <command> [options]   (descloc <command> --help for its options)\n"
+        "commands: " + ", ".join(sorted(COMMANDS))
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ CMC@1. Outputs under ``--out`` (default ``outputs/ablation``): ``ablation.json``
 logs, options), ``pr_curves.png`` (precision-recall of every row on the test pairs) and the
 trained weights in ``weights/``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,10 +68,10 @@ class Row:
     """One line of the table: a recipe (or None for an untrained / hand-crafted baseline)."""
 
     name: str
-    recipe: str | None                   # registered recipe name; None = no training
+    recipe: str | None  # registered recipe name; None = no training
     overrides: dict = field(default_factory=dict)
     note: str = ""
-    pair_based: bool = False             # consumes (a, p) batches (for --data)
+    pair_based: bool = False  # consumes (a, p) batches (for --data)
 
 
 #: sdb rows train hardnet's network on hardnet's augmentation, so the row isolates the loss
@@ -79,11 +80,21 @@ ROWS: list[Row] = [
     Row("sift", None, note="OpenCV SIFT on the patch"),
     Row("untrained", None, note="L2-Net at random init"),
     Row("hardnet", "hardnet", note="hardest-in-batch triplet", pair_based=True),
-    Row("hardnet-random", "hardnet", {"negatives": "random"},
-        note="control: random in-batch negative", pair_based=True),
+    Row(
+        "hardnet-random",
+        "hardnet",
+        {"negatives": "random"},
+        note="control: random in-batch negative",
+        pair_based=True,
+    ),
     Row("hndesc", "hndesc", note="self-supervised pairs + AP loss (the paper's)", pair_based=True),
-    Row("hndesc-triplet", "hndesc", {"loss": "triplet"},
-        note="self-supervised pairs + hardest triplet (the first version)", pair_based=True),
+    Row(
+        "hndesc-triplet",
+        "hndesc",
+        {"loss": "triplet"},
+        note="self-supervised pairs + hardest triplet (the first version)",
+        pair_based=True,
+    ),
     Row("sdb", "sdb", {**SDB_LIKE_HARDNET}, note="ExpTeacher + annealing", pair_based=True),
     Row("wlrn", "wlrn", note="weakly-labelled bags"),
     Row("fracking-R1/1", "fracking", {"r_p": 1, "r_n": 1}, note="control: no mining"),
@@ -92,30 +103,48 @@ ROWS: list[Row] = [
     Row("fracking-R4/4", "fracking", {"r_p": 4, "r_n": 4}, note="fracking R_P/R_N = 4/4"),
 ]
 OPTIONAL_ROWS: list[Row] = [
-    Row("sdb-ema", "sdb", {**SDB_LIKE_HARDNET, "teacher": "ema"}, note="EMA teacher",
-        pair_based=True),
-    Row("sdb-noteacher", "sdb", {**SDB_LIKE_HARDNET, "teacher": "none"}, note="control: weight 1",
-        pair_based=True),
-    Row("sdb-triplet", "sdb", {**SDB_LIKE_HARDNET, "stage2_loss": "triplet"}, note="stage 2 hinge",
-        pair_based=True),
+    Row(
+        "sdb-ema",
+        "sdb",
+        {**SDB_LIKE_HARDNET, "teacher": "ema"},
+        note="EMA teacher",
+        pair_based=True,
+    ),
+    Row(
+        "sdb-noteacher",
+        "sdb",
+        {**SDB_LIKE_HARDNET, "teacher": "none"},
+        note="control: weight 1",
+        pair_based=True,
+    ),
+    Row(
+        "sdb-triplet",
+        "sdb",
+        {**SDB_LIKE_HARDNET, "stage2_loss": "triplet"},
+        note="stage 2 hinge",
+        pair_based=True,
+    ),
 ]
 ALL_ROWS = {r.name: r for r in ROWS + OPTIONAL_ROWS}
 
 
 # ------------------------------------------------------------------------------------ helpers
-TABLE_METRICS = ("fpr95", "pr_auc", "cmc1")   # ``evaluate_pairs`` keys shown in the table
+TABLE_METRICS = ("fpr95", "pr_auc", "cmc1")  # ``evaluate_pairs`` keys shown in the table
 
 
 def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None = None) -> Any:
     """The row's Recipe with its overrides and, for ``--data``, a common batch stream."""
     from descriptors.recipes import get_recipe
+
     r = get_recipe(row.recipe, quick=quick).with_options(**row.overrides)
     if batch_size and row.pair_based:
         r = r.with_options(batch_size=int(batch_size))
     if data_mode == "native" or not row.pair_based:
         return r
     if data_mode == "pairs":
-        from descriptors.recipe_defs.hndesc import DEFAULT_OPTIONS as HO, pair_data
+        from descriptors.recipe_defs.hndesc import DEFAULT_OPTIONS as HO
+        from descriptors.recipe_defs.hndesc import pair_data
+
         h = get_recipe("hndesc", quick=quick)
         extra = {k: v for k, v in h.options.items() if k in HO and k not in r.options}
         if row.recipe == "sdb":
@@ -124,6 +153,7 @@ def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None =
     if data_mode == "phototour":
         if row.recipe == "hndesc":
             from descriptors.recipe_defs.hardnet import phototour_pairs
+
             return r.with_options(make_data=phototour_pairs)
         if row.recipe == "sdb":
             return r.with_options(data="phototour")
@@ -134,24 +164,35 @@ def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None =
 def evaluate(extractor: Any, data: Any) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """``descriptors.metrics.evaluate_pairs`` numbers and the PR curve (precision, recall)."""
     from descriptors.metrics import evaluate_pairs, pr_curve
+
     raw = evaluate_pairs(extractor, data, return_arrays=True, progress=False)
     prec, rec, _ = pr_curve(raw.pop("distances"), raw.pop("labels"))
     raw.pop("cmc", None)
     return raw, (prec, rec)
 
 
-def plot_pr(curves: dict[str, tuple[np.ndarray, np.ndarray]], metrics: dict[str, dict],
-            path: Path, title: str) -> None:
+def plot_pr(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    metrics: dict[str, dict],
+    path: Path,
+    title: str,
+) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 6))
     colors = plt.cm.tab20(np.linspace(0, 1, 20))
     for k, (name, (prec, rec)) in enumerate(curves.items()):
         auc = metrics.get(name, {}).get("pr_auc")
-        ax.plot(rec, prec, color=colors[(2 * k) % 20 + (k // 10) % 2],
-                linestyle=("-", "--", ":")[(k // 10) % 3],
-                label=f"{name} (PR-AUC {auc:.3f})" if auc is not None else name)
+        ax.plot(
+            rec,
+            prec,
+            color=colors[(2 * k) % 20 + (k // 10) % 2],
+            linestyle=("-", "--", ":")[(k // 10) % 3],
+            label=f"{name} (PR-AUC {auc:.3f})" if auc is not None else name,
+        )
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
@@ -178,8 +219,10 @@ def describe_data(recipe: Any) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = f"{'row':<16} {'data':<10} {'steps':>6} {'batch':>6} {'FPR95':>7} {'PR-AUC':>7} " \
-           f"{'CMC@1':>7} {'train s':>8}  note"
+    head = (
+        f"{'row':<16} {'data':<10} {'steps':>6} {'batch':>6} {'FPR95':>7} {'PR-AUC':>7} "
+        f"{'CMC@1':>7} {'train s':>8}  note"
+    )
     lines = [head, "-" * len(head)]
 
     def f(v: Any, nd: int = 4) -> str:
@@ -187,37 +230,74 @@ def format_table(rows: list[dict]) -> str:
 
     for r in rows:
         m = r["metrics"]
-        lines.append(f"{r['name']:<16} {r.get('data', '-'):<10} {r.get('steps', 0):>6} "
-                     f"{r.get('batch_size') or '-':>6} {f(m['fpr95']):>7} {f(m['pr_auc']):>7} "
-                     f"{f(m['cmc1']):>7} {f(r.get('train_seconds'), 0):>8}  {r.get('note', '')}")
+        lines.append(
+            f"{r['name']:<16} {r.get('data', '-'):<10} {r.get('steps', 0):>6} "
+            f"{r.get('batch_size') or '-':>6} {f(m['fpr95']):>7} {f(m['pr_auc']):>7} "
+            f"{f(m['cmc1']):>7} {f(r.get('train_seconds'), 0):>8}  {r.get('note', '')}"
+        )
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------- main
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help=f"training steps for every trained row (default {default_conf['steps_quick']}"
-                        f" with --quick, else {default_conf['steps_full']})")
+    p = ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help=f"training steps for every trained row (default {default_conf['steps_quick']}"
+        f" with --quick, else {default_conf['steps_full']})",
+    )
     p.add_argument("--quick", action="store_true", help="CPU-sized recipe defaults")
-    p.add_argument("--rows", nargs="+", default=None, choices=sorted(ALL_ROWS),
-                   help="subset / extra rows (default: the standard table)")
-    p.add_argument("--data", default="native", choices=("native", "phototour", "pairs"),
-                   help="batch stream of the pair-based rows (native: each recipe's own)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="override the batch size of the pair-based rows (hardnet*, hndesc, sdb*)")
-    p.add_argument("--data-root", default=default_conf["data_root"],
-                   help="synthetic PhotoTour root holding the evaluation split")
-    p.add_argument("--eval-split", default=default_conf["eval_split"],
-                   help="split under --data-root to evaluate on (default: test)")
-    p.add_argument("--out", default=default_conf["out"], type=output_dir,
-                   help="folder for ablation.json, pr_curves.png and weights/ "
-                        "(default: outputs/ablation)")
-    p.add_argument("--seed", type=nonneg_int, default=default_conf["seed"],
-                   help="training seed of every row (and of the untrained net's init)")
-    p.add_argument("--device", default=None, type=device_arg,
-                   help="torch device (default: cuda if present, else cpu)")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        choices=sorted(ALL_ROWS),
+        help="subset / extra rows (default: the standard table)",
+    )
+    p.add_argument(
+        "--data",
+        default="native",
+        choices=("native", "phototour", "pairs"),
+        help="batch stream of the pair-based rows (native: each recipe's own)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="override the batch size of the pair-based rows (hardnet*, hndesc, sdb*)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=default_conf["data_root"],
+        help="synthetic PhotoTour root holding the evaluation split",
+    )
+    p.add_argument(
+        "--eval-split",
+        default=default_conf["eval_split"],
+        help="split under --data-root to evaluate on (default: test)",
+    )
+    p.add_argument(
+        "--out",
+        default=default_conf["out"],
+        type=output_dir,
+        help="folder for ablation.json, pr_curves.png and weights/ (default: outputs/ablation)",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=default_conf["seed"],
+        help="training seed of every row (and of the untrained net's init)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        type=device_arg,
+        help="torch device (default: cuda if present, else cpu)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no tqdm training bars")
     return p.parse_args(list(argv) if argv is not None else None)
 
@@ -238,8 +318,11 @@ def _main(args: argparse.Namespace) -> dict:
     from descriptors.registry import load
     from descriptors.train import train
 
-    steps = args.steps if args.steps is not None else (
-        default_conf["steps_quick"] if args.quick else default_conf["steps_full"])
+    steps = (
+        args.steps
+        if args.steps is not None
+        else (default_conf["steps_quick"] if args.quick else default_conf["steps_full"])
+    )
     out = Path(args.out)
     (out / "weights").mkdir(parents=True, exist_ok=True)
     data_root = Path(args.data_root)
@@ -251,8 +334,12 @@ def _main(args: argparse.Namespace) -> dict:
     results: list[dict] = []
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for row in rows:
-        rec: dict[str, Any] = {"name": row.name, "recipe": row.recipe, "note": row.note,
-                               "overrides": row.overrides}
+        rec: dict[str, Any] = {
+            "name": row.name,
+            "recipe": row.recipe,
+            "note": row.note,
+            "overrides": row.overrides,
+        }
         t0 = time.time()
         if row.recipe is None:
             if row.name == "sift":
@@ -262,25 +349,48 @@ def _main(args: argparse.Namespace) -> dict:
                 torch.manual_seed(args.seed)
                 model = build_model("l2net").eval()
                 path = out / "weights" / "untrained.pt"
-                save_checkpoint(path, model, "l2net", {}, "untrained", 0,
-                                meta={"seed": args.seed}, half=False)
+                save_checkpoint(
+                    path, model, "l2net", {}, "untrained", 0, meta={"seed": args.seed}, half=False
+                )
                 ext = load(str(path), device=args.device)
                 rec.update(data="-", steps=0, weights=str(path))
         else:
             recipe = build_recipe(row, args.quick, args.data, args.batch_size)
             path = out / "weights" / (row.name.replace("/", "_") + ".pt")
             data_desc = describe_data(recipe)
-            logger.info("training %s (%s, %d steps, batch %d)", row.name, row.recipe, steps,
-                        recipe.batch_size)
-            tr = train(recipe, None, path, steps=steps, seed=args.seed, device=args.device,
-                       ckpt_every=0, progress=not args.no_progress,
-                       meta={"pipeline": "ablation", "row": row.name})
+            logger.info(
+                "training %s (%s, %d steps, batch %d)",
+                row.name,
+                row.recipe,
+                steps,
+                recipe.batch_size,
+            )
+            tr = train(
+                recipe,
+                None,
+                path,
+                steps=steps,
+                seed=args.seed,
+                device=args.device,
+                ckpt_every=0,
+                progress=not args.no_progress,
+                meta={"pipeline": "ablation", "row": row.name},
+            )
             ext = load(str(path), device=args.device)
-            rec.update(data=str(data_desc), steps=tr["steps"], batch_size=tr["batch_size"],
-                       train_seconds=tr["seconds"], loss_first=tr.get("loss_first"),
-                       loss_last=tr.get("loss_last_mean"), weights=str(path),
-                       options={k: v for k, v in recipe.options.items()
-                                if isinstance(v, (int, float, str, bool, type(None)))})
+            rec.update(
+                data=str(data_desc),
+                steps=tr["steps"],
+                batch_size=tr["batch_size"],
+                train_seconds=tr["seconds"],
+                loss_first=tr.get("loss_first"),
+                loss_last=tr.get("loss_last_mean"),
+                weights=str(path),
+                options={
+                    k: v
+                    for k, v in recipe.options.items()
+                    if isinstance(v, (int, float, str, bool, type(None)))
+                },
+            )
         raw, curves[row.name] = evaluate(ext, test)
         rec["metrics"] = {k: float(raw[k]) for k in TABLE_METRICS}
         rec["metrics_raw"] = {k: v for k, v in raw.items() if isinstance(v, (int, float))}
@@ -290,17 +400,27 @@ def _main(args: argparse.Namespace) -> dict:
 
     table = format_table(results)
     print(table)
-    summary = {"pipeline": "ablation", "steps": steps, "quick": args.quick,
-               "data_mode": args.data, "seed": args.seed,
-               "eval": str(data_root / args.eval_split), "eval_pairs": int(len(test.matches)),
-               "metrics_source": "descriptors.metrics.evaluate_pairs", "rows": results,
-               "table": table}
+    summary = {
+        "pipeline": "ablation",
+        "steps": steps,
+        "quick": args.quick,
+        "data_mode": args.data,
+        "seed": args.seed,
+        "eval": str(data_root / args.eval_split),
+        "eval_pairs": int(len(test.matches)),
+        "metrics_source": "descriptors.metrics.evaluate_pairs",
+        "rows": results,
+        "table": table,
+    }
     atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2, default=str))
     if curves:
-        plot_pr(curves, {r["name"]: r["metrics"] for r in results if "metrics" in r},
-                out / "pr_curves.png",
-                f"synthetic PhotoTour {args.eval_split}: {steps} steps"
-                f"{' (quick)' if args.quick else ''}")
+        plot_pr(
+            curves,
+            {r["name"]: r["metrics"] for r in results if "metrics" in r},
+            out / "pr_curves.png",
+            f"synthetic PhotoTour {args.eval_split}: {steps} steps"
+            f"{' (quick)' if args.quick else ''}",
+        )
     print(f"wrote {out / 'ablation.json'} and {out / 'pr_curves.png'}")
     return summary
 

@@ -43,6 +43,7 @@ hpatches-sequences layout (``<seq>/{1..6}.(ppm|png)`` + ``H_1_k``), used by
 ``benchmarks/hpatches_mma.py``; features come from ``localize.extract_features`` and matches from
 ``localize.match_features`` (the localization pipeline's own detector, descriptors and matcher).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,8 @@ default_conf: dict[str, Any] = {
     "synth_seqs": 8,
     "synth_patches": 200,
     "synth_seed": 0,
-    "verif_pairs": 100_000,       # rows per verification file when generated on the fly
-    "retr_queries": 10_000,       # when generated on the fly
+    "verif_pairs": 100_000,  # rows per verification file when generated on the fly
+    "retr_queries": 10_000,  # when generated on the fly
     "retr_distractors": 20_000,
     "batch_size": 1024,
 }
@@ -97,10 +98,14 @@ default_conf: dict[str, Any] = {
 # Data resolution
 # --------------------------------------------------------------------------------------------
 
-def resolve_data(data: str | Path | None, synth_root: str | Path | None = None,
-                 synth_seqs: int = default_conf["synth_seqs"],
-                 synth_patches: int = default_conf["synth_patches"],
-                 synth_seed: int = default_conf["synth_seed"]) -> tuple[Path, bool]:
+
+def resolve_data(
+    data: str | Path | None,
+    synth_root: str | Path | None = None,
+    synth_seqs: int = default_conf["synth_seqs"],
+    synth_patches: int = default_conf["synth_patches"],
+    synth_seed: int = default_conf["synth_seed"],
+) -> tuple[Path, bool]:
     """-> (release folder, is_synthetic). Writes the synthetic set on first use."""
     if data is not None:
         p = Path(data)
@@ -115,20 +120,25 @@ def resolve_data(data: str | Path | None, synth_root: str | Path | None = None,
     return write_synthetic_hpatches(root, synth_seqs, synth_patches, synth_seed), True
 
 
-def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarray]],
-                   verif_pairs: int = default_conf["verif_pairs"],
-                   retr_queries: int = default_conf["retr_queries"],
-                   retr_distractors: int = default_conf["retr_distractors"]) -> tuple[dict, list, str]:
+def load_task_defs(
+    release: Path,
+    split: str,
+    data: dict[str, dict[str, np.ndarray]],
+    verif_pairs: int = default_conf["verif_pairs"],
+    retr_queries: int = default_conf["retr_queries"],
+    retr_distractors: int = default_conf["retr_distractors"],
+) -> tuple[dict, list, str]:
     """-> (task rows, test sequences, source) for a split; generated (seed 42) when absent."""
     splits = hp.load_splits(root=release)
     if split not in splits:
-        raise hp.HPatchesError(f"{release}: split '{split}' not in "
-                               f"{', '.join(sorted(splits))}")
+        raise hp.HPatchesError(f"{release}: split '{split}' not in {', '.join(sorted(splits))}")
     test = [s for s in splits[split]["test"]]
     missing = [s for s in test if s not in data]
     if missing:
-        raise hp.HPatchesError(f"{release}: split '{split}' lists missing sequences "
-                               f"{', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}")
+        raise hp.HPatchesError(
+            f"{release}: split '{split}' lists missing sequences "
+            f"{', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}"
+        )
     tdir = hp.tasks_dir_for(release)
     if hp.has_tasks(tdir, split):
         tasks = hp.read_tasks(tdir, split)
@@ -142,8 +152,8 @@ def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarr
         # the benchmark's 10k queries / 20k distractors assume ~190k ref patches; on a smaller
         # set keep queries to a quarter of the patches so distractors remain
         tasks["queries"], tasks["distractors"] = hp.make_retrieval_lists(
-            data, test, min(retr_queries, max(1, total // 4)), min(retr_distractors, total),
-            seed=42)
+            data, test, min(retr_queries, max(1, total // 4)), min(retr_distractors, total), seed=42
+        )
         source = "generated (seed 42)"
         hp.validate_tasks(tasks, data)
     return tasks, test, source
@@ -153,10 +163,17 @@ def load_task_defs(release: Path, split: str, data: dict[str, dict[str, np.ndarr
 # Run + report
 # --------------------------------------------------------------------------------------------
 
-def evaluate_feature(name: str, data: dict, tasks: dict, test: list[str],
-                     which: Sequence[str] = TASKS, device: str | None = None,
-                     batch_size: int = default_conf["batch_size"], pool_sizes: Sequence[int] = E.POOL_SIZES
-                     ) -> dict[str, Any]:
+
+def evaluate_feature(
+    name: str,
+    data: dict,
+    tasks: dict,
+    test: list[str],
+    which: Sequence[str] = TASKS,
+    device: str | None = None,
+    batch_size: int = default_conf["batch_size"],
+    pool_sizes: Sequence[int] = E.POOL_SIZES,
+) -> dict[str, Any]:
     """Describe the split's patches with registry ``name`` and run the chosen tasks."""
     ext = registry.load(name, device=device, batch_size=batch_size)
     t0 = time.time()
@@ -164,21 +181,33 @@ def evaluate_feature(name: str, data: dict, tasks: dict, test: list[str],
     t1 = time.time()
     verif = E.eval_verification(descr, tasks) if "verification" in which else None
     matching = E.eval_matching(descr, test) if "matching" in which else None
-    retr = E.eval_retrieval(descr, tasks["queries"], tasks["distractors"], pool_sizes) \
-        if "retrieval" in which else None
-    return {"summary": E.summarize(verif, matching, retr),
-            "verification": verif, "matching": matching,
-            "retrieval": None if retr is None else {
-                "pool_sizes": retr["pool_sizes"],
-                "map": {L: {str(k): v for k, v in m.items()} for L, m in retr["map"].items()}},
-            "dim": int(ext.dim), "describe_s": round(t1 - t0, 2),
-            "eval_s": round(time.time() - t1, 2)}
+    retr = (
+        E.eval_retrieval(descr, tasks["queries"], tasks["distractors"], pool_sizes)
+        if "retrieval" in which
+        else None
+    )
+    return {
+        "summary": E.summarize(verif, matching, retr),
+        "verification": verif,
+        "matching": matching,
+        "retrieval": None
+        if retr is None
+        else {
+            "pool_sizes": retr["pool_sizes"],
+            "map": {L: {str(k): v for k, v in m.items()} for L, m in retr["map"].items()},
+        },
+        "dim": int(ext.dim),
+        "describe_s": round(t1 - t0, 2),
+        "eval_s": round(time.time() - t1, 2),
+    }
 
 
-TABLE_ROWS = (("verification", "verification AP (imbal.)"),
-              ("verification_auc", "verification AUC (bal.)"),
-              ("matching", "matching mAP"),
-              ("retrieval", "retrieval mAP (full pool)"))
+TABLE_ROWS = (
+    ("verification", "verification AP (imbal.)"),
+    ("verification_auc", "verification AUC (bal.)"),
+    ("matching", "matching mAP"),
+    ("retrieval", "retrieval mAP (full pool)"),
+)
 
 
 def _table_rows(summary: dict) -> list[tuple[str, dict]]:
@@ -211,23 +240,31 @@ def format_table(results: dict[str, dict]) -> str:
     lines.append("-" * len(lines[0]))
     for feat, r in results.items():
         for label, row in _table_rows(r["summary"]):
-            lines.append(f"{feat:<{fw}} {label:<{lw}} " + " ".join(
-                f"{row[c]:7.2f}" for c in ("e", "h", "t", "mean")))
+            lines.append(
+                f"{feat:<{fw}} {label:<{lw}} "
+                + " ".join(f"{row[c]:7.2f}" for c in ("e", "h", "t", "mean"))
+            )
     return "\n".join(lines)
 
 
 def plot_results(results: dict[str, dict], path: Path) -> None:
     """Bar chart: one panel per task, grouped bars Easy/Hard/Tough/mean per feature."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    panels = [(k, lbl) for k, lbl in TABLE_ROWS if k != "verification_auc"
-              and any(k in r["summary"] for r in results.values())]
+
+    panels = [
+        (k, lbl)
+        for k, lbl in TABLE_ROWS
+        if k != "verification_auc" and any(k in r["summary"] for r in results.values())
+    ]
     if not panels or not results:
         return
     feats = list(results)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2 + 0.2 * len(feats)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.5 * len(panels), 3.2 + 0.2 * len(feats)), squeeze=False
+    )
     cols = ("e", "h", "t", "mean")
     colors = ("#4c9a2a", "#e0a526", "#c0392b", "#555555")
     w = 0.8 / len(cols)
@@ -235,8 +272,15 @@ def plot_results(results: dict[str, dict], path: Path) -> None:
         x = np.arange(len(feats))
         for j, (c, col) in enumerate(zip(cols, colors)):
             vals = [results[f]["summary"].get(key, {}).get(c, np.nan) for f in feats]
-            ax.bar(x + (j - 1.5) * w, vals, w, color=col,
-                   label=E.LEVEL_NAMES.get(c, "mean"), edgecolor="k", linewidth=0.5)
+            ax.bar(
+                x + (j - 1.5) * w,
+                vals,
+                w,
+                color=col,
+                label=E.LEVEL_NAMES.get(c, "mean"),
+                edgecolor="k",
+                linewidth=0.5,
+            )
         ax.set_xticks(x)
         ax.set_xticklabels(feats, rotation=20)
         ax.set_ylim(0, 100)
@@ -251,12 +295,20 @@ def plot_results(results: dict[str, dict], path: Path) -> None:
         plt.close(fig)
 
 
-def run(features: Sequence[str], data: str | Path | None = None, split: str = "full",
-        outputs: str | Path = default_conf["outputs"], tasks: Sequence[str] = TASKS,
-        device: str | None = None, synth_root: str | Path | None = None,
-        synth_seqs: int = default_conf["synth_seqs"], synth_patches: int = default_conf["synth_patches"],
-        synth_seed: int = default_conf["synth_seed"], pool_sizes: Sequence[int] = E.POOL_SIZES,
-        verif_pairs: int = default_conf["verif_pairs"]) -> dict[str, Any]:
+def run(
+    features: Sequence[str],
+    data: str | Path | None = None,
+    split: str = "full",
+    outputs: str | Path = default_conf["outputs"],
+    tasks: Sequence[str] = TASKS,
+    device: str | None = None,
+    synth_root: str | Path | None = None,
+    synth_seqs: int = default_conf["synth_seqs"],
+    synth_patches: int = default_conf["synth_patches"],
+    synth_seed: int = default_conf["synth_seed"],
+    pool_sizes: Sequence[int] = E.POOL_SIZES,
+    verif_pairs: int = default_conf["verif_pairs"],
+) -> dict[str, Any]:
     """Evaluate features on HPatches; writes ``<outputs>/results.json`` and ``hpatches.png``.
 
     Features that cannot be loaded (missing weights) are skipped with a note in ``skipped``.
@@ -273,17 +325,26 @@ def run(features: Sequence[str], data: str | Path | None = None, split: str = "f
     skipped: dict[str, str] = {}
     for f in features:
         try:
-            results[str(f)] = evaluate_feature(str(f), patches, task_defs, test, tasks, device,
-                                               pool_sizes=pool_sizes)
+            results[str(f)] = evaluate_feature(
+                str(f), patches, task_defs, test, tasks, device, pool_sizes=pool_sizes
+            )
         except registry.DescriptorError as e:
             logger.warning("skipping %s: %s", f, e)
             skipped[str(f)] = str(e)
-    out = {"data": str(release), "synthetic": synthetic, "split": split,
-           "n_sequences": len(test), "n_patches": int(sum(len(patches[s]["ref"]) for s in test)),
-           "tasks_source": source, "metrics_impl": "descriptors.metrics",
-           "n_verif_pairs": len(task_defs["pos"]), "n_queries": len(task_defs["queries"]),
-           "n_distractors": len(task_defs["distractors"]),
-           "features": results, "skipped": skipped}
+    out = {
+        "data": str(release),
+        "synthetic": synthetic,
+        "split": split,
+        "n_sequences": len(test),
+        "n_patches": int(sum(len(patches[s]["ref"]) for s in test)),
+        "tasks_source": source,
+        "metrics_impl": "descriptors.metrics",
+        "n_verif_pairs": len(task_defs["pos"]),
+        "n_queries": len(task_defs["queries"]),
+        "n_distractors": len(task_defs["distractors"]),
+        "features": results,
+        "skipped": skipped,
+    }
     outputs = Path(outputs)
     atomic_write_text(outputs / "results.json", json.dumps(out, indent=1))
     plot_results(results, outputs / "hpatches.png")
@@ -296,12 +357,12 @@ def run(features: Sequence[str], data: str | Path | None = None, split: str = "f
 # --------------------------------------------------------------------------------------------
 
 MMA_DEFAULTS: dict[str, Any] = {
-    "thresholds": tuple(range(1, 11)),   # px, MMA
+    "thresholds": tuple(range(1, 11)),  # px, MMA
     "homography_thresholds": (1, 3, 5),  # px, mean corner error
     "max_keypoints": 2000,
-    "ransac_reproj": 3.0,                # cv2.findHomography RANSAC threshold, px
-    "max_side": 0,                       # 0 = full resolution (D2-Net); N = downscale long side to N
-    "match_conf": "nn-mutual",           # localize.match_features conf: mutual nearest neighbours
+    "ransac_reproj": 3.0,  # cv2.findHomography RANSAC threshold, px
+    "max_side": 0,  # 0 = full resolution (D2-Net); N = downscale long side to N
+    "match_conf": "nn-mutual",  # localize.match_features conf: mutual nearest neighbours
 }
 
 
@@ -310,18 +371,23 @@ def _corner_error(H_est: np.ndarray | None, H_gt: np.ndarray, w: int, h: int) ->
     if H_est is None:
         return float("inf")
     c = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
-    return float(np.mean(np.linalg.norm(apply_homography(H_est, c) - apply_homography(H_gt, c),
-                                        axis=1)))
+    return float(
+        np.mean(np.linalg.norm(apply_homography(H_est, c) - apply_homography(H_gt, c), axis=1))
+    )
 
 
-def full_image_mma(seq_dir: str | Path, extractor_name: Any,
-                   thresholds: Sequence[float] = MMA_DEFAULTS["thresholds"],
-                   max_keypoints: int = MMA_DEFAULTS["max_keypoints"],
-                   homography_thresholds: Sequence[float] = MMA_DEFAULTS["homography_thresholds"],
-                   ransac_reproj: float = MMA_DEFAULTS["ransac_reproj"],
-                   max_side: int = MMA_DEFAULTS["max_side"],
-                   match_conf: str = MMA_DEFAULTS["match_conf"], device: str | None = None,
-                   seed: int = 0) -> dict[str, Any]:
+def full_image_mma(
+    seq_dir: str | Path,
+    extractor_name: Any,
+    thresholds: Sequence[float] = MMA_DEFAULTS["thresholds"],
+    max_keypoints: int = MMA_DEFAULTS["max_keypoints"],
+    homography_thresholds: Sequence[float] = MMA_DEFAULTS["homography_thresholds"],
+    ransac_reproj: float = MMA_DEFAULTS["ransac_reproj"],
+    max_side: int = MMA_DEFAULTS["max_side"],
+    match_conf: str = MMA_DEFAULTS["match_conf"],
+    device: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Mean matching accuracy of image 1 against images 2..N of one sequence.
 
     Features: ``localize.extract_features``'s per-image steps with its defaults (DoG keypoints, strongest
@@ -343,17 +409,24 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
          of the detector image / original long side, per image]}
     """
     cv2.setRNGSeed(seed)
-    ext = registry.load(extractor_name, device=device) if isinstance(extractor_name, (str, Path)) \
+    ext = (
+        registry.load(extractor_name, device=device)
+        if isinstance(extractor_name, (str, Path))
         else extractor_name
-    conf = {**extract_features.default_conf, "max_keypoints": int(max_keypoints),
-            "resize_max": int(max_side) or None}
+    )
+    conf = {
+        **extract_features.default_conf,
+        "max_keypoints": int(max_keypoints),
+        "resize_max": int(max_side) or None,
+    }
     mconf = match_features.resolve_conf(match_conf)
     imgs, Hs, names = hp.read_image_sequence(seq_dir)
     feats, scales = [], []
     for im in imgs:
         prep = extract_features.prepare_image(im, conf)
-        desc = extract_features.describe(prep["small"], prep["kps"], prep["xy"], prep["size"],
-                                prep["angle"], ext, conf, device)
+        desc = extract_features.describe(
+            prep["small"], prep["kps"], prep["xy"], prep["size"], prep["angle"], ext, conf, device
+        )
         f = extract_features.finish_image(prep, desc)
         feats.append((f["keypoints"].astype(np.float64), desc))
         scales.append(max(prep["small"].shape) / max(im.shape))
@@ -362,27 +435,44 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
     for k, H in enumerate(Hs, start=2):
         (xy0, d0), (xyk, dk) = feats[0], feats[k - 1]
         m0, _ = nearest_neighbor.match_descriptors(
-            d0, dk, ratio=mconf["ratio"], distance_threshold=mconf["distance_threshold"],
-            mutual=mconf["mutual"], use_gpu=False)
+            d0,
+            dk,
+            ratio=mconf["ratio"],
+            distance_threshold=mconf["distance_threshold"],
+            mutual=mconf["mutual"],
+            use_gpu=False,
+        )
         i0 = np.flatnonzero(m0 >= 0)
         p0, pk = xy0[i0], xyk[m0[i0]]
         err = np.linalg.norm(apply_homography(H, p0) - pk, axis=1)
         acc = {float(t): (float(np.mean(err <= t)) if len(i0) else 0.0) for t in thresholds}
         H_est = None
         if len(i0) >= 4:
-            H_est, _ = cv2.findHomography(p0.astype(np.float32), pk.astype(np.float32),
-                                          cv2.RANSAC, ransac_reproj)
+            H_est, _ = cv2.findHomography(
+                p0.astype(np.float32), pk.astype(np.float32), cv2.RANSAC, ransac_reproj
+            )
         cerr = _corner_error(H_est, H, w0, h0)
-        pairs.append({"pair": f"{names[0]}-{names[k - 1]}", "n_matches": int(len(i0)),
-                      "n_kp": [int(len(xy0)), int(len(xyk))], "mma": acc,
-                      "corner_error": cerr if np.isfinite(cerr) else None})
+        pairs.append(
+            {
+                "pair": f"{names[0]}-{names[k - 1]}",
+                "n_matches": int(len(i0)),
+                "n_kp": [int(len(xy0)), int(len(xyk))],
+                "mma": acc,
+                "corner_error": cerr if np.isfinite(cerr) else None,
+            }
+        )
     return {
-        "feature": ext.name, "seq": str(seq_dir), "detector_scale": scales,
+        "feature": ext.name,
+        "seq": str(seq_dir),
+        "detector_scale": scales,
         "match_conf": match_conf,
         "mma": {float(t): float(np.mean([p["mma"][float(t)] for p in pairs])) for t in thresholds},
-        "homography_acc": {float(e): float(np.mean([
-            p["corner_error"] is not None and p["corner_error"] <= e for p in pairs]))
-            for e in homography_thresholds},
+        "homography_acc": {
+            float(e): float(
+                np.mean([p["corner_error"] is not None and p["corner_error"] <= e for p in pairs])
+            )
+            for e in homography_thresholds
+        },
         "n_keypoints": float(np.mean([len(f[0]) for f in feats])),
         "n_matches": float(np.mean([p["n_matches"] for p in pairs])),
         "pairs": pairs,
@@ -393,36 +483,84 @@ def full_image_mma(seq_dir: str | Path, extractor_name: Any,
 # CLI
 # --------------------------------------------------------------------------------------------
 
+
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--features", nargs="+", default=["sift"],
-                   help="registry names (sift, rootsift, hardnet, ...) or checkpoint paths "
-                        "(default: sift)")
-    p.add_argument("--data", default=None, type=existing_dir,
-                   help="hpatches-release folder (default: datasets/hpatches-release, else the "
-                        "synthetic set under --synth-root)")
-    p.add_argument("--split", default=default_conf["split"],
-                   help="split name in tasks/splits/splits.json (default: full)")
-    p.add_argument("--outputs", default=str(default_conf["outputs"]), type=output_dir,
-                   help="folder for results.json and hpatches.png (default: outputs/hpatches)")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
-                   help="benchmark tasks to run (default: all three)")
-    p.add_argument("--device", default=None, type=device_arg,
-                   help="torch device of the learned descriptors (default: cuda if present)")
-    p.add_argument("--synth-root", default=str(default_conf["synth_root"]),
-                   help="where the synthetic set is written on first use "
-                        "(default: datasets/hpatches-synth)")
-    p.add_argument("--synth-seqs", type=positive_int, default=default_conf["synth_seqs"],
-                   help="sequences of a newly written synthetic set")
-    p.add_argument("--synth-patches", type=positive_int, default=default_conf["synth_patches"],
-                   help="patches per sequence of a newly written synthetic set")
-    p.add_argument("--synth-seed", type=nonneg_int, default=default_conf["synth_seed"],
-                   help="seed of a newly written synthetic set")
-    p.add_argument("--verif-pairs", type=positive_int, default=default_conf["verif_pairs"],
-                   help="rows per verification file when task files must be generated")
-    p.add_argument("--pool-sizes", type=positive_int, nargs="+", default=list(E.POOL_SIZES),
-                   help="retrieval pool sizes (clipped to the available pool)")
+    p = ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--features",
+        nargs="+",
+        default=["sift"],
+        help="registry names (sift, rootsift, hardnet, ...) or checkpoint paths (default: sift)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        type=existing_dir,
+        help="hpatches-release folder (default: datasets/hpatches-release, else the "
+        "synthetic set under --synth-root)",
+    )
+    p.add_argument(
+        "--split",
+        default=default_conf["split"],
+        help="split name in tasks/splits/splits.json (default: full)",
+    )
+    p.add_argument(
+        "--outputs",
+        default=str(default_conf["outputs"]),
+        type=output_dir,
+        help="folder for results.json and hpatches.png (default: outputs/hpatches)",
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASKS),
+        choices=TASKS,
+        help="benchmark tasks to run (default: all three)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        type=device_arg,
+        help="torch device of the learned descriptors (default: cuda if present)",
+    )
+    p.add_argument(
+        "--synth-root",
+        default=str(default_conf["synth_root"]),
+        help="where the synthetic set is written on first use (default: datasets/hpatches-synth)",
+    )
+    p.add_argument(
+        "--synth-seqs",
+        type=positive_int,
+        default=default_conf["synth_seqs"],
+        help="sequences of a newly written synthetic set",
+    )
+    p.add_argument(
+        "--synth-patches",
+        type=positive_int,
+        default=default_conf["synth_patches"],
+        help="patches per sequence of a newly written synthetic set",
+    )
+    p.add_argument(
+        "--synth-seed",
+        type=nonneg_int,
+        default=default_conf["synth_seed"],
+        help="seed of a newly written synthetic set",
+    )
+    p.add_argument(
+        "--verif-pairs",
+        type=positive_int,
+        default=default_conf["verif_pairs"],
+        help="rows per verification file when task files must be generated",
+    )
+    p.add_argument(
+        "--pool-sizes",
+        type=positive_int,
+        nargs="+",
+        default=list(E.POOL_SIZES),
+        help="retrieval pool sizes (clipped to the available pool)",
+    )
     return p.parse_args(None if argv is None else list(argv))
 
 
@@ -432,19 +570,38 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     setup_logging()
     a = _parse_args(argv)
     with cli_errors("pipelines.hpatches"):
-        out = run(a.features, a.data, a.split, a.outputs, a.tasks, a.device, a.synth_root,
-                  a.synth_seqs, a.synth_patches, a.synth_seed, a.pool_sizes, a.verif_pairs)
-    print(f"HPatches split '{out['split']}' on {out['data']}"
-          f"{' (synthetic)' if out['synthetic'] else ''}: {out['n_sequences']} sequences, "
-          f"{out['n_patches']} patches; tasks: {out['tasks_source']}")
+        out = run(
+            a.features,
+            a.data,
+            a.split,
+            a.outputs,
+            a.tasks,
+            a.device,
+            a.synth_root,
+            a.synth_seqs,
+            a.synth_patches,
+            a.synth_seed,
+            a.pool_sizes,
+            a.verif_pairs,
+        )
+    print(
+        f"HPatches split '{out['split']}' on {out['data']}"
+        f"{' (synthetic)' if out['synthetic'] else ''}: {out['n_sequences']} sequences, "
+        f"{out['n_patches']} patches; tasks: {out['tasks_source']}"
+    )
     print(out["table"])
     for f, why in out["skipped"].items():
         print(f"skipped {f}: {why}")
     print(f"wrote {Path(a.outputs) / 'results.json'} and {Path(a.outputs) / 'hpatches.png'}")
     if out["skipped"]:
-        print("pipelines.hpatches: could not load " + "; ".join(
-            f"{f}: {str(why).splitlines()[0] if why else ''}" for f, why in out["skipped"].items()),
-            file=sys.stderr)
+        print(
+            "pipelines.hpatches: could not load "
+            + "; ".join(
+                f"{f}: {str(why).splitlines()[0] if why else ''}"
+                for f, why in out["skipped"].items()
+            ),
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return out
 

@@ -1,6 +1,7 @@
 """Run bookkeeping shared by the pipelines (``pipelines.aachen``, ``pipelines.sfm``): output
 folder names, the fingerprint that decides whether a run's outputs can be reused, stage timers,
 JSON conversion and the timing table."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 class RunFolder(Protocol):
     """What :func:`invalidate_outputs` needs of a run's outputs."""
+
     root: Path
     fingerprint: Path
 
@@ -56,8 +58,11 @@ def features_fingerprint(features: str) -> dict:
         return {"features": s}
     path = registry.weights_path(s) if s in RECIPE_MODULES else Path(s)
     if path.is_file():
-        return {"features": s, "weights_size": path.stat().st_size,
-                "weights_blake2b": file_hash(path)}
+        return {
+            "features": s,
+            "weights_size": path.stat().st_size,
+            "weights_blake2b": file_hash(path),
+        }
     return {"features": s}
 
 
@@ -94,9 +99,12 @@ def invalidate_outputs(outputs: RunFolder, fingerprint: dict, overwrite: bool) -
         if overwrite or old != new:
             changed = sorted(k for k in new if not old or old.get(k) != new[k])
             keep = "features.h5" if (not overwrite and changed == ["dataset"]) else None
-            logger.warning("deleting the outputs in %s%s (%s)", out,
-                           f" except {keep}" if keep else "",
-                           "--overwrite" if overwrite else f"changed: {', '.join(changed)}")
+            logger.warning(
+                "deleting the outputs in %s%s (%s)",
+                out,
+                f" except {keep}" if keep else "",
+                "--overwrite" if overwrite else f"changed: {', '.join(changed)}",
+            )
             wipe(out, keep)
     atomic_write_text(outputs.fingerprint, json.dumps(new, indent=2))
 
@@ -132,13 +140,16 @@ class StageTimer:
         self.cpu[self.name] = time.process_time() - self.c0
 
 
-def format_timings(timings: dict[str, float], cpu: dict[str, float] | None = None,
-                   title: str | None = None) -> str:
+def format_timings(
+    timings: dict[str, float], cpu: dict[str, float] | None = None, title: str | None = None
+) -> str:
     """Table: stage, wall seconds (+ process CPU seconds when given), and a total row."""
-    rows = [(k, f"{v:.2f}", f"{cpu[k]:.2f}" if cpu and k in cpu else "")
-            for k, v in timings.items()]
-    rows.append(("total", f"{sum(timings.values()):.2f}",
-                 f"{sum(cpu.values()):.2f}" if cpu else ""))
+    rows = [
+        (k, f"{v:.2f}", f"{cpu[k]:.2f}" if cpu and k in cpu else "") for k, v in timings.items()
+    ]
+    rows.append(
+        ("total", f"{sum(timings.values()):.2f}", f"{sum(cpu.values()):.2f}" if cpu else "")
+    )
     w = max(len("stage"), *(len(r[0]) for r in rows))
     head = f"{'stage'.ljust(w)}  wall s" + ("   CPU s" if cpu else "")
     lines = ([title] if title else []) + [head, "-" * len(head)]

@@ -26,6 +26,7 @@ the others are still evaluated and written, then the command exits with status 1
 malformed data folder is a one-line error (status 1). Outputs: ``<out>/results.json``,
 ``<out>/pr.png`` and ``<out>/roc.png`` (m50 curves).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,12 +40,20 @@ from typing import Any, Iterable
 import numpy as np
 
 from descriptors import metrics as M
-from descriptors.registry import DescriptorError, load
 from descriptors.data.phototour import PhotoTourError, read_phototour
 from descriptors.data.phototour_synth import DEFAULT_SYNTH_ROOT, ensure_synthetic_phototour
+from descriptors.registry import DescriptorError, load
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
-from localize.cli import (ArgumentParser, cli_errors, device as device_arg, nonneg_int, output_dir,
-                          positive_int)
+from localize.cli import (
+    ArgumentParser,
+    cli_errors,
+    nonneg_int,
+    output_dir,
+    positive_int,
+)
+from localize.cli import (
+    device as device_arg,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +89,10 @@ def resolve_folder(data: str | Path, split: str) -> Path:
 
 def format_table(rows: list[dict]) -> str:
     """Plain-text table of the per-descriptor results (m50 columns, then the fracking ones)."""
-    head = (f"{'descriptor':<14} {'dim':>4} | {'FPR95 %':>7} {'AP 1:1':>7} | {'PR-AUC':>7} "
-            f"{'ROC-AUC':>8} {'CMC@1':>6} {'CMC-AUC':>8} | {'time s':>6}")
+    head = (
+        f"{'descriptor':<14} {'dim':>4} | {'FPR95 %':>7} {'AP 1:1':>7} | {'PR-AUC':>7} "
+        f"{'ROC-AUC':>8} {'CMC@1':>6} {'CMC-AUC':>8} | {'time s':>6}"
+    )
     top = f"{'':<14} {'':>4} | {'m50 pairs':^15} | {'fracking protocol (1 pos : K neg)':^33} |"
     lines = [top, head, "-" * len(head)]
     for r in rows:
@@ -89,16 +100,20 @@ def format_table(rows: list[dict]) -> str:
             lines.append(f"{r['name']:<14} error: {r['error']}")
             continue
         m, f = r["m50"], r["fracking"]
-        lines.append(f"{r['name']:<14} {r['dim']:>4} | {100 * m['fpr95']:>7.2f} "
-                     f"{m['pr_auc']:>7.4f} | {f['pr_auc']:>7.4f} {f['roc_auc']:>8.4f} "
-                     f"{f['cmc1']:>6.3f} {f['cmc_auc']:>8.4f} | {r['seconds']:>6.1f}")
+        lines.append(
+            f"{r['name']:<14} {r['dim']:>4} | {100 * m['fpr95']:>7.2f} "
+            f"{m['pr_auc']:>7.4f} | {f['pr_auc']:>7.4f} {f['roc_auc']:>8.4f} "
+            f"{f['cmc1']:>6.3f} {f['cmc_auc']:>8.4f} | {r['seconds']:>6.1f}"
+        )
     return "\n".join(lines)
 
 
-def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path, title: str
-                ) -> list[Path]:
+def plot_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path, title: str
+) -> list[Path]:
     """Write pr.png and roc.png (matplotlib Agg). ``curves[name] = (distances, labels)``."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -108,8 +123,9 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path,
         for name, (d, y) in curves.items():
             if kind == "pr":
                 prec, rec, _ = M.pr_curve(d, y)
-                ax.plot(np.r_[0.0, rec], np.r_[1.0, prec], label=f"{name} "
-                        f"(AP {M.pr_auc(d, y):.3f})")
+                ax.plot(
+                    np.r_[0.0, rec], np.r_[1.0, prec], label=f"{name} (AP {M.pr_auc(d, y):.3f})"
+                )
             else:
                 fpr, tpr, _ = M.roc_curve(d, y)
                 ax.plot(fpr, tpr, label=f"{name} (FPR95 {100 * M.fpr95(d, y):.1f}%)")
@@ -134,11 +150,20 @@ def plot_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], out_dir: Path,
     return written
 
 
-def run(features: list[str], data: str | Path = default_conf["data"], split: str = default_conf["split"],
-        out: str | Path = default_conf["out"], device: str | None = None, batch: int = 1024,
-        cmc_negatives: int = default_conf["cmc_negatives"], plot: bool = True, fracking_points: int = default_conf["fracking_points"],
-        fracking_negatives: int = default_conf["fracking_negatives"],
-        fracking_folds: int = default_conf["fracking_folds"], seed: int = default_conf["seed"]) -> dict:
+def run(
+    features: list[str],
+    data: str | Path = default_conf["data"],
+    split: str = default_conf["split"],
+    out: str | Path = default_conf["out"],
+    device: str | None = None,
+    batch: int = 1024,
+    cmc_negatives: int = default_conf["cmc_negatives"],
+    plot: bool = True,
+    fracking_points: int = default_conf["fracking_points"],
+    fracking_negatives: int = default_conf["fracking_negatives"],
+    fracking_folds: int = default_conf["fracking_folds"],
+    seed: int = default_conf["seed"],
+) -> dict:
     """Evaluate descriptors on one PhotoTour folder; write results.json (+ PNGs).
 
     Args:
@@ -154,13 +179,20 @@ def run(features: list[str], data: str | Path = default_conf["data"], split: str
     folder = resolve_folder(data, split)
     t0 = time.time()
     dataset = read_phototour(folder)
-    logger.info("read %s: %d patches, %d pairs (%s) in %.1fs", folder, len(dataset),
-                len(dataset.matches), dataset.pairs_file, time.time() - t0)
+    logger.info(
+        "read %s: %d patches, %d pairs (%s) in %.1fs",
+        folder,
+        len(dataset),
+        len(dataset.matches),
+        dataset.pairs_file,
+        time.time() - t0,
+    )
     if len(dataset.matches) == 0:
         raise PhotoTourError(f"{folder}: no m50_*.txt pairs file to evaluate on")
     try:  # sampled once (seeded): every descriptor sees the same folds
-        folds = M.sample_fracking_folds(dataset.point_ids, fracking_points, fracking_negatives,
-                                        fracking_folds, seed)
+        folds = M.sample_fracking_folds(
+            dataset.point_ids, fracking_points, fracking_negatives, fracking_folds, seed
+        )
     except ValueError as e:
         raise PhotoTourError(f"{folder / 'info.txt'}: {e}") from None
     out = Path(out)
@@ -176,39 +208,60 @@ def run(features: list[str], data: str | Path = default_conf["data"], split: str
             rows.append({"name": name, "error": msg})
             continue
         t = time.time()
-        r = M.evaluate_phototour(ex, dataset, batch=batch, n_neg=cmc_negatives, seed=seed,
-                                 fracking_points=fracking_points,
-                                 fracking_negatives=fracking_negatives,
-                                 fracking_folds=fracking_folds, folds=folds,
-                                 return_arrays=True)
+        r = M.evaluate_phototour(
+            ex,
+            dataset,
+            batch=batch,
+            n_neg=cmc_negatives,
+            seed=seed,
+            fracking_points=fracking_points,
+            fracking_negatives=fracking_negatives,
+            fracking_folds=fracking_folds,
+            folds=folds,
+            return_arrays=True,
+        )
         m50, fr = r["m50"], r["fracking"]
         curves[name] = (m50.pop("distances"), m50.pop("labels"))
         m50.pop("cmc")
-        m50["cmc1_note"] = (f"1 positive vs up to {cmc_negatives} second patches of the other "
-                            "m50 positive pairs (not the paper's protocol)")
+        m50["cmc1_note"] = (
+            f"1 positive vs up to {cmc_negatives} second patches of the other "
+            "m50 positive pairs (not the paper's protocol)"
+        )
         fr["cmc"] = [float(v) for v in fr["cmc"]]
         fr_meta = {k: fr[k] for k in ("n_points", "n_negatives", "n_folds", "seed")}
-        rows.append({"name": name, "dim": int(ex.dim),
-                     "seconds": round(time.time() - t, 2), "fpr95": m50["fpr95"],
-                     "m50": m50, "fracking": fr})
+        rows.append(
+            {
+                "name": name,
+                "dim": int(ex.dim),
+                "seconds": round(time.time() - t, 2),
+                "fpr95": m50["fpr95"],
+                "m50": m50,
+                "fracking": fr,
+            }
+        )
     title = f"{folder.parent.name}/{folder.name}"
     plots = [str(p) for p in plot_curves(curves, out, title)] if (plot and curves) else []
     result = {
-        "data": str(folder), "pairs_file": dataset.pairs_file, "n_patches": len(dataset),
+        "data": str(folder),
+        "pairs_file": dataset.pairs_file,
+        "n_patches": len(dataset),
         "n_points": dataset.n_points,
-        "n_pairs": int(len(dataset.matches)), "n_pos": int(dataset.matches[:, 2].sum()),
+        "n_pairs": int(len(dataset.matches)),
+        "n_pos": int(dataset.matches[:, 2].sum()),
         "fracking_protocol": fr_meta,
         "metrics": {
             "fpr95": "m50 pairs: HardNet ErrorRateAt95Recall (fraction)",
             "m50.pr_auc": "m50 pairs (balanced 1:1): average precision of -distance",
             "m50.roc_auc": "m50 pairs: ROC AUC",
             "fracking.pr_auc": "Simo-Serra et al. Sec. 4.5: AP of 1 positive vs K random "
-                               "negatives per point, pooled per fold, mean over folds",
+            "negatives per point, pooled per fold, mean over folds",
             "fracking.roc_auc": "same sets: ROC AUC (suppl. Sec. 6)",
             "fracking.cmc1": "same sets: fraction of points whose positive ranks first",
-            "fracking.cmc_auc": "same sets: mean of the CMC curve over ranks 1..K+1"},
-        "results": {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows
-                    if "error" not in r},
+            "fracking.cmc_auc": "same sets: mean of the CMC curve over ranks 1..K+1",
+        },
+        "results": {
+            r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows if "error" not in r
+        },
         "errors": {r["name"]: r["error"] for r in rows if "error" in r},
         "plots": plots,
     }
@@ -219,30 +272,70 @@ def run(features: list[str], data: str | Path = default_conf["data"], split: str
 
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--features", nargs="+", default=list(default_conf["features"]),
-                   help="registry names (sift, rootsift, hardnet, ...) or checkpoint paths")
-    p.add_argument("--data", default=default_conf["data"],
-                   help="PhotoTour root (or a scene folder holding info.txt)")
-    p.add_argument("--split", default=default_conf["split"],
-                   help="scene under --data: test/train (synthetic) or liberty/notredame/yosemite")
-    p.add_argument("--out", "--outputs", dest="out", default=default_conf["out"], type=output_dir,
-                   help="folder for results.json, pr.png, roc.png (default: outputs/phototour)")
-    p.add_argument("--device", default=None, type=device_arg,
-                   help="torch device of the learned descriptors (default: cuda if present)")
+    p = ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--features",
+        nargs="+",
+        default=list(default_conf["features"]),
+        help="registry names (sift, rootsift, hardnet, ...) or checkpoint paths",
+    )
+    p.add_argument(
+        "--data",
+        default=default_conf["data"],
+        help="PhotoTour root (or a scene folder holding info.txt)",
+    )
+    p.add_argument(
+        "--split",
+        default=default_conf["split"],
+        help="scene under --data: test/train (synthetic) or liberty/notredame/yosemite",
+    )
+    p.add_argument(
+        "--out",
+        "--outputs",
+        dest="out",
+        default=default_conf["out"],
+        type=output_dir,
+        help="folder for results.json, pr.png, roc.png (default: outputs/phototour)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        type=device_arg,
+        help="torch device of the learned descriptors (default: cuda if present)",
+    )
     p.add_argument("--batch", type=positive_int, default=1024, help="patches per extractor call")
-    p.add_argument("--cmc-negatives", type=positive_int, default=default_conf["cmc_negatives"],
-                   help="negatives of the m50 CMC@1 (JSON only)")
-    p.add_argument("--fracking-points", type=positive_int, default=default_conf["fracking_points"],
-                   help="unique 3D points per fold (fracking protocol)")
-    p.add_argument("--fracking-negatives", type=positive_int,
-                   default=default_conf["fracking_negatives"],
-                   help="random non-corresponding patches per point")
-    p.add_argument("--fracking-folds", type=positive_int, default=default_conf["fracking_folds"],
-                   help="folds of the fracking protocol (default 10)")
-    p.add_argument("--seed", type=nonneg_int, default=default_conf["seed"],
-                   help="seed of the fracking sampling (and of the m50 CMC negatives)")
+    p.add_argument(
+        "--cmc-negatives",
+        type=positive_int,
+        default=default_conf["cmc_negatives"],
+        help="negatives of the m50 CMC@1 (JSON only)",
+    )
+    p.add_argument(
+        "--fracking-points",
+        type=positive_int,
+        default=default_conf["fracking_points"],
+        help="unique 3D points per fold (fracking protocol)",
+    )
+    p.add_argument(
+        "--fracking-negatives",
+        type=positive_int,
+        default=default_conf["fracking_negatives"],
+        help="random non-corresponding patches per point",
+    )
+    p.add_argument(
+        "--fracking-folds",
+        type=positive_int,
+        default=default_conf["fracking_folds"],
+        help="folds of the fracking protocol (default 10)",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=default_conf["seed"],
+        help="seed of the fracking sampling (and of the m50 CMC negatives)",
+    )
     p.add_argument("--no-plot", action="store_true", help="do not write pr.png / roc.png")
     return p.parse_args(None if argv is None else list(argv))
 
@@ -253,24 +346,41 @@ def main(argv: Iterable[str] | None = None) -> dict:
     setup_logging()
     a = _parse_args(argv)
     with cli_errors("pipelines.phototour"):
-        result = run(a.features, a.data, a.split, a.out, device=a.device, batch=a.batch,
-                     cmc_negatives=a.cmc_negatives, plot=not a.no_plot,
-                     fracking_points=a.fracking_points,
-                     fracking_negatives=a.fracking_negatives, fracking_folds=a.fracking_folds,
-                     seed=a.seed)
-    print(f"\nPhotoTour {result['title']}: {result['n_patches']} patches of "
-          f"{result['n_points']} 3D points; m50: {result['n_pairs']} pairs ({result['n_pos']} "
-          f"matching) from {result['pairs_file']}")
+        result = run(
+            a.features,
+            a.data,
+            a.split,
+            a.out,
+            device=a.device,
+            batch=a.batch,
+            cmc_negatives=a.cmc_negatives,
+            plot=not a.no_plot,
+            fracking_points=a.fracking_points,
+            fracking_negatives=a.fracking_negatives,
+            fracking_folds=a.fracking_folds,
+            seed=a.seed,
+        )
+    print(
+        f"\nPhotoTour {result['title']}: {result['n_patches']} patches of "
+        f"{result['n_points']} 3D points; m50: {result['n_pairs']} pairs ({result['n_pos']} "
+        f"matching) from {result['pairs_file']}"
+    )
     fr = result["fracking_protocol"]
     if fr:
-        print(f"fracking protocol: {fr['n_folds']} folds x {fr['n_points']} points x "
-              f"(1 positive + {fr['n_negatives']} negatives), seed {fr['seed']}")
+        print(
+            f"fracking protocol: {fr['n_folds']} folds x {fr['n_points']} points x "
+            f"(1 positive + {fr['n_negatives']} negatives), seed {fr['seed']}"
+        )
     print(result["table"])
     print(f"wrote {Path(a.out) / 'results.json'}")
     if result["errors"]:
-        print("pipelines.phototour: could not load " + "; ".join(
-            f"{k}: {str(v).splitlines()[0] if v else ''}" for k, v in result["errors"].items()),
-            file=sys.stderr)
+        print(
+            "pipelines.phototour: could not load "
+            + "; ".join(
+                f"{k}: {str(v).splitlines()[0] if v else ''}" for k, v in result["errors"].items()
+            ),
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return result
 

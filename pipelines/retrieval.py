@@ -31,6 +31,7 @@ Steps:
 Output directory: ``<outputs>/<dataset>[-synth]/<features>/`` (default outputs root
 ``outputs/retrieval``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,58 +66,132 @@ OTHER = {"roxford5k": "rparis6k", "rparis6k": "roxford5k"}
 
 def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="roxford5k", choices=list(OTHER),
-                   help="revisitop dataset (real <data_root>/<dataset>, else its synthetic set)")
-    p.add_argument("--features", default="sift",
-                   help=f"descriptor: {', '.join(OPENCV_NAMES)}, a recipe name (hardnet, hndesc, "
-                        "...) or a checkpoint path")
-    p.add_argument("--data_root", type=Path, default=Path("datasets"),
-                   help="folder holding the datasets (real and synthetic)")
-    p.add_argument("--outputs", type=output_dir, default=Path("outputs/retrieval"),
-                   help="outputs root; results go to <outputs>/<dataset>[-synth]/<features>/")
-    p.add_argument("--synthetic", action="store_true", help="use the synthetic set even if the "
-                   "real one is present")
-    p.add_argument("--method", default="vlad", choices=["vlad", "asmk"],
-                   help="global representation: VLAD vectors or an ASMK inverted file")
-    p.add_argument("--num_words", type=positive_int, default=None,
-                   help="vocabulary size (default 64 for VLAD, 256 for ASMK)")
-    p.add_argument("--multiple_assignment", type=positive_int, default=1,
-                   help="visual words each local descriptor is assigned to")
-    p.add_argument("--pca_dim", type=positive_int, default=None,
-                   help="PCA of the VLAD vectors to this dimension, learned on the vocabulary "
-                        "set (default: none)")
-    p.add_argument("--max_keypoints", type=positive_int, default=1000,
-                   help="strongest DoG keypoints per image")
-    p.add_argument("--resize_max", type=positive_int, default=1024,
-                   help="longer image side seen by the detector (pixels)")
-    p.add_argument("--vocab_images", type=positive_int, default=60,
-                   help="images of the separate vocabulary set")
-    p.add_argument("--index", default="flat", choices=["flat", "ivf"],
-                   help="FAISS index: exact (flat) or inverted file (ivf, large collections)")
+    p.add_argument(
+        "--dataset",
+        default="roxford5k",
+        choices=list(OTHER),
+        help="revisitop dataset (real <data_root>/<dataset>, else its synthetic set)",
+    )
+    p.add_argument(
+        "--features",
+        default="sift",
+        help=f"descriptor: {', '.join(OPENCV_NAMES)}, a recipe name (hardnet, hndesc, "
+        "...) or a checkpoint path",
+    )
+    p.add_argument(
+        "--data_root",
+        type=Path,
+        default=Path("datasets"),
+        help="folder holding the datasets (real and synthetic)",
+    )
+    p.add_argument(
+        "--outputs",
+        type=output_dir,
+        default=Path("outputs/retrieval"),
+        help="outputs root; results go to <outputs>/<dataset>[-synth]/<features>/",
+    )
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use the synthetic set even if the real one is present",
+    )
+    p.add_argument(
+        "--method",
+        default="vlad",
+        choices=["vlad", "asmk"],
+        help="global representation: VLAD vectors or an ASMK inverted file",
+    )
+    p.add_argument(
+        "--num_words",
+        type=positive_int,
+        default=None,
+        help="vocabulary size (default 64 for VLAD, 256 for ASMK)",
+    )
+    p.add_argument(
+        "--multiple_assignment",
+        type=positive_int,
+        default=1,
+        help="visual words each local descriptor is assigned to",
+    )
+    p.add_argument(
+        "--pca_dim",
+        type=positive_int,
+        default=None,
+        help="PCA of the VLAD vectors to this dimension, learned on the vocabulary "
+        "set (default: none)",
+    )
+    p.add_argument(
+        "--max_keypoints", type=positive_int, default=1000, help="strongest DoG keypoints per image"
+    )
+    p.add_argument(
+        "--resize_max",
+        type=positive_int,
+        default=1024,
+        help="longer image side seen by the detector (pixels)",
+    )
+    p.add_argument(
+        "--vocab_images",
+        type=positive_int,
+        default=60,
+        help="images of the separate vocabulary set",
+    )
+    p.add_argument(
+        "--index",
+        default="flat",
+        choices=["flat", "ivf"],
+        help="FAISS index: exact (flat) or inverted file (ivf, large collections)",
+    )
     p.add_argument("--rerank", action="store_true", help="spatial re-ranking (RANSAC inliers)")
-    p.add_argument("--rerank_top", type=positive_int, default=50,
-                   help="re-rank this many top database images per query")
-    p.add_argument("--rerank_model", default="homography", choices=["homography", "fundamental"],
-                   help="geometric model fitted by RANSAC when re-ranking")
+    p.add_argument(
+        "--rerank_top",
+        type=positive_int,
+        default=50,
+        help="re-rank this many top database images per query",
+    )
+    p.add_argument(
+        "--rerank_model",
+        default="homography",
+        choices=["homography", "fundamental"],
+        help="geometric model fitted by RANSAC when re-ranking",
+    )
     p.add_argument("--qe", action="store_true", help="query expansion (VLAD only)")
-    p.add_argument("--qe_n", type=positive_int, default=3,
-                   help="top database vectors averaged into the expanded query")
+    p.add_argument(
+        "--qe_n",
+        type=positive_int,
+        default=3,
+        help="top database vectors averaged into the expanded query",
+    )
     p.add_argument("--qe_alpha", type=nonneg_float, default=0.0, help="0 = AQE, >0 = alpha-QE")
-    p.add_argument("--seed", type=nonneg_int, default=0,
-                   help="seed of the synthetic sets, the vocabulary and the random ranking")
-    p.add_argument("--device", default=None, type=device_arg,
-                   help="torch device (default: cuda if available)")
+    p.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the synthetic sets, the vocabulary and the random ranking",
+    )
+    p.add_argument(
+        "--device", default=None, type=device_arg, help="torch device (default: cuda if available)"
+    )
     g = p.add_argument_group("synthetic set (defaults: localize.data.roxford_synth.SYNTH_DEFAULTS)")
-    g.add_argument("--n_landmarks", type=positive_int, default=None,
-                   help="distinct landmarks (>= 8)")
-    g.add_argument("--views_per_landmark", type=positive_int, default=None,
-                   help="database views per landmark")
-    g.add_argument("--n_distractors", type=positive_int, default=None,
-                   help="database images of no landmark")
-    g.add_argument("--n_queries", type=positive_int, default=None,
-                   help="queries, spread over the landmarks")
-    g.add_argument("--image_size", type=positive_int, nargs=2, default=None, metavar=("W", "H"),
-                   help="image width and height in pixels")
+    g.add_argument(
+        "--n_landmarks", type=positive_int, default=None, help="distinct landmarks (>= 8)"
+    )
+    g.add_argument(
+        "--views_per_landmark", type=positive_int, default=None, help="database views per landmark"
+    )
+    g.add_argument(
+        "--n_distractors", type=positive_int, default=None, help="database images of no landmark"
+    )
+    g.add_argument(
+        "--n_queries", type=positive_int, default=None, help="queries, spread over the landmarks"
+    )
+    g.add_argument(
+        "--image_size",
+        type=positive_int,
+        nargs=2,
+        default=None,
+        metavar=("W", "H"),
+        help="image width and height in pixels",
+    )
     args = p.parse_args(None if argv is None else list(argv))
     if args.qe and args.method != "vlad":
         p.error("--qe needs single-vector globals: use --method vlad")
@@ -145,8 +220,7 @@ def _write_query_crops(data: roxford.RevisitopData, out_dir: Path) -> list[str]:
         want = json.dumps([float(x) for x in data.gnd[i]["bbx"]])
         if not (p.is_file() and meta.is_file() and meta.read_text() == want):
             with atomic_write(p) as tmp:
-                if not cv2.imwrite(str(tmp), cv2.cvtColor(data.query_image(i),
-                                                          cv2.COLOR_RGB2BGR)):
+                if not cv2.imwrite(str(tmp), cv2.cvtColor(data.query_image(i), cv2.COLOR_RGB2BGR)):
                     raise OSError(f"{p}: cannot write query crop")
             atomic_write_text(meta, want)
         names.append(name)
@@ -163,14 +237,18 @@ def _vocab_image_set(args: argparse.Namespace, is_synth: bool) -> tuple[Path, li
         names = [od.image_name(int(i)) for i in np.unique(sel)]
         return od.image_dir, names, f"real {other} ({len(names)} images)"
     size = tuple(args.image_size) if args.image_size else roxford_synth.SYNTH_DEFAULTS["size"]
-    d, names = roxford_synth.ensure_vocabulary_images(args.data_root, args.vocab_images, args.seed,
-                                                size)
+    d, names = roxford_synth.ensure_vocabulary_images(
+        args.data_root, args.vocab_images, args.seed, size
+    )
     return d, names, f"synthetic TRAIN-photo renders ({len(names)} images, {d})"
 
 
 def _stem(features: str) -> str:
-    return Path(str(features)).stem if ("/" in str(features) or str(features).endswith(".pt")) \
+    return (
+        Path(str(features)).stem
+        if ("/" in str(features) or str(features).endswith(".pt"))
         else str(features)
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,12 +256,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ``_raw`` = {ranking: evaluate_protocols output}."""
     t0 = time.time()
     if args.synthetic:
-        data = roxford.read_revisitop(roxford_synth.ensure_synthetic_revisitop(
-            args.data_root, args.dataset, **_synth_kwargs(args)), args.dataset)
+        data = roxford.read_revisitop(
+            roxford_synth.ensure_synthetic_revisitop(
+                args.data_root, args.dataset, **_synth_kwargs(args)
+            ),
+            args.dataset,
+        )
         is_synth = True
     else:
-        data, is_synth = roxford_synth.find_revisitop(args.data_root, args.dataset,
-                                                      **_synth_kwargs(args))
+        data, is_synth = roxford_synth.find_revisitop(
+            args.data_root, args.dataset, **_synth_kwargs(args)
+        )
     ds_label = f"{args.dataset}-synth" if is_synth else args.dataset
     base = args.outputs / ds_label
     out = base / _stem(args.features)
@@ -191,35 +274,71 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return _run(args, data, is_synth, ds_label, base, out, t0)
 
 
-def _run(args: argparse.Namespace, data: roxford.RevisitopData, is_synth: bool, ds_label: str,
-         base: Path, out: Path, t0: float) -> dict[str, Any]:
+def _run(
+    args: argparse.Namespace,
+    data: roxford.RevisitopData,
+    is_synth: bool,
+    ds_label: str,
+    base: Path,
+    out: Path,
+    t0: float,
+) -> dict[str, Any]:
     """:func:`run` once its output folder is locked."""
     out.mkdir(parents=True, exist_ok=True)
-    logger.info("dataset %s: %d database images, %d queries (%s)", ds_label, data.n, data.nq,
-                data.root)
+    logger.info(
+        "dataset %s: %d database images, %d queries (%s)", ds_label, data.n, data.nq, data.root
+    )
 
     # 1. local features ----------------------------------------------------------------------
-    xconf = extract_features.resolve_conf({**extract_features.default_conf, "descriptor": str(args.features),
-                                  "max_keypoints": args.max_keypoints,
-                                  "resize_max": args.resize_max})
+    xconf = extract_features.resolve_conf(
+        {
+            **extract_features.default_conf,
+            "descriptor": str(args.features),
+            "max_keypoints": args.max_keypoints,
+            "resize_max": args.resize_max,
+        }
+    )
     extractor = extract_features.load_extractor(args.features, device=args.device)
     db_names = [data.image_name(i) for i in range(data.n)]
-    feats_db = extract_features.main(xconf, data.image_dir, feature_path=out / "feats-db.h5",
-                            image_list=db_names, device=args.device, extractor=extractor)
+    feats_db = extract_features.main(
+        xconf,
+        data.image_dir,
+        feature_path=out / "feats-db.h5",
+        image_list=db_names,
+        device=args.device,
+        extractor=extractor,
+    )
     crop_dir = base / "query_crops"
     q_names = _write_query_crops(data, crop_dir)
-    feats_q = extract_features.main(xconf, crop_dir, feature_path=out / "feats-query.h5",
-                           image_list=q_names, device=args.device, extractor=extractor)
+    feats_q = extract_features.main(
+        xconf,
+        crop_dir,
+        feature_path=out / "feats-query.h5",
+        image_list=q_names,
+        device=args.device,
+        extractor=extractor,
+    )
     vdir, vnames, vdesc = _vocab_image_set(args, is_synth)
-    feats_v = extract_features.main(xconf, vdir, feature_path=out / "feats-vocab.h5", image_list=vnames,
-                           device=args.device, extractor=extractor)
+    feats_v = extract_features.main(
+        xconf,
+        vdir,
+        feature_path=out / "feats-vocab.h5",
+        image_list=vnames,
+        device=args.device,
+        extractor=extractor,
+    )
     t_extract = time.time() - t0
 
     # 2. vocabulary on the separate set ------------------------------------------------------
-    conf = retrieve.resolve_conf({
-        **retrieve.default_conf, "method": args.method,
-        "num_words": args.num_words or (64 if args.method == "vlad" else 256),
-        "multiple_assignment": args.multiple_assignment, "pca_dim": args.pca_dim})
+    conf = retrieve.resolve_conf(
+        {
+            **retrieve.default_conf,
+            "method": args.method,
+            "num_words": args.num_words or (64 if args.method == "vlad" else 256),
+            "multiple_assignment": args.multiple_assignment,
+            "pca_dim": args.pca_dim,
+        }
+    )
     vocab_path = out / f"vocab-{args.method}-k{conf['num_words']}.npz"
     vocab = retrieve.learn_vocabulary_from_features(feats_v, conf, vnames, args.seed, vocab_path)
 
@@ -232,10 +351,12 @@ def _run(args: argparse.Namespace, data: roxford.RevisitopData, is_synth: bool, 
         db_vec = np.stack(retrieve.encode(db_desc, vocab, conf, "vlad db"))
         q_vec = np.stack(retrieve.encode(q_desc, vocab, conf, "vlad query"))
         tag = f"vlad-k{conf['num_words']}"
-        io.write_global_descriptors(out / f"global-feats-{tag}.h5",
-                                          dict(zip(db_names, db_vec)), db_sizes)
-        io.write_global_descriptors(out / f"global-feats-{tag}-query.h5",
-                                          dict(zip(q_names, q_vec)), q_sizes)
+        io.write_global_descriptors(
+            out / f"global-feats-{tag}.h5", dict(zip(db_names, db_vec)), db_sizes
+        )
+        io.write_global_descriptors(
+            out / f"global-feats-{tag}-query.h5", dict(zip(q_names, q_vec)), q_sizes
+        )
         index = retrieve.build_index(db_vec, args.index)
         scores, idx = retrieve.search_index(index, q_vec, k)
     else:
@@ -246,48 +367,71 @@ def _run(args: argparse.Namespace, data: roxford.RevisitopData, is_synth: bool, 
     results = {"base": evaluate_protocols(retrieve.ranks_from_topk(idx, n_db), data.gnd)}
 
     if args.rerank:
-        rconf = {"top": args.rerank_top, "model": args.rerank_model,
-                 "ratio": 0.8 if str(args.features) in OPENCV_NAMES else 0.9}
+        rconf = {
+            "top": args.rerank_top,
+            "model": args.rerank_model,
+            "ratio": 0.8 if str(args.features) in OPENCV_NAMES else 0.9,
+        }
         qf = [(io.get_keypoints(feats_q, n), d) for n, d in zip(q_names, q_desc)]
         cache = retrieve.FeatureCache(feats_db, db_names, size=max(256, args.rerank_top * 2))
         idx, scores, _ = retrieve.spatial_rerank(qf, cache, idx, scores, rconf)
-        results["rerank"] = evaluate_protocols(retrieve.ranks_from_topk(idx, n_db),
-                                                       data.gnd)
+        results["rerank"] = evaluate_protocols(retrieve.ranks_from_topk(idx, n_db), data.gnd)
     if args.qe:
         q2 = retrieve.query_expansion(db_vec, q_vec, idx, scores, args.qe_n, args.qe_alpha)
         scores, idx = retrieve.search_index(index, q2, k)
-        results["qe"] = evaluate_protocols(retrieve.ranks_from_topk(idx, n_db),
-                                                   data.gnd)
+        results["qe"] = evaluate_protocols(retrieve.ranks_from_topk(idx, n_db), data.gnd)
     rng = np.random.default_rng(args.seed)
     rand = np.stack([rng.permutation(n_db) for _ in range(data.nq)], 1)
     results["random"] = evaluate_protocols(rand, data.gnd)
     final_key = "qe" if args.qe else ("rerank" if args.rerank else "base")
 
     def _pct(r: dict) -> dict:
-        return {s: {"mAP": round(100 * r[s]["map"], 2),
-                    "mP@k": {str(kk): round(100 * p, 2) for kk, p in zip(r[s]["kappas"],
-                                                                        r[s]["mpr"])},
-                    "n_queries": r[s]["n_valid"]} for s in ("E", "M", "H")}
+        return {
+            s: {
+                "mAP": round(100 * r[s]["map"], 2),
+                "mP@k": {str(kk): round(100 * p, 2) for kk, p in zip(r[s]["kappas"], r[s]["mpr"])},
+                "n_queries": r[s]["n_valid"],
+            }
+            for s in ("E", "M", "H")
+        }
 
     report = {
-        "dataset": ds_label, "synthetic": is_synth, "data_dir": str(data.root),
-        "n_db": n_db, "n_queries": data.nq, "label_stats": roxford.label_stats(data),
-        "features": str(args.features), "extract_conf": {k_: xconf[k_] for k_ in
-                                                         ("max_keypoints", "resize_max",
-                                                          "mr_size")},
-        "retrieval_conf": {k_: conf[k_] for k_ in ("method", "num_words", "multiple_assignment",
-                                                   "intra_norm", "power", "pca_dim")},
-        "vocabulary_set": vdesc, "index": args.index,
-        "rerank": bool(args.rerank), "qe": bool(args.qe),
-        "results": {k_: _pct(v) for k_, v in results.items()}, "final": final_key,
+        "dataset": ds_label,
+        "synthetic": is_synth,
+        "data_dir": str(data.root),
+        "n_db": n_db,
+        "n_queries": data.nq,
+        "label_stats": roxford.label_stats(data),
+        "features": str(args.features),
+        "extract_conf": {k_: xconf[k_] for k_ in ("max_keypoints", "resize_max", "mr_size")},
+        "retrieval_conf": {
+            k_: conf[k_]
+            for k_ in (
+                "method",
+                "num_words",
+                "multiple_assignment",
+                "intra_norm",
+                "power",
+                "pca_dim",
+            )
+        },
+        "vocabulary_set": vdesc,
+        "index": args.index,
+        "rerank": bool(args.rerank),
+        "qe": bool(args.qe),
+        "results": {k_: _pct(v) for k_, v in results.items()},
+        "final": final_key,
         "timing_s": {"extract": round(t_extract, 1), "total": round(time.time() - t0, 1)},
         "outputs": str(out),
     }
-    tag = f"{args.method}-k{conf['num_words']}" + ("-rerank" if args.rerank else "") + \
-        ("-qe" if args.qe else "")
+    tag = (
+        f"{args.method}-k{conf['num_words']}"
+        + ("-rerank" if args.rerank else "")
+        + ("-qe" if args.qe else "")
+    )
     report["run_tag"] = tag
     text = json.dumps(report, indent=1)
-    for name in (f"results-{tag}.json", "results.json"):   # per-configuration + latest
+    for name in (f"results-{tag}.json", "results.json"):  # per-configuration + latest
         atomic_write_text(out / name, text)
     report["_raw"] = results
     return report
@@ -300,9 +444,11 @@ def main(argv: Iterable[str] | None = None) -> dict[str, Any]:
     with cli_errors("pipelines.retrieval"):
         report = run(args)
     raw = report.pop("_raw")
-    title = (f"{report['dataset']}  features={report['features']}  "
-             f"{report['retrieval_conf']['method']} k={report['retrieval_conf']['num_words']}  "
-             f"db={report['n_db']} q={report['n_queries']}")
+    title = (
+        f"{report['dataset']}  features={report['features']}  "
+        f"{report['retrieval_conf']['method']} k={report['retrieval_conf']['num_words']}  "
+        f"db={report['n_db']} q={report['n_queries']}"
+    )
     print("\n" + title)
     for key in ("base", "rerank", "qe", "random"):
         if key in raw:

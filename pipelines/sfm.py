@@ -31,6 +31,7 @@ model is reused when its folder holds a complete run with the same reconstructio
 and rebuilt (replaced whole) otherwise. Known errors exit 2 with one line
 ``pipelines.sfm: <message>``; 0 registered images is a result ("0 of N registered").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,12 +46,29 @@ import numpy as np
 import pycolmap
 
 from descriptors.util import atomic_write_text, merge_conf, setup_logging
-from localize import colmap, extract_features, geometry, image_io, io, match_features, parsers
-from localize import pairs_from_exhaustive, pairs_from_retrieval, pairs_from_sequential
-from localize import reconstruction
+from localize import (
+    colmap,
+    extract_features,
+    geometry,
+    image_io,
+    io,
+    match_features,
+    pairs_from_exhaustive,
+    pairs_from_retrieval,
+    pairs_from_sequential,
+    parsers,
+    reconstruction,
+)
 from localize.cli import ArgumentParser, cli_errors, positive_int
-from pipelines.outputs import (StageTimer, default_matcher, features_fingerprint, features_tag,
-                               format_timings, invalidate_outputs, json_default)
+from pipelines.outputs import (
+    StageTimer,
+    default_matcher,
+    features_fingerprint,
+    features_tag,
+    format_timings,
+    invalidate_outputs,
+    json_default,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,36 +77,50 @@ PAIRS = ("exhaustive", "retrieval", "sequential")
 default_conf: dict[str, Any] = {
     "pairs": "exhaustive",
     "mapper": "incremental",
-    "num_matched": 10,          # retrieval pairs per image
-    "overlap": 10,              # sequential neighbours per frame
+    "num_matched": 10,  # retrieval pairs per image
+    "overlap": 10,  # sequential neighbours per frame
     "quadratic_overlap": False,
-    "loop_closure": True,       # sequential: retrieval pairs every retrieval_interval frames
+    "loop_closure": True,  # sequential: retrieval pairs every retrieval_interval frames
     "retrieval_interval": 5,
-    "num_loc": 5,               # sequential loop closure: retrieved frames per query frame
-    "max_keypoints": None,      # None: localize.extract_features default
-    "resize_max": None,         # None: localize.extract_features default
-    "matcher": None,            # None: nn-ratio for sift/rootsift, nn-ratio-0.9 otherwise
+    "num_loc": 5,  # sequential loop closure: retrieved frames per query frame
+    "max_keypoints": None,  # None: localize.extract_features default
+    "resize_max": None,  # None: localize.extract_features default
+    "matcher": None,  # None: nn-ratio for sift/rootsift, nn-ratio-0.9 otherwise
     "camera_mode": "AUTO",
-    "image_options": {},        # pycolmap ImageReaderOptions fields
-    "mapper_options": {},       # the mapper's pycolmap options fields
+    "image_options": {},  # pycolmap ImageReaderOptions fields
+    "mapper_options": {},  # the mapper's pycolmap options fields
     "min_match_score": None,
-    "num_threads": -1,          # COLMAP threads (-1: all cores)
-    "seed": 0,                  # every COLMAP RANSAC / mapper seed
+    "num_threads": -1,  # COLMAP threads (-1: all cores)
+    "seed": 0,  # every COLMAP RANSAC / mapper seed
     "device": None,
-    "num_workers": 2,           # extraction prefetch threads; speed only
-    "align_max_error": None,    # --gt: Sim3 RANSAC threshold (GT units); None: 5 % of spread
+    "num_workers": 2,  # extraction prefetch threads; speed only
+    "align_max_error": None,  # --gt: Sim3 RANSAC threshold (GT units); None: 5 % of spread
     "overwrite": False,
     "progress": True,
 }
 
 #: the reconstruction settings a reused model must share
-SFM_KEYS = ("mapper", "camera_mode", "image_options", "mapper_options", "min_match_score",
-            "seed", "num_threads")
+SFM_KEYS = (
+    "mapper",
+    "camera_mode",
+    "image_options",
+    "mapper_options",
+    "min_match_score",
+    "seed",
+    "num_threads",
+)
 
 
 def _resolve_conf(conf: dict[str, Any]) -> dict[str, Any]:
-    c = merge_conf(default_conf, {k: v for k, v in conf.items() if v is not None or k in (
-        "min_match_score", "align_max_error")}, where="sfm")
+    c = merge_conf(
+        default_conf,
+        {
+            k: v
+            for k, v in conf.items()
+            if v is not None or k in ("min_match_score", "align_max_error")
+        },
+        where="sfm",
+    )
     if c["pairs"] not in PAIRS:
         raise ValueError(f"pairs {c['pairs']!r}: choose from {', '.join(PAIRS)}")
     if c["mapper"] not in colmap.MAPPERS:
@@ -113,6 +145,7 @@ def read_ground_truth(gt: str | os.PathLike) -> dict[str, pycolmap.Rigid3d]:
     gt = Path(gt)
     if gt.is_dir() and any(gt.glob("*.camera")):
         from localize.data.strecha import read_strecha_cameras
+
         _, images = read_strecha_cameras(gt)
         return {im["name"]: geometry.qt_to_rigid(im["qvec_wxyz"], im["tvec"]) for im in images}
     if not gt.exists():
@@ -136,8 +169,11 @@ def centre_auc(errors: Sequence[float], threshold: float) -> float:
     return float(np.trapezoid(y, x) / threshold)
 
 
-def evaluate_model(rec: pycolmap.Reconstruction | None, gt: dict[str, pycolmap.Rigid3d],
-                   max_error: float | None = None) -> dict[str, Any]:
+def evaluate_model(
+    rec: pycolmap.Reconstruction | None,
+    gt: dict[str, pycolmap.Rigid3d],
+    max_error: float | None = None,
+) -> dict[str, Any]:
     """Sim3-align ``rec`` to the ground-truth centres, then per-view errors (see the module
     docstring). Returns {``align_max_error``, ``aligned`` (bool), ``scale``, ``per_view``
     {name: [centre error, rotation error deg]} (inf when unregistered or not aligned),
@@ -164,9 +200,11 @@ def evaluate_model(rec: pycolmap.Reconstruction | None, gt: dict[str, pycolmap.R
     err = np.array([v[0] for v in per_view.values()])
     rot = np.array([v[1] for v in per_view.values()])
     return {
-        "align_max_error": max_error, "aligned": sim is not None,
+        "align_max_error": max_error,
+        "aligned": sim is not None,
         "scale": float(sim.scale) if sim is not None else None,
-        "num_gt": len(gt), "num_registered_gt": n_reg,
+        "num_gt": len(gt),
+        "num_registered_gt": n_reg,
         "within_5cm_1deg": float(np.mean((err <= 0.05) & (rot <= 1.0))),
         "within_25cm_2deg": float(np.mean((err <= 0.25) & (rot <= 2.0))),
         "auc_10cm": centre_auc(err, 0.10),
@@ -179,26 +217,41 @@ def evaluate_model(rec: pycolmap.Reconstruction | None, gt: dict[str, pycolmap.R
 # ------------------------------------------------------------------------------------------
 # The pipeline
 # ------------------------------------------------------------------------------------------
-def _make_pairs(c: dict[str, Any], names: list[str], root: Path, features: Path,
-                pairs_path: Path, image_dir: Path, image_list: list[str] | None) -> str:
+def _make_pairs(
+    c: dict[str, Any],
+    names: list[str],
+    root: Path,
+    features: Path,
+    pairs_path: Path,
+    image_dir: Path,
+    image_list: list[str] | None,
+) -> str:
     """Write the pairs file; returns how the pairs were found."""
     if c["pairs"] == "exhaustive":
         pairs_from_exhaustive.main(pairs_path, names)
         return f"exhaustive ({len(names)} images)"
     gconf = {**extract_features.confs["vlad"]}
-    gpath = extract_features.main(gconf, image_dir, root, image_list=image_list,
-                                  device=c["device"])
+    gpath = extract_features.main(gconf, image_dir, root, image_list=image_list, device=c["device"])
     if c["pairs"] == "retrieval":
-        pairs_from_retrieval.main(gpath, pairs_path, num_matched=c["num_matched"],
-                                  query_list=names, db_list=names)
+        pairs_from_retrieval.main(
+            gpath, pairs_path, num_matched=c["num_matched"], query_list=names, db_list=names
+        )
         return f"retrieval top {c['num_matched']} (VLAD k={gconf['num_words']} on rootsift)"
-    pairs_from_sequential.main(pairs_path, names, overlap=c["overlap"],
-                               quadratic_overlap=c["quadratic_overlap"],
-                               loop_closure=c["loop_closure"], retrieval_path=gpath,
-                               retrieval_interval=c["retrieval_interval"], num_loc=c["num_loc"])
-    return (f"sequential overlap {c['overlap']}" + (
+    pairs_from_sequential.main(
+        pairs_path,
+        names,
+        overlap=c["overlap"],
+        quadratic_overlap=c["quadratic_overlap"],
+        loop_closure=c["loop_closure"],
+        retrieval_path=gpath,
+        retrieval_interval=c["retrieval_interval"],
+        num_loc=c["num_loc"],
+    )
+    return f"sequential overlap {c['overlap']}" + (
         f" + loop closure every {c['retrieval_interval']} frames top {c['num_loc']}"
-        if c["loop_closure"] else ""))
+        if c["loop_closure"]
+        else ""
+    )
 
 
 def _reusable_model(sfm_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -208,8 +261,7 @@ def _reusable_model(sfm_dir: Path, settings: dict[str, Any]) -> dict[str, Any] |
     if not (f.is_file() and stats.is_file()):
         return None
     try:
-        same = json.loads(f.read_text()) == json.loads(json.dumps(settings,
-                                                                  default=json_default))
+        same = json.loads(f.read_text()) == json.loads(json.dumps(settings, default=json_default))
         s = json.loads(stats.read_text())
     except json.JSONDecodeError:
         return None
@@ -218,9 +270,14 @@ def _reusable_model(sfm_dir: Path, settings: dict[str, Any]) -> dict[str, Any] |
     return s
 
 
-def run(images: str | os.PathLike, features: str | os.PathLike,
-        outputs: str | os.PathLike = "outputs/sfm", gt: str | os.PathLike | None = None,
-        image_list: Sequence[str] | str | os.PathLike | None = None, **conf: Any) -> dict:
+def run(
+    images: str | os.PathLike,
+    features: str | os.PathLike,
+    outputs: str | os.PathLike = "outputs/sfm",
+    gt: str | os.PathLike | None = None,
+    image_list: Sequence[str] | str | os.PathLike | None = None,
+    **conf: Any,
+) -> dict:
     """Run the whole pipeline; returns the dict also written to ``results-<pairs>-<mapper>.json``.
 
     Args:
@@ -243,9 +300,9 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
     if not image_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {image_dir}")
     gt_poses = read_ground_truth(gt) if gt is not None else None
-    extractor = extract_features.load_extractor(features, device=c["device"],
-                                                batch_size=extract_features.default_conf[
-                                                    "batch_size"])
+    extractor = extract_features.load_extractor(
+        features, device=c["device"], batch_size=extract_features.default_conf["batch_size"]
+    )
     ext_conf: dict[str, Any] = {"descriptor": features}
     for k in ("max_keypoints", "resize_max"):
         if c[k] is not None:
@@ -254,8 +311,7 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
     matcher = c["matcher"] or default_matcher(features)
     names = extract_features.list_images(image_dir, image_list)
     if len(names) < 2:
-        raise colmap.ColmapError(f"{image_dir}: SfM needs at least two images, found "
-                                 f"{len(names)}")
+        raise colmap.ColmapError(f"{image_dir}: SfM needs at least two images, found {len(names)}")
     prints = extract_features.image_fingerprints(image_dir, names)
     missing = [n for n in names if n not in prints]
     if missing:
@@ -263,67 +319,111 @@ def run(images: str | os.PathLike, features: str | os.PathLike,
 
     tag = features_tag(features)
     root = Path(outputs) / tag
-    pairs_name = c["pairs"] if c["pairs"] == "exhaustive" else (
-        f"retrieval{c['num_matched']}" if c["pairs"] == "retrieval" else
-        f"sequential{c['overlap']}" + ("q" if c["quadratic_overlap"] else "")
-        + (f"-loop{c['retrieval_interval']}x{c['num_loc']}" if c["loop_closure"] else ""))
-    paths = {"features": root / "features.h5", "pairs": root / f"pairs-{pairs_name}.txt",
-             "matches": root / f"matches-{pairs_name}.h5",
-             "sfm": root / f"sfm-{pairs_name}-{c['mapper']}",
-             "results": root / f"results-{pairs_name}-{c['mapper']}.json",
-             "fingerprint": root / "fingerprint.json"}
+    pairs_name = (
+        c["pairs"]
+        if c["pairs"] == "exhaustive"
+        else (
+            f"retrieval{c['num_matched']}"
+            if c["pairs"] == "retrieval"
+            else f"sequential{c['overlap']}"
+            + ("q" if c["quadratic_overlap"] else "")
+            + (f"-loop{c['retrieval_interval']}x{c['num_loc']}" if c["loop_closure"] else "")
+        )
+    )
+    paths = {
+        "features": root / "features.h5",
+        "pairs": root / f"pairs-{pairs_name}.txt",
+        "matches": root / f"matches-{pairs_name}.h5",
+        "sfm": root / f"sfm-{pairs_name}-{c['mapper']}",
+        "results": root / f"results-{pairs_name}-{c['mapper']}.json",
+        "fingerprint": root / "fingerprint.json",
+    }
 
-    invalidate_outputs(SimpleNamespace(root=root, fingerprint=paths["fingerprint"]), {"features": features_fingerprint(features),
-                           "dataset": _images_fingerprint(prints),
-                           "extract": {k: ext_conf[k] for k in sorted(ext_conf) if k != "output"},
-                           "matcher": matcher}, c["overwrite"])
+    invalidate_outputs(
+        SimpleNamespace(root=root, fingerprint=paths["fingerprint"]),
+        {
+            "features": features_fingerprint(features),
+            "dataset": _images_fingerprint(prints),
+            "extract": {k: ext_conf[k] for k in sorted(ext_conf) if k != "output"},
+            "matcher": matcher,
+        },
+        c["overwrite"],
+    )
     stage = StageTimer()
     with stage("extract"):
-        extract_features.main(ext_conf, image_dir, feature_path=paths["features"],
-                              image_list=names, device=c["device"], extractor=extractor,
-                              fingerprints=prints, num_workers=c["num_workers"])
+        extract_features.main(
+            ext_conf,
+            image_dir,
+            feature_path=paths["features"],
+            image_list=names,
+            device=c["device"],
+            extractor=extractor,
+            fingerprints=prints,
+            num_workers=c["num_workers"],
+        )
     with stage("pairs"):
         if paths["pairs"].is_file():
             pairs_method = f"cached {paths['pairs'].name}"
         else:
-            pairs_method = _make_pairs(c, names, root, paths["features"], paths["pairs"],
-                                       image_dir, names)
+            pairs_method = _make_pairs(
+                c, names, root, paths["features"], paths["pairs"], image_dir, names
+            )
         num_pairs = len(parsers.parse_pairs(paths["pairs"]))
     with stage("match"):
-        match_features.main(matcher, paths["pairs"], paths["features"],
-                            matches=paths["matches"])
+        match_features.main(matcher, paths["pairs"], paths["features"], matches=paths["matches"])
     settings = {**{k: c[k] for k in SFM_KEYS}, "pairs": pairs_name, "names": names}
     with stage("reconstruct"):
         stats = _reusable_model(paths["sfm"], settings)
         reused = stats is not None
         if reused:
-            rec = (colmap.read_model(paths["sfm"]) if stats["num_reg_images"] else None)
+            rec = colmap.read_model(paths["sfm"]) if stats["num_reg_images"] else None
         else:
             rec, stats = reconstruction.run(
-                paths["sfm"], image_dir, paths["pairs"], paths["features"], paths["matches"],
-                c["camera_mode"], min_match_score=c["min_match_score"], image_list=names,
-                image_options=c["image_options"], mapper_options=c["mapper_options"],
-                mapper=c["mapper"], overwrite=True, num_threads=c["num_threads"],
-                random_seed=c["seed"], progress=c["progress"])
-            atomic_write_text(paths["sfm"] / "settings.json",
-                              json.dumps(settings, indent=2, default=json_default))
+                paths["sfm"],
+                image_dir,
+                paths["pairs"],
+                paths["features"],
+                paths["matches"],
+                c["camera_mode"],
+                min_match_score=c["min_match_score"],
+                image_list=names,
+                image_options=c["image_options"],
+                mapper_options=c["mapper_options"],
+                mapper=c["mapper"],
+                overwrite=True,
+                num_threads=c["num_threads"],
+                random_seed=c["seed"],
+                progress=c["progress"],
+            )
+            atomic_write_text(
+                paths["sfm"] / "settings.json", json.dumps(settings, indent=2, default=json_default)
+            )
     evaluation = None
     if gt_poses is not None:
         with stage("evaluate"):
             unknown = [n for n in gt_poses if n not in set(names)]
             if len(unknown) == len(gt_poses):
-                raise ValueError(f"{gt}: no ground-truth image is among the images of "
-                                 f"{image_dir} (e.g. {unknown[0]!r})")
-            evaluation = evaluate_model(rec, {n: p for n, p in gt_poses.items()
-                                              if n in set(names)}, c["align_max_error"])
+                raise ValueError(
+                    f"{gt}: no ground-truth image is among the images of "
+                    f"{image_dir} (e.g. {unknown[0]!r})"
+                )
+            evaluation = evaluate_model(
+                rec, {n: p for n, p in gt_poses.items() if n in set(names)}, c["align_max_error"]
+            )
     summary = {
-        "features": features, "images": str(image_dir), "out_dir": str(root),
+        "features": features,
+        "images": str(image_dir),
+        "out_dir": str(root),
         "paths": {k: str(v) for k, v in paths.items()},
-        "conf": {**c, "matcher": matcher,
-                 "extract": {k: ext_conf[k] for k in sorted(ext_conf)}},
-        "pairs_method": pairs_method, "num_images": len(names), "num_pairs": num_pairs,
-        "reconstruction": stats, "reused_model": reused,
-        "timings": stage.wall, "cpu_timings": stage.cpu, "evaluation": evaluation,
+        "conf": {**c, "matcher": matcher, "extract": {k: ext_conf[k] for k in sorted(ext_conf)}},
+        "pairs_method": pairs_method,
+        "num_images": len(names),
+        "num_pairs": num_pairs,
+        "reconstruction": stats,
+        "reused_model": reused,
+        "timings": stage.wall,
+        "cpu_timings": stage.cpu,
+        "evaluation": evaluation,
     }
     atomic_write_text(paths["results"], json.dumps(summary, indent=2, default=json_default))
     return summary
@@ -342,7 +442,7 @@ def map_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     if path.is_dir():
         if not path.name.startswith("sfm-"):
             raise colmap.ColmapError(f"{path}: not a pipelines.sfm model folder (sfm-*)")
-        results = path.parent / f"results-{path.name[len('sfm-'):]}.json"
+        results = path.parent / f"results-{path.name[len('sfm-') :]}.json"
     if not results.is_file():
         raise FileNotFoundError(f"pipelines.sfm results not found: {results}")
     try:
@@ -359,13 +459,15 @@ def map_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def format_summary(s: dict) -> str:
     """The text the CLI prints: counts, accuracy against the ground truth, stage times."""
     r = s["reconstruction"]
-    lines = [f"features {s['features']} | {s['images']} | {s['num_images']} images, "
-             f"{s['num_pairs']} pairs ({s['pairs_method']}) | {r['mapper']} mapper"
-             + (" (reused model)" if s.get("reused_model") else ""),
-             f"{r['registered']}; {r['num_points3D']} 3D points, mean track length "
-             f"{r['mean_track_length']:.2f}, mean reprojection error "
-             f"{r['mean_reprojection_error_px']:.3f} px; {r['num_models']} model(s) "
-             f"{r['model_sizes']}; {r['num_pairs_verified']} of {r['num_pairs']} pairs verified"]
+    lines = [
+        f"features {s['features']} | {s['images']} | {s['num_images']} images, "
+        f"{s['num_pairs']} pairs ({s['pairs_method']}) | {r['mapper']} mapper"
+        + (" (reused model)" if s.get("reused_model") else ""),
+        f"{r['registered']}; {r['num_points3D']} 3D points, mean track length "
+        f"{r['mean_track_length']:.2f}, mean reprojection error "
+        f"{r['mean_reprojection_error_px']:.3f} px; {r['num_models']} model(s) "
+        f"{r['model_sizes']}; {r['num_pairs_verified']} of {r['num_pairs']} pairs verified",
+    ]
     e = s.get("evaluation")
     if e:
         lines.append(
@@ -373,7 +475,8 @@ def format_summary(s: dict) -> str:
             f"{e['align_max_error']:.3g}): (5 cm, 1 deg) {100 * e['within_5cm_1deg']:.0f} %, "
             f"(25 cm, 2 deg) {100 * e['within_25cm_2deg']:.0f} %, AUC@10cm "
             f"{100 * e['auc_10cm']:.1f}, median centre error {e['median_centre_error']:.3f}, "
-            f"median rotation error {e['median_rotation_error_deg']:.2f} deg")
+            f"median rotation error {e['median_rotation_error_deg']:.2f} deg"
+        )
         lines.append("  view        centre err   rot err (deg)")
         for n, (dt, dr) in e["per_view"].items():
             lines.append(f"  {n:<10}  {dt:10.3f}   {dr:8.2f}")
@@ -387,6 +490,7 @@ def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -
     visibility): keypoints with a 3D point in blue, the others in red. Default folder
     ``<out_dir>/viz``."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -420,8 +524,11 @@ def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -
 def main(argv: list[str] | None = None) -> dict:
     p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", required=True, help="image folder (unposed photos)")
-    p.add_argument("--features", required=True,
-                   help="registered descriptor name (sift, rootsift, hardnet, ...) or checkpoint")
+    p.add_argument(
+        "--features",
+        required=True,
+        help="registered descriptor name (sift, rootsift, hardnet, ...) or checkpoint",
+    )
     p.add_argument("--outputs", default="outputs/sfm", help="output root")
     p.add_argument("--pairs", default="exhaustive", choices=PAIRS)
     p.add_argument("--mapper", default="incremental", choices=colmap.MAPPERS)
@@ -429,8 +536,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--gt", help="Strecha gt_dense_cameras folder or COLMAP model to score against")
     p.add_argument("--num_matched", type=positive_int, help="retrieval pairs per image")
     p.add_argument("--overlap", type=positive_int, help="sequential neighbours per frame")
-    p.add_argument("--no_loop_closure", action="store_true",
-                   help="sequential pairs without retrieval loop closure")
+    p.add_argument(
+        "--no_loop_closure",
+        action="store_true",
+        help="sequential pairs without retrieval loop closure",
+    )
     p.add_argument("--max_keypoints", type=positive_int, help="DoG keypoints per image")
     p.add_argument("--resize_max", type=positive_int, help="longer image side seen by the detector")
     p.add_argument("--matcher", help="localize.match_features conf name")
@@ -440,18 +550,36 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="recompute everything")
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
-    p.add_argument("--viz", type=positive_int, metavar="N",
-                   help="pictures of the first N registered images (<outputs>/<features>/viz)")
+    p.add_argument(
+        "--viz",
+        type=positive_int,
+        metavar="N",
+        help="pictures of the first N registered images (<outputs>/<features>/viz)",
+    )
     a = p.parse_args(argv)
     setup_logging()
     colmap.set_verbose(a.verbose)
     with cli_errors("pipelines.sfm"):
-        s = run(a.images, a.features, a.outputs, gt=a.gt, image_list=a.image_list,
-                pairs=a.pairs, mapper=a.mapper, num_matched=a.num_matched, overlap=a.overlap,
-                loop_closure=not a.no_loop_closure, max_keypoints=a.max_keypoints,
-                resize_max=a.resize_max, matcher=a.matcher, camera_mode=a.camera_mode,
-                num_threads=a.num_threads, seed=a.seed, device=a.device,
-                overwrite=a.overwrite)
+        s = run(
+            a.images,
+            a.features,
+            a.outputs,
+            gt=a.gt,
+            image_list=a.image_list,
+            pairs=a.pairs,
+            mapper=a.mapper,
+            num_matched=a.num_matched,
+            overlap=a.overlap,
+            loop_closure=not a.no_loop_closure,
+            max_keypoints=a.max_keypoints,
+            resize_max=a.resize_max,
+            matcher=a.matcher,
+            camera_mode=a.camera_mode,
+            num_threads=a.num_threads,
+            seed=a.seed,
+            device=a.device,
+            overwrite=a.overwrite,
+        )
         if a.viz:
             s["viz"] = [str(f) for f in visualize(s, a.viz)]
     print(format_summary(s))

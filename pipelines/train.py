@@ -20,6 +20,7 @@ Arguments are checked before any training (one line, exit 2): numbers in range, 
 ``--eval`` and ``--option init=`` paths present, ``--option`` keys known to the recipe, ``--out``
 writable; errors during the run are one line too (``--verbose``: the traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,7 @@ def evaluate_weights(weights: Path, data_root: Path, split: str) -> dict:
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
     from descriptors.metrics import evaluate_pairs
     from descriptors.registry import load
+
     if not (data_root / split).exists():
         ensure_synthetic_phototour(data_root)
     data = read_phototour(data_root / split)
@@ -73,12 +75,16 @@ def check_resume(ckpt_path: Path, recipe: Any) -> None:
     """Raise ValueError (one line) if a training checkpoint belongs to another recipe or
     architecture than ``recipe`` (a Recipe); a missing checkpoint is left to the trainer."""
     from descriptors.models import read_checkpoint
+
     if not ckpt_path.exists():
         return
     ck = read_checkpoint(ckpt_path)
     diffs = []
-    for key, want in (("recipe", recipe.name), ("arch", recipe.arch),
-                      ("arch_kwargs", dict(recipe.arch_kwargs))):
+    for key, want in (
+        ("recipe", recipe.name),
+        ("arch", recipe.arch),
+        ("arch_kwargs", dict(recipe.arch_kwargs)),
+    ):
         have = ck.get(key)
         if have != want:
             diffs.append(f"{key} {have!r} (checkpoint) vs {want!r} (this run)")
@@ -89,13 +95,20 @@ def check_resume(ckpt_path: Path, recipe: Any) -> None:
 def eval_only(out: Path, data_root: Path, split: str) -> dict:
     """Evaluate existing weights and (re)write their sidecar from the checkpoint metadata."""
     from descriptors.models import read_checkpoint
+
     ck = read_checkpoint(out)
     side_path = out.with_suffix(".json")
     sidecar = json.loads(side_path.read_text()) if side_path.exists() else {}
     meta = ck.get("meta", {})
-    sidecar.update({"recipe": ck.get("recipe"), "command": meta.get("command"),
-                    "data": meta.get("data"), "steps": ck.get("step"),
-                    "options": meta.get("options", {})})
+    sidecar.update(
+        {
+            "recipe": ck.get("recipe"),
+            "command": meta.get("command"),
+            "data": meta.get("data"),
+            "steps": ck.get("step"),
+            "options": meta.get("options", {}),
+        }
+    )
     sidecar.setdefault("metrics", {})[split] = evaluate_weights(out, data_root, split)
     atomic_write_text(side_path, json.dumps(sidecar, indent=2, default=str))
     return sidecar
@@ -123,13 +136,22 @@ GENERIC_OPTIONS = ("init", "photos", "fliprot")
 def check_options(recipe: Any, over: dict) -> None:
     """Refuse ``--option`` keys the recipe does not know (a typo would be recorded and silently
     ignored) and an ``init`` checkpoint that does not exist. Raises InputError (one line)."""
-    fields = set(recipe.__dataclass_fields__) - {"name", "make_data", "step_loss", "lr_fn",
-                                                 "setup", "options", "description"}
+    fields = set(recipe.__dataclass_fields__) - {
+        "name",
+        "make_data",
+        "step_loss",
+        "lr_fn",
+        "setup",
+        "options",
+        "description",
+    }
     known = fields | set(recipe.options) | set(GENERIC_OPTIONS)
     bad = sorted(set(over) - known)
     if bad:
-        raise InputError(f"--option {', '.join(bad)}: not an option of recipe {recipe.name} "
-                         f"(known: {', '.join(sorted(known))})")
+        raise InputError(
+            f"--option {', '.join(bad)}: not an option of recipe {recipe.name} "
+            f"(known: {', '.join(sorted(known))})"
+        )
     if "init" in over and not Path(str(over["init"])).is_file():
         raise InputError(f"--option init={over['init']}: checkpoint not found")
 
@@ -138,53 +160,106 @@ def _check_eval(eval_data: str, split: str) -> None:
     """``--eval SPLIT`` must be a folder of ``--eval_data`` or a split of the synthetic set
     (generated on first use); checked before training, not after it."""
     if not (Path(eval_data) / split).is_dir() and split not in ("train", "test"):
-        raise InputError(f"--eval {split}: no folder {Path(eval_data) / split} (the synthetic "
-                         "PhotoTour set has the splits train and test)")
+        raise InputError(
+            f"--eval {split}: no folder {Path(eval_data) / split} (the synthetic "
+            "PhotoTour set has the splits train and test)"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", required=True, choices=list_recipes(), help="recipe to train")
-    p.add_argument("--data", default=None, type=existing_dir,
-                   help="dataset root (default: the recipe's)")
+    p.add_argument(
+        "--data", default=None, type=existing_dir, help="dataset root (default: the recipe's)"
+    )
     p.add_argument("--train", default="train", help="split sub-folder to train on")
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="training steps (default: the recipe's)")
-    p.add_argument("--batch_size", type=positive_int, default=None,
-                   help="batch size (default: the recipe's)")
-    p.add_argument("--lr", type=positive_float, default=None,
-                   help="base learning rate (default: the recipe's)")
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps (default: the recipe's)"
+    )
+    p.add_argument(
+        "--batch_size", type=positive_int, default=None, help="batch size (default: the recipe's)"
+    )
+    p.add_argument(
+        "--lr", type=positive_float, default=None, help="base learning rate (default: the recipe's)"
+    )
     p.add_argument("--quick", action="store_true", help="CPU-sized defaults")
-    p.add_argument("--out", default=None, type=output_file,
-                   help="weights file (default outputs/train/<recipe>.pt; the shipped weights "
-                        "are replaced only by an explicit --out weights/<recipe>.pt)")
-    p.add_argument("--photos", default=None, metavar="DIR", type=existing_dir,
-                   help="folder of JPG/PNG photos (recursive) for the self-supervised pairs / "
-                        "bags (hndesc, sdb data=pairs, wlrn) instead of the bundled ones")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the training checkpoint <out>.ckpt at its step")
+    p.add_argument(
+        "--out",
+        default=None,
+        type=output_file,
+        help="weights file (default outputs/train/<recipe>.pt; the shipped weights "
+        "are replaced only by an explicit --out weights/<recipe>.pt)",
+    )
+    p.add_argument(
+        "--photos",
+        default=None,
+        metavar="DIR",
+        type=existing_dir,
+        help="folder of JPG/PNG photos (recursive) for the self-supervised pairs / "
+        "bags (hndesc, sdb data=pairs, wlrn) instead of the bundled ones",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the training checkpoint <out>.ckpt at its step",
+    )
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (default 0)")
-    p.add_argument("--ckpt_every", type=nonneg_int, default=500,
-                   help="write the training checkpoint every N steps (0: only at the end)")
-    p.add_argument("--device", default=None, type=device_arg,
-                   help="torch device (default: cuda if present, else cpu)")
-    p.add_argument("--eval", default=None, metavar="SPLIT",
-                   help="evaluate on this PhotoTour split after training (e.g. test)")
-    p.add_argument("--eval_data", default="datasets/phototour-synth",
-                   help="PhotoTour root holding the --eval split (whatever the training data)")
-    p.add_argument("--bags_data", default="datasets/bags-synth",
-                   help="wlrn: bags root whose test split (TEST photos) gives the bag-pair ROC-AUC")
-    p.add_argument("--variant", default=None, choices=["code", "paper"],
-                   help="wlrn: the released code's loss (default) or the paper's (beta = 20)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe option override (repeatable), value parsed as JSON if possible; "
-                        "init=PATH (any recipe) fine-tunes from a descriptor checkpoint")
-    p.add_argument("--arch_option", action="append", default=[], metavar="KEY=VALUE",
-                   help="architecture argument override (repeatable, JSON value), e.g. "
-                        "normalize=false for fracking's raw CNN3 output")
-    p.add_argument("--eval_only", action="store_true",
-                   help="do not train: evaluate the existing --out weights on --eval and "
-                        "(re)write the sidecar from the checkpoint's metadata")
+    p.add_argument(
+        "--ckpt_every",
+        type=nonneg_int,
+        default=500,
+        help="write the training checkpoint every N steps (0: only at the end)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        type=device_arg,
+        help="torch device (default: cuda if present, else cpu)",
+    )
+    p.add_argument(
+        "--eval",
+        default=None,
+        metavar="SPLIT",
+        help="evaluate on this PhotoTour split after training (e.g. test)",
+    )
+    p.add_argument(
+        "--eval_data",
+        default="datasets/phototour-synth",
+        help="PhotoTour root holding the --eval split (whatever the training data)",
+    )
+    p.add_argument(
+        "--bags_data",
+        default="datasets/bags-synth",
+        help="wlrn: bags root whose test split (TEST photos) gives the bag-pair ROC-AUC",
+    )
+    p.add_argument(
+        "--variant",
+        default=None,
+        choices=["code", "paper"],
+        help="wlrn: the released code's loss (default) or the paper's (beta = 20)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe option override (repeatable), value parsed as JSON if possible; "
+        "init=PATH (any recipe) fine-tunes from a descriptor checkpoint",
+    )
+    p.add_argument(
+        "--arch_option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="architecture argument override (repeatable, JSON value), e.g. "
+        "normalize=false for fracking's raw CNN3 output",
+    )
+    p.add_argument(
+        "--eval_only",
+        action="store_true",
+        help="do not train: evaluate the existing --out weights on --eval and "
+        "(re)write the sidecar from the checkpoint's metadata",
+    )
     args = p.parse_args(argv)
     setup_logging()
     with cli_errors("pipelines.train"):
@@ -205,6 +280,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
     check_options(recipe, over)
     if args.photos is not None:
         from descriptors.data.pairs import find_photos
+
         find_photos(args.photos)
         over["photos"] = str(Path(args.photos).expanduser())
     if over:
@@ -212,6 +288,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
     arch_over = _key_values(p, "--arch_option", args.arch_option)
     if arch_over:
         from dataclasses import replace
+
         recipe = replace(recipe, arch_kwargs={**recipe.arch_kwargs, **arch_over})
     data_root = Path(args.data or recipe.default_data)
     out = Path(args.out) if args.out else default_out(args.recipe)
@@ -225,25 +302,50 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
         return sidecar
     if args.resume:
         check_resume(out.with_name(out.name + ".ckpt"), recipe)
-    command = "python -m pipelines.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    res = train(recipe, data_root, out, split=args.train, steps=args.steps, seed=args.seed,
-                resume=args.resume, device=args.device, ckpt_every=args.ckpt_every,
-                meta={"command": command})
+    command = "python -m pipelines.train " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    res = train(
+        recipe,
+        data_root,
+        out,
+        split=args.train,
+        steps=args.steps,
+        seed=args.seed,
+        resume=args.resume,
+        device=args.device,
+        ckpt_every=args.ckpt_every,
+        meta={"command": command},
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return res
-    sidecar = {"recipe": args.recipe, "command": command, "data": str(data_root / args.train),
-               "quick": args.quick, "options": {k: v for k, v in recipe.options.items()
-                                                if isinstance(v, (int, float, str, bool))},
-               "lr": recipe.lr, "optimizer": recipe.optimizer, **res}
+    sidecar = {
+        "recipe": args.recipe,
+        "command": command,
+        "data": str(data_root / args.train),
+        "quick": args.quick,
+        "options": {
+            k: v for k, v in recipe.options.items() if isinstance(v, (int, float, str, bool))
+        },
+        "lr": recipe.lr,
+        "optimizer": recipe.optimizer,
+        **res,
+    }
     if args.eval:
         eval_root = Path(args.eval_data)
         sidecar["metrics"] = {args.eval: evaluate_weights(out, eval_root, args.eval)}
         sidecar["eval_data"] = str(eval_root / args.eval)
-        print(f"{args.recipe} on {eval_root / args.eval}: " +
-              ", ".join(f"{k}={v:.4f}" for k, v in sidecar["metrics"][args.eval].items()
-                        if isinstance(v, float)))
+        print(
+            f"{args.recipe} on {eval_root / args.eval}: "
+            + ", ".join(
+                f"{k}={v:.4f}"
+                for k, v in sidecar["metrics"][args.eval].items()
+                if isinstance(v, float)
+            )
+        )
         if args.recipe == "wlrn":
             from descriptors.recipe_defs.wlrn import heldout_bag_auc
+
             # always the TEST-photo bags: another --eval split name (e.g. fountain-P11) would
             # make ensure_bags generate bags of the TRAIN photos under that name
             sidecar["metrics"]["bags"] = heldout_bag_auc(out, Path(args.bags_data), "test")

@@ -26,6 +26,7 @@ builds a Brown patch set from the dataset's DATABASE images and reference poses 
 ``weights/<recipe>.pt`` on it, relocalizes with the fine-tuned descriptor, and prints its recall
 table next to the generic (shipped) descriptor's and RootSIFT's on the same dataset.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,11 +57,19 @@ from pipelines import aachen
 logger = logging.getLogger(__name__)
 
 
-def run(recipe: str, steps: int | None = None, quick: bool = False,
-        data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-        dataset: str | os.PathLike | None = None,
-        outputs: str | os.PathLike = "outputs/train_and_localize", seed: int = 0,
-        resume: bool = False, device: str | None = None, **loc_conf: Any) -> dict:
+def run(
+    recipe: str,
+    steps: int | None = None,
+    quick: bool = False,
+    data: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    dataset: str | os.PathLike | None = None,
+    outputs: str | os.PathLike = "outputs/train_and_localize",
+    seed: int = 0,
+    resume: bool = False,
+    device: str | None = None,
+    **loc_conf: Any,
+) -> dict:
     """Train ``recipe`` then run the Aachen pipeline with the checkpoint.
 
     Args:
@@ -77,16 +86,23 @@ def run(recipe: str, steps: int | None = None, quick: bool = False,
     ckpt = Path(out) if out is not None else outputs / f"{recipe}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tr = train(recipe, data, ckpt, steps=steps, seed=seed, resume=resume, device=device,
-               quick=quick)
+    tr = train(
+        recipe, data, ckpt, steps=steps, seed=seed, resume=resume, device=device, quick=quick
+    )
     train_s = time.perf_counter() - t0
     if not ckpt.is_file():
         raise RuntimeError(f"training of {recipe} finished but wrote no checkpoint at {ckpt}")
     loc = aachen.run(str(ckpt), dataset, outputs, device=device, **loc_conf)
-    summary = {"recipe": recipe, "checkpoint": str(ckpt), "train_seconds": train_s,
-               "train": tr, "localization": loc}
-    atomic_write_text(outputs / f"{recipe}_summary.json",
-                      json.dumps(summary, indent=2, default=str))
+    summary = {
+        "recipe": recipe,
+        "checkpoint": str(ckpt),
+        "train_seconds": train_s,
+        "train": tr,
+        "localization": loc,
+    }
+    atomic_write_text(
+        outputs / f"{recipe}_summary.json", json.dumps(summary, indent=2, default=str)
+    )
     return summary
 
 
@@ -94,11 +110,18 @@ FROM_MAP_RECIPES = ("hardnet",)
 FROM_MAP_STEPS = 300
 
 
-def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
-                 outputs: str | os.PathLike = "outputs/train_and_localize",
-                 steps: int | None = None, seed: int = 0, device: str | None = None,
-                 patch_conf: dict | str = "default", synthetic: str = "default",
-                 baselines: tuple[str, ...] = ("rootsift",), **loc_conf: Any) -> dict:
+def run_from_map(
+    recipe: str,
+    dataset: str | os.PathLike | None = None,
+    outputs: str | os.PathLike = "outputs/train_and_localize",
+    steps: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    patch_conf: dict | str = "default",
+    synthetic: str = "default",
+    baselines: tuple[str, ...] = ("rootsift",),
+    **loc_conf: Any,
+) -> dict:
     """Fine-tune ``recipe``'s shipped weights on patches of the map, then relocalize.
 
     Returns:
@@ -112,8 +135,10 @@ def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
     from localize.data.aachen import read_aachen
 
     if recipe not in FROM_MAP_RECIPES:
-        raise ValueError(f"--from-map fine-tunes a recipe trained on PhotoTour patches "
-                         f"({', '.join(FROM_MAP_RECIPES)}), not {recipe!r}")
+        raise ValueError(
+            f"--from-map fine-tunes a recipe trained on PhotoTour patches "
+            f"({', '.join(FROM_MAP_RECIPES)}), not {recipe!r}"
+        )
     shipped = weights_path(recipe)
     if not shipped.is_file():
         raise FileNotFoundError(f"--from-map fine-tunes the shipped weights, {shipped} is missing")
@@ -130,25 +155,40 @@ def run_from_map(recipe: str, dataset: str | os.PathLike | None = None,
     patch_root = outputs / f"{recipe}-map-patches"
     summary_file = patch_root / "map" / "summary.json"
     patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    if patches.get("images") != str(image_dir) or \
-            set(patches.get("view_ids", {})) != set(db_names):
-        patches = make_patches.build(patch_conf, image_dir, patch_root / "map",
-                                     reference=model, names=db_names)
+    if patches.get("images") != str(image_dir) or set(patches.get("view_ids", {})) != set(db_names):
+        patches = make_patches.build(
+            patch_conf, image_dir, patch_root / "map", reference=model, names=db_names
+        )
     ckpt = outputs / f"{recipe}-from-map.pt"
     r = get_recipe(recipe, quick=True).with_options(init=str(shipped))
     t0 = time.perf_counter()
-    tr = train(r, patch_root, ckpt, split="map", steps=steps or FROM_MAP_STEPS, seed=seed,
-               device=device, meta={"from_map": str(root), "init": str(shipped)})
+    tr = train(
+        r,
+        patch_root,
+        ckpt,
+        split="map",
+        steps=steps or FROM_MAP_STEPS,
+        seed=seed,
+        device=device,
+        meta={"from_map": str(root), "init": str(shipped)},
+    )
     train_s = time.perf_counter() - t0
     rows = {}
     if sfm_map is None:  # an SfM map has no queries: training only
         for f in (str(ckpt), recipe, *baselines):
-            rows[aachen.features_tag(f)] = aachen.run(f, root, outputs, device=device,
-                                                      **loc_conf)
-    out = {"recipe": recipe, "dataset": str(root), "patches": patches, "checkpoint": str(ckpt),
-           "train_seconds": train_s, "train": tr, "rows": rows}
-    atomic_write_text(outputs / f"{recipe}_from_map_summary.json",
-                      json.dumps(out, indent=2, default=str))
+            rows[aachen.features_tag(f)] = aachen.run(f, root, outputs, device=device, **loc_conf)
+    out = {
+        "recipe": recipe,
+        "dataset": str(root),
+        "patches": patches,
+        "checkpoint": str(ckpt),
+        "train_seconds": train_s,
+        "train": tr,
+        "rows": rows,
+    }
+    atomic_write_text(
+        outputs / f"{recipe}_from_map_summary.json", json.dumps(out, indent=2, default=str)
+    )
     return out
 
 
@@ -160,6 +200,7 @@ def _sfm_map(dataset: str | os.PathLike | None) -> tuple[Path, Path] | None:
     p = Path(dataset)
     if (p.is_dir() and p.name.startswith("sfm-")) or (p.is_file() and p.suffix == ".json"):
         from pipelines.sfm import map_paths
+
         return map_paths(p)
     return None
 
@@ -175,52 +216,100 @@ def _train_line(tr: dict, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", required=True, choices=list_recipes(),
-                   help="training recipe (hardnet, hndesc, sdb, wlrn, fracking)")
-    p.add_argument("--steps", type=positive_int, default=None,
-                   help="training steps (default: the recipe's)")
+    p.add_argument(
+        "--recipe",
+        required=True,
+        choices=list_recipes(),
+        help="training recipe (hardnet, hndesc, sdb, wlrn, fracking)",
+    )
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps (default: the recipe's)"
+    )
     p.add_argument("--quick", action="store_true", help="CPU-sized training defaults")
-    p.add_argument("--data", default=None, type=existing_dir,
-                   help="training data root (default: the recipe's)")
-    p.add_argument("--out", default=None, type=output_file,
-                   help="checkpoint path (default <outputs>/<recipe>.pt)")
+    p.add_argument(
+        "--data", default=None, type=existing_dir, help="training data root (default: the recipe's)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        type=output_file,
+        help="checkpoint path (default <outputs>/<recipe>.pt)",
+    )
     p.add_argument("--seed", type=nonneg_int, default=0, help="training seed")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    p.add_argument("--device", default=None, type=device_arg,
-                   help="torch device (default: cuda if available)")
-    p.add_argument("--dataset", default=None,
-                   help="Aachen-layout root (default: datasets/aachen_v1.1 if present, else the "
-                        "synthetic scene); with --from-map also a pipelines.sfm map (its sfm-* "
-                        "folder or results-*.json)")
-    p.add_argument("--outputs", default="outputs/train_and_localize", type=output_dir,
-                   help="output root of the pipeline runs")
-    p.add_argument("--num_covis", type=positive_int, default=aachen.default_conf["num_covis"],
-                   help="db-db pairs per db image for triangulation")
-    p.add_argument("--num_loc", type=positive_int, default=aachen.default_conf["num_loc"],
-                   help="retrieved db images per query")
-    p.add_argument("--max_keypoints", type=positive_int, default=None,
-                   help="DoG keypoints per image")
-    p.add_argument("--from-map", dest="from_map", action="store_true",
-                   help="build training patches from the dataset's database images + reference "
-                        "poses and fine-tune the shipped weights on them")
-    p.add_argument("--synthetic", default="default", choices=sorted(SYNTHETIC_PRESETS),
-                   help="synthetic scene preset used when --dataset does not exist")
+    p.add_argument(
+        "--device", default=None, type=device_arg, help="torch device (default: cuda if available)"
+    )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="Aachen-layout root (default: datasets/aachen_v1.1 if present, else the "
+        "synthetic scene); with --from-map also a pipelines.sfm map (its sfm-* "
+        "folder or results-*.json)",
+    )
+    p.add_argument(
+        "--outputs",
+        default="outputs/train_and_localize",
+        type=output_dir,
+        help="output root of the pipeline runs",
+    )
+    p.add_argument(
+        "--num_covis",
+        type=positive_int,
+        default=aachen.default_conf["num_covis"],
+        help="db-db pairs per db image for triangulation",
+    )
+    p.add_argument(
+        "--num_loc",
+        type=positive_int,
+        default=aachen.default_conf["num_loc"],
+        help="retrieved db images per query",
+    )
+    p.add_argument(
+        "--max_keypoints", type=positive_int, default=None, help="DoG keypoints per image"
+    )
+    p.add_argument(
+        "--from-map",
+        dest="from_map",
+        action="store_true",
+        help="build training patches from the dataset's database images + reference "
+        "poses and fine-tune the shipped weights on them",
+    )
+    p.add_argument(
+        "--synthetic",
+        default="default",
+        choices=sorted(SYNTHETIC_PRESETS),
+        help="synthetic scene preset used when --dataset does not exist",
+    )
     p.add_argument("--verbose", action="store_true", help="keep COLMAP's INFO log lines")
     args = p.parse_args(argv)
     setup_logging()
     colmap.set_verbose(args.verbose)
     if args.from_map:
         with cli_errors("pipelines.train_and_localize"):
-            s = run_from_map(args.recipe, args.dataset, args.outputs, steps=args.steps,
-                             seed=args.seed, device=args.device, synthetic=args.synthetic,
-                             num_covis=args.num_covis, num_loc=args.num_loc,
-                             max_keypoints=args.max_keypoints)
+            s = run_from_map(
+                args.recipe,
+                args.dataset,
+                args.outputs,
+                steps=args.steps,
+                seed=args.seed,
+                device=args.device,
+                synthetic=args.synthetic,
+                num_covis=args.num_covis,
+                num_loc=args.num_loc,
+                max_keypoints=args.max_keypoints,
+            )
         from localize import evaluate as ev
+
         pt = s["patches"]
-        print(f"== map patches: {pt['views']} database views, {pt['tracks']} tracks, "
-              f"{pt['patches']} patches, track length {pt['track_length_mean']:.2f}")
-        print(f"== fine-tuned {args.recipe} from its shipped weights -> {s['checkpoint']} "
-              f"({s['train_seconds']:.1f} s): {_train_line(s['train'], s['train_seconds'])}")
+        print(
+            f"== map patches: {pt['views']} database views, {pt['tracks']} tracks, "
+            f"{pt['patches']} patches, track length {pt['track_length_mean']:.2f}"
+        )
+        print(
+            f"== fine-tuned {args.recipe} from its shipped weights -> {s['checkpoint']} "
+            f"({s['train_seconds']:.1f} s): {_train_line(s['train'], s['train_seconds'])}"
+        )
         evals = {k: v["evaluation"] for k, v in s["rows"].items() if v["evaluation"]}
         if evals:
             print(ev.format_table(evals))
@@ -229,14 +318,29 @@ def main(argv: list[str] | None = None) -> dict:
                 aachen.print_summary(v)
         return s
     with cli_errors("pipelines.train_and_localize"):
-        s = run(args.recipe, steps=args.steps, quick=args.quick, data=args.data, out=args.out,
-                dataset=args.dataset, outputs=args.outputs, seed=args.seed, resume=args.resume,
-                device=args.device, num_covis=args.num_covis, num_loc=args.num_loc,
-                max_keypoints=args.max_keypoints)
-    print(f"== training {args.recipe} -> {s['checkpoint']} "
-          f"({s['train_seconds']:.1f} s): {_train_line(s['train'], s['train_seconds'])}")
-    print("   command: python -m pipelines.train_and_localize "
-          + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
+        s = run(
+            args.recipe,
+            steps=args.steps,
+            quick=args.quick,
+            data=args.data,
+            out=args.out,
+            dataset=args.dataset,
+            outputs=args.outputs,
+            seed=args.seed,
+            resume=args.resume,
+            device=args.device,
+            num_covis=args.num_covis,
+            num_loc=args.num_loc,
+            max_keypoints=args.max_keypoints,
+        )
+    print(
+        f"== training {args.recipe} -> {s['checkpoint']} "
+        f"({s['train_seconds']:.1f} s): {_train_line(s['train'], s['train_seconds'])}"
+    )
+    print(
+        "   command: python -m pipelines.train_and_localize "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    )
     print("== localization")
     aachen.print_summary(s["localization"])
     return s

@@ -20,6 +20,7 @@ smoke run: ``--steps 2 --batch_size 32 --device cpu --sequences graffiti``). Not
 ``weights/`` is touched: copy a checkpoint there only if it beats the shipped one on the real
 benchmark.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ from descriptors.util import atomic_write_text, setup_logging
 logger = logging.getLogger("weights_gpu")
 
 #: steps per recipe at the full published batch (about 12 min for all five on one H100, estimated)
-GPU_STEPS: dict[str, int] = {"hardnet": 3000, "sdb": 1500, "hndesc": 1000, "fracking": 3000,
-                             "wlrn": 2000}
+GPU_STEPS: dict[str, int] = {
+    "hardnet": 3000,
+    "sdb": 1500,
+    "hndesc": 1000,
+    "fracking": 3000,
+    "wlrn": 2000,
+}
 #: per-recipe ``--option`` overrides: hndesc's pool is refilled more slowly so the CPU pair
 #: rendering (~0.2 s per pair) does not starve the GPU
 GPU_OPTIONS: dict[str, list[str]] = {
@@ -71,14 +77,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--photos", type=Path, default=None, help="photo folder (default: see doc)")
     p.add_argument("--out", type=Path, default=Path("outputs/weights-gpu"))
     p.add_argument("--steps", type=int, default=None, help="override every recipe's steps")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="override every recipe's batch size (CPU smoke runs only)")
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="override every recipe's batch size (CPU smoke runs only)",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     p.add_argument("--recipes", nargs="*", default=list(GPU_STEPS), choices=list(GPU_STEPS))
     p.add_argument("--sequences", nargs="*", default=None, help="real_matching sequences")
     args = p.parse_args(argv)
     setup_logging()
     from pipelines import train as train_cli
+
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     import real_matching
 
@@ -86,19 +97,32 @@ def main(argv: list[str] | None = None) -> dict:
     sets = patch_sets(args.patches)
     brown = link_folder(out / "patches", {d.name: d for d in sets})
     single = next((d for d in sets if d.name.startswith("entry-P10")), sets[0])
-    photos = args.photos or link_folder(out / "photos", {
-        "opencv": args.shared / "photos", "entry-P10": args.shared / "strecha/entry-P10/images",
-        **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))}})
+    photos = args.photos or link_folder(
+        out / "photos",
+        {
+            "opencv": args.shared / "photos",
+            "entry-P10": args.shared / "strecha/entry-P10/images",
+            **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))},
+        },
+    )
     summary: dict = {"patch_sets": [d.name for d in sets], "photos": str(photos), "runs": {}}
     for name in args.recipes:
         steps = args.steps or GPU_STEPS[name]
-        argv_r = ["--recipe", name, "--steps", str(steps), "--out", str(out / f"{name}.pt"),
-                  "--ckpt_every", "0"]
+        argv_r = [
+            "--recipe",
+            name,
+            "--steps",
+            str(steps),
+            "--out",
+            str(out / f"{name}.pt"),
+            "--ckpt_every",
+            "0",
+        ]
         if name in ("hardnet", "sdb"):
             argv_r += ["--data", str(brown), "--train", ""]
-        elif name == "fracking":               # reads one Brown folder
+        elif name == "fracking":  # reads one Brown folder
             argv_r += ["--data", str(single), "--train", ""]
-        else:                                  # hndesc, wlrn: self-supervised from photos
+        else:  # hndesc, wlrn: self-supervised from photos
             argv_r += ["--photos", str(photos)]
         for o in GPU_OPTIONS.get(name, []):
             argv_r += ["--option", o]
@@ -108,12 +132,25 @@ def main(argv: list[str] | None = None) -> dict:
             argv_r += ["--device", args.device]
         t0 = time.time()
         res = train_cli.main(argv_r)
-        summary["runs"][name] = {"steps": steps, "seconds": round(time.time() - t0, 1),
-                                 "command": res.get("command")}
+        summary["runs"][name] = {
+            "steps": steps,
+            "seconds": round(time.time() - t0, 1),
+            "command": res.get("command"),
+        }
         logger.info("%s: %d steps in %.0f s", name, steps, time.time() - t0)
     rows = [str(out / f"{n}.pt") for n in args.recipes]
-    rm_argv = ["--shared", str(args.shared), "--only", "sift", "rootsift", *args.recipes,
-               "--features", *rows, "--out", str(out / "real_matching")]
+    rm_argv = [
+        "--shared",
+        str(args.shared),
+        "--only",
+        "sift",
+        "rootsift",
+        *args.recipes,
+        "--features",
+        *rows,
+        "--out",
+        str(out / "real_matching"),
+    ]
     if args.sequences:
         rm_argv += ["--sequences", *args.sequences]
     results = real_matching.main(rm_argv)
@@ -121,8 +158,10 @@ def main(argv: list[str] | None = None) -> dict:
     summary["real_matching"] = results
     summary["seconds_total"] = round(sum(r["seconds"] for r in summary["runs"].values()), 1)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    print(f"weights_gpu: trained {', '.join(args.recipes)} in {summary['seconds_total']} s; "
-          f"table in {out / 'real_matching.txt'}")
+    print(
+        f"weights_gpu: trained {', '.join(args.recipes)} in {summary['seconds_total']} s; "
+        f"table in {out / 'real_matching.txt'}"
+    )
     return summary
 
 

@@ -4,6 +4,7 @@ Scene: 18 database views + 9 queries (6 day, 3 night), 480x360, generated into p
 plus one BLANK day query (no keypoints, no ground truth) to exercise the zero-keypoint path
 through extraction, retrieval, matching and localization.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ CONF = dict(max_keypoints=1024, num_covis=10, num_loc=8)
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("aachen") / "synth"
-    write_synthetic_aachen(root, n_db=18, n_query=9, night_fraction=1 / 3, width=480,
-                           height=360, seed=0)
+    write_synthetic_aachen(
+        root, n_db=18, n_query=9, night_fraction=1 / 3, width=480, height=360, seed=0
+    )
     cv2.imwrite(str(root / "images_upright" / BLANK), np.full((360, 480, 3), 127, np.uint8))
     day = root / "queries" / "day_time_queries_with_intrinsics.txt"
     first = day.read_text().splitlines()[0].split()
@@ -62,8 +64,7 @@ def _check_run(s: dict, scene: Path, min_day_recall: float = 0.8) -> None:
     assert night["recall"][-1] > 0, s["table"]
     # results list every query (incl. the blank one), basenames, 8 fields
     lines = Path(s["results_path"]).read_text().splitlines()
-    assert sorted(ln.split()[0] for ln in lines) == sorted(Path(n).name
-                                                           for n in data.query_names)
+    assert sorted(ln.split()[0] for ln in lines) == sorted(Path(n).name for n in data.query_names)
     assert all(len(ln.split(" ")) == 8 for ln in lines)
     logs = json.loads(Path(s["logs_path"]).read_text())
     assert logs["loc"][BLANK]["reason"] == "query has 0 keypoints"
@@ -84,9 +85,24 @@ def test_pipeline_sift(scene, tmp_path_factory):
     _check_run(s, scene)
     # the CLI on the same outputs reuses features / matches (fingerprint unchanged)
     mtime = (out / "sift" / "features.h5").stat().st_mtime_ns
-    s2 = aachen.main(["--features", "sift", "--dataset", str(scene), "--outputs", str(out),
-                      "--max_keypoints", "1024", "--num_covis", "10", "--num_loc", "8",
-                      "--viz", "2"])
+    s2 = aachen.main(
+        [
+            "--features",
+            "sift",
+            "--dataset",
+            str(scene),
+            "--outputs",
+            str(out),
+            "--max_keypoints",
+            "1024",
+            "--num_covis",
+            "10",
+            "--num_loc",
+            "8",
+            "--viz",
+            "2",
+        ]
+    )
     assert (out / "sift" / "features.h5").stat().st_mtime_ns == mtime
     assert s2["evaluation"]["conditions"]["day"]["recall"][0] >= 0.8
     # --viz 2: the two best pairs' matches and keypoints, two day, two night and the failed
@@ -96,16 +112,19 @@ def test_pipeline_sift(scene, tmp_path_factory):
     assert len([f for f in pngs if f.name.startswith("keypoints_")]) == 2
     groups = [f.name.split("_")[1] for f in pngs if f.name.startswith("loc_")]
     assert groups.count("day") == groups.count("night") == 2 and "failed" in groups
-    assert all(f.parent == out / "sift" / "viz" and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-               for f in pngs)
+    assert all(
+        f.parent == out / "sift" / "viz" and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for f in pngs
+    )
 
 
 def test_pipeline_hardnet(scene, tmp_path_factory):
     w = ROOT / "weights" / "hardnet.pt"
     assert w.is_file(), f"shipped weights {w} are missing"
     # 512 keypoints: the CNN on CPU costs ~2-3 CPU s per 1024 patches; keeps the file in budget
-    s = aachen.run("hardnet", scene, tmp_path_factory.mktemp("out_hn"),
-                   **{**CONF, "max_keypoints": 512})
+    s = aachen.run(
+        "hardnet", scene, tmp_path_factory.mktemp("out_hn"), **{**CONF, "max_keypoints": 512}
+    )
     _check_run(s, scene)
 
 
@@ -118,11 +137,23 @@ def test_train_on_the_map_uses_database_views_only(scene, tmp_path):
     """--from-map: patches from db images + reference poses only; fine-tuned from the shipped
     weights; the fine-tuned and generic descriptors both relocalize the queries."""
     from pipelines import train_and_localize as tl
+
     assert (ROOT / "weights" / "hardnet.pt").is_file(), "shipped weights/hardnet.pt are missing"
-    s = tl.run_from_map("hardnet", scene, tmp_path, steps=3, baselines=(),
-                        patch_conf={"resize_max": 480, "max_keypoints": 800,
-                                    "min_tri_angle_deg": 1.0, "max_pairs": 2000},
-                        max_keypoints=512, num_covis=10)
+    s = tl.run_from_map(
+        "hardnet",
+        scene,
+        tmp_path,
+        steps=3,
+        baselines=(),
+        patch_conf={
+            "resize_max": 480,
+            "max_keypoints": 800,
+            "min_tri_angle_deg": 1.0,
+            "max_pairs": 2000,
+        },
+        max_keypoints=512,
+        num_covis=10,
+    )
     data = read_aachen(scene)
     assert set(s["patches"]["view_ids"]) <= set(data.db_names)
     assert not set(s["patches"]["view_ids"]) & set(data.query_names)

@@ -1,4 +1,5 @@
 """Checkpoints hold tensors and plain data only and are read with ``weights_only=True``."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,16 @@ import pytest
 import torch
 
 from descriptors import registry
-from descriptors.models import (CheckpointError, atomic_torch_save, build_model, load_checkpoint,
-                                read_checkpoint, safe_torch_load, save_checkpoint, to_safe)
+from descriptors.models import (
+    CheckpointError,
+    atomic_torch_save,
+    build_model,
+    load_checkpoint,
+    read_checkpoint,
+    safe_torch_load,
+    save_checkpoint,
+    to_safe,
+)
 from descriptors.recipe_defs.hardnet import triplet_step
 from descriptors.recipes import Recipe
 from descriptors.train import train
@@ -32,8 +41,17 @@ class _WritesMarker:
 def _evil_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"arch": "l2net", "arch_kwargs": {}, "state_dict": {}, "recipe": "hardnet",
-                "step": 0, "meta": {"x": _WritesMarker(str(marker))}}, path)
+    torch.save(
+        {
+            "arch": "l2net",
+            "arch_kwargs": {},
+            "state_dict": {},
+            "recipe": "hardnet",
+            "step": 0,
+            "meta": {"x": _WritesMarker(str(marker))},
+        },
+        path,
+    )
     # sanity: the payload really does fire under a plain unpickler
     with open(tmp_path / "probe.pkl", "wb") as f:
         pickle.dump(_WritesMarker(str(tmp_path / "probe")), f)
@@ -58,6 +76,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
 def test_shipped_weights_load_weights_only():
     """weights/<recipe>.pt are committed for every recipe and load with weights_only=True."""
     from descriptors.recipes import list_recipes
+
     for name in list_recipes():
         assert registry.weights_path(name).is_file(), f"missing shipped weights for {name}"
     for name in registry.available():
@@ -72,8 +91,14 @@ def test_shipped_weights_load_weights_only():
 
 
 def test_to_safe_converts_numpy_device_paths_and_refuses_objects(tmp_path):
-    obj = {"a": np.arange(3, dtype=np.float32), "b": np.float64(2.5), "c": torch.device("cpu"),
-           "d": Path("x/y"), "e": [1, (2, None)], "f": {"g": torch.ones(2)}}
+    obj = {
+        "a": np.arange(3, dtype=np.float32),
+        "b": np.float64(2.5),
+        "c": torch.device("cpu"),
+        "d": Path("x/y"),
+        "e": [1, (2, None)],
+        "f": {"g": torch.ones(2)},
+    }
     out = tmp_path / "ok.pt"
     atomic_torch_save(obj, out)
     back = safe_torch_load(out)
@@ -91,8 +116,9 @@ def test_to_safe_converts_numpy_device_paths_and_refuses_objects(tmp_path):
 
 def test_state_dict_metadata_survives(tmp_path):
     m = build_model("l2net").eval()
-    path = save_checkpoint(tmp_path / "w.pt", m, "l2net", {"dim": 128}, "hardnet", 3,
-                           meta={"arr": np.ones(2)})
+    path = save_checkpoint(
+        tmp_path / "w.pt", m, "l2net", {"dim": 128}, "hardnet", 3, meta={"arr": np.ones(2)}
+    )
     m2, ck = load_checkpoint(path)
     x = torch.rand(2, 1, 32, 32)
     assert torch.allclose(m(x), m2(x), atol=1e-6)
@@ -119,20 +145,35 @@ def _setup(model, recipe, data_dir, state):
 
 def test_training_checkpoint_round_trips_weights_only(tmp_path):
     torch.set_num_threads(1)
-    recipe = Recipe(name="hardnet", make_data=_toy_data, step_loss=triplet_step, steps=4,
-                    batch_size=8, lr=0.01, optimizer="adam", setup=_setup,
-                    options={"margin": 1.0, "anchor_swap": True})
+    recipe = Recipe(
+        name="hardnet",
+        make_data=_toy_data,
+        step_loss=triplet_step,
+        steps=4,
+        batch_size=8,
+        lr=0.01,
+        optimizer="adam",
+        setup=_setup,
+        options={"margin": 1.0, "anchor_swap": True},
+    )
     out = tmp_path / "r.pt"
     train(recipe, tmp_path, out, split="", progress=False, ckpt_every=2, device="cpu")
-    ck = read_checkpoint(str(out) + ".ckpt")          # weights_only=True inside
+    ck = read_checkpoint(str(out) + ".ckpt")  # weights_only=True inside
     assert ck["step"] == 4 and len(ck["history"]) == 4
     rs = ck["recipe_state"]
     assert torch.equal(rs["stats"], torch.tensor([0.5, 0.25], dtype=torch.float64))
     assert rs["scale"] == 2.0 and rs["pair"] == (1, "a")
     assert set(rs["ema"]) == {k for k, _ in build_model("l2net").named_parameters()}
     assert ck["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
-    res = train(recipe.with_options(steps=6), tmp_path, out, split="", progress=False,
-                resume=True, device="cpu")
+    res = train(
+        recipe.with_options(steps=6),
+        tmp_path,
+        out,
+        split="",
+        progress=False,
+        resume=True,
+        device="cpu",
+    )
     assert res["start_step"] == 4 and res["steps"] == 6
     assert read_checkpoint(str(out) + ".ckpt")["step"] == 6
     assert os.path.getsize(out) > 0 and load_checkpoint(out)[1]["step"] == 6

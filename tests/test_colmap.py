@@ -1,5 +1,6 @@
 """localize.colmap (pycolmap adapter) and localize.colmap_model (model files read by hand):
 query lists, models, database + triangulation, absolute pose."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from localize import colmap, colmap_model, geometry
-from localize.data import render as rnd, scene as scn
+from localize.data import render as rnd
+from localize.data import scene as scn
 from localize.geometry import pose_error, rigid_to_qt, rotmat_to_qvec
 
 
@@ -24,10 +26,13 @@ def test_parse_query_list_real_format(tmp_path: Path):
         "query/night/nexus5x/IMG_20161227_000000.jpg SIMPLE_RADIAL 1600 1200 1400.5 800 600 "
         "0.0123\n"
         "query/day/milestone/2010-10-30_17-47-25_73.jpg SIMPLE_RADIAL 1600 1200 1469.2 800 600 "
-        "-0.0353\n")
+        "-0.0353\n"
+    )
     out = colmap.parse_query_list(p)
-    assert [n for n, _ in out] == ["query/night/nexus5x/IMG_20161227_000000.jpg",
-                                   "query/day/milestone/2010-10-30_17-47-25_73.jpg"]
+    assert [n for n, _ in out] == [
+        "query/night/nexus5x/IMG_20161227_000000.jpg",
+        "query/day/milestone/2010-10-30_17-47-25_73.jpg",
+    ]
     cam = out[0][1]
     assert cam.model.name == "SIMPLE_RADIAL" and (cam.width, cam.height) == (1600, 1200)
     assert np.allclose(cam.params, [1400.5, 800, 600, 0.0123])
@@ -46,13 +51,14 @@ def test_parse_query_list_real_format(tmp_path: Path):
 # Absolute pose
 # ------------------------------------------------------------------------------------------
 def _random_pose_problem(rng, n, outlier_frac=0.2):
-    cam = colmap.camera_from_dict(dict(model="SIMPLE_RADIAL", width=640, height=480,
-                                       params=[520.0, 320.0, 240.0, 0.0]))
+    cam = colmap.camera_from_dict(
+        dict(model="SIMPLE_RADIAL", width=640, height=480, params=[520.0, 320.0, 240.0, 0.0])
+    )
     R, t = rnd.look_at((1.0, -1.6, -2.0), 20.0, 5.0, 2.0)
     Xc = rng.uniform([-6, -4, 5], [6, 4, 30], size=(n, 3))
-    Xw = (Xc - t) @ R                                   # R^T (Xc - t)
+    Xw = (Xc - t) @ R  # R^T (Xc - t)
     uv_colmap = np.asarray(cam.img_from_cam(Xc))
-    uv = uv_colmap - 0.5 + rng.normal(0, 0.3, (n, 2))   # hloc coords + detection noise
+    uv = uv_colmap - 0.5 + rng.normal(0, 0.3, (n, 2))  # hloc coords + detection noise
     n_out = int(n * outlier_frac)
     uv[:n_out] = rng.uniform([0, 0], [640, 480], size=(n_out, 2))
     return cam, R, t, uv, Xw, n_out
@@ -70,7 +76,7 @@ def test_estimate_absolute_pose():
     q, tt = rigid_to_qt(res["cam_from_world"])
     assert np.allclose(q, res["qvec_wxyz"]) and np.allclose(tt, res["tvec"])
     # too few correspondences: no exception, a reason
-    res3, why3 = colmap.estimate_absolute_pose(uv[n_out:n_out + 3], Xw[n_out:n_out + 3], cam)
+    res3, why3 = colmap.estimate_absolute_pose(uv[n_out : n_out + 3], Xw[n_out : n_out + 3], cam)
     assert res3 is None and "3" in why3
     res0, why0 = colmap.estimate_absolute_pose(np.zeros((0, 2)), np.zeros((0, 3)), cam)
     assert res0 is None and why0
@@ -81,13 +87,21 @@ def test_estimate_absolute_pose():
 # ------------------------------------------------------------------------------------------
 def test_reference_model_round_trip(tmp_path: Path):
     rng = np.random.default_rng(2)
-    cams = [dict(model="SIMPLE_RADIAL", width=640, height=480, params=[500, 320, 240, 0.0]),
-            dict(model="PINHOLE", width=800, height=600, params=[600, 610, 400, 300])]
+    cams = [
+        dict(model="SIMPLE_RADIAL", width=640, height=480, params=[500, 320, 240, 0.0]),
+        dict(model="PINHOLE", width=800, height=600, params=[600, 610, 400, 300]),
+    ]
     ims = []
     for i in range(5):
         q = rng.normal(size=4)
-        ims.append(dict(name=f"db/{i + 1}.jpg", camera_idx=i % 2, qvec_wxyz=q / np.linalg.norm(q),
-                        tvec=rng.normal(size=3)))
+        ims.append(
+            dict(
+                name=f"db/{i + 1}.jpg",
+                camera_idx=i % 2,
+                qvec_wxyz=q / np.linalg.norm(q),
+                tvec=rng.normal(size=3),
+            )
+        )
     out = colmap.write_reference_model(tmp_path / "model", cams, ims)
     assert {p.name for p in out.iterdir()} >= {"cameras.bin", "images.bin", "points3D.bin"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
@@ -140,9 +154,16 @@ def _mutual_ratio(d0, d1, ratio=0.8):
     bf = cv2.BFMatcher(cv2.NORM_L2)
     fw = bf.knnMatch(d0, d1, k=2)
     bw = {m.queryIdx: m.trainIdx for m in bf.match(d1, d0)}
-    return np.array([(m[0].queryIdx, m[0].trainIdx) for m in fw if len(m) == 2
-                     and m[0].distance < ratio * m[1].distance
-                     and bw.get(m[0].trainIdx) == m[0].queryIdx], np.int64).reshape(-1, 2)
+    return np.array(
+        [
+            (m[0].queryIdx, m[0].trainIdx)
+            for m in fw
+            if len(m) == 2
+            and m[0].distance < ratio * m[1].distance
+            and bw.get(m[0].trainIdx) == m[0].queryIdx
+        ],
+        np.int64,
+    ).reshape(-1, 2)
 
 
 def test_triangulation_smoke(tmp_path: Path):
@@ -156,8 +177,7 @@ def test_triangulation_smoke(tmp_path: Path):
         img, depth = rnd.render(world, K, R, t, w, h, return_depth=True)
         imgs.append(img)
         depths.append(depth)
-        ims.append(dict(name=f"db/{i + 1}.jpg", camera_idx=0,
-                        qvec_wxyz=rotmat_to_qvec(R), tvec=t))
+        ims.append(dict(name=f"db/{i + 1}.jpg", camera_idx=0, qvec_wxyz=rotmat_to_qvec(R), tvec=t))
     cams.append(dict(model="SIMPLE_RADIAL", width=w, height=h, params=rnd.colmap_params(K)))
     model = colmap.write_reference_model(tmp_path / "ref", cams, ims)
     ref = colmap.read_model(model)
@@ -172,26 +192,34 @@ def test_triangulation_smoke(tmp_path: Path):
     assert ids == colmap.image_ids_by_name(ref)
     colmap.import_features(db, ids, {n: f[0] for n, f in feats.items()})
     # one pair given reversed (columns swapped with it), one given in both orders: 3 pairs
-    rev = {(pairs[2][1], pairs[2][0]): matches[pairs[2]][:, ::-1],
-           **{p: matches[p] for p in pairs[:2]}, (pairs[0][1], pairs[0][0]): np.zeros((0, 2))}
+    rev = {
+        (pairs[2][1], pairs[2][0]): matches[pairs[2]][:, ::-1],
+        **{p: matches[p] for p in pairs[:2]},
+        (pairs[0][1], pairs[0][0]): np.zeros((0, 2)),
+    }
     assert colmap.import_matches(db, ids, rev) == 3
     n_verified = colmap.geometric_verification(db, pairs)
     assert n_verified == 3
-    rec = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm",
-                             {"num_threads": 1})
+    rec = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm", {"num_threads": 1})
     assert len(rec.points3D) > 100
     assert rec.compute_mean_reprojection_error() < 1.0
     assert (tmp_path / "sfm" / "points3D.bin").is_file()
-    assert len(ref.points3D) == 0                        # reference not modified
+    assert len(ref.points3D) == 0  # reference not modified
     # two-view tracks are kept by default (fixed poses); COLMAP's default drops them
     lengths = [p.track.length() for p in rec.points3D.values()]
     assert min(lengths) == 2 and max(lengths) >= 3
-    strict = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm_strict",
-                                {"num_threads": 1, "ignore_two_view_tracks": True})
+    strict = colmap.triangulate(
+        ref,
+        db,
+        tmp_path / "no_images",
+        tmp_path / "sfm_strict",
+        {"num_threads": 1, "ignore_two_view_tracks": True},
+    )
     assert 0 < len(strict.points3D) < len(rec.points3D)
-    again = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm2",
-                               {"num_threads": 1})
-    assert len(again.points3D) == len(rec.points3D)      # seeded: reproducible
+    again = colmap.triangulate(
+        ref, db, tmp_path / "no_images", tmp_path / "sfm2", {"num_threads": 1}
+    )
+    assert len(again.points3D) == len(rec.points3D)  # seeded: reproducible
 
     # tracks index the imported hloc keypoints: reprojections land on them (checks the +0.5)
     tracks, xyz = colmap.point_tracks(rec), colmap.points_xyz(rec)
@@ -200,11 +228,11 @@ def test_triangulation_smoke(tmp_path: Path):
         X = np.stack([xyz[tracks[n][i]] for i in idx])
         uv, z = geometry.project(K, R, t, X)
         err = np.linalg.norm(uv - feats[n][0][idx], axis=1)
-        assert np.median(err) < 0.3                         # a missing 0.5 shift gives ~0.7
+        assert np.median(err) < 0.3  # a missing 0.5 shift gives ~0.7
         # and the points lie on the rendered surfaces
         px = np.round(uv).astype(int)
         ok = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
         dz = depth[px[ok, 1], px[ok, 0]]
-        assert np.isfinite(dz).mean() > 0.9                 # not on the sky
+        assert np.isfinite(dz).mean() > 0.9  # not on the sky
         z, dz = z[ok][np.isfinite(dz)], dz[np.isfinite(dz)]
         assert np.median(np.abs(z - dz) / dz) < 0.02

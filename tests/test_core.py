@@ -1,4 +1,5 @@
 """Registry, L2-Net, HardNet loss/miner, trainer (resume, DDP) on tiny in-memory data."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ from descriptors import registry
 from descriptors.losses import hardest_triplet_margin, pairwise_distance
 from descriptors.mining import hardest_in_batch, random_negatives
 from descriptors.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from descriptors.recipes import Recipe, get_recipe, list_recipes
 from descriptors.recipe_defs.hardnet import triplet_step
+from descriptors.recipes import Recipe, get_recipe, list_recipes
 from descriptors.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,8 +36,15 @@ def toy_data(recipe: Recipe, data_dir: Path, seed: int):
 
 
 def toy_recipe(steps: int = 6) -> Recipe:
-    return Recipe(name="hardnet", make_data=toy_data, step_loss=triplet_step, steps=steps,
-                  batch_size=16, lr=0.1, options={"margin": 1.0})
+    return Recipe(
+        name="hardnet",
+        make_data=toy_data,
+        step_loss=triplet_step,
+        steps=steps,
+        batch_size=16,
+        lr=0.1,
+        options={"margin": 1.0},
+    )
 
 
 def test_l2net_shapes_and_unit_norm():
@@ -56,8 +64,9 @@ def test_pairwise_distance_and_hardest_negatives():
     assert torch.allclose(d, ref, atol=1e-3)
     neg_anchor_only = hardest_in_batch(d, anchor_swap=False)
     # row minima excluding the diagonal
-    expect = torch.tensor([min(ref[0, 1], ref[0, 2]), min(ref[1, 0], ref[1, 2]),
-                           min(ref[2, 0], ref[2, 1])])
+    expect = torch.tensor(
+        [min(ref[0, 1], ref[0, 2]), min(ref[1, 0], ref[1, 2]), min(ref[2, 0], ref[2, 1])]
+    )
     assert torch.allclose(neg_anchor_only, expect, atol=1e-3)
     neg_swap = hardest_in_batch(d, anchor_swap=True)
     assert torch.all(neg_swap <= neg_anchor_only + 1e-6)
@@ -154,11 +163,17 @@ def test_init_option_fine_tunes_any_recipe(tmp_path):
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         if va.is_floating_point() and "running" not in k:
             assert torch.allclose(va, vb, atol=1e-2), k
-    bad = save_checkpoint(tmp_path / "c.pt", build_model("l2net", dim=64), "l2net", {"dim": 64},
-                          "hardnet", 1)
+    bad = save_checkpoint(
+        tmp_path / "c.pt", build_model("l2net", dim=64), "l2net", {"dim": 64}, "hardnet", 1
+    )
     with pytest.raises(CheckpointError, match="init needs"):
-        train(toy_recipe(steps=1).with_options(init=str(bad)), tmp_path, tmp_path / "d.pt",
-              split="", progress=False)
+        train(
+            toy_recipe(steps=1).with_options(init=str(bad)),
+            tmp_path,
+            tmp_path / "d.pt",
+            split="",
+            progress=False,
+        )
 
 
 def test_recipes_are_registered():
@@ -179,21 +194,30 @@ def _free_port() -> int:
 def test_ddp_two_process_gloo(tmp_path):
     """A 2-process gloo DDP run of a few steps: both ranks stay in sync, rank 0 writes weights."""
     script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys, torch
         sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
         torch.set_num_threads(1)
         from test_core import toy_recipe
         from descriptors.train import train
         import torch.distributed as dist
-        res = train(toy_recipe(steps=4), {str(tmp_path)!r}, {str(tmp_path / 'ddp.pt')!r},
+        res = train(toy_recipe(steps=4), {str(tmp_path)!r}, {str(tmp_path / "ddp.pt")!r},
                     split='', progress=False, ckpt_every=0)
         print('RANK', dist.get_rank(), 'WORLD', res['world_size'], 'STEPS', res['steps'])
         dist.destroy_process_group()
-    """))
+    """)
+    )
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", "--master_addr=127.0.0.1", str(script)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "--master_addr=127.0.0.1",
+        str(script),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -207,11 +231,20 @@ def test_train_cli_default_out_resume_check_and_photos(tmp_path, monkeypatch, ca
     folder fails in one line."""
     import pipelines.train as PT
     from descriptors.models import atomic_torch_save
+
     assert PT.default_out("hardnet") == Path("outputs/train/hardnet.pt")
     monkeypatch.chdir(tmp_path)
     ck = tmp_path / "outputs" / "train" / "hardnet.pt.ckpt"
-    atomic_torch_save({"arch": "cnn3", "arch_kwargs": {"input_size": 64}, "state_dict": {},
-                       "recipe": "fracking", "step": 3}, ck)
+    atomic_torch_save(
+        {
+            "arch": "cnn3",
+            "arch_kwargs": {"input_size": 64},
+            "state_dict": {},
+            "recipe": "fracking",
+            "step": 3,
+        },
+        ck,
+    )
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         PT.main(["--recipe", "hardnet", "--quick", "--resume", "--steps", "1"])
@@ -220,17 +253,31 @@ def test_train_cli_default_out_resume_check_and_photos(tmp_path, monkeypatch, ca
     assert str(ck.relative_to(tmp_path)) in msg
     assert "recipe 'fracking'" in msg and "arch 'cnn3'" in msg and "arch_kwargs" in msg
     r = get_recipe("fracking")
-    atomic_torch_save({"arch": r.arch, "arch_kwargs": r.arch_kwargs, "state_dict": {},
-                       "recipe": "fracking", "step": 3}, ck)
-    PT.check_resume(ck, r)                               # same recipe: accepted
+    atomic_torch_save(
+        {
+            "arch": r.arch,
+            "arch_kwargs": r.arch_kwargs,
+            "state_dict": {},
+            "recipe": "fracking",
+            "step": 3,
+        },
+        ck,
+    )
+    PT.check_resume(ck, r)  # same recipe: accepted
     for bad, why in ((tmp_path / "nope", "not found"), (tmp_path, "no JPG / PNG")):
         with pytest.raises(SystemExit) as e:
             PT.main(["--recipe", "hndesc", "--quick", "--photos", str(bad), "--steps", "1"])
         msg = capsys.readouterr().err.strip().splitlines()[-1]
         assert e.value.code == 2 and why in msg and msg.startswith("pipelines.train: ")
     # a real (tiny) run without --out lands in outputs/train/<recipe>.pt
-    monkeypatch.setattr(PT, "train", lambda recipe, data, out, **kw: (
-        Path(out).parent.mkdir(parents=True, exist_ok=True), {"out": str(out)})[1])
+    monkeypatch.setattr(
+        PT,
+        "train",
+        lambda recipe, data, out, **kw: (
+            Path(out).parent.mkdir(parents=True, exist_ok=True),
+            {"out": str(out)},
+        )[1],
+    )
     side = PT.main(["--recipe", "hardnet", "--quick", "--steps", "1"])
     assert side["out"] == str(Path("outputs/train/hardnet.pt"))
     assert (tmp_path / "outputs" / "train" / "hardnet.json").exists()

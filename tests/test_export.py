@@ -1,4 +1,5 @@
 """descriptors.export: TorchScript / ONNX exports of every learned descriptor match the eager model."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -52,8 +53,10 @@ def test_disagreement_is_caught(tmp_path, monkeypatch):
         export.export(LEARNED[0], "torchscript", tmp_path / "x.pt")
 
 
-@pytest.mark.skipif(all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript")),
-                    reason="onnx installed: the export itself is tested below")
+@pytest.mark.skipif(
+    all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript")),
+    reason="onnx installed: the export itself is tested below",
+)
 def test_onnx_missing_package_message(tmp_path):
     with pytest.raises(export.ExportError, match="needs the onnx"):
         export.export(LEARNED[0], "onnx", tmp_path / "x.onnx")

@@ -1,5 +1,6 @@
 """localize.extract_features: hloc layout, resume, empty images, errors, resize mapping, 90 deg rotation,
 pipelined extraction (byte-identical), --half, lock, SIGTERM."""
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ from descriptors.patches import extract_patches, opencv_angle_to_ori
 from localize import extract_features, h5, image_io, io, match_features, nearest_neighbor, parsers
 
 SIFT_SMALL = {**extract_features.confs["sift"], "max_keypoints": 256}
-PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}   # registry SIFT on our oriented patches
+PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}  # registry SIFT on our oriented patches
 
 
 def _photo(name="camera", side=320):
@@ -71,18 +72,23 @@ def test_layout_resume_and_empty_image(image_dir, tmp_path, caplog, monkeypatch)
     assert io.get_matches(mp, "db/a.png", "flat.png")[0].shape == (0, 2)
 
     # resume: nothing left to do -> no image is touched
-    monkeypatch.setattr(extract_features, "prepare_image", lambda *a, **k: pytest.fail("re-extracted"))
+    monkeypatch.setattr(
+        extract_features, "prepare_image", lambda *a, **k: pytest.fail("re-extracted")
+    )
     assert extract_features.main(SIFT_SMALL, image_dir, export_dir=tmp_path) == fp
 
 
 def test_missing_image_and_unknown_descriptor(image_dir, tmp_path):
     fp = tmp_path / "f.h5"
     with pytest.raises(image_io.ImageReadError, match="db/nope.png"):
-        extract_features.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png", "db/nope.png"])
+        extract_features.main(
+            SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png", "db/nope.png"]
+        )
     assert io.list_h5_names(fp) == ["db/a.png"]  # finished work committed, file valid
     with pytest.raises(registry.DescriptorError, match="nosuchnet"):
-        extract_features.main(SIFT_SMALL, image_dir, feature_path=tmp_path / "g.h5",
-                     features_override="nosuchnet")
+        extract_features.main(
+            SIFT_SMALL, image_dir, feature_path=tmp_path / "g.h5", features_override="nosuchnet"
+        )
     with pytest.raises(FileNotFoundError, match="no_dir"):
         extract_features.main(SIFT_SMALL, tmp_path / "no_dir", feature_path=tmp_path / "g.h5")
 
@@ -94,7 +100,9 @@ def test_resize_maps_back_to_original(tmp_path):
     f_big = extract_features.extract_image(big, ex, conf)
     small = cv2.resize(big, (160, 160), interpolation=cv2.INTER_AREA)
     f_small = extract_features.extract_image(small, ex, conf)
-    np.testing.assert_allclose(f_big["keypoints"], (f_small["keypoints"] + 0.5) * 2 - 0.5, atol=1e-4)
+    np.testing.assert_allclose(
+        f_big["keypoints"], (f_small["keypoints"] + 0.5) * 2 - 0.5, atol=1e-4
+    )
     np.testing.assert_allclose(f_big["scales"], f_small["scales"] * 2, rtol=1e-5)
     assert f_big["image_size"].tolist() == [320, 320] and f_big["uncertainty"] == pytest.approx(2.0)
 
@@ -107,8 +115,16 @@ def test_checkpoint_descriptor_half_and_shards(image_dir, tmp_path, monkeypatch)
     conf = {**extract_features.confs["hardnet"], "max_keypoints": 24}
     names = ["db/a.png", "db/b.jpg"]
     for i in range(2):
-        extract_features.main(conf, image_dir, export_dir=tmp_path, image_list=names, as_half=True,
-                     features_override=str(ckpt), shard=f"{i}/2", device="cpu")
+        extract_features.main(
+            conf,
+            image_dir,
+            export_dir=tmp_path,
+            image_list=names,
+            as_half=True,
+            features_override=str(ckpt),
+            shard=f"{i}/2",
+            device="cpu",
+        )
     fp = tmp_path / "feats-tiny-n24-r1600.h5"
     assert io.list_h5_names(h5.shard_path(fp, 1, 2)) == ["db/b.jpg"]
     h5.merge_shards(fp, 2)
@@ -125,7 +141,7 @@ def test_rotation_90_orientation_convention():
     """Rotate by 90 deg: corresponding DoG keypoints must give the same patches / descriptors
     with ori = -deg2rad(kp.angle), and clearly different ones with the opposite sign."""
     img = _photo("camera", 320)
-    rot = np.ascontiguousarray(np.rot90(img))        # (x, y) -> (y, W - 1 - x)
+    rot = np.ascontiguousarray(np.rot90(img))  # (x, y) -> (y, W - 1 - x)
     _, xa, sa, aa, _ = extract_features.detect_dog(img, 256)
     _, xb, sb, ab, _ = extract_features.detect_dog(rot, 256)
 
@@ -171,10 +187,16 @@ def _tiny_ckpt(tmp_path, monkeypatch):
 def _datasets(path):
     out = {}
     with h5py.File(path) as f:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
-                out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes(),
-                             dict(obj.attrs.items()).get("uncertainty"))
+                out[name] = (
+                    obj.dtype.str,
+                    obj.shape,
+                    obj[()].tobytes(),
+                    dict(obj.attrs.items()).get("uncertainty"),
+                )
+
         f.visititems(visit)
     return out
 
@@ -192,10 +214,25 @@ def test_pipeline_is_byte_identical_to_sequential(image_dir, tmp_path, monkeypat
     ref = tmp_path / "sequential.h5"
     with io.H5Writer(ref) as w:
         for n in names:
-            io.write_features(w.file, n, extract_features.extract_image(
-                image_io.read_image(image_dir / n), ex, extract_features.resolve_conf(conf), device="cpu"))
-    out = extract_features.main(conf, image_dir, feature_path=tmp_path / "pipelined.h5", image_list=names,
-                       extractor=ex, device="cpu", num_workers=2)
+            io.write_features(
+                w.file,
+                n,
+                extract_features.extract_image(
+                    image_io.read_image(image_dir / n),
+                    ex,
+                    extract_features.resolve_conf(conf),
+                    device="cpu",
+                ),
+            )
+    out = extract_features.main(
+        conf,
+        image_dir,
+        feature_path=tmp_path / "pipelined.h5",
+        image_list=names,
+        extractor=ex,
+        device="cpu",
+        num_workers=2,
+    )
     a, b = _datasets(ref), _datasets(out)
     assert sorted(a) == sorted(b) and len(a) >= 3 * 5
     for k in a:
@@ -204,10 +241,16 @@ def test_pipeline_is_byte_identical_to_sequential(image_dir, tmp_path, monkeypat
 
 def test_iter_prepared_order_prefetch_and_errors(image_dir):
     names = ["db/b.jpg", "db/a.png", "flat.png"] * 3
-    got = [n for n, _ in extract_features.iter_prepared(names, image_dir, SIFT_SMALL, num_workers=2,
-                                                prefetch=3)]
+    got = [
+        n
+        for n, _ in extract_features.iter_prepared(
+            names, image_dir, SIFT_SMALL, num_workers=2, prefetch=3
+        )
+    ]
     assert got == names
-    it = extract_features.iter_prepared(["db/a.png", "db/nope.png"], image_dir, SIFT_SMALL, num_workers=2)
+    it = extract_features.iter_prepared(
+        ["db/a.png", "db/nope.png"], image_dir, SIFT_SMALL, num_workers=2
+    )
     assert next(it)[0] == "db/a.png"
     with pytest.raises(image_io.ImageReadError, match="db/nope.png"):
         next(it)
@@ -218,12 +261,15 @@ def test_half_autocast_accuracy():
     float32 and the same matches on a warped copy (docstring numbers come from this check)."""
     ex = registry.load("hardnet", device="cpu")
     img = _photo("camera", 200)
-    warped = cv2.warpPerspective(img, np.array([[0.9, 0.1, 12], [-0.08, 0.95, 9], [0, 0, 1]]),
-                                 (200, 200))
+    warped = cv2.warpPerspective(
+        img, np.array([[0.9, 0.1, 12], [-0.08, 0.95, 9], [0, 0, 1]]), (200, 200)
+    )
     conf = {**extract_features.confs["hardnet"], "max_keypoints": 48}
     f32 = [extract_features.extract_image(im, ex, conf, device="cpu") for im in (img, warped)]
-    f16 = [extract_features.extract_image(im, ex, {**conf, "half": True}, device="cpu")
-           for im in (img, warped)]
+    f16 = [
+        extract_features.extract_image(im, ex, {**conf, "half": True}, device="cpu")
+        for im in (img, warped)
+    ]
     for a, b in zip(f32, f16):
         np.testing.assert_array_equal(a["keypoints"], b["keypoints"])
         cos = (a["descriptors"] * b["descriptors"]).sum(1)
@@ -236,13 +282,13 @@ def test_half_autocast_accuracy():
 
 def test_lock_and_partial_foreign_entry(image_dir, tmp_path):
     fp = tmp_path / "f.h5"
-    with h5py.File(fp, "w") as f:   # hloc-style entry with descriptors but no keypoints
+    with h5py.File(fp, "w") as f:  # hloc-style entry with descriptors but no keypoints
         f.create_group("db/a.png").create_dataset("descriptors", data=np.zeros((128, 3)))
     with io.H5Writer(fp):
         with pytest.raises(io.H5Error, match=rf"f.h5 is being written .*pid {os.getpid()}"):
             extract_features.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png"])
     extract_features.main(SIFT_SMALL, image_dir, feature_path=fp, image_list=["db/a.png"])
-    assert io.get_keypoints(fp, "db/a.png").shape[0] > 50   # repaired, not skipped
+    assert io.get_keypoints(fp, "db/a.png").shape[0] > 50  # repaired, not skipped
 
 
 def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
@@ -252,12 +298,26 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     for i in range(12):
         cv2.imwrite(str(imgs / f"{i:02d}.png"), np.roll(src, 7 * i, axis=1))
     fp = tmp_path / "feats.h5"
-    cmd = [sys.executable, "-m", "localize.extract_features", "--conf", "sift", "--image_dir", str(imgs),
-           "--feature_path", str(fp), "--max_keypoints", "64", "--commit_interval", "1000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "localize.extract_features",
+        "--conf",
+        "sift",
+        "--image_dir",
+        str(imgs),
+        "--feature_path",
+        str(fp),
+        "--max_keypoints",
+        "64",
+        "--commit_interval",
+        "1000",
+    ]
     root = Path(__file__).resolve().parent.parent
-    child = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for line in child.stderr:   # wait until extraction runs, then stop it
+    child = subprocess.Popen(
+        cmd, cwd=root, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    for line in child.stderr:  # wait until extraction runs, then stop it
         if "extracting sift" in line:
             break
     child.send_signal(signal.SIGTERM)
@@ -265,24 +325,44 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     assert child.returncode == 143, err
     assert not h5.lock_path(fp).exists() and sorted(os.listdir(tmp_path)) == ["feats.h5", "imgs"]
     partial = io.list_h5_names(fp)
-    assert partial == io.list_h5_names(fp, include_incomplete=True)   # all committed
+    assert partial == io.list_h5_names(fp, include_incomplete=True)  # all committed
     assert len(partial) < 12
     ex, conf = registry.load("sift"), {**extract_features.confs["sift"], "max_keypoints": 64}
-    extract_features.main(conf, imgs, feature_path=fp)   # resume in-process (a torch import costs ~20 s)
+    extract_features.main(
+        conf, imgs, feature_path=fp
+    )  # resume in-process (a torch import costs ~20 s)
     assert len(io.list_h5_names(fp)) == 12
-    for n in (partial[-1:] + ["11.png"]):   # one from each run: same as a clean extraction
+    for n in partial[-1:] + ["11.png"]:  # one from each run: same as a clean extraction
         ref = extract_features.extract_image(image_io.read_image(imgs / n), ex, conf)
         np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"])
 
 
-@pytest.mark.parametrize("flag,value", [("--max_keypoints", "0"), ("--max_keypoints", "-5"),
-                                        ("--resize_max", "-5"), ("--resize_max", "0")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--max_keypoints", "0"),
+        ("--max_keypoints", "-5"),
+        ("--resize_max", "-5"),
+        ("--resize_max", "0"),
+    ],
+)
 def test_cli_rejects_bad_numeric_flags(tmp_path, flag, value, capsys):
     """Issue 9 item 5: 0 / -5 no longer mean 'unlimited' or shrink images to 1x1."""
     from localize import extract_features
+
     with pytest.raises(SystemExit) as e:
-        extract_features.cli(["--conf", "sift", "--image_dir", str(tmp_path), "--export_dir",
-                     str(tmp_path), flag, value])
+        extract_features.cli(
+            [
+                "--conf",
+                "sift",
+                "--image_dir",
+                str(tmp_path),
+                "--export_dir",
+                str(tmp_path),
+                flag,
+                value,
+            ]
+        )
     assert e.value.code == 2
     assert ">= 1" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.h5"))
@@ -290,19 +370,25 @@ def test_cli_rejects_bad_numeric_flags(tmp_path, flag, value, capsys):
 
 def test_conf_limits_validated_and_all_is_explicit():
     from localize import extract_features
+
     with pytest.raises(ValueError, match="max_keypoints"):
         extract_features.resolve_conf({"descriptor": "sift", "max_keypoints": 0})
     with pytest.raises(ValueError, match="resize_max"):
         extract_features.resolve_conf({"descriptor": "sift", "resize_max": -5})
     assert extract_features._keypoint_count("all") == "all"
-    assert extract_features.resolve_conf({"descriptor": "sift", "max_keypoints": None})["max_keypoints"] is None
+    assert (
+        extract_features.resolve_conf({"descriptor": "sift", "max_keypoints": None})[
+            "max_keypoints"
+        ]
+        is None
+    )
 
 
 def _blob(x0: float, y0: float, side: int = 128, sigma: float = 4.0) -> np.ndarray:
     """A Gaussian blob centred at (x0, y0) in pixel-centre coordinates (pixel i covers
     [i - 0.5, i + 0.5]), on a flat background."""
     y, x = np.mgrid[0:side, 0:side].astype(np.float64)
-    g = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
+    g = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
     return (40 + 180 * g).round().astype(np.uint8)
 
 
@@ -312,14 +398,19 @@ def test_keypoints_sit_on_the_blob_centre(x0, y0):
     a known sub-pixel position is stored there, at full and at half resolution; OpenCV's own
     xy are OPENCV_XY_OFFSET (0.25 px) right of / below it."""
     ex = registry.load("sift")
-    for img, conf in [(_blob(x0, y0), SIFT_SMALL),
-                      (_blob(2 * x0 + 0.5, 2 * y0 + 0.5, 256, 8.0),   # same blob, 2x larger
-                       {**SIFT_SMALL, "resize_max": 128})]:
+    for img, conf in [
+        (_blob(x0, y0), SIFT_SMALL),
+        (
+            _blob(2 * x0 + 0.5, 2 * y0 + 0.5, 256, 8.0),  # same blob, 2x larger
+            {**SIFT_SMALL, "resize_max": 128},
+        ),
+    ]:
         f = extract_features.extract_image(img, ex, conf)
-        k = int(np.argmax(f["scales"]))      # the blob itself (largest DoG scale)
+        k = int(np.argmax(f["scales"]))  # the blob itself (largest DoG scale)
         s = img.shape[1] / 128
-        np.testing.assert_allclose(f["keypoints"][k], [(x0 + 0.5) * s - 0.5, (y0 + 0.5) * s - 0.5],
-                                   atol=0.06 * s)
+        np.testing.assert_allclose(
+            f["keypoints"][k], [(x0 + 0.5) * s - 0.5, (y0 + 0.5) * s - 0.5], atol=0.06 * s
+        )
     _, xy, size, _, _ = extract_features.detect_dog(_blob(x0, y0), 16, 0.01)
     k = int(np.argmax(size))
     np.testing.assert_allclose(xy[k] - extract_features.OPENCV_XY_OFFSET, [x0, y0], atol=0.06)
@@ -340,7 +431,9 @@ def test_keypoints_and_oris_follow_a_90_degree_rotation():
     _, xa, _, _, _ = extract_features.detect_dog(img, 256)
     _, xb, _, _, _ = extract_features.detect_dog(rot, 256)
     raw = np.linalg.norm(np.stack([xa[:, 1], 319 - xa[:, 0]], 1)[:, None] - xb[None], axis=2)
-    assert abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * extract_features.OPENCV_XY_OFFSET) < 0.05
+    assert (
+        abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * extract_features.OPENCV_XY_OFFSET) < 0.05
+    )
     assert fa["oris"].min() >= -180 and fa["oris"].max() < 180
     turn = (fb["oris"][j[ok]] - fa["oris"][ok] + 180) % 360 - 180
     assert np.median(np.abs(turn + 90)) < 1.0
@@ -349,12 +442,22 @@ def test_keypoints_and_oris_follow_a_90_degree_rotation():
 def test_hloc_conf_is_translated_or_refused():
     """hloc's nested conf: 'dog' with one of our descriptors runs with hloc's defaults (rootsift,
     every keypoint); any other extractor or descriptor is a one-line error."""
-    c = extract_features.resolve_conf({"output": "feats-sift", "model": {"name": "dog"},
-                              "preprocessing": {"grayscale": True, "resize_max": 1600}})
-    assert (c["descriptor"], c["max_keypoints"], c["resize_max"], c["output"]) == \
-        ("rootsift", None, 1600, "feats-sift")
-    c = extract_features.resolve_conf({"model": {"name": "dog", "descriptor": "sdb",
-                                        "max_keypoints": 500}, "preprocessing": {}})
+    c = extract_features.resolve_conf(
+        {
+            "output": "feats-sift",
+            "model": {"name": "dog"},
+            "preprocessing": {"grayscale": True, "resize_max": 1600},
+        }
+    )
+    assert (c["descriptor"], c["max_keypoints"], c["resize_max"], c["output"]) == (
+        "rootsift",
+        None,
+        1600,
+        "feats-sift",
+    )
+    c = extract_features.resolve_conf(
+        {"model": {"name": "dog", "descriptor": "sdb", "max_keypoints": 500}, "preprocessing": {}}
+    )
     assert (c["descriptor"], c["max_keypoints"], c["resize_max"]) == ("sdb", 500, None)
     assert c["output"] == extract_features.output_name("sdb", 500, None) == "feats-sdb-n500-rfull"
     # hloc's 'hardnet' / 'sosnet' mean the PUBLISHED weights: a file must be named, never ours
@@ -362,13 +465,16 @@ def test_hloc_conf_is_translated_or_refused():
         with pytest.raises(ValueError, match="published") as e:
             extract_features.resolve_conf({"model": {"name": "dog", "descriptor": name}})
         assert "\n" not in str(e.value)
-    c = extract_features.resolve_conf({"model": {"name": "dog", "descriptor": "hardnet",
-                                                  "weights": "/x/HardNet++.pth"}})
+    c = extract_features.resolve_conf(
+        {"model": {"name": "dog", "descriptor": "hardnet", "weights": "/x/HardNet++.pth"}}
+    )
     assert c["descriptor"] == "/x/HardNet++.pth"
-    for bad, needle in [({"name": "superpoint", "max_keypoints": 4096}, "superpoint"),
-                        ({"name": "dog", "descriptor": "sosnet"}, "sosnet"),
-                        ({"name": "dog", "descriptor": "orb"}, "orb"),
-                        ({"name": "dog", "nms_radius": 3}, "nms_radius")]:
+    for bad, needle in [
+        ({"name": "superpoint", "max_keypoints": 4096}, "superpoint"),
+        ({"name": "dog", "descriptor": "sosnet"}, "sosnet"),
+        ({"name": "dog", "descriptor": "orb"}, "orb"),
+        ({"name": "dog", "nms_radius": 3}, "nms_radius"),
+    ]:
         with pytest.raises(ValueError, match=needle) as e:
             extract_features.resolve_conf({"output": "x", "model": bad, "preprocessing": {}})
         assert "\n" not in str(e.value)
@@ -382,6 +488,9 @@ def test_hloc_positional_order(image_dir, tmp_path):
     with h5py.File(fp) as f:
         assert f["db/a.png/descriptors"].dtype == np.float16
     other = tmp_path / "other.h5"
-    assert extract_features.main(SIFT_SMALL, image_dir, None, False, ["db/a.png"], other, True) == other
+    assert (
+        extract_features.main(SIFT_SMALL, image_dir, None, False, ["db/a.png"], other, True)
+        == other
+    )
     with h5py.File(other) as f:
         assert f["db/a.png/descriptors"].dtype == np.float32

@@ -1,4 +1,5 @@
 """Fracking recipe: hinge embedding loss, hard pos/neg miner, CNN3, and a short CPU training run."""
+
 from __future__ import annotations
 
 import itertools
@@ -54,12 +55,13 @@ def test_fracking_miner_keeps_exactly_the_hardest(r_p, r_n):
         kept[idx] = True
         if (~kept).any():
             assert losses[kept].min() >= losses[~kept].max()
-        assert torch.equal(idx, torch.argsort(losses, descending=True)[:len(idx)])
+        assert torch.equal(idx, torch.argsort(losses, descending=True)[: len(idx)])
 
 
 def test_fracking_miner_hand_made():
-    ip, ineg = fracking_mine(torch.tensor([0.1, 0.9, 0.5, 0.7]), torch.tensor([0.0, 0.2, 0.4, 0.3]),
-                             2, 4)
+    ip, ineg = fracking_mine(
+        torch.tensor([0.1, 0.9, 0.5, 0.7]), torch.tensor([0.0, 0.2, 0.4, 0.3]), 2, 4
+    )
     assert ip.tolist() == [1, 3] and ineg.tolist() == [2]
     with pytest.raises(ValueError):
         fracking_mine(torch.rand(4), torch.rand(4), 0, 1)
@@ -71,14 +73,14 @@ def test_fracking_miner_hand_made():
 def test_cnn3_shapes_params_and_buffers(tmp_path):
     torch.manual_seed(0)
     m = CNN3(input_size=64)
-    assert m.n_effective_params() == 45_824            # no L2-pooling parameters
+    assert m.n_effective_params() == 45_824  # no L2-pooling parameters
     # Torch7 SpatialLPPooling: one weight + bias per plane -> the paper's 46,272 parameters
     fixed = CNN3(input_size=64, lp_weights="fixed")
     assert fixed.n_effective_params() == 46_272 and fixed.patch_size == 64
-    assert not any(q.requires_grad for q in fixed.pool1.parameters())   # Torch7: not trained
+    assert not any(q.requires_grad for q in fixed.pool1.parameters())  # Torch7: not trained
     fixed.load_state_dict(m.state_dict(), strict=False)
     xx = torch.rand(3, 1, 64, 64)
-    assert torch.allclose(fixed(xx), m(xx), atol=1e-6)   # w = 1, b = 0: the same function
+    assert torch.allclose(fixed(xx), m(xx), atol=1e-6)  # w = 1, b = 0: the same function
     learned = CNN3(input_size=64, lp_weights="learned")
     assert all(q.requires_grad for q in learned.pool3.parameters())
     learned(xx).sum().backward()
@@ -93,7 +95,7 @@ def test_cnn3_shapes_params_and_buffers(tmp_path):
     assert (mask.sum(1) == 8).all() and (mask.sum(0) == 16).all()
     y = m(torch.rand(3, 1, 64, 64))
     assert y.shape == (3, 128) and torch.allclose(y.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert (y >= 0).all()                               # last sub-layer is an L2 pooling
+    assert (y >= 0).all()  # last sub-layer is an L2 pooling
     m32 = build_model("cnn3", input_size=32)
     assert m32.patch_size == 32 and m32(torch.rand(2, 1, 32, 32)).shape == (2, 128)
     with pytest.raises(ValueError):
@@ -101,6 +103,7 @@ def test_cnn3_shapes_params_and_buffers(tmp_path):
     # mean / std are buffers and travel in checkpoints
     m32.set_input_stats(0.41, 0.19)
     from descriptors.models import save_checkpoint
+
     p = save_checkpoint(tmp_path / "c.pt", m32, "cnn3", {"input_size": 32}, "fracking", 0)
     m2, _ = load_checkpoint(p)
     assert abs(float(m2.mean) - 0.41) < 1e-6 and abs(float(m2.std) - 0.19) < 1e-6
@@ -115,12 +118,12 @@ def test_cnn3_sublayers():
     with torch.no_grad():
         lp.weight.fill_(4.0)
         lp.bias.fill_(21.0)
-    assert torch.allclose(lp(x), torch.tensor([[[[11.0]]]]), atol=1e-4)   # sqrt(4*25 + 21)
+    assert torch.allclose(lp(x), torch.tensor([[[[11.0]]]]), atol=1e-4)  # sqrt(4*25 + 21)
     with pytest.raises(ValueError, match="lp_weights"):
         L2Pool2d(2, 1, "bogus")
     n = SubtractiveNorm2d(5)
-    c = torch.full((1, 3, 9, 9), 2.0)                  # constant maps -> zero everywhere,
-    assert n(c).abs().max() < 1e-5                      # borders included (coef correction)
+    c = torch.full((1, 3, 9, 9), 2.0)  # constant maps -> zero everywhere,
+    assert n(c).abs().max() < 1e-5  # borders included (coef correction)
     r = torch.randn(2, 4, 12, 12)
     assert n(r).shape == r.shape
 
@@ -129,13 +132,21 @@ def test_cnn3_sublayers():
 @pytest.fixture(scope="module")
 def tiny_phototour(tmp_path_factory) -> Path:
     from descriptors.data.phototour_synth import write_synthetic_phototour
+
     root = tmp_path_factory.mktemp("pt_frack")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # many tiny kornia calls: one thread is much cheaper
+    torch.set_num_threads(1)  # many tiny kornia calls: one thread is much cheaper
     try:
-        write_synthetic_phototour(root, "train", 150, views_per_point=(2, 3), n_pairs=200,
-                                  seed=3, conf={"n_views": 3, "min_photo_side": 256},
-                                  progress=False)
+        write_synthetic_phototour(
+            root,
+            "train",
+            150,
+            views_per_point=(2, 3),
+            n_pairs=200,
+            seed=3,
+            conf={"n_views": 3, "min_photo_side": 256},
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     return root
@@ -147,9 +158,8 @@ def test_fracking_recipe_trains_and_loss_goes_down(tiny_phototour, tmp_path):
     from descriptors.data.phototour import read_phototour
     from descriptors.recipe_defs.fracking import FrackingSampler, fracking_step, input_stats
     from descriptors.recipes import get_recipe
-    from descriptors.train import train
+    from descriptors.train import make_optimizer, train
 
-    from descriptors.train import make_optimizer
     recipe = get_recipe("fracking", quick=True)
     assert recipe.options["r_p"] == 1 and recipe.options["r_n"] == 2
     full = get_recipe("fracking")
@@ -157,37 +167,41 @@ def test_fracking_recipe_trains_and_loss_goes_down(tiny_phototour, tmp_path):
     assert abs(full.lr_at(10_000) - 1e-3) < 1e-12 and full.options["r_p"] == 8
     assert full.arch_kwargs["input_size"] == 64 and full.arch_kwargs["lp_weights"] == "fixed"
     opt = make_optimizer(full, build_model(full.arch, **full.arch_kwargs).parameters())
-    assert opt.param_groups[0]["dampening"] == 0.9          # Torch7 optim.sgd: = momentum
+    assert opt.param_groups[0]["dampening"] == 0.9  # Torch7 optim.sgd: = momentum
 
     data = read_phototour(tiny_phototour / "train")
     recipe = recipe.with_options(steps=8, batch_size=4, r_p=2, r_n=2)
-    sampler = FrackingSampler(data, 8, 8, np.random.default_rng(0))        # B_P = B_N = 8
+    sampler = FrackingSampler(data, 8, 8, np.random.default_rng(0))  # B_P = B_N = 8
     pool = next(sampler)
-    assert all(t.shape[1:] == (1, 64, 64) for t in pool)                   # Brown patches as is
+    assert all(t.shape[1:] == (1, 64, 64) for t in pool)  # Brown patches as is
     ia = torch.from_numpy(np.asarray(data.patches[:3], np.float32) / 255.0)
     assert torch.equal(sampler._u8[:3, 0].float() / 255.0, ia)
     recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(pool))
     state = {"options": recipe.options}
-    torch.manual_seed(0)                                # = the trainer's initialisation (seed 0)
+    torch.manual_seed(0)  # = the trainer's initialisation (seed 0)
     untrained = build_model(recipe.arch, **recipe.arch_kwargs)
     untrained.set_input_stats(*input_stats(data))
     with torch.no_grad():
         before = float(fracking_step(untrained, pool, 0, state)[0])
     out = tmp_path / "fracking.pt"
-    res = train(recipe, tiny_phototour, out, split="train", progress=False, ckpt_every=0,
-                half=False)
+    res = train(
+        recipe, tiny_phototour, out, split="train", progress=False, ckpt_every=0, half=False
+    )
     model, ck = load_checkpoint(out)
     with torch.no_grad():
         after = float(fracking_step(model, pool, 0, state)[0])
     print(f"fracking pool loss {before:.4f} -> {after:.4f} ({res['seconds']} s)")
     assert ck["arch"] == "cnn3" and ck["step"] == 8 and ck["arch_kwargs"]["input_size"] == 64
     from descriptors.registry import load
+
     ext = load(str(out))
-    assert ext.patch_size == 64 and ext(np.random.rand(2, 1, 64, 64).astype(np.float32)).shape \
-        == (2, 128)
+    assert ext.patch_size == 64 and ext(np.random.rand(2, 1, 64, 64).astype(np.float32)).shape == (
+        2,
+        128,
+    )
     mean, std = input_stats(data)
     assert abs(float(model.mean) - mean) < 1e-5 and abs(float(model.std) - std) < 1e-5
-    assert abs(res["loss_first"] - before) < 1e-4       # same init, same pool
+    assert abs(res["loss_first"] - before) < 1e-4  # same init, same pool
     assert after < before - 0.02
 
 
@@ -195,21 +209,26 @@ def test_fracking_raw_output_uses_its_own_margin(tiny_phototour):
     """``normalize=False``: the paper's raw CNN3 output, hinge loss with ``margin_raw``."""
     from descriptors.data.phototour import read_phototour
     from descriptors.recipe_defs.fracking import FrackingSampler, fracking_step, recipe
+
     r = recipe(quick=True, normalize=False)
     assert r.arch_kwargs["normalize"] is False
-    pool = next(FrackingSampler(read_phototour(tiny_phototour / "train"), 8, 8,
-                                np.random.default_rng(0)))
+    pool = next(
+        FrackingSampler(read_phototour(tiny_phototour / "train"), 8, 8, np.random.default_rng(0))
+    )
     torch.manual_seed(0)
     m = build_model(r.arch, **r.arch_kwargs)
     with torch.no_grad():
         d = m(torch.cat([pool[2], pool[3]])).chunk(2)
         neg = (d[0] - d[1]).norm(dim=1)
-        big = float(neg.max()) + 1.0                      # every negative inside the margin
+        big = float(neg.max()) + 1.0  # every negative inside the margin
         lo = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin_raw": 1e-3}})[0])
         hi = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin_raw": big}})[0])
-        unit = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin": big,
-                                                            "margin_raw": 1e-3}})[0])
-    assert hi > lo and abs(unit - lo) < 1e-6              # raw output ignores ``margin``
+        unit = float(
+            fracking_step(
+                m, pool, 0, {"options": {**r.options, "margin": big, "margin_raw": 1e-3}}
+            )[0]
+        )
+    assert hi > lo and abs(unit - lo) < 1e-6  # raw output ignores ``margin``
 
 
 def test_fracking_on_a_folder_of_brown_scenes_lowers_heldout_fpr95(tmp_path):
@@ -232,28 +251,49 @@ def test_fracking_on_a_folder_of_brown_scenes_lowers_heldout_fpr95(tmp_path):
     try:
         conf = {"n_views": 3, "min_photo_side": 256}
         for k, seed in enumerate((11, 12)):
-            d = write_synthetic_phototour(tmp_path / f"s{k}", "train", 90, views_per_point=(2, 3),
-                                          n_pairs=100, seed=seed, conf=conf, progress=False)
+            d = write_synthetic_phototour(
+                tmp_path / f"s{k}",
+                "train",
+                90,
+                views_per_point=(2, 3),
+                n_pairs=100,
+                seed=seed,
+                conf=conf,
+                progress=False,
+            )
             os.renames(d, tmp_path / "scenes" / f"scene{k}")
-        test = read_phototour(write_synthetic_phototour(
-            tmp_path / "pt", "test", 100, views_per_point=(2, 3), n_pairs=300, seed=5, conf=conf,
-            progress=False))
-        recipe = get_recipe("fracking", quick=True).with_options(steps=25, batch_size=8, r_p=2,
-                                                                 r_n=2, lr=1.0)
+        test = read_phototour(
+            write_synthetic_phototour(
+                tmp_path / "pt",
+                "test",
+                100,
+                views_per_point=(2, 3),
+                n_pairs=300,
+                seed=5,
+                conf=conf,
+                progress=False,
+            )
+        )
+        recipe = get_recipe("fracking", quick=True).with_options(
+            steps=25, batch_size=8, r_p=2, r_n=2, lr=1.0
+        )
         data = _load(tmp_path / "scenes", recipe)
-        assert len(np.unique(data.point_ids)) > 150                 # both scenes, ids offset
-        torch.manual_seed(0)                                       # = the trainer's init
+        assert len(np.unique(data.point_ids)) > 150  # both scenes, ids offset
+        torch.manual_seed(0)  # = the trainer's init
         m = build_model(recipe.arch, **recipe.arch_kwargs)
         m.set_input_stats(*input_stats(data))
-        untrained = save_checkpoint(tmp_path / "u.pt", m, recipe.arch, recipe.arch_kwargs,
-                                    "fracking", 0)
+        untrained = save_checkpoint(
+            tmp_path / "u.pt", m, recipe.arch, recipe.arch_kwargs, "fracking", 0
+        )
         before = evaluate_pairs(registry.load(str(untrained)), test, progress=False)["fpr95"]
         out = tmp_path / "fracking.pt"
         res = train(recipe, tmp_path / "scenes", out, split="", progress=False, ckpt_every=0)
         after = evaluate_pairs(registry.load(str(out)), test, progress=False)["fpr95"]
     finally:
         torch.set_num_threads(threads)
-    print(f"fracking on Brown scenes: held-out FPR95 untrained {before:.3f} -> {after:.3f} "
-          f"({res['seconds']} s)")
+    print(
+        f"fracking on Brown scenes: held-out FPR95 untrained {before:.3f} -> {after:.3f} "
+        f"({res['seconds']} s)"
+    )
     assert registry.load(str(out)).patch_size == 64
     assert after < before - 0.02

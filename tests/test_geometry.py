@@ -1,4 +1,5 @@
 """localize.geometry: quaternion / matrix conversions, camera centres, pose errors."""
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,11 @@ def _random_q(rng) -> np.ndarray:
 def _rot(axis: str, deg: float) -> np.ndarray:
     """Right-handed rotation matrix about one axis, written out by hand."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
-            "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
-            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+    return {
+        "x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+        "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+        "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+    }[axis]
 
 
 def test_quaternion_matrix_round_trip_and_convention():
@@ -35,13 +38,13 @@ def test_quaternion_matrix_round_trip_and_convention():
     # w first: 90 deg about z is (cos 45, 0, 0, sin 45)
     q = geo.rotmat_to_qvec(_rot("z", 90))
     assert np.allclose(q, [math.sqrt(0.5), 0, 0, math.sqrt(0.5)])
-    assert np.allclose(geo.qvec_to_rotmat([2.0, 0, 0, 0]), np.eye(3))   # normalised
+    assert np.allclose(geo.qvec_to_rotmat([2.0, 0, 0, 0]), np.eye(3))  # normalised
     with pytest.raises(ValueError, match="quaternion"):
         geo.qt_to_rigid([0, 0, 0, 0], [0, 0, 0])
 
 
 def test_camera_center_direction_and_pose_from_center():
-    R = _rot("y", 30) @ _rot("x", -10)             # world-to-camera
+    R = _rot("y", 30) @ _rot("x", -10)  # world-to-camera
     c = np.array([1.0, -2.0, 5.0])
     q, t = geo.pose_from_center(R, c)
     assert np.allclose(t, -R @ c)

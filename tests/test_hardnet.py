@@ -1,4 +1,5 @@
 """HardNet on synthetic PhotoTour: training helps, and the shipped weights beat SIFT."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,6 +50,7 @@ def test_two_pass_option_runs_anchors_and_positives_separately():
     """``two_pass``: the reference's two forward passes; BatchNorm in training mode then sees
     each half alone (another loss), in eval mode the two forms agree."""
     from descriptors.recipe_defs.hardnet import triplet_step
+
     torch.manual_seed(0)
     m = build_model("l2net", dim=128)
     a, p = torch.rand(16, 1, 32, 32), torch.rand(16, 1, 32, 32) * 0.5

@@ -6,6 +6,7 @@ confs, hloc's DoG keypoint / orientation conventions), matching (hloc's matcher 
 ours on hloc-written features, hloc's NN confs honoured), pairs (exhaustive and retrieval, same
 pairs in the same order) and the readers (``hloc.utils.io`` / ``hloc.utils.parsers``).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,20 @@ from hloc.utils import io as hio  # noqa: E402
 from hloc.utils import parsers as hparsers  # noqa: E402
 
 from descriptors.data import synth  # noqa: E402
-from localize import (extract_features, io, match_features,  # noqa: E402
-                      pairs_from_exhaustive, pairs_from_retrieval, parsers)
+from localize import (
+    extract_features,
+    io,
+    match_features,  # noqa: E402
+    pairs_from_exhaustive,
+    pairs_from_retrieval,
+    parsers,
+)
 
 #: hloc's DoG conf, few keypoints (CPU budget); hloc's default descriptor is rootsift
-HLOC_SIFT = {**hloc_extract.confs["sift"],
-             "model": {"name": "dog", "descriptor": "sift", "max_keypoints": -1}}
+HLOC_SIFT = {
+    **hloc_extract.confs["sift"],
+    "model": {"name": "dog", "descriptor": "sift", "max_keypoints": -1},
+}
 NAMES = ["db/a.png", "db/b.png", "query/q.png"]
 
 
@@ -46,11 +55,14 @@ def world(tmp_path_factory):
     images = root / "images"
     for n, (photo, side) in zip(NAMES, [("camera", 240), ("camera", 200), ("coffee", 200)]):
         (images / n).parent.mkdir(parents=True, exist_ok=True)
-        img = cv2.resize(synth.load_photo(photo, gray=True), (side, side),
-                         interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            synth.load_photo(photo, gray=True), (side, side), interpolation=cv2.INTER_AREA
+        )
         cv2.imwrite(str(images / n), img)
     conf = {**extract_features.confs["sift"], "max_keypoints": 300}
-    feats = extract_features.main(conf, images, root, False)          # hloc: (conf, images, outputs, as_half)
+    feats = extract_features.main(
+        conf, images, root, False
+    )  # hloc: (conf, images, outputs, as_half)
     pairs_path = pairs_from_exhaustive.main(root / "pairs.txt", features=feats)
     return {"root": root, "images": images, "features": feats, "pairs": pairs_path}
 
@@ -65,17 +77,17 @@ def _all_matches(reader, path, pair_list):
 def test_hloc_readers_on_our_files(world):
     feats, pairs_path = world["features"], world["pairs"]
     mp = match_features.main("NN-ratio", pairs_path, feats, matches=world["root"] / "m.h5")
-    assert sorted(hio.list_h5_names(feats)) == io.list_h5_names(feats) == NAMES   # hloc: a set
+    assert sorted(hio.list_h5_names(feats)) == io.list_h5_names(feats) == NAMES  # hloc: a set
     for n in NAMES:
         kp, unc = hio.get_keypoints(feats, n, return_uncertainty=True)
         np.testing.assert_array_equal(kp, io.get_keypoints(feats, n))
         assert unc == pytest.approx(1.0)
-        with h5py.File(feats) as f:            # hloc's in-file layout: (D, N) descriptors
+        with h5py.File(feats) as f:  # hloc's in-file layout: (D, N) descriptors
             np.testing.assert_array_equal(f[n]["descriptors"][()].T, io.get_descriptors(feats, n))
     assert hparsers.parse_retrieval(pairs_path) == parsers.parse_retrieval(pairs_path)
     plist = parsers.parse_pairs(pairs_path)
-    for (a, b) in plist:
-        for x, y in [(a, b), (b, a)]:          # either order, as hloc's find_pair
+    for a, b in plist:
+        for x, y in [(a, b), (b, a)]:  # either order, as hloc's find_pair
             m_h, s_h = hio.get_matches(mp, x, y)
             m_o, s_o = io.get_matches(mp, x, y)
             np.testing.assert_array_equal(m_h, m_o)
@@ -92,16 +104,20 @@ def test_hloc_matcher_on_our_features_equals_ours(world, name, tmp_path):
     distance tests are applied (fewer matches than mutual NN alone)."""
     conf = hloc_match.confs[name]
     plist = parsers.parse_pairs(world["pairs"])
-    theirs = hloc_match.main(conf, world["pairs"], world["features"],
-                                 matches=tmp_path / "hloc.h5")
-    ours = match_features.main(conf, world["pairs"], world["features"], matches=tmp_path / "ours.h5")
-    mh, mo = _all_matches(hio.get_matches, theirs, plist), _all_matches(io.get_matches, ours,
-                                                                           plist)
+    theirs = hloc_match.main(conf, world["pairs"], world["features"], matches=tmp_path / "hloc.h5")
+    ours = match_features.main(
+        conf, world["pairs"], world["features"], matches=tmp_path / "ours.h5"
+    )
+    mh, mo = _all_matches(hio.get_matches, theirs, plist), _all_matches(io.get_matches, ours, plist)
     for p in plist:
         np.testing.assert_array_equal(mh[p], mo[p], err_msg=f"{name} {p}")
     if name != "NN-mutual":
-        mutual = match_features.main(hloc_match.confs["NN-mutual"], world["pairs"], world["features"],
-                            matches=tmp_path / "mutual.h5")
+        mutual = match_features.main(
+            hloc_match.confs["NN-mutual"],
+            world["pairs"],
+            world["features"],
+            matches=tmp_path / "mutual.h5",
+        )
         n_mutual = sum(len(io.get_matches(mutual, *p)[0]) for p in plist)
         assert 0 < sum(len(m) for m in mo.values()) < n_mutual
 
@@ -132,14 +148,15 @@ def test_our_matcher_on_hloc_written_features(tmp_path):
     hloc_pairs_exhaustive.main(pp, features=fp)
     plist = parsers.parse_pairs(pp)
     conf = hloc_match.confs["NN-ratio"]
-    ours = match_features.main(conf, pp, "feats-hloc", tmp_path)        # hloc: features NAME + export_dir
+    ours = match_features.main(conf, pp, "feats-hloc", tmp_path)  # hloc: features NAME + export_dir
     assert ours == tmp_path / f"feats-hloc_{conf['output']}_pairs.h5"
     theirs = hloc_match.main(conf, pp, fp, matches=tmp_path / "hloc.h5")
     for p in plist:
         np.testing.assert_array_equal(io.get_matches(ours, *p)[0], hio.get_matches(theirs, *p)[0])
         assert len(io.get_matches(ours, *p)[0]) > 10
-    np.testing.assert_array_equal(io.get_keypoints(fp, "a.jpg"),
-                                  feats["a.jpg"][0].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(
+        io.get_keypoints(fp, "a.jpg"), feats["a.jpg"][0].astype(np.float16).astype(np.float32)
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -154,15 +171,22 @@ def test_exhaustive_pairs_equal_hloc(world, tmp_path):
         hloc_pairs_exhaustive.main(tmp_path / f"h{i}.txt", **kw)
         pairs_from_exhaustive.main(tmp_path / f"o{i}.txt", **kw)
         assert (tmp_path / f"o{i}.txt").read_text() == (tmp_path / f"h{i}.txt").read_text()
-    assert parsers.parse_pairs(tmp_path / "o0.txt")[:2] == [("db/0.jpg", "db/1.jpg"),
-                                                      ("db/0.jpg", "db/2.jpg")]
-    for kw, n in [({"features": world["features"]}, 3),
-                  ({"image_list": refs, "ref_features": world["features"]}, 9)]:
+    assert parsers.parse_pairs(tmp_path / "o0.txt")[:2] == [
+        ("db/0.jpg", "db/1.jpg"),
+        ("db/0.jpg", "db/2.jpg"),
+    ]
+    for kw, n in [
+        ({"features": world["features"]}, 3),
+        ({"image_list": refs, "ref_features": world["features"]}, 9),
+    ]:
         hloc_pairs_exhaustive.main(tmp_path / "h.txt", **kw)
         pairs_from_exhaustive.main(tmp_path / "o.txt", **kw)
         theirs, ours = (parsers.parse_pairs(tmp_path / f) for f in ("h.txt", "o.txt"))
-        same = {frozenset(p) for p in theirs} == {frozenset(p) for p in ours} if \
-            "features" in kw else sorted(theirs) == sorted(ours)     # (query, ref): directed
+        same = (
+            {frozenset(p) for p in theirs} == {frozenset(p) for p in ours}
+            if "features" in kw
+            else sorted(theirs) == sorted(ours)
+        )  # (query, ref): directed
         assert same and len(ours) == n
 
 
@@ -188,14 +212,15 @@ def test_extract_with_hloc_conf_and_positional_order(world, tmp_path):
     """The notebook call ``hloc_extract.main(conf, images, outputs, as_half)`` with hloc's
     own 'sift' conf (dog + rootsift, every keypoint) runs here; hloc extractors we cannot run
     fail with one line."""
-    fp = extract_features.main(hloc_extract.confs["sift"], world["images"], tmp_path, True,
-                      ["db/a.png"])
+    fp = extract_features.main(
+        hloc_extract.confs["sift"], world["images"], tmp_path, True, ["db/a.png"]
+    )
     assert fp == tmp_path / "feats-sift.h5"
     kp = hio.get_keypoints(fp, "db/a.png")
     with h5py.File(fp) as f:
         d = f["db/a.png/descriptors"][()]
     assert d.dtype == np.float16 and d.shape == (128, len(kp)) and len(kp) > 100
-    assert np.all(d >= 0)                                    # rootsift (hloc's DoG default)
+    assert np.all(d >= 0)  # rootsift (hloc's DoG default)
     for name in ("superpoint_aachen", "sosnet", "netvlad"):
         with pytest.raises(ValueError, match="cannot run here") as e:
             extract_features.main(hloc_extract.confs[name], world["images"], tmp_path)
@@ -209,7 +234,9 @@ def test_dog_conventions_match_hloc(world, tmp_path):
     i.e. ours sit on hloc's documented convention (pixel centres at integers)."""
     names = ["db/a.png", "query/q.png"]
     theirs = hloc_extract.main(HLOC_SIFT, world["images"], tmp_path, False, names)
-    ours = extract_features.main(HLOC_SIFT, world["images"], None, False, names, tmp_path / "ours.h5")
+    ours = extract_features.main(
+        HLOC_SIFT, world["images"], None, False, names, tmp_path / "ours.h5"
+    )
     offsets, turns = [], []
     for n in names:
         with h5py.File(theirs) as f:

@@ -7,6 +7,7 @@ names (``netvlad`` -> ``vlad``, ``superpoint_aachen`` / ``aliked-n16`` -> ``sift
 cells (the scene is the project's synthetic one, rendered here) and ``hloc.utils.viz_3d``
 (plotly, not a dependency). No hloc needed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,16 +37,23 @@ def scene(tmp_path_factory) -> Path:
         R, t = rnd.look_at_point(c, (0.4 * x, -6.0, 32.0))
         rnd.write_rgb(images / "mapping" / f"{i:02d}.jpg", rnd.render(world, K, R, t, W, H))
     R, t = rnd.look_at_point(np.array([1.0, -1.8, 7.9]), (0.4, -6.0, 32.0))
-    rnd.write_rgb(images / "query" / "night.jpg",
-                  rnd.render(world, K, R, t, W, H, night=True, rng=1))
+    rnd.write_rgb(
+        images / "query" / "night.jpg", rnd.render(world, K, R, t, W, H, night=True, rng=1)
+    )
     return images
 
 
 def test_pipeline_sfm_notebook(scene, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # --- cell: imports (hloc -> localize)
-    from localize import (extract_features, match_features, pairs_from_retrieval,
-                          reconstruction, visualization)
+    from localize import (
+        extract_features,
+        match_features,
+        pairs_from_retrieval,
+        reconstruction,
+        visualization,
+    )
+
     # --- cell: paths and confs (descloc conf names)
     images = scene / "mapping"
     outputs = Path("outputs/sfm/")
@@ -59,9 +67,7 @@ def test_pipeline_sfm_notebook(scene, tmp_path, monkeypatch):
     pairs_from_retrieval.main(retrieval_path, sfm_pairs, num_matched=5)
     # --- cell
     feature_path = extract_features.main(feature_conf, images, outputs)
-    match_path = match_features.main(
-        matcher_conf, sfm_pairs, feature_conf["output"], outputs
-    )
+    match_path = match_features.main(matcher_conf, sfm_pairs, feature_conf["output"], outputs)
     # --- cell
     model = reconstruction.main(sfm_dir, images, sfm_pairs, feature_path, match_path)
     # --- cells: pictures
@@ -75,9 +81,15 @@ def test_pipeline_sfm_notebook(scene, tmp_path, monkeypatch):
 
 def test_demo_notebook(scene, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from localize import (extract_features, match_features, pairs_from_exhaustive,
-                          reconstruction, visualization)
+    from localize import (
+        extract_features,
+        match_features,
+        pairs_from_exhaustive,
+        reconstruction,
+        visualization,
+    )
     from localize.visualization import plot_images, read_image
+
     # --- cell
     images = scene
     outputs = Path("outputs/demo/")
@@ -92,9 +104,7 @@ def test_demo_notebook(scene, tmp_path, monkeypatch):
     references = [p.relative_to(images).as_posix() for p in (images / "mapping/").iterdir()]
     plot_images([read_image(images / r) for r in references], dpi=25)
     # --- cell
-    extract_features.main(
-        feature_conf, images, image_list=references, feature_path=features
-    )
+    extract_features.main(feature_conf, images, image_list=references, feature_path=features)
     pairs_from_exhaustive.main(sfm_pairs, image_list=references)
     match_features.main(matcher_conf, sfm_pairs, features=features, matches=matches)
     # --- cell
@@ -111,9 +121,7 @@ def test_demo_notebook(scene, tmp_path, monkeypatch):
         feature_conf, images, image_list=[query], feature_path=features, overwrite=True
     )
     pairs_from_exhaustive.main(loc_pairs, image_list=[query], ref_list=references)
-    match_features.main(
-        matcher_conf, loc_pairs, features=features, matches=matches, overwrite=True
-    )
+    match_features.main(matcher_conf, loc_pairs, features=features, matches=matches, overwrite=True)
     # --- cell
     from localize.localize_sfm import QueryLocalizer, pose_from_cluster
 
@@ -126,7 +134,7 @@ def test_demo_notebook(scene, tmp_path, monkeypatch):
     localizer = QueryLocalizer(model, conf)
     ret, log = pose_from_cluster(localizer, query, camera, ref_ids, features, matches)
 
-    print(f'found {ret["num_inliers"]}/{len(ret["inlier_mask"])} inlier correspondences.')
+    print(f"found {ret['num_inliers']}/{len(ret['inlier_mask'])} inlier correspondences.")
     visualization.visualize_loc_from_log(images, query, log, model)
 
     assert model.num_reg_images() == len(references)

@@ -1,4 +1,5 @@
 """Self-supervised pairs (descriptors.data.pairs) and the hndesc recipe."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -10,14 +11,27 @@ import pytest
 import torch
 
 from descriptors.data import synth
-from descriptors.data.pairs import (PairConf, PairPatchSampler, color_style_shift,
-                                    conf_from_options, make_pair, pair_patches,
-                                    transfer_keypoints)
+from descriptors.data.pairs import (
+    PairConf,
+    PairPatchSampler,
+    color_style_shift,
+    conf_from_options,
+    make_pair,
+    pair_patches,
+    transfer_keypoints,
+)
 from descriptors.data.synth import homography_jacobian
 from descriptors.recipes import get_recipe
 
-CLEAN = PairConf(out_size=192, photometric_a=0, photometric_b=0, p_night=0, p_style=0,
-                 p_style_a=0, max_keypoints=150)
+CLEAN = PairConf(
+    out_size=192,
+    photometric_a=0,
+    photometric_b=0,
+    p_night=0,
+    p_style=0,
+    p_style_a=0,
+    max_keypoints=150,
+)
 SMALL = PairConf(out_size=192, max_keypoints=150)
 
 
@@ -37,15 +51,17 @@ def test_jacobian_and_keypoint_transfer():
         for c in range(2):
             dx = np.zeros(2)
             dx[c] = eps
-            num = (synth.apply_homography(H, xy[k:k + 1] + dx)
-                   - synth.apply_homography(H, xy[k:k + 1] - dx))[0] / (2 * eps)
+            num = (
+                synth.apply_homography(H, xy[k : k + 1] + dx)
+                - synth.apply_homography(H, xy[k : k + 1] - dx)
+            )[0] / (2 * eps)
             assert np.allclose(J[k, :, c], num, atol=1e-5)
     # similarity: rotation by t (image coords) and scale 2 about the origin
     t = np.deg2rad(25.0)
-    Hs = np.array([[2 * np.cos(t), -2 * np.sin(t), 10], [2 * np.sin(t), 2 * np.cos(t), 5],
-                   [0, 0, 1.0]])
-    xy_b, size_b, ori_b = transfer_keypoints(Hs, xy, np.array([4.0, 6.0]),
-                                             np.array([0.3, -1.0]))
+    Hs = np.array(
+        [[2 * np.cos(t), -2 * np.sin(t), 10], [2 * np.sin(t), 2 * np.cos(t), 5], [0, 0, 1.0]]
+    )
+    xy_b, size_b, ori_b = transfer_keypoints(Hs, xy, np.array([4.0, 6.0]), np.array([0.3, -1.0]))
     assert np.allclose(size_b, [8.0, 12.0], atol=1e-4)
     # kornia orientation turns opposite to the image-coordinate rotation
     assert np.allclose(np.angle(np.exp(1j * (ori_b - np.array([0.3, -1.0]) + t))), 0, atol=1e-5)
@@ -99,20 +115,28 @@ def test_train_photos_only_and_style_shift():
 
 
 def test_sampler_batches_pool_and_distinct_keypoints():
-    s = PairPatchSampler(24, np.random.default_rng(0), SMALL, pool_size=3, initial_pairs=2,
-                         new_per_batch=1, refresh_per_batch=1.0, max_per_pair=12,
-                         return_pair_ids=True)
+    s = PairPatchSampler(
+        24,
+        np.random.default_rng(0),
+        SMALL,
+        pool_size=3,
+        initial_pairs=2,
+        new_per_batch=1,
+        refresh_per_batch=1.0,
+        max_per_pair=12,
+        return_pair_ids=True,
+    )
     a, p, ids = next(s)
     assert a.shape == p.shape == (24, 1, 32, 32) and a.dtype == torch.float32
     assert 0 <= float(a.min()) and float(a.max()) <= 1
     assert len(s.pool) >= 2
     assert np.bincount(ids.numpy()).max() <= 12
     flat = torch.cat([a, p], 1).flatten(1)
-    assert len(torch.unique(flat, dim=0)) == 24          # B distinct keypoints
+    assert len(torch.unique(flat, dim=0)) == 24  # B distinct keypoints
     next(s)
     assert len(s.pool) == 3
     made = s.pairs_made
-    next(s)                                               # full pool: one refreshed per batch
+    next(s)  # full pool: one refreshed per batch
     assert len(s.pool) == 3 and s.pairs_made == made + 1
     with pytest.raises(ValueError, match="weighting"):
         PairPatchSampler(8, np.random.default_rng(0), weighting="hessian")
@@ -120,10 +144,17 @@ def test_sampler_batches_pool_and_distinct_keypoints():
 
 def _fixed_batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
     """One (a, p, pair_ids) batch of 24 keypoints from 4 small pairs."""
-    s = PairPatchSampler(24, np.random.default_rng(seed), replace(SMALL, out_size=160,
-                                                                  max_keypoints=80),
-                         pool_size=4, initial_pairs=4, new_per_batch=0, refresh_per_batch=0.0,
-                         max_per_pair=6, return_pair_ids=True)
+    s = PairPatchSampler(
+        24,
+        np.random.default_rng(seed),
+        replace(SMALL, out_size=160, max_keypoints=80),
+        pool_size=4,
+        initial_pairs=4,
+        new_per_batch=0,
+        refresh_per_batch=0.0,
+        max_per_pair=6,
+        return_pair_ids=True,
+    )
     return next(s)
 
 
@@ -137,22 +168,37 @@ def test_hndesc_recipe_trains_and_loss_goes_down(tmp_path: Path, loss: str):
     from descriptors.models import build_model, load_checkpoint
     from descriptors.recipe_defs.hndesc import hndesc_step
     from descriptors.train import train
+
     torch.set_num_threads(min(2, torch.get_num_threads()))
     r = get_recipe("hndesc", quick=True)
     assert r.arch == "l2net" and r.options["loss"] == "ap" and r.options["negatives"] == "hardest"
     assert (r.options["ap_k"], r.options["ap_nq"]) == (20, 20)
     full = get_recipe("hndesc")
-    assert (full.lr, full.optimizer, full.steps, full.lr_step, full.lr_gamma) == \
-        (1e-4, "adam", 220_000, 50_000, 0.5)
+    assert (full.lr, full.optimizer, full.steps, full.lr_step, full.lr_gamma) == (
+        1e-4,
+        "adam",
+        220_000,
+        50_000,
+        0.5,
+    )
     batch = _fixed_batch()
-    r = dc_replace(r.with_options(loss=loss, lr=1e-3),
-                   make_data=lambda rr, d, sd: itertools.repeat(batch))
+    r = dc_replace(
+        r.with_options(loss=loss, lr=1e-3), make_data=lambda rr, d, sd: itertools.repeat(batch)
+    )
     state = {"options": r.options}
-    torch.manual_seed(0)                                  # = the trainer's initialisation
+    torch.manual_seed(0)  # = the trainer's initialisation
     with torch.no_grad():
         before = float(hndesc_step(build_model("l2net", dim=128).train(), batch, 0, state)[0])
-    res = train(r, tmp_path / "data", tmp_path / "hndesc.pt", steps=12, seed=0, ckpt_every=0,
-                progress=False, half=False)
+    res = train(
+        r,
+        tmp_path / "data",
+        tmp_path / "hndesc.pt",
+        steps=12,
+        seed=0,
+        ckpt_every=0,
+        progress=False,
+        half=False,
+    )
     model, _ = load_checkpoint(tmp_path / "hndesc.pt")
     with torch.no_grad():
         after = float(hndesc_step(model.train(), batch, 0, state)[0])
@@ -160,6 +206,7 @@ def test_hndesc_recipe_trains_and_loss_goes_down(tmp_path: Path, loss: str):
     assert res["steps"] == 12 and abs(res["loss_first"] - before) < 1e-4
     assert after < 0.7 * before, (before, after)
     from descriptors.registry import load
+
     assert load(str(tmp_path / "hndesc.pt"))(torch.rand(2, 1, 32, 32)).shape == (2, 128)
 
 
@@ -170,10 +217,11 @@ def test_quantized_ap_matches_exact_ap_and_orders():
     from sklearn.metrics import average_precision_score
 
     from descriptors.losses import quantized_ap
+
     s = torch.tensor([[0.9, 0.1, 0.2, 0.0], [0.0, 0.9, 0.8, 0.7]])
     y = torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0]])
     ap = quantized_ap(s, y)
-    assert abs(float(ap[0]) - 1.0) < 1e-6 and abs(float(ap[1]) - 0.25) < 1e-6   # rank 1 / 4
+    assert abs(float(ap[0]) - 1.0) < 1e-6 and abs(float(ap[1]) - 0.25) < 1e-6  # rank 1 / 4
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 40, generator=g)
     lab = (torch.rand(6, 40, generator=g) < 0.3).float()
@@ -193,6 +241,7 @@ def test_ap_loss_uses_only_other_pairs_as_negatives():
     """A keypoint of the same image pair (however similar) is never a negative; k = 20 hardest
     from the other pairs are; padding when fewer than k exist."""
     from descriptors.losses import hndesc_ap_loss
+
     e = torch.eye(8)
     # pair 0 = keypoints 0, 1 (identical descriptors: only a same-pair "negative")
     a = torch.nn.functional.normalize(torch.stack([e[0], e[0], e[1], e[2], e[3], e[4]]), dim=1)
@@ -208,7 +257,7 @@ def test_ap_loss_uses_only_other_pairs_as_negatives():
     # (the quantised AP is not monotone inside one bin, so single gradients are not checked)
     g = torch.Generator().manual_seed(1)
     a = torch.nn.functional.normalize(torch.randn(24, 16, generator=g), dim=1)
-    ids = torch.arange(24) // 6                                   # 4 pairs of 6 keypoints
+    ids = torch.arange(24) // 6  # 4 pairs of 6 keypoints
     p0 = torch.nn.functional.normalize(a + 0.8 * torch.randn(24, 16, generator=g), dim=1)
     p = p0.clone().requires_grad_()
     opt = torch.optim.SGD([p], lr=0.5)
@@ -228,12 +277,12 @@ def test_two_homographies_and_stylize():
     """A and B are both warped (neither is the base crop); H maps A to B exactly; the
     stylisation stand-in keeps edges and moves colour statistics to the style photo's."""
     from descriptors.data.pairs import stylize
+
     rng = np.random.default_rng(3)
     pair = make_pair(rng, replace(CLEAN, p_stylize=0.0))
     assert np.allclose(synth.apply_homography(pair.H, pair.xy_a), pair.xy_b, atol=1e-3)
-    one = make_pair(np.random.default_rng(3), replace(CLEAN, p_stylize=0.0,
-                                                      two_homographies=False))
-    assert not np.allclose(pair.img_a, one.img_a)                # A warped by its own H_a
+    one = make_pair(np.random.default_rng(3), replace(CLEAN, p_stylize=0.0, two_homographies=False))
+    assert not np.allclose(pair.img_a, one.img_a)  # A warped by its own H_a
     img = synth.load_photo("astronaut")[:192, :192]
     style = synth.load_photo("coins")
     out = stylize(img, np.random.default_rng(0), style)
@@ -250,11 +299,13 @@ def test_photo_folder(tmp_path: Path):
     """--photos: every JPG / PNG under a folder (recursively) feeds the pairs; bad folders give
     one-line errors."""
     from descriptors.data.pairs import PhotoError, find_photos
+
     (tmp_path / "sub" / "deeper").mkdir(parents=True)
     img = synth.load_photo("chelsea")
     cv2.imwrite(str(tmp_path / "a.JPG"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(tmp_path / "sub" / "deeper" / "b.png"), cv2.cvtColor(img[:, ::-1],
-                                                                        cv2.COLOR_RGB2BGR))
+    cv2.imwrite(
+        str(tmp_path / "sub" / "deeper" / "b.png"), cv2.cvtColor(img[:, ::-1], cv2.COLOR_RGB2BGR)
+    )
     (tmp_path / "notes.txt").write_text("not a photo")
     files = find_photos(tmp_path)
     assert [Path(f).name for f in files] == ["a.JPG", "b.png"]
@@ -273,9 +324,18 @@ def test_photo_folder(tmp_path: Path):
 
 def test_sampler_whole_crops_per_batch():
     """pairs_per_batch K: K distinct pairs, each with all its keypoints up to max_per_pair."""
-    s = PairPatchSampler(8, np.random.default_rng(0), SMALL, pool_size=4, initial_pairs=4,
-                         new_per_batch=0, refresh_per_batch=0.0, max_per_pair=10,
-                         return_pair_ids=True, pairs_per_batch=2)
+    s = PairPatchSampler(
+        8,
+        np.random.default_rng(0),
+        SMALL,
+        pool_size=4,
+        initial_pairs=4,
+        new_per_batch=0,
+        refresh_per_batch=0.0,
+        max_per_pair=10,
+        return_pair_ids=True,
+        pairs_per_batch=2,
+    )
     a, p, ids = s.sample()
     counts = {int(k): int((ids == k).sum()) for k in ids.unique()}
     assert len(counts) == 2 and a.shape == p.shape == (len(ids), 1, 32, 32)
@@ -288,7 +348,7 @@ def test_hndesc_defaults_follow_the_reference():
     assert (o["pairs_per_batch"], o["max_per_pair"], r.batch_size) == (16, 200, 3200)
     conf = conf_from_options(o)
     assert conf.homography_scale == (0.8, 1.0) and conf.max_rotation_deg == 15.0
-    assert conf.p_night > 0                          # night rendering of one view
+    assert conf.p_night > 0  # night rendering of one view
 
 
 def test_hndesc_short_run_on_photo_folder_lowers_heldout_fpr95(tmp_path: Path):
@@ -300,23 +360,41 @@ def test_hndesc_short_run_on_photo_folder_lowers_heldout_fpr95(tmp_path: Path):
     from descriptors.metrics import evaluate_pairs
     from descriptors.models import build_model, save_checkpoint
     from descriptors.train import train
+
     torch.set_num_threads(1)
     photos = tmp_path / "photos"
     photos.mkdir()
     for n in synth.photo_names("train")[:3]:
         cv2.imwrite(str(photos / f"{n}.jpg"), cv2.cvtColor(synth.load_photo(n), cv2.COLOR_RGB2BGR))
-    write_synthetic_phototour(tmp_path, "test", 150, n_pairs=400, seed=2, progress=False,
-                              photos=synth.photo_names("test")[:2])
+    write_synthetic_phototour(
+        tmp_path,
+        "test",
+        150,
+        n_pairs=400,
+        seed=2,
+        progress=False,
+        photos=synth.photo_names("test")[:2],
+    )
     test = read_phototour(tmp_path / "test", progress=False)
     r = get_recipe("hndesc", quick=True).with_options(
-        photos=str(photos), batch_size=64, pairs_per_batch=4, max_per_pair=16, pool_size=6,
-        initial_pairs=6, new_per_batch=0, refresh_per_batch=0.0, pair_out_size=160,
-        pair_max_keypoints=60)
+        photos=str(photos),
+        batch_size=64,
+        pairs_per_batch=4,
+        max_per_pair=16,
+        pool_size=6,
+        initial_pairs=6,
+        new_per_batch=0,
+        refresh_per_batch=0.0,
+        pair_out_size=160,
+        pair_max_keypoints=60,
+    )
     torch.manual_seed(0)
-    untrained = save_checkpoint(tmp_path / "untrained.pt", build_model(r.arch).eval(), r.arch,
-                                r.arch_kwargs, "hndesc", 0)
+    untrained = save_checkpoint(
+        tmp_path / "untrained.pt", build_model(r.arch).eval(), r.arch, r.arch_kwargs, "hndesc", 0
+    )
     before = evaluate_pairs(registry.load(str(untrained)), test, progress=False)["fpr95"]
     train(r, tmp_path, tmp_path / "hndesc.pt", split="", steps=20, progress=False, ckpt_every=0)
-    after = evaluate_pairs(registry.load(str(tmp_path / "hndesc.pt")), test,
-                           progress=False)["fpr95"]
+    after = evaluate_pairs(registry.load(str(tmp_path / "hndesc.pt")), test, progress=False)[
+        "fpr95"
+    ]
     assert after < before - 0.03, (before, after)

@@ -1,5 +1,6 @@
 """HPatches: reader on a hand-made fixture, synthetic writer, the three benchmark tasks end to
 end, metric definitions, and full-image MMA on a tiny synthetic sequence. Budget: ~60 s."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ from descriptors import hpatches_eval as E
 from descriptors.data import hpatches as hp
 from descriptors.data import hpatches_synth as hs
 from pipelines import hpatches as ph
-
 
 # ------------------------------------------------------------------------------ reader
 
@@ -85,6 +85,7 @@ def test_retrieval_closed_form_matches_metrics_pr():
     """The closed-form retrieval AP equals descriptors.metrics.hpatches_ap (= the benchmark's
     metrics.pr) on every truncated pool, ties included."""
     from descriptors import metrics as M
+
     rng = np.random.default_rng(0)
     for _ in range(20):
         pos = rng.integers(0, 6, 5).astype(float)
@@ -97,6 +98,7 @@ def test_retrieval_closed_form_matches_metrics_pr():
 
 class _RawExtractor:
     """Returns its (B, 1, 32, 32) input flattened: shows what the network would see."""
+
     name, dim, patch_size = "raw", 32 * 32, 32
 
     def __call__(self, x):
@@ -108,21 +110,26 @@ def test_hpatches_input_is_inter_linear():
     rng = np.random.default_rng(2)
     p = rng.integers(0, 256, (5, 65, 65), dtype=np.uint8)
     data = {"i_x": {t: p for t in hp.TYPES}}
-    x = E.describe_hpatches(data, _RawExtractor(), progress=False)["i_x"]["e3"].reshape(-1, 1, 32, 32)
+    x = E.describe_hpatches(data, _RawExtractor(), progress=False)["i_x"]["e3"].reshape(
+        -1, 1, 32, 32
+    )
     ref = np.stack([cv2.resize(q, (32, 32)) for q in p]).astype(np.float32) / 255.0
-    np.testing.assert_array_equal(x[:, 0], ref)                # OpenCV default = INTER_LINEAR
+    np.testing.assert_array_equal(x[:, 0], ref)  # OpenCV default = INTER_LINEAR
     area = np.stack([cv2.resize(q, (32, 32), interpolation=cv2.INTER_AREA) for q in p])
     assert not np.array_equal((x[:, 0] * 255).round().astype(np.uint8), area)
 
 
 def test_summarize_retrieval_per_pool_and_full_pool():
-    retr = {"pool_sizes": [100, 500, 840],
-            "map": {L: {100: 0.9 - d, 500: 0.8 - d, 840: 0.6 - d}
-                    for L, d in zip("eht", (0.0, 0.1, 0.2))}}
+    retr = {
+        "pool_sizes": [100, 500, 840],
+        "map": {
+            L: {100: 0.9 - d, 500: 0.8 - d, 840: 0.6 - d} for L, d in zip("eht", (0.0, 0.1, 0.2))
+        },
+    }
     s = E.summarize(None, None, retr)
     r = s["retrieval"]
     assert r["pool_size"] == 840
-    assert r["e"] == pytest.approx(60) and r["t"] == pytest.approx(40)   # full pool, not mean
+    assert r["e"] == pytest.approx(60) and r["t"] == pytest.approx(40)  # full pool, not mean
     assert s["retrieval_by_pool"]["100"]["h"] == pytest.approx(80)
     assert s["retrieval_pool_mean"]["e"] == pytest.approx(100 * (0.9 + 0.8 + 0.6) / 3)
     table = ph.format_table({"x": {"summary": s}})
@@ -132,6 +139,7 @@ def test_summarize_retrieval_per_pool_and_full_pool():
 def test_affine_sampler_matches_extract_patches():
     from descriptors.data.synth import load_photo, to_gray
     from descriptors.patches import extract_patches
+
     g = to_gray(hs._resize_long_side(load_photo("camera"), 160))
     xy = np.array([[60.0, 70.0], [90.5, 50.25], [80.0, 80.0]])
     size = np.array([4.0, 6.0, 9.0])
@@ -159,7 +167,9 @@ def test_synthetic_layout(synth):
     assert len(seqs) == 4 and {s[:2] for s in seqs} == {"i_", "v_"}
     for s in seqs:
         assert sorted(p.stem for p in (synth / s).glob("*.png")) == sorted(hp.TYPES)
-        assert (root / "images" / s / "6.png").is_file() and (root / "images" / s / "H_1_6").is_file()
+        assert (root / "images" / s / "6.png").is_file() and (
+            root / "images" / s / "H_1_6"
+        ).is_file()
     data = hp.read_hpatches(synth)
     assert all(len(data[s]["ref"]) == 30 for s in seqs)
     # i_ sequences: identity geometry -> easy patches close to ref; tough ones further away
@@ -169,22 +179,37 @@ def test_synthetic_layout(synth):
     ov = meta["overlap_median"]
     assert 0.8 < ov["e"] < 0.92 and 0.65 < ov["h"] < 0.8 and ov["t"] < ov["h"]
     tdir = root / "tasks"
-    assert (tdir / "verif_pos_split-full.csv").read_text().splitlines()[0] == "s1,t1,idx1,s2,t2,idx2"
+    assert (tdir / "verif_pos_split-full.csv").read_text().splitlines()[
+        0
+    ] == "s1,t1,idx1,s2,t2,idx2"
     assert (tdir / "retr_queries_split-full.csv").read_text().splitlines()[0] == "s,idx"
     tasks = hp.read_tasks(tdir, "full")
     for a, b in zip(tasks["pos"], tasks["neg_intra"]):
-        assert a[0] == a[3] and a[2] == a[5] and a[1] != a[4]      # positive: same seq, idx
-        assert b[0] == b[3] and b[2] != b[5] and b[:3] == a[:3]    # intra: same seq, other idx
+        assert a[0] == a[3] and a[2] == a[5] and a[1] != a[4]  # positive: same seq, idx
+        assert b[0] == b[3] and b[2] != b[5] and b[:3] == a[:3]  # intra: same seq, other idx
     assert not set(tasks["queries"]) & set(tasks["distractors"])
     assert hp.load_splits(root=synth)["view"]["test"] == [s for s in seqs if s.startswith("v_")]
 
 
 def test_three_tasks_end_to_end(synth, tmp_path, capsys):
-    feats = ["sift", "hardnet"]                                  # weights/hardnet.pt is shipped
+    feats = ["sift", "hardnet"]  # weights/hardnet.pt is shipped
     out_dir = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        ph.main(["--features", *feats, "no_such_recipe_weights.pt", "--data", str(synth),
-                 "--outputs", str(out_dir), "--pool-sizes", "20", "40", "20000"])
+        ph.main(
+            [
+                "--features",
+                *feats,
+                "no_such_recipe_weights.pt",
+                "--data",
+                str(synth),
+                "--outputs",
+                str(out_dir),
+                "--pool-sizes",
+                "20",
+                "40",
+                "20000",
+            ]
+        )
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert "could not load no_such_recipe_weights.pt" in captured.err
@@ -200,18 +225,30 @@ def test_three_tasks_end_to_end(synth, tmp_path, capsys):
         for task in ("verification", "verification_auc", "matching", "retrieval"):
             assert all(0 <= s[task][L] <= 100 for L in "eht"), (f, task, s[task])
         m, v, r = s["matching"], s["verification"], s["retrieval"]
-        assert m["e"] >= m["t"] and m["e"] > 50, m               # chance ~ 1/30 = 3 %
+        assert m["e"] >= m["t"] and m["e"] > 50, m  # chance ~ 1/30 = 3 %
         assert v["e"] >= v["t"] and s["verification_auc"]["e"] > 80, v
         assert r["e"] >= r["t"] and r["e"] > 50, r
         # mAP falls as the pool grows; the headline is the largest pool
         pools = sorted(s["retrieval_by_pool"], key=int)
         assert r["pool_size"] == int(pools[-1]) and int(pools[0]) == 20 and len(pools) == 3
-        assert all(s["retrieval_by_pool"][a]["mean"] >= s["retrieval_by_pool"][b]["mean"]
-                   for a, b in zip(pools, pools[1:]))
+        assert all(
+            s["retrieval_by_pool"][a]["mean"] >= s["retrieval_by_pool"][b]["mean"]
+            for a, b in zip(pools, pools[1:])
+        )
         assert s["retrieval_pool_mean"]["mean"] >= r["mean"]
     # every feature loadable: normal return
-    out = ph.main(["--features", "sift", "--data", str(synth), "--outputs", str(out_dir),
-                   "--tasks", "matching"])
+    out = ph.main(
+        [
+            "--features",
+            "sift",
+            "--data",
+            str(synth),
+            "--outputs",
+            str(out_dir),
+            "--tasks",
+            "matching",
+        ]
+    )
     assert out["skipped"] == {} and "matching" in out["features"]["sift"]["summary"]
 
 
@@ -224,6 +261,7 @@ def _exit2(capsys, pattern, fn, argv):
 
 def test_bad_data_one_line_errors(synth, tmp_path, capsys):
     import shutil
+
     _exit2(capsys, "not found", ph.main, ["--features", "sift", "--data", str(tmp_path / "nope")])
     root = tmp_path / "copy"
     shutil.copytree(synth.parent, root)
@@ -233,21 +271,30 @@ def test_bad_data_one_line_errors(synth, tmp_path, capsys):
     lines = tasks.read_text().splitlines()
     lines[1] = f"{seq},0,99999,{seq},1,99999"
     tasks.write_text("\n".join(lines) + "\n")
-    _exit2(capsys, r"verif_pos_split-full\.csv:2: .*missing patch", ph.main,
-           ["--features", "sift", "--data", str(rel), "--outputs", str(tmp_path / "o")])
+    _exit2(
+        capsys,
+        r"verif_pos_split-full\.csv:2: .*missing patch",
+        ph.main,
+        ["--features", "sift", "--data", str(rel), "--outputs", str(tmp_path / "o")],
+    )
     (rel / seq / "e2.png").write_bytes(b"garbage")
-    _exit2(capsys, r"e2\.png: not a readable image", ph.main,
-           ["--features", "sift", "--data", str(rel), "--outputs", str(tmp_path / "o")])
+    _exit2(
+        capsys,
+        r"e2\.png: not a readable image",
+        ph.main,
+        ["--features", "sift", "--data", str(rel), "--outputs", str(tmp_path / "o")],
+    )
 
 
 def test_full_image_mma(tmp_path):
     from descriptors.data.synth import load_photo
+
     photo = hs._resize_long_side(load_photo("sklearn_china"), 320)
     imgs, Hs = hs.make_sequence_images(photo, "v", np.random.default_rng(3))
     hp.write_image_sequence(tmp_path / "v_tiny", imgs, Hs)
     r = ph.full_image_mma(tmp_path / "v_tiny", "sift", max_keypoints=400)
     assert len(r["pairs"]) == 5 and r["n_matches"] > 30
-    assert r["detector_scale"] == [1.0] * 6                     # full resolution by default
+    assert r["detector_scale"] == [1.0] * 6  # full resolution by default
     # a random match lands within 5 px with probability ~ pi 25 / (320 * 213) < 0.2 %
     assert r["mma"][5.0] > 0.5 and r["mma"][1.0] <= r["mma"][5.0] <= r["mma"][10.0]
     assert r["homography_acc"][5.0] >= 0.6

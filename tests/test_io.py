@@ -1,4 +1,5 @@
 """localize.io / localize.h5: hloc layouts (features, matches, pairs), errors, crash-safe writes."""
+
 from __future__ import annotations
 
 import os
@@ -46,10 +47,15 @@ def test_features_hloc_layout_read(tmp_path):
 
 def test_features_write_roundtrip_and_hloc_readable(tmp_path):
     p = tmp_path / "out.h5"
-    feats = {"keypoints": np.array([[1.5, 2.0], [3.0, 4.0]], np.float32),
-             "descriptors": np.eye(2, 4, dtype=np.float32), "scores": np.ones(2, np.float32),
-             "image_size": np.array([10, 20]), "scales": np.ones(2, np.float32),
-             "oris": np.zeros(2, np.float32), "uncertainty": 2.0}
+    feats = {
+        "keypoints": np.array([[1.5, 2.0], [3.0, 4.0]], np.float32),
+        "descriptors": np.eye(2, 4, dtype=np.float32),
+        "scores": np.ones(2, np.float32),
+        "image_size": np.array([10, 20]),
+        "scales": np.ones(2, np.float32),
+        "oris": np.zeros(2, np.float32),
+        "uncertainty": 2.0,
+    }
     io.write_features(p, "db/x.png", feats, as_half=True)
     with h5py.File(p) as f:  # read exactly as hloc does
         g = f["db"]["x.png"]
@@ -57,14 +63,22 @@ def test_features_write_roundtrip_and_hloc_readable(tmp_path):
         assert g["descriptors"].shape == (4, 2) and g["image_size"][()].tolist() == [10, 20]
         assert g["keypoints"].attrs["uncertainty"] == np.float32(2.0)
     # empty features (zero keypoints)
-    io.write_features(p, "empty.png", {"keypoints": np.zeros((0, 2)),
-                                       "descriptors": np.zeros((0, 128), np.float32),
-                                       "scores": np.zeros(0), "image_size": np.array([5, 5])})
+    io.write_features(
+        p,
+        "empty.png",
+        {
+            "keypoints": np.zeros((0, 2)),
+            "descriptors": np.zeros((0, 128), np.float32),
+            "scores": np.zeros(0),
+            "image_size": np.array([5, 5]),
+        },
+    )
     assert io.get_descriptors(p, "empty.png").shape == (0, 128)
     assert io.list_h5_names(p) == ["db/x.png", "empty.png"]
     with pytest.raises(ValueError, match="descriptors must be"):
-        io.write_features(p, "bad", {"keypoints": np.zeros((3, 2)),
-                                     "descriptors": np.zeros((4, 2))})
+        io.write_features(
+            p, "bad", {"keypoints": np.zeros((3, 2)), "descriptors": np.zeros((4, 2))}
+        )
     assert "bad" not in io.list_h5_names(p)
 
 
@@ -74,15 +88,15 @@ def test_get_matches_reversed_and_legacy(tmp_path):
     with h5py.File(p, "w") as f:
         g = f.create_group(io.names_to_pair("db/1.jpg", "db/2.jpg"))
         g.create_dataset("matches0", data=m0)
-        g.create_dataset("matching_scores0", data=np.array([.9, 0, .5], np.float16))
+        g.create_dataset("matching_scores0", data=np.array([0.9, 0, 0.5], np.float16))
         g = f.create_group(io.names_to_pair_old("q/a.jpg", "db/3.jpg"))
         g.create_dataset("matches0", data=m0)
-        g.create_dataset("matching_scores0", data=np.array([.9, 0, .5], np.float16))
+        g.create_dataset("matching_scores0", data=np.array([0.9, 0, 0.5], np.float16))
     assert io.names_to_pair("db/1.jpg", "db/2.jpg") == "db-1.jpg/db-2.jpg"
     assert io.names_to_pair_old("q/a.jpg", "db/3.jpg") == "q-a.jpg_db-3.jpg"
     m, s = io.get_matches(p, "db/1.jpg", "db/2.jpg")
     np.testing.assert_array_equal(m, [[0, 2], [2, 0]])
-    np.testing.assert_allclose(s, [.9, .5], atol=1e-3)
+    np.testing.assert_allclose(s, [0.9, 0.5], atol=1e-3)
     m, _ = io.get_matches(p, "db/2.jpg", "db/1.jpg")
     np.testing.assert_array_equal(m, [[2, 0], [0, 2]])
     m, _ = io.get_matches(p, "q/a.jpg", "db/3.jpg")
@@ -124,8 +138,11 @@ def test_pairs_roundtrip(tmp_path):
 def test_errors_name_the_file(tmp_path):
     bad = tmp_path / "corrupt.h5"
     bad.write_bytes(b"not an hdf5 file at all")
-    for fn in (lambda: io.list_h5_names(bad), lambda: io.get_keypoints(bad, "a"),
-               lambda: io.get_matches(bad, "a", "b")):
+    for fn in (
+        lambda: io.list_h5_names(bad),
+        lambda: io.get_keypoints(bad, "a"),
+        lambda: io.get_matches(bad, "a", "b"),
+    ):
         with pytest.raises(h5.H5Error, match="corrupt.h5") as e:
             fn()
         assert "\n" not in str(e.value)
@@ -145,9 +162,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _child(code: str) -> subprocess.Popen:
     """A python child running ``code`` (localize.io importable), stdout piped."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def _kp(n):
@@ -162,7 +184,7 @@ def test_writer_appends_in_place_and_commits_on_exception(tmp_path):
         with h5.H5Writer(p) as w:
             io.write_features(w.file, "b", _kp(2))
             assert w.pending == 1
-            assert sorted(os.listdir(tmp_path)) == ["f.h5", "f.h5.lock"]   # no temp copy
+            assert sorted(os.listdir(tmp_path)) == ["f.h5", "f.h5.lock"]  # no temp copy
             raise RuntimeError("boom")
     # same file (no copy + rename), finished entry committed, lock sidecar gone
     assert os.stat(p).st_ino == ino and sorted(os.listdir(tmp_path)) == ["f.h5"]
@@ -228,7 +250,7 @@ def test_sigterm_commits_finished_entries_and_removes_lock(tmp_path):
     assert child.returncode == 143, err
     names = io.list_h5_names(p)
     assert len(names) > 20 and names == io.list_h5_names(p, include_incomplete=True)
-    assert sorted(os.listdir(tmp_path)) == ["t.h5"]   # no lock, no temp file
+    assert sorted(os.listdir(tmp_path)) == ["t.h5"]  # no lock, no temp file
     assert io.get_descriptors(p, names[-1]).shape == (5, 4)
 
 
@@ -236,12 +258,14 @@ def test_hard_kill_keeps_committed_entries_and_resume_recomputes_the_rest(tmp_pa
     p = tmp_path / "k.h5"
     # commit after 10 entries, write 5 more, flush them (data on disk, not yet marked), then
     # SIGKILL itself: those 5 stay complete=0
-    after = "w.commit() if i == 9 else None\n            " \
-            "(w.file.flush(), os.kill(os.getpid(), 9)) if i == 14 else None"
+    after = (
+        "w.commit() if i == 9 else None\n            "
+        "(w.file.flush(), os.kill(os.getpid(), 9)) if i == 14 else None"
+    )
     child = _child(WRITE_LOOP.format(path=str(p), n_ready=-1, after=after))
     _, err = child.communicate(timeout=60)
     assert child.returncode == -9, err
-    assert h5.lock_path(p).exists()                 # stale sidecar of the dead writer
+    assert h5.lock_path(p).exists()  # stale sidecar of the dead writer
     done = io.list_h5_names(p)
     assert done == [f"img{i:06d}" for i in range(10)]
     left = sorted(set(io.list_h5_names(p, include_incomplete=True)) - set(done))
@@ -250,7 +274,7 @@ def test_hard_kill_keeps_committed_entries_and_resume_recomputes_the_rest(tmp_pa
     with pytest.raises(h5.H5Error, match=rf"k.h5: entry '{left[0]}' is incomplete"):
         io.get_keypoints(p, left[0])
     assert not io.has_features(p, left[0])
-    with h5.H5Writer(p) as w:                       # the dead writer's lock does not block
+    with h5.H5Writer(p) as w:  # the dead writer's lock does not block
         for n in left:
             io.write_features(w.file, n, _kp(3))
     assert io.list_h5_names(p) == sorted(done + left)
@@ -261,7 +285,7 @@ def test_hard_kill_keeps_committed_entries_and_resume_recomputes_the_rest(tmp_pa
 def test_incomplete_pairs_are_invisible_and_rewritten(tmp_path):
     p = tmp_path / "m.h5"
     io.write_matches(p, "a", "b", np.array([1, -1]), np.ones(2))
-    with h5py.File(p, "a") as f:                    # as left by an interrupted writer
+    with h5py.File(p, "a") as f:  # as left by an interrupted writer
         g = f.create_group(io.names_to_pair("c", "d"))
         g.attrs["complete"] = np.uint8(0)
         g.create_dataset("matches0", data=np.array([0], np.int32))
@@ -277,16 +301,16 @@ def test_incomplete_pairs_are_invisible_and_rewritten(tmp_path):
 def test_foreign_hloc_entries_read_resume_and_mix(tmp_path):
     p = tmp_path / "hloc.h5"
     _hloc_features(p, ["db/1.jpg", "db/2.jpg"])
-    with h5py.File(p, "a") as f:                    # hloc entry with descriptors, no keypoints
+    with h5py.File(p, "a") as f:  # hloc entry with descriptors, no keypoints
         f.create_group("db/3.jpg").create_dataset("descriptors", data=np.zeros((8, 5)))
         f.create_group("db/4.jpg").create_dataset("keypoints", data=np.zeros((5, 2)))
         f["db/4.jpg"].create_dataset("descriptors", data=np.zeros((8, 4)))  # N mismatch
     assert io.list_h5_names(p) == ["db/1.jpg", "db/2.jpg", "db/3.jpg", "db/4.jpg"]
-    assert io.get_keypoints(p, "db/1.jpg").shape == (5, 2)   # foreign = complete for reading
+    assert io.get_keypoints(p, "db/1.jpg").shape == (5, 2)  # foreign = complete for reading
     assert io.resumable_features(p) == {"db/1.jpg", "db/2.jpg"}
-    io.write_features(p, "db/3.jpg", _kp(2))                  # repaired in place
+    io.write_features(p, "db/3.jpg", _kp(2))  # repaired in place
     assert io.resumable_features(p) == {"db/1.jpg", "db/2.jpg", "db/3.jpg"}
-    with h5py.File(p) as f:                                   # hloc-style read of the mix
+    with h5py.File(p) as f:  # hloc-style read of the mix
         assert f["db"]["3.jpg"]["keypoints"].shape == (2, 2)
         assert "complete" not in f["db/1.jpg"].attrs
 
@@ -296,12 +320,11 @@ def test_merge_and_repair(tmp_path):
     for n in "abc":
         io.write_features(p, n, _kp(1))
     io.write_features(q, "db/d", _kp(3))
-    with h5py.File(q, "a") as f:                              # an interrupted entry: not merged
+    with h5py.File(q, "a") as f:  # an interrupted entry: not merged
         f.create_group("db/e").attrs["complete"] = np.uint8(0)
         f["db/e"].create_dataset("keypoints", data=np.zeros((1, 2)))
     h5.merge_h5([p, q], tmp_path / "all.h5")
-    assert io.list_h5_names(tmp_path / "all.h5", include_incomplete=True) == \
-        ["a", "b", "c", "db/d"]
+    assert io.list_h5_names(tmp_path / "all.h5", include_incomplete=True) == ["a", "b", "c", "db/d"]
     assert io.get_keypoints(tmp_path / "all.h5", "db/d").shape == (3, 2)
     assert h5.repair_h5(q) == (1, 1)
     assert io.list_h5_names(q, include_incomplete=True) == ["db/d"]

@@ -4,6 +4,7 @@ A random 3D point cloud seen by a few database cameras; keypoints are the exact 
 (hloc pixel-centre convention, shuffled per image), matches are the true correspondences. This
 checks the 0.5 px conventions, the 2D-3D bookkeeping and every failure path deterministically.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ from localize.geometry import rigid_to_qt, rotmat_to_qvec
 W, H = 640, 480
 F = 500.0
 K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1.0]])
-CAM = dict(model="SIMPLE_RADIAL", width=W, height=H,
-           params=[F, K[0, 2] + 0.5, K[1, 2] + 0.5, 0.0])  # COLMAP: principal point + 0.5
+CAM = dict(
+    model="SIMPLE_RADIAL", width=W, height=H, params=[F, K[0, 2] + 0.5, K[1, 2] + 0.5, 0.0]
+)  # COLMAP: principal point + 0.5
 
 
 def rot_y(deg: float) -> np.ndarray:
@@ -49,11 +51,15 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("loc")
     rng = np.random.default_rng(0)
     X = np.stack([rng.uniform(-6, 6, 400), rng.uniform(-3, 3, 400), rng.uniform(10, 16, 400)], 1)
-    db = {f"db/{i}.jpg": pose((-2.0 + i, rng.uniform(-0.2, 0.2), 0.0), rng.uniform(-4, 4))
-          for i in range(5)}
+    db = {
+        f"db/{i}.jpg": pose((-2.0 + i, rng.uniform(-0.2, 0.2), 0.0), rng.uniform(-4, 4))
+        for i in range(5)
+    }
     cams = [CAM] * len(db)
-    imgs = [dict(name=n, camera_idx=i, qvec_wxyz=rotmat_to_qvec(R), tvec=t)
-            for i, (n, (R, t)) in enumerate(db.items())]
+    imgs = [
+        dict(name=n, camera_idx=i, qvec_wxyz=rotmat_to_qvec(R), tvec=t)
+        for i, (n, (R, t)) in enumerate(db.items())
+    ]
     ref = colmap.write_reference_model(root / "ref", cams, imgs)
 
     feats = root / "features.h5"
@@ -61,24 +67,40 @@ def world(tmp_path_factory):
     with io.H5Writer(feats) as w:
         for n, (R, t) in db.items():
             uv, z = project(R, t, X)
-            vis = np.flatnonzero((z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W - 1)
-                                 & (uv[:, 1] > 0) & (uv[:, 1] < H - 1))
+            vis = np.flatnonzero(
+                (z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W - 1) & (uv[:, 1] > 0) & (uv[:, 1] < H - 1)
+            )
             perm = rng.permutation(vis)
             kps = uv[perm] + rng.normal(0, 0.2, (len(perm), 2))
             idx = np.full(len(X), -1)
             idx[perm] = np.arange(len(perm))
             kp_index[n] = idx
-            io.write_features(w.file, n, {"keypoints": kps.astype(np.float32),
-                                          "scores": np.ones(len(kps), np.float32),
-                                          "image_size": np.array([W, H])})
+            io.write_features(
+                w.file,
+                n,
+                {
+                    "keypoints": kps.astype(np.float32),
+                    "scores": np.ones(len(kps), np.float32),
+                    "image_size": np.array([W, H]),
+                },
+            )
     names = list(db)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[:i]]
     parsers.write_pairs(root / "pairs-db.txt", pairs)
     with io.H5Writer(root / "matches-db.h5") as w:
         for a, b in pairs:
             write_true_matches(w.file, a, b, kp_index, n_kp(feats, a))
-    return dict(root=root, X=X, db=db, ref=ref, features=feats, kp_index=kp_index,
-                pairs=root / "pairs-db.txt", matches=root / "matches-db.h5", rng=rng)
+    return dict(
+        root=root,
+        X=X,
+        db=db,
+        ref=ref,
+        features=feats,
+        kp_index=kp_index,
+        pairs=root / "pairs-db.txt",
+        matches=root / "matches-db.h5",
+        rng=rng,
+    )
 
 
 def n_kp(feats, name):
@@ -97,8 +119,14 @@ def write_true_matches(fd, a, b, kp_index, n_a, keep=None):
 
 @pytest.fixture(scope="module")
 def triangulated(world):
-    return tri.run(world["root"] / "sfm", world["ref"], world["root"] / "images",
-                   world["pairs"], world["features"], world["matches"])
+    return tri.run(
+        world["root"] / "sfm",
+        world["ref"],
+        world["root"] / "images",
+        world["pairs"],
+        world["features"],
+        world["matches"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +138,7 @@ def test_triangulation_recovers_points(world, triangulated):
     sfm, stats = triangulated
     assert sfm.num_points3D() > 300, stats
     assert stats["num_points3D"] == sfm.num_points3D()
-    assert stats["num_pairs"] == stats["num_pairs_imported"] == 10       # 5 views, all pairs
+    assert stats["num_pairs"] == stats["num_pairs_imported"] == 10  # 5 views, all pairs
     assert stats["num_pairs_verified"] == 10 and stats["num_pairs_missing"] == 0
     # the statistics are returned AND kept on disk for users
     on_disk = json.loads((world["root"] / "sfm" / tri.STATS_FILE).read_text())
@@ -142,8 +170,9 @@ def test_triangulation_zero_points_fails_loudly(world, tmp_path):
             io.write_matches(w.file, a, b, m0)
     parsers.write_pairs(tmp_path / "pairs.txt", pairs)
     with pytest.raises(RuntimeError, match="0 points"):
-        tri.main(tmp_path / "sfm", world["ref"], tmp_path, tmp_path / "pairs.txt",
-                 world["features"], bad)
+        tri.main(
+            tmp_path / "sfm", world["ref"], tmp_path, tmp_path / "pairs.txt", world["features"], bad
+        )
 
 
 def make_queries(world, tmp_path):
@@ -155,26 +184,37 @@ def make_queries(world, tmp_path):
     names = list(world["db"])
     gt, queries, pairs = {}, [], []
     cam = colmap.camera_from_dict(CAM)
-    spec = {"query/day/good.jpg": "good", "query/day/nopairs.jpg": "nopairs",
-            "query/night/zeromatch.jpg": "zeromatch", "query/night/blank.jpg": "blank",
-            "query/day/few.jpg": "few"}
+    spec = {
+        "query/day/good.jpg": "good",
+        "query/day/nopairs.jpg": "nopairs",
+        "query/night/zeromatch.jpg": "zeromatch",
+        "query/night/blank.jpg": "blank",
+        "query/day/few.jpg": "few",
+    }
     with io.H5Writer(feats) as wf, io.H5Writer(tmp_path / "matches-q.h5") as wm:
         for qn, kind in spec.items():
             R, t = pose((rng.uniform(-1.5, 1.5), 0.1, -0.7), rng.uniform(-5, 5))
             gt[qn] = (rotmat_to_qvec(R), t)
             queries.append((qn, cam))
             uv, z = project(R, t, world["X"])
-            vis = np.flatnonzero((z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W - 1)
-                                 & (uv[:, 1] > 0) & (uv[:, 1] < H - 1))
+            vis = np.flatnonzero(
+                (z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W - 1) & (uv[:, 1] > 0) & (uv[:, 1] < H - 1)
+            )
             if kind == "blank":
                 vis = vis[:0]
             perm = rng.permutation(vis)
             idx = np.full(len(world["X"]), -1)
             idx[perm] = np.arange(len(perm))
             kps = uv[perm] + rng.normal(0, 0.2, (len(perm), 2))
-            io.write_features(wf.file, qn, {"keypoints": kps.astype(np.float32),
-                                            "scores": np.ones(len(kps), np.float32),
-                                            "image_size": np.array([W, H])})
+            io.write_features(
+                wf.file,
+                qn,
+                {
+                    "keypoints": kps.astype(np.float32),
+                    "scores": np.ones(len(kps), np.float32),
+                    "image_size": np.array([W, H]),
+                },
+            )
             if kind == "nopairs":
                 continue
             kpi = {**world["kp_index"], qn: idx}
@@ -202,11 +242,17 @@ def test_localize_success_and_failures(world, sfm, tmp_path):
     assert L["query/day/few.jpg"]["reason"].startswith("too few 2D-3D")
     for q in ("query/night/zeromatch.jpg", "query/night/blank.jpg", "query/day/few.jpg"):
         assert not L[q]["success"] and L[q]["fallback"] == "db/0.jpg"  # top retrieved db image
-    assert logs["summary"] == {"num_queries": 5, "num_localized": 1, "num_failed": 4,
-                               "failure_reasons": {"no retrieval pairs": 1,
-                                                   "0 matches to the retrieved db images": 1,
-                                                   "query has 0 keypoints": 1,
-                                                   "too few 2D-3D correspondences": 1}}
+    assert logs["summary"] == {
+        "num_queries": 5,
+        "num_localized": 1,
+        "num_failed": 4,
+        "failure_reasons": {
+            "no retrieval pairs": 1,
+            "0 matches to the retrieved db images": 1,
+            "query has 0 keypoints": 1,
+            "too few 2D-3D correspondences": 1,
+        },
+    }
     # every query is listed, basename only, 8 fields, str() floats; fallback = db pose
     lines = results.read_text().splitlines()
     assert [ln.split()[0] for ln in lines] == [Path(q).name for q, _ in queries]
@@ -214,8 +260,7 @@ def test_localize_success_and_failures(world, sfm, tmp_path):
         f = ln.split(" ")
         assert len(f) == 8 and all(str(float(x)) == x for x in f[1:])
     fields = {ln.split()[0]: np.array(ln.split()[1:], float) for ln in lines}
-    q0, t0 = rigid_to_qt(sfm.images[colmap.image_ids_by_name(sfm)["db/0.jpg"]]
-                                .cam_from_world())
+    q0, t0 = rigid_to_qt(sfm.images[colmap.image_ids_by_name(sfm)["db/0.jpg"]].cam_from_world())
     np.testing.assert_allclose(fields["blank.jpg"], np.r_[q0, t0])
     np.testing.assert_allclose(fields["nopairs.jpg"], [1, 0, 0, 0, 0, 0, 0])
     # our logs file next to the results
@@ -252,10 +297,21 @@ def test_localize_success_and_failures(world, sfm, tmp_path):
 def test_localize_reads_query_lists_and_min_2d3d(world, sfm, tmp_path):
     queries, pairs, feats, matches, _ = make_queries(world, tmp_path)
     ql = tmp_path / "day_time_queries_with_intrinsics.txt"
-    ql.write_text("".join(f"{q} SIMPLE_RADIAL {W} {H} {' '.join(map(str, CAM['params']))}\n"
-                          for q, _ in queries[:1]))
-    logs = loc.main(sfm, str(tmp_path / "*_time_queries_with_intrinsics.txt"), pairs, feats,
-                    matches, tmp_path / "r.txt", min_num_2d3d=100000)
+    ql.write_text(
+        "".join(
+            f"{q} SIMPLE_RADIAL {W} {H} {' '.join(map(str, CAM['params']))}\n"
+            for q, _ in queries[:1]
+        )
+    )
+    logs = loc.main(
+        sfm,
+        str(tmp_path / "*_time_queries_with_intrinsics.txt"),
+        pairs,
+        feats,
+        matches,
+        tmp_path / "r.txt",
+        min_num_2d3d=100000,
+    )
     assert list(logs["loc"]) == ["query/day/good.jpg"]
     assert logs["loc"]["query/day/good.jpg"]["reason"].startswith("too few 2D-3D")
     with pytest.raises(ValueError, match="unknown localization option"):
@@ -267,21 +323,32 @@ def test_hloc_localize_api(world, sfm, tmp_path):
     cell) and main's positional ``ransac_thresh`` / ``config`` give main's pose."""
     queries, pairs, feats, matches, gt = make_queries(world, tmp_path)
     qname, camera = queries[0]
-    logs = loc.main(sfm, queries, pairs, feats, matches, tmp_path / "r.txt", 12, False, False,
-                    {"estimation": {"ransac": {"max_error": 12}},
-                     "refinement": {"refine_focal_length": False}})
+    logs = loc.main(
+        sfm,
+        queries,
+        pairs,
+        feats,
+        matches,
+        tmp_path / "r.txt",
+        12,
+        False,
+        False,
+        {"estimation": {"ransac": {"max_error": 12}}, "refinement": {"refine_focal_length": False}},
+    )
     assert logs["conf"]["max_error_px"] == 12
     ids = colmap.image_ids_by_name(sfm)
     localizer = loc.QueryLocalizer(sfm, {"estimation": {"ransac": {"max_error": 12}}})
-    ret, log = loc.pose_from_cluster(localizer, qname, camera,
-                                     [ids[f"db/{i}.jpg"] for i in range(3)], feats, matches)
+    ret, log = loc.pose_from_cluster(
+        localizer, qname, camera, [ids[f"db/{i}.jpg"] for i in range(3)], feats, matches
+    )
     assert ret["num_inliers"] == logs["loc"][qname]["num_inliers"]
     assert ret["inlier_mask"].shape == (len(log["points3D_ids"]),) and ret["camera"] is camera
     q, t = rigid_to_qt(ret["cam_from_world"])
     assert np.allclose(np.abs(q @ gt[qname][0]), 1, atol=1e-3)
     with pytest.raises(ValueError, match="covisibility_clustering"):
-        loc.main(sfm, queries, pairs, feats, matches, tmp_path / "r.txt",
-                 covisibility_clustering=True)
+        loc.main(
+            sfm, queries, pairs, feats, matches, tmp_path / "r.txt", covisibility_clustering=True
+        )
     with pytest.raises(ValueError, match="unsupported"):
         loc.QueryLocalizer(sfm, {"estimation": {"bogus": 1}})
 
@@ -294,8 +361,13 @@ def _line(name, q, t):
 
 
 def test_evaluate_hand_made(tmp_path):
-    Rz = lambda d: np.array([[math.cos(math.radians(d)), -math.sin(math.radians(d)), 0],
-                             [math.sin(math.radians(d)), math.cos(math.radians(d)), 0], [0, 0, 1]])
+    Rz = lambda d: np.array(
+        [
+            [math.cos(math.radians(d)), -math.sin(math.radians(d)), 0],
+            [math.sin(math.radians(d)), math.cos(math.radians(d)), 0],
+            [0, 0, 1],
+        ]
+    )
     q_id = np.array([1.0, 0, 0, 0])
     gt = {
         "query/day/a.jpg": (q_id, np.array([0.0, 0, 0])),
@@ -308,11 +380,11 @@ def test_evaluate_hand_made(tmp_path):
     gt_file.write_text("\n".join(_line(n, *p) for n, p in gt.items()))
     qb = rotmat_to_qvec(Rz(30))
     res = [
-        _line("a.jpg", q_id, [0.1, 0, 0]),                 # 0.1 m, 0 deg
-        _line("b.jpg", -qb, [1.0, 2, 3]),                  # sign-flipped quaternion: exact
+        _line("a.jpg", q_id, [0.1, 0, 0]),  # 0.1 m, 0 deg
+        _line("b.jpg", -qb, [1.0, 2, 3]),  # sign-flipped quaternion: exact
         _line("c.jpg", rotmat_to_qvec(Rz(3)), [0.0, 0, 10]),  # 3 deg; centre moves
-        _line("d.jpg", q_id, [5.0, 0, 0.3]),               # 0.3 m, 0 deg
-        _line("zzz.jpg", q_id, [0.0, 0, 0]),               # not in GT: ignored
+        _line("d.jpg", q_id, [5.0, 0, 0.3]),  # 0.3 m, 0 deg
+        _line("zzz.jpg", q_id, [0.0, 0, 0]),  # not in GT: ignored
     ]
     (tmp_path / "res.txt").write_text("\n".join(res) + "\n")
     cond = {n: n.split("/")[1] for n in gt}

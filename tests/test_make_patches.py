@@ -6,6 +6,7 @@ geometrically right (re-triangulated from the written keypoints and the ground-t
 each observation reprojects within 1 px), whose matching patches correlate far more than random
 pairs, and on which a short HardNet run lowers FPR95 on a held-out set of views.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,27 +15,44 @@ import numpy as np
 import pytest
 
 from descriptors.data.phototour import read_phototour
-from localize import colmap
+from localize import colmap, make_patches
 from localize.data.aachen import read_aachen, write_synthetic_aachen
 from localize.data.strecha import read_camera_file, read_strecha_cameras
-from localize import make_patches
 
-CONF = {**make_patches.confs["default"], "resize_max": 480, "max_keypoints": 1500,
-        "min_tri_angle_deg": 1.0, "max_pairs": 4000}
+CONF = {
+    **make_patches.confs["default"],
+    "resize_max": 480,
+    "max_keypoints": 1500,
+    "min_tri_angle_deg": 1.0,
+    "max_pairs": 4000,
+}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("mp")
-    scene = write_synthetic_aachen(root / "synth", n_db=16, n_query=1, width=480, height=360,
-                                   seed=3)
+    scene = write_synthetic_aachen(
+        root / "synth", n_db=16, n_query=1, width=480, height=360, seed=3
+    )
     data = read_aachen(scene)
     names = data.db_names
-    train, test = names[: len(names) // 2 + 2], names[len(names) // 2 + 2:]
-    s_train = make_patches.build(CONF, data.image_dir, root / "pt" / "train",
-                                 reference=data.reference_model, names=train, progress=False)
-    s_test = make_patches.build(CONF, data.image_dir, root / "pt" / "test",
-                                reference=data.reference_model, names=test, progress=False)
+    train, test = names[: len(names) // 2 + 2], names[len(names) // 2 + 2 :]
+    s_train = make_patches.build(
+        CONF,
+        data.image_dir,
+        root / "pt" / "train",
+        reference=data.reference_model,
+        names=train,
+        progress=False,
+    )
+    s_test = make_patches.build(
+        CONF,
+        data.image_dir,
+        root / "pt" / "test",
+        reference=data.reference_model,
+        names=test,
+        progress=False,
+    )
     return data, root / "pt", s_train, s_test
 
 
@@ -108,12 +126,14 @@ def test_short_training_lowers_heldout_fpr95(built, tmp_path):
     from descriptors.metrics import evaluate_pairs
     from descriptors.registry import load
     from descriptors.train import train
+
     _, pt, _, _ = built
     test = read_phototour(pt / "test", progress=False)
     out = tmp_path / "h.pt"
     train("hardnet", pt, out, split="train", steps=1, quick=True, progress=False, seed=0)
     before = evaluate_pairs(load(str(out), device="cpu"), test)["fpr95"]
     from descriptors.recipes import get_recipe
+
     r = get_recipe("hardnet", quick=True).with_options(batch_size=128, lr=20.0)
     train(r, pt, out, split="train", steps=60, progress=False, seed=0)
     after = evaluate_pairs(load(str(out), device="cpu"), test)["fpr95"]
@@ -126,10 +146,11 @@ def test_strecha_camera_reader(tmp_path):
     a = np.deg2rad(20)
     R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     C = np.array([0.5, -0.2, -3.0])
+
     def fmt(v) -> str:
         return " ".join(repr(float(x)) for x in v)
-    rows = [*(fmt(r) for r in K), "0 0 0", *(fmt(r) for r in R),
-            fmt(C), "1280 960"]
+
+    rows = [*(fmt(r) for r in K), "0 0 0", *(fmt(r) for r in R), fmt(C), "1280 960"]
     d = tmp_path / "gt_dense_cameras"
     d.mkdir()
     (d / "0000.jpg.camera").write_text("\n".join(rows) + "\n")

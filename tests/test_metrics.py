@@ -1,4 +1,5 @@
 """descriptors.metrics against hand-computed values."""
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,7 @@ def test_fpr95_matches_hardnet_roundtrip_float32_with_ties():
     rng = np.random.default_rng(0)
     y = (rng.random(5000) < 0.5).astype(np.int64)
     d = (rng.random(5000) + 0.4 * (1 - y)).astype(np.float32)
-    d = np.round(d, 2).astype(np.float32)                    # many ties
+    d = np.round(d, 2).astype(np.float32)  # many ties
     ref = _hardnet_error_rate_at_95_recall(y, 1.0 / (d + 1e-8))
     assert M.fpr95(d, y) == ref
 
@@ -71,6 +72,7 @@ def test_pr_auc_roc_auc_hand_with_ties():
 
 def test_pr_roc_match_sklearn_random():
     from sklearn.metrics import average_precision_score, roc_auc_score
+
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 3000)
     d = np.round(rng.random(3000) + 0.3 * (1 - y), 2)
@@ -86,12 +88,12 @@ def test_cmc_hand():
 
 
 def test_cmc_1_vs_n():
-    ids = np.repeat(np.arange(10), 2)                          # 20 pairs of 10 points
+    ids = np.repeat(np.arange(10), 2)  # 20 pairs of 10 points
     a = np.eye(10, dtype=np.float32)[ids]
     b = a.copy()
     # a same-point row drawn as a negative would tie with the positive (distance 0)
     c = M.cmc_1_vs_n(a, b, ids, n_neg=1000, rng=0)
-    assert len(c) == 18 + 1                                   # capped at 20 - 2 negatives
+    assert len(c) == 18 + 1  # capped at 20 - 2 negatives
     assert c[0] == 1.0
     const = np.ones((20, 4), np.float32)
     assert M.cmc_1_vs_n(const, const, ids, n_neg=5, rng=0)[0] == 0.0
@@ -130,10 +132,12 @@ def test_hpatches_ap_auc_hand():
 
 class _FlatExtractor:
     """Tiny inline extractor: mean-centred, L2-normalised 8x8 thumbnail."""
+
     name, dim, patch_size = "flat", 64, 32
 
     def __call__(self, x):
         import cv2
+
         x = np.asarray(x, np.float32)[:, 0]
         t = np.stack([cv2.resize(p, (8, 8), interpolation=cv2.INTER_AREA) for p in x])
         t = t.reshape(len(t), -1)
@@ -148,9 +152,11 @@ class _ConstExtractor(_FlatExtractor):
 
 def _toy_data(n_points=60, seed=0):
     from descriptors.data.phototour import PhotoTourData
+
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (n_points, 8, 8)).astype(np.float32)
     import cv2
+
     patches, ids = [], []
     for i in range(n_points):
         big = cv2.resize(base[i], (64, 64), interpolation=cv2.INTER_LINEAR)
@@ -158,8 +164,10 @@ def _toy_data(n_points=60, seed=0):
             patches.append(np.clip(big + rng.normal(0, 20, big.shape), 0, 255).astype(np.uint8))
             ids.append(i)
     ids = np.asarray(ids, np.int64)
-    pos = np.stack([np.arange(0, 2 * n_points, 2), np.arange(1, 2 * n_points, 2),
-                    np.ones(n_points, np.int64)], 1)
+    pos = np.stack(
+        [np.arange(0, 2 * n_points, 2), np.arange(1, 2 * n_points, 2), np.ones(n_points, np.int64)],
+        1,
+    )
     a = rng.integers(0, 2 * n_points, 3 * n_points)
     b = rng.integers(0, 2 * n_points, 3 * n_points)
     keep = ids[a] != ids[b]
@@ -187,7 +195,7 @@ def test_pr_roc_auc_split_matches_pooled_definitions():
     assert ap == pytest.approx(M.pr_auc(D, Y)) and auc == pytest.approx(M.roc_auc(D, Y))
     rng = np.random.default_rng(4)
     dp = np.round(rng.random(200), 2)
-    dn = np.round(rng.random((200, 30)) + 0.2, 2)          # many ties between and within
+    dn = np.round(rng.random((200, 30)) + 0.2, 2)  # many ties between and within
     d = np.r_[dp, dn.ravel()]
     y = np.r_[np.ones(200, int), np.zeros(dn.size, int)]
     ap, auc = M.pr_roc_auc_split(dp, dn)
@@ -197,25 +205,26 @@ def test_pr_roc_auc_split_matches_pooled_definitions():
 
 def test_cmc_auc_hand():
     # ranks 0, 2, 3 among K = 3 negatives: curve 1/3 1/3 2/3 1 -> mean 7/12 = 1 - (5/3) / 4
-    c = M.cmc(np.array([0.1, 0.5, 0.3]),
-              np.array([[0.2, 0.3, 0.4], [0.1, 0.5, 0.9], [0.05, 0.2, 0.3]]))
+    c = M.cmc(
+        np.array([0.1, 0.5, 0.3]), np.array([[0.2, 0.3, 0.4], [0.1, 0.5, 0.9], [0.05, 0.2, 0.3]])
+    )
     assert M.cmc_auc(c) == pytest.approx(7 / 12)
     assert math.isnan(M.cmc_auc(np.array([])))
 
 
 def test_sample_fracking_folds_protocol():
     rng = np.random.default_rng(0)
-    ids = np.repeat(np.arange(300), rng.integers(1, 5, 300))   # 1..4 patches per point
-    ids = ids[rng.permutation(len(ids))]                         # patches of a point scattered
+    ids = np.repeat(np.arange(300), rng.integers(1, 5, 300))  # 1..4 patches per point
+    ids = ids[rng.permutation(len(ids))]  # patches of a point scattered
     n = len(ids)
     folds = M.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=3, seed=7)
     assert len(folds) == 3
     for f in folds:
         assert f.anchor.shape == (100,) and f.negatives.shape == (100, 50)
-        assert len(np.unique(ids[f.anchor])) == 100               # unique 3D points
+        assert len(np.unique(ids[f.anchor])) == 100  # unique 3D points
         assert np.all(ids[f.anchor] == ids[f.positive]) and np.all(f.anchor != f.positive)
         assert np.all(ids[f.negatives] != ids[f.anchor][:, None])
-        assert all(len(np.unique(r)) == 50 for r in f.negatives)   # distinct negatives
+        assert all(len(np.unique(r)) == 50 for r in f.negatives)  # distinct negatives
         assert f.negatives.min() >= 0 and f.negatives.max() < n
     assert not np.array_equal(folds[0].anchor, folds[1].anchor)
     # seeded; fold f does not depend on how many folds are drawn
@@ -229,7 +238,7 @@ def test_sample_fracking_folds_protocol():
     assert hits.min() > 0 and hits.max() < 6 * hits.mean()
     # scaled down: fewer eligible points / patches than asked
     multi = int((np.bincount(ids) >= 2).sum())
-    small = M.sample_fracking_folds(ids, n_neg=10 ** 6, n_folds=1)[0]
+    small = M.sample_fracking_folds(ids, n_neg=10**6, n_folds=1)[0]
     assert small.anchor.shape == (multi,)
     assert small.negatives.shape[1] == n - np.bincount(ids).max()
     with pytest.raises(ValueError, match=">= 2 patches"):
@@ -270,8 +279,15 @@ def test_evaluate_fracking_and_phototour_on_toy_data():
         aps.append(M.pr_auc(d, y))
     assert fr["pr_auc"] == pytest.approx(np.mean(aps), abs=1e-6)
     assert 0 < fr["pr_auc"] <= 1 and 0.5 < fr["roc_auc"] <= 1 and 0 < fr["cmc1"] <= 1
-    both = M.evaluate_phototour(ex, data, fracking_points=50, fracking_negatives=30,
-                                fracking_folds=3, seed=2, progress=False)
+    both = M.evaluate_phototour(
+        ex,
+        data,
+        fracking_points=50,
+        fracking_negatives=30,
+        fracking_folds=3,
+        seed=2,
+        progress=False,
+    )
     m50 = M.evaluate_pairs(ex, data, progress=False)
     for key in ("fpr95", "pr_auc", "roc_auc", "cmc1"):
         assert both["m50"][key] == m50[key]

@@ -1,5 +1,6 @@
 """localize.nearest_neighbor: every backend == the previous matcher == brute force, ties, empty
 and 1-descriptor sets, batched partners, the blocked top-2."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,9 @@ def _reference(d0, d1, ratio, dist, mutual):
                 continue  # ambiguous
             e1 = max(2 - 2 * float(best), 0.0)
             e2 = np.inf if second is None else max(2 - 2 * float(second), 0.0)
-            if ratio is not None and not e1 < ratio ** 2 * e2:
+            if ratio is not None and not e1 < ratio**2 * e2:
                 continue
-            if dist is not None and not e1 <= dist ** 2:
+            if dist is not None and not e1 <= dist**2:
                 continue
             out[i] = j
         return out
@@ -49,19 +50,28 @@ def _reference(d0, d1, ratio, dist, mutual):
     return m0, scores
 
 
-OPTIONS = [(0.8, None, True), (0.9, None, False), (None, None, True), (None, None, False),
-           (None, 0.9, True), (0.95, 1.0, True), (0.99, 0.5, False)]
+OPTIONS = [
+    (0.8, None, True),
+    (0.9, None, False),
+    (None, None, True),
+    (None, None, False),
+    (None, 0.9, True),
+    (0.95, 1.0, True),
+    (0.99, 0.5, False),
+]
 
 
 def _random_with_ties(rng, n0=200, n1=300, dim=32):
     """d1 with duplicate rows; d0 = noisy copies (varying noise: near the thresholds too),
     exact copies (duplicated in d0, spread over row blocks), random rows."""
     d1 = _unit(rng.normal(size=(n1, dim)))
-    d1[n1 - 10:] = d1[:10]                                  # 10 duplicated database rows
+    d1[n1 - 10 :] = d1[:10]  # 10 duplicated database rows
     k = n0 // 2
     noisy = d1[rng.permutation(n1)[:k]] + rng.uniform(0.02, 0.3, (k, 1)) * rng.normal(size=(k, dim))
     exact = d1[rng.integers(0, n1, 30)]
-    d0 = np.concatenate([_unit(noisy), exact, exact[:10], _unit(rng.normal(size=(n0 - k - 40, dim)))])
+    d0 = np.concatenate(
+        [_unit(noisy), exact, exact[:10], _unit(rng.normal(size=(n0 - k - 40, dim)))]
+    )
     return d0[rng.permutation(n0)].astype(np.float32), d1
 
 
@@ -73,11 +83,11 @@ def test_backends_equal_reference_random(backend, ratio, dist, mutual, monkeypat
     rng = np.random.default_rng(0)
     d0, d1 = _random_with_ties(rng)
     m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False, backend=backend)
-    mo, so = nnm.match_reference(d0, d1, ratio, dist, mutual)     # the previous matcher
+    mo, so = nnm.match_reference(d0, d1, ratio, dist, mutual)  # the previous matcher
     mr, sr = _reference(d0, d1, ratio, dist, mutual)
     assert m.dtype == np.int32 and m.shape == (200,) and s.dtype == np.float32
     np.testing.assert_array_equal(m, mo)
-    np.testing.assert_allclose(s, so, atol=1e-6)   # float rounding of the product differs
+    np.testing.assert_allclose(s, so, atol=1e-6)  # float rounding of the product differs
     np.testing.assert_array_equal(m, mr)
     np.testing.assert_allclose(s, sr, atol=1e-5)
     assert (m >= 0).sum() > 20
@@ -104,10 +114,15 @@ def test_exact_ties_on_exactly_representable_vectors(backend, monkeypatch):
 @pytest.mark.parametrize("backend", nnm.BACKENDS)
 def test_exact_ties_and_small_inputs(backend):
     e = np.eye(4, dtype=np.float32)
-    d1 = np.stack([e[0], e[0], e[1], e[2]])      # duplicate row -> ambiguous NN for e0
+    d1 = np.stack([e[0], e[0], e[1], e[2]])  # duplicate row -> ambiguous NN for e0
     d0 = np.stack([e[0], e[1], e[2], e[3], _unit([[1, 1, 0, 0]])[0]])
-    for ratio, dist, mutual in [(0.8, None, True), (None, None, True), (None, None, False),
-                                (None, 0.5, False), (0.99, None, False)]:
+    for ratio, dist, mutual in [
+        (0.8, None, True),
+        (None, None, True),
+        (None, None, False),
+        (None, 0.5, False),
+        (0.99, None, False),
+    ]:
         m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False, backend=backend)
         mr, sr = _reference(d0, d1, ratio, dist, mutual)
         np.testing.assert_array_equal(m, mr)
@@ -122,10 +137,15 @@ def test_exact_ties_and_small_inputs(backend):
             mr, sr = _reference(a, b, ratio, dist, mutual)
             np.testing.assert_array_equal(m, mr)
             np.testing.assert_allclose(s, sr, atol=1e-6)
-    assert nnm.match_descriptors(e[:1], e[:1], 0.8, None, True, use_gpu=False,
-                                   backend=backend)[0].tolist() == [0]
+    assert nnm.match_descriptors(e[:1], e[:1], 0.8, None, True, use_gpu=False, backend=backend)[
+        0
+    ].tolist() == [0]
     # empty on either / both sides
-    for a, b in [(np.zeros((0, 4)), d1), (d0, np.zeros((0, 4))), (np.zeros((0, 4)), np.zeros((0, 4)))]:
+    for a, b in [
+        (np.zeros((0, 4)), d1),
+        (d0, np.zeros((0, 4))),
+        (np.zeros((0, 4)), np.zeros((0, 4))),
+    ]:
         m, s = nnm.match_descriptors(a, b, 0.8, None, True, use_gpu=False, backend=backend)
         assert m.shape == (len(a),) and s.shape == (len(a),) and m.dtype == np.int32
         assert (m == -1).all() and (s == 0).all()
@@ -134,11 +154,18 @@ def test_exact_ties_and_small_inputs(backend):
 @pytest.mark.parametrize("backend", nnm.BACKENDS)
 def test_match_image_batched_equals_per_pair(backend, monkeypatch):
     monkeypatch.setattr(nnm, "CPU_BLOCK_ENTRIES", 64 * 100)
-    monkeypatch.setitem(nnm.MAX_PARTNER_ROWS, "cpu", 400)   # forces two products
+    monkeypatch.setitem(nnm.MAX_PARTNER_ROWS, "cpu", 400)  # forces two products
     rng = np.random.default_rng(4)
     d0, big = _random_with_ties(rng, 150, 300)
-    partners = [big, np.zeros((0, 32), np.float32), big[:1], big[5:7], big[::-1][:120],
-                _unit(rng.normal(size=(50, 32))), big[:10]]
+    partners = [
+        big,
+        np.zeros((0, 32), np.float32),
+        big[:1],
+        big[5:7],
+        big[::-1][:120],
+        _unit(rng.normal(size=(50, 32))),
+        big[:10],
+    ]
     for ratio, dist, mutual in OPTIONS[:3]:
         res = nnm.match_image(d0, partners, ratio, dist, mutual, device="cpu", backend=backend)
         assert len(res) == len(partners)
@@ -146,7 +173,9 @@ def test_match_image_batched_equals_per_pair(backend, monkeypatch):
             mr, sr = _reference(d0, p, ratio, dist, mutual)
             np.testing.assert_array_equal(m, mr)
             np.testing.assert_allclose(s, sr, atol=1e-5)
-    assert nnm.match_image(np.zeros((0, 32)), partners, backend=backend, device="cpu")[0][0].shape == (0,)
+    assert nnm.match_image(np.zeros((0, 32)), partners, backend=backend, device="cpu")[0][
+        0
+    ].shape == (0,)
     assert nnm.match_image(d0, [], backend=backend, device="cpu") == []
     with pytest.raises(ValueError, match="backend"):
         nnm.match_image(d0, partners, backend="nope")
@@ -158,6 +187,7 @@ def test_top2_both_matches_topk():
     index is kept at least wherever it can be mutual (it is its best column's best row), and
     the columns' values are exact there."""
     import torch
+
     rng = np.random.default_rng(5)
     q = torch.from_numpy(_unit(rng.normal(size=(130, 16))))
     db = torch.from_numpy(_unit(rng.normal(size=(90, 16))))
@@ -165,16 +195,15 @@ def test_top2_both_matches_topk():
     sim = q @ db.T
     vc, ic = sim.topk(2, dim=0)
     for mutual in (False, True):
-        (rv1, ri1, rv2), cols = nnm.top2_both(q, db, [0, 40, 41, 90], mutual,
-                                                block_entries=32 * 90)
+        (rv1, ri1, rv2), cols = nnm.top2_both(q, db, [0, 40, 41, 90], mutual, block_entries=32 * 90)
         n_cand = 0
-        used = torch.zeros(90, dtype=torch.bool)    # columns some row can be mutual with
+        used = torch.zeros(90, dtype=torch.bool)  # columns some row can be mutual with
         for j, (s, e) in enumerate(segs):
             v, i = sim[:, s:e].topk(min(2, e - s), dim=1)
             assert torch.allclose(rv1[:, j], v[:, 0], atol=1e-6)
-            cand = ic[0][s + i[:, 0]] == torch.arange(130)   # row's best column's best row
+            cand = ic[0][s + i[:, 0]] == torch.arange(130)  # row's best column's best row
             keep = ri1[:, j] >= 0 if mutual else torch.ones(130, dtype=torch.bool)
-            assert bool(keep[cand].all())            # -1 only where the row cannot be mutual
+            assert bool(keep[cand].all())  # -1 only where the row cannot be mutual
             assert torch.equal(ri1[keep, j], i[keep, 0])
             n_cand += int(cand.sum())
             used[s + i[cand, 0]] = True

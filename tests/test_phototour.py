@@ -1,4 +1,5 @@
 """Brown PhotoTour reader / synthetic writer / pair sampler."""
+
 from __future__ import annotations
 
 import cv2
@@ -24,7 +25,7 @@ def _write_fixture(folder, n=300, seed=0):
             if i >= n:
                 break
             y, x = 64 * (g // 16), 64 * (g % 16)
-            sheet[y:y + 64, x:x + 64] = patches[i]
+            sheet[y : y + 64, x : x + 64] = patches[i]
         assert cv2.imwrite(str(folder / f"patches{f:04d}.bmp"), sheet)
     with open(folder / "info.txt", "w") as fh:
         for i in ids:
@@ -110,6 +111,7 @@ def test_transform_keypoints_orientation_rotation():
     """A keypoint followed through a 90-degree rotation gives the same patch."""
     from descriptors.data import synth
     from descriptors.patches import extract_patches
+
     img = synth.load_photo("camera", gray=True)[100:356, 100:356]
     h, w = img.shape
     c = (w - 1) / 2.0
@@ -129,10 +131,17 @@ def test_transform_keypoints_orientation_rotation():
 
 
 def test_synthetic_roundtrip(tmp_path):
-    out = ps.write_synthetic_phototour(tmp_path / "synth", "test", n_points=40,
-                                       views_per_point=(2, 3), n_pairs=60, seed=3,
-                                       conf={"n_views": 4}, photos=["camera", "coffee"],
-                                       progress=False)
+    out = ps.write_synthetic_phototour(
+        tmp_path / "synth",
+        "test",
+        n_points=40,
+        views_per_point=(2, 3),
+        n_pairs=60,
+        seed=3,
+        conf={"n_views": 4},
+        photos=["camera", "coffee"],
+        progress=False,
+    )
     assert out == tmp_path / "synth" / "test"
     names = sorted(p.name for p in out.iterdir())
     assert "info.txt" in names and "interest.txt" in names and "m50_30_30_0.txt" in names
@@ -169,8 +178,16 @@ def test_synthetic_roundtrip(tmp_path):
     before = (out / "info.txt").stat().st_mtime_ns
     with pytest.raises(ValueError, match="disjoint"):
         ps.write_synthetic_phototour(root, "train", n_points=10, photos=["camera"])
-    ps.write_synthetic_phototour(root, "train", n_points=10, n_pairs=10, photos=["brick"],
-                                 views_per_point=(2, 3), conf={"n_views": 3}, progress=False)
+    ps.write_synthetic_phototour(
+        root,
+        "train",
+        n_points=10,
+        n_pairs=10,
+        photos=["brick"],
+        views_per_point=(2, 3),
+        conf={"n_views": 3},
+        progress=False,
+    )
     assert ps.ensure_synthetic_phototour(root) == root
     assert (out / "info.txt").stat().st_mtime_ns == before
     assert not list(root.glob(".*tmp*"))
@@ -207,9 +224,11 @@ def test_pipeline_tiny(tmp_path, capsys):
     FPR95 is evaluate_pairs' number and the fracking protocol is scaled down to the folder."""
     import json
     import re
+
     from descriptors import metrics as M
     from descriptors.registry import load
     from pipelines import phototour as pipe
+
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (40, 8, 8)).astype(np.float32)
     patches, ids = [], []
@@ -219,16 +238,30 @@ def test_pipeline_tiny(tmp_path, capsys):
             patches.append(np.clip(big + rng.normal(0, 10, big.shape), 0, 255).astype(np.uint8))
             ids.append(i)
     ids = np.asarray(ids)
-    pairs = [(2 * i, 2 * i + 1) for i in range(40)] + [(2 * i, 2 * ((i + 7) % 40) + 1)
-                                                       for i in range(40)]
+    pairs = [(2 * i, 2 * i + 1) for i in range(40)] + [
+        (2 * i, 2 * ((i + 7) % 40) + 1) for i in range(40)
+    ]
     folder = tmp_path / "scene"
     folder.mkdir()
     pt.write_phototour_folder(folder, np.stack(patches), ids, np.asarray(pairs))
     assert (folder / "m50_40_40_0.txt").is_file()
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        pipe.main(["--features", "sift", str(tmp_path / "missing.pt"), "--data", str(folder),
-                   "--out", str(out), "--cmc-negatives", "20", "--fracking-folds", "3"])
+        pipe.main(
+            [
+                "--features",
+                "sift",
+                str(tmp_path / "missing.pt"),
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--cmc-negatives",
+                "20",
+                "--fracking-folds",
+                "3",
+            ]
+        )
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert re.search("could not load.*missing.pt", captured.err)
@@ -247,14 +280,25 @@ def test_pipeline_tiny(tmp_path, capsys):
     assert str(tmp_path / "missing.pt") in saved["errors"]
     assert (out / "pr.png").stat().st_size > 0 and (out / "roc.png").stat().st_size > 0
     # all features loadable: normal return
-    res = pipe.main(["--features", "sift", "--data", str(folder), "--out", str(out),
-                     "--fracking-folds", "1", "--no-plot"])
+    res = pipe.main(
+        [
+            "--features",
+            "sift",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+            "--fracking-folds",
+            "1",
+            "--no-plot",
+        ]
+    )
     assert res["errors"] == {} and res["results"]["sift"]["fpr95"] == ref["fpr95"]
     # missing and garbled folders: one-line errors
     for argv, pattern in (
-            (["--features", "sift", "--data", str(tmp_path / "nope"), "--out", str(out)],
-             "not found"),
-            (["--features", "sift", "--data", str(folder), "--out", str(out)], r"info\.txt:1")):
+        (["--features", "sift", "--data", str(tmp_path / "nope"), "--out", str(out)], "not found"),
+        (["--features", "sift", "--data", str(folder), "--out", str(out)], r"info\.txt:1"),
+    ):
         if pattern.startswith("info"):
             (folder / "info.txt").write_text("not numbers\n")
         with pytest.raises(SystemExit) as exc:

@@ -3,6 +3,7 @@ load through ``registry.load(path)`` with the authors' preprocessing.
 
 The files are built here with random weights in each publisher's on-disk layout; the outputs
 are checked against functional re-implementations of the published forward passes."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -52,7 +53,7 @@ def _check_extractor(ext: registry.Extractor, name: str, kind: str, dim: int = 1
     d = ext(_patches())
     assert d.shape == (6, dim) and d.dtype == np.float32
     assert np.allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-5)
-    assert np.abs(d[0] - d[1]).max() > 1e-3           # not a constant output
+    assert np.abs(d[0] - d[1]).max() > 1e-3  # not a constant output
     return d
 
 
@@ -67,7 +68,7 @@ def _tfeat_reference(sd: dict, x255: torch.Tensor) -> torch.Tensor:
 def test_tfeat_params_file_gets_0_255_patches_and_unit_output(tmp_path):
     sd = _randomise(KF.TFeat(pretrained=False).state_dict())
     path = tmp_path / "tfeat-liberty.params"
-    torch.save(sd, path)                               # the authors' file: a bare state dict
+    torch.save(sd, path)  # the authors' file: a bare state dict
     ext = registry.load(str(path), device="cpu")
     seen: list[float] = []
     ext.model.net.features[0].register_forward_pre_hook(lambda m, a: seen.append(float(a[0].max())))
@@ -79,19 +80,26 @@ def test_tfeat_params_file_gets_0_255_patches_and_unit_output(tmp_path):
     # on a low-contrast patch the 0..255 scale is what the authors' InstanceNorm eps sees
     flat = 0.5 + 0.002 * _patches(2, seed=3)
     low = ext(flat)
-    assert np.allclose(low, F.normalize(_tfeat_reference(sd, flat * 255.0), dim=1).numpy(),
-                       atol=1e-5)
+    assert np.allclose(
+        low, F.normalize(_tfeat_reference(sd, flat * 255.0), dim=1).numpy(), atol=1e-5
+    )
     assert not np.allclose(low, F.normalize(_tfeat_reference(sd, flat), dim=1).numpy(), atol=1e-3)
 
 
 def _hardtfeat_state_dict() -> OrderedDict:
     g = torch.Generator().manual_seed(5)
     sd = OrderedDict()
-    for k, shape in [("features.0.weight", (32, 1, 7, 7)), ("features.0.bias", (32,)),
-                     ("features.3.weight", (64, 32, 6, 6)), ("features.3.bias", (64,)),
-                     ("classifier.1.weight", (128, 64, 8, 8)), ("classifier.1.bias", (128,)),
-                     ("SIFT.gx.0.weight", (1, 1, 1, 3)), ("SIFT.gy.0.weight", (1, 1, 3, 1)),
-                     ("SIFT.pk.0.weight", (1, 1, 11, 11))]:
+    for k, shape in [
+        ("features.0.weight", (32, 1, 7, 7)),
+        ("features.0.bias", (32,)),
+        ("features.3.weight", (64, 32, 6, 6)),
+        ("features.3.bias", (64,)),
+        ("classifier.1.weight", (128, 64, 8, 8)),
+        ("classifier.1.bias", (128,)),
+        ("SIFT.gx.0.weight", (1, 1, 1, 3)),
+        ("SIFT.gy.0.weight", (1, 1, 3, 1)),
+        ("SIFT.pk.0.weight", (1, 1, 11, 11)),
+    ]:
         sd[k] = 0.1 * torch.randn(shape, generator=g)
     return sd
 
@@ -99,7 +107,7 @@ def _hardtfeat_state_dict() -> OrderedDict:
 def test_hardtfeat_pth_standardises_patches_and_drops_sift_keys(tmp_path):
     sd = _hardtfeat_state_dict()
     path = tmp_path / "HardTFeat.pth"
-    torch.save({"epoch": 2, "state_dict": sd}, path)   # ducha-aiki/affnet's layout
+    torch.save({"epoch": 2, "state_dict": sd}, path)  # ducha-aiki/affnet's layout
     ext = registry.load(str(path), device="cpu")
     d = _check_extractor(ext, "HardTFeat", "hardtfeat")
     x = _patches()
@@ -116,10 +124,19 @@ def test_hardtfeat_pth_standardises_patches_and_drops_sift_keys(tmp_path):
 def _hardnet_ps_reference() -> nn.Sequential:
     """The HardNetPS definition from DagnyT/hardnet's 3rd_party README."""
     layers: list[nn.Module] = []
-    for cin, cout, s in ((1, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2),
-                         (128, 128, 1)):
-        layers += [nn.Conv2d(cin, cout, 3, stride=s, padding=1, bias=True),
-                   nn.BatchNorm2d(cout, affine=True), nn.ReLU()]
+    for cin, cout, s in (
+        (1, 32, 1),
+        (32, 32, 1),
+        (32, 64, 2),
+        (64, 64, 1),
+        (64, 128, 2),
+        (128, 128, 1),
+    ):
+        layers += [
+            nn.Conv2d(cin, cout, 3, stride=s, padding=1, bias=True),
+            nn.BatchNorm2d(cout, affine=True),
+            nn.ReLU(),
+        ]
     return nn.Sequential(*layers, nn.Conv2d(128, 128, kernel_size=8, bias=True))
 
 
@@ -131,25 +148,36 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
 def test_hardnet_family_and_kornia_layouts(tmp_path, monkeypatch, kind):
     """Each layout is detected and gives the publisher's network output (unit rows)."""
     # HardNet8's orthogonal init of its 512x16384 conv takes seconds and is overwritten anyway
-    monkeypatch.setattr(nn.init, "orthogonal_",
-                        lambda w, gain=1.0: nn.init.normal_(w, 0, gain / w[0].numel() ** 0.5))
+    monkeypatch.setattr(
+        nn.init,
+        "orthogonal_",
+        lambda w, gain=1.0: nn.init.normal_(w, 0, gain / w[0].numel() ** 0.5),
+    )
     if kind == "hardnet_ps":
         ref_net = _hardnet_ps_reference()
         ref_net.load_state_dict(_randomise(ref_net.state_dict()))
         ref = lambda x: F.normalize(ref_net.eval()(_standardise(x)).flatten(1), dim=1)  # noqa: E731
-        obj: dict = {"state_dict": OrderedDict((f"features.{k}", v)
-                                               for k, v in ref_net.state_dict().items())}
+        obj: dict = {
+            "state_dict": OrderedDict((f"features.{k}", v) for k, v in ref_net.state_dict().items())
+        }
     else:
-        cls = {"hardnet": KF.HardNet, "hardnet8": KF.HardNet8, "sosnet": KF.SOSNet,
-               "hynet": KF.HyNet}[kind]
+        cls = {
+            "hardnet": KF.HardNet,
+            "hardnet8": KF.HardNet8,
+            "sosnet": KF.SOSNet,
+            "hynet": KF.HyNet,
+        }[kind]
         ref_net = cls(pretrained=False)
         ref_net.load_state_dict(_randomise(ref_net.state_dict()))
         ref_net.eval()
         ref = lambda x: F.normalize(ref_net(x), dim=1)  # noqa: E731
         sd = ref_net.state_dict()
         # HardNet repo checkpoints wrap the weights (and an optimizer state); kornia's are bare
-        obj = {"epoch": 9, "state_dict": sd, "optimizer": {"state": {}, "param_groups": []}} \
-            if kind == "hardnet" else sd
+        obj = (
+            {"epoch": 9, "state_dict": sd, "optimizer": {"state": {}, "param_groups": []}}
+            if kind == "hardnet"
+            else sd
+        )
     path = tmp_path / f"{kind}.pth"
     torch.save(obj, path)
     ext = registry.load(str(path), device="cpu")
@@ -162,8 +190,9 @@ def test_dataparallel_prefix_and_old_bn_counters(tmp_path):
     net = KF.HardNet(pretrained=False)
     sd = _randomise(net.state_dict())
     net.load_state_dict(sd)
-    old = OrderedDict((f"module.{k}", v) for k, v in sd.items()
-                      if not k.endswith("num_batches_tracked"))
+    old = OrderedDict(
+        (f"module.{k}", v) for k, v in sd.items() if not k.endswith("num_batches_tracked")
+    )
     path = tmp_path / "HardNet++.pth"
     torch.save({"state_dict": old}, path)
     d = _check_extractor(registry.load(str(path), device="cpu"), "HardNet++", "hardnet")
@@ -173,8 +202,15 @@ def test_dataparallel_prefix_and_old_bn_counters(tmp_path):
 
 def test_unknown_and_misfit_layouts_give_one_line_errors(tmp_path):
     path = tmp_path / "mystery.pth"
-    torch.save({"state_dict": {"encoder.conv.weight": torch.zeros(3, 1, 3, 3),
-                               "head.weight": torch.zeros(8, 3)}}, path)
+    torch.save(
+        {
+            "state_dict": {
+                "encoder.conv.weight": torch.zeros(3, 1, 3, 3),
+                "head.weight": torch.zeros(8, 3),
+            }
+        },
+        path,
+    )
     with pytest.raises(registry.DescriptorError) as e:
         registry.load(str(path))
     msg = str(e.value)
@@ -185,7 +221,7 @@ def test_unknown_and_misfit_layouts_give_one_line_errors(tmp_path):
     with pytest.raises(registry.DescriptorError, match=r"notensors\.pt.*epoch"):
         registry.load(str(path2))
     sd = KF.TFeat(pretrained=False).state_dict()
-    sd["descr.0.weight"] = torch.zeros(128, 100)       # TFeat keys, wrong linear width
+    sd["descr.0.weight"] = torch.zeros(128, 100)  # TFeat keys, wrong linear width
     path3 = tmp_path / "bad-tfeat.params"
     torch.save(sd, path3)
     with pytest.raises(registry.DescriptorError, match=r"bad-tfeat\.params.*tfeat.*not fit"):
@@ -193,8 +229,7 @@ def test_unknown_and_misfit_layouts_give_one_line_errors(tmp_path):
 
 
 def test_project_checkpoints_are_not_taken_for_published(tmp_path):
-    path = save_checkpoint(tmp_path / "own.pt", L2Net().eval(), "l2net", {"dim": 128},
-                           "hardnet", 5)
+    path = save_checkpoint(tmp_path / "own.pt", L2Net().eval(), "l2net", {"dim": 128}, "hardnet", 5)
     ext = registry.load(str(path), device="cpu")
     assert "published" not in ext.meta and ext.dim == 128
 
@@ -204,6 +239,7 @@ def _wormhole_patches(n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
 
     from descriptors.patches import extract_patches
     from localize.extract_features import detect_dog
+
     seq = SHARED / "hpatches_v_wormhole"
     im1 = cv2.imread(str(seq / "1.png"), cv2.IMREAD_GRAYSCALE)
     im2 = cv2.imread(str(seq / "2.png"), cv2.IMREAD_GRAYSCALE)
@@ -213,17 +249,28 @@ def _wormhole_patches(n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     def warp(p: np.ndarray) -> np.ndarray:
         q = np.c_[p, np.ones(len(p))] @ H.T
         return q[:, :2] / q[:, 2:]
+
     xy2 = warp(xy)
-    e = 0.5   # local scale of H: sqrt |det J| by finite differences
+    e = 0.5  # local scale of H: sqrt |det J| by finite differences
     jx, jy = (warp(xy + [e, 0]) - xy2) / e, (warp(xy + [0, e]) - xy2) / e
     s = np.sqrt(np.abs(jx[:, 0] * jy[:, 1] - jx[:, 1] * jy[:, 0]))
     r1, r2 = 6 * size, 6 * size * s
     (h1, w1), (h2, w2) = im1.shape, im2.shape
-    ok = (xy[:, 0] > r1) & (xy[:, 1] > r1) & (xy[:, 0] < w1 - r1) & (xy[:, 1] < h1 - r1) \
-        & (xy2[:, 0] > r2) & (xy2[:, 1] > r2) & (xy2[:, 0] < w2 - r2) & (xy2[:, 1] < h2 - r2)
+    ok = (
+        (xy[:, 0] > r1)
+        & (xy[:, 1] > r1)
+        & (xy[:, 0] < w1 - r1)
+        & (xy[:, 1] < h1 - r1)
+        & (xy2[:, 0] > r2)
+        & (xy2[:, 1] > r2)
+        & (xy2[:, 0] < w2 - r2)
+        & (xy2[:, 1] < h2 - r2)
+    )
     idx = np.flatnonzero(ok)[:n]
-    return (extract_patches(im1, xy[idx], size[idx]),
-            extract_patches(im2, xy2[idx], (size * s)[idx].astype(np.float32)))
+    return (
+        extract_patches(im1, xy[idx], size[idx]),
+        extract_patches(im2, xy2[idx], (size * s)[idx].astype(np.float32)),
+    )
 
 
 @pytest.mark.skipif(not (SHARED / "published").is_dir(), reason="needs ../shared/data")

@@ -1,5 +1,6 @@
 """Vocabularies / VLAD / ASMK (localize.vlad), global descriptors, search, re-ranking and the
 revisitop retrieval pipeline (localize.retrieve)."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 from localize import h5, io, retrieve, vlad
-
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -25,7 +25,7 @@ def test_search_chunked_equals_unchunked():
     db = _unit(rng.normal(size=(600, 32)))
     q = _unit(rng.normal(size=(75, 32)))
     s_all, i_all = retrieve.search(db, q, k=20, chunk=100000)
-    s_ch, i_ch = retrieve.search(db, q, k=20, chunk=16)   # 5 chunks, the last one partial
+    s_ch, i_ch = retrieve.search(db, q, k=20, chunk=16)  # 5 chunks, the last one partial
     np.testing.assert_array_equal(i_ch, i_all)
     np.testing.assert_allclose(s_ch, s_all, rtol=0, atol=1e-5)
     # and both equal the brute-force answer
@@ -35,7 +35,7 @@ def test_search_chunked_equals_unchunked():
     s, i = retrieve.search(db[:5], q, k=10)
     assert i.shape == (75, 5) and set(i[0]) == set(range(5))
     s_ivf, i_ivf = retrieve.search(db, q, k=5, index="ivf", nlist=8, nprobe=8, chunk=7)
-    assert (i_ivf[:, 0] == i_all[:, 0]).mean() == 1.0   # nprobe = nlist: exhaustive
+    assert (i_ivf[:, 0] == i_all[:, 0]).mean() == 1.0  # nprobe = nlist: exhaustive
 
 
 def test_ranks_from_topk_and_qe():
@@ -90,8 +90,12 @@ def test_vlad_and_vocabulary(tmp_path):
     with pytest.raises(ValueError):
         vlad.train_vocabulary(train[:4], 8)
     # ASMK: an image is most similar to itself / its noisy copy
-    imgs = [_unit(centres[rng.choice(8, 3, replace=False)].repeat(10, 0)
-                  + 0.2 * rng.normal(size=(30, 16))) for _ in range(6)]
+    imgs = [
+        _unit(
+            centres[rng.choice(8, 3, replace=False)].repeat(10, 0) + 0.2 * rng.normal(size=(30, 16))
+        )
+        for _ in range(6)
+    ]
     enc = [vlad.asmk_aggregate(d, voc) for d in imgs]
     q = [vlad.asmk_aggregate(_unit(d + 0.02 * rng.normal(size=d.shape)), voc) for d in imgs]
     s, i = retrieve.AsmkIndex(enc).search(q, 3, chunk=4)
@@ -101,31 +105,45 @@ def test_vlad_and_vocabulary(tmp_path):
 def _write_features(path: Path, names, rng, dim=16, n=40):
     with h5.H5Writer(path) as w:
         for nm in names:
-            io.write_features(w.file, nm, {
-                "keypoints": rng.uniform(0, 100, (n, 2)).astype(np.float32),
-                "descriptors": _unit(rng.normal(size=(n, dim))),
-                "scores": np.ones(n, np.float32), "image_size": np.array([100, 80])})
+            io.write_features(
+                w.file,
+                nm,
+                {
+                    "keypoints": rng.uniform(0, 100, (n, 2)).astype(np.float32),
+                    "descriptors": _unit(rng.normal(size=(n, dim))),
+                    "scores": np.ones(n, np.float32),
+                    "image_size": np.array([100, 80]),
+                },
+            )
 
 
 def test_global_file_is_hloc_layout_for_pairs(tmp_path):
     from localize import pairs_from_retrieval
+
     rng = np.random.default_rng(0)
     names = ["db/1.jpg", "db/2.jpg", "db/3.jpg", "query/day/q1.jpg"]
     feats = tmp_path / "feats.h5"
     _write_features(feats, names, rng)
     # make the query a near copy of db/2
     d2 = io.get_descriptors(feats, "db/2.jpg")
-    io.write_features(feats, "query/day/q1.jpg", {
-        "keypoints": np.zeros((40, 2), np.float32),
-        "descriptors": _unit(d2 + 0.01 * rng.normal(size=d2.shape)),
-        "image_size": np.array([100, 80])})
+    io.write_features(
+        feats,
+        "query/day/q1.jpg",
+        {
+            "keypoints": np.zeros((40, 2), np.float32),
+            "descriptors": _unit(d2 + 0.01 * rng.normal(size=d2.shape)),
+            "image_size": np.array([100, 80]),
+        },
+    )
     vfeats = tmp_path / "vocab_feats.h5"
     _write_features(vfeats, [f"v{i}.jpg" for i in range(5)], rng)
-    vocab = retrieve.learn_vocabulary_from_features(vfeats, {"num_words": 4}, seed=0,
-                                                    out_path=tmp_path / "vocab.npz")
+    vocab = retrieve.learn_vocabulary_from_features(
+        vfeats, {"num_words": 4}, seed=0, out_path=tmp_path / "vocab.npz"
+    )
     assert vocab.k == 4
-    out = retrieve.main(feats, tmp_path / "vocab.npz", tmp_path / "global.h5",
-                        conf={"num_words": 4})
+    out = retrieve.main(
+        feats, tmp_path / "vocab.npz", tmp_path / "global.h5", conf={"num_words": 4}
+    )
     with h5py.File(out, "r") as f:
         gd = f["db"]["1.jpg"]["global_descriptor"]
         assert gd.shape == (4 * 16,) and gd.dtype == np.float32
@@ -149,13 +167,16 @@ def test_spatial_rerank_promotes_geometric_match():
     # candidate 0: unrelated image; candidate 1: same descriptors, homography-warped keypoints
     # (shuffled); candidate 2: same descriptors, random keypoints (no geometry)
     perm = rng.permutation(80)
-    db = {0: (rng.uniform(0, 300, (80, 2)).astype(np.float32), _unit(rng.normal(size=(80, 32)))),
-          1: (k_good[perm], dq[perm]),
-          2: (rng.uniform(0, 300, (80, 2)).astype(np.float32), dq.copy())}
+    db = {
+        0: (rng.uniform(0, 300, (80, 2)).astype(np.float32), _unit(rng.normal(size=(80, 32)))),
+        1: (k_good[perm], dq[perm]),
+        2: (rng.uniform(0, 300, (80, 2)).astype(np.float32), dq.copy()),
+    }
     idx = np.array([[0, 2, 1]])
     scores = np.array([[0.9, 0.8, 0.7]], np.float32)
-    new_idx, new_s, inl = retrieve.spatial_rerank([(kq, dq)], db.__getitem__, idx, scores,
-                                                  {"top": 3, "min_inliers": 12})
+    new_idx, new_s, inl = retrieve.spatial_rerank(
+        [(kq, dq)], db.__getitem__, idx, scores, {"top": 3, "min_inliers": 12}
+    )
     assert new_idx[0].tolist() == [1, 0, 2]
     assert inl[0, 0] >= 70 and inl[0, 1:].max() < 12
 
@@ -164,18 +185,45 @@ def test_spatial_rerank_promotes_geometric_match():
 # End to end on a SMALL synthetic revisitop set
 # ------------------------------------------------------------------------------------------
 def test_pipeline_small_synthetic(tmp_path):
-    feats = "hardnet"   # shipped weights (weights/hardnet.pt is committed)
+    feats = "hardnet"  # shipped weights (weights/hardnet.pt is committed)
     _check_small_synthetic(tmp_path, feats)
 
 
 def _check_small_synthetic(tmp_path: Path, feats: str) -> None:
     from pipelines import retrieval
+
     # tiny on purpose (CPU budget): learned descriptors cost ~80 MFLOP per patch on CPU
-    argv = ["--dataset", "roxford5k", "--features", feats, "--data_root", str(tmp_path / "d"),
-            "--outputs", str(tmp_path / "o"), "--n_landmarks", "8", "--views_per_landmark", "3",
-            "--n_distractors", "4", "--n_queries", "8", "--image_size", "224", "168",
-            "--vocab_images", "6", "--num_words", "16", "--max_keypoints", "150", "--qe",
-            "--rerank", "--rerank_top", "3"]
+    argv = [
+        "--dataset",
+        "roxford5k",
+        "--features",
+        feats,
+        "--data_root",
+        str(tmp_path / "d"),
+        "--outputs",
+        str(tmp_path / "o"),
+        "--n_landmarks",
+        "8",
+        "--views_per_landmark",
+        "3",
+        "--n_distractors",
+        "4",
+        "--n_queries",
+        "8",
+        "--image_size",
+        "224",
+        "168",
+        "--vocab_images",
+        "6",
+        "--num_words",
+        "16",
+        "--max_keypoints",
+        "150",
+        "--qe",
+        "--rerank",
+        "--rerank_top",
+        "3",
+    ]
     report = retrieval.main(argv)
     assert report["synthetic"] and report["n_db"] == 28 and report["n_queries"] == 8
     res = report["results"]

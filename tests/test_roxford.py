@@ -1,5 +1,6 @@
 """revisitop reader (localize.data.roxford), evaluation (localize.revisitop_eval) and synthetic
 writer (localize.data.roxford_synth)."""
+
 from __future__ import annotations
 
 import pickle
@@ -10,9 +11,9 @@ import numpy as np
 import pytest
 
 from localize import revisitop_eval as E
+from localize.data import render
 from localize.data import roxford as R
 from localize.data import roxford_synth as S
-from localize.data import render
 
 
 # ------------------------------------------------------------------------------------------
@@ -55,7 +56,7 @@ def test_compute_map_hand_example():
     np.testing.assert_allclose(prs[2], [0, 2 / 5, 3 / 8])
     np.testing.assert_allclose(prs[3], [1, 1, 1])
     # averages over the 3 queries that have positives
-    assert m == pytest.approx((19 / 24 + 335 / 1008 + 1) / 3)   # = 2141/3024
+    assert m == pytest.approx((19 / 24 + 335 / 1008 + 1) / 3)  # = 2141/3024
     assert m == pytest.approx(2141 / 3024)
     np.testing.assert_allclose(mpr, [2 / 3, 31 / 45, 49 / 72])
 
@@ -106,9 +107,13 @@ def _write_fixture(root: Path, name: str = "roxford5k") -> dict:
     for nm in imlist + qimlist:
         img = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
         cv2.imwrite(str(d / "jpg" / f"{nm}.jpg"), img)
-    cfg = {"imlist": imlist, "qimlist": qimlist,
-           "gnd": [{"bbx": np.array([2.5, 3.5, 9.5, 8.2]), "easy": np.array([0]),
-                    "hard": [2], "junk": [1]}]}
+    cfg = {
+        "imlist": imlist,
+        "qimlist": qimlist,
+        "gnd": [
+            {"bbx": np.array([2.5, 3.5, 9.5, 8.2]), "easy": np.array([0]), "hard": [2], "junk": [1]}
+        ],
+    }
     with open(d / f"gnd_{name}.pkl", "wb") as f:
         pickle.dump(cfg, f)
     return cfg
@@ -116,7 +121,7 @@ def _write_fixture(root: Path, name: str = "roxford5k") -> dict:
 
 def test_reader_fixture(tmp_path):
     _write_fixture(tmp_path)
-    for root in (tmp_path, tmp_path / "roxford5k"):   # parent or dataset dir
+    for root in (tmp_path, tmp_path / "roxford5k"):  # parent or dataset dir
         data = R.read_revisitop(root, "roxford5k")
         assert data.n == 3 and data.nq == 1
         assert data.qimlist[0] not in data.imlist
@@ -136,6 +141,7 @@ def test_reader_fixture(tmp_path):
 
 def test_crop_matches_pil():
     from PIL import Image
+
     img = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
     for bbx in ([2.5, 3.5, 5.5, 12], [0, 0, 12, 10], [-2.4, 1.6, 4.5, 9.5], [3, 3, 3.2, 7]):
         ref = np.asarray(Image.fromarray(img).crop(tuple(bbx)))
@@ -153,8 +159,9 @@ def test_reader_errors(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     with open(bad / "gnd_rparis6k.pkl", "wb") as f:
-        pickle.dump({"imlist": ["a"], "qimlist": ["q"], "gnd": [{"bbx": [0, 0, 1, 1],
-                                                                  "easy": [5]}]}, f)
+        pickle.dump(
+            {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"bbx": [0, 0, 1, 1], "easy": [5]}]}, f
+        )
     with pytest.raises(R.RevisitopError, match="out of range"):
         R.read_revisitop(bad, "rparis6k", check_images=False)
     (bad / "gnd_rparis6k.pkl").write_bytes(b"not a pickle")
@@ -166,10 +173,17 @@ def test_reader_errors(tmp_path):
 # Synthetic writer
 # ------------------------------------------------------------------------------------------
 def test_synthetic_writer_layout(tmp_path):
-    d = S.ensure_synthetic_revisitop(tmp_path, "rparis6k", n_landmarks=8, views_per_landmark=3,
-                                     n_distractors=3, n_queries=8, size=(160, 120))
+    d = S.ensure_synthetic_revisitop(
+        tmp_path,
+        "rparis6k",
+        n_landmarks=8,
+        views_per_landmark=3,
+        n_distractors=3,
+        n_queries=8,
+        size=(160, 120),
+    )
     assert d == tmp_path / "rparis6k-synth"
-    data = R.read_revisitop(d, "rparis6k")          # the real reader, images checked
+    data = R.read_revisitop(d, "rparis6k")  # the real reader, images checked
     assert data.n == 8 * 3 + 3 and data.nq == 8
     assert not set(data.qimlist) & set(data.imlist)
     lm = np.array(data.extra["synth"]["landmark"])
@@ -178,7 +192,7 @@ def test_synthetic_writer_layout(tmp_path):
     srcs = data.extra["synth"]["landmark_sources"]
     assert all(len(set(s)) == 3 for s in srcs)
     for i, g in enumerate(data.gnd):
-        li = int(data.qimlist[i][len("landmark"):len("landmark") + 2])
+        li = int(data.qimlist[i][len("landmark") : len("landmark") + 2])
         labelled = np.concatenate([g["easy"], g["hard"], g["junk"]])
         # labels only on views of the query's own landmark, each view exactly once
         assert set(labelled.tolist()) == set(np.nonzero(lm == li)[0].tolist())
@@ -188,8 +202,15 @@ def test_synthetic_writer_layout(tmp_path):
     assert sum(len(g["easy"]) + len(g["hard"]) for g in data.gnd) > 0
     # second call reuses the set; other parameters regenerate it
     mtime = (d / "gnd_rparis6k.pkl").stat().st_mtime_ns
-    S.ensure_synthetic_revisitop(tmp_path, "rparis6k", n_landmarks=8, views_per_landmark=3,
-                                 n_distractors=3, n_queries=8, size=(160, 120))
+    S.ensure_synthetic_revisitop(
+        tmp_path,
+        "rparis6k",
+        n_landmarks=8,
+        views_per_landmark=3,
+        n_distractors=3,
+        n_queries=8,
+        size=(160, 120),
+    )
     assert (d / "gnd_rparis6k.pkl").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError):
         S.write_synthetic_revisitop(tmp_path / "x", "roxford5k", n_landmarks=3)
@@ -199,8 +220,9 @@ def test_label_view_geometry():
     rng = np.random.default_rng(1)
     tex = [S.procedural_texture(rng) for _ in range(3)]
     faces = S.make_structure(tex, rng)
-    cam = S.sample_camera(faces, (320, 240), rng, azimuth_deg=(0, 0), distance=(1.5, 1.5),
-                          aim_jitter=0.0)
+    cam = S.sample_camera(
+        faces, (320, 240), rng, azimuth_deg=(0, 0), distance=(1.5, 1.5), aim_jitter=0.0
+    )
     reg = S.query_region(faces, cam, rng, partial_prob=0.0)
     assert reg is not None
     bbx, region = reg
@@ -220,17 +242,18 @@ def test_rendered_views_match_visibility_labels():
     rest is background (differs), and walls facing away are not drawn."""
     rng = np.random.default_rng(3)
     walls = S.make_structure([S.procedural_texture(rng) for _ in range(3)], rng)
-    cam = S.sample_camera(walls, (240, 180), rng, azimuth_deg=(10, 10), distance=(1.6, 1.6),
-                          aim_jitter=0.0)
+    cam = S.sample_camera(
+        walls, (240, 180), rng, azimuth_deg=(10, 10), distance=(1.6, 1.6), aim_jitter=0.0
+    )
     a = S.render_view(walls, cam, np.random.default_rng(0)).astype(int)
     b = S.render_view(walls, cam, np.random.default_rng(1)).astype(int)
     X, uv, vis = S.visible_samples(walls, cam, 24)
     assert vis.mean() > 0.3
     px = np.round(uv[vis]).astype(int)
     px = px[(px[:, 0] > 1) & (px[:, 0] < 238) & (px[:, 1] > 1) & (px[:, 1] < 178)]
-    same = (np.abs(a - b).max(-1) <= 1)
-    assert same[px[:, 1], px[:, 0]].mean() > 0.97          # walls: independent of background
-    assert same.mean() < 0.9                                # the rest: background differs
+    same = np.abs(a - b).max(-1) <= 1
+    assert same[px[:, 1], px[:, 0]].mean() > 0.97  # walls: independent of background
+    assert same.mean() < 0.9  # the rest: background differs
     # from behind the structure every wall faces away: only the background is drawn
     R_back = cam.R @ np.diag([-1.0, 1.0, -1.0])
     C_back = 2 * S.structure_center(walls) - cam.center
@@ -238,5 +261,7 @@ def test_rendered_views_match_visibility_labels():
     back = render.Camera(cam.K, R_back, -R_back @ C_back, 240, 180)
     assert not any(w.is_front_facing(back.center) for w in walls)
     assert not S.visible_samples(walls, back, 12)[2].any()
-    np.testing.assert_array_equal(S.render_view(walls, back, np.random.default_rng(0)),
-                                  S._background(back, np.random.default_rng(0)))
+    np.testing.assert_array_equal(
+        S.render_view(walls, back, np.random.default_rng(0)),
+        S._background(back, np.random.default_rng(0)),
+    )

@@ -1,4 +1,5 @@
 """Textured-plane renderer (localize.data.scene) and the Aachen layout writer/reader."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from localize import colmap, geometry
-from localize.data import aachen, render as rnd, scene as scn
+from localize.data import aachen
+from localize.data import render as rnd
+from localize.data import scene as scn
 
 
 def _solid(color, h=16, w=16):
@@ -54,9 +57,9 @@ def test_ground_plane_behind_camera_is_clipped():
     K = rnd.intrinsics(w, h, 60.0)
     R, t = rnd.look_at((0.0, -1.6, 0.0), yaw_deg=30.0, pitch_deg=0.0)
     _, depth = rnd.render(sc, K, R, t, w, h, return_depth=True)
-    assert np.isinf(depth[: h // 2 - 2]).all()          # sky above the horizon
+    assert np.isinf(depth[: h // 2 - 2]).all()  # sky above the horizon
     v = h - 1
-    ray = np.linalg.inv(K) @ np.array([w / 2, v, 1.0])   # camera y down = world y down (level)
+    ray = np.linalg.inv(K) @ np.array([w / 2, v, 1.0])  # camera y down = world y down (level)
     assert depth[v, w // 2] == pytest.approx(1.6 / ray[1], rel=1e-3)
 
 
@@ -65,8 +68,8 @@ def test_projection_consistency_two_views():
     rng = np.random.default_rng(0)
     gray = cv2.GaussianBlur(rng.integers(0, 255, (300, 400), dtype=np.uint8), (0, 0), 1.5)
     gray = np.clip((gray.astype(np.float32) - 128) * 3 + 128, 0, 255).astype(np.uint8)
-    tex = np.repeat(gray[..., None], 3, axis=2)           # grey noise: no red anywhere
-    tex[150:155, 200:205] = (255, 0, 0)        # a marker 5x5 texels, centre texel (202, 152)
+    tex = np.repeat(gray[..., None], 3, axis=2)  # grey noise: no red anywhere
+    tex[150:155, 200:205] = (255, 0, 0)  # a marker 5x5 texels, centre texel (202, 152)
     plane = rnd.Plane((-5, -6, 12), (1, 0, 0), (0, 1, 0), (10.0, 7.5), tex, name="facade")
     sc = rnd.Scene([plane])
     w, h = 320, 240
@@ -93,8 +96,9 @@ def test_projection_consistency_two_views():
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
 
     same = [ncc(patch(grays[0], *uvs[0][i]), patch(grays[1], *uvs[1][i])) for i in range(20)]
-    shifted = [ncc(patch(grays[0], *uvs[0][i]), patch(grays[1], *(uvs[1][i] + 3))) for i in
-               range(20)]
+    shifted = [
+        ncc(patch(grays[0], *uvs[0][i]), patch(grays[1], *(uvs[1][i] + 3))) for i in range(20)
+    ]
     assert np.median(same) > 0.9
     assert np.median(same) > np.median(shifted) + 0.3
 
@@ -111,7 +115,9 @@ def test_look_at_point_and_camera():
     np.testing.assert_allclose(uv[0], [(w - 1) / 2, (h - 1) / 2], atol=1e-6)
     assert z[0] == pytest.approx(np.linalg.norm(target - center))
     assert uv[1, 0] == pytest.approx(uv[0, 0], abs=1e-6) and uv[1, 1] > uv[0, 1]  # down = +v
-    np.testing.assert_allclose(uv, geometry.project(K, R, t, np.stack([target, target + [0, 2, 0]]))[0])
+    np.testing.assert_allclose(
+        uv, geometry.project(K, R, t, np.stack([target, target + [0, 2, 0]]))[0]
+    )
     # roll turns the image about the principal point: the point below moves sideways
     R2, t2 = rnd.look_at_point(center, target, roll_deg=10.0)
     uv2, _ = geometry.project(K, R2, t2, np.stack([target, target + [0.0, 2.0, 0.0]]))
@@ -146,7 +152,7 @@ def test_street_scene_render_and_night():
         img, depth = rnd.render(world, K, p["R"], p["t"], 640, 480, return_depth=True)
         assert img.shape == (480, 640, 3) and img.dtype == np.uint8
         d = depth[np.isfinite(depth)]
-        assert 2.0 < np.median(d) < 40.0           # street scale
+        assert 2.0 < np.median(d) < 40.0  # street scale
     p = db[0]
     day = rnd.render(world, K, p["R"], p["t"], 640, 480)
     night = rnd.render(world, K, p["R"], p["t"], 640, 480, night=True, rng=1)
@@ -171,22 +177,26 @@ def synth_root(tmp_path_factory):
 
 def test_synthetic_aachen_layout(synth_root: Path):
     r = synth_root
-    for rel in ["images_upright/db/1.jpg", "images_upright/db/16.jpg",
-                "3D-models/aachen_v_1_1/cameras.bin", "3D-models/aachen_v_1_1/images.bin",
-                "3D-models/aachen_v_1_1/points3D.bin",
-                "3D-models/aachen_v_1_1/database_intrinsics_v1_1.txt",
-                "queries/day_time_queries_with_intrinsics.txt",
-                "queries/night_time_queries_with_intrinsics.txt",
-                "queries/ground_truth_poses.txt"]:
+    for rel in [
+        "images_upright/db/1.jpg",
+        "images_upright/db/16.jpg",
+        "3D-models/aachen_v_1_1/cameras.bin",
+        "3D-models/aachen_v_1_1/images.bin",
+        "3D-models/aachen_v_1_1/points3D.bin",
+        "3D-models/aachen_v_1_1/database_intrinsics_v1_1.txt",
+        "queries/day_time_queries_with_intrinsics.txt",
+        "queries/night_time_queries_with_intrinsics.txt",
+        "queries/ground_truth_poses.txt",
+    ]:
         assert (r / rel).is_file(), rel
     assert len(list((r / "images_upright/query/day/nexus5x").glob("*.jpg"))) == 4
     assert len(list((r / "images_upright/query/night/nexus5x").glob("*.jpg"))) == 2
-    assert not [p for p in r.parent.iterdir() if p.name.startswith(".")]   # no temp leftovers
+    assert not [p for p in r.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
     line = (r / "queries/night_time_queries_with_intrinsics.txt").read_text().splitlines()[0]
     f = line.split()
     assert f[0].startswith("query/night/nexus5x/") and f[1] == "SIMPLE_RADIAL"
     assert f[2:4] == ["480", "360"] and float(f[7]) == 0.0 and len(f) == 8
-    assert float(f[5]) == 240.0 and float(f[6]) == 180.0     # COLMAP principal point w/2, h/2
+    assert float(f[5]) == 240.0 and float(f[6]) == 180.0  # COLMAP principal point w/2, h/2
 
 
 def test_read_aachen_round_trip(synth_root: Path):
@@ -207,8 +217,10 @@ def test_read_aachen_round_trip(synth_root: Path):
     # reference model: poses + intrinsics agree with database_intrinsics_v1_1.txt
     rec = colmap.read_model(d.reference_model)
     assert len(rec.points3D) == 0 and len(rec.images) == 16
-    intr = dict((n, c) for n, c in colmap.parse_query_list(
-        d.reference_model / "database_intrinsics_v1_1.txt"))
+    intr = dict(
+        (n, c)
+        for n, c in colmap.parse_query_list(d.reference_model / "database_intrinsics_v1_1.txt")
+    )
     for im in rec.images.values():
         cam = rec.cameras[im.camera_id]
         assert np.allclose(cam.params, intr[im.name].params)

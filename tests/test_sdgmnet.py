@@ -1,4 +1,5 @@
 """SDGMNet128 (FRN + TLU body): shapes, unit norm, checkpoint round trip, sdb's default network."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_checkpoint_round_trip_through_registry(tmp_path: Path):
     x = torch.rand(6, 1, 32, 32)
     with torch.no_grad():
         ref = m(x).numpy()
-    ext = registry.load(str(path), device="cpu")          # what --features path.pt uses
+    ext = registry.load(str(path), device="cpu")  # what --features path.pt uses
     assert ext.dim == 128
     assert abs(ext(x) - ref).max() < 1e-5
 
@@ -49,5 +50,5 @@ def test_checkpoint_round_trip_through_registry(tmp_path: Path):
 def test_sdb_uses_sdgmnet128_and_keeps_l2net_as_an_option():
     assert get_recipe("sdb").arch == "sdgmnet128"
     assert get_recipe("sdb", quick=True).arch == "sdgmnet128"
-    r = get_recipe("sdb", quick=True).with_options(arch="l2net")   # --option arch=l2net
+    r = get_recipe("sdb", quick=True).with_options(arch="l2net")  # --option arch=l2net
     assert r.arch == "l2net" and "arch" not in r.options

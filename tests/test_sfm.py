@@ -13,6 +13,7 @@ facade; with sub-pixel SIFT (0.25 px reprojection error) the relative poses are 
 median 0.06 m, worst 0.29 m incremental / 0.13 m global; rotation 1.0 deg for every view, the
 alignment's own tilt: relative rotations agree within 0.1 deg).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -45,10 +46,12 @@ def photos(tmp_path_factory):
         c = np.array([x, -1.6 - 0.5 * np.cos(i), 8.0 - 0.08 * x * x])
         R, t = rnd.look_at_point(c, (0.4 * x, -6.0, 32.0))
         rnd.write_rgb(root / "photos" / f"{i:03d}.jpg", rnd.render(world, K, R, t, W, H))
-        cams.append({"model": "SIMPLE_RADIAL", "width": W, "height": H,
-                     "params": rnd.colmap_params(K)})
-        ims.append({"name": f"{i:03d}.jpg", "camera_idx": i, "qvec_wxyz": rotmat_to_qvec(R),
-                    "tvec": t})
+        cams.append(
+            {"model": "SIMPLE_RADIAL", "width": W, "height": H, "params": rnd.colmap_params(K)}
+        )
+        ims.append(
+            {"name": f"{i:03d}.jpg", "camera_idx": i, "qvec_wxyz": rotmat_to_qvec(R), "tvec": t}
+        )
     colmap.write_reference_model(root / "gt", cams, ims)
     return root / "photos", root / "gt"
 
@@ -56,6 +59,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def incremental(photos, tmp_path_factory):
     from pipelines import sfm
+
     out = tmp_path_factory.mktemp("out")
     return sfm.run(photos[0], "sift", out, gt=photos[1], mapper="incremental", **FAST)
 
@@ -63,9 +67,19 @@ def incremental(photos, tmp_path_factory):
 @pytest.mark.parametrize("mapper", ["incremental", "global"])
 def test_every_view_registered_and_near_the_true_cameras(photos, incremental, mapper):
     from pipelines import sfm
-    s = incremental if mapper == "incremental" else sfm.run(
-        photos[0], "sift", Path(incremental["out_dir"]).parent, gt=photos[1], mapper=mapper,
-        **FAST)
+
+    s = (
+        incremental
+        if mapper == "incremental"
+        else sfm.run(
+            photos[0],
+            "sift",
+            Path(incremental["out_dir"]).parent,
+            gt=photos[1],
+            mapper=mapper,
+            **FAST,
+        )
+    )
     r, e = s["reconstruction"], s["evaluation"]
     assert r["num_reg_images"] == N_VIEWS and r["registered"] == f"{N_VIEWS} of 8 registered"
     assert r["num_points3D"] > 200 and r["mean_reprojection_error_px"] < 1.0
@@ -81,12 +95,24 @@ def test_every_view_registered_and_near_the_true_cameras(photos, incremental, ma
 
 
 def test_reconstruction_main_has_hlocs_parameters():
-    hloc_params = ["sfm_dir", "image_dir", "pairs", "features", "matches", "camera_mode",
-                   "verbose", "skip_geometric_verification", "min_match_score", "image_list",
-                   "image_options", "mapper_options"]
+    hloc_params = [
+        "sfm_dir",
+        "image_dir",
+        "pairs",
+        "features",
+        "matches",
+        "camera_mode",
+        "verbose",
+        "skip_geometric_verification",
+        "min_match_score",
+        "image_list",
+        "image_options",
+        "mapper_options",
+    ]
     sig = inspect.signature(reconstruction.main)
-    positional = [n for n, p in sig.parameters.items()
-                  if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    positional = [
+        n for n, p in sig.parameters.items() if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ]
     assert positional == hloc_params
     assert sig.parameters["verbose"].default is False
     assert sig.parameters["skip_geometric_verification"].default is False
@@ -104,10 +130,18 @@ def test_sequential_pairs_order_overlap_loop_closure(tmp_path):
     # loop closure: frame 11 looks like frame 0 (the walk came back)
     vec = {n: np.eye(12, dtype=np.float32)[i] for i, n in enumerate(names)}
     vec["f11.jpg"] = (vec["f00.jpg"] + 0.1 * vec["f11.jpg"]) / np.sqrt(1.01)
-    g = io.write_global_descriptors(tmp_path / "g.h5", vec,
-                                    {n: np.array([640, 480]) for n in names})
-    out = seq.main(tmp_path / "pairs.txt", names, overlap=2, loop_closure=True,
-                   retrieval_path=g, retrieval_interval=11, num_loc=1)
+    g = io.write_global_descriptors(
+        tmp_path / "g.h5", vec, {n: np.array([640, 480]) for n in names}
+    )
+    out = seq.main(
+        tmp_path / "pairs.txt",
+        names,
+        overlap=2,
+        loop_closure=True,
+        retrieval_path=g,
+        retrieval_interval=11,
+        num_loc=1,
+    )
     pairs = parsers.parse_pairs(out)
     assert ("f00.jpg", "f11.jpg") in pairs or ("f11.jpg", "f00.jpg") in pairs
     assert len(pairs) == len(set(map(frozenset, pairs))) == 21 + 1
@@ -121,8 +155,9 @@ def test_vlad_conf_feeds_pairs_from_retrieval(photos, tmp_path):
     conf = {**extract_features.confs["vlad"], "max_keypoints": 512, "resize_max": 320}
     path = extract_features.main(conf, photos[0], tmp_path)
     assert path == tmp_path / "global-feats-vlad.h5"
-    pairs = parsers.parse_pairs(pairs_from_retrieval.main(path, tmp_path / "pairs.txt",
-                                                     num_matched=5))
+    pairs = parsers.parse_pairs(
+        pairs_from_retrieval.main(path, tmp_path / "pairs.txt", num_matched=5)
+    )
     assert len(pairs) == N_VIEWS * 5
     # neighbours on the arc are retrieved first
     first = {q: d for q, d in reversed(pairs)}
@@ -132,11 +167,29 @@ def test_vlad_conf_feeds_pairs_from_retrieval(photos, tmp_path):
 def test_make_patches_without_poses_reads_back(photos, tmp_path):
     from descriptors.data.phototour import read_phototour
     from pipelines import make_patches
-    s = make_patches.main(["--images", str(photos[0]), "--out", str(tmp_path / "pt" / "scene"),
-                           "--sfm_features", "sift",
-                           "--sfm_outputs", str(tmp_path / "sfm"), "--sfm_max_keypoints", "1024",
-                           "--conf", "fast", "--max_keypoints", "400", "--num_matched", "3",
-                           "--max_pairs", "2000"])
+
+    s = make_patches.main(
+        [
+            "--images",
+            str(photos[0]),
+            "--out",
+            str(tmp_path / "pt" / "scene"),
+            "--sfm_features",
+            "sift",
+            "--sfm_outputs",
+            str(tmp_path / "sfm"),
+            "--sfm_max_keypoints",
+            "1024",
+            "--conf",
+            "fast",
+            "--max_keypoints",
+            "400",
+            "--num_matched",
+            "3",
+            "--max_pairs",
+            "2000",
+        ]
+    )
     d = read_phototour(tmp_path / "pt" / "scene", progress=False)
     assert len(d) == s["patches"] > 300 and d.n_points == s["tracks"]
     assert d.patches.shape[1:] == (64, 64) and s["views"] == N_VIEWS
@@ -144,6 +197,7 @@ def test_make_patches_without_poses_reads_back(photos, tmp_path):
 
 def test_bad_input(photos, incremental, tmp_path, capsys):
     from pipelines import sfm
+
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(photos[0] / "000.jpg", one / "000.jpg")
@@ -170,17 +224,28 @@ def test_bad_input(photos, incremental, tmp_path, capsys):
     # an existing, non-empty sfm_dir of another run is refused (one line), then replaced
     p = incremental["paths"]
     with pytest.raises(colmap.ColmapError, match="not empty"):
-        reconstruction.main(Path(p["sfm"]), photos[0], Path(p["pairs"]), Path(p["features"]),
-                            Path(p["matches"]))
+        reconstruction.main(
+            Path(p["sfm"]), photos[0], Path(p["pairs"]), Path(p["features"]), Path(p["matches"])
+        )
 
 
 def test_train_from_an_sfm_map(incremental, tmp_path):
     """train_and_localize --from-map takes a pipelines.sfm map (its sfm-* folder): patches from
     its registered photos and model, fine-tuning only (the map has no queries)."""
     from pipelines import train_and_localize as tl
-    s = tl.run_from_map("hardnet", incremental["paths"]["sfm"], tmp_path, steps=1,
-                        patch_conf={"resize_max": 480, "max_keypoints": 400,
-                                    "min_tri_angle_deg": 1.0, "max_pairs": 1000})
+
+    s = tl.run_from_map(
+        "hardnet",
+        incremental["paths"]["sfm"],
+        tmp_path,
+        steps=1,
+        patch_conf={
+            "resize_max": 480,
+            "max_keypoints": 400,
+            "min_tri_angle_deg": 1.0,
+            "max_pairs": 1000,
+        },
+    )
     assert set(s["patches"]["view_ids"]) == {f"{i:03d}.jpg" for i in range(N_VIEWS)}
     assert s["patches"]["tracks"] > 50 and Path(s["checkpoint"]).is_file()
     assert s["rows"] == {}

@@ -1,4 +1,5 @@
 """descriptors.util: the one atomic writer and the one logging setup."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """pipelines.weights_gpu helpers: which patch sets count, the link folders (no training here)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ def test_patch_sets_prefers_finished_sets_and_links(tmp_path: Path):
         (root / name / "info.txt").write_text("0 0\n")
         if done:
             (root / name / "DONE").write_text("")
-    (root / "notes").mkdir()                               # no info.txt: not a set
+    (root / "notes").mkdir()  # no info.txt: not a set
     assert [d.name for d in patch_sets(root)] == ["a-r800", "c-r800"]
     (root / "a-r800" / "DONE").unlink()
     (root / "c-r800" / "DONE").unlink()

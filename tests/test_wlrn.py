@@ -1,4 +1,5 @@
 """wlrn: bag soft-correspondence count + bag loss, WLRN net, synthetic bags, training on bags."""
+
 from __future__ import annotations
 
 import itertools
@@ -10,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from descriptors.losses import (bag_soft_correspondence_count, wlrn_bag_loss,
-                                wlrn_bag_loss_batch)
+from descriptors.losses import bag_soft_correspondence_count, wlrn_bag_loss, wlrn_bag_loss_batch
 from descriptors.models import build_model, load_checkpoint
 from descriptors.models.wlrn import WLRN
 
@@ -37,7 +37,7 @@ def test_soft_count_values_hand_made():
     assert abs(float(m) - 2.0) < 1e-6
     # a keypoint exactly at d^2 = tau counts one half
     c = torch.tensor([[1.0, 0.0, 0.0]])
-    d = _at_angle(torch.tensor(math.acos(0.6)))[None]          # d^2 = 2 - 2 cos = 0.8
+    d = _at_angle(torch.tensor(math.acos(0.6)))[None]  # d^2 = 2 - 2 cos = 0.8
     assert abs(float(bag_soft_correspondence_count(c, d)) - 0.5) < 1e-5
     # batched (T, n, D) == per-bag
     st = bag_soft_correspondence_count(torch.stack([a, b]), torch.stack([b, a]))
@@ -50,54 +50,55 @@ def test_soft_count_values_hand_made():
 
 
 def test_soft_count_gradient_sign():
-    theta = torch.tensor(math.acos(0.6), requires_grad=True)   # on the threshold
+    theta = torch.tensor(math.acos(0.6), requires_grad=True)  # on the threshold
     s = bag_soft_correspondence_count(torch.tensor([[1.0, 0.0, 0.0]]), _at_angle(theta)[None])
     s.backward()
-    assert theta.grad < 0          # moving the other keypoint away lowers the count
+    assert theta.grad < 0  # moving the other keypoint away lowers the count
 
 
 # ----------------------------------------------------------------------------- bag loss
 def _bags(theta_pos: torch.Tensor, theta_neg: torch.Tensor):
     anchor = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     other = torch.tensor([0.0, 0.0, 1.0])
-    positive = torch.stack([_at_angle(theta_pos), other])       # 2nd keypoint always matches
-    negative = torch.stack([_at_angle(theta_neg), -other])      # 2nd keypoint never matches
+    positive = torch.stack([_at_angle(theta_pos), other])  # 2nd keypoint always matches
+    negative = torch.stack([_at_angle(theta_neg), -other])  # 2nd keypoint never matches
     return anchor, positive, negative
 
 
 def test_bag_loss_ranks_matching_bag_above_non_matching():
-    near, far = torch.tensor(0.1), torch.tensor(1.4)             # d^2 = 0.01 and 1.66
+    near, far = torch.tensor(0.1), torch.tensor(1.4)  # d^2 = 0.01 and 1.66
     a, p, n = _bags(near, far)
-    good = wlrn_bag_loss(a[None], p[None], n[None])              # K+ matches, K- does not
-    bad = wlrn_bag_loss(a[None], n[None], p[None])               # labels swapped
+    good = wlrn_bag_loss(a[None], p[None], n[None])  # K+ matches, K- does not
+    bad = wlrn_bag_loss(a[None], n[None], p[None])  # labels swapped
     # S(K, K+) ~ 1, S(K, K-) ~ 0 -> ratio ~ 0; swapped -> huge
     assert float(good) < 0.01 and float(bad) > 10
     assert float(wlrn_bag_loss(a[None], p[None], n[None], mode="margin", margin=0.2)) == 0.0
-    assert abs(float(wlrn_bag_loss(a[None], p[None], p[None], mode="margin", margin=0.2))
-               - 0.2) < 1e-6
+    assert (
+        abs(float(wlrn_bag_loss(a[None], p[None], p[None], mode="margin", margin=0.2)) - 0.2) < 1e-6
+    )
     with pytest.raises(ValueError):
         wlrn_bag_loss(a[None], p[None], n[None], mode="hinge")
 
 
 @pytest.mark.parametrize("mode", ["ratio", "margin"])
 def test_bag_loss_gradient_signs(mode):
-    tp = torch.tensor(math.acos(0.6), requires_grad=True)       # both first keypoints sit on tau
+    tp = torch.tensor(math.acos(0.6), requires_grad=True)  # both first keypoints sit on tau
     tn = torch.tensor(math.acos(0.6), requires_grad=True)
     a, p, n = _bags(tp, tn)
     wlrn_bag_loss(a[None], p[None], n[None], mode=mode, margin=0.9).backward()
-    assert tp.grad > 0     # the matching bag's keypoint is pulled towards the anchor
-    assert tn.grad < 0     # the non-matching bag's keypoint is pushed away
+    assert tp.grad > 0  # the matching bag's keypoint is pulled towards the anchor
+    assert tn.grad < 0  # the non-matching bag's keypoint is pushed away
 
 
 def test_batch_loss_is_the_mean_over_in_batch_triplets():
     g = torch.Generator().manual_seed(1)
     d = torch.nn.functional.normalize(torch.randn(3, 6, 4, generator=g), dim=-1)
-    ids = torch.tensor([5, 5, 9])              # bags 0, 1 match; bag 2 is another object
+    ids = torch.tensor([5, 5, 9])  # bags 0, 1 match; bag 2 is another object
     got = wlrn_bag_loss_batch(d, ids, tau=1.0, beta=5.0)
     # triplets (0, 1, 2) and (1, 0, 2)
     ref = wlrn_bag_loss(d[[0, 1]], d[[1, 0]], d[[2, 2]], tau=1.0, beta=5.0)
     assert torch.isclose(got, ref, atol=1e-6)
-    assert float(wlrn_bag_loss_batch(d, torch.tensor([1, 2, 3]))) == 0.0   # no positive pair
+    assert float(wlrn_bag_loss_batch(d, torch.tensor([1, 2, 3]))) == 0.0  # no positive pair
 
 
 # ----------------------------------------------------------------------------- model
@@ -105,7 +106,7 @@ def test_wlrn_model_shapes_and_invariance():
     torch.manual_seed(0)
     m = build_model("wlrn")
     assert isinstance(m, WLRN) and m.patch_size == 32 and m.fc.in_features == 32 * 6 * 6 == 1152
-    assert sum(p.numel() for p in m.parameters()) == 184_928     # "around 180k" (paper)
+    assert sum(p.numel() for p in m.parameters()) == 184_928  # "around 180k" (paper)
     x = torch.rand(5, 1, 32, 32)
     y = m(x)
     assert y.shape == (5, 64) and torch.allclose(y.norm(dim=1), torch.ones(5), atol=1e-5)
@@ -125,22 +126,34 @@ def tiny_bags(tmp_path_factory) -> Path:
     """``<root>/train``: object windows of the TRAIN photos (<= 6 per photo, ~54 objects);
     ``<root>/test``: 40 objects of the TEST photos (held out)."""
     from descriptors.data.bags import make_bags, write_bags
+
     root = tmp_path_factory.mktemp("bags")
-    write_bags(make_bags("train", conf={**CONF, "max_objects_per_photo": 6}, progress=False),
-               root / "train" / "bags.npz")
-    write_bags(make_bags("test", n_objects=40, conf={**CONF, "bag_size": 16}, seed=1,
-                         progress=False), root / "test" / "bags.npz")
+    write_bags(
+        make_bags("train", conf={**CONF, "max_objects_per_photo": 6}, progress=False),
+        root / "train" / "bags.npz",
+    )
+    write_bags(
+        make_bags("test", n_objects=40, conf={**CONF, "bag_size": 16}, seed=1, progress=False),
+        root / "test" / "bags.npz",
+    )
     return root
 
 
 def test_bags_layout_split_and_samplers(tiny_bags):
     from descriptors.data import synth
-    from descriptors.data.bags import (BagBatchSampler, BagPairSampler, BagTripletSampler,
-                                       BagsError, bag_pairs, read_bags)
+    from descriptors.data.bags import (
+        BagBatchSampler,
+        BagPairSampler,
+        BagsError,
+        BagTripletSampler,
+        bag_pairs,
+        read_bags,
+    )
+
     tr, te = read_bags(tiny_bags / "train"), read_bags(tiny_bags / "test")
     assert tr.patches.shape[1:] == (24, 32, 32) and tr.patches.dtype == np.uint8
     assert tr.n_objects >= 40 and te.n_objects == 40
-    assert np.all(np.bincount(tr.object_ids) == 4)               # 4 views per object (UKB)
+    assert np.all(np.bincount(tr.object_ids) == 4)  # 4 views per object (UKB)
     assert set(tr.photo_names) == set(synth.photo_names("train"))
     assert set(te.photo_names) == set(synth.photo_names("test"))
     assert not set(tr.photo_names) & set(te.photo_names)
@@ -168,16 +181,25 @@ def test_bags_layout_split_and_samplers(tiny_bags):
 # ----------------------------------------------------------------------------- training
 def test_wlrn_recipe_defaults():
     from descriptors.recipes import get_recipe
+
     full = get_recipe("wlrn")
     o = full.options
-    assert (o["variant"], o["thr"], o["sampling"], o["schedule"]) == ("code", 0.8, "triplets",
-                                                                     "grow")
-    assert (o["tau"], o["beta"], o["eps"], o["mode"], o["bag_size"]) == (0.8, 20.0, 1e-6,
-                                                                         "ratio", 75)
+    assert (o["variant"], o["thr"], o["sampling"], o["schedule"]) == (
+        "code",
+        0.8,
+        "triplets",
+        "grow",
+    )
+    assert (o["tau"], o["beta"], o["eps"], o["mode"], o["bag_size"]) == (
+        0.8,
+        20.0,
+        1e-6,
+        "ratio",
+        75,
+    )
     assert (o["batch_start"], o["batch_max"], o["round_steps"]) == (16, 64, 512)
     assert full.arch == "wlrn" and full.arch_kwargs == {"dim": 64}
-    assert (full.optimizer, full.lr, full.momentum, full.steps) == ("rmsprop", 1e-4, 0.0,
-                                                                     128 * 512)
+    assert (full.optimizer, full.lr, full.momentum, full.steps) == ("rmsprop", 1e-4, 0.0, 128 * 512)
     quick = get_recipe("wlrn", quick=True)
     assert quick.steps < full.steps and quick.options["bag_size"] < 75
 
@@ -185,12 +207,13 @@ def test_wlrn_recipe_defaults():
 def test_code_loss_values_and_gradient():
     """The released loss: s = (1 + cos) / 2, sigmoid(beta_s (s - 0.8)), beta_s = ln 99 / 0.2."""
     from descriptors.losses import wlrn_code_beta, wlrn_code_loss, wlrn_code_score
+
     assert abs(wlrn_code_beta(0.8) - math.log(99) / 0.2) < 1e-9
     a = _unit([1, 0, 0], [0, 1, 0])
-    same = wlrn_code_score(a, a)                         # s = 1 -> sigmoid(ln 99) = 0.99 each
+    same = wlrn_code_score(a, a)  # s = 1 -> sigmoid(ln 99) = 0.99 each
     assert abs(float(same) - 2 * 0.99) < 1e-5
-    opp = wlrn_code_score(a, -a)                         # s = 0 for the best match of e1: 0.5
-    s_best = (1 + 0.0) / 2                               # e1 vs {-e1, -e2}: cos 0 best
+    opp = wlrn_code_score(a, -a)  # s = 0 for the best match of e1: 0.5
+    s_best = (1 + 0.0) / 2  # e1 vs {-e1, -e2}: cos 0 best
     expect = 2 / (1 + math.exp(-wlrn_code_beta() * (s_best - 0.8)))
     assert abs(float(opp) - expect) < 1e-6
     loss = wlrn_code_loss(a[None], a[None], -a[None])
@@ -199,8 +222,11 @@ def test_code_loss_values_and_gradient():
     th = torch.tensor(0.3, requires_grad=True)
     tn = torch.tensor(0.3, requires_grad=True)
     anc = _unit([1, 0, 0])
-    wlrn_code_loss(anc[None], _at_angle(th).t()[None].reshape(1, 1, 3),
-                   _at_angle(tn).t()[None].reshape(1, 1, 3)).backward()
+    wlrn_code_loss(
+        anc[None],
+        _at_angle(th).t()[None].reshape(1, 1, 3),
+        _at_angle(tn).t()[None].reshape(1, 1, 3),
+    ).backward()
     assert float(th.grad) > 0 > float(tn.grad)
 
 
@@ -208,9 +234,14 @@ def test_schedule_round_rule():
     """Round rule of wlrn.lua (7931d02): improve -> keep; worse than last round -> batch x2; at
     the largest batch -> lr / 2 and batch back to the smallest."""
     from descriptors.recipe_defs.wlrn import schedule_round
+
     o = {"batch_start": 16, "batch_max": 64}
-    st = {"wlrn_bsize": 16, "wlrn_lr_scale": 1.0, "wlrn_best": float("inf"),
-          "wlrn_last": float("inf")}
+    st = {
+        "wlrn_bsize": 16,
+        "wlrn_lr_scale": 1.0,
+        "wlrn_best": float("inf"),
+        "wlrn_last": float("inf"),
+    }
     seq = []
     for v in (1.0, 0.9, 0.95, 0.97, 0.96, 0.99, 0.8):
         schedule_round(st, v, o)
@@ -231,15 +262,15 @@ def test_wlrn_training_loss_goes_down(tiny_bags, tmp_path):
     batch = next(BagTripletSampler(tr, 4, 0))
     for variant, lr in (("code", 1e-4), ("paper", 1e-4)):
         recipe = get_recipe("wlrn", quick=True).with_options(
-            steps=6, bag_size=12, lr=lr, variant=variant, schedule="fixed", batch_size=4)
+            steps=6, bag_size=12, lr=lr, variant=variant, schedule="fixed", batch_size=4
+        )
         recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(batch))
         state = {"options": recipe.options}
-        torch.manual_seed(0)                                 # = the trainer's initialisation
+        torch.manual_seed(0)  # = the trainer's initialisation
         with torch.no_grad():
             before = float(wlrn_step(build_model("wlrn", dim=64), batch, 0, state)[0])
         out = tmp_path / f"w_{variant}.pt"
-        res = train(recipe, tiny_bags, out, split="train", progress=False, ckpt_every=0,
-                    half=False)
+        res = train(recipe, tiny_bags, out, split="train", progress=False, ckpt_every=0, half=False)
         model, ck = load_checkpoint(out)
         with torch.no_grad():
             after = float(wlrn_step(model, batch, 0, state)[0])
@@ -254,18 +285,20 @@ def test_growing_batch_schedule_runs_in_training(tiny_bags, tmp_path):
     from descriptors.recipe_defs import wlrn as W
     from descriptors.recipes import get_recipe
     from descriptors.train import train
-    r = get_recipe("wlrn", quick=True).with_options(steps=6, bag_size=8, round_steps=2,
-                                                    batch_start=2, batch_max=4,
-                                                    val_triplets=6)
+
+    r = get_recipe("wlrn", quick=True).with_options(
+        steps=6, bag_size=8, round_steps=2, batch_start=2, batch_max=4, val_triplets=6
+    )
     res = train(r, tiny_bags, tmp_path / "g.pt", split="train", progress=False, ckpt_every=0)
     st = torch.load(tmp_path / "g.pt.ckpt", weights_only=False)["recipe_state"]
     assert res["steps"] == 6 and st["wlrn_round_at"] == 4
     assert st["wlrn_bsize"] in (2, 4) and st["wlrn_lr_scale"] in (1.0, 0.5)
     assert np.isfinite(st["wlrn_last"]) and st["wlrn_best"] <= st["wlrn_last"]
     from descriptors.data.bags import read_bags
+
     tr, va = W.split_objects(read_bags(tiny_bags / "train"))
     assert len(va) and not set(tr.object_ids.tolist()) & set(va.object_ids.tolist())
-    assert W.wlrn_lr(r, 0) == r.lr                      # no live run for this recipe object
+    assert W.wlrn_lr(r, 0) == r.lr  # no live run for this recipe object
 
 
 def test_wlrn_training_improves_heldout_bag_auc(tiny_bags, tmp_path):
@@ -276,16 +309,19 @@ def test_wlrn_training_improves_heldout_bag_auc(tiny_bags, tmp_path):
 
     te = read_bags(tiny_bags / "test")
     pairs = bag_pairs(te)
-    torch.manual_seed(0)                                 # = the trainer's initialisation
+    torch.manual_seed(0)  # = the trainer's initialisation
     before = bag_pair_auc(build_model("wlrn", dim=64), te, pairs)
-    recipe = get_recipe("wlrn", quick=True).with_options(steps=15, bag_size=12,
-                                                         batch_start=12, batch_max=12)
+    recipe = get_recipe("wlrn", quick=True).with_options(
+        steps=15, bag_size=12, batch_start=12, batch_max=12
+    )
     out = tmp_path / "wlrn.pt"
     res = train(recipe, tiny_bags, out, split="train", progress=False, ckpt_every=0)
     model, _ = load_checkpoint(out)
     after = bag_pair_auc(model, te, pairs)
-    print(f"held-out bag-pair ROC-AUC untrained {before['auc']:.4f} (tau {before['tau']}) -> "
-          f"trained {after['auc']:.4f} (tau {after['tau']}), {res['seconds']} s")
+    print(
+        f"held-out bag-pair ROC-AUC untrained {before['auc']:.4f} (tau {before['tau']}) -> "
+        f"trained {after['auc']:.4f} (tau {after['tau']}), {res['seconds']} s"
+    )
     assert after["auc"] > before["auc"] + 0.01
 
 
@@ -297,12 +333,22 @@ def _write_scene_photos(root: Path) -> Path:
     import cv2
 
     from descriptors.data import synth
+
     rng = np.random.default_rng(0)
     names = synth.photo_names("train")
-    layout = [("castle/v0.png", 0), ("castle/v1.png", 0), ("castle/v2.png", 0),
-              ("street/a.jpg", 1), ("street/b.jpg", 1), ("leuvenA.png", 2), ("leuvenB.png", 2),
-              ("apple.png", 3)]
-    photos = {k: synth.load_photo(names[k], gray=True, min_side=256) for k in {i for _, i in layout}}
+    layout = [
+        ("castle/v0.png", 0),
+        ("castle/v1.png", 0),
+        ("castle/v2.png", 0),
+        ("street/a.jpg", 1),
+        ("street/b.jpg", 1),
+        ("leuvenA.png", 2),
+        ("leuvenB.png", 2),
+        ("apple.png", 3),
+    ]
+    photos = {
+        k: synth.load_photo(names[k], gray=True, min_side=256) for k in {i for _, i in layout}
+    }
     for rel, k in layout:
         g = photos[k][:256, :320]
         H = synth.random_homography(256, 320, rng, strength=0.15, max_rotation_deg=20)
@@ -316,23 +362,28 @@ def test_real_bags_scenes_and_weak_labels(tmp_path):
     one scene (never one photo twice), a non-matching pair two scenes."""
     from descriptors.data.bags import BagsError, BagTripletSampler
     from descriptors.data.real_bags import loose_scene_name, make_real_bags, scenes_from_root
-    assert [loose_scene_name(s) for s in ("leuvenA", "aero3", "aloeL", "box_in_scene",
-                                          "messi5", "home")] == \
-        ["leuven", "aero", "aloe", "box", "messi", "home"]
+
+    assert [
+        loose_scene_name(s) for s in ("leuvenA", "aero3", "aloeL", "box_in_scene", "messi5", "home")
+    ] == ["leuven", "aero", "aloe", "box", "messi", "home"]
     root = _write_scene_photos(tmp_path / "scenes")
     sc = scenes_from_root(root)
-    assert {k: len(v) for k, v in sc.items()} == {"castle": 3, "street": 2, "photo:leuven": 2,
-                                                  "photo:apple": 1}
+    assert {k: len(v) for k, v in sc.items()} == {
+        "castle": 3,
+        "street": 2,
+        "photo:leuven": 2,
+        "photo:apple": 1,
+    }
     bags = make_real_bags(sc, conf={"bag_size": 16, "scales": (160, 256)}, progress=False)
     assert bags.patches.shape[1:] == (16, 32, 32) and bags.patches.dtype == np.uint8
     scene_of = {p: i for i, ps in enumerate(sc.values()) for p in ps}
     assert all(scene_of[bags.photo_names[ph]] == o for ph, o in zip(bags.photo, bags.object_ids))
-    assert len(bags) == 2 * 8                                   # one bag per photo and scale
+    assert len(bags) == 2 * 8  # one bag per photo and scale
     idx = BagTripletSampler(bags, 200, 0, same_photo_neg=0.0).sample_indices()
     oid, ph = bags.object_ids, bags.photo
     assert np.all(oid[idx[:, 0]] == oid[idx[:, 1]]) and np.all(ph[idx[:, 0]] != ph[idx[:, 1]])
     assert np.all(oid[idx[:, 0]] != oid[idx[:, 2]])
-    single = list(sc).index("photo:apple")                     # one photo: negatives only
+    single = list(sc).index("photo:apple")  # one photo: negatives only
     assert set(oid[idx[:, 0]]) == set(range(4)) - {single} and single in set(oid[idx[:, 2]])
     with pytest.raises(BagsError, match="not found"):
         scenes_from_root(tmp_path / "missing")
@@ -356,14 +407,21 @@ def test_wlrn_trains_on_real_bags(tmp_path):
     try:
         root = _write_scene_photos(tmp_path / "scenes")
         recipe = get_recipe("wlrn", quick=True).with_options(
-            steps=8, batch_size=4, bag_size=16, schedule="fixed", lr=1e-3, optimizer="adam",
-            scenes=str(root), real_bags_conf={"bag_size": 16, "scales": (192, 256)})
+            steps=8,
+            batch_size=4,
+            bag_size=16,
+            schedule="fixed",
+            lr=1e-3,
+            optimizer="adam",
+            scenes=str(root),
+            real_bags_conf={"bag_size": 16, "scales": (192, 256)},
+        )
         bags = load_bags(tmp_path / "bags", recipe)
         assert len(list((tmp_path / "bags").glob("real-bags-*.npz"))) == 1 and len(bags) == 16
         batch = next(BagTripletSampler(bags, 4, 0, same_photo_neg=0.0))
         recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(batch))
         state = {"options": recipe.options}
-        torch.manual_seed(0)                                    # = the trainer's initialisation
+        torch.manual_seed(0)  # = the trainer's initialisation
         with torch.no_grad():
             before = float(wlrn_step(build_model("wlrn", dim=64), batch, 0, state)[0])
         out = tmp_path / "wlrn.pt"

@@ -33,6 +33,7 @@ On disk (``<root>/<split>/bags.npz``, written to a temp file then renamed): ``pa
 32) uint8, ``object_ids`` (M,), ``view_ids`` (M,), ``photo`` (M,) photo index, ``photo_names``,
 ``keypoints`` (M, n, 4) float32 [x, y, size, angle_deg] in view pixels, ``conf`` (JSON string).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,23 +54,23 @@ DEFAULT_ROOT: str = "datasets/bags-synth"
 BAGS_FILE: str = "bags.npz"
 
 BAGS_CONF: dict = {
-    "view_size": 128,             # side (px) of the part of a view where keypoints are detected
-    "pad": 48,                    # canvas margin (px) around it, real photo content
-    "window_gap": 16,             # gap (px) between object windows of one photo
-    "views_per_object": 4,        # UKB: 4 views per object
-    "bag_size": 75,               # keypoints per bag (paper: 75 per image)
-    "min_keypoints": 32,          # views with fewer keypoints drop the object
+    "view_size": 128,  # side (px) of the part of a view where keypoints are detected
+    "pad": 48,  # canvas margin (px) around it, real photo content
+    "window_gap": 16,  # gap (px) between object windows of one photo
+    "views_per_object": 4,  # UKB: 4 views per object
+    "bag_size": 75,  # keypoints per bag (paper: 75 per image)
+    "min_keypoints": 32,  # views with fewer keypoints drop the object
     "homography_strength": 0.25,  # synth.random_homography corner jitter
     "max_rotation_deg": 40.0,
     "scale_range": (0.7, 1.4),
     "photometric_strength": 1.0,
     "contrast_threshold": 0.004,  # DoG threshold (low: small, weakly textured views)
-    "min_size": 2.0,              # OpenCV keypoint size range kept (px)
+    "min_size": 2.0,  # OpenCV keypoint size range kept (px)
     "max_size": 24.0,
-    "min_photo_side": 384,        # small photos are upscaled to at least this
+    "min_photo_side": 384,  # small photos are upscaled to at least this
     "max_objects_per_photo": 12,  # windows kept per photo (big photos would dominate)
     "patch_size": 32,
-    "photo_dir": None,            # folder of JPG / PNG photos (recursive) instead of the bundled
+    "photo_dir": None,  # folder of JPG / PNG photos (recursive) instead of the bundled
 }
 
 
@@ -90,6 +91,7 @@ class BagSet:
         keypoints: (M, n, 4) float32 [x, y, size, angle_deg] in the view's pixels.
         conf: generation settings.
     """
+
     patches: np.ndarray
     object_ids: np.ndarray
     view_ids: np.ndarray
@@ -137,31 +139,44 @@ def _translation(tx: float, ty: float) -> np.ndarray:
     return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], np.float64)
 
 
-def _make_view(gray: np.ndarray, x0: int, y0: int, cfg: dict, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _make_view(
+    gray: np.ndarray, x0: int, y0: int, cfg: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One view of the object at window (x0, y0): returns (canvas uint8, xy, size, angle)."""
-    from . import synth
     from ..patches import detect_dog
+    from . import synth
 
     s, pad = int(cfg["view_size"]), int(cfg["pad"])
-    h_loc = synth.random_homography(s, s, rng, strength=cfg["homography_strength"],
-                                    max_rotation_deg=cfg["max_rotation_deg"],
-                                    scale_range=tuple(cfg["scale_range"]))
+    h_loc = synth.random_homography(
+        s,
+        s,
+        rng,
+        strength=cfg["homography_strength"],
+        max_rotation_deg=cfg["max_rotation_deg"],
+        scale_range=tuple(cfg["scale_range"]),
+    )
     H = _translation(pad, pad) @ h_loc @ _translation(-x0, -y0)
     canvas = synth.warp(gray, H, (s + 2 * pad, s + 2 * pad))
     canvas = synth.photometric(canvas, rng, cfg["photometric_strength"])
-    _, xy, size, angle, _ = detect_dog(canvas[pad:pad + s, pad:pad + s],
-                                             max_keypoints=10 * int(cfg["bag_size"]),
-                                             contrast_threshold=cfg["contrast_threshold"],
-                                             min_size=cfg["min_size"])
+    _, xy, size, angle, _ = detect_dog(
+        canvas[pad : pad + s, pad : pad + s],
+        max_keypoints=10 * int(cfg["bag_size"]),
+        contrast_threshold=cfg["contrast_threshold"],
+        min_size=cfg["min_size"],
+    )
     keep = size <= cfg["max_size"]
     xy, size, angle = xy[keep] + pad, size[keep], angle[keep]
     n = int(cfg["bag_size"])
     return canvas, xy[:n], size[:n], angle[:n]
 
 
-def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dict | None = None,
-              progress: bool = True) -> BagSet:
+def make_bags(
+    split: str,
+    n_objects: int | None = None,
+    seed: int = 0,
+    conf: dict | None = None,
+    progress: bool = True,
+) -> BagSet:
     """Generate a synthetic bag set in memory (see module docstring).
 
     Args:
@@ -172,7 +187,6 @@ def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dic
     Returns:
         BagSet with ``n_objects * views_per_object`` bags (fewer if windows are dropped).
     """
-    from . import synth
     from ..patches import extract_patches, opencv_angle_to_ori
 
     if split not in ("train", "test"):
@@ -180,14 +194,15 @@ def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dic
     cfg = {**BAGS_CONF, **(conf or {})}
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, 7])
     from .pairs import load_photo_source, photo_list
+
     names = photo_list(photo_dir=cfg.get("photo_dir") or "", split=split)
-    photos = [load_photo_source(nm, gray=True, min_side=int(cfg["min_photo_side"]))
-              for nm in names]
+    photos = [load_photo_source(nm, gray=True, min_side=int(cfg["min_photo_side"])) for nm in names]
     cands = []
     for pi, g in enumerate(photos):
-        wins = _object_windows(g.shape[0], g.shape[1], int(cfg["view_size"]), int(cfg["pad"]),
-                               int(cfg["window_gap"]))
-        keep = rng.permutation(len(wins))[:int(cfg["max_objects_per_photo"])]
+        wins = _object_windows(
+            g.shape[0], g.shape[1], int(cfg["view_size"]), int(cfg["pad"]), int(cfg["window_gap"])
+        )
+        keep = rng.permutation(len(wins))[: int(cfg["max_objects_per_photo"])]
         cands += [(pi, *wins[k]) for k in sorted(keep)]
     order = rng.permutation(len(cands))
     n_want = len(cands) if n_objects is None else int(n_objects)
@@ -195,7 +210,7 @@ def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dic
     patches, kps, obj_ids, view_ids, photo_idx = [], [], [], [], []
     n_topped = 0
     n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)      # kornia on one small image: threads cost more than they give
+    torch.set_num_threads(1)  # kornia on one small image: threads cost more than they give
     try:
         bar = tqdm(total=n_want, desc=f"bags-synth {split}", disable=not progress)
         for ci in order:
@@ -207,14 +222,15 @@ def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dic
                 continue
             oid = len(obj_ids) // nv
             for vi, (canvas, xy, size, angle) in enumerate(views):
-                if len(xy) < n:                       # top up by repeating keypoints
+                if len(xy) < n:  # top up by repeating keypoints
                     rep = rng.choice(len(xy), n - len(xy), replace=True)
                     xy, size, angle = (np.concatenate([a, a[rep]]) for a in (xy, size, angle))
                     n_topped += 1
                 p = extract_patches(canvas, xy, size, opencv_angle_to_ori(angle), patch_size=ps)
                 patches.append((p[:, 0].numpy() * 255.0 + 0.5).astype(np.uint8))
-                kps.append(np.concatenate([xy, size[:, None], angle[:, None]], 1)
-                           .astype(np.float32))
+                kps.append(
+                    np.concatenate([xy, size[:, None], angle[:, None]], 1).astype(np.float32)
+                )
                 obj_ids.append(oid)
                 view_ids.append(vi)
                 photo_idx.append(pi)
@@ -223,25 +239,40 @@ def make_bags(split: str, n_objects: int | None = None, seed: int = 0, conf: dic
     finally:
         torch.set_num_threads(n_threads)
     if not obj_ids:
-        raise BagsError(f"bags-synth {split}: no window gave {cfg['min_keypoints']} keypoints "
-                        f"in all views")
+        raise BagsError(
+            f"bags-synth {split}: no window gave {cfg['min_keypoints']} keypoints in all views"
+        )
     if len(obj_ids) // nv < n_want and n_objects is not None:
-        logger.warning("bags-synth %s: only %d objects (asked for %d)", split,
-                       len(obj_ids) // nv, n_want)
+        logger.warning(
+            "bags-synth %s: only %d objects (asked for %d)", split, len(obj_ids) // nv, n_want
+        )
     if n_topped:
         logger.info("bags-synth %s: %d views topped up to %d keypoints", split, n_topped, n)
-    return BagSet(np.stack(patches), np.asarray(obj_ids, np.int64),
-                  np.asarray(view_ids, np.int64), np.asarray(photo_idx, np.int64), list(names),
-                  np.stack(kps), cfg)
+    return BagSet(
+        np.stack(patches),
+        np.asarray(obj_ids, np.int64),
+        np.asarray(view_ids, np.int64),
+        np.asarray(photo_idx, np.int64),
+        list(names),
+        np.stack(kps),
+        cfg,
+    )
 
 
 def write_bags(bags: BagSet, path: str | Path) -> Path:
     """Write a BagSet to ``path`` (.npz), atomically (``descriptors.util.atomic_write``)."""
     path = Path(path)
     with atomic_write(path, suffix=".npz") as tmp:
-        np.savez(tmp, patches=bags.patches, object_ids=bags.object_ids, view_ids=bags.view_ids,
-                 photo=bags.photo, photo_names=np.array(bags.photo_names),
-                 keypoints=bags.keypoints, conf=np.array(json.dumps(bags.conf)))
+        np.savez(
+            tmp,
+            patches=bags.patches,
+            object_ids=bags.object_ids,
+            view_ids=bags.view_ids,
+            photo=bags.photo,
+            photo_names=np.array(bags.photo_names),
+            keypoints=bags.keypoints,
+            conf=np.array(json.dumps(bags.conf)),
+        )
     return path
 
 
@@ -254,20 +285,27 @@ def read_bags(path: str | Path) -> BagSet:
         raise BagsError(f"{path}: bags file not found")
     try:
         z = np.load(path, allow_pickle=False)
-        bags = BagSet(z["patches"], z["object_ids"].astype(np.int64),
-                      z["view_ids"].astype(np.int64), z["photo"].astype(np.int64),
-                      [str(s) for s in z["photo_names"]], z["keypoints"],
-                      json.loads(str(z["conf"])))
+        bags = BagSet(
+            z["patches"],
+            z["object_ids"].astype(np.int64),
+            z["view_ids"].astype(np.int64),
+            z["photo"].astype(np.int64),
+            [str(s) for s in z["photo_names"]],
+            z["keypoints"],
+            json.loads(str(z["conf"])),
+        )
     except (KeyError, ValueError, OSError) as e:
         raise BagsError(f"{path}: not a bags file ({type(e).__name__}: {e})") from None
     if bags.patches.ndim != 4 or len(bags.object_ids) != len(bags.patches):
-        raise BagsError(f"{path}: patches {bags.patches.shape} / object_ids "
-                        f"{bags.object_ids.shape} do not fit")
+        raise BagsError(
+            f"{path}: patches {bags.patches.shape} / object_ids {bags.object_ids.shape} do not fit"
+        )
     return bags
 
 
-def ensure_bags(folder: str | Path, n_objects: int | None = None, seed: int = 0,
-                conf: dict | None = None) -> BagSet:
+def ensure_bags(
+    folder: str | Path, n_objects: int | None = None, seed: int = 0, conf: dict | None = None
+) -> BagSet:
     """Read ``<folder>/bags.npz``; generate and write it first if missing.
 
     The photo split is the folder name when it is ``train`` or ``test`` (else ``train``).
@@ -282,8 +320,9 @@ def ensure_bags(folder: str | Path, n_objects: int | None = None, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------- samplers
-def _other_object_bag(bags: BagSet, oid: int, rng: np.random.Generator,
-                      same_photo: bool = False) -> int:
+def _other_object_bag(
+    bags: BagSet, oid: int, rng: np.random.Generator, same_photo: bool = False
+) -> int:
     """A random bag of another object (of the same photo as ``oid`` if ``same_photo`` and the
     photo has another object)."""
     pool = np.arange(len(bags))
@@ -302,15 +341,17 @@ class _ObjectIndex:
     def __init__(self, bags: BagSet) -> None:
         if bags.n_objects < 2:
             raise ValueError("need bags of at least two objects to sample non-matching pairs")
-        self.by_obj = {int(o): np.flatnonzero(bags.object_ids == o)
-                       for o in np.unique(bags.object_ids)}
+        self.by_obj = {
+            int(o): np.flatnonzero(bags.object_ids == o) for o in np.unique(bags.object_ids)
+        }
         self.photo = bags.photo
         # real scenes (``real_bags``): an object spans several photos; then only such objects
         # give matching pairs, from two different photos (two scales of one photo never match)
         multi = [o for o, ix in self.by_obj.items() if len(np.unique(bags.photo[ix])) > 1]
         self.multi_photo = bool(multi)
-        self.objs = np.array(multi if multi else
-                             [o for o, ix in self.by_obj.items() if len(ix) >= 2])
+        self.objs = np.array(
+            multi if multi else [o for o, ix in self.by_obj.items() if len(ix) >= 2]
+        )
         if len(self.objs) == 0:
             raise ValueError("no object has two views; cannot sample matching bags")
 
@@ -339,8 +380,13 @@ class BagTripletSampler:
     without it a net can separate most bags by photo-level texture alone).
     """
 
-    def __init__(self, bags: BagSet, triplets: int, rng: np.random.Generator | int | None = None,
-                 same_photo_neg: float = 0.5) -> None:
+    def __init__(
+        self,
+        bags: BagSet,
+        triplets: int,
+        rng: np.random.Generator | int | None = None,
+        same_photo_neg: float = 0.5,
+    ) -> None:
         self.bags = bags
         self.triplets = int(triplets)
         self.same_photo_neg = float(same_photo_neg)
@@ -356,14 +402,18 @@ class BagTripletSampler:
         for _ in range(self.triplets):
             a, p = self._ix.matching(self.rng)
             same = self.rng.random() < self.same_photo_neg
-            out.append((a, p, _other_object_bag(self.bags, int(self.bags.object_ids[a]),
-                                                self.rng, same)))
+            out.append(
+                (a, p, _other_object_bag(self.bags, int(self.bags.object_ids[a]), self.rng, same))
+            )
         return np.asarray(out, np.int64)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = self.sample_indices()
-        return (self.bags.bag_tensor(idx[:, 0]), self.bags.bag_tensor(idx[:, 1]),
-                self.bags.bag_tensor(idx[:, 2]))
+        return (
+            self.bags.bag_tensor(idx[:, 0]),
+            self.bags.bag_tensor(idx[:, 1]),
+            self.bags.bag_tensor(idx[:, 2]),
+        )
 
 
 class BagBatchSampler:
@@ -375,8 +425,14 @@ class BagBatchSampler:
     only keypoint-level evidence separates them), the rest of the batch from other photos.
     """
 
-    def __init__(self, bags: BagSet, objects: int, rng: np.random.Generator | int | None = None,
-                 views: int = 2, objects_per_photo: int = 2) -> None:
+    def __init__(
+        self,
+        bags: BagSet,
+        objects: int,
+        rng: np.random.Generator | int | None = None,
+        views: int = 2,
+        objects_per_photo: int = 2,
+    ) -> None:
         self.bags = bags
         self.objects = int(objects)
         self.views = int(views)
@@ -386,8 +442,11 @@ class BagBatchSampler:
         if self.objects < 2:
             raise ValueError("a bag batch needs at least two objects")
         if self.objects > len(self._ix.objs):
-            logger.warning("bag batch of %d objects capped at the %d available", self.objects,
-                           len(self._ix.objs))
+            logger.warning(
+                "bag batch of %d objects capped at the %d available",
+                self.objects,
+                len(self._ix.objs),
+            )
             self.objects = len(self._ix.objs)
         self._by_photo: dict[int, list[int]] = {}
         for o in self._ix.objs:
@@ -430,8 +489,13 @@ class BagPairSampler:
     view), 0 = different objects; half of each batch is matching (``pos_frac``).
     """
 
-    def __init__(self, bags: BagSet, batch_size: int,
-                 rng: np.random.Generator | int | None = None, pos_frac: float = 0.5) -> None:
+    def __init__(
+        self,
+        bags: BagSet,
+        batch_size: int,
+        rng: np.random.Generator | int | None = None,
+        pos_frac: float = 0.5,
+    ) -> None:
         self.bags = bags
         self.batch_size = int(batch_size)
         self.pos_frac = float(pos_frac)
@@ -450,29 +514,41 @@ class BagPairSampler:
                 rows.append((a, b, 1))
             else:
                 a = int(self.rng.integers(0, len(self.bags)))
-                rows.append((a, _other_object_bag(self.bags, int(self.bags.object_ids[a]),
-                                                  self.rng), 0))
+                rows.append(
+                    (a, _other_object_bag(self.bags, int(self.bags.object_ids[a]), self.rng), 0)
+                )
         r = np.asarray(rows, np.int64)
-        return (self.bags.bag_tensor(r[:, 0]), self.bags.bag_tensor(r[:, 1]),
-                torch.from_numpy(r[:, 2].astype(np.float32)))
+        return (
+            self.bags.bag_tensor(r[:, 0]),
+            self.bags.bag_tensor(r[:, 1]),
+            torch.from_numpy(r[:, 2].astype(np.float32)),
+        )
 
 
 # ----------------------------------------------------------------------------- evaluation
-def bag_pairs(bags: BagSet, rng: np.random.Generator | int | None = 0, neg_per_pos: int = 1,
-              same_photo_frac: float = 0.5) -> np.ndarray:
+def bag_pairs(
+    bags: BagSet,
+    rng: np.random.Generator | int | None = 0,
+    neg_per_pos: int = 1,
+    same_photo_frac: float = 0.5,
+) -> np.ndarray:
     """Evaluation pairs: every matching pair (same object, different views) plus
     ``neg_per_pos`` random non-matching pairs per matching one, a share ``same_photo_frac`` of
     them between two objects of the same photo (harder: same texture) -> (K, 3) int64
     [i, j, label]."""
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    pos = [(int(i), int(j), 1) for o in np.unique(bags.object_ids)
-           for k, i in enumerate(np.flatnonzero(bags.object_ids == o))
-           for j in np.flatnonzero(bags.object_ids == o)[k + 1:]]
+    pos = [
+        (int(i), int(j), 1)
+        for o in np.unique(bags.object_ids)
+        for k, i in enumerate(np.flatnonzero(bags.object_ids == o))
+        for j in np.flatnonzero(bags.object_ids == o)[k + 1 :]
+    ]
     n_neg = neg_per_pos * len(pos)
     n_same = int(round(same_photo_frac * n_neg))
     # photos with >= 2 objects can give same-photo negatives
-    multi = [p for p in np.unique(bags.photo)
-             if len(np.unique(bags.object_ids[bags.photo == p])) >= 2]
+    multi = [
+        p for p in np.unique(bags.photo) if len(np.unique(bags.object_ids[bags.photo == p])) >= 2
+    ]
     if not multi:
         n_same = 0
     neg: list[tuple[int, int, int]] = []
@@ -488,9 +564,12 @@ def bag_pairs(bags: BagSet, rng: np.random.Generator | int | None = 0, neg_per_p
 
 
 @torch.no_grad()
-def describe_bags(describe: Callable[[torch.Tensor], torch.Tensor] | torch.nn.Module,
-                  bags: BagSet, batch_size: int = 1024, device: str | torch.device | None = None
-                  ) -> torch.Tensor:
+def describe_bags(
+    describe: Callable[[torch.Tensor], torch.Tensor] | torch.nn.Module,
+    bags: BagSet,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
     """Descriptors of every bag: (M, n, D) float32 on CPU.
 
     Args:
@@ -506,7 +585,7 @@ def describe_bags(describe: Callable[[torch.Tensor], torch.Tensor] | torch.nn.Mo
     flat = bags.patches.reshape(m * n, *bags.patches.shape[2:])
     out = []
     for i in range(0, len(flat), batch_size):
-        x = torch.from_numpy(flat[i:i + batch_size].astype(np.float32) / 255.0)[:, None]
+        x = torch.from_numpy(flat[i : i + batch_size].astype(np.float32) / 255.0)[:, None]
         if device is not None:
             x = x.to(device)
         d = describe(x)
@@ -516,8 +595,13 @@ def describe_bags(describe: Callable[[torch.Tensor], torch.Tensor] | torch.nn.Mo
     return torch.cat(out).reshape(m, n, -1)
 
 
-def bag_pair_scores(desc: torch.Tensor, pairs: np.ndarray, tau: float | np.ndarray = 0.8,
-                    beta: float | None = None, symmetric: bool = True) -> np.ndarray:
+def bag_pair_scores(
+    desc: torch.Tensor,
+    pairs: np.ndarray,
+    tau: float | np.ndarray = 0.8,
+    beta: float | None = None,
+    symmetric: bool = True,
+) -> np.ndarray:
     """Bag matching score S(K_i, K_j) of each pair (the wlrn criterion).
 
     S = fraction of keypoints of K_i whose nearest neighbour in K_j has d^2 <= tau (hard count,
@@ -534,9 +618,9 @@ def bag_pair_scores(desc: torch.Tensor, pairs: np.ndarray, tau: float | np.ndarr
     a, b = desc[torch.from_numpy(pairs[:, 0])], desc[torch.from_numpy(pairs[:, 1])]
     ab = a @ b.transpose(1, 2)
     d2 = ((a * a).sum(-1)[..., None] + (b * b).sum(-1)[:, None, :] - 2 * ab).clamp_min(0)
-    mins = [d2.min(2).values]                      # (K, n) per keypoint of K_i
+    mins = [d2.min(2).values]  # (K, n) per keypoint of K_i
     if symmetric:
-        mins.append(d2.min(1).values)              # per keypoint of K_j
+        mins.append(d2.min(1).values)  # per keypoint of K_j
     cols = []
     for t in taus:
         s = 0.0
@@ -550,9 +634,13 @@ def bag_pair_scores(desc: torch.Tensor, pairs: np.ndarray, tau: float | np.ndarr
     return out[:, 0] if np.ndim(tau) == 0 else out
 
 
-def bag_pair_auc(describe: Callable[[torch.Tensor], torch.Tensor] | torch.nn.Module,
-                 bags: BagSet, pairs: np.ndarray | None = None,
-                 taus: np.ndarray | None = None, beta: float | None = None) -> dict:
+def bag_pair_auc(
+    describe: Callable[[torch.Tensor], torch.Tensor] | torch.nn.Module,
+    bags: BagSet,
+    pairs: np.ndarray | None = None,
+    taus: np.ndarray | None = None,
+    beta: float | None = None,
+) -> dict:
     """ROC-AUC of "this bag pair shows the same object" from the bag matching score.
 
     As in the paper's matching-based retrieval, the threshold tau is tuned per descriptor: the AUC
@@ -573,5 +661,10 @@ def bag_pair_auc(describe: Callable[[torch.Tensor], torch.Tensor] | torch.nn.Mod
     y = pairs[:, 2]
     aucs = {float(t): float(roc_auc_score(y, scores[:, k])) for k, t in enumerate(taus)}
     best = max(aucs, key=aucs.get)
-    return {"auc": aucs[best], "tau": best, "auc_by_tau": aucs, "n_pos": int(y.sum()),
-            "n_neg": int((1 - y).sum())}
+    return {
+        "auc": aucs[best],
+        "tau": best,
+        "auc_by_tau": aucs,
+        "n_pos": int(y.sum()),
+        "n_neg": int((1 - y).sum()),
+    }

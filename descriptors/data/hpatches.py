@@ -26,6 +26,7 @@ distractors exclude the queries.
 
 The synthetic set in this layout is written by ``descriptors.data.hpatches_synth``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,6 +50,7 @@ VERIF_HEADER = ("s1", "t1", "idx1", "s2", "t2", "idx2")
 RETR_HEADER = ("s", "idx")
 SPLIT_PREFIX = {"illum": "i_", "view": "v_"}
 
+
 class HPatchesError(ToolkitError, RuntimeError):
     """Malformed hpatches-release data (one-line message naming the file)."""
 
@@ -56,6 +58,7 @@ class HPatchesError(ToolkitError, RuntimeError):
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
+
 
 def release_dir(root: str | Path) -> Path:
     """Accept either the release folder itself or a folder holding ``hpatches-release``."""
@@ -68,8 +71,11 @@ def release_dir(root: str | Path) -> Path:
 
 
 def _seq_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir()
-                  if p.is_dir() and (p.name.startswith("i_") or p.name.startswith("v_")))
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and (p.name.startswith("i_") or p.name.startswith("v_"))
+    )
 
 
 def list_sequences(root: str | Path) -> list[str]:
@@ -113,8 +119,9 @@ def read_sequence(seq_dir: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def read_hpatches(root: str | Path, sequences: Iterable[str] | None = None
-                  ) -> dict[str, dict[str, np.ndarray]]:
+def read_hpatches(
+    root: str | Path, sequences: Iterable[str] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """Read an hpatches-release folder.
 
     Args:
@@ -142,13 +149,13 @@ def read_hpatches(root: str | Path, sequences: Iterable[str] | None = None
 # Splits and task definition files
 # --------------------------------------------------------------------------------------------
 
+
 def tasks_dir_for(release: str | Path) -> Path:
     """Where the benchmark keeps task files relative to the release folder: ``../tasks``."""
     return release_dir(release).parent / "tasks"
 
 
-def load_splits(path: str | Path | None = None, root: str | Path | None = None
-                ) -> dict[str, dict]:
+def load_splits(path: str | Path | None = None, root: str | Path | None = None) -> dict[str, dict]:
     """Load ``splits.json`` ({name: {"name", "test", ["train"]}}).
 
     Args:
@@ -169,7 +176,8 @@ def load_splits(path: str | Path | None = None, root: str | Path | None = None
             except json.JSONDecodeError as e:
                 raise HPatchesError(f"{c}: invalid JSON ({e.msg} at line {e.lineno})") from None
             if not isinstance(splits, dict) or not all(
-                    isinstance(v, dict) and "test" in v for v in splits.values()):
+                isinstance(v, dict) and "test" in v for v in splits.values()
+            ):
                 raise HPatchesError(f"{c}: expected {{name: {{'name', 'test', ['train']}}}}")
             for k, v in splits.items():
                 v.setdefault("name", k)
@@ -219,8 +227,9 @@ def _read_csv(path: Path, header: tuple[str, ...]) -> list[tuple]:
     return rows
 
 
-def make_verification_pairs(lengths: dict[str, int], test: list[str], n_pairs: int,
-                            seed: int = 42) -> dict[str, list[tuple]]:
+def make_verification_pairs(
+    lengths: dict[str, int], test: list[str], n_pairs: int, seed: int = 42
+) -> dict[str, list[tuple]]:
     """Verification pairs as the benchmark's ``gen_verif`` draws them.
 
     Args:
@@ -239,14 +248,21 @@ def make_verification_pairs(lengths: dict[str, int], test: list[str], n_pairs: i
     idx_inter = np.array([rng.randint(lengths[k]) for k in s_inter])
     pos = [(a, int(t[0]), int(i[0]), a, int(t[1]), int(i[0])) for a, i, t in zip(s, idx, typ)]
     intra = [(a, int(t[0]), int(i[0]), a, int(t[1]), int(i[1])) for a, i, t in zip(s, idx, typ)]
-    inter = [(a, int(t[0]), int(i[0]), b, int(t[1]), int(j))
-             for a, i, t, b, j in zip(s, idx, typ, s_inter, idx_inter)]
+    inter = [
+        (a, int(t[0]), int(i[0]), b, int(t[1]), int(j))
+        for a, i, t, b, j in zip(s, idx, typ, s_inter, idx_inter)
+    ]
     return {"pos": pos, "neg_intra": intra, "neg_inter": inter}
 
 
-def make_retrieval_lists(data: dict[str, dict[str, np.ndarray]], test: list[str],
-                         n_queries: int, n_distractors: int, seed: int = 42,
-                         min_std: float = 10.0) -> tuple[list[tuple], list[tuple]]:
+def make_retrieval_lists(
+    data: dict[str, dict[str, np.ndarray]],
+    test: list[str],
+    n_queries: int,
+    n_distractors: int,
+    seed: int = 42,
+    min_std: float = 10.0,
+) -> tuple[list[tuple], list[tuple]]:
     """Retrieval queries and distractors as the benchmark's ``gen_retrieval`` draws them.
 
     Ref patches with std <= ``min_std`` are dropped; queries are de-duplicated and cut to
@@ -268,8 +284,13 @@ def make_retrieval_lists(data: dict[str, dict[str, np.ndarray]], test: list[str]
     return q, d
 
 
-def write_tasks(tasks_dir: str | Path, split: str, verif: dict[str, list[tuple]],
-                queries: list[tuple], distractors: list[tuple]) -> None:
+def write_tasks(
+    tasks_dir: str | Path,
+    split: str,
+    verif: dict[str, list[tuple]],
+    queries: list[tuple],
+    distractors: list[tuple],
+) -> None:
     """Write the five task csvs of one split in the benchmark's format."""
     td = Path(tasks_dir)
     td.mkdir(parents=True, exist_ok=True)
@@ -283,8 +304,10 @@ def read_tasks(tasks_dir: str | Path, split: str) -> dict[str, list[tuple]]:
     """Read the task csvs of one split -> {"pos", "neg_intra", "neg_inter", "queries",
     "distractors"}. Raises HPatchesError naming a missing or malformed file."""
     td = Path(tasks_dir)
-    out = {k: _read_csv(td / f"verif_{k}_split-{split}.csv", VERIF_HEADER)
-           for k in ("pos", "neg_intra", "neg_inter")}
+    out = {
+        k: _read_csv(td / f"verif_{k}_split-{split}.csv", VERIF_HEADER)
+        for k in ("pos", "neg_intra", "neg_inter")
+    }
     out["queries"] = _read_csv(td / f"retr_queries_split-{split}.csv", RETR_HEADER)
     out["distractors"] = _read_csv(td / f"retr_distractors_split-{split}.csv", RETR_HEADER)
     return out
@@ -292,8 +315,10 @@ def read_tasks(tasks_dir: str | Path, split: str) -> dict[str, list[tuple]]:
 
 def has_tasks(tasks_dir: str | Path, split: str) -> bool:
     td = Path(tasks_dir)
-    names = [f"verif_{k}_split-{split}.csv" for k in ("pos", "neg_intra", "neg_inter")] + \
-        [f"retr_queries_split-{split}.csv", f"retr_distractors_split-{split}.csv"]
+    names = [f"verif_{k}_split-{split}.csv" for k in ("pos", "neg_intra", "neg_inter")] + [
+        f"retr_queries_split-{split}.csv",
+        f"retr_distractors_split-{split}.csv",
+    ]
     return all((td / n).is_file() for n in names)
 
 
@@ -304,10 +329,15 @@ def task_file_name(key: str, split: str) -> str:
     return f"verif_{key}_split-{split}.csv"
 
 
-def validate_tasks(tasks: dict[str, list[tuple]], data: dict[str, dict[str, np.ndarray]],
-                   tasks_dir: str | Path | None = None, split: str | None = None) -> None:
+def validate_tasks(
+    tasks: dict[str, list[tuple]],
+    data: dict[str, dict[str, np.ndarray]],
+    tasks_dir: str | Path | None = None,
+    split: str | None = None,
+) -> None:
     """Check every (seq, t, idx) of the task rows exists in ``data`` (one-line error otherwise,
     naming ``<tasks_dir>/<task file>`` when the rows were read from files)."""
+
     def where(key: str, ln: int) -> str:
         """'<file>:<line>' (header = line 1) or '<task> <key> row <n>' for generated rows."""
         if tasks_dir is None or split is None:
@@ -329,6 +359,7 @@ def validate_tasks(tasks: dict[str, list[tuple]], data: dict[str, dict[str, np.n
 # --------------------------------------------------------------------------------------------
 # Writers (atomic: a crash leaves the old file or the new one)
 # --------------------------------------------------------------------------------------------
+
 
 def _write_bytes(path: Path, data: bytes) -> None:
     with atomic_write(path) as tmp:
@@ -360,8 +391,9 @@ def write_homography(path: Path, H: np.ndarray) -> None:
     _write_bytes(path, (txt + "\n").encode())
 
 
-def write_image_sequence(seq_dir: str | Path, images: list[np.ndarray], Hs: list[np.ndarray]
-                         ) -> None:
+def write_image_sequence(
+    seq_dir: str | Path, images: list[np.ndarray], Hs: list[np.ndarray]
+) -> None:
     """Write ``<seq_dir>/{1..6}.png`` and ``H_1_{2..6}`` (hpatches-sequences layout)."""
     d = Path(seq_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -371,9 +403,9 @@ def write_image_sequence(seq_dir: str | Path, images: list[np.ndarray], Hs: list
         write_homography(d / f"H_1_{k}", H)
 
 
-
-
-def read_image_sequence(seq_dir: str | Path) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def read_image_sequence(
+    seq_dir: str | Path,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """Read ``<seq>/{1..6}.(ppm|png|jpg|pgm)`` (grayscale uint8) and ``H_1_{2..6}`` (3x3 float64).
 
     Returns:
@@ -386,8 +418,14 @@ def read_image_sequence(seq_dir: str | Path) -> tuple[list[np.ndarray], list[np.
         raise HPatchesError(f"{d}: no such sequence folder")
     imgs, names, Hs = [], [], []
     for i in range(1, 100):
-        f = next((d / f"{i}{ext}" for ext in (".ppm", ".png", ".jpg", ".pgm")
-                  if (d / f"{i}{ext}").is_file()), None)
+        f = next(
+            (
+                d / f"{i}{ext}"
+                for ext in (".ppm", ".png", ".jpg", ".pgm")
+                if (d / f"{i}{ext}").is_file()
+            ),
+            None,
+        )
         if f is None:
             break
         im = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)

@@ -45,34 +45,49 @@ t      +-30 deg     +-0.20             u in +-0.40     v in [0, 0.40]
 
 Readers, format writers and the task generators: ``descriptors.data.hpatches``.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+if TYPE_CHECKING:
+    import torch
+
 from descriptors.data import synth
-from descriptors.data.hpatches import (LEVELS, PATCH_SIZE, HPatchesError, build_splits,
-                                       make_retrieval_lists, make_verification_pairs,
-                                       write_image_sequence, write_patch_file, write_tasks)
+from descriptors.data.hpatches import (
+    LEVELS,
+    PATCH_SIZE,
+    HPatchesError,
+    build_splits,
+    make_retrieval_lists,
+    make_verification_pairs,
+    write_image_sequence,
+    write_patch_file,
+    write_tasks,
+)
 from descriptors.data.synth import homography_jacobian
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
 from descriptors.util import atomic_dir, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class JitterLevel:
     """Amplitudes of the affine jitter of one level (uniform in +-amplitude)."""
+
     rot_deg: float
-    pos_frac: float      # of the patch side, per axis
-    scale_log2: float    # scale factor 2^u, u in +-scale_log2
-    aniso_log2: float    # axis ratio a:1/a with a = 2^v, v in [0, aniso_log2], random axis
+    pos_frac: float  # of the patch side, per axis
+    scale_log2: float  # scale factor 2^u, u in +-scale_log2
+    aniso_log2: float  # axis ratio a:1/a with a = 2^v, v in [0, aniso_log2], random axis
 
 
 JITTER: dict[str, JitterLevel] = {
@@ -85,19 +100,19 @@ JITTER: dict[str, JitterLevel] = {
 @dataclass
 class SynthConf:
     """Defaults of :func:`write_synthetic_hpatches`."""
-    image_side: int = 480            # long side of the reference image, pixels
-    min_kp_size: float = 3.0         # OpenCV kp.size floor (smaller blobs give blurry patches)
+
+    image_side: int = 480  # long side of the reference image, pixels
+    min_kp_size: float = 3.0  # OpenCV kp.size floor (smaller blobs give blurry patches)
     contrast_threshold: float = 0.02
-    max_patch_side: float = 0.25     # drop frames wider than this fraction of the short side
-    photometric_i: tuple[float, float] = (0.5, 0.2)   # strength = a + b k for i_ sequences
+    max_patch_side: float = 0.25  # drop frames wider than this fraction of the short side
+    photometric_i: tuple[float, float] = (0.5, 0.2)  # strength = a + b k for i_ sequences
     photometric_v: float = 0.15
     homography_strength: tuple[float, float] = (0.04, 0.03)  # perspective a + b k
-    rotation_per_k: float = 6.0      # degrees, max rotation = k * this
+    rotation_per_k: float = 6.0  # degrees, max rotation = k * this
     scale_log2_per_k: float = 0.1
     verif_pairs_per_patch: int = 10  # verification pairs per patch of the split
-    queries_frac: float = 0.25       # fraction of the ref patches used as retrieval queries
+    queries_frac: float = 0.25  # fraction of the ref patches used as retrieval queries
     jitter: dict = field(default_factory=lambda: {k: asdict(v) for k, v in JITTER.items()})
-
 
 
 def _rot(a: np.ndarray) -> np.ndarray:
@@ -110,6 +125,7 @@ def _ref_lafs(xy: np.ndarray, size: np.ndarray, ori: np.ndarray, mr_size: float)
     """(N, 2, 3) kornia LAFs exactly as ``extract_patches`` builds them."""
     import kornia.feature as KF
     import torch
+
     half = mr_size * (np.asarray(size, np.float32) / 2.0) / 2.0
     c = torch.from_numpy(np.asarray(xy, np.float32))[None]
     s = torch.from_numpy(half)[None, :, None, None]
@@ -117,8 +133,9 @@ def _ref_lafs(xy: np.ndarray, size: np.ndarray, ori: np.ndarray, mr_size: float)
     return KF.laf_from_center_scale_ori(c, s, o)[0].numpy().astype(np.float64)
 
 
-def _extract_affine_patches(images: list[np.ndarray], lafs: list[np.ndarray],
-                            patch_size: int = PATCH_SIZE) -> list[np.ndarray]:
+def _extract_affine_patches(
+    images: list[np.ndarray], lafs: list[np.ndarray], patch_size: int = PATCH_SIZE
+) -> list[np.ndarray]:
     """Sample patches at general affine frames with the sampler of ``extract_patches``
     (kornia ``extract_patches_from_pyramid``), all images in one batched call.
 
@@ -130,6 +147,7 @@ def _extract_affine_patches(images: list[np.ndarray], lafs: list[np.ndarray],
     """
     import kornia.feature as KF
     import torch
+
     n = len(lafs[0]) if lafs else 0
     if n == 0:
         return [np.zeros((0, patch_size, patch_size), np.uint8) for _ in images]
@@ -141,14 +159,15 @@ def _extract_affine_patches(images: list[np.ndarray], lafs: list[np.ndarray],
     return list((p * 255.0 + 0.5).astype(np.uint8))
 
 
-def _to_uint8(p: "torch.Tensor") -> np.ndarray:
+def _to_uint8(p: torch.Tensor) -> np.ndarray:
     """(N, P, P) float tensor in [0, 1] -> uint8 (rounded)."""
     a = p.detach().cpu().numpy()
     return (np.clip(a, 0, 1) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _sample_jitter(rng: np.random.Generator, n: int, lvl: JitterLevel
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _sample_jitter(
+    rng: np.random.Generator, n: int, lvl: JitterLevel
+) -> tuple[np.ndarray, np.ndarray]:
     """-> J (n, 2, 2) (acts on unit-square patch coords) and t (n, 2) centre shift in units of
     the patch side (in the patch frame)."""
     dth = np.deg2rad(rng.uniform(-lvl.rot_deg, lvl.rot_deg, n))
@@ -181,8 +200,9 @@ def _square_iou(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
     return out
 
 
-def _jittered_lafs(ref_lafs: np.ndarray, J: np.ndarray, t: np.ndarray, H: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _jittered_lafs(
+    ref_lafs: np.ndarray, J: np.ndarray, t: np.ndarray, H: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Jitter reference LAFs in the patch frame, then map into the target image through the
     local affine approximation of H. Returns (lafs in reference image, lafs in target image)."""
     A = ref_lafs[:, :, :2]
@@ -206,7 +226,9 @@ def _suppress(xy: np.ndarray, size: np.ndarray, min_dist_frac: float = 0.5) -> n
         if kept.any():
             r = size[i] / size[kept]
             d = np.hypot(*(xy[kept] - xy[i]).T)
-            clash = (r > 1 / 1.5) & (r < 1.5) & (d < min_dist_frac * np.maximum(size[i], size[kept]))
+            clash = (
+                (r > 1 / 1.5) & (r < 1.5) & (d < min_dist_frac * np.maximum(size[i], size[kept]))
+            )
             if clash.any():
                 continue
         kept[i] = True
@@ -222,8 +244,9 @@ def _resize_long_side(img: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
 
 
-def make_sequence_images(photo: np.ndarray, kind: str, rng: np.random.Generator,
-                         conf: SynthConf | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def make_sequence_images(
+    photo: np.ndarray, kind: str, rng: np.random.Generator, conf: SynthConf | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Images 1..6 of one synthetic sequence and H_1_k.
 
     Args:
@@ -242,8 +265,13 @@ def make_sequence_images(photo: np.ndarray, kind: str, rng: np.random.Generator,
         elif kind == "v":
             a, b = conf.homography_strength
             H = synth.random_homography(
-                h, w, rng, strength=a + b * k, max_rotation_deg=conf.rotation_per_k * k,
-                scale_range=(2 ** (-conf.scale_log2_per_k * k), 2 ** (conf.scale_log2_per_k * k)))
+                h,
+                w,
+                rng,
+                strength=a + b * k,
+                max_rotation_deg=conf.rotation_per_k * k,
+                scale_range=(2 ** (-conf.scale_log2_per_k * k), 2 ** (conf.scale_log2_per_k * k)),
+            )
             img = synth.photometric(synth.warp(photo, H), rng, conf.photometric_v)
         else:
             raise ValueError(f"unknown sequence kind {kind!r} (expected 'i' or 'v')")
@@ -252,9 +280,13 @@ def make_sequence_images(photo: np.ndarray, kind: str, rng: np.random.Generator,
     return imgs, Hs
 
 
-def make_sequence_patches(images: list[np.ndarray], Hs: list[np.ndarray], n_patches: int,
-                          rng: np.random.Generator, conf: SynthConf | None = None
-                          ) -> tuple[dict[str, np.ndarray], dict]:
+def make_sequence_patches(
+    images: list[np.ndarray],
+    Hs: list[np.ndarray],
+    n_patches: int,
+    rng: np.random.Generator,
+    conf: SynthConf | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
     """Patches of one sequence in the release layout from its 6 images and H_1_k.
 
     Returns:
@@ -265,9 +297,12 @@ def make_sequence_patches(images: list[np.ndarray], Hs: list[np.ndarray], n_patc
     levels = {k: JitterLevel(**v) if isinstance(v, dict) else v for k, v in conf.jitter.items()}
     gray = [synth.to_gray(im) for im in images]
     h, w = gray[0].shape
-    _, xy, size, angle, _ = detect_dog(gray[0], max_keypoints=max(8 * n_patches, 200),
-                                             contrast_threshold=conf.contrast_threshold,
-                                             min_size=conf.min_kp_size)
+    _, xy, size, angle, _ = detect_dog(
+        gray[0],
+        max_keypoints=max(8 * n_patches, 200),
+        contrast_threshold=conf.contrast_threshold,
+        min_size=conf.min_kp_size,
+    )
     side = MR_SIZE * size / 2.0
     ok = side <= conf.max_patch_side * min(h, w)
     xy, size, angle = xy[ok], size[ok], angle[ok]
@@ -278,8 +313,9 @@ def make_sequence_patches(images: list[np.ndarray], Hs: list[np.ndarray], n_patc
     if n < 2:
         raise HPatchesError(f"only {n} DoG keypoints in a synthetic sequence image ({w}x{h})")
     ref_lafs = _ref_lafs(xy, size, ori, MR_SIZE)
-    valid = np.all((_laf_corners(ref_lafs) >= 1) & (_laf_corners(ref_lafs) <= [w - 2, h - 2]),
-                   axis=(1, 2))
+    valid = np.all(
+        (_laf_corners(ref_lafs) >= 1) & (_laf_corners(ref_lafs) <= [w - 2, h - 2]), axis=(1, 2)
+    )
     lafs_k: dict[str, np.ndarray] = {}
     ref_jit: dict[str, np.ndarray] = {}
     for L in LEVELS:
@@ -292,29 +328,43 @@ def make_sequence_patches(images: list[np.ndarray], Hs: list[np.ndarray], n_patc
             ref_jit[f"{L}{k}"] = ref_j
     sel = np.flatnonzero(valid)[:n_patches]
     if len(sel) < 2:
-        raise HPatchesError(f"only {len(sel)} usable keypoints in a synthetic sequence "
-                            f"(image {w}x{h}); use a larger image_side")
+        raise HPatchesError(
+            f"only {len(sel)} usable keypoints in a synthetic sequence "
+            f"(image {w}x{h}); use a larger image_side"
+        )
     m = len(sel)
-    out = {"ref": _to_uint8(extract_patches(gray[0], xy[sel], size[sel], ori[sel],
-                                            patch_size=PATCH_SIZE)[:, 0])}
+    out = {
+        "ref": _to_uint8(
+            extract_patches(gray[0], xy[sel], size[sel], ori[sel], patch_size=PATCH_SIZE)[:, 0]
+        )
+    }
     # one batched sampler call: image k holds the e/h/t frames of target k
     per_k = _extract_affine_patches(
         [gray[k] for k in range(1, 6)],
-        [np.concatenate([lafs_k[f"{L}{k}"][sel] for L in LEVELS]) for k in range(1, 6)])
+        [np.concatenate([lafs_k[f"{L}{k}"][sel] for L in LEVELS]) for k in range(1, 6)],
+    )
     for k in range(1, 6):
         for li, L in enumerate(LEVELS):
-            out[f"{L}{k}"] = per_k[k - 1][li * m:(li + 1) * m]
+            out[f"{L}{k}"] = per_k[k - 1][li * m : (li + 1) * m]
     ref_c = _laf_corners(ref_lafs[sel])
-    ious = {L: np.concatenate([_square_iou(ref_c, _laf_corners(ref_jit[f"{L}{k}"][sel]))
-                               for k in range(1, 6)]) for L in LEVELS}
-    info = {"keypoints": np.stack([xy[sel, 0], xy[sel, 1], size[sel], angle[sel]], 1),
-            "iou": ious}
+    ious = {
+        L: np.concatenate(
+            [_square_iou(ref_c, _laf_corners(ref_jit[f"{L}{k}"][sel])) for k in range(1, 6)]
+        )
+        for L in LEVELS
+    }
+    info = {"keypoints": np.stack([xy[sel, 0], xy[sel, 1], size[sel], angle[sel]], 1), "iou": ious}
     return out, info
 
 
-def write_synthetic_hpatches(root: str | Path, n_seq: int = 8, n_patches: int = 100,
-                             seed: int = 0, conf: SynthConf | None = None,
-                             overwrite: bool = False) -> Path:
+def write_synthetic_hpatches(
+    root: str | Path,
+    n_seq: int = 8,
+    n_patches: int = 100,
+    seed: int = 0,
+    conf: SynthConf | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a synthetic HPatches set in the real layout.
 
     Args:
@@ -374,27 +424,39 @@ def write_synthetic_hpatches(root: str | Path, n_seq: int = 8, n_patches: int = 
                 write_patch_file(tmp / "hpatches-release" / seq / f"{t}.png", arr)
             write_image_sequence(tmp / "images" / seq, imgs, Hs)
             data[seq] = patches
-            used[seq] = {"photo": name, "mirrored": bool(rep % 2 == 1),
-                         "n_patches": int(len(patches["ref"])),
-                         "image_size": [int(photo.shape[1]), int(photo.shape[0])]}
+            used[seq] = {
+                "photo": name,
+                "mirrored": bool(rep % 2 == 1),
+                "n_patches": int(len(patches["ref"])),
+                "image_size": [int(photo.shape[1]), int(photo.shape[0])],
+            }
             for L in LEVELS:
                 ious[L].append(info["iou"][L])
         seqs = sorted(data)
-        atomic_write_text(tmp / "tasks" / "splits" / "splits.json",
-                          json.dumps(build_splits(seqs), indent=1))
+        atomic_write_text(
+            tmp / "tasks" / "splits" / "splits.json", json.dumps(build_splits(seqs), indent=1)
+        )
         lengths = {s: len(data[s]["ref"]) for s in seqs}
         total = sum(lengths.values())
         verif = make_verification_pairs(lengths, seqs, conf.verif_pairs_per_patch * total, seed=42)
         n_q = max(1, int(conf.queries_frac * total))
         q, d = make_retrieval_lists(data, seqs, n_q, total, seed=42)
         write_tasks(tmp / "tasks", "full", verif, q, d)
-        meta = {"generator": "descriptors.data.hpatches_synth.write_synthetic_hpatches",
-                "n_seq": n_seq, "n_patches": n_patches, "seed": seed, "sequences": used,
-                "conf": asdict(conf),
-                "overlap_median": {L: float(np.median(np.concatenate(ious[L]))) for L in LEVELS},
-                "tasks": {"verif_pairs": len(verif["pos"]), "queries": len(q),
-                          "distractors": len(d)}}
+        meta = {
+            "generator": "descriptors.data.hpatches_synth.write_synthetic_hpatches",
+            "n_seq": n_seq,
+            "n_patches": n_patches,
+            "seed": seed,
+            "sequences": used,
+            "conf": asdict(conf),
+            "overlap_median": {L: float(np.median(np.concatenate(ious[L]))) for L in LEVELS},
+            "tasks": {"verif_pairs": len(verif["pos"]), "queries": len(q), "distractors": len(d)},
+        }
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
-    logger.info("wrote synthetic HPatches (%d sequences) to %s; median IoU %s", n_seq, root,
-                meta["overlap_median"])
+    logger.info(
+        "wrote synthetic HPatches (%d sequences) to %s; median IoU %s",
+        n_seq,
+        root,
+        meta["overlap_median"],
+    )
     return root / "hpatches-release"

@@ -53,6 +53,7 @@ Cost on one CPU thread (256 px images, measured): ~0.2 s per pair (photometric ~
 spread over the first 200 batches; patch extraction runs on one torch thread (faster for these
 small kornia calls than two contending ones).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,8 +68,13 @@ import numpy as np
 import torch
 
 from descriptors.data import synth
-from descriptors.patches import (MR_SIZE, PATCH_SIZE, detect_dog, extract_patches,
-                                 opencv_angle_to_ori)
+from descriptors.patches import (
+    MR_SIZE,
+    PATCH_SIZE,
+    detect_dog,
+    extract_patches,
+    opencv_angle_to_ori,
+)
 from descriptors.util import ToolkitError
 
 logger = logging.getLogger(__name__)
@@ -78,27 +84,27 @@ logger = logging.getLogger(__name__)
 class PairConf:
     """How one self-supervised pair is made (defaults: training strength)."""
 
-    out_size: int = 256                 # side of images A and B, pixels
-    scale_range: tuple[float, float] = (0.5, 1.5)   # crop side = out_size / s
-    homography_strength: float = 0.25   # synth.random_homography corner jitter
+    out_size: int = 256  # side of images A and B, pixels
+    scale_range: tuple[float, float] = (0.5, 1.5)  # crop side = out_size / s
+    homography_strength: float = 0.25  # synth.random_homography corner jitter
     max_rotation_deg: float = 30.0
     homography_scale: tuple[float, float] = (0.7, 1.3)
-    photometric_a: float = 0.5          # synth.photometric strength on A
-    photometric_b: float = 1.0          # ... on B
-    p_night: float = 0.3                # probability of synth.day_to_night on B
+    photometric_a: float = 0.5  # synth.photometric strength on A
+    photometric_b: float = 1.0  # ... on B
+    p_night: float = 0.3  # probability of synth.day_to_night on B
     night_darkness: tuple[float, float] = (0.5, 1.0)
-    p_style: float = 0.5                # probability of color_style_shift on B
-    p_style_a: float = 0.2              # ... on A
-    p_stylize: float = 0.7              # probability of the stylisation stand-in on B (HNDesc 0.7)
-    two_homographies: bool = True       # A = warp(base, H_a), B = warp(base, H_b); False: H_a = I
-    max_keypoints: int = 300            # DoG keypoints detected in A (strongest first)
+    p_style: float = 0.5  # probability of color_style_shift on B
+    p_style_a: float = 0.2  # ... on A
+    p_stylize: float = 0.7  # probability of the stylisation stand-in on B (HNDesc 0.7)
+    two_homographies: bool = True  # A = warp(base, H_a), B = warp(base, H_b); False: H_a = I
+    max_keypoints: int = 300  # DoG keypoints detected in A (strongest first)
     contrast_threshold: float = 0.02
-    min_size: float = 2.0               # smallest OpenCV keypoint size kept
-    max_size: float = 40.0              # largest (bigger patches mostly leave the 256 px frame)
-    border_frac: float = 0.5            # keep if centre is >= border_frac * 3*size from the edge
-    dedup_px: float = 2.0               # keypoints closer than this in A: keep the strongest
-    photos: tuple[str, ...] = ()        # empty = synth.photo_names('train')
-    photo_dir: str = ""                 # folder of JPG / PNG photos (recursive); overrides photos
+    min_size: float = 2.0  # smallest OpenCV keypoint size kept
+    max_size: float = 40.0  # largest (bigger patches mostly leave the 256 px frame)
+    border_frac: float = 0.5  # keep if centre is >= border_frac * 3*size from the edge
+    dedup_px: float = 2.0  # keypoints closer than this in A: keep the strongest
+    photos: tuple[str, ...] = ()  # empty = synth.photo_names('train')
+    photo_dir: str = ""  # folder of JPG / PNG photos (recursive); overrides photos
     patch_size: int = PATCH_SIZE
     mr_size: float = MR_SIZE
 
@@ -108,16 +114,16 @@ class PairSample:
     """One rendered pair with its ground-truth keypoint correspondence (N keypoints kept)."""
 
     photo: str
-    img_a: np.ndarray          # (S, S, 3) uint8
-    img_b: np.ndarray          # (S, S, 3) uint8
-    H: np.ndarray              # (3, 3) float64, x_B ~ H x_A  (= H_b H_a^-1)
-    xy_a: np.ndarray           # (N, 2) float32 pixel centres
-    xy_b: np.ndarray           # (N, 2) float32
-    size_a: np.ndarray         # (N,) float32 OpenCV KeyPoint.size
-    size_b: np.ndarray         # (N,)
-    ori_a: np.ndarray          # (N,) float32 radians, kornia convention
-    ori_b: np.ndarray          # (N,)
-    response: np.ndarray       # (N,) DoG response in A
+    img_a: np.ndarray  # (S, S, 3) uint8
+    img_b: np.ndarray  # (S, S, 3) uint8
+    H: np.ndarray  # (3, 3) float64, x_B ~ H x_A  (= H_b H_a^-1)
+    xy_a: np.ndarray  # (N, 2) float32 pixel centres
+    xy_b: np.ndarray  # (N, 2) float32
+    size_a: np.ndarray  # (N,) float32 OpenCV KeyPoint.size
+    size_b: np.ndarray  # (N,)
+    ori_a: np.ndarray  # (N,) float32 radians, kornia convention
+    ori_b: np.ndarray  # (N,)
+    response: np.ndarray  # (N,) DoG response in A
 
 
 @contextlib.contextmanager
@@ -134,8 +140,9 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- image transforms
-def color_style_shift(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
-                      ) -> np.ndarray:
+def color_style_shift(
+    img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
+) -> np.ndarray:
     """One random colour / style change of an RGB uint8 image (HNDesc-style colour augmentation).
 
     One of: hue rotation + saturation scaling (HSV), channel shuffle, random monotone tone curve
@@ -145,8 +152,11 @@ def color_style_shift(img: np.ndarray, rng: np.random.Generator, strength: float
     """
     img = np.ascontiguousarray(img)
     rgb = img.ndim == 3
-    ops = ["hsv", "shuffle", "curves", "clahe", "posterize"] if rgb else ["curves", "clahe",
-                                                                          "posterize"]
+    ops = (
+        ["hsv", "shuffle", "curves", "clahe", "posterize"]
+        if rgb
+        else ["curves", "clahe", "posterize"]
+    )
     op = ops[int(rng.integers(len(ops)))]
     if op == "hsv":
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.int32)
@@ -205,8 +215,12 @@ def find_photos(folder: str | Path) -> list[str]:
         raise PhotoError(f"{root}: photo folder not found (or not a folder)")
     if not os.access(root, os.R_OK | os.X_OK):
         raise PhotoError(f"{root}: photo folder is not readable")
-    files = sorted(str(Path(d) / f) for d, _, names in os.walk(root, followlinks=True)
-                   for f in names if Path(f).suffix.lower() in PHOTO_EXTS)
+    files = sorted(
+        str(Path(d) / f)
+        for d, _, names in os.walk(root, followlinks=True)
+        for f in names
+        if Path(f).suffix.lower() in PHOTO_EXTS
+    )
     if not files:
         raise PhotoError(f"{root}: no JPG / PNG photos in this folder (searched recursively)")
     return files
@@ -226,13 +240,17 @@ def load_photo_source(name: str, gray: bool = False, min_side: int = 0) -> np.nd
     img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if min_side and min(img.shape[:2]) < min_side:
         f = min_side / min(img.shape[:2])
-        img = cv2.resize(img, (round(img.shape[1] * f), round(img.shape[0] * f)),
-                         interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            img, (round(img.shape[1] * f), round(img.shape[0] * f)), interpolation=cv2.INTER_CUBIC
+        )
     return synth.to_gray(img) if gray else np.ascontiguousarray(img)
 
 
-def photo_list(photos: tuple[str, ...] | list[str] = (), photo_dir: str | Path | None = "",
-               split: str = "train") -> list[str]:
+def photo_list(
+    photos: tuple[str, ...] | list[str] = (),
+    photo_dir: str | Path | None = "",
+    split: str = "train",
+) -> list[str]:
     """Photo sources of a data generator: ``photo_dir``'s files if given, else the explicit
     ``photos`` names, else the bundled ``split`` photos."""
     if photo_dir:
@@ -240,8 +258,9 @@ def photo_list(photos: tuple[str, ...] | list[str] = (), photo_dir: str | Path |
     return list(photos) or synth.photo_names(split)
 
 
-def stylize(img: np.ndarray, rng: np.random.Generator, style: np.ndarray,
-            smooth: bool = True) -> np.ndarray:
+def stylize(
+    img: np.ndarray, rng: np.random.Generator, style: np.ndarray, smooth: bool = True
+) -> np.ndarray:
     """Non-neural photorealistic stylisation of an RGB uint8 image (HNDesc stand-in).
 
     Reinhard colour transfer: each CIE-Lab channel of ``img`` is shifted / scaled to the mean /
@@ -252,28 +271,34 @@ def stylize(img: np.ndarray, rng: np.random.Generator, style: np.ndarray,
     gray_in = img.ndim == 2
     rgb = np.repeat(img[..., None], 3, 2) if gray_in else np.ascontiguousarray(img)
     sty = np.repeat(style[..., None], 3, 2) if style.ndim == 2 else np.ascontiguousarray(style)
-    if max(sty.shape[:2]) > 128:                      # statistics only: a small copy is enough
+    if max(sty.shape[:2]) > 128:  # statistics only: a small copy is enough
         f = 128 / max(sty.shape[:2])
-        sty = cv2.resize(sty, (max(1, round(sty.shape[1] * f)), max(1, round(sty.shape[0] * f))),
-                         interpolation=cv2.INTER_AREA)
+        sty = cv2.resize(
+            sty,
+            (max(1, round(sty.shape[1] * f)), max(1, round(sty.shape[0] * f))),
+            interpolation=cv2.INTER_AREA,
+        )
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
     ref = cv2.cvtColor(sty, cv2.COLOR_RGB2LAB).astype(np.float32).reshape(-1, 3)
     mu, sd = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0) + 1e-3
     lab = (lab - mu) / sd * (ref.std(0) + 1e-3) + ref.mean(0)
     out = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
     if smooth:
-        out = cv2.edgePreservingFilter(out, flags=cv2.RECURS_FILTER,
-                                       sigma_s=float(rng.uniform(20, 60)),
-                                       sigma_r=float(rng.uniform(0.2, 0.5)))
+        out = cv2.edgePreservingFilter(
+            out,
+            flags=cv2.RECURS_FILTER,
+            sigma_s=float(rng.uniform(20, 60)),
+            sigma_r=float(rng.uniform(0.2, 0.5)),
+        )
         gamma = float(np.exp(rng.normal(0, 0.3)))
         lut = (255 * (np.linspace(0, 1, 256) ** gamma) + 0.5).astype(np.uint8)
         out = lut[out]
     return synth.to_gray(out) if gray_in else out
 
 
-
-def transfer_keypoints(H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def transfer_keypoints(
+    H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map keypoints (xy, OpenCV size, kornia ori in radians) through homography H.
 
     Position exactly (``H x``); scale by ``sqrt(|det J|)``; orientation from the rotation part
@@ -291,7 +316,7 @@ def transfer_keypoints(H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.
     det = np.abs(np.linalg.det(J))
     size_b = np.asarray(size, np.float64) * np.sqrt(det)
     c, s = np.cos(ori), np.sin(ori)
-    R = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)      # (N, 2, 2)
+    R = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)  # (N, 2, 2)
     M = J @ R
     U, _, Vt = np.linalg.svd(M)
     Q = U @ Vt
@@ -328,8 +353,12 @@ def _dedup(xy: np.ndarray, resp: np.ndarray, radius: float) -> np.ndarray:
 
 
 def _inside(xy: np.ndarray, margin: np.ndarray, w: int, h: int) -> np.ndarray:
-    return ((xy[:, 0] >= margin) & (xy[:, 1] >= margin)
-            & (xy[:, 0] <= w - 1 - margin) & (xy[:, 1] <= h - 1 - margin))
+    return (
+        (xy[:, 0] >= margin)
+        & (xy[:, 1] >= margin)
+        & (xy[:, 0] <= w - 1 - margin)
+        & (xy[:, 1] <= h - 1 - margin)
+    )
 
 
 # ------------------------------------------------------------------------------------ one pair
@@ -358,8 +387,9 @@ def _names(conf: PairConf) -> list[str]:
     return photo_list(conf.photos)
 
 
-def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str | None = None
-              ) -> PairSample:
+def make_pair(
+    rng: np.random.Generator, conf: PairConf | None = None, photo: str | None = None
+) -> PairSample:
     """Render one self-supervised pair with its exact keypoint correspondence (see module doc).
 
     Args:
@@ -383,16 +413,21 @@ def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str
     side = int(round(min(S / s, min(img.shape[:2]))))
     y0 = int(rng.integers(0, img.shape[0] - side + 1))
     x0 = int(rng.integers(0, img.shape[1] - side + 1))
-    crop = img[y0:y0 + side, x0:x0 + side]
+    crop = img[y0 : y0 + side, x0 : x0 + side]
     interp = cv2.INTER_AREA if side > S else cv2.INTER_CUBIC
     base = cv2.resize(crop, (S, S), interpolation=interp)
     if rng.random() < 0.5:
         base = np.ascontiguousarray(base[:, ::-1])
 
     def rand_h() -> np.ndarray:
-        return synth.random_homography(S, S, rng, strength=conf.homography_strength,
-                                       max_rotation_deg=conf.max_rotation_deg,
-                                       scale_range=conf.homography_scale)
+        return synth.random_homography(
+            S,
+            S,
+            rng,
+            strength=conf.homography_strength,
+            max_rotation_deg=conf.max_rotation_deg,
+            scale_range=conf.homography_scale,
+        )
 
     H_b = rand_h()
     H_a = rand_h() if conf.two_homographies else np.eye(3)
@@ -415,9 +450,12 @@ def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str
 
     # keypoints on the clean base image: the DoG detections are the scene points; both views
     # then show them under different geometry and photometry
-    _, xy, size, angle, resp = detect_dog(synth.to_gray(base), conf.max_keypoints,
-                                          contrast_threshold=conf.contrast_threshold,
-                                          min_size=conf.min_size)
+    _, xy, size, angle, resp = detect_dog(
+        synth.to_gray(base),
+        conf.max_keypoints,
+        contrast_threshold=conf.contrast_threshold,
+        min_size=conf.min_size,
+    )
     keep = np.nonzero(size <= conf.max_size)[0]
     xy, size, angle, resp = xy[keep], size[keep], angle[keep], resp[keep]
     keep = _dedup(xy, resp, conf.dedup_px)
@@ -431,35 +469,59 @@ def make_pair(rng: np.random.Generator, conf: PairConf | None = None, photo: str
     H = H_b @ np.linalg.inv(H_a)
     H = H / H[2, 2]
     # half patch side = mr_size * sigma / 2 = mr_size * size / 4 (= 3 * size for MR_SIZE 12)
-    ok = (_inside(xy, conf.border_frac * 0.25 * conf.mr_size * size, S, S)
-          & _inside(xy_b, conf.border_frac * 0.25 * conf.mr_size * size_b, S, S)
-          & np.isfinite(xy_b).all(1) & (size_b > 0))
+    ok = (
+        _inside(xy, conf.border_frac * 0.25 * conf.mr_size * size, S, S)
+        & _inside(xy_b, conf.border_frac * 0.25 * conf.mr_size * size_b, S, S)
+        & np.isfinite(xy_b).all(1)
+        & (size_b > 0)
+    )
     ok = np.nonzero(ok)[0]
-    return PairSample(photo=photo, img_a=img_a, img_b=img_b, H=H,
-                      xy_a=xy[ok].astype(np.float32), xy_b=xy_b[ok],
-                      size_a=size[ok].astype(np.float32), size_b=size_b[ok],
-                      ori_a=np.asarray(ori, np.float32)[ok], ori_b=ori_b[ok],
-                      response=resp[ok])
+    return PairSample(
+        photo=photo,
+        img_a=img_a,
+        img_b=img_b,
+        H=H,
+        xy_a=xy[ok].astype(np.float32),
+        xy_b=xy_b[ok],
+        size_a=size[ok].astype(np.float32),
+        size_b=size_b[ok],
+        ori_a=np.asarray(ori, np.float32)[ok],
+        ori_b=ori_b[ok],
+        response=resp[ok],
+    )
 
 
-def pair_patches(pair: PairSample, conf: PairConf | None = None, threads: int = 1
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_patches(
+    pair: PairSample, conf: PairConf | None = None, threads: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """32x32 patches at the corresponding keypoints of a pair: two (N, 1, P, P) float32 [0, 1]."""
     conf = conf or PairConf()
     with _torch_threads(threads):
-        pa = extract_patches(pair.img_a, pair.xy_a, pair.size_a, pair.ori_a,
-                             patch_size=conf.patch_size, mr_size=conf.mr_size)
-        pb = extract_patches(pair.img_b, pair.xy_b, pair.size_b, pair.ori_b,
-                             patch_size=conf.patch_size, mr_size=conf.mr_size)
+        pa = extract_patches(
+            pair.img_a,
+            pair.xy_a,
+            pair.size_a,
+            pair.ori_a,
+            patch_size=conf.patch_size,
+            mr_size=conf.mr_size,
+        )
+        pb = extract_patches(
+            pair.img_b,
+            pair.xy_b,
+            pair.size_b,
+            pair.ori_b,
+            patch_size=conf.patch_size,
+            mr_size=conf.mr_size,
+        )
     return pa, pb
 
 
 # ------------------------------------------------------------------------------------- sampler
 @dataclass
 class _PoolEntry:
-    pa: torch.Tensor       # (N, 1, P, P) uint8
+    pa: torch.Tensor  # (N, 1, P, P) uint8
     pb: torch.Tensor
-    weight: np.ndarray     # (N,) sampling weight
+    weight: np.ndarray  # (N,) sampling weight
     photo: str
 
 
@@ -491,17 +553,28 @@ class PairPatchSampler:
         ``(a, p)`` two (B, 1, P, P) float32 tensors in [0, 1] (``(a, p, ids)`` with ids).
     """
 
-    def __init__(self, batch_size: int, rng: np.random.Generator, conf: PairConf | None = None,
-                 pool_size: int = 200, initial_pairs: int = 8, new_per_batch: int = 1,
-                 refresh_per_batch: float = 0.25, max_per_pair: int = 0,
-                 weighting: str = "uniform", swap_prob: float = 0.5,
-                 return_pair_ids: bool = False, min_keypoints: int = 4,
-                 pairs_per_batch: int = 0):
+    def __init__(
+        self,
+        batch_size: int,
+        rng: np.random.Generator,
+        conf: PairConf | None = None,
+        pool_size: int = 200,
+        initial_pairs: int = 8,
+        new_per_batch: int = 1,
+        refresh_per_batch: float = 0.25,
+        max_per_pair: int = 0,
+        weighting: str = "uniform",
+        swap_prob: float = 0.5,
+        return_pair_ids: bool = False,
+        min_keypoints: int = 4,
+        pairs_per_batch: int = 0,
+    ):
         if batch_size < 2:
             raise ValueError(f"PairPatchSampler: batch_size must be >= 2, got {batch_size}")
         if weighting not in ("uniform", "response"):
-            raise ValueError(f"PairPatchSampler: weighting must be 'uniform' or 'response', "
-                             f"got '{weighting}'")
+            raise ValueError(
+                f"PairPatchSampler: weighting must be 'uniform' or 'response', got '{weighting}'"
+            )
         self.batch_size = int(batch_size)
         self.rng = rng
         self.conf = conf or PairConf()
@@ -528,8 +601,11 @@ class PairPatchSampler:
                 break
         pa, pb = pair_patches(pair, self.conf)
         self.pairs_made += 1
-        w = np.maximum(pair.response, 1e-6) if self.weighting == "response" \
+        w = (
+            np.maximum(pair.response, 1e-6)
+            if self.weighting == "response"
             else np.ones(len(pa), np.float64)
+        )
         to_u8 = lambda t: (t * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)  # noqa: E731
         return _PoolEntry(to_u8(pa), to_u8(pb), np.asarray(w, np.float64), pair.photo)
 
@@ -559,8 +635,10 @@ class PairPatchSampler:
             self._add()
             tries += 1
             if tries > 10 * self.pool_size:
-                raise RuntimeError(f"PairPatchSampler: cannot fill a batch of {self.batch_size} "
-                                   f"keypoints (pool has {self._capacity()} usable)")
+                raise RuntimeError(
+                    f"PairPatchSampler: cannot fill a batch of {self.batch_size} "
+                    f"keypoints (pool has {self._capacity()} usable)"
+                )
 
     def _cap(self) -> int:
         """Per-pair keypoint cap: ``max_per_pair``, raised if a full pool could not fill B."""
@@ -579,9 +657,10 @@ class PairPatchSampler:
         # how many keypoints from each pair: multinomial over pairs, then capped and topped up
         take = np.zeros(len(self.pool), np.int64)
         remaining = B
-        if self.pairs_per_batch:        # HNDesc: K whole crops (up to max_per_pair keypoints)
-            k = self.rng.choice(len(self.pool), min(self.pairs_per_batch, len(self.pool)),
-                                replace=False)
+        if self.pairs_per_batch:  # HNDesc: K whole crops (up to max_per_pair keypoints)
+            k = self.rng.choice(
+                len(self.pool), min(self.pairs_per_batch, len(self.pool)), replace=False
+            )
             take[k] = np.minimum(counts[k], self.max_per_pair)
             B, remaining = int(take.sum()), 0
         while remaining > 0:
@@ -618,8 +697,9 @@ class PairPatchSampler:
         return self.sample()
 
 
-def pair_batches(batch_size: int, seed: int, conf: PairConf | None = None, **kwargs
-                 ) -> PairPatchSampler:
+def pair_batches(
+    batch_size: int, seed: int, conf: PairConf | None = None, **kwargs
+) -> PairPatchSampler:
     """Convenience: a ``PairPatchSampler`` seeded with ``np.random.default_rng(seed)``."""
     return PairPatchSampler(batch_size, np.random.default_rng(seed), conf=conf, **kwargs)
 
@@ -635,16 +715,29 @@ def conf_from_options(options: dict) -> PairConf:
     for k, v in options.items():
         if not k.startswith("pair_"):
             continue
-        name = k[len("pair_"):]
+        name = k[len("pair_") :]
         if name not in conf.__dataclass_fields__:
-            raise ValueError(f"unknown pair option '{k}' (PairConf fields: "
-                             f"{', '.join(conf.__dataclass_fields__)})")
+            raise ValueError(
+                f"unknown pair option '{k}' (PairConf fields: "
+                f"{', '.join(conf.__dataclass_fields__)})"
+            )
         kw[name] = tuple(v) if isinstance(v, list) else v
     return replace(conf, **kw)
 
 
-__all__ = ["PairConf", "PairSample", "PairPatchSampler", "make_pair", "pair_patches",
-           "PhotoError", "find_photos", "load_photo_source", "photo_list", "stylize",
-           "transfer_keypoints", "color_style_shift", "pair_batches",
-           "conf_from_options"]
-
+__all__ = [
+    "PairConf",
+    "PairSample",
+    "PairPatchSampler",
+    "make_pair",
+    "pair_patches",
+    "PhotoError",
+    "find_photos",
+    "load_photo_source",
+    "photo_list",
+    "stylize",
+    "transfer_keypoints",
+    "color_style_shift",
+    "pair_batches",
+    "conf_from_options",
+]

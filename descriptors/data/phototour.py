@@ -20,6 +20,7 @@ synthetic ones); ``write_phototour_folder`` / ``make_pairs`` write it (the synth
 each, resized 64 -> 32 with ``cv2.INTER_AREA`` on uint8 (as HardNet's ``cv2_scale``,
 ``descriptors.patches.patches_to_input``), returned as float32 in [0, 1].
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,11 +40,12 @@ from descriptors.util import ToolkitError, atomic_write
 
 logger = logging.getLogger(__name__)
 
-SHEET_SIZE: int = 1024            # pixels per side of one patchesNNNN.bmp
-PATCH: int = 64                   # side of a Brown patch
-GRID: int = SHEET_SIZE // PATCH   # 16 patches per row / column
-PER_SHEET: int = GRID * GRID      # 256 patches per sheet
+SHEET_SIZE: int = 1024  # pixels per side of one patchesNNNN.bmp
+PATCH: int = 64  # side of a Brown patch
+GRID: int = SHEET_SIZE // PATCH  # 16 patches per row / column
+PER_SHEET: int = GRID * GRID  # 256 patches per sheet
 DEFAULT_PAIRS_FILE: str = "m50_100000_100000_0.txt"
+
 
 class PhotoTourError(ToolkitError, RuntimeError):
     """A PhotoTour folder is missing or malformed (one-line message naming the file)."""
@@ -62,6 +64,7 @@ class PhotoTourData:
         root: the folder that was read.
         pairs_file: name of the m50 file used ('' if none).
     """
+
     patches: np.ndarray
     point_ids: np.ndarray
     matches: np.ndarray
@@ -103,11 +106,13 @@ def _read_sheet(path: Path) -> np.ndarray:
     if img is None:
         raise PhotoTourError(f"{path}: unreadable or corrupt BMP")
     if img.shape != (SHEET_SIZE, SHEET_SIZE):
-        raise PhotoTourError(f"{path}: sheet is {img.shape[1]}x{img.shape[0]}, expected "
-                             f"{SHEET_SIZE}x{SHEET_SIZE}")
+        raise PhotoTourError(
+            f"{path}: sheet is {img.shape[1]}x{img.shape[0]}, expected {SHEET_SIZE}x{SHEET_SIZE}"
+        )
     # (16 rows, 64, 16 cols, 64) -> (row, col, 64, 64): y-major then x-major
-    return img.reshape(GRID, PATCH, GRID, PATCH).transpose(0, 2, 1, 3).reshape(PER_SHEET, PATCH,
-                                                                               PATCH)
+    return (
+        img.reshape(GRID, PATCH, GRID, PATCH).transpose(0, 2, 1, 3).reshape(PER_SHEET, PATCH, PATCH)
+    )
 
 
 def _read_info(path: Path) -> np.ndarray:
@@ -120,8 +125,9 @@ def _read_info(path: Path) -> np.ndarray:
             try:
                 ids.append(int(parts[0]))
             except ValueError:
-                raise PhotoTourError(f"{path}:{ln}: expected '<pointID> <int>', got "
-                                     f"{line.strip()[:60]!r}") from None
+                raise PhotoTourError(
+                    f"{path}:{ln}: expected '<pointID> <int>', got {line.strip()[:60]!r}"
+                ) from None
     return np.asarray(ids, np.int64)
 
 
@@ -145,8 +151,9 @@ def read_pairs(path: str | Path) -> np.ndarray:
     try:
         arr = np.loadtxt(path, dtype=np.int64, ndmin=2)
     except (ValueError, OSError) as e:
-        raise PhotoTourError(f"{path}: cannot parse pairs file ({str(e).splitlines()[0]})") \
-            from None
+        raise PhotoTourError(
+            f"{path}: cannot parse pairs file ({str(e).splitlines()[0]})"
+        ) from None
     if arr.size == 0:
         return np.zeros((0, 3), np.int64)
     if arr.shape[1] < 5:
@@ -154,8 +161,9 @@ def read_pairs(path: str | Path) -> np.ndarray:
     return np.stack([arr[:, 0], arr[:, 3], (arr[:, 1] == arr[:, 4]).astype(np.int64)], 1)
 
 
-def read_phototour(root: str | Path, max_patches: int | None = None, cache: bool = False,
-                   progress: bool = True) -> PhotoTourData:
+def read_phototour(
+    root: str | Path, max_patches: int | None = None, cache: bool = False, progress: bool = True
+) -> PhotoTourData:
     """Read a Brown PhotoTour folder (real or synthetic).
 
     Args:
@@ -178,11 +186,14 @@ def read_phototour(root: str | Path, max_patches: int | None = None, cache: bool
         raise PhotoTourError(f"{info}: missing (one '<pointID> <int>' line per patch)")
     cache_path = root / f"{root.name}.npz"
     pairs_path = find_pairs_file(root)
-    if cache and max_patches is None and cache_path.is_file() \
-            and cache_path.stat().st_mtime >= info.stat().st_mtime:
+    if (
+        cache
+        and max_patches is None
+        and cache_path.is_file()
+        and cache_path.stat().st_mtime >= info.stat().st_mtime
+    ):
         z = np.load(cache_path)
-        return PhotoTourData(z["patches"], z["point_ids"], z["matches"], root,
-                             str(z["pairs_file"]))
+        return PhotoTourData(z["patches"], z["point_ids"], z["matches"], root, str(z["pairs_file"]))
 
     point_ids = _read_info(info)
     n = len(point_ids)
@@ -192,8 +203,10 @@ def read_phototour(root: str | Path, max_patches: int | None = None, cache: bool
     sheets = _sheet_files(root)
     n_sheets = math.ceil(n / PER_SHEET)
     if len(sheets) * PER_SHEET < n:
-        raise PhotoTourError(f"{root}: {len(sheets)} patches*.bmp sheets hold at most "
-                             f"{len(sheets) * PER_SHEET} patches but info.txt lists {n}")
+        raise PhotoTourError(
+            f"{root}: {len(sheets)} patches*.bmp sheets hold at most "
+            f"{len(sheets) * PER_SHEET} patches but info.txt lists {n}"
+        )
     patches = np.empty((n, PATCH, PATCH), np.uint8)
     it = sheets[:n_sheets]
     if progress and n_sheets > 20:
@@ -202,7 +215,7 @@ def read_phototour(root: str | Path, max_patches: int | None = None, cache: bool
         sheet = _read_sheet(path)
         lo = f * PER_SHEET
         k = min(PER_SHEET, n - lo)
-        patches[lo:lo + k] = sheet[:k]
+        patches[lo : lo + k] = sheet[:k]
 
     if pairs_path is not None:
         matches = read_pairs(pairs_path)
@@ -212,12 +225,16 @@ def read_phototour(root: str | Path, max_patches: int | None = None, cache: bool
             raise PhotoTourError(f"{pairs_path}: patch ids outside [0, {n}) of info.txt")
     else:
         matches = np.zeros((0, 3), np.int64)
-    data = PhotoTourData(patches, point_ids, matches, root,
-                         pairs_path.name if pairs_path else "")
+    data = PhotoTourData(patches, point_ids, matches, root, pairs_path.name if pairs_path else "")
     if cache and max_patches is None:
         with atomic_write(cache_path) as tmp:
-            np.savez(tmp, patches=patches, point_ids=point_ids, matches=matches,
-                     pairs_file=np.array(data.pairs_file))
+            np.savez(
+                tmp,
+                patches=patches,
+                point_ids=point_ids,
+                matches=matches,
+                pairs_file=np.array(data.pairs_file),
+            )
     return data
 
 
@@ -232,8 +249,9 @@ def read_phototour_scenes(root: str | Path, progress: bool = True) -> PhotoTourD
     root = Path(root)
     if (root / "info.txt").is_file() or not root.is_dir():
         return read_phototour(root, progress=progress)
-    scenes = sorted(d for d in root.iterdir()
-                    if not d.name.startswith(".") and (d / "info.txt").is_file())
+    scenes = sorted(
+        d for d in root.iterdir() if not d.name.startswith(".") and (d / "info.txt").is_file()
+    )
     if not scenes:
         raise PhotoTourError(f"{root}: no PhotoTour scene (a folder with info.txt) in it")
     parts = [read_phototour(d, progress=progress) for d in scenes]
@@ -248,8 +266,13 @@ def read_phototour_scenes(root: str | Path, progress: bool = True) -> PhotoTourD
         n_off += len(d)
         id_off += int(d.point_ids.max()) + 1 if len(d) else 0
     logger.info("read %d scenes from %s: %d patches", len(parts), root, n_off)
-    return PhotoTourData(np.concatenate(patches), np.concatenate(ids), np.concatenate(matches),
-                         root, "+".join(d.pairs_file for d in parts))
+    return PhotoTourData(
+        np.concatenate(patches),
+        np.concatenate(ids),
+        np.concatenate(matches),
+        root,
+        "+".join(d.pairs_file for d in parts),
+    )
 
 
 # ----------------------------------------------------------------------------- 64 -> 32
@@ -275,18 +298,24 @@ class PatchPairSampler:
         n_batches: stop after this many batches (None = infinite).
     """
 
-    def __init__(self, data: PhotoTourData, batch_size: int,
-                 rng: np.random.Generator | int | None = None, augment: bool = False,
-                 n_batches: int | None = None) -> None:
+    def __init__(
+        self,
+        data: PhotoTourData,
+        batch_size: int,
+        rng: np.random.Generator | int | None = None,
+        augment: bool = False,
+        n_batches: int | None = None,
+    ) -> None:
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.augment = augment
         self.n_batches = n_batches
         self._count = 0
-        self.patches32 = to_32(data.patches)                     # (N, 1, 32, 32) float32
+        self.patches32 = to_32(data.patches)  # (N, 1, 32, 32) float32
         self.point_ids = np.asarray(data.point_ids, np.int64)
         order = np.argsort(self.point_ids, kind="stable")
-        uniq, start, counts = np.unique(self.point_ids[order], return_index=True,
-                                        return_counts=True)
+        uniq, start, counts = np.unique(
+            self.point_ids[order], return_index=True, return_counts=True
+        )
         keep = counts >= 2
         if not keep.any():
             raise ValueError(f"{data.root}: no 3D point has two patches; cannot sample pairs")
@@ -296,12 +325,12 @@ class PatchPairSampler:
         self.points = uniq[keep]
         self.batch_size = int(min(batch_size, len(self.points)))
         if self.batch_size < batch_size:
-            logger.warning("batch size %d capped at %d usable 3D points", batch_size,
-                           self.batch_size)
+            logger.warning(
+                "batch size %d capped at %d usable 3D points", batch_size, self.batch_size
+            )
 
     def __len__(self) -> int:
-        return self.n_batches if self.n_batches is not None else len(self.points) // \
-            self.batch_size
+        return self.n_batches if self.n_batches is not None else len(self.points) // self.batch_size
 
     def sample_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """Patch indices (ia, ip) of one batch, each (B,) int64."""
@@ -309,7 +338,7 @@ class PatchPairSampler:
         c = self._counts[k]
         i = np.floor(self.rng.random(len(k)) * c).astype(np.int64)
         j = np.floor(self.rng.random(len(k)) * (c - 1)).astype(np.int64)
-        j = j + (j >= i)                                          # j != i
+        j = j + (j >= i)  # j != i
         ia = self._order[self._start[k] + i]
         ip = self._order[self._start[k] + j]
         return ia, ip
@@ -341,8 +370,9 @@ class PatchPairSampler:
 
 
 # ----------------------------------------------------------------------------- writer
-def make_pairs(ids: np.ndarray, photo_of: np.ndarray, k: int, rng: np.random.Generator,
-                same_photo_frac: float) -> np.ndarray:
+def make_pairs(
+    ids: np.ndarray, photo_of: np.ndarray, k: int, rng: np.random.Generator, same_photo_frac: float
+) -> np.ndarray:
     """(2k, 2) patch index pairs: k matching (same id, distinct patches), k non-matching
     (different ids; a share ``same_photo_frac`` of them from the same photo). Shuffled."""
     n = len(ids)
@@ -378,8 +408,13 @@ def make_pairs(ids: np.ndarray, photo_of: np.ndarray, k: int, rng: np.random.Gen
     return pairs[rng.permutation(len(pairs))]
 
 
-def write_phototour_folder(folder: str | Path, patches: np.ndarray, point_ids: np.ndarray,
-                           pairs: np.ndarray, interest: list | None = None) -> None:
+def write_phototour_folder(
+    folder: str | Path,
+    patches: np.ndarray,
+    point_ids: np.ndarray,
+    pairs: np.ndarray,
+    interest: list | None = None,
+) -> None:
     """Write patches / ids / pairs in the exact Brown layout into an existing folder.
 
     Args:
@@ -394,18 +429,22 @@ def write_phototour_folder(folder: str | Path, patches: np.ndarray, point_ids: n
     n = len(patches)
     for f in range(max(1, math.ceil(n / PER_SHEET))):
         sheet = np.zeros((PER_SHEET, PATCH, PATCH), np.uint8)
-        chunk = patches[f * PER_SHEET:(f + 1) * PER_SHEET]
-        sheet[:len(chunk)] = chunk
-        img = sheet.reshape(GRID, GRID, PATCH, PATCH).transpose(0, 2, 1, 3).reshape(SHEET_SIZE,
-                                                                                    SHEET_SIZE)
+        chunk = patches[f * PER_SHEET : (f + 1) * PER_SHEET]
+        sheet[: len(chunk)] = chunk
+        img = (
+            sheet.reshape(GRID, GRID, PATCH, PATCH)
+            .transpose(0, 2, 1, 3)
+            .reshape(SHEET_SIZE, SHEET_SIZE)
+        )
         if not cv2.imwrite(str(folder / f"patches{f:04d}.bmp"), img):
             raise PhotoTourError(f"{folder / f'patches{f:04d}.bmp'}: cv2.imwrite failed")
     with open(folder / "info.txt", "w") as fh:
         fh.writelines(f"{int(i)} 0\n" for i in point_ids)
     with open(folder / "interest.txt", "w") as fh:
         if interest is None:
-            interest = [(0, 64 * (g % GRID) + 32.0, 64 * (g // GRID) + 32.0, 1.0, 0.0)
-                        for g in range(n)]
+            interest = [
+                (0, 64 * (g % GRID) + 32.0, 64 * (g // GRID) + 32.0, 1.0, 0.0) for g in range(n)
+            ]
         for rec in interest:
             # reference image id, x, y, size (OpenCV diameter), orientation (rad, kornia)
             vid, *vals = rec

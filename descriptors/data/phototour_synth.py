@@ -8,6 +8,7 @@ homography, so the patches of one 3D point are canonicalised the way Brown's are
 make the ``train`` split, TEST photos the ``test`` split (disjoint). The folder is written by
 ``descriptors.data.phototour.write_phototour_folder`` and read by ``read_phototour``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,25 +28,25 @@ logger = logging.getLogger(__name__)
 DEFAULT_SYNTH_ROOT: str = "datasets/phototour-synth"
 
 SYNTH_CONF: dict = {
-    "n_views": 6,                 # warped views made per photo (each point uses 2..4 of them)
-    "homography_strength": 0.2,   # synth.random_homography corner jitter
+    "n_views": 6,  # warped views made per photo (each point uses 2..4 of them)
+    "homography_strength": 0.2,  # synth.random_homography corner jitter
     "max_rotation_deg": 30.0,
     "scale_range": (0.75, 1.33),
     "photometric_strength": 0.8,
-    "night_prob": 0.1,            # probability a view is rendered night-style
+    "night_prob": 0.1,  # probability a view is rendered night-style
     "night_darkness": (0.4, 0.8),
-    "contrast_threshold": 0.01,   # DoG detector threshold (low: we want many points)
-    "min_size": 2.0,              # smallest DoG keypoint size kept (OpenCV size, pixels)
-    "max_size": 48.0,             # largest one (a 6*size patch must fit in the photo)
-    "nms_radius": 3.0,            # keypoints closer than this (px) are one 3D point
-    "scale_limits": (0.6, 1.7),   # local scale change sqrt|det J| kept in this range
-    "max_anisotropy": 1.6,        # ratio of J's singular values kept below this
-    "min_photo_side": 384,        # small photos are upscaled to at least this side
+    "contrast_threshold": 0.01,  # DoG detector threshold (low: we want many points)
+    "min_size": 2.0,  # smallest DoG keypoint size kept (OpenCV size, pixels)
+    "max_size": 48.0,  # largest one (a 6*size patch must fit in the photo)
+    "nms_radius": 3.0,  # keypoints closer than this (px) are one 3D point
+    "scale_limits": (0.6, 1.7),  # local scale change sqrt|det J| kept in this range
+    "max_anisotropy": 1.6,  # ratio of J's singular values kept below this
+    "min_photo_side": 384,  # small photos are upscaled to at least this side
     "same_photo_negative_frac": 0.5,  # share of non-matching pairs drawn within one photo
     # detection noise added per view (Brown's patches come from per-image detections):
-    "jitter_xy": 0.08,            # centre noise std, in units of the keypoint size
-    "jitter_log_scale": 0.07,     # std of log(size) noise
-    "jitter_ori_deg": 6.0,        # orientation noise std, degrees
+    "jitter_xy": 0.08,  # centre noise std, in units of the keypoint size
+    "jitter_log_scale": 0.07,  # std of log(size) noise
+    "jitter_ori_deg": 6.0,  # orientation noise std, degrees
 }
 
 
@@ -77,8 +78,9 @@ def _nms_keypoints(xy: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
-def transform_keypoints(H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def transform_keypoints(
+    H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Carry keypoints (centre, OpenCV size, kornia orientation in radians) through H.
 
     The local affine map J = dH/dx is approximated by its closest similarity:
@@ -95,14 +97,15 @@ def transform_keypoints(H: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np
     theta = np.arctan2(J[:, 0, 1] - J[:, 1, 0], J[:, 0, 0] + J[:, 1, 1])
     sv = np.linalg.svd(J, compute_uv=False)
     aniso = sv[:, 0] / np.maximum(sv[:, 1], 1e-12)
-    aniso[det <= 0] = np.inf                                   # orientation flipped: reject
+    aniso[det <= 0] = np.inf  # orientation flipped: reject
     ori2 = np.asarray(ori, np.float64) + theta
     ori2 = (ori2 + np.pi) % (2 * np.pi) - np.pi
     return xy2, np.asarray(size, np.float64) * scale, ori2, scale, aniso
 
 
-def _photo_tracks(name: str, rng: np.random.Generator, conf: dict
-                  ) -> tuple[np.ndarray, np.ndarray, list, list]:
+def _photo_tracks(
+    name: str, rng: np.random.Generator, conf: dict
+) -> tuple[np.ndarray, np.ndarray, list, list]:
     """Detect keypoints in one photo and follow them into ``n_views`` warped views.
 
     Returns:
@@ -113,9 +116,12 @@ def _photo_tracks(name: str, rng: np.random.Generator, conf: dict
 
     gray = synth.load_photo(name, gray=True, min_side=conf["min_photo_side"])
     h, w = gray.shape
-    _, xy, size, angle, _ = detect_dog(gray, max_keypoints=100000,
-                                             contrast_threshold=conf["contrast_threshold"],
-                                             min_size=conf["min_size"])
+    _, xy, size, angle, _ = detect_dog(
+        gray,
+        max_keypoints=100000,
+        contrast_threshold=conf["contrast_threshold"],
+        min_size=conf["min_size"],
+    )
     ok = size <= conf["max_size"]
     xy, size, angle = xy[ok], size[ok], angle[ok]
     keep = _nms_keypoints(xy, conf["nms_radius"])
@@ -124,9 +130,14 @@ def _photo_tracks(name: str, rng: np.random.Generator, conf: dict
 
     views, valid, geo = [], [], []
     for _ in range(conf["n_views"]):
-        H = synth.random_homography(h, w, rng, strength=conf["homography_strength"],
-                                    max_rotation_deg=conf["max_rotation_deg"],
-                                    scale_range=conf["scale_range"])
+        H = synth.random_homography(
+            h,
+            w,
+            rng,
+            strength=conf["homography_strength"],
+            max_rotation_deg=conf["max_rotation_deg"],
+            scale_range=conf["scale_range"],
+        )
         img = synth.warp(gray, H)
         img = synth.photometric(img, rng, conf["photometric_strength"])
         if rng.random() < conf["night_prob"]:
@@ -138,14 +149,18 @@ def _photo_tracks(name: str, rng: np.random.Generator, conf: dict
         ori2 = ori2 + np.deg2rad(rng.normal(0, conf["jitter_ori_deg"], k))
         # the whole rotated support square (half side MR_SIZE*sigma/2, sigma = size/2) in frame
         rad = MR_SIZE * size2 / 4.0 * math.sqrt(2.0) + 1.0
-        inside = ((xy2[:, 0] - rad >= 0) & (xy2[:, 0] + rad <= w - 1)
-                  & (xy2[:, 1] - rad >= 0) & (xy2[:, 1] + rad <= h - 1))
+        inside = (
+            (xy2[:, 0] - rad >= 0)
+            & (xy2[:, 0] + rad <= w - 1)
+            & (xy2[:, 1] - rad >= 0)
+            & (xy2[:, 1] + rad <= h - 1)
+        )
         lo, hi = conf["scale_limits"]
         good = inside & (scale >= lo) & (scale <= hi) & (aniso <= conf["max_anisotropy"])
         views.append(img)
         valid.append(good)
         geo.append((xy2, size2, ori2))
-    valid = np.stack(valid, 1)                                   # (K, V)
+    valid = np.stack(valid, 1)  # (K, V)
     return xy, valid, geo, views
 
 
@@ -169,11 +184,17 @@ def _allocate(avail: list[int], total: int) -> list[int]:
     return alloc
 
 
-def write_synthetic_phototour(out_root: str | Path, split: str, n_points: int,
-                              views_per_point: tuple[int, int] = (2, 4),
-                              n_pairs: int | None = None, seed: int = 0,
-                              conf: dict | None = None, photos: list[str] | None = None,
-                              progress: bool = True) -> Path:
+def write_synthetic_phototour(
+    out_root: str | Path,
+    split: str,
+    n_points: int,
+    views_per_point: tuple[int, int] = (2, 4),
+    n_pairs: int | None = None,
+    seed: int = 0,
+    conf: dict | None = None,
+    photos: list[str] | None = None,
+    progress: bool = True,
+) -> Path:
     """Write a synthetic PhotoTour folder in the exact Brown layout to ``<out_root>/<split>``.
 
     Args:
@@ -195,8 +216,10 @@ def write_synthetic_phototour(out_root: str | Path, split: str, n_points: int,
     cfg = {**SYNTH_CONF, **(conf or {})}
     vmin, vmax = int(views_per_point[0]), int(views_per_point[1])
     if not 2 <= vmin <= vmax <= cfg["n_views"]:
-        raise ValueError(f"views_per_point {views_per_point} must satisfy 2 <= min <= max <= "
-                         f"n_views={cfg['n_views']}")
+        raise ValueError(
+            f"views_per_point {views_per_point} must satisfy 2 <= min <= max <= "
+            f"n_views={cfg['n_views']}"
+        )
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     split_photos = synth.photo_names(split)
     if photos is None:
@@ -215,14 +238,18 @@ def write_synthetic_phototour(out_root: str | Path, split: str, n_points: int,
         per_photo.append((name, valid, geo, views, usable))
     alloc = _allocate([len(p[4]) for p in per_photo], n_points)
     if sum(alloc) < n_points:
-        logger.warning("phototour-synth %s: only %d usable 3D points (asked for %d)", split,
-                       sum(alloc), n_points)
+        logger.warning(
+            "phototour-synth %s: only %d usable 3D points (asked for %d)",
+            split,
+            sum(alloc),
+            n_points,
+        )
 
     # 2) choose points and views, cut patches
-    records = []          # (photo_idx, patch uint8 (k,64,64), view ids, xy, size, ori)
+    records = []  # (photo_idx, patch uint8 (k,64,64), view ids, xy, size, ori)
     for pi, ((name, valid, geo, views, usable), k) in enumerate(
-            zip(tqdm(per_photo, desc=f"phototour-synth {split}: patches",
-                     disable=not progress), alloc)):
+        zip(tqdm(per_photo, desc=f"phototour-synth {split}: patches", disable=not progress), alloc)
+    ):
         if k == 0:
             continue
         chosen = np.sort(rng.choice(usable, k, replace=False))
@@ -246,12 +273,21 @@ def write_synthetic_phototour(out_root: str | Path, split: str, n_points: int,
             p = (p[:, 0].numpy() * 255.0 + 0.5).astype(np.uint8)
             for j, kp in enumerate(kps):
                 cut[(int(kp), v)] = p[j]
-                meta[(int(kp), v)] = (float(xy2[j, 0]), float(xy2[j, 1]), float(size2[j]),
-                                      float(ori2[j]))
+                meta[(int(kp), v)] = (
+                    float(xy2[j, 0]),
+                    float(xy2[j, 1]),
+                    float(size2[j]),
+                    float(ori2[j]),
+                )
         for kp, vs in zip(chosen, sel):
-            records.append((pi, np.stack([cut[(int(kp), int(v))] for v in vs]),
-                            [pi * cfg["n_views"] + int(v) for v in vs],
-                            [meta[(int(kp), int(v))] for v in vs]))
+            records.append(
+                (
+                    pi,
+                    np.stack([cut[(int(kp), int(v))] for v in vs]),
+                    [pi * cfg["n_views"] + int(v) for v in vs],
+                    [meta[(int(kp), int(v))] for v in vs],
+                )
+            )
 
     # 3) order: shuffle points, patches of one point contiguous, ids 0..P-1
     perm = rng.permutation(len(records))
@@ -276,14 +312,20 @@ def write_synthetic_phototour(out_root: str | Path, split: str, n_points: int,
     final = Path(out_root) / split
     with atomic_dir(final) as tmp:
         write_phototour_folder(tmp, patches, info_ids, pairs, interest)
-    logger.info("wrote %s: %d patches of %d 3D points, %d pairs", final, n_total,
-                len(records), len(pairs))
+    logger.info(
+        "wrote %s: %d patches of %d 3D points, %d pairs", final, n_total, len(records), len(pairs)
+    )
     return final
 
 
-def ensure_synthetic_phototour(root: str | Path = DEFAULT_SYNTH_ROOT, n_train: int = 8000,
-                               n_test: int = 4000, n_test_pairs: int = 10000,
-                               n_train_pairs: int = 10000, seed: int = 0) -> Path:
+def ensure_synthetic_phototour(
+    root: str | Path = DEFAULT_SYNTH_ROOT,
+    n_train: int = 8000,
+    n_test: int = 4000,
+    n_test_pairs: int = 10000,
+    n_train_pairs: int = 10000,
+    seed: int = 0,
+) -> Path:
     """Write ``<root>/train`` and ``<root>/test`` if either is missing; return ``root``.
 
     Args:

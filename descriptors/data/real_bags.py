@@ -23,6 +23,7 @@ Here the labels come from how real photos are filed, with no pose and no corresp
 The result is a ``bags.BagSet`` (same file layout, samplers and evaluation as the synthetic
 bags); ``recipe_defs.wlrn`` builds it with the option ``scenes=ROOT``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,15 +34,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from descriptors.data.bags import BagSet, BagsError
+from descriptors.data.bags import BagsError, BagSet
 
 logger = logging.getLogger(__name__)
 
 REAL_BAGS_CONF: dict = {
-    "scales": (640, 1024),        # longer image side (px) of each bag's photo copy
-    "bag_size": 75,               # keypoints per bag (paper: 75 per image)
-    "contrast_threshold": 0.02,   # DoG (extraction default)
-    "min_size": 2.0,              # OpenCV keypoint size range kept (px)
+    "scales": (640, 1024),  # longer image side (px) of each bag's photo copy
+    "bag_size": 75,  # keypoints per bag (paper: 75 per image)
+    "contrast_threshold": 0.02,  # DoG (extraction default)
+    "min_size": 2.0,  # OpenCV keypoint size range kept (px)
     "max_size": 64.0,
     "patch_size": 32,
 }
@@ -61,6 +62,7 @@ def scenes_from_root(root: str | Path) -> dict[str, list[str]]:
         BagsError: ``root`` is not a folder or holds no JPG / PNG photo.
     """
     from descriptors.data.pairs import PHOTO_EXTS, PhotoError, find_photos
+
     root = Path(root).expanduser()
     if not root.is_dir():
         raise BagsError(f"{root}: scenes folder not found (or not a folder)")
@@ -76,12 +78,15 @@ def scenes_from_root(root: str | Path) -> dict[str, list[str]]:
         elif entry.suffix.lower() in PHOTO_EXTS:
             scenes.setdefault(f"photo:{loose_scene_name(entry.stem)}", []).append(str(entry))
     if not scenes:
-        raise BagsError(f"{root}: no JPG / PNG photos (scenes are its sub-folders and loose photos)")
+        raise BagsError(
+            f"{root}: no JPG / PNG photos (scenes are its sub-folders and loose photos)"
+        )
     return {k: sorted(v) for k, v in scenes.items()}
 
 
-def make_real_bags(scenes: dict[str, list[str]], conf: dict | None = None,
-                   progress: bool = True) -> BagSet:
+def make_real_bags(
+    scenes: dict[str, list[str]], conf: dict | None = None, progress: bool = True
+) -> BagSet:
     """Bags of the photos of ``scenes`` ({name: photo paths}): one bag per photo and scale.
 
     Returns:
@@ -93,8 +98,9 @@ def make_real_bags(scenes: dict[str, list[str]], conf: dict | None = None,
     """
     import cv2
 
-    from descriptors.patches import detect_dog, extract_patches, opencv_angle_to_ori
     from descriptors.data.pairs import load_photo_source
+    from descriptors.patches import detect_dog, extract_patches, opencv_angle_to_ori
+
     cfg = {**REAL_BAGS_CONF, **(conf or {})}
     n, ps = int(cfg["bag_size"]), int(cfg["patch_size"])
     patches, kps, obj_ids, view_ids, photo_idx, names = [], [], [], [], [], []
@@ -115,11 +121,18 @@ def make_real_bags(scenes: dict[str, list[str]], conf: dict | None = None,
                         continue
                     done.add(s)
                     f = s / side
-                    img = gray if f == 1.0 else cv2.resize(
-                        gray, (round(gray.shape[1] * f), round(gray.shape[0] * f)),
-                        interpolation=cv2.INTER_AREA)
-                    _, xy, size, angle, _ = detect_dog(img, 4 * n, cfg["contrast_threshold"],
-                                                       min_size=cfg["min_size"])
+                    img = (
+                        gray
+                        if f == 1.0
+                        else cv2.resize(
+                            gray,
+                            (round(gray.shape[1] * f), round(gray.shape[0] * f)),
+                            interpolation=cv2.INTER_AREA,
+                        )
+                    )
+                    _, xy, size, angle, _ = detect_dog(
+                        img, 4 * n, cfg["contrast_threshold"], min_size=cfg["min_size"]
+                    )
                     keep = size <= cfg["max_size"]
                     xy, size, angle = xy[keep][:n], size[keep][:n], angle[keep][:n]
                     if len(xy) < n:
@@ -127,8 +140,9 @@ def make_real_bags(scenes: dict[str, list[str]], conf: dict | None = None,
                         continue
                     p = extract_patches(img, xy, size, opencv_angle_to_ori(angle), patch_size=ps)
                     patches.append((p[:, 0].numpy() * 255.0 + 0.5).astype(np.uint8))
-                    kps.append(np.concatenate([xy, size[:, None], angle[:, None]], 1)
-                               .astype(np.float32))
+                    kps.append(
+                        np.concatenate([xy, size[:, None], angle[:, None]], 1).astype(np.float32)
+                    )
                     obj_ids.append(oid)
                     view_ids.append(nv)
                     photo_idx.append(len(names))
@@ -140,8 +154,15 @@ def make_real_bags(scenes: dict[str, list[str]], conf: dict | None = None,
         torch.set_num_threads(n_threads)
     if len(set(obj_ids)) < 2:
         raise BagsError(f"bags-real: {len(set(obj_ids))} scene(s) gave {n} keypoints; need two")
-    logger.info("bags-real: %d bags of %d photos, %d scenes", len(obj_ids), len(names),
-                len(set(obj_ids)))
-    return BagSet(np.stack(patches), np.asarray(obj_ids, np.int64), np.asarray(view_ids, np.int64),
-                  np.asarray(photo_idx, np.int64), names, np.stack(kps),
-                  {**cfg, "scales": list(cfg["scales"]), "scenes": list(scenes)})
+    logger.info(
+        "bags-real: %d bags of %d photos, %d scenes", len(obj_ids), len(names), len(set(obj_ids))
+    )
+    return BagSet(
+        np.stack(patches),
+        np.asarray(obj_ids, np.int64),
+        np.asarray(view_ids, np.int64),
+        np.asarray(photo_idx, np.int64),
+        names,
+        np.stack(kps),
+        {**cfg, "scales": list(cfg["scales"]), "scenes": list(scenes)},
+    )

@@ -10,6 +10,7 @@ images), so nothing is downloaded. They are split into two DISJOINT lists:
 All functions are pure: they take a ``numpy.random.Generator`` and arrays, and return arrays.
 Images are ``uint8`` (H, W) grayscale or (H, W, 3) RGB unless said otherwise.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -19,22 +20,42 @@ import numpy as np
 
 # name -> loader; every loader returns an RGB or grayscale uint8 array.
 TRAIN_PHOTOS: tuple[str, ...] = (
-    "astronaut", "brick", "coins", "gravel", "hubble_deep_field",
-    "immunohistochemistry", "moon", "page", "cell", "sklearn_flower",
+    "astronaut",
+    "brick",
+    "coins",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "page",
+    "cell",
+    "sklearn_flower",
 )
 TEST_PHOTOS: tuple[str, ...] = (
-    "camera", "chelsea", "clock", "coffee", "grass", "retina", "rocket", "text", "sklearn_china",
+    "camera",
+    "chelsea",
+    "clock",
+    "coffee",
+    "grass",
+    "retina",
+    "rocket",
+    "text",
+    "sklearn_china",
 )
 ALL_PHOTOS = TRAIN_PHOTOS + TEST_PHOTOS
 
 
 def _loader(name: str) -> Callable[[], np.ndarray]:
     if name.startswith("sklearn_"):
+
         def load() -> np.ndarray:
             from sklearn.datasets import load_sample_image
-            return load_sample_image(name[len("sklearn_"):] + ".jpg")
+
+            return load_sample_image(name[len("sklearn_") :] + ".jpg")
+
         return load
     import skimage.data
+
     fn = getattr(skimage.data, name, None)
     if fn is None:
         raise KeyError(f"unknown photo '{name}': choose from {', '.join(ALL_PHOTOS)}")
@@ -70,8 +91,9 @@ def load_photo(name: str, gray: bool = False, min_side: int = 0) -> np.ndarray:
     img = img[..., :3]
     if min_side and min(img.shape[:2]) < min_side:
         s = min_side / min(img.shape[:2])
-        img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)),
-                         interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_CUBIC
+        )
     if gray:
         return to_gray(img)
     return np.ascontiguousarray(img)
@@ -84,9 +106,14 @@ def to_gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
 
 
-def random_homography(h: int, w: int, rng: np.random.Generator, strength: float = 0.25,
-                      max_rotation_deg: float = 30.0, scale_range: tuple[float, float] = (0.7, 1.3)
-                      ) -> np.ndarray:
+def random_homography(
+    h: int,
+    w: int,
+    rng: np.random.Generator,
+    strength: float = 0.25,
+    max_rotation_deg: float = 30.0,
+    scale_range: tuple[float, float] = (0.7, 1.3),
+) -> np.ndarray:
     """Random plausible homography mapping pixels of an (h, w) image into an image of the same size.
 
     Composed of a rotation about the centre, an isotropic scale, a perspective corner jitter of up
@@ -112,13 +139,20 @@ def random_homography(h: int, w: int, rng: np.random.Generator, strength: float 
     return H / H[2, 2]
 
 
-def warp(img: np.ndarray, H: np.ndarray, size: tuple[int, int] | None = None,
-         border_value: int = 0) -> np.ndarray:
+def warp(
+    img: np.ndarray, H: np.ndarray, size: tuple[int, int] | None = None, border_value: int = 0
+) -> np.ndarray:
     """Warp an image by homography H into an image of ``size`` = (w, h) (default: same size)."""
     if size is None:
         size = (img.shape[1], img.shape[0])
-    return cv2.warpPerspective(img, H, size, flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+    return cv2.warpPerspective(
+        img,
+        H,
+        size,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=border_value,
+    )
 
 
 def apply_homography(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -136,10 +170,10 @@ def homography_jacobian(H: np.ndarray, xy: np.ndarray) -> np.ndarray:
     v = H[1, 0] * x + H[1, 1] * y + H[1, 2]
     w = H[2, 0] * x + H[2, 1] * y + H[2, 2]
     J = np.empty((len(xy), 2, 2))
-    J[:, 0, 0] = (H[0, 0] * w - u * H[2, 0]) / w ** 2
-    J[:, 0, 1] = (H[0, 1] * w - u * H[2, 1]) / w ** 2
-    J[:, 1, 0] = (H[1, 0] * w - v * H[2, 0]) / w ** 2
-    J[:, 1, 1] = (H[1, 1] * w - v * H[2, 1]) / w ** 2
+    J[:, 0, 0] = (H[0, 0] * w - u * H[2, 0]) / w**2
+    J[:, 0, 1] = (H[0, 1] * w - u * H[2, 1]) / w**2
+    J[:, 1, 0] = (H[1, 0] * w - v * H[2, 0]) / w**2
+    J[:, 1, 1] = (H[1, 1] * w - v * H[2, 1]) / w**2
     return J
 
 
@@ -196,9 +230,9 @@ def day_to_night(img: np.ndarray, rng: np.random.Generator, darkness: float = 1.
     if x.ndim == 3:
         cast = np.array([1.15, 0.95, 0.7] if rng.random() < 0.6 else [0.8, 0.9, 1.2], np.float32)
         cast = 1.0 + darkness * (cast - 1.0)
-        x = (x ** gamma) * level * light[..., None] * cast
+        x = (x**gamma) * level * light[..., None] * cast
     else:
-        x = (x ** gamma) * level * light
+        x = (x**gamma) * level * light
     x = x + rng.normal(0, 0.025 * darkness, x.shape).astype(np.float32)
     x = cv2.GaussianBlur(x, (3, 3), 0.6 * darkness + 1e-3)
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -12,6 +12,7 @@ paths on the way in and refuses anything else, and every read goes through
 :func:`safe_torch_load` (``torch.load(weights_only=True)``), so a file whose pickle would build
 arbitrary objects (and run their ``__reduce__``) is refused before any of it executes.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -73,8 +74,9 @@ def to_safe(obj: Any, where: str = "checkpoint") -> Any:
         out: dict = OrderedDict() if isinstance(obj, OrderedDict) else {}
         for k, v in obj.items():
             if not isinstance(k, (str, int)):
-                raise TypeError(f"{where}: dict key {k!r} of type {type(k).__name__} "
-                                f"(keys must be str or int)")
+                raise TypeError(
+                    f"{where}: dict key {k!r} of type {type(k).__name__} (keys must be str or int)"
+                )
             out[k] = to_safe(v, f"{where}[{k!r}]")
         meta = getattr(obj, "_metadata", None)
         if meta is not None:  # module state_dict versions (plain dicts of ints)
@@ -83,8 +85,10 @@ def to_safe(obj: Any, where: str = "checkpoint") -> Any:
     if isinstance(obj, (list, tuple)):
         items = [to_safe(v, f"{where}[{i}]") for i, v in enumerate(obj)]
         return items if isinstance(obj, list) else tuple(items)
-    raise TypeError(f"{where}: {type(obj).__module__}.{type(obj).__qualname__} cannot be stored "
-                    f"(checkpoints hold tensors, numbers, strings, lists and dicts only)")
+    raise TypeError(
+        f"{where}: {type(obj).__module__}.{type(obj).__qualname__} cannot be stored "
+        f"(checkpoints hold tensors, numbers, strings, lists and dicts only)"
+    )
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -120,9 +124,13 @@ def safe_torch_load(path: str | Path) -> Any:
         if "Weights only load failed" in msg or "weights_only" in msg:
             m = re.search(r"unsupported (?:GLOBAL|global|operand)[^\n]*", msg, re.IGNORECASE)
             why = m.group(0).split(". ")[0].strip().rstrip(".") if m else type(e).__name__
-            raise CheckpointError(f"{path}: refused: the file holds objects other than tensors "
-                                  f"and plain data, which could run code on load ({why})") from None
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__})") from None
+            raise CheckpointError(
+                f"{path}: refused: the file holds objects other than tensors "
+                f"and plain data, which could run code on load ({why})"
+            ) from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(e).__name__})"
+        ) from None
 
 
 def is_descriptor_checkpoint(obj: Any) -> bool:
@@ -130,14 +138,31 @@ def is_descriptor_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and "arch" in obj and "state_dict" in obj
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, arch: str, arch_kwargs: dict,
-                    recipe: str, step: int, meta: dict | None = None, half: bool = False,
-                    **extra: Any) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    arch: str,
+    arch_kwargs: dict,
+    recipe: str,
+    step: int,
+    meta: dict | None = None,
+    half: bool = False,
+    **extra: Any,
+) -> Path:
     """Write a descriptor checkpoint; ``half`` stores float tensors as float16 (small files)."""
-    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
-          for k, v in model.state_dict().items()}
-    ckpt = {"arch": arch, "arch_kwargs": dict(arch_kwargs), "state_dict": sd, "recipe": recipe,
-            "step": int(step), "meta": dict(meta or {}), **extra}
+    sd = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+        for k, v in model.state_dict().items()
+    }
+    ckpt = {
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs),
+        "state_dict": sd,
+        "recipe": recipe,
+        "step": int(step),
+        "meta": dict(meta or {}),
+        **extra,
+    }
     return atomic_torch_save(ckpt, path)
 
 
@@ -146,7 +171,9 @@ def read_checkpoint(path: str | Path) -> dict:
     corrupt, unsafe or not a descriptor checkpoint."""
     ckpt = safe_torch_load(path)
     if not is_descriptor_checkpoint(ckpt):
-        raise CheckpointError(f"{path}: not a descriptor checkpoint (needs 'arch' and 'state_dict')")
+        raise CheckpointError(
+            f"{path}: not a descriptor checkpoint (needs 'arch' and 'state_dict')"
+        )
     return ckpt
 
 
@@ -160,8 +187,9 @@ def model_from_checkpoint(ckpt: dict, path: str | Path) -> nn.Module:
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit arch '{ckpt['arch']}': "
-                              f"{str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit arch '{ckpt['arch']}': {str(e).splitlines()[0]}"
+        ) from None
     return model.eval()
 
 

@@ -49,6 +49,7 @@ sub-layer is an L2 pooling, all components are >= 0 and distances lie in [0, sqr
 ``normalize=False`` returns the paper's raw 128-d output (compared with the L2 distance, as in the
 paper); the fracking recipe then uses its own margin (option ``margin_raw``).
 """
+
 from __future__ import annotations
 
 import math
@@ -85,10 +86,10 @@ def random_connection_mask(c_in: int, c_out: int, fan_in: int, seed: int) -> tor
     stream = np.concatenate([rng.permutation(c_in) for _ in range(n_perm)])
     mask = np.zeros((c_out, c_in), np.float32)
     for o in range(c_out):
-        chosen = list(dict.fromkeys(stream[o * fan_in:(o + 1) * fan_in].tolist()))
+        chosen = list(dict.fromkeys(stream[o * fan_in : (o + 1) * fan_in].tolist()))
         if len(chosen) < fan_in:  # a repeat across a permutation boundary: fill at random
             rest = [i for i in rng.permutation(c_in).tolist() if i not in chosen]
-            chosen += rest[:fan_in - len(chosen)]
+            chosen += rest[: fan_in - len(chosen)]
         mask[o, chosen] = 1.0
     return torch.from_numpy(mask)
 
@@ -110,8 +111,10 @@ class SparseConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight * self.conn_mask, self.bias)
 
     def n_effective_params(self) -> int:
-        return int(self.conn_mask.sum().item()) * self.kernel_size[0] * self.kernel_size[1] + \
-            self.out_channels
+        return (
+            int(self.conn_mask.sum().item()) * self.kernel_size[0] * self.kernel_size[1]
+            + self.out_channels
+        )
 
 
 LP_WEIGHTS: tuple[str, ...] = ("none", "fixed", "learned")
@@ -131,8 +134,9 @@ class L2Pool2d(nn.Module):
     def __init__(self, k: int, channels: int = 0, lp_weights: str = "none") -> None:
         super().__init__()
         if lp_weights not in LP_WEIGHTS:
-            raise ValueError(f"L2Pool2d: lp_weights must be one of {LP_WEIGHTS}, got "
-                             f"'{lp_weights}'")
+            raise ValueError(
+                f"L2Pool2d: lp_weights must be one of {LP_WEIGHTS}, got '{lp_weights}'"
+            )
         self.k = k
         self.lp_weights = lp_weights
         if lp_weights != "none":
@@ -185,27 +189,35 @@ class CNN3(nn.Module):
         ``normalize``).
     """
 
-    def __init__(self, input_size: int = 64, dim: int = 128, fan_in: int = 8, seed: int = 0,
-                 lp_weights: str = "none", normalize: bool = True) -> None:
+    def __init__(
+        self,
+        input_size: int = 64,
+        dim: int = 128,
+        fan_in: int = 8,
+        seed: int = 0,
+        lp_weights: str = "none",
+        normalize: bool = True,
+    ) -> None:
         super().__init__()
         if input_size not in (32, 64):
             raise ValueError(f"CNN3 input_size must be 64 or 32, got {input_size}")
         if dim != 128:
-            raise ValueError(f"CNN3 is fully convolutional: dim is the 3rd layer's width 128, "
-                             f"got {dim}")
+            raise ValueError(
+                f"CNN3 is fully convolutional: dim is the 3rd layer's width 128, got {dim}"
+            )
         self.input_size = int(input_size)
         self.patch_size = self.input_size
         self.dim = int(dim)
         self.normalize = bool(normalize)
-        fi = fan_in if fan_in and fan_in > 0 else 10 ** 6
-        self.conv1 = nn.Conv2d(1, 32, 7)                          # 64 -> 58
-        self.pool1 = L2Pool2d(2, 32, lp_weights)              # 58 -> 29
+        fi = fan_in if fan_in and fan_in > 0 else 10**6
+        self.conv1 = nn.Conv2d(1, 32, 7)  # 64 -> 58
+        self.pool1 = L2Pool2d(2, 32, lp_weights)  # 58 -> 29
         self.norm1 = SubtractiveNorm2d(5)
-        self.conv2 = SparseConv2d(32, 64, 6, fi, seed)            # 29 -> 24
-        self.pool2 = L2Pool2d(3, 64, lp_weights)              # 24 -> 8
+        self.conv2 = SparseConv2d(32, 64, 6, fi, seed)  # 29 -> 24
+        self.pool2 = L2Pool2d(3, 64, lp_weights)  # 24 -> 8
         self.norm2 = SubtractiveNorm2d(5)
         self.conv3 = SparseConv2d(64, self.dim, 5, fi, seed + 1)  # 8 -> 4
-        self.pool3 = L2Pool2d(4, self.dim, lp_weights)        # 4 -> 1
+        self.pool3 = L2Pool2d(4, self.dim, lp_weights)  # 4 -> 1
         self.register_buffer("mean", torch.tensor(0.5))
         self.register_buffer("std", torch.tensor(0.25))
 
@@ -220,16 +232,20 @@ class CNN3(nn.Module):
     def n_effective_params(self) -> int:
         """Parameters that are not masked out: 45,824 conv weights + biases, plus 448 L2-pooling
         weights + biases unless ``lp_weights='none'`` (46,272: the paper's CNN3 count)."""
-        pools = sum(p.numel() for m in (self.pool1, self.pool2, self.pool3)
-                    for p in m.parameters())
-        return sum(p.numel() for p in self.conv1.parameters()) + \
-            self.conv2.n_effective_params() + self.conv3.n_effective_params() + pools
+        pools = sum(p.numel() for m in (self.pool1, self.pool2, self.pool3) for p in m.parameters())
+        return (
+            sum(p.numel() for p in self.conv1.parameters())
+            + self.conv2.n_effective_params()
+            + self.conv3.n_effective_params()
+            + pools
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.input_size
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != s or x.shape[3] != s:
-            raise ValueError(f"CNN3(input_size={s}) expects (B, 1, {s}, {s}) patches, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"CNN3(input_size={s}) expects (B, 1, {s}, {s}) patches, got {tuple(x.shape)}"
+            )
         x = (x.float() - self.mean) / self.std
         if s != 64:
             x = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)

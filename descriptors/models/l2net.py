@@ -8,6 +8,7 @@ L2 normalise. BatchNorms are affine-free, as in HardNet.
 Input normalisation is done inside (per-patch: subtract the patch mean, divide by its std), so
 callers pass raw (B, 1, 32, 32) float32 patches in [0, 1]. Output (B, 128) float32, unit L2 norm.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,14 +17,22 @@ import torch.nn.functional as F
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-            nn.BatchNorm2d(cout, affine=False), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout, affine=False),
+        nn.ReLU(inplace=True),
+    ]
 
 
 def check_patches(x: torch.Tensor, size: int) -> None:
     """Raise ValueError with a one-line message unless x is (B, 1, size, size) floating point."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 1 \
-            or x.shape[2] != size or x.shape[3] != size:
+    if (
+        not isinstance(x, torch.Tensor)
+        or x.ndim != 4
+        or x.shape[1] != 1
+        or x.shape[2] != size
+        or x.shape[3] != size
+    ):
         shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
         raise ValueError(f"expected patches of shape (B, 1, {size}, {size}), got {shape}")
     if not torch.is_floating_point(x):
@@ -39,9 +48,16 @@ class L2Net(nn.Module):
         super().__init__()
         self.dim = dim
         self.features = nn.Sequential(
-            *_block(1, 32), *_block(32, 32), *_block(32, 64, 2), *_block(64, 64),
-            *_block(64, 128, 2), *_block(128, 128), nn.Dropout(dropout),
-            nn.Conv2d(128, dim, 8, bias=False), nn.BatchNorm2d(dim, affine=False))
+            *_block(1, 32),
+            *_block(32, 32),
+            *_block(32, 64, 2),
+            *_block(64, 64),
+            *_block(64, 128, 2),
+            *_block(128, 128),
+            nn.Dropout(dropout),
+            nn.Conv2d(128, dim, 8, bias=False),
+            nn.BatchNorm2d(dim, affine=False),
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.orthogonal_(m.weight, gain=0.6)

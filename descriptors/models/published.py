@@ -27,6 +27,7 @@ Layouts (``kind``: where the file comes from, network, preprocessing as its auth
 Keys saved from ``nn.DataParallel`` (``module.`` prefix) are accepted; BN ``num_batches_tracked``
 missing from pre-1.0 files is filled in.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,10 +64,15 @@ class HardTFeat(nn.Module):
         super().__init__()
         self.dim = dim
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=7), nn.Tanh(), nn.MaxPool2d(kernel_size=2, stride=2),
-            nn.Conv2d(32, 64, kernel_size=6), nn.Tanh())
-        self.classifier = nn.Sequential(nn.Dropout(0.1), nn.Conv2d(64, dim, kernel_size=8),
-                                        nn.Tanh())
+            nn.Conv2d(1, 32, kernel_size=7),
+            nn.Tanh(),
+            nn.MaxPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(32, 64, kernel_size=6),
+            nn.Tanh(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.1), nn.Conv2d(64, dim, kernel_size=8), nn.Tanh()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.classifier(self.features(L2Net.normalize_input(x)))
@@ -84,10 +90,19 @@ class HardNetPS(nn.Module):
         super().__init__()
         self.dim = dim
         layers: list[nn.Module] = []
-        for cin, cout, stride in ((1, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1),
-                                  (64, 128, 2), (128, 128, 1)):
-            layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout),
-                       nn.ReLU()]
+        for cin, cout, stride in (
+            (1, 32, 1),
+            (32, 32, 1),
+            (32, 64, 2),
+            (64, 64, 1),
+            (64, 128, 2),
+            (128, 128, 1),
+        ):
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
         self.features = nn.Sequential(*layers, nn.Conv2d(128, dim, kernel_size=8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,14 +140,20 @@ def _shape(sd: dict, key: str) -> tuple[int, ...] | None:
 def _kornia(name: str, **kwargs: Any) -> Callable[[dict], nn.Module]:
     def build(sd: dict) -> nn.Module:
         import kornia.feature as KF
+
         return getattr(KF, name)(pretrained=False, **kwargs)
+
     return build
 
 
 def _hynet(sd: dict) -> nn.Module:
     import kornia.feature as KF
-    return KF.HyNet(pretrained=False, is_bias="layer1.2.bias" in sd,
-                    dim_desc=int(sd["layer7.1.weight"].shape[0]))
+
+    return KF.HyNet(
+        pretrained=False,
+        is_bias="layer1.2.bias" in sd,
+        dim_desc=int(sd["layer7.1.weight"].shape[0]),
+    )
 
 
 @dataclass(frozen=True)
@@ -148,36 +169,68 @@ class Layout:
 
 
 LAYOUTS: tuple[Layout, ...] = (
-    Layout("tfeat",
-           lambda sd: _shape(sd, "features.1.weight") == (32, 1, 7, 7)
-           and _shape(sd, "features.4.weight") == (64, 32, 6, 6) and "descr.0.weight" in sd,
-           _kornia("TFeat"), lambda sd: int(sd["descr.0.weight"].shape[0]), input_scale=255.0),
-    Layout("hardtfeat",
-           lambda sd: _shape(sd, "features.0.weight") == (32, 1, 7, 7)
-           and _shape(sd, "features.3.weight") == (64, 32, 6, 6) and "classifier.1.weight" in sd,
-           lambda sd: HardTFeat(int(sd["classifier.1.weight"].shape[0])),
-           lambda sd: int(sd["classifier.1.weight"].shape[0]), drop_prefixes=("SIFT.",)),
-    Layout("hardnet8",
-           lambda sd: "components" in sd and "mean" in sd and "features.22.weight" in sd,
-           _kornia("HardNet8"), lambda sd: int(sd["components"].shape[1])),
-    Layout("sosnet",
-           lambda sd: _shape(sd, "layers.1.weight") == (32, 1, 3, 3) and "layers.20.weight" in sd,
-           _kornia("SOSNet"), lambda sd: int(sd["layers.20.weight"].shape[0])),
-    Layout("hynet",
-           lambda sd: "layer1.2.weight" in sd and "layer7.1.weight" in sd,
-           _hynet, lambda sd: int(sd["layer7.1.weight"].shape[0])),
-    Layout("hardnet",
-           lambda sd: _shape(sd, "features.0.weight") == (32, 1, 3, 3)
-           and "features.0.bias" not in sd and "features.19.weight" in sd
-           and "features.20.running_mean" in sd,
-           lambda sd: L2Net(dim=int(sd["features.19.weight"].shape[0])),
-           lambda sd: int(sd["features.19.weight"].shape[0])),
-    Layout("hardnet_ps",
-           lambda sd: _shape(sd, "features.0.weight") == (32, 1, 3, 3)
-           and "features.0.bias" in sd and "features.1.weight" in sd
-           and "features.18.weight" in sd,
-           lambda sd: HardNetPS(int(sd["features.18.weight"].shape[0])),
-           lambda sd: int(sd["features.18.weight"].shape[0])),
+    Layout(
+        "tfeat",
+        lambda sd: (
+            _shape(sd, "features.1.weight") == (32, 1, 7, 7)
+            and _shape(sd, "features.4.weight") == (64, 32, 6, 6)
+            and "descr.0.weight" in sd
+        ),
+        _kornia("TFeat"),
+        lambda sd: int(sd["descr.0.weight"].shape[0]),
+        input_scale=255.0,
+    ),
+    Layout(
+        "hardtfeat",
+        lambda sd: (
+            _shape(sd, "features.0.weight") == (32, 1, 7, 7)
+            and _shape(sd, "features.3.weight") == (64, 32, 6, 6)
+            and "classifier.1.weight" in sd
+        ),
+        lambda sd: HardTFeat(int(sd["classifier.1.weight"].shape[0])),
+        lambda sd: int(sd["classifier.1.weight"].shape[0]),
+        drop_prefixes=("SIFT.",),
+    ),
+    Layout(
+        "hardnet8",
+        lambda sd: "components" in sd and "mean" in sd and "features.22.weight" in sd,
+        _kornia("HardNet8"),
+        lambda sd: int(sd["components"].shape[1]),
+    ),
+    Layout(
+        "sosnet",
+        lambda sd: _shape(sd, "layers.1.weight") == (32, 1, 3, 3) and "layers.20.weight" in sd,
+        _kornia("SOSNet"),
+        lambda sd: int(sd["layers.20.weight"].shape[0]),
+    ),
+    Layout(
+        "hynet",
+        lambda sd: "layer1.2.weight" in sd and "layer7.1.weight" in sd,
+        _hynet,
+        lambda sd: int(sd["layer7.1.weight"].shape[0]),
+    ),
+    Layout(
+        "hardnet",
+        lambda sd: (
+            _shape(sd, "features.0.weight") == (32, 1, 3, 3)
+            and "features.0.bias" not in sd
+            and "features.19.weight" in sd
+            and "features.20.running_mean" in sd
+        ),
+        lambda sd: L2Net(dim=int(sd["features.19.weight"].shape[0])),
+        lambda sd: int(sd["features.19.weight"].shape[0]),
+    ),
+    Layout(
+        "hardnet_ps",
+        lambda sd: (
+            _shape(sd, "features.0.weight") == (32, 1, 3, 3)
+            and "features.0.bias" in sd
+            and "features.1.weight" in sd
+            and "features.18.weight" in sd
+        ),
+        lambda sd: HardNetPS(int(sd["features.18.weight"].shape[0])),
+        lambda sd: int(sd["features.18.weight"].shape[0]),
+    ),
 )
 
 
@@ -191,14 +244,17 @@ def unwrap_state_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
-        raise PublishedFormatError(f"{path}: not a descriptor checkpoint (a {type(obj).__name__}, "
-                                   f"not a state dict)")
+        raise PublishedFormatError(
+            f"{path}: not a descriptor checkpoint (a {type(obj).__name__}, not a state dict)"
+        )
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
-        raise PublishedFormatError(f"{path}: unknown descriptor checkpoint layout: no tensors "
-                                   f"(keys: {_summary([str(k) for k in obj])})")
+        raise PublishedFormatError(
+            f"{path}: unknown descriptor checkpoint layout: no tensors "
+            f"(keys: {_summary([str(k) for k in obj])})"
+        )
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -236,15 +292,21 @@ def load_published(obj: Any, path: str | Path) -> PublishedNet:
     if layout is None:
         raise PublishedFormatError(
             f"{path}: unknown descriptor checkpoint layout (keys: {_summary(list(sd))}); known: "
-            f"this project's ('arch' + 'state_dict'), {', '.join(x.kind for x in LAYOUTS)}")
-    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()
-          if not k.startswith(layout.drop_prefixes)}
+            f"this project's ('arch' + 'state_dict'), {', '.join(x.kind for x in LAYOUTS)}"
+        )
+    sd = {
+        k: (v.float() if v.is_floating_point() else v)
+        for k, v in sd.items()
+        if not k.startswith(layout.drop_prefixes)
+    }
     try:
         net = layout.build(sd)
         net.load_state_dict(_fill_bn_counters(net, sd), strict=True)
     except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: looks like a {layout.kind} checkpoint but its weights do "
-                              f"not fit: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path}: looks like a {layout.kind} checkpoint but its weights do "
+            f"not fit: {str(e).splitlines()[0]}"
+        ) from None
     model = PublishedNet(net, layout.kind, layout.dim(sd), layout.input_scale).eval()
     logger.info("%s: published %s descriptor, dim %d", path, layout.kind, model.dim)
     return model

@@ -19,6 +19,7 @@ FRN needs no batch statistics, so every hidden layer behaves the same in train a
 only the final BatchNorm keeps running statistics (as in the reference). Convolutions 1-6 have
 biases (the reference's ``is_bias=True``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,7 @@ class FRN(nn.Module):
         self.register_buffer("eps", torch.tensor([eps]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nu2 = x.square().mean(dim=(2, 3), keepdim=True)                       # (B, C, 1, 1)
+        nu2 = x.square().mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
         return torch.addcmul(self.bias, x, torch.rsqrt(nu2 + self.eps.abs()) * self.weight)
 
 
@@ -54,8 +55,9 @@ class TLU(nn.Module):
 
 
 def _layer(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=True),
-                         FRN(cout), TLU(cout))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=True), FRN(cout), TLU(cout)
+    )
 
 
 class SDGMNet128(nn.Module):
@@ -67,11 +69,18 @@ class SDGMNet128(nn.Module):
         super().__init__()
         self.dim = dim
         self.features = nn.Sequential(
-            FRN(1), TLU(1),
-            _layer(1, 32), _layer(32, 32), _layer(32, 64, 2), _layer(64, 64),
-            _layer(64, 128, 2), _layer(128, 128),
-            nn.Dropout(dropout), nn.Conv2d(128, dim, 8, bias=False),
-            nn.BatchNorm2d(dim, affine=False))
+            FRN(1),
+            TLU(1),
+            _layer(1, 32),
+            _layer(32, 32),
+            _layer(32, 64, 2),
+            _layer(64, 64),
+            _layer(64, 128, 2),
+            _layer(128, 128),
+            nn.Dropout(dropout),
+            nn.Conv2d(128, dim, 8, bias=False),
+            nn.BatchNorm2d(dim, affine=False),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_patches(x, self.patch_size)

@@ -18,6 +18,7 @@ pixels; this toolkit's convention is that every model normalises its own input, 
 standardised inside (zero mean, unit std per patch), which makes the descriptor invariant to affine
 intensity changes. Output: (B, 64) float32, unit L2 norm.
 """
+
 from __future__ import annotations
 
 import torch
@@ -57,20 +58,21 @@ class WLRN(nn.Module):
         super().__init__()
         self.dim = int(dim)
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3),                 # 32 -> 30
+            nn.Conv2d(1, 32, 3),  # 32 -> 30
             nn.ReLU(inplace=True),
-            nn.Conv2d(32, 64, 4, stride=2),      # 30 -> 14
+            nn.Conv2d(32, 64, 4, stride=2),  # 30 -> 14
             nn.ReLU(inplace=True),
-            nn.Conv2d(64, 128, 3),               # 14 -> 12
-            nn.MaxPool2d(2, 2),                  # 12 -> 6
-            nn.Conv2d(128, 32, 1),               # 32 x 6 x 6
+            nn.Conv2d(64, 128, 3),  # 14 -> 12
+            nn.MaxPool2d(2, 2),  # 12 -> 6
+            nn.Conv2d(128, 32, 1),  # 32 x 6 x 6
         )
         self.fc = nn.Linear(32 * 6 * 6, self.dim)  # 1152 -> dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != PATCH_SIZE or x.shape[3] != PATCH_SIZE:
-            raise ValueError(f"WLRN expects (B, 1, {PATCH_SIZE}, {PATCH_SIZE}) patches, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"WLRN expects (B, 1, {PATCH_SIZE}, {PATCH_SIZE}) patches, got {tuple(x.shape)}"
+            )
         x = normalize_patches(x.float())
         f = self.features(x)
         return F.normalize(self.fc(f.flatten(1)), p=2, dim=1)

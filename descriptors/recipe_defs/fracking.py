@@ -39,6 +39,7 @@ Options: ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (r
 checkpoint): ``normalize``, ``lp_weights`` (``recipe(quick, normalize=False)`` or
 ``python -m pipelines.train --recipe fracking --arch_option normalize=false``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,11 +65,15 @@ def _load(data_dir: Path, recipe: Recipe) -> Any:
     once per process; the synthetic default is written if missing."""
     from descriptors.data.phototour import read_phototour_scenes
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
+
     data_dir = Path(data_dir)
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
-    infos = [data_dir / "info.txt"] if (data_dir / "info.txt").is_file() else \
-        sorted(data_dir.glob("*/info.txt"))
+    infos = (
+        [data_dir / "info.txt"]
+        if (data_dir / "info.txt").is_file()
+        else sorted(data_dir.glob("*/info.txt"))
+    )
     key = (str(data_dir.resolve()), tuple(f.stat().st_mtime for f in infos))
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
@@ -85,11 +90,18 @@ class FrackingSampler:
     the Brown patches unchanged (the paper), 32 the toolkit's 64 -> 32 resized ones.
     """
 
-    def __init__(self, data: Any, n_pos: int, n_neg: int,
-                 rng: np.random.Generator | int | None = None, patch_size: int = 64) -> None:
+    def __init__(
+        self,
+        data: Any,
+        n_pos: int,
+        n_neg: int,
+        rng: np.random.Generator | int | None = None,
+        patch_size: int = 64,
+    ) -> None:
         from descriptors.data.phototour import PatchPairSampler
+
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        self._pairs = PatchPairSampler(data, n_pos, self.rng)     # positives (distinct points)
+        self._pairs = PatchPairSampler(data, n_pos, self.rng)  # positives (distinct points)
         if patch_size == 64:
             p = np.asarray(data.patches)
             if p.ndim != 3 or p.shape[1:] != (64, 64):
@@ -123,9 +135,10 @@ class FrackingSampler:
     def __next__(self) -> tuple[torch.Tensor, ...]:
         pa, pb = self._pairs.sample_indices()
         na, nb = self.negative_indices()
-        if self._u8 is not None:          # 64 x 64 uint8 -> float [0, 1] per pool (small memory)
-            return tuple(self._u8[torch.from_numpy(i)].float().div_(255.0)
-                         for i in (pa, pb, na, nb))
+        if self._u8 is not None:  # 64 x 64 uint8 -> float [0, 1] per pool (small memory)
+            return tuple(
+                self._u8[torch.from_numpy(i)].float().div_(255.0) for i in (pa, pb, na, nb)
+            )
         t = self.patches32
         return tuple(t[torch.from_numpy(i)] for i in (pa, pb, na, nb))
 
@@ -133,15 +146,21 @@ class FrackingSampler:
 def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     opts = recipe.options
     data = _load(data_dir, recipe)
-    return iter(FrackingSampler(data, int(opts["r_p"]) * recipe.batch_size,
-                                int(opts["r_n"]) * recipe.batch_size,
-                                np.random.default_rng(seed),
-                                patch_size=int(recipe.arch_kwargs.get("input_size", 64))))
+    return iter(
+        FrackingSampler(
+            data,
+            int(opts["r_p"]) * recipe.batch_size,
+            int(opts["r_n"]) * recipe.batch_size,
+            np.random.default_rng(seed),
+            patch_size=int(recipe.arch_kwargs.get("input_size", 64)),
+        )
+    )
 
 
 def input_stats(data: Any, size: int = 64) -> tuple[float, float]:
     """Mean and std of the training patches as the model sees them (size x size, [0, 1])."""
     from descriptors.patches import resize_patches
+
     p = np.asarray(data.patches) if size == 64 else resize_patches(data.patches, size)
     x = p.astype(np.float64) / 255.0
     return float(x.mean()), float(x.std())
@@ -159,8 +178,9 @@ def _base(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def fracking_step(model: nn.Module, batch: Any, step: int, state: dict
-                  ) -> tuple[torch.Tensor, dict]:
+def fracking_step(
+    model: nn.Module, batch: Any, step: int, state: dict
+) -> tuple[torch.Tensor, dict]:
     """Forward the whole pool without gradients, keep the hardest B/R, back-propagate those."""
     pa, pb, na, nb = batch
     opts = state.get("options", {})
@@ -182,25 +202,46 @@ def fracking_step(model: nn.Module, batch: Any, step: int, state: dict
     k = len(xa)
     dk = (e[:k] - e[k:]).norm(dim=1)
     lab = torch.zeros(k, dtype=torch.bool, device=dk.device)
-    lab[:len(ip)] = True
+    lab[: len(ip)] = True
     loss = hinge_embedding(dk, lab, margin, reduction="mean")
-    logs = {"pool_loss": float(losses.mean()), "pos_dist": float(dist[:n_p].mean()),
-            "neg_dist": float(dist[n_p:].mean())}
+    logs = {
+        "pool_loss": float(losses.mean()),
+        "pos_dist": float(dist[:n_p].mean()),
+        "neg_dist": float(dist[n_p:].mean()),
+    }
     return loss, logs
 
 
 def recipe(quick: bool = False, normalize: bool = True, lp_weights: str = "fixed") -> Recipe:
     """The fracking recipe; ``normalize`` / ``lp_weights`` pick the CNN3 output and L2-pooling
     weights (architecture arguments, recorded in the checkpoint)."""
-    r = Recipe(name="fracking", make_data=make_data, step_loss=fracking_step, setup=setup,
-               arch="cnn3", arch_kwargs={"input_size": 64, "dim": 128, "fan_in": 8,
-                                         "lp_weights": lp_weights, "normalize": bool(normalize)},
-               steps=30_000, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9,
-               dampening=None, weight_decay=0.0, lr_schedule="step", lr_step=10_000,
-               lr_gamma=0.1,
-               default_data="datasets/phototour-synth",
-               options=dict(PUBLISHED_OPTIONS),
-               description="CNN3 + hinge embedding + fracking (hard pos/neg mining)")
+    r = Recipe(
+        name="fracking",
+        make_data=make_data,
+        step_loss=fracking_step,
+        setup=setup,
+        arch="cnn3",
+        arch_kwargs={
+            "input_size": 64,
+            "dim": 128,
+            "fan_in": 8,
+            "lp_weights": lp_weights,
+            "normalize": bool(normalize),
+        },
+        steps=30_000,
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        dampening=None,
+        weight_decay=0.0,
+        lr_schedule="step",
+        lr_step=10_000,
+        lr_gamma=0.1,
+        default_data="datasets/phototour-synth",
+        options=dict(PUBLISHED_OPTIONS),
+        description="CNN3 + hinge embedding + fracking (hard pos/neg mining)",
+    )
     if quick:
         r = r.with_options(steps=400, batch_size=16, r_p=1, r_n=2)
     return r

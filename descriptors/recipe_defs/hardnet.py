@@ -22,6 +22,7 @@ Options: ``negatives='hardest'|'random'`` (the random-negative control), ``margi
 ``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to both patches of a
 pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,12 +40,19 @@ def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     """Infinite iterator of (anchor, positive) (B,1,32,32) float32 batches from a PhotoTour folder."""
     from descriptors.data.phototour import PatchPairSampler, read_phototour_scenes
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
+
     data_dir = Path(data_dir)
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
     data = read_phototour_scenes(data_dir)
-    return iter(PatchPairSampler(data, recipe.batch_size, np.random.default_rng(seed),
-                                 augment=bool(recipe.options.get("fliprot", False))))
+    return iter(
+        PatchPairSampler(
+            data,
+            recipe.batch_size,
+            np.random.default_rng(seed),
+            augment=bool(recipe.options.get("fliprot", False)),
+        )
+    )
 
 
 def triplet_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
@@ -54,21 +62,36 @@ def triplet_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[
         da, dp = model(a), model(p)
     else:
         d = model(torch.cat([a, p], 0))
-        da, dp = d[: len(a)], d[len(a):]
-    loss = hardest_triplet_margin(da, dp, margin=opts.get("margin", 1.0),
-                                  anchor_swap=opts.get("anchor_swap", True),
-                                  negatives=opts.get("negatives", "hardest"))
+        da, dp = d[: len(a)], d[len(a) :]
+    loss = hardest_triplet_margin(
+        da,
+        dp,
+        margin=opts.get("margin", 1.0),
+        anchor_swap=opts.get("anchor_swap", True),
+        negatives=opts.get("negatives", "hardest"),
+    )
     with torch.no_grad():
         pos = (da - dp).norm(dim=1).mean().item()
     return loss, {"pos_dist": pos}
 
 
 def recipe(quick: bool = False) -> Recipe:
-    r = Recipe(name="hardnet", make_data=phototour_pairs, step_loss=triplet_step, arch="l2net",
-               arch_kwargs={"dim": 128}, steps=50_000, batch_size=1024, optimizer="sgd",
-               lr=10.0, momentum=0.9, weight_decay=1e-4, lr_schedule="linear",
-               options={"margin": 1.0, "anchor_swap": True, "negatives": "hardest"},
-               description="L2-Net + hardest-in-batch triplet margin (HardNet)")
+    r = Recipe(
+        name="hardnet",
+        make_data=phototour_pairs,
+        step_loss=triplet_step,
+        arch="l2net",
+        arch_kwargs={"dim": 128},
+        steps=50_000,
+        batch_size=1024,
+        optimizer="sgd",
+        lr=10.0,
+        momentum=0.9,
+        weight_decay=1e-4,
+        lr_schedule="linear",
+        options={"margin": 1.0, "anchor_swap": True, "negatives": "hardest"},
+        description="L2-Net + hardest-in-batch triplet margin (HardNet)",
+    )
     if quick:
         r = r.with_options(steps=1500, batch_size=256, lr=10.0)
     return r

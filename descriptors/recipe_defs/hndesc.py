@@ -63,6 +63,7 @@ triplet only), photos (a photo folder), pool_size, initial_pairs, new_per_batch,
 refresh_per_batch, pairs_per_batch, max_per_pair, weighting ('uniform'|'response'), swap_prob,
 ``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,13 +77,26 @@ from descriptors.losses import hndesc_ap_loss
 from descriptors.recipes import Recipe
 
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "loss": "ap", "ap_k": 20, "ap_nq": 20, "photos": None,
-    "margin": 1.0, "anchor_swap": True, "negatives": "hardest",
-    "pool_size": 400, "initial_pairs": 16, "new_per_batch": 2, "refresh_per_batch": 0.5,
-    "pairs_per_batch": 16, "max_per_pair": 200, "weighting": "uniform", "swap_prob": 0.5,
+    "loss": "ap",
+    "ap_k": 20,
+    "ap_nq": 20,
+    "photos": None,
+    "margin": 1.0,
+    "anchor_swap": True,
+    "negatives": "hardest",
+    "pool_size": 400,
+    "initial_pairs": 16,
+    "new_per_batch": 2,
+    "refresh_per_batch": 0.5,
+    "pairs_per_batch": 16,
+    "max_per_pair": 200,
+    "weighting": "uniform",
+    "swap_prob": 0.5,
     # HNDesc's milder geometry (crop zoom 0.8-1, rotation +-15 deg) and a night rendering of
     # view B (synth.day_to_night) with probability 0.3
-    "pair_homography_scale": (0.8, 1.0), "pair_max_rotation_deg": 15.0, "pair_p_night": 0.3,
+    "pair_homography_scale": (0.8, 1.0),
+    "pair_max_rotation_deg": 15.0,
+    "pair_p_night": 0.3,
 }
 
 
@@ -96,23 +110,31 @@ def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     """Infinite ``(a, p, pair_ids)`` batches of self-supervised pair patches (``data_dir`` is
     unused: the pairs are rendered on the fly from the bundled TRAIN photos or ``photos``)."""
     from descriptors.data.pairs import PairPatchSampler, conf_from_options
+
     o = _opts(recipe.options)
-    return PairPatchSampler(recipe.batch_size, np.random.default_rng(seed), conf_from_options(o),
-                            pool_size=int(o["pool_size"]), initial_pairs=int(o["initial_pairs"]),
-                            new_per_batch=int(o["new_per_batch"]),
-                            refresh_per_batch=float(o["refresh_per_batch"]),
-                            max_per_pair=int(o["max_per_pair"]), weighting=o["weighting"],
-                            swap_prob=float(o["swap_prob"]), return_pair_ids=True,
-                            pairs_per_batch=int(o["pairs_per_batch"]))
+    return PairPatchSampler(
+        recipe.batch_size,
+        np.random.default_rng(seed),
+        conf_from_options(o),
+        pool_size=int(o["pool_size"]),
+        initial_pairs=int(o["initial_pairs"]),
+        new_per_batch=int(o["new_per_batch"]),
+        refresh_per_batch=float(o["refresh_per_batch"]),
+        max_per_pair=int(o["max_per_pair"]),
+        weighting=o["weighting"],
+        swap_prob=float(o["swap_prob"]),
+        return_pair_ids=True,
+        pairs_per_batch=int(o["pairs_per_batch"]),
+    )
 
 
-def hndesc_step(model: nn.Module, batch: Any, step: int, state: dict
-                ) -> tuple[torch.Tensor, dict]:
+def hndesc_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
     """One step on an ``(a, p, pair_ids)`` batch: the AP loss (``loss='ap'``) or the
     hardest-in-batch triplet margin loss (``loss='triplet'``, HardNet's step)."""
     o = _opts(state.get("options"))
     if o["loss"] == "triplet":
         from descriptors.recipe_defs.hardnet import triplet_step
+
         return triplet_step(model, (batch[0], batch[1]), step, {**state, "options": o})
     if o["loss"] != "ap":
         raise ValueError(f"recipe hndesc: loss must be 'ap' or 'triplet', got '{o['loss']}'")
@@ -126,14 +148,36 @@ def hndesc_step(model: nn.Module, batch: Any, step: int, state: dict
 
 
 def recipe(quick: bool = False) -> Recipe:
-    r = Recipe(name="hndesc", make_data=pair_data, step_loss=hndesc_step, arch="l2net",
-               arch_kwargs={"dim": 128}, steps=220_000, batch_size=3200, optimizer="adam",
-               lr=1e-4, weight_decay=0.0, lr_schedule="step", lr_step=50_000, lr_gamma=0.5,
-               default_data="datasets/phototour-synth", options=dict(DEFAULT_OPTIONS),
-               description="L2-Net + AP loss (in-batch hard negatives) on self-supervised "
-                           "two-homography / stylised pairs (HNDesc)")
+    r = Recipe(
+        name="hndesc",
+        make_data=pair_data,
+        step_loss=hndesc_step,
+        arch="l2net",
+        arch_kwargs={"dim": 128},
+        steps=220_000,
+        batch_size=3200,
+        optimizer="adam",
+        lr=1e-4,
+        weight_decay=0.0,
+        lr_schedule="step",
+        lr_step=50_000,
+        lr_gamma=0.5,
+        default_data="datasets/phototour-synth",
+        options=dict(DEFAULT_OPTIONS),
+        description="L2-Net + AP loss (in-batch hard negatives) on self-supervised "
+        "two-homography / stylised pairs (HNDesc)",
+    )
     if quick:
-        r = r.with_options(steps=1000, batch_size=512, lr=1e-3, lr_step=334, pool_size=96,
-                           initial_pairs=8, new_per_batch=1, refresh_per_batch=0.1,
-                           pairs_per_batch=8, max_per_pair=64)
+        r = r.with_options(
+            steps=1000,
+            batch_size=512,
+            lr=1e-3,
+            lr_step=334,
+            pool_size=96,
+            initial_pairs=8,
+            new_per_batch=1,
+            refresh_per_batch=0.1,
+            pairs_per_batch=8,
+            max_per_pair=64,
+        )
     return r

@@ -82,6 +82,7 @@ stage2_batch_end, stage2_reset_opt, stage2_pct_flat, stage2_margin, one_cycle_di
 pool_size (pairs data), photos (a photo folder for data='pairs') and ``pair_*`` (``PairConf``
 fields).
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,27 +99,50 @@ from descriptors.recipes import Recipe
 
 logger = logging.getLogger(__name__)
 
-PAPER_STAGE1_STEPS = 39_551       # 25 epochs x 4,050,000 tuples / 2560
-PAPER_STAGE2_STEPS = 21_000       # 15 cycles x 1400 batches
+PAPER_STAGE1_STEPS = 39_551  # 25 epochs x 4,050,000 tuples / 2560
+PAPER_STAGE2_STEPS = 21_000  # 15 cycles x 1400 batches
 PAPER_BATCH, PAPER_STAGE2_BATCH, PAPER_STAGE2_BATCH_END = 2560, 2944, 1024
 
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "data": "phototour", "npos": 3, "fliprot": True, "stage2_npos": 2,
+    "data": "phototour",
+    "npos": 3,
+    "fliprot": True,
+    "stage2_npos": 2,
     # per-patch affine jitter (reference: rotation +-5 deg, zoom 1-1.14, shear); 0 / (1, 1) = off
-    "jitter": True, "jitter_rot_deg": 5.0, "jitter_scale": (1.0, 1.14), "jitter_shear": 0.1,
+    "jitter": True,
+    "jitter_rot_deg": 5.0,
+    "jitter_scale": (1.0, 1.14),
+    "jitter_shear": 0.1,
     # stage 1: ExpTeacher
-    "teacher": "self", "ema_decay": 0.99, "weight_fn": "quadratic",
-    "threshold": -0.55, "upper": 0.10, "easy_width": 0.5,
-    "R": 1.0, "A": 1.05, "B": None,          # B None = --use_stB (dynamic); paper B=3.7 unused
-    "one_cycle_div": 25.0, "one_cycle_pct": 0.25,
+    "teacher": "self",
+    "ema_decay": 0.99,
+    "weight_fn": "quadratic",
+    "threshold": -0.55,
+    "upper": 0.10,
+    "easy_width": 0.5,
+    "R": 1.0,
+    "A": 1.05,
+    "B": None,  # B None = --use_stB (dynamic); paper B=3.7 unused
+    "one_cycle_div": 25.0,
+    "one_cycle_pct": 0.25,
     # stage 2: annealing
     "stage2_frac": PAPER_STAGE2_STEPS / (PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS),
-    "stage2_cycles": 15, "stage2_loss": "exp", "stage2_R": 1.0, "stage2_B": 4.25,
-    "stage2_margin": 1.0, "stage2_threshold": -0.10, "stage2_threshold_step": 0.05,
-    "stage2_lr": 1.5e-6, "stage2_lr_factor": 0.75, "stage2_batch": None,
-    "stage2_batch_end": None, "stage2_reset_opt": True, "stage2_pct_flat": 0.6,
+    "stage2_cycles": 15,
+    "stage2_loss": "exp",
+    "stage2_R": 1.0,
+    "stage2_B": 4.25,
+    "stage2_margin": 1.0,
+    "stage2_threshold": -0.10,
+    "stage2_threshold_step": 0.05,
+    "stage2_lr": 1.5e-6,
+    "stage2_lr_factor": 0.75,
+    "stage2_batch": None,
+    "stage2_batch_end": None,
+    "stage2_reset_opt": True,
+    "stage2_pct_flat": 0.6,
     # pair data (data='pairs')
-    "pool_size": 400, "photos": None,
+    "pool_size": 400,
+    "photos": None,
 }
 
 
@@ -187,8 +211,13 @@ def sdb_lr(recipe: Recipe, step: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------- data
-def affine_jitter(x: torch.Tensor, rng: np.random.Generator, rot_deg: float = 5.0,
-                  scale: tuple[float, float] = (1.0, 1.14), shear: float = 0.1) -> torch.Tensor:
+def affine_jitter(
+    x: torch.Tensor,
+    rng: np.random.Generator,
+    rot_deg: float = 5.0,
+    scale: tuple[float, float] = (1.0, 1.14),
+    shear: float = 0.1,
+) -> torch.Tensor:
     """Independent random affine warp of every patch about its centre (bilinear, reflected
     border): rotation U(-rot_deg, rot_deg) degrees, zoom-in U(scale) (1.14 = the patch content
     appears 14 % larger), horizontal shear U(-shear, shear) (x' = x + shear * y).
@@ -203,12 +232,18 @@ def affine_jitter(x: torch.Tensor, rng: np.random.Generator, rot_deg: float = 5.
     sh = rng.uniform(-shear, shear, n)
     c, s = np.cos(t), np.sin(t)
     # output -> input sampling map in normalised coordinates: R(t) @ Shear(sh) / z
-    a = np.stack([np.stack([c, c * sh - s, np.zeros(n)], 1),
-                  np.stack([s, s * sh + c, np.zeros(n)], 1)], 1) / z[:, None, None]
+    a = (
+        np.stack(
+            [np.stack([c, c * sh - s, np.zeros(n)], 1), np.stack([s, s * sh + c, np.zeros(n)], 1)],
+            1,
+        )
+        / z[:, None, None]
+    )
     theta = torch.from_numpy(a.astype(np.float32))
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
-                                           align_corners=False)
+    return torch.nn.functional.grid_sample(
+        x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 class PointTupleSampler:
@@ -222,9 +257,17 @@ class PointTupleSampler:
     (the reference's per-patch rotation / resized-crop augmentation).
     """
 
-    def __init__(self, data: Any, batch_size: int, rng: np.random.Generator, npos: int = 3,
-                 fliprot: bool = True, jitter: dict | None = None):
+    def __init__(
+        self,
+        data: Any,
+        batch_size: int,
+        rng: np.random.Generator,
+        npos: int = 3,
+        fliprot: bool = True,
+        jitter: dict | None = None,
+    ):
         from descriptors.data.phototour import to_32
+
         if npos < 2:
             raise ValueError(f"{data.root}: npos must be >= 2, got {npos}")
         self.rng = rng
@@ -241,8 +284,9 @@ class PointTupleSampler:
         self._order, self._start, self._counts = order, start[keep], counts[keep]
         self.batch_size = int(min(batch_size, keep.sum()))
         if self.batch_size < batch_size:
-            logger.warning("sdb: batch size %d capped at %d usable 3D points", batch_size,
-                           self.batch_size)
+            logger.warning(
+                "sdb: batch size %d capped at %d usable 3D points", batch_size, self.batch_size
+            )
 
     def __iter__(self) -> "PointTupleSampler":
         return self
@@ -253,9 +297,9 @@ class PointTupleSampler:
         # V distinct views per point: argsort of random keys restricted to the point's count
         keys = self.rng.random((B, int(self._counts[k].max())))
         keys[np.arange(keys.shape[1])[None, :] >= self._counts[k][:, None]] = np.inf
-        views = np.argsort(keys, 1)[:, :V]                                      # (B, V)
-        idx = self._order[self._start[k][:, None] + views]                      # (B, V)
-        x = self.patches32[torch.from_numpy(idx.T.reshape(-1))]                 # view-major
+        views = np.argsort(keys, 1)[:, :V]  # (B, V)
+        idx = self._order[self._start[k][:, None] + views]  # (B, V)
+        x = self.patches32[torch.from_numpy(idx.T.reshape(-1))]  # view-major
         if self.fliprot:
             rot = torch.from_numpy(np.tile(self.rng.random(B) < 0.5, V))
             flip = torch.from_numpy(np.tile(self.rng.random(B) < 0.5, V))
@@ -277,28 +321,38 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     n = max([int(recipe.batch_size)] + stage2_batches(recipe.batch_size, o))
     if o["data"] == "pairs":
         from descriptors.data.pairs import PairPatchSampler, conf_from_options
+
         return PairPatchSampler(n, rng, conf_from_options(o), pool_size=int(o["pool_size"]))
     if o["data"] != "phototour":
         raise ValueError(f"recipe sdb: data must be 'phototour' or 'pairs', got '{o['data']}'")
     from descriptors.data.phototour import read_phototour_scenes
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
+
     data_dir = Path(data_dir)
     if not data_dir.exists() and data_dir.parent == Path(recipe.default_data):
         ensure_synthetic_phototour(data_dir.parent)
     data = read_phototour_scenes(data_dir, progress=False)
     jitter = None
     if o["jitter"]:
-        jitter = {"rot_deg": float(o["jitter_rot_deg"]), "shear": float(o["jitter_shear"]),
-                  "scale": tuple(float(v) for v in o["jitter_scale"])}
-    return PointTupleSampler(data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]),
-                             jitter=jitter)
+        jitter = {
+            "rot_deg": float(o["jitter_rot_deg"]),
+            "shear": float(o["jitter_shear"]),
+            "scale": tuple(float(v) for v in o["jitter_scale"]),
+        }
+    return PointTupleSampler(
+        data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]), jitter=jitter
+    )
 
 
 # ------------------------------------------------------------------------------ step function
 def _views(batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(patches (N,1,P,P), labels (N,), points B) from an (a, p[, ids]) or (x, labels) batch."""
-    if isinstance(batch, (list, tuple)) and len(batch) >= 2 and batch[1].ndim == 1 \
-            and not torch.is_floating_point(batch[1]):
+    if (
+        isinstance(batch, (list, tuple))
+        and len(batch) >= 2
+        and batch[1].ndim == 1
+        and not torch.is_floating_point(batch[1])
+    ):
         x, labels = batch[0], batch[1]
         return x, labels, int(labels.max().item()) + 1
     a, p = batch[0], batch[1]
@@ -307,14 +361,16 @@ def _views(batch: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
     return torch.cat([a, p], 0), labels, b
 
 
-def _subset_points(x: torch.Tensor, labels: torch.Tensor, keep_points: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _subset_points(
+    x: torch.Tensor, labels: torch.Tensor, keep_points: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     m = labels < keep_points
     return x[m], labels[m]
 
 
-def _first_views(x: torch.Tensor, labels: torch.Tensor, n_points: int, views: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _first_views(
+    x: torch.Tensor, labels: torch.Tensor, n_points: int, views: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``views`` views of every point of a view-major batch (rows v*B + i)."""
     n = min(int(views) * n_points, x.shape[0])
     return x[:n], labels[:n]
@@ -325,8 +381,9 @@ def _base(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def teacher_forward(model: nn.Module, x: torch.Tensor, state: dict, kind: str = "self",
-                    decay: float = 0.99) -> torch.Tensor:
+def teacher_forward(
+    model: nn.Module, x: torch.Tensor, state: dict, kind: str = "self", decay: float = 0.99
+) -> torch.Tensor:
     """Teacher descriptors of a batch, no gradient, network in eval mode (BN running stats, no
     dropout), as the authors' ``TeacherNet.forward`` with ``--teacher=self``.
 
@@ -335,6 +392,7 @@ def teacher_forward(model: nn.Module, x: torch.Tensor, state: dict, kind: str = 
     ema = decay * ema + (1 - decay) * params of the last optimizer step) and its BN statistics.
     """
     from torch.func import functional_call
+
     m = _base(model)
     was_training = m.training
     m.eval()
@@ -366,6 +424,7 @@ def install_cycle_reset(model: nn.Module, state: dict) -> None:
     Hooks of earlier runs in this process are removed first.
     """
     from torch.optim.optimizer import register_optimizer_step_pre_hook
+
     while _RESET_HOOKS:
         _RESET_HOOKS.pop().remove()
     mine = {id(p) for p in model.parameters()}
@@ -390,8 +449,7 @@ def sdb_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> 
         install_cycle_reset(model, state)
 
 
-def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
-             ) -> tuple[torch.Tensor, dict]:
+def sdb_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
     """One training step's loss: ExpTeacher (stage 1) or the annealing loss (stage 2)."""
     o = _opts(state.get("options"))
     total = int(state.get("total_steps", o.get("steps", 0)) or 0)
@@ -416,32 +474,64 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict
         elif teacher == "none":
             td, wfn = None, "none"
         else:
-            raise ValueError(f"recipe sdb: teacher must be 'self', 'ema', 'detached' or 'none', "
-                             f"got '{teacher}'")
-        loss, logs = sdb_exp_teacher_loss(dist, labels, td, R=float(o["R"]),
-                                          B=None if o["B"] is None else float(o["B"]),
-                                          A=float(o["A"]), threshold=float(o["threshold"]),
-                                          upper=float(o["upper"]), weight_fn=wfn,
-                                          easy_width=float(o["easy_width"]))
+            raise ValueError(
+                f"recipe sdb: teacher must be 'self', 'ema', 'detached' or 'none', got '{teacher}'"
+            )
+        loss, logs = sdb_exp_teacher_loss(
+            dist,
+            labels,
+            td,
+            R=float(o["R"]),
+            B=None if o["B"] is None else float(o["B"]),
+            A=float(o["A"]),
+            threshold=float(o["threshold"]),
+            upper=float(o["upper"]),
+            weight_fn=wfn,
+            easy_width=float(o["easy_width"]),
+        )
         logs["stage"] = 1.0
         return loss, logs
     thr = float(o["stage2_threshold"]) + float(o["stage2_threshold_step"]) * cycle
-    loss, logs = sdb_anneal_loss(dist, labels, threshold=thr, kind=o["stage2_loss"],
-                                 R=float(o["stage2_R"]), B=float(o["stage2_B"]),
-                                 margin=float(o["stage2_margin"]))
+    loss, logs = sdb_anneal_loss(
+        dist,
+        labels,
+        threshold=thr,
+        kind=o["stage2_loss"],
+        R=float(o["stage2_R"]),
+        B=float(o["stage2_B"]),
+        margin=float(o["stage2_margin"]),
+    )
     logs["stage"] = 2.0
     return loss, logs
 
 
 def recipe(quick: bool = False) -> Recipe:
-    r = Recipe(name="sdb", make_data=sdb_data, step_loss=sdb_step, arch="sdgmnet128",
-               arch_kwargs={"dim": 128}, steps=PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS,
-               batch_size=PAPER_BATCH, optimizer="adamw", lr=0.0033, weight_decay=0.1,
-               lr_fn=sdb_lr, setup=sdb_setup, default_data="datasets/phototour-synth",
-               options=dict(DEFAULT_OPTIONS),
-               description="SDGMNet128 + self-supervised difficulty balancing (ExpTeacher, "
-                           "then annealing)")
+    r = Recipe(
+        name="sdb",
+        make_data=sdb_data,
+        step_loss=sdb_step,
+        arch="sdgmnet128",
+        arch_kwargs={"dim": 128},
+        steps=PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS,
+        batch_size=PAPER_BATCH,
+        optimizer="adamw",
+        lr=0.0033,
+        weight_decay=0.1,
+        lr_fn=sdb_lr,
+        setup=sdb_setup,
+        default_data="datasets/phototour-synth",
+        options=dict(DEFAULT_OPTIONS),
+        description="SDGMNet128 + self-supervised difficulty balancing (ExpTeacher, "
+        "then annealing)",
+    )
     if quick:
-        r = r.with_options(steps=1000, batch_size=64, npos=2, stage2_frac=0.1,
-                           stage2_cycles=3, stage2_lr=3.3e-5, pool_size=96)
+        r = r.with_options(
+            steps=1000,
+            batch_size=64,
+            npos=2,
+            stage2_frac=0.1,
+            stage2_cycles=3,
+            stage2_lr=3.3e-5,
+            pool_size=96,
+        )
     return r

@@ -65,6 +65,7 @@ Options: ``variant`` ('code' | 'paper'), ``thr`` (code), ``tau``, ``beta``, ``ep
 generated when the bags file is missing; None = every window), ``bags_conf`` (generation
 overrides), ``photos`` (photo folder), ``scenes`` (real scenes root), ``real_bags_conf``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,29 +79,51 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from descriptors.losses import (bag_soft_correspondence_count, wlrn_bag_loss,
-                                wlrn_bag_loss_batch, wlrn_code_loss, wlrn_code_score)
+from descriptors.losses import (
+    bag_soft_correspondence_count,
+    wlrn_bag_loss,
+    wlrn_bag_loss_batch,
+    wlrn_code_loss,
+    wlrn_code_score,
+)
 from descriptors.recipes import Recipe
 
 logger = logging.getLogger(__name__)
 
-PUBLISHED_OPTIONS: dict = {"variant": "code", "thr": 0.8,
-                           "tau": 0.8, "beta": 20.0, "eps": 1e-6, "mode": "ratio",
-                           "margin": 0.2, "bag_size": 75, "sampling": "triplets",
-                           "schedule": "grow", "round_steps": 512, "batch_start": 16,
-                           "batch_max": 64, "val_triplets": 256,
-                           "objects_per_photo": 2, "same_photo_neg": 0.5, "n_objects": None,
-                           "bags_conf": {"bag_size": 75}, "photos": None, "scenes": None,
-                           "real_bags_conf": None}
+PUBLISHED_OPTIONS: dict = {
+    "variant": "code",
+    "thr": 0.8,
+    "tau": 0.8,
+    "beta": 20.0,
+    "eps": 1e-6,
+    "mode": "ratio",
+    "margin": 0.2,
+    "bag_size": 75,
+    "sampling": "triplets",
+    "schedule": "grow",
+    "round_steps": 512,
+    "batch_start": 16,
+    "batch_max": 64,
+    "val_triplets": 256,
+    "objects_per_photo": 2,
+    "same_photo_neg": 0.5,
+    "n_objects": None,
+    "bags_conf": {"bag_size": 75},
+    "photos": None,
+    "scenes": None,
+    "real_bags_conf": None,
+}
 _BAGS_CACHE: dict[tuple[str, float], Any] = {}
-_LIVE: dict[int, dict] = {}          # id(recipe) -> the trainer's state (for ``wlrn_lr``)
-_VAL: dict[int, Any] = {}            # id(state) -> validation triplets (not checkpointed)
+_LIVE: dict[int, dict] = {}  # id(recipe) -> the trainer's state (for ``wlrn_lr``)
+_VAL: dict[int, Any] = {}  # id(state) -> validation triplets (not checkpointed)
 
 
 def _bags_file(data_dir: Path, opts: dict) -> Path:
     from descriptors.data.bags import BAGS_FILE
+
     if opts.get("scenes"):
         from descriptors.data.real_bags import scenes_from_root
+
         sc = scenes_from_root(opts["scenes"])
         key = json.dumps([sc, opts.get("real_bags_conf") or {}], sort_keys=True)
         return Path(data_dir) / f"real-bags-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
@@ -108,6 +131,7 @@ def _bags_file(data_dir: Path, opts: dict) -> Path:
     if not photos:
         return Path(data_dir) / BAGS_FILE
     from descriptors.data.pairs import find_photos
+
     files = find_photos(photos)
     h = hashlib.sha1("\n".join(files).encode()).hexdigest()[:10]
     return Path(data_dir) / f"bags-{h}.npz"
@@ -116,14 +140,17 @@ def _bags_file(data_dir: Path, opts: dict) -> Path:
 def load_bags(data_dir: Path, recipe: Recipe) -> Any:
     """The recipe's bag set (read once per process; generated and written if missing)."""
     from descriptors.data.bags import make_bags, read_bags, write_bags
+
     data_dir = Path(data_dir)
     opts = recipe.options
     f = _bags_file(data_dir, opts)
     if not f.is_file() and opts.get("scenes"):
         from descriptors.data.real_bags import make_real_bags, scenes_from_root
+
         logger.info("generating real bags (scenes of %s) in %s", opts["scenes"], f)
-        write_bags(make_real_bags(scenes_from_root(opts["scenes"]),
-                                  conf=opts.get("real_bags_conf")), f)
+        write_bags(
+            make_real_bags(scenes_from_root(opts["scenes"]), conf=opts.get("real_bags_conf")), f
+        )
     elif not f.is_file():
         split = data_dir.name if data_dir.name in ("train", "test") else "train"
         conf = dict(opts.get("bags_conf") or {})
@@ -150,19 +177,25 @@ def split_objects(bags: Any, every: int = 10) -> tuple[Any, Any]:
         return bags, bags
 
     def sub(m: np.ndarray) -> Any:
-        return replace(bags, patches=bags.patches[m], object_ids=bags.object_ids[m],
-                       view_ids=bags.view_ids[m], photo=bags.photo[m],
-                       keypoints=bags.keypoints[m])
+        return replace(
+            bags,
+            patches=bags.patches[m],
+            object_ids=bags.object_ids[m],
+            view_ids=bags.view_ids[m],
+            photo=bags.photo[m],
+            keypoints=bags.keypoints[m],
+        )
+
     return sub(~val), sub(val)
 
 
 def _grow(opts: dict) -> bool:
-    return opts.get("schedule", "grow") == "grow" and opts.get("sampling", "triplets") == \
-        "triplets"
+    return opts.get("schedule", "grow") == "grow" and opts.get("sampling", "triplets") == "triplets"
 
 
 def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     from descriptors.data.bags import BagBatchSampler, BagTripletSampler
+
     opts = recipe.options
     bags = load_bags(data_dir, recipe)
     if _grow(opts):
@@ -170,16 +203,25 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     rng = np.random.default_rng(seed)
     if opts.get("sampling", "triplets") == "triplets":
         n = int(opts.get("batch_max", recipe.batch_size)) if _grow(opts) else recipe.batch_size
-        return iter(BagTripletSampler(bags, n, rng,
-                                      same_photo_neg=float(opts.get("same_photo_neg", 0.5))))
-    return iter(BagBatchSampler(bags, recipe.batch_size, rng, views=2,
-                                objects_per_photo=int(opts.get("objects_per_photo", 2))))
+        return iter(
+            BagTripletSampler(bags, n, rng, same_photo_neg=float(opts.get("same_photo_neg", 0.5)))
+        )
+    return iter(
+        BagBatchSampler(
+            bags,
+            recipe.batch_size,
+            rng,
+            views=2,
+            objects_per_photo=int(opts.get("objects_per_photo", 2)),
+        )
+    )
 
 
 def wlrn_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
     """Growing-batch schedule: initial batch / lr scale in ``state``, validation triplets of
     held-out objects, and the link ``wlrn_lr`` uses to read the live schedule."""
     from descriptors.data.bags import BagTripletSampler
+
     opts = recipe.options
     state.setdefault("wlrn_bsize", int(opts.get("batch_start", 16)))
     state.setdefault("wlrn_lr_scale", 1.0)
@@ -190,10 +232,13 @@ def wlrn_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) ->
     _VAL.clear()
     if _grow(opts):
         val = split_objects(load_bags(data_dir, recipe))[1]
-        smp = BagTripletSampler(val, int(opts.get("val_triplets", 256)),
-                                np.random.default_rng(12345),
-                                same_photo_neg=float(opts.get("same_photo_neg", 0.5)))
-        _VAL[id(state)] = val.patches[smp.sample_indices()]          # (T, 3, n, P, P) uint8
+        smp = BagTripletSampler(
+            val,
+            int(opts.get("val_triplets", 256)),
+            np.random.default_rng(12345),
+            same_photo_neg=float(opts.get("same_photo_neg", 0.5)),
+        )
+        _VAL[id(state)] = val.patches[smp.sample_indices()]  # (T, 3, n, P, P) uint8
 
 
 def wlrn_lr(recipe: Recipe, step: int) -> float:
@@ -207,20 +252,24 @@ def _loss(d: torch.Tensor, opts: dict) -> torch.Tensor:
     if opts.get("variant", "code") == "code":
         return wlrn_code_loss(d[0], d[1], d[2], thr=float(opts.get("thr", 0.8)))
     if opts.get("variant") != "paper":
-        raise ValueError(f"recipe wlrn: variant must be 'code' or 'paper', got "
-                         f"'{opts.get('variant')}'")
+        raise ValueError(
+            f"recipe wlrn: variant must be 'code' or 'paper', got '{opts.get('variant')}'"
+        )
     return wlrn_bag_loss(d[0], d[1], d[2], **_paper_kw(opts))
 
 
 def _paper_kw(opts: dict) -> dict:
-    return {"tau": float(opts.get("tau", 0.8)), "beta": float(opts.get("beta", 20.0)),
-            "eps": float(opts.get("eps", 1e-6)), "mode": str(opts.get("mode", "ratio")),
-            "margin": float(opts.get("margin", 0.2))}
+    return {
+        "tau": float(opts.get("tau", 0.8)),
+        "beta": float(opts.get("beta", 20.0)),
+        "eps": float(opts.get("eps", 1e-6)),
+        "mode": str(opts.get("mode", "ratio")),
+        "margin": float(opts.get("margin", 0.2)),
+    }
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, triplets: np.ndarray, opts: dict, chunk: int = 16
-                    ) -> float:
+def validation_loss(model: nn.Module, triplets: np.ndarray, opts: dict, chunk: int = 16) -> float:
     """Mean loss over fixed (T, 3, n, P, P) uint8 triplets, model in eval mode."""
     m = model.module if hasattr(model, "module") else model
     was = m.training
@@ -229,7 +278,7 @@ def validation_loss(model: nn.Module, triplets: np.ndarray, opts: dict, chunk: i
     tot, n = 0.0, 0
     try:
         for i in range(0, len(triplets), chunk):
-            x = torch.from_numpy(triplets[i:i + chunk]).to(dev).float().div_(255.0)
+            x = torch.from_numpy(triplets[i : i + chunk]).to(dev).float().div_(255.0)
             t, _, k = x.shape[:3]
             d = m(x.flatten(0, 2)[:, None]).reshape(t, 3, k, -1).transpose(0, 1)
             tot += float(_loss(d, opts)) * t
@@ -282,9 +331,14 @@ def wlrn_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[tor
             vl = validation_loss(model, _VAL[id(state)], opts)
             schedule_round(state, vl, opts)
             state["wlrn_round_at"] = step
-            logger.info("wlrn round %d: val loss %.4f, batch %d, lr x%.3g", step // rs, vl,
-                        state["wlrn_bsize"], state["wlrn_lr_scale"])
-    a, p, n = batch                                     # each (T, n, 1, P, P)
+            logger.info(
+                "wlrn round %d: val loss %.4f, batch %d, lr x%.3g",
+                step // rs,
+                vl,
+                state["wlrn_bsize"],
+                state["wlrn_lr_scale"],
+            )
+    a, p, n = batch  # each (T, n, 1, P, P)
     if _grow(opts):
         bs = int(state.get("wlrn_bsize", len(a)))
         a, p, n = a[:bs], p[:bs], n[:bs]
@@ -299,26 +353,53 @@ def wlrn_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[tor
     return loss, logs
 
 
-def heldout_bag_auc(weights: str | Path, root: str | Path = "datasets/bags-synth",
-                    split: str = "test") -> dict:
+def heldout_bag_auc(
+    weights: str | Path, root: str | Path = "datasets/bags-synth", split: str = "test"
+) -> dict:
     """Bag-pair ROC-AUC ("same object?") of a checkpoint on held-out bags of TEST photos
     (``<root>/<split>/bags.npz``, generated if missing): best AUC over tau and its tau."""
     from descriptors.data.bags import bag_pair_auc, ensure_bags
     from descriptors.models import load_checkpoint
+
     model, _ = load_checkpoint(weights)
     bags = ensure_bags(Path(root) / split)
     r = bag_pair_auc(model, bags)
-    return {"bag_auc": r["auc"], "bag_tau": r["tau"], "n_pos": r["n_pos"], "n_neg": r["n_neg"],
-            "bags": str(Path(root) / split)}
+    return {
+        "bag_auc": r["auc"],
+        "bag_tau": r["tau"],
+        "n_pos": r["n_pos"],
+        "n_neg": r["n_neg"],
+        "bags": str(Path(root) / split),
+    }
 
 
 def recipe(quick: bool = False) -> Recipe:
-    r = Recipe(name="wlrn", make_data=make_data, step_loss=wlrn_step, setup=wlrn_setup,
-               arch="wlrn", arch_kwargs={"dim": 64}, steps=128 * 512, batch_size=64,
-               optimizer="rmsprop", lr=1e-4, momentum=0.0, weight_decay=0.0, lr_fn=wlrn_lr,
-               default_data="datasets/bags-synth", options=dict(PUBLISHED_OPTIONS),
-               description="WLRN 32x32->64 net from weakly-labelled keypoint bags")
+    r = Recipe(
+        name="wlrn",
+        make_data=make_data,
+        step_loss=wlrn_step,
+        setup=wlrn_setup,
+        arch="wlrn",
+        arch_kwargs={"dim": 64},
+        steps=128 * 512,
+        batch_size=64,
+        optimizer="rmsprop",
+        lr=1e-4,
+        momentum=0.0,
+        weight_decay=0.0,
+        lr_fn=wlrn_lr,
+        default_data="datasets/bags-synth",
+        options=dict(PUBLISHED_OPTIONS),
+        description="WLRN 32x32->64 net from weakly-labelled keypoint bags",
+    )
     if quick:
-        r = r.with_options(steps=300, batch_size=16, bag_size=24, round_steps=50,
-                           batch_start=4, batch_max=16, val_triplets=32)
+        r = r.with_options(
+            steps=300,
+            batch_size=16,
+            bag_size=24,
+            round_steps=50,
+            batch_start=4,
+            batch_max=16,
+            val_triplets=32,
+        )
     return r

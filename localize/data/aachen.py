@@ -13,6 +13,7 @@ Image names are POSIX paths relative to the image root, used unchanged everywher
 The synthetic writer renders ``localize.data.scene`` (a textured-plane plaza, metres) so that
 ``pipelines.aachen`` runs unchanged on it and can score itself against the ground truth.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,8 @@ from tqdm import tqdm
 from descriptors.util import atomic_dir
 from localize import colmap
 from localize.colmap_model import ColmapError, model_format, read_image_names
-from localize.data import render as rnd, scene as scn
+from localize.data import render as rnd
+from localize.data import scene as scn
 from localize.geometry import rotmat_to_qvec
 from localize.parsers import check_name, read_pose_lines
 
@@ -58,6 +60,7 @@ class AachenData:
         ground_truth: name -> (qvec_wxyz (4,), tvec (3,)) world-to-camera, or None when
             ``queries/ground_truth_poses.txt`` is absent (the real dataset).
     """
+
     root: Path
     image_dir: Path
     db_names: list[str]
@@ -75,8 +78,10 @@ class AachenData:
 def read_ground_truth(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Parse ``name qw qx qy qz tx ty tz`` lines (empty / # lines skipped), keyed by the full
     query name as written."""
-    return {check_name(name, f"{path}: ground-truth pose"): (q, t)
-            for name, q, t in read_pose_lines(path)}
+    return {
+        check_name(name, f"{path}: ground-truth pose"): (q, t)
+        for name, q, t in read_pose_lines(path)
+    }
 
 
 def read_aachen(root: str | os.PathLike) -> AachenData:
@@ -118,11 +123,19 @@ def read_aachen(root: str | os.PathLike) -> AachenData:
         gt = read_ground_truth(root / GT_FILE)
         unknown = sorted(set(gt) - set(condition))
         if unknown:
-            raise ValueError(f"{root / GT_FILE}: poses for names not in any query list, e.g. "
-                             f"{unknown[0]}")
-    return AachenData(root=root, image_dir=image_dir, db_names=db_names, queries=queries,
-                      query_condition=condition, reference_model=model, ground_truth=gt,
-                      query_lists=lists)
+            raise ValueError(
+                f"{root / GT_FILE}: poses for names not in any query list, e.g. {unknown[0]}"
+            )
+    return AachenData(
+        root=root,
+        image_dir=image_dir,
+        db_names=db_names,
+        queries=queries,
+        query_condition=condition,
+        reference_model=model,
+        ground_truth=gt,
+        query_lists=lists,
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -149,6 +162,7 @@ class SyntheticConfig:
     ``max_offset_m`` / ``max_yaw_deg`` bound how far a query moves / turns away from its nearest
     database view, ``night_darkness`` scales the night rendering.
     """
+
     n_db: int = 40
     n_query: int = 21
     night_fraction: float = 1 / 3
@@ -210,18 +224,24 @@ def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
             name = f"db/{i + 1}.jpg"
             _write_image(img_root / name, rnd.render(world, K, p["R"], p["t"], width, height))
             params = rnd.colmap_params(K)
-            cameras.append(dict(model="SIMPLE_RADIAL", width=width, height=height,
-                                params=params))
+            cameras.append(dict(model="SIMPLE_RADIAL", width=width, height=height, params=params))
             q = rotmat_to_qvec(p["R"])
             images.append(dict(name=name, camera_idx=i, qvec_wxyz=q, tvec=p["t"]))
-            intr_lines.append(f"{name} SIMPLE_RADIAL {width} {height} "
-                              + " ".join(_fmt(x) for x in params))
+            intr_lines.append(
+                f"{name} SIMPLE_RADIAL {width} {height} " + " ".join(_fmt(x) for x in params)
+            )
         model_dir = tmp / MODEL_SUBDIR
         colmap.write_reference_model(model_dir, cameras, images)
         _write_text(model_dir / "database_intrinsics_v1_1.txt", intr_lines)
         # queries
-        q_poses = scn.query_poses(n_query, db_poses, rng, scene=world,
-                                  max_offset_m=cfg.max_offset_m, max_yaw_deg=cfg.max_yaw_deg)
+        q_poses = scn.query_poses(
+            n_query,
+            db_poses,
+            rng,
+            scene=world,
+            max_offset_m=cfg.max_offset_m,
+            max_yaw_deg=cfg.max_yaw_deg,
+        )
         n_night = int(round(n_query * night_fraction))
         is_night = np.zeros(n_query, bool)
         is_night[rng.permutation(n_query)[:n_night]] = True
@@ -231,22 +251,37 @@ def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
             cond = "night" if is_night[k] else "day"
             K = rnd.intrinsics(width, height, rng.uniform(50.0, 66.0))
             name = f"query/{cond}/nexus5x/IMG_{20161227 + k:08d}_{k:06d}.jpg"
-            img = rnd.render(world, K, p["R"], p["t"], width, height, night=is_night[k],
-                             rng=rng, night_darkness=cfg.night_darkness)
+            img = rnd.render(
+                world,
+                K,
+                p["R"],
+                p["t"],
+                width,
+                height,
+                night=is_night[k],
+                rng=rng,
+                night_darkness=cfg.night_darkness,
+            )
             _write_image(img_root / name, img)
-            lists[cond].append(f"{name} SIMPLE_RADIAL {width} {height} "
-                               + " ".join(_fmt(x) for x in rnd.colmap_params(K)))
+            lists[cond].append(
+                f"{name} SIMPLE_RADIAL {width} {height} "
+                + " ".join(_fmt(x) for x in rnd.colmap_params(K))
+            )
             q = rotmat_to_qvec(p["R"])
             gt_lines.append(f"{name} " + " ".join(_fmt(x) for x in (*q, *p["t"])))
         for cond in ("day", "night"):
-            _write_text(tmp / "queries" / f"{cond}_time_queries_with_intrinsics.txt",
-                        lists[cond])
+            _write_text(tmp / "queries" / f"{cond}_time_queries_with_intrinsics.txt", lists[cond])
             # hloc globs the directory: keep an existing (possibly empty) list per condition
             (img_root / "query" / cond / "nexus5x").mkdir(parents=True, exist_ok=True)
         _write_text(tmp / GT_FILE, gt_lines)
         (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_json(), indent=1) + "\n")
-    logger.info("wrote synthetic Aachen (%d db, %d day + %d night queries) to %s",
-                n_db, n_query - n_night, n_night, root)
+    logger.info(
+        "wrote synthetic Aachen (%d db, %d day + %d night queries) to %s",
+        n_db,
+        n_query - n_night,
+        n_night,
+        root,
+    )
     return root
 
 
@@ -257,16 +292,23 @@ def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
 # 'easy': the first version's default (every descriptor at 100 %; fast smoke test).
 # 'hard': sparser database, queries up to 8 m / 60 deg away, darker night.
 SYNTHETIC_PRESETS: dict[str, dict] = {
-    "default": dict(n_db=30, n_query=24, night_fraction=0.5, max_offset_m=6.0, max_yaw_deg=45.0,
-                    night_darkness=1.25, seed=2),
+    "default": dict(
+        n_db=30,
+        n_query=24,
+        night_fraction=0.5,
+        max_offset_m=6.0,
+        max_yaw_deg=45.0,
+        night_darkness=1.25,
+        seed=2,
+    ),
     "easy": {},
-    "hard": dict(n_db=24, n_query=24, max_offset_m=8.0, max_yaw_deg=60.0, night_darkness=1.3,
-                 seed=1),
+    "hard": dict(
+        n_db=24, n_query=24, max_offset_m=8.0, max_yaw_deg=60.0, night_darkness=1.3, seed=1
+    ),
 }
 
 
-def ensure_synthetic_aachen(root: str | os.PathLike = DEFAULT_SYNTH_ROOT, **overrides: Any
-                            ) -> Path:
+def ensure_synthetic_aachen(root: str | os.PathLike = DEFAULT_SYNTH_ROOT, **overrides: Any) -> Path:
     """Return ``root``, generating it with ``write_synthetic_aachen(root, **overrides)`` when it
     is missing or was generated with a different :class:`SyntheticConfig`
     (``synthetic_config.json``)."""
@@ -287,10 +329,19 @@ def ensure_synthetic_aachen(root: str | os.PathLike = DEFAULT_SYNTH_ROOT, **over
         else:
             logger.info("regenerating %s: configuration changed", root)
     elif root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists but is not a synthetic Aachen dataset "
-                              f"(no {CONFIG_FILE}); refusing to overwrite it")
+        raise FileExistsError(
+            f"{root} exists but is not a synthetic Aachen dataset "
+            f"(no {CONFIG_FILE}); refusing to overwrite it"
+        )
     return write_synthetic_aachen(root, **overrides)
 
 
-__all__ = ["AachenData", "SyntheticConfig", "SYNTHETIC_PRESETS", "read_aachen",
-           "read_ground_truth", "write_synthetic_aachen", "ensure_synthetic_aachen"]
+__all__ = [
+    "AachenData",
+    "SyntheticConfig",
+    "SYNTHETIC_PRESETS",
+    "read_aachen",
+    "read_ground_truth",
+    "write_synthetic_aachen",
+    "ensure_synthetic_aachen",
+]

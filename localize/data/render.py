@@ -28,6 +28,7 @@ Frames and conventions
 Main entry points: ``Plane``, ``Scene``, ``intrinsics``, ``look_at``, ``look_at_point``,
 ``Camera``, ``project``, ``render``, ``write_rgb``.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,19 +38,18 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from descriptors.data import synth
 from localize import geometry
 
-from descriptors.data import synth
-
 # Defaults ---------------------------------------------------------------------------------
-NEAR_M = 0.05                       # near clipping distance (metres)
-DAY_SKY_TOP = (150, 185, 230)       # RGB sky gradient (top -> horizon)
+NEAR_M = 0.05  # near clipping distance (metres)
+DAY_SKY_TOP = (150, 185, 230)  # RGB sky gradient (top -> horizon)
 DAY_SKY_HORIZON = (205, 220, 240)
 NIGHT_SKY = (8, 10, 22)
-NIGHT_AMBIENT = 0.08                # night lighting: ambient + sum of lamps gain / (1 + d^2 / r2)
+NIGHT_AMBIENT = 0.08  # night lighting: ambient + sum of lamps gain / (1 + d^2 / r2)
 NIGHT_LAMP_GAIN = 1.0
 NIGHT_LAMP_R2 = 20.0
-NIGHT_DARKNESS = 1.0                # synth.day_to_night darkness
+NIGHT_DARKNESS = 1.0  # synth.day_to_night darkness
 
 
 @dataclass
@@ -65,6 +65,7 @@ class Plane:
         shade: multiplicative brightness of the whole plane in day renders (fake sun shading).
         name: free-form label (tests, debugging).
     """
+
     origin: np.ndarray
     u_axis: np.ndarray
     v_axis: np.ndarray
@@ -85,8 +86,9 @@ class Plane:
         self.size_m = (float(self.size_m[0]), float(self.size_m[1]))
         tex = np.asarray(self.texture)
         if tex.dtype != np.uint8 or tex.ndim != 3 or tex.shape[2] != 3:
-            raise ValueError(f"plane {self.name!r}: texture must be (H, W, 3) uint8, "
-                             f"got {tex.shape} {tex.dtype}")
+            raise ValueError(
+                f"plane {self.name!r}: texture must be (H, W, 3) uint8, got {tex.shape} {tex.dtype}"
+            )
         self.texture = np.ascontiguousarray(tex)
 
     @property
@@ -104,8 +106,7 @@ class Plane:
         (row-major: v varies slowest)."""
         a = (np.arange(n) + 0.5) / n
         uu, vv = np.meshgrid(a * self.size_m[0], a * self.size_m[1])
-        return (self.origin + uu.reshape(-1, 1) * self.u_axis
-                + vv.reshape(-1, 1) * self.v_axis)
+        return self.origin + uu.reshape(-1, 1) * self.u_axis + vv.reshape(-1, 1) * self.v_axis
 
     @property
     def corners(self) -> np.ndarray:
@@ -122,11 +123,15 @@ class Plane:
         """(N, 2) texel coordinates (col, row; centres at integers) -> (N, 3) world points."""
         xy = np.asarray(xy, np.float64).reshape(-1, 2)
         su, sv = self.texel_scale()
-        return (self.origin + ((xy[:, :1] + 0.5) * su) * self.u_axis
-                + ((xy[:, 1:2] + 0.5) * sv) * self.v_axis)
+        return (
+            self.origin
+            + ((xy[:, :1] + 0.5) * su) * self.u_axis
+            + ((xy[:, 1:2] + 0.5) * sv) * self.v_axis
+        )
 
-    def homography_texel_to_image(self, K: np.ndarray, R: np.ndarray, t: np.ndarray,
-                                  level: int = 0) -> np.ndarray:
+    def homography_texel_to_image(
+        self, K: np.ndarray, R: np.ndarray, t: np.ndarray, level: int = 0
+    ) -> np.ndarray:
         """(3, 3) H mapping texel coords of pyramid ``level`` (centre convention) to image pixels."""
         tex = self.pyramid(level)
         su = self.size_m[0] / tex.shape[1]
@@ -144,8 +149,11 @@ class Plane:
             prev = self._pyramid[-1]
             if min(prev.shape[:2]) <= 4:
                 break
-            nxt = cv2.resize(prev, (max(prev.shape[1] // 2, 1), max(prev.shape[0] // 2, 1)),
-                             interpolation=cv2.INTER_AREA)
+            nxt = cv2.resize(
+                prev,
+                (max(prev.shape[1] // 2, 1), max(prev.shape[0] // 2, 1)),
+                interpolation=cv2.INTER_AREA,
+            )
             self._pyramid.append(nxt)
         return self._pyramid[min(level, len(self._pyramid) - 1)]
 
@@ -153,6 +161,7 @@ class Plane:
 @dataclass
 class Scene:
     """Planes plus night-time street lamps (world positions, metres)."""
+
     planes: list[Plane]
     lamps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     name: str = "scene"
@@ -176,8 +185,9 @@ def colmap_params(K: np.ndarray) -> list[float]:
     return [float(K[0, 0]), float(K[0, 2] + 0.5), float(K[1, 2] + 0.5), 0.0]
 
 
-def look_at(center: Sequence[float], yaw_deg: float, pitch_deg: float = 0.0,
-            roll_deg: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def look_at(
+    center: Sequence[float], yaw_deg: float, pitch_deg: float = 0.0, roll_deg: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera pose of a camera at ``center`` (world, metres).
 
     yaw 0 looks north (+z), yaw +90 looks east (+x); positive pitch looks up; roll rotates the
@@ -187,7 +197,7 @@ def look_at(center: Sequence[float], yaw_deg: float, pitch_deg: float = 0.0,
     fwd = np.array([np.sin(y) * np.cos(p), -np.sin(p), np.cos(y) * np.cos(p)])
     right = np.array([np.cos(y), 0.0, -np.sin(y)])
     down = np.cross(fwd, right)
-    R_wc = np.stack([right, down, fwd], axis=1)       # camera -> world
+    R_wc = np.stack([right, down, fwd], axis=1)  # camera -> world
     if roll_deg:
         c, s = np.cos(r), np.sin(r)
         R_wc = R_wc @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -196,8 +206,9 @@ def look_at(center: Sequence[float], yaw_deg: float, pitch_deg: float = 0.0,
     return R, t
 
 
-def look_at_point(center: Sequence[float], target: Sequence[float], roll_deg: float = 0.0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def look_at_point(
+    center: Sequence[float], target: Sequence[float], roll_deg: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """World-to-camera pose of a camera at ``center`` whose optical axis passes through
     ``target`` (world, metres), image rows level with the ground, then rolled by ``roll_deg``
     (as :func:`look_at`). Returns (R (3,3), t (3,))."""
@@ -218,6 +229,7 @@ def camera_center(R: np.ndarray, t: np.ndarray) -> np.ndarray:
 class Camera:
     """A pinhole camera: ``K`` (3, 3) pixel-centre convention, world-to-camera ``R`` (3, 3) and
     ``t`` (3,), image ``width`` x ``height`` pixels."""
+
     K: np.ndarray
     R: np.ndarray
     t: np.ndarray
@@ -259,18 +271,26 @@ def _sky(width: int, height: int, K: np.ndarray, R: np.ndarray, night: bool) -> 
     v = np.arange(height, dtype=np.float64)
     Kinv = np.linalg.inv(K)
     rays = Kinv @ np.stack([np.full(height, (width - 1) / 2.0), v, np.ones(height)])
-    d = (R.T @ rays)
+    d = R.T @ rays
     elev = np.clip(-d[1] / np.linalg.norm(d, axis=0), 0, 1)[:, None, None]
     top, hor = np.array(DAY_SKY_TOP, np.float32), np.array(DAY_SKY_HORIZON, np.float32)
     col = (hor + (top - hor) * elev).astype(np.float32)
     return np.broadcast_to(col, (height, width, 3)).copy()
 
 
-def render(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
-           night: bool = False, rng: np.random.Generator | int | None = None,
-           return_depth: bool = False, night_darkness: float = NIGHT_DARKNESS,
-           background: np.ndarray | None = None,
-           ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def render(
+    scene: Scene,
+    K: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    width: int,
+    height: int,
+    night: bool = False,
+    rng: np.random.Generator | int | None = None,
+    return_depth: bool = False,
+    night_darkness: float = NIGHT_DARKNESS,
+    background: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render ``scene`` from a pinhole camera.
 
     Args:
@@ -296,7 +316,7 @@ def render(scene: Scene, K: np.ndarray, R: np.ndarray, t: np.ndarray, width: int
         raise ValueError(f"background must be ({height}, {width}, 3), got {background.shape}")
     else:
         img = background.astype(np.float32)
-    zbuf = np.zeros((height, width), np.float32)          # inverse depth; 0 = infinitely far
+    zbuf = np.zeros((height, width), np.float32)  # inverse depth; 0 = infinitely far
     Kinv = np.linalg.inv(K)
     for plane in scene.planes:
         _draw_plane(plane, img, zbuf, K, Kinv, R, t, width, height, night)
@@ -314,14 +334,24 @@ def write_rgb(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) 
     """Write an (H, W, 3) uint8 RGB image (format from the suffix; JPEG at ``jpeg_quality``)."""
     jpeg = str(path).lower().endswith((".jpg", ".jpeg"))
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if jpeg else []
-    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
-                       params):
+    if not cv2.imwrite(
+        str(path), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR), params
+    ):
         raise OSError(f"{path}: cannot write image")
 
 
-def _draw_plane(plane: Plane, img: np.ndarray, zbuf: np.ndarray, K: np.ndarray,
-                Kinv: np.ndarray, R: np.ndarray, t: np.ndarray, width: int, height: int,
-                night: bool) -> None:
+def _draw_plane(
+    plane: Plane,
+    img: np.ndarray,
+    zbuf: np.ndarray,
+    K: np.ndarray,
+    Kinv: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    width: int,
+    height: int,
+    night: bool,
+) -> None:
     Xc = plane.corners @ R.T + t
     poly_c = _clip_near(Xc, NEAR_M)
     if len(poly_c) < 3:
@@ -339,19 +369,18 @@ def _draw_plane(plane: Plane, img: np.ndarray, zbuf: np.ndarray, K: np.ndarray,
     n_c = R @ plane.normal
     d_c = float(n_c @ (R @ plane.origin + t))
     if abs(d_c) < 1e-9:
-        return                                   # camera inside the plane: edge-on
-    a = (n_c @ Kinv) / d_c                       # (3,) coefficients of (u, v, 1)
+        return  # camera inside the plane: edge-on
+    a = (n_c @ Kinv) / d_c  # (3,) coefficients of (u, v, 1)
     us = np.arange(x0, x1 + 1, dtype=np.float32)
     vs = np.arange(y0, y1 + 1, dtype=np.float32)
-    invz = (np.float32(a[0]) * us[None, :] + np.float32(a[1]) * vs[:, None]
-            + np.float32(a[2]))
+    invz = np.float32(a[0]) * us[None, :] + np.float32(a[1]) * vs[:, None] + np.float32(a[2])
     # polygon mask (subpixel vertices, pixel centres at integers)
     mask = np.zeros((bh, bw), np.uint8)
     shift = 4
     pts = np.round((uv - [x0, y0]) * (1 << shift)).astype(np.int64)
     pts = np.clip(pts, -(1 << 28), 1 << 28).astype(np.int32)
     cv2.fillPoly(mask, [pts.reshape(-1, 1, 2)], 1, lineType=cv2.LINE_8, shift=shift)
-    sub_z = zbuf[y0:y1 + 1, x0:x1 + 1]
+    sub_z = zbuf[y0 : y1 + 1, x0 : x1 + 1]
     vis = (mask > 0) & (invz > sub_z) & (invz > 0)
     if not vis.any():
         return
@@ -359,16 +388,18 @@ def _draw_plane(plane: Plane, img: np.ndarray, zbuf: np.ndarray, K: np.ndarray,
     H = plane.homography_texel_to_image(K, R, t, level)
     T = np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
     tex = plane.pyramid(level)
-    patch = cv2.warpPerspective(tex, T @ H, (bw, bh), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
+    patch = cv2.warpPerspective(
+        tex, T @ H, (bw, bh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     shade = 1.0 if night else plane.shade
-    sub_img = img[y0:y1 + 1, x0:x1 + 1]
+    sub_img = img[y0 : y1 + 1, x0 : x1 + 1]
     sub_img[vis] = patch[vis].astype(np.float32) * np.float32(shade)
     sub_z[vis] = invz[vis]
 
 
-def _pyramid_level(plane: Plane, K: np.ndarray, R: np.ndarray, t: np.ndarray,
-                   poly_c: np.ndarray) -> int:
+def _pyramid_level(
+    plane: Plane, K: np.ndarray, R: np.ndarray, t: np.ndarray, poly_c: np.ndarray
+) -> int:
     """Texture pyramid level from texels-per-pixel at the visible polygon's nearest point."""
     su, sv = plane.texel_scale()
     z = max(float(np.median(poly_c[:, 2])), NEAR_M)
@@ -380,8 +411,16 @@ def _pyramid_level(plane: Plane, K: np.ndarray, R: np.ndarray, t: np.ndarray,
     return int(np.floor(np.log2(ratio)))
 
 
-def _night(img: np.ndarray, depth: np.ndarray, scene: Scene, Kinv: np.ndarray, R: np.ndarray,
-           t: np.ndarray, rng: np.random.Generator, darkness: float) -> np.ndarray:
+def _night(
+    img: np.ndarray,
+    depth: np.ndarray,
+    scene: Scene,
+    Kinv: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    rng: np.random.Generator,
+    darkness: float,
+) -> np.ndarray:
     """3D street-lamp lighting (computed on a 4x subsampled grid, it is smooth) + day_to_night."""
     h, w = depth.shape
     step = 4
@@ -392,7 +431,7 @@ def _night(img: np.ndarray, depth: np.ndarray, scene: Scene, Kinv: np.ndarray, R
         vv, uu = np.mgrid[0:h:step, 0:w:step].astype(np.float32)
         rays = np.stack([uu, vv, np.ones_like(uu)], -1) @ Kinv.T.astype(np.float32)
         Xc = rays * np.where(finite, d, 0.0).astype(np.float32)[..., None]
-        Xw = (Xc - t.astype(np.float32)) @ R.astype(np.float32)   # R^T (Xc - t)
+        Xw = (Xc - t.astype(np.float32)) @ R.astype(np.float32)  # R^T (Xc - t)
         for lamp in np.asarray(scene.lamps, np.float32):
             d2 = ((Xw - lamp) ** 2).sum(-1)
             light += NIGHT_LAMP_GAIN / (1.0 + d2 / NIGHT_LAMP_R2)
@@ -402,5 +441,15 @@ def _night(img: np.ndarray, depth: np.ndarray, scene: Scene, Kinv: np.ndarray, R
     return synth.day_to_night(x, rng, darkness).astype(np.float32)
 
 
-__all__ = ["Plane", "Scene", "Camera", "intrinsics", "colmap_params", "look_at",
-           "look_at_point", "camera_center", "render", "write_rgb"]
+__all__ = [
+    "Plane",
+    "Scene",
+    "Camera",
+    "intrinsics",
+    "colmap_params",
+    "look_at",
+    "look_at_point",
+    "camera_center",
+    "render",
+    "write_rgb",
+]

@@ -24,6 +24,7 @@ and ``easy`` / ``hard`` / ``junk`` indices in ``[0, len(imlist))``.
 Evaluation (mAP, E / M / H protocols): ``localize.revisitop_eval``. A synthetic set in this
 layout: ``localize.data.roxford_synth``.
 """
+
 from __future__ import annotations
 
 import io as _bytes_io
@@ -47,11 +48,30 @@ class RevisitopError(ToolkitError):
 #: the only globals a ground-truth pickle may name: builtin containers / numbers and what
 #: numpy arrays, dtypes and scalars pickle into (``_codecs.encode``: protocol-2 byte strings)
 SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    [("builtins", n) for n in ("set", "frozenset", "bytearray", "complex", "int", "float",
-                               "bool", "str", "bytes", "list", "dict", "tuple")]
-    + [(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
-       for n in ("_reconstruct", "scalar")]
-    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")])
+    [
+        ("builtins", n)
+        for n in (
+            "set",
+            "frozenset",
+            "bytearray",
+            "complex",
+            "int",
+            "float",
+            "bool",
+            "str",
+            "bytes",
+            "list",
+            "dict",
+            "tuple",
+        )
+    ]
+    + [
+        (m, n)
+        for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for n in ("_reconstruct", "scalar")
+    ]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
+)
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -59,8 +79,10 @@ class _SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in SAFE_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing global {module}.{name} (only builtin "
-                                         "containers, numbers, strings and numpy arrays)")
+            raise pickle.UnpicklingError(
+                f"refusing global {module}.{name} (only builtin "
+                "containers, numbers, strings and numpy arrays)"
+            )
         return super().find_class(module, name)
 
 
@@ -78,8 +100,9 @@ def load_gnd_pickle(path: str | os.PathLike) -> Any:
         raise RevisitopError(f"{path}: cannot read ({e.strerror})") from None
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         msg = str(e).splitlines()[0] if str(e) else ""
-        raise RevisitopError(f"{path}: cannot unpickle it as revisitop ground truth "
-                             f"({type(e).__name__}: {msg})") from None
+        raise RevisitopError(
+            f"{path}: cannot unpickle it as revisitop ground truth ({type(e).__name__}: {msg})"
+        ) from None
 
 
 def crop_bbx(img: np.ndarray, bbx: Sequence[float]) -> np.ndarray:
@@ -97,7 +120,7 @@ def crop_bbx(img: np.ndarray, bbx: Sequence[float]) -> np.ndarray:
     out = np.zeros((max(y2 - y1, 0), max(x2 - x1, 0)) + img.shape[2:], img.dtype)
     sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
     if sx2 > sx1 and sy2 > sy1:
-        out[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = img[sy1:sy2, sx1:sx2]
+        out[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = img[sy1:sy2, sx1:sx2]
     return out
 
 
@@ -112,6 +135,7 @@ class RevisitopData:
         qimlist: query image names (no extension), nq entries.
         gnd: nq dicts with ``bbx`` (4,) float64 and ``easy``/``hard``/``junk`` int64 arrays.
     """
+
     root: Path
     name: str
     imlist: list[str]
@@ -157,13 +181,15 @@ class RevisitopData:
 
     def check_images(self, max_report: int = 5) -> None:
         """Raise RevisitopError naming the missing image files (database and queries)."""
-        paths = [self.image_path(i) for i in range(self.n)] + \
-                [self.query_path(i) for i in range(self.nq)]
+        paths = [self.image_path(i) for i in range(self.n)] + [
+            self.query_path(i) for i in range(self.nq)
+        ]
         missing = [p for p in paths if not p.is_file()]
         if missing:
             shown = ", ".join(str(p) for p in missing[:max_report])
-            raise RevisitopError(f"{self.root}: {len(missing)} of {len(paths)} images missing "
-                                 f"(e.g. {shown})")
+            raise RevisitopError(
+                f"{self.root}: {len(missing)} of {len(paths)} images missing (e.g. {shown})"
+            )
 
 
 def _index_array(v: Any, n: int, where: str) -> np.ndarray:
@@ -202,8 +228,9 @@ def dataset_dir(root: str | os.PathLike, name: str) -> Path:
     return root / name
 
 
-def read_revisitop(root: str | os.PathLike, name: str = "roxford5k",
-                   check_images: bool = True) -> RevisitopData:
+def read_revisitop(
+    root: str | os.PathLike, name: str = "roxford5k", check_images: bool = True
+) -> RevisitopData:
     """Parse a revisitop dataset.
 
     Args:
@@ -215,8 +242,10 @@ def read_revisitop(root: str | os.PathLike, name: str = "roxford5k",
     d = dataset_dir(root, name)
     pkl = d / f"gnd_{name}.pkl"
     if not pkl.is_file():
-        raise RevisitopError(f"{pkl}: ground-truth pickle not found (expected the revisitop "
-                             f"layout <dir>/gnd_{name}.pkl + <dir>/jpg/)")
+        raise RevisitopError(
+            f"{pkl}: ground-truth pickle not found (expected the revisitop "
+            f"layout <dir>/gnd_{name}.pkl + <dir>/jpg/)"
+        )
     cfg = load_gnd_pickle(pkl)
     if not isinstance(cfg, dict):
         raise RevisitopError(f"{pkl}: expected a dict, got {type(cfg).__name__}")

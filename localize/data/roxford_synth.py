@@ -24,6 +24,7 @@ those samples visible in it, and
 (``datasets/revisitop-vocab-synth/jpg``) on which retrieval vocabularies are learned.
 World frame as ``localize.data.scene``: metres, y down, ground y = 0.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,15 @@ from tqdm import tqdm
 
 from descriptors.data import synth
 from descriptors.util import atomic_dir, atomic_write, atomic_write_text
-from localize.data.roxford import RevisitopData, RevisitopError, read_revisitop
 from localize.data.render import Camera, Plane, Scene, intrinsics, look_at_point, render, write_rgb
+from localize.data.roxford import RevisitopData, RevisitopError, read_revisitop
 
 logger = logging.getLogger(__name__)
 
 # Defaults of the synthetic writer (the "default synthetic set").
-SYNTH_DEFAULTS = dict(n_landmarks=8, views_per_landmark=20, n_distractors=40, n_queries=16,
-                      seed=0, size=(512, 384))
+SYNTH_DEFAULTS = dict(
+    n_landmarks=8, views_per_landmark=20, n_distractors=40, n_queries=16, seed=0, size=(512, 384)
+)
 # Label thresholds (see module docstring).
 EASY_OVERLAP = 0.5
 HARD_OVERLAP = 0.15
@@ -71,8 +73,9 @@ def _texture_score(tile: np.ndarray) -> float:
     return float(np.mean(np.sqrt(gx * gx + gy * gy)))
 
 
-def photo_tiles(split: str, tile: int = 220, max_per_photo: int = 6, min_score: float = 6.0,
-                out_side: int = 384) -> list[tuple[str, np.ndarray]]:
+def photo_tiles(
+    split: str, tile: int = 220, max_per_photo: int = 6, min_score: float = 6.0, out_side: int = 384
+) -> list[tuple[str, np.ndarray]]:
     """Non-overlapping crops of the ``synth`` photos of a split, most textured first per photo.
 
     Returns:
@@ -87,21 +90,23 @@ def photo_tiles(split: str, tile: int = 220, max_per_photo: int = 6, min_score: 
         cand = []
         for r in range(nr):
             for c in range(nc):
-                t = img[r * th:(r + 1) * th, c * tw:(c + 1) * tw]
+                t = img[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
                 cand.append((_texture_score(t), t))
         cand.sort(key=lambda x: -x[0])
         for score, t in cand[:max_per_photo]:
             if score < min_score:
                 continue
             s = out_side / max(t.shape[:2])
-            t = cv2.resize(t, (round(t.shape[1] * s), round(t.shape[0] * s)),
-                           interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA)
+            t = cv2.resize(
+                t,
+                (round(t.shape[1] * s), round(t.shape[0] * s)),
+                interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA,
+            )
             tiles.append((name, np.ascontiguousarray(t)))
     return tiles
 
 
-def procedural_texture(rng: np.random.Generator, size: tuple[int, int] = (384, 288)
-                       ) -> np.ndarray:
+def procedural_texture(rng: np.random.Generator, size: tuple[int, int] = (384, 288)) -> np.ndarray:
     """Random 'scene' texture of ``size`` (w, h): coloured rectangles, ellipses, lines and
     noise, (h, w, 3) uint8."""
     w, h = size
@@ -112,14 +117,32 @@ def procedural_texture(rng: np.random.Generator, size: tuple[int, int] = (384, 2
         kind = rng.integers(0, 3)
         x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
         if kind == 0:
-            cv2.rectangle(img, (x, y), (x + int(rng.integers(5, w // 3)),
-                                        y + int(rng.integers(5, h // 3))), col, -1)
+            cv2.rectangle(
+                img,
+                (x, y),
+                (x + int(rng.integers(5, w // 3)), y + int(rng.integers(5, h // 3))),
+                col,
+                -1,
+            )
         elif kind == 1:
-            cv2.ellipse(img, (x, y), (int(rng.integers(3, w // 5)), int(rng.integers(3, h // 5))),
-                        float(rng.uniform(0, 180)), 0, 360, col, -1)
+            cv2.ellipse(
+                img,
+                (x, y),
+                (int(rng.integers(3, w // 5)), int(rng.integers(3, h // 5))),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                col,
+                -1,
+            )
         else:
-            cv2.line(img, (x, y), (int(rng.integers(0, w)), int(rng.integers(0, h))), col,
-                     int(rng.integers(1, 5)))
+            cv2.line(
+                img,
+                (x, y),
+                (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                col,
+                int(rng.integers(1, 5)),
+            )
     noise = rng.normal(0, 8, img.shape)
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
@@ -147,9 +170,9 @@ def make_structure(textures: Sequence[np.ndarray], rng: np.random.Generator) -> 
         ang = np.deg2rad(rng.uniform(30.0, 70.0))
         d = np.array([side * np.cos(ang), 0.0, np.sin(ang)])  # from the centre wall's end, outward
         end = np.array([side * w0 / 2, 0.0, 0.0])
-        if side > 0:   # right wall: starts at the centre wall's right end, goes right/back
+        if side > 0:  # right wall: starts at the centre wall's right end, goes right/back
             origin, u = end + np.array([0, -hs, 0]), d
-        else:          # left wall: ends at the centre wall's left end; starts further back
+        else:  # left wall: ends at the centre wall's left end; starts further back
             origin, u = end + ws * d + np.array([0, -hs, 0]), -d
         walls.append(Plane(origin, u, DOWN, (ws, hs), tex, name="right" if side > 0 else "left"))
     return walls
@@ -164,7 +187,7 @@ def _background(cam: Camera, rng: np.random.Generator) -> np.ndarray:
     """Random sky gradient over a ground colour split at the camera's horizon, low-frequency
     blotches and pixel noise: (H, W, 3) uint8 RGB."""
     w, h = cam.width, cam.height
-    f = cam.R[2].copy()                  # horizon: image row of a far point straight ahead
+    f = cam.R[2].copy()  # horizon: image row of a far point straight ahead
     f[1] = 0
     f = f / max(np.linalg.norm(f), 1e-9)
     uv, z = cam.project((cam.center + 1e5 * f)[None])
@@ -177,8 +200,9 @@ def _background(cam: Camera, rng: np.random.Generator) -> np.ndarray:
     sky = sky_top * (1 - a) + sky_bot * a
     img = np.where(ys < hy, sky, ground * (0.8 + 0.4 * np.clip((ys - hy) / h, 0, 1)))
     img = np.broadcast_to(img, (h, w, 3)).astype(np.float32)
-    low = cv2.resize(rng.normal(0, 12, (6, 8)).astype(np.float32), (w, h),
-                     interpolation=cv2.INTER_CUBIC)
+    low = cv2.resize(
+        rng.normal(0, 12, (6, 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC
+    )
     img = img + low[..., None] + rng.normal(0, 3, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -187,12 +211,14 @@ def render_view(walls: Sequence[Plane], cam: Camera, rng: np.random.Generator) -
     """The walls facing ``cam`` rendered by ``scene.render`` over a random background:
     (H, W, 3) uint8 RGB."""
     front = [w for w in walls if w.is_front_facing(cam.center)]
-    return render(Scene(front), cam.K, cam.R, cam.t, cam.width, cam.height,
-                  background=_background(cam, rng))
+    return render(
+        Scene(front), cam.K, cam.R, cam.t, cam.width, cam.height, background=_background(cam, rng)
+    )
 
 
-def visible_samples(walls: Sequence[Plane], cam: Camera, n: int = 24
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def visible_samples(
+    walls: Sequence[Plane], cam: Camera, n: int = 24
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Surface samples (``Plane.surface_grid(n)`` of every wall) of a convex structure and their
     visibility in a camera.
 
@@ -204,16 +230,28 @@ def visible_samples(walls: Sequence[Plane], cam: Camera, n: int = 24
     front = np.repeat([w.is_front_facing(cam.center) for w in walls], n * n)
     uv, z = cam.project(X)
     with np.errstate(invalid="ignore"):
-        inside = (z > 0.05) & (uv[:, 0] >= 0) & (uv[:, 0] <= cam.width - 1) & \
-                 (uv[:, 1] >= 0) & (uv[:, 1] <= cam.height - 1)
+        inside = (
+            (z > 0.05)
+            & (uv[:, 0] >= 0)
+            & (uv[:, 0] <= cam.width - 1)
+            & (uv[:, 1] >= 0)
+            & (uv[:, 1] <= cam.height - 1)
+        )
     return X, uv, inside & front
 
 
-def sample_camera(walls: Sequence[Plane], size: tuple[int, int], rng: np.random.Generator,
-                  azimuth_deg: tuple[float, float] = (-65, 65),
-                  distance: tuple[float, float] = (0.9, 2.4), aim_jitter: float = 0.3,
-                  close_prob: float = 0.0, close_distance: tuple[float, float] = (0.5, 0.9),
-                  min_visible: float = 0.02, tries: int = 50) -> Camera:
+def sample_camera(
+    walls: Sequence[Plane],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    azimuth_deg: tuple[float, float] = (-65, 65),
+    distance: tuple[float, float] = (0.9, 2.4),
+    aim_jitter: float = 0.3,
+    close_prob: float = 0.0,
+    close_distance: tuple[float, float] = (0.5, 0.9),
+    min_visible: float = 0.02,
+    tries: int = 50,
+) -> Camera:
     """Random camera looking at the structure: azimuth around the centre wall's normal, distance
     as a multiple of the structure's width, eye height 1.5-12 m, aim point jittered by
     ``aim_jitter`` x width (partial views), roll within +-5 deg, focal length 0.8-1.1 x image
@@ -227,23 +265,27 @@ def sample_camera(walls: Sequence[Plane], size: tuple[int, int], rng: np.random.
         az = np.deg2rad(rng.uniform(*azimuth_deg))
         d = rng.uniform(*(close_distance if rng.random() < close_prob else distance)) * span
         C = np.array([ctr[0] + d * np.sin(az), -rng.uniform(1.5, 12.0), ctr[2] - d * np.cos(az)])
-        target = ctr + np.array([rng.uniform(-aim_jitter, aim_jitter) * span,
-                                 rng.uniform(-0.3, 0.3) * height, 0.0])
+        target = ctr + np.array(
+            [rng.uniform(-aim_jitter, aim_jitter) * span, rng.uniform(-0.3, 0.3) * height, 0.0]
+        )
         R, t = look_at_point(C, target, rng.uniform(-5, 5))
         fov = np.degrees(2 * np.arctan(0.5 / rng.uniform(0.8, 1.1)))
-        cam = Camera(K=intrinsics(size[0], size[1], fov), R=R, t=t, width=size[0],
-                     height=size[1])
-        if any(w.is_front_facing(C) and np.any(cam.project(w.corners)[1] <= 0.5)
-               for w in walls):
+        cam = Camera(K=intrinsics(size[0], size[1], fov), R=R, t=t, width=size[0], height=size[1])
+        if any(w.is_front_facing(C) and np.any(cam.project(w.corners)[1] <= 0.5) for w in walls):
             continue
         if visible_samples(walls, cam, 12)[2].mean() >= min_visible:
             return cam
     return cam
 
 
-def query_region(walls: Sequence[Plane], cam: Camera, rng: np.random.Generator,
-                 partial_prob: float = 0.3, n: int = 24, min_side: float = 48.0
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
+def query_region(
+    walls: Sequence[Plane],
+    cam: Camera,
+    rng: np.random.Generator,
+    partial_prob: float = 0.3,
+    n: int = 24,
+    min_side: float = 48.0,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Query box and the landmark samples inside it.
 
     Returns:
@@ -274,8 +316,14 @@ def query_region(walls: Sequence[Plane], cam: Camera, rng: np.random.Generator,
     return bbx, inbox
 
 
-def label_view(walls: Sequence[Plane], q_cam: Camera, q_region: np.ndarray, db_cam: Camera,
-               db_night: bool, n: int = 24) -> tuple[str, dict]:
+def label_view(
+    walls: Sequence[Plane],
+    q_cam: Camera,
+    q_region: np.ndarray,
+    db_cam: Camera,
+    db_night: bool,
+    n: int = 24,
+) -> tuple[str, dict]:
     """easy / hard / junk label of a database view of the query's landmark (module docstring).
 
     Returns:
@@ -292,16 +340,21 @@ def label_view(walls: Sequence[Plane], q_cam: Camera, q_region: np.ndarray, db_c
     pc = P.mean(0)
     a = pc - q_cam.center
     b = pc - db_cam.center
-    ang = float(np.degrees(np.arccos(np.clip(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b),
-                                             -1, 1))))
+    ang = float(
+        np.degrees(np.arccos(np.clip(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b), -1, 1)))
+    )
     zq = q_cam.project(P)[1] / q_cam.K[0, 0]
     zd = db_cam.project(P)[1] / db_cam.K[0, 0]
     scale = float(np.median(zq / zd))
     info.update(angle_deg=ang, scale=scale)
     if overlap < HARD_OVERLAP:
         return "junk", info
-    if (overlap >= EASY_OVERLAP and ang <= EASY_MAX_ANGLE_DEG and
-            1 / EASY_MAX_SCALE <= scale <= EASY_MAX_SCALE and not db_night):
+    if (
+        overlap >= EASY_OVERLAP
+        and ang <= EASY_MAX_ANGLE_DEG
+        and 1 / EASY_MAX_SCALE <= scale <= EASY_MAX_SCALE
+        and not db_night
+    ):
         return "easy", info
     return "hard", info
 
@@ -313,8 +366,9 @@ def _name_seed(name: str) -> int:
     return sum((i + 1) * ord(c) for i, c in enumerate(name)) % 100003
 
 
-def _landmark_textures(n_landmarks: int, rng: np.random.Generator
-                       ) -> tuple[list[list[np.ndarray]], list[list[str]], list[np.ndarray]]:
+def _landmark_textures(
+    n_landmarks: int, rng: np.random.Generator
+) -> tuple[list[list[np.ndarray]], list[list[str]], list[np.ndarray]]:
     """3 TEST-photo tiles per landmark from 3 different photos (procedural walls once the
     photos run out), randomly mirrored. Returns (textures, source photo names, left-overs)."""
     by_photo: dict[str, list[np.ndarray]] = {}
@@ -346,11 +400,17 @@ def _landmark_textures(n_landmarks: int, rng: np.random.Generator
     return textures, sources, [t for p in photos for t in by_photo[p]]
 
 
-def write_synthetic_revisitop(root: str | os.PathLike, name: str = "roxford5k",
-                              n_landmarks: int = 8, views_per_landmark: int = 20,
-                              n_distractors: int = 40, n_queries: int = 16, seed: int = 0,
-                              size: tuple[int, int] = (512, 384), night_prob: float = 0.2
-                              ) -> Path:
+def write_synthetic_revisitop(
+    root: str | os.PathLike,
+    name: str = "roxford5k",
+    n_landmarks: int = 8,
+    views_per_landmark: int = 20,
+    n_distractors: int = 40,
+    n_queries: int = 16,
+    seed: int = 0,
+    size: tuple[int, int] = (512, 384),
+    night_prob: float = 0.2,
+) -> Path:
     """Write a synthetic revisitop dataset into ``root`` (``root/jpg/*.jpg`` +
     ``root/gnd_<name>.pkl``), readable by ``read_revisitop(root, name)``.
 
@@ -387,8 +447,11 @@ def write_synthetic_revisitop(root: str | os.PathLike, name: str = "roxford5k",
     def add_db_image(img: np.ndarray, nm: str, landmark: int, cam: Camera | None) -> None:
         """Night (prob. ``night_prob``) or day photometric change, write, record."""
         night = bool(rng.random() < night_prob)
-        img = synth.day_to_night(img, rng, rng.uniform(0.7, 1.0)) if night else \
-            synth.photometric(img, rng, 0.5)
+        img = (
+            synth.day_to_night(img, rng, rng.uniform(0.7, 1.0))
+            if night
+            else synth.photometric(img, rng, 0.5)
+        )
         write_rgb(jpg / f"{nm}.jpg", img, JPEG_QUALITY)
         names.append(nm)
         img_landmark.append(landmark)
@@ -396,11 +459,11 @@ def write_synthetic_revisitop(root: str | os.PathLike, name: str = "roxford5k",
         cams.append(cam)
         bar.update()
 
-    for li, walls in enumerate(structures):            # database views of landmarks
+    for li, walls in enumerate(structures):  # database views of landmarks
         for v in range(views_per_landmark):
             cam = sample_camera(walls, size, rng, close_prob=0.25)
             add_db_image(render_view(walls, cam, rng), f"landmark{li:02d}_{v:06d}", li, cam)
-    for di in range(n_distractors):                    # distractors
+    for di in range(n_distractors):  # distractors
         if rng.random() < 0.35:
             img = procedural_texture(rng, size)
             H = synth.random_homography(size[1], size[0], rng, 0.2)
@@ -418,13 +481,14 @@ def write_synthetic_revisitop(root: str | os.PathLike, name: str = "roxford5k",
             img = render_view(walls, sample_camera(walls, size, rng), rng)
         add_db_image(img, f"distractor_{di:06d}", -1, None)
 
-    qnames, gnd, qinfo = [], [], []                    # queries
+    qnames, gnd, qinfo = [], [], []  # queries
     for qi in range(n_queries):
         li = qi % n_landmarks
         walls = structures[li]
         for _ in range(100):
-            cam = sample_camera(walls, size, rng, azimuth_deg=(-35, 35), distance=(1.1, 1.8),
-                                aim_jitter=0.15)
+            cam = sample_camera(
+                walls, size, rng, azimuth_deg=(-35, 35), distance=(1.1, 1.8), aim_jitter=0.15
+            )
             reg = query_region(walls, cam, rng)
             if reg is not None:
                 break
@@ -448,23 +512,43 @@ def write_synthetic_revisitop(root: str | os.PathLike, name: str = "roxford5k",
         bar.update()
     bar.close()
 
-    cfg = {"imlist": names, "qimlist": qnames, "gnd": gnd,
-           "synth": {"params": dict(name=name, n_landmarks=n_landmarks,
-                                    views_per_landmark=views_per_landmark,
-                                    n_distractors=n_distractors, n_queries=n_queries, seed=seed,
-                                    size=list(size), night_prob=night_prob),
-                     "landmark": img_landmark, "night": img_night,
-                     "landmark_sources": landmark_src, "labels": qinfo}}
+    cfg = {
+        "imlist": names,
+        "qimlist": qnames,
+        "gnd": gnd,
+        "synth": {
+            "params": dict(
+                name=name,
+                n_landmarks=n_landmarks,
+                views_per_landmark=views_per_landmark,
+                n_distractors=n_distractors,
+                n_queries=n_queries,
+                seed=seed,
+                size=list(size),
+                night_prob=night_prob,
+            ),
+            "landmark": img_landmark,
+            "night": img_night,
+            "landmark_sources": landmark_src,
+            "labels": qinfo,
+        },
+    }
     with atomic_write(root / f"gnd_{name}.pkl") as tmp, open(tmp, "wb") as f:
         pickle.dump(cfg, f, protocol=4)
-    logger.info("wrote %s: %d db images, %d queries, easy/query %.1f, hard/query %.1f",
-                root, len(names), len(qnames), np.mean([len(g["easy"]) for g in gnd]),
-                np.mean([len(g["hard"]) for g in gnd]))
+    logger.info(
+        "wrote %s: %d db images, %d queries, easy/query %.1f, hard/query %.1f",
+        root,
+        len(names),
+        len(qnames),
+        np.mean([len(g["easy"]) for g in gnd]),
+        np.mean([len(g["hard"]) for g in gnd]),
+    )
     return root
 
 
-def _ensure(d: Path, want: dict, complete: Callable[[], bool], build: Callable[[Path], None]
-            ) -> None:
+def _ensure(
+    d: Path, want: dict, complete: Callable[[], bool], build: Callable[[Path], None]
+) -> None:
     """Keep ``d`` when its ``PARAMS_FILE`` equals ``want`` and ``complete()``; otherwise build
     it afresh in a temporary folder (``build(tmp)``) that replaces ``d`` on success."""
     want = {**want, "generator_version": GENERATOR_VERSION}
@@ -486,8 +570,9 @@ def synthetic_dir(root: str | os.PathLike, name: str) -> Path:
     return Path(root) / f"{name}-synth"
 
 
-def ensure_synthetic_revisitop(root: str | os.PathLike = "datasets", name: str = "roxford5k",
-                               **kwargs) -> Path:
+def ensure_synthetic_revisitop(
+    root: str | os.PathLike = "datasets", name: str = "roxford5k", **kwargs
+) -> Path:
     """Generate ``<root>/<name>-synth`` (revisitop layout) on first use; regenerate when the
     parameters (``SYNTH_DEFAULTS`` overridden by ``kwargs``) differ from the stored ones.
 
@@ -497,13 +582,21 @@ def ensure_synthetic_revisitop(root: str | os.PathLike = "datasets", name: str =
     params = {**SYNTH_DEFAULTS, **kwargs}
     params["size"] = [int(params["size"][0]), int(params["size"][1])]
     d = synthetic_dir(root, name)
-    _ensure(d, {"name": name, **params}, lambda: (d / f"gnd_{name}.pkl").is_file(),
-            lambda tmp: write_synthetic_revisitop(tmp, name, **params))
+    _ensure(
+        d,
+        {"name": name, **params},
+        lambda: (d / f"gnd_{name}.pkl").is_file(),
+        lambda tmp: write_synthetic_revisitop(tmp, name, **params),
+    )
     return d
 
 
-def write_vocabulary_images(out_dir: str | os.PathLike, n_images: int = 60, seed: int = 0,
-                            size: tuple[int, int] = (512, 384)) -> list[str]:
+def write_vocabulary_images(
+    out_dir: str | os.PathLike,
+    n_images: int = 60,
+    seed: int = 0,
+    size: tuple[int, int] = (512, 384),
+) -> list[str]:
     """Render ``n_images`` views of random structures built from TRAIN-photo crops (disjoint
     from every evaluation texture) into ``out_dir/*.jpg``; a separate set to learn retrieval
     vocabularies on. Returns the file names (relative to out_dir)."""
@@ -513,20 +606,27 @@ def write_vocabulary_images(out_dir: str | os.PathLike, n_images: int = 60, seed
     tiles = [t for _, t in photo_tiles("train")]
     names = []
     for i in range(n_images):
-        walls = make_structure([tiles[int(j)] for j in rng.choice(len(tiles), 3, replace=False)],
-                               rng)
+        walls = make_structure(
+            [tiles[int(j)] for j in rng.choice(len(tiles), 3, replace=False)], rng
+        )
         img = render_view(walls, sample_camera(walls, size, rng), rng)
-        img = synth.day_to_night(img, rng, rng.uniform(0.7, 1.0)) if rng.random() < 0.2 else \
-            synth.photometric(img, rng, 0.5)
+        img = (
+            synth.day_to_night(img, rng, rng.uniform(0.7, 1.0))
+            if rng.random() < 0.2
+            else synth.photometric(img, rng, 0.5)
+        )
         nm = f"vocab_{i:06d}.jpg"
         write_rgb(out_dir / nm, img, JPEG_QUALITY)
         names.append(nm)
     return names
 
 
-def ensure_vocabulary_images(root: str | os.PathLike = "datasets", n_images: int = 60,
-                             seed: int = 0, size: tuple[int, int] = (512, 384)
-                             ) -> tuple[Path, list[str]]:
+def ensure_vocabulary_images(
+    root: str | os.PathLike = "datasets",
+    n_images: int = 60,
+    seed: int = 0,
+    size: tuple[int, int] = (512, 384),
+) -> tuple[Path, list[str]]:
     """``<root>/revisitop-vocab-synth/jpg`` (TRAIN-photo renders), generated on first use.
 
     Returns:
@@ -534,13 +634,21 @@ def ensure_vocabulary_images(root: str | os.PathLike = "datasets", n_images: int
     """
     d = Path(root) / "revisitop-vocab-synth"
     want = {"n_images": n_images, "seed": seed, "size": [int(size[0]), int(size[1])]}
-    _ensure(d, want, lambda: len(list((d / "jpg").glob("*.jpg"))) == n_images,
-            lambda tmp: write_vocabulary_images(tmp / "jpg", n_images, seed, size))
+    _ensure(
+        d,
+        want,
+        lambda: len(list((d / "jpg").glob("*.jpg"))) == n_images,
+        lambda tmp: write_vocabulary_images(tmp / "jpg", n_images, seed, size),
+    )
     return d / "jpg", sorted(p.name for p in (d / "jpg").glob("*.jpg"))
 
 
-def find_revisitop(root: str | os.PathLike = "datasets", name: str = "roxford5k",
-                   synthetic_ok: bool = True, **synth_kwargs) -> tuple[RevisitopData, bool]:
+def find_revisitop(
+    root: str | os.PathLike = "datasets",
+    name: str = "roxford5k",
+    synthetic_ok: bool = True,
+    **synth_kwargs,
+) -> tuple[RevisitopData, bool]:
     """The real ``<root>/<name>`` if it has ``gnd_<name>.pkl``, else the synthetic set
     (``ensure_synthetic_revisitop(root, name, **synth_kwargs)``).
 

@@ -7,6 +7,7 @@ from the bundled photos (``descriptors.data.synth``).
 
 Main entry points: ``make_street_scene``, ``database_poses``, ``query_poses``, ``min_clearance``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,8 +19,8 @@ from descriptors.data import synth
 from localize.data.render import Plane, Scene, look_at
 
 EYE_HEIGHT_M = 1.6
-TEXEL_PER_M = 32.0                  # facade texture resolution
-SUN_DIR = np.array([0.45, -0.75, -0.5])   # direction TO the sun (y down: negative y = up)
+TEXEL_PER_M = 32.0  # facade texture resolution
+SUN_DIR = np.array([0.45, -0.75, -0.5])  # direction TO the sun (y down: negative y = up)
 
 
 # ------------------------------------------------------------------------------------------
@@ -35,8 +36,13 @@ def _photo(name: str) -> np.ndarray:
     return _PHOTOS[name]
 
 
-def make_texture(width_px: int, height_px: int, rng: np.random.Generator,
-                 photos: Sequence[str], max_panels: int = 3) -> np.ndarray:
+def make_texture(
+    width_px: int,
+    height_px: int,
+    rng: np.random.Generator,
+    photos: Sequence[str],
+    max_panels: int = 3,
+) -> np.ndarray:
     """A facade texture: 1..max_panels vertical panels, each a random crop of a random photo
     (upscaled to cover, random flip, colour gain), so repeated content is rare.
 
@@ -68,13 +74,13 @@ def make_texture(width_px: int, height_px: int, rng: np.random.Generator,
             ph = photo.shape[0]
         cx0 = rng.uniform(0, max(pwid - cw, 0))
         cy0 = rng.uniform(0, max(ph - ch, 0))
-        crop = photo[int(cy0): int(cy0 + ch) + 1, int(cx0): int(cx0 + cw) + 1]
+        crop = photo[int(cy0) : int(cy0 + ch) + 1, int(cx0) : int(cx0 + cw) + 1]
         crop = cv2.resize(crop, (pw, height_px), interpolation=cv2.INTER_CUBIC)
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         gain = np.exp(rng.normal(0, 0.12, 3)) * rng.uniform(0.85, 1.1)
         crop = np.clip(crop.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-        out[:, cols[k]:cols[k] + pw] = crop
+        out[:, cols[k] : cols[k] + pw] = crop
     return out
 
 
@@ -83,34 +89,49 @@ def _shade(normal: np.ndarray) -> float:
     return float(0.72 + 0.28 * abs(normal @ s))
 
 
-def _facade(x0z0: Sequence[float], x1z1: Sequence[float], height_m: float, rng, photos,
-            name: str, base_y: float = 0.0) -> Plane:
+def _facade(
+    x0z0: Sequence[float],
+    x1z1: Sequence[float],
+    height_m: float,
+    rng,
+    photos,
+    name: str,
+    base_y: float = 0.0,
+) -> Plane:
     """Vertical rectangle from ground point (x0, z0) to (x1, z1), ``height_m`` tall."""
     a = np.array([x0z0[0], base_y - height_m, x0z0[1]], np.float64)
     b = np.array([x1z1[0], base_y - height_m, x1z1[1]], np.float64)
     wlen = float(np.linalg.norm(b - a))
     u = (b - a) / wlen
     v = np.array([0.0, 1.0, 0.0])
-    tex = make_texture(max(int(round(wlen * TEXEL_PER_M)), 8),
-                       max(int(round(height_m * TEXEL_PER_M)), 8), rng, photos)
+    tex = make_texture(
+        max(int(round(wlen * TEXEL_PER_M)), 8),
+        max(int(round(height_m * TEXEL_PER_M)), 8),
+        rng,
+        photos,
+    )
     p = Plane(a, u, v, (wlen, height_m), tex, name=name)
     p.shade = _shade(p.normal)
     return p
 
 
-def _box(cx: float, cz: float, sx: float, sz: float, h: float, rng, photos, name: str,
-         lift: float = 0.0) -> list[Plane]:
+def _box(
+    cx: float, cz: float, sx: float, sz: float, h: float, rng, photos, name: str, lift: float = 0.0
+) -> list[Plane]:
     """Four vertical faces of an axis-aligned box (a kiosk / pillar) standing on the ground."""
     xa, xb, za, zb = cx - sx / 2, cx + sx / 2, cz - sz / 2, cz + sz / 2
     base = -lift
-    return [_facade((xa, za), (xb, za), h, rng, photos, f"{name}_s", base),
-            _facade((xb, za), (xb, zb), h, rng, photos, f"{name}_e", base),
-            _facade((xb, zb), (xa, zb), h, rng, photos, f"{name}_n", base),
-            _facade((xa, zb), (xa, za), h, rng, photos, f"{name}_w", base)]
+    return [
+        _facade((xa, za), (xb, za), h, rng, photos, f"{name}_s", base),
+        _facade((xb, za), (xb, zb), h, rng, photos, f"{name}_e", base),
+        _facade((xb, zb), (xa, zb), h, rng, photos, f"{name}_n", base),
+        _facade((xa, zb), (xa, za), h, rng, photos, f"{name}_w", base),
+    ]
 
 
-def make_street_scene(seed: int | np.random.Generator = 0,
-                      photos: Sequence[str] | None = None) -> Scene:
+def make_street_scene(
+    seed: int | np.random.Generator = 0, photos: Sequence[str] | None = None
+) -> Scene:
     """A walled plaza at street scale (metres), textured from the TEST photos.
 
     Layout (x east, z north, ground y = 0): building facades on all four sides (x in [-22, 24],
@@ -162,26 +183,43 @@ def make_street_scene(seed: int | np.random.Generator = 0,
             tex = make_texture(int(w * 16), int(d * 16), rng, photos, max_panels=1)
             tex = (tex.astype(np.float32) * 0.55 + 40).astype(np.uint8)
             # u = +x, v = +z: u x v = (1,0,0)x(0,0,1) = (0,-1,0): normal up
-            planes.append(Plane((x, 0.0, z), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (w, d), tex,
-                                shade=0.9, name=f"ground{i}_{j}"))
+            planes.append(
+                Plane(
+                    (x, 0.0, z),
+                    (1.0, 0.0, 0.0),
+                    (0.0, 0.0, 1.0),
+                    (w, d),
+                    tex,
+                    shade=0.9,
+                    name=f"ground{i}_{j}",
+                )
+            )
     lamps = []
     for x in (-16.0, -4.0, 8.0, 19.0):
         for z in (-6.0, 12.0, 27.0):
             lamps.append((x + rng.uniform(-2, 2), -4.5, z + rng.uniform(-2, 2)))
-    return Scene(planes, np.array(lamps, np.float64), name="plaza",
-                 bounds_xz=(X0, X1, Z0, Z1), meta={"seed_photos": photos})
+    return Scene(
+        planes,
+        np.array(lamps, np.float64),
+        name="plaza",
+        bounds_xz=(X0, X1, Z0, Z1),
+        meta={"seed_photos": photos},
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Camera paths
 # ------------------------------------------------------------------------------------------
-LOOP_CENTER = (1.0, 10.0)     # (x, z) of the database loop
+LOOP_CENTER = (1.0, 10.0)  # (x, z) of the database loop
 LOOP_RADII = (9.0, 8.0)
 
 
-def database_poses(n: int, rng: np.random.Generator | int = 0,
-                   center: tuple[float, float] = LOOP_CENTER,
-                   radii: tuple[float, float] = LOOP_RADII) -> list[dict]:
+def database_poses(
+    n: int,
+    rng: np.random.Generator | int = 0,
+    center: tuple[float, float] = LOOP_CENTER,
+    radii: tuple[float, float] = LOOP_RADII,
+) -> list[dict]:
     """``n`` database views on an elliptic loop, a few metres apart, looking outwards at the
     facades (yaw = outward direction + a cycle of -30/0/+30 deg + jitter, slight upward pitch).
 
@@ -199,8 +237,7 @@ def database_poses(n: int, rng: np.random.Generator | int = 0,
         pitch = rng.uniform(4.0, 12.0)
         c = np.array([x, -EYE_HEIGHT_M + rng.uniform(-0.1, 0.1), z])
         R, t = look_at(c, yaw, pitch)
-        out.append({"center": c, "yaw_deg": float(yaw), "pitch_deg": float(pitch),
-                    "R": R, "t": t})
+        out.append({"center": c, "yaw_deg": float(yaw), "pitch_deg": float(pitch), "R": R, "t": t})
     return out
 
 
@@ -209,7 +246,7 @@ def min_clearance(scene: Scene, center: Sequence[float]) -> float:
     p = np.asarray(center, np.float64)[[0, 2]]
     best = np.inf
     for pl in scene.planes:
-        if abs(pl.normal[1]) > 0.5:             # ground-like plane
+        if abs(pl.normal[1]) > 0.5:  # ground-like plane
             continue
         c = pl.corners[:, [0, 2]]
         a, b = c[0], c[1]
@@ -219,9 +256,15 @@ def min_clearance(scene: Scene, center: Sequence[float]) -> float:
     return best
 
 
-def query_poses(n: int, db: Sequence[dict], rng: np.random.Generator | int = 1,
-                max_offset_m: float = 3.0, max_yaw_deg: float = 30.0,
-                scene: Scene | None = None, min_clearance_m: float = 2.0) -> list[dict]:
+def query_poses(
+    n: int,
+    db: Sequence[dict],
+    rng: np.random.Generator | int = 1,
+    max_offset_m: float = 3.0,
+    max_yaw_deg: float = 30.0,
+    scene: Scene | None = None,
+    min_clearance_m: float = 2.0,
+) -> list[dict]:
     """``n`` query views from new viewpoints near the database loop: a random database view's
     pose moved by 0.7..``max_offset_m`` metres (mostly horizontal), turned by 5..``max_yaw_deg``
     degrees of yaw, with different pitch and a little roll. With ``scene`` given, positions
@@ -238,18 +281,34 @@ def query_poses(n: int, db: Sequence[dict], rng: np.random.Generator | int = 1,
         for _ in range(100):
             ang = rng.uniform(0, 2 * np.pi)
             r = rng.uniform(0.7, max_offset_m)
-            c = ref["center"] + np.array([r * np.cos(ang), rng.uniform(-0.25, 0.25),
-                                          r * np.sin(ang)])
+            c = ref["center"] + np.array(
+                [r * np.cos(ang), rng.uniform(-0.25, 0.25), r * np.sin(ang)]
+            )
             if scene is None or min_clearance(scene, c) >= min_clearance_m:
                 break
         yaw = ref["yaw_deg"] + rng.choice([-1, 1]) * rng.uniform(5.0, max_yaw_deg)
         pitch = rng.uniform(2.0, 14.0)
         roll = rng.uniform(-4.0, 4.0)
         R, t = look_at(c, yaw, pitch, roll)
-        out.append({"center": c, "yaw_deg": float(yaw), "pitch_deg": float(pitch),
-                    "roll_deg": float(roll), "R": R, "t": t, "ref_index": j})
+        out.append(
+            {
+                "center": c,
+                "yaw_deg": float(yaw),
+                "pitch_deg": float(pitch),
+                "roll_deg": float(roll),
+                "R": R,
+                "t": t,
+                "ref_index": j,
+            }
+        )
     return out
 
 
-__all__ = ["make_texture", "make_street_scene", "database_poses", "query_poses", "min_clearance",
-           "EYE_HEIGHT_M"]
+__all__ = [
+    "make_texture",
+    "make_street_scene",
+    "database_poses",
+    "query_poses",
+    "min_clearance",
+    "EYE_HEIGHT_M",
+]
