@@ -74,7 +74,10 @@ def describe_hpatches(
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     for seq in tqdm(
-        sorted(data), desc=f"describe {extractor.name}", disable=not progress, leave=False
+        sorted(data),
+        desc=f"describe {extractor.name}",
+        disable=None if progress else True,
+        leave=False,
     ):
         types = list(hp.TYPES)
         n = len(data[seq]["ref"])

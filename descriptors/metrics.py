@@ -386,7 +386,7 @@ def describe_patches(
         range(0, n, step),
         desc=f"describe {extractor.name}",
         unit="chunk",
-        disable=not progress or n <= step,
+        disable=True if (not progress or n <= step) else None,
     ):
         x = patches_to_input(patches_uint8[s : s + step], size, cv2.INTER_AREA)
         for i in range(0, len(x), batch):

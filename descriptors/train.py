@@ -205,7 +205,7 @@ def train(
         initial=start,
         total=recipe.steps,
         desc=f"train {recipe.name}",
-        disable=not progress or rank != 0,
+        disable=True if (not progress or rank != 0) else None,
         dynamic_ncols=True,
     )
     step = start

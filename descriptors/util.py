@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -127,12 +126,9 @@ def setup_logging(level: int | str = logging.INFO) -> None:
     """The one logging configuration (call it from a ``__main__`` / CLI entry point only).
 
     Idempotent: a second call only changes the level. FAISS's loader messages (which AVX build it
-    found, the ``ModuleNotFoundError`` of the builds it did not) go to DEBUG. Progress bars are
-    switched off when stderr is not a terminal (``TQDM_DISABLE=1`` unless already set), so
-    redirected logs hold log lines, not carriage-return frames.
+    found, the ``ModuleNotFoundError`` of the builds it did not) go to DEBUG. (Progress bars are
+    tqdm's ``disable=None``: shown on a terminal only.)
     """
-    if not sys.stderr.isatty():
-        os.environ.setdefault("TQDM_DISABLE", "1")
     level = logging.getLevelName(level) if isinstance(level, str) else level
     root = logging.getLogger()
     if not any(getattr(h, "_descloc", False) for h in root.handlers):

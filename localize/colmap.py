@@ -782,7 +782,12 @@ def run_mapping(
         if mapper == "incremental":
             with pycolmap.Database.open(str(db_path)) as db:
                 total = db.num_images()
-            bar = tqdm(total=total, desc="mapping (incremental)", unit="img", disable=not progress)
+            bar = tqdm(
+                total=total,
+                desc="mapping (incremental)",
+                unit="img",
+                disable=None if progress else True,
+            )
 
             def _init() -> None:
                 bar.reset(total)

@@ -642,6 +642,7 @@ def main(
             total=len(todo),
             desc=f"extract {conf['output']}",
             unit="img",
+            disable=None,
         ):
             desc = describe(
                 prep["small"],

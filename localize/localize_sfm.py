@@ -465,7 +465,7 @@ def main(
     with contextlib.ExitStack() as files:  # each file opened once for all queries
         feats_src = io.open_for_reading(files, features)
         matches_src = io.open_for_reading(files, matches)
-        for qname, camera in tqdm(query_list, desc="localize", unit="query"):
+        for qname, camera in tqdm(query_list, desc="localize", unit="query", disable=None):
             db_names = list(retrieval_dict.get(qname, []))
             if conf["num_loc"]:
                 db_names = db_names[: int(conf["num_loc"])]

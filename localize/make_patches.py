@@ -206,7 +206,7 @@ def build(
     ex_conf = {**extract_features.default_conf, "resize_max": conf["resize_max"]}
     feats: dict[str, dict[str, np.ndarray]] = {}
     sizes: dict[str, tuple[int, int, int, int]] = {}
-    for name in tqdm(wanted, desc="make_patches: detect", disable=not progress):
+    for name in tqdm(wanted, desc="make_patches: detect", disable=None if progress else True):
         gray = _load_gray(image_dir / name)
         small, _ = extract_features.resize_image(gray, conf["resize_max"])
         kps, xy, size, angle, _ = detect_dog(
@@ -242,7 +242,9 @@ def build(
             uniq.append(k)
     cams = {n: colmap.camera_matrices(ref, ids[n]) for n in feats}
     matches: dict[tuple[str, str], np.ndarray] = {}
-    for a, b in tqdm(uniq, desc="make_patches: guided matching", disable=not progress):
+    for a, b in tqdm(
+        uniq, desc="make_patches: guided matching", disable=None if progress else True
+    ):
         F = geometry.fundamental(*cams[a], *cams[b])
         band = (
             geometry.epipolar_distance(
@@ -314,7 +316,9 @@ def build(
             per_image.setdefault(name, []).append((t, k))
     view_id = {n: i for i, n in enumerate(sorted(feats))}
     pt_ids, views, patch_list, interest = [], [], [], []
-    for name in tqdm(sorted(per_image), desc="make_patches: patches", disable=not progress):
+    for name in tqdm(
+        sorted(per_image), desc="make_patches: patches", disable=None if progress else True
+    ):
         f = feats[name]
         tk = np.asarray(per_image[name], np.int64)
         k = tk[:, 1]

@@ -354,7 +354,7 @@ def _match_groups(
     n_pairs = sum(len(bs) for _, bs in groups)
     with (
         h5.H5Writer(out_path, commit_every_s=commit_every_s) as w,
-        tqdm(total=n_pairs, desc=f"match {conf['output']}", unit="pair") as bar,
+        tqdm(total=n_pairs, desc=f"match {conf['output']}", unit="pair", disable=None) as bar,
     ):
         for a, partners in groups:
             d0 = src.descriptors(a)

@@ -40,7 +40,7 @@ def from_covisibility(
         for pid in set(d.values()):
             obs.setdefault(pid, []).append(id_of[name])
     pairs: parsers.Pairs = []
-    for iid in tqdm(sorted(name_of), desc="covisibility", unit="img"):
+    for iid in tqdm(sorted(name_of), desc="covisibility", unit="img", disable=None):
         counts: dict[int, int] = {}
         for pid in set(tracks[name_of[iid]].values()):
             for other in obs[pid]:

@@ -158,7 +158,10 @@ def run(
         with contextlib.ExitStack() as files:
             src = io.open_for_reading(files, features)
             for name in tqdm(
-                names, desc="reconstruction: keypoints", unit="img", disable=not progress
+                names,
+                desc="reconstruction: keypoints",
+                unit="img",
+                disable=None if progress else True,
             ):
                 if not io.has_features(src, name):
                     raise ValueError(

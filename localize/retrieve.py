@@ -119,7 +119,7 @@ def encode(
     assigner = Assigner(vocab.centroids)
     out = []
     with nn.single_thread():
-        for d in tqdm(descs, desc=desc_label, unit="img", leave=False):
+        for d in tqdm(descs, desc=desc_label, unit="img", leave=False, disable=None):
             if conf["method"] == "vlad":
                 out.append(
                     vlad(
@@ -487,7 +487,9 @@ def spatial_rerank(
     top = int(min(c["top"], idx.shape[1]))
     all_inl = np.zeros((len(idx), top), np.int64)
     with nn.single_thread(), _cv2_single_thread():
-        for qi in tqdm(range(len(idx)), desc="spatial re-rank", unit="query", leave=False):
+        for qi in tqdm(
+            range(len(idx)), desc="spatial re-rank", unit="query", leave=False, disable=None
+        ):
             kq, dq = query_feats[qi]
             inl = np.zeros(top, np.int64)
             for r in range(top):

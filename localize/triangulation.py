@@ -94,7 +94,7 @@ def read_matches(
     seen: set[frozenset[str]] = set()
     with contextlib.ExitStack() as files:  # the file opened once for all pairs
         src = io.open_for_reading(files, matches)
-        for n0, n1 in tqdm(pair_list, desc="triangulation: matches", unit="pair"):
+        for n0, n1 in tqdm(pair_list, desc="triangulation: matches", unit="pair", disable=None):
             key = frozenset((n0, n1))
             if n0 == n1 or key in seen:
                 continue
@@ -208,7 +208,9 @@ def run(
     missing_feats = []
     with contextlib.ExitStack() as files:
         src = io.open_for_reading(files, features)
-        for name in tqdm(sorted(image_ids), desc="triangulation: keypoints", unit="img"):
+        for name in tqdm(
+            sorted(image_ids), desc="triangulation: keypoints", unit="img", disable=None
+        ):
             if io.has_features(src, name):
                 keypoints[name] = io.get_keypoints(src, name)
             else:

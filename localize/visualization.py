@@ -768,7 +768,9 @@ def _pipeline_figures(
         feats = io.open_for_reading(files, features_h5)
         matches = io.open_for_reading(files, matches_h5)
         ranked = []
-        for a, b in tqdm(parsers.parse_pairs(pairs_txt), desc="rank pairs", unit="pair"):
+        for a, b in tqdm(
+            parsers.parse_pairs(pairs_txt), desc="rank pairs", unit="pair", disable=None
+        ):
             if not io.has_pair(matches, a, b):
                 continue
             m, _ = io.get_matches(matches, a, b)

@@ -212,7 +212,7 @@ def make_bags(
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # kornia on one small image: threads cost more than they give
     try:
-        bar = tqdm(total=n_want, desc=f"bags-synth {split}", disable=not progress)
+        bar = tqdm(total=n_want, desc=f"bags-synth {split}", disable=None if progress else True)
         for ci in order:
             if len(obj_ids) // max(nv, 1) >= n_want:
                 break

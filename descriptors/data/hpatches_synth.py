@@ -393,7 +393,7 @@ def write_synthetic_hpatches(
         used = {}
         bad: set[str] = set()
         j = 0  # index into the photo cycle
-        for i in tqdm(range(n_seq), desc="synthetic hpatches", leave=False):
+        for i in tqdm(range(n_seq), desc="synthetic hpatches", leave=False, disable=None):
             kind = "i" if i % 2 == 0 else "v"
             while True:
                 if len(bad) == len(photos):

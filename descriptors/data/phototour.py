@@ -210,7 +210,7 @@ def read_phototour(
     patches = np.empty((n, PATCH, PATCH), np.uint8)
     it = sheets[:n_sheets]
     if progress and n_sheets > 20:
-        it = tqdm(it, desc=f"read {root.name}", unit="sheet")
+        it = tqdm(it, desc=f"read {root.name}", unit="sheet", disable=None)
     for f, path in enumerate(it):
         sheet = _read_sheet(path)
         lo = f * PER_SHEET

@@ -231,7 +231,7 @@ def write_synthetic_phototour(
 
     # 1) tracks per photo
     per_photo = []
-    it = tqdm(photos, desc=f"phototour-synth {split}: views", disable=not progress)
+    it = tqdm(photos, desc=f"phototour-synth {split}: views", disable=None if progress else True)
     for name in it:
         xy, valid, geo, views = _photo_tracks(name, rng, cfg)
         usable = np.flatnonzero(valid.sum(1) >= vmin)
@@ -248,7 +248,14 @@ def write_synthetic_phototour(
     # 2) choose points and views, cut patches
     records = []  # (photo_idx, patch uint8 (k,64,64), view ids, xy, size, ori)
     for pi, ((name, valid, geo, views, usable), k) in enumerate(
-        zip(tqdm(per_photo, desc=f"phototour-synth {split}: patches", disable=not progress), alloc)
+        zip(
+            tqdm(
+                per_photo,
+                desc=f"phototour-synth {split}: patches",
+                disable=None if progress else True,
+            ),
+            alloc,
+        )
     ):
         if k == 0:
             continue

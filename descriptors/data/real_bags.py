@@ -108,7 +108,7 @@ def make_real_bags(
     torch.set_num_threads(1)
     try:
         total = sum(len(v) for v in scenes.values())
-        bar = tqdm(total=total, desc="bags-real", disable=not progress)
+        bar = tqdm(total=total, desc="bags-real", disable=None if progress else True)
         for oid, (scene, photos) in enumerate(scenes.items()):
             nv = 0
             for path in photos:

@@ -219,7 +219,9 @@ def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
         # database
         db_poses = scn.database_poses(n_db, rng)
         cameras, images, intr_lines = [], [], []
-        for i, p in enumerate(tqdm(db_poses, desc="synthetic aachen: database", leave=False)):
+        for i, p in enumerate(
+            tqdm(db_poses, desc="synthetic aachen: database", leave=False, disable=None)
+        ):
             K = rnd.intrinsics(width, height, rng.uniform(57.0, 63.0))
             name = f"db/{i + 1}.jpg"
             _write_image(img_root / name, rnd.render(world, K, p["R"], p["t"], width, height))
@@ -247,7 +249,9 @@ def write_synthetic_aachen(root: str | os.PathLike, **overrides: Any) -> Path:
         is_night[rng.permutation(n_query)[:n_night]] = True
         lists: dict[str, list[str]] = {"day": [], "night": []}
         gt_lines = []
-        for k, p in enumerate(tqdm(q_poses, desc="synthetic aachen: queries", leave=False)):
+        for k, p in enumerate(
+            tqdm(q_poses, desc="synthetic aachen: queries", leave=False, disable=None)
+        ):
             cond = "night" if is_night[k] else "day"
             K = rnd.intrinsics(width, height, rng.uniform(50.0, 66.0))
             name = f"query/{cond}/nexus5x/IMG_{20161227 + k:08d}_{k:06d}.jpg"

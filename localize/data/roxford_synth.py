@@ -442,7 +442,7 @@ def write_synthetic_revisitop(
     img_night: list[bool] = []
     cams: list[Camera | None] = []
     total = n_landmarks * views_per_landmark + n_distractors + n_queries
-    bar = tqdm(total=total, desc=f"synthetic {name}", leave=False)
+    bar = tqdm(total=total, desc=f"synthetic {name}", leave=False, disable=None)
 
     def add_db_image(img: np.ndarray, nm: str, landmark: int, cam: Camera | None) -> None:
         """Night (prob. ``night_prob``) or day photometric change, write, record."""
