@@ -51,13 +51,13 @@ from localize import (
     extract_features,
     geometry,
     image_io,
-    io,
     match_features,
     pairs_from_exhaustive,
     pairs_from_retrieval,
     pairs_from_sequential,
     parsers,
     reconstruction,
+    visualization,
 )
 from localize.cli import ArgumentParser, cli_errors, positive_int
 from pipelines.outputs import (
@@ -486,38 +486,20 @@ def format_summary(s: dict) -> str:
 
 
 def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """PNGs of the first ``n`` registered images (hloc's ``visualize_sfm_2d``, colour by
-    visibility): keypoints with a 3D point in blue, the others in red. Default folder
-    ``<out_dir>/viz``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """PNGs of the first ``n`` registered images, each coloured by visibility, track length and
+    depth (``localize.visualization.visualize_sfm_2d``). Default folder ``<out_dir>/viz``."""
     sfm = Path(summary["paths"]["sfm"])
     out = Path(out_dir or Path(summary["out_dir"]) / "viz")
-    out.mkdir(parents=True, exist_ok=True)
     if not (sfm / "images.bin").is_file():
         return []
     rec = colmap.read_model(sfm)
+    ids = sorted(colmap.registered_image_ids(rec))[:n]
     files = []
-    for iid in sorted(rec.reg_image_ids())[:n]:
-        im = rec.images[iid]
-        kps = io.get_keypoints(summary["paths"]["features"], im.name)
-        tracked = np.zeros(len(kps), bool)
-        tracked[list(colmap.image_track(im))] = True
-        rgb = image_io.read_image(Path(summary["images"]) / im.name, grayscale=False)
-        h, w = rgb.shape[:2]
-        fig, ax = plt.subplots(figsize=(8, 8 * h / w), dpi=100)
-        ax.imshow(rgb)
-        ax.scatter(*kps[~tracked].T, s=2, c="r", lw=0)
-        ax.scatter(*kps[tracked].T, s=3, c="b", lw=0)
-        ax.set_title(f"{im.name}: {int(tracked.sum())} of {len(kps)} keypoints in 3D points")
-        ax.axis("off")
-        f = out / f"sfm2d_{Path(im.name).stem}.png"
-        fig.savefig(f, bbox_inches="tight")
-        plt.close(fig)
-        files.append(f)
+    for color_by in visualization.SFM_COLORINGS:
+        figs = visualization.visualize_sfm_2d(rec, summary["images"], color_by, selected=ids)
+        for iid, fig in zip(ids, figs):
+            name = Path(rec.images[iid].name).stem
+            files.append(visualization.save_plot(out / f"sfm_{color_by}_{name}.png", fig))
     return files
 
 
