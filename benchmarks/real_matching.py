@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from descriptors.hpatches_eval import homography_corner_error  # noqa: E402
 from descriptors.patches import detect_dog  # noqa: E402
 from descriptors.registry import OPENCV_NAMES  # noqa: E402
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
@@ -126,21 +127,7 @@ def evaluate_pair(
         c = int((err <= t).sum())
         out[f"correct@{t}"] = c
         out[f"mma@{t}"] = c / max(len(i0), 1)
-    h, w = shape0
-    corners = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
-    Hest = None
-    if len(i0) >= 4:
-        Hest, _ = cv2.findHomography(p0, p1, cv2.RANSAC, 3.0, maxIters=5000, confidence=0.999)
-    if Hest is None:
-        cerr = np.inf
-    else:
-        cerr = float(
-            np.linalg.norm(
-                cv2.perspectiveTransform(corners[None], Hest)[0]
-                - cv2.perspectiveTransform(corners[None], H)[0],
-                axis=1,
-            ).mean()
-        )
+    cerr = homography_corner_error(p0, p1, H, shape0, 3.0, max_iters=5000, confidence=0.999)
     for t in THRESHOLDS:
         out[f"homography@{t}"] = float(cerr <= t)
     return out

@@ -30,10 +30,37 @@ from tqdm import tqdm
 
 from descriptors import metrics as M
 from descriptors.data import hpatches as hp
+from descriptors.data.synth import apply_homography
 from descriptors.patches import patches_to_input
 
 LEVEL_NAMES = {"e": "Easy", "h": "Hard", "t": "Tough"}
 POOL_SIZES: tuple[int, ...] = (100, 500, 1000, 5000, 10000, 15000, 20000)
+
+
+def homography_corner_error(
+    p0: np.ndarray,
+    p1: np.ndarray,
+    H_gt: np.ndarray,
+    shape0: tuple[int, int],
+    ransac_px: float = 3.0,
+    max_iters: int = 2000,
+    confidence: float = 0.995,
+) -> float:
+    """Homography accuracy of matched points: mean distance (px) between image 0's four
+    corners mapped by the RANSAC homography of ``p0`` -> ``p1`` ((M, 2) pixels each, OpenCV)
+    and by ``H_gt`` (3, 3); ``shape0`` = (h, w) of image 0. inf when M < 4 or RANSAC fails."""
+    if len(p0) < 4:
+        return float("inf")
+    H_est, _ = cv2.findHomography(
+        p0, p1, cv2.RANSAC, ransac_px, maxIters=max_iters, confidence=confidence
+    )
+    if H_est is None:
+        return float("inf")
+    h, w = shape0
+    c = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
+    return float(
+        np.mean(np.linalg.norm(apply_homography(H_est, c) - apply_homography(H_gt, c), axis=1))
+    )
 
 
 def retrieval_aps(pos: np.ndarray, neg: np.ndarray, ks: Sequence[int]) -> np.ndarray:

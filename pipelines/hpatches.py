@@ -366,16 +366,6 @@ MMA_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _corner_error(H_est: np.ndarray | None, H_gt: np.ndarray, w: int, h: int) -> float:
-    """Mean distance (px) of the 4 image-1 corners mapped by ``H_est`` and by ``H_gt``."""
-    if H_est is None:
-        return float("inf")
-    c = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float64)
-    return float(
-        np.mean(np.linalg.norm(apply_homography(H_est, c) - apply_homography(H_gt, c), axis=1))
-    )
-
-
 def full_image_mma(
     seq_dir: str | Path,
     extractor_name: Any,
@@ -446,12 +436,9 @@ def full_image_mma(
         p0, pk = xy0[i0], xyk[m0[i0]]
         err = np.linalg.norm(apply_homography(H, p0) - pk, axis=1)
         acc = {float(t): (float(np.mean(err <= t)) if len(i0) else 0.0) for t in thresholds}
-        H_est = None
-        if len(i0) >= 4:
-            H_est, _ = cv2.findHomography(
-                p0.astype(np.float32), pk.astype(np.float32), cv2.RANSAC, ransac_reproj
-            )
-        cerr = _corner_error(H_est, H, w0, h0)
+        cerr = E.homography_corner_error(
+            p0.astype(np.float32), pk.astype(np.float32), H, (h0, w0), ransac_reproj
+        )
         pairs.append(
             {
                 "pair": f"{names[0]}-{names[k - 1]}",
