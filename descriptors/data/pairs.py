@@ -697,13 +697,6 @@ class PairPatchSampler:
         return self.sample()
 
 
-def pair_batches(
-    batch_size: int, seed: int, conf: PairConf | None = None, **kwargs
-) -> PairPatchSampler:
-    """Convenience: a ``PairPatchSampler`` seeded with ``np.random.default_rng(seed)``."""
-    return PairPatchSampler(batch_size, np.random.default_rng(seed), conf=conf, **kwargs)
-
-
 def conf_from_options(options: dict) -> PairConf:
     """Build a ``PairConf`` from a recipe options dict (keys prefixed ``pair_``, e.g.
     ``pair_out_size``; the option ``photos`` = a photo folder sets ``photo_dir``); unknown
@@ -738,6 +731,5 @@ __all__ = [
     "stylize",
     "transfer_keypoints",
     "color_style_shift",
-    "pair_batches",
     "conf_from_options",
 ]
