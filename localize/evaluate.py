@@ -283,3 +283,39 @@ __all__ = [
     "retrieval_recall",
     "DEFAULT_THRESHOLDS",
 ]
+
+
+def cli(argv: Sequence[str] | None = None) -> dict:
+    """``python -m localize.evaluate --results R --ground_truth GT [--conditions FILE]``:
+    print the recall table; ``FILE`` holds ``<query name> <condition>`` per line."""
+    from descriptors.util import setup_logging
+    from localize.cli import ArgumentParser, cli_errors, existing_file
+
+    p = ArgumentParser(description="Recall of a submission-format results file")
+    p.add_argument("--results", type=existing_file, required=True, help="results file")
+    p.add_argument(
+        "--ground_truth",
+        type=existing_file,
+        required=True,
+        help="ground-truth poses, submission format",
+    )
+    p.add_argument(
+        "--conditions",
+        type=existing_file,
+        help="'<query name> <condition>' per line (e.g. day / night)",
+    )
+    a = p.parse_args(None if argv is None else list(argv))
+    setup_logging()
+    with cli_errors("localize.evaluate"):
+        cond = None
+        if a.conditions:
+            from localize.parsers import read_text_lines
+
+            cond = dict(ln.split()[:2] for ln in read_text_lines(a.conditions) if ln.strip())
+        out = evaluate(a.results, a.ground_truth, cond)
+        print(format_table({a.results.stem: out}))
+        return out
+
+
+if __name__ == "__main__":
+    cli()

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "reconstruction",
             "triangulation",
             "localize_sfm",
+            "evaluate",
         )
     },
     "export": ("descriptors.export", "cli"),

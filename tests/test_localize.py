@@ -415,3 +415,23 @@ def test_evaluate_rejects_bad_lines(tmp_path):
     (tmp_path / "r.txt").write_text("a.jpg 1 0 0 0 0 0\n")
     with pytest.raises(ValueError, match="r.txt:1"):
         ev.evaluate(tmp_path / "r.txt", {"a.jpg": (np.array([1, 0, 0, 0]), np.zeros(3))})
+
+
+def test_evaluate_cli(tmp_path, capsys):
+    """``python -m localize.evaluate``: the recall table of a results file."""
+    (tmp_path / "r.txt").write_text("a.jpg 1 0 0 0 0 0 0\nb.jpg 1 0 0 0 1 0 0\n")
+    (tmp_path / "g.txt").write_text("a.jpg 1 0 0 0 0 0 0\nb.jpg 1 0 0 0 0 0 0\n")
+    (tmp_path / "c.txt").write_text("a.jpg day\nb.jpg night\n")
+    out = ev.cli(
+        [
+            "--results",
+            str(tmp_path / "r.txt"),
+            "--ground_truth",
+            str(tmp_path / "g.txt"),
+            "--conditions",
+            str(tmp_path / "c.txt"),
+        ]
+    )
+    assert out["conditions"]["day"]["recall"] == [1.0, 1.0, 1.0]
+    assert out["conditions"]["night"]["recall"] == [0.0, 0.0, 1.0]
+    assert "night" in capsys.readouterr().out
