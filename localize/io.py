@@ -56,6 +56,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from descriptors.util import atomic_write
 from localize import parsers
@@ -388,6 +389,23 @@ def get_keypoints(
     if return_uncertainty:
         return kp, (None if u is None else float(np.asarray(u)))
     return kp
+
+
+def read_keypoints(
+    path: PathLike, names: Iterable[str], desc: str = "keypoints", progress: bool = True
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Keypoints of many images from one features file (opened once): ({name: (N, 2) float
+    pixel xy}, [names without features, in the order given])."""
+    keypoints: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    with contextlib.ExitStack() as files:
+        src = open_for_reading(files, path)
+        for name in tqdm(list(names), desc=desc, unit="img", disable=None if progress else True):
+            if has_features(src, name):
+                keypoints[name] = get_keypoints(src, name)
+            else:
+                missing.append(name)
+    return keypoints, missing
 
 
 def get_descriptors(path: PathLike, name: str) -> np.ndarray:

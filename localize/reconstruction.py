@@ -33,7 +33,6 @@ our additions are keyword-only (``mapper``, ``overwrite``, ``num_threads``, ``ra
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -41,9 +40,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import numpy as np
 import pycolmap
-from tqdm import tqdm
 
 from descriptors.util import atomic_dir, setup_logging
 from localize import colmap, extract_features, io, parsers
@@ -154,20 +151,13 @@ def run(
         image_ids = colmap.create_image_database(
             db_path, image_dir, names, camera_mode, image_options
         )
-        keypoints: dict[str, np.ndarray] = {}
-        with contextlib.ExitStack() as files:
-            src = io.open_for_reading(files, features)
-            for name in tqdm(
-                names,
-                desc="reconstruction: keypoints",
-                unit="img",
-                disable=None if progress else True,
-            ):
-                if not io.has_features(src, name):
-                    raise ValueError(
-                        f"{features}: no features for image {name!r}; extract every image first"
-                    )
-                keypoints[name] = io.get_keypoints(src, name)
+        keypoints, missing = io.read_keypoints(
+            features, names, "reconstruction: keypoints", progress
+        )
+        if missing:
+            raise ValueError(
+                f"{features}: no features for image {missing[0]!r}; extract every image first"
+            )
         colmap.import_features(db_path, image_ids, keypoints)
         match_dict, counts = tri.read_matches(
             matches, pair_list, {n: len(k) for n, k in keypoints.items()}, min_match_score

@@ -204,17 +204,9 @@ def run(
 
     db_path = colmap.create_database(sfm_dir / "database.db", reference)
 
-    keypoints: dict[str, np.ndarray] = {}
-    missing_feats = []
-    with contextlib.ExitStack() as files:
-        src = io.open_for_reading(files, features)
-        for name in tqdm(
-            sorted(image_ids), desc="triangulation: keypoints", unit="img", disable=None
-        ):
-            if io.has_features(src, name):
-                keypoints[name] = io.get_keypoints(src, name)
-            else:
-                missing_feats.append(name)
+    keypoints, missing_feats = io.read_keypoints(
+        features, sorted(image_ids), "triangulation: keypoints"
+    )
     if missing_feats:
         raise ValueError(
             f"{features}: no features for {len(missing_feats)} reference image(s), "

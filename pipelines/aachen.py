@@ -44,7 +44,6 @@ the dataset's ground truth are the inputs of ``localize.visualization.save_pipel
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -89,6 +88,7 @@ from pipelines.outputs import (
     features_fingerprint,
     features_tag,
     format_timings,
+    images_fingerprint,
     invalidate_outputs,
     json_default,
 )
@@ -212,10 +212,7 @@ def _dataset_fingerprint(root: Path, data: AachenData, prints: dict[str, str]) -
     """What identifies the dataset's content: a digest of every db / query image fingerprint
     (size, mtime_ns, head+tail hash), the reference model files and the query lists (same
     fingerprint), the synthetic config. Not the dataset's path."""
-    h = hashlib.blake2b(digest_size=16)
-    for n in sorted(prints):
-        h.update(f"{n}\0{prints[n]}\n".encode())
-    out: dict[str, Any] = {"num_images": len(prints), "images_blake2b": h.hexdigest()}
+    out: dict[str, Any] = images_fingerprint(prints)
     cfg = root / "synthetic_config.json"
     if cfg.is_file():
         out["synthetic_config"] = cfg.read_text()

@@ -66,6 +66,15 @@ def features_fingerprint(features: str) -> dict:
     return {"features": s}
 
 
+def images_fingerprint(prints: dict[str, str]) -> dict[str, Any]:
+    """What identifies a set of images' content: their count and a digest of every
+    ``{name: image_io.image_fingerprint}`` entry (not the folder's path)."""
+    h = hashlib.blake2b(digest_size=16)
+    for n in sorted(prints):
+        h.update(f"{n}\0{prints[n]}\n".encode())
+    return {"num_images": len(prints), "images_blake2b": h.hexdigest()}
+
+
 def wipe(out: Path, keep: str | None = None) -> None:
     """Delete ``out`` (all of it, or everything but the entry named ``keep``)."""
     if keep is None:

@@ -34,7 +34,6 @@ and rebuilt (replaced whole) otherwise. Known errors exit 2 with one line
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -66,6 +65,7 @@ from pipelines.outputs import (
     features_fingerprint,
     features_tag,
     format_timings,
+    images_fingerprint,
     invalidate_outputs,
     json_default,
 )
@@ -127,13 +127,6 @@ def _resolve_conf(conf: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"mapper {c['mapper']!r}: choose from {', '.join(colmap.MAPPERS)}")
     colmap.camera_mode(c["camera_mode"])
     return c
-
-
-def _images_fingerprint(prints: dict[str, str]) -> dict[str, Any]:
-    h = hashlib.blake2b(digest_size=16)
-    for n in sorted(prints):
-        h.update(f"{n}\0{prints[n]}\n".encode())
-    return {"num_images": len(prints), "images_blake2b": h.hexdigest()}
 
 
 # ------------------------------------------------------------------------------------------
@@ -343,7 +336,7 @@ def run(
         SimpleNamespace(root=root, fingerprint=paths["fingerprint"]),
         {
             "features": features_fingerprint(features),
-            "dataset": _images_fingerprint(prints),
+            "dataset": images_fingerprint(prints),
             "extract": {k: ext_conf[k] for k in sorted(ext_conf) if k != "output"},
             "matcher": matcher,
         },
