@@ -28,8 +28,13 @@ else 20,000) and the recipe's own batch size and optimizer (``--quick``: the CPU
 stream instead of their native data (``native``, the default).
 
 Evaluation: the held-out synthetic PhotoTour test split (``<data-root>/test``, TEST photos
-only; generated on first use) with ``descriptors.metrics.evaluate_pairs``: FPR95, PR-AUC and
-CMC@1. Outputs under ``--out`` (default ``outputs/ablation``): ``ablation.json`` (table, training
+only; generated on first use) or, with ``--eval-data``, any Brown-layout folder (e.g. the real
+fountain-P11 patches of ``pipelines.make_patches``), with ``descriptors.metrics.evaluate_pairs``:
+FPR95, PR-AUC and CMC@1 (``--eval-pairs N``: the first N pairs of the m50 list).
+
+Real data (``make ablation-real``): ``--train-data DIR`` trains the patch rows (hardnet*, sdb*,
+fracking*) on a folder of Brown scenes, ``--photos DIR`` gives hndesc its photos and
+``--scenes DIR`` gives wlrn its real weak-label scenes (``descriptors.data.real_bags``). Outputs under ``--out`` (default ``outputs/ablation``): ``ablation.json`` (table, training
 logs, options), ``pr_curves.png`` (precision-recall of every row on the test pairs) and the
 trained weights in ``weights/``.
 """
@@ -298,6 +303,22 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
         type=device_arg,
         help="torch device (default: cuda if present, else cpu)",
     )
+    p.add_argument(
+        "--eval-data", default=None, help="Brown folder to evaluate on (instead of the split)"
+    )
+    p.add_argument(
+        "--eval-pairs",
+        type=positive_int,
+        default=None,
+        help="evaluate on the first N pairs of the m50 list only",
+    )
+    p.add_argument(
+        "--train-data",
+        default=None,
+        help="folder of Brown scenes the patch rows (hardnet*, sdb*, fracking*) train on",
+    )
+    p.add_argument("--photos", default=None, help="photo folder for the hndesc rows")
+    p.add_argument("--scenes", default=None, help="real scenes root for the wlrn row")
     p.add_argument("--no-progress", action="store_true", help="no tqdm training bars")
     return p.parse_args(list(argv) if argv is not None else None)
 
@@ -326,9 +347,12 @@ def _main(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     (out / "weights").mkdir(parents=True, exist_ok=True)
     data_root = Path(args.data_root)
-    if not (data_root / args.eval_split / "info.txt").is_file():
+    eval_dir = Path(args.eval_data) if args.eval_data else data_root / args.eval_split
+    if not args.eval_data and not (eval_dir / "info.txt").is_file():
         ensure_synthetic_phototour(data_root)
-    test = read_phototour(data_root / args.eval_split, progress=False)
+    test = read_phototour(eval_dir, progress=False)
+    if args.eval_pairs:
+        test.matches = test.matches[: args.eval_pairs]
     rows = [ALL_ROWS[n] for n in args.rows] if args.rows else list(ROWS)
 
     results: list[dict] = []
@@ -356,6 +380,14 @@ def _main(args: argparse.Namespace) -> dict:
                 rec.update(data="-", steps=0, weights=str(path))
         else:
             recipe = build_recipe(row, args.quick, args.data, args.batch_size)
+            train_root, split = None, "train"
+            if row.recipe == "hndesc" and args.photos:
+                recipe = recipe.with_options(photos=str(args.photos))
+            elif row.recipe == "wlrn" and args.scenes:
+                recipe = recipe.with_options(scenes=str(args.scenes), schedule="fixed")
+                train_root, split = out / "bags-real", ""
+            elif row.recipe in ("hardnet", "sdb", "fracking") and args.train_data:
+                train_root, split = Path(args.train_data), ""
             path = out / "weights" / (row.name.replace("/", "_") + ".pt")
             data_desc = describe_data(recipe)
             logger.info(
@@ -367,8 +399,9 @@ def _main(args: argparse.Namespace) -> dict:
             )
             tr = train(
                 recipe,
-                None,
+                train_root,
                 path,
+                split=split,
                 steps=steps,
                 seed=args.seed,
                 device=args.device,
@@ -378,7 +411,7 @@ def _main(args: argparse.Namespace) -> dict:
             )
             ext = load(str(path), device=args.device)
             rec.update(
-                data=str(data_desc),
+                data=str(train_root or recipe.options.get("photos") or data_desc),
                 steps=tr["steps"],
                 batch_size=tr["batch_size"],
                 train_seconds=tr["seconds"],
@@ -406,7 +439,7 @@ def _main(args: argparse.Namespace) -> dict:
         "quick": args.quick,
         "data_mode": args.data,
         "seed": args.seed,
-        "eval": str(data_root / args.eval_split),
+        "eval": str(eval_dir),
         "eval_pairs": int(len(test.matches)),
         "metrics_source": "descriptors.metrics.evaluate_pairs",
         "rows": results,
@@ -418,8 +451,7 @@ def _main(args: argparse.Namespace) -> dict:
             curves,
             {r["name"]: r["metrics"] for r in results if "metrics" in r},
             out / "pr_curves.png",
-            f"synthetic PhotoTour {args.eval_split}: {steps} steps"
-            f"{' (quick)' if args.quick else ''}",
+            f"{eval_dir.name}: {steps} steps{' (quick)' if args.quick else ''}",
         )
     print(f"wrote {out / 'ablation.json'} and {out / 'pr_curves.png'}")
     return summary
