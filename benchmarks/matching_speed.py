@@ -14,8 +14,9 @@ allocating and faulting in its N x N output, so the blocked product alone is the
 compute floor of a one-product matcher. A reference row is hloc's algorithm, written here as
 hloc's ``matchers/nearest_neighbor.py`` does it (``torch`` product, ``topk(2)`` along rows and
 again along columns of the transposed product, ratio test on ``2 - 2 sim``, mutual check by
-gather). The decisions of every backend and of the hloc row
-are asserted identical to the reference backend (``faiss-index``, the previous matcher), except
+gather). The FAISS matchers of the first versions (``benchmarks/reference_matchers.py``:
+``faiss-index``, a fresh index per direction and pair; ``faiss``, brute force) are timed too. The
+decisions of every row are asserted identical to ``faiss-index``, except
 entries that are near ties (gap below ``--tie_tol``) where float rounding of different GEMMs may
 flip a decision (hloc also keeps exact ratio ties, ``<=``, that we reject); their count is printed.
 
@@ -40,6 +41,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from benchmarks import reference_matchers as ref
 from descriptors.util import atomic_write_text, setup_logging
 from localize import nearest_neighbor as nnm
 
@@ -150,9 +152,7 @@ def run(
     t0, t1 = torch.from_numpy(d0).to(device), torch.from_numpy(d1).to(device)
     parts_np = [d1] + others
     parts_t = [t1] + [torch.from_numpy(o).to(device) for o in others]
-    ref_m, _ = nnm.match_descriptors(
-        d0, d1, ratio, None, True, use_gpu=False, backend="faiss-index"
-    )
+    ref_m, _ = ref.match_image_reference(d0, [d1], ratio, None, True, "faiss-index")[0]
     tie = _near_tie_rows(d0, d1, ratio, tie_tol)
     nb = nnm.block_rows(n, n, device)
     buf = torch.empty((nb, n), device=device)
@@ -166,25 +166,19 @@ def run(
         "mm row blocks (floor)": blocked_gemm,
         "hloc NN (mm + topk x2)": lambda: hloc_nearest_neighbor(t0, t1, ratio),
     }
-    for b in nnm.BACKENDS:
-        on_dev = b == "torch"
-        a, p1, ps = (t0, t1, parts_t) if on_dev else (d0, d1, parts_np)
-        fns[f"{b} pair"] = lambda a=a, p1=p1, b=b: nnm.match_image(
-            a, [p1], ratio, None, True, device=device, backend=b
+    fns["torch pair"] = lambda: nnm.match_image(t0, [t1], ratio, None, True, device=device)
+    fns[f"torch 1x{partners}"] = lambda: nnm.match_image(
+        t0, parts_t, ratio, None, True, device=device
+    )
+    for b in ref.KNN:
+        fns[f"{b} pair"] = lambda b=b: ref.match_image_reference(d0, [d1], ratio, None, True, b)
+        fns[f"{b} 1x{partners}"] = lambda b=b: ref.match_image_reference(
+            d0, parts_np, ratio, None, True, b
         )
-        fns[f"{b} 1x{partners}"] = lambda a=a, ps=ps, b=b: nnm.match_image(
-            a, ps, ratio, None, True, device=device, backend=b
-        )
-    for b in nnm.BACKENDS:  # identical decisions (up to near ties)
-        m, _ = nnm.match_image(
-            t0 if b == "torch" else d0,
-            [t1 if b == "torch" else d1],
-            ratio,
-            None,
-            True,
-            device=device,
-            backend=b,
-        )[0]
+    results = {"torch": nnm.match_image(t0, [t1], ratio, None, True, device=device)[0][0]}
+    for b in ref.KNN:
+        results[b] = ref.match_image_reference(d0, [d1], ratio, None, True, b)[0][0]
+    for b, m in results.items():  # identical decisions (up to near ties)
         bad = np.where(m != ref_m)[0]
         assert tie[bad].all(), f"{b}: {len(bad)} decisions differ from faiss-index, not near ties"
     hm = hloc_nearest_neighbor(t0, t1, ratio).cpu().numpy()
@@ -259,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "default_backend": nnm.default_backend(device),
+        "matcher": "localize.nearest_neighbor (torch)",
         "rows": rows,
     }
     atomic_write_text(args.out, json.dumps(result, indent=2))

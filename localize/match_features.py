@@ -1,6 +1,6 @@
 """Match the pairs of a pairs file into an hloc matches file (hloc's ``match_features``).
 
-The matcher itself (decision rule, backends, measurements) is
+The matcher itself (decision rule, implementation) is
 :mod:`localize.nearest_neighbor`; this stage reads features, groups pairs by image (one
 ``match_image`` call per image and its partners) and writes the matches.
 
@@ -65,7 +65,7 @@ from localize.cli import (
     positive_int,
     run_cli,
 )
-from localize.nearest_neighbor import BACKENDS, as_2d, default_backend, default_device, match_image
+from localize.nearest_neighbor import as_2d, default_device, match_image
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,6 @@ def main(
     overwrite: bool = False,
     *,
     use_gpu: bool | None = None,
-    backend: str | None = None,
     shard: str | tuple[int, int] | None = None,
     commit_every_s: float = 600.0,
 ) -> Path:
@@ -221,7 +220,7 @@ def main(
             <pairs stem>.h5`` (hloc's naming).
         features_ref: extra features file(s) for names not in ``features`` (e.g. db images).
         overwrite: re-match pairs already present.
-        use_gpu: None = GPU when present; backend: one of :data:`BACKENDS` (None = default).
+        use_gpu: None = GPU when present.
         shard: ``'i/K'``: match image groups ``[i::K]`` into the shard file (see module doc);
             None under torchrun = this rank's shard, merged by rank 0 at the end.
     Returns:
@@ -264,14 +263,7 @@ def main(
     all_pairs = unique_pairs(parsers.parse_pairs(pairs))
     io.check_pair_keys(all_pairs, pairs)  # hloc keys of two different pairs must differ
     device = default_device(use_gpu)
-    backend = backend or default_backend(device)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown matching backend {backend!r}: choose from {', '.join(BACKENDS)}")
-    convert = (
-        (lambda d: torch.from_numpy(as_2d(d)).to(device))
-        if backend == "torch" and device.type == "cuda"
-        else None
-    )
+    convert = (lambda d: torch.from_numpy(as_2d(d)).to(device)) if device.type == "cuda" else None
     src = io.FeatureReader([features_path] + refs, convert=convert)
     for a, b in all_pairs:  # fail fast, before any matching
         src.check(a)
@@ -295,14 +287,13 @@ def main(
         )
     if todo or not out_path.exists():
         logger.info(
-            "matching %d pairs (%s, %s on %s) -> %s",
+            "matching %d pairs (%s on %s) -> %s",
             len(todo),
             conf["output"],
-            backend,
             device,
             out_path,
         )
-        _match_groups(groups, src, conf, out_path, device, backend, commit_every_s, ids)
+        _match_groups(groups, src, conf, out_path, device, commit_every_s, ids)
     if not distributed:
         return out_path
     created = _barrier()
@@ -345,7 +336,6 @@ def _match_groups(
     conf: dict[str, Any],
     out_path: Path,
     device: torch.device,
-    backend: str,
     commit_every_s: float,
     ids: dict[str, str],
 ) -> None:
@@ -374,7 +364,6 @@ def _match_groups(
                 conf["distance_threshold"],
                 conf["mutual"],
                 device=device,
-                backend=backend,
             )
             for b, (m, s) in zip(partners, results):
                 io.write_matches(w.file, a, b, m, s, features_ids=(ids[a], ids[b]))
@@ -400,11 +389,6 @@ def cli(argv: Iterable[str] | None = None) -> Path:
         "--export_dir", type=output_dir, help="output folder (file name from the conf and pairs)"
     )
     p.add_argument("--overwrite", action="store_true", help="re-match pairs already in the file")
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="nearest-neighbour backend (default: the fastest measured for the device)",
-    )
     p.add_argument("--shard", help="i/K: match every K-th image group into a shard file")
     p.add_argument("--merge", type=positive_int, metavar="K", help="merge K shard files, then exit")
     p.add_argument(
@@ -438,7 +422,6 @@ def _run_cli(args: argparse.Namespace) -> Path:
             args.features_ref or None,
             overwrite=args.overwrite,
             use_gpu=False if args.cpu else None,
-            backend=args.backend,
             shard=args.shard,
             commit_every_s=args.commit_interval,
         )

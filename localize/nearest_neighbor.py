@@ -16,60 +16,29 @@ Decision rule (:func:`decide`, the oracle every backend is tested against), foll
 - mutual: i -> j kept only if j -> i passes the same tests in the other direction;
 - scores = ``(sim + 1) / 2`` of kept matches, 0 otherwise (hloc).
 
-Backends (``backend=``), all giving the decisions of :func:`decide` (tests: random descriptors,
-duplicates / exact ties, empty and 1-descriptor sets, every option on and off):
-
-``torch`` (the default on CPU and GPU)
-    ONE product per pair (``torch.mm``, float32, TF32 off), in row blocks written into one
-    reused buffer (16 MB on CPU, up to 512 MB on GPU). With the mutual check (every conf) a
-    block costs only max reductions: the rows' and the columns' maxima, an exact equality
-    join of the two (a row can only be a mutual match where its maximum is also its column's
-    maximum), then the second values after masking the candidates (:func:`_block_mutual`);
-    arg-max reductions (``max(dim)``, ``topk``), ~10x the cost of a max on CPU, are never run.
-    Without it, the rows' ``topk(2)``. The decision runs on the device (:func:`decide_torch`);
-    only ``matches0`` / ``scores0`` come back. Partners of one image are concatenated into one
-    product up to :data:`MAX_PARTNER_ROWS` rows (4096 on CPU, where one product per large
-    partner measures faster; 65536 on GPU, where descriptors also stay on the device).
-``faiss``
-    FAISS brute force without an index (``faiss.knn`` on CPU, ``faiss.knn_gpu`` on GPU): one
-    blocked product per direction, then :func:`decide`.
-``faiss-index``
-    the first version (fresh ``IndexFlatIP`` per direction and pair, :func:`knn2`), kept as
-    the reference (:func:`match_reference`).
-
-Measured (``python -m benchmarks.matching_speed --partners 4 --repeats 7``, 2-core CPU, torch
-2 threads; per-pair time / ONE N x N x 128 ``torch.mm`` in the same process, interleaved; "mm
-row blocks" is the product alone as the torch backend computes it, the strict floor):
-
-    N     torch  torch 1x4  faiss  faiss-index  hloc's algorithm  mm row blocks
-    2048  1.80   1.64       2.21   2.16         3.74              0.94
-    4096  0.75   0.81       1.25   1.17         2.48              0.60
-    8192  1.03   1.02       1.40   1.45         2.69              0.63
-
-Below 1.0 because the baseline ``torch.mm`` allocates and faults in its whole N x N output,
-which the blocked product into a reused buffer never does: against the blocked product alone
-the torch backend costs 1.25x at 4096 and 1.6x at 8192 (the max reductions). Not measured on
-a GPU (none was lent): check with ``python -m benchmarks.matching_speed --device cuda`` and
-change :data:`DEFAULT_BACKEND` if FAISS wins there. Exact ties are detected when the product
-gives bitwise equal similarities for duplicate descriptors (MKL and FAISS do; the tests check
-it with duplicates spread over row blocks).
+Implementation: ONE product per pair (``torch.mm``, float32, TF32 off), in row blocks written
+into one reused buffer (16 MB on CPU, up to 512 MB on GPU). With the mutual check (every conf) a
+block costs only max reductions: the rows' and the columns' maxima, an exact equality join of
+the two (a row can only be a mutual match where its maximum is also its column's maximum), then
+the second values after masking the candidates (:func:`_block_mutual`); arg-max reductions
+(``max(dim)``, ``topk``), ~10x the cost of a max on CPU, are never run. Without it, the rows'
+``topk(2)``. The decision runs on the device (:func:`decide_torch`); only ``matches0`` /
+``scores0`` come back. Partners of one image are concatenated into one product up to
+:data:`MAX_PARTNER_ROWS` rows. Exact ties are detected when the product gives bitwise equal
+similarities for duplicate descriptors (the tests check it with duplicates spread over row
+blocks). The FAISS matchers the first versions used are kept as references in
+``benchmarks/reference_matchers.py``; speed against them: ``benchmarks/matching_speed.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-import faiss
 import numpy as np
 import torch
 
-from localize import nn
-
-BACKENDS = ("torch", "faiss", "faiss-index")
-#: fastest backend per torch device type (see the measurements in the module docstring)
-DEFAULT_BACKEND = {"cpu": "torch", "cuda": "torch"}
 #: CPU row-block size of the similarity product, in matrix entries (16 MB of float32)
 CPU_BLOCK_ENTRIES = 1 << 22
 #: GPU row-block size, in entries (512 MB of float32)
@@ -88,155 +57,15 @@ def default_device(use_gpu: bool | None = None) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
 
 
-def default_backend(device: torch.device | str) -> str:
-    """The fastest measured backend for a device (:data:`DEFAULT_BACKEND`)."""
-    return DEFAULT_BACKEND.get(torch.device(device).type, "torch")
-
-
 # ------------------------------------------------------------------------------------------
-# Reference: FAISS IndexFlatIP top-2 per direction + decide (numpy)
+# torch backend: one product, top-2 along rows and columns
 # ------------------------------------------------------------------------------------------
-def _normalise_knn(s: np.ndarray, i: np.ndarray, nq: int) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS (nq, k<=2) results -> (nq, 2) sims (``-inf`` where missing) and idx (-1 there)."""
-    sims = np.full((nq, 2), -np.inf, np.float32)
-    idx = np.full((nq, 2), -1, np.int64)
-    k = i.shape[1]
-    sims[:, :k] = s
-    idx[:, :k] = i
-    sims[idx < 0] = -np.inf  # FAISS marks missing results with -1 and -FLT_MAX-like values
-    return sims, idx
-
-
-def _knn_inputs(queries: np.ndarray, database: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous float32 (Nq, D) / (Nb, D); ValueError when both are non-empty and D differs."""
-    q = np.ascontiguousarray(queries, np.float32)
-    b = np.ascontiguousarray(database, np.float32)
-    if len(q) and len(b) and q.shape[1] != b.shape[1]:
-        raise ValueError(f"descriptor dims differ: {q.shape[1]} vs {b.shape[1]}")
-    return q, b
-
-
-def knn2(
-    queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-2 inner-product neighbours with a fresh FAISS ``IndexFlatIP`` (the reference).
-
-    Args:
-        queries: (Nq, D) float32; database: (Nb, D) float32.
-        use_gpu: None = GPU iff available.
-    Returns:
-        sims (Nq, 2) float32 (``-inf`` where there is no neighbour), idx (Nq, 2) int64 (-1 there).
-    """
-    q, b = _knn_inputs(queries, database)
-    if len(q) == 0 or len(b) == 0:
-        return _normalise_knn(
-            np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
-        )
-    index = faiss.IndexFlatIP(b.shape[1])
-    if nn.want_gpu(use_gpu):
-        index = nn.index_to_gpu(index)
-    index.add(b)
-    s, i = index.search(q, min(2, len(b)))
-    return _normalise_knn(s, i, len(q))
-
-
-def knn2_bruteforce(
-    queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """As :func:`knn2` with FAISS brute force and no index (``faiss.knn`` / ``faiss.knn_gpu``)."""
-    q, b = _knn_inputs(queries, database)
-    if len(q) == 0 or len(b) == 0:
-        return _normalise_knn(
-            np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
-        )
-    k = min(2, len(b))
-    if nn.want_gpu(use_gpu):
-        s, i = faiss.knn_gpu(nn.gpu_resources(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
-    else:
-        s, i = faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
-    return _normalise_knn(s, i, len(q))
-
-
-def _one_way(
-    sims: np.ndarray, idx: np.ndarray, ratio: float | None, distance_threshold: float | None
-) -> np.ndarray:
-    """(N, 2) top-2 sims/idx -> (N,) int64 nearest index passing the tests, -1 otherwise."""
-    n = len(idx)
-    if n == 0:
-        return np.zeros((0,), np.int64)
-    d1 = np.maximum(2.0 - 2.0 * sims[:, 0].astype(np.float64), 0.0)
-    d2 = np.where(
-        idx[:, 1] >= 0, np.maximum(2.0 - 2.0 * sims[:, 1].astype(np.float64), 0.0), np.inf
-    )
-    ok = idx[:, 0] >= 0
-    # an exact tie between the two nearest neighbours is ambiguous in every mode
-    ok &= ~((idx[:, 1] >= 0) & (sims[:, 0] == sims[:, 1]))
-    if ratio is not None:
-        ok &= d1 < (ratio**2) * d2
-    if distance_threshold is not None:
-        ok &= d1 <= distance_threshold**2
-    return np.where(ok, idx[:, 0], -1)
-
-
-def decide(
-    sims01: np.ndarray,
-    idx01: np.ndarray,
-    sims10: np.ndarray | None,
-    idx10: np.ndarray | None,
-    ratio: float | None = 0.8,
-    distance_threshold: float | None = None,
-    mutual: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Match decision from top-2 neighbours in both directions (the reference rule).
-
-    Args:
-        sims01, idx01: (N0, 2) top-2 similarities / indices into d1 (-inf / -1 = missing);
-        sims10, idx10: (N1, 2) the same from d1 into d0 (needed when ``mutual``).
-    Returns:
-        matches0 (N0,) int32 (-1 = none), scores0 (N0,) float32 in [0, 1].
-    """
-    m0 = _one_way(sims01, idx01, ratio, distance_threshold)
-    if mutual and len(m0):
-        m1 = _one_way(sims10, idx10, ratio, distance_threshold)
-        valid = m0 >= 0
-        back = np.full(len(m0), -2, np.int64)
-        back[valid] = m1[m0[valid]]
-        m0 = np.where(valid & (back == np.arange(len(m0))), m0, -1)
-    scores = (
-        np.where(m0 >= 0, (sims01[:, 0].astype(np.float32) + 1.0) / 2.0, 0.0)
-        if len(m0)
-        else np.zeros((0,), np.float32)
-    )
-    return m0.astype(np.int32), np.asarray(scores, np.float32)
-
-
 def as_2d(d: Any) -> np.ndarray:
     """(N, D) C-contiguous float32 array ((0, 1) when empty)."""
     d = np.ascontiguousarray(d, np.float32)
     return d.reshape(len(d), -1) if len(d) else np.zeros((0, 1), np.float32)
 
 
-def match_reference(
-    d0: np.ndarray,
-    d1: np.ndarray,
-    ratio: float | None = 0.8,
-    distance_threshold: float | None = None,
-    mutual: bool = True,
-    use_gpu: bool | None = False,
-    knn: Callable = knn2,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The previous matcher: FAISS top-2 in both directions (``knn``) + :func:`decide`."""
-    d0, d1 = as_2d(d0), as_2d(d1)
-    if len(d0) == 0 or len(d1) == 0:
-        return np.full(len(d0), -1, np.int32), np.zeros(len(d0), np.float32)
-    s01, i01 = knn(d0, d1, use_gpu)
-    s10, i10 = knn(d1, d0, use_gpu) if mutual else (None, None)
-    return decide(s01, i01, s10, i10, ratio, distance_threshold, mutual)
-
-
-# ------------------------------------------------------------------------------------------
-# torch backend: one product, top-2 along rows and columns
-# ------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _exact_fp32(device: torch.device) -> Iterator[None]:
     """float32 products in full precision (no TF32) on CUDA, restored afterwards."""
@@ -475,7 +304,6 @@ def match_image(
     distance_threshold: float | None = None,
     mutual: bool = True,
     device: torch.device | str | None = None,
-    backend: str | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Match one image against each of its partners: one product per chunk of partners of at
     most :data:`MAX_PARTNER_ROWS` rows (per device type; a larger partner is its own chunk).
@@ -484,31 +312,12 @@ def match_image(
         d0: (N0, D) descriptors (numpy or torch, any float dtype; unit rows); N0 may be 0.
         partners: k arrays (N_j, D) (N_j may be 0).
         device: torch device (None = cuda when present); a GPU-resident tensor stays there.
-        backend: one of :data:`BACKENDS` (None = :data:`DEFAULT_BACKEND` of the device).
     Returns:
         per partner: matches0 (N0,) int32 index into its descriptors or -1, scores0 (N0,) float32.
     """
     dev = torch.device(device) if device is not None else default_device()
-    backend = backend or default_backend(dev)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown matching backend {backend!r}: choose from {', '.join(BACKENDS)}")
     n0 = len(d0)
     empty = (np.full(n0, -1, np.int32), np.zeros(n0, np.float32))
-    if backend != "torch":
-        knn = knn2 if backend == "faiss-index" else knn2_bruteforce
-        a = _host(d0)
-        return [
-            match_reference(
-                a,
-                _host(p),
-                ratio,
-                distance_threshold,
-                mutual,
-                use_gpu=dev.type == "cuda" and nn.gpu_available(),
-                knn=knn,
-            )
-            for p in partners
-        ]
     if n0 == 0 or not partners:
         return [(empty[0].copy(), empty[1].copy()) for _ in partners]
     q = _as_tensor(d0, dev)
@@ -539,12 +348,6 @@ def match_image(
     return out
 
 
-def _host(d: Any) -> np.ndarray:
-    if isinstance(d, torch.Tensor):
-        d = d.detach().float().cpu().numpy()
-    return as_2d(d)
-
-
 def match_descriptors(
     d0: Any,
     d1: Any,
@@ -552,7 +355,6 @@ def match_descriptors(
     distance_threshold: float | None = None,
     mutual: bool = True,
     use_gpu: bool | None = None,
-    backend: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Match two descriptor sets (rows are unit vectors): :func:`match_image` with one partner.
 
@@ -562,11 +364,10 @@ def match_descriptors(
         distance_threshold: max L2 distance of a match (None = off).
         mutual: keep mutual nearest neighbours only.
         use_gpu: None = GPU iff present.
-        backend: one of :data:`BACKENDS` (None = the device's default).
     Returns:
         matches0 (N0,) int32 index into d1 or -1; scores0 (N0,) float32 ``(sim + 1) / 2``, 0 for
         unmatched.
     """
-    return match_image(
-        d0, [d1], ratio, distance_threshold, mutual, device=default_device(use_gpu), backend=backend
-    )[0]
+    return match_image(d0, [d1], ratio, distance_threshold, mutual, device=default_device(use_gpu))[
+        0
+    ]

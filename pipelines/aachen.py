@@ -106,7 +106,6 @@ default_conf: dict[str, Any] = {
     "matcher": None,  # None: nn-ratio for sift/rootsift, nn-ratio-0.9 otherwise
     "pose_pairs_max_angle_deg": 60.0,  # pose-based db pairs: max viewing-direction angle
     "device": None,
-    "match_backend": None,  # localize.match_features backend (None: the device's fastest); speed only
     "num_workers": 2,  # extraction threads decoding + detecting ahead; speed only
     "overwrite": False,  # delete <outputs>/<tag> first
     "localization": {},  # localize.localize_sfm.default_conf overrides
@@ -470,14 +469,12 @@ def _run(
             out.pairs_db,
             out.features,
             matches=out.matches_db,
-            backend=conf["match_backend"],
         )
         match_features.main(
             matcher,
             out.pairs_query,
             out.features,
             matches=out.matches_query,
-            backend=conf["match_backend"],
         )
     with stage("triangulate"):
         model, tri_stats = tri.run(

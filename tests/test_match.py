@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import h5, io, match_features, nearest_neighbor, parsers
+from benchmarks import reference_matchers
+from localize import h5, io, match_features, parsers
 
 
 def _unit(x):
@@ -150,7 +151,7 @@ def test_hloc_confs_and_positional_signature(small_world, tmp_path):
         assert out == tmp_path / f"feats_{conf['output']}_pairs.h5"
         total = 0
         for a, b in parsers.parse_pairs(pairs):
-            m_ref, _ = nearest_neighbor.match_reference(desc[a], desc[b], ratio, dist, mutual)
+            m_ref, _ = reference_matchers.match_reference(desc[a], desc[b], ratio, dist, mutual)
             np.testing.assert_array_equal(_pairs_from_file(out, a, b), _as_pairs(m_ref))
             total += int((m_ref >= 0).sum())
         n_matches[name] = total

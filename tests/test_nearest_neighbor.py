@@ -1,11 +1,12 @@
-"""localize.nearest_neighbor: every backend == the previous matcher == brute force, ties, empty
-and 1-descriptor sets, batched partners, the blocked top-2."""
+"""localize.nearest_neighbor == the FAISS reference matchers == brute force, ties, empty and
+1-descriptor sets, batched partners, the blocked top-2."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from benchmarks import reference_matchers as ref
 from localize import nearest_neighbor as nnm
 
 
@@ -75,26 +76,26 @@ def _random_with_ties(rng, n0=200, n1=300, dim=32):
     return d0[rng.permutation(n0)].astype(np.float32), d1
 
 
-@pytest.mark.parametrize("backend", nnm.BACKENDS)
 @pytest.mark.parametrize("ratio,dist,mutual", OPTIONS)
-def test_backends_equal_reference_random(backend, ratio, dist, mutual, monkeypatch):
+def test_matcher_equals_reference_random(ratio, dist, mutual, monkeypatch):
     # small CPU blocks: 45 rows of d0 per product block -> 5 blocks, the last one partial
     monkeypatch.setattr(nnm, "CPU_BLOCK_ENTRIES", 45 * 300)
     rng = np.random.default_rng(0)
     d0, d1 = _random_with_ties(rng)
-    m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False, backend=backend)
-    mo, so = nnm.match_reference(d0, d1, ratio, dist, mutual)  # the previous matcher
+    m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False)
     mr, sr = _reference(d0, d1, ratio, dist, mutual)
     assert m.dtype == np.int32 and m.shape == (200,) and s.dtype == np.float32
-    np.testing.assert_array_equal(m, mo)
-    np.testing.assert_allclose(s, so, atol=1e-6)  # float rounding of the product differs
+    for backend in ref.KNN:  # the FAISS matchers of the first versions
+        mo, so = ref.match_image_reference(d0, [d1], ratio, dist, mutual, backend)[0]
+        np.testing.assert_array_equal(m, mo)
+        np.testing.assert_allclose(s, so, atol=1e-6)  # float rounding of the product differs
+        np.testing.assert_array_equal(mo, mr)
     np.testing.assert_array_equal(m, mr)
     np.testing.assert_allclose(s, sr, atol=1e-5)
     assert (m >= 0).sum() > 20
 
 
-@pytest.mark.parametrize("backend", nnm.BACKENDS)
-def test_exact_ties_on_exactly_representable_vectors(backend, monkeypatch):
+def test_exact_ties_on_exactly_representable_vectors(monkeypatch):
     """Entries in {-1, 0, 1}/2: every product is exact, so ties are exact whatever the GEMM
     order; many rows have tied nearest neighbours (within and across row blocks)."""
     monkeypatch.setattr(nnm, "CPU_BLOCK_ENTRIES", 33 * 70)
@@ -103,7 +104,7 @@ def test_exact_ties_on_exactly_representable_vectors(backend, monkeypatch):
     d1 = rng.integers(-1, 2, (70, 6)).astype(np.float32) / 2
     n_ties = 0
     for ratio, dist, mutual in OPTIONS + [(1.0, None, False)]:
-        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False, backend=backend)
+        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False)
         mr, sr = _reference(d0, d1, ratio, dist, mutual)
         np.testing.assert_array_equal(m, mr)
         np.testing.assert_allclose(s, sr, atol=1e-6)
@@ -111,8 +112,7 @@ def test_exact_ties_on_exactly_representable_vectors(backend, monkeypatch):
     assert n_ties > 0
 
 
-@pytest.mark.parametrize("backend", nnm.BACKENDS)
-def test_exact_ties_and_small_inputs(backend):
+def test_exact_ties_and_small_inputs():
     e = np.eye(4, dtype=np.float32)
     d1 = np.stack([e[0], e[0], e[1], e[2]])  # duplicate row -> ambiguous NN for e0
     d0 = np.stack([e[0], e[1], e[2], e[3], _unit([[1, 1, 0, 0]])[0]])
@@ -123,7 +123,7 @@ def test_exact_ties_and_small_inputs(backend):
         (None, 0.5, False),
         (0.99, None, False),
     ]:
-        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False, backend=backend)
+        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False)
         mr, sr = _reference(d0, d1, ratio, dist, mutual)
         np.testing.assert_array_equal(m, mr)
         np.testing.assert_allclose(s, sr, atol=1e-6)
@@ -133,26 +133,23 @@ def test_exact_ties_and_small_inputs(backend):
     many = _unit(rng.normal(size=(7, 4)))
     for a, b in [(e[:1], e[:1]), (many[:1], many), (many, many[3:4]), (many[2:3] * 0.9, many[2:3])]:
         for ratio, dist, mutual in OPTIONS:
-            m, s = nnm.match_descriptors(a, b, ratio, dist, mutual, use_gpu=False, backend=backend)
+            m, s = nnm.match_descriptors(a, b, ratio, dist, mutual, use_gpu=False)
             mr, sr = _reference(a, b, ratio, dist, mutual)
             np.testing.assert_array_equal(m, mr)
             np.testing.assert_allclose(s, sr, atol=1e-6)
-    assert nnm.match_descriptors(e[:1], e[:1], 0.8, None, True, use_gpu=False, backend=backend)[
-        0
-    ].tolist() == [0]
+    assert nnm.match_descriptors(e[:1], e[:1], 0.8, None, True, use_gpu=False)[0].tolist() == [0]
     # empty on either / both sides
     for a, b in [
         (np.zeros((0, 4)), d1),
         (d0, np.zeros((0, 4))),
         (np.zeros((0, 4)), np.zeros((0, 4))),
     ]:
-        m, s = nnm.match_descriptors(a, b, 0.8, None, True, use_gpu=False, backend=backend)
+        m, s = nnm.match_descriptors(a, b, 0.8, None, True, use_gpu=False)
         assert m.shape == (len(a),) and s.shape == (len(a),) and m.dtype == np.int32
         assert (m == -1).all() and (s == 0).all()
 
 
-@pytest.mark.parametrize("backend", nnm.BACKENDS)
-def test_match_image_batched_equals_per_pair(backend, monkeypatch):
+def test_match_image_batched_equals_per_pair(monkeypatch):
     monkeypatch.setattr(nnm, "CPU_BLOCK_ENTRIES", 64 * 100)
     monkeypatch.setitem(nnm.MAX_PARTNER_ROWS, "cpu", 400)  # forces two products
     rng = np.random.default_rng(4)
@@ -167,18 +164,14 @@ def test_match_image_batched_equals_per_pair(backend, monkeypatch):
         big[:10],
     ]
     for ratio, dist, mutual in OPTIONS[:3]:
-        res = nnm.match_image(d0, partners, ratio, dist, mutual, device="cpu", backend=backend)
+        res = nnm.match_image(d0, partners, ratio, dist, mutual, device="cpu")
         assert len(res) == len(partners)
         for p, (m, s) in zip(partners, res):
             mr, sr = _reference(d0, p, ratio, dist, mutual)
             np.testing.assert_array_equal(m, mr)
             np.testing.assert_allclose(s, sr, atol=1e-5)
-    assert nnm.match_image(np.zeros((0, 32)), partners, backend=backend, device="cpu")[0][
-        0
-    ].shape == (0,)
-    assert nnm.match_image(d0, [], backend=backend, device="cpu") == []
-    with pytest.raises(ValueError, match="backend"):
-        nnm.match_image(d0, partners, backend="nope")
+    assert nnm.match_image(np.zeros((0, 32)), partners, device="cpu")[0][0].shape == (0,)
+    assert nnm.match_image(d0, [], device="cpu") == []
 
 
 def test_top2_both_matches_topk():
