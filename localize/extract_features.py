@@ -677,14 +677,9 @@ def extract_global(
     (``<export_dir>/<output_name>.h5``, reused when complete), a ``num_words`` VLAD vocabulary
     learned on them (``<output>-vocabulary.npz``), and one VLAD vector per image in
     ``<export_dir>/<conf['output']>.h5`` (or ``feature_path``), hloc's global-features layout
-    read by ``localize.pairs_from_retrieval``. Returns the global-descriptor file.
-
-    A vocabulary learned on the collection itself centres the VLAD residuals, so about half
-    of the image similarities are negative, and hloc's ``pairs_from_retrieval`` drops negative
-    scores: each (Dg,) unit VLAD ``v`` is stored as the unit (Dg + 1,) ``[v, 1] / sqrt(2)``,
-    whose inner products are ``(1 + v.w) / 2`` in [0, 1] (same ranking)."""
+    read by ``localize.pairs_from_retrieval``, shifted to non-negative similarities
+    (``retrieve.main(nonnegative=True)``). Returns the global-descriptor file."""
     from localize import retrieve
-    from localize.vlad import load_vocabulary
 
     if feature_path is None:
         if export_dir is None:
@@ -707,10 +702,7 @@ def extract_global(
     vocab_path = feature_path.with_name(f"{feature_path.stem}-vocabulary.npz")
     if overwrite or not vocab_path.is_file() or not feature_path.is_file():
         retrieve.learn_vocabulary_from_features(local, rconf, names=names, out_path=vocab_path)
-    names, descs, sizes = io.read_descriptors(local, names)
-    vecs = retrieve.encode(descs, load_vocabulary(vocab_path), rconf, "vlad")
-    shifted = {n: np.append(v, 1.0).astype(np.float32) / np.sqrt(2.0) for n, v in zip(names, vecs)}
-    return io.write_global_descriptors(feature_path, shifted, sizes)
+    return retrieve.main(local, vocab_path, feature_path, names, rconf, nonnegative=True)
 
 
 def provenance(conf: dict[str, Any]) -> dict[str, str]:

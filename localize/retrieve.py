@@ -206,14 +206,22 @@ def main(
     names: Sequence[str] | None = None,
     conf: Mapping[str, Any] | str | None = None,
     as_half: bool = False,
+    nonnegative: bool = False,
 ) -> Path:
     """Global descriptors of the images of ``features_path`` -> ``out_path`` (hloc layout,
     readable by ``localize.pairs_from_retrieval.from_retrieval``). ``vocab_path``: ``.npz``/``.npy`` from
-    :func:`save_vocabulary` / :func:`learn_vocabulary_from_features`."""
+    :func:`save_vocabulary` / :func:`learn_vocabulary_from_features`.
+
+    ``nonnegative``: store each (Dg,) unit VLAD ``v`` as the unit (Dg + 1,) ``[v, 1] / sqrt(2)``,
+    whose inner products are ``(1 + v.w) / 2`` in [0, 1] (same ranking): with a vocabulary learned
+    on the collection itself about half of the similarities are negative, and hloc's
+    ``pairs_from_retrieval`` drops negative scores."""
     conf = resolve_conf(conf)
     vocab = load_vocabulary(vocab_path)
     names, descs, sizes = read_descriptors(features_path, names)
     vecs = encode(descs, vocab, conf, "vlad")
+    if nonnegative:
+        vecs = [np.append(v, 1.0).astype(np.float32) / np.sqrt(2.0) for v in vecs]
     logger.info(
         "global descriptors (VLAD k=%d, dim %d) for %d images -> %s",
         vocab.k,
