@@ -4,8 +4,9 @@
         [--features sift rootsift hardnet PATH ...] [--out outputs/real_relocalization]
 
 The scene is turned into the Aachen v1.1 layout (``localize.data.strecha.write_aachen_layout``:
-every third view a query with its ground-truth pose, half of the queries darkened into a night
-version with the synthetic night model, images at 1600 px), then ``pipelines.aachen`` runs for
+every third view (``--query_every``) a query with its ground-truth pose, half of the queries
+darkened into a night version with the synthetic night model (``--both``: every query view as a
+day AND a night query; ``--night_darkness``), images at 1600 px), then ``pipelines.aachen`` runs for
 each descriptor (same keypoints detector, pairs, matcher rules, triangulation from the reference
 poses, localization). Prints day / night recall at (0.25 m, 2 deg) / (0.5 m, 5 deg) /
 (5 m, 10 deg), median errors, and the retrieval recall@1/5/10 of the query pairs' ranking (a
@@ -88,6 +89,18 @@ def main(argv: list[str] | None = None) -> dict:
         choices=["auto", "exhaustive", "retrieval"],
         help="query-db pairs of pipelines.aachen",
     )
+    p.add_argument("--query_every", type=positive_int, default=3, help="every N-th view is a query")
+    p.add_argument(
+        "--night_darkness",
+        type=float,
+        default=1.0,
+        help="synth.day_to_night darkness of the night queries (1 = typical; 1.4 = very dark)",
+    )
+    p.add_argument(
+        "--both",
+        action="store_true",
+        help="every query view twice, as a day and as a night query (else half are night)",
+    )
     p.add_argument(
         "--viz",
         type=positive_int,
@@ -102,9 +115,19 @@ def main(argv: list[str] | None = None) -> dict:
     if not scene.is_dir():
         print(f"real_relocalization: {scene} not found; nothing to measure (pass --shared DIR)")
         return {}
-    ds = args.dataset_root / f"strecha-{args.scene}"
+    layout = dict(
+        query_every=args.query_every,
+        night_darkness=args.night_darkness,
+        both_conditions=args.both,
+    )
+    tag = (
+        ""
+        if layout == dict(query_every=3, night_darkness=1.0, both_conditions=False)
+        else (f"-q{args.query_every}-d{args.night_darkness:g}{'-both' if args.both else ''}")
+    )
+    ds = args.dataset_root / f"strecha-{args.scene}{tag}"
     if not (ds / "queries" / "ground_truth_poses.txt").is_file():
-        write_aachen_layout(scene, ds)
+        write_aachen_layout(scene, ds, **layout)
     rows = {}
     for f in args.features:
         s = aachen.run(f, ds, args.out, query_pairs=args.query_pairs)
@@ -113,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows[aachen.features_tag(f)] = s
     print(
         f"{args.scene}: {rows[next(iter(rows))]['num_db']} database views, "
-        f"{rows[next(iter(rows))]['num_queries']} queries (half night)"
+        f"{rows[next(iter(rows))]['num_queries']} queries "
+        f"({'each day and night' if args.both else 'half night'}, darkness {args.night_darkness:g})"
     )
     print(format_table(rows))
     atomic_write_text(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -172,3 +173,37 @@ def test_strecha_reader_rejects_bad_file(tmp_path):
     (d / "0000.jpg.camera").write_text("1 2 3\nfoo\n")
     with pytest.raises(colmap.ColmapError, match="0000.jpg.camera"):
         read_strecha_cameras(d)
+
+
+def test_strecha_to_aachen_layout_day_and_night(tmp_path):
+    """``write_aachen_layout(both_conditions=True)``: every query view is a day AND a darker
+    night query with the same ground-truth pose; the rest is the posed database."""
+    from localize.data.aachen import GT_FILE
+    from localize.data.strecha import write_aachen_layout
+
+    scene = tmp_path / "scene"
+    (scene / "gt_dense_cameras").mkdir(parents=True)
+    (scene / "images").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        name = f"{i:04d}.png"
+        img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+        cv2.imwrite(str(scene / "images" / name), img)
+        K = [[80.0, 0, 32], [0, 80.0, 24], [0, 0, 1]]
+        rows = [" ".join(map(str, r)) for r in K] + ["0 0 0", "1 0 0", "0 1 0", "0 0 1"]
+        rows += [f"{0.1 * i} 0 0", "64 48"]
+        (scene / "gt_dense_cameras" / f"{name}.camera").write_text("\n".join(rows) + "\n")
+    out = write_aachen_layout(scene, tmp_path / "ds", query_every=3, both_conditions=True)
+    day = (out / "queries" / "day_time_queries_with_intrinsics.txt").read_text().split("\n")
+    night = (out / "queries" / "night_time_queries_with_intrinsics.txt").read_text().split("\n")
+    day, night = [ln.split()[0] for ln in day if ln], [ln.split()[0] for ln in night if ln]
+    assert day == ["query/day/nexus5x/0001.jpg", "query/day/nexus5x/0004.jpg"]
+    assert night == [n.replace("/day/", "/night/") for n in day]
+    gt = dict(ln.split(" ", 1) for ln in (out / GT_FILE).read_text().splitlines())
+    assert all(gt[d] == gt[n] for d, n in zip(day, night))
+    imgs = out / "images_upright"
+    for d, n in zip(day, night):
+        a = cv2.imread(str(imgs / d), cv2.IMREAD_GRAYSCALE).astype(float)
+        b = cv2.imread(str(imgs / n), cv2.IMREAD_GRAYSCALE).astype(float)
+        assert b.mean() < 0.7 * a.mean()
+    assert len(list((imgs / "db").glob("*.jpg"))) == 4

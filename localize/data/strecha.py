@@ -120,6 +120,12 @@ def read_strecha_cameras(camera_dir: str | os.PathLike) -> tuple[list[dict], lis
     return cameras, images
 
 
+def _write_jpeg(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        raise OSError(f"could not write image {path}")
+
+
 def write_aachen_layout(
     scene_dir: str | os.PathLike,
     out_root: str | os.PathLike,
@@ -128,6 +134,7 @@ def write_aachen_layout(
     resize_max: int | None = 1600,
     night_darkness: float = 1.0,
     seed: int = 0,
+    both_conditions: bool = False,
 ) -> Path:
     """Turn a Strecha scene (``images/`` + ``gt_dense_cameras/``) into the Aachen v1.1 layout
     (``localize.data.aachen``) for a real relocalization benchmark.
@@ -136,7 +143,9 @@ def write_aachen_layout(
     its ground-truth pose in ``queries/ground_truth_poses.txt``; the others are the database
     (reference model with poses, no points). A ``night_fraction`` of the queries is darkened
     with the synthetic night model (``descriptors.data.synth.day_to_night``) and listed as night
-    queries. Images are downscaled to ``resize_max`` (cameras rescaled with them). Written to a
+    queries; ``both_conditions``: every query view is written twice, as a day and as a night
+    query (``night_fraction`` unused). Images are downscaled to ``resize_max`` (cameras rescaled
+    with them). Written to a
     temp folder and swapped into place (``descriptors.util.atomic_dir``). Returns ``out_root``.
     """
     from descriptors.data.synth import day_to_night
@@ -151,6 +160,8 @@ def write_aachen_layout(
     rng = np.random.default_rng(seed)
     q_idx = [i for i in range(len(cams)) if i % query_every == 1]
     night = set(rng.permutation(q_idx)[: int(round(len(q_idx) * night_fraction))].tolist())
+    if both_conditions:
+        night = set(q_idx)
     with atomic_dir(out_root) as tmp:
         img_root = tmp / "images_upright"
         cameras, images, lists, gt = [], [], {"day": [], "night": []}, []
@@ -179,23 +190,26 @@ def write_aachen_layout(
             q, t = pose_from_center(c.R.T, c.C)
             stem = Path(c.name).stem
             if i in q_idx:
-                cond = "night" if i in night else "day"
-                name = f"query/{cond}/nexus5x/{stem}.jpg"
-                if cond == "night":
-                    img = day_to_night(img[..., ::-1], rng, night_darkness)[..., ::-1]
-                lists[cond].append(
-                    f"{name} PINHOLE {w} {h} " + " ".join(repr(float(v)) for v in params)
-                )
-                gt.append(f"{name} " + " ".join(repr(float(v)) for v in (*q, *t)))
+                conds = ["day", "night"] if both_conditions else []
+                conds = conds or ["night" if i in night else "day"]
+                for cond in conds:
+                    name = f"query/{cond}/nexus5x/{stem}.jpg"
+                    out = img
+                    if cond == "night":
+                        out = day_to_night(img[..., ::-1], rng, night_darkness)[..., ::-1]
+                    lists[cond].append(
+                        f"{name} PINHOLE {w} {h} " + " ".join(repr(float(v)) for v in params)
+                    )
+                    gt.append(f"{name} " + " ".join(repr(float(v)) for v in (*q, *t)))
+                    _write_jpeg(img_root / name, out)
+                continue
             else:
                 name = f"db/{stem}.jpg"
                 cameras.append({"model": "PINHOLE", "width": w, "height": h, "params": params})
                 images.append(
                     {"name": name, "camera_idx": len(cameras) - 1, "qvec_wxyz": q, "tvec": t}
                 )
-            (img_root / name).parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(img_root / name), img, [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                raise OSError(f"could not write image {img_root / name}")
+            _write_jpeg(img_root / name, img)
         write_reference_model(tmp / MODEL_SUBDIR, cameras, images)
         (tmp / "queries").mkdir(parents=True, exist_ok=True)
         for cond in ("day", "night"):
@@ -213,6 +227,7 @@ def write_aachen_layout(
                     "resize_max": resize_max,
                     "night_darkness": night_darkness,
                     "seed": seed,
+                    "both_conditions": both_conditions,
                 },
                 indent=1,
             )
