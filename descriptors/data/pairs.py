@@ -107,6 +107,13 @@ class PairConf:
     photo_dir: str = ""  # folder of JPG / PNG photos (recursive); overrides photos
     patch_size: int = PATCH_SIZE
     mr_size: float = MR_SIZE
+    #: re-detect DoG in each view and use the detection nearest the mapped keypoint (within
+    #: ``redetect_px`` px or a quarter sigma, size ratio within ``redetect_size``, closest
+    #: orientation among them): positives carry the detector's own position / scale /
+    #: orientation noise, as patches of real tracks and of extraction do; unmatched are dropped
+    redetect: bool = False
+    redetect_px: float = 2.0
+    redetect_size: float = 1.5
 
 
 @dataclass
@@ -352,6 +359,42 @@ def _dedup(xy: np.ndarray, resp: np.ndarray, radius: float) -> np.ndarray:
     return np.array(sorted(keep), np.int64)
 
 
+def redetect(
+    img: np.ndarray, xy: np.ndarray, size: np.ndarray, ori: np.ndarray, conf: PairConf
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Snap mapped keypoints to the view's own DoG detections (:attr:`PairConf.redetect`).
+
+    Args:
+        img: (H, W[, 3]) uint8 view; xy (N, 2) pixel centres, size (N,) OpenCV diameter, ori (N,)
+            radians (kornia convention) of the keypoints mapped into it.
+    Returns:
+        xy (N, 2), size (N,), ori (N,) of the chosen detections (the input where none), and the
+        (N,) bool mask of keypoints that found one.
+    """
+    _, dxy, dsize, dangle, _ = detect_dog(
+        synth.to_gray(img),
+        3 * max(len(xy), 1),
+        contrast_threshold=conf.contrast_threshold,
+        min_size=conf.min_size,
+    )
+    found = np.zeros(len(xy), bool)
+    xy, size, ori = xy.copy(), size.copy(), ori.copy()
+    if len(dxy) == 0 or len(xy) == 0:
+        return xy, size, ori, found
+    dori = opencv_angle_to_ori(dangle)
+    d2 = ((xy[:, None, :] - dxy[None, :, :]) ** 2).sum(-1)
+    radius = np.maximum(conf.redetect_px, size / 8.0)  # a quarter sigma (sigma = size / 2)
+    ratio = dsize[None, :] / np.maximum(size[:, None], 1e-6)
+    cand = (d2 <= radius[:, None] ** 2) & (ratio <= conf.redetect_size)
+    cand &= ratio >= 1.0 / conf.redetect_size
+    dang = np.abs(np.angle(np.exp(1j * (dori[None, :] - ori[:, None]))))
+    cost = np.where(cand, dang, np.inf)
+    best = cost.argmin(1)
+    found = np.isfinite(cost[np.arange(len(xy)), best])
+    xy[found], size[found], ori[found] = dxy[best[found]], dsize[best[found]], dori[best[found]]
+    return xy, size, ori, found
+
+
 def _inside(xy: np.ndarray, margin: np.ndarray, w: int, h: int) -> np.ndarray:
     return (
         (xy[:, 0] >= margin)
@@ -468,12 +511,18 @@ def make_pair(
         ori = ori0
     H = H_b @ np.linalg.inv(H_a)
     H = H / H[2, 2]
+    found = np.ones(len(xy), bool)
+    if conf.redetect:
+        xy_b, size_b, ori_b, found_b = redetect(img_b, xy_b, size_b, ori_b, conf)
+        xy, size, ori, found_a = redetect(img_a, xy, size, np.asarray(ori, np.float32), conf)
+        found = found_a & found_b
     # half patch side = mr_size * sigma / 2 = mr_size * size / 4 (= 3 * size for MR_SIZE 12)
     ok = (
         _inside(xy, conf.border_frac * 0.25 * conf.mr_size * size, S, S)
         & _inside(xy_b, conf.border_frac * 0.25 * conf.mr_size * size_b, S, S)
         & np.isfinite(xy_b).all(1)
         & (size_b > 0)
+        & found
     )
     ok = np.nonzero(ok)[0]
     return PairSample(
