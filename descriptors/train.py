@@ -37,7 +37,7 @@ from descriptors.models import (
     read_checkpoint,
     save_checkpoint,
 )
-from descriptors.recipes import Recipe, get_recipe
+from descriptors.recipes import Recipe, TrainState, get_recipe, options_dict
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
 def init_from_checkpoint(model: nn.Module, recipe: Recipe) -> None:
     """With recipe option ``init=PATH`` (any recipe), start from that descriptor checkpoint's
     weights (fine-tuning, e.g. train-on-the-map); its architecture must be the recipe's."""
-    path = recipe.options.get("init")
+    path = recipe.options.init
     if not path:
         return
     ck = read_checkpoint(path)
@@ -148,7 +148,7 @@ def train(
     data_dir = data_root / split if split else data_root
 
     model = build_model(recipe.arch, **recipe.arch_kwargs).to(dev)
-    state: dict = {"options": dict(recipe.options)}
+    state = TrainState(recipe.options, device=dev, rank=rank, world_size=world)
     init_from_checkpoint(model, recipe)
     if recipe.setup is not None:
         recipe.setup(model, recipe, data_dir, state)
@@ -161,8 +161,9 @@ def train(
         ck = read_checkpoint(ckpt_path)
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
-        st = ck.get("recipe_state", {})
-        state.update(st)
+        # recipe-owned state; checkpoints before TrainState also held the options: dropped
+        st = {k: v for k, v in (ck.get("recipe_state") or {}).items() if k != "options"}
+        state.extra.update(st)
         start = int(ck["step"])
         history = list(ck.get("history", []))
         logger.info("resumed %s from %s at step %d", recipe.name, ckpt_path, start)
@@ -174,14 +175,11 @@ def train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    state["device"] = dev
-    state["rank"], state["world_size"] = rank, world
     batches = recipe.make_data(recipe, data_dir, seed * 100_003 + start * 7 + rank)
 
     def _save_train_ckpt(step: int) -> None:
         if rank != 0:
             return
-        rs = {k: v for k, v in state.items() if k not in ("device", "rank", "world_size")}
         atomic_torch_save(
             {
                 "arch": recipe.arch,
@@ -190,7 +188,7 @@ def train(
                 "optimizer": opt.state_dict(),
                 "recipe": recipe.name,
                 "step": step,
-                "recipe_state": rs,
+                "recipe_state": dict(state.extra),
                 "history": history,
                 "meta": {"seed": seed},
             },
@@ -260,7 +258,7 @@ def train(
             meta={
                 **(meta or {}),
                 "seed": seed,
-                "options": _jsonable(recipe.options),
+                "options": _jsonable(options_dict(recipe.options)),
                 "data": str(data_dir),
             },
             half=half,

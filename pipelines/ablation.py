@@ -45,7 +45,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -147,14 +147,19 @@ def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None =
     if data_mode == "native" or not row.pair_based:
         return r
     if data_mode == "pairs":
-        from descriptors.recipe_defs.hndesc import DEFAULT_OPTIONS as HO
-        from descriptors.recipe_defs.hndesc import pair_data
+        from descriptors.recipe_defs import hndesc
 
         h = get_recipe("hndesc", quick=quick)
-        extra = {k: v for k, v in h.options.items() if k in HO and k not in r.options}
-        if row.recipe == "sdb":
-            return r.with_options(data="pairs", **extra)
-        return r.with_options(make_data=pair_data, **extra)
+        if row.recipe == "sdb":  # sdb's own pair stream, with HNDesc's pair geometry
+            return r.with_options(data="pairs", pair=dict(h.options.pair))
+        if row.recipe == "hndesc":
+            return r
+
+        def pair_data(rr: Any, data_dir: Path, seed: int) -> Any:
+            """hndesc's pair stream (its options) at this recipe's batch size."""
+            return hndesc.pair_data(replace(h, batch_size=rr.batch_size), data_dir, seed)
+
+        return r.with_options(make_data=pair_data)
     if data_mode == "phototour":
         if row.recipe == "hndesc":
             from descriptors.recipe_defs.hardnet import phototour_pairs
@@ -213,8 +218,8 @@ def plot_pr(
 
 def describe_data(recipe: Any) -> str:
     """Short name of the batch stream a recipe trains on (for the table)."""
-    if "data" in recipe.options:
-        return str(recipe.options["data"])
+    if hasattr(recipe.options, "data"):
+        return str(recipe.options.data)
     fn = recipe.make_data.__name__
     if fn == "pair_data":
         return "pairs"
@@ -336,6 +341,7 @@ def _main(args: argparse.Namespace) -> dict:
     from descriptors.data.phototour import read_phototour
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
     from descriptors.models import build_model, save_checkpoint
+    from descriptors.recipes import options_dict
     from descriptors.registry import load
     from descriptors.train import train
 
@@ -411,7 +417,7 @@ def _main(args: argparse.Namespace) -> dict:
             )
             ext = load(str(path), device=args.device)
             rec.update(
-                data=str(train_root or recipe.options.get("photos") or data_desc),
+                data=str(train_root or getattr(recipe.options, "photos", None) or data_desc),
                 steps=tr["steps"],
                 batch_size=tr["batch_size"],
                 train_seconds=tr["seconds"],
@@ -420,7 +426,7 @@ def _main(args: argparse.Namespace) -> dict:
                 weights=str(path),
                 options={
                     k: v
-                    for k, v in recipe.options.items()
+                    for k, v in options_dict(recipe.options).items()
                     if isinstance(v, (int, float, str, bool, type(None)))
                 },
             )

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from descriptors.recipes import get_recipe, list_recipes
+from descriptors.recipes import get_recipe, list_recipes, options_dict
 from descriptors.train import train
 from descriptors.util import atomic_write_text, setup_logging
 from localize.cli import (
@@ -114,14 +114,20 @@ def eval_only(out: Path, data_root: Path, split: str) -> dict:
     return sidecar
 
 
-def _key_values(p: argparse.ArgumentParser, flag: str, items: list[str]) -> dict:
+def _key_values(
+    p: argparse.ArgumentParser, flag: str, items: list[str], parse_json: bool = True
+) -> dict:
     """``KEY=VALUE`` strings -> dict, each value parsed as JSON when it is JSON (else the
-    string); a malformed item is argparse's one-line usage error."""
+    string; ``parse_json=False``: always the string); a malformed item is argparse's one-line
+    usage error."""
     out: dict = {}
     for kv in items:
         if "=" not in kv:
             p.error(f"{flag} expects KEY=VALUE, got '{kv}'")
         k, v = kv.split("=", 1)
+        if not parse_json:
+            out[k] = v
+            continue
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -129,31 +135,27 @@ def _key_values(p: argparse.ArgumentParser, flag: str, items: list[str]) -> dict
     return out
 
 
-#: options any recipe accepts (read by ``descriptors.train`` / ``descriptors.data.pairs``)
-GENERIC_OPTIONS = ("init", "photos", "fliprot")
-
-
-def check_options(recipe: Any, over: dict) -> None:
-    """Refuse ``--option`` keys the recipe does not know (a typo would be recorded and silently
-    ignored) and an ``init`` checkpoint that does not exist. Raises InputError (one line)."""
-    fields = set(recipe.__dataclass_fields__) - {
-        "name",
-        "make_data",
-        "step_loss",
-        "lr_fn",
-        "setup",
-        "options",
-        "description",
-    }
-    known = fields | set(recipe.options) | set(GENERIC_OPTIONS)
-    bad = sorted(set(over) - known)
+def check_options(recipe: Any, over: dict[str, str]) -> dict[str, Any]:
+    """``--option`` strings converted to the types of the recipe's fields / options dataclass
+    (``Recipe.parse_option``). Refuses unknown keys (a typo would be recorded and silently
+    ignored), unconvertible values and an ``init`` checkpoint that does not exist. Raises
+    InputError (one line)."""
+    known = recipe.known_options(cli=True)
+    bad = []
+    for k in over:
+        try:
+            recipe.option_type(k, cli=True)
+        except InputError:
+            bad.append(k)
     if bad:
         raise InputError(
-            f"--option {', '.join(bad)}: not an option of recipe {recipe.name} "
-            f"(known: {', '.join(sorted(known))})"
+            f"--option {', '.join(sorted(bad))}: not an option of recipe {recipe.name} "
+            f"(known: {', '.join(known)})"
         )
-    if "init" in over and not Path(str(over["init"])).is_file():
-        raise InputError(f"--option init={over['init']}: checkpoint not found")
+    out = {k: recipe.parse_option(k, v) for k, v in over.items()}
+    if out.get("init") and not Path(str(out["init"])).is_file():
+        raise InputError(f"--option init={out['init']}: checkpoint not found")
+    return out
 
 
 def _check_eval(eval_data: str, split: str) -> None:
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="recipe option override (repeatable), value parsed as JSON if possible; "
+        help="recipe field or option override (repeatable), value converted to the option's "
+        "type (bool: true/false; tuples: JSON lists; null: None); unknown keys are refused; "
         "init=PATH (any recipe) fine-tunes from a descriptor checkpoint",
     )
     p.add_argument(
@@ -276,8 +279,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
         over["lr"] = args.lr
     if args.variant is not None:
         over["variant"] = args.variant
-    over.update(_key_values(p, "--option", args.option))
-    check_options(recipe, over)
+    over.update(check_options(recipe, _key_values(p, "--option", args.option, parse_json=False)))
     if args.photos is not None:
         from descriptors.data.pairs import find_photos
 
@@ -325,7 +327,9 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
         "data": str(data_root / args.train),
         "quick": args.quick,
         "options": {
-            k: v for k, v in recipe.options.items() if isinstance(v, (int, float, str, bool))
+            k: v
+            for k, v in options_dict(recipe.options).items()
+            if isinstance(v, (int, float, str, bool))
         },
         "lr": recipe.lr,
         "optimizer": recipe.optimizer,

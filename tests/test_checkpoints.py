@@ -21,7 +21,7 @@ from descriptors.models import (
     save_checkpoint,
     to_safe,
 )
-from descriptors.recipe_defs.hardnet import triplet_step
+from descriptors.recipe_defs.hardnet import HardNetOptions, triplet_step
 from descriptors.recipes import Recipe
 from descriptors.train import train
 
@@ -137,10 +137,10 @@ def _toy_data(recipe: Recipe, data_dir: Path, seed: int):
 
 def _setup(model, recipe, data_dir, state):
     """Recipe state of the kinds recipes keep: numpy arrays, numpy scalars, tensors, tuples."""
-    state["stats"] = np.array([0.5, 0.25])
-    state["scale"] = np.float32(2.0)
-    state["ema"] = {k: v.detach().clone() for k, v in model.named_parameters()}
-    state["pair"] = (1, "a")
+    state.extra["stats"] = np.array([0.5, 0.25])
+    state.extra["scale"] = np.float32(2.0)
+    state.extra["ema"] = {k: v.detach().clone() for k, v in model.named_parameters()}
+    state.extra["pair"] = (1, "a")
 
 
 def test_training_checkpoint_round_trips_weights_only(tmp_path):
@@ -154,7 +154,7 @@ def test_training_checkpoint_round_trips_weights_only(tmp_path):
         lr=0.01,
         optimizer="adam",
         setup=_setup,
-        options={"margin": 1.0, "anchor_swap": True},
+        options=HardNetOptions(margin=1.0, anchor_swap=True),
     )
     out = tmp_path / "r.pt"
     train(recipe, tmp_path, out, split="", progress=False, ckpt_every=2, device="cpu")

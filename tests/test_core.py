@@ -17,7 +17,7 @@ from descriptors import registry
 from descriptors.losses import hardest_triplet_margin, pairwise_distance
 from descriptors.mining import hardest_in_batch, random_negatives
 from descriptors.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from descriptors.recipe_defs.hardnet import triplet_step
+from descriptors.recipe_defs.hardnet import HardNetOptions, triplet_step
 from descriptors.recipes import Recipe, get_recipe, list_recipes
 from descriptors.train import train
 
@@ -43,7 +43,7 @@ def toy_recipe(steps: int = 6) -> Recipe:
         steps=steps,
         batch_size=16,
         lr=0.1,
-        options={"margin": 1.0},
+        options=HardNetOptions(margin=1.0),
     )
 
 

@@ -14,6 +14,7 @@ from descriptors.losses import hinge_embedding
 from descriptors.mining import fracking_mine
 from descriptors.models import build_model, load_checkpoint
 from descriptors.models.cnn3 import CNN3, L2Pool2d, SubtractiveNorm2d
+from descriptors.recipes import TrainState
 
 
 # ----------------------------------------------------------------------------- loss
@@ -161,10 +162,10 @@ def test_fracking_recipe_trains_and_loss_goes_down(tiny_phototour, tmp_path):
     from descriptors.train import make_optimizer, train
 
     recipe = get_recipe("fracking", quick=True)
-    assert recipe.options["r_p"] == 1 and recipe.options["r_n"] == 2
+    assert recipe.options.r_p == 1 and recipe.options.r_n == 2
     full = get_recipe("fracking")
     assert (full.batch_size, full.lr, full.momentum, full.lr_step) == (128, 0.01, 0.9, 10_000)
-    assert abs(full.lr_at(10_000) - 1e-3) < 1e-12 and full.options["r_p"] == 8
+    assert abs(full.lr_at(10_000) - 1e-3) < 1e-12 and full.options.r_p == 8
     assert full.arch_kwargs["input_size"] == 64 and full.arch_kwargs["lp_weights"] == "fixed"
     opt = make_optimizer(full, build_model(full.arch, **full.arch_kwargs).parameters())
     assert opt.param_groups[0]["dampening"] == 0.9  # Torch7 optim.sgd: = momentum
@@ -177,7 +178,7 @@ def test_fracking_recipe_trains_and_loss_goes_down(tiny_phototour, tmp_path):
     ia = torch.from_numpy(np.asarray(data.patches[:3], np.float32) / 255.0)
     assert torch.equal(sampler._u8[:3, 0].float() / 255.0, ia)
     recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(pool))
-    state = {"options": recipe.options}
+    state = TrainState(recipe.options)
     torch.manual_seed(0)  # = the trainer's initialisation (seed 0)
     untrained = build_model(recipe.arch, **recipe.arch_kwargs)
     untrained.set_input_stats(*input_stats(data))
@@ -221,13 +222,12 @@ def test_fracking_raw_output_uses_its_own_margin(tiny_phototour):
         d = m(torch.cat([pool[2], pool[3]])).chunk(2)
         neg = (d[0] - d[1]).norm(dim=1)
         big = float(neg.max()) + 1.0  # every negative inside the margin
-        lo = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin_raw": 1e-3}})[0])
-        hi = float(fracking_step(m, pool, 0, {"options": {**r.options, "margin_raw": big}})[0])
-        unit = float(
-            fracking_step(
-                m, pool, 0, {"options": {**r.options, "margin": big, "margin_raw": 1e-3}}
-            )[0]
-        )
+
+        def loss(**kw: float) -> float:
+            return float(fracking_step(m, pool, 0, TrainState(replace(r.options, **kw)))[0])
+
+        lo, hi = loss(margin_raw=1e-3), loss(margin_raw=big)
+        unit = loss(margin=big, margin_raw=1e-3)
     assert hi > lo and abs(unit - lo) < 1e-6  # raw output ignores ``margin``
 
 

@@ -49,13 +49,14 @@ def test_shipped_hardnet_beats_sift_on_synthetic_test_split(tiny_phototour):
 def test_two_pass_option_runs_anchors_and_positives_separately():
     """``two_pass``: the reference's two forward passes; BatchNorm in training mode then sees
     each half alone (another loss), in eval mode the two forms agree."""
-    from descriptors.recipe_defs.hardnet import triplet_step
+    from descriptors.recipe_defs.hardnet import HardNetOptions, triplet_step
+    from descriptors.recipes import TrainState
 
     torch.manual_seed(0)
     m = build_model("l2net", dim=128)
     a, p = torch.rand(16, 1, 32, 32), torch.rand(16, 1, 32, 32) * 0.5
-    one = lambda: float(triplet_step(m, (a, p), 0, {"options": {}})[0])
-    two = lambda: float(triplet_step(m, (a, p), 0, {"options": {"two_pass": True}})[0])
+    one = lambda: float(triplet_step(m, (a, p), 0, TrainState(HardNetOptions()))[0])
+    two = lambda: float(triplet_step(m, (a, p), 0, TrainState(HardNetOptions(two_pass=True)))[0])
     with torch.no_grad():
         m.train()
         assert abs(one() - two()) > 1e-4

@@ -21,7 +21,7 @@ from descriptors.data.pairs import (
     transfer_keypoints,
 )
 from descriptors.data.synth import homography_jacobian
-from descriptors.recipes import get_recipe
+from descriptors.recipes import TrainState, get_recipe
 
 CLEAN = PairConf(
     out_size=192,
@@ -171,8 +171,8 @@ def test_hndesc_recipe_trains_and_loss_goes_down(tmp_path: Path, loss: str):
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     r = get_recipe("hndesc", quick=True)
-    assert r.arch == "l2net" and r.options["loss"] == "ap" and r.options["negatives"] == "hardest"
-    assert (r.options["ap_k"], r.options["ap_nq"]) == (20, 20)
+    assert r.arch == "l2net" and r.options.loss == "ap" and r.options.negatives == "hardest"
+    assert (r.options.ap_k, r.options.ap_nq) == (20, 20)
     full = get_recipe("hndesc")
     assert (full.lr, full.optimizer, full.steps, full.lr_step, full.lr_gamma) == (
         1e-4,
@@ -185,7 +185,7 @@ def test_hndesc_recipe_trains_and_loss_goes_down(tmp_path: Path, loss: str):
     r = dc_replace(
         r.with_options(loss=loss, lr=1e-3), make_data=lambda rr, d, sd: itertools.repeat(batch)
     )
-    state = {"options": r.options}
+    state = TrainState(r.options)
     torch.manual_seed(0)  # = the trainer's initialisation
     with torch.no_grad():
         before = float(hndesc_step(build_model("l2net", dim=128).train(), batch, 0, state)[0])
@@ -345,7 +345,7 @@ def test_sampler_whole_crops_per_batch():
 def test_hndesc_defaults_follow_the_reference():
     r = get_recipe("hndesc")
     o = r.options
-    assert (o["pairs_per_batch"], o["max_per_pair"], r.batch_size) == (16, 200, 3200)
+    assert (o.pairs_per_batch, o.max_per_pair, r.batch_size) == (16, 200, 3200)
     conf = conf_from_options(o)
     assert conf.homography_scale == (0.8, 1.0) and conf.max_rotation_deg == 15.0
     assert conf.p_night > 0  # night rendering of one view

@@ -16,7 +16,7 @@ from descriptors.losses import (
     sdb_hardest_pairs,
 )
 from descriptors.recipe_defs import sdb as S
-from descriptors.recipes import get_recipe
+from descriptors.recipes import TrainState, get_recipe
 
 THR, UP = -0.55, 0.10
 
@@ -176,28 +176,27 @@ def test_step_teachers_and_stage2_subset():
     m = build_model("l2net")
     batch = _pair_batch(8)
     for teacher in ("self", "ema", "detached", "none"):
-        state = {"options": {"teacher": teacher}, "total_steps": 100}
+        state = TrainState(S.SDBOptions(teacher=teacher), extra={"total_steps": 100})
         loss, logs = S.sdb_step(m, batch, 0, state)
         assert torch.isfinite(loss) and logs["stage"] == 1.0
         if teacher == "ema":
-            assert set(state["ema"]) == {k for k, _ in m.named_parameters()}
-            before = {k: v.clone() for k, v in state["ema"].items()}
+            assert set(state.extra["ema"]) == {k for k, _ in m.named_parameters()}
+            before = {k: v.clone() for k, v in state.extra["ema"].items()}
             with torch.no_grad():
                 for p in m.parameters():
                     p.add_(0.1)
             S.sdb_step(m, batch, 1, state)
             k0 = next(iter(before))
-            assert not torch.equal(before[k0], state["ema"][k0])
+            assert not torch.equal(before[k0], state.extra["ema"][k0])
         if teacher == "none":
             assert logs["w_mean"] == 1.0
         assert m.training  # teacher pass restores mode
-    state = {
-        "options": {"stage2_frac": 0.5, "stage2_cycles": 2, "stage2_batch_end": 4},
-        "total_steps": 100,
-        "batch_size": 8,
-    }
+    state = TrainState(
+        S.SDBOptions(stage2_frac=0.5, stage2_cycles=2, stage2_batch_end=4),
+        extra={"total_steps": 100, "batch_size": 8},
+    )
     loss, logs = S.sdb_step(m, batch, 99, state)  # cycle 1: keep 4 points
-    assert logs["stage"] == 2.0 and torch.isfinite(loss) and state["cycle_now"] == 1
+    assert logs["stage"] == 2.0 and torch.isfinite(loss) and state.extra["cycle_now"] == 1
     x, lab = S._subset_points(*S._views(batch)[:2], 4)
     assert x.shape[0] == 8 and set(lab.tolist()) == {0, 1, 2, 3}
 
@@ -257,7 +256,7 @@ def test_sdb_trains_and_loss_goes_down(tmp_path: Path):
     def fixed_loss(model: torch.nn.Module) -> float:
         torch.manual_seed(0)  # same dropout mask
         with torch.no_grad():
-            return S.sdb_step(model, batch, 0, {"options": r.options})[0].item()
+            return S.sdb_step(model, batch, 0, TrainState(r.options))[0].item()
 
     torch.manual_seed(0)  # train() seeds the init the same way
     init = build_model(r.arch)
@@ -337,9 +336,9 @@ def test_stage2_uses_two_views_per_point():
             seen.append(inp.shape[0])
             return torch.nn.functional.normalize(inp.flatten(1)[:, :8] + 0.01, dim=1)
 
-    opts = {"stage2_frac": 0.5, "stage2_cycles": 1, "stage2_batch": 4, "teacher": "none"}
-    S.sdb_step(Spy(), (x, lab), 0, {"options": opts, "total_steps": 10, "batch_size": 4})
-    S.sdb_step(Spy(), (x, lab), 9, {"options": opts, "total_steps": 10, "batch_size": 4})
+    opts = S.SDBOptions(stage2_frac=0.5, stage2_cycles=1, stage2_batch=4, teacher="none")
+    S.sdb_step(Spy(), (x, lab), 0, TrainState(opts, extra={"total_steps": 10, "batch_size": 4}))
+    S.sdb_step(Spy(), (x, lab), 9, TrainState(opts, extra={"total_steps": 10, "batch_size": 4}))
     assert seen == [12, 8]
 
 
@@ -378,7 +377,7 @@ def test_sdb_short_run_on_brown_fixture_lowers_heldout_fpr95(brown_fixture: Path
     r = get_recipe("sdb", quick=True).with_options(
         batch_size=24, npos=2, stage2_frac=0.2, stage2_cycles=2
     )
-    assert r.arch == "sdgmnet128" and r.options["jitter"]
+    assert r.arch == "sdgmnet128" and r.options.jitter
     torch.manual_seed(0)
     untrained = save_checkpoint(
         tmp_path / "untrained.pt", build_model(r.arch).eval(), r.arch, r.arch_kwargs, "sdb", 0

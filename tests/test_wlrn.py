@@ -14,6 +14,7 @@ import torch
 from descriptors.losses import bag_soft_correspondence_count, wlrn_bag_loss, wlrn_bag_loss_batch
 from descriptors.models import build_model, load_checkpoint
 from descriptors.models.wlrn import WLRN
+from descriptors.recipes import TrainState
 
 
 def _unit(*rows: list[float]) -> torch.Tensor:
@@ -184,24 +185,24 @@ def test_wlrn_recipe_defaults():
 
     full = get_recipe("wlrn")
     o = full.options
-    assert (o["variant"], o["thr"], o["sampling"], o["schedule"]) == (
+    assert (o.variant, o.thr, o.sampling, o.schedule) == (
         "code",
         0.8,
         "triplets",
         "grow",
     )
-    assert (o["tau"], o["beta"], o["eps"], o["mode"], o["bag_size"]) == (
+    assert (o.tau, o.beta, o.eps, o.mode, o.bag_size) == (
         0.8,
         20.0,
         1e-6,
         "ratio",
         75,
     )
-    assert (o["batch_start"], o["batch_max"], o["round_steps"]) == (16, 64, 512)
+    assert (o.batch_start, o.batch_max, o.round_steps) == (16, 64, 512)
     assert full.arch == "wlrn" and full.arch_kwargs == {"dim": 64}
     assert (full.optimizer, full.lr, full.momentum, full.steps) == ("rmsprop", 1e-4, 0.0, 128 * 512)
     quick = get_recipe("wlrn", quick=True)
-    assert quick.steps < full.steps and quick.options["bag_size"] < 75
+    assert quick.steps < full.steps and quick.options.bag_size < 75
 
 
 def test_code_loss_values_and_gradient():
@@ -233,9 +234,9 @@ def test_code_loss_values_and_gradient():
 def test_schedule_round_rule():
     """Round rule of wlrn.lua (7931d02): improve -> keep; worse than last round -> batch x2; at
     the largest batch -> lr / 2 and batch back to the smallest."""
-    from descriptors.recipe_defs.wlrn import schedule_round
+    from descriptors.recipe_defs.wlrn import WLRNOptions, schedule_round
 
-    o = {"batch_start": 16, "batch_max": 64}
+    o = WLRNOptions(batch_start=16, batch_max=64)
     st = {
         "wlrn_bsize": 16,
         "wlrn_lr_scale": 1.0,
@@ -265,7 +266,7 @@ def test_wlrn_training_loss_goes_down(tiny_bags, tmp_path):
             steps=6, bag_size=12, lr=lr, variant=variant, schedule="fixed", batch_size=4
         )
         recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(batch))
-        state = {"options": recipe.options}
+        state = TrainState(recipe.options)
         torch.manual_seed(0)  # = the trainer's initialisation
         with torch.no_grad():
             before = float(wlrn_step(build_model("wlrn", dim=64), batch, 0, state)[0])
@@ -420,7 +421,7 @@ def test_wlrn_trains_on_real_bags(tmp_path):
         assert len(list((tmp_path / "bags").glob("real-bags-*.npz"))) == 1 and len(bags) == 16
         batch = next(BagTripletSampler(bags, 4, 0, same_photo_neg=0.0))
         recipe = replace(recipe, make_data=lambda r, d, s: itertools.repeat(batch))
-        state = {"options": recipe.options}
+        state = TrainState(recipe.options)
         torch.manual_seed(0)  # = the trainer's initialisation
         with torch.no_grad():
             before = float(wlrn_step(build_model("wlrn", dim=64), batch, 0, state)[0])

@@ -61,7 +61,7 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -746,10 +746,14 @@ class PairPatchSampler:
         return self.sample()
 
 
-def conf_from_options(options: dict) -> PairConf:
-    """Build a ``PairConf`` from a recipe options dict (keys prefixed ``pair_``, e.g.
-    ``pair_out_size``; the option ``photos`` = a photo folder sets ``photo_dir``); unknown
-    ``pair_*`` keys raise ValueError."""
+def conf_from_options(options: Any) -> PairConf:
+    """Build a ``PairConf`` from a recipe's options (a ``RecipeOptions`` with ``pair``, or a dict
+    with keys prefixed ``pair_``, e.g. ``pair_out_size``; the option ``photos`` = a photo folder
+    sets ``photo_dir``); unknown ``pair_*`` keys raise ValueError."""
+    if not isinstance(options, dict):
+        from descriptors.recipes import options_dict
+
+        options = options_dict(options)
     conf = PairConf()
     kw = {}
     if options.get("photos"):

@@ -35,7 +35,7 @@ upsampled inside) and still loads; its layers also fit ``input_size=64`` (same p
 can warm-start a native run once re-saved with this recipe's ``arch_kwargs``.
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
-Options: ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
+Options (:class:`FrackingOptions`): ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
 checkpoint): ``normalize``, ``lp_weights`` (``recipe(quick, normalize=False)`` or
 ``python -m pipelines.train --recipe fracking --arch_option normalize=false``).
 """
@@ -43,6 +43,7 @@ checkpoint): ``normalize``, ``lp_weights`` (``recipe(quick, normalize=False)`` o
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,11 +53,21 @@ import torch.nn as nn
 
 from descriptors.losses import hinge_embedding
 from descriptors.mining import fracking_mine
-from descriptors.recipes import Recipe
+from descriptors.recipes import Recipe, RecipeOptions, TrainState
 
 logger = logging.getLogger(__name__)
 
-PUBLISHED_OPTIONS: dict = {"r_p": 8, "r_n": 8, "margin": 1.0, "margin_raw": 1.0}
+
+@dataclass
+class FrackingOptions(RecipeOptions):
+    """Fracking's options (defaults: the paper's best, 8/8 mining)."""
+
+    r_p: int = 8  # pool of r_p x batch_size positives, the batch_size hardest back-propagated
+    r_n: int = 8  # likewise for negatives
+    margin: float = 1.0  # hinge margin for L2-normalised descriptors
+    margin_raw: float = 1.0  # ... for the raw CNN3 output (normalize=False)
+
+
 _DATA_CACHE: dict[tuple[str, tuple[float, ...]], Any] = {}
 
 
@@ -149,8 +160,8 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     return iter(
         FrackingSampler(
             data,
-            int(opts["r_p"]) * recipe.batch_size,
-            int(opts["r_n"]) * recipe.batch_size,
+            int(opts.r_p) * recipe.batch_size,
+            int(opts.r_n) * recipe.batch_size,
             np.random.default_rng(seed),
             patch_size=int(recipe.arch_kwargs.get("input_size", 64)),
         )
@@ -166,11 +177,11 @@ def input_stats(data: Any, size: int = 64) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
-def setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
+def setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: TrainState) -> None:
     """Store the training set's mean / std in the model buffers (paper Sec. 3.3)."""
     mean, std = input_stats(_load(data_dir, recipe), int(recipe.arch_kwargs.get("input_size", 64)))
     model.set_input_stats(mean, std)
-    state["input_mean"], state["input_std"] = mean, std
+    state.extra["input_mean"], state.extra["input_std"] = mean, std
     logger.info("fracking: training patches mean %.4f std %.4f", mean, std)
 
 
@@ -179,14 +190,14 @@ def _base(model: nn.Module) -> nn.Module:
 
 
 def fracking_step(
-    model: nn.Module, batch: Any, step: int, state: dict
+    model: nn.Module, batch: Any, step: int, state: TrainState
 ) -> tuple[torch.Tensor, dict]:
     """Forward the whole pool without gradients, keep the hardest B/R, back-propagate those."""
     pa, pb, na, nb = batch
-    opts = state.get("options", {})
+    opts = state.options
     raw = not _base(model).normalize
-    margin = float(opts.get("margin_raw", 1.0) if raw else opts.get("margin", 1.0))
-    r_p, r_n = int(opts.get("r_p", 1)), int(opts.get("r_n", 2))
+    margin = float(opts.margin_raw if raw else opts.margin)
+    r_p, r_n = int(opts.r_p), int(opts.r_n)
     n_p = len(pa)
     with torch.no_grad():
         d = model(torch.cat([pa, na, pb, nb], 0))
@@ -239,7 +250,7 @@ def recipe(quick: bool = False, normalize: bool = True, lp_weights: str = "fixed
         lr_step=10_000,
         lr_gamma=0.1,
         default_data="datasets/phototour-synth",
-        options=dict(PUBLISHED_OPTIONS),
+        options=FrackingOptions(),
         description="CNN3 + hinge embedding + fracking (hard pos/neg mining)",
     )
     if quick:

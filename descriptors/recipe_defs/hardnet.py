@@ -18,13 +18,14 @@ with joint batch statistics; the reference (``HardNet.py``: ``out_a = model(data
 ``quick``: batch 256 pairs (hardest-in-batch mining needs a large batch: at 64 the negatives are
 easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores. ``data`` may be
 one Brown folder or a folder of scene folders (``read_phototour_scenes``).
-Options: ``negatives='hardest'|'random'`` (the random-negative control), ``margin``,
-``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to both patches of a
-pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above).
+Options (:class:`HardNetOptions`): ``negatives='hardest'|'random'`` (the random-negative
+control), ``margin``, ``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to
+both patches of a pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,7 +34,18 @@ import torch
 import torch.nn as nn
 
 from descriptors.losses import hardest_triplet_margin
-from descriptors.recipes import Recipe
+from descriptors.recipes import Recipe, RecipeOptions, TrainState
+
+
+@dataclass
+class HardNetOptions(RecipeOptions):
+    """HardNet's options (defaults: the published ones)."""
+
+    margin: float = 1.0
+    anchor_swap: bool = True
+    negatives: str = "hardest"  # 'hardest' | 'random' (control)
+    two_pass: bool = False  # anchors and positives in two forward passes (the reference)
+    fliprot: bool = False  # random flip / rot90 of both patches of a pair
 
 
 def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
@@ -50,29 +62,39 @@ def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
             data,
             recipe.batch_size,
             np.random.default_rng(seed),
-            augment=bool(recipe.options.get("fliprot", False)),
+            augment=bool(recipe.options.fliprot),
         )
     )
 
 
-def triplet_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
-    a, p = batch
-    opts = state.get("options", {})
-    if opts.get("two_pass", False):
+def triplet_loss(
+    model: nn.Module,
+    a: torch.Tensor,
+    p: torch.Tensor,
+    margin: float = 1.0,
+    anchor_swap: bool = True,
+    negatives: str = "hardest",
+    two_pass: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """Hardest-in-batch triplet margin loss of (anchor, positive) patch batches and its logs."""
+    if two_pass:
         da, dp = model(a), model(p)
     else:
         d = model(torch.cat([a, p], 0))
         da, dp = d[: len(a)], d[len(a) :]
     loss = hardest_triplet_margin(
-        da,
-        dp,
-        margin=opts.get("margin", 1.0),
-        anchor_swap=opts.get("anchor_swap", True),
-        negatives=opts.get("negatives", "hardest"),
+        da, dp, margin=float(margin), anchor_swap=bool(anchor_swap), negatives=negatives
     )
     with torch.no_grad():
         pos = (da - dp).norm(dim=1).mean().item()
     return loss, {"pos_dist": pos}
+
+
+def triplet_step(
+    model: nn.Module, batch: Any, step: int, state: TrainState
+) -> tuple[torch.Tensor, dict]:
+    o = state.options
+    return triplet_loss(model, batch[0], batch[1], o.margin, o.anchor_swap, o.negatives, o.two_pass)
 
 
 def recipe(quick: bool = False) -> Recipe:
@@ -89,7 +111,7 @@ def recipe(quick: bool = False) -> Recipe:
         momentum=0.9,
         weight_decay=1e-4,
         lr_schedule="linear",
-        options={"margin": 1.0, "anchor_swap": True, "negatives": "hardest"},
+        options=HardNetOptions(),
         description="L2-Net + hardest-in-batch triplet margin (HardNet)",
     )
     if quick:

@@ -58,14 +58,15 @@ pool capacity needed before the first batch), Adam lr 1e-4, step decay x0.5 / 50
 ``quick`` (CPU budget): 1000 steps of 8 crops x up to 64 keypoints, Adam lr 1e-3 decayed x0.5
 every 334 steps, a pool of 96 pairs refreshed slowly (the paper's lr 1e-4 barely moves in 1000
 steps).
-Options: loss ('ap'|'triplet'), ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random',
+Options (:class:`HNDescOptions`): loss ('ap'|'triplet'), ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random',
 triplet only), photos (a photo folder), pool_size, initial_pairs, new_per_batch,
 refresh_per_batch, pairs_per_batch, max_per_pair, weighting ('uniform'|'response'), swap_prob,
-``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``).
+``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``; kept in ``options.pair``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,76 +75,87 @@ import torch
 import torch.nn as nn
 
 from descriptors.losses import hndesc_ap_loss
-from descriptors.recipes import Recipe
+from descriptors.recipes import Recipe, RecipeOptions, TrainState
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "loss": "ap",
-    "ap_k": 20,
-    "ap_nq": 20,
-    "photos": None,
-    "margin": 1.0,
-    "anchor_swap": True,
-    "negatives": "hardest",
-    "pool_size": 400,
-    "initial_pairs": 16,
-    "new_per_batch": 2,
-    "refresh_per_batch": 0.5,
-    "pairs_per_batch": 16,
-    "max_per_pair": 200,
-    "weighting": "uniform",
-    "swap_prob": 0.5,
+
+@dataclass
+class PairSamplerOptions(RecipeOptions):
+    """Options of the self-supervised pair stream (``descriptors.data.pairs.PairPatchSampler``)."""
+
+    photos: str | None = None  # photo folder (None: the bundled TRAIN photos)
+    pool_size: int = 400
+    initial_pairs: int = 16
+    new_per_batch: int = 2
+    refresh_per_batch: float = 0.5
+    pairs_per_batch: int = 16
+    max_per_pair: int = 200
+    weighting: str = "uniform"  # 'uniform' | 'response'
+    swap_prob: float = 0.5
+    pair: dict[str, Any] = field(default_factory=dict)  # PairConf overrides (``pair_<field>``)
+
+
+@dataclass
+class HNDescOptions(PairSamplerOptions):
+    """HNDesc's options (defaults: the published ones)."""
+
+    loss: str = "ap"  # 'ap' | 'triplet'
+    ap_k: int = 20
+    ap_nq: int = 20
+    margin: float = 1.0  # triplet only
+    anchor_swap: bool = True
+    negatives: str = "hardest"  # 'hardest' | 'random'
     # HNDesc's milder geometry (crop zoom 0.8-1, rotation +-15 deg) and a night rendering of
     # view B (synth.day_to_night) with probability 0.3
-    "pair_homography_scale": (0.8, 1.0),
-    "pair_max_rotation_deg": 15.0,
-    "pair_p_night": 0.3,
-}
-
-
-def _opts(options: dict | None) -> dict:
-    o = dict(DEFAULT_OPTIONS)
-    o.update(options or {})
-    return o
+    pair: dict[str, Any] = field(
+        default_factory=lambda: {
+            "homography_scale": (0.8, 1.0),
+            "max_rotation_deg": 15.0,
+            "p_night": 0.3,
+        }
+    )
 
 
 def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     """Infinite ``(a, p, pair_ids)`` batches of self-supervised pair patches (``data_dir`` is
-    unused: the pairs are rendered on the fly from the bundled TRAIN photos or ``photos``)."""
+    unused: the pairs are rendered on the fly from the bundled TRAIN photos or ``photos``);
+    ``recipe.options`` is a :class:`PairSamplerOptions`."""
     from descriptors.data.pairs import PairPatchSampler, conf_from_options
 
-    o = _opts(recipe.options)
+    o = recipe.options
     return PairPatchSampler(
         recipe.batch_size,
         np.random.default_rng(seed),
         conf_from_options(o),
-        pool_size=int(o["pool_size"]),
-        initial_pairs=int(o["initial_pairs"]),
-        new_per_batch=int(o["new_per_batch"]),
-        refresh_per_batch=float(o["refresh_per_batch"]),
-        max_per_pair=int(o["max_per_pair"]),
-        weighting=o["weighting"],
-        swap_prob=float(o["swap_prob"]),
+        pool_size=int(o.pool_size),
+        initial_pairs=int(o.initial_pairs),
+        new_per_batch=int(o.new_per_batch),
+        refresh_per_batch=float(o.refresh_per_batch),
+        max_per_pair=int(o.max_per_pair),
+        weighting=o.weighting,
+        swap_prob=float(o.swap_prob),
         return_pair_ids=True,
-        pairs_per_batch=int(o["pairs_per_batch"]),
+        pairs_per_batch=int(o.pairs_per_batch),
     )
 
 
-def hndesc_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
+def hndesc_step(
+    model: nn.Module, batch: Any, step: int, state: TrainState
+) -> tuple[torch.Tensor, dict]:
     """One step on an ``(a, p, pair_ids)`` batch: the AP loss (``loss='ap'``) or the
     hardest-in-batch triplet margin loss (``loss='triplet'``, HardNet's step)."""
-    o = _opts(state.get("options"))
-    if o["loss"] == "triplet":
-        from descriptors.recipe_defs.hardnet import triplet_step
+    o = state.options
+    if o.loss == "triplet":
+        from descriptors.recipe_defs.hardnet import triplet_loss
 
-        return triplet_step(model, (batch[0], batch[1]), step, {**state, "options": o})
-    if o["loss"] != "ap":
-        raise ValueError(f"recipe hndesc: loss must be 'ap' or 'triplet', got '{o['loss']}'")
+        return triplet_loss(model, batch[0], batch[1], o.margin, o.anchor_swap, o.negatives)
+    if o.loss != "ap":
+        raise ValueError(f"recipe hndesc: loss must be 'ap' or 'triplet', got '{o.loss}'")
     if len(batch) < 3:
         raise ValueError("recipe hndesc: the AP loss needs (a, p, pair_ids) batches")
     a, p, ids = batch[0], batch[1], batch[2]
     b = a.shape[0]
     d = model(torch.cat([a, p], 0))
-    loss, ap = hndesc_ap_loss(d[:b], d[b:], ids, k=int(o["ap_k"]), nq=int(o["ap_nq"]))
+    loss, ap = hndesc_ap_loss(d[:b], d[b:], ids, k=int(o.ap_k), nq=int(o.ap_nq))
     return loss, {"ap": float(ap.detach())}
 
 
@@ -163,7 +175,7 @@ def recipe(quick: bool = False) -> Recipe:
         lr_step=50_000,
         lr_gamma=0.5,
         default_data="datasets/phototour-synth",
-        options=dict(DEFAULT_OPTIONS),
+        options=HNDescOptions(),
         description="L2-Net + AP loss (in-batch hard negatives) on self-supervised "
         "two-homography / stylised pairs (HNDesc)",
     )

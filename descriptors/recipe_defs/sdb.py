@@ -57,10 +57,10 @@ reproduced: fastai's one-cycle momentum schedule (beta1 cycled 0.95 -> 0.85 -> 0
 Optimizer reset per cycle: the trainer owns the optimizer, so ``sdb_setup`` registers a torch
 optimizer step pre-hook (``torch.optim.optimizer.register_optimizer_step_pre_hook``) that acts
 only on the optimizer of this run's model and clears its state (Adam moments, step counts) before
-the first step of each annealing cycle; ``state['opt_reset_cycle']`` records the last reset (so a
+the first step of each annealing cycle; ``state.extra['opt_reset_cycle']`` records the last reset (so a
 resumed run does not reset twice).
 
-Data (``options['data']``): Brown-layout patch folders (``descriptors.data.phototour``;
+Data (``options.data``): Brown-layout patch folders (``descriptors.data.phototour``;
 ``read_phototour_scenes`` concatenates every scene folder under the data root, e.g. the real
 patch sets ``pipelines.make_patches`` builds from Strecha entry-P10 and the SfM'd collections),
 by default the synthetic PhotoTour train split (``datasets/phototour-synth/train``): the paper
@@ -72,9 +72,8 @@ labelled patches exist.
 ``quick`` (CPU budget): batch 64 points, 1000 steps (10% stage 2 in 3 cycles), Npos 2,
 stage-1 lr 0.0033, stage-2 lr 3.3e-5 (the paper's 1.5e-6 barely moves weights in a hundred CPU
 steps).
-Options (``recipe.with_options(...)``): data, npos, stage2_npos, fliprot, jitter,
-jitter_rot_deg, jitter_scale, jitter_shear, teacher
-('self'|'ema'|'detached'|'none'),
+Options (:class:`SDBOptions`, ``recipe.with_options(...)``): data, npos, stage2_npos, fliprot,
+jitter, jitter_rot_deg, jitter_scale, jitter_shear, teacher ('self'|'ema'|'detached'|'none'),
 ema_decay, weight_fn ('quadratic'|'linear'|'step'|'bump'|'none'), threshold, upper, easy_width,
 R, A, B (None = use_stB), stage2_frac, stage2_cycles, stage2_loss ('exp'|'triplet'), stage2_R,
 stage2_B, stage2_threshold, stage2_threshold_step, stage2_lr, stage2_lr_factor, stage2_batch,
@@ -87,6 +86,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -95,7 +95,7 @@ import torch
 import torch.nn as nn
 
 from descriptors.losses import pairwise_distance, sdb_anneal_loss, sdb_exp_teacher_loss
-from descriptors.recipes import Recipe
+from descriptors.recipes import Recipe, RecipeOptions, TrainState
 
 logger = logging.getLogger(__name__)
 
@@ -103,82 +103,80 @@ PAPER_STAGE1_STEPS = 39_551  # 25 epochs x 4,050,000 tuples / 2560
 PAPER_STAGE2_STEPS = 21_000  # 15 cycles x 1400 batches
 PAPER_BATCH, PAPER_STAGE2_BATCH, PAPER_STAGE2_BATCH_END = 2560, 2944, 1024
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "data": "phototour",
-    "npos": 3,
-    "fliprot": True,
-    "stage2_npos": 2,
+
+@dataclass
+class SDBOptions(RecipeOptions):
+    """sdb's options (defaults: the paper's full run)."""
+
+    data: str = "phototour"  # 'phototour' | 'pairs'
+    npos: int = 3
+    fliprot: bool = True
+    stage2_npos: int = 2
     # per-patch affine jitter (reference: rotation +-5 deg, zoom 1-1.14, shear); 0 / (1, 1) = off
-    "jitter": True,
-    "jitter_rot_deg": 5.0,
-    "jitter_scale": (1.0, 1.14),
-    "jitter_shear": 0.1,
+    jitter: bool = True
+    jitter_rot_deg: float = 5.0
+    jitter_scale: tuple[float, float] = (1.0, 1.14)
+    jitter_shear: float = 0.1
     # stage 1: ExpTeacher
-    "teacher": "self",
-    "ema_decay": 0.99,
-    "weight_fn": "quadratic",
-    "threshold": -0.55,
-    "upper": 0.10,
-    "easy_width": 0.5,
-    "R": 1.0,
-    "A": 1.05,
-    "B": None,  # B None = --use_stB (dynamic); paper B=3.7 unused
-    "one_cycle_div": 25.0,
-    "one_cycle_pct": 0.25,
+    teacher: str = "self"  # 'self' | 'ema' | 'detached' | 'none'
+    ema_decay: float = 0.99
+    weight_fn: str = "quadratic"  # 'quadratic' | 'linear' | 'step' | 'bump' | 'none'
+    threshold: float = -0.55
+    upper: float = 0.10
+    easy_width: float = 0.5
+    R: float = 1.0
+    A: float = 1.05
+    B: float | None = None  # None = --use_stB (dynamic); paper B=3.7 unused
+    one_cycle_div: float = 25.0
+    one_cycle_pct: float = 0.25
     # stage 2: annealing
-    "stage2_frac": PAPER_STAGE2_STEPS / (PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS),
-    "stage2_cycles": 15,
-    "stage2_loss": "exp",
-    "stage2_R": 1.0,
-    "stage2_B": 4.25,
-    "stage2_margin": 1.0,
-    "stage2_threshold": -0.10,
-    "stage2_threshold_step": 0.05,
-    "stage2_lr": 1.5e-6,
-    "stage2_lr_factor": 0.75,
-    "stage2_batch": None,
-    "stage2_batch_end": None,
-    "stage2_reset_opt": True,
-    "stage2_pct_flat": 0.6,
+    stage2_frac: float = PAPER_STAGE2_STEPS / (PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS)
+    stage2_cycles: int = 15
+    stage2_loss: str = "exp"  # 'exp' | 'triplet'
+    stage2_R: float = 1.0
+    stage2_B: float = 4.25
+    stage2_margin: float = 1.0
+    stage2_threshold: float = -0.10
+    stage2_threshold_step: float = 0.05
+    stage2_lr: float = 1.5e-6
+    stage2_lr_factor: float = 0.75
+    stage2_batch: int | None = None
+    stage2_batch_end: int | None = None
+    stage2_reset_opt: bool = True
+    stage2_pct_flat: float = 0.6
     # pair data (data='pairs')
-    "pool_size": 400,
-    "photos": None,
-}
-
-
-def _opts(options: dict | None) -> dict:
-    o = dict(DEFAULT_OPTIONS)
-    o.update(options or {})
-    return o
+    pool_size: int = 400
+    photos: str | None = None
+    pair: dict[str, Any] = field(default_factory=dict)  # PairConf overrides (``pair_<field>``)
 
 
 # ------------------------------------------------------------------------------------ schedule
-def stage_bounds(steps: int, options: dict) -> tuple[int, int]:
+def stage_bounds(steps: int, options: SDBOptions) -> tuple[int, int]:
     """(first stage-2 step, steps per annealing cycle) for a run of ``steps`` steps."""
-    o = _opts(options)
-    n2 = int(round(steps * float(o["stage2_frac"])))
-    cycles = max(1, int(o["stage2_cycles"]))
+    o = options
+    n2 = int(round(steps * float(o.stage2_frac)))
+    cycles = max(1, int(o.stage2_cycles))
     if n2 < cycles:
         n2 = 0
     return steps - n2, max(1, n2 // cycles) if n2 else 1
 
 
-def stage2_batches(batch_size: int, options: dict) -> list[int]:
+def stage2_batches(batch_size: int, options: SDBOptions) -> list[int]:
     """Points per batch in each annealing cycle: linear from ``stage2_batch`` (cycle 0) to
     ``stage2_batch_end`` (last cycle); None = ``batch_size`` x 2944 / 2560 and x 1024 / 2560."""
-    o = _opts(options)
-    b0 = o["stage2_batch"] or round(batch_size * PAPER_STAGE2_BATCH / PAPER_BATCH)
-    b1 = o["stage2_batch_end"] or round(batch_size * PAPER_STAGE2_BATCH_END / PAPER_BATCH)
-    c = max(1, int(o["stage2_cycles"]))
+    o = options
+    b0 = o.stage2_batch or round(batch_size * PAPER_STAGE2_BATCH / PAPER_BATCH)
+    b1 = o.stage2_batch_end or round(batch_size * PAPER_STAGE2_BATCH_END / PAPER_BATCH)
+    c = max(1, int(o.stage2_cycles))
     return [max(2, int(round(b0 + (b1 - b0) * i / max(1, c - 1)))) for i in range(c)]
 
 
-def anneal_cycle(step: int, steps: int, options: dict) -> int:
+def anneal_cycle(step: int, steps: int, options: SDBOptions) -> int:
     """Annealing cycle index of a step (-1 during stage 1)."""
     s1, per = stage_bounds(steps, options)
     if step < s1:
         return -1
-    return min((step - s1) // per, max(1, int(_opts(options)["stage2_cycles"])) - 1)
+    return min((step - s1) // per, max(1, int(options.stage2_cycles)) - 1)
 
 
 def sdb_lr(recipe: Recipe, step: int) -> float:
@@ -189,22 +187,22 @@ def sdb_lr(recipe: Recipe, step: int) -> float:
     Stage 2, cycle i (L steps): lr_i = stage2_lr * stage2_lr_factor**i for the first
     ``stage2_pct_flat`` of the cycle, then cosine to lr_i/1e5 (fastai ``fit_flat_cos``).
     """
-    o = _opts(recipe.options)
+    o = recipe.options
     s1, per = stage_bounds(recipe.steps, o)
 
     def cos(a: float, b: float, t: float) -> float:
         return b + (a - b) * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0))) / 2
 
     if step < s1:
-        div, pct = float(o["one_cycle_div"]), float(o["one_cycle_pct"])
+        div, pct = float(o.one_cycle_div), float(o.one_cycle_pct)
         warm = max(1, int(s1 * pct))
         if step < warm:
             return cos(recipe.lr / div, recipe.lr, step / warm)
         return cos(recipe.lr, recipe.lr / (div * 1e5), (step - warm) / max(1, s1 - warm))
     i = anneal_cycle(step, recipe.steps, o)
-    lr_i = float(o["stage2_lr"]) * float(o["stage2_lr_factor"]) ** i
+    lr_i = float(o.stage2_lr) * float(o.stage2_lr_factor) ** i
     t = (step - s1 - i * per) / per
-    flat = float(o["stage2_pct_flat"])
+    flat = float(o.stage2_pct_flat)
     if t < flat:
         return lr_i
     return cos(lr_i, lr_i / 1e5, (t - flat) / max(1e-9, 1 - flat))
@@ -316,14 +314,14 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
 
     Batches hold max(batch_size, largest stage-2 batch) points; ``sdb_step`` keeps the first
     ``batch_size`` of them in stage 1 and the cycle's count in stage 2."""
-    o = _opts(recipe.options)
+    o = recipe.options
     rng = np.random.default_rng(seed)
     n = max([int(recipe.batch_size)] + stage2_batches(recipe.batch_size, o))
-    if o["data"] == "pairs":
+    if o.data == "pairs":
         from descriptors.data.pairs import PairPatchSampler, conf_from_options
 
-        return PairPatchSampler(n, rng, conf_from_options(o), pool_size=int(o["pool_size"]))
-    if o["data"] != "phototour":
+        return PairPatchSampler(n, rng, conf_from_options(o), pool_size=int(o.pool_size))
+    if o.data != "phototour":
         raise ValueError(f"recipe sdb: data must be 'phototour' or 'pairs', got '{o['data']}'")
     from descriptors.data.phototour import read_phototour_scenes
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
@@ -333,15 +331,13 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
         ensure_synthetic_phototour(data_dir.parent)
     data = read_phototour_scenes(data_dir, progress=False)
     jitter = None
-    if o["jitter"]:
+    if o.jitter:
         jitter = {
-            "rot_deg": float(o["jitter_rot_deg"]),
-            "shear": float(o["jitter_shear"]),
-            "scale": tuple(float(v) for v in o["jitter_scale"]),
+            "rot_deg": float(o.jitter_rot_deg),
+            "shear": float(o.jitter_shear),
+            "scale": tuple(float(v) for v in o.jitter_scale),
         }
-    return PointTupleSampler(
-        data, n, rng, npos=int(o["npos"]), fliprot=bool(o["fliprot"]), jitter=jitter
-    )
+    return PointTupleSampler(data, n, rng, npos=int(o.npos), fliprot=bool(o.fliprot), jitter=jitter)
 
 
 # ------------------------------------------------------------------------------ step function
@@ -382,13 +378,13 @@ def _base(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def teacher_forward(
-    model: nn.Module, x: torch.Tensor, state: dict, kind: str = "self", decay: float = 0.99
+    model: nn.Module, x: torch.Tensor, store: dict, kind: str = "self", decay: float = 0.99
 ) -> torch.Tensor:
     """Teacher descriptors of a batch, no gradient, network in eval mode (BN running stats, no
     dropout), as the authors' ``TeacherNet.forward`` with ``--teacher=self``.
 
     ``kind='self'``: the student itself. ``kind='ema'``: the student's architecture with an
-    exponential moving average of its parameters (``state['ema']``, tensors only, updated here:
+    exponential moving average of its parameters (``store['ema']``, tensors only, updated here:
     ema = decay * ema + (1 - decay) * params of the last optimizer step) and its BN statistics.
     """
     from torch.func import functional_call
@@ -400,13 +396,13 @@ def teacher_forward(
         if kind == "self":
             return m(x)
         params = dict(m.named_parameters())
-        ema = state.get("ema")
+        ema = store.get("ema")
         if ema is None or set(ema) != set(params):
             ema = {k: v.detach().clone() for k, v in params.items()}
         else:
             for k, v in params.items():
                 ema[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
-        state["ema"] = ema
+        store["ema"] = ema
         return functional_call(m, ema, (x,), strict=False)
     finally:
         m.train(was_training)
@@ -415,11 +411,11 @@ def teacher_forward(
 _RESET_HOOKS: list[Any] = []
 
 
-def install_cycle_reset(model: nn.Module, state: dict) -> None:
+def install_cycle_reset(model: nn.Module, store: dict) -> None:
     """Reset the optimizer of ``model``'s parameters at the start of each annealing cycle.
 
     A global optimizer step pre-hook that ignores every optimizer not holding these parameters;
-    before a step with ``state['cycle_now'] = c >= 0`` and ``state['opt_reset_cycle'] != c`` it
+    before a step with ``store['cycle_now'] = c >= 0`` and ``store['opt_reset_cycle'] != c`` it
     clears the optimizer's state (the step then runs as the first step of a fresh optimizer).
     Hooks of earlier runs in this process are removed first.
     """
@@ -432,45 +428,47 @@ def install_cycle_reset(model: nn.Module, state: dict) -> None:
     def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not any(id(p) in mine for g in opt.param_groups for p in g["params"]):
             return
-        c = int(state.get("cycle_now", -1))
-        if c >= 0 and int(state.get("opt_reset_cycle", -1)) != c:
+        c = int(store.get("cycle_now", -1))
+        if c >= 0 and int(store.get("opt_reset_cycle", -1)) != c:
             opt.state.clear()
-            state["opt_reset_cycle"] = c
+            store["opt_reset_cycle"] = c
             logger.info("sdb: optimizer state reset for annealing cycle %d", c)
 
     _RESET_HOOKS.append(register_optimizer_step_pre_hook(hook))
 
 
-def sdb_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
+def sdb_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: TrainState) -> None:
     """Record the run length (stage boundary); install the per-cycle optimizer reset."""
-    state["total_steps"] = int(recipe.steps)
-    state["batch_size"] = int(recipe.batch_size)
-    if _opts(recipe.options)["stage2_reset_opt"]:
-        install_cycle_reset(model, state)
+    state.extra["total_steps"] = int(recipe.steps)
+    state.extra["batch_size"] = int(recipe.batch_size)
+    if recipe.options.stage2_reset_opt:
+        install_cycle_reset(model, state.extra)
 
 
-def sdb_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
+def sdb_step(
+    model: nn.Module, batch: Any, step: int, state: TrainState
+) -> tuple[torch.Tensor, dict]:
     """One training step's loss: ExpTeacher (stage 1) or the annealing loss (stage 2)."""
-    o = _opts(state.get("options"))
-    total = int(state.get("total_steps", o.get("steps", 0)) or 0)
+    o = state.options
+    total = int(state.extra.get("total_steps", 0) or 0)
     x, labels, n_points = _views(batch)
     cycle = anneal_cycle(step, total, o) if total else -1
-    state["cycle_now"] = cycle
-    b1 = int(state.get("batch_size", o.get("batch_size", n_points)) or n_points)
+    state.extra["cycle_now"] = cycle
+    b1 = int(state.extra.get("batch_size", n_points) or n_points)
     keep = stage2_batches(b1, o)[cycle] if cycle >= 0 else b1
-    if cycle >= 0 and x.shape[0] > int(o["stage2_npos"]) * n_points:
-        x, labels = _first_views(x, labels, n_points, int(o["stage2_npos"]))
+    if cycle >= 0 and x.shape[0] > int(o.stage2_npos) * n_points:
+        x, labels = _first_views(x, labels, n_points, int(o.stage2_npos))
     if keep < n_points:
         x, labels = _subset_points(x, labels, keep)
     desc = model(x)
     dist = pairwise_distance(desc, desc)
     if cycle < 0:
-        teacher = o["teacher"]
+        teacher = o.teacher
         if teacher in ("self", "ema"):
-            emb_t = teacher_forward(model, x, state, teacher, float(o["ema_decay"]))
-            td, wfn = pairwise_distance(emb_t, emb_t), o["weight_fn"]
+            emb_t = teacher_forward(model, x, state.extra, teacher, float(o.ema_decay))
+            td, wfn = pairwise_distance(emb_t, emb_t), o.weight_fn
         elif teacher == "detached":
-            td, wfn = None, o["weight_fn"]
+            td, wfn = None, o.weight_fn
         elif teacher == "none":
             td, wfn = None, "none"
         else:
@@ -481,25 +479,25 @@ def sdb_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torc
             dist,
             labels,
             td,
-            R=float(o["R"]),
-            B=None if o["B"] is None else float(o["B"]),
-            A=float(o["A"]),
-            threshold=float(o["threshold"]),
-            upper=float(o["upper"]),
+            R=float(o.R),
+            B=None if o.B is None else float(o.B),
+            A=float(o.A),
+            threshold=float(o.threshold),
+            upper=float(o.upper),
             weight_fn=wfn,
-            easy_width=float(o["easy_width"]),
+            easy_width=float(o.easy_width),
         )
         logs["stage"] = 1.0
         return loss, logs
-    thr = float(o["stage2_threshold"]) + float(o["stage2_threshold_step"]) * cycle
+    thr = float(o.stage2_threshold) + float(o.stage2_threshold_step) * cycle
     loss, logs = sdb_anneal_loss(
         dist,
         labels,
         threshold=thr,
-        kind=o["stage2_loss"],
-        R=float(o["stage2_R"]),
-        B=float(o["stage2_B"]),
-        margin=float(o["stage2_margin"]),
+        kind=o.stage2_loss,
+        R=float(o.stage2_R),
+        B=float(o.stage2_B),
+        margin=float(o.stage2_margin),
     )
     logs["stage"] = 2.0
     return loss, logs
@@ -520,7 +518,7 @@ def recipe(quick: bool = False) -> Recipe:
         lr_fn=sdb_lr,
         setup=sdb_setup,
         default_data="datasets/phototour-synth",
-        options=dict(DEFAULT_OPTIONS),
+        options=SDBOptions(),
         description="SDGMNet128 + self-supervised difficulty balancing (ExpTeacher, "
         "then annealing)",
     )

@@ -50,16 +50,16 @@ What differs (toolkit specifics):
   few training photos, negatives from other photos can be told apart by texture statistics alone;
 - ``sampling='batch'``: every (K, K+, K-) triplet inside a batch of bags (``objects_per_photo``
   objects per photo; ``losses.wlrn_bag_loss_batch``) instead of independent triplets;
-- the schedule lives in the recipe (``state`` + ``lr_fn``), since the trainer has no per-round
+- the schedule lives in the recipe (``state.extra`` + ``lr_fn``), since the trainer has no per-round
   hook: ``wlrn_step`` runs the validation every ``round_steps`` steps and updates
-  ``state['wlrn_bsize']`` / ``state['wlrn_lr_scale']``; ``make_data`` always yields
+  ``state.extra['wlrn_bsize']`` / ``['wlrn_lr_scale']``; ``make_data`` always yields
   ``batch_max`` triplets and the step uses the first ``wlrn_bsize``;
 - the WLRN model standardises each patch inside (the released net takes raw pixels).
 
 ``quick`` (CPU): 300 steps, rounds of 50 steps, batch 4 -> 8 -> 16 triplets of 24-keypoint bags,
 rmsprop lr 1e-4 (the code's), the code loss.
-Options: ``variant`` ('code' | 'paper'), ``thr`` (code), ``tau``, ``beta``, ``eps``, ``mode``,
-``margin`` (paper), ``sampling`` ('triplets' | 'batch'), ``schedule`` ('grow' | 'fixed'),
+Options (:class:`WLRNOptions`): ``variant`` ('code' | 'paper'), ``thr`` (code), ``tau``, ``beta``,
+``eps``, ``mode``, ``margin`` (paper), ``sampling`` ('triplets' | 'batch'), ``schedule`` ('grow' | 'fixed'),
 ``round_steps``, ``batch_start``, ``batch_max``, ``val_triplets``, ``objects_per_photo``,
 ``same_photo_neg``, ``bag_size`` (first n keypoints of each stored bag), ``n_objects`` (objects
 generated when the bags file is missing; None = every window), ``bags_conf`` (generation
@@ -71,7 +71,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -86,48 +86,53 @@ from descriptors.losses import (
     wlrn_code_loss,
     wlrn_code_score,
 )
-from descriptors.recipes import Recipe
+from descriptors.recipes import Recipe, RecipeOptions, TrainState
 
 logger = logging.getLogger(__name__)
 
-PUBLISHED_OPTIONS: dict = {
-    "variant": "code",
-    "thr": 0.8,
-    "tau": 0.8,
-    "beta": 20.0,
-    "eps": 1e-6,
-    "mode": "ratio",
-    "margin": 0.2,
-    "bag_size": 75,
-    "sampling": "triplets",
-    "schedule": "grow",
-    "round_steps": 512,
-    "batch_start": 16,
-    "batch_max": 64,
-    "val_triplets": 256,
-    "objects_per_photo": 2,
-    "same_photo_neg": 0.5,
-    "n_objects": None,
-    "bags_conf": {"bag_size": 75},
-    "photos": None,
-    "scenes": None,
-    "real_bags_conf": None,
-}
+
+@dataclass
+class WLRNOptions(RecipeOptions):
+    """wlrn's options (defaults: the released code's)."""
+
+    variant: str = "code"  # 'code' | 'paper' (the loss)
+    thr: float = 0.8  # code loss
+    tau: float = 0.8  # paper loss
+    beta: float = 20.0
+    eps: float = 1e-6
+    mode: str = "ratio"  # 'ratio' | 'margin'
+    margin: float = 0.2
+    bag_size: int | None = 75  # first n keypoints of each stored bag (None: all)
+    sampling: str = "triplets"  # 'triplets' | 'batch'
+    schedule: str = "grow"  # 'grow' | 'fixed'
+    round_steps: int = 512
+    batch_start: int = 16
+    batch_max: int = 64
+    val_triplets: int = 256
+    objects_per_photo: int = 2
+    same_photo_neg: float = 0.5
+    n_objects: int | None = None  # objects generated when the bags file is missing (None: all)
+    bags_conf: dict | None = field(default_factory=lambda: {"bag_size": 75})
+    photos: str | None = None  # photo folder for generated bags
+    scenes: str | None = None  # real weak-label scenes root
+    real_bags_conf: dict | None = None
+
+
 _BAGS_CACHE: dict[tuple[str, float], Any] = {}
-_LIVE: dict[int, dict] = {}  # id(recipe) -> the trainer's state (for ``wlrn_lr``)
+_LIVE: dict[int, TrainState] = {}  # id(recipe) -> the trainer's state (for ``wlrn_lr``)
 _VAL: dict[int, Any] = {}  # id(state) -> validation triplets (not checkpointed)
 
 
-def _bags_file(data_dir: Path, opts: dict) -> Path:
+def _bags_file(data_dir: Path, opts: WLRNOptions) -> Path:
     from descriptors.data.bags import BAGS_FILE
 
-    if opts.get("scenes"):
+    if opts.scenes:
         from descriptors.data.real_bags import scenes_from_root
 
-        sc = scenes_from_root(opts["scenes"])
-        key = json.dumps([sc, opts.get("real_bags_conf") or {}], sort_keys=True)
+        sc = scenes_from_root(opts.scenes)
+        key = json.dumps([sc, opts.real_bags_conf or {}], sort_keys=True)
         return Path(data_dir) / f"real-bags-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
-    photos = opts.get("photos")
+    photos = opts.photos
     if not photos:
         return Path(data_dir) / BAGS_FILE
     from descriptors.data.pairs import find_photos
@@ -144,26 +149,24 @@ def load_bags(data_dir: Path, recipe: Recipe) -> Any:
     data_dir = Path(data_dir)
     opts = recipe.options
     f = _bags_file(data_dir, opts)
-    if not f.is_file() and opts.get("scenes"):
+    if not f.is_file() and opts.scenes:
         from descriptors.data.real_bags import make_real_bags, scenes_from_root
 
-        logger.info("generating real bags (scenes of %s) in %s", opts["scenes"], f)
-        write_bags(
-            make_real_bags(scenes_from_root(opts["scenes"]), conf=opts.get("real_bags_conf")), f
-        )
+        logger.info("generating real bags (scenes of %s) in %s", opts.scenes, f)
+        write_bags(make_real_bags(scenes_from_root(opts.scenes), conf=opts.real_bags_conf), f)
     elif not f.is_file():
         split = data_dir.name if data_dir.name in ("train", "test") else "train"
-        conf = dict(opts.get("bags_conf") or {})
-        if opts.get("photos"):
-            conf["photo_dir"] = str(opts["photos"])
-        logger.info("generating bags (%s) in %s", opts.get("photos") or f"{split} photos", f)
-        write_bags(make_bags(split, n_objects=opts.get("n_objects"), conf=conf), f)
+        conf = dict(opts.bags_conf or {})
+        if opts.photos:
+            conf["photo_dir"] = str(opts.photos)
+        logger.info("generating bags (%s) in %s", opts.photos or f"{split} photos", f)
+        write_bags(make_bags(split, n_objects=opts.n_objects, conf=conf), f)
     key = (str(f.resolve()), f.stat().st_mtime)
     if key not in _BAGS_CACHE:
         _BAGS_CACHE.clear()
         _BAGS_CACHE[key] = read_bags(f)
     bags = _BAGS_CACHE[key]
-    n = int(opts.get("bag_size") or bags.bag_size)
+    n = int(opts.bag_size or bags.bag_size)
     if n < bags.bag_size:
         bags = replace(bags, patches=bags.patches[:, :n], keypoints=bags.keypoints[:, :n])
     return bags
@@ -189,8 +192,8 @@ def split_objects(bags: Any, every: int = 10) -> tuple[Any, Any]:
     return sub(~val), sub(val)
 
 
-def _grow(opts: dict) -> bool:
-    return opts.get("schedule", "grow") == "grow" and opts.get("sampling", "triplets") == "triplets"
+def _grow(opts: WLRNOptions) -> bool:
+    return opts.schedule == "grow" and opts.sampling == "triplets"
 
 
 def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
@@ -201,32 +204,31 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     if _grow(opts):
         bags = split_objects(bags)[0]
     rng = np.random.default_rng(seed)
-    if opts.get("sampling", "triplets") == "triplets":
-        n = int(opts.get("batch_max", recipe.batch_size)) if _grow(opts) else recipe.batch_size
-        return iter(
-            BagTripletSampler(bags, n, rng, same_photo_neg=float(opts.get("same_photo_neg", 0.5)))
-        )
+    if opts.sampling == "triplets":
+        n = int(opts.batch_max) if _grow(opts) else recipe.batch_size
+        return iter(BagTripletSampler(bags, n, rng, same_photo_neg=float(opts.same_photo_neg)))
     return iter(
         BagBatchSampler(
             bags,
             recipe.batch_size,
             rng,
             views=2,
-            objects_per_photo=int(opts.get("objects_per_photo", 2)),
+            objects_per_photo=int(opts.objects_per_photo),
         )
     )
 
 
-def wlrn_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) -> None:
-    """Growing-batch schedule: initial batch / lr scale in ``state``, validation triplets of
+def wlrn_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: TrainState) -> None:
+    """Growing-batch schedule: initial batch / lr scale in ``state.extra``, validation triplets of
     held-out objects, and the link ``wlrn_lr`` uses to read the live schedule."""
     from descriptors.data.bags import BagTripletSampler
 
     opts = recipe.options
-    state.setdefault("wlrn_bsize", int(opts.get("batch_start", 16)))
-    state.setdefault("wlrn_lr_scale", 1.0)
-    state.setdefault("wlrn_best", float("inf"))
-    state.setdefault("wlrn_last", float("inf"))
+    st = state.extra
+    st.setdefault("wlrn_bsize", int(opts.batch_start))
+    st.setdefault("wlrn_lr_scale", 1.0)
+    st.setdefault("wlrn_best", float("inf"))
+    st.setdefault("wlrn_last", float("inf"))
     _LIVE.clear()
     _LIVE[id(recipe)] = state
     _VAL.clear()
@@ -234,9 +236,9 @@ def wlrn_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) ->
         val = split_objects(load_bags(data_dir, recipe))[1]
         smp = BagTripletSampler(
             val,
-            int(opts.get("val_triplets", 256)),
+            int(opts.val_triplets),
             np.random.default_rng(12345),
-            same_photo_neg=float(opts.get("same_photo_neg", 0.5)),
+            same_photo_neg=float(opts.same_photo_neg),
         )
         _VAL[id(state)] = val.patches[smp.sample_indices()]  # (T, 3, n, P, P) uint8
 
@@ -244,32 +246,32 @@ def wlrn_setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: dict) ->
 def wlrn_lr(recipe: Recipe, step: int) -> float:
     """lr = recipe.lr x the schedule's current scale (halved each time the batch wraps)."""
     st = _LIVE.get(id(recipe))
-    return recipe.lr * float(st.get("wlrn_lr_scale", 1.0) if st is not None else 1.0)
+    return recipe.lr * float(st.extra.get("wlrn_lr_scale", 1.0) if st is not None else 1.0)
 
 
-def _loss(d: torch.Tensor, opts: dict) -> torch.Tensor:
+def _loss(d: torch.Tensor, opts: WLRNOptions) -> torch.Tensor:
     """Loss of (3, T, n, D) triplet descriptors for the recipe's variant."""
-    if opts.get("variant", "code") == "code":
-        return wlrn_code_loss(d[0], d[1], d[2], thr=float(opts.get("thr", 0.8)))
-    if opts.get("variant") != "paper":
-        raise ValueError(
-            f"recipe wlrn: variant must be 'code' or 'paper', got '{opts.get('variant')}'"
-        )
+    if opts.variant == "code":
+        return wlrn_code_loss(d[0], d[1], d[2], thr=float(opts.thr))
+    if opts.variant != "paper":
+        raise ValueError(f"recipe wlrn: variant must be 'code' or 'paper', got '{opts.variant}'")
     return wlrn_bag_loss(d[0], d[1], d[2], **_paper_kw(opts))
 
 
-def _paper_kw(opts: dict) -> dict:
+def _paper_kw(opts: WLRNOptions) -> dict:
     return {
-        "tau": float(opts.get("tau", 0.8)),
-        "beta": float(opts.get("beta", 20.0)),
-        "eps": float(opts.get("eps", 1e-6)),
-        "mode": str(opts.get("mode", "ratio")),
-        "margin": float(opts.get("margin", 0.2)),
+        "tau": float(opts.tau),
+        "beta": float(opts.beta),
+        "eps": float(opts.eps),
+        "mode": str(opts.mode),
+        "margin": float(opts.margin),
     }
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, triplets: np.ndarray, opts: dict, chunk: int = 16) -> float:
+def validation_loss(
+    model: nn.Module, triplets: np.ndarray, opts: WLRNOptions, chunk: int = 16
+) -> float:
     """Mean loss over fixed (T, 3, n, P, P) uint8 triplets, model in eval mode."""
     m = model.module if hasattr(model, "module") else model
     was = m.training
@@ -288,30 +290,32 @@ def validation_loss(model: nn.Module, triplets: np.ndarray, opts: dict, chunk: i
     return tot / max(n, 1)
 
 
-def schedule_round(state: dict, val_loss: float, opts: dict) -> None:
+def schedule_round(store: dict, val_loss: float, opts: WLRNOptions) -> None:
     """The code's end-of-round rule: a new best is kept; a validation loss above the previous
     round's doubles the batch, or (batch at ``batch_max``) halves the lr and resets the batch."""
-    if val_loss < state["wlrn_best"]:
-        state["wlrn_best"] = val_loss
-    elif val_loss > state["wlrn_last"]:
-        if state["wlrn_bsize"] >= int(opts.get("batch_max", 64)):
-            state["wlrn_lr_scale"] = state["wlrn_lr_scale"] / 2.0
-            state["wlrn_bsize"] = int(opts.get("batch_start", 16))
+    if val_loss < store["wlrn_best"]:
+        store["wlrn_best"] = val_loss
+    elif val_loss > store["wlrn_last"]:
+        if store["wlrn_bsize"] >= int(opts.batch_max):
+            store["wlrn_lr_scale"] = store["wlrn_lr_scale"] / 2.0
+            store["wlrn_bsize"] = int(opts.batch_start)
         else:
-            state["wlrn_bsize"] = min(2 * state["wlrn_bsize"], int(opts.get("batch_max", 64)))
-    state["wlrn_last"] = val_loss
+            store["wlrn_bsize"] = min(2 * store["wlrn_bsize"], int(opts.batch_max))
+    store["wlrn_last"] = val_loss
 
 
-def wlrn_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[torch.Tensor, dict]:
+def wlrn_step(
+    model: nn.Module, batch: Any, step: int, state: TrainState
+) -> tuple[torch.Tensor, dict]:
     """One step: describe every patch of the batch's bags, wlrn bag loss on bag labels only.
 
     ``batch`` is ``(anchor, positive, negative)`` each (T, n, 1, P, P) (independent triplets; with
-    the growing schedule the first ``state['wlrn_bsize']`` are used) or ``(bags (M, n, 1, P, P),
+    the growing schedule the first ``state.extra['wlrn_bsize']`` are used) or ``(bags (M, n, 1, P, P),
     object_ids (M,))`` (batch-all: every triplet inside the batch, paper loss form only).
     """
-    opts = state.get("options", {})
+    opts, st = state.options, state.extra
     if len(batch) == 2:
-        if opts.get("variant", "code") == "code":
+        if opts.variant == "code":
             raise ValueError("recipe wlrn: sampling='batch' needs variant='paper'")
         kw = _paper_kw(opts)
         bags, ids = batch
@@ -326,27 +330,27 @@ def wlrn_step(model: nn.Module, batch: Any, step: int, state: dict) -> tuple[tor
         return loss, {"S_pos": s_pos, "S_neg": s_neg}
     logs: dict = {}
     if _grow(opts) and id(state) in _VAL:
-        rs = int(opts.get("round_steps", 512))
-        if step > 0 and step % rs == 0 and state.get("wlrn_round_at") != step:
+        rs = int(opts.round_steps)
+        if step > 0 and step % rs == 0 and st.get("wlrn_round_at") != step:
             vl = validation_loss(model, _VAL[id(state)], opts)
-            schedule_round(state, vl, opts)
-            state["wlrn_round_at"] = step
+            schedule_round(st, vl, opts)
+            st["wlrn_round_at"] = step
             logger.info(
                 "wlrn round %d: val loss %.4f, batch %d, lr x%.3g",
                 step // rs,
                 vl,
-                state["wlrn_bsize"],
-                state["wlrn_lr_scale"],
+                st["wlrn_bsize"],
+                st["wlrn_lr_scale"],
             )
     a, p, n = batch  # each (T, n, 1, P, P)
     if _grow(opts):
-        bs = int(state.get("wlrn_bsize", len(a)))
+        bs = int(st.get("wlrn_bsize", len(a)))
         a, p, n = a[:bs], p[:bs], n[:bs]
     t, k = a.shape[:2]
     d = model(torch.cat([a, p, n], 0).flatten(0, 1)).reshape(3, t, k, -1)
     loss = _loss(d, opts)
     with torch.no_grad():
-        thr = float(opts.get("thr", 0.8))
+        thr = float(opts.thr)
         logs["m_pos"] = wlrn_code_score(d[0], d[1], thr).mean().item()
         logs["m_neg"] = wlrn_code_score(d[0], d[2], thr).mean().item()
         logs["batch"] = float(t)
@@ -389,7 +393,7 @@ def recipe(quick: bool = False) -> Recipe:
         weight_decay=0.0,
         lr_fn=wlrn_lr,
         default_data="datasets/bags-synth",
-        options=dict(PUBLISHED_OPTIONS),
+        options=WLRNOptions(),
         description="WLRN 32x32->64 net from weakly-labelled keypoint bags",
     )
     if quick:
