@@ -29,7 +29,7 @@ stream instead of their native data (``native``, the default).
 
 Evaluation: the held-out synthetic PhotoTour test split (``<data-root>/test``, TEST photos
 only; generated on first use) or, with ``--eval-data``, any Brown-layout folder (e.g. the real
-fountain-P11 patches of ``pipelines.make_patches``), with ``descriptors.metrics.evaluate_pairs``:
+fountain-P11 patches of ``pipelines.make_patches``), with ``descriptors.phototour_eval.evaluate_pairs``:
 FPR95, PR-AUC and CMC@1 (``--eval-pairs N``: the first N pairs of the m50 list).
 
 Real data (``make ablation-real``): ``--train-data DIR`` trains the patch rows (hardnet*, sdb*,
@@ -167,8 +167,9 @@ def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None =
 
 
 def evaluate(extractor: Any, data: Any) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """``descriptors.metrics.evaluate_pairs`` numbers and the PR curve (precision, recall)."""
-    from descriptors.metrics import evaluate_pairs, pr_curve
+    """``descriptors.phototour_eval.evaluate_pairs`` numbers and the PR curve (precision, recall)."""
+    from descriptors.metrics import pr_curve
+    from descriptors.phototour_eval import evaluate_pairs
 
     raw = evaluate_pairs(extractor, data, return_arrays=True, progress=False)
     prec, rec, _ = pr_curve(raw.pop("distances"), raw.pop("labels"))
@@ -441,7 +442,7 @@ def _main(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "eval": str(eval_dir),
         "eval_pairs": int(len(test.matches)),
-        "metrics_source": "descriptors.metrics.evaluate_pairs",
+        "metrics_source": "descriptors.phototour_eval.evaluate_pairs",
         "rows": results,
         "table": table,
     }

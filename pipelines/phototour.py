@@ -12,7 +12,7 @@ real scenes, or ``--data`` pointing straight at one scene folder. With the defau
 TEST photos only).
 
 Every patch used is resized 64 -> 32 with ``cv2.INTER_AREA`` and described once by
-``descriptors.registry.load(name)``; distance = L2. Two protocols (``descriptors.metrics``):
+``descriptors.registry.load(name)``; distance = L2. Two protocols (``descriptors.phototour_eval``):
 
 - m50 (HardNet / Brown): the pairs file (``m50_100000_100000_0.txt`` when present, balanced
   1:1): FPR95 exactly as HardNet's ``ErrorRateAt95Recall``, and its average precision (AP 1:1).
@@ -39,9 +39,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from descriptors import fracking_protocol as F
 from descriptors import metrics as M
 from descriptors.data.phototour import PhotoTourError, read_phototour
 from descriptors.data.phototour_synth import DEFAULT_SYNTH_ROOT, ensure_synthetic_phototour
+from descriptors.phototour_eval import evaluate_phototour
 from descriptors.registry import DescriptorError, load
 from descriptors.util import atomic_write, atomic_write_text, setup_logging
 from localize.cli import (
@@ -63,9 +65,9 @@ default_conf: dict[str, Any] = {
     "out": "outputs/phototour",
     "features": ["sift", "rootsift", "hardnet"],
     "cmc_negatives": M.CMC_NEGATIVES,
-    "fracking_points": M.FRACKING_POINTS,
-    "fracking_negatives": M.FRACKING_NEGATIVES,
-    "fracking_folds": M.FRACKING_FOLDS,
+    "fracking_points": F.FRACKING_POINTS,
+    "fracking_negatives": F.FRACKING_NEGATIVES,
+    "fracking_folds": F.FRACKING_FOLDS,
     "seed": 0,
 }
 
@@ -190,7 +192,7 @@ def run(
     if len(dataset.matches) == 0:
         raise PhotoTourError(f"{folder}: no m50_*.txt pairs file to evaluate on")
     try:  # sampled once (seeded): every descriptor sees the same folds
-        folds = M.sample_fracking_folds(
+        folds = F.sample_fracking_folds(
             dataset.point_ids, fracking_points, fracking_negatives, fracking_folds, seed
         )
     except ValueError as e:
@@ -208,7 +210,7 @@ def run(
             rows.append({"name": name, "error": msg})
             continue
         t = time.time()
-        r = M.evaluate_phototour(
+        r = evaluate_phototour(
             ex,
             dataset,
             batch=batch,
