@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from descriptors.registry import OPENCV_NAMES, available  # noqa: E402
 from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
-from localize import colmap  # noqa: E402
+from localize import colmap_sfm  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from pipelines import sfm  # noqa: E402
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--features", nargs="*", default=[], help="extra registry names / checkpoints")
     p.add_argument(
-        "--mappers", nargs="*", default=["incremental", "global"], choices=list(colmap.MAPPERS)
+        "--mappers", nargs="*", default=["incremental", "global"], choices=list(colmap_sfm.MAPPERS)
     )
     p.add_argument("--runs", type=positive_int, default=5, help="seeded runs per row")
     p.add_argument(
