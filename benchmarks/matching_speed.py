@@ -29,7 +29,6 @@ Writes JSON to ``outputs/benchmarks/matching_speed.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -40,7 +39,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors.util import setup_logging, write_json
 from localize import nearest_neighbor as nnm
 
 logger = logging.getLogger(__name__)
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         "default_backend": nnm.default_backend(device),
         "rows": rows,
     }
-    atomic_write_text(args.out, json.dumps(result, indent=2))
+    write_json(args.out, result)
     return result
 
 

@@ -151,11 +151,11 @@ def fracking_scores(
     """Fracking-protocol metrics from descriptors (Simo-Serra et al., Sec. 4.5 and Sec. 6).
 
     Per fold: the Q positive distances and Q*K negative distances form one imbalanced (1:K)
-    set; PR-AUC = ``metrics.pr_auc`` and ROC-AUC = ``metrics.roc_auc`` on it (distance = L2, accept
-    d <= t; computed by ``metrics.pr_roc_auc_split``); CMC = ``metrics.cmc`` of each anchor's
-    positive against its own K negatives (ties count against the positive), CMC AUC =
-    ``metrics.cmc_auc``. Reported numbers are means over folds
-    (the paper's "Avg." column), with the per-fold values and the standard deviation.
+    set; PR-AUC = ``metrics.pr_auc`` and ROC-AUC = ``metrics.roc_auc`` on it (distance = L2,
+    accept d <= t; computed by ``metrics.pr_roc_auc_split``); CMC = ``metrics.cmc`` of each
+    anchor's positive against its own K negatives (ties count against the positive), CMC AUC =
+    ``metrics.cmc_auc``. Reported numbers are means over folds (the paper's "Avg." column), with
+    the per-fold values and the standard deviation.
 
     Args:
         desc: (U, D) descriptors; fold indices index its rows, or, with ``rows``, desc[i] is
@@ -192,7 +192,7 @@ def fracking_scores(
 
 
 def fold_rows(folds: list[FrackingFold]) -> list[np.ndarray]:
-    """Every patch index of the folds, as a list of arrays (see ``descriptors.patches.describe_rows``)."""
+    """Every patch index of the folds, as a list of arrays (``patches.describe_rows``' rows)."""
     return [a for f in folds for a in (f.anchor, f.positive, f.negatives)]
 
 

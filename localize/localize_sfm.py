@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import logging
 import os
 import pickle
@@ -50,7 +49,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.util import atomic_write, atomic_write_text, merge_conf, setup_logging
+from descriptors.util import atomic_write, atomic_write_text, merge_conf, setup_logging, write_json
 from localize import colmap, colmap_sfm, io, parsers
 from localize.cli import (
     ArgumentParser,
@@ -584,7 +583,7 @@ def main(
             "failure_reasons": dict(reasons),
         },
     }
-    atomic_write_text(logs_path_for(results), json.dumps(logs, indent=1, default=_json_default))
+    write_json(logs_path_for(results), logs, indent=1)
     hloc_logs = {
         "features": features,
         "matches": matches,
@@ -595,16 +594,6 @@ def main(
         pickle.dump(hloc_logs, f)
     logger.info("localized %d / %d queries -> %s", n_ok, len(loc), results)
     return logs
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _parse_args(argv):

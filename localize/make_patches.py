@@ -30,7 +30,6 @@ CLI: ``python -m pipelines.make_patches``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -43,7 +42,7 @@ import pycolmap
 from tqdm import tqdm
 
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
-from descriptors.util import atomic_dir
+from descriptors.util import atomic_dir, write_json
 from localize import (
     colmap,
     colmap_db,
@@ -390,7 +389,7 @@ def build(
     }
     with atomic_dir(out_dir) as tmp:
         write_phototour_folder(tmp, patches, pt, m50, interest=interest)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_json(tmp / "summary.json", summary)
     logger.info(
         "wrote %s: %d views, %d tracks, %d patches, track length %.2f, reprojection "
         "error median %.3f px",

@@ -34,7 +34,6 @@ our additions are keyword-only (``mapper``, ``overwrite``, ``num_threads``, ``ra
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -43,7 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pycolmap
 
-from descriptors.util import atomic_dir, setup_logging
+from descriptors.util import atomic_dir, setup_logging, write_json
 from localize import colmap, colmap_db, colmap_sfm, extract_features, io, parsers
 from localize import triangulation as tri
 from localize.cli import ArgumentParser, cli_errors
@@ -211,7 +210,7 @@ def run(
             "num_pairs_verified": n_verified,
             "num_pairs_empty": counts["num_pairs_empty"],
         }
-        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        write_json(tmp / STATS_FILE, stats)
     if rec is None:
         logger.warning(
             "%s: 0 of %d registered (no model; %d of %d pairs verified)",

@@ -25,7 +25,6 @@ options are keywords (``conf`` / ``**kwargs``, see :data:`default_conf`). Every 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.util import atomic_write_text, merge_conf, setup_logging
+from descriptors.util import merge_conf, setup_logging, write_json
 from localize import colmap, colmap_db, colmap_sfm, geometry, io, parsers
 from localize.cli import (
     ArgumentParser,
@@ -261,7 +260,7 @@ def run(
         n_verified,
         n_imported,
     )
-    atomic_write_text(sfm_dir / STATS_FILE, json.dumps(stats, indent=2))
+    write_json(sfm_dir / STATS_FILE, stats)
     if stats["num_points3D"] == 0:
         raise RuntimeError(
             f"triangulation into {sfm_dir} produced 0 points: {len(pair_list)} pairs, "

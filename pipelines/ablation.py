@@ -42,7 +42,6 @@ trained weights in ``weights/``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -52,7 +51,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from descriptors import tables
+from descriptors.util import atomic_write, setup_logging, write_json
 from localize.cli import ArgumentParser, cli_errors, nonneg_int, output_dir, positive_int
 from localize.cli import device as device_arg
 
@@ -225,23 +225,25 @@ def describe_data(recipe: Any) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (
-        f"{'row':<16} {'data':<10} {'steps':>6} {'batch':>6} {'FPR95':>7} {'PR-AUC':>7} "
-        f"{'CMC@1':>7} {'train s':>8}  note"
-    )
-    lines = [head, "-" * len(head)]
-
     def f(v: Any, nd: int = 4) -> str:
         return "-" if v is None else f"{v:.{nd}f}"
 
-    for r in rows:
-        m = r["metrics"]
-        lines.append(
-            f"{r['name']:<16} {r.get('data', '-'):<10} {r.get('steps', 0):>6} "
-            f"{r.get('batch_size') or '-':>6} {f(m['fpr95']):>7} {f(m['pr_auc']):>7} "
-            f"{f(m['cmc1']):>7} {f(r.get('train_seconds'), 0):>8}  {r.get('note', '')}"
-        )
-    return "\n".join(lines)
+    head = ["row", "data", "steps", "batch", "FPR95", "PR-AUC", "CMC@1", "train s", "note"]
+    body = [
+        [
+            r["name"],
+            r.get("data", "-"),
+            r.get("steps", 0),
+            r.get("batch_size") or "-",
+            f(r["metrics"]["fpr95"]),
+            f(r["metrics"]["pr_auc"]),
+            f(r["metrics"]["cmc1"]),
+            f(r.get("train_seconds"), 0),
+            r.get("note", ""),
+        ]
+        for r in rows
+    ]
+    return tables.format_table(head, body, align="llrrrrrrl")
 
 
 # --------------------------------------------------------------------------------------- main
@@ -446,7 +448,7 @@ def _main(args: argparse.Namespace) -> dict:
         "rows": results,
         "table": table,
     }
-    atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2, default=str))
+    write_json(out / "ablation.json", summary)
     if curves:
         plot_pr(
             curves,

@@ -44,7 +44,8 @@ from typing import Any, Sequence
 import numpy as np
 import pycolmap
 
-from descriptors.util import atomic_write_text, merge_conf, setup_logging
+from descriptors.tables import format_table
+from descriptors.util import json_default, merge_conf, setup_logging, write_json
 from localize import (
     colmap,
     colmap_db,
@@ -69,7 +70,6 @@ from pipelines.outputs import (
     format_timings,
     images_fingerprint,
     invalidate_outputs,
-    json_default,
 )
 
 logger = logging.getLogger(__name__)
@@ -390,9 +390,7 @@ def run(
                 random_seed=c["seed"],
                 progress=c["progress"],
             )
-            atomic_write_text(
-                paths["sfm"] / "settings.json", json.dumps(settings, indent=2, default=json_default)
-            )
+            write_json(paths["sfm"] / "settings.json", settings)
     evaluation = None
     if gt_poses is not None:
         with stage("evaluate"):
@@ -420,7 +418,7 @@ def run(
         "cpu_timings": stage.cpu,
         "evaluation": evaluation,
     }
-    atomic_write_text(paths["results"], json.dumps(summary, indent=2, default=json_default))
+    write_json(paths["results"], summary)
     return summary
 
 
@@ -472,9 +470,12 @@ def format_summary(s: dict) -> str:
             f"{100 * e['auc_10cm']:.1f}, median centre error {e['median_centre_error']:.3f}, "
             f"median rotation error {e['median_rotation_error_deg']:.2f} deg"
         )
-        lines.append("  view        centre err   rot err (deg)")
-        for n, (dt, dr) in e["per_view"].items():
-            lines.append(f"  {n:<10}  {dt:10.3f}   {dr:8.2f}")
+        lines.append(
+            format_table(
+                ["view", "centre err", "rot err (deg)"],
+                [[n, f"{dt:.3f}", f"{dr:.2f}"] for n, (dt, dr) in e["per_view"].items()],
+            )
+        )
     lines.append(format_timings(s["timings"], s.get("cpu_timings")))
     lines.append(f"model: {s['paths']['sfm']}\nsummary: {s['paths']['results']}")
     return "\n".join(lines)
