@@ -13,15 +13,14 @@ descriptors, ``localize.match_features``'s mutual nearest neighbours (``pipeline
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from descriptors import registry  # noqa: E402
-from descriptors.util import atomic_write, atomic_write_text, setup_logging  # noqa: E402
+from descriptors import registry, tables  # noqa: E402
+from descriptors.util import atomic_write, setup_logging, write_json  # noqa: E402
 from pipelines.hpatches import MMA_DEFAULTS, full_image_mma  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -29,24 +28,16 @@ logger = logging.getLogger(__name__)
 
 def format_table(results: dict[str, dict]) -> str:
     ts = (1, 2, 3, 5, 10)
-    head = (
-        f"{'feature':<12}"
-        + "".join(f"{'MMA@' + str(t):>8}" for t in ts)
-        + "".join(f"{'H@' + str(e):>7}" for e in MMA_DEFAULTS["homography_thresholds"])
-        + f"{'#kp':>8}{'#match':>8}"
-    )
-    lines = [head, "-" * len(head)]
-    for f, r in results.items():
-        lines.append(
-            f"{f:<12}"
-            + "".join(f"{100 * r['mma'][float(t)]:8.1f}" for t in ts)
-            + "".join(
-                f"{100 * r['homography_acc'][float(e)]:7.0f}"
-                for e in MMA_DEFAULTS["homography_thresholds"]
-            )
-            + f"{r['n_keypoints']:8.0f}{r['n_matches']:8.0f}"
-        )
-    return "\n".join(lines)
+    hs = MMA_DEFAULTS["homography_thresholds"]
+    head = ["feature"] + [f"MMA@{t}" for t in ts] + [f"H@{e}" for e in hs] + ["#kp", "#match"]
+    rows = [
+        [f]
+        + [f"{100 * r['mma'][float(t)]:.1f}" for t in ts]
+        + [f"{100 * r['homography_acc'][float(e)]:.0f}" for e in hs]
+        + [f"{r['n_keypoints']:.0f}", f"{r['n_matches']:.0f}"]
+        for f, r in results.items()
+    ]
+    return tables.format_table(head, rows)
 
 
 def _average(per_seq: list[dict]) -> dict:
@@ -138,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "per_seq": per_seq,
         "skipped": skipped,
     }
-    atomic_write_text(out / "mma.json", json.dumps(blob, indent=1))
+    write_json(out / "mma.json", blob, indent=1)
     if results:
         _plot(results, out / "mma.png")
     print(f"wrote {out / 'mma.json'}")

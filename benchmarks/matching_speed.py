@@ -30,7 +30,6 @@ Writes JSON to ``outputs/benchmarks/matching_speed.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 
 from benchmarks import reference_matchers as ref
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors.util import setup_logging, write_json
 from localize import nearest_neighbor as nnm
 
 logger = logging.getLogger(__name__)
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "matcher": "localize.nearest_neighbor (torch)",
         "rows": rows,
     }
-    atomic_write_text(args.out, json.dumps(result, indent=2))
+    write_json(args.out, result)
     return result
 
 

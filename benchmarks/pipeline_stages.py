@@ -17,7 +17,6 @@ matcher by ``benchmarks/matching_speed.py``). Results (poses) are the same with 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -26,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors import tables
+from descriptors.util import setup_logging, write_json
 from pipelines import aachen
 
 #: an earlier version's speed setting (``--before``)
@@ -114,11 +114,7 @@ def format_table(results: list[dict]) -> str:
             "",
         ]
     rows.append(rec + [""] * (len(head) - len(rec)))
-    w = [max(len(str(x[i])) for x in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(
-        str(c).rjust(w[i]) if i else str(c).ljust(w[i]) for i, c in enumerate(r)
-    )
-    return "\n".join([fmt(head), "  ".join("-" * x for x in w)] + [fmt(r) for r in rows])
+    return tables.format_table(head, rows)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -182,19 +178,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"device {args.device or 'auto'}"
     )
     print(format_table(results))
-    atomic_write_text(
+    write_json(
         Path(args.out),
-        json.dumps(
-            {
-                "dataset": args.dataset,
-                "repeat": args.repeat,
-                "max_keypoints": args.max_keypoints,
-                "machine": platform.platform(),
-                "cpus": os.cpu_count(),
-                "results": results,
-            },
-            indent=2,
-        ),
+        {
+            "dataset": args.dataset,
+            "repeat": args.repeat,
+            "max_keypoints": args.max_keypoints,
+            "machine": platform.platform(),
+            "cpus": os.cpu_count(),
+            "results": results,
+        },
     )
     return results
 

@@ -25,7 +25,6 @@ Exits with a message (status 0) when the shared data folder is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -37,10 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from descriptors import tables  # noqa: E402
 from descriptors.hpatches_eval import homography_corner_error  # noqa: E402
 from descriptors.patches import detect_dog  # noqa: E402
 from descriptors.registry import OPENCV_NAMES  # noqa: E402
-from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
+from descriptors.util import setup_logging, write_json  # noqa: E402
 from localize import extract_features, image_io, visualization  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from localize.nearest_neighbor import match_descriptors  # noqa: E402
@@ -215,28 +215,28 @@ def run(
 
 
 def format_table(results: dict[str, dict[str, dict]]) -> str:
-    lines = []
+    blocks = []
     for seq, rows in results.items():
-        head = (
-            f"{seq:<22}"
-            + "".join(f"{'corr@' + str(t):>9}" for t in THRESHOLDS)
-            + "".join(f"{'MMA@' + str(t):>8}" for t in THRESHOLDS)
-            + "".join(f"{'H@' + str(t):>6}" for t in THRESHOLDS)
-            + f"{'#match':>8}"
-        )
-        lines += [head, "-" * len(head)]
         base = rows.get("rootsift", {}).get("correct@3")
-        for name, r in rows.items():
-            lines.append(
-                f"{name:<22}"
-                + "".join(f"{r[f'correct@{t}']:9.1f}" for t in THRESHOLDS)
-                + "".join(f"{r[f'mma@{t}']:8.3f}" for t in THRESHOLDS)
-                + "".join(f"{r[f'homography@{t}']:6.2f}" for t in THRESHOLDS)
-                + f"{r['matches']:8.1f}"
-                + (f"   x{r['correct@3'] / base:.3f} RootSIFT@3" if base else "")
-            )
-        lines.append("")
-    return "\n".join(lines)
+        head = (
+            [seq]
+            + [f"corr@{t}" for t in THRESHOLDS]
+            + [f"MMA@{t}" for t in THRESHOLDS]
+            + [f"H@{t}" for t in THRESHOLDS]
+            + ["#match"]
+            + (["corr@3 / RootSIFT"] if base else [])
+        )
+        body = [
+            [name]
+            + [f"{r[f'correct@{t}']:.1f}" for t in THRESHOLDS]
+            + [f"{r[f'mma@{t}']:.3f}" for t in THRESHOLDS]
+            + [f"{r[f'homography@{t}']:.2f}" for t in THRESHOLDS]
+            + [f"{r['matches']:.1f}"]
+            + ([f"x{r['correct@3'] / base:.3f}"] if base else [])
+            for name, r in rows.items()
+        ]
+        blocks.append(tables.format_table(head, body) + "\n")
+    return "\n".join(blocks)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
             p.error(f"--viz_row {args.viz_row!r} is not one of the rows {list(rows)}")
         results = run(args.shared, rows, args.max_keypoints, args.sequences, args.viz, args.viz_row)
     print(format_table(results))
-    atomic_write_text(args.out / "real_matching.json", json.dumps(results, indent=2))
+    write_json(args.out / "real_matching.json", results)
     if args.viz is not None:
         print(f"match pictures of {args.viz_row}: {args.viz}")
     return results

@@ -18,25 +18,29 @@ Exits with a message (status 0) when the shared data folder is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
+from descriptors import tables  # noqa: E402
+from descriptors.util import setup_logging, write_json  # noqa: E402
 from localize.cli import positive_int  # noqa: E402
 from localize.data.strecha import write_aachen_layout  # noqa: E402
 from pipelines import aachen  # noqa: E402
 
 
 def format_table(rows: dict[str, dict]) -> str:
-    head = (
-        f"{'features':<24}{'day (.25m,2)/(.5m,5)/(5m,10)':>32}{'night':>24}"
-        f"{'med dt m':>10}{'retr R@1/5/10 day':>20}{'night':>14}"
-    )
-    lines = [head, "-" * len(head)]
+    head = [
+        "features",
+        "day (.25m,2)/(.5m,5)/(5m,10)",
+        "night",
+        "med dt m",
+        "retr R@1/5/10 day",
+        "retr night",
+    ]
+    body = []
     for name, s in rows.items():
         ev = (s["evaluation"] or {}).get("conditions", {})
 
@@ -49,11 +53,8 @@ def format_table(rows: dict[str, dict]) -> str:
             return "/".join(f"{100 * v:.0f}" for v in r.values()) if r else "-"
 
         med = ev.get("all", {}).get("median_dt", float("nan"))
-        lines.append(
-            f"{name:<24}{rec('day'):>32}{rec('night'):>24}{med:10.3f}{rr('day'):>20}"
-            f"{rr('night'):>14}"
-        )
-    return "\n".join(lines)
+        body.append([name, rec("day"), rec("night"), f"{med:.3f}", rr("day"), rr("night")])
+    return tables.format_table(head, body)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -140,25 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"({'each day and night' if args.both else 'half night'}, darkness {args.night_darkness:g})"
     )
     print(format_table(rows))
-    atomic_write_text(
+    keep = ("evaluation", "retrieval_recall", "query_pairs", "triangulation", "timings")
+    write_json(
         args.out / f"{args.scene}.json",
-        json.dumps(
-            {
-                k: {
-                    kk: v[kk]
-                    for kk in (
-                        "evaluation",
-                        "retrieval_recall",
-                        "query_pairs",
-                        "triangulation",
-                        "timings",
-                    )
-                }
-                for k, v in rows.items()
-            },
-            indent=2,
-            default=str,
-        ),
+        {k: {kk: v[kk] for kk in keep} for k, v in rows.items()},
     )
     return rows
 

@@ -35,7 +35,6 @@ folder is absent.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import resource
@@ -51,9 +50,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from descriptors import tables  # noqa: E402
 from descriptors.registry import OPENCV_NAMES, available  # noqa: E402
-from descriptors.util import atomic_write_text, setup_logging  # noqa: E402
-from localize import colmap  # noqa: E402
+from descriptors.util import setup_logging, write_json  # noqa: E402
+from localize import colmap_sfm  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from pipelines import sfm  # noqa: E402
 
@@ -238,32 +238,27 @@ def aggregate(recs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """One block per scene: a row per (descriptor, mapper), mean / worst run."""
-    lines = []
+    blocks = []
     for scene, rows in results.items():
-        lines.append(f"== {scene}")
         gt = any("auc_10cm" in r for r in rows.values())
-        head = (
-            f"{'row':<28}{'reg (worst)':>14}{'points':>9}{'track':>7}"
-            + (
-                f"{'5cm1deg %':>11}{'25cm2deg %':>12}{'AUC@10cm':>10}{'med err m':>11}"
-                if gt
-                else ""
-            )
-            + f"{'wall s':>8}{'CPU s':>8}"
-        )
-        lines += [head, "-" * len(head)]
+        head = ["row", "reg (worst)", "points", "track"]
+        head += ["5cm1deg %", "25cm2deg %", "AUC@10cm", "med err m"] if gt else []
+        head += ["wall s", "CPU s"]
+        body = []
         for name, r in rows.items():
             worst = r.get("registered_worst", r["registered"])
-            reg = f"{r['registered']:.1f}/{r['num_images']} ({worst:.0f})"
-            line = f"{name:<28}{reg:>14}{r['points']:>9.0f}{r['track_length']:>7.2f}"
+            row = [name, f"{r['registered']:.1f}/{r['num_images']} ({worst:.0f})"]
+            row += [f"{r['points']:.0f}", f"{r['track_length']:.2f}"]
             if gt:
-                line += (
-                    f"{100 * r['within_5cm_1deg']:>11.0f}{100 * r['within_25cm_2deg']:>12.0f}"
-                    f"{100 * r['auc_10cm']:>10.1f}{r['median_centre_error']:>11.3f}"
-                )
-            lines.append(line + f"{r['wall_s']:>8.1f}{r['cpu_s']:>8.1f}")
-        lines.append("")
-    return "\n".join(lines)
+                row += [
+                    f"{100 * r['within_5cm_1deg']:.0f}",
+                    f"{100 * r['within_25cm_2deg']:.0f}",
+                    f"{100 * r['auc_10cm']:.1f}",
+                    f"{r['median_centre_error']:.3f}",
+                ]
+            body.append(row + [f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}"])
+        blocks.append(tables.format_table(head, body, title=f"== {scene}") + "\n")
+    return "\n".join(blocks)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -284,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--features", nargs="*", default=[], help="extra registry names / checkpoints")
     p.add_argument(
-        "--mappers", nargs="*", default=["incremental", "global"], choices=list(colmap.MAPPERS)
+        "--mappers", nargs="*", default=["incremental", "global"], choices=list(colmap_sfm.MAPPERS)
     )
     p.add_argument("--runs", type=positive_int, default=5, help="seeded runs per row")
     p.add_argument(
@@ -345,9 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
                     results[scene]["hloc sift incremental exh"] = run_hloc(
                         hloc_src, images, gt, args.out / scene / "hloc-sift", args.resize_max
                     )
-            atomic_write_text(
-                args.out / "real_sfm.json", json.dumps(results, indent=2, default=str)
-            )
+            write_json(args.out / "real_sfm.json", results)
     print(format_table(results))
     for scene, rows_ in results.items():
         h = rows_.get("hloc sift incremental exh")

@@ -47,7 +47,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (make bench): repo root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from descriptors.util import atomic_write_text, setup_logging  # noqa: E402  (after the path fix)
+from descriptors.tables import format_table  # noqa: E402
+from descriptors.util import setup_logging, write_json  # noqa: E402  (after the path fix)
 
 logger = logging.getLogger("benchmarks.scale")
 
@@ -237,12 +238,6 @@ def _fmt_rate(unit: str, v: float) -> str:
     return f"{1e3 * v:.2f}" if unit == "match" else f"{v:.4f}"
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    w = [max(len(str(x[i])) for x in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(str(c).rjust(w[i]) for i, c in enumerate(r))
-    return "\n".join([fmt(head), "  ".join("-" * x for x in w)] + [fmt(r) for r in rows])
-
-
 def observations(r: dict[str, Any], kind: str) -> tuple[float, float]:
     """(3D-point observations per db image, triangulation seconds per 1000 observations) of
     a run (``kind``: 'wall' or 'cpu' seconds): a denser map has more observations per image,
@@ -287,7 +282,7 @@ def format_sweep(runs: list[dict[str, Any]], kind: str) -> str:
             + ratio
             + ["", f"{runs[-1]['peak_rss_mb'] / runs[0]['peak_rss_mb']:.2f}x"]
         )
-    return _table(head, rows)
+    return format_table(head, rows, align="r" * len(head))
 
 
 def project_aachen(
@@ -372,7 +367,7 @@ def format_fit(fit: dict[str, dict[str, dict[str, float]]]) -> str:
         ]
         for u in UNITS
     ]
-    return _table(head, rows)
+    return format_table(head, rows)
 
 
 def format_projection(p: dict[str, Any], gpu_speedup: dict[str, float], label: str) -> str:
@@ -408,7 +403,7 @@ def format_projection(p: dict[str, Any], gpu_speedup: dict[str, float], label: s
             f"{p['total_gpu_assumed_wall_s'] / 3600:.2f}",
         ]
     )
-    return label + "\n" + _table(head, rows)
+    return format_table(head, rows, title=label)
 
 
 # ---------------------------------------------------------------- main
@@ -734,7 +729,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def save_json(path: Path, obj: dict[str, Any]) -> None:
     """Atomic JSON write (also after every run, so an interrupted sweep keeps what it did)."""
-    atomic_write_text(path, json.dumps(obj, indent=2))
+    write_json(path, obj)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,14 @@ One convention for the whole toolkit (training-patch writers AND test-time extra
 Also the one place that turns stored uint8 patches (Brown 64x64, HPatches 65x65) into network
 input: :func:`resize_patches` (per-patch ``cv2.resize``) and :func:`patches_to_input` (+ / 255).
 PhotoTour uses ``cv2.INTER_AREA`` (HardNet's training ``cv2_scale``), HPatches
-``cv2.INTER_LINEAR`` (HardNet's HPatches extractor, OpenCV's default).
+``cv2.INTER_LINEAR`` (HardNet's HPatches extractor, OpenCV's default). :func:`describe_patches`
+/ :func:`describe_rows` run an extractor over stored Brown patches that way (the PhotoTour
+evaluations of :mod:`descriptors.phototour_eval` and :mod:`descriptors.fracking_protocol`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import cv2
 import numpy as np
@@ -155,3 +159,49 @@ def extract_patches(
         p = KF.extract_patches_from_pyramid(img, laf, patch_size)
         out.append(p[0])
     return torch.cat(out, 0).clamp_(0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- describing
+def describe_patches(
+    extractor: Any, patches_uint8: np.ndarray, batch: int = 1024, progress: bool = True
+) -> np.ndarray:
+    """(N, 64, 64) uint8 Brown patches -> (N, D) float32 descriptors (resized to the
+    extractor's patch size, 32 by default, with cv2 INTER_AREA as HardNet)."""
+    from tqdm import tqdm
+
+    size = int(extractor.patch_size)
+    n = len(patches_uint8)
+    out = []
+    step = max(batch, 1) * 8
+    for s in tqdm(
+        range(0, n, step),
+        desc=f"describe {extractor.name}",
+        unit="chunk",
+        disable=True if (not progress or n <= step) else None,
+    ):
+        x = patches_to_input(patches_uint8[s : s + step], size, cv2.INTER_AREA)
+        for i in range(0, len(x), batch):
+            out.append(np.asarray(extractor(x[i : i + batch]), np.float32))
+    if not out:
+        return np.zeros((0, int(extractor.dim)), np.float32)
+    return np.concatenate(out, 0)
+
+
+def describe_rows(
+    extractor: Any, data: Any, rows: Any, batch: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Describe the patches ``rows`` of ``data`` once -> (sorted unique rows (U,), desc (U, D)).
+
+    ``rows``: an index array, or a list of index arrays (their union; no concatenated copy).
+    """
+    n = len(data.patches)
+    used = np.zeros(n, bool)  # O(N) union, no sort of the rows
+    for r in rows if isinstance(rows, list) else [rows]:
+        r = np.asarray(r)
+        if r.size and (r.min() < 0 or r.max() >= n):
+            raise ValueError(
+                f"{getattr(data, 'root', 'data')}: patch index out of range for {n} patches"
+            )
+        used[r.reshape(-1)] = True
+    uniq = np.flatnonzero(used)
+    return uniq, describe_patches(extractor, data.patches[uniq], batch=batch, progress=progress)

@@ -6,6 +6,8 @@ so the helpers that all of them share live here.
 - :func:`atomic_write` / :func:`atomic_dir`: write to a temporary sibling, then ``os.replace``; a
   crash leaves either the old file or the new one, never half of one. One permission policy:
   files get ``0o666 & ~umask`` (what a plain ``open(path, 'w')`` gives), folders ``0o777 & ~umask``.
+- :func:`write_json`: the one JSON writer (atomic, numpy / Path aware through
+  :func:`json_default`); tables are :func:`descriptors.tables.format_table`.
 - :class:`ToolkitError`: the one base class of the toolkit's own errors (bad input or a fault of
   the environment); ``localize.cli`` reports them as one line, exit status 2.
 - :func:`setup_logging`: called once by each command-line entry point (never by library code);
@@ -15,12 +17,15 @@ so the helpers that all of them share live here.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+import numpy as np
 
 LOG_FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 LOG_DATEFMT = "%Y/%m/%d %H:%M:%S"
@@ -95,6 +100,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps``' ``default`` of the toolkit: numpy integers / floats -> int / float, numpy
+    arrays -> lists, anything else (``Path``, enums, ...) -> ``str(o)``."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, **kwargs: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (:func:`atomic_write_text`), values json
+    cannot encode through :func:`json_default`; ``kwargs`` go to ``json.dumps`` (e.g.
+    ``sort_keys``). Returns ``path``."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default, **kwargs))
 
 
 @contextlib.contextmanager

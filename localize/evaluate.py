@@ -25,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from descriptors import tables
 from localize.geometry import Pose, as_qt, camera_center, pose_error, viewing_direction
 from localize.parsers import read_pose_lines
 
@@ -219,18 +220,8 @@ def format_table(evaluation: Mapping, title: str | None = None) -> str:
                 (str(method), c, str(s["n"]), rec, f"{s['median_dt']:.3f}", f"{s['median_dR']:.2f}")
             )
     thr = " / ".join(_fmt_thr(t) for t in (thresholds or []))
-    header = ("method", "condition", "n", f"recall % ({thr})", "med dt m", "med dR deg")
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    out = []
-    if title:
-        out.append(title)
-    out.append(line(header))
-    out.append("  ".join("-" * w for w in widths))
-    out.extend(line(r) for r in rows)
-    return "\n".join(out)
+    header = ["method", "condition", "n", f"recall % ({thr})", "med dt m", "med dR deg"]
+    return tables.format_table(header, rows, align="llrlrr", title=title)
 
 
 def covisible_db_views(

@@ -7,7 +7,7 @@ For each query:
    point of the model (via :func:`localize.colmap.image_track`) give 2D-3D correspondences. As in
    hloc, one query keypoint may get SEVERAL 3D candidates (one per distinct 3D point it reaches
    through different db images); RANSAC sorts them out;
-3. ``colmap.estimate_absolute_pose`` (P3P LO-RANSAC + refinement) with the query intrinsics from
+3. ``colmap_sfm.estimate_absolute_pose`` (P3P LO-RANSAC + refinement) with the query intrinsics from
    the query list (hloc keypoints; the adapter adds 0.5).
 
 A query that fails (no retrieval pairs, no features, 0 matches, fewer than ``min_num_2d3d``
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import logging
 import os
 import pickle
@@ -50,8 +49,8 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.util import atomic_write, atomic_write_text, merge_conf, setup_logging
-from localize import colmap, io, parsers
+from descriptors.util import atomic_write, atomic_write_text, merge_conf, setup_logging, write_json
+from localize import colmap, colmap_sfm, io, parsers
 from localize.cli import (
     ArgumentParser,
     cli_errors,
@@ -303,7 +302,7 @@ class QueryLocalizer:
         idx = np.asarray(points2D_idxs, np.int64)
         if len(idx) == 0:
             return None
-        ret, _ = colmap.estimate_absolute_pose(
+        ret, _ = colmap_sfm.estimate_absolute_pose(
             np.asarray(points2D_all)[idx],
             self.model.xyz(np.asarray(points3D_id, np.int64)),
             query_camera,
@@ -519,7 +518,7 @@ def main(
                     )
                 else:
                     xyz = model.xyz(corr.p3d_ids)
-                    ret, reason = colmap.estimate_absolute_pose(
+                    ret, reason = colmap_sfm.estimate_absolute_pose(
                         kpq[corr.kp_idx],
                         xyz,
                         camera,
@@ -584,7 +583,7 @@ def main(
             "failure_reasons": dict(reasons),
         },
     }
-    atomic_write_text(logs_path_for(results), json.dumps(logs, indent=1, default=_json_default))
+    write_json(logs_path_for(results), logs, indent=1)
     hloc_logs = {
         "features": features,
         "matches": matches,
@@ -595,16 +594,6 @@ def main(
         pickle.dump(hloc_logs, f)
     logger.info("localized %d / %d queries -> %s", n_ok, len(loc), results)
     return logs
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _parse_args(argv):

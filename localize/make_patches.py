@@ -16,7 +16,7 @@ Steps (conventions of ``localize.extract_features``, so training and test patche
    test among the candidates within ``epipolar_px`` of each other's epipolar line (symmetric
    distance), so positives come from the geometry and can be harder than what free SIFT
    matching finds; all survivors are stored as verified two-view geometries;
-4. pycolmap triangulation from the fixed poses (``localize.colmap.triangulate``);
+4. pycolmap triangulation from the fixed poses (``localize.colmap_sfm.triangulate``);
 5. tracks kept only with >= ``min_track_length`` views, reprojection error <= ``max_reproj_px``
    in EVERY view and a largest triangulation angle >= ``min_tri_angle_deg``;
 6. one 64x64 patch per observation, cut at that observation's own DoG scale and orientation with
@@ -30,7 +30,6 @@ CLI: ``python -m pipelines.make_patches``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -43,8 +42,16 @@ import pycolmap
 from tqdm import tqdm
 
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
-from descriptors.util import atomic_dir
-from localize import colmap, extract_features, geometry, pairs_from_poses, parsers
+from descriptors.util import atomic_dir, write_json
+from localize import (
+    colmap,
+    colmap_db,
+    colmap_sfm,
+    extract_features,
+    geometry,
+    pairs_from_poses,
+    parsers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -259,15 +266,15 @@ def build(
     # 4. triangulation from the fixed poses
     with tempfile.TemporaryDirectory(prefix=".make_patches_") as work_dir:
         work = Path(work_dir)  # scratch database + model: only the tracks are kept
-        db = colmap.create_database(work / "database.db", ref)
-        colmap.import_features(db, ids, {n: f["xy"] for n, f in feats.items()})
-        colmap.import_verified_matches(db, ids, matches)
-        tri = colmap.triangulate(
+        db = colmap_db.create_database(work / "database.db", ref)
+        colmap_db.import_features(db, ids, {n: f["xy"] for n, f in feats.items()})
+        colmap_db.import_verified_matches(db, ids, matches)
+        tri = colmap_sfm.triangulate(
             ref,
             db,
             work / "no_images",
             work / "sfm",
-            colmap.TriangulationConf(
+            colmap_sfm.TriangulationConf(
                 min_num_matches=5,
                 tri_min_angle_deg=1.0,
                 tri_max_error_px=2.0,
@@ -382,7 +389,7 @@ def build(
     }
     with atomic_dir(out_dir) as tmp:
         write_phototour_folder(tmp, patches, pt, m50, interest=interest)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_json(tmp / "summary.json", summary)
     logger.info(
         "wrote %s: %d views, %d tracks, %d patches, track length %.2f, reprojection "
         "error median %.3f px",

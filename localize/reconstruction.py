@@ -1,13 +1,14 @@
 """Structure from motion from photographs: unknown poses (hloc ``reconstruction``).
 
-Steps (every COLMAP call goes through :mod:`localize.colmap`):
+Steps (every COLMAP call goes through the adapter: :mod:`localize.colmap_db`,
+:mod:`localize.colmap_sfm`):
 
 1. a fresh COLMAP database with the images (``pycolmap.import_images``: cameras per
    ``camera_mode`` — AUTO / SINGLE / PER_FOLDER / PER_IMAGE — with the EXIF focal length as the
    prior where present, else 1.2 x the longer side; ``image_options`` are pycolmap
    ``ImageReaderOptions`` fields);
 2. keypoints from ``features`` and the putative matches of ``pairs`` from ``matches``;
-3. geometric verification (COLMAP two-view geometry, ``colmap.geometric_verification``), or
+3. geometric verification (COLMAP two-view geometry, ``colmap_db.geometric_verification``), or
    every match taken as an inlier with ``skip_geometric_verification``;
 4. mapping with pycolmap's own mappers: ``mapper='incremental'`` (hloc's, COLMAP),
    ``'global'`` (GLOMAP: rotation averaging + global positioning) or ``'hierarchical'``
@@ -33,7 +34,6 @@ our additions are keyword-only (``mapper``, ``overwrite``, ``num_threads``, ``ra
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -42,8 +42,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pycolmap
 
-from descriptors.util import atomic_dir, setup_logging
-from localize import colmap, extract_features, io, parsers
+from descriptors.util import atomic_dir, setup_logging, write_json
+from localize import colmap, colmap_db, colmap_sfm, extract_features, io, parsers
 from localize import triangulation as tri
 from localize.cli import ArgumentParser, cli_errors
 
@@ -120,7 +120,7 @@ def run(
             there (``extract_features.list_images``).
         num_threads: COLMAP threads (-1: all cores).
         random_seed: seed of every RANSAC / mapper (COLMAP's initial pair choice depends on it).
-        verification: ``colmap.VerificationConf`` fields.
+        verification: ``colmap_db.VerificationConf`` fields.
     Returns:
         (largest reconstruction or None, statistics: :func:`model_stats` plus ``mapper``,
         ``num_models``, ``model_sizes``, ``num_pairs``, ``num_pairs_imported``,
@@ -131,9 +131,9 @@ def run(
     for what, p in (("features", features), ("pairs", pairs), ("matches", matches)):
         if not p.is_file():
             raise FileNotFoundError(f"{what} file not found: {p}")
-    if mapper not in colmap.MAPPERS:
-        raise ValueError(f"mapper {mapper!r}: choose from {', '.join(colmap.MAPPERS)}")
-    colmap.camera_mode(camera_mode)  # a bad mode fails before any work
+    if mapper not in colmap_sfm.MAPPERS:
+        raise ValueError(f"mapper {mapper!r}: choose from {', '.join(colmap_sfm.MAPPERS)}")
+    colmap_db.camera_mode(camera_mode)  # a bad mode fails before any work
     _check_sfm_dir(sfm_dir, overwrite)
     names = extract_features.list_images(image_dir, image_list)
     if len(names) < 2:
@@ -148,7 +148,7 @@ def run(
 
     with atomic_dir(sfm_dir) as tmp:
         db_path = tmp / "database.db"
-        image_ids = colmap.create_image_database(
+        image_ids = colmap_db.create_image_database(
             db_path, image_dir, names, camera_mode, image_options
         )
         keypoints, missing = io.read_keypoints(
@@ -158,16 +158,18 @@ def run(
             raise ValueError(
                 f"{features}: no features for image {missing[0]!r}; extract every image first"
             )
-        colmap.import_features(db_path, image_ids, keypoints)
+        colmap_db.import_features(db_path, image_ids, keypoints)
         match_dict, counts = tri.read_matches(
             matches, pair_list, {n: len(k) for n, k in keypoints.items()}, min_match_score
         )
         if skip_geometric_verification:
-            n_imported = n_verified = colmap.import_verified_matches(db_path, image_ids, match_dict)
+            n_imported = n_verified = colmap_db.import_verified_matches(
+                db_path, image_ids, match_dict
+            )
         else:
-            n_imported = colmap.import_matches(db_path, image_ids, match_dict)
+            n_imported = colmap_db.import_matches(db_path, image_ids, match_dict)
             n_verified = (
-                colmap.geometric_verification(db_path, list(match_dict), verification)
+                colmap_db.geometric_verification(db_path, list(match_dict), verification)
                 if match_dict
                 else 0
             )
@@ -179,7 +181,7 @@ def run(
             n_verified,
         )
         recs = (
-            colmap.run_mapping(
+            colmap_sfm.run_mapping(
                 db_path,
                 image_dir,
                 tmp / "models",
@@ -208,7 +210,7 @@ def run(
             "num_pairs_verified": n_verified,
             "num_pairs_empty": counts["num_pairs_empty"],
         }
-        (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        write_json(tmp / STATS_FILE, stats)
     if rec is None:
         logger.warning(
             "%s: 0 of %d registered (no model; %d of %d pairs verified)",
@@ -278,8 +280,8 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument("--pairs", type=Path, required=True, help="pairs file")
     p.add_argument("--features", type=Path, required=True, help="features file")
     p.add_argument("--matches", type=Path, required=True, help="matches file of the pairs")
-    p.add_argument("--camera_mode", default="AUTO", choices=colmap.CAMERA_MODES)
-    p.add_argument("--mapper", default="incremental", choices=colmap.MAPPERS)
+    p.add_argument("--camera_mode", default="AUTO", choices=colmap_db.CAMERA_MODES)
+    p.add_argument("--mapper", default="incremental", choices=colmap_sfm.MAPPERS)
     p.add_argument("--skip_geometric_verification", action="store_true")
     p.add_argument("--min_match_score", type=float)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty sfm_dir")

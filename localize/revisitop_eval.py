@@ -14,6 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from descriptors.tables import format_table
+
 KAPPAS = (1, 5, 10)
 SETUPS = (("E", "Easy"), ("M", "Medium"), ("H", "Hard"))
 
@@ -141,16 +143,11 @@ def evaluate_protocols(
 def format_results(results: dict[str, dict], title: str = "") -> str:
     """Table of E/M/H mAP and mP@k in percent, 2 decimals (revisitop print style)."""
     kappas = results["E"]["kappas"]
-    head = (
-        f"{'setup':<8}{'mAP':>8}" + "".join(f"{'mP@' + str(k):>9}" for k in kappas) + f"{'#q':>5}"
-    )
-    lines = [title] if title else []
-    lines += [head, "-" * len(head)]
-    for s, label in SETUPS:
-        r = results[s]
-        lines.append(
-            f"{label:<8}{100 * r['map']:>8.2f}"
-            + "".join(f"{100 * p:>9.2f}" for p in r["mpr"])
-            + f"{r['n_valid']:>5}"
-        )
-    return "\n".join(lines)
+    head = ["setup", "mAP"] + [f"mP@{k}" for k in kappas] + ["#q"]
+    rows = [
+        [label, f"{100 * results[s]['map']:.2f}"]
+        + [f"{100 * p:.2f}" for p in results[s]["mpr"]]
+        + [results[s]["n_valid"]]
+        for s, label in SETUPS
+    ]
+    return format_table(head, rows, title=title or None)

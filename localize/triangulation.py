@@ -1,6 +1,7 @@
 """Triangulate a 3D point cloud from matches with the reference poses held fixed (hloc-style).
 
-Steps (all COLMAP calls go through :mod:`localize.colmap`):
+Steps (all COLMAP calls go through the adapter: :mod:`localize.colmap`, ``colmap_db``,
+``colmap_sfm``):
 
 1. a fresh COLMAP database ``<sfm_dir>/database.db`` holding the reference cameras / images
    (same ids as the reference model);
@@ -18,13 +19,12 @@ hloc contract: ``main(sfm_dir, reference_model, image_dir, pairs, features, matc
 ``hloc.triangulation.main``'s positional order and returns the pycolmap.Reconstruction; our
 options are keywords (``conf`` / ``**kwargs``, see :data:`default_conf`). Every COLMAP option,
 ``ignore_two_view_tracks`` and the RANSAC seed included, is a field of
-``colmap.TriangulationConf`` (``conf["triangulation"]``).
+``colmap_sfm.TriangulationConf`` (``conf["triangulation"]``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -34,8 +34,8 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.util import atomic_write_text, merge_conf, setup_logging
-from localize import colmap, geometry, io, parsers
+from descriptors.util import merge_conf, setup_logging, write_json
+from localize import colmap, colmap_db, colmap_sfm, geometry, io, parsers
 from localize.cli import (
     ArgumentParser,
     cli_errors,
@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 default_conf: dict[str, Any] = {
     "min_match_score": None,  # drop matches with a lower matching score (None: keep all)
-    "verification": {},  # colmap.VerificationConf fields
-    "triangulation": {},  # colmap.TriangulationConf fields (two-view tracks, seed, ...)
+    "verification": {},  # colmap_db.VerificationConf fields
+    "triangulation": {},  # colmap_sfm.TriangulationConf fields (two-view tracks, seed, ...)
     "skip_missing_pairs": False,  # True: a pair absent from matches.h5 is a warning, not an error
     # how putative matches become verified: "estimate" (COLMAP two-view RANSAC, hloc's
     # estimate_two_view_geometries=True), "poses" (epipolar error against the reference poses,
@@ -87,7 +87,7 @@ def read_matches(
     skip_missing_pairs: bool = False,
 ) -> tuple[dict[tuple[str, str], np.ndarray], dict[str, int]]:
     """{(name0, name1): (M, 2) int64 [idx0, idx1]} of every distinct non-empty pair (the form
-    ``colmap.import_matches`` takes) and the counts of missing / empty pairs. Indices outside
+    ``colmap_db.import_matches`` takes) and the counts of missing / empty pairs. Indices outside
     ``num_keypoints`` of their image raise ``io.H5Error`` (``io.check_match_range``)."""
     out: dict[tuple[str, str], np.ndarray] = {}
     n_missing = n_empty = 0
@@ -202,7 +202,7 @@ def run(
             f"{sorted(unknown)[0]!r}"
         )
 
-    db_path = colmap.create_database(sfm_dir / "database.db", reference)
+    db_path = colmap_db.create_database(sfm_dir / "database.db", reference)
 
     keypoints, missing_feats = io.read_keypoints(
         features, sorted(image_ids), "triangulation: keypoints"
@@ -212,7 +212,7 @@ def run(
             f"{features}: no features for {len(missing_feats)} reference image(s), "
             f"e.g. {missing_feats[0]!r}; extract the database images first"
         )
-    colmap.import_features(db_path, image_ids, keypoints)
+    colmap_db.import_features(db_path, image_ids, keypoints)
 
     match_dict, counts = read_matches(
         matches,
@@ -223,8 +223,8 @@ def run(
     )
     mode = conf["verification_mode"]
     if mode == "estimate":
-        n_imported = colmap.import_matches(db_path, image_ids, match_dict)
-        n_verified = colmap.geometric_verification(
+        n_imported = colmap_db.import_matches(db_path, image_ids, match_dict)
+        n_verified = colmap_db.geometric_verification(
             db_path, list(match_dict) or pair_list, conf["verification"] or None
         )
     else:
@@ -233,10 +233,10 @@ def run(
             match_dict = _pose_verified(
                 reference, image_ids, keypoints, match_dict, float(conf["pose_max_error_px"])
             )
-        n_verified = colmap.import_verified_matches(db_path, image_ids, match_dict)
+        n_verified = colmap_db.import_verified_matches(db_path, image_ids, match_dict)
     logger.info("imported matches of %d pairs, %d verified (%s)", n_imported, n_verified, mode)
 
-    rec = colmap.triangulate(
+    rec = colmap_sfm.triangulate(
         reference,
         db_path,
         image_dir,
@@ -260,7 +260,7 @@ def run(
         n_verified,
         n_imported,
     )
-    atomic_write_text(sfm_dir / STATS_FILE, json.dumps(stats, indent=2))
+    write_json(sfm_dir / STATS_FILE, stats)
     if stats["num_points3D"] == 0:
         raise RuntimeError(
             f"triangulation into {sfm_dir} produced 0 points: {len(pair_list)} pairs, "

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from descriptors.util import atomic_write_text, merge_conf, setup_logging
+from descriptors.util import merge_conf, setup_logging, write_json
 from localize import (
     colmap,
     extract_features,
@@ -90,7 +90,6 @@ from pipelines.outputs import (
     format_timings,
     images_fingerprint,
     invalidate_outputs,
-    json_default,
 )
 
 logger = logging.getLogger(__name__)
@@ -527,7 +526,7 @@ def _run(
         "per_query": (evaluation or {}).get("per_query"),
         "table": table,
     }
-    atomic_write_text(out.summary, json.dumps(summary, indent=2, default=json_default))
+    write_json(out.summary, summary)
     return summary
 
 

@@ -29,7 +29,7 @@ stream instead of their native data (``native``, the default).
 
 Evaluation: the held-out synthetic PhotoTour test split (``<data-root>/test``, TEST photos
 only; generated on first use) or, with ``--eval-data``, any Brown-layout folder (e.g. the real
-fountain-P11 patches of ``pipelines.make_patches``), with ``descriptors.metrics.evaluate_pairs``:
+fountain-P11 patches of ``pipelines.make_patches``), with ``descriptors.phototour_eval.evaluate_pairs``:
 FPR95, PR-AUC and CMC@1 (``--eval-pairs N``: the first N pairs of the m50 list).
 
 Real data (``make ablation-real``): ``--train-data DIR`` trains the patch rows (hardnet*, sdb*,
@@ -42,7 +42,6 @@ trained weights in ``weights/``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -52,7 +51,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from descriptors import tables
+from descriptors.util import atomic_write, setup_logging, write_json
 from localize.cli import ArgumentParser, cli_errors, nonneg_int, output_dir, positive_int
 from localize.cli import device as device_arg
 
@@ -172,8 +172,9 @@ def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None =
 
 
 def evaluate(extractor: Any, data: Any) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-    """``descriptors.metrics.evaluate_pairs`` numbers and the PR curve (precision, recall)."""
-    from descriptors.metrics import evaluate_pairs, pr_curve
+    """``descriptors.phototour_eval.evaluate_pairs`` numbers and the PR curve (precision, recall)."""
+    from descriptors.metrics import pr_curve
+    from descriptors.phototour_eval import evaluate_pairs
 
     raw = evaluate_pairs(extractor, data, return_arrays=True, progress=False)
     prec, rec, _ = pr_curve(raw.pop("distances"), raw.pop("labels"))
@@ -229,23 +230,25 @@ def describe_data(recipe: Any) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (
-        f"{'row':<16} {'data':<10} {'steps':>6} {'batch':>6} {'FPR95':>7} {'PR-AUC':>7} "
-        f"{'CMC@1':>7} {'train s':>8}  note"
-    )
-    lines = [head, "-" * len(head)]
-
     def f(v: Any, nd: int = 4) -> str:
         return "-" if v is None else f"{v:.{nd}f}"
 
-    for r in rows:
-        m = r["metrics"]
-        lines.append(
-            f"{r['name']:<16} {r.get('data', '-'):<10} {r.get('steps', 0):>6} "
-            f"{r.get('batch_size') or '-':>6} {f(m['fpr95']):>7} {f(m['pr_auc']):>7} "
-            f"{f(m['cmc1']):>7} {f(r.get('train_seconds'), 0):>8}  {r.get('note', '')}"
-        )
-    return "\n".join(lines)
+    head = ["row", "data", "steps", "batch", "FPR95", "PR-AUC", "CMC@1", "train s", "note"]
+    body = [
+        [
+            r["name"],
+            r.get("data", "-"),
+            r.get("steps", 0),
+            r.get("batch_size") or "-",
+            f(r["metrics"]["fpr95"]),
+            f(r["metrics"]["pr_auc"]),
+            f(r["metrics"]["cmc1"]),
+            f(r.get("train_seconds"), 0),
+            r.get("note", ""),
+        ]
+        for r in rows
+    ]
+    return tables.format_table(head, body, align="llrrrrrrl")
 
 
 # --------------------------------------------------------------------------------------- main
@@ -447,11 +450,11 @@ def _main(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "eval": str(eval_dir),
         "eval_pairs": int(len(test.matches)),
-        "metrics_source": "descriptors.metrics.evaluate_pairs",
+        "metrics_source": "descriptors.phototour_eval.evaluate_pairs",
         "rows": results,
         "table": table,
     }
-    atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2, default=str))
+    write_json(out / "ablation.json", summary)
     if curves:
         plot_pr(
             curves,

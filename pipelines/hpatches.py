@@ -47,7 +47,6 @@ hpatches-sequences layout (``<seq>/{1..6}.(ppm|png)`` + ``H_1_k``), used by
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -58,11 +57,11 @@ import cv2
 import numpy as np
 
 from descriptors import hpatches_eval as E
-from descriptors import registry
+from descriptors import registry, tables
 from descriptors.data import hpatches as hp
 from descriptors.data.hpatches_synth import write_synthetic_hpatches
 from descriptors.data.synth import apply_homography
-from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from descriptors.util import atomic_write, setup_logging, write_json
 from localize import extract_features, match_features, nearest_neighbor
 from localize.cli import (
     ArgumentParser,
@@ -234,17 +233,14 @@ def _table_rows(summary: dict) -> list[tuple[str, dict]]:
 def format_table(results: dict[str, dict]) -> str:
     """The usual HPatches table: one row per (feature, task), columns Easy Hard Tough mean;
     retrieval per pool size, the full pool (headline) and the benchmark's mean over pools."""
-    fw = max([12] + [len(f) for f in results])
-    lw = 32
-    lines = [f"{'feature':<{fw}} {'task':<{lw}} {'Easy':>7} {'Hard':>7} {'Tough':>7} {'mean':>7}"]
-    lines.append("-" * len(lines[0]))
-    for feat, r in results.items():
-        for label, row in _table_rows(r["summary"]):
-            lines.append(
-                f"{feat:<{fw}} {label:<{lw}} "
-                + " ".join(f"{row[c]:7.2f}" for c in ("e", "h", "t", "mean"))
-            )
-    return "\n".join(lines)
+    rows = [
+        [feat, label] + [f"{row[c]:.2f}" for c in ("e", "h", "t", "mean")]
+        for feat, r in results.items()
+        for label, row in _table_rows(r["summary"])
+    ]
+    return tables.format_table(
+        ["feature", "task", "Easy", "Hard", "Tough", "mean"], rows, align="llrrrr"
+    )
 
 
 def plot_results(results: dict[str, dict], path: Path) -> None:
@@ -346,7 +342,7 @@ def run(
         "skipped": skipped,
     }
     outputs = Path(outputs)
-    atomic_write_text(outputs / "results.json", json.dumps(out, indent=1))
+    write_json(outputs / "results.json", out, indent=1)
     plot_results(results, outputs / "hpatches.png")
     out["table"] = format_table(results)
     return out

@@ -1,6 +1,6 @@
 """Run bookkeeping shared by the pipelines (``pipelines.aachen``, ``pipelines.sfm``): output
-folder names, the fingerprint that decides whether a run's outputs can be reused, stage timers,
-JSON conversion and the timing table."""
+folder names, the fingerprint that decides whether a run's outputs can be reused, stage timers
+and the timing table (JSON goes through ``descriptors.util.write_json``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from descriptors import registry
 from descriptors.recipes import RECIPE_MODULES
-from descriptors.util import atomic_write_text
+from descriptors.tables import format_table
+from descriptors.util import json_default, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +114,7 @@ def invalidate_outputs(outputs: RunFolder, fingerprint: dict, overwrite: bool) -
                 "--overwrite" if overwrite else f"changed: {', '.join(changed)}",
             )
             wipe(out, keep)
-    atomic_write_text(outputs.fingerprint, json.dumps(new, indent=2))
-
-
-def json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+    write_json(outputs.fingerprint, new)
 
 
 class StageTimer:
@@ -154,13 +143,10 @@ def format_timings(
 ) -> str:
     """Table: stage, wall seconds (+ process CPU seconds when given), and a total row."""
     rows = [
-        (k, f"{v:.2f}", f"{cpu[k]:.2f}" if cpu and k in cpu else "") for k, v in timings.items()
+        [k, f"{v:.2f}"] + ([f"{cpu[k]:.2f}" if k in cpu else ""] if cpu else [])
+        for k, v in timings.items()
     ]
     rows.append(
-        ("total", f"{sum(timings.values()):.2f}", f"{sum(cpu.values()):.2f}" if cpu else "")
+        ["total", f"{sum(timings.values()):.2f}"] + ([f"{sum(cpu.values()):.2f}"] if cpu else [])
     )
-    w = max(len("stage"), *(len(r[0]) for r in rows))
-    head = f"{'stage'.ljust(w)}  wall s" + ("   CPU s" if cpu else "")
-    lines = ([title] if title else []) + [head, "-" * len(head)]
-    lines += [f"{a.ljust(w)}  {b:>6}" + (f"  {c:>6}" if cpu else "") for a, b, c in rows]
-    return "\n".join(lines)
+    return format_table(["stage", "wall s"] + (["CPU s"] if cpu else []), rows, title=title)

@@ -12,7 +12,7 @@ real scenes, or ``--data`` pointing straight at one scene folder. With the defau
 TEST photos only).
 
 Every patch used is resized 64 -> 32 with ``cv2.INTER_AREA`` and described once by
-``descriptors.registry.load(name)``; distance = L2. Two protocols (``descriptors.metrics``):
+``descriptors.registry.load(name)``; distance = L2. Two protocols (``descriptors.phototour_eval``):
 
 - m50 (HardNet / Brown): the pairs file (``m50_100000_100000_0.txt`` when present, balanced
   1:1): FPR95 exactly as HardNet's ``ErrorRateAt95Recall``, and its average precision (AP 1:1).
@@ -30,7 +30,6 @@ malformed data folder is a one-line error (status 1). Outputs: ``<out>/results.j
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -39,11 +38,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from descriptors import fracking_protocol as F
 from descriptors import metrics as M
+from descriptors import tables
 from descriptors.data.phototour import PhotoTourError, read_phototour
 from descriptors.data.phototour_synth import DEFAULT_SYNTH_ROOT, ensure_synthetic_phototour
+from descriptors.phototour_eval import evaluate_phototour
 from descriptors.registry import DescriptorError, load
-from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from descriptors.util import atomic_write, setup_logging, write_json
 from localize.cli import (
     ArgumentParser,
     cli_errors,
@@ -63,9 +65,9 @@ default_conf: dict[str, Any] = {
     "out": "outputs/phototour",
     "features": ["sift", "rootsift", "hardnet"],
     "cmc_negatives": M.CMC_NEGATIVES,
-    "fracking_points": M.FRACKING_POINTS,
-    "fracking_negatives": M.FRACKING_NEGATIVES,
-    "fracking_folds": M.FRACKING_FOLDS,
+    "fracking_points": F.FRACKING_POINTS,
+    "fracking_negatives": F.FRACKING_NEGATIVES,
+    "fracking_folds": F.FRACKING_FOLDS,
     "seed": 0,
 }
 
@@ -88,24 +90,27 @@ def resolve_folder(data: str | Path, split: str) -> Path:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Plain-text table of the per-descriptor results (m50 columns, then the fracking ones)."""
-    head = (
-        f"{'descriptor':<14} {'dim':>4} | {'FPR95 %':>7} {'AP 1:1':>7} | {'PR-AUC':>7} "
-        f"{'ROC-AUC':>8} {'CMC@1':>6} {'CMC-AUC':>8} | {'time s':>6}"
-    )
-    top = f"{'':<14} {'':>4} | {'m50 pairs':^15} | {'fracking protocol (1 pos : K neg)':^33} |"
-    lines = [top, head, "-" * len(head)]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{r['name']:<14} error: {r['error']}")
-            continue
-        m, f = r["m50"], r["fracking"]
-        lines.append(
-            f"{r['name']:<14} {r['dim']:>4} | {100 * m['fpr95']:>7.2f} "
-            f"{m['pr_auc']:>7.4f} | {f['pr_auc']:>7.4f} {f['roc_auc']:>8.4f} "
-            f"{f['cmc1']:>6.3f} {f['cmc_auc']:>8.4f} | {r['seconds']:>6.1f}"
-        )
-    return "\n".join(lines)
+    """Markdown table of the per-descriptor results (m50 columns, then the fracking protocol's,
+    1 positive : K negatives); descriptors that failed are listed below it."""
+    head = ["descriptor", "dim", "m50 FPR95 %", "m50 AP 1:1"]
+    head += ["fracking PR-AUC", "fracking ROC-AUC", "fracking CMC@1", "fracking CMC-AUC", "time s"]
+    body = [
+        [
+            r["name"],
+            r["dim"],
+            f"{100 * r['m50']['fpr95']:.2f}",
+            f"{r['m50']['pr_auc']:.4f}",
+            f"{r['fracking']['pr_auc']:.4f}",
+            f"{r['fracking']['roc_auc']:.4f}",
+            f"{r['fracking']['cmc1']:.3f}",
+            f"{r['fracking']['cmc_auc']:.4f}",
+            f"{r['seconds']:.1f}",
+        ]
+        for r in rows
+        if "error" not in r
+    ]
+    errors = [f"{r['name']}: error: {r['error']}" for r in rows if "error" in r]
+    return "\n".join([tables.format_table(head, body)] + errors)
 
 
 def plot_curves(
@@ -190,7 +195,7 @@ def run(
     if len(dataset.matches) == 0:
         raise PhotoTourError(f"{folder}: no m50_*.txt pairs file to evaluate on")
     try:  # sampled once (seeded): every descriptor sees the same folds
-        folds = M.sample_fracking_folds(
+        folds = F.sample_fracking_folds(
             dataset.point_ids, fracking_points, fracking_negatives, fracking_folds, seed
         )
     except ValueError as e:
@@ -208,7 +213,7 @@ def run(
             rows.append({"name": name, "error": msg})
             continue
         t = time.time()
-        r = M.evaluate_phototour(
+        r = evaluate_phototour(
             ex,
             dataset,
             batch=batch,
@@ -265,7 +270,7 @@ def run(
         "errors": {r["name"]: r["error"] for r in rows if "error" in r},
         "plots": plots,
     }
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    write_json(out / "results.json", result)
     result["title"] = title
     result["table"] = format_table(rows)
     return result

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from descriptors.registry import OPENCV_NAMES
-from descriptors.util import atomic_write, atomic_write_text, setup_logging
+from descriptors.util import atomic_write, atomic_write_text, setup_logging, write_json
 from localize import extract_features, h5, io, retrieve
 from localize.cli import (
     ArgumentParser,
@@ -430,9 +430,8 @@ def _run(
         + ("-qe" if args.qe else "")
     )
     report["run_tag"] = tag
-    text = json.dumps(report, indent=1)
     for name in (f"results-{tag}.json", "results.json"):  # per-configuration + latest
-        atomic_write_text(out / name, text)
+        write_json(out / name, report, indent=1)
     report["_raw"] = results
     return report
 

@@ -16,7 +16,7 @@ Stages (each an hloc-style module of ``localize``):
 4. ``reconstruct``: ``localize.reconstruction`` (COLMAP database, geometric verification,
    pycolmap's incremental / global / hierarchical mapper, the largest model);
 5. ``evaluate`` (with ``--gt``): the model is aligned to the ground-truth camera centres with a
-   robust Sim3 (``colmap.align_to_centers``: LO-RANSAC, inlier threshold ``align_max_error``,
+   robust Sim3 (``colmap_sfm.align_to_centers``: LO-RANSAC, inlier threshold ``align_max_error``,
    default 5 % of the ground-truth cameras' median distance to their centroid); per view the
    centre error (ground-truth units, metres for Strecha) and rotation error (degrees); the share
    of ALL ground-truth views within (5 cm, 1 deg) and (25 cm, 2 deg), and the AUC of the centre
@@ -44,9 +44,12 @@ from typing import Any, Sequence
 import numpy as np
 import pycolmap
 
-from descriptors.util import atomic_write_text, merge_conf, setup_logging
+from descriptors.tables import format_table
+from descriptors.util import json_default, merge_conf, setup_logging, write_json
 from localize import (
     colmap,
+    colmap_db,
+    colmap_sfm,
     extract_features,
     geometry,
     image_io,
@@ -67,7 +70,6 @@ from pipelines.outputs import (
     format_timings,
     images_fingerprint,
     invalidate_outputs,
-    json_default,
 )
 
 logger = logging.getLogger(__name__)
@@ -123,9 +125,9 @@ def _resolve_conf(conf: dict[str, Any]) -> dict[str, Any]:
     )
     if c["pairs"] not in PAIRS:
         raise ValueError(f"pairs {c['pairs']!r}: choose from {', '.join(PAIRS)}")
-    if c["mapper"] not in colmap.MAPPERS:
-        raise ValueError(f"mapper {c['mapper']!r}: choose from {', '.join(colmap.MAPPERS)}")
-    colmap.camera_mode(c["camera_mode"])
+    if c["mapper"] not in colmap_sfm.MAPPERS:
+        raise ValueError(f"mapper {c['mapper']!r}: choose from {', '.join(colmap_sfm.MAPPERS)}")
+    colmap_db.camera_mode(c["camera_mode"])
     return c
 
 
@@ -179,7 +181,7 @@ def evaluate_model(
     per_view = {n: [float("inf"), float("inf")] for n in gt}
     sim = None
     if rec is not None:
-        sim = colmap.align_to_centers(rec, centres, max_error)
+        sim = colmap_sfm.align_to_centers(rec, centres, max_error)
     n_reg = 0
     if sim is not None:
         aligned = pycolmap.Reconstruction(rec)
@@ -388,9 +390,7 @@ def run(
                 random_seed=c["seed"],
                 progress=c["progress"],
             )
-            atomic_write_text(
-                paths["sfm"] / "settings.json", json.dumps(settings, indent=2, default=json_default)
-            )
+            write_json(paths["sfm"] / "settings.json", settings)
     evaluation = None
     if gt_poses is not None:
         with stage("evaluate"):
@@ -418,7 +418,7 @@ def run(
         "cpu_timings": stage.cpu,
         "evaluation": evaluation,
     }
-    atomic_write_text(paths["results"], json.dumps(summary, indent=2, default=json_default))
+    write_json(paths["results"], summary)
     return summary
 
 
@@ -470,9 +470,12 @@ def format_summary(s: dict) -> str:
             f"{100 * e['auc_10cm']:.1f}, median centre error {e['median_centre_error']:.3f}, "
             f"median rotation error {e['median_rotation_error_deg']:.2f} deg"
         )
-        lines.append("  view        centre err   rot err (deg)")
-        for n, (dt, dr) in e["per_view"].items():
-            lines.append(f"  {n:<10}  {dt:10.3f}   {dr:8.2f}")
+        lines.append(
+            format_table(
+                ["view", "centre err", "rot err (deg)"],
+                [[n, f"{dt:.3f}", f"{dr:.2f}"] for n, (dt, dr) in e["per_view"].items()],
+            )
+        )
     lines.append(format_timings(s["timings"], s.get("cpu_timings")))
     lines.append(f"model: {s['paths']['sfm']}\nsummary: {s['paths']['results']}")
     return "\n".join(lines)
@@ -506,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--outputs", default="outputs/sfm", help="output root")
     p.add_argument("--pairs", default="exhaustive", choices=PAIRS)
-    p.add_argument("--mapper", default="incremental", choices=colmap.MAPPERS)
+    p.add_argument("--mapper", default="incremental", choices=colmap_sfm.MAPPERS)
     p.add_argument("--image_list", help="image list file (capture order for sequential pairs)")
     p.add_argument("--gt", help="Strecha gt_dense_cameras folder or COLMAP model to score against")
     p.add_argument("--num_matched", type=positive_int, help="retrieval pairs per image")
@@ -519,7 +522,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max_keypoints", type=positive_int, help="DoG keypoints per image")
     p.add_argument("--resize_max", type=positive_int, help="longer image side seen by the detector")
     p.add_argument("--matcher", help="localize.match_features conf name")
-    p.add_argument("--camera_mode", default="AUTO", choices=colmap.CAMERA_MODES)
+    p.add_argument("--camera_mode", default="AUTO", choices=colmap_db.CAMERA_MODES)
     p.add_argument("--num_threads", type=int, default=-1, help="COLMAP threads (-1: all)")
     p.add_argument("--seed", type=int, default=0, help="COLMAP RANSAC / mapper seed")
     p.add_argument("--device", help="torch device (default: cuda if available)")

@@ -54,7 +54,7 @@ def evaluate_weights(weights: Path, data_root: Path, split: str) -> dict:
     """FPR95 & co. of a checkpoint on a PhotoTour split (generated if it is the synthetic one)."""
     from descriptors.data.phototour import read_phototour
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
-    from descriptors.metrics import evaluate_pairs
+    from descriptors.phototour_eval import evaluate_pairs
     from descriptors.registry import load
 
     if not (data_root / split).exists():

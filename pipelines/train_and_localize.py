@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from descriptors.recipes import list_recipes
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors.util import setup_logging, write_json
 from localize import colmap
 from localize.cli import (
     ArgumentParser,
@@ -100,9 +100,7 @@ def run(
         "train": tr,
         "localization": loc,
     }
-    atomic_write_text(
-        outputs / f"{recipe}_summary.json", json.dumps(summary, indent=2, default=str)
-    )
+    write_json(outputs / f"{recipe}_summary.json", summary)
     return summary
 
 
@@ -186,9 +184,7 @@ def run_from_map(
         "train": tr,
         "rows": rows,
     }
-    atomic_write_text(
-        outputs / f"{recipe}_from_map_summary.json", json.dumps(out, indent=2, default=str)
-    )
+    write_json(outputs / f"{recipe}_from_map_summary.json", out)
     return out
 
 

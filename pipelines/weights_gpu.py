@@ -24,13 +24,12 @@ benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
-from descriptors.util import atomic_write_text, setup_logging
+from descriptors.util import atomic_write_text, setup_logging, write_json
 
 logger = logging.getLogger("weights_gpu")
 
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     atomic_write_text(out / "real_matching.txt", real_matching.format_table(results) + "\n")
     summary["real_matching"] = results
     summary["seconds_total"] = round(sum(r["seconds"] for r in summary["runs"].values()), 1)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    write_json(out / "summary.json", summary)
     print(
         f"weights_gpu: trained {', '.join(args.recipes)} in {summary['seconds_total']} s; "
         f"table in {out / 'real_matching.txt'}"

@@ -1,5 +1,5 @@
-"""localize.colmap (pycolmap adapter) and localize.colmap_model (model files read by hand):
-query lists, models, database + triangulation, absolute pose."""
+"""The pycolmap adapter (localize.colmap, colmap_db, colmap_sfm) and localize.colmap_model (model
+files read by hand): query lists, models, database + triangulation, absolute pose."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from localize import colmap, colmap_model, geometry
+from localize import colmap, colmap_db, colmap_model, colmap_sfm, geometry
 from localize.data import render as rnd
 from localize.data import scene as scn
 from localize.geometry import pose_error, rigid_to_qt, rotmat_to_qvec
@@ -67,7 +67,7 @@ def _random_pose_problem(rng, n, outlier_frac=0.2):
 def test_estimate_absolute_pose():
     rng = np.random.default_rng(1)
     cam, R, t, uv, Xw, n_out = _random_pose_problem(rng, 300)
-    res, why = colmap.estimate_absolute_pose(uv, Xw, cam)
+    res, why = colmap_sfm.estimate_absolute_pose(uv, Xw, cam)
     assert why == "ok" and res is not None
     dt, dr = pose_error(res["qvec_wxyz"], res["tvec"], rotmat_to_qvec(R), t)
     assert dt < 0.01 and dr < 0.1
@@ -76,9 +76,11 @@ def test_estimate_absolute_pose():
     q, tt = rigid_to_qt(res["cam_from_world"])
     assert np.allclose(q, res["qvec_wxyz"]) and np.allclose(tt, res["tvec"])
     # too few correspondences: no exception, a reason
-    res3, why3 = colmap.estimate_absolute_pose(uv[n_out : n_out + 3], Xw[n_out : n_out + 3], cam)
+    res3, why3 = colmap_sfm.estimate_absolute_pose(
+        uv[n_out : n_out + 3], Xw[n_out : n_out + 3], cam
+    )
     assert res3 is None and "3" in why3
-    res0, why0 = colmap.estimate_absolute_pose(np.zeros((0, 2)), np.zeros((0, 3)), cam)
+    res0, why0 = colmap_sfm.estimate_absolute_pose(np.zeros((0, 2)), np.zeros((0, 3)), cam)
     assert res0 is None and why0
 
 
@@ -187,20 +189,22 @@ def test_triangulation_smoke(tmp_path: Path):
     matches = {p: _mutual_ratio(feats[p[0]][1], feats[p[1]][1]) for p in pairs}
     assert all(len(m) > 50 for m in matches.values())
 
-    db = colmap.create_database(tmp_path / "db.db", ref)
-    ids = colmap.database_image_ids(db)
+    db = colmap_db.create_database(tmp_path / "db.db", ref)
+    ids = colmap_db.database_image_ids(db)
     assert ids == colmap.image_ids_by_name(ref)
-    colmap.import_features(db, ids, {n: f[0] for n, f in feats.items()})
+    colmap_db.import_features(db, ids, {n: f[0] for n, f in feats.items()})
     # one pair given reversed (columns swapped with it), one given in both orders: 3 pairs
     rev = {
         (pairs[2][1], pairs[2][0]): matches[pairs[2]][:, ::-1],
         **{p: matches[p] for p in pairs[:2]},
         (pairs[0][1], pairs[0][0]): np.zeros((0, 2)),
     }
-    assert colmap.import_matches(db, ids, rev) == 3
-    n_verified = colmap.geometric_verification(db, pairs)
+    assert colmap_db.import_matches(db, ids, rev) == 3
+    n_verified = colmap_db.geometric_verification(db, pairs)
     assert n_verified == 3
-    rec = colmap.triangulate(ref, db, tmp_path / "no_images", tmp_path / "sfm", {"num_threads": 1})
+    rec = colmap_sfm.triangulate(
+        ref, db, tmp_path / "no_images", tmp_path / "sfm", {"num_threads": 1}
+    )
     assert len(rec.points3D) > 100
     assert rec.compute_mean_reprojection_error() < 1.0
     assert (tmp_path / "sfm" / "points3D.bin").is_file()
@@ -208,7 +212,7 @@ def test_triangulation_smoke(tmp_path: Path):
     # two-view tracks are kept by default (fixed poses); COLMAP's default drops them
     lengths = [p.track.length() for p in rec.points3D.values()]
     assert min(lengths) == 2 and max(lengths) >= 3
-    strict = colmap.triangulate(
+    strict = colmap_sfm.triangulate(
         ref,
         db,
         tmp_path / "no_images",
@@ -216,7 +220,7 @@ def test_triangulation_smoke(tmp_path: Path):
         {"num_threads": 1, "ignore_two_view_tracks": True},
     )
     assert 0 < len(strict.points3D) < len(rec.points3D)
-    again = colmap.triangulate(
+    again = colmap_sfm.triangulate(
         ref, db, tmp_path / "no_images", tmp_path / "sfm2", {"num_threads": 1}
     )
     assert len(again.points3D) == len(rec.points3D)  # seeded: reproducible

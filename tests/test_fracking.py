@@ -240,8 +240,8 @@ def test_fracking_on_a_folder_of_brown_scenes_lowers_heldout_fpr95(tmp_path):
     from descriptors import registry
     from descriptors.data.phototour import read_phototour
     from descriptors.data.phototour_synth import write_synthetic_phototour
-    from descriptors.metrics import evaluate_pairs
     from descriptors.models import save_checkpoint
+    from descriptors.phototour_eval import evaluate_pairs
     from descriptors.recipe_defs.fracking import _load, input_stats
     from descriptors.recipes import get_recipe
     from descriptors.train import train

@@ -10,8 +10,8 @@ import torch
 from descriptors import registry
 from descriptors.data.phototour import read_phototour
 from descriptors.data.phototour_synth import write_synthetic_phototour
-from descriptors.metrics import evaluate_pairs
 from descriptors.models import build_model, save_checkpoint
+from descriptors.phototour_eval import evaluate_pairs
 from descriptors.recipes import get_recipe
 from descriptors.train import train
 

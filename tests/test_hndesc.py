@@ -357,8 +357,8 @@ def test_hndesc_short_run_on_photo_folder_lowers_heldout_fpr95(tmp_path: Path):
     from descriptors import registry
     from descriptors.data.phototour import read_phototour
     from descriptors.data.phototour_synth import write_synthetic_phototour
-    from descriptors.metrics import evaluate_pairs
     from descriptors.models import build_model, save_checkpoint
+    from descriptors.phototour_eval import evaluate_pairs
     from descriptors.train import train
 
     torch.set_num_threads(1)

@@ -124,7 +124,7 @@ def test_matching_patches_correlate(built):
 
 
 def test_short_training_lowers_heldout_fpr95(built, tmp_path):
-    from descriptors.metrics import evaluate_pairs
+    from descriptors.phototour_eval import evaluate_pairs
     from descriptors.registry import load
     from descriptors.train import train
 

@@ -1,4 +1,5 @@
-"""descriptors.metrics against hand-computed values."""
+"""descriptors.metrics against hand-computed values; descriptors.phototour_eval and
+descriptors.fracking_protocol on toy data."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from descriptors import fracking_protocol as F
 from descriptors import metrics as M
+from descriptors import phototour_eval as PE
+from descriptors.patches import describe_patches
 
 # positives at 0.1, 0.2, 0.3, 0.5; negatives at 0.2, 0.4, 0.5, 0.7 (two pos/neg ties)
 D = np.array([0.1, 0.2, 0.2, 0.3, 0.4, 0.5, 0.5, 0.7])
@@ -177,14 +181,14 @@ def _toy_data(n_points=60, seed=0):
 
 def test_evaluate_pairs_inline_extractor():
     data = _toy_data()
-    r = M.evaluate_pairs(_FlatExtractor(), data, batch=16, return_arrays=True, progress=False)
+    r = PE.evaluate_pairs(_FlatExtractor(), data, batch=16, return_arrays=True, progress=False)
     assert set(["fpr95", "pr_auc", "roc_auc", "cmc1"]) <= set(r)
     assert r["fpr95"] < 0.1 and r["pr_auc"] > 0.9 and r["roc_auc"] > 0.9 and r["cmc1"] > 0.8
     assert r["n_pairs"] == 120 and r["n_pos"] == 60 and r["cmc_negatives"] == 59
     # consistent with the standalone functions on the returned arrays
     assert r["fpr95"] == M.fpr95(r["distances"], r["labels"])
     c = _ConstExtractor()
-    r = M.evaluate_pairs(c, data, progress=False)
+    r = PE.evaluate_pairs(c, data, progress=False)
     assert r["roc_auc"] == 0.5 and r["cmc1"] == 0.0 and not math.isnan(r["fpr95"])
 
 
@@ -217,7 +221,7 @@ def test_sample_fracking_folds_protocol():
     ids = np.repeat(np.arange(300), rng.integers(1, 5, 300))  # 1..4 patches per point
     ids = ids[rng.permutation(len(ids))]  # patches of a point scattered
     n = len(ids)
-    folds = M.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=3, seed=7)
+    folds = F.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=3, seed=7)
     assert len(folds) == 3
     for f in folds:
         assert f.anchor.shape == (100,) and f.negatives.shape == (100, 50)
@@ -228,35 +232,35 @@ def test_sample_fracking_folds_protocol():
         assert f.negatives.min() >= 0 and f.negatives.max() < n
     assert not np.array_equal(folds[0].anchor, folds[1].anchor)
     # seeded; fold f does not depend on how many folds are drawn
-    again = M.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=1, seed=7)[0]
+    again = F.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=1, seed=7)[0]
     np.testing.assert_array_equal(again.negatives, folds[0].negatives)
-    other = M.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=1, seed=8)[0]
+    other = F.sample_fracking_folds(ids, n_points=100, n_neg=50, n_folds=1, seed=8)[0]
     assert not np.array_equal(other.anchor, folds[0].anchor)
     # negatives are uniform over the other points' patches: every patch gets drawn
-    f = M.sample_fracking_folds(ids, n_points=100, n_neg=200, n_folds=1, seed=1)[0]
+    f = F.sample_fracking_folds(ids, n_points=100, n_neg=200, n_folds=1, seed=1)[0]
     hits = np.bincount(f.negatives.ravel(), minlength=n)
     assert hits.min() > 0 and hits.max() < 6 * hits.mean()
     # scaled down: fewer eligible points / patches than asked
     multi = int((np.bincount(ids) >= 2).sum())
-    small = M.sample_fracking_folds(ids, n_neg=10**6, n_folds=1)[0]
+    small = F.sample_fracking_folds(ids, n_neg=10**6, n_folds=1)[0]
     assert small.anchor.shape == (multi,)
     assert small.negatives.shape[1] == n - np.bincount(ids).max()
     with pytest.raises(ValueError, match=">= 2 patches"):
-        M.sample_fracking_folds(np.arange(10))
+        F.sample_fracking_folds(np.arange(10))
     with pytest.raises(ValueError, match="one 3D point"):
-        M.sample_fracking_folds(np.zeros(10, int))
+        F.sample_fracking_folds(np.zeros(10, int))
 
 
 def test_fracking_scores_perfect_and_constant():
     ids = np.repeat(np.arange(40), 3)
-    folds = M.sample_fracking_folds(ids, n_points=30, n_neg=20, n_folds=2, seed=0)
+    folds = F.sample_fracking_folds(ids, n_points=30, n_neg=20, n_folds=2, seed=0)
     onehot = np.eye(40, dtype=np.float32)[ids]
-    r = M.fracking_scores(onehot, folds)
+    r = F.fracking_scores(onehot, folds)
     assert r["pr_auc"] == 1.0 and r["roc_auc"] == 1.0 and r["cmc1"] == 1.0
     assert r["cmc_auc"] == 1.0 and r["n_points"] == 30 and r["n_negatives"] == 20
     assert r["n_folds"] == 2 and len(r["pr_auc_folds"]) == 2 and r["cmc"].shape == (21,)
     const = np.ones((len(ids), 4), np.float32)
-    r = M.fracking_scores(const, folds)
+    r = F.fracking_scores(const, folds)
     # all distances tie: one threshold, precision = P / (P + P K); the positive ranks last
     assert r["pr_auc"] == pytest.approx(1 / 21) and r["roc_auc"] == 0.5
     assert r["cmc1"] == 0.0 and r["cmc_auc"] == pytest.approx(1 / 21)
@@ -265,11 +269,11 @@ def test_fracking_scores_perfect_and_constant():
 def test_evaluate_fracking_and_phototour_on_toy_data():
     data = _toy_data(n_points=60)
     ex = _FlatExtractor()
-    fr = M.evaluate_fracking(ex, data, n_points=50, n_neg=30, n_folds=3, seed=2, progress=False)
+    fr = F.evaluate_fracking(ex, data, n_points=50, n_neg=30, n_folds=3, seed=2, progress=False)
     assert fr["n_points"] == 50 and fr["n_negatives"] == 30 and fr["n_folds"] == 3
     # the same numbers by hand from all descriptors and the same seeded folds
-    desc = M.describe_patches(ex, data.patches, progress=False)
-    folds = M.sample_fracking_folds(data.point_ids, 50, 30, 3, seed=2)
+    desc = describe_patches(ex, data.patches, progress=False)
+    folds = F.sample_fracking_folds(data.point_ids, 50, 30, 3, seed=2)
     aps = []
     for f in folds:
         dp = np.linalg.norm(desc[f.anchor] - desc[f.positive], axis=1)
@@ -279,7 +283,7 @@ def test_evaluate_fracking_and_phototour_on_toy_data():
         aps.append(M.pr_auc(d, y))
     assert fr["pr_auc"] == pytest.approx(np.mean(aps), abs=1e-6)
     assert 0 < fr["pr_auc"] <= 1 and 0.5 < fr["roc_auc"] <= 1 and 0 < fr["cmc1"] <= 1
-    both = M.evaluate_phototour(
+    both = PE.evaluate_phototour(
         ex,
         data,
         fracking_points=50,
@@ -288,7 +292,7 @@ def test_evaluate_fracking_and_phototour_on_toy_data():
         seed=2,
         progress=False,
     )
-    m50 = M.evaluate_pairs(ex, data, progress=False)
+    m50 = PE.evaluate_pairs(ex, data, progress=False)
     for key in ("fpr95", "pr_auc", "roc_auc", "cmc1"):
         assert both["m50"][key] == m50[key]
     for key in ("pr_auc", "roc_auc", "cmc_auc", "cmc1"):
@@ -298,8 +302,8 @@ def test_evaluate_fracking_and_phototour_on_toy_data():
     ids = np.repeat(np.arange(200), 2)
     centre = rng.normal(size=(200, 16))
     x = (centre[ids] + rng.normal(scale=0.5, size=(400, 16))).astype(np.float32)
-    folds = M.sample_fracking_folds(ids, n_points=200, n_neg=100, n_folds=2, seed=0)
-    r = M.fracking_scores(x, folds)
+    folds = F.sample_fracking_folds(ids, n_points=200, n_neg=100, n_folds=2, seed=0)
+    r = F.fracking_scores(x, folds)
     f = folds[0]
     dp = np.linalg.norm(x[f.anchor] - x[f.positive], axis=1)
     dn1 = np.linalg.norm(x[f.anchor] - x[f.negatives[:, 0]], axis=1)

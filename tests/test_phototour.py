@@ -225,7 +225,7 @@ def test_pipeline_tiny(tmp_path, capsys):
     import json
     import re
 
-    from descriptors import metrics as M
+    from descriptors.phototour_eval import evaluate_pairs
     from descriptors.registry import load
     from pipelines import phototour as pipe
 
@@ -269,7 +269,7 @@ def test_pipeline_tiny(tmp_path, capsys):
     assert "missing.pt" in printed and "FPR95" in printed and "CMC-AUC" in printed
     saved = json.loads((out / "results.json").read_text())
     sift = saved["results"]["sift"]
-    ref = M.evaluate_pairs(load("sift"), pt.read_phototour(folder), n_neg=20, progress=False)
+    ref = evaluate_pairs(load("sift"), pt.read_phototour(folder), n_neg=20, progress=False)
     assert sift["fpr95"] == sift["m50"]["fpr95"] == ref["fpr95"]
     assert sift["m50"]["pr_auc"] == ref["pr_auc"] and sift["m50"]["roc_auc"] > 0.8
     fr = sift["fracking"]

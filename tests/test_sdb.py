@@ -368,8 +368,8 @@ def test_sdb_short_run_on_brown_fixture_lowers_heldout_fpr95(brown_fixture: Path
     """SDGMNet128 + sdb (jitter on, both stages) on a Brown folder: held-out FPR95 drops."""
     from descriptors import registry
     from descriptors.data.phototour import read_phototour
-    from descriptors.metrics import evaluate_pairs
     from descriptors.models import build_model, save_checkpoint
+    from descriptors.phototour_eval import evaluate_pairs
     from descriptors.train import train
 
     torch.set_num_threads(1)

@@ -1,13 +1,24 @@
-"""descriptors.util: the one atomic writer and the one logging setup."""
+"""descriptors.util: the one atomic writer, the one JSON writer and the one logging setup;
+descriptors.tables: the one table formatter."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from descriptors.util import atomic_dir, atomic_write, atomic_write_text, setup_logging
+from descriptors.tables import format_table
+from descriptors.util import (
+    atomic_dir,
+    atomic_write,
+    atomic_write_text,
+    setup_logging,
+    write_json,
+)
 
 
 def test_atomic_write_replaces_or_keeps_old(tmp_path):
@@ -49,3 +60,26 @@ def test_setup_logging_once_and_faiss_quiet():
         for h in root.handlers[:]:
             if h not in before:
                 root.removeHandler(h)
+
+
+def test_write_json_numpy_and_paths(tmp_path):
+    obj = {"i": np.int64(3), "f": np.float32(0.5), "a": np.arange(3), "p": Path("x/y")}
+    p = write_json(tmp_path / "sub" / "r.json", obj, indent=1)
+    assert json.loads(p.read_text()) == {"i": 3, "f": 0.5, "a": [0, 1, 2], "p": "x/y"}
+    assert not list((tmp_path / "sub").glob(".*"))  # no temporary file left
+
+
+def test_format_table_markdown():
+    t = format_table(["name", "n"], [["a|b", 1], ["c"]], title="T")
+    lines = t.splitlines()
+    assert lines[0] == "T"
+    assert lines[1] == "| name |   n |"
+    assert lines[2] == "|:-----|----:|"
+    assert lines[3] == "| a\\|b |   1 |"
+    assert lines[4] == "| c    |     |"
+    assert len({len(x) for x in lines[1:]}) == 1  # padded: the plain text lines up
+    assert "|:---:|" in format_table(["x"], [[1]], align="c")
+    with pytest.raises(ValueError):
+        format_table(["a", "b"], [[1, 2]], align="l")
+    with pytest.raises(ValueError):
+        format_table(["a"], [[1, 2]])

@@ -48,7 +48,6 @@ Readers, format writers and the task generators: ``descriptors.data.hpatches``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,7 +74,7 @@ from descriptors.data.hpatches import (
 )
 from descriptors.data.synth import homography_jacobian
 from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
-from descriptors.util import atomic_dir, atomic_write_text
+from descriptors.util import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -433,9 +432,7 @@ def write_synthetic_hpatches(
             for L in LEVELS:
                 ious[L].append(info["iou"][L])
         seqs = sorted(data)
-        atomic_write_text(
-            tmp / "tasks" / "splits" / "splits.json", json.dumps(build_splits(seqs), indent=1)
-        )
+        write_json(tmp / "tasks" / "splits" / "splits.json", build_splits(seqs), indent=1)
         lengths = {s: len(data[s]["ref"]) for s in seqs}
         total = sum(lengths.values())
         verif = make_verification_pairs(lengths, seqs, conf.verif_pairs_per_patch * total, seed=42)
@@ -452,7 +449,7 @@ def write_synthetic_hpatches(
             "overlap_median": {L: float(np.median(np.concatenate(ious[L]))) for L in LEVELS},
             "tasks": {"verif_pairs": len(verif["pos"]), "queries": len(q), "distractors": len(d)},
         }
-        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+        write_json(tmp / "meta.json", meta, indent=1)
     logger.info(
         "wrote synthetic HPatches (%d sequences) to %s; median IoU %s",
         n_seq,

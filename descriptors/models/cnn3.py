@@ -39,7 +39,7 @@ These are the buffers ``mean`` / ``std`` (pixel units of [0, 1] images), saved i
 the ``fracking`` recipe sets them from the training patches (``set_input_stats``).
 
 Input size: ``input_size=64`` takes the paper's 64x64 patches natively (``patch_size = 64``, so
-``registry`` / ``localize.extract_features`` / ``metrics.describe_patches`` cut 64x64 patches for it; the
+``registry`` / ``localize.extract_features`` / ``patches.describe_patches`` cut 64x64 patches for it; the
 ``fracking`` recipe trains on the Brown 64x64 patches as they are). ``input_size=32`` (older
 checkpoints) bilinearly upsamples each 32x32 patch to 64x64 inside ``forward`` and then runs the
 unchanged published network.

@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from descriptors.data import synth
-from descriptors.util import atomic_dir, atomic_write, atomic_write_text
+from descriptors.util import atomic_dir, atomic_write, write_json
 from localize.data.render import Camera, Plane, Scene, intrinsics, look_at_point, render, write_rgb
 from localize.data.roxford import RevisitopData, RevisitopError, read_revisitop
 
@@ -562,7 +562,7 @@ def _ensure(
     logger.info("generating %s", d)
     with atomic_dir(d) as tmp:
         build(tmp)
-        atomic_write_text(tmp / PARAMS_FILE, json.dumps(want, indent=1))
+        write_json(tmp / PARAMS_FILE, want, indent=1)
 
 
 def synthetic_dir(root: str | os.PathLike, name: str) -> Path:
