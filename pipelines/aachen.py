@@ -65,7 +65,7 @@ from localize import (
     pairs_from_retrieval,
     parsers,
     retrieve,
-    visualization,
+    run_pictures,
 )
 from localize import evaluate as ev
 from localize import localize_sfm as loc
@@ -532,14 +532,14 @@ def _run(
 
 
 def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """PNGs of a finished run (``localize.visualization.save_pipeline_figures``): the ``n``
+    """PNGs of a finished run (``localize.run_pictures.save_pipeline_figures``): the ``n``
     query-db pairs with the most matches on PnP inliers (matches and keypoints), SfM views, and
     ``n`` day, night and failed queries' PnP inliers (green) / outliers (red), captioned with the
     pose error (ground truth) or the failure reason. Default folder ``<out_dir>/viz``."""
     paths = summary["paths"]
     logs = json.loads(Path(summary["logs_path"]).read_text(encoding="utf-8"))
     gt = read_aachen(summary["dataset"]).ground_truth
-    return visualization.save_pipeline_figures(
+    return run_pictures.save_pipeline_figures(
         paths["image_dir"],
         paths["features"],
         paths["matches_query"],
