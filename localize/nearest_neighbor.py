@@ -2,8 +2,8 @@
 ways, ratio test, mutual check, one product per pair, batched over an image's partners.
 
 Descriptors are unit (N, D) float32; squared L2 distance = ``2 - 2 * sim``. The decision rule
-is ``benchmarks.reference_matchers.decide`` (hloc's, with a strict ratio test and exact ties rejected); scores are
-``(sim + 1) / 2``. One ``torch.mm`` per pair in row blocks, max reductions only when the mutual
+is ``benchmarks.reference_matchers.decide`` (hloc's, with a strict ratio test and exact ties
+rejected); scores are ``(sim + 1) / 2``. One ``torch.mm`` per pair in row blocks, max reductions only when the mutual
 check is on (:func:`_block_mutual`), the decision on the device (:func:`decide_torch`).
 """
 
