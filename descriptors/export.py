@@ -1,26 +1,13 @@
 """Export a registered learned descriptor to TorchScript or ONNX, checked against the eager model.
 
-The exported graph is the network itself (what ``descriptors.registry.TorchExtractor`` runs):
-input ``patches`` (B, 1, P, P) float32 in [0, 1] (P = 32), output ``descriptors`` (B, D) float32
-unit vectors; the batch size is free. After writing, the file is loaded back and run on random
-patches at two batch sizes other than the tracing one; the export fails unless the largest
-absolute difference to the eager model is at most ``atol`` (default 1e-5). The file is written
-under a temporary name and renamed only once the check passes: a failed export leaves nothing.
-
-- ``torchscript``: ``torch.jit.trace`` on CPU, saved with ``torch.jit.save`` (load with
-  ``torch.jit.load``; ``.to('cuda')`` works on the loaded module). torch 2.13 marks
-  ``torch.jit`` deprecated (still fully working); its warning is silenced here.
-- ``onnx``: ``torch.onnx.export`` (torch's dynamo exporter) with a dynamic batch axis. Needs
-  the ``onnx`` and ``onnxscript`` packages, and ``onnxruntime`` for the output check; without
-  them a one-line error says so (none is a dependency of this project).
-
-Measured (CPU, shipped weights): TorchScript max |diff| 0 for all five networks; ONNX via
-onnxruntime 1.32 ~1e-6 (hardnet 7.6e-7).
-
-CLI::
-
     python -m descriptors.export hardnet --format torchscript --out exports/hardnet.ts.pt
     python -m descriptors.export weights/my.pt --format onnx --out exports/my.onnx
+
+The graph is the network (``descriptors.registry.TorchExtractor``): input ``patches``
+(B, 1, P, P) float32 in [0, 1] (P = 32), output ``descriptors`` (B, D) float32 unit vectors,
+free batch size. The file is loaded back and run at two other batch sizes; the export fails
+(leaving no file) unless the largest absolute difference to the eager model is <= ``atol``
+(default 1e-5). ONNX needs ``onnx``, ``onnxscript`` and ``onnxruntime`` (not dependencies).
 """
 
 from __future__ import annotations

@@ -1,81 +1,18 @@
 """Local feature extraction: DoG keypoints + patch descriptors -> hloc ``features.h5``.
 
-Per image (grayscale, EXIF orientation ignored):
+Usage::
 
-1. resize so the longer side is at most ``resize_max`` (cv2 INTER_AREA; never upscaled unless
-   ``resize_force``);
-2. DoG keypoints with OpenCV's SIFT detector (``descriptors.patches.detect_dog``, the toolkit's
-   one detector: strongest ``max_keypoints`` by response,
-   ``size`` = OpenCV diameter = 2 sigma, ``angle`` = OpenCV degrees);
-3. descriptors:
-   - learned descriptors (and anything whose registry extractor is not OpenCV): oriented patches
-     of side ``mr_size * sigma`` cut from the resized image by
-     ``descriptors.patches.extract_patches`` with ``ori = -deg2rad(kp.angle)``, described by
-     ``descriptors.registry.load(name)`` in batches of ``batch_size`` on the GPU when available;
-   - ``sift`` / ``rootsift`` (registry ``Extractor.is_opencv``): by default
-     (``opencv_full_image=True``) OpenCV SIFT is computed on the FULL resized image at the
-     detected keypoints (the real SIFT descriptor, with its own scale-space smoothing), then the
-     registry's ``postprocess`` (rootsift = L1-normalise + sqrt, then L2). With
-     ``opencv_full_image=False`` the registry's patch-based SIFT is used like any other descriptor;
-4. keypoints in hloc's convention (pixel centres at integers), back at original resolution:
-   ``(kp - OPENCV_XY_OFFSET + 0.5) * scale - 0.5`` per axis (scale = original / resized;
-   :data:`OPENCV_XY_OFFSET` = 0.25 px removes OpenCV's upsampled-first-octave shift),
-   ``scales = size / 2 * mean(scale)`` (sigma in original pixels), ``oris`` in DEGREES as hloc's
-   DoG extractor stores them (= OpenCV ``angle`` wrapped to [-180, 180); kornia's orientation
-   is ``descriptors.patches.opencv_angle_to_ori(oris)``), ``scores`` = DoG response,
-   ``keypoints.attrs['uncertainty'] = 1.0 * mean(scale)`` (hloc DoG detection noise 1).
+    python -m localize.extract_features --conf hardnet --image_dir IMAGES --export_dir OUT
+    python -m localize.extract_features --conf hardnet --features weights/my.pt ...
+    python -m localize.extract_features ... --shard 0/4   (one per process); then --merge 4
 
-Output: ``<export_dir>/<conf['output']>.h5`` (or ``feature_path``) in hloc's layout (see
-``localize.io``; (N, D) descriptors in memory, (D, N) in the file). Writes go through
-``localize.h5.H5Writer``: in place, under a lock (a second extraction into the same file stops
-with an error naming the holder's pid), entries committed every ``commit_every_s`` (CLI
-``--commit_interval``, default 60 s) and on exit, Ctrl-C or SIGTERM (exit 143). Resume
-(``localize.io.resumable_features``) skips committed entries and hloc entries holding
-keypoints + descriptors; interrupted or partial entries (e.g. descriptors without keypoints)
-are recomputed. Each entry stores its image's ``image_io.image_fingerprint`` (size, blake2b of the
-whole file) as the group attribute ``image_fingerprint``; an entry whose image on disk has
-another fingerprint is recomputed (one log line; hloc entries have none and are not checked).
-The file's root attributes record the descriptor, the conf (:data:`PROVENANCE_KEYS`) and the
-weights hash (``io.check_provenance``): extending a file made with another one is refused with
-one line, before any model is loaded. Truncated JPEG / PNG files, images whose header declares
-more than ``max_pixels`` (default ``image_io.MAX_IMAGE_PIXELS``, CLI ``--max_pixels``), file names
-that are not valid UTF-8 and image-list names outside ``image_dir`` (absolute, ``..``) are
-errors naming the file (and the list line). An image with no keypoints is written with
-(0, 2) / (D, 0) / (0,) arrays and a warning.
-
-Pipeline (:func:`main`): image decode + resize + DoG (:func:`prepare_image`) run in a thread
-pool (``num_workers``, default 2; OpenCV releases the GIL) prefetching ``2 * num_workers``
-images ahead of the descriptor network (:func:`iter_prepared`); per image the patches are cut
-in one kornia call (``patch_batch``) and described in batches of ``batch_size`` (the memory
-cap). With ``--device cuda`` the uint8 image is uploaded once and the pyramid, patches and
-network stay on the GPU; only descriptors come back. The default float32 output is
-byte-identical to calling :func:`extract_image` image by image (tested).
-
-``--half`` (``half=True`` / conf ``half``): the network runs under ``torch.autocast``,
-float16 on CUDA, bfloat16 on CPU, and descriptors are re-normalised in float32. Measured on
-the synthetic camera image (320 px, 486 keypoints, vs a homography-warped copy, ratio 0.9)
-with the shipped weights, bf16 on CPU: max (1 - cosine) to the float32 descriptor 7.4e-5
-(hardnet), 4.9e-5 (hndesc), 4.2e-5 (sdb), 4.8e-5 (wlrn), 5.4e-5 (fracking); median ~1e-5;
-matches identical for 4 of 5 models, 99.8 % agreement for fracking. CPU bf16 is ~5x SLOWER
-than float32 on CPUs without bf16 matrix units (use it on GPUs / AMX). fp16 on CUDA was not
-measured here (no GPU). Independent of ``as_half`` (float16 storage).
-
-hloc compatibility: :func:`main` takes hloc's ``extract_features.main(conf, image_dir,
-export_dir, as_half, image_list, feature_path, overwrite)`` positional order, and hloc confs
-(``{'output', 'model': {'name': 'dog', 'descriptor': ..., 'max_keypoints': ...},
-'preprocessing': {'resize_max', 'resize_force', ...}}``, :func:`resolve_conf`) when the
-descriptor is one of ours (``descriptors.registry.NAMES``); any other hloc extractor is a one-line
-error. Differences kept on purpose: ``as_half`` defaults to False and keypoints stay float32.
-
-Sharding: ``shard=(i, K)`` processes names ``[i::K]`` and writes ``<stem>.shard<i>of<K>.h5``;
-``localize.h5.merge_shards(feature_path, K)`` (CLI ``--merge K``) joins them into
-``feature_path``.
-
-CLI::
-
-    python -m localize.extract_features --conf hardnet --image_dir datasets/x/images --export_dir outputs/x
-    python -m localize.extract_features --conf hardnet --features weights/my.pt ...   # checkpoint
-    python -m localize.extract_features ... --shard 0/4   (one per process) ; then ... --merge 4
+Per image: grayscale, longer side resized to at most ``resize_max``, OpenCV DoG keypoints
+(``descriptors.patches.detect_dog``), descriptors from oriented patches of ``mr_size`` sigma (or
+OpenCV SIFT / RootSIFT on the full image). Stored in hloc's layout (:mod:`localize.io`):
+keypoints in original-image pixels with pixel centres at integers, ``scales`` = sigma (px),
+``oris`` in degrees, descriptors (N, D) in memory and (D, N) in the file. :func:`main` takes
+hloc's positional order ``(conf, image_dir, export_dir, as_half, image_list, feature_path,
+overwrite)`` and hloc DoG confs naming one of our descriptors.
 """
 
 from __future__ import annotations
@@ -300,8 +237,8 @@ def describe(
 
     Args:
         kps, xy, size, angle: :func:`descriptors.patches.detect_dog`'s output (OpenCV xy).
-        extractor: a ``descriptors.registry`` extractor (OpenCV ones describe the full image,
-            see the module docstring; the others (B, 1, P, P) patches in [0, 1]).
+        extractor: a ``descriptors.registry`` extractor (OpenCV ones describe the full image
+            at the keypoints; the others (B, 1, P, P) patches in [0, 1]).
     """
     dim = int(extractor.dim)
     if len(xy) == 0:
@@ -572,8 +509,8 @@ def main(
         commit_every_s: seconds between commits (a hard kill loses at most this much work;
             see ``localize.h5.H5Writer``).
         num_workers: threads decoding images + detecting DoG ahead of the network (0 = none).
-        half: network inference under autocast (float16 on CUDA, bfloat16 on CPU; see the
-            module docstring for the accuracy cost); the default float32 output is
+        half: network inference under autocast (float16 on CUDA, bfloat16 on CPU; descriptors
+            re-normalised in float32, accuracy in README.md); the default float32 output is
             byte-identical to :func:`extract_image` image by image.
         fingerprints: {name: ``image_io.image_fingerprint``} already computed by the caller
             (computed here for the names it lacks); stored with each entry, and an entry whose

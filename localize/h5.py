@@ -1,42 +1,10 @@
-"""Crash-safe HDF5 entry files (the machinery under ``localize.io``'s features / matches
-files): one-line errors, the write lock, entry states, the in-place writer, merge (shards)
-and repair.
+"""Crash-safe HDF5 entry files under :mod:`localize.io`: the write lock, entry states, the
+in-place writer (:class:`H5Writer`), shard merging and repair.
 
-Every entry group we write also carries ``attrs['complete']`` (uint8): 0 while it is being
-written, 1 once committed. hloc ignores the attribute; hloc's files have none.
-
-Crash safety (how writes work)
-------------------------------
-:class:`H5Writer` appends IN PLACE (no copy of the file, ever) under an exclusive lock:
-
-- lock: ``fcntl.flock`` on the sidecar ``<file>.lock`` (holds the writer's pid). A second writer
-  of the same file fails at once with a one-line :class:`H5Error` naming the file and the
-  holder's pid; the kernel drops the lock when the holder dies, so a stale sidecar never blocks.
-  While a writer holds a file, HDF5's own lock makes readers in OTHER processes fail too;
-  :func:`open_h5` then names the writer's pid instead of calling the file corrupt.
-- entries: ``localize.io.write_features`` / ``write_matches`` create the group with
-  ``complete=0``, write all its datasets, and hand it to the writer as pending. A commit
-  (every ``commit_every_s`` seconds via :meth:`H5Writer.maybe_commit`, and on close) flushes
-  the file, ``fsync``-s it, sets ``complete=1`` on the pending groups and flushes again, so an
-  entry is marked complete only after its data is on disk.
-- resume: entries with ``complete=1`` are kept; entries with ``complete=0`` (ours, interrupted)
-  are invisible to the readers (:func:`list_h5_names`, ``io.find_pair``, the ``io.get_*``
-  functions raise a one-line "incomplete" error) and are deleted and recomputed when the name
-  comes up again. FOREIGN entries (no attribute: hloc, or any other tool) are complete for
-  reading; extraction resumes over a foreign features entry only if it holds ``keypoints`` and
-  ``descriptors`` with matching N (otherwise it is recomputed, e.g. descriptors without
-  keypoints), and matching over a foreign pair holding ``matches0``.
-- exit: an exception, Ctrl-C (SIGINT) or SIGTERM commits every finished entry, closes the
-  file, removes the lock sidecar and propagates; a half-written group is deleted first. While
-  a writer is open in the main thread, SIGTERM finishes the current entry and then raises
-  :class:`Terminated` (exit status 143) at the next entry boundary; a second SIGTERM raises at
-  once.
-- a hard kill (SIGKILL, OOM, power loss) loses the entries since the last commit (they stay
-  ``complete=0`` and are recomputed); HDF5 has no journal, so if the kill hit the metadata of
-  an earlier entry the file may need :func:`repair_h5` (copies its complete entries into a new
-  file, once).
-- deleting / replacing entries never shrinks the file (HDF5 does not reclaim space);
-  ``h5repack`` or :func:`repair_h5` compacts it.
+Each entry we write carries ``attrs['complete']`` (uint8): 0 while written, 1 once committed
+after an ``fsync``; readers skip incomplete entries, hloc ignores the attribute. The writer
+holds ``fcntl.flock`` on ``<file>.lock``. The full contract (resume, SIGTERM = exit 143, hard
+kills, :func:`repair_h5`) is in README.md ("File formats, crash safety").
 """
 
 from __future__ import annotations
@@ -400,8 +368,8 @@ def _fsync(path: Path) -> None:
 
 
 class H5Writer:
-    """Append to an HDF5 file in place, under a lock, committing entries crash-safely (see the
-    module docstring).
+    """Append to an HDF5 file in place, under a lock, committing entries crash-safely (see
+    README.md, "File formats, crash safety").
 
     Usage::
 

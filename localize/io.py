@@ -1,46 +1,11 @@
-"""hloc-compatible HDF5 files: features, matches, global descriptors (image files are
-:mod:`localize.image_io`, name lists and pairs files :mod:`localize.parsers`).
+"""hloc-compatible HDF5 files: features, matches, global descriptors.
 
-In memory descriptors are (N, D); the files hold (D, N) (hloc) and the conversion happens
-here, in :func:`write_features` and the readers, nowhere else.
-
-Files written here are readable by hloc (``hloc.utils.io``) and hloc's files are readable here.
-Layouts (see /work/shared/FORMATS.md section 2):
-
-features.h5
-    one group per image, keyed by its relative name (``/`` inside the name makes nested groups,
-    e.g. ``db`` -> ``1.jpg``), holding ``keypoints (N, 2)`` x, y (pixel centres at integers;
-    float32 here, hloc may store float16) with an ``uncertainty`` attribute (float32 scalar),
-    ``descriptors (D, N)`` float32 or float16 (TRANSPOSED, as hloc), ``scores (N,)``,
-    ``image_size (2,)`` = original (w, h) int64, and ours ``scales (N,)`` (sigma = OpenCV
-    ``KeyPoint.size / 2``, original-image pixels) and ``oris (N,)`` (DEGREES, as hloc's DoG
-    extractor stores them; = OpenCV ``KeyPoint.angle`` wrapped to [-180, 180), so
-    ``descriptors.patches.opencv_angle_to_ori(oris)`` is the kornia orientation). Our entries
-    also carry ``attrs['image_fingerprint']`` (``image_io.image_fingerprint`` of the image they were
-    extracted from: size and blake2b of the whole file); extraction recomputes an entry whose
-    image changed. ``attrs['features_id']`` (:func:`features_id`: blake2b of the stored
-    keypoints and descriptors) identifies the entry's content for the matches computed from it.
-    The file's root attributes record what made it (:data:`PROVENANCE_ATTRS`: descriptor, conf,
-    weights hash; :func:`check_provenance`): extraction refuses to extend a file made by
-    another descriptor / conf / weights. hloc ignores all of these; hloc's files have none.
-matches.h5
-    group ``names_to_pair(n0, n1)`` (``/`` inside names replaced by ``-``, joined by ``/``, hence
-    nested) holding ``matches0 (N0,)`` (index into image 1's keypoints or -1; int32 here, int16 in
-    hloc) and ``matching_scores0 (N0,)`` float16. Legacy files join with ``_``. Our pairs also
-    carry ``attrs`` ``name0`` / ``name1`` (the images, as written: a different pair whose hloc
-    key collides with it is refused, :func:`find_pair`) and ``features0`` / ``features1`` (the
-    :func:`features_id` of the entries matched: a pair whose features changed since is stale,
-    :func:`pair_is_current`).
-global-feats.h5
-    one group per image holding ``global_descriptor (Dg,)`` float32 / float16 and optionally
-    ``image_size (2,)`` (hloc's retrieval layout; :func:`write_global_descriptors`).
-
-Crash safety (the lock, ``complete`` markers, commits, SIGTERM, repair) is
-:mod:`localize.h5`'s job; this module holds the file formats.
-
-Every read error (missing, unreadable or corrupt HDF5, missing name/pair, NaN / inf in
-keypoints, descriptors or matching scores) raises :class:`H5Error`, a one-line message naming
-the file and the entry. Pairs whose hloc keys collide are refused (:func:`check_pair_keys`).
+Layouts (``features.h5``, ``matches.h5``, ``global-feats.h5``) are hloc's, readable by
+``hloc.utils.io`` both ways, plus our attributes (fingerprints, features ids, provenance); they
+are listed in README.md ("File formats, crash safety"). Descriptors are (N, D) in memory and (D, N) in the
+file; the conversion happens here and nowhere else. Every read error raises :class:`H5Error`,
+one line naming the file and the entry. Crash safety is :mod:`localize.h5`'s job; image files
+are :mod:`localize.image_io`, name lists and pairs files :mod:`localize.parsers`.
 """
 
 from __future__ import annotations

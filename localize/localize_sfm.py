@@ -1,35 +1,16 @@
 """Localize query images against a triangulated model (hloc ``localize_sfm`` without clustering).
 
-For each query:
+Usage::
 
-1. its retrieved database images from the retrieval pairs file (file order = rank);
-2. for each of them, the query<->db matches (``matches.h5``) whose db keypoint observes a 3D
-   point of the model (via :func:`localize.colmap.image_track`) give 2D-3D correspondences. As in
-   hloc, one query keypoint may get SEVERAL 3D candidates (one per distinct 3D point it reaches
-   through different db images); RANSAC sorts them out;
-3. ``colmap_sfm.estimate_absolute_pose`` (P3P LO-RANSAC + refinement) with the query intrinsics from
-   the query list (hloc keypoints; the adapter adds 0.5).
+    python -m localize.localize_sfm --reference_sfm SFM --queries LIST --retrieval PAIRS
+        --features FEATS --matches MATCHES --results results.txt
 
-A query that fails (no retrieval pairs, no features, 0 matches, fewer than ``min_num_2d3d``
-correspondences, PnP failure) gets a logged reason and, as hloc, the pose of its top retrieved
-database image (identity pose when it has no retrieval pair at all). The results file therefore
-lists EVERY query, in the Aachen submission format ``basename qw qx qy qz tx ty tz``
-(world-to-camera, ``str()`` floats, single spaces). Per-query logs go to
-``<results stem>_logs.json`` (ours, :func:`logs_path_for`) and to ``<results>_logs.pkl``
-(hloc's file and fields, :func:`hloc_logs_path`, read by ``hloc.visualization.visualize_loc``).
-All files are written atomically.
-
-hloc contract: ``main(reference_sfm, queries, retrieval, features, matches, results, ...)`` has
-``hloc.localize_sfm.main``'s positional order (``queries`` may be a query-list glob as in hloc);
-our options are keywords (``conf`` / ``**kwargs``, see :data:`default_conf`).
-
-Names: hloc writes basenames, so two queries with one basename in different folders
-(``query/day/x.jpg``, ``query/night/x.jpg``) would give two indistinguishable lines. Those
-queries (only those) are written with their FULL name (warning logged);
-``localize.evaluate`` matches a result line by full name first, then by basename, and refuses a
-bare basename shared by two ground-truth queries. Every other line stays hloc's basename, so
-the file remains a valid submission whenever the basenames are unique (as in Aachen). Query
-names must be relative paths inside the image root (``localize.parsers.check_name``).
+Per query: 2D-3D correspondences through its retrieved db images (file order = rank), then
+``colmap_sfm.estimate_absolute_pose`` (LO-RANSAC + refinement). Every query gets a line in the
+Aachen submission format ``name qw qx qy qz tx ty tz`` (world-to-camera; a failed query gets the
+pose of its top db image), hloc basenames unless two queries share one. Logs:
+``<results stem>_logs.json`` (ours) and ``<results>_logs.pkl`` (hloc's fields).
+:func:`main` has ``hloc.localize_sfm.main``'s positional order.
 """
 
 from __future__ import annotations
@@ -114,7 +95,7 @@ def load_queries(queries) -> list[tuple[str, Any]]:
 
 def result_names(names: Sequence[str]) -> dict[str, str]:
     """{query name: name written in the results file}: the basename (hloc), or the full name
-    for queries whose basename another query shares (see the module docstring); the keys
+    for queries whose basename another query shares; the keys
     ``localize.evaluate`` uses."""
     return unique_keys(names)
 

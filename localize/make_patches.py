@@ -1,31 +1,15 @@
 """Patch datasets from any posed image collection, the way Brown's PhotoTour data was made.
 
-Input: images + known camera poses (a COLMAP model, .bin or .txt, e.g. the Aachen reference model
-or any pycolmap reconstruction; or Strecha's ``gt_dense_cameras``). Output: the exact Brown
-layout ``descriptors.data.phototour.read_phototour`` reads (``patchesNNNN.bmp`` sheets of 64x64
-patches, ``info.txt``, ``interest.txt``, ``m50_<P>_<Q>_0.txt`` with 50 % matching pairs) plus
-``summary.json``. One scene per output folder: split train / test by scene, never by patch.
+Usage: ``python -m pipelines.make_patches``.
 
-Steps (conventions of ``localize.extract_features``, so training and test patches are cut alike):
-
-1. every image is resized to ``resize_max`` (``extract.resize_image``) and its camera rescaled
-   with it; DoG keypoints (``descriptors.patches.detect_dog``) and RootSIFT descriptors (``extract.describe``)
-   are computed on the resized image;
-2. pairs of covisible views from the poses (``localize.pairs_from_poses.from_poses``);
-3. guided matching with the known poses: for each pair, mutual nearest neighbours with a ratio
-   test among the candidates within ``epipolar_px`` of each other's epipolar line (symmetric
-   distance), so positives come from the geometry and can be harder than what free SIFT
-   matching finds; all survivors are stored as verified two-view geometries;
-4. pycolmap triangulation from the fixed poses (``localize.colmap_sfm.triangulate``);
-5. tracks kept only with >= ``min_track_length`` views, reprojection error <= ``max_reproj_px``
-   in EVERY view and a largest triangulation angle >= ``min_tri_angle_deg``;
-6. one 64x64 patch per observation, cut at that observation's own DoG scale and orientation with
-   ``descriptors.patches.extract_patches`` (the extraction patch function, ``mr_size`` 12 sigma).
-
-Coordinates inside are those of the resized images (hloc pixel centres); ``interest.txt`` holds
-``<view id> x y size ori`` in ORIGINAL image pixels (size = OpenCV diameter, ori radians).
-
-CLI: ``python -m pipelines.make_patches``.
+Input: images + camera poses (a COLMAP model, or Strecha's ``gt_dense_cameras``). Output: the
+Brown layout ``descriptors.data.phototour.read_phototour`` reads (``patchesNNNN.bmp`` sheets of
+64x64 patches, ``info.txt``, ``interest.txt``, ``m50_<P>_<Q>_0.txt``) plus ``summary.json``,
+one scene per folder. Steps: DoG + RootSIFT on resized images, covisible pairs from the poses,
+guided matching within ``epipolar_px`` of the epipolar lines, triangulation from the fixed
+poses, track filtering, one patch per observation at its own scale and orientation (12 sigma).
+``interest.txt`` holds ``<view id> x y size ori`` in original pixels (size = OpenCV diameter,
+ori in radians).
 """
 
 from __future__ import annotations

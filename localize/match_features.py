@@ -1,46 +1,17 @@
 """Match the pairs of a pairs file into an hloc matches file (hloc's ``match_features``).
 
-The matcher itself (decision rule, implementation) is
-:mod:`localize.nearest_neighbor`; this stage reads features, groups pairs by image (one
-``match_image`` call per image and its partners) and writes the matches.
+Usage::
 
-Confs (ours: flat keys ``ratio``, ``distance_threshold``, ``mutual``):
-    ``nn-ratio``    ratio 0.8 + mutual (hloc's NN-ratio for SIFT/RootSIFT; use for sift/rootsift)
-    ``nn-ratio-0.9`` ratio 0.9 + mutual (looser: learned descriptors (HardNet-style) put hard
-                    negatives closer to the match, a 0.8 ratio throws away many inliers)
-    ``nn-mutual``   mutual nearest neighbours only
-    ``nn-dist``     mutual + distance threshold 0.7 (hloc NN-superpoint style)
-hloc's confs are accepted as they are (``{'output': ..., 'model': {'name': 'nearest_neighbor',
-'do_mutual_check': .., 'ratio_threshold': .., 'distance_threshold': ..}}``, also under their
-hloc names ``NN-ratio``, ``NN-mutual``, ``NN-superpoint``): ``ratio_threshold`` -> ``ratio``,
-``distance_threshold`` -> ``distance_threshold`` (both off when missing / None / 0, as hloc's
-``if ratio_thresh:``), ``do_mutual_check`` (default True) -> ``mutual``. hloc's thresholds apply
-to squared distances derived from the similarity (``dist = 2 (1 - sim)``, ``ratio^2``,
-``distance^2``), exactly the quantities :func:`localize.nearest_neighbor.decide` compares; the
-only differences are the strict ratio inequality / tie rejection and the 1-descriptor case
-(see that module). Other hloc models (superglue, lightglue, ...) raise.
-
-Files: matches are written to ``matches.h5`` in hloc's layout (``matches0`` int32,
-``matching_scores0`` float16; see ``localize.io``) through ``localize.h5.H5Writer``. Each pair
-records its two image names and the ``io.features_id`` of the features entries it indexes.
-Pairs already in the file in either order are skipped when those ids still match the features
-(a pair whose image was re-extracted since is recomputed; hloc's pairs, recording none, are
-kept); a stored pair of OTHER images under the same hloc key is refused (one line). An image
-present in ``features`` and a ``features_ref`` file with different features is refused.
-(a, b) and (b, a) in the pairs list are matched once; self pairs are skipped. Two different pairs whose hloc keys coincide (``/`` is flattened to
-``-``: ``(a-b.jpg, c.jpg)`` and ``(a/b.jpg, c.jpg)``) are refused before any matching
-(``io.check_pair_keys``), as are names that are not relative paths (``parsers.check_name``).
-Pairs are grouped by their first image (one call per image).
-
-Sharding: ``shard='i/K'`` matches every K-th image group and writes
-``<stem>.shard<i>of<K>.h5`` (merge with ``localize.h5.merge_shards`` / CLI ``--merge K``). Under
-``torchrun`` (``WORLD_SIZE`` > 1) each rank takes shard ``RANK/WORLD_SIZE`` by itself, then rank 0
-merges the shards into the matches file after a barrier (gloo) and every rank returns it.
-
-CLI::
-
-    python -m localize.match_features --conf nn-ratio --pairs pairs.txt --features feats.h5 [--matches m.h5]
+    python -m localize.match_features --conf nn-ratio --pairs PAIRS --features FEATS [--matches M]
     torchrun --nproc_per_node=4 -m localize.match_features --conf nn-ratio --pairs ... --features ...
+
+Confs: ``nn-ratio`` (ratio 0.8 + mutual, for SIFT / RootSIFT), ``nn-ratio-0.9`` (learned
+descriptors), ``nn-mutual``, ``nn-dist`` (mutual + distance 0.7); hloc's ``NN-ratio``,
+``NN-mutual``, ``NN-superpoint`` and nearest-neighbor conf dicts are accepted. The matcher is
+:mod:`localize.nearest_neighbor`; this stage groups pairs by their first image and writes
+``matches0`` (int32) / ``matching_scores0`` (float16) through :class:`localize.h5.H5Writer`,
+skipping pairs whose features are unchanged. ``shard='i/K'`` writes ``<stem>.shard<i>of<K>.h5``;
+under ``torchrun`` each rank takes its shard and rank 0 merges them.
 """
 
 from __future__ import annotations

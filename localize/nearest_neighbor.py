@@ -1,33 +1,10 @@
 """The nearest-neighbour matcher (hloc's ``matchers/nearest_neighbor.py``): exact top-2 both
 ways, ratio test, mutual check, one product per pair, batched over an image's partners.
 
-Decision rule (:func:`decide`, the oracle every backend is tested against), following hloc's
-``nearest_neighbor`` matcher, on unit descriptors where squared L2 distance = ``2 - 2 * sim``
-(sim = inner product), computed in float64 from the float32 similarities:
-
-- top-2 neighbours by inner product, exact, in both directions;
-- ratio test: ``d1^2 < ratio^2 * d2^2`` (STRICT; hloc uses ``<=``: with ``<`` an exact tie
-  between the two nearest neighbours, e.g. duplicate descriptors, is ambiguous and rejected);
-- distance threshold: ``d1^2 <= distance_threshold^2``;
-- no ratio test: a nearest neighbour tied exactly with the second is still rejected as
-  ambiguous, so the output does not depend on how a backend breaks ties;
-- a side with ONE descriptor has no second neighbour: the ratio test passes there (hloc turns
-  the ratio test off in both directions when either side has one descriptor);
-- mutual: i -> j kept only if j -> i passes the same tests in the other direction;
-- scores = ``(sim + 1) / 2`` of kept matches, 0 otherwise (hloc).
-
-Implementation: ONE product per pair (``torch.mm``, float32, TF32 off), in row blocks written
-into one reused buffer (16 MB on CPU, up to 512 MB on GPU). With the mutual check (every conf) a
-block costs only max reductions: the rows' and the columns' maxima, an exact equality join of
-the two (a row can only be a mutual match where its maximum is also its column's maximum), then
-the second values after masking the candidates (:func:`_block_mutual`); arg-max reductions
-(``max(dim)``, ``topk``), ~10x the cost of a max on CPU, are never run. Without it, the rows'
-``topk(2)``. The decision runs on the device (:func:`decide_torch`); only ``matches0`` /
-``scores0`` come back. Partners of one image are concatenated into one product up to
-:data:`MAX_PARTNER_ROWS` rows. Exact ties are detected when the product gives bitwise equal
-similarities for duplicate descriptors (the tests check it with duplicates spread over row
-blocks). The FAISS matchers the first versions used are kept as references in
-``benchmarks/reference_matchers.py``; speed against them: ``benchmarks/matching_speed.py``.
+Descriptors are unit (N, D) float32; squared L2 distance = ``2 - 2 * sim``. The decision rule
+is ``benchmarks.reference_matchers.decide`` (hloc's, with a strict ratio test and exact ties
+rejected); scores are ``(sim + 1) / 2``. One ``torch.mm`` per pair in row blocks, max reductions only when the mutual
+check is on (:func:`_block_mutual`), the decision on the device (:func:`decide_torch`).
 """
 
 from __future__ import annotations

@@ -1,34 +1,12 @@
-"""Structure from motion from photographs: unknown poses (hloc ``reconstruction``).
+"""Structure from motion from photographs with unknown poses (hloc ``reconstruction``).
 
-Steps (every COLMAP call goes through the adapter: :mod:`localize.colmap_db`,
-:mod:`localize.colmap_sfm`):
-
-1. a fresh COLMAP database with the images (``pycolmap.import_images``: cameras per
-   ``camera_mode`` — AUTO / SINGLE / PER_FOLDER / PER_IMAGE — with the EXIF focal length as the
-   prior where present, else 1.2 x the longer side; ``image_options`` are pycolmap
-   ``ImageReaderOptions`` fields);
-2. keypoints from ``features`` and the putative matches of ``pairs`` from ``matches``;
-3. geometric verification (COLMAP two-view geometry, ``colmap_db.geometric_verification``), or
-   every match taken as an inlier with ``skip_geometric_verification``;
-4. mapping with pycolmap's own mappers: ``mapper='incremental'`` (hloc's, COLMAP),
-   ``'global'`` (GLOMAP: rotation averaging + global positioning) or ``'hierarchical'``
-   (clusters mapped incrementally, then merged); ``mapper_options`` are fields of that
-   mapper's pycolmap options (nested dicts);
-5. the largest model (most registered images) is written to ``sfm_dir`` (COLMAP binary), all
-   models under ``sfm_dir/models/<i>``, statistics logged and written to
-   ``sfm_dir/reconstruction_stats.json``.
-
-No model at all is a result, not a crash: :func:`main` returns None (as hloc) and the
-statistics say ``0 of N registered``.
-
-Output folder: everything is built in a scratch folder next to ``sfm_dir`` and moved in place
-when complete, so an interrupted run never leaves a half-written model. An existing, non-empty
-``sfm_dir`` is refused with a one-line error unless ``overwrite=True`` (it is then replaced as a
-whole; hloc instead deletes only the database and overwrites the model files in place).
-
-hloc contract: :func:`main` has ``hloc.reconstruction.main``'s parameters, order and defaults;
-our additions are keyword-only (``mapper``, ``overwrite``, ``num_threads``, ``random_seed``,
-``verification``, ``progress``).
+Steps: a fresh COLMAP database with the images (cameras per ``camera_mode``), keypoints and
+matches imported, geometric verification, mapping with ``mapper`` = ``incremental`` (hloc's),
+``global`` (GLOMAP) or ``hierarchical``. The largest model is written to ``sfm_dir`` (COLMAP
+binary), all models to ``sfm_dir/models/<i>``, statistics to
+``sfm_dir/reconstruction_stats.json``; :func:`main` returns None when nothing registers. The
+model is built in a scratch folder and moved in place; a non-empty ``sfm_dir`` needs
+``overwrite=True``. :func:`main` has hloc's parameters; ours are keyword-only.
 """
 
 from __future__ import annotations

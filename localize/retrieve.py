@@ -1,26 +1,11 @@
 """Image retrieval from local descriptors: VLAD / ASMK over a learned vocabulary, FAISS search,
 spatial re-ranking and query expansion.
 
-Global representation: ``method='vlad'`` (default) or ``'asmk'`` over a vocabulary learned on
-a SEPARATE image set (:func:`learn_vocabulary_from_features`); the vocabulary and the per-image
-aggregation (VLAD steps, ASMK residuals) are :mod:`localize.vlad`'s. ASMK image similarity
-``sum_{common words} sigma(u_x . u_y)`` with ``sigma(u) = sign(u)|u|^alpha`` for ``u > tau``
-else 0, normalised by ``1/sqrt(#words)`` on each side (self-similarity). Searched through an
-inverted file (:class:`AsmkIndex`), query chunks of bounded size, so no N x N matrix either.
-
-Files:
-- vocabulary: ``.npz`` (:func:`localize.vlad.save_vocabulary`);
-- global descriptors (:func:`main`): hloc's layout, one group per image name holding
-  ``global_descriptor (Dg,)`` float32 (float16 with ``as_half``) and ``image_size (2,)`` copied
-  from the features file, i.e. what ``localize.pairs_from_retrieval.from_retrieval`` (and hloc's
-  ``pairs_from_retrieval``) reads (``io.write_global_descriptors``, atomic).
-
-Search (:func:`search`): inner product with FAISS ``IndexFlatIP`` (exact) or ``IndexIVFFlat``
-(``index='ivf'``, for large collections: ``nlist`` cells, ``nprobe`` visited), queries processed
-in chunks of ``chunk`` rows so only a (chunk, k) result is ever held; GPU when FAISS has one.
-:func:`spatial_rerank` re-orders the top of a ranking by RANSAC inliers (homography or
-fundamental matrix, cv2) of descriptor matches (``localize.nearest_neighbor.match_descriptors``);
-:func:`query_expansion` implements average / alpha-weighted query expansion (AQE / alpha-QE).
+The vocabulary (``.npz``) is learned on a separate image set and aggregation is
+:mod:`localize.vlad`'s. :func:`main` writes hloc's ``global-feats.h5`` (``global_descriptor
+(Dg,)`` float32, float16 with ``as_half``, and ``image_size (2,)``) that
+``localize.pairs_from_retrieval`` reads. :func:`search` is exact inner product (``IndexFlatIP``)
+or ``IndexIVFFlat``, in query chunks so only (chunk, k) results are held.
 """
 
 from __future__ import annotations

@@ -1,44 +1,16 @@
 """hloc-style Aachen Day-Night v1.1 localization with any registered local descriptor.
 
     python -m pipelines.aachen --features hndesc [--dataset datasets/aachen_v1.1]
-        [--outputs outputs/aachen] [--num_covis 20] [--num_loc 10] [--max_keypoints N]
+        [--outputs outputs/aachen] [--num_covis 20] [--num_loc 10] [--max_keypoints N] [--viz N]
 
-Stages (each an hloc-style module of ``localize``; :func:`run` reads as this list, like hloc's
-``pipelines/Aachen_v1_1/pipeline.py``):
-
-1. extract DoG keypoints + descriptors of the database and the query images (``localize.extract_features``);
-2. db-db pairs: covisibility in the reference model (``localize.pairs_from_covisibility.from_covisibility``) when
-   the reference model has 3D points (the real Aachen model has SIFT points), else from the
-   reference poses (nearest camera centres with similar viewing directions, hloc's
-   ``localize.pairs_from_poses.from_poses``) — the synthetic dataset's reference model carries poses only;
-3. query-db pairs from global retrieval (``localize.retrieve``: VLAD over a vocabulary learned on
-   the database images, ranked by ``localize.pairs_from_retrieval.from_retrieval``); small maps are matched
-   exhaustively (``query_pairs='auto'``) and the ranking is only reported;
-4. matching (``localize.match_features``; ``nn-ratio`` for sift/rootsift, ``nn-ratio-0.9`` for learned
-   descriptors);
-5. triangulation with the reference poses fixed (``localize.triangulation``);
-6. localization (``localize.localize_sfm``) -> Aachen submission file (+ our JSON logs and hloc's
-   ``<results>_logs.pkl``);
-7. evaluation against ``queries/ground_truth_poses.txt`` when present (synthetic data).
-
-Without ``--dataset`` (and no ``datasets/aachen_v1.1``) the synthetic Aachen-layout scene is
-generated at ``datasets/aachen-synth`` and used; a given ``--dataset`` that does not exist is
-an error. ``--features`` takes any registered descriptor name
-(``descriptors.registry``) or a checkpoint path. Outputs go to ``<outputs>/<features tag>/``
-(:class:`Outputs`: ``results.json``, the results file, logs, features, pairs, matches, the sfm
-model); they are reused when ``fingerprint.json`` is unchanged: the descriptor and the content
-hash of its weights file, the settings, and the dataset's content (every image's
-``image_io.image_fingerprint``, the reference model and query list files). Otherwise they are deleted
-(:func:`invalidate_outputs`, logged as a warning naming the reason); when only images changed,
-``features.h5`` is kept and extraction recomputes just the entries of the changed images.
-A run holds the lock ``<outputs>/<features tag>.lock`` (``localize.h5.run_lock``): a second
-run on the same outputs stops at once with one line naming the holder's pid instead of deleting
-the first run's files. Known errors (bad arguments, dataset, features, images, files, a full
-or read-only disk) exit 2 with one line ``pipelines.aachen: <message>``.
-
-Visualisation hook: the summary's ``paths`` (``image_dir``, ``features``, ``matches_query``,
-``pairs_query``, ``logs``...) together with ``localize.localize_sfm``'s logs (``paths['logs']``) and
-the dataset's ground truth are the inputs of ``localize.visualization.save_pipeline_figures``.
+Stages, as hloc's ``pipelines/Aachen_v1_1/pipeline.py`` (:func:`run`): extract, db-db pairs
+(covisibility, or poses when the model has no 3D points), query-db pairs (VLAD retrieval, or
+exhaustive on small maps), match, triangulate with fixed poses, localize, evaluate (when
+``queries/ground_truth_poses.txt`` exists). Without ``--dataset`` (and no
+``datasets/aachen_v1.1``) the synthetic scene ``datasets/aachen-synth`` is rendered.
+``--features``: a registered descriptor name or a checkpoint path. Outputs:
+``<outputs>/<features tag>/`` (:class:`Outputs`), reused while ``fingerprint.json`` is
+unchanged, under the lock ``<outputs>/<features tag>.lock``; known errors exit 2 with one line.
 """
 
 from __future__ import annotations
@@ -65,7 +37,7 @@ from localize import (
     pairs_from_retrieval,
     parsers,
     retrieve,
-    visualization,
+    run_pictures,
 )
 from localize import evaluate as ev
 from localize import localize_sfm as loc
@@ -531,14 +503,14 @@ def _run(
 
 
 def visualize(summary: dict, n: int, out_dir: str | os.PathLike | None = None) -> list[Path]:
-    """PNGs of a finished run (``localize.visualization.save_pipeline_figures``): the ``n``
+    """PNGs of a finished run (``localize.run_pictures.save_pipeline_figures``): the ``n``
     query-db pairs with the most matches on PnP inliers (matches and keypoints), SfM views, and
     ``n`` day, night and failed queries' PnP inliers (green) / outliers (red), captioned with the
     pose error (ground truth) or the failure reason. Default folder ``<out_dir>/viz``."""
     paths = summary["paths"]
     logs = json.loads(Path(summary["logs_path"]).read_text(encoding="utf-8"))
     gt = read_aachen(summary["dataset"]).ground_truth
-    return visualization.save_pipeline_figures(
+    return run_pictures.save_pipeline_figures(
         paths["image_dir"],
         paths["features"],
         paths["matches_query"],

@@ -4,44 +4,13 @@
         [--data datasets/hpatches-release] [--split full] [--outputs outputs/hpatches]
         [--tasks verification matching retrieval] [--synth-seqs 8] [--synth-patches 100]
 
-``--data`` is an hpatches-release folder (``<seq>/{ref,e1..e5,h1..h5,t1..t5}.png``); task files
-are read from ``<data>/../tasks`` as in hpatches-benchmark (``tasks/splits/splits.json``,
-``verif_*_split-X.csv``, ``retr_*_split-X.csv``). When that folder lacks the split's task files
-they are generated in memory with the benchmark's generator semantics (seed 42). When ``--data``
-is not given and ``datasets/hpatches-release`` does not exist, the synthetic set
-``datasets/hpatches-synth`` is written on first use (``descriptors.data.hpatches_synth``).
-
-Each 65x65 patch is resized to the extractor's input side (32) with ``cv2.INTER_LINEAR`` (as
-HardNet's HPatches extractor) and described by ``descriptors.registry.load(name)``. The protocols
-live in ``descriptors.hpatches_eval`` (metrics ``descriptors.metrics.hpatches_ap`` /
-``hpatches_auc``); L2 distance on the unit descriptors, for each level L in e(asy), h(ard),
-t(ough):
-
-- verification: labels [0]*Nneg + [1]*Npos, scores = -[d_neg; d_pos]; balanced = ROC AUC,
-  imbalanced = PR AP on the first Npos + int(0.2 Npos) rows; intra and inter negatives
-  separately. The per-level number in the table is the mean of intra and inter; the headline
-  is the imbalanced AP (as the benchmark's plot).
-- matching: per sequence and k = 1..5, nearest neighbour of every ref descriptor among the
-  ``Lk`` descriptors; AP = pr(-d_nn, nn == i, numpos=N); mAP(L) = mean over (seq, k).
-- retrieval: per query ref patch, pool = [5 distances to L1..L5 of the same idx] + distances to
-  the distractor ref patches of other sequences (file order); AP at pool sizes
-  (100, 500, 1000, 5000, 10000, 15000, 20000) entries; mAP(L, k) = mean over queries, reported
-  for every pool size k. Headline: the full (largest) pool, where every distractor competes;
-  small pools inflate mAP. hpatches-benchmark's ``results.py`` summarises retrieval as the mean
-  over the 7 pool sizes; that number is reported next to it ("mean of pools",
-  ``summary.retrieval_pool_mean``) for comparison with published tables. On small (synthetic)
-  sets the pool sizes are clipped to the pool length and de-duplicated (listed in the JSON).
-
-A descriptor that cannot be loaded is reported and skipped; the others are evaluated and
-written, then the command exits with status 1. A missing or malformed data folder, split or
-task file is a one-line error (status 1).
-
-Numbers are percentages. Outputs: ``<outputs>/results.json`` and ``<outputs>/hpatches.png``.
-
-Also here: :func:`full_image_mma`, matching accuracy on full images of one sequence in the
-hpatches-sequences layout (``<seq>/{1..6}.(ppm|png)`` + ``H_1_k``), used by
-``benchmarks/hpatches_mma.py``; features come from ``localize.extract_features`` and matches from
-``localize.match_features`` (the localization pipeline's own detector, descriptors and matcher).
+``--data``: an hpatches-release folder (``<seq>/{ref,e1..e5,h1..h5,t1..t5}.png``, 65x65 patches
+resized to 32 with ``cv2.INTER_LINEAR``); task files from ``<data>/../tasks``, generated in
+memory (seed 42) when missing; without ``--data`` the synthetic ``datasets/hpatches-synth`` is
+written on first use. Protocols: ``descriptors.hpatches_eval`` (L2 on unit descriptors, per
+level e / h / t). Numbers are percentages; outputs ``<outputs>/results.json`` and
+``<outputs>/hpatches.png``; a descriptor that cannot be loaded is skipped and the exit status
+is 1. :func:`full_image_mma` serves ``benchmarks/hpatches_mma.py``.
 """
 
 from __future__ import annotations

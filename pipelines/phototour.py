@@ -4,27 +4,13 @@
         [--data datasets/phototour-synth] [--split test] [--out outputs/phototour]
         [--fracking-points 10000] [--fracking-negatives 1000] [--fracking-folds 10] [--seed 0]
 
-``--data``/``--split`` name a folder in the Brown layout (``patches*.bmp``, ``info.txt``,
-``m50_*.txt``): ``<data>/<split>``, e.g. ``--data datasets/phototour --split liberty`` for the
-real scenes, or ``--data`` pointing straight at one scene folder. With the default
-``--data datasets/phototour-synth`` the synthetic set is written on first use
-(``descriptors.data.phototour_synth.ensure_synthetic_phototour``; its ``test`` split is made from the
-TEST photos only).
-
-Every patch used is resized 64 -> 32 with ``cv2.INTER_AREA`` and described once by
-``descriptors.registry.load(name)``; distance = L2. Two protocols (``descriptors.phototour_eval``):
-
-- m50 (HardNet / Brown): the pairs file (``m50_100000_100000_0.txt`` when present, balanced
-  1:1): FPR95 exactly as HardNet's ``ErrorRateAt95Recall``, and its average precision (AP 1:1).
-- fracking (Simo-Serra et al., Sec. 4 / 4.5 / 6): per fold, 10,000 unique 3D points, each with
-  one corresponding and 1,000 random non-corresponding patches; PR-AUC of those imbalanced
-  1:1000 sets, ROC-AUC, CMC@1 and CMC AUC, means over 10 folds (seeded; scaled down when the
-  split has fewer points or patches). These are the paper's numbers (its Tables 5, 11-19).
-
-A descriptor that cannot be loaded (e.g. missing weights) is reported in one line and skipped;
-the others are still evaluated and written, then the command exits with status 1. A missing or
-malformed data folder is a one-line error (status 1). Outputs: ``<out>/results.json``,
-``<out>/pr.png`` and ``<out>/roc.png`` (m50 curves).
+``--data``/``--split``: a folder in the Brown layout (``patches*.bmp``, ``info.txt``,
+``m50_*.txt``), ``<data>/<split>`` or ``--data`` itself; the default synthetic set is written on
+first use. Patches are resized 64 -> 32 (``cv2.INTER_AREA``), distance L2. Protocols
+(``descriptors.metrics``): m50 FPR95 (HardNet's ``ErrorRateAt95Recall``) and AP; fracking
+(Simo-Serra et al.) PR-AUC at 1:1000, ROC-AUC, CMC, means over folds. Outputs
+``<out>/results.json``, ``<out>/pr.png``, ``<out>/roc.png``; a descriptor that cannot be loaded
+is skipped and the exit status is 1.
 """
 
 from __future__ import annotations

@@ -1,35 +1,14 @@
 """revisitop retrieval benchmark (ROxford5k / RParis6k) of local descriptors via VLAD / ASMK.
 
-Local descriptors are aggregated into VLAD (or ASMK) global representations.
-
     python -m pipelines.retrieval --dataset roxford5k --features hndesc [--data_root datasets]
                                   [--rerank] [--qe] [--method vlad|asmk]
 
-Data: the real ``<data_root>/<dataset>`` (revisitop layout, ``gnd_<dataset>.pkl`` + ``jpg/``)
-when present, else the synthetic ``<data_root>/<dataset>-synth`` (generated on first use by
-``localize.data.roxford_synth.ensure_synthetic_revisitop``; ``--synthetic`` forces it).
-
-Steps:
-1. local features (``localize.extract_features``; any registered ``--features`` name or checkpoint path)
-   of the database images (whole) and of the queries cropped to their ``bbx`` as revisitop's
-   Python code does (crops written as PNG under ``<out>/query_crops``);
-2. vocabulary learned on a SEPARATE image set, never the evaluated database:
-   real roxford5k -> images of the real rparis6k (and vice versa) when that dataset is present
-   (the usual Oxford/Paris swap, ``--vocab_images`` of them, evenly spaced); otherwise (and
-   always for the synthetic sets) renders of structures textured with the TRAIN photos of
-   ``descriptors.data.synth`` (``<data_root>/revisitop-vocab-synth``), disjoint from every
-   evaluation texture;
-3. VLAD global descriptors written in hloc's layout (``global-feats-*.h5``, db and query files,
-   readable by ``localize.pairs_from_retrieval.from_retrieval``), or an ASMK inverted file;
-4. FAISS search (chunked queries; ``--index ivf`` for large collections), optional spatial
-   re-ranking of the top ``--rerank_top`` by RANSAC inliers, optional query expansion (AQE, or
-   alpha-QE with ``--qe_alpha``);
-5. revisitop E / M / H mAP and mP@1,5,10 (``localize.revisitop_eval``; plus a random ranking
-   for reference), printed as a table and written to
-   ``<out>/results-<method>-k<K>[-rerank][-qe].json`` and (the latest run) ``<out>/results.json``.
-
-Output directory: ``<outputs>/<dataset>[-synth]/<features>/`` (default outputs root
-``outputs/retrieval``).
+Data: ``<data_root>/<dataset>`` (revisitop layout, ``gnd_<dataset>.pkl`` + ``jpg/``), else the
+synthetic ``<data_root>/<dataset>-synth`` (``--synthetic`` forces it). Queries are cropped to
+their ``bbx``; the vocabulary is learned on a separate image set (the other dataset, or
+synthetic renders of TRAIN photos), never the evaluated database. Reports revisitop E / M / H
+mAP and mP@1,5,10 into ``<outputs>/<dataset>[-synth]/<features>/results-<method>-k<K>[-rerank]
+[-qe].json`` and ``results.json`` (default outputs root ``outputs/retrieval``).
 """
 
 from __future__ import annotations

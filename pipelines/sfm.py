@@ -3,33 +3,14 @@
     python -m pipelines.sfm --images DIR --features sift [--pairs exhaustive|retrieval|sequential]
         [--mapper incremental|global|hierarchical] --outputs OUT [--gt DIR_OR_MODEL] [--viz N]
 
-Stages (each an hloc-style module of ``localize``):
-
-1. ``extract``: DoG keypoints + descriptors of every image (``localize.extract_features``);
-2. ``pairs``: ``exhaustive`` (every pair), ``retrieval`` (top ``num_matched`` per image by VLAD
-   over the collection's own RootSIFT, ``extract_features.confs['vlad']`` +
-   ``localize.pairs_from_retrieval``) or ``sequential`` (file order, ``overlap`` neighbours +
-   loop closure by the same VLAD every ``retrieval_interval`` frames,
-   ``localize.pairs_from_sequential``);
-3. ``match``: ``localize.match_features`` (``nn-ratio`` for sift / rootsift, ``nn-ratio-0.9``
-   for learned descriptors);
-4. ``reconstruct``: ``localize.reconstruction`` (COLMAP database, geometric verification,
-   pycolmap's incremental / global / hierarchical mapper, the largest model);
-5. ``evaluate`` (with ``--gt``): the model is aligned to the ground-truth camera centres with a
-   robust Sim3 (``colmap_sfm.align_to_centers``: LO-RANSAC, inlier threshold ``align_max_error``,
-   default 5 % of the ground-truth cameras' median distance to their centroid); per view the
-   centre error (ground-truth units, metres for Strecha) and rotation error (degrees); the share
-   of ALL ground-truth views within (5 cm, 1 deg) and (25 cm, 2 deg), and the AUC of the centre
-   error up to 10 cm, an unregistered view counting as an infinite error.
-
-Outputs under ``<outputs>/<features tag>/``: ``features.h5``, ``global-feats-vlad.h5``,
-``pairs-<pairs>.txt``, ``matches-<pairs>.h5``, ``sfm-<pairs>-<mapper>/`` (model, database,
-statistics) and ``results-<pairs>-<mapper>.json`` (what the CLI prints). Features, pairs and
-matches are reused while ``fingerprint.json`` is unchanged (descriptor and weights hash,
-image content, extraction and matching settings: ``pipelines.outputs.invalidate_outputs``); the
-model is reused when its folder holds a complete run with the same reconstruction settings,
-and rebuilt (replaced whole) otherwise. Known errors exit 2 with one line
-``pipelines.sfm: <message>``; 0 registered images is a result ("0 of N registered").
+Stages: extract, pairs (exhaustive; VLAD retrieval over the collection's own RootSIFT;
+sequential with loop closure), match, reconstruct (``localize.reconstruction``), and with
+``--gt`` evaluate: robust Sim3 alignment to the ground-truth centres, centre error
+(ground-truth units, metres for Strecha) and rotation error (degrees) per view, an
+unregistered view counting as infinite. Outputs under ``<outputs>/<features tag>/``:
+``features.h5``, ``global-feats-vlad.h5``, ``pairs-<pairs>.txt``, ``matches-<pairs>.h5``,
+``sfm-<pairs>-<mapper>/`` and ``results-<pairs>-<mapper>.json``, reused while
+``fingerprint.json`` is unchanged. Known errors exit 2 with one line.
 """
 
 from __future__ import annotations

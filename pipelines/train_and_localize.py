@@ -1,30 +1,16 @@
 """Train a descriptor recipe, then localize Aachen (or its synthetic stand-in) with it.
 
     python -m pipelines.train_and_localize --recipe hndesc [--steps N] [--quick]
-        [--data ROOT] [--out outputs/train_and_localize/hndesc.pt] [--dataset datasets/aachen_v1.1]
+        [--data ROOT] [--out CKPT] [--dataset datasets/aachen_v1.1]
         [--outputs outputs/train_and_localize] [--max_keypoints N] [--num_covis 20] [--num_loc 10]
-
-1. ``descriptors.train.train`` writes a checkpoint (default under ``--outputs``, so the shipped
-   ``weights/<recipe>.pt`` is never overwritten; pass ``--out weights/<recipe>.pt`` to replace it);
-2. ``pipelines.aachen.run`` localizes with that checkpoint path (no glue: the registry loads any
-   checkpoint). Outputs of an older checkpoint with the same name are wiped automatically.
-
-Prints the training summary and the recall table; writes ``<outputs>/<recipe>_summary.json``.
-
-Train on the map (``--from-map``, recipes trained on PhotoTour patches: ``hardnet``)::
-
     python -m pipelines.train_and_localize --recipe hardnet --from-map [--dataset DIR] [--steps N]
-    python -m pipelines.train_and_localize --recipe hardnet --from-map \
-        --dataset outputs/sfm/rootsift/sfm-exhaustive-incremental   # a pipelines.sfm map
 
-With a map built by ``pipelines.sfm`` (its ``sfm-*`` model folder or ``results-*.json``) the
-patches come from its registered photos and model; it has no queries, so only the fine-tuning
-runs (no localization rows).
-
-builds a Brown patch set from the dataset's DATABASE images and reference poses only
-(``localize.make_patches``; no query image is ever read for training), fine-tunes the shipped
-``weights/<recipe>.pt`` on it, relocalizes with the fine-tuned descriptor, and prints its recall
-table next to the generic (shipped) descriptor's and RootSIFT's on the same dataset.
+``descriptors.train.train`` writes the checkpoint (default under ``--outputs``, never over the
+shipped ``weights/<recipe>.pt``), then ``pipelines.aachen.run`` localizes with it and the
+summary goes to ``<outputs>/<recipe>_summary.json``. ``--from-map`` fine-tunes the shipped
+weights on patches cut from the map's DATABASE images and poses only (``localize.make_patches``)
+and prints its recall next to the shipped descriptor's and RootSIFT's; a ``pipelines.sfm`` map
+(``sfm-*`` folder or ``results-*.json``) has no queries, so only the fine-tuning runs.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Pictures (localize.visualization): hloc's drawing functions, SfM / localization views and a
-run's pictures, on a tiny synthetic scene; every picture read back as a PNG."""
+"""Pictures (localize.visualization, localize.run_pictures): hloc's drawing functions, SfM /
+localization views and a run's pictures, on a tiny synthetic scene; every picture read back as
+a PNG."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from localize import colmap, io, parsers
+from localize import colmap, io, parsers, run_pictures
 from localize import localize_sfm as loc
 from localize import visualization as viz
 
@@ -226,7 +227,7 @@ def test_visualize_loc_and_pipeline_figures(scene, tmp_path):
     assert len(night) == 2  # top_k_db=2: db a and db c
 
     gt = {"query/night/q.png": (np.array([1.0, 0, 0, 0]), np.array([-0.1, 0, 0]))}
-    paths = viz.save_pipeline_figures(
+    paths = run_pictures.save_pipeline_figures(
         images,
         logs["features"],
         logs["matches"],
@@ -255,11 +256,11 @@ def test_visualize_loc_and_pipeline_figures(scene, tmp_path):
         if not p.name.startswith("sfm"):
             assert shape == pair, p.name
     with pytest.raises(ValueError, match="n must be"):
-        viz.save_pipeline_figures(
+        run_pictures.save_pipeline_figures(
             images, logs["features"], logs["matches"], tmp_path / "pairs.txt", tmp_path / "o", 0
         )
     with pytest.raises(ValueError, match="need the reconstruction"):
-        viz.save_pipeline_figures(
+        run_pictures.save_pipeline_figures(
             images,
             logs["features"],
             logs["matches"],
@@ -275,12 +276,14 @@ def test_visualize_loc_and_pipeline_figures(scene, tmp_path):
 def test_loc_caption_and_query_choice():
     entry = {"success": True, "num_inliers": 7, "num_2d3d": 9}
     q = np.array([1.0, 0.0, 0.0, 0.0])
-    text = viz._loc_caption(
+    text = run_pictures._loc_caption(
         "query/day/q.jpg", entry, {"q.jpg": (q, np.zeros(3))}, {"query/day/q.jpg": (q, [1.0, 0, 0])}
     )
     assert text == "day query: 7 inliers / 9 2D-3D\nerror 1.000 m, 0.00 deg"
     assert (
-        viz._loc_caption("query/night/q.jpg", {"success": False, "reason": "PnP failed"}, {}, None)
+        run_pictures._loc_caption(
+            "query/night/q.jpg", {"success": False, "reason": "PnP failed"}, {}, None
+        )
         == "night query NOT localized: PnP failed"
     )
     logs = {f"query/day/{i}.jpg": {"success": True, "num_inliers": i} for i in range(5)}
@@ -290,7 +293,7 @@ def test_loc_caption_and_query_choice():
         "query/day/y.jpg": {"success": False, "reason": "PnP failed: y"},
         "query/day/z.jpg": {"success": False, "reason": "no retrieval pairs"},
     }
-    assert viz._pick_queries(logs, 2) == [
+    assert run_pictures._pick_queries(logs, 2) == [
         ("day", "query/day/4.jpg"),
         ("day", "query/day/0.jpg"),  # most and fewest inliers
         ("night", "query/night/n.jpg"),

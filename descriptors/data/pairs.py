@@ -1,57 +1,13 @@
 """Self-supervised training pairs: one photo, two renderings, exact pixel correspondence.
 
-Recipe ``hndesc`` (and optionally ``sdb``) learns from these instead of 3D-point labels, as in
-HNDesc (Melekhov et al., "Digging Into Self-Supervised Learning of Feature Descriptors", 3DV 2021,
-arXiv 2110.04773): a crop of a photo, a random homography, and strong photometric / colour /
-style changes between the two views; the only supervision is the synthetic warp.
-
-One pair (``make_pair``):
-
-1. a random TRAIN photo (``synth.photo_names('train')``; never a test photo; or any JPG / PNG
-   under ``photo_dir``, see ``find_photos``), a random square crop of side ``out_size / s``
-   (``s`` log-uniform in ``scale_range``) resized to ``out_size`` x ``out_size`` -> base image;
-2. two independent homographies ``H_a, H_b = synth.random_homography(out_size, out_size, rng,
-   strength)``, ``A = warp(base, H_a)``, ``B = warp(base, H_b)`` (HNDesc's two random crops of one
-   image, ``data/dataset.py::_generate_crops``); ``two_homographies=False``: ``H_a = I`` (A is the
-   base itself, the toolkit's earlier single-warp pairs). ``PairSample.H = H_b H_a^-1`` maps A to B;
-3. photometric changes: A gets a mild ``synth.photometric``; B a strong one, plus with probability
-   ``p_stylize`` (HNDesc: the stylised image is used with p = 0.7) the stylisation stand-in
-   ``stylize`` (see below), with probability ``p_night`` ``synth.day_to_night`` and with
-   probability ``p_style`` a colour shift (``color_style_shift``: hue / saturation rotation,
-   channel shuffle, random per-channel tone curves, CLAHE, posterisation; HNDesc's colour
-   augmentation);
-4. DoG keypoints on the base image (``descriptors.patches.detect_dog``; HNDesc detects on the full image and
-   warps the keypoints into both crops), de-duplicated (OpenCV returns several orientations at
-   one location; only the strongest is kept, others would be false negatives);
-5. their exact positions ``x_A = H_a x``, ``x_B = H_b x``; keypoints whose B position (or A
-   position) lies
-   closer than ``border_frac * 3 * size`` to the frame edge are dropped (``3 * size`` is half the
-   patch side for ``MR_SIZE = 12``). Scale and orientation are carried through the local affine
-   Jacobian ``J = d(H x)/dx`` at ``x_A``: ``size_B = size_A * sqrt(|det J|)`` and the orientation
-   is the rotation of the polar decomposition of ``J @ R(ori_A)`` (kornia LAF convention, where
-   the LAF for ``ori`` (deg) is ``[[cos, sin], [-sin, cos]]``);
-6. 32x32 patches at both via ``descriptors.patches.extract_patches`` (the toolkit-wide support).
-
-Stylisation stand-in (``stylize``). HNDesc pairs an image with a photorealistic neural
-stylisation of it (a style-transfer network applied offline to MegaDepth, with another photo as
-the style). No network is downloaded here; what stands in is the classical, non-neural
-photorealistic style transfer: Reinhard et al. 2001 colour transfer (per-channel mean / std of the
-CIE-Lab image matched to those of a random other training photo, the "style"), then
-edge-preserving smoothing (``cv2.edgePreservingFilter``, Gastal & Oliveira's domain transform; it
-removes fine texture while keeping edges, as the smoothing step of photorealistic stylisation)
-and a random monotone tone curve. Structure (edges, keypoint geometry) is kept, colours, contrast
-and fine texture change strongly.
-
-``PairPatchSampler(batch_size, rng, ...)`` keeps a pool of such pairs, generated lazily (a few
-at start, ``new_per_batch`` more per batch until ``pool_size``, then ``refresh_per_batch`` per batch
-replacing the oldest), and yields ``(a, p)`` batches of B distinct keypoints, (B, 1, 32, 32)
-float32 in [0, 1], row i of ``a`` and ``p`` showing the same scene point. Patches are stored as
-uint8 to keep the pool small (200 pairs x 200 keypoints ~ 80 MB).
-
-Cost on one CPU thread (256 px images, measured): ~0.2 s per pair (photometric ~35 ms, DoG
-~30 ms, 2 x ~300 patches ~50 ms, the rest warps / colour), so a pool of 200 pairs costs ~40 s,
-spread over the first 200 batches; patch extraction runs on one torch thread (faster for these
-small kornia calls than two contending ones).
+As in HNDesc (Melekhov et al., 3DV 2021, arXiv 2110.04773): a random square crop of a TRAIN
+photo, two random homographies ``H_a``, ``H_b`` (``PairSample.H = H_b H_a^-1`` maps A to B), a mild
+photometric change on A and a strong one on B (:func:`stylize`, the non-neural stylisation
+stand-in: Reinhard colour transfer + edge-preserving smoothing + tone curve; night rendering;
+colour shifts). DoG keypoints on the base image are warped into both views, scale and
+orientation through the local Jacobian of the homography; keypoints whose patch would leave a
+view are dropped. :class:`PairPatchSampler` yields ``(a, p)`` batches of (B, 1, 32, 32) float32
+patches in [0, 1], row i of both showing the same scene point, from a lazily refreshed pool.
 """
 
 from __future__ import annotations

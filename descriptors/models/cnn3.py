@@ -1,53 +1,18 @@
 """CNN3: the fully convolutional siamese descriptor of the "fracking" paper.
 
-Source: E. Simo-Serra, E. Trulls, L. Ferraz, I. Kokkinos, F. Moreno-Noguer, "Fracking Deep
-Convolutional Image Descriptors", arXiv 1412.6537 (papers/001_*.txt, Sec. 3.1, Fig. 1b, Tables 1-4)
-and the ICCV 2015 version "Discriminative Learning of Deep Convolutional Feature Point
-Descriptors" (same CNN3 layer table). Each convolutional layer = filter, tanh, L2 pooling,
-subtractive normalisation (5x5 Gaussian neighbourhood); no padding anywhere; the last sub-layer is
-the pooling (fully convolutional, no fully-connected layer)::
+Simo-Serra et al., "Fracking Deep Convolutional Image Descriptors", arXiv 1412.6537, Sec. 3.1
+(ICCV 2015: "Discriminative Learning of Deep Convolutional Feature Point Descriptors"). Three
+layers of filter, tanh, L2 pooling (Torch7 ``SpatialLPPooling``) and subtractive normalisation,
+no padding, sparse connectivity in layers 2-3, 46,272 parameters as in the paper::
 
     layer  input   filter          pooling (L2)   norm     output
     1      64x64   7x7, 1->32      2x2 /2          yes      32 x 29 x 29
-    2      29x29   6x6, 32->64 *   3x3 /3          yes      64 x 8 x 8
-    3      8x8     5x5, 64->128 *  4x4 /4          no       128 x 1 x 1  -> 128-d
+    2      29x29   6x6, 32->64     3x3 /3          yes      64 x 8 x 8
+    3      8x8     5x5, 64->128    4x4 /4          no       128 x 1 x 1  -> 128-d
 
-    * sparse random connectivity: every output map sees ``fan_in`` (= 8) input maps, every input
-      map feeds the same number of outputs ("the mean number of connections each input layer has
-      is constant"). Parameter count 1600 + 18496 + 25728 = 45,824 conv weights+biases, plus
-      2 x (32+64+128) = 448 for Torch7's old SpatialLPPooling (SpatialSubSampling weight + bias
-      per plane) = 46,272, exactly the paper's CNN3 figure (``n_effective_params`` with
-      ``lp_weights != 'none'``; the masked-out conv weights are stored but receive zero gradient
-      and stay 0).
-
-L2 pooling (Torch7 ``SpatialLPPooling(C, 2, k, k, k, k)`` = Square, ``SpatialSubSampling``,
-Sqrt): ``y_c = sqrt(w_c * sum_{window} x_c^2 + b_c + eps)`` with one weight and one bias per plane,
-initialised w = 1, b = 0 (eps keeps the gradient finite at 0). ``lp_weights``:
-
-- ``'fixed'``: w, b stored (counted in the 46,272) but not trained: Torch7's module redefines
-  ``accGradParameters`` / ``updateParameters`` as no-ops ("by default, it'll try to learn the
-  parameters of the sub sampler: we avoid that"), so in the reference they stay 1 / 0;
-- ``'learned'``: w, b trained (the argument of the sqrt is clamped at 0);
-- ``'none'``: no parameters (the same function as 'fixed'; checkpoints written before the option
-  existed load with it). Subtractive normalisation as Torch ``nn.SpatialSubtractiveNormalization``:
-the local mean is a Gaussian-weighted (5x5, sigma = 0.25 * 5 = 1.25 px, Torch ``image.gaussian``
-default) average over the neighbourhood AND over all feature maps, corrected at the borders by the
-same filter applied to ones; it is subtracted from every map (output keeps its size).
-
-Input normalisation: the paper subtracts the training-set mean and divides by its std (Sec. 3.3).
-These are the buffers ``mean`` / ``std`` (pixel units of [0, 1] images), saved in every checkpoint;
-the ``fracking`` recipe sets them from the training patches (``set_input_stats``).
-
-Input size: ``input_size=64`` takes the paper's 64x64 patches natively (``patch_size = 64``, so
-``registry`` / ``localize.extract_features`` / ``patches.describe_patches`` cut 64x64 patches for it; the
-``fracking`` recipe trains on the Brown 64x64 patches as they are). ``input_size=32`` (older
-checkpoints) bilinearly upsamples each 32x32 patch to 64x64 inside ``forward`` and then runs the
-unchanged published network.
-
-Output: ``normalize=True`` (toolkit convention) returns unit vectors (B, 128); because the last
-sub-layer is an L2 pooling, all components are >= 0 and distances lie in [0, sqrt(2)].
-``normalize=False`` returns the paper's raw 128-d output (compared with the L2 distance, as in the
-paper); the fracking recipe then uses its own margin (option ``margin_raw``).
+Input: (B, 1, 64, 64) float32 patches in [0, 1] (``input_size=32``: 32x32 upsampled inside),
+standardised by the training-set ``mean`` / ``std`` buffers. Output: (B, 128), unit vectors
+with components >= 0 when ``normalize=True``, else the paper's raw output.
 """
 
 from __future__ import annotations

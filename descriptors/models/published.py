@@ -3,29 +3,9 @@
 ``load_published(obj, path)`` takes what :func:`descriptors.models.safe_torch_load` read from a
 file, finds the layout from its keys (and a few shapes) and returns a :class:`PublishedNet`:
 (B, 1, 32, 32) float32 patches in [0, 1] -> (B, D) float32 unit vectors, like every model here.
-
-Layouts (``kind``: where the file comes from, network, preprocessing as its authors do it):
-
-- ``tfeat``: vbalnt/tfeat ``tfeat-<liberty|notredame|yosemite>.params`` and kornia's TFeat
-  weights, a bare state dict of TNet (keys ``features.1/4`` conv, ``descr.0`` linear):
-  InstanceNorm2d(1), conv7x7(1->32), tanh, maxpool 2, conv6x6(32->64), tanh, linear(4096->128),
-  tanh (Balntas et al., BMVC 2016). The authors' examples feed raw 0..255 patches, so the patch is
-  multiplied by 255 first (it matters only through InstanceNorm's eps = 1e-5 on low-contrast
-  patches). TFeat's output is NOT L2-normalised by its authors; here it is, for matching.
-- ``hardtfeat``: ducha-aiki/affnet ``HardTFeat.pth``, ``{'epoch', 'state_dict'}`` with
-  ``features.0/3`` conv, ``classifier.1`` conv8x8(64->128) and unused ``SIFT.*`` keys (dropped):
-  per-patch mean / std standardisation, tanh after each conv, L2-normalised output.
-- ``hardnet``: DagnyT/hardnet checkpoints (``HardNet++.pth``, ``checkpoint_*_with_aug.pth``,
-  ``{'epoch', 'state_dict', ...}``) and kornia's HardNet weights: the L2-Net of
-  :mod:`descriptors.models.l2net` (affine-free BN, bias-free convs, per-patch standardisation).
-- ``hardnet_ps``: DagnyT/hardnet ``pretrained/3rd_party/HardNetPS/HardNetPS.pth`` (Mitra et al.):
-  L2-Net with conv biases, affine BN, no final BN.
-- ``hardnet8``, ``sosnet``, ``hynet``: bare state dicts as kornia's ``HardNet8``, ``SOSNet`` and
-  ``HyNet`` modules expect them (``components``/``mean`` + ``features.22``; ``layers.*``;
-  ``layer1..7.*``), run by those kornia modules (built with ``pretrained=False``).
-
-Keys saved from ``nn.DataParallel`` (``module.`` prefix) are accepted; BN ``num_batches_tracked``
-missing from pre-1.0 files is filled in.
+Layouts (``kind``): ``tfeat``, ``hardtfeat``, ``hardnet``, ``hardnet_ps``, ``hardnet8``,
+``sosnet``, ``hynet``; each network is preprocessed as its authors do (TFeat: raw 0..255 input,
+its output L2-normalised here). ``module.`` prefixes (``nn.DataParallel``) are accepted.
 """
 
 from __future__ import annotations
