@@ -55,7 +55,7 @@ def knn2(
             np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
         )
     index = faiss.IndexFlatIP(b.shape[1])
-    if nn.want_gpu(use_gpu):
+    if nn.want_gpu(None if use_gpu is None else ("cuda" if use_gpu else "cpu")):
         index = nn.index_to_gpu(index)
     index.add(b)
     s, i = index.search(q, min(2, len(b)))
@@ -72,7 +72,7 @@ def knn2_bruteforce(
             np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
         )
     k = min(2, len(b))
-    if nn.want_gpu(use_gpu):
+    if nn.want_gpu(None if use_gpu is None else ("cuda" if use_gpu else "cpu")):
         s, i = faiss.knn_gpu(nn.gpu_resources(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
     else:
         s, i = faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)

@@ -172,7 +172,7 @@ def main(
     features_ref: str | Path | Sequence[str | Path] | None = None,
     overwrite: bool = False,
     *,
-    use_gpu: bool | None = None,
+    device: str | torch.device | None = None,
     shard: str | tuple[int, int] | None = None,
     commit_every_s: float = 600.0,
 ) -> Path:
@@ -191,7 +191,7 @@ def main(
             <pairs stem>.h5`` (hloc's naming).
         features_ref: extra features file(s) for names not in ``features`` (e.g. db images).
         overwrite: re-match pairs already present.
-        use_gpu: None = GPU when present.
+        device: torch device (None = cuda when present).
         shard: ``'i/K'``: match image groups ``[i::K]`` into the shard file (see module doc);
             None under torchrun = this rank's shard, merged by rank 0 at the end.
     Returns:
@@ -233,7 +233,7 @@ def main(
 
     all_pairs = unique_pairs(parsers.parse_pairs(pairs))
     io.check_pair_keys(all_pairs, pairs)  # hloc keys of two different pairs must differ
-    device = default_device(use_gpu)
+    device = default_device(device)
     convert = (lambda d: torch.from_numpy(as_2d(d)).to(device)) if device.type == "cuda" else None
     src = io.FeatureReader([features_path] + refs, convert=convert)
     for a, b in all_pairs:  # fail fast, before any matching
@@ -392,7 +392,7 @@ def _run_cli(args: argparse.Namespace) -> Path:
             args.matches,
             args.features_ref or None,
             overwrite=args.overwrite,
-            use_gpu=False if args.cpu else None,
+            device="cpu" if args.cpu else None,
             shard=args.shard,
             commit_every_s=args.commit_interval,
         )

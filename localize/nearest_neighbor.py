@@ -26,10 +26,12 @@ GPU_BLOCK_ENTRIES = 1 << 27
 MAX_PARTNER_ROWS = {"cpu": 1 << 12, "cuda": 1 << 16}
 
 
-def default_device(use_gpu: bool | None = None) -> torch.device:
-    """cuda (the rank's ``LOCAL_RANK`` GPU under torchrun) when ``use_gpu`` is None/True and a
-    GPU is visible, else cpu."""
-    if use_gpu is False or not torch.cuda.is_available():
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a torch device; None = cuda (the rank's ``LOCAL_RANK`` GPU under torchrun)
+    when a GPU is visible, else cpu."""
+    if device is not None:
+        return torch.device(device)
+    if not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
 
@@ -331,7 +333,7 @@ def match_descriptors(
     ratio: float | None = 0.8,
     distance_threshold: float | None = None,
     mutual: bool = True,
-    use_gpu: bool | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Match two descriptor sets (rows are unit vectors): :func:`match_image` with one partner.
 
@@ -340,11 +342,11 @@ def match_descriptors(
         ratio: ratio-test threshold on L2 distances (None = off).
         distance_threshold: max L2 distance of a match (None = off).
         mutual: keep mutual nearest neighbours only.
-        use_gpu: None = GPU iff present.
+        device: torch device (None = cuda when present).
     Returns:
         matches0 (N0,) int32 index into d1 or -1; scores0 (N0,) float32 ``(sim + 1) / 2``, 0 for
         unmatched.
     """
-    return match_image(d0, [d1], ratio, distance_threshold, mutual, device=default_device(use_gpu))[
+    return match_image(d0, [d1], ratio, distance_threshold, mutual, device=default_device(device))[
         0
     ]

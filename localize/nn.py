@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import faiss
+import torch
 
 _GPU_RESOURCES: list[Any] = []  # at most one faiss.StandardGpuResources, made on first use
 
@@ -20,9 +21,10 @@ def gpu_available() -> bool:
     return faiss.get_num_gpus() > 0
 
 
-def want_gpu(use_gpu: bool | None) -> bool:
-    """The callers' ``use_gpu`` flag resolved: None = GPU iff FAISS sees one."""
-    return gpu_available() if use_gpu is None else bool(use_gpu)
+def want_gpu(device: str | torch.device | None) -> bool:
+    """Run FAISS on the GPU for a torch ``device`` (None = GPU iff FAISS sees one; a CUDA
+    device only when FAISS was built with GPU support, else FAISS stays on the CPU)."""
+    return gpu_available() and (device is None or torch.device(device).type == "cuda")
 
 
 def gpu_resources() -> Any:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import cv2
 import faiss
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from localize import io, nn
@@ -73,7 +74,6 @@ search_default_conf: dict[str, Any] = {
     "nlist": None,  # IVF cells (None: ~4 sqrt(N))
     "nprobe": 16,
     "chunk": 1024,  # queries per FAISS call
-    "use_gpu": None,  # None = GPU iff FAISS sees one
 }
 
 
@@ -225,7 +225,7 @@ def build_index(
     index: str = "flat",
     nlist: int | None = None,
     nprobe: int = 16,
-    use_gpu: bool | None = None,
+    device: str | torch.device | None = None,
     seed: int = 0,
 ) -> Any:
     """FAISS inner-product index over (N, D) database vectors.
@@ -250,7 +250,7 @@ def build_index(
         idx.nprobe = int(min(nprobe, nlist))
     else:
         raise ValueError(f"unknown index type {index!r} (flat or ivf)")
-    if nn.want_gpu(use_gpu):
+    if nn.want_gpu(device):
         idx = nn.index_to_gpu(idx)
     idx.add(x)
     return idx
@@ -288,12 +288,12 @@ def search(
     index: str = "flat",
     nlist: int | None = None,
     nprobe: int = 16,
-    use_gpu: bool | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Inner-product top-k: db (N, D), queries (Q, D) -> scores (Q, k'), idx (Q, k'),
     k' = min(k, N), best first. Queries are processed ``chunk`` at a time: memory is
     O(chunk * N) inside FAISS, never N x N."""
-    ix = build_index(db, index, nlist, nprobe, use_gpu)
+    ix = build_index(db, index, nlist, nprobe, device)
     return search_index(ix, queries, k, chunk)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import faiss
 import numpy as np
+import torch
 
 from descriptors.util import atomic_write
 from localize import nn
@@ -48,7 +49,7 @@ def train_vocabulary(
     k: int,
     seed: int = 0,
     niter: int = 20,
-    use_gpu: bool | None = None,
+    device: str | torch.device | None = None,
     nredo: int = 1,
 ) -> np.ndarray:
     """k-means vocabulary with ``faiss.Kmeans``.
@@ -72,7 +73,7 @@ def train_vocabulary(
         niter=int(niter),
         seed=int(seed),
         verbose=False,
-        gpu=nn.want_gpu(use_gpu),
+        gpu=nn.want_gpu(device),
         nredo=int(nredo),
         max_points_per_centroid=max(256, len(x) // k + 1),
     )

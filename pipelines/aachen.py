@@ -440,12 +440,14 @@ def _run(
             out.pairs_db,
             out.features,
             matches=out.matches_db,
+            device=conf["device"],
         )
         match_features.main(
             matcher,
             out.pairs_query,
             out.features,
             matches=out.matches_query,
+            device=conf["device"],
         )
     with stage("triangulate"):
         model, tri_stats = tri.run(

@@ -395,7 +395,7 @@ def full_image_mma(
             ratio=mconf["ratio"],
             distance_threshold=mconf["distance_threshold"],
             mutual=mconf["mutual"],
-            use_gpu=False,
+            device="cpu",
         )
         i0 = np.flatnonzero(m0 >= 0)
         p0, pk = xy0[i0], xyk[m0[i0]]

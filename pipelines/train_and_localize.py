@@ -92,6 +92,8 @@ def run(
 
 FROM_MAP_RECIPES = ("hardnet",)
 FROM_MAP_STEPS = 300
+#: share of the map's positives rendered at night (the map holds day views only)
+FROM_MAP_NIGHT = 0.3
 
 
 def run_from_map(
@@ -104,6 +106,7 @@ def run_from_map(
     patch_conf: dict | str = "default",
     synthetic: str = "default",
     baselines: tuple[str, ...] = ("rootsift",),
+    night: float = FROM_MAP_NIGHT,
     **loc_conf: Any,
 ) -> dict:
     """Fine-tune ``recipe``'s shipped weights on patches of the map, then relocalize.
@@ -144,7 +147,7 @@ def run_from_map(
             patch_conf, image_dir, patch_root / "map", reference=model, names=db_names
         )
     ckpt = outputs / f"{recipe}-from-map.pt"
-    r = get_recipe(recipe, quick=True).with_options(init=str(shipped))
+    r = get_recipe(recipe, quick=True).with_options(init=str(shipped), p_night=float(night))
     t0 = time.perf_counter()
     tr = train(
         r,
@@ -154,7 +157,7 @@ def run_from_map(
         steps=steps or FROM_MAP_STEPS,
         seed=seed,
         device=device,
-        meta={"from_map": str(root), "init": str(shipped)},
+        meta={"from_map": str(root), "init": str(shipped), "p_night": float(night)},
     )
     train_s = time.perf_counter() - t0
     rows = {}
@@ -258,6 +261,12 @@ def main(argv: list[str] | None = None) -> dict:
         "poses and fine-tune the shipped weights on them",
     )
     p.add_argument(
+        "--night",
+        type=float,
+        default=FROM_MAP_NIGHT,
+        help="--from-map: share of positives put through the night model (default %(default)s)",
+    )
+    p.add_argument(
         "--synthetic",
         default="default",
         choices=sorted(SYNTHETIC_PRESETS),
@@ -277,6 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
                 seed=args.seed,
                 device=args.device,
                 synthetic=args.synthetic,
+                night=args.night,
                 num_covis=args.num_covis,
                 num_loc=args.num_loc,
                 max_keypoints=args.max_keypoints,

@@ -82,7 +82,7 @@ def test_matcher_equals_reference_random(ratio, dist, mutual, monkeypatch):
     monkeypatch.setattr(nnm, "CPU_BLOCK_ENTRIES", 45 * 300)
     rng = np.random.default_rng(0)
     d0, d1 = _random_with_ties(rng)
-    m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False)
+    m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, device="cpu")
     mr, sr = _reference(d0, d1, ratio, dist, mutual)
     assert m.dtype == np.int32 and m.shape == (200,) and s.dtype == np.float32
     for backend in ref.KNN:  # the FAISS matchers of the first versions
@@ -104,7 +104,7 @@ def test_exact_ties_on_exactly_representable_vectors(monkeypatch):
     d1 = rng.integers(-1, 2, (70, 6)).astype(np.float32) / 2
     n_ties = 0
     for ratio, dist, mutual in OPTIONS + [(1.0, None, False)]:
-        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False)
+        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, device="cpu")
         mr, sr = _reference(d0, d1, ratio, dist, mutual)
         np.testing.assert_array_equal(m, mr)
         np.testing.assert_allclose(s, sr, atol=1e-6)
@@ -123,7 +123,7 @@ def test_exact_ties_and_small_inputs():
         (None, 0.5, False),
         (0.99, None, False),
     ]:
-        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, use_gpu=False)
+        m, s = nnm.match_descriptors(d0, d1, ratio, dist, mutual, device="cpu")
         mr, sr = _reference(d0, d1, ratio, dist, mutual)
         np.testing.assert_array_equal(m, mr)
         np.testing.assert_allclose(s, sr, atol=1e-6)
@@ -133,18 +133,18 @@ def test_exact_ties_and_small_inputs():
     many = _unit(rng.normal(size=(7, 4)))
     for a, b in [(e[:1], e[:1]), (many[:1], many), (many, many[3:4]), (many[2:3] * 0.9, many[2:3])]:
         for ratio, dist, mutual in OPTIONS:
-            m, s = nnm.match_descriptors(a, b, ratio, dist, mutual, use_gpu=False)
+            m, s = nnm.match_descriptors(a, b, ratio, dist, mutual, device="cpu")
             mr, sr = _reference(a, b, ratio, dist, mutual)
             np.testing.assert_array_equal(m, mr)
             np.testing.assert_allclose(s, sr, atol=1e-6)
-    assert nnm.match_descriptors(e[:1], e[:1], 0.8, None, True, use_gpu=False)[0].tolist() == [0]
+    assert nnm.match_descriptors(e[:1], e[:1], 0.8, None, True, device="cpu")[0].tolist() == [0]
     # empty on either / both sides
     for a, b in [
         (np.zeros((0, 4)), d1),
         (d0, np.zeros((0, 4))),
         (np.zeros((0, 4)), np.zeros((0, 4))),
     ]:
-        m, s = nnm.match_descriptors(a, b, 0.8, None, True, use_gpu=False)
+        m, s = nnm.match_descriptors(a, b, 0.8, None, True, device="cpu")
         assert m.shape == (len(a),) and s.shape == (len(a),) and m.dtype == np.int32
         assert (m == -1).all() and (s == 0).all()
 

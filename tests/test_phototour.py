@@ -216,6 +216,11 @@ def test_pair_sampler(tmp_path):
     # augmentation: same transform applied to a[i] and p[i]; values stay a permutation
     aa, pp = next(pt.PatchPairSampler(d, 8, rng=5, augment=True))
     assert torch.equal(aa.flatten(1).sort(1).values, a.flatten(1).sort(1).values)
+    # night positives: anchors untouched, every positive darker (p_night=1), none with 0
+    an, pn = next(pt.PatchPairSampler(d, 8, rng=5, p_night=1.0))
+    assert torch.equal(an, a) and an.shape == pn.shape and pn.dtype == torch.float32
+    assert (pn.mean((1, 2, 3)) < p.mean((1, 2, 3))).all()
+    assert torch.equal(next(pt.PatchPairSampler(d, 8, rng=5, p_night=0.0))[1], p)
 
 
 def test_pipeline_tiny(tmp_path, capsys):

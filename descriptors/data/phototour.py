@@ -296,6 +296,8 @@ class PatchPairSampler:
         rng: numpy Generator or int seed.
         augment: random flip / rot90, the same transform on a[i] and p[i] (HardNet ``fliprot``).
         n_batches: stop after this many batches (None = infinite).
+        p_night: probability that p[i] goes through the night model (``synth.day_to_night``,
+            darkness uniform in [0.5, 1]): day-night pairs from day-only tracks.
     """
 
     def __init__(
@@ -305,9 +307,11 @@ class PatchPairSampler:
         rng: np.random.Generator | int | None = None,
         augment: bool = False,
         n_batches: int | None = None,
+        p_night: float = 0.0,
     ) -> None:
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.augment = augment
+        self.p_night = float(p_night)
         self.n_batches = n_batches
         self._count = 0
         self.patches32 = to_32(data.patches)  # (N, 1, 32, 32) float32
@@ -366,7 +370,23 @@ class PatchPairSampler:
         p = self.patches32[torch.from_numpy(ip)]
         if self.augment:
             a, p = self._augment(a, p)
+        if self.p_night > 0:
+            p = self._night(p)
         return a, p
+
+    def _night(self, p: torch.Tensor) -> torch.Tensor:
+        """(B, 1, P, P) float [0, 1] -> the same with a share ``p_night`` of rows at night."""
+        from descriptors.data.synth import day_to_night
+
+        rows = np.flatnonzero(self.rng.random(len(p)) < self.p_night)
+        if len(rows) == 0:
+            return p
+        p = p.clone()
+        for i in rows:
+            u8 = (p[i, 0].numpy() * 255 + 0.5).astype(np.uint8)
+            dark = day_to_night(u8, self.rng, float(self.rng.uniform(0.5, 1.0)))
+            p[i, 0] = torch.from_numpy(dark.astype(np.float32) / 255.0)
+        return p
 
 
 # ----------------------------------------------------------------------------- writer

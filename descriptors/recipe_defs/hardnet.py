@@ -20,7 +20,8 @@ easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores
 one Brown folder or a folder of scene folders (``read_phototour_scenes``).
 Options (:class:`HardNetOptions`): ``negatives='hardest'|'random'`` (the random-negative
 control), ``margin``, ``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to
-both patches of a pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above).
+both patches of a pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above),
+``p_night`` (share of positives put through the synthetic night model; 0 by default).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class HardNetOptions(RecipeOptions):
     negatives: str = "hardest"  # 'hardest' | 'random' (control)
     two_pass: bool = False  # anchors and positives in two forward passes (the reference)
     fliprot: bool = False  # random flip / rot90 of both patches of a pair
+    p_night: float = 0.0  # share of positives put through the night model (PatchPairSampler)
 
 
 def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
@@ -63,6 +65,7 @@ def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
             recipe.batch_size,
             np.random.default_rng(seed),
             augment=bool(recipe.options.fliprot),
+            p_night=float(recipe.options.p_night),
         )
     )
 
