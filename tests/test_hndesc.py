@@ -99,6 +99,34 @@ def test_pair_correspondence_is_exact():
     assert corr2.median() > rand2.median() + 0.3, (corr2.median(), rand2.median())
 
 
+def test_redetect_snaps_to_each_views_own_detections():
+    """``PairConf.redetect``: the kept keypoints are DoG detections of their own view, close to
+    where the homography maps them, and the correspondence stays a positive."""
+    from descriptors.patches import detect_dog
+
+    conf = replace(CLEAN, redetect=True, max_keypoints=400)
+    rng = np.random.default_rng(1)
+    kept, corr = 0, []
+    for _ in range(3):
+        pair = make_pair(rng, conf)
+        if len(pair.xy_a) == 0:
+            continue
+        kept += len(pair.xy_a)
+        for img, xy in ((pair.img_a, pair.xy_a), (pair.img_b, pair.xy_b)):
+            _, dxy, *_ = detect_dog(
+                synth.to_gray(img), 0, contrast_threshold=conf.contrast_threshold
+            )
+            d = np.sqrt(((xy[:, None] - dxy[None]) ** 2).sum(-1)).min(1)
+            assert d.max() < 1e-3  # every kept keypoint is one of the view's detections
+        mapped = synth.apply_homography(pair.H, pair.xy_a)
+        err = np.linalg.norm(mapped - pair.xy_b, axis=1)
+        assert np.median(err) < 2.0 and err.max() < 2 * conf.redetect_px + pair.size_b.max() / 4
+        pa, pb = pair_patches(pair, conf)
+        corr.append(ncc(pa, pb))
+    assert kept > 30
+    assert torch.cat(corr).median() > 0.6
+
+
 def test_train_photos_only_and_style_shift():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="not a training photo"):
