@@ -18,9 +18,12 @@ Exits with a message (status 0) when the shared data folder is absent.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,12 +34,22 @@ from localize.data.strecha import write_aachen_layout  # noqa: E402
 from pipelines import aachen  # noqa: E402
 
 
+def median_inliers(summary: dict) -> dict[str, float]:
+    """Median PnP inliers per condition, from the run's localization logs (0 for a failure)."""
+    logs = json.loads(Path(summary["paths"]["logs"]).read_text())["loc"]
+    out = {}
+    for name, q in summary["per_query"].items():
+        out.setdefault(q["condition"], []).append((logs.get(name) or {}).get("num_inliers") or 0)
+    return {c: float(np.median(v)) for c, v in out.items()}
+
+
 def format_table(rows: dict[str, dict]) -> str:
     head = [
         "features",
         "day (.25m,2)/(.5m,5)/(5m,10)",
         "night",
         "med dt m",
+        "inliers day / night",
         "retr R@1/5/10 day",
         "retr night",
     ]
@@ -53,7 +66,9 @@ def format_table(rows: dict[str, dict]) -> str:
             return "/".join(f"{100 * v:.0f}" for v in r.values()) if r else "-"
 
         med = ev.get("all", {}).get("median_dt", float("nan"))
-        body.append([name, rec("day"), rec("night"), f"{med:.3f}", rr("day"), rr("night")])
+        inl = s.get("median_inliers") or {}
+        inl_s = " / ".join(f"{inl[c]:.0f}" if c in inl else "-" for c in ("day", "night"))
+        body.append([name, rec("day"), rec("night"), f"{med:.3f}", inl_s, rr("day"), rr("night")])
     return tables.format_table(head, body)
 
 
@@ -134,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         s = aachen.run(f, ds, args.out, query_pairs=args.query_pairs)
         if args.viz:
             aachen.visualize(s, args.viz)
+        s["median_inliers"] = median_inliers(s)
         rows[aachen.features_tag(f)] = s
     print(
         f"{args.scene}: {rows[next(iter(rows))]['num_db']} database views, "
@@ -142,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(format_table(rows))
     keep = ("evaluation", "retrieval_recall", "query_pairs", "triangulation", "timings")
+    keep += ("median_inliers",)
     write_json(
         args.out / f"{args.scene}.json",
         {k: {kk: v[kk] for kk in keep} for k, v in rows.items()},
