@@ -32,6 +32,7 @@ test: lint
 # SDB_OLD / HNDESC_OLD: the settings the shipped sdb / hndesc weights were trained with, before
 # the recipes moved to the reference's (SDGMNet128 + jitter; whole-crop batches, milder geometry).
 SDB_OLD := --option arch=l2net --option jitter=false
+HNDESC_REDETECT_STEPS := 800
 HNDESC_OLD := --option pairs_per_batch=0 --option max_per_pair=8 \
 	--option 'pair_homography_scale=[0.7,1.3]' --option pair_max_rotation_deg=30
 weights: install
@@ -74,8 +75,15 @@ weights: install
 	mkdir -p outputs/photos-train && ln -sfn $(abspath $(SHARED))/photos outputs/photos-train/opencv \
 		&& ln -sfn $(abspath $(SHARED))/strecha/entry-P10/images outputs/photos-train/entry-P10
 	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --quick --steps 500 --batch_size 256 --photos outputs/photos-train \
-		--option init=outputs/train/hndesc-synthetic-init.pt --out weights/hndesc.pt \
+		--option init=outputs/train/hndesc-synthetic-init.pt --out outputs/train/hndesc-photos.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
+	# ... then the reference batches (16 crops x <= 200 keypoints, zoom 0.8-1, +-15 deg) with
+	# positives re-detected in each view (PairConf.redetect: the detector's own noise), on the
+	# shared photos, entry-P10 and the two collections
+	ln -sfn $(abspath $(SHARED))/collections outputs/photos-train/collections
+	$(VPY) -m pipelines.train --recipe hndesc --quick --steps $(HNDESC_REDETECT_STEPS) --lr 0.0002 --photos outputs/photos-train \
+		--option init=outputs/train/hndesc-photos.pt --option pair_redetect=true --option pair_max_keypoints=600 \
+		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
 	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)
@@ -88,7 +96,11 @@ weights: install
 		--option scenes=outputs/scenes-train --option schedule=fixed --option bag_size=48 \
 		--option init=outputs/train/wlrn-synthetic-init.pt --out weights/wlrn.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	$(VPY) -m pipelines.train --recipe fracking --out weights/fracking.pt --quick --eval test
+	# fracking: native 64x64 CNN3 from scratch on the real patch sets (entry-P10 x 3 + collections),
+	# B^M = 32 with R_P / R_N = 2 / 2 mining
+	$(VPY) -m pipelines.train --recipe fracking --quick --steps 1000 --batch_size 32 --option r_p=2 --option r_n=2 \
+		--data datasets/phototour-real --train "" --out weights/fracking.pt \
+		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 
 # All five recipes at their published batch sizes on ONE GPU (about 12 min on an H100, estimated),
 # on the real Brown patch sets under $(PATCHES) (built by `make weights`, or by pipelines.make_patches
