@@ -42,9 +42,16 @@ GPU_STEPS: dict[str, int] = {
     "wlrn": 2000,
 }
 #: per-recipe ``--option`` overrides: hndesc's pool is refilled more slowly so the CPU pair
-#: rendering (~0.2 s per pair) does not starve the GPU
+#: rendering (~0.2 s per pair) does not starve the GPU, and its positives are re-detected
+#: (``PairConf.redetect``, what lifted the shipped hndesc on real_matching)
 GPU_OPTIONS: dict[str, list[str]] = {
-    "hndesc": ["pool_size=200", "new_per_batch=1", "refresh_per_batch=0.25"],
+    "hndesc": [
+        "pool_size=200",
+        "new_per_batch=1",
+        "refresh_per_batch=0.25",
+        "pair_redetect=true",
+        "pair_max_keypoints=600",
+    ],
 }
 
 

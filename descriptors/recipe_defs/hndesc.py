@@ -61,7 +61,8 @@ steps).
 Options (:class:`HNDescOptions`): loss ('ap'|'triplet'), ap_k, ap_nq, margin, anchor_swap, negatives ('hardest'|'random',
 triplet only), photos (a photo folder), pool_size, initial_pairs, new_per_batch,
 refresh_per_batch, pairs_per_batch, max_per_pair, weighting ('uniform'|'response'), swap_prob,
-``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``; kept in ``options.pair``).
+``pair_*`` (any ``PairConf`` field, e.g. ``pair_p_night``, ``pair_redetect``: positives
+re-detected in each view; kept in ``options.pair``).
 """
 
 from __future__ import annotations
