@@ -15,11 +15,12 @@ from descriptors.patches import extract_patches
 LEARNED = [n for n in registry.available() if n not in registry.OPENCV_NAMES]
 
 
-def _real_patches(n: int = 20) -> torch.Tensor:
+def _real_patches(n: int = 20, patch_size: int = 32) -> torch.Tensor:
     img = synth.load_photo("camera", gray=True)[:256, :256]
     rng = np.random.default_rng(0)
     xy = rng.uniform(40, 216, (n, 2)).astype(np.float32)
-    return extract_patches(img, xy, rng.uniform(3, 8, n), rng.uniform(-np.pi, np.pi, n))
+    size, ori = rng.uniform(3, 8, n), rng.uniform(-np.pi, np.pi, n)
+    return extract_patches(img, xy, size, ori, patch_size=patch_size)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
@@ -28,7 +29,7 @@ def test_torchscript_export_matches_registry_extractor(name, tmp_path):
     out, worst = export.export(name, "torchscript", tmp_path / f"{name}.pt")
     assert out.is_file() and worst <= 1e-5
     ex = registry.load(name, device="cpu")
-    x = _real_patches()
+    x = _real_patches(patch_size=ex.patch_size)  # 64 for the native fracking CNN3
     with torch.no_grad():
         got = torch.jit.load(str(out))(x).numpy()
     assert got.shape == (len(x), ex.dim)
