@@ -39,13 +39,13 @@ def _knn_inputs(queries: np.ndarray, database: np.ndarray) -> tuple[np.ndarray, 
 
 
 def knn2(
-    queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
+    queries: np.ndarray, database: np.ndarray, device: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-2 inner-product neighbours with a fresh FAISS ``IndexFlatIP`` (the reference).
 
     Args:
         queries: (Nq, D) float32; database: (Nb, D) float32.
-        use_gpu: None = GPU iff available.
+        device: torch device for FAISS (``localize.nn.want_gpu``; None = GPU iff available).
     Returns:
         sims (Nq, 2) float32 (``-inf`` where there is no neighbour), idx (Nq, 2) int64 (-1 there).
     """
@@ -55,7 +55,7 @@ def knn2(
             np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
         )
     index = faiss.IndexFlatIP(b.shape[1])
-    if nn.want_gpu(None if use_gpu is None else ("cuda" if use_gpu else "cpu")):
+    if nn.want_gpu(device):
         index = nn.index_to_gpu(index)
     index.add(b)
     s, i = index.search(q, min(2, len(b)))
@@ -63,7 +63,7 @@ def knn2(
 
 
 def knn2_bruteforce(
-    queries: np.ndarray, database: np.ndarray, use_gpu: bool | None = None
+    queries: np.ndarray, database: np.ndarray, device: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`knn2` with FAISS brute force and no index (``faiss.knn`` / ``faiss.knn_gpu``)."""
     q, b = _knn_inputs(queries, database)
@@ -72,7 +72,7 @@ def knn2_bruteforce(
             np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), len(q)
         )
     k = min(2, len(b))
-    if nn.want_gpu(None if use_gpu is None else ("cuda" if use_gpu else "cpu")):
+    if nn.want_gpu(device):
         s, i = faiss.knn_gpu(nn.gpu_resources(), q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
     else:
         s, i = faiss.knn(q, b, k, metric=faiss.METRIC_INNER_PRODUCT)
@@ -138,15 +138,15 @@ def match_reference(
     ratio: float | None = 0.8,
     distance_threshold: float | None = None,
     mutual: bool = True,
-    use_gpu: bool | None = False,
+    device: str | None = "cpu",
     knn: Callable = knn2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The previous matcher: FAISS top-2 in both directions (``knn``) + :func:`decide`."""
     d0, d1 = as_2d(d0), as_2d(d1)
     if len(d0) == 0 or len(d1) == 0:
         return np.full(len(d0), -1, np.int32), np.zeros(len(d0), np.float32)
-    s01, i01 = knn(d0, d1, use_gpu)
-    s10, i10 = knn(d1, d0, use_gpu) if mutual else (None, None)
+    s01, i01 = knn(d0, d1, device)
+    s10, i10 = knn(d1, d0, device) if mutual else (None, None)
     return decide(s01, i01, s10, i10, ratio, distance_threshold, mutual)
 
 
@@ -164,6 +164,6 @@ def match_image_reference(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`match_reference` per partner, on the CPU (``backend``: a key of :data:`KNN`)."""
     return [
-        match_reference(d0, p, ratio, distance_threshold, mutual, False, KNN[backend])
+        match_reference(d0, p, ratio, distance_threshold, mutual, "cpu", KNN[backend])
         for p in partners
     ]

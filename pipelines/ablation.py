@@ -29,12 +29,15 @@ stream instead of their native data (``native``, the default).
 
 Evaluation: the held-out synthetic PhotoTour test split (``<data-root>/test``, TEST photos
 only; generated on first use) or, with ``--eval-data``, any Brown-layout folder (e.g. the real
-fountain-P11 patches of ``pipelines.make_patches``), with ``descriptors.phototour_eval.evaluate_pairs``:
-FPR95, PR-AUC and CMC@1 (``--eval-pairs N``: the first N pairs of the m50 list).
+fountain-P11 patches of ``pipelines.make_patches``), with
+``descriptors.phototour_eval.evaluate_pairs``: FPR95, PR-AUC and CMC@1 (``--eval-pairs N``: the
+first N pairs of the m50 list).
 
-Real data (``make ablation-real``): ``--train-data DIR`` trains the patch rows (hardnet*, sdb*,
-fracking*) on a folder of Brown scenes, ``--photos DIR`` gives hndesc its photos and
-``--scenes DIR`` gives wlrn its real weak-label scenes (``descriptors.data.real_bags``). Outputs under ``--out`` (default ``outputs/ablation``): ``ablation.json`` (table, training
+Real data (the command is in README, "Real data"): ``--train-data DIR`` trains the patch rows
+(hardnet*, sdb*, fracking*) on a folder of Brown scenes, ``--photos DIR`` gives hndesc its photos
+and ``--scenes DIR`` gives wlrn its real weak-label scenes (``descriptors.data.real_bags``).
+
+Outputs under ``--out`` (default ``outputs/ablation``): ``ablation.json`` (table, training
 logs, options), ``pr_curves.png`` (precision-recall of every row on the test pairs) and the
 trained weights in ``weights/``.
 """

@@ -160,8 +160,6 @@ def write_aachen_layout(
     rng = np.random.default_rng(seed)
     q_idx = [i for i in range(len(cams)) if i % query_every == 1]
     night = set(rng.permutation(q_idx)[: int(round(len(q_idx) * night_fraction))].tolist())
-    if both_conditions:
-        night = set(q_idx)
     with atomic_dir(out_root) as tmp:
         img_root = tmp / "images_upright"
         cameras, images, lists, gt = [], [], {"day": [], "night": []}, []
@@ -190,8 +188,7 @@ def write_aachen_layout(
             q, t = pose_from_center(c.R.T, c.C)
             stem = Path(c.name).stem
             if i in q_idx:
-                conds = ["day", "night"] if both_conditions else []
-                conds = conds or ["night" if i in night else "day"]
+                conds = ["day", "night"] if both_conditions else ["night" if i in night else "day"]
                 for cond in conds:
                     name = f"query/{cond}/nexus5x/{stem}.jpg"
                     out = img
