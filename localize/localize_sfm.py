@@ -360,6 +360,112 @@ def _from_hloc(
     return out
 
 
+def _localize_query(
+    qname: str,
+    camera: Any,
+    db_names: list[str],
+    model: _Model,
+    feats_src: Any,
+    matches_src: Any,
+    conf: Mapping[str, Any],
+    features: Path,
+    matches: Path,
+) -> tuple[dict[str, Any], Any, Any, Correspondences | None, np.ndarray | None]:
+    """One query: 2D-3D correspondences from its retrieved db images, then pycolmap PnP.
+
+    Returns:
+        (log entry, pose (qvec wxyz, tvec) or None, PnP result or None, correspondences or
+        None, (N, 2) query keypoints or None).
+    """
+    entry: dict[str, Any] = {
+        "success": False,
+        "reason": "",
+        "num_pairs": len(db_names),
+        "num_matches": 0,
+        "num_2d3d": 0,
+        "num_inliers": 0,
+        "fallback": None,
+        "top_db": db_names[0] if db_names else None,
+    }
+    if not db_names:
+        entry["reason"] = "no retrieval pairs"
+        return entry, None, None, None, None
+    if not io.has_features(feats_src, qname):
+        entry["reason"] = f"no features for the query in {features.name}"
+        return entry, None, None, None, None
+    kpq = io.get_keypoints(feats_src, qname)
+    corr = correspondences(qname, db_names, model, matches_src, conf["min_match_score"], len(kpq))
+    entry.update(
+        {
+            "num_keypoints": int(len(kpq)),
+            "num_matches": corr.num_matches,
+            "num_matches_3d": corr.num_matches_3d,
+            "num_2d3d": int(len(corr.kp_idx)),
+            "matches_per_db": corr.per_db,
+        }
+    )
+    if corr.missing_pairs:
+        entry["missing_pairs"] = corr.missing_pairs
+        logger.warning(
+            "query %s: %d retrieval pair(s) absent from %s",
+            qname,
+            len(corr.missing_pairs),
+            matches.name,
+        )
+    if corr.pairs_not_in_model:
+        entry["pairs_not_in_model"] = corr.pairs_not_in_model
+    if len(kpq) == 0:
+        entry["reason"] = "query has 0 keypoints"
+    elif corr.num_matches == 0:
+        entry["reason"] = "0 matches to the retrieved db images"
+    elif len(corr.kp_idx) < int(conf["min_num_2d3d"]):
+        entry["reason"] = (
+            f"too few 2D-3D correspondences ({len(corr.kp_idx)} < {conf['min_num_2d3d']})"
+        )
+    if entry["reason"]:
+        return entry, None, None, corr, kpq
+    ret, reason = colmap_sfm.estimate_absolute_pose(
+        kpq[corr.kp_idx],
+        model.xyz(corr.p3d_ids),
+        camera,
+        max_error_px=float(conf["max_error_px"]),
+        min_num_inliers=int(conf["min_num_inliers"]),
+        refine_focal=bool(conf["refine_focal"]),
+        refine_extra_params=bool(conf["refine_extra_params"]),
+    )
+    if ret is None:
+        entry["reason"] = f"PnP failed: {reason}"
+        return entry, None, None, corr, kpq
+    inl = corr.kp_idx[np.asarray(ret["inlier_mask"], bool)]
+    entry.update(
+        {
+            "success": True,
+            "reason": "ok",
+            "num_inliers": int(ret["num_inliers"]),
+            "inliers": sorted({int(i) for i in inl}),
+        }
+    )
+    return entry, (ret["qvec_wxyz"], ret["tvec"]), ret, corr, kpq
+
+
+def _fallback_pose(
+    qname: str, db_names: list[str], model: _Model, entry: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pose written for a query that failed: its best-ranked db image's pose in the model, else
+    the identity (hloc's behaviour); records the choice in ``entry["fallback"]``."""
+    fb = next((p for p in (model.pose(d) for d in db_names) if p is not None), None)
+    if fb is not None:
+        entry["fallback"] = next(d for d in db_names if d in model.ids)
+        pose = fb
+    else:
+        entry["fallback"] = "identity"
+        pose = (np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3))
+    logger.warning(
+        "query %s not localized: %s (fallback pose: %s)", qname, entry["reason"], entry["fallback"]
+    )
+    return pose
+
+
 def main(
     reference_sfm: str | os.PathLike | pycolmap.Reconstruction,
     queries,
@@ -449,92 +555,11 @@ def main(
             db_names = list(retrieval_dict.get(qname, []))
             if conf["num_loc"]:
                 db_names = db_names[: int(conf["num_loc"])]
-            entry: dict[str, Any] = {
-                "success": False,
-                "reason": "",
-                "num_pairs": len(db_names),
-                "num_matches": 0,
-                "num_2d3d": 0,
-                "num_inliers": 0,
-                "fallback": None,
-                "top_db": db_names[0] if db_names else None,
-            }
-            pose, ret, corr, kpq = None, None, None, None
-            if not db_names:
-                entry["reason"] = "no retrieval pairs"
-            elif not io.has_features(feats_src, qname):
-                entry["reason"] = f"no features for the query in {features.name}"
-            else:
-                kpq = io.get_keypoints(feats_src, qname)
-                corr = correspondences(
-                    qname, db_names, model, matches_src, conf["min_match_score"], len(kpq)
-                )
-                entry.update(
-                    {
-                        "num_keypoints": int(len(kpq)),
-                        "num_matches": corr.num_matches,
-                        "num_matches_3d": corr.num_matches_3d,
-                        "num_2d3d": int(len(corr.kp_idx)),
-                        "matches_per_db": corr.per_db,
-                    }
-                )
-                if corr.missing_pairs:
-                    entry["missing_pairs"] = corr.missing_pairs
-                    logger.warning(
-                        "query %s: %d retrieval pair(s) absent from %s",
-                        qname,
-                        len(corr.missing_pairs),
-                        matches.name,
-                    )
-                if corr.pairs_not_in_model:
-                    entry["pairs_not_in_model"] = corr.pairs_not_in_model
-                if len(kpq) == 0:
-                    entry["reason"] = "query has 0 keypoints"
-                elif corr.num_matches == 0:
-                    entry["reason"] = "0 matches to the retrieved db images"
-                elif len(corr.kp_idx) < int(conf["min_num_2d3d"]):
-                    entry["reason"] = (
-                        f"too few 2D-3D correspondences ({len(corr.kp_idx)} < "
-                        f"{conf['min_num_2d3d']})"
-                    )
-                else:
-                    xyz = model.xyz(corr.p3d_ids)
-                    ret, reason = colmap_sfm.estimate_absolute_pose(
-                        kpq[corr.kp_idx],
-                        xyz,
-                        camera,
-                        max_error_px=float(conf["max_error_px"]),
-                        min_num_inliers=int(conf["min_num_inliers"]),
-                        refine_focal=bool(conf["refine_focal"]),
-                        refine_extra_params=bool(conf["refine_extra_params"]),
-                    )
-                    if ret is None:
-                        entry["reason"] = f"PnP failed: {reason}"
-                    else:
-                        pose = (ret["qvec_wxyz"], ret["tvec"])
-                        inl = corr.kp_idx[np.asarray(ret["inlier_mask"], bool)]
-                        entry.update(
-                            {
-                                "success": True,
-                                "reason": "ok",
-                                "num_inliers": int(ret["num_inliers"]),
-                                "inliers": sorted({int(i) for i in inl}),
-                            }
-                        )
+            entry, pose, ret, corr, kpq = _localize_query(
+                qname, camera, db_names, model, feats_src, matches_src, conf, features, matches
+            )
             if pose is None:
-                fb = next((p for p in (model.pose(d) for d in db_names) if p is not None), None)
-                if fb is not None:
-                    entry["fallback"] = next(d for d in db_names if d in model.ids)
-                    pose = fb
-                else:
-                    entry["fallback"] = "identity"
-                    pose = (np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3))
-                logger.warning(
-                    "query %s not localized: %s (fallback pose: %s)",
-                    qname,
-                    entry["reason"],
-                    entry["fallback"],
-                )
+                pose = _fallback_pose(qname, db_names, model, entry)
             lines.append(_format_pose(written[qname], *pose))
             loc[qname] = entry
             db_ids = (
