@@ -163,6 +163,22 @@ def test_street_scene_render_and_night():
     assert all(scn.min_clearance(world, x["center"]) >= 2.0 for x in q)
 
 
+def test_very_dark_night_keeps_the_scene():
+    """Past darkness 1.33 the exposure level used to go <= 0: the "night" image was an inverted,
+    clipped scene or noise alone. It is floored now: coarse structure still correlates."""
+    from descriptors.data.synth import day_to_night
+
+    rng = np.random.default_rng(0)
+    day = cv2.resize(rng.integers(0, 255, (24, 32), dtype=np.uint8), (320, 240))
+    coarse = (40, 30)
+    ref = cv2.resize(day.astype(np.float32), coarse, interpolation=cv2.INTER_AREA).ravel()
+    for seed in range(10):
+        night = day_to_night(day, np.random.default_rng(seed), 1.6)
+        got = cv2.resize(night.astype(np.float32), coarse, interpolation=cv2.INTER_AREA).ravel()
+        assert night.mean() < 0.5 * day.mean()
+        assert np.corrcoef(got, ref)[0, 1] > 0.5, seed
+
+
 # ------------------------------------------------------------------------------------------
 # Aachen layout
 # ------------------------------------------------------------------------------------------

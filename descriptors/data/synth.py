@@ -205,20 +205,26 @@ def photometric(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+#: lowest exposure level of :func:`day_to_night`: below darkness 1.33 the level never gets here;
+#: without the floor, darkness 1.35 could render a level <= 0, an image of noise alone.
+NIGHT_MIN_LEVEL = 0.05
+
+
 def day_to_night(img: np.ndarray, rng: np.random.Generator, darkness: float = 1.0) -> np.ndarray:
     """Night-style rendering: strong darkening, gamma, orange/blue colour cast, local "street
     light" pools, sensor noise and JPEG-like blur.
 
     Args:
         img: uint8 (H, W) or (H, W, 3).
-        darkness: 0 = identity, 1 = typical night.
+        darkness: 0 = identity, 1 = typical night; above 1 darker still, the exposure level
+            floored at ``NIGHT_MIN_LEVEL`` so the scene never vanishes into pure noise.
     Returns:
         uint8 array of the same shape.
     """
     x = img.astype(np.float32) / 255.0
     h, w = x.shape[:2]
     level = 0.25 + 0.2 * rng.random()
-    level = 1.0 - darkness * (1.0 - level)
+    level = max(1.0 - darkness * (1.0 - level), NIGHT_MIN_LEVEL)
     gamma = 1.0 + darkness * rng.uniform(0.4, 1.0)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     light = np.zeros((h, w), np.float32)
