@@ -95,17 +95,34 @@ def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
 
 def init_from_checkpoint(model: nn.Module, recipe: Recipe) -> None:
     """With recipe option ``init=PATH`` (any recipe), start from that descriptor checkpoint's
-    weights (fine-tuning, e.g. train-on-the-map); its architecture must be the recipe's."""
+    weights (fine-tuning, e.g. train-on-the-map). Its architecture must be the recipe's; its
+    architecture arguments may differ where the parameters still fit (e.g. CNN3 ``input_norm``):
+    the model keeps the recipe's arguments and a warning names the difference."""
     path = recipe.options.init
     if not path:
         return
     ck = read_checkpoint(path)
-    if ck.get("arch") != recipe.arch or dict(ck.get("arch_kwargs", {})) != dict(recipe.arch_kwargs):
-        raise CheckpointError(
-            f"{path}: --option init needs a {recipe.arch} {recipe.arch_kwargs} "
-            f"checkpoint, this one is {ck.get('arch')} {ck.get('arch_kwargs')}"
+    theirs, ours = dict(ck.get("arch_kwargs", {})), dict(recipe.arch_kwargs)
+    refuse = CheckpointError(
+        f"{path}: --option init needs a {recipe.arch} {ours} checkpoint, this one is "
+        f"{ck.get('arch')} {theirs}"
+    )
+    if ck.get("arch") != recipe.arch:
+        raise refuse
+    state = {k: v.float() for k, v in ck["state_dict"].items()}
+    mine = model.state_dict()
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+        raise refuse
+    if theirs != ours:
+        logger.warning(
+            "%s: init weights of a %s %s checkpoint into the recipe's %s %s",
+            path,
+            recipe.arch,
+            theirs,
+            recipe.arch,
+            ours,
         )
-    model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+    model.load_state_dict(state)
 
 
 def train(

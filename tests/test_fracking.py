@@ -112,6 +112,32 @@ def test_cnn3_shapes_params_and_buffers(tmp_path):
     assert torch.allclose(m2(x), m32.eval()(x), atol=1e-5)
 
 
+def test_cnn3_patch_input_norm_is_intensity_invariant(tmp_path):
+    """input_norm='patch' standardises each patch: a darker, low-contrast copy (night) gives the
+    same descriptor; the paper's dataset mean / std does not. Weights of a 'dataset' checkpoint
+    initialise a 'patch' recipe (same parameters), with the recipe's arguments kept."""
+    torch.manual_seed(0)
+    paper, patch = CNN3(input_size=64), CNN3(input_size=64, input_norm="patch")
+    patch.load_state_dict(paper.state_dict())
+    x = torch.rand(4, 1, 64, 64)
+    dark = 0.1 * x + 0.02
+    assert torch.allclose(patch(dark), patch(x), atol=1e-4)
+    assert (paper(dark) - paper(x)).abs().max() > 0.05
+    with pytest.raises(ValueError, match="input_norm"):
+        CNN3(input_norm="bogus")
+    from descriptors.models import save_checkpoint
+    from descriptors.recipes import get_recipe
+    from descriptors.train import init_from_checkpoint
+
+    ck = save_checkpoint(tmp_path / "d.pt", paper, "cnn3", {"input_size": 64}, "fracking", 0)
+    r = get_recipe("fracking").with_options(
+        arch_kwargs={"input_size": 64, "input_norm": "patch"}, init=str(ck)
+    )
+    fresh = build_model("cnn3", **r.arch_kwargs)
+    init_from_checkpoint(fresh, r)
+    assert fresh.input_norm == "patch" and torch.allclose(fresh(x), patch(x), atol=1e-5)
+
+
 def test_cnn3_sublayers():
     x = torch.tensor([[[[3.0, 4.0], [0.0, 0.0]]]])
     assert torch.allclose(L2Pool2d(2)(x), torch.tensor([[[[5.0]]]]), atol=1e-4)

@@ -11,7 +11,9 @@ no padding, sparse connectivity in layers 2-3, 46,272 parameters as in the paper
     3      8x8     5x5, 64->128    4x4 /4          no       128 x 1 x 1  -> 128-d
 
 Input: (B, 1, 64, 64) float32 patches in [0, 1] (``input_size=32``: 32x32 upsampled inside),
-standardised by the training-set ``mean`` / ``std`` buffers. Output: (B, 128), unit vectors
+standardised by the training-set ``mean`` / ``std`` buffers (the paper), or with
+``input_norm='patch'`` each patch by its own mean / std (the L2-Net / HardNet convention:
+invariant to affine intensity change, e.g. night). Output: (B, 128), unit vectors
 with components >= 0 when ``normalize=True``, else the paper's raw output.
 """
 
@@ -23,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from descriptors.models.wlrn import normalize_patches
 
 EPS: float = 1e-6
 
@@ -147,6 +151,8 @@ class CNN3(nn.Module):
         seed: seed of the random connection tables (stored as buffers, so checkpoints keep them).
         lp_weights: per-plane L2-pooling weights, 'none' | 'fixed' (Torch7) | 'learned'.
         normalize: L2-normalise the output (toolkit); False = the paper's raw output.
+        input_norm: 'dataset' (paper: the ``mean`` / ``std`` buffers) or 'patch' (each patch
+            to zero mean, unit std).
     Buffers:
         ``mean``, ``std``: training-set pixel mean / std (units of [0, 1] images).
     Forward:
@@ -162,8 +168,12 @@ class CNN3(nn.Module):
         seed: int = 0,
         lp_weights: str = "none",
         normalize: bool = True,
+        input_norm: str = "dataset",
     ) -> None:
         super().__init__()
+        if input_norm not in ("dataset", "patch"):
+            raise ValueError(f"CNN3 input_norm must be 'dataset' or 'patch', got '{input_norm}'")
+        self.input_norm = input_norm
         if input_size not in (32, 64):
             raise ValueError(f"CNN3 input_size must be 64 or 32, got {input_size}")
         if dim != 128:
@@ -211,7 +221,10 @@ class CNN3(nn.Module):
             raise ValueError(
                 f"CNN3(input_size={s}) expects (B, 1, {s}, {s}) patches, got {tuple(x.shape)}"
             )
-        x = (x.float() - self.mean) / self.std
+        if self.input_norm == "patch":
+            x = normalize_patches(x.float())
+        else:
+            x = (x.float() - self.mean) / self.std
         if s != 64:
             x = F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)
         x = self.norm1(self.pool1(torch.tanh(self.conv1(x))))
