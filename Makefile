@@ -91,7 +91,7 @@ weights: install
 	mkdir -p outputs/scenes-train && ln -sfn $(abspath $(SHARED))/strecha/entry-P10/images outputs/scenes-train/entry-P10 \
 		&& ln -sfn $(abspath $(SHARED))/collections/sceaux_castle/images outputs/scenes-train/sceaux_castle \
 		&& ln -sfn $(abspath $(SHARED))/collections/lund/images outputs/scenes-train/lund \
-		&& ln -sf $(abspath $(SHARED))/photos/* outputs/scenes-train/
+		&& ln -sf $(abspath $(SHARED))/photos/* outputs/scenes-train/ && mkdir -p outputs/bags-real
 	$(VPY) -m pipelines.train --recipe wlrn --quick --steps 240 --batch_size 6 --data outputs/bags-real --train "" \
 		--option scenes=outputs/scenes-train --option schedule=fixed --option bag_size=48 \
 		--option init=outputs/train/wlrn-synthetic-init.pt --out weights/wlrn.pt \

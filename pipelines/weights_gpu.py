@@ -7,7 +7,8 @@
 set, e.g. ``entry-P10-r800``, ``sceaux_castle-r1024``; a set with a ``DONE`` file next to it
 counts as finished: when any set has one, only those are used). ``PHOTO_DIR`` (default: a folder
 of links this script makes under ``--out`` to ``<shared>/photos``, ``<shared>/strecha/entry-P10/
-images`` and ``<shared>/collections/*/images``) feeds the self-supervised recipes. Held-out data
+images`` and ``<shared>/collections/*/images``) feeds hndesc; wlrn's weak labels come from
+``<out>/scenes`` (entry-P10, each collection, the loose shared photos). Held-out data
 (fountain-P11, the wormhole / graffiti sequences, the image pairs) is never read for training.
 
 Each recipe runs its full (published) configuration, ``quick=False``, with the step count of
@@ -41,17 +42,26 @@ GPU_STEPS: dict[str, int] = {
     "fracking": 3000,
     "wlrn": 2000,
 }
-#: per-recipe ``--option`` overrides: hndesc's pool is refilled more slowly so the CPU pair
-#: rendering (~0.2 s per pair) does not starve the GPU, and its positives are re-detected
-#: (``PairConf.redetect``, what lifted the shipped hndesc on real_matching)
-GPU_OPTIONS: dict[str, list[str]] = {
+#: per-recipe extra ``pipelines.train`` arguments: hndesc's pool is refilled more slowly so the
+#: CPU pair rendering (~0.2 s per pair) does not starve the GPU, and its positives are re-detected
+#: (``PairConf.redetect``); fracking standardises each patch (``input_norm=patch``: what lifted the
+#: CPU-trained net on wormhole and at night); wlrn learns from the real weak-label scenes with the
+#: fixed schedule (few scenes make a poor validation split)
+GPU_ARGS: dict[str, list[str]] = {
     "hndesc": [
+        "--option",
         "pool_size=200",
+        "--option",
         "new_per_batch=1",
+        "--option",
         "refresh_per_batch=0.25",
+        "--option",
         "pair_redetect=true",
+        "--option",
         "pair_max_keypoints=600",
     ],
+    "fracking": ["--arch_option", "input_norm=patch"],
+    "wlrn": ["--option", "schedule=fixed"],
 }
 
 
@@ -65,14 +75,14 @@ def patch_sets(root: Path) -> list[Path]:
 
 
 def link_folder(out: Path, targets: dict[str, Path]) -> Path:
-    """``out`` with one symlink per existing target (a training root or photo folder)."""
+    """``out`` with one symlink per existing target (a training root, photo folder or photo)."""
     out.mkdir(parents=True, exist_ok=True)
     for name, target in targets.items():
-        if target.is_dir():
+        if target.exists():
             link = out / name
             if link.is_symlink() or link.exists():
                 link.unlink()
-            link.symlink_to(target.resolve(), target_is_directory=True)
+            link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
     return out
 
 
@@ -102,7 +112,6 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out
     sets = patch_sets(args.patches)
     brown = link_folder(out / "patches", {d.name: d for d in sets})
-    single = next((d for d in sets if d.name.startswith("entry-P10")), sets[0])
     photos = args.photos or link_folder(
         out / "photos",
         {
@@ -111,6 +120,16 @@ def main(argv: list[str] | None = None) -> dict:
             **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))},
         },
     )
+    # wlrn's scenes: each folder one scene, the loose shared photos grouped by name
+    scenes = link_folder(
+        out / "scenes",
+        {
+            "entry-P10": args.shared / "strecha/entry-P10/images",
+            **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))},
+            **{f.name: f for f in sorted((args.shared / "photos").glob("*")) if f.is_file()},
+        },
+    )
+    (out / "bags").mkdir(parents=True, exist_ok=True)
     summary: dict = {"patch_sets": [d.name for d in sets], "photos": str(photos), "runs": {}}
     for name in args.recipes:
         steps = args.steps or GPU_STEPS[name]
@@ -124,14 +143,13 @@ def main(argv: list[str] | None = None) -> dict:
             "--ckpt_every",
             "0",
         ]
-        if name in ("hardnet", "sdb"):
+        if name in ("hardnet", "sdb", "fracking"):
             argv_r += ["--data", str(brown), "--train", ""]
-        elif name == "fracking":  # reads one Brown folder
-            argv_r += ["--data", str(single), "--train", ""]
-        else:  # hndesc, wlrn: self-supervised from photos
+        elif name == "wlrn":  # weak labels: photos of one scene match
+            argv_r += ["--data", str(out / "bags"), "--train", "", "--option", f"scenes={scenes}"]
+        else:  # hndesc: self-supervised from photos
             argv_r += ["--photos", str(photos)]
-        for o in GPU_OPTIONS.get(name, []):
-            argv_r += ["--option", o]
+        argv_r += GPU_ARGS.get(name, [])
         if args.batch_size:
             argv_r += ["--batch_size", str(args.batch_size)]
         if args.device:

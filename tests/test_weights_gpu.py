@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.weights_gpu import GPU_STEPS, link_folder, patch_sets
+from pipelines.weights_gpu import GPU_ARGS, GPU_STEPS, link_folder, patch_sets
 
 
 def test_patch_sets_prefers_finished_sets_and_links(tmp_path: Path):
@@ -21,8 +21,14 @@ def test_patch_sets_prefers_finished_sets_and_links(tmp_path: Path):
     (root / "a-r800" / "DONE").unlink()
     (root / "c-r800" / "DONE").unlink()
     assert [d.name for d in patch_sets(root)] == ["a-r800", "b-r1200", "c-r800"]
-    out = link_folder(tmp_path / "links", {"a": root / "a-r800", "missing": root / "nope"})
-    assert [p.name for p in out.iterdir()] == ["a"] and (out / "a" / "info.txt").is_file()
+    photo = tmp_path / "aero1.jpg"
+    photo.write_bytes(b"jpg")
+    out = link_folder(
+        tmp_path / "links", {"a": root / "a-r800", "missing": root / "nope", photo.name: photo}
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["a", "aero1.jpg"]
+    assert (out / "a" / "info.txt").is_file() and (out / "aero1.jpg").read_bytes() == b"jpg"
     with pytest.raises(SystemExit, match="no Brown patch set"):
         patch_sets(root / "notes")
     assert set(GPU_STEPS) == {"hardnet", "sdb", "hndesc", "fracking", "wlrn"}
+    assert set(GPU_ARGS) <= set(GPU_STEPS)
