@@ -83,6 +83,11 @@ weights: install
 	ln -sfn $(abspath $(SHARED))/collections outputs/photos-train/collections
 	$(VPY) -m pipelines.train --recipe hndesc --quick --steps $(HNDESC_REDETECT_STEPS) --lr 0.0002 --photos outputs/photos-train \
 		--option init=outputs/train/hndesc-photos.pt --option pair_redetect=true --option pair_max_keypoints=600 \
+		--out outputs/train/hndesc-redetect.pt
+	# ... then 300 steps with more (p 0.5) and darker (0.6-1.3) night renderings of view B
+	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0001 --photos outputs/photos-train \
+		--option init=outputs/train/hndesc-redetect.pt --option pair_redetect=true --option pair_max_keypoints=600 \
+		--option pair_p_night=0.5 --option pair_night_darkness=0.6,1.3 \
 		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
