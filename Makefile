@@ -99,7 +99,12 @@ weights: install
 		&& ln -sf $(abspath $(SHARED))/photos/* outputs/scenes-train/ && mkdir -p outputs/bags-real
 	$(VPY) -m pipelines.train --recipe wlrn --quick --steps 240 --batch_size 6 --data outputs/bags-real --train "" \
 		--option scenes=outputs/scenes-train --option schedule=fixed --option bag_size=48 \
-		--option init=outputs/train/wlrn-synthetic-init.pt --out weights/wlrn.pt \
+		--option init=outputs/train/wlrn-synthetic-init.pt --out outputs/train/wlrn-real-240.pt
+	# ... then 800 steps of 8 triplets on bags at five scales per photo (274 bags)
+	$(VPY) -m pipelines.train --recipe wlrn --quick --steps 800 --batch_size 8 --data outputs/bags-real --train "" \
+		--option scenes=outputs/scenes-train --option schedule=fixed --option bag_size=48 \
+		--option 'real_bags_conf={"scales":[480,640,800,1024,1280]}' \
+		--option init=outputs/train/wlrn-real-240.pt --out weights/wlrn.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# fracking: native 64x64 CNN3 from scratch on the real patch sets (entry-P10 x 3 + collections),
 	# B^M = 32 with R_P / R_N = 2 / 2 mining
