@@ -107,9 +107,9 @@ weights: install
 		--option init=outputs/train/wlrn-real-240.pt --out weights/wlrn.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# fracking: native 64x64 CNN3 from scratch on the real patch sets (entry-P10 x 3 + collections),
-	# B^M = 32 with R_P / R_N = 2 / 2 mining
-	$(VPY) -m pipelines.train --recipe fracking --quick --steps 1000 --batch_size 32 --option r_p=2 --option r_n=2 \
-		--data datasets/phototour-real --train "" --out weights/fracking.pt \
+	# each patch standardised (input_norm=patch), B^M = 32 with the paper's R_P / R_N = 1 / 2 mining
+	$(VPY) -m pipelines.train --recipe fracking --quick --steps 400 --batch_size 32 --option r_p=1 --option r_n=2 \
+		--arch_option input_norm=patch --data datasets/phototour-real --train "" --out weights/fracking.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 
 # All five recipes at their published batch sizes on ONE GPU (about 12 min on an H100, estimated),
