@@ -30,13 +30,13 @@ so distances lie in [0, sqrt 2] and the margin m = ``margin`` = 1.0 is our choic
 ``normalize=False`` gives the paper's raw output, trained with its own margin ``margin_raw``
 (default 1.0 = Torch7 ``nn.HingeEmbeddingCriterion``'s default; the paper's text does not state
 m). The paper warm-starts the 2/2 .. 8/8 runs from an early 1/2 checkpoint; here every run starts
-from scratch. The shipped ``weights/fracking.pt`` predates the 64 x 64 path (``input_size=32``,
-upsampled inside) and still loads; its layers also fit ``input_size=64`` (same parameters), so it
-can warm-start a native run once re-saved with this recipe's ``arch_kwargs``.
+from scratch. ``--arch_option input_norm=patch`` standardises each patch instead of using the
+training set's mean / std (not the paper's; the shipped ``weights/fracking.pt`` uses it: with the
+dataset statistics a dark patch becomes a nearly constant input and night queries fail).
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
 Options (:class:`FrackingOptions`): ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
-checkpoint): ``normalize``, ``lp_weights`` (``recipe(quick, normalize=False)`` or
+checkpoint): ``normalize``, ``lp_weights``, ``input_norm`` (``recipe(quick, normalize=False)`` or
 ``python -m pipelines.train --recipe fracking --arch_option normalize=false``).
 """
 
