@@ -109,10 +109,10 @@ def init_from_checkpoint(model: nn.Module, recipe: Recipe) -> None:
     )
     if ck.get("arch") != recipe.arch:
         raise refuse
-    state = {k: v.float() for k, v in ck["state_dict"].items()}
-    mine = model.state_dict()
-    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
-        raise refuse
+    try:  # strict: missing / unexpected keys or another shape raise
+        model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+    except RuntimeError:
+        raise refuse from None
     if theirs != ours:
         logger.warning(
             "%s: init weights of a %s %s checkpoint into the recipe's %s %s",
@@ -122,7 +122,6 @@ def init_from_checkpoint(model: nn.Module, recipe: Recipe) -> None:
             recipe.arch,
             ours,
         )
-    model.load_state_dict(state)
 
 
 def train(

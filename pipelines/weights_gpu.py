@@ -113,23 +113,16 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out
     sets = patch_sets(args.patches)
     brown = link_folder(out / "patches", {d.name: d for d in sets})
+    scene_dirs = {
+        "entry-P10": args.shared / "strecha/entry-P10/images",
+        **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))},
+    }
     photos = args.photos or link_folder(
-        out / "photos",
-        {
-            "opencv": args.shared / "photos",
-            "entry-P10": args.shared / "strecha/entry-P10/images",
-            **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))},
-        },
+        out / "photos", {"opencv": args.shared / "photos", **scene_dirs}
     )
     # wlrn's scenes: each folder one scene, the loose shared photos grouped by name
-    scenes = link_folder(
-        out / "scenes",
-        {
-            "entry-P10": args.shared / "strecha/entry-P10/images",
-            **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))},
-            **{f.name: f for f in sorted((args.shared / "photos").glob("*")) if f.is_file()},
-        },
-    )
+    loose = {f.name: f for f in sorted((args.shared / "photos").glob("*")) if f.is_file()}
+    scenes = link_folder(out / "scenes", {**scene_dirs, **loose})
     (out / "bags").mkdir(parents=True, exist_ok=True)
     summary: dict = {"patch_sets": [d.name for d in sets], "photos": str(photos), "runs": {}}
     for name in args.recipes:
