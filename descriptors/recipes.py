@@ -153,6 +153,8 @@ class Recipe:
     lr_gamma: float = 0.1
     lr_fn: Callable[["Recipe", int], float] | None = None  # overrides the schedule if set
     setup: Callable[[nn.Module, "Recipe", Path, TrainState], None] | None = None
+    #: what the recipe trains on when that is not the data folder (photos, scenes); None = it is
+    data_source: Callable[["Recipe", Path], str] | None = None
     default_data: str = "datasets/phototour-synth"
     options: RecipeOptions = field(default_factory=RecipeOptions)
     description: str = ""
@@ -163,6 +165,10 @@ class Recipe:
                 f"recipe {self.name}: options must be a RecipeOptions dataclass, "
                 f"got {type(self.options).__name__}"
             )
+
+    def describe_data(self, data_dir: Path) -> str:
+        """What a run on ``data_dir`` trains on, for checkpoints and sidecars."""
+        return self.data_source(self, Path(data_dir)) if self.data_source else str(data_dir)
 
     def lr_at(self, step: int) -> float:
         """Learning rate for a 0-based step."""

@@ -275,7 +275,7 @@ def train(
                 **(meta or {}),
                 "seed": seed,
                 "options": _jsonable(options_dict(recipe.options)),
-                "data": str(data_dir),
+                "data": recipe.describe_data(data_dir),
             },
             half=half,
         )

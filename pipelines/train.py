@@ -324,7 +324,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
     sidecar = {
         "recipe": args.recipe,
         "command": command,
-        "data": str(data_root / args.train),
+        "data": recipe.describe_data(data_root / args.train if args.train else data_root),
         "quick": args.quick,
         "options": {
             k: v

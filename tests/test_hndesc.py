@@ -426,3 +426,8 @@ def test_hndesc_short_run_on_photo_folder_lowers_heldout_fpr95(tmp_path: Path):
         "fpr95"
     ]
     assert after < before - 0.03, (before, after)
+    # the checkpoint records the photo folder it trained on, not the unused data folder
+    from descriptors.models import read_checkpoint
+
+    data = read_checkpoint(tmp_path / "hndesc.pt")["meta"]["data"]
+    assert str(photos) in data and data != str(tmp_path), data

@@ -189,6 +189,12 @@ def find_photos(folder: str | Path) -> list[str]:
     return files
 
 
+def describe_photos(photos: str | Path | None) -> str:
+    """What a self-supervised run renders its pairs from (for checkpoints and sidecars)."""
+    where = f"the photos under {photos}" if photos else "the bundled TRAIN photos"
+    return f"self-supervised pairs rendered from {where}"
+
+
 def load_photo_source(name: str, gray: bool = False, min_side: int = 0) -> np.ndarray:
     """A bundled photo (``synth.ALL_PHOTOS`` name) or an image file path, as uint8.
 

@@ -139,6 +139,13 @@ def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     )
 
 
+def hndesc_data_source(recipe: Recipe, data_dir: Path) -> str:
+    """``Recipe.data_source``: the photos the pairs come from (``data_dir`` is not read)."""
+    from descriptors.data.pairs import describe_photos
+
+    return describe_photos(recipe.options.photos)
+
+
 def hndesc_step(
     model: nn.Module, batch: Any, step: int, state: TrainState
 ) -> tuple[torch.Tensor, dict]:
@@ -165,6 +172,7 @@ def recipe(quick: bool = False) -> Recipe:
         name="hndesc",
         make_data=pair_data,
         step_loss=hndesc_step,
+        data_source=hndesc_data_source,
         arch="l2net",
         arch_kwargs={"dim": 128},
         steps=220_000,

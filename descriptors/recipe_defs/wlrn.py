@@ -142,6 +142,19 @@ def _bags_file(data_dir: Path, opts: WLRNOptions) -> Path:
     return Path(data_dir) / f"bags-{h}.npz"
 
 
+def wlrn_data_source(recipe: Recipe, data_dir: Path) -> str:
+    """``Recipe.data_source``: the bag file and where its bags come from."""
+    opts = recipe.options
+    src = (
+        f"real weak-label scenes under {opts.scenes}"
+        if opts.scenes
+        else f"the photos under {opts.photos}"
+        if opts.photos
+        else "the bundled photos"
+    )
+    return f"bags {_bags_file(data_dir, opts)} from {src}"
+
+
 def load_bags(data_dir: Path, recipe: Recipe) -> Any:
     """The recipe's bag set (read once per process; generated and written if missing)."""
     from descriptors.data.bags import make_bags, read_bags, write_bags
@@ -383,6 +396,7 @@ def recipe(quick: bool = False) -> Recipe:
         make_data=make_data,
         step_loss=wlrn_step,
         setup=wlrn_setup,
+        data_source=wlrn_data_source,
         arch="wlrn",
         arch_kwargs={"dim": 64},
         steps=128 * 512,
