@@ -45,8 +45,7 @@ GPU_STEPS: dict[str, int] = {
 #: per-recipe extra ``pipelines.train`` arguments: hndesc's pool is refilled more slowly so the
 #: CPU pair rendering (~0.2 s per pair) does not starve the GPU, and its positives are re-detected
 #: (``PairConf.redetect``); fracking standardises each patch (``input_norm=patch``: what lifted the
-#: CPU-trained net on wormhole and at night) at lr 0.001 (the recipe's 0.01 lowered held-out
-#: matching on the real patches); wlrn learns from the real weak-label scenes with the
+#: CPU-trained net on wormhole and at night) with the recipe's own 8 / 8 mining and lr 0.01; wlrn learns from the real weak-label scenes with the
 #: fixed schedule (few scenes make a poor validation split)
 GPU_ARGS: dict[str, list[str]] = {
     "hndesc": [
@@ -61,7 +60,7 @@ GPU_ARGS: dict[str, list[str]] = {
         "--option",
         "pair_max_keypoints=600",
     ],
-    "fracking": ["--arch_option", "input_norm=patch", "--lr", "0.001"],
+    "fracking": ["--arch_option", "input_norm=patch"],
     "wlrn": ["--option", "schedule=fixed"],
 }
 
