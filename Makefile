@@ -90,11 +90,16 @@ weights: install
 		--option pair_p_night=0.5 --option pair_night_darkness=0.6,1.3 --out outputs/train/hndesc-night.pt
 	# ... then four 300-step stages of stronger perspective (PairConf.homography_strength 0.4 -> 0.8)
 	prev=outputs/train/hndesc-night.pt; for s in 0.4 0.6 0.7 0.8; do \
-		out=outputs/train/hndesc-persp$$s.pt; [ $$s = 0.8 ] && out=weights/hndesc.pt; \
 		$(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0002 --photos outputs/photos-train \
 			--option init=$$prev --option pair_redetect=true --option pair_max_keypoints=600 \
 			--option pair_p_night=0.5 --option pair_night_darkness=0.6,1.3 \
-			--option pair_homography_strength=$$s --out $$out || exit 1; prev=$$out; done
+			--option pair_homography_strength=$$s --out outputs/train/hndesc-persp$$s.pt || exit 1; \
+		prev=outputs/train/hndesc-persp$$s.pt; done
+	# ... and 300 steps at 0.8 with more (p 0.7) and darker (0.8-1.4) night renderings
+	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0001 --photos outputs/photos-train \
+		--option init=outputs/train/hndesc-persp0.8.pt --option pair_redetect=true --option pair_max_keypoints=600 \
+		--option pair_p_night=0.7 --option pair_night_darkness=0.8,1.4 --option pair_homography_strength=0.8 \
+		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
 	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)
