@@ -434,3 +434,24 @@ def test_wlrn_trains_on_real_bags(tmp_path):
         torch.set_num_threads(threads)
     print(f"wlrn on real bags: batch loss {before:.4f} -> {after:.4f}")
     assert ck["meta"]["options"]["scenes"] == str(root) and after < 0.9 * before
+
+
+def test_bags_cache_name_follows_generation_settings(tmp_path: Path):
+    """A changed ``bags_conf`` (e.g. stronger homographies) names a new bag file instead of
+    silently reusing the cached bags of the same photo folder."""
+    import cv2
+
+    from descriptors.data.bags import BAGS_FILE
+    from descriptors.recipe_defs.wlrn import _bags_file
+    from descriptors.recipes import get_recipe
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.jpg"), np.zeros((8, 8), np.uint8))
+    r = get_recipe("wlrn", quick=True).with_options(bags_conf=None)
+    assert _bags_file(tmp_path, r.options) == tmp_path / BAGS_FILE
+    plain = _bags_file(tmp_path, r.with_options(photos=str(photos)).options)
+    strong = r.with_options(photos=str(photos), bags_conf={"homography_strength": 0.6})
+    stronger = r.with_options(photos=str(photos), bags_conf={"homography_strength": 0.8})
+    names = {plain, _bags_file(tmp_path, strong.options), _bags_file(tmp_path, stronger.options)}
+    assert len(names) == 3

@@ -137,9 +137,12 @@ def _bags_file(data_dir: Path, opts: WLRNOptions) -> Path:
         return Path(data_dir) / BAGS_FILE
     from descriptors.data.pairs import find_photos
 
-    files = find_photos(photos)
-    h = hashlib.sha1("\n".join(files).encode()).hexdigest()[:10]
-    return Path(data_dir) / f"bags-{h}.npz"
+    # a photo folder's generation settings are part of the name: a changed bags_conf (e.g.
+    # stronger homographies) never reuses another run's cache
+    key = "\n".join(find_photos(photos))
+    if opts.bags_conf:
+        key += "\n" + json.dumps(opts.bags_conf, sort_keys=True)
+    return Path(data_dir) / f"bags-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
 
 
 def wlrn_data_source(recipe: Recipe, data_dir: Path) -> str:
