@@ -121,8 +121,11 @@ weights: install
 	# each patch standardised (input_norm=patch), B^M = 32 with the paper's best R_P / R_N = 8 / 8
 	# mining at its lr 0.01 (with the quick 1 / 2 mining, lr 0.01 lowers held-out matching; see README)
 	$(VPY) -m pipelines.train --recipe fracking --quick --steps 300 --lr 0.01 --batch_size 32 --option r_p=8 --option r_n=8 \
-		--arch_option input_norm=patch --data datasets/phototour-real --train "" --out weights/fracking.pt \
-		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
+		--arch_option input_norm=patch --data datasets/phototour-real --train "" --out outputs/train/fracking-r88.pt
+	# ... then 150 steps at lr / 10 (the paper's decay)
+	$(VPY) -m pipelines.train --recipe fracking --quick --steps 150 --lr 0.001 --batch_size 32 --option r_p=8 --option r_n=8 \
+		--option init=outputs/train/fracking-r88.pt --arch_option input_norm=patch --data datasets/phototour-real --train "" \
+		--out weights/fracking.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
 
 # All five recipes at their published batch sizes on ONE GPU (about 12 min on an H100, estimated),
 # on the real Brown patch sets under $(PATCHES) (built by `make weights`, or by pipelines.make_patches
