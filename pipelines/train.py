@@ -324,7 +324,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
     sidecar = {
         "recipe": args.recipe,
         "command": command,
-        "data": recipe.describe_data(data_root / args.train if args.train else data_root),
+        "data": recipe.describe_data(data_root / args.train),
         "quick": args.quick,
         "options": {
             k: v
