@@ -162,6 +162,8 @@ def build_recipe(row: Row, quick: bool, data_mode: str, batch_size: int | None =
             """hndesc's pair stream (its options) at this recipe's batch size."""
             return hndesc.pair_data(replace(h, batch_size=rr.batch_size), data_dir, seed)
 
+        if hasattr(r.options, "data"):  # hardnet: its data option names the stream
+            return r.with_options(make_data=pair_data, data="pairs")
         return r.with_options(make_data=pair_data)
     if data_mode == "phototour":
         if row.recipe == "hndesc":

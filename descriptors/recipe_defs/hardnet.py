@@ -5,8 +5,14 @@ batch 1024 matching pairs, hardest-in-batch triplet margin loss with margin 1 an
 SGD lr 10 (repo default; the paper says 0.1 for its lr scaling) linearly decayed to 0, momentum
 0.9, weight decay 1e-4, dropout 0.3, trained ~10 epochs of 5M pairs on one Brown scene.
 
-Data: Brown PhotoTour layout (real or the synthetic writer's), ``<data>/<split>``; each batch is
-B distinct 3D points with two patches each (``PatchPairSampler``).
+Data (``options.data``): ``'phototour'`` (default) = Brown PhotoTour layout (real or the synthetic
+writer's), ``<data>/<split>``; each batch is B distinct 3D points with two patches each
+(``PatchPairSampler``). ``'pairs'`` = the self-supervised pairs hndesc trains on
+(``descriptors.data.pairs``: two homographies of one photo, keypoints mapped between them; the
+option ``photos`` / ``--photos`` names the photo folder, ``pair_<field>`` sets a ``PairConf``
+field, e.g. ``pair_homography_strength``), B keypoints spread over the pair pool (not HNDesc's K
+whole crops): a way to fine-tune real-patch weights on stronger perspective change than real
+tracks hold. Not the paper's data.
 
 SGD is the reference's: momentum 0.9 with dampening 0.9 (``Recipe.dampening`` None), so lr 10 here
 is the repo's lr 10. Forward passes differ from the reference: by default anchors and positives
@@ -18,7 +24,8 @@ with joint batch statistics; the reference (``HardNet.py``: ``out_a = model(data
 ``quick``: batch 256 pairs (hardest-in-batch mining needs a large batch: at 64 the negatives are
 easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores. ``data`` may be
 one Brown folder or a folder of scene folders (``read_phototour_scenes``).
-Options (:class:`HardNetOptions`): ``negatives='hardest'|'random'`` (the random-negative
+Options (:class:`HardNetOptions`): ``data`` (above; with ``'pairs'`` also the pair-stream fields of
+``hndesc.PairSamplerOptions``), ``negatives='hardest'|'random'`` (the random-negative
 control), ``margin``, ``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to
 both patches of a pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above),
 ``p_night`` (share of positives put through the synthetic night model; 0 by default).
@@ -35,13 +42,18 @@ import torch
 import torch.nn as nn
 
 from descriptors.losses import hardest_triplet_margin
-from descriptors.recipes import Recipe, RecipeOptions, TrainState
+from descriptors.recipe_defs.hndesc import PairSamplerOptions, pair_data, pair_data_source
+from descriptors.recipes import Recipe, TrainState
 
 
 @dataclass
-class HardNetOptions(RecipeOptions):
-    """HardNet's options (defaults: the published ones)."""
+class HardNetOptions(PairSamplerOptions):
+    """HardNet's options (defaults: the published ones; the pair fields act with data='pairs')."""
 
+    data: str = "phototour"  # 'phototour' | 'pairs'
+    pool_size: int = 96
+    pairs_per_batch: int = 0  # B keypoints spread over the pool ...
+    max_per_pair: int = 0  # ... at most B // 8 from one pair
     margin: float = 1.0
     anchor_swap: bool = True
     negatives: str = "hardest"  # 'hardest' | 'random' (control)
@@ -68,6 +80,18 @@ def phototour_pairs(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
             p_night=float(recipe.options.p_night),
         )
     )
+
+
+def hardnet_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
+    """The recipe's batch iterator: (anchor, positive) patch pairs of 3D points
+    (``data='phototour'``) or of self-supervised photo pairs (``data='pairs'``)."""
+    if recipe.options.data == "pairs":
+        return pair_data(recipe, data_dir, seed)
+    if recipe.options.data != "phototour":
+        raise ValueError(
+            f"recipe hardnet: data must be 'phototour' or 'pairs', got '{recipe.options.data}'"
+        )
+    return phototour_pairs(recipe, data_dir, seed)
 
 
 def triplet_loss(
@@ -103,8 +127,9 @@ def triplet_step(
 def recipe(quick: bool = False) -> Recipe:
     r = Recipe(
         name="hardnet",
-        make_data=phototour_pairs,
+        make_data=hardnet_data,
         step_loss=triplet_step,
+        data_source=pair_data_source,
         arch="l2net",
         arch_kwargs={"dim": 128},
         steps=50_000,

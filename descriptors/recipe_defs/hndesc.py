@@ -139,10 +139,13 @@ def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     )
 
 
-def hndesc_data_source(recipe: Recipe, data_dir: Path) -> str:
-    """``Recipe.data_source``: the photos the pairs come from (``data_dir`` is not read)."""
+def pair_data_source(recipe: Recipe, data_dir: Path) -> str:
+    """``Recipe.data_source`` of a recipe that trains on pairs: the photos they come from
+    (hndesc; hardnet and sdb with ``data='pairs'``), else the patch folder ``data_dir``."""
     from descriptors.data.pairs import describe_photos
 
+    if getattr(recipe.options, "data", "pairs") != "pairs":
+        return str(data_dir)
     return describe_photos(recipe.options.photos)
 
 
@@ -172,7 +175,7 @@ def recipe(quick: bool = False) -> Recipe:
         name="hndesc",
         make_data=pair_data,
         step_loss=hndesc_step,
-        data_source=hndesc_data_source,
+        data_source=pair_data_source,
         arch="l2net",
         arch_kwargs={"dim": 128},
         steps=220_000,

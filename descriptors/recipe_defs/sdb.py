@@ -95,6 +95,7 @@ import torch
 import torch.nn as nn
 
 from descriptors.losses import pairwise_distance, sdb_anneal_loss, sdb_exp_teacher_loss
+from descriptors.recipe_defs.hndesc import pair_data_source
 from descriptors.recipes import Recipe, RecipeOptions, TrainState
 
 logger = logging.getLogger(__name__)
@@ -309,15 +310,6 @@ class PointTupleSampler:
         return x, labels
 
 
-def sdb_data_source(recipe: Recipe, data_dir: Path) -> str:
-    """``Recipe.data_source``: the photos with ``data='pairs'``, else the patch folder."""
-    if recipe.options.data == "pairs":
-        from descriptors.data.pairs import describe_photos
-
-        return describe_photos(recipe.options.photos)
-    return str(data_dir)
-
-
 def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     """The recipe's batch iterator: PhotoTour point tuples (default) or self-supervised pairs.
 
@@ -517,7 +509,7 @@ def recipe(quick: bool = False) -> Recipe:
         name="sdb",
         make_data=sdb_data,
         step_loss=sdb_step,
-        data_source=sdb_data_source,
+        data_source=pair_data_source,
         arch="sdgmnet128",
         arch_kwargs={"dim": 128},
         steps=PAPER_STAGE1_STEPS + PAPER_STAGE2_STEPS,
