@@ -68,8 +68,9 @@ weights: install
 	mkdir -p datasets/phototour-sdb && for d in entry-P10-r800 entry-P10-r1200 entry-P10-r1600 sceaux_castle-r1200; do \
 		ln -sfn $(abspath datasets/phototour-real)/$$d datasets/phototour-sdb/$$d; done
 	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-sdb \
-		--train "" --option arch=l2net --option init=outputs/train/sdb-entry-P10.pt --out weights/sdb.pt \
+		--train "" --option arch=l2net --option init=outputs/train/sdb-entry-P10.pt --out outputs/train/sdb-real.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
+	# (sdb's last two stages, on self-supervised photo pairs, follow the hndesc block below)
 	# hndesc: bundled-photo warm start (the previous shipped run), then real photos (shared photos + entry-P10)
 	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
 	mkdir -p outputs/photos-train && ln -sfn $(abspath $(SHARED))/photos outputs/photos-train/opencv \
@@ -100,6 +101,13 @@ weights: install
 		--option init=outputs/train/hndesc-persp0.8.pt --option pair_redetect=true --option pair_max_keypoints=600 \
 		--option pair_p_night=0.7 --option pair_night_darkness=0.8,1.4 --option pair_homography_strength=0.8 \
 		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
+	# sdb: two 300-step stages on hndesc's self-supervised pairs of the training photos (positives
+	# re-detected) under stronger perspective (corner jitter 0.6, then 0.8), from the real-patch run
+	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
+		out=outputs/train/sdb-pairs$$s.pt; [ $$s = 0.8 ] && out=weights/sdb.pt; \
+		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
+			--option init=$$prev --option data=pairs --photos outputs/photos-train --option pair_redetect=true \
+			--option pair_max_keypoints=600 --option pair_homography_strength=$$s --out $$out || exit 1; prev=$$out; done
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
 	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)
