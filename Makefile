@@ -55,7 +55,7 @@ weights: install
 		--sfm_pairs sequential --sfm_mapper global --out datasets/phototour-real/lund-r1024 --resize_max 1024
 	for r in 800 1200 1600; do ln -sfn $(abspath datasets/phototour-strecha/entry-P10-r$$r) datasets/phototour-real/entry-P10-r$$r; done
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
-		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out weights/hardnet.pt \
+		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out outputs/train/hardnet-real.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# sdb (shipped weights: the L2-Net body, --option arch=l2net; the recipe's default is now
 	# SDGMNet128): synthetic warm start and entry-P10 fine-tune as earlier (no jitter, SDB_OLD)
@@ -70,7 +70,7 @@ weights: install
 	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-sdb \
 		--train "" --option arch=l2net --option init=outputs/train/sdb-entry-P10.pt --out outputs/train/sdb-real.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	# (sdb's last two stages, on self-supervised photo pairs, follow the hndesc block below)
+	# (hardnet's and sdb's last two stages, on self-supervised photo pairs, follow the hndesc block)
 	# hndesc: bundled-photo warm start (the previous shipped run), then real photos (shared photos + entry-P10)
 	$(VPY) -m pipelines.train --recipe hndesc $(HNDESC_OLD) --out outputs/train/hndesc-synthetic-init.pt --quick --steps 600 --batch_size 128 --eval test
 	mkdir -p outputs/photos-train && ln -sfn $(abspath $(SHARED))/photos outputs/photos-train/opencv \
@@ -101,8 +101,14 @@ weights: install
 		--option init=outputs/train/hndesc-persp0.8.pt --option pair_redetect=true --option pair_max_keypoints=600 \
 		--option pair_p_night=0.7 --option pair_night_darkness=0.8,1.4 --option pair_homography_strength=0.8 \
 		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	# sdb: two 300-step stages on hndesc's self-supervised pairs of the training photos (positives
-	# re-detected) under stronger perspective (corner jitter 0.6, then 0.8), from the real-patch run
+	# hardnet and sdb: two 300-step stages each on hndesc's self-supervised pairs of the training
+	# photos (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8),
+	# from their real-patch runs
+	prev=outputs/train/hardnet-real.pt; for s in 0.6 0.8; do \
+		out=outputs/train/hardnet-pairs$$s.pt; [ $$s = 0.8 ] && out=weights/hardnet.pt; \
+		$(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 --option init=$$prev \
+			--option data=pairs --photos outputs/photos-train --option pair_redetect=true \
+			--option pair_max_keypoints=600 --option pair_homography_strength=$$s --out $$out || exit 1; prev=$$out; done
 	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
 		out=outputs/train/sdb-pairs$$s.pt; [ $$s = 0.8 ] && out=weights/sdb.pt; \
 		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
