@@ -130,12 +130,13 @@ weights: install
 		--option scenes=outputs/scenes-train --option schedule=fixed --option bag_size=48 \
 		--option 'real_bags_conf={"scales":[480,640,800,1024,1280]}' \
 		--option init=outputs/train/wlrn-real-240.pt --out outputs/train/wlrn-real-800.pt
-	# ... then two 300-step stages on bags of the training photos under stronger homographies
-	# (bags of one photo match; corner jitter 0.6, then 0.8; the default is 0.25; each setting
-	# caches its own bag file, its name hashes bags_conf)
-	mkdir -p outputs/bags-persp; prev=outputs/train/wlrn-real-800.pt; for s in 0.6 0.8; do \
-		out=outputs/train/wlrn-persp$$s.pt; [ $$s = 0.8 ] && out=weights/wlrn.pt; \
-		$(VPY) -m pipelines.train --recipe wlrn --quick --steps 300 --batch_size 8 --photos outputs/photos-train \
+	# ... then five 300-step stages on bags of the training photos under stronger homographies
+	# (bags of one photo match; corner jitter S = 0.6, 0.8, 0.9, 1.0, then 0.9 at half the lr;
+	# the default is 0.25; each setting caches its own bag file, its name hashes bags_conf)
+	mkdir -p outputs/bags-persp; prev=outputs/train/wlrn-real-800.pt; k=0; \
+	for sl in 0.6:0.0001 0.8:0.0001 0.9:0.0001 1.0:0.0001 0.9:0.00005; do \
+		s=$${sl%:*}; l=$${sl#*:}; k=$$((k + 1)); out=outputs/train/wlrn-persp-$$k.pt; [ $$k = 5 ] && out=weights/wlrn.pt; \
+		$(VPY) -m pipelines.train --recipe wlrn --quick --steps 300 --batch_size 8 --lr $$l --photos outputs/photos-train \
 			--option "bags_conf={\"homography_strength\":$$s}" --option schedule=fixed --option bag_size=48 \
 			--option init=$$prev --data outputs/bags-persp --train "" --out $$out || exit 1; prev=$$out; done
 	# fracking: native 64x64 CNN3 from scratch on the real patch sets (entry-P10 x 3 + collections),
