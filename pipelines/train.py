@@ -8,9 +8,9 @@
 Without ``--out`` the weights go to ``outputs/train/<recipe>.pt``: the shipped ``weights/`` are
 only replaced by an explicit ``--out weights/<recipe>.pt``. ``--resume`` refuses a training
 checkpoint of another recipe / architecture (one-line error saying what differs).
-``--photos DIR`` (hndesc, sdb with ``data=pairs``, wlrn) makes the self-supervised pairs / bags
-from every JPG / PNG under DIR (recursively) instead of the bundled photos; it is passed to the
-recipe as the option ``photos``.
+``--photos DIR`` (hndesc, hardnet and sdb with ``data=pairs``, wlrn) makes the self-supervised
+pairs / bags from every JPG / PNG under DIR (recursively) instead of the bundled photos; it is
+passed to the recipe as the option ``photos``.
 
 The sidecar ``<out>.json`` records the recipe, the exact command, data, steps, seconds and (with
 ``--eval``) FPR95 / PR-AUC / ROC-AUC / CMC@1 on the held-out PhotoTour split (wlrn adds the
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="DIR",
         type=existing_dir,
         help="folder of JPG/PNG photos (recursive) for the self-supervised pairs / "
-        "bags (hndesc, sdb data=pairs, wlrn) instead of the bundled ones",
+        "bags (hndesc, hardnet / sdb data=pairs, wlrn) instead of the bundled ones",
     )
     p.add_argument(
         "--resume",

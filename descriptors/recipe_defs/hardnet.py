@@ -22,8 +22,8 @@ with joint batch statistics; the reference (``HardNet.py``: ``out_a = model(data
 ``two_pass=True`` runs the reference's two passes (the shipped weights were trained with one).
 
 ``quick``: batch 256 pairs (hardest-in-batch mining needs a large batch: at 64 the negatives are
-easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores. ``data`` may be
-one Brown folder or a folder of scene folders (``read_phototour_scenes``).
+easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores. The data folder
+may be one Brown folder or a folder of scene folders (``read_phototour_scenes``).
 Options (:class:`HardNetOptions`): ``data`` (above; with ``'pairs'`` also the pair-stream fields of
 ``hndesc.PairSamplerOptions``), ``negatives='hardest'|'random'`` (the random-negative
 control), ``margin``, ``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to
