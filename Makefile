@@ -103,17 +103,21 @@ weights: install
 		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# hardnet and sdb: two 300-step stages each on hndesc's self-supervised pairs of the training
 	# photos (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8),
-	# from their real-patch runs
+	# from their real-patch runs, then 150 steps back on the real patch sets (patch FPR95)
 	prev=outputs/train/hardnet-real.pt; for s in 0.6 0.8; do \
-		out=outputs/train/hardnet-pairs$$s.pt; [ $$s = 0.8 ] && out=weights/hardnet.pt; \
 		$(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 --option init=$$prev \
 			--option data=pairs --photos outputs/photos-train --option pair_redetect=true \
-			--option pair_max_keypoints=600 --option pair_homography_strength=$$s --out $$out || exit 1; prev=$$out; done
+			--option pair_max_keypoints=600 --option pair_homography_strength=$$s \
+			--out outputs/train/hardnet-pairs$$s.pt || exit 1; prev=outputs/train/hardnet-pairs$$s.pt; done
+	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 --data datasets/phototour-real --train "" \
+		--option init=outputs/train/hardnet-pairs0.8.pt --out weights/hardnet.pt
 	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
-		out=outputs/train/sdb-pairs$$s.pt; [ $$s = 0.8 ] && out=weights/sdb.pt; \
 		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
 			--option init=$$prev --option data=pairs --photos outputs/photos-train --option pair_redetect=true \
-			--option pair_max_keypoints=600 --option pair_homography_strength=$$s --out $$out || exit 1; prev=$$out; done
+			--option pair_max_keypoints=600 --option pair_homography_strength=$$s \
+			--out outputs/train/sdb-pairs$$s.pt || exit 1; prev=outputs/train/sdb-pairs$$s.pt; done
+	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-real \
+		--train "" --option arch=l2net --option init=outputs/train/sdb-pairs0.8.pt --out weights/sdb.pt
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
 	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)
