@@ -62,39 +62,3 @@ def test_two_pass_option_runs_anchors_and_positives_separately():
         assert abs(one() - two()) > 1e-4
         m.eval()
         assert abs(one() - two()) < 1e-5
-
-
-def test_pairs_option_trains_on_photo_pairs(tmp_path):
-    """``data='pairs'``: (a, p) batches of B keypoints from two homographies of the photos of a
-    folder (hndesc's pair stream); the checkpoint names the photos; a bad value is one line."""
-    import cv2
-
-    from descriptors.data import synth
-    from descriptors.models import read_checkpoint
-
-    torch.set_num_threads(1)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for n in synth.photo_names("train")[:2]:
-        cv2.imwrite(str(photos / f"{n}.jpg"), cv2.cvtColor(synth.load_photo(n), cv2.COLOR_RGB2BGR))
-    r = get_recipe("hardnet", quick=True).with_options(
-        data="pairs",
-        photos=str(photos),
-        batch_size=32,
-        lr=1.0,
-        pool_size=4,
-        initial_pairs=4,
-        new_per_batch=0,
-        refresh_per_batch=0.0,
-        pair_out_size=160,
-        pair_max_keypoints=60,
-    )
-    a, p = next(r.make_data(r, tmp_path, 0))[:2]
-    assert a.shape == p.shape == (32, 1, 32, 32)
-    train(r, tmp_path, tmp_path / "h.pt", split="", steps=2, progress=False, ckpt_every=0)
-    data = read_checkpoint(tmp_path / "h.pt")["meta"]["data"]
-    assert str(photos) in data and data != str(tmp_path), data
-    bad = r.with_options(data="patches")
-    with pytest.raises(ValueError, match="data must be 'phototour' or 'pairs'") as e:
-        bad.make_data(bad, tmp_path, 0)
-    assert "\n" not in str(e.value)

@@ -431,3 +431,43 @@ def test_hndesc_short_run_on_photo_folder_lowers_heldout_fpr95(tmp_path: Path):
 
     data = read_checkpoint(tmp_path / "hndesc.pt")["meta"]["data"]
     assert str(photos) in data and data != str(tmp_path), data
+
+
+@pytest.mark.parametrize(
+    "name, opts",
+    [
+        ("hardnet", dict(batch_size=32, lr=1.0, initial_pairs=4, new_per_batch=0)),
+        ("fracking", dict(batch_size=8, r_p=4, r_n=4, initial_pairs=4, new_per_batch=0)),
+        ("sdb", dict(batch_size=32, arch="l2net")),
+    ],
+)
+def test_pairs_option_trains_on_photo_pairs(tmp_path: Path, name: str, opts: dict):
+    """``data='pairs'`` on the patch recipes: batches of >= 32 keypoints from two homographies of the
+    photos of a folder (hndesc's pair stream), cut at the network's input size; the checkpoint
+    names the photos; a bad value is one line."""
+    from descriptors.models import build_model, read_checkpoint
+    from descriptors.train import train
+
+    torch.set_num_threads(1)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n in synth.photo_names("train")[:2]:
+        cv2.imwrite(str(photos / f"{n}.jpg"), cv2.cvtColor(synth.load_photo(n), cv2.COLOR_RGB2BGR))
+    r = get_recipe(name, quick=True).with_options(
+        data="pairs",
+        photos=str(photos),
+        pool_size=4,
+        pair_out_size=160,
+        pair_max_keypoints=60,
+        **opts,
+    )
+    size = build_model(r.arch, **r.arch_kwargs).patch_size
+    a, p = next(r.make_data(r, tmp_path, 0))[:2]
+    assert a.shape == p.shape and a.shape[1:] == (1, size, size) and len(a) >= 32
+    train(r, tmp_path, tmp_path / "m.pt", split="", steps=2, progress=False, ckpt_every=0)
+    data = read_checkpoint(tmp_path / "m.pt")["meta"]["data"]
+    assert str(photos) in data and data != str(tmp_path), data
+    bad = r.with_options(data="patches")
+    with pytest.raises(ValueError, match="data must be 'phototour' or 'pairs'") as e:
+        bad.make_data(bad, tmp_path, 0)
+    assert "\n" not in str(e.value)

@@ -34,8 +34,16 @@ from scratch. ``--arch_option input_norm=patch`` standardises each patch instead
 training set's mean / std (not the paper's; the shipped ``weights/fracking.pt`` uses it: with the
 dataset statistics a dark patch becomes a nearly constant input and night queries fail).
 
+Data (``options.data``): ``'phototour'`` (default, the paper's) = Brown-layout patches of 3D
+points; ``'pairs'`` = hndesc's self-supervised photo pairs (``descriptors.data.pairs``: two
+homographies of one photo; ``photos`` / ``pair_<field>`` as for hardnet), cut at the network's
+input size (64 x 64 for CNN3): positives are the two views of one keypoint, negatives a view of
+one keypoint against a view of another. Not the paper's data: a way to fine-tune real-patch
+weights on stronger perspective change than real tracks hold.
+
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
-Options (:class:`FrackingOptions`): ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
+Options (:class:`FrackingOptions`): ``data`` (above; with ``'pairs'`` also the pair-stream fields
+of ``hndesc.PairSamplerOptions``), ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
 checkpoint): ``normalize``, ``lp_weights``, ``input_norm`` (``recipe(quick, normalize=False)`` or
 ``python -m pipelines.train --recipe fracking --arch_option normalize=false``).
 """
@@ -43,7 +51,7 @@ checkpoint): ``normalize``, ``lp_weights``, ``input_norm`` (``recipe(quick, norm
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,15 +61,21 @@ import torch.nn as nn
 
 from descriptors.losses import hinge_embedding
 from descriptors.mining import fracking_mine
-from descriptors.recipes import Recipe, RecipeOptions, TrainState
+from descriptors.recipe_defs.hndesc import PairSamplerOptions, pair_data, pair_data_source
+from descriptors.recipes import Recipe, TrainState
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FrackingOptions(RecipeOptions):
-    """Fracking's options (defaults: the paper's best, 8/8 mining)."""
+class FrackingOptions(PairSamplerOptions):
+    """Fracking's options (defaults: the paper's best, 8/8 mining; the pair fields act with
+    data='pairs')."""
 
+    data: str = "phototour"  # 'phototour' | 'pairs'
+    pool_size: int = 96
+    pairs_per_batch: int = 0  # the positives spread over the pool ...
+    max_per_pair: int = 0  # ... at most 1/8 of them from one pair
     r_p: int = 8  # pool of r_p x batch_size positives, the batch_size hardest back-propagated
     r_n: int = 8  # likewise for negatives
     margin: float = 1.0  # hinge margin for L2-normalised descriptors
@@ -154,8 +168,46 @@ class FrackingSampler:
         return tuple(t[torch.from_numpy(i)] for i in (pa, pb, na, nb))
 
 
+class PairFrackingSampler:
+    """Fracking pools ``(pos_a, pos_b, neg_a, neg_b)`` from a pair stream.
+
+    ``pairs`` yields ``(a, b, ...)`` batches of ``n_pos`` keypoints, ``a[i]`` / ``b[i]`` two views
+    of keypoint i ((n_pos, 1, P, P) float32); negatives pair ``a[i]`` with ``b[j]``, i != j
+    (``n_neg`` random draws).
+    """
+
+    def __init__(self, pairs: Iterator[Any], n_neg: int, rng: np.random.Generator) -> None:
+        self.pairs, self.n_neg, self.rng = pairs, int(n_neg), rng
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, ...]:
+        batch = next(self.pairs)
+        a, b = batch[0], batch[1]
+        n = len(a)
+        if n < 2:
+            raise ValueError("fracking data='pairs': need two keypoints per batch for negatives")
+        i = self.rng.integers(0, n, self.n_neg)
+        j = (i + self.rng.integers(1, n, self.n_neg)) % n  # any other keypoint
+        return a, b, a[torch.from_numpy(i)], b[torch.from_numpy(j)]
+
+
 def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
     opts = recipe.options
+    size = int(recipe.arch_kwargs.get("input_size", 64))
+    if opts.data == "pairs":
+        pr = replace(
+            recipe,
+            batch_size=int(opts.r_p) * recipe.batch_size,
+            options=replace(opts, pair={**opts.pair, "patch_size": size}),
+        )
+        rng = np.random.default_rng(seed)
+        return PairFrackingSampler(
+            pair_data(pr, data_dir, seed), int(opts.r_n) * recipe.batch_size, rng
+        )
+    if opts.data != "phototour":
+        raise ValueError(f"recipe fracking: data must be 'phototour' or 'pairs', got '{opts.data}'")
     data = _load(data_dir, recipe)
     return iter(
         FrackingSampler(
@@ -163,7 +215,7 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
             int(opts.r_p) * recipe.batch_size,
             int(opts.r_n) * recipe.batch_size,
             np.random.default_rng(seed),
-            patch_size=int(recipe.arch_kwargs.get("input_size", 64)),
+            patch_size=size,
         )
     )
 
@@ -178,7 +230,12 @@ def input_stats(data: Any, size: int = 64) -> tuple[float, float]:
 
 
 def setup(model: nn.Module, recipe: Recipe, data_dir: Path, state: TrainState) -> None:
-    """Store the training set's mean / std in the model buffers (paper Sec. 3.3)."""
+    """Store the training set's mean / std in the model buffers (paper Sec. 3.3); with
+    data='pairs' the buffers are kept (the init checkpoint's, or the defaults)."""
+    if recipe.options.data == "pairs":
+        if getattr(_base(model), "input_norm", "patch") == "dataset" and not recipe.options.init:
+            logger.warning("fracking data='pairs': no dataset mean / std, default buffers kept")
+        return
     mean, std = input_stats(_load(data_dir, recipe), int(recipe.arch_kwargs.get("input_size", 64)))
     model.set_input_stats(mean, std)
     state.extra["input_mean"], state.extra["input_std"] = mean, std
@@ -231,6 +288,7 @@ def recipe(quick: bool = False, normalize: bool = True, lp_weights: str = "fixed
         make_data=make_data,
         step_loss=fracking_step,
         setup=setup,
+        data_source=pair_data_source,
         arch="cnn3",
         arch_kwargs={
             "input_size": 64,

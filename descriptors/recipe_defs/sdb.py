@@ -323,7 +323,7 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
 
         return PairPatchSampler(n, rng, conf_from_options(o), pool_size=int(o.pool_size))
     if o.data != "phototour":
-        raise ValueError(f"recipe sdb: data must be 'phototour' or 'pairs', got '{o['data']}'")
+        raise ValueError(f"recipe sdb: data must be 'phototour' or 'pairs', got '{o.data}'")
     from descriptors.data.phototour import read_phototour_scenes
     from descriptors.data.phototour_synth import ensure_synthetic_phototour
 
