@@ -11,6 +11,10 @@ each descriptor (same keypoints detector, pairs, matcher rules, triangulation fr
 poses, localization). Prints day / night recall at (0.25 m, 2 deg) / (0.5 m, 5 deg) /
 (5 m, 10 deg), median errors, and the retrieval recall@1/5/10 of the query pairs' ranking (a
 covisible database view, ``localize.evaluate.covisible_db_views``, in the top k).
+``--from_map hardnet sdb fracking`` adds a row ``<recipe>-from-map`` per recipe: its shipped
+weights fine-tuned on patches of the DATABASE views and poses of this map
+(``pipelines.train_and_localize.finetune_on_map``; ``--from_map_steps``, ``--from_map_night``);
+queries are never trained on.
 ``fountain-P11`` is held out: no shipped weights are trained on it.
 Exits with a message (status 0) when the shared data folder is absent.
 """
@@ -32,6 +36,12 @@ from descriptors.util import setup_logging, write_json  # noqa: E402
 from localize.cli import positive_int  # noqa: E402
 from localize.data.strecha import write_aachen_layout  # noqa: E402
 from pipelines import aachen  # noqa: E402
+from pipelines.train_and_localize import (  # noqa: E402
+    FROM_MAP_NIGHT,
+    FROM_MAP_RECIPES,
+    FROM_MAP_STEPS,
+    finetune_on_map,
+)
 
 
 def median_inliers(summary: dict) -> dict[str, float]:
@@ -125,6 +135,22 @@ def main(argv: list[str] | None = None) -> dict:
         help="per descriptor, match / inlier pictures of the first N query pairs and "
         "queries (<out>/<features>/viz)",
     )
+    p.add_argument(
+        "--from_map",
+        nargs="*",
+        default=[],
+        choices=list(FROM_MAP_RECIPES),
+        help="recipes fine-tuned on the map's database views, one row each",
+    )
+    p.add_argument(
+        "--from_map_steps", type=positive_int, default=FROM_MAP_STEPS, help="fine-tuning steps"
+    )
+    p.add_argument(
+        "--from_map_night",
+        type=float,
+        default=FROM_MAP_NIGHT,
+        help="share of the map's positives put through the night model",
+    )
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)
     scene = args.shared / "strecha" / args.scene
@@ -144,8 +170,14 @@ def main(argv: list[str] | None = None) -> dict:
     ds = args.dataset_root / f"strecha-{args.scene}{tag}"
     if not (ds / "queries" / "ground_truth_poses.txt").is_file():
         write_aachen_layout(scene, ds, **layout)
+    features = list(args.features)
+    for r in args.from_map:
+        ft = finetune_on_map(
+            r, ds, args.out / "from-map", steps=args.from_map_steps, night=args.from_map_night
+        )
+        features.append(ft["checkpoint"])
     rows = {}
-    for f in args.features:
+    for f in features:
         s = aachen.run(f, ds, args.out, query_pairs=args.query_pairs)
         if args.viz:
             aachen.visualize(s, args.viz)

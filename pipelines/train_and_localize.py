@@ -3,14 +3,17 @@
     python -m pipelines.train_and_localize --recipe hndesc [--steps N] [--quick]
         [--data ROOT] [--out CKPT] [--dataset datasets/aachen_v1.1]
         [--outputs outputs/train_and_localize] [--max_keypoints N] [--num_covis 20] [--num_loc 10]
-    python -m pipelines.train_and_localize --recipe hardnet --from-map [--dataset DIR] [--steps N]
+    python -m pipelines.train_and_localize --recipe hardnet|sdb|fracking --from-map [--dataset DIR]
+        [--steps N] [--night 0.3]
 
 ``descriptors.train.train`` writes the checkpoint (default under ``--outputs``, never over the
 shipped ``weights/<recipe>.pt``), then ``pipelines.aachen.run`` localizes with it and the
 summary goes to ``<outputs>/<recipe>_summary.json``. ``--from-map`` fine-tunes the shipped
-weights on patches cut from the map's DATABASE images and poses only (``localize.make_patches``)
-and prints its recall next to the shipped descriptor's and RootSIFT's; a ``pipelines.sfm`` map
-(``sfm-*`` folder or ``results-*.json``) has no queries, so only the fine-tuning runs.
+weights of a patch recipe (``FROM_MAP_CONFS``: its last stage's settings, a share ``--night`` of
+the positives put through the night model) on patches cut from the map's DATABASE images and
+poses only (``localize.make_patches``) and prints its recall next to the shipped descriptor's
+and RootSIFT's; a ``pipelines.sfm`` map (``sfm-*`` folder or ``results-*.json``) has no queries,
+so only the fine-tuning runs.
 """
 
 from __future__ import annotations
@@ -90,13 +93,19 @@ def run(
     return summary
 
 
-FROM_MAP_RECIPES = ("hardnet",)
+#: fine-tuning settings per recipe (those of its shipped weights' last stage, see their sidecars)
+FROM_MAP_CONFS: dict[str, dict[str, Any]] = {
+    "hardnet": {"lr": 1.0, "batch_size": 256},
+    "sdb": {"lr": 0.001, "batch_size": 128, "arch": "l2net"},
+    "fracking": {"lr": 0.001, "batch_size": 32, "r_p": 8, "r_n": 8},
+}
+FROM_MAP_RECIPES = tuple(FROM_MAP_CONFS)
 FROM_MAP_STEPS = 300
 #: share of the map's positives rendered at night (the map holds day views only)
 FROM_MAP_NIGHT = 0.3
 
 
-def run_from_map(
+def finetune_on_map(
     recipe: str,
     dataset: str | os.PathLike | None = None,
     outputs: str | os.PathLike = "outputs/train_and_localize",
@@ -105,23 +114,22 @@ def run_from_map(
     device: str | None = None,
     patch_conf: dict | str = "default",
     synthetic: str = "default",
-    baselines: tuple[str, ...] = ("rootsift",),
     night: float = FROM_MAP_NIGHT,
-    **loc_conf: Any,
 ) -> dict:
-    """Fine-tune ``recipe``'s shipped weights on patches of the map, then relocalize.
+    """Fine-tune ``recipe``'s shipped weights on patches of a map's database views and poses.
 
-    Returns:
-        {"patches": make_patches summary, "train", "checkpoint", "rows": {name: aachen.run()
-        summary} for the fine-tuned, the generic (shipped) descriptor and ``baselines``}.
+    ``dataset``: an Aachen-layout root (its reference model) or a ``pipelines.sfm`` map.
+    Returns {"dataset", "sfm_map" (bool), "patches": make_patches summary, "checkpoint"
+    (``<outputs>/<recipe>-from-map.pt``), "train", "train_seconds"}.
     """
+    from descriptors.models import read_checkpoint
     from descriptors.recipes import get_recipe
     from descriptors.registry import weights_path
     from descriptors.train import train
     from localize import make_patches
     from localize.data.aachen import read_aachen
 
-    if recipe not in FROM_MAP_RECIPES:
+    if recipe not in FROM_MAP_CONFS:
         raise ValueError(
             f"--from-map fine-tunes a recipe trained on PhotoTour patches "
             f"({', '.join(FROM_MAP_RECIPES)}), not {recipe!r}"
@@ -139,7 +147,7 @@ def run_from_map(
         root = aachen.resolve_dataset(dataset, synthetic)
         data = read_aachen(root)
         image_dir, model, db_names = data.image_dir, data.reference_model, data.db_names
-    patch_root = outputs / f"{recipe}-map-patches"
+    patch_root = outputs / "map-patches"  # one set for every recipe
     summary_file = patch_root / "map" / "summary.json"
     patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     if patches.get("images") != str(image_dir) or set(patches.get("view_ids", {})) != set(db_names):
@@ -147,7 +155,11 @@ def run_from_map(
             patch_conf, image_dir, patch_root / "map", reference=model, names=db_names
         )
     ckpt = outputs / f"{recipe}-from-map.pt"
-    r = get_recipe(recipe, quick=True).with_options(init=str(shipped), p_night=float(night))
+    r = get_recipe(recipe, quick=True).with_options(
+        init=str(shipped), p_night=float(night), **FROM_MAP_CONFS[recipe]
+    )
+    # the shipped network as it is (e.g. fracking's CNN3 with input_norm='patch')
+    r = r.with_options(arch_kwargs=dict(read_checkpoint(shipped).get("arch_kwargs", r.arch_kwargs)))
     t0 = time.perf_counter()
     tr = train(
         r,
@@ -159,21 +171,47 @@ def run_from_map(
         device=device,
         meta={"from_map": str(root), "init": str(shipped), "p_night": float(night)},
     )
-    train_s = time.perf_counter() - t0
-    rows = {}
-    if sfm_map is None:  # an SfM map has no queries: training only
-        for f in (str(ckpt), recipe, *baselines):
-            rows[aachen.features_tag(f)] = aachen.run(f, root, outputs, device=device, **loc_conf)
-    out = {
-        "recipe": recipe,
+    return {
         "dataset": str(root),
+        "sfm_map": sfm_map is not None,
         "patches": patches,
         "checkpoint": str(ckpt),
-        "train_seconds": train_s,
         "train": tr,
-        "rows": rows,
+        "train_seconds": time.perf_counter() - t0,
     }
-    write_json(outputs / f"{recipe}_from_map_summary.json", out)
+
+
+def run_from_map(
+    recipe: str,
+    dataset: str | os.PathLike | None = None,
+    outputs: str | os.PathLike = "outputs/train_and_localize",
+    steps: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    patch_conf: dict | str = "default",
+    synthetic: str = "default",
+    baselines: tuple[str, ...] = ("rootsift",),
+    night: float = FROM_MAP_NIGHT,
+    **loc_conf: Any,
+) -> dict:
+    """:func:`finetune_on_map`, then relocalize with the fine-tuned, the generic (shipped)
+    descriptor and ``baselines`` (an SfM map has no queries: training only).
+
+    Returns:
+        :func:`finetune_on_map`'s dict with "recipe" and "rows": {name: aachen.run() summary}.
+    """
+    out = {"recipe": recipe}
+    out.update(
+        finetune_on_map(recipe, dataset, outputs, steps, seed, device, patch_conf, synthetic, night)
+    )
+    rows = {}
+    if not out["sfm_map"]:
+        for f in (out["checkpoint"], recipe, *baselines):
+            rows[aachen.features_tag(f)] = aachen.run(
+                f, out["dataset"], outputs, device=device, **loc_conf
+            )
+    out["rows"] = rows
+    write_json(Path(outputs) / f"{recipe}_from_map_summary.json", out)
     return out
 
 

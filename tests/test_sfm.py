@@ -231,21 +231,21 @@ def test_bad_input(photos, incremental, tmp_path, capsys):
 
 def test_train_from_an_sfm_map(incremental, tmp_path):
     """train_and_localize --from-map takes a pipelines.sfm map (its sfm-* folder): patches from
-    its registered photos and model, fine-tuning only (the map has no queries)."""
+    its registered photos and model (one set for every recipe), fine-tuning only (the map has no
+    queries); every patch recipe fine-tunes its shipped network as it is."""
+    from descriptors import registry
+    from descriptors.models import read_checkpoint
+    from descriptors.registry import weights_path
     from pipelines import train_and_localize as tl
 
-    s = tl.run_from_map(
-        "hardnet",
-        incremental["paths"]["sfm"],
-        tmp_path,
-        steps=1,
-        patch_conf={
-            "resize_max": 480,
-            "max_keypoints": 400,
-            "min_tri_angle_deg": 1.0,
-            "max_pairs": 1000,
-        },
-    )
+    conf = {"resize_max": 480, "max_keypoints": 400, "min_tri_angle_deg": 1.0, "max_pairs": 1000}
+    s = tl.run_from_map("hardnet", incremental["paths"]["sfm"], tmp_path, steps=1, patch_conf=conf)
     assert set(s["patches"]["view_ids"]) == {f"{i:03d}.jpg" for i in range(N_VIEWS)}
     assert s["patches"]["tracks"] > 50 and Path(s["checkpoint"]).is_file()
     assert s["rows"] == {}
+    for name in ("sdb", "fracking"):
+        f = tl.finetune_on_map(name, incremental["paths"]["sfm"], tmp_path, steps=1, night=0.5)
+        assert f["patches"]["tracks"] == s["patches"]["tracks"]  # the same patch set
+        assert registry.load(f["checkpoint"]).patch_size == registry.load(name).patch_size
+        ours, shipped = read_checkpoint(f["checkpoint"]), read_checkpoint(weights_path(name))
+        assert ours["arch_kwargs"] == shipped["arch_kwargs"] and ours["meta"]["p_night"] == 0.5

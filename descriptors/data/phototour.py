@@ -375,18 +375,28 @@ class PatchPairSampler:
         return a, p
 
     def _night(self, p: torch.Tensor) -> torch.Tensor:
-        """(B, 1, P, P) float [0, 1] -> the same with a share ``p_night`` of rows at night."""
-        from descriptors.data.synth import day_to_night
+        return night_patches(p, self.rng, self.p_night)
 
-        rows = np.flatnonzero(self.rng.random(len(p)) < self.p_night)
-        if len(rows) == 0:
-            return p
-        p = p.clone()
-        for i in rows:
-            u8 = (p[i, 0].numpy() * 255 + 0.5).astype(np.uint8)
-            dark = day_to_night(u8, self.rng, float(self.rng.uniform(0.5, 1.0)))
-            p[i, 0] = torch.from_numpy(dark.astype(np.float32) / 255.0)
-        return p
+
+def night_patches(
+    x: torch.Tensor,
+    rng: np.random.Generator,
+    share: float,
+    darkness: tuple[float, float] = (0.5, 1.0),
+) -> torch.Tensor:
+    """(N, 1, P, P) float [0, 1] -> a copy with a random ``share`` of the rows put through the
+    night model (``synth.day_to_night``, darkness uniform in ``darkness``); ``x`` if none."""
+    from descriptors.data.synth import day_to_night
+
+    rows = np.flatnonzero(rng.random(len(x)) < share) if share > 0 else []
+    if len(rows) == 0:
+        return x
+    x = x.clone()
+    for i in rows:
+        u8 = (x[i, 0].cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        dark = day_to_night(u8, rng, float(rng.uniform(*darkness)))
+        x[i, 0] = torch.from_numpy(dark.astype(np.float32) / 255.0)
+    return x
 
 
 # ----------------------------------------------------------------------------- writer

@@ -43,7 +43,9 @@ weights on stronger perspective change than real tracks hold.
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
 Options (:class:`FrackingOptions`): ``data`` (above; with ``'pairs'`` also the pair-stream fields
-of ``hndesc.PairSamplerOptions``), ``r_p``, ``r_n``, ``margin``, ``margin_raw``. Architecture arguments (recorded in the
+of ``hndesc.PairSamplerOptions``), ``r_p``, ``r_n``, ``margin``, ``margin_raw``, ``p_night``
+(share of second views, of positives and negatives alike, put through the synthetic night model;
+0 by default). Architecture arguments (recorded in the
 checkpoint): ``normalize``, ``lp_weights``, ``input_norm`` (``recipe(quick, normalize=False)`` or
 ``python -m pipelines.train --recipe fracking --arch_option normalize=false``).
 """
@@ -80,6 +82,7 @@ class FrackingOptions(PairSamplerOptions):
     r_n: int = 8  # likewise for negatives
     margin: float = 1.0  # hinge margin for L2-normalised descriptors
     margin_raw: float = 1.0  # ... for the raw CNN3 output (normalize=False)
+    p_night: float = 0.0  # share of second views put through the night model (data='phototour')
 
 
 _DATA_CACHE: dict[tuple[str, tuple[float, ...]], Any] = {}
@@ -122,6 +125,7 @@ class FrackingSampler:
         n_neg: int,
         rng: np.random.Generator | int | None = None,
         patch_size: int = 64,
+        p_night: float = 0.0,
     ) -> None:
         from descriptors.data.phototour import PatchPairSampler
 
@@ -141,6 +145,7 @@ class FrackingSampler:
         self.point_ids = self._pairs.point_ids
         self.n_pos = self._pairs.batch_size
         self.n_neg = int(n_neg)
+        self.p_night = float(p_night)
         if len(np.unique(self.point_ids)) < 2:
             raise ValueError(f"{data.root}: need two 3D points for negatives")
 
@@ -158,14 +163,17 @@ class FrackingSampler:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, ...]:
+        from descriptors.data.phototour import night_patches
+
         pa, pb = self._pairs.sample_indices()
         na, nb = self.negative_indices()
         if self._u8 is not None:  # 64 x 64 uint8 -> float [0, 1] per pool (small memory)
-            return tuple(
-                self._u8[torch.from_numpy(i)].float().div_(255.0) for i in (pa, pb, na, nb)
-            )
-        t = self.patches32
-        return tuple(t[torch.from_numpy(i)] for i in (pa, pb, na, nb))
+            out = [self._u8[torch.from_numpy(i)].float().div_(255.0) for i in (pa, pb, na, nb)]
+        else:
+            out = [self.patches32[torch.from_numpy(i)] for i in (pa, pb, na, nb)]
+        for k in (1, 3):  # the second views: day-night positives, and negatives alike
+            out[k] = night_patches(out[k], self.rng, self.p_night)
+        return tuple(out)
 
 
 class PairFrackingSampler:
@@ -216,6 +224,7 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
             int(opts.r_n) * recipe.batch_size,
             np.random.default_rng(seed),
             patch_size=size,
+            p_night=float(opts.p_night),
         )
     )
 

@@ -73,7 +73,8 @@ labelled patches exist.
 stage-1 lr 0.0033, stage-2 lr 3.3e-5 (the paper's 1.5e-6 barely moves weights in a hundred CPU
 steps).
 Options (:class:`SDBOptions`, ``recipe.with_options(...)``): data, npos, stage2_npos, fliprot,
-jitter, jitter_rot_deg, jitter_scale, jitter_shear, teacher ('self'|'ema'|'detached'|'none'),
+jitter, jitter_rot_deg, jitter_scale, jitter_shear, p_night (share of views 2..npos put through the
+synthetic night model; 0 by default), teacher ('self'|'ema'|'detached'|'none'),
 ema_decay, weight_fn ('quadratic'|'linear'|'step'|'bump'|'none'), threshold, upper, easy_width,
 R, A, B (None = use_stB), stage2_frac, stage2_cycles, stage2_loss ('exp'|'triplet'), stage2_R,
 stage2_B, stage2_threshold, stage2_threshold_step, stage2_lr, stage2_lr_factor, stage2_batch,
@@ -118,6 +119,7 @@ class SDBOptions(RecipeOptions):
     jitter_rot_deg: float = 5.0
     jitter_scale: tuple[float, float] = (1.0, 1.14)
     jitter_shear: float = 0.1
+    p_night: float = 0.0  # share of views 2..npos put through the night model (data='phototour')
     # stage 1: ExpTeacher
     teacher: str = "self"  # 'self' | 'ema' | 'detached' | 'none'
     ema_decay: float = 0.99
@@ -264,6 +266,7 @@ class PointTupleSampler:
         npos: int = 3,
         fliprot: bool = True,
         jitter: dict | None = None,
+        p_night: float = 0.0,
     ):
         from descriptors.data.phototour import to_32
 
@@ -273,6 +276,7 @@ class PointTupleSampler:
         self.npos = int(npos)
         self.fliprot = fliprot
         self.jitter = jitter
+        self.p_night = float(p_night)
         self.patches32 = to_32(data.patches)
         ids = np.asarray(data.point_ids, np.int64)
         order = np.argsort(ids, kind="stable")
@@ -306,6 +310,10 @@ class PointTupleSampler:
             x = torch.where(flip[:, None, None, None], x.flip(3), x).contiguous()
         if self.jitter is not None:
             x = affine_jitter(x, self.rng, **self.jitter)
+        if self.p_night > 0:  # views 2..V only: each point keeps a day view
+            from descriptors.data.phototour import night_patches
+
+            x = torch.cat([x[:B], night_patches(x[B:], self.rng, self.p_night)])
         labels = torch.arange(B, dtype=torch.int64).repeat(V)
         return x, labels
 
@@ -338,7 +346,15 @@ def sdb_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
             "shear": float(o.jitter_shear),
             "scale": tuple(float(v) for v in o.jitter_scale),
         }
-    return PointTupleSampler(data, n, rng, npos=int(o.npos), fliprot=bool(o.fliprot), jitter=jitter)
+    return PointTupleSampler(
+        data,
+        n,
+        rng,
+        npos=int(o.npos),
+        fliprot=bool(o.fliprot),
+        jitter=jitter,
+        p_night=float(o.p_night),
+    )
 
 
 # ------------------------------------------------------------------------------ step function
