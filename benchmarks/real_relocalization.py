@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> dict:
         "queries (<out>/<features>/viz)",
     )
     p.add_argument(
+        "--contrast_stretch",
+        action="store_true",
+        help="stretch each image's grey levels before detection (extraction conf)",
+    )
+    p.add_argument(
         "--from_map",
         nargs="*",
         default=[],
@@ -178,7 +183,13 @@ def main(argv: list[str] | None = None) -> dict:
         features.append(ft["checkpoint"])
     rows = {}
     for f in features:
-        s = aachen.run(f, ds, args.out, query_pairs=args.query_pairs)
+        s = aachen.run(
+            f,
+            ds,
+            args.out,
+            query_pairs=args.query_pairs,
+            contrast_stretch=args.contrast_stretch or None,
+        )
         if args.viz:
             aachen.visualize(s, args.viz)
         s["median_inliers"] = median_inliers(s)

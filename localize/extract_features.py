@@ -63,6 +63,9 @@ default_conf: dict[str, Any] = {
     "batch_size": 1024,  # patches per network forward pass (memory cap)
     "patch_batch": 8192,  # keypoints per kornia patch-extraction pass
     "opencv_full_image": True,  # sift/rootsift: OpenCV SIFT on the full image (see docstring)
+    # stretch each resized image's grey levels, 1st..99.5th percentile -> 0..255, before
+    # detection and description (night photos otherwise give few DoG keypoints)
+    "contrast_stretch": False,
 }
 
 #: conf keys that change the features written (recorded in the file, ``io.check_provenance``)
@@ -75,6 +78,7 @@ PROVENANCE_KEYS = (
     "edge_threshold",
     "min_size",
     "opencv_full_image",
+    "contrast_stretch",
     "half",
 )
 
@@ -296,6 +300,16 @@ def _autocast(device: torch.device, half: bool) -> Any:
     return torch.autocast(device_type=device.type, dtype=half_dtype(device))
 
 
+def stretch_contrast(gray: np.ndarray, low: float = 1.0, high: float = 99.5) -> np.ndarray:
+    """(H, W) uint8 -> (H, W) uint8 with the ``low`` .. ``high`` percentile grey levels mapped
+    linearly to 0 .. 255 (clipped); a flat image is returned unchanged."""
+    lo, hi = np.percentile(gray, (low, high))
+    if hi - lo < 1.0:
+        return gray
+    out = (gray.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def prepare_image(gray: np.ndarray, conf: dict[str, Any]) -> dict[str, Any]:
     """CPU half of :func:`extract_image` (runs in the worker pool): resize + DoG.
 
@@ -306,6 +320,8 @@ def prepare_image(gray: np.ndarray, conf: dict[str, Any]) -> dict[str, Any]:
     """
     conf = {**default_conf, **conf}
     small, scale = resize_image(gray, conf["resize_max"], conf["resize_force"])
+    if conf["contrast_stretch"]:
+        small = stretch_contrast(small)
     kps, xy, size, angle, resp = detect_dog(
         small,
         conf["max_keypoints"],

@@ -74,6 +74,7 @@ default_conf: dict[str, Any] = {
     "exhaustive_max_db": 100,  # db images up to which 'auto' matches queries exhaustively
     "max_keypoints": None,  # None: localize.extract_features default
     "resize_max": None,  # None: localize.extract_features default
+    "contrast_stretch": None,  # None: localize.extract_features default (off)
     "matcher": None,  # None: nn-ratio for sift/rootsift, nn-ratio-0.9 otherwise
     "pose_pairs_max_angle_deg": 60.0,  # pose-based db pairs: max viewing-direction angle
     "device": None,
@@ -149,7 +150,7 @@ def _resolve_conf(conf: dict[str, Any]) -> dict[str, Any]:
 
 def _extract_conf(features: str, conf: dict[str, Any]) -> dict[str, Any]:
     ext_conf: dict[str, Any] = {"descriptor": features}
-    for k in ("max_keypoints", "resize_max"):
+    for k in ("max_keypoints", "resize_max", "contrast_stretch"):
         if conf[k] is not None:
             ext_conf[k] = conf[k]
     return extract_features.resolve_conf(ext_conf)
@@ -612,6 +613,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="longer image side seen by the detector (>= 1 px)",
     )
+    p.add_argument(
+        "--contrast_stretch",
+        action="store_true",
+        default=None,
+        help="stretch each image's grey levels before detection (dark / night photos)",
+    )
     p.add_argument("--matcher", default=None, help="localize.match_features conf name")
     p.add_argument(
         "--device", default=None, type=device_arg, help="torch device (default: cuda if available)"
@@ -648,6 +655,7 @@ def main(argv: list[str] | None = None) -> dict:
             num_loc=args.num_loc,
             max_keypoints=args.max_keypoints,
             resize_max=args.resize_max,
+            contrast_stretch=args.contrast_stretch,
             matcher=args.matcher,
             device=args.device,
             overwrite=args.overwrite,

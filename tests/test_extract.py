@@ -107,6 +107,26 @@ def test_resize_maps_back_to_original(tmp_path):
     assert f_big["image_size"].tolist() == [320, 320] and f_big["uncertainty"] == pytest.approx(2.0)
 
 
+def test_contrast_stretch_finds_keypoints_in_a_dark_photo():
+    """A photo darkened to grey levels 0..25 gives few DoG keypoints; ``contrast_stretch`` maps
+    its percentiles back to 0..255 and finds about as many as in the day photo, at the same
+    places; a flat image is left as it is."""
+    day = _photo("camera", 320)
+    dark = (day.astype(np.float32) * 0.1 + 0.5).astype(np.uint8)
+    ex = registry.load("sift")
+    conf = {**SIFT_SMALL, "max_keypoints": None}
+    n_day = len(extract_features.extract_image(day, ex, conf)["keypoints"])
+    n_dark = len(extract_features.extract_image(dark, ex, conf)["keypoints"])
+    lit = extract_features.extract_image(dark, ex, {**conf, "contrast_stretch": True})
+    assert n_dark < 0.5 * n_day and len(lit["keypoints"]) > 0.7 * n_day, (n_day, n_dark)
+    day_kp = extract_features.extract_image(day, ex, conf)["keypoints"]
+    d = np.linalg.norm(lit["keypoints"][:, None] - day_kp[None], axis=2).min(1)
+    assert np.median(d) < 1.0
+    flat = np.full((64, 64), 7, np.uint8)
+    assert extract_features.stretch_contrast(flat) is flat
+    assert "contrast_stretch" in extract_features.PROVENANCE_KEYS
+
+
 def test_checkpoint_descriptor_half_and_shards(image_dir, tmp_path, monkeypatch):
     torch.manual_seed(0)
     # untrained weights are fine here; skip the (slow on 2 cores) orthogonal init
