@@ -14,7 +14,9 @@ passed to the recipe as the option ``photos``.
 
 The sidecar ``<out>.json`` records the recipe, the exact command, data, steps, seconds and (with
 ``--eval``) FPR95 / PR-AUC / ROC-AUC / CMC@1 on the held-out PhotoTour split (wlrn adds the
-held-out bag-pair ROC-AUC, ``metrics.bags``).
+held-out bag-pair ROC-AUC, ``metrics.bags``). ``--average A.pt B.pt ... --out C.pt`` trains
+nothing: it writes the uniform average of the checkpoints' weights (runs fine-tuned from one
+init, a "model soup"; ``descriptors.models.average_checkpoints``).
 
 Arguments are checked before any training (one line, exit 2): numbers in range, ``--data``,
 ``--eval`` and ``--option init=`` paths present, ``--option`` keys known to the recipe, ``--out``
@@ -258,6 +260,14 @@ def main(argv: list[str] | None = None) -> dict:
         "normalize=false for fracking's raw CNN3 output",
     )
     p.add_argument(
+        "--average",
+        nargs="+",
+        default=None,
+        metavar="CKPT",
+        help="do not train: write the uniform average of these checkpoints' weights (runs "
+        "fine-tuned from one init; a model soup) to --out",
+    )
+    p.add_argument(
         "--eval_only",
         action="store_true",
         help="do not train: evaluate the existing --out weights on --eval and "
@@ -267,6 +277,23 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     with cli_errors("pipelines.train"):
         return _main(p, args, argv)
+
+
+def average(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dict:
+    """``--average``: the checkpoints' weight average to ``out`` with its sidecar."""
+    from descriptors.models import CheckpointError, average_checkpoints, read_checkpoint
+
+    for c in args.average:
+        if read_checkpoint(c).get("recipe") != args.recipe:
+            raise CheckpointError(f"{c}: not a {args.recipe} checkpoint")
+    command = "python -m pipelines.train " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    average_checkpoints(args.average, out, meta={"command": command})
+    sidecar = {"recipe": args.recipe, "command": command, "average_of": list(args.average)}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
+    print(json.dumps(sidecar, indent=2))
+    return sidecar
 
 
 def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> dict:
@@ -296,6 +323,8 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
     out = Path(args.out) if args.out else default_out(args.recipe)
     if args.eval:
         _check_eval(args.eval_data, args.eval)
+    if args.average:
+        return average(args, out, argv)
     if args.eval_only:
         if not out.is_file():
             raise InputError(f"--eval_only: no weights at {out} (give --out)")

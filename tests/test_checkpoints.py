@@ -178,3 +178,40 @@ def test_training_checkpoint_round_trips_weights_only(tmp_path):
     assert res["start_step"] == 4 and res["steps"] == 6
     assert read_checkpoint(str(out) + ".ckpt")["step"] == 6
     assert os.path.getsize(out) > 0 and load_checkpoint(out)[1]["step"] == 6
+
+
+def test_average_of_checkpoints_and_its_cli(tmp_path):
+    """``average_checkpoints`` / ``pipelines.train --average``: float weights (BatchNorm running
+    statistics too) are the mean, integer buffers the first's; another architecture or recipe is
+    a one-line error and nothing is written."""
+    from descriptors.models import average_checkpoints
+    from pipelines import train as train_cli
+
+    torch.manual_seed(0)
+    paths = []
+    for i in range(2):
+        m = build_model("l2net", dim=128)
+        for t in m.state_dict().values():
+            if t.is_floating_point():
+                t.normal_()
+        paths.append(save_checkpoint(tmp_path / f"m{i}.pt", m, "l2net", {"dim": 128}, "hardnet", 1))
+    sds = [read_checkpoint(p)["state_dict"] for p in paths]
+    out = average_checkpoints(paths, tmp_path / "avg.pt")
+    avg = read_checkpoint(out)
+    for k, v in avg["state_dict"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (sds[0][k] + sds[1][k]) / 2), k
+        else:
+            assert torch.equal(v, sds[0][k]), k
+    assert avg["meta"]["average_of"] == [str(p) for p in paths] and avg["recipe"] == "hardnet"
+    load_checkpoint(out)  # a usable descriptor
+    other = save_checkpoint(tmp_path / "o.pt", build_model("wlrn"), "wlrn", {}, "hardnet", 1)
+    with pytest.raises(CheckpointError, match="cannot average") as e:
+        average_checkpoints([paths[0], other], tmp_path / "bad.pt")
+    assert "\n" not in str(e.value) and not (tmp_path / "bad.pt").exists()
+    side = train_cli.main(
+        ["--recipe", "hardnet", "--average", *map(str, paths), "--out", str(tmp_path / "c.pt")]
+    )
+    assert side["average_of"] == [str(p) for p in paths] and (tmp_path / "c.json").is_file()
+    with pytest.raises(SystemExit):  # another recipe's checkpoints: one line, exit status 2
+        train_cli.main(["--recipe", "sdb", "--average", *map(str, paths), "--out", str(out)])

@@ -177,6 +177,39 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def average_checkpoints(paths: list[str | Path], out: str | Path, meta: dict | None = None) -> Path:
+    """Write the uniform average of descriptor checkpoints' weights to ``out`` (a "model soup" of
+    runs fine-tuned from one init; Wortsman et al. 2022). Float tensors (BatchNorm running
+    statistics included) are averaged, integer ones (e.g. ``num_batches_tracked``) taken from the
+    first. The checkpoints must share arch, arch_kwargs and parameter names / shapes (one-line
+    CheckpointError naming the file otherwise); the result keeps the first one's recipe and
+    records the inputs in ``meta['average_of']``."""
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs two or more checkpoints, got {len(paths)}")
+    cks = [read_checkpoint(p) for p in paths]
+    first = cks[0]
+    shapes = {k: tuple(v.shape) for k, v in first["state_dict"].items()}
+    for p, ck in zip(paths[1:], cks[1:]):
+        same = ck["arch"] == first["arch"] and ck.get("arch_kwargs") == first.get("arch_kwargs")
+        if not same or {k: tuple(v.shape) for k, v in ck["state_dict"].items()} != shapes:
+            raise CheckpointError(
+                f"{p}: cannot average with {paths[0]}: {ck['arch']} {ck.get('arch_kwargs')} vs "
+                f"{first['arch']} {first.get('arch_kwargs')} (or other parameters)"
+            )
+    sd = {}
+    for k, v in first["state_dict"].items():
+        if v.is_floating_point():
+            sd[k] = torch.stack([ck["state_dict"][k].float() for ck in cks]).mean(0)
+        else:
+            sd[k] = v
+    ckpt = {
+        **first,
+        "state_dict": sd,
+        "meta": {**dict(meta or {}), "average_of": [str(p) for p in paths]},
+    }
+    return atomic_torch_save(ckpt, out)
+
+
 def model_from_checkpoint(ckpt: dict, path: str | Path) -> nn.Module:
     """Build the model a checkpoint dict describes, load its weights (float32), eval mode."""
     model = build_model(ckpt["arch"], **ckpt.get("arch_kwargs", {}))
