@@ -117,7 +117,10 @@ weights: install
 			--option pair_max_keypoints=600 --option pair_homography_strength=$$s \
 			--out outputs/train/sdb-pairs$$s.pt || exit 1; prev=outputs/train/sdb-pairs$$s.pt; done
 	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-real \
-		--train "" --option arch=l2net --option init=outputs/train/sdb-pairs0.8.pt --out weights/sdb.pt
+		--train "" --option arch=l2net --option init=outputs/train/sdb-pairs0.8.pt --out outputs/train/sdb-pairs0.8-real.pt
+	# sdb ships the weight average of the last two stages (pairs 0.8 and the real-patch steps)
+	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs0.8-real.pt outputs/train/sdb-pairs0.8.pt \
+		--out weights/sdb.pt
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
 	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)

@@ -181,7 +181,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, meta: dict | N
     """Write the uniform average of descriptor checkpoints' weights to ``out`` (a "model soup" of
     runs fine-tuned from one init; Wortsman et al. 2022). Float tensors (BatchNorm running
     statistics included) are averaged, integer ones (e.g. ``num_batches_tracked``) taken from the
-    first. The checkpoints must share arch, arch_kwargs and parameter names / shapes (one-line
+    first, each stored in the first's dtype. The checkpoints must share arch, arch_kwargs and parameter names / shapes (one-line
     CheckpointError naming the file otherwise); the result keeps the first one's recipe and
     records the inputs in ``meta['average_of']``."""
     if len(paths) < 2:
@@ -199,7 +199,8 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, meta: dict | N
     sd = {}
     for k, v in first["state_dict"].items():
         if v.is_floating_point():
-            sd[k] = torch.stack([ck["state_dict"][k].float() for ck in cks]).mean(0)
+            mean = torch.stack([ck["state_dict"][k].float() for ck in cks]).mean(0)
+            sd[k] = mean.to(v.dtype)  # stored as the first one stores it (e.g. float16)
         else:
             sd[k] = v
     ckpt = {
