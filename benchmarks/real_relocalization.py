@@ -11,6 +11,8 @@ each descriptor (same keypoints detector, pairs, matcher rules, triangulation fr
 poses, localization). Prints day / night recall at (0.25 m, 2 deg) / (0.5 m, 5 deg) /
 (5 m, 10 deg), median errors, and the retrieval recall@1/5/10 of the query pairs' ranking (a
 covisible database view, ``localize.evaluate.covisible_db_views``, in the top k).
+``--contrast_stretch`` stretches every image's grey levels before detection (the extraction conf
+of the same name: dark night queries otherwise give few DoG keypoints).
 ``--from_map hardnet sdb fracking`` adds a row ``<recipe>-from-map`` per recipe: its shipped
 weights fine-tuned on patches of the DATABASE views and poses of this map
 (``pipelines.train_and_localize.finetune_on_map``; ``--from_map_steps``, ``--from_map_night``);

@@ -210,7 +210,7 @@ def make_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
             batch_size=int(opts.r_p) * recipe.batch_size,
             options=replace(opts, pair={**opts.pair, "patch_size": size}),
         )
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed + 1)  # negatives: a stream apart from the pairs'
         return PairFrackingSampler(
             pair_data(pr, data_dir, seed), int(opts.r_n) * recipe.batch_size, rng
         )
