@@ -19,7 +19,8 @@ SIFT / RootSIFT / the shipped weights and writes ``<out>/real_matching/real_matc
 ``<out>/real_matching.txt``. ``--steps N`` / ``--batch_size B`` override every recipe's (a CPU
 smoke run: ``--steps 2 --batch_size 32 --device cpu --sequences graffiti``). Nothing under
 ``weights/`` is touched: copy a checkpoint there only if it beats the shipped one on the real
-benchmark.
+benchmark. Not here: the later stages of the shipped CPU weights (``make weights``: hardnet's and
+sdb's pair stages, sdb's weight average, hndesc's and wlrn's perspective stages).
 """
 
 from __future__ import annotations
