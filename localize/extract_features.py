@@ -672,6 +672,8 @@ def provenance(conf: dict[str, Any]) -> dict[str, str]:
         weights = "unknown"
     c = {k: conf.get(k, default_conf.get(k)) for k in PROVENANCE_KEYS}
     c["half"] = bool(c["half"])
+    if not c["contrast_stretch"]:  # off: the provenance of files written before the key existed
+        del c["contrast_stretch"]
     return io.features_provenance(Path(d).stem if path.is_file() else d, c, weights)
 
 
