@@ -43,7 +43,7 @@ weights on stronger perspective change than real tracks hold.
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
 Options (:class:`FrackingOptions`): ``data`` (above; with ``'pairs'`` also the pair-stream fields
-of ``hndesc.PairSamplerOptions``), ``r_p``, ``r_n``, ``margin``, ``margin_raw``, ``p_night``
+of ``hndesc.PatchPairOptions``), ``r_p``, ``r_n``, ``margin``, ``margin_raw``, ``p_night``
 (share of second views, of positives and negatives alike, put through the synthetic night model;
 0 by default). Architecture arguments (recorded in the
 checkpoint): ``normalize``, ``lp_weights``, ``input_norm`` (``recipe(quick, normalize=False)`` or
@@ -63,21 +63,17 @@ import torch.nn as nn
 
 from descriptors.losses import hinge_embedding
 from descriptors.mining import fracking_mine
-from descriptors.recipe_defs.hndesc import PairSamplerOptions, pair_data, pair_data_source
+from descriptors.recipe_defs.hndesc import PatchPairOptions, pair_data, pair_data_source
 from descriptors.recipes import Recipe, TrainState
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class FrackingOptions(PairSamplerOptions):
+class FrackingOptions(PatchPairOptions):
     """Fracking's options (defaults: the paper's best, 8/8 mining; the pair fields act with
-    data='pairs')."""
+    data='pairs', where B is the pool of positives)."""
 
-    data: str = "phototour"  # 'phototour' | 'pairs'
-    pool_size: int = 96
-    pairs_per_batch: int = 0  # the positives spread over the pool ...
-    max_per_pair: int = 0  # ... at most 1/8 of them from one pair
     r_p: int = 8  # pool of r_p x batch_size positives, the batch_size hardest back-propagated
     r_n: int = 8  # likewise for negatives
     margin: float = 1.0  # hinge margin for L2-normalised descriptors

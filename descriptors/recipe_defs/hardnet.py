@@ -25,7 +25,7 @@ with joint batch statistics; the reference (``HardNet.py``: ``out_a = model(data
 easy), 1500 steps, lr 10 (linear decay) — a CPU run of ~40 min on 2 idle cores. The data folder
 may be one Brown folder or a folder of scene folders (``read_phototour_scenes``).
 Options (:class:`HardNetOptions`): ``data`` (above; with ``'pairs'`` also the pair-stream fields of
-``hndesc.PairSamplerOptions``), ``negatives='hardest'|'random'`` (the random-negative
+``hndesc.PatchPairOptions``), ``negatives='hardest'|'random'`` (the random-negative
 control), ``margin``, ``anchor_swap``, ``fliprot`` (random flips / 90-degree rotations applied to
 both patches of a pair, the HardNet repo's ``--fliprot``; off by default), ``two_pass`` (above),
 ``p_night`` (share of positives put through the synthetic night model; 0 by default).
@@ -42,18 +42,14 @@ import torch
 import torch.nn as nn
 
 from descriptors.losses import hardest_triplet_margin
-from descriptors.recipe_defs.hndesc import PairSamplerOptions, pair_data, pair_data_source
+from descriptors.recipe_defs.hndesc import PatchPairOptions, pair_data, pair_data_source
 from descriptors.recipes import Recipe, TrainState
 
 
 @dataclass
-class HardNetOptions(PairSamplerOptions):
+class HardNetOptions(PatchPairOptions):
     """HardNet's options (defaults: the published ones; the pair fields act with data='pairs')."""
 
-    data: str = "phototour"  # 'phototour' | 'pairs'
-    pool_size: int = 96
-    pairs_per_batch: int = 0  # B keypoints spread over the pool ...
-    max_per_pair: int = 0  # ... at most B // 8 from one pair
     margin: float = 1.0
     anchor_swap: bool = True
     negatives: str = "hardest"  # 'hardest' | 'random' (control)

@@ -96,6 +96,18 @@ class PairSamplerOptions(RecipeOptions):
 
 
 @dataclass
+class PatchPairOptions(PairSamplerOptions):
+    """Options of a patch recipe that trains on Brown-layout patches (``data='phototour'``) or on
+    the pair stream (``data='pairs'``: B keypoints spread over a pool of 96 pairs, at most B // 8
+    from one pair); hardnet's and fracking's options extend it."""
+
+    data: str = "phototour"  # 'phototour' | 'pairs'
+    pool_size: int = 96
+    pairs_per_batch: int = 0  # B keypoints spread over the pool ...
+    max_per_pair: int = 0  # ... at most B // 8 from one pair
+
+
+@dataclass
 class HNDescOptions(PairSamplerOptions):
     """HNDesc's options (defaults: the published ones)."""
 
