@@ -177,16 +177,25 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def average_checkpoints(paths: list[str | Path], out: str | Path, meta: dict | None = None) -> Path:
+def average_checkpoints(
+    paths: list[str | Path],
+    out: str | Path,
+    meta: dict | None = None,
+    recipe: str | None = None,
+) -> Path:
     """Write the uniform average of descriptor checkpoints' weights to ``out`` (a "model soup" of
     runs fine-tuned from one init; Wortsman et al. 2022). Float tensors (BatchNorm running
     statistics included) are averaged, integer ones (e.g. ``num_batches_tracked``) taken from the
     first, each stored in the first's dtype. The checkpoints must share arch, arch_kwargs and parameter names / shapes (one-line
     CheckpointError naming the file otherwise); the result keeps the first one's recipe and
-    records the inputs in ``meta['average_of']``."""
+    records the inputs in ``meta['average_of']``; with ``recipe``, each must be of that recipe."""
     if len(paths) < 2:
         raise CheckpointError(f"averaging needs two or more checkpoints, got {len(paths)}")
     cks = [read_checkpoint(p) for p in paths]
+    if recipe is not None:
+        for p, ck in zip(paths, cks):
+            if ck.get("recipe") != recipe:
+                raise CheckpointError(f"{p}: not a {recipe} checkpoint")
     first = cks[0]
     shapes = {k: tuple(v.shape) for k, v in first["state_dict"].items()}
     for p, ck in zip(paths[1:], cks[1:]):
