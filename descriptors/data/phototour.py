@@ -370,12 +370,8 @@ class PatchPairSampler:
         p = self.patches32[torch.from_numpy(ip)]
         if self.augment:
             a, p = self._augment(a, p)
-        if self.p_night > 0:
-            p = self._night(p)
+        p = night_patches(p, self.rng, self.p_night)
         return a, p
-
-    def _night(self, p: torch.Tensor) -> torch.Tensor:
-        return night_patches(p, self.rng, self.p_night)
 
 
 def night_patches(
