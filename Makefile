@@ -169,7 +169,7 @@ weights: install
 # from the SfM'd collections) and the real photos of $(SHARED); writes checkpoints and the
 # real_matching table to outputs/weights-gpu (weights/ untouched). CPU smoke run:
 # $(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --steps 2 --device cpu
-PATCHES ?= datasets/phototour-strecha
+PATCHES ?= datasets/phototour-real
 weights-gpu: install
 	test -d $(SHARED) || { echo "make weights-gpu: $(SHARED) not found"; exit 1; }
 	$(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --out outputs/weights-gpu
