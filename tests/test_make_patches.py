@@ -135,7 +135,8 @@ def test_short_training_lowers_heldout_fpr95(built, tmp_path):
     before = evaluate_pairs(load(str(out), device="cpu"), test)["fpr95"]
     from descriptors.recipes import get_recipe
 
-    r = get_recipe("hardnet", quick=True).with_options(batch_size=128, lr=20.0)
+    # lr 1 (the quick recipe's 10 overshoots on this small set): FPR95 ratio 0.56-0.63 over seeds 0-3
+    r = get_recipe("hardnet", quick=True).with_options(batch_size=64, lr=1.0)
     train(r, pt, out, split="train", steps=60, progress=False, seed=0)
     after = evaluate_pairs(load(str(out), device="cpu"), test)["fpr95"]
     assert after < before * 0.8, (before, after)
