@@ -167,7 +167,8 @@ weights: install
 # All five recipes at their published batch sizes on ONE GPU (about 12 min on an H100, estimated),
 # on the real Brown patch sets under $(PATCHES) (built by `make weights`, or by pipelines.make_patches
 # from the SfM'd collections) and the real photos of $(SHARED); writes checkpoints and the
-# real_matching table to outputs/weights-gpu (weights/ untouched). CPU smoke run:
+# real_matching table to outputs/weights-gpu (weights/ untouched); hardnet and sdb then run their
+# pair and real-patch stages (sdb: their average), as the shipped CPU weights. CPU smoke run:
 # $(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --steps 2 --device cpu
 PATCHES ?= datasets/phototour-real
 weights-gpu: install

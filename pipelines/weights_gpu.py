@@ -19,8 +19,13 @@ SIFT / RootSIFT / the shipped weights and writes ``<out>/real_matching/real_matc
 ``<out>/real_matching.txt``. ``--steps N`` / ``--batch_size B`` override every recipe's (a CPU
 smoke run: ``--steps 2 --batch_size 32 --device cpu --sequences graffiti``). Nothing under
 ``weights/`` is touched: copy a checkpoint there only if it beats the shipped one on the real
-benchmark. Not here: the later stages of the shipped CPU weights (``make weights``: hardnet's and
-sdb's pair stages, sdb's weight average, hndesc's and wlrn's perspective stages).
+benchmark. hardnet and sdb then run the later stages of their shipped CPU weights
+(:data:`GPU_STAGES`): one stage on hndesc's self-supervised pairs of the training photos under
+strong perspective (corner jitter 0.8) from the patch run, then a short stage back on the real
+patch sets; sdb's ``<recipe>.pt`` is the uniform weight average of those two
+(``pipelines.train --average``), hardnet's the last stage. Every stage's checkpoint is measured
+too (``<recipe>-patches.pt``, ``-pairs.pt``, ``-real.pt``). Not here: hndesc's and wlrn's
+perspective stages.
 """
 
 from __future__ import annotations
@@ -68,6 +73,27 @@ GPU_ARGS: dict[str, list[str]] = {
     "fracking": ["--arch_option", "input_norm=patch"],
     "wlrn": ["--option", "schedule=fixed"],
 }
+
+
+#: the pair-stage settings of hardnet's and sdb's shipped weights (``--photos`` added at run time)
+PAIR_STAGE: list[str] = [
+    "--option",
+    "data=pairs",
+    "--option",
+    "pair_redetect=true",
+    "--option",
+    "pair_max_keypoints=600",
+    "--option",
+    "pair_homography_strength=0.8",
+]
+#: later stages per recipe, each from the one before: (name, steps, extra arguments); the
+#: ``real`` stage trains on the patch sets again. Steps are estimates, like GPU_STEPS.
+GPU_STAGES: dict[str, list[tuple[str, int, list[str]]]] = {
+    "hardnet": [("pairs", 600, [*PAIR_STAGE, "--lr", "1.0"]), ("real", 300, ["--lr", "1.0"])],
+    "sdb": [("pairs", 300, [*PAIR_STAGE, "--lr", "0.001"]), ("real", 150, ["--lr", "0.001"])],
+}
+#: recipes whose final checkpoint is the uniform weight average of these two stages
+GPU_AVERAGE: dict[str, tuple[str, str]] = {"sdb": ("pairs", "real")}
 
 
 def patch_sets(root: Path) -> list[Path]:
@@ -129,38 +155,45 @@ def main(argv: list[str] | None = None) -> dict:
     scenes = link_folder(out / "scenes", {**scene_dirs, **loose})
     (out / "bags").mkdir(parents=True, exist_ok=True)
     summary: dict = {"patch_sets": [d.name for d in sets], "photos": str(photos), "runs": {}}
-    for name in args.recipes:
-        steps = args.steps or GPU_STEPS[name]
-        argv_r = [
-            "--recipe",
-            name,
-            "--steps",
-            str(steps),
-            "--out",
-            str(out / f"{name}.pt"),
-            "--ckpt_every",
-            "0",
-        ]
-        if name in ("hardnet", "sdb", "fracking"):
-            argv_r += ["--data", str(brown), "--train", ""]
-        elif name == "wlrn":  # weak labels: photos of one scene match
-            argv_r += ["--data", str(out / "bags"), "--train", "", "--option", f"scenes={scenes}"]
-        else:  # hndesc: self-supervised from photos
-            argv_r += ["--photos", str(photos)]
-        argv_r += GPU_ARGS.get(name, [])
-        if args.batch_size:
-            argv_r += ["--batch_size", str(args.batch_size)]
-        if args.device:
-            argv_r += ["--device", args.device]
+    common = ["--ckpt_every", "0"]
+    if args.batch_size:
+        common += ["--batch_size", str(args.batch_size)]
+    if args.device:
+        common += ["--device", args.device]
+    patches = ["--data", str(brown), "--train", ""]
+    rows: list[str] = []
+
+    def run(name: str, key: str, steps: int, ckpt: Path, extra: list[str]) -> None:
         t0 = time.time()
+        argv_r = ["--recipe", name, "--steps", str(steps), "--out", str(ckpt), *extra, *common]
         res = train_cli.main(argv_r)
-        summary["runs"][name] = {
-            "steps": steps,
-            "seconds": round(time.time() - t0, 1),
-            "command": res.get("command"),
-        }
-        logger.info("%s: %d steps in %.0f s", name, steps, time.time() - t0)
-    rows = [str(out / f"{n}.pt") for n in args.recipes]
+        secs = round(time.time() - t0, 1)
+        summary["runs"][key] = {"steps": steps, "seconds": secs, "command": res.get("command")}
+        logger.info("%s: %d steps in %.0f s", key, steps, secs)
+        rows.append(str(ckpt))
+
+    for name in args.recipes:
+        stages = GPU_STAGES.get(name, [])
+        if name in ("hardnet", "sdb", "fracking"):
+            data = patches
+        elif name == "wlrn":  # weak labels: photos of one scene match
+            data = ["--data", str(out / "bags"), "--train", "", "--option", f"scenes={scenes}"]
+        else:  # hndesc: self-supervised from photos
+            data = ["--photos", str(photos)]
+        prev = out / (f"{name}-patches.pt" if stages else f"{name}.pt")
+        run(name, name, args.steps or GPU_STEPS[name], prev, [*data, *GPU_ARGS.get(name, [])])
+        for k, (stage, steps, extra) in enumerate(stages):
+            last = k == len(stages) - 1 and name not in GPU_AVERAGE
+            ckpt = out / (f"{name}.pt" if last else f"{name}-{stage}.pt")
+            src = patches if stage == "real" else ["--photos", str(photos)]
+            init = ["--option", f"init={prev}"]
+            run(name, f"{name}-{stage}", args.steps or steps, ckpt, [*src, *extra, *init])
+            prev = ckpt
+        if name in GPU_AVERAGE:
+            a, b = (str(out / f"{name}-{s}.pt") for s in GPU_AVERAGE[name])
+            train_cli.main(["--recipe", name, "--average", a, b, "--out", str(out / f"{name}.pt")])
+            rows.append(str(out / f"{name}.pt"))
+            summary["runs"][f"{name}-average"] = {"average_of": [a, b]}
     rm_argv = [
         "--shared",
         str(args.shared),
@@ -178,7 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
     results = real_matching.main(rm_argv)
     atomic_write_text(out / "real_matching.txt", real_matching.format_table(results) + "\n")
     summary["real_matching"] = results
-    summary["seconds_total"] = round(sum(r["seconds"] for r in summary["runs"].values()), 1)
+    summary["seconds_total"] = round(
+        sum(r.get("seconds", 0.0) for r in summary["runs"].values()), 1
+    )
     write_json(out / "summary.json", summary)
     print(
         f"weights_gpu: trained {', '.join(args.recipes)} in {summary['seconds_total']} s; "

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.weights_gpu import GPU_ARGS, GPU_STEPS, link_folder, patch_sets
+from pipelines.weights_gpu import (
+    GPU_ARGS,
+    GPU_AVERAGE,
+    GPU_STAGES,
+    GPU_STEPS,
+    link_folder,
+    patch_sets,
+)
 
 
 def test_patch_sets_prefers_finished_sets_and_links(tmp_path: Path):
@@ -31,4 +38,6 @@ def test_patch_sets_prefers_finished_sets_and_links(tmp_path: Path):
     with pytest.raises(SystemExit, match="no Brown patch set"):
         patch_sets(root / "notes")
     assert set(GPU_STEPS) == {"hardnet", "sdb", "hndesc", "fracking", "wlrn"}
-    assert set(GPU_ARGS) <= set(GPU_STEPS)
+    assert set(GPU_ARGS) <= set(GPU_STEPS) and set(GPU_STAGES) <= set(GPU_STEPS)
+    for name, stages in GPU_AVERAGE.items():  # an average of two stages the recipe runs
+        assert set(stages) <= {s[0] for s in GPU_STAGES[name]}
