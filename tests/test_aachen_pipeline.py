@@ -147,9 +147,9 @@ def test_train_on_the_map_uses_database_views_only(scene, tmp_path):
         baselines=(),
         patch_conf={
             "resize_max": 480,
-            "max_keypoints": 800,
+            "max_keypoints": 400,
             "min_tri_angle_deg": 1.0,
-            "max_pairs": 2000,
+            "max_pairs": 500,
         },
         max_keypoints=512,
         num_covis=10,
