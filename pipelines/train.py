@@ -279,13 +279,17 @@ def main(argv: list[str] | None = None) -> dict:
         return _main(p, args, argv)
 
 
+def _command(argv: list[str] | None) -> str:
+    """The command line recorded in the checkpoint and sidecar (``argv``, else ``sys.argv``)."""
+    args = argv if argv is not None else sys.argv[1:]
+    return "python -m pipelines.train " + " ".join(shlex.quote(a) for a in args)
+
+
 def average(args: argparse.Namespace, out: Path, argv: list[str] | None) -> dict:
     """``--average``: the checkpoints' weight average to ``out`` with its sidecar."""
     from descriptors.models import average_checkpoints
 
-    command = "python -m pipelines.train " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = _command(argv)
     average_checkpoints(args.average, out, meta={"command": command}, recipe=args.recipe)
     sidecar = {"recipe": args.recipe, "command": command, "average_of": list(args.average)}
     atomic_write_text(out.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
@@ -330,9 +334,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
         return sidecar
     if args.resume:
         check_resume(out.with_name(out.name + ".ckpt"), recipe)
-    command = "python -m pipelines.train " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = _command(argv)
     res = train(
         recipe,
         data_root,

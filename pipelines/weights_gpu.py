@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
             a, b = (str(out / f"{name}-{s}.pt") for s in GPU_AVERAGE[name])
             train_cli.main(["--recipe", name, "--average", a, b, "--out", str(out / f"{name}.pt")])
             rows.append(str(out / f"{name}.pt"))
-            summary["runs"][f"{name}-average"] = {"average_of": [a, b]}
+            summary.setdefault("averages", {})[name] = [a, b]
     rm_argv = [
         "--shared",
         str(args.shared),
@@ -211,9 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = real_matching.main(rm_argv)
     atomic_write_text(out / "real_matching.txt", real_matching.format_table(results) + "\n")
     summary["real_matching"] = results
-    summary["seconds_total"] = round(
-        sum(r.get("seconds", 0.0) for r in summary["runs"].values()), 1
-    )
+    summary["seconds_total"] = round(sum(r["seconds"] for r in summary["runs"].values()), 1)
     write_json(out / "summary.json", summary)
     print(
         f"weights_gpu: trained {', '.join(args.recipes)} in {summary['seconds_total']} s; "

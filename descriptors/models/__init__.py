@@ -186,9 +186,10 @@ def average_checkpoints(
     """Write the uniform average of descriptor checkpoints' weights to ``out`` (a "model soup" of
     runs fine-tuned from one init; Wortsman et al. 2022). Float tensors (BatchNorm running
     statistics included) are averaged, integer ones (e.g. ``num_batches_tracked``) taken from the
-    first, each stored in the first's dtype. The checkpoints must share arch, arch_kwargs and parameter names / shapes (one-line
-    CheckpointError naming the file otherwise); the result keeps the first one's recipe and
-    records the inputs in ``meta['average_of']``; with ``recipe``, each must be of that recipe."""
+    first, each stored in the first's dtype. The checkpoints must share arch, arch_kwargs and
+    parameter names / shapes (one-line CheckpointError naming the file otherwise); the result
+    keeps the first one's recipe and records the inputs in ``meta['average_of']``; with
+    ``recipe``, each must be of that recipe."""
     if len(paths) < 2:
         raise CheckpointError(f"averaging needs two or more checkpoints, got {len(paths)}")
     cks = [read_checkpoint(p) for p in paths]
