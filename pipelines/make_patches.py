@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="keep tracks whose largest triangulation angle is at least this",
     )
     p.add_argument("--max_pairs", type=positive_int, help="cap on the number of view pairs")
+    p.add_argument(
+        "--mr_size", type=positive_float, help="patch side in units of sigma (default 12)"
+    )
     args = p.parse_args(argv)
     setup_logging()
     conf = dict(make_patches.confs[args.conf])
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "max_reproj_px",
         "min_tri_angle_deg",
         "max_pairs",
+        "mr_size",
     ):
         if getattr(args, k) is not None:
             conf[k] = getattr(args, k)

@@ -200,6 +200,23 @@ def test_rotation_90_orientation_convention():
     assert np.mean((da[ia] @ db.T).argmax(1) == ib) > 0.9
 
 
+def test_mr_size_is_the_patch_support():
+    """The conf's mr_size is the side of the patches the descriptor sees (in sigma): the
+    registry SIFT on extract_image's patches equals SIFT on extract_patches at that support."""
+    img = _photo("camera", 320)
+    ex = registry.load("sift")
+    _, xy, size, angle, _ = extract_features.detect_dog(img, 128)
+    out = {}
+    for mr in (12.0, 16.0):
+        f = extract_features.extract_image(
+            img, ex, {**PATCH_SIFT, "max_keypoints": 128, "mr_size": mr}
+        )
+        p = extract_patches(img, xy, size, opencv_angle_to_ori(angle), mr_size=mr)
+        np.testing.assert_allclose(f["descriptors"], ex(p), atol=1e-5)
+        out[mr] = f["descriptors"]
+    assert np.median((out[12.0] * out[16.0]).sum(1)) < 0.95  # a different support
+
+
 def _tiny_ckpt(tmp_path, monkeypatch):
     torch.manual_seed(0)
     monkeypatch.setattr(torch.nn.init, "orthogonal_", lambda w, gain=1.0: w)
@@ -397,6 +414,9 @@ def test_conf_limits_validated_and_all_is_explicit():
         extract_features.resolve_conf({"descriptor": "sift", "max_keypoints": 0})
     with pytest.raises(ValueError, match="resize_max"):
         extract_features.resolve_conf({"descriptor": "sift", "resize_max": -5})
+    for bad in (0, -3.0, float("nan"), "16", True):
+        with pytest.raises(ValueError, match="mr_size"):
+            extract_features.resolve_conf({"descriptor": "sift", "mr_size": bad})
     assert extract_features._keypoint_count("all") == "all"
     assert (
         extract_features.resolve_conf({"descriptor": "sift", "max_keypoints": None})[
@@ -482,6 +502,11 @@ def test_hloc_conf_is_translated_or_refused():
     )
     assert (c["descriptor"], c["max_keypoints"], c["resize_max"]) == ("sdb", 500, None)
     assert c["output"] == extract_features.output_name("sdb", 500, None) == "feats-sdb-n500-rfull"
+    # hloc's DoG support unless the hloc conf names one; our own confs cut wider patches
+    assert c["mr_size"] == extract_features.HLOC_DOG_MR_SIZE == 12.0
+    c = extract_features.resolve_conf({"model": {"name": "dog", "descriptor": "sdb", "mr_size": 9}})
+    assert c["mr_size"] == 9
+    assert extract_features.resolve_conf("sdb")["mr_size"] == 16.0
     # hloc's 'hardnet' / 'sosnet' mean the PUBLISHED weights: a file must be named, never ours
     for name in ("hardnet", "sosnet"):
         with pytest.raises(ValueError, match="published") as e:

@@ -208,3 +208,24 @@ def test_strecha_to_aachen_layout_day_and_night(tmp_path):
         b = cv2.imread(str(imgs / n), cv2.IMREAD_GRAYSCALE).astype(float)
         assert b.mean() < 0.7 * a.mean()
     assert len(list((imgs / "db").glob("*.jpg"))) == 4
+
+
+def test_cli_flags_reach_the_builder_conf(tmp_path, monkeypatch):
+    """``pipelines.make_patches --mr_size 16 --resize_max 800``: the builder gets those values
+    and the conf's other defaults."""
+    from pipelines import make_patches as cli
+
+    seen = {}
+
+    def fake_build(conf, images, out, reference=None, strecha=None):
+        seen.update(conf)
+        keys = ("views", "pairs", "guided_matches", "triangulated", "tracks", "patches")
+        keys += ("track_length_max", "m50_pairs")
+        s = dict.fromkeys(keys, 0)
+        s.update(track_length_mean=0.0, reproj_error_px_median=0.0, reproj_error_px_max=0.0)
+        return s
+
+    monkeypatch.setattr(cli.make_patches, "build", fake_build)
+    argv = ["--images", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o")]
+    cli.main(argv + ["--mr_size", "16", "--resize_max", "800"])
+    assert seen == {**make_patches.confs["default"], "mr_size": 16.0, "resize_max": 800}
