@@ -161,7 +161,7 @@ class OpenCVSiftExtractor(Extractor):
         self._sift = cv2.SIFT_create()
         c = (patch_size - 1) / 2.0
         # OpenCV's SIFT window is 4x4 cells of 3 sigma each (sigma = size / 2), i.e. 12 sigma =
-        # 6 * size wide; size = P / 6 makes it cover the patch, as the patch covers 12 sigma.
+        # 6 * size wide; size = P / 6 makes it cover the whole patch (a training patch's 12 sigma).
         self._kp = [cv2.KeyPoint(c, c, patch_size / 6.0, 0)]
 
     def describe_tensor(self, patches: torch.Tensor) -> torch.Tensor:
