@@ -54,6 +54,14 @@ weights: install
 	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/lund/images \
 		--sfm_pairs sequential --sfm_mapper global --out datasets/phototour-real/lund-r1024 --resize_max 1024
 	for r in 800 1200 1600; do ln -sfn $(abspath datasets/phototour-strecha/entry-P10-r$$r) datasets/phototour-real/entry-P10-r$$r; done
+	# the same five sets cut at the extraction support, 16 sigma (hardnet's and sdb's last stages)
+	for r in 800 1200 1600; do $(VPY) -m pipelines.make_patches --mr_size 16 \
+		--images $(SHARED)/strecha/entry-P10/images --strecha $(SHARED)/strecha/entry-P10/gt_dense_cameras \
+		--out datasets/phototour-real16/entry-P10-r$$r --resize_max $$r || exit 1; done
+	$(VPY) -m pipelines.make_patches --mr_size 16 --images $(SHARED)/collections/sceaux_castle/images \
+		--out datasets/phototour-real16/sceaux_castle-r1200 --resize_max 1200
+	$(VPY) -m pipelines.make_patches --mr_size 16 --images $(SHARED)/collections/lund/images \
+		--sfm_pairs sequential --sfm_mapper global --out datasets/phototour-real16/lund-r1024 --resize_max 1024
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 1000 --data datasets/phototour-strecha \
 		--train "" --option init=outputs/train/hardnet-synthetic-init.pt --out outputs/train/hardnet-real.pt \
 		--eval fountain-P11 --eval_data datasets/phototour-strecha-test
@@ -103,20 +111,21 @@ weights: install
 		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
 	# hardnet and sdb: two 300-step stages each on hndesc's self-supervised pairs of the training
 	# photos (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8),
-	# from their real-patch runs, then 150 steps back on the real patch sets (patch FPR95)
-	prev=outputs/train/hardnet-real.pt; for s in 0.6 0.8; do \
+	# from their real-patch runs, then 150 steps back on the real patch sets (patch FPR95);
+	# hardnet's 0.8 stage and both last stages cut their patches at 16 sigma (extraction's)
+	prev=outputs/train/hardnet-real.pt; for s in 0.6 0.8; do mr=12; [ $$s = 0.8 ] && mr=16; \
 		$(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 --option init=$$prev \
 			--option data=pairs --photos outputs/photos-train --option pair_redetect=true \
-			--option pair_max_keypoints=600 --option pair_homography_strength=$$s \
+			--option pair_max_keypoints=600 --option pair_homography_strength=$$s --option pair_mr_size=$$mr \
 			--out outputs/train/hardnet-pairs$$s.pt || exit 1; prev=outputs/train/hardnet-pairs$$s.pt; done
-	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 --data datasets/phototour-real --train "" \
+	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 --data datasets/phototour-real16 --train "" \
 		--option init=outputs/train/hardnet-pairs0.8.pt --out weights/hardnet.pt
 	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
 		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
 			--option init=$$prev --option data=pairs --photos outputs/photos-train --option pair_redetect=true \
 			--option pair_max_keypoints=600 --option pair_homography_strength=$$s \
 			--out outputs/train/sdb-pairs$$s.pt || exit 1; prev=outputs/train/sdb-pairs$$s.pt; done
-	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-real \
+	$(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 --data datasets/phototour-real16 \
 		--train "" --option arch=l2net --option init=outputs/train/sdb-pairs0.8.pt --out outputs/train/sdb-pairs0.8-real.pt
 	# sdb ships the weight average of the last two stages (pairs 0.8 and the real-patch steps)
 	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs0.8-real.pt outputs/train/sdb-pairs0.8.pt \
