@@ -126,7 +126,7 @@ def finetune_on_map(
     from descriptors.recipes import get_recipe
     from descriptors.registry import weights_path
     from descriptors.train import train
-    from localize import make_patches
+    from localize import extract_features, make_patches
     from localize.data.aachen import read_aachen
 
     if recipe not in FROM_MAP_CONFS:
@@ -147,10 +147,25 @@ def finetune_on_map(
         root = aachen.resolve_dataset(dataset, synthetic)
         data = read_aachen(root)
         image_dir, model, db_names = data.image_dir, data.reference_model, data.db_names
+    # the map's patches at the extraction support (how the queries will be described) unless
+    # patch_conf names one; a cached set is reused only if built with the same settings
+    if isinstance(patch_conf, str):
+        if patch_conf not in make_patches.confs:
+            raise ValueError(f"unknown make_patches conf {patch_conf!r}")
+        patch_conf = {
+            **make_patches.confs[patch_conf],
+            "mr_size": extract_features.default_conf["mr_size"],
+        }
+    else:
+        patch_conf = {"mr_size": extract_features.default_conf["mr_size"], **patch_conf}
     patch_root = outputs / "map-patches"  # one set for every recipe
     summary_file = patch_root / "map" / "summary.json"
     patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    if patches.get("images") != str(image_dir) or set(patches.get("view_ids", {})) != set(db_names):
+    if (
+        patches.get("images") != str(image_dir)
+        or set(patches.get("view_ids", {})) != set(db_names)
+        or patches.get("conf") != {**make_patches.confs["default"], **patch_conf}
+    ):
         patches = make_patches.build(
             patch_conf, image_dir, patch_root / "map", reference=model, names=db_names
         )

@@ -236,16 +236,21 @@ def test_train_from_an_sfm_map(incremental, tmp_path):
     from descriptors import registry
     from descriptors.models import read_checkpoint
     from descriptors.registry import weights_path
+    from localize import extract_features
     from pipelines import train_and_localize as tl
 
     conf = {"resize_max": 480, "max_keypoints": 400, "min_tri_angle_deg": 1.0, "max_pairs": 1000}
     s = tl.run_from_map("hardnet", incremental["paths"]["sfm"], tmp_path, steps=1, patch_conf=conf)
     assert set(s["patches"]["view_ids"]) == {f"{i:03d}.jpg" for i in range(N_VIEWS)}
     assert s["patches"]["tracks"] > 50 and Path(s["checkpoint"]).is_file()
+    # cut at the extraction support, as the queries will be described
+    assert s["patches"]["conf"]["mr_size"] == extract_features.default_conf["mr_size"]
     assert s["rows"] == {}
     for name in ("sdb", "fracking"):
-        f = tl.finetune_on_map(name, incremental["paths"]["sfm"], tmp_path, steps=1, night=0.5)
-        assert f["patches"]["tracks"] == s["patches"]["tracks"]  # the same patch set
+        f = tl.finetune_on_map(
+            name, incremental["paths"]["sfm"], tmp_path, steps=1, night=0.5, patch_conf=conf
+        )
+        assert f["patches"] == s["patches"]  # the same patch set, reused
         assert registry.load(f["checkpoint"]).patch_size == registry.load(name).patch_size
         ours, shipped = read_checkpoint(f["checkpoint"]), read_checkpoint(weights_path(name))
         assert ours["arch_kwargs"] == shipped["arch_kwargs"] and ours["meta"]["p_night"] == 0.5
