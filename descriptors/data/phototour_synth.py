@@ -3,8 +3,8 @@
 ``write_synthetic_phototour`` follows the DoG keypoints of a photo through several random
 homography + photometric (and sometimes night-style) views, and cuts a 64x64 patch around each
 tracked keypoint with ``descriptors.patches.extract_patches`` (the 12-sigma support of every
-training patch set), its scale and orientation carried through the local affine approximation of the
-homography, so the patches of one 3D point are canonicalised the way Brown's are. TRAIN photos
+training patch set), its scale and orientation carried through the local affine approximation
+of the homography, so the patches of one 3D point are canonicalised the way Brown's are. TRAIN photos
 make the ``train`` split, TEST photos the ``test`` split (disjoint). The folder is written by
 ``descriptors.data.phototour.write_phototour_folder`` and read by ``read_phototour``.
 """
