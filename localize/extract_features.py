@@ -777,7 +777,8 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--mr_size",
         type=positive_float,
-        help="patch side in units of sigma (default 16; hloc's DoG uses 12)",
+        help=f"patch side in units of sigma (default {default_conf['mr_size']:g}; hloc's DoG "
+        f"uses {HLOC_DOG_MR_SIZE:g})",
     )
     p.add_argument(
         "--as_half", action="store_true", help="store descriptors as float16 (hloc as_half)"

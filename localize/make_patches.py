@@ -136,6 +136,19 @@ def _tri_angle_deg(xyz: np.ndarray, centers: np.ndarray) -> float:
     return float(np.degrees(np.arccos(c.min())))
 
 
+def resolve_conf(conf: dict[str, Any] | str) -> dict[str, Any]:
+    """A name of :data:`confs` or a dict of overrides of ``confs['default']`` -> the full conf
+    (what :func:`build` uses and records in ``summary.json``); unknown names / keys raise."""
+    if isinstance(conf, str):
+        if conf not in confs:
+            raise ValueError(f"unknown make_patches conf {conf!r}: {', '.join(confs)}")
+        conf = confs[conf]
+    unknown = set(conf) - set(confs["default"])
+    if unknown:
+        raise ValueError(f"unknown make_patches option(s): {sorted(unknown)}")
+    return {**confs["default"], **conf}
+
+
 def build(
     conf: dict[str, Any] | str,
     image_dir: str | os.PathLike,
@@ -160,14 +173,7 @@ def build(
     from descriptors.data.phototour import make_pairs, write_phototour_folder
     from descriptors.registry import load as load_descriptor
 
-    if isinstance(conf, str):
-        if conf not in confs:
-            raise ValueError(f"unknown make_patches conf {conf!r}: {', '.join(confs)}")
-        conf = confs[conf]
-    unknown = set(conf) - set(confs["default"])
-    if unknown:
-        raise ValueError(f"unknown make_patches option(s): {sorted(unknown)}")
-    conf = {**confs["default"], **conf}
+    conf = resolve_conf(conf)
     image_dir, out_dir = Path(image_dir), Path(out_dir)
     if not image_dir.is_dir():
         raise colmap.ColmapError(f"image folder not found: {image_dir}")

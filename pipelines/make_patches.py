@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--max_pairs", type=positive_int, help="cap on the number of view pairs")
     p.add_argument(
-        "--mr_size", type=positive_float, help="patch side in units of sigma (default 12)"
+        "--mr_size",
+        type=positive_float,
+        help=f"patch side in units of sigma (default {make_patches.confs['default']['mr_size']:g})",
     )
     args = p.parse_args(argv)
     setup_logging()

@@ -149,22 +149,18 @@ def finetune_on_map(
         image_dir, model, db_names = data.image_dir, data.reference_model, data.db_names
     # the map's patches at the extraction support (how the queries will be described) unless
     # patch_conf names one; a cached set is reused only if built with the same settings
+    mr_size = extract_features.default_conf["mr_size"]
     if isinstance(patch_conf, str):
-        if patch_conf not in make_patches.confs:
-            raise ValueError(f"unknown make_patches conf {patch_conf!r}")
-        patch_conf = {
-            **make_patches.confs[patch_conf],
-            "mr_size": extract_features.default_conf["mr_size"],
-        }
+        patch_conf = {**make_patches.resolve_conf(patch_conf), "mr_size": mr_size}
     else:
-        patch_conf = {"mr_size": extract_features.default_conf["mr_size"], **patch_conf}
+        patch_conf = make_patches.resolve_conf({"mr_size": mr_size, **patch_conf})
     patch_root = outputs / "map-patches"  # one set for every recipe
     summary_file = patch_root / "map" / "summary.json"
     patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     if (
         patches.get("images") != str(image_dir)
         or set(patches.get("view_ids", {})) != set(db_names)
-        or patches.get("conf") != {**make_patches.confs["default"], **patch_conf}
+        or patches.get("conf") != patch_conf
     ):
         patches = make_patches.build(
             patch_conf, image_dir, patch_root / "map", reference=model, names=db_names
