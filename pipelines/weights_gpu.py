@@ -1,7 +1,7 @@
 """Train all five recipes on real data on ONE GPU, then measure them on real photos.
 
     python -m pipelines.weights_gpu --shared ../shared/data --patches PATCH_ROOT \
-        [--photos PHOTO_DIR] [--out outputs/weights-gpu] [--steps N] [--device cuda]
+        [--patches16 PATCH_ROOT_16] [--photos PHOTO_DIR] [--out outputs/weights-gpu] [--steps N]
 
 ``PATCH_ROOT`` holds Brown-layout patch sets built by ``pipelines.make_patches`` (one folder per
 set, e.g. ``entry-P10-r800``, ``sceaux_castle-r1024``; a set with a ``DONE`` file next to it
@@ -23,9 +23,12 @@ benchmark. hardnet and sdb then run the later stages of their shipped CPU weight
 (:data:`GPU_STAGES`): one stage on hndesc's self-supervised pairs of the training photos under
 strong perspective (corner jitter 0.8) from the patch run, then a short stage back on the real
 patch sets; sdb's ``<recipe>.pt`` is the uniform weight average of those two
-(``pipelines.train --average``), hardnet's the last stage. Every stage's checkpoint is measured
-too (``<recipe>-patches.pt``, ``-pairs.pt``, ``-real.pt``). Not here: hndesc's and wlrn's
-perspective stages.
+(``pipelines.train --average``), hardnet's the last stage. As in the shipped weights, the
+``real`` stages train on the same sets cut at the extraction support, 16 sigma
+(``PATCH_ROOT_16``, built by ``make_patches --mr_size 16``; without it they reuse
+``PATCH_ROOT``), and hardnet's pair stage cuts its patches at 16 sigma too. Every stage's
+checkpoint is measured too (``<recipe>-patches.pt``, ``-pairs.pt``, ``-real.pt``). Not here:
+hndesc's and wlrn's perspective stages.
 """
 
 from __future__ import annotations
@@ -89,7 +92,10 @@ PAIR_STAGE: list[str] = [
 #: later stages per recipe, each from the one before: (name, steps, extra arguments); the
 #: ``real`` stage trains on the patch sets again. Steps are estimates, like GPU_STEPS.
 GPU_STAGES: dict[str, list[tuple[str, int, list[str]]]] = {
-    "hardnet": [("pairs", 600, [*PAIR_STAGE, "--lr", "1.0"]), ("real", 300, ["--lr", "1.0"])],
+    "hardnet": [
+        ("pairs", 600, [*PAIR_STAGE, "--lr", "1.0", "--option", "pair_mr_size=16"]),
+        ("real", 300, ["--lr", "1.0"]),
+    ],
     "sdb": [("pairs", 300, [*PAIR_STAGE, "--lr", "0.001"]), ("real", 150, ["--lr", "0.001"])],
 }
 #: recipes whose final checkpoint is the uniform weight average of these two stages
@@ -121,6 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shared", type=Path, required=True, help="shared data folder")
     p.add_argument("--patches", type=Path, required=True, help="folder of Brown patch sets")
+    p.add_argument(
+        "--patches16",
+        type=Path,
+        default=None,
+        help="the same Brown patch sets cut at 16 sigma, for the real stages (default: --patches)",
+    )
     p.add_argument("--photos", type=Path, default=None, help="photo folder (default: see doc)")
     p.add_argument("--out", type=Path, default=Path("outputs/weights-gpu"))
     p.add_argument("--steps", type=int, default=None, help="override every recipe's steps")
@@ -143,6 +155,11 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out
     sets = patch_sets(args.patches)
     brown = link_folder(out / "patches", {d.name: d for d in sets})
+    if args.patches16 is None:
+        logger.warning("no --patches16: the real stages train on %s (12 sigma)", args.patches)
+        brown16 = brown
+    else:
+        brown16 = link_folder(out / "patches16", {d.name: d for d in patch_sets(args.patches16)})
     scene_dirs = {
         "entry-P10": args.shared / "strecha/entry-P10/images",
         **{c.name: c / "images" for c in sorted((args.shared / "collections").glob("*"))},
@@ -154,13 +171,19 @@ def main(argv: list[str] | None = None) -> dict:
     loose = {f.name: f for f in sorted((args.shared / "photos").glob("*")) if f.is_file()}
     scenes = link_folder(out / "scenes", {**scene_dirs, **loose})
     (out / "bags").mkdir(parents=True, exist_ok=True)
-    summary: dict = {"patch_sets": [d.name for d in sets], "photos": str(photos), "runs": {}}
+    summary: dict = {
+        "patch_sets": [d.name for d in sets],
+        "patch_sets_16": str(brown16),
+        "photos": str(photos),
+        "runs": {},
+    }
     common = ["--ckpt_every", "0"]
     if args.batch_size:
         common += ["--batch_size", str(args.batch_size)]
     if args.device:
         common += ["--device", args.device]
     patches = ["--data", str(brown), "--train", ""]
+    patches16 = ["--data", str(brown16), "--train", ""]
     rows: list[str] = []
 
     def run(name: str, key: str, steps: int, ckpt: Path, extra: list[str]) -> None:
@@ -185,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         for k, (stage, steps, extra) in enumerate(stages):
             last = k == len(stages) - 1 and name not in GPU_AVERAGE
             ckpt = out / (f"{name}.pt" if last else f"{name}-{stage}.pt")
-            src = patches if stage == "real" else ["--photos", str(photos)]
+            src = patches16 if stage == "real" else ["--photos", str(photos)]
             init = ["--option", f"init={prev}"]
             run(name, f"{name}-{stage}", args.steps or steps, ckpt, [*src, *extra, *init])
             prev = ckpt
