@@ -109,17 +109,21 @@ weights: install
 		--option init=outputs/train/hndesc-persp0.8.pt --option pair_redetect=true --option pair_max_keypoints=600 \
 		--option pair_p_night=0.7 --option pair_night_darkness=0.8,1.4 --option pair_homography_strength=0.8 \
 		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
-	# hardnet and sdb: two 300-step stages each on hndesc's self-supervised pairs of the training
-	# photos (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8),
-	# from their real-patch runs, then 150 steps back on the real patch sets (patch FPR95);
-	# hardnet's 0.8 stage and both last stages cut their patches at 16 sigma (extraction's)
-	prev=outputs/train/hardnet-real.pt; for s in 0.6 0.8; do mr=12; [ $$s = 0.8 ] && mr=16; \
+	# hardnet and sdb: 300-step stages on hndesc's self-supervised pairs of the training photos
+	# (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8; hardnet runs
+	# 0.8 three times), from their real-patch runs, then 150 steps back on the real patch sets
+	# (patch FPR95); each ships the weight average of its last two stages. hardnet's 0.8 stages and
+	# both real-patch stages cut their patches at 16 sigma (extraction's)
+	prev=outputs/train/hardnet-real.pt; for sm in 0.6:12:a 0.8:16:a 0.8:16:b 0.8:16:c; do \
+		s=$${sm%%:*}; mk=$${sm#*:}; mr=$${mk%:*}; out=outputs/train/hardnet-pairs$$s$${mk#*:}.pt; \
 		$(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 --option init=$$prev \
 			--option data=pairs --photos outputs/photos-train --option pair_redetect=true \
 			--option pair_max_keypoints=600 --option pair_homography_strength=$$s --option pair_mr_size=$$mr \
-			--out outputs/train/hardnet-pairs$$s.pt || exit 1; prev=outputs/train/hardnet-pairs$$s.pt; done
+			--out $$out || exit 1; prev=$$out; done
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 --data datasets/phototour-real16 --train "" \
-		--option init=outputs/train/hardnet-pairs0.8.pt --out weights/hardnet.pt
+		--option init=outputs/train/hardnet-pairs0.8c.pt --out outputs/train/hardnet-pairs-real.pt
+	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs-real.pt \
+		outputs/train/hardnet-pairs0.8c.pt --out weights/hardnet.pt
 	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
 		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
 			--option init=$$prev --option data=pairs --photos outputs/photos-train --option pair_redetect=true \
