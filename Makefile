@@ -181,7 +181,7 @@ weights: install
 # on the real Brown patch sets under $(PATCHES) (built by `make weights`, or by pipelines.make_patches
 # from the SfM'd collections) and the real photos of $(SHARED); writes checkpoints and the
 # real_matching table to outputs/weights-gpu (weights/ untouched); hardnet and sdb then run their
-# pair and real-patch stages (sdb: their average), as the shipped CPU weights, the real-patch
+# pair and real-patch stages and ship their average, as the shipped CPU weights, the real-patch
 # stages on the 16-sigma sets of $(PATCHES16). CPU smoke run:
 # $(VPY) -m pipelines.weights_gpu --shared $(SHARED) --patches $(PATCHES) --steps 2 --device cpu
 PATCHES ?= datasets/phototour-real

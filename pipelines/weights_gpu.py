@@ -22,8 +22,8 @@ smoke run: ``--steps 2 --batch_size 32 --device cpu --sequences graffiti``). Not
 benchmark. hardnet and sdb then run the later stages of their shipped CPU weights
 (:data:`GPU_STAGES`): one stage on hndesc's self-supervised pairs of the training photos under
 strong perspective (corner jitter 0.8) from the patch run, then a short stage back on the real
-patch sets; sdb's ``<recipe>.pt`` is the uniform weight average of those two
-(``pipelines.train --average``), hardnet's the last stage. As in the shipped weights, the
+patch sets; each one's ``<recipe>.pt`` is the uniform weight average of those two
+(``pipelines.train --average``). As in the shipped weights, the
 ``real`` stages train on the same sets cut at the extraction support, 16 sigma
 (``PATCH_ROOT_16``, built by ``make_patches --mr_size 16``; without it they reuse
 ``PATCH_ROOT``), and hardnet's pair stage cuts its patches at 16 sigma too. Every stage's
@@ -99,7 +99,7 @@ GPU_STAGES: dict[str, list[tuple[str, int, list[str]]]] = {
     "sdb": [("pairs", 300, [*PAIR_STAGE, "--lr", "0.001"]), ("real", 150, ["--lr", "0.001"])],
 }
 #: recipes whose final checkpoint is the uniform weight average of these two stages
-GPU_AVERAGE: dict[str, tuple[str, str]] = {"sdb": ("pairs", "real")}
+GPU_AVERAGE: dict[str, tuple[str, str]] = {"hardnet": ("pairs", "real"), "sdb": ("pairs", "real")}
 
 
 def patch_sets(root: Path) -> list[Path]:
