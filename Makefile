@@ -104,11 +104,18 @@ weights: install
 			--option pair_p_night=0.5 --option pair_night_darkness=0.6,1.3 \
 			--option pair_homography_strength=$$s --out outputs/train/hndesc-persp$$s.pt || exit 1; \
 		prev=outputs/train/hndesc-persp$$s.pt; done
-	# ... and 300 steps at 0.8 with more (p 0.7) and darker (0.8-1.4) night renderings
-	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0001 --photos outputs/photos-train \
-		--option init=outputs/train/hndesc-persp0.8.pt --option pair_redetect=true --option pair_max_keypoints=600 \
-		--option pair_p_night=0.7 --option pair_night_darkness=0.8,1.4 --option pair_homography_strength=0.8 \
-		--out weights/hndesc.pt --eval fountain-P11 --eval_data datasets/phototour-strecha-test
+	# ... and 300 steps at 0.8 with more (p 0.7) and darker (0.8-1.4) night renderings; then the
+	# same stage and a 0.8 perspective stage (night p 0.5, 0.6-1.3) with patches 16 sigma wide
+	prev=outputs/train/hndesc-persp0.8.pt; for mr in 12 16; do \
+		$(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0001 --photos outputs/photos-train \
+			--option init=$$prev --option pair_redetect=true --option pair_max_keypoints=600 \
+			--option pair_p_night=0.7 --option pair_night_darkness=0.8,1.4 --option pair_homography_strength=0.8 \
+			--option pair_mr_size=$$mr --out outputs/train/hndesc-night8-$$mr.pt || exit 1; \
+		prev=outputs/train/hndesc-night8-$$mr.pt; done
+	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0002 --photos outputs/photos-train \
+		--option init=outputs/train/hndesc-night8-16.pt --option pair_redetect=true --option pair_max_keypoints=600 \
+		--option pair_p_night=0.5 --option pair_night_darkness=0.6,1.3 --option pair_homography_strength=0.8 \
+		--option pair_mr_size=16 --out weights/hndesc.pt
 	# hardnet and sdb: 300-step stages on hndesc's self-supervised pairs of the training photos
 	# (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8; hardnet runs
 	# 0.8 three times), from their real-patch runs, then 150 steps back on the real patch sets
