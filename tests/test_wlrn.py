@@ -390,6 +390,29 @@ def test_real_bags_scenes_and_weak_labels(tmp_path):
         scenes_from_root(tmp_path / "missing")
 
 
+def test_bag_patch_support_is_a_conf_key(tmp_path):
+    """``mr_size`` in the bag confs is the support the bag patches are cut at (12 sigma, the
+    training default, unless set): same keypoints, the patches of ``extract_patches`` at it."""
+    from descriptors.data.bags import BAGS_CONF
+    from descriptors.data.real_bags import REAL_BAGS_CONF, make_real_bags, scenes_from_root
+    from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
+
+    assert BAGS_CONF["mr_size"] == REAL_BAGS_CONF["mr_size"] == MR_SIZE
+    sc = scenes_from_root(_write_scene_photos(tmp_path / "scenes"))
+    conf = {"bag_size": 16, "scales": (320,)}  # the photos' own size: no resampling
+    b12 = make_real_bags(sc, conf=conf, progress=False)
+    b16 = make_real_bags(sc, conf={**conf, "mr_size": 16}, progress=False)
+    assert np.array_equal(b12.keypoints, b16.keypoints)
+    assert not np.array_equal(b12.patches, b16.patches)
+    from descriptors.data.pairs import load_photo_source
+
+    kp = b16.keypoints[0]
+    img = load_photo_source(str(b16.photo_names[b16.photo[0]]), gray=True)
+    want = extract_patches(img, kp[:, :2], kp[:, 2], opencv_angle_to_ori(kp[:, 3]), 32, 16.0)
+    got = b16.patches[0].astype(np.float32) / 255.0
+    assert np.abs(got - want[:, 0].numpy()).mean() < 0.01
+
+
 def test_wlrn_trains_on_real_bags(tmp_path):
     """Option ``scenes``: the real bags are built from the photos, cached under the data folder,
     and steps of the trainer on one triplet batch of them lower its loss (weak labels only).

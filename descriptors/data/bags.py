@@ -16,7 +16,7 @@ Synthetic equivalent written here (nothing downloaded):
   patches near the view border are not cut from black;
 - a **bag** = the ``bag_size`` strongest DoG keypoints (``descriptors.patches.detect_dog``) detected in the
   central ``view_size`` x ``view_size`` part of one view, cut as 32x32 patches with
-  ``descriptors.patches.extract_patches`` (the toolkit's 12-sigma support, OpenCV orientation
+  ``descriptors.patches.extract_patches`` (``mr_size``: 12 sigma by default, OpenCV orientation
   converted with ``opencv_angle_to_ori``). Views with fewer keypoints are topped up by repeating
   keypoints (rare; logged), views with fewer than ``min_keypoints`` drop the object.
 
@@ -70,6 +70,7 @@ BAGS_CONF: dict = {
     "min_photo_side": 384,  # small photos are upscaled to at least this
     "max_objects_per_photo": 12,  # windows kept per photo (big photos would dominate)
     "patch_size": 32,
+    "mr_size": 12.0,  # patch side in DoG sigmas (descriptors.patches.MR_SIZE, hloc's support)
     "photo_dir": None,  # folder of JPG / PNG photos (recursive) instead of the bundled
 }
 
@@ -226,7 +227,9 @@ def make_bags(
                     rep = rng.choice(len(xy), n - len(xy), replace=True)
                     xy, size, angle = (np.concatenate([a, a[rep]]) for a in (xy, size, angle))
                     n_topped += 1
-                p = extract_patches(canvas, xy, size, opencv_angle_to_ori(angle), patch_size=ps)
+                p = extract_patches(
+                    canvas, xy, size, opencv_angle_to_ori(angle), ps, float(cfg["mr_size"])
+                )
                 patches.append((p[:, 0].numpy() * 255.0 + 0.5).astype(np.uint8))
                 kps.append(
                     np.concatenate([xy, size[:, None], angle[:, None]], 1).astype(np.float32)

@@ -15,7 +15,7 @@ Here the labels come from how real photos are filed, with no pose and no corresp
 - **bags** (:func:`make_real_bags`): per photo and per scale (the photo resized so its longer
   side is ``scale`` px, never upscaled), the ``bag_size`` strongest DoG keypoints
   (``descriptors.patches.detect_dog``), cut as ``patch_size`` patches with
-  ``descriptors.patches.extract_patches`` (12-sigma support, OpenCV orientation);
+  ``descriptors.patches.extract_patches`` (``mr_size``: 12 sigma by default, OpenCV orientation);
 - ``object_ids`` = scene, ``photo`` = photo: ``bags.BagTripletSampler`` then draws a matching
   pair from two DIFFERENT photos of a scene (bags of one photo at two scales never form a
   positive) and a non-matching bag from another scene.
@@ -45,6 +45,7 @@ REAL_BAGS_CONF: dict = {
     "min_size": 2.0,  # OpenCV keypoint size range kept (px)
     "max_size": 64.0,
     "patch_size": 32,
+    "mr_size": 12.0,  # patch side in DoG sigmas (descriptors.patches.MR_SIZE, hloc's support)
 }
 
 
@@ -138,7 +139,9 @@ def make_real_bags(
                     if len(xy) < n:
                         logger.info("%s at %d px: %d keypoints < %d, skipped", path, s, len(xy), n)
                         continue
-                    p = extract_patches(img, xy, size, opencv_angle_to_ori(angle), patch_size=ps)
+                    p = extract_patches(
+                        img, xy, size, opencv_angle_to_ori(angle), ps, float(cfg["mr_size"])
+                    )
                     patches.append((p[:, 0].numpy() * 255.0 + 0.5).astype(np.uint8))
                     kps.append(
                         np.concatenate([xy, size[:, None], angle[:, None]], 1).astype(np.float32)
