@@ -173,6 +173,14 @@ weights: install
 		--option init=outputs/train/wlrn-persp-4.pt --data outputs/bags-persp --train "" --seed 1 \
 		--out outputs/train/wlrn-persp-5-seed1.pt
 	$(VPY) -m pipelines.train --recipe wlrn --average outputs/train/wlrn-persp-5.pt outputs/train/wlrn-persp-5-seed1.pt \
+		--out outputs/train/wlrn-persp-avg.pt
+	# ... then that stage once more from the average with the bag patches cut at 16 sigma (the
+	# extraction support), seeds 0 and 1, and the weight average of the two
+	for seed in 0 1; do $(VPY) -m pipelines.train --recipe wlrn --quick --steps 300 --batch_size 8 --lr 0.00005 \
+		--photos outputs/photos-train --option "bags_conf={\"homography_strength\":0.9,\"mr_size\":16}" \
+		--option schedule=fixed --option bag_size=48 --option init=outputs/train/wlrn-persp-avg.pt \
+		--data outputs/bags-persp --train "" --seed $$seed --out outputs/train/wlrn16-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe wlrn --average outputs/train/wlrn16-seed0.pt outputs/train/wlrn16-seed1.pt \
 		--out weights/wlrn.pt
 	# fracking: native 64x64 CNN3 from scratch on the real patch sets (entry-P10 x 3 + collections),
 	# each patch standardised (input_norm=patch), B^M = 32 with the paper's best R_P / R_N = 8 / 8
