@@ -121,16 +121,16 @@ weights: install
 	# 0.8 three times), from their real-patch runs, then 150 steps back on the real patch sets
 	# (patch FPR95); each ships the weight average of its last two stages. hardnet's 0.8 stages and
 	# both real-patch stages cut their patches at 16 sigma (extraction's)
-	prev=outputs/train/hardnet-real.pt; for sm in 0.6:12:a 0.8:16:a 0.8:16:b 0.8:16:c; do \
-		s=$${sm%%:*}; mk=$${sm#*:}; mr=$${mk%:*}; out=outputs/train/hardnet-pairs$$s$${mk#*:}.pt; \
+	prev=outputs/train/hardnet-real.pt; k=0; for s in 0.6 0.8 0.8 0.8; do \
+		k=$$((k + 1)); mr=16; [ $$s = 0.6 ] && mr=12; out=outputs/train/hardnet-pairs-$$k.pt; \
 		$(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 --option init=$$prev \
 			--option data=pairs --photos outputs/photos-train --option pair_redetect=true \
 			--option pair_max_keypoints=600 --option pair_homography_strength=$$s --option pair_mr_size=$$mr \
 			--out $$out || exit 1; prev=$$out; done
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 --data datasets/phototour-real16 --train "" \
-		--option init=outputs/train/hardnet-pairs0.8c.pt --out outputs/train/hardnet-pairs-real.pt
+		--option init=outputs/train/hardnet-pairs-4.pt --out outputs/train/hardnet-pairs-real.pt
 	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs-real.pt \
-		outputs/train/hardnet-pairs0.8c.pt --out weights/hardnet.pt
+		outputs/train/hardnet-pairs-4.pt --out weights/hardnet.pt
 	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
 		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
 			--option init=$$prev --option data=pairs --photos outputs/photos-train --option pair_redetect=true \
