@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from descriptors.patches import MR_SIZE
 from descriptors.util import ToolkitError, atomic_write
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ BAGS_CONF: dict = {
     "min_photo_side": 384,  # small photos are upscaled to at least this
     "max_objects_per_photo": 12,  # windows kept per photo (big photos would dominate)
     "patch_size": 32,
-    "mr_size": 12.0,  # patch side in DoG sigmas (descriptors.patches.MR_SIZE, hloc's support)
+    "mr_size": MR_SIZE,  # patch side in DoG sigmas (12, hloc's support)
     "photo_dir": None,  # folder of JPG / PNG photos (recursive) instead of the bundled
 }
 

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from descriptors.data.bags import BagsError, BagSet
+from descriptors.patches import MR_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ REAL_BAGS_CONF: dict = {
     "min_size": 2.0,  # OpenCV keypoint size range kept (px)
     "max_size": 64.0,
     "patch_size": 32,
-    "mr_size": 12.0,  # patch side in DoG sigmas (descriptors.patches.MR_SIZE, hloc's support)
+    "mr_size": MR_SIZE,  # patch side in DoG sigmas (12, hloc's support)
 }
 
 
