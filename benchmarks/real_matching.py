@@ -5,7 +5,7 @@
 
 Protocol (the same for every row): per image, the ``max_keypoints`` strongest DoG keypoints of
 ``descriptors.patches.detect_dog`` (full resolution, extraction defaults), detected ONCE and shared
-by every descriptor; descriptors of those keypoints by ``localize.extract_features.describe`` (OpenCV
+by every descriptor; descriptors of those keypoints by ``localize.dog_features.describe`` (OpenCV
 SIFT / RootSIFT on the full image, learned ones on 12-sigma oriented patches); mutual nearest
 neighbours with no ratio test (``localize.nearest_neighbor.match_descriptors``). A match is
 correct at t px when the ground-truth homography maps its keypoint in image 1 within t px of its
@@ -41,7 +41,7 @@ from descriptors.hpatches_eval import homography_corner_error  # noqa: E402
 from descriptors.patches import detect_dog  # noqa: E402
 from descriptors.registry import OPENCV_NAMES  # noqa: E402
 from descriptors.util import setup_logging, write_json  # noqa: E402
-from localize import extract_features, image_io, visualization  # noqa: E402
+from localize import dog_features, extract_features, image_io, visualization  # noqa: E402
 from localize.cli import cli_errors, positive_int  # noqa: E402
 from localize.nearest_neighbor import match_descriptors  # noqa: E402
 
@@ -90,7 +90,7 @@ def _features(gray: np.ndarray, extractor: Any, n: int) -> tuple[np.ndarray, np.
     )
     # descriptors where extraction cuts its patches; positions as extraction stores them (true
     # pixel centres: OpenCV's 0.25 px upsampled-octave shift removed) for the ground-truth check
-    return xy - extract_features.OPENCV_XY_OFFSET, extract_features.describe(
+    return xy - dog_features.OPENCV_XY_OFFSET, dog_features.describe(
         gray, kps, xy, size, angle, extractor, conf
     )
 

@@ -47,6 +47,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script (make bench): repo root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from descriptors import registry  # noqa: E402
 from descriptors.tables import format_table  # noqa: E402
 from descriptors.util import setup_logging, write_json  # noqa: E402  (after the path fix)
 
@@ -112,7 +113,7 @@ def _child(spec: dict[str, Any]) -> None:
     from localize import extract_features, io
     from pipelines import aachen
 
-    extract_features.load_extractor(
+    registry.load(
         spec["features"],
         device=spec["conf"].get("device"),
         batch_size=extract_features.default_conf["batch_size"],

@@ -5,7 +5,7 @@ One convention for the whole toolkit (training-patch writers AND test-time extra
 - keypoint ``size`` is OpenCV's ``KeyPoint.size`` (a diameter, = 2 sigma of the DoG blob), pixels;
 - ``sigma = size / 2``; a patch covers a square of side ``mr_size * sigma`` pixels, default
   ``MR_SIZE = 12`` (hloc's DoG extractor support: half-width 6 sigma = 3 * size), the support of
-  the training patches; ``localize.extract_features`` cuts wider ones by default (its conf);
+  the training patches; ``localize.dog_features`` cuts wider ones by default (its ``default_conf``);
 - ``ori`` is in radians in kornia's convention; from OpenCV use ``opencv_angle_to_ori``
   (``ori = -deg2rad(kp.angle)``, checked by rotating an image 90 degrees);
 - output patches are (N, 1, P, P) float32 in [0, 1], P = 32 by default.

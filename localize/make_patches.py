@@ -31,6 +31,7 @@ from localize import (
     colmap,
     colmap_db,
     colmap_sfm,
+    dog_features,
     extract_features,
     geometry,
     pairs_from_poses,
@@ -205,7 +206,7 @@ def build(
     sizes: dict[str, tuple[int, int, int, int]] = {}
     for name in tqdm(wanted, desc="make_patches: detect", disable=None if progress else True):
         gray = _load_gray(image_dir / name)
-        small, _ = extract_features.resize_image(gray, conf["resize_max"])
+        small, _ = dog_features.resize_image(gray, conf["resize_max"])
         kps, xy, size, angle, _ = detect_dog(
             small,
             conf["max_keypoints"],
@@ -213,11 +214,11 @@ def build(
             conf["edge_threshold"],
             conf["min_size"],
         )
-        desc = extract_features.describe(small, kps, xy, size, angle, rootsift, ex_conf)
+        desc = dog_features.describe(small, kps, xy, size, angle, rootsift, ex_conf)
         # "xy": true positions (pixel centres at integers) for the geometry, as extraction stores
         # them; "xy_cut": OpenCV's positions, where extraction cuts its patches
         feats[name] = {
-            "xy": xy - extract_features.OPENCV_XY_OFFSET,
+            "xy": xy - dog_features.OPENCV_XY_OFFSET,
             "xy_cut": xy,
             "size": size,
             "angle": angle,

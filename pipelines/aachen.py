@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from descriptors import registry
 from descriptors.util import merge_conf, setup_logging, write_json
 from localize import (
     colmap,
@@ -327,7 +328,7 @@ def run(
     conf = _resolve_conf(conf)
     features = str(features)
     # a bad descriptor name / checkpoint fails here (one-line DescriptorError), before any work
-    extractor = extract_features.load_extractor(
+    extractor = registry.load(
         features, device=conf["device"], batch_size=extract_features.default_conf["batch_size"]
     )
     tag = features_tag(features)

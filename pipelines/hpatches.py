@@ -31,7 +31,7 @@ from descriptors.data import hpatches as hp
 from descriptors.data.hpatches_synth import write_synthetic_hpatches
 from descriptors.data.synth import apply_homography
 from descriptors.util import atomic_write, setup_logging, write_json
-from localize import extract_features, match_features, nearest_neighbor
+from localize import dog_features, extract_features, match_features, nearest_neighbor
 from localize.cli import (
     ArgumentParser,
     InputError,
@@ -345,7 +345,7 @@ def full_image_mma(
 ) -> dict[str, Any]:
     """Mean matching accuracy of image 1 against images 2..N of one sequence.
 
-    Features: ``localize.extract_features``'s per-image steps with its defaults (DoG keypoints, strongest
+    Features: ``localize.dog_features``' per-image steps with its defaults (DoG keypoints, strongest
     ``max_keypoints``; patch descriptors, or OpenCV SIFT on the full image for sift / rootsift),
     the image resized so its long side is at most ``max_side`` (0 = full resolution, as D2-Net's
     HPatches-sequences evaluation), keypoints mapped back to original pixels. Matches:
@@ -378,11 +378,11 @@ def full_image_mma(
     imgs, Hs, names = hp.read_image_sequence(seq_dir)
     feats, scales = [], []
     for im in imgs:
-        prep = extract_features.prepare_image(im, conf)
-        desc = extract_features.describe(
+        prep = dog_features.prepare_image(im, conf)
+        desc = dog_features.describe(
             prep["small"], prep["kps"], prep["xy"], prep["size"], prep["angle"], ext, conf, device
         )
-        f = extract_features.finish_image(prep, desc)
+        f = dog_features.finish_image(prep, desc)
         feats.append((f["keypoints"].astype(np.float64), desc))
         scales.append(max(prep["small"].shape) / max(im.shape))
     h0, w0 = imgs[0].shape

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from descriptors import registry
 from descriptors.registry import OPENCV_NAMES
 from descriptors.util import atomic_write, atomic_write_text, setup_logging, write_json
 from localize import extract_features, h5, io, retrieve
@@ -277,7 +278,7 @@ def _run(
             "resize_max": args.resize_max,
         }
     )
-    extractor = extract_features.load_extractor(args.features, device=args.device)
+    extractor = registry.load(args.features, device=args.device)
     db_names = [data.image_name(i) for i in range(data.n)]
     feats_db = extract_features.main(
         xconf,

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import pycolmap
 
+from descriptors import registry
 from descriptors.tables import format_table
 from descriptors.util import json_default, merge_conf, setup_logging, write_json
 from localize import (
@@ -276,7 +277,7 @@ def run(
     if not image_dir.is_dir():
         raise FileNotFoundError(f"image folder not found: {image_dir}")
     gt_poses = read_ground_truth(gt) if gt is not None else None
-    extractor = extract_features.load_extractor(
+    extractor = registry.load(
         features, device=c["device"], batch_size=extract_features.default_conf["batch_size"]
     )
     ext_conf: dict[str, Any] = {"descriptor": features}

@@ -19,8 +19,17 @@ import torch
 from descriptors import registry
 from descriptors.data import synth
 from descriptors.models import build_model, save_checkpoint
-from descriptors.patches import extract_patches, opencv_angle_to_ori
-from localize import extract_features, h5, image_io, io, match_features, nearest_neighbor, parsers
+from descriptors.patches import detect_dog, extract_patches, opencv_angle_to_ori
+from localize import (
+    dog_features,
+    extract_features,
+    h5,
+    image_io,
+    io,
+    match_features,
+    nearest_neighbor,
+    parsers,
+)
 
 SIFT_SMALL = {**extract_features.confs["sift"], "max_keypoints": 256}
 PATCH_SIFT = {**SIFT_SMALL, "opencv_full_image": False}  # registry SIFT on our oriented patches
@@ -72,9 +81,7 @@ def test_layout_resume_and_empty_image(image_dir, tmp_path, caplog, monkeypatch)
     assert io.get_matches(mp, "db/a.png", "flat.png")[0].shape == (0, 2)
 
     # resume: nothing left to do -> no image is touched
-    monkeypatch.setattr(
-        extract_features, "prepare_image", lambda *a, **k: pytest.fail("re-extracted")
-    )
+    monkeypatch.setattr(dog_features, "prepare_image", lambda *a, **k: pytest.fail("re-extracted"))
     assert extract_features.main(SIFT_SMALL, image_dir, export_dir=tmp_path) == fp
 
 
@@ -97,9 +104,9 @@ def test_resize_maps_back_to_original(tmp_path):
     big = _photo("camera", 320)
     conf = {**SIFT_SMALL, "resize_max": 160}
     ex = registry.load("sift")
-    f_big = extract_features.extract_image(big, ex, conf)
+    f_big = dog_features.extract_image(big, ex, conf)
     small = cv2.resize(big, (160, 160), interpolation=cv2.INTER_AREA)
-    f_small = extract_features.extract_image(small, ex, conf)
+    f_small = dog_features.extract_image(small, ex, conf)
     np.testing.assert_allclose(
         f_big["keypoints"], (f_small["keypoints"] + 0.5) * 2 - 0.5, atol=1e-4
     )
@@ -115,15 +122,15 @@ def test_contrast_stretch_finds_keypoints_in_a_dark_photo():
     dark = (day.astype(np.float32) * 0.1 + 0.5).astype(np.uint8)
     ex = registry.load("sift")
     conf = {**SIFT_SMALL, "max_keypoints": None}
-    n_day = len(extract_features.extract_image(day, ex, conf)["keypoints"])
-    n_dark = len(extract_features.extract_image(dark, ex, conf)["keypoints"])
-    lit = extract_features.extract_image(dark, ex, {**conf, "contrast_stretch": True})
+    n_day = len(dog_features.extract_image(day, ex, conf)["keypoints"])
+    n_dark = len(dog_features.extract_image(dark, ex, conf)["keypoints"])
+    lit = dog_features.extract_image(dark, ex, {**conf, "contrast_stretch": True})
     assert n_dark < 0.5 * n_day and len(lit["keypoints"]) > 0.7 * n_day, (n_day, n_dark)
-    day_kp = extract_features.extract_image(day, ex, conf)["keypoints"]
+    day_kp = dog_features.extract_image(day, ex, conf)["keypoints"]
     d = np.linalg.norm(lit["keypoints"][:, None] - day_kp[None], axis=2).min(1)
     assert np.median(d) < 1.0
     flat = np.full((64, 64), 7, np.uint8)
-    assert extract_features.stretch_contrast(flat) is flat
+    assert dog_features.stretch_contrast(flat) is flat
     on = extract_features.provenance({**conf, "contrast_stretch": True})
     off = extract_features.provenance(conf)  # as recorded before the key existed
     assert on != off and "contrast_stretch" not in str(off)
@@ -164,8 +171,8 @@ def test_rotation_90_orientation_convention():
     with ori = -deg2rad(kp.angle), and clearly different ones with the opposite sign."""
     img = _photo("camera", 320)
     rot = np.ascontiguousarray(np.rot90(img))  # (x, y) -> (y, W - 1 - x)
-    _, xa, sa, aa, _ = extract_features.detect_dog(img, 256)
-    _, xb, sb, ab, _ = extract_features.detect_dog(rot, 256)
+    _, xa, sa, aa, _ = detect_dog(img, 256)
+    _, xb, sb, ab, _ = detect_dog(rot, 256)
 
     def isolated(x):  # OpenCV duplicates a location for multiple orientations: skip those
         d = np.linalg.norm(x[:, None] - x[None], axis=2)
@@ -191,10 +198,10 @@ def test_rotation_90_orientation_convention():
     assert corr(+1) > 0.9 and corr(-1) < 0.5
     # full descriptor path (patches -> registry extractor) through extract_image
     ex = registry.load("sift")
-    fa = extract_features.extract_image(img, ex, PATCH_SIFT)
-    fb = extract_features.extract_image(rot, ex, PATCH_SIFT)
+    fa = dog_features.extract_image(img, ex, PATCH_SIFT)
+    fb = dog_features.extract_image(rot, ex, PATCH_SIFT)
     # same detector, no resize: OpenCV's xy minus its 0.25 px upsampling shift
-    np.testing.assert_allclose(fa["keypoints"], xa - extract_features.OPENCV_XY_OFFSET, atol=1e-4)
+    np.testing.assert_allclose(fa["keypoints"], xa - dog_features.OPENCV_XY_OFFSET, atol=1e-4)
     da, db = fa["descriptors"], fb["descriptors"]
     assert np.median((da[ia] * db[ib]).sum(1)) > 0.9
     assert np.mean((da[ia] @ db.T).argmax(1) == ib) > 0.9
@@ -205,12 +212,10 @@ def test_mr_size_is_the_patch_support():
     registry SIFT on extract_image's patches equals SIFT on extract_patches at that support."""
     img = _photo("camera", 320)
     ex = registry.load("sift")
-    _, xy, size, angle, _ = extract_features.detect_dog(img, 128)
+    _, xy, size, angle, _ = detect_dog(img, 128)
     out = {}
     for mr in (12.0, 16.0):
-        f = extract_features.extract_image(
-            img, ex, {**PATCH_SIFT, "max_keypoints": 128, "mr_size": mr}
-        )
+        f = dog_features.extract_image(img, ex, {**PATCH_SIFT, "max_keypoints": 128, "mr_size": mr})
         p = extract_patches(img, xy, size, opencv_angle_to_ori(angle), mr_size=mr)
         np.testing.assert_allclose(f["descriptors"], ex(p), atol=1e-5)
         out[mr] = f["descriptors"]
@@ -256,7 +261,7 @@ def test_pipeline_is_byte_identical_to_sequential(image_dir, tmp_path, monkeypat
             io.write_features(
                 w.file,
                 n,
-                extract_features.extract_image(
+                dog_features.extract_image(
                     image_io.read_image(image_dir / n),
                     ex,
                     extract_features.resolve_conf(conf),
@@ -282,12 +287,12 @@ def test_iter_prepared_order_prefetch_and_errors(image_dir):
     names = ["db/b.jpg", "db/a.png", "flat.png"] * 3
     got = [
         n
-        for n, _ in extract_features.iter_prepared(
+        for n, _ in dog_features.iter_prepared(
             names, image_dir, SIFT_SMALL, num_workers=2, prefetch=3
         )
     ]
     assert got == names
-    it = extract_features.iter_prepared(
+    it = dog_features.iter_prepared(
         ["db/a.png", "db/nope.png"], image_dir, SIFT_SMALL, num_workers=2
     )
     assert next(it)[0] == "db/a.png"
@@ -304,9 +309,9 @@ def test_half_autocast_accuracy():
         img, np.array([[0.9, 0.1, 12], [-0.08, 0.95, 9], [0, 0, 1]]), (200, 200)
     )
     conf = {**extract_features.confs["hardnet"], "max_keypoints": 48}
-    f32 = [extract_features.extract_image(im, ex, conf, device="cpu") for im in (img, warped)]
+    f32 = [dog_features.extract_image(im, ex, conf, device="cpu") for im in (img, warped)]
     f16 = [
-        extract_features.extract_image(im, ex, {**conf, "half": True}, device="cpu")
+        dog_features.extract_image(im, ex, {**conf, "half": True}, device="cpu")
         for im in (img, warped)
     ]
     for a, b in zip(f32, f16):
@@ -372,7 +377,7 @@ def test_cli_sigterm_commits_and_resumes(image_dir, tmp_path):
     )  # resume in-process (a torch import costs ~20 s)
     assert len(io.list_h5_names(fp)) == 12
     for n in partial[-1:] + ["11.png"]:  # one from each run: same as a clean extraction
-        ref = extract_features.extract_image(image_io.read_image(imgs / n), ex, conf)
+        ref = dog_features.extract_image(image_io.read_image(imgs / n), ex, conf)
         np.testing.assert_array_equal(io.get_descriptors(fp, n), ref["descriptors"])
 
 
@@ -447,15 +452,15 @@ def test_keypoints_sit_on_the_blob_centre(x0, y0):
             {**SIFT_SMALL, "resize_max": 128},
         ),
     ]:
-        f = extract_features.extract_image(img, ex, conf)
+        f = dog_features.extract_image(img, ex, conf)
         k = int(np.argmax(f["scales"]))  # the blob itself (largest DoG scale)
         s = img.shape[1] / 128
         np.testing.assert_allclose(
             f["keypoints"][k], [(x0 + 0.5) * s - 0.5, (y0 + 0.5) * s - 0.5], atol=0.06 * s
         )
-    _, xy, size, _, _ = extract_features.detect_dog(_blob(x0, y0), 16, 0.01)
+    _, xy, size, _, _ = detect_dog(_blob(x0, y0), 16, 0.01)
     k = int(np.argmax(size))
-    np.testing.assert_allclose(xy[k] - extract_features.OPENCV_XY_OFFSET, [x0, y0], atol=0.06)
+    np.testing.assert_allclose(xy[k] - dog_features.OPENCV_XY_OFFSET, [x0, y0], atol=0.06)
 
 
 def test_keypoints_and_oris_follow_a_90_degree_rotation():
@@ -465,17 +470,15 @@ def test_keypoints_and_oris_follow_a_90_degree_rotation():
     img = _photo("camera", 320)
     rot = np.ascontiguousarray(np.rot90(img))
     ex = registry.load("sift")
-    fa, fb = (extract_features.extract_image(im, ex, SIFT_SMALL) for im in (img, rot))
+    fa, fb = (dog_features.extract_image(im, ex, SIFT_SMALL) for im in (img, rot))
     mapped = np.stack([fa["keypoints"][:, 1], 319 - fa["keypoints"][:, 0]], 1)
     d = np.linalg.norm(mapped[:, None] - fb["keypoints"][None], axis=2)
     j, ok = d.argmin(1), d.min(1) < 0.6
     assert ok.sum() > 100 and np.median(d.min(1)[ok]) < 0.02
-    _, xa, _, _, _ = extract_features.detect_dog(img, 256)
-    _, xb, _, _, _ = extract_features.detect_dog(rot, 256)
+    _, xa, _, _, _ = detect_dog(img, 256)
+    _, xb, _, _, _ = detect_dog(rot, 256)
     raw = np.linalg.norm(np.stack([xa[:, 1], 319 - xa[:, 0]], 1)[:, None] - xb[None], axis=2)
-    assert (
-        abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * extract_features.OPENCV_XY_OFFSET) < 0.05
-    )
+    assert abs(np.median(raw.min(1)[raw.min(1) < 0.8]) - 2 * dog_features.OPENCV_XY_OFFSET) < 0.05
     assert fa["oris"].min() >= -180 and fa["oris"].max() < 180
     turn = (fb["oris"][j[ok]] - fa["oris"][ok] + 180) % 360 - 180
     assert np.median(np.abs(turn + 90)) < 1.0

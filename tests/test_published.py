@@ -237,8 +237,7 @@ def test_project_checkpoints_are_not_taken_for_published(tmp_path):
 def _wormhole_patches(n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     import cv2
 
-    from descriptors.patches import extract_patches
-    from localize.extract_features import detect_dog
+    from descriptors.patches import detect_dog, extract_patches
 
     seq = SHARED / "hpatches_v_wormhole"
     im1 = cv2.imread(str(seq / "1.png"), cv2.IMREAD_GRAYSCALE)

@@ -16,9 +16,11 @@ import h5py
 import numpy as np
 import pytest
 
+from descriptors import registry
 from descriptors.data import synth
 from localize import (
     colmap,
+    dog_features,
     extract_features,
     image_io,
     io,
@@ -74,8 +76,8 @@ def test_changed_image_is_reextracted(tmp_path, caplog):
     extract_features.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
     assert "'a.png' changed on disk" in caplog.text
     assert "for 1 images" in caplog.text  # b.png was not recomputed
-    fresh = extract_features.extract_image(
-        image_io.read_image(images / "a.png"), extract_features.load_extractor("sift"), SIFT_SMALL
+    fresh = dog_features.extract_image(
+        image_io.read_image(images / "a.png"), registry.load("sift"), SIFT_SMALL
     )
     np.testing.assert_array_equal(io.get_keypoints(fp, "a.png"), fresh["keypoints"])
     np.testing.assert_array_equal(io.get_keypoints(fp, "b.png"), kp_b)
