@@ -309,7 +309,7 @@ def _main(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] 
         over["variant"] = args.variant
     over.update(check_options(recipe, _key_values(p, "--option", args.option, parse_json=False)))
     if args.photos is not None:
-        from descriptors.data.pairs import find_photos
+        from descriptors.data.photos import find_photos
 
         find_photos(args.photos)
         over["photos"] = str(Path(args.photos).expanduser())

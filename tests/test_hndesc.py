@@ -326,7 +326,7 @@ def test_two_homographies_and_stylize():
 def test_photo_folder(tmp_path: Path):
     """--photos: every JPG / PNG under a folder (recursively) feeds the pairs; bad folders give
     one-line errors."""
-    from descriptors.data.pairs import PhotoError, find_photos
+    from descriptors.data.photos import PhotoError, find_photos
 
     (tmp_path / "sub" / "deeper").mkdir(parents=True)
     img = synth.load_photo("chelsea")

@@ -404,7 +404,7 @@ def test_bag_patch_support_is_a_conf_key(tmp_path):
     b16 = make_real_bags(sc, conf={**conf, "mr_size": 16}, progress=False)
     assert np.array_equal(b12.keypoints, b16.keypoints)
     assert not np.array_equal(b12.patches, b16.patches)
-    from descriptors.data.pairs import load_photo_source
+    from descriptors.data.photos import load_photo_source
 
     kp = b16.keypoints[0]
     img = load_photo_source(str(b16.photo_names[b16.photo[0]]), gray=True)

@@ -8,7 +8,7 @@ views; 2200 objects train, the rest validation/test) with 75 keypoints per image
 Synthetic equivalent written here (nothing downloaded):
 
 - an **object** is a square window of a bundled photo (``synth.photo_names(split)``, or of every
-  JPG / PNG under ``conf['photo_dir']``, ``pairs.find_photos``); windows of
+  JPG / PNG under ``conf['photo_dir']``, ``photos.find_photos``); windows of
   one photo do not overlap (a gap of ``window_gap`` px), so different objects share no content;
 - a **view** of an object is the photo warped by a random homography about that window
   (``synth.random_homography`` + ``synth.warp``) into a canvas of ``view_size + 2 * pad`` px, then
@@ -195,7 +195,7 @@ def make_bags(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     cfg = {**BAGS_CONF, **(conf or {})}
     rng = np.random.default_rng([seed, 0 if split == "train" else 1, 7])
-    from .pairs import load_photo_source, photo_list
+    from .photos import load_photo_source, photo_list
 
     names = photo_list(photo_dir=cfg.get("photo_dir") or "", split=split)
     photos = [load_photo_source(nm, gray=True, min_side=int(cfg["min_photo_side"])) for nm in names]

@@ -63,7 +63,7 @@ def scenes_from_root(root: str | Path) -> dict[str, list[str]]:
     Raises:
         BagsError: ``root`` is not a folder or holds no JPG / PNG photo.
     """
-    from descriptors.data.pairs import PHOTO_EXTS, PhotoError, find_photos
+    from descriptors.data.photos import PHOTO_EXTS, PhotoError, find_photos
 
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -100,7 +100,7 @@ def make_real_bags(
     """
     import cv2
 
-    from descriptors.data.pairs import load_photo_source
+    from descriptors.data.photos import load_photo_source
     from descriptors.patches import detect_dog, extract_patches, opencv_angle_to_ori
 
     cfg = {**REAL_BAGS_CONF, **(conf or {})}

@@ -154,7 +154,7 @@ def pair_data(recipe: Recipe, data_dir: Path, seed: int) -> Iterator[Any]:
 def pair_data_source(recipe: Recipe, data_dir: Path) -> str:
     """``Recipe.data_source`` of a recipe that trains on pairs: the photos they come from
     (hndesc; hardnet and sdb with ``data='pairs'``), else the patch folder ``data_dir``."""
-    from descriptors.data.pairs import describe_photos
+    from descriptors.data.photos import describe_photos
 
     if getattr(recipe.options, "data", "pairs") != "pairs":
         return str(data_dir)

@@ -135,7 +135,7 @@ def _bags_file(data_dir: Path, opts: WLRNOptions) -> Path:
     photos = opts.photos
     if not photos:
         return Path(data_dir) / BAGS_FILE
-    from descriptors.data.pairs import find_photos
+    from descriptors.data.photos import find_photos
 
     # a photo folder's generation settings are part of the name: a changed bags_conf (e.g.
     # stronger homographies) never reuses another run's cache
