@@ -115,7 +115,16 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0002 --photos outputs/photos-train \
 		--option init=outputs/train/hndesc-night8-16.pt --option pair_redetect=true --option pair_max_keypoints=600 \
 		--option pair_p_night=0.5 --option pair_night_darkness=0.6,1.3 --option pair_homography_strength=0.8 \
-		--option pair_mr_size=16 --out weights/hndesc.pt
+		--option pair_mr_size=16 --out outputs/train/hndesc-persp16.pt
+	# ... then that stage once more with the paper's triplet variant (hardest in-batch negative,
+	# margin 1: --option loss=triplet), seeds 0, 1 and 2, and the weight average of the three
+	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe hndesc --quick --steps 300 --lr 0.0002 \
+		--photos outputs/photos-train --option init=outputs/train/hndesc-persp16.pt --option pair_redetect=true \
+		--option pair_max_keypoints=600 --option pair_p_night=0.5 --option pair_night_darkness=0.6,1.3 \
+		--option pair_homography_strength=0.8 --option pair_mr_size=16 --option loss=triplet --seed $$seed \
+		--out outputs/train/hndesc-triplet-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe hndesc --average outputs/train/hndesc-triplet-seed0.pt \
+		outputs/train/hndesc-triplet-seed1.pt outputs/train/hndesc-triplet-seed2.pt --out weights/hndesc.pt
 	# hardnet and sdb: 300-step stages on hndesc's self-supervised pairs of the training photos
 	# (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8; hardnet runs
 	# 0.8 three times), from their real-patch runs, then 150 steps back on the real patch sets

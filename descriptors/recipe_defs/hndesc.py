@@ -24,8 +24,9 @@ What matches the paper / code here:
   per keypoint the ranked list [its positive, its k = 20 most similar keypoints of the OTHER image
   pairs of the batch], quantised differentiable AP with nq = 20 bins on cosine similarity in
   [0, 1] (R2D2's ``APLoss``), loss = mean (1 - AP) (``descriptors.losses.hndesc_ap_loss``);
-  ``loss='triplet'`` keeps the hardest-in-batch triplet margin variant (margin 1, anchor swap;
-  ``losses.hardest_triplet_margin``) for the ablation;
+  ``loss='triplet'`` keeps the paper's hardest-in-batch triplet margin variant (margin 1, anchor
+  swap; ``losses.hardest_triplet_margin``) for the ablation and for the last stage of the shipped
+  weights (README);
 - data (``descriptors.data.pairs``): two views of one photo crop under two independent random
   homographies (``PairConf.two_homographies``) with HNDesc's mild geometry (zoom 0.8-1:
   ``pair_homography_scale``, rotation +-15 deg: ``pair_max_rotation_deg``), keypoints detected
