@@ -260,8 +260,8 @@ def main(
     as_half, image_list, feature_path, overwrite)``; the rest is keyword-only.
 
     Args:
-        conf: a key of :data:`confs` or a conf dict (``descriptor``, ``output``, see default_conf;
-            or an hloc conf, see :func:`resolve_conf`).
+        conf: a key of :data:`confs` or a conf dict (``descriptor``, ``output``, see
+            ``dog_features.default_conf``; or an hloc conf, see :func:`resolve_conf`).
         image_dir: image root; names in the file are relative to it.
         export_dir: where ``<conf['output']>.h5`` goes (used when ``feature_path`` is None).
         feature_path: explicit output file.
@@ -277,7 +277,7 @@ def main(
         num_workers: threads decoding images + detecting DoG ahead of the network (0 = none).
         half: network inference under autocast (float16 on CUDA, bfloat16 on CPU; descriptors
             re-normalised in float32, accuracy in README.md); the default float32 output is
-            byte-identical to :func:`extract_image` image by image.
+            byte-identical to ``dog_features.extract_image`` image by image.
         fingerprints: {name: ``image_io.image_fingerprint``} already computed by the caller
             (computed here for the names it lacks); stored with each entry, and an entry whose
             image changed on disk since is recomputed.
