@@ -128,8 +128,9 @@ weights: install
 	# hardnet and sdb: 300-step stages on hndesc's self-supervised pairs of the training photos
 	# (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8; hardnet runs
 	# 0.8 three times), from their real-patch runs, then 150 steps back on the real patch sets
-	# (patch FPR95); each ships the weight average of its last two stages. hardnet's 0.8 stages and
-	# both real-patch stages cut their patches at 16 sigma (extraction's)
+	# (patch FPR95); each averages its last two stages (sdb ships that; hardnet runs one more round
+	# below). hardnet's 0.8 stages and both real-patch stages cut their patches at 16 sigma
+	# (extraction's)
 	prev=outputs/train/hardnet-real.pt; k=0; for s in 0.6 0.8 0.8 0.8; do \
 		k=$$((k + 1)); mr=16; [ $$s = 0.6 ] && mr=12; out=outputs/train/hardnet-pairs-$$k.pt; \
 		$(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 --option init=$$prev \
@@ -139,7 +140,23 @@ weights: install
 	$(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 --data datasets/phototour-real16 --train "" \
 		--option init=outputs/train/hardnet-pairs-4.pt --out outputs/train/hardnet-pairs-real.pt
 	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs-real.pt \
-		outputs/train/hardnet-pairs-4.pt --out weights/hardnet.pt
+		outputs/train/hardnet-pairs-4.pt --out outputs/train/hardnet-pairs-avg.pt
+	# ... then from that average one more 0.8 pair stage at 16 sigma with seeds 0, 1, 2 (averaged),
+	# 150 real-patch steps from that soup with seeds 0, 1 (averaged), and hardnet ships the average
+	# of the two soups
+	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 \
+		--option init=outputs/train/hardnet-pairs-avg.pt --option data=pairs --photos outputs/photos-train \
+		--option pair_redetect=true --option pair_max_keypoints=600 --option pair_homography_strength=0.8 \
+		--option pair_mr_size=16 --seed $$seed --out outputs/train/hardnet-pairs5-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs5-seed0.pt \
+		outputs/train/hardnet-pairs5-seed1.pt outputs/train/hardnet-pairs5-seed2.pt --out outputs/train/hardnet-pairs5.pt
+	for seed in 0 1; do $(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 \
+		--data datasets/phototour-real16 --train "" --option init=outputs/train/hardnet-pairs5.pt --seed $$seed \
+		--out outputs/train/hardnet-pairs5-real-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs5-real-seed0.pt \
+		outputs/train/hardnet-pairs5-real-seed1.pt --out outputs/train/hardnet-pairs5-real.pt
+	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs5.pt \
+		outputs/train/hardnet-pairs5-real.pt --out weights/hardnet.pt
 	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
 		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
 			--option init=$$prev --option data=pairs --photos outputs/photos-train --option pair_redetect=true \

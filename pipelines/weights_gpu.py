@@ -28,7 +28,8 @@ patch sets; each one's ``<recipe>.pt`` is the uniform weight average of those tw
 (``PATCH_ROOT_16``, built by ``make_patches --mr_size 16``; without it they reuse
 ``PATCH_ROOT``), and hardnet's pair stage cuts its patches at 16 sigma too. Every stage's
 checkpoint is measured too (``<recipe>-patches.pt``, ``-pairs.pt``, ``-real.pt``). Not here:
-hndesc's and wlrn's perspective and 16-sigma stages, hndesc's triplet stage and the seed averages.
+hndesc's and wlrn's perspective and 16-sigma stages, hndesc's triplet stage, hardnet's fifth
+pair stage and the seed averages.
 """
 
 from __future__ import annotations
