@@ -128,8 +128,8 @@ weights: install
 	# hardnet and sdb: 300-step stages on hndesc's self-supervised pairs of the training photos
 	# (positives re-detected) under stronger perspective (corner jitter 0.6, then 0.8; hardnet runs
 	# 0.8 three times), from their real-patch runs, then 150 steps back on the real patch sets
-	# (patch FPR95); each averages its last two stages (sdb ships that; hardnet runs one more round
-	# below). hardnet's 0.8 stages and both real-patch stages cut their patches at 16 sigma
+	# (patch FPR95); each averages its last two stages, then runs one more round with seeds
+	# (below). hardnet's 0.8 stages and both real-patch stages cut their patches at 16 sigma
 	# (extraction's)
 	prev=outputs/train/hardnet-real.pt; k=0; for s in 0.6 0.8 0.8 0.8; do \
 		k=$$((k + 1)); mr=16; [ $$s = 0.6 ] && mr=12; out=outputs/train/hardnet-pairs-$$k.pt; \
@@ -166,6 +166,22 @@ weights: install
 		--train "" --option arch=l2net --option init=outputs/train/sdb-pairs0.8.pt --out outputs/train/sdb-pairs0.8-real.pt
 	# sdb ships the weight average of the last two stages (pairs 0.8 and the real-patch steps)
 	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs0.8-real.pt outputs/train/sdb-pairs0.8.pt \
+		--out outputs/train/sdb-pairs-avg.pt
+	# ... then one more round from that average as for hardnet: a 0.8 pair stage at 16 sigma, seeds
+	# 0 and 1 (averaged), 150 real-patch steps from that soup, seeds 0 and 1 (averaged), and sdb
+	# ships the average of the two soups
+	for seed in 0 1; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 \
+		--option arch=l2net --option init=outputs/train/sdb-pairs-avg.pt --option data=pairs --photos outputs/photos-train \
+		--option pair_redetect=true --option pair_max_keypoints=600 --option pair_homography_strength=0.8 \
+		--option pair_mr_size=16 --seed $$seed --out outputs/train/sdb-pairs16-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16-seed0.pt outputs/train/sdb-pairs16-seed1.pt \
+		--out outputs/train/sdb-pairs16.pt
+	for seed in 0 1; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 \
+		--data datasets/phototour-real16 --train "" --option arch=l2net --option init=outputs/train/sdb-pairs16.pt \
+		--seed $$seed --out outputs/train/sdb-pairs16-real-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16-real-seed0.pt \
+		outputs/train/sdb-pairs16-real-seed1.pt --out outputs/train/sdb-pairs16-real.pt
+	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16.pt outputs/train/sdb-pairs16-real.pt \
 		--out weights/sdb.pt
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL

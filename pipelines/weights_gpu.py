@@ -28,8 +28,9 @@ patch sets; each one's ``<recipe>.pt`` is the uniform weight average of those tw
 (``PATCH_ROOT_16``, built by ``make_patches --mr_size 16``; without it they reuse
 ``PATCH_ROOT``), and hardnet's pair stage cuts its patches at 16 sigma too. Every stage's
 checkpoint is measured too (``<recipe>-patches.pt``, ``-pairs.pt``, ``-real.pt``). Not here:
-hndesc's and wlrn's perspective and 16-sigma stages, hndesc's triplet stage, hardnet's fifth
-pair stage and the seed averages.
+hndesc's and wlrn's perspective and 16-sigma stages, hndesc's triplet stage, hardnet's and sdb's
+last round (a pair stage and a real-patch stage at 16 sigma, each with seeds) and the seed
+averages.
 """
 
 from __future__ import annotations
