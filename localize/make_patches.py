@@ -25,14 +25,13 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from descriptors.patches import MR_SIZE, detect_dog, extract_patches, opencv_angle_to_ori
+from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
 from descriptors.util import atomic_dir, write_json
 from localize import (
     colmap,
     colmap_db,
     colmap_sfm,
     dog_features,
-    extract_features,
     geometry,
     pairs_from_poses,
     parsers,
@@ -201,20 +200,21 @@ def build(
 
     # 1. detection + RootSIFT on resized images
     rootsift = load_descriptor("rootsift")
-    ex_conf = {**extract_features.default_conf, "resize_max": conf["resize_max"]}
+    detect_keys = (
+        "resize_max",
+        "max_keypoints",
+        "contrast_threshold",
+        "edge_threshold",
+        "min_size",
+    )
+    ex_conf = {**dog_features.default_conf, **{k: conf[k] for k in detect_keys}}
     feats: dict[str, dict[str, np.ndarray]] = {}
     sizes: dict[str, tuple[int, int, int, int]] = {}
     for name in tqdm(wanted, desc="make_patches: detect", disable=None if progress else True):
         gray = _load_gray(image_dir / name)
-        small, _ = dog_features.resize_image(gray, conf["resize_max"])
-        kps, xy, size, angle, _ = detect_dog(
-            small,
-            conf["max_keypoints"],
-            conf["contrast_threshold"],
-            conf["edge_threshold"],
-            conf["min_size"],
-        )
-        desc = dog_features.describe(small, kps, xy, size, angle, rootsift, ex_conf)
+        prep = dog_features.prepare_image(gray, ex_conf)
+        small, xy, size, angle = prep["small"], prep["xy"], prep["size"], prep["angle"]
+        desc = dog_features.describe(small, prep["kps"], xy, size, angle, rootsift, ex_conf)
         # "xy": true positions (pixel centres at integers) for the geometry, as extraction stores
         # them; "xy_cut": OpenCV's positions, where extraction cuts its patches
         feats[name] = {

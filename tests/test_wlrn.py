@@ -394,6 +394,7 @@ def test_bag_patch_support_is_a_conf_key(tmp_path):
     """``mr_size`` in the bag confs is the support the bag patches are cut at (12 sigma, the
     training default, unless set): same keypoints, the patches of ``extract_patches`` at it."""
     from descriptors.data.bags import BAGS_CONF
+    from descriptors.data.photos import load_photo_source
     from descriptors.data.real_bags import REAL_BAGS_CONF, make_real_bags, scenes_from_root
     from descriptors.patches import MR_SIZE, extract_patches, opencv_angle_to_ori
 
@@ -404,8 +405,6 @@ def test_bag_patch_support_is_a_conf_key(tmp_path):
     b16 = make_real_bags(sc, conf={**conf, "mr_size": 16}, progress=False)
     assert np.array_equal(b12.keypoints, b16.keypoints)
     assert not np.array_equal(b12.patches, b16.patches)
-    from descriptors.data.photos import load_photo_source
-
     kp = b16.keypoints[0]
     img = load_photo_source(str(b16.photo_names[b16.photo[0]]), gray=True)
     want = extract_patches(img, kp[:, :2], kp[:, 2], opencv_angle_to_ori(kp[:, 3]), 32, 16.0)
