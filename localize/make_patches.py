@@ -8,6 +8,11 @@ Brown layout ``descriptors.data.phototour.read_phototour`` reads (``patchesNNNN.
 one scene per folder. Steps: DoG + RootSIFT on resized images, covisible pairs from the poses,
 guided matching within ``epipolar_px`` of the epipolar lines, triangulation from the fixed
 poses, track filtering, one patch per observation at its own scale and orientation (12 sigma).
+With ``night_copies`` = K > 0 each view is also rendered K times through the night model
+(``synth.day_to_night`` on the full-resolution image, then the same resize) and every
+observation's patch is cut from those renderings too: K extra patches of the same 3D point at
+the same keypoint, from view ids ``V * k + v`` (k = 1..K, V views), so day-night positives see
+the illumination change the way a night query does, not a night model applied to a 64x64 patch.
 ``interest.txt`` holds ``<view id> x y size ori`` in original pixels (size = OpenCV diameter,
 ori in radians).
 """
@@ -56,6 +61,8 @@ confs: dict[str, dict[str, Any]] = {
         "patch_size": 64,  # Brown layout
         "mr_size": MR_SIZE,
         "max_pairs": 100_000,  # m50 pairs (half matching); fewer if the scene is small
+        "night_copies": 0,  # night renderings per view cut at the same keypoints (extra views)
+        "night_darkness": [0.6, 1.3],  # synth.day_to_night darkness, uniform in this range
         "seed": 0,
     },
 }
@@ -67,6 +74,18 @@ def _load_gray(path: Path) -> np.ndarray:
     if img is None:
         raise colmap.ColmapError(f"{path}: cannot read image")
     return img
+
+
+def _night(path: Path, conf: dict[str, Any], copy: int) -> np.ndarray:
+    """Night rendering ``copy`` (1..K) of the image at ``path``, resized as for detection:
+    (h, w) uint8. Seeded by the conf's seed, the image name and ``copy``."""
+    from descriptors.data.synth import day_to_night
+
+    seed = [conf["seed"], copy, *path.name.encode()]
+    rng = np.random.default_rng(seed)
+    darkness = float(rng.uniform(*conf["night_darkness"]))
+    dark = day_to_night(_load_gray(path), rng, darkness)
+    return dog_features.resize_image(dark, conf["resize_max"], False)[0]
 
 
 def guided_matches(
@@ -320,29 +339,33 @@ def build(
         f = feats[name]
         tk = np.asarray(per_image[name], np.int64)
         k = tk[:, 1]
-        p = extract_patches(
-            f["image"],
-            f["xy_cut"][k],
-            f["size"][k],
-            opencv_angle_to_ori(f["angle"][k]),
-            patch_size=conf["patch_size"],
-            mr_size=conf["mr_size"],
-        )
-        patch_list.append(np.clip(p[:, 0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8))
-        pt_ids.append(tk[:, 0])
-        views.append(np.full(len(tk), view_id[name]))
         w, h, nw, nh = sizes[name]
         sx, sy = w / nw, h / nh
-        for kk in k:
-            interest.append(
-                (
-                    view_id[name],
-                    (f["xy"][kk, 0] + 0.5) * sx - 0.5,
-                    (f["xy"][kk, 1] + 0.5) * sy - 0.5,
-                    f["size"][kk] * (sx + sy) / 2,
-                    float(opencv_angle_to_ori(f["angle"][kk : kk + 1])[0]),
-                )
+        rows = [
+            (
+                (f["xy"][kk, 0] + 0.5) * sx - 0.5,
+                (f["xy"][kk, 1] + 0.5) * sy - 0.5,
+                f["size"][kk] * (sx + sy) / 2,
+                float(opencv_angle_to_ori(f["angle"][kk : kk + 1])[0]),
             )
+            for kk in k
+        ]
+        images = [(view_id[name], f["image"])]
+        for c in range(1, conf["night_copies"] + 1):
+            images.append((view_id[name] + c * len(feats), _night(image_dir / name, conf, c)))
+        for vid, image in images:
+            p = extract_patches(
+                image,
+                f["xy_cut"][k],
+                f["size"][k],
+                opencv_angle_to_ori(f["angle"][k]),
+                patch_size=conf["patch_size"],
+                mr_size=conf["mr_size"],
+            )
+            patch_list.append(np.clip(p[:, 0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8))
+            pt_ids.append(tk[:, 0])
+            views.append(np.full(len(tk), vid))
+            interest.extend((vid, *r) for r in rows)
     pt = np.concatenate(pt_ids)
     order = np.lexsort((np.concatenate(views), pt))
     patches = np.concatenate(patch_list)[order]

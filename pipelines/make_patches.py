@@ -21,7 +21,7 @@ from typing import Any
 
 from descriptors.util import setup_logging
 from localize import colmap, make_patches
-from localize.cli import ArgumentParser, cli_errors, positive_float, positive_int
+from localize.cli import ArgumentParser, cli_errors, nonneg_int, positive_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
         type=positive_float,
         help=f"patch side in units of sigma (default {make_patches.confs['default']['mr_size']:g})",
     )
+    p.add_argument(
+        "--night_copies",
+        type=nonneg_int,
+        help="night renderings per view cut at the same keypoints (extra views; default 0)",
+    )
     args = p.parse_args(argv)
     setup_logging()
     conf = dict(make_patches.confs[args.conf])
@@ -122,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         "min_tri_angle_deg",
         "max_pairs",
         "mr_size",
+        "night_copies",
     ):
         if getattr(args, k) is not None:
             conf[k] = getattr(args, k)

@@ -123,6 +123,53 @@ def test_matching_patches_correlate(built):
     assert np.median(pos) > np.median(neg) + 0.4
 
 
+def test_night_copies_are_darker_views_of_the_same_points(built, tmp_path):
+    """night_copies=1: every observation again, cut at the same keypoint from a night rendering
+    (view id V + v), darker than its day patch and still correlated with it."""
+    data, pt, s, _ = built
+    names = sorted(s["view_ids"])[:5]
+    conf = {**CONF, "night_copies": 1}
+    day = make_patches.build(
+        CONF,
+        data.image_dir,
+        tmp_path / "day",
+        reference=data.reference_model,
+        names=names,
+        progress=False,
+    )
+    night = make_patches.build(
+        conf,
+        data.image_dir,
+        tmp_path / "night",
+        reference=data.reference_model,
+        names=names,
+        progress=False,
+    )
+    assert night["tracks"] == day["tracks"] and night["patches"] == 2 * day["patches"]
+    rows = np.loadtxt(tmp_path / "night" / "interest.txt")
+    d = read_phototour(tmp_path / "night", progress=False)
+    n_views = night["views"]
+    is_night = rows[:, 0] >= n_views
+    assert is_night.sum() == day["patches"] and rows[:, 0].max() < 2 * n_views
+    # pair each night patch with the day patch of the same point and keypoint
+    key = {(int(v), *np.round(r, 3)): i for i, (v, *r) in enumerate(rows) if v < n_views}
+    pairs = np.array(
+        [
+            (key[(int(v) - n_views, *np.round(r, 3))], i)
+            for i, (v, *r) in enumerate(rows)
+            if v >= n_views
+        ]
+    )
+    assert np.all(d.point_ids[pairs[:, 0]] == d.point_ids[pairs[:, 1]])
+    a = d.patches[pairs[:, 0]].astype(np.float64)
+    b = d.patches[pairs[:, 1]].astype(np.float64)
+    assert b.mean() < 0.8 * a.mean()
+    x, y = (a.reshape(len(a), -1), b.reshape(len(b), -1))
+    x = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
+    y = (y - y.mean(1, keepdims=True)) / (y.std(1, keepdims=True) + 1e-6)
+    assert np.median((x * y).mean(1)) > 0.5
+
+
 def test_short_training_lowers_heldout_fpr95(built, tmp_path):
     from descriptors.phototour_eval import evaluate_pairs
     from descriptors.registry import load
@@ -211,8 +258,8 @@ def test_strecha_to_aachen_layout_day_and_night(tmp_path):
 
 
 def test_cli_flags_reach_the_builder_conf(tmp_path, monkeypatch):
-    """``pipelines.make_patches --mr_size 16 --resize_max 800``: the builder gets those values
-    and the conf's other defaults."""
+    """``pipelines.make_patches --mr_size 16 --resize_max 800 --night_copies 1``: the builder
+    gets those values and the conf's other defaults."""
     from pipelines import make_patches as cli
 
     seen = {}
@@ -227,5 +274,6 @@ def test_cli_flags_reach_the_builder_conf(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli.make_patches, "build", fake_build)
     argv = ["--images", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "o")]
-    cli.main(argv + ["--mr_size", "16", "--resize_max", "800"])
-    assert seen == {**make_patches.confs["default"], "mr_size": 16.0, "resize_max": 800}
+    cli.main(argv + ["--mr_size", "16", "--resize_max", "800", "--night_copies", "1"])
+    want = {"mr_size": 16.0, "resize_max": 800, "night_copies": 1}
+    assert seen == {**make_patches.confs["default"], **want}
