@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from descriptors import tables  # noqa: E402
 from descriptors.util import setup_logging, write_json  # noqa: E402
-from localize.cli import positive_int  # noqa: E402
+from localize.cli import nonneg_int, positive_int  # noqa: E402
 from localize.data.strecha import write_aachen_layout  # noqa: E402
 from pipelines import aachen  # noqa: E402
 from pipelines.train_and_localize import (  # noqa: E402
@@ -154,9 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument(
         "--from_map_night",
-        type=float,
+        type=nonneg_int,
         default=FROM_MAP_NIGHT,
-        help="share of the map's positives put through the night model",
+        help="night renderings per database view in the map's patch set",
     )
     args = p.parse_args(argv)
     setup_logging(logging.WARNING)

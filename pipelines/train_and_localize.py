@@ -4,15 +4,15 @@
         [--data ROOT] [--out CKPT] [--dataset datasets/aachen_v1.1]
         [--outputs outputs/train_and_localize] [--max_keypoints N] [--num_covis 20] [--num_loc 10]
     python -m pipelines.train_and_localize --recipe hardnet|sdb|fracking --from-map [--dataset DIR]
-        [--steps N] [--night 0.3]
+        [--steps N] [--night 1]
 
 ``descriptors.train.train`` writes the checkpoint (default under ``--outputs``, never over the
 shipped ``weights/<recipe>.pt``), then ``pipelines.aachen.run`` localizes with it and the
 summary goes to ``<outputs>/<recipe>_summary.json``. ``--from-map`` fine-tunes the shipped
-weights of a patch recipe (``FROM_MAP_CONFS``: its last stage's settings, a share ``--night`` of
-the positives put through the night model) on patches cut from the map's DATABASE images and
-poses only (``localize.make_patches``) and prints its recall next to the shipped descriptor's
-and RootSIFT's; a ``pipelines.sfm`` map (``sfm-*`` folder or ``results-*.json``) has no queries,
+weights of a patch recipe (``FROM_MAP_CONFS``: its last stage's settings) on patches cut from the
+map's DATABASE images and poses only (``localize.make_patches``), each observation also cut from
+``--night`` night renderings of its image (``night_copies``), and prints its recall next to the
+shipped descriptor's and RootSIFT's; a ``pipelines.sfm`` map (``sfm-*`` folder or ``results-*.json``) has no queries,
 so only the fine-tuning runs.
 """
 
@@ -101,8 +101,8 @@ FROM_MAP_CONFS: dict[str, dict[str, Any]] = {
 }
 FROM_MAP_RECIPES = tuple(FROM_MAP_CONFS)
 FROM_MAP_STEPS = 300
-#: share of the map's positives rendered at night (the map holds day views only)
-FROM_MAP_NIGHT = 0.3
+#: night renderings per database view cut into the map's patch set (the map holds day views only)
+FROM_MAP_NIGHT = 1
 
 
 def finetune_on_map(
@@ -114,11 +114,13 @@ def finetune_on_map(
     device: str | None = None,
     patch_conf: dict | str = "default",
     synthetic: str = "default",
-    night: float = FROM_MAP_NIGHT,
+    night: int = FROM_MAP_NIGHT,
 ) -> dict:
     """Fine-tune ``recipe``'s shipped weights on patches of a map's database views and poses.
 
     ``dataset``: an Aachen-layout root (its reference model) or a ``pipelines.sfm`` map.
+    ``night``: night renderings per database view cut into the patch set (K extra patches per
+    observation, ``make_patches`` ``night_copies``).
     Returns {"dataset", "sfm_map" (bool), "patches": make_patches summary, "checkpoint"
     (``<outputs>/<recipe>-from-map.pt``), "train", "train_seconds"}.
     """
@@ -154,6 +156,7 @@ def finetune_on_map(
         patch_conf = {**make_patches.resolve_conf(patch_conf), "mr_size": mr_size}
     else:
         patch_conf = make_patches.resolve_conf({"mr_size": mr_size, **patch_conf})
+    patch_conf["night_copies"] = int(night)
     patch_root = outputs / "map-patches"  # one set for every recipe
     summary_file = patch_root / "map" / "summary.json"
     patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
@@ -166,9 +169,7 @@ def finetune_on_map(
             patch_conf, image_dir, patch_root / "map", reference=model, names=db_names
         )
     ckpt = outputs / f"{recipe}-from-map.pt"
-    r = get_recipe(recipe, quick=True).with_options(
-        init=str(shipped), p_night=float(night), **FROM_MAP_CONFS[recipe]
-    )
+    r = get_recipe(recipe, quick=True).with_options(init=str(shipped), **FROM_MAP_CONFS[recipe])
     # the shipped network as it is (e.g. fracking's CNN3 with input_norm='patch')
     r = r.with_options(arch_kwargs=dict(read_checkpoint(shipped).get("arch_kwargs", r.arch_kwargs)))
     t0 = time.perf_counter()
@@ -180,7 +181,7 @@ def finetune_on_map(
         steps=steps or FROM_MAP_STEPS,
         seed=seed,
         device=device,
-        meta={"from_map": str(root), "init": str(shipped), "p_night": float(night)},
+        meta={"from_map": str(root), "init": str(shipped), "night_copies": int(night)},
     )
     return {
         "dataset": str(root),
@@ -202,7 +203,7 @@ def run_from_map(
     patch_conf: dict | str = "default",
     synthetic: str = "default",
     baselines: tuple[str, ...] = ("rootsift",),
-    night: float = FROM_MAP_NIGHT,
+    night: int = FROM_MAP_NIGHT,
     **loc_conf: Any,
 ) -> dict:
     """:func:`finetune_on_map`, then relocalize with the fine-tuned, the generic (shipped)
@@ -311,9 +312,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument(
         "--night",
-        type=float,
+        type=nonneg_int,
         default=FROM_MAP_NIGHT,
-        help="--from-map: share of positives put through the night model (default %(default)s)",
+        help="--from-map: night renderings per database view in the patch set (default "
+        "%(default)s)",
     )
     p.add_argument(
         "--synthetic",

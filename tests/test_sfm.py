@@ -245,12 +245,15 @@ def test_train_from_an_sfm_map(incremental, tmp_path):
     assert s["patches"]["tracks"] > 50 and Path(s["checkpoint"]).is_file()
     # cut at the extraction support, as the queries will be described
     assert s["patches"]["conf"]["mr_size"] == extract_features.default_conf["mr_size"]
+    # and with the night renderings of every view: night patches of the same tracks
+    assert s["patches"]["conf"]["night_copies"] == tl.FROM_MAP_NIGHT >= 1
     assert s["rows"] == {}
     for name in ("sdb", "fracking"):
         f = tl.finetune_on_map(
-            name, incremental["paths"]["sfm"], tmp_path, steps=1, night=0.5, patch_conf=conf
+            name, incremental["paths"]["sfm"], tmp_path, steps=1, patch_conf=conf
         )
         assert f["patches"] == s["patches"]  # the same patch set, reused
         assert registry.load(f["checkpoint"]).patch_size == registry.load(name).patch_size
         ours, shipped = read_checkpoint(f["checkpoint"]), read_checkpoint(weights_path(name))
-        assert ours["arch_kwargs"] == shipped["arch_kwargs"] and ours["meta"]["p_night"] == 0.5
+        assert ours["arch_kwargs"] == shipped["arch_kwargs"]
+        assert ours["meta"]["night_copies"] == tl.FROM_MAP_NIGHT
