@@ -168,19 +168,20 @@ weights: install
 	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs0.8-real.pt outputs/train/sdb-pairs0.8.pt \
 		--out outputs/train/sdb-pairs-avg.pt
 	# ... then one more round from that average as for hardnet: a 0.8 pair stage at 16 sigma, seeds
-	# 0 and 1 (averaged), 150 real-patch steps from that soup, seeds 0 and 1 (averaged), and sdb
-	# ships the average of the two soups
-	for seed in 0 1; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 \
+	# 0, 1 and 2 (averaged), 150 real-patch steps from that soup, seeds 0, 1 and 2 (averaged), and
+	# sdb ships the average of the two soups
+	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 \
 		--option arch=l2net --option init=outputs/train/sdb-pairs-avg.pt --option data=pairs --photos outputs/photos-train \
 		--option pair_redetect=true --option pair_max_keypoints=600 --option pair_homography_strength=0.8 \
 		--option pair_mr_size=16 --seed $$seed --out outputs/train/sdb-pairs16-seed$$seed.pt || exit 1; done
 	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16-seed0.pt outputs/train/sdb-pairs16-seed1.pt \
-		--out outputs/train/sdb-pairs16.pt
-	for seed in 0 1; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 \
+		outputs/train/sdb-pairs16-seed2.pt --out outputs/train/sdb-pairs16.pt
+	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 \
 		--data datasets/phototour-real16 --train "" --option arch=l2net --option init=outputs/train/sdb-pairs16.pt \
 		--seed $$seed --out outputs/train/sdb-pairs16-real-seed$$seed.pt || exit 1; done
 	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16-real-seed0.pt \
-		outputs/train/sdb-pairs16-real-seed1.pt --out outputs/train/sdb-pairs16-real.pt
+		outputs/train/sdb-pairs16-real-seed1.pt outputs/train/sdb-pairs16-real-seed2.pt \
+		--out outputs/train/sdb-pairs16-real.pt
 	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16.pt outputs/train/sdb-pairs16-real.pt \
 		--out weights/sdb.pt
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
