@@ -111,13 +111,19 @@ def test_tracks_reproject_within_one_pixel(built):
     assert worst <= 1.5, worst
 
 
+def _ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, P, P) patches a[i], b[i] -> (N,) normalised cross-correlation of each pair."""
+    x, y = (p.reshape(len(p), -1).astype(np.float64) for p in (a, b))
+    x = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
+    y = (y - y.mean(1, keepdims=True)) / (y.std(1, keepdims=True) + 1e-6)
+    return (x * y).mean(1)
+
+
 def test_matching_patches_correlate(built):
     _, pt, _, _ = built
     d = read_phototour(pt / "train", progress=False)
-    x = d.patches.reshape(len(d), -1).astype(np.float64)
-    x = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
     m = d.matches
-    ncc = (x[m[:, 0]] * x[m[:, 1]]).mean(1)
+    ncc = _ncc(d.patches[m[:, 0]], d.patches[m[:, 1]])
     pos, neg = ncc[m[:, 2] == 1], ncc[m[:, 2] == 0]
     assert np.median(pos) > 0.5
     assert np.median(pos) > np.median(neg) + 0.4
@@ -128,22 +134,16 @@ def test_night_copies_are_darker_views_of_the_same_points(built, tmp_path):
     (view id V + v), darker than its day patch and still correlated with it."""
     data, pt, s, _ = built
     names = sorted(s["view_ids"])[:5]
-    conf = {**CONF, "night_copies": 1}
-    day = make_patches.build(
-        CONF,
-        data.image_dir,
-        tmp_path / "day",
-        reference=data.reference_model,
-        names=names,
-        progress=False,
-    )
-    night = make_patches.build(
-        conf,
-        data.image_dir,
-        tmp_path / "night",
-        reference=data.reference_model,
-        names=names,
-        progress=False,
+    day, night = (
+        make_patches.build(
+            {**CONF, "night_copies": k},
+            data.image_dir,
+            tmp_path / name,
+            reference=data.reference_model,
+            names=names,
+            progress=False,
+        )
+        for k, name in ((0, "day"), (1, "night"))
     )
     assert night["tracks"] == day["tracks"] and night["patches"] == 2 * day["patches"]
     rows = np.loadtxt(tmp_path / "night" / "interest.txt")
@@ -161,13 +161,9 @@ def test_night_copies_are_darker_views_of_the_same_points(built, tmp_path):
         ]
     )
     assert np.all(d.point_ids[pairs[:, 0]] == d.point_ids[pairs[:, 1]])
-    a = d.patches[pairs[:, 0]].astype(np.float64)
-    b = d.patches[pairs[:, 1]].astype(np.float64)
+    a, b = d.patches[pairs[:, 0]], d.patches[pairs[:, 1]]
     assert b.mean() < 0.8 * a.mean()
-    x, y = (a.reshape(len(a), -1), b.reshape(len(b), -1))
-    x = (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
-    y = (y - y.mean(1, keepdims=True)) / (y.std(1, keepdims=True) + 1e-6)
-    assert np.median((x * y).mean(1)) > 0.5
+    assert np.median(_ncc(a, b)) > 0.5
 
 
 def test_short_training_lowers_heldout_fpr95(built, tmp_path):
