@@ -165,7 +165,19 @@ def resolve_conf(conf: dict[str, Any] | str) -> dict[str, Any]:
     unknown = set(conf) - set(confs["default"])
     if unknown:
         raise ValueError(f"unknown make_patches option(s): {sorted(unknown)}")
-    return {**confs["default"], **conf}
+    conf = {**confs["default"], **conf}
+    k, dark = conf["night_copies"], conf["night_darkness"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"make_patches night_copies must be an integer >= 0, not {k!r}")
+    try:
+        lo, hi = (float(v) for v in dark)
+    except (TypeError, ValueError):
+        lo, hi = 1.0, 0.0
+    if not 0 <= lo <= hi:
+        raise ValueError(
+            f"make_patches night_darkness must be [low, high], 0 <= low <= high: {dark!r}"
+        )
+    return conf
 
 
 def build(

@@ -166,6 +166,20 @@ def test_night_copies_are_darker_views_of_the_same_points(built, tmp_path):
     assert np.median(_ncc(a, b)) > 0.5
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"night_copies": -1},
+        {"night_copies": 1.5},
+        {"night_darkness": [1.3, 0.6]},
+        {"night_darkness": 1},
+    ],
+)
+def test_bad_night_options_are_one_line_errors(bad):
+    with pytest.raises(ValueError, match="night_"):
+        make_patches.resolve_conf(bad)
+
+
 def test_short_training_lowers_heldout_fpr95(built, tmp_path):
     from descriptors.phototour_eval import evaluate_pairs
     from descriptors.registry import load
