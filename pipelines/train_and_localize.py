@@ -12,8 +12,8 @@ summary goes to ``<outputs>/<recipe>_summary.json``. ``--from-map`` fine-tunes t
 weights of a patch recipe (``FROM_MAP_CONFS``: its last stage's settings) on patches cut from the
 map's DATABASE images and poses only (``localize.make_patches``), each observation also cut from
 ``--night`` night renderings of its image (``night_copies``), and prints its recall next to the
-shipped descriptor's and RootSIFT's; a ``pipelines.sfm`` map (``sfm-*`` folder or ``results-*.json``) has no queries,
-so only the fine-tuning runs.
+shipped descriptor's and RootSIFT's; a ``pipelines.sfm`` map (``sfm-*`` folder or
+``results-*.json``) has no queries, so only the fine-tuning runs.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def finetune_on_map(
         patch_conf = {**make_patches.resolve_conf(patch_conf), "mr_size": mr_size}
     else:
         patch_conf = make_patches.resolve_conf({"mr_size": mr_size, **patch_conf})
-    patch_conf["night_copies"] = int(night)
+    patch_conf = make_patches.resolve_conf({**patch_conf, "night_copies": night})
     patch_root = outputs / "map-patches"  # one set for every recipe
     summary_file = patch_root / "map" / "summary.json"
     patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
