@@ -76,16 +76,14 @@ def _load_gray(path: Path) -> np.ndarray:
     return img
 
 
-def _night(path: Path, conf: dict[str, Any], copy: int) -> np.ndarray:
-    """Night rendering ``copy`` (1..K) of the image at ``path``, resized as for detection:
-    (h, w) uint8. Seeded by the conf's seed, the image name and ``copy``."""
+def _night(gray: np.ndarray, name: str, conf: dict[str, Any], copy: int) -> np.ndarray:
+    """Night rendering ``copy`` (1..K) of the full-resolution (h, w) uint8 image ``name``,
+    same shape. Seeded by the conf's seed, the image's file name and ``copy``."""
     from descriptors.data.synth import day_to_night
 
-    seed = [conf["seed"], copy, *path.name.encode()]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([conf["seed"], copy, *Path(name).name.encode()])
     darkness = float(rng.uniform(*conf["night_darkness"]))
-    dark = day_to_night(_load_gray(path), rng, darkness)
-    return dog_features.resize_image(dark, conf["resize_max"], False)[0]
+    return day_to_night(gray, rng, darkness)
 
 
 def guided_matches(
@@ -171,9 +169,10 @@ def resolve_conf(conf: dict[str, Any] | str) -> dict[str, Any]:
         raise ValueError(f"make_patches night_copies must be an integer >= 0, not {k!r}")
     try:
         lo, hi = (float(v) for v in dark)
+        ok = 0 <= lo <= hi
     except (TypeError, ValueError):
-        lo, hi = 1.0, 0.0
-    if not 0 <= lo <= hi:
+        ok = False
+    if not ok:
         raise ValueError(
             f"make_patches night_darkness must be [low, high], 0 <= low <= high: {dark!r}"
         )
@@ -239,7 +238,7 @@ def build(
         "min_size",
     )
     ex_conf = {**dog_features.default_conf, **{k: conf[k] for k in detect_keys}}
-    feats: dict[str, dict[str, np.ndarray]] = {}
+    feats: dict[str, dict[str, Any]] = {}
     sizes: dict[str, tuple[int, int, int, int]] = {}
     for name in tqdm(wanted, desc="make_patches: detect", disable=None if progress else True):
         gray = _load_gray(image_dir / name)
@@ -255,6 +254,13 @@ def build(
             "angle": angle,
             "desc": desc,
             "image": small,
+            # the night renderings, prepared as the day image (resize_image)
+            "night": [
+                dog_features.resize_image(
+                    _night(gray, name, conf, c), ex_conf["resize_max"], ex_conf["resize_force"]
+                )[0]
+                for c in range(1, conf["night_copies"] + 1)
+            ],
         }
         sizes[name] = (gray.shape[1], gray.shape[0], small.shape[1], small.shape[0])
     # keep only the wanted images in the scaled reference (ids unchanged)
@@ -363,8 +369,7 @@ def build(
             for kk in k
         ]
         images = [(view_id[name], f["image"])]
-        for c in range(1, conf["night_copies"] + 1):
-            images.append((view_id[name] + c * len(feats), _night(image_dir / name, conf, c)))
+        images += [(view_id[name] + c * len(feats), n) for c, n in enumerate(f["night"], 1)]
         for vid, image in images:
             p = extract_patches(
                 image,

@@ -155,7 +155,7 @@ def finetune_on_map(
     if isinstance(patch_conf, str):
         patch_conf = {**make_patches.resolve_conf(patch_conf), "mr_size": mr_size}
     else:
-        patch_conf = make_patches.resolve_conf({"mr_size": mr_size, **patch_conf})
+        patch_conf = {"mr_size": mr_size, **patch_conf}
     patch_conf = make_patches.resolve_conf({**patch_conf, "night_copies": night})
     patch_root = outputs / "map-patches"  # one set for every recipe
     summary_file = patch_root / "map" / "summary.json"
