@@ -43,12 +43,13 @@ from localize.cli import (
 )
 from localize.cli import device as device_arg
 from localize.dog_features import default_conf, describe, finish_image, half_dtype, iter_prepared
+from localize.provenance import check_provenance, features_provenance, resumable_features
 
 logger = logging.getLogger(__name__)
 
 IMAGE_GLOBS = ("*.jpg", "*.png", "*.jpeg", "*.JPG", "*.PNG")
 
-#: conf keys that change the features written (recorded in the file, ``io.check_provenance``)
+#: conf keys that change the features written (recorded in the file, ``localize.provenance``)
 PROVENANCE_KEYS = (
     "max_keypoints",
     "resize_max",
@@ -315,7 +316,7 @@ def main(
     prov = provenance(conf)
     if feature_path.is_file():  # another descriptor / conf / weights: refused before any work
         with h5.open_h5(feature_path) as fd:
-            io.check_provenance(fd, prov, stamp=False)
+            check_provenance(fd, prov, stamp=False)
     # a first look without the lock: nothing to do -> no model load; another process writing
     # the file -> its one-line error (naming the writer's pid) before any model is loaded
     if not overwrite and not _todo(names, feature_path, prints, log=True):
@@ -329,7 +330,7 @@ def main(
     if half and extractor.is_opencv:
         logger.warning("--half has no effect on OpenCV descriptors (%s)", conf["descriptor"])
     with h5.H5Writer(feature_path, commit_every_s=commit_every_s) as w:
-        io.check_provenance(w.file, prov)
+        check_provenance(w.file, prov)
         todo = names if overwrite else _todo(names, feature_path, prints)  # again, locked
         logger.info(
             "extracting %s (%s, dim %d%s) for %d images -> %s",
@@ -409,7 +410,7 @@ def extract_global(
 
 
 def provenance(conf: dict[str, Any]) -> dict[str, str]:
-    """Root attributes of a features file made with ``conf`` (``io.features_provenance``):
+    """Root attributes of a features file made with ``conf`` (``localize.provenance.features_provenance``):
     the descriptor, the :data:`PROVENANCE_KEYS` of the conf, the weights file's hash ('opencv'
     for sift / rootsift, 'unknown' when no file is found)."""
     d = str(conf["descriptor"])
@@ -424,7 +425,7 @@ def provenance(conf: dict[str, Any]) -> dict[str, str]:
     c["half"] = bool(c["half"])
     if not c["contrast_stretch"]:  # off: the provenance of files written before the key existed
         del c["contrast_stretch"]
-    return io.features_provenance(Path(d).stem if path.is_file() else d, c, weights)
+    return features_provenance(Path(d).stem if path.is_file() else d, c, weights)
 
 
 def image_fingerprints(
@@ -454,9 +455,9 @@ def _todo(
     fingerprints: dict[str, str] | None = None,
     log: bool = False,
 ) -> list[str]:
-    """``names`` not resumable from ``feature_path`` (see ``localize.io.resumable_features``;
+    """``names`` not resumable from ``feature_path`` (see ``localize.provenance.resumable_features``;
     entries whose image fingerprint changed are not)."""
-    done = io.resumable_features(feature_path, fingerprints=fingerprints)
+    done = resumable_features(feature_path, fingerprints=fingerprints)
     todo = [n for n in names if n not in done]
     if log and len(todo) < len(names):
         logger.info(

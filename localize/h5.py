@@ -494,12 +494,16 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
     Used to join extraction shards. Entries already in ``dest`` are kept unless ``overwrite``.
     Returns ``dest``.
     """
+    from localize.provenance import check_provenance, read_provenance  # it builds on this module
+
     dest = Path(dest)
     with H5Writer(dest) as w:
         have = w.names()
         for src in sources:
             with open_h5(src) as fs:
-                _merge_root_attrs(fs, w.file, bool(have))
+                want = read_provenance(fs)
+                if want:  # one extractor per features file
+                    check_provenance(w.file, want, source=src)
                 for name in sorted(entry_names(fs, src)):
                     if name in have and not overwrite:
                         continue
@@ -518,26 +522,6 @@ def merge_h5(sources: Iterable[PathLike], dest: PathLike, overwrite: bool = Fals
                     finish_entry(w.file[name])
                     have.add(name)
     return dest
-
-
-def _merge_root_attrs(src: h5py.File, dest: h5py.File, dest_has_entries: bool) -> None:
-    """Carry a source's provenance root attributes (``descloc_*``, see
-    ``localize.io.check_provenance``) into ``dest``; refuse sources made differently."""
-    want = {k: src.attrs[k] for k in src.attrs if k.startswith("descloc_")}
-    have = {k: dest.attrs[k] for k in dest.attrs if k.startswith("descloc_")}
-    if not want:
-        return
-    if not have:
-        if not dest_has_entries:
-            for k, v in want.items():
-                dest.attrs[k] = v
-        return
-    for k, v in want.items():
-        if str(have.get(k)) != str(v):
-            raise H5Error(
-                f"cannot merge {src.filename} into {dest.filename}: made with another "
-                f"{k.replace('descloc_', '')} ({v!r}, not {have.get(k)!r})"
-            )
 
 
 def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:

@@ -1,7 +1,7 @@
 """hloc-compatible HDF5 files: features, matches, global descriptors.
 
 Layouts (``features.h5``, ``matches.h5``, ``global-feats.h5``) are hloc's, readable by
-``hloc.utils.io`` both ways, plus our attributes (fingerprints, features ids, provenance); they
+``hloc.utils.io`` both ways, plus our attributes (fingerprints, features ids, provenance: :mod:`localize.provenance`); they
 are listed in README.md ("File formats, crash safety"). Descriptors are (N, D) in memory and (D, N) in the
 file; the conversion happens here and nowhere else. Every read error raises :class:`H5Error`,
 one line naming the file and the entry. Crash safety is :mod:`localize.h5`'s job; image files
@@ -11,8 +11,6 @@ are :mod:`localize.image_io`, name lists and pairs files :mod:`localize.parsers`
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -29,8 +27,6 @@ from localize.h5 import (
     H5Error,
     H5Writer,
     delete_entry,
-    entry_names,
-    entry_state,
     finish_entry,
     get_group,
     has_dataset,
@@ -40,27 +36,17 @@ from localize.h5 import (
     read_dataset,
     start_entry,
 )
+from localize.provenance import FEATURES_ID_ATTR, FINGERPRINT_ATTR, content_id, features_id
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
 FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size", "scales", "oris")
-#: attribute of a features entry: the fingerprint of the image it was extracted from
-FINGERPRINT_ATTR = "image_fingerprint"
-#: attribute of a features entry: :func:`features_id` of its keypoints and descriptors
-FEATURES_ID_ATTR = "features_id"
-#: root attributes of a features file recording what made it (:func:`check_provenance`)
-PROVENANCE_ATTRS = ("descloc_descriptor", "descloc_conf", "descloc_weights")
 
 
 class PairKeyError(H5Error):
     """A matches file holds another pair of images under a pair's hloc key."""
-
-
-# ------------------------------------------------------------------------------------------
-# Images
-# ------------------------------------------------------------------------------------------
 
 
 # ------------------------------------------------------------------------------------------
@@ -127,7 +113,7 @@ def write_features(
             grp["keypoints"].attrs["uncertainty"] = np.float32(uncertainty)
         if fingerprint is not None:
             grp.attrs[FINGERPRINT_ATTR] = str(fingerprint)
-        grp.attrs[FEATURES_ID_ATTR] = _content_id(grp)
+        grp.attrs[FEATURES_ID_ATTR] = content_id(grp)
     except BaseException:
         # never leave a half-written group behind (the writer commits after an exception)
         try:
@@ -135,156 +121,6 @@ def write_features(
         finally:
             raise
     finish_entry(grp)
-
-
-def _content_id(g: h5py.Group) -> str:
-    """blake2b of an entry's stored keypoints and descriptors (dtype, shape and bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    for k in ("keypoints", "descriptors"):
-        if k in g and isinstance(g[k], h5py.Dataset):
-            a = np.ascontiguousarray(g[k][()])
-            h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
-            h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def features_id(fd: h5py.File, name: str) -> str:
-    """Identity of a features entry's content (``attrs['features_id']``, written with it;
-    computed from the stored keypoints and descriptors for hloc's entries). Matches record
-    the ids of the entries they index (:func:`pair_is_current`)."""
-    g = get_group(fd, name, fd.filename)
-    v = g.attrs.get(FEATURES_ID_ATTR)
-    if v is not None:
-        return v.decode() if isinstance(v, bytes) else str(v)
-    try:
-        return _content_id(g)
-    except (OSError, RuntimeError) as e:
-        raise H5Error(f"corrupt HDF5 file {fd.filename} at {name!r}: {e}") from None
-
-
-def features_provenance(descriptor: str, conf: Mapping[str, Any], weights: str) -> dict[str, str]:
-    """Root attributes recording what made a features file (:data:`PROVENANCE_ATTRS`):
-    the descriptor name, the conf (JSON, sorted keys) and the weights hash."""
-    return dict(
-        zip(
-            PROVENANCE_ATTRS,
-            (str(descriptor), json.dumps(dict(conf), sort_keys=True, default=str), weights),
-        )
-    )
-
-
-def check_provenance(fd: h5py.File, want: Mapping[str, str], stamp: bool = True) -> None:
-    """Refuse to extend a features file made by another descriptor / conf / weights.
-
-    A file recording other :data:`PROVENANCE_ATTRS` raises; one recording none is stamped
-    with ``want`` when it holds no entry yet (``stamp`` and writable), else (hloc's or an
-    older file) accepted with a log line (it cannot be checked).
-
-    Raises:
-        H5Error naming the file, the field and both values (one line).
-    """
-    have = {k: fd.attrs.get(k) for k in PROVENANCE_ATTRS}
-    have = {
-        k: (v.decode() if isinstance(v, bytes) else str(v))
-        for k, v in have.items()
-        if v is not None
-    }
-    if not have:
-        if entry_names(fd, fd.filename, include_incomplete=True):
-            logger.info(
-                "%s records no descriptor / conf / weights (hloc or older file): "
-                "extending it unchecked",
-                fd.filename,
-            )
-        elif stamp and fd.mode != "r":
-            for k, v in want.items():
-                fd.attrs[k] = v
-        return
-    for k in PROVENANCE_ATTRS:
-        if have.get(k) != want.get(k):
-            what = k.replace("descloc_", "")
-            raise H5Error(
-                f"{fd.filename} holds features made with another {what} "
-                f"({have.get(k)!r}, not {want.get(k)!r}): give another output "
-                "file, or delete it to start over"
-            )
-
-
-def stored_fingerprint(g: h5py.Group) -> str | None:
-    """The ``image_fingerprint`` attribute of a features entry (None: hloc / older files)."""
-    v = g.attrs.get(FINGERPRINT_ATTR)
-    if v is None:
-        return None
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def resumable_features(
-    path: PathLike,
-    required: Sequence[str] = ("keypoints", "descriptors"),
-    fingerprints: Mapping[str, str] | None = None,
-) -> set[str]:
-    """Image names extraction may skip: committed entries (``complete=1``) and foreign entries
-    (no attribute) holding every ``required`` dataset with one N (keypoints (N, 2), descriptors
-    (D, N)). Everything else is recomputed. Empty for a missing file.
-
-    ``fingerprints`` ({name: :func:`image_fingerprint`} of the images on disk): an entry whose
-    stored fingerprint differs is stale (the image changed since) and left out, with one log
-    line; entries without a stored fingerprint (hloc's, older files) cannot be checked and are
-    kept.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return set()
-    out: set[str] = set()
-    unchecked = 0
-    with open_h5(path) as fd:
-        for name in entry_names(fd, path):
-            g = fd[name]
-            if fingerprints is not None and name in fingerprints:
-                old = stored_fingerprint(g)
-                if old is None:
-                    unchecked += 1
-                elif old != fingerprints[name]:
-                    logger.info(
-                        "%s: image %r changed on disk since its features were "
-                        "extracted (%s -> %s): recomputing it",
-                        path,
-                        name,
-                        old,
-                        fingerprints[name],
-                    )
-                    continue
-            if entry_state(g) == 1:
-                out.add(name)
-                continue
-            if not all(k in g and isinstance(g[k], h5py.Dataset) for k in required):
-                logger.info(
-                    "%s: entry %r lacks %s: it will be recomputed",
-                    path,
-                    name,
-                    "/".join(k for k in required if k not in g),
-                )
-                continue
-            if "keypoints" in g and "descriptors" in g:
-                kp, d = g["keypoints"].shape, g["descriptors"].shape
-                if len(d) != 2 or len(kp) < 1 or d[1] != kp[0]:
-                    logger.info(
-                        "%s: entry %r has keypoints %s but descriptors %s: it will be recomputed",
-                        path,
-                        name,
-                        kp,
-                        d,
-                    )
-                    continue
-            out.add(name)
-    if unchecked:
-        logger.info(
-            "%s: %d entries carry no image fingerprint (hloc or older files): reused "
-            "without a freshness check",
-            path,
-            unchecked,
-        )
-    return out
 
 
 def _check_finite(a: np.ndarray, path: PathLike, name: str, key: str) -> np.ndarray:

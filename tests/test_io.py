@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from localize import h5, image_io, io, parsers
+from localize import h5, image_io, io, parsers, provenance
 
 
 def _hloc_features(path, names, n=5, d=8, seed=0):
@@ -270,7 +270,7 @@ def test_hard_kill_keeps_committed_entries_and_resume_recomputes_the_rest(tmp_pa
     assert done == [f"img{i:06d}" for i in range(10)]
     left = sorted(set(io.list_h5_names(p, include_incomplete=True)) - set(done))
     assert left == [f"img{i:06d}" for i in range(10, 15)]
-    assert io.resumable_features(p) == set(done)
+    assert provenance.resumable_features(p) == set(done)
     with pytest.raises(h5.H5Error, match=rf"k.h5: entry '{left[0]}' is incomplete"):
         io.get_keypoints(p, left[0])
     assert not io.has_features(p, left[0])
@@ -307,9 +307,9 @@ def test_foreign_hloc_entries_read_resume_and_mix(tmp_path):
         f["db/4.jpg"].create_dataset("descriptors", data=np.zeros((8, 4)))  # N mismatch
     assert io.list_h5_names(p) == ["db/1.jpg", "db/2.jpg", "db/3.jpg", "db/4.jpg"]
     assert io.get_keypoints(p, "db/1.jpg").shape == (5, 2)  # foreign = complete for reading
-    assert io.resumable_features(p) == {"db/1.jpg", "db/2.jpg"}
+    assert provenance.resumable_features(p) == {"db/1.jpg", "db/2.jpg"}
     io.write_features(p, "db/3.jpg", _kp(2))  # repaired in place
-    assert io.resumable_features(p) == {"db/1.jpg", "db/2.jpg", "db/3.jpg"}
+    assert provenance.resumable_features(p) == {"db/1.jpg", "db/2.jpg", "db/3.jpg"}
     with h5py.File(p) as f:  # hloc-style read of the mix
         assert f["db"]["3.jpg"]["keypoints"].shape == (2, 2)
         assert "complete" not in f["db/1.jpg"].attrs

@@ -28,6 +28,7 @@ from localize import (
     pairs_from_exhaustive,
     pairs_from_retrieval,
     parsers,
+    provenance,
 )
 from localize import evaluate as ev
 from localize import localize_sfm as loc
@@ -66,7 +67,7 @@ def test_changed_image_is_reextracted(tmp_path, caplog):
     fp = tmp_path / "f.h5"
     extract_features.main(SIFT_SMALL, images, feature_path=fp, num_workers=0)
     with h5py.File(fp) as f:
-        stored = {n: f[n].attrs[io.FINGERPRINT_ATTR] for n in ("a.png", "b.png")}
+        stored = {n: f[n].attrs[provenance.FINGERPRINT_ATTR] for n in ("a.png", "b.png")}
     assert stored["a.png"] == image_io.image_fingerprint(images / "a.png")
     kp_b = io.get_keypoints(fp, "b.png")
 
@@ -82,8 +83,10 @@ def test_changed_image_is_reextracted(tmp_path, caplog):
     np.testing.assert_array_equal(io.get_keypoints(fp, "a.png"), fresh["keypoints"])
     np.testing.assert_array_equal(io.get_keypoints(fp, "b.png"), kp_b)
     with h5py.File(fp) as f:
-        assert f["a.png"].attrs[io.FINGERPRINT_ATTR] == image_io.image_fingerprint(images / "a.png")
-        assert f["b.png"].attrs[io.FINGERPRINT_ATTR] == stored["b.png"]
+        assert f["a.png"].attrs[provenance.FINGERPRINT_ATTR] == image_io.image_fingerprint(
+            images / "a.png"
+        )
+        assert f["b.png"].attrs[provenance.FINGERPRINT_ATTR] == stored["b.png"]
 
 
 def test_image_fingerprint_hashes_the_whole_file(tmp_path):

@@ -30,6 +30,7 @@ from localize import (
     match_features,
     pairs_from_covisibility,
     parsers,
+    provenance,
 )
 from localize import localize_sfm as loc
 from localize import triangulation as tri
@@ -191,7 +192,7 @@ def test_3_matches_of_reextracted_features_are_recomputed(tmp_path, caplog):
         g = f[io.names_to_pair("a.jpg", "b.jpg")]
         assert len(g["matches0"]) == 20  # indexes the NEW keypoints
         with h5py.File(fp) as ff:
-            assert g.attrs["features0"] == io.features_id(ff, "a.jpg")
+            assert g.attrs["features0"] == provenance.features_id(ff, "a.jpg")
     caplog.clear()
     match_features.main("nn-mutual", pairs, fp, matches=mp)  # now current: skipped
     assert "1/1 pairs already in" in caplog.text
@@ -224,7 +225,7 @@ def test_3_shards_made_differently_are_not_merged(tmp_path):
     a, b, dest = tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "f.h5"
     for path, k, name in ((a, 64, "x.jpg"), (b, 32, "y.jpg")):
         with h5.H5Writer(path) as w:
-            io.check_provenance(
+            provenance.check_provenance(
                 w.file, extract_features.provenance({**SIFT_SMALL, "max_keypoints": k})
             )
             io.write_features(w.file, name, _feats(4))
