@@ -35,6 +35,27 @@ SDB_OLD := --option arch=l2net --option jitter=false
 HNDESC_REDETECT_STEPS := 800
 HNDESC_OLD := --option pairs_per_batch=0 --option max_per_pair=8 \
 	--option 'pair_homography_scale=[0.7,1.3]' --option pair_max_rotation_deg=30
+# One seeded round of hardnet / sdb (their last): a 300-step pair stage (corner jitter 0.8, 16
+# sigma) from INIT with seeds 0, 1, 2, averaged (the pair soup); 150 steps on the 16-sigma real
+# patch sets from that soup with REAL_SEEDS, averaged (the real soup); weights/RECIPE.pt = the
+# average of the two soups. Checkpoints: outputs/train/NAME{-seed*,,-real-seed*,-real}.pt
+# $(call seeded_round,RECIPE,TRAIN_ARGS,INIT,NAME,REAL_SEEDS)
+define seeded_round
+	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe $(1) --quick --steps 300 $(2) \
+		--option init=$(3) --option data=pairs --photos outputs/photos-train --option pair_redetect=true \
+		--option pair_max_keypoints=600 --option pair_homography_strength=0.8 --option pair_mr_size=16 \
+		--seed $$seed --out outputs/train/$(4)-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe $(1) --average $(foreach k,0 1 2,outputs/train/$(4)-seed$(k).pt) \
+		--out outputs/train/$(4).pt
+	for seed in $(5); do $(VPY) -m pipelines.train --recipe $(1) --quick --steps 150 $(2) \
+		--data datasets/phototour-real16 --train "" --option init=outputs/train/$(4).pt --seed $$seed \
+		--out outputs/train/$(4)-real-seed$$seed.pt || exit 1; done
+	$(VPY) -m pipelines.train --recipe $(1) --average $(foreach k,$(5),outputs/train/$(4)-real-seed$(k).pt) \
+		--out outputs/train/$(4)-real.pt
+	$(VPY) -m pipelines.train --recipe $(1) --average outputs/train/$(4).pt outputs/train/$(4)-real.pt \
+		--out weights/$(1).pt
+endef
+
 weights: install
 	# hardnet: synthetic warm start (the previous shipped run: 1000 x 64 pairs, old effective lr),
 	# then real patches of Strecha entry-P10 at three resolutions (needs ../shared/data)
@@ -141,22 +162,9 @@ weights: install
 		--option init=outputs/train/hardnet-pairs-4.pt --out outputs/train/hardnet-pairs-real.pt
 	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs-real.pt \
 		outputs/train/hardnet-pairs-4.pt --out outputs/train/hardnet-pairs-avg.pt
-	# ... then from that average one more 0.8 pair stage at 16 sigma with seeds 0, 1, 2 (averaged),
-	# 150 real-patch steps from that soup with seeds 0, 1 (averaged), and hardnet ships the average
-	# of the two soups
-	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe hardnet --quick --steps 300 --lr 1.0 \
-		--option init=outputs/train/hardnet-pairs-avg.pt --option data=pairs --photos outputs/photos-train \
-		--option pair_redetect=true --option pair_max_keypoints=600 --option pair_homography_strength=0.8 \
-		--option pair_mr_size=16 --seed $$seed --out outputs/train/hardnet-pairs5-seed$$seed.pt || exit 1; done
-	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs5-seed0.pt \
-		outputs/train/hardnet-pairs5-seed1.pt outputs/train/hardnet-pairs5-seed2.pt --out outputs/train/hardnet-pairs5.pt
-	for seed in 0 1; do $(VPY) -m pipelines.train --recipe hardnet --quick --steps 150 --lr 1.0 \
-		--data datasets/phototour-real16 --train "" --option init=outputs/train/hardnet-pairs5.pt --seed $$seed \
-		--out outputs/train/hardnet-pairs5-real-seed$$seed.pt || exit 1; done
-	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs5-real-seed0.pt \
-		outputs/train/hardnet-pairs5-real-seed1.pt --out outputs/train/hardnet-pairs5-real.pt
-	$(VPY) -m pipelines.train --recipe hardnet --average outputs/train/hardnet-pairs5.pt \
-		outputs/train/hardnet-pairs5-real.pt --out weights/hardnet.pt
+	# ... then one seeded round from that average (seeded_round below: pair seeds 0-2, real-patch
+	# seeds 0 and 1)
+	$(call seeded_round,hardnet,--lr 1.0,outputs/train/hardnet-pairs-avg.pt,hardnet-pairs5,0 1)
 	prev=outputs/train/sdb-real.pt; for s in 0.6 0.8; do \
 		$(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 --option arch=l2net \
 			--option init=$$prev --option data=pairs --photos outputs/photos-train --option pair_redetect=true \
@@ -167,23 +175,8 @@ weights: install
 	# sdb ships the weight average of the last two stages (pairs 0.8 and the real-patch steps)
 	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs0.8-real.pt outputs/train/sdb-pairs0.8.pt \
 		--out outputs/train/sdb-pairs-avg.pt
-	# ... then one more round from that average as for hardnet: a 0.8 pair stage at 16 sigma, seeds
-	# 0, 1 and 2 (averaged), 150 real-patch steps from that soup, seeds 0, 1 and 2 (averaged), and
-	# sdb ships the average of the two soups
-	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 300 --batch_size 128 --lr 0.001 \
-		--option arch=l2net --option init=outputs/train/sdb-pairs-avg.pt --option data=pairs --photos outputs/photos-train \
-		--option pair_redetect=true --option pair_max_keypoints=600 --option pair_homography_strength=0.8 \
-		--option pair_mr_size=16 --seed $$seed --out outputs/train/sdb-pairs16-seed$$seed.pt || exit 1; done
-	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16-seed0.pt outputs/train/sdb-pairs16-seed1.pt \
-		outputs/train/sdb-pairs16-seed2.pt --out outputs/train/sdb-pairs16.pt
-	for seed in 0 1 2; do $(VPY) -m pipelines.train --recipe sdb --quick --steps 150 --batch_size 128 --lr 0.001 \
-		--data datasets/phototour-real16 --train "" --option arch=l2net --option init=outputs/train/sdb-pairs16.pt \
-		--seed $$seed --out outputs/train/sdb-pairs16-real-seed$$seed.pt || exit 1; done
-	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16-real-seed0.pt \
-		outputs/train/sdb-pairs16-real-seed1.pt outputs/train/sdb-pairs16-real-seed2.pt \
-		--out outputs/train/sdb-pairs16-real.pt
-	$(VPY) -m pipelines.train --recipe sdb --average outputs/train/sdb-pairs16.pt outputs/train/sdb-pairs16-real.pt \
-		--out weights/sdb.pt
+	# ... then one seeded round from that average as for hardnet, real-patch seeds 0, 1 and 2
+	$(call seeded_round,sdb,--batch_size 128 --lr 0.001 --option arch=l2net,outputs/train/sdb-pairs-avg.pt,sdb-pairs16,0 1 2)
 	# wlrn: the previous shipped synthetic run as warm start (recorded in its sidecar; the recipe's
 	# quick defaults have changed since: rmsprop lr 1e-4, code loss), then weak labels from REAL
 	# photos: scenes = entry-P10, sceaux_castle, lund, and the shared photos (known pairs by name)
