@@ -14,13 +14,12 @@ from descriptors.data import synth
 from descriptors.data.pairs import (
     PairConf,
     PairPatchSampler,
-    color_style_shift,
     conf_from_options,
     make_pair,
     pair_patches,
     transfer_keypoints,
 )
-from descriptors.data.synth import homography_jacobian
+from descriptors.data.synth import color_style_shift, homography_jacobian
 from descriptors.recipes import TrainState, get_recipe
 
 CLEAN = PairConf(
@@ -304,7 +303,7 @@ def test_ap_loss_uses_only_other_pairs_as_negatives():
 def test_two_homographies_and_stylize():
     """A and B are both warped (neither is the base crop); H maps A to B exactly; the
     stylisation stand-in keeps edges and moves colour statistics to the style photo's."""
-    from descriptors.data.pairs import stylize
+    from descriptors.data.synth import stylize
 
     rng = np.random.default_rng(3)
     pair = make_pair(rng, replace(CLEAN, p_stylize=0.0))

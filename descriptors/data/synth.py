@@ -1,4 +1,5 @@
-"""Photo sources and image transforms shared by every synthetic dataset writer.
+"""Photo sources and image transforms (photometric, night, colour style, stylisation) shared by
+the synthetic dataset writers and the self-supervised pairs.
 
 Photos are the real photographs that ship inside scikit-image (and scikit-learn's two sample
 images), so nothing is downloaded. They are split into two DISJOINT lists:
@@ -242,3 +243,96 @@ def day_to_night(img: np.ndarray, rng: np.random.Generator, darkness: float = 1.
     x = x + rng.normal(0, 0.025 * darkness, x.shape).astype(np.float32)
     x = cv2.GaussianBlur(x, (3, 3), 0.6 * darkness + 1e-3)
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def color_style_shift(
+    img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
+) -> np.ndarray:
+    """One random colour / style change of an RGB uint8 image (HNDesc-style colour augmentation).
+
+    One of: hue rotation + saturation scaling (HSV), channel shuffle, random monotone tone curve
+    per channel, CLAHE, posterisation (3-5 bits). ``strength`` scales the hue / curve amplitude.
+    Grayscale input is returned unchanged except for tone curve / CLAHE / posterisation.
+    Returns uint8 of the same shape.
+    """
+    img = np.ascontiguousarray(img)
+    rgb = img.ndim == 3
+    ops = (
+        ["hsv", "shuffle", "curves", "clahe", "posterize"]
+        if rgb
+        else ["curves", "clahe", "posterize"]
+    )
+    op = ops[int(rng.integers(len(ops)))]
+    if op == "hsv":
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.int32)
+        hsv[..., 0] = (hsv[..., 0] + int(rng.integers(-45, 46) * strength)) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] * np.exp(rng.normal(0, 0.4 * strength)), 0, 255)
+        return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    if op == "shuffle":
+        perm = rng.permutation(3)
+        while np.all(perm == np.arange(3)):
+            perm = rng.permutation(3)
+        return np.ascontiguousarray(img[..., perm])
+    if op == "curves":
+        x = np.linspace(0, 1, 256)
+        chans = 3 if rgb else 1
+        out = np.empty_like(img)
+        for c in range(chans):
+            # monotone curve: cumulative sum of positive random increments through 5 knots
+            knots = np.cumsum(rng.uniform(1 - 0.8 * strength, 1 + 0.8 * strength, 5).clip(0.05))
+            knots = np.concatenate([[0], knots / knots[-1]])
+            lut = np.interp(x, np.linspace(0, 1, 6), knots)
+            lut = (255 * lut + 0.5).astype(np.uint8)
+            if rgb:
+                out[..., c] = lut[img[..., c]]
+            else:
+                out = lut[img]
+        return out
+    if op == "clahe":
+        clahe = cv2.createCLAHE(clipLimit=float(rng.uniform(2, 4)), tileGridSize=(8, 8))
+        if rgb:
+            lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+            lab[..., 0] = clahe.apply(lab[..., 0])
+            return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+        return clahe.apply(img)
+    bits = int(rng.integers(3, 6))
+    mask = np.uint8((0xFF << (8 - bits)) & 0xFF)
+    return (img & mask) + np.uint8(1 << (7 - bits))
+
+
+def stylize(
+    img: np.ndarray, rng: np.random.Generator, style: np.ndarray, smooth: bool = True
+) -> np.ndarray:
+    """Non-neural photorealistic stylisation of an RGB uint8 image (HNDesc stand-in).
+
+    Reinhard colour transfer: each CIE-Lab channel of ``img`` is shifted / scaled to the mean /
+    std of ``style`` (another photo, any size), then (``smooth``) an edge-preserving filter
+    (``cv2.edgePreservingFilter``, sigma_s 20-60 px, sigma_r 0.2-0.5) and a random monotone tone
+    curve. Returns uint8 of ``img``'s shape (grayscale in -> grayscale out).
+    """
+    gray_in = img.ndim == 2
+    rgb = np.repeat(img[..., None], 3, 2) if gray_in else np.ascontiguousarray(img)
+    sty = np.repeat(style[..., None], 3, 2) if style.ndim == 2 else np.ascontiguousarray(style)
+    if max(sty.shape[:2]) > 128:  # statistics only: a small copy is enough
+        f = 128 / max(sty.shape[:2])
+        sty = cv2.resize(
+            sty,
+            (max(1, round(sty.shape[1] * f)), max(1, round(sty.shape[0] * f))),
+            interpolation=cv2.INTER_AREA,
+        )
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+    ref = cv2.cvtColor(sty, cv2.COLOR_RGB2LAB).astype(np.float32).reshape(-1, 3)
+    mu, sd = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0) + 1e-3
+    lab = (lab - mu) / sd * (ref.std(0) + 1e-3) + ref.mean(0)
+    out = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    if smooth:
+        out = cv2.edgePreservingFilter(
+            out,
+            flags=cv2.RECURS_FILTER,
+            sigma_s=float(rng.uniform(20, 60)),
+            sigma_r=float(rng.uniform(0.2, 0.5)),
+        )
+        gamma = float(np.exp(rng.normal(0, 0.3)))
+        lut = (255 * (np.linspace(0, 1, 256) ** gamma) + 0.5).astype(np.uint8)
+        out = lut[out]
+    return to_gray(out) if gray_in else out

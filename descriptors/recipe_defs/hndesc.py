@@ -45,7 +45,7 @@ What differs (the toolkit trains one patch network per recipe):
 
 - network: the L2-Net body (``arch='l2net'``) on 32 x 32 patches cut at DoG keypoints with the
   toolkit-wide support, instead of dense CAPS features sampled at SuperPoint keypoints;
-- stylisation: no neural network is downloaded; ``pairs.stylize`` stands in (Reinhard Lab colour
+- stylisation: no neural network is downloaded; ``synth.stylize`` stands in (Reinhard Lab colour
   transfer from another training photo + edge-preserving smoothing + tone curve), with night
   rendering (``synth.day_to_night``) and ``color_style_shift`` for the colour augmentation;
 - photos: the bundled TRAIN photos (or ``--photos DIR`` = the option ``photos``) instead of
