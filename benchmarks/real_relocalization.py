@@ -13,10 +13,10 @@ poses, localization). Prints day / night recall at (0.25 m, 2 deg) / (0.5 m, 5 d
 covisible database view, ``localize.evaluate.covisible_db_views``, in the top k).
 ``--contrast_stretch`` stretches every image's grey levels before detection (the extraction conf
 of the same name: dark night queries otherwise give few DoG keypoints).
-``--from_map hardnet sdb fracking`` adds a row ``<recipe>-from-map`` per recipe: its shipped
-weights fine-tuned on patches of the DATABASE views and poses of this map
-(``pipelines.train_and_localize.finetune_on_map``; ``--from_map_steps``, ``--from_map_night``);
-queries are never trained on.
+``--from_map hardnet sdb fracking hndesc`` adds a row ``<recipe>-from-map`` per recipe: its
+shipped weights fine-tuned on patches of the DATABASE views and poses of this map (hndesc: on
+self-supervised pairs of the database photos) (``pipelines.train_and_localize.finetune_on_map``;
+``--from_map_steps``, ``--from_map_night``); queries are never trained on.
 ``fountain-P11`` is held out: no shipped weights are trained on it.
 Exits with a message (status 0) when the shared data folder is absent.
 """

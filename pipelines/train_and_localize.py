@@ -3,16 +3,18 @@
     python -m pipelines.train_and_localize --recipe hndesc [--steps N] [--quick]
         [--data ROOT] [--out CKPT] [--dataset datasets/aachen_v1.1]
         [--outputs outputs/train_and_localize] [--max_keypoints N] [--num_covis 20] [--num_loc 10]
-    python -m pipelines.train_and_localize --recipe hardnet|sdb|fracking --from-map [--dataset DIR]
-        [--steps N] [--night 1]
+    python -m pipelines.train_and_localize --recipe hardnet|sdb|fracking|hndesc --from-map
+        [--dataset DIR] [--steps N] [--night 1]
 
 ``descriptors.train.train`` writes the checkpoint (default under ``--outputs``, never over the
 shipped ``weights/<recipe>.pt``), then ``pipelines.aachen.run`` localizes with it and the
 summary goes to ``<outputs>/<recipe>_summary.json``. ``--from-map`` fine-tunes the shipped
 weights of a patch recipe (``FROM_MAP_CONFS``: its last stage's settings) on patches cut from the
 map's DATABASE images and poses only (``localize.make_patches``), each observation also cut from
-``--night`` night renderings of its image (``night_copies``), and prints its recall next to the
-shipped descriptor's and RootSIFT's; a ``pipelines.sfm`` map (``sfm-*`` folder or
+``--night`` night renderings of its image (``night_copies``); the self-supervised ``hndesc``
+renders its pairs from the database photos instead (no poses; its night renderings are its
+``pair_p_night`` views). It prints the recall next to the shipped descriptor's and RootSIFT's;
+a ``pipelines.sfm`` map (``sfm-*`` folder or
 ``results-*.json``) has no queries, so only the fine-tuning runs.
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 
 from descriptors.recipes import list_recipes
 from descriptors.util import setup_logging, write_json
-from localize import colmap
+from localize import colmap, parsers
 from localize.cli import (
     ArgumentParser,
     cli_errors,
@@ -98,7 +100,20 @@ FROM_MAP_CONFS: dict[str, dict[str, Any]] = {
     "hardnet": {"lr": 1.0, "batch_size": 256},
     "sdb": {"lr": 0.001, "batch_size": 128, "arch": "l2net"},
     "fracking": {"lr": 0.001, "batch_size": 32, "r_p": 8, "r_n": 8},
+    # self-supervised: pairs rendered from the map's database photos (FROM_MAP_PHOTOS)
+    "hndesc": {
+        "lr": 0.0002,
+        "loss": "triplet",
+        "pair_redetect": True,
+        "pair_max_keypoints": 600,
+        "pair_p_night": 0.5,
+        "pair_night_darkness": (0.6, 1.3),
+        "pair_homography_strength": 0.8,
+        "pair_mr_size": 16.0,
+    },
 }
+#: recipes fine-tuned on pairs rendered from the database photos rather than on the map's tracks
+FROM_MAP_PHOTOS = ("hndesc",)
 FROM_MAP_RECIPES = tuple(FROM_MAP_CONFS)
 FROM_MAP_STEPS = 300
 #: night renderings per database view cut into the map's patch set (the map holds day views only)
@@ -133,7 +148,7 @@ def finetune_on_map(
 
     if recipe not in FROM_MAP_CONFS:
         raise ValueError(
-            f"--from-map fine-tunes a recipe trained on PhotoTour patches "
+            f"--from-map fine-tunes a recipe trained on patches of tracks or of photo pairs "
             f"({', '.join(FROM_MAP_RECIPES)}), not {recipe!r}"
         )
     shipped = weights_path(recipe)
@@ -149,6 +164,11 @@ def finetune_on_map(
         root = aachen.resolve_dataset(dataset, synthetic)
         data = read_aachen(root)
         image_dir, model, db_names = data.image_dir, data.reference_model, data.db_names
+    if recipe in FROM_MAP_PHOTOS:
+        out = _finetune_on_photos(
+            recipe, shipped, root, image_dir, db_names, outputs, steps, seed, device
+        )
+        return {**out, "sfm_map": sfm_map is not None}
     # the map's patches at the extraction support (how the queries will be described) unless
     # patch_conf names one; a cached set is reused only if built with the same settings
     mr_size = extract_features.default_conf["mr_size"]
@@ -187,6 +207,57 @@ def finetune_on_map(
         "dataset": str(root),
         "sfm_map": sfm_map is not None,
         "patches": patches,
+        "checkpoint": str(ckpt),
+        "train": tr,
+        "train_seconds": time.perf_counter() - t0,
+    }
+
+
+def _finetune_on_photos(
+    recipe: str,
+    shipped: Path,
+    root: Path,
+    image_dir: Path,
+    db_names: list[str],
+    outputs: Path,
+    steps: int | None,
+    seed: int,
+    device: str | None,
+) -> dict:
+    """:func:`finetune_on_map` for a self-supervised recipe (:data:`FROM_MAP_PHOTOS`): its pairs
+    are rendered from the database photos, linked under ``<outputs>/map-photos``. Returns
+    finetune_on_map's dict less "sfm_map"; "patches" = {"photos": that folder, "view_ids"}."""
+    import shutil
+
+    from descriptors.recipes import get_recipe
+    from descriptors.train import train
+
+    photos = outputs / "map-photos"
+    if photos.exists():
+        shutil.rmtree(photos)  # links only: never the images themselves
+    for name in db_names:
+        parsers.check_name(name, f"{root}: database image")  # the link stays inside photos/
+        link = photos / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((Path(image_dir) / name).resolve())
+    ckpt = outputs / f"{recipe}-from-map.pt"
+    r = get_recipe(recipe, quick=True).with_options(
+        init=str(shipped), photos=str(photos), **FROM_MAP_CONFS[recipe]
+    )
+    t0 = time.perf_counter()
+    tr = train(
+        r,
+        None,
+        ckpt,
+        split="",
+        steps=steps or FROM_MAP_STEPS,
+        seed=seed,
+        device=device,
+        meta={"from_map": str(root), "init": str(shipped), "photos": len(db_names)},
+    )
+    return {
+        "dataset": str(root),
+        "patches": {"photos": str(photos), "view_ids": sorted(db_names)},
         "checkpoint": str(ckpt),
         "train": tr,
         "train_seconds": time.perf_counter() - t0,
@@ -308,7 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
         dest="from_map",
         action="store_true",
         help="build training patches from the dataset's database images + reference "
-        "poses and fine-tune the shipped weights on them",
+        "poses and fine-tune the shipped weights on them (hndesc: self-supervised pairs "
+        "rendered from the database images)",
     )
     p.add_argument(
         "--night",

@@ -161,8 +161,38 @@ def test_train_on_the_map_uses_database_views_only(scene, tmp_path):
     assert set(s["rows"]) == {"hardnet-from-map", "hardnet"}
     for row in s["rows"].values():
         assert row["evaluation"]["conditions"]["day"]["recall"][2] >= 0.5
-    with pytest.raises(ValueError, match="PhotoTour"):
-        tl.run_from_map("hndesc", scene, tmp_path)
+    with pytest.raises(ValueError, match="not 'wlrn'"):
+        tl.run_from_map("wlrn", scene, tmp_path)
+
+
+def test_hndesc_on_the_map_trains_on_database_photos(scene, tmp_path):
+    """--from-map for the self-supervised hndesc: pairs from the database photos only (linked,
+    not copied), fine-tuned from the shipped weights."""
+    from descriptors.models import read_checkpoint
+    from pipelines import train_and_localize as tl
+
+    s = tl.finetune_on_map("hndesc", scene, tmp_path, steps=2)
+    data = read_aachen(scene)
+    photos = Path(s["patches"]["photos"])
+    linked = sorted(str(f.relative_to(photos)) for f in photos.rglob("*") if f.is_symlink())
+    assert linked == sorted(data.db_names)
+    assert all((photos / n).resolve() == (data.image_dir / n).resolve() for n in linked)
+    ckpt = read_checkpoint(s["checkpoint"])
+    assert ckpt["meta"]["init"].endswith("weights/hndesc.pt")
+    assert ckpt["meta"]["photos"] == len(data.db_names)
+    assert s["train"]["steps"] == 2 and not s["sfm_map"]
+    with pytest.raises(ValueError, match="'..' component"):  # no link outside map-photos/
+        tl._finetune_on_photos(
+            "hndesc",
+            Path(s["checkpoint"]),
+            scene,
+            data.image_dir,
+            ["../x.jpg"],
+            tmp_path,
+            1,
+            0,
+            None,
+        )
 
 
 def test_missing_dataset_is_an_error(tmp_path):
