@@ -131,19 +131,20 @@ def finetune_on_map(
     synthetic: str = "default",
     night: int = FROM_MAP_NIGHT,
 ) -> dict:
-    """Fine-tune ``recipe``'s shipped weights on patches of a map's database views and poses.
+    """Fine-tune ``recipe``'s shipped weights on patches of a map's database views and poses
+    (:data:`FROM_MAP_PHOTOS`: on self-supervised pairs of the database photos).
 
     ``dataset``: an Aachen-layout root (its reference model) or a ``pipelines.sfm`` map.
     ``night``: night renderings per database view cut into the patch set (K extra patches per
-    observation, ``make_patches`` ``night_copies``).
-    Returns {"dataset", "sfm_map" (bool), "patches": make_patches summary, "checkpoint"
+    observation, ``make_patches`` ``night_copies``; not for :data:`FROM_MAP_PHOTOS`).
+    Returns {"dataset", "sfm_map" (bool), "patches": make_patches summary (for
+    :data:`FROM_MAP_PHOTOS` {"photos": the linked folder, "view_ids"}), "checkpoint"
     (``<outputs>/<recipe>-from-map.pt``), "train", "train_seconds"}.
     """
     from descriptors.models import read_checkpoint
     from descriptors.recipes import get_recipe
     from descriptors.registry import weights_path
     from descriptors.train import train
-    from localize import extract_features, make_patches
     from localize.data.aachen import read_aachen
 
     if recipe not in FROM_MAP_CONFS:
@@ -164,44 +165,31 @@ def finetune_on_map(
         root = aachen.resolve_dataset(dataset, synthetic)
         data = read_aachen(root)
         image_dir, model, db_names = data.image_dir, data.reference_model, data.db_names
-    if recipe in FROM_MAP_PHOTOS:
-        out = _finetune_on_photos(
-            recipe, shipped, root, image_dir, db_names, outputs, steps, seed, device
-        )
-        return {**out, "sfm_map": sfm_map is not None}
-    # the map's patches at the extraction support (how the queries will be described) unless
-    # patch_conf names one; a cached set is reused only if built with the same settings
-    mr_size = extract_features.default_conf["mr_size"]
-    if isinstance(patch_conf, str):
-        patch_conf = {**make_patches.resolve_conf(patch_conf), "mr_size": mr_size}
+    if recipe in FROM_MAP_PHOTOS:  # self-supervised: pairs of the database photos, no poses
+        photos = _link_photos(image_dir, db_names, outputs / "map-photos", root)
+        data_root, split, extra = None, "", {"photos": str(photos)}
+        patches = {"photos": str(photos), "view_ids": sorted(db_names)}
+        meta = {"photos": len(db_names)}
     else:
-        patch_conf = {"mr_size": mr_size, **patch_conf}
-    patch_conf = make_patches.resolve_conf({**patch_conf, "night_copies": night})
-    patch_root = outputs / "map-patches"  # one set for every recipe
-    summary_file = patch_root / "map" / "summary.json"
-    patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    if (
-        patches.get("images") != str(image_dir)
-        or set(patches.get("view_ids", {})) != set(db_names)
-        or patches.get("conf") != patch_conf
-    ):
-        patches = make_patches.build(
-            patch_conf, image_dir, patch_root / "map", reference=model, names=db_names
-        )
+        data_root, split, extra = outputs / "map-patches", "map", {}  # one set for every recipe
+        patches = _map_patches(data_root / split, image_dir, model, db_names, patch_conf, night)
+        meta = {"night_copies": int(night)}
     ckpt = outputs / f"{recipe}-from-map.pt"
-    r = get_recipe(recipe, quick=True).with_options(init=str(shipped), **FROM_MAP_CONFS[recipe])
+    r = get_recipe(recipe, quick=True).with_options(
+        init=str(shipped), **extra, **FROM_MAP_CONFS[recipe]
+    )
     # the shipped network as it is (e.g. fracking's CNN3 with input_norm='patch')
     r = r.with_options(arch_kwargs=dict(read_checkpoint(shipped).get("arch_kwargs", r.arch_kwargs)))
     t0 = time.perf_counter()
     tr = train(
         r,
-        patch_root,
+        data_root,
         ckpt,
-        split="map",
+        split=split,
         steps=steps or FROM_MAP_STEPS,
         seed=seed,
         device=device,
-        meta={"from_map": str(root), "init": str(shipped), "night_copies": int(night)},
+        meta={"from_map": str(root), "init": str(shipped), **meta},
     )
     return {
         "dataset": str(root),
@@ -213,55 +201,50 @@ def finetune_on_map(
     }
 
 
-def _finetune_on_photos(
-    recipe: str,
-    shipped: Path,
-    root: Path,
+def _map_patches(
+    out: Path,
     image_dir: Path,
+    model: Path,
     db_names: list[str],
-    outputs: Path,
-    steps: int | None,
-    seed: int,
-    device: str | None,
+    patch_conf: dict | str,
+    night: int,
 ) -> dict:
-    """:func:`finetune_on_map` for a self-supervised recipe (:data:`FROM_MAP_PHOTOS`): its pairs
-    are rendered from the database photos, linked under ``<outputs>/map-photos``. Returns
-    finetune_on_map's dict less "sfm_map"; "patches" = {"photos": that folder, "view_ids"}."""
+    """The map's patch set under ``out`` (``make_patches`` summary): cut from the database views
+    at the extraction support (how the queries will be described) unless ``patch_conf`` names
+    one, with ``night`` night renderings per view; a cached set is reused only if built with the
+    same settings."""
+    from localize import extract_features, make_patches
+
+    mr_size = extract_features.default_conf["mr_size"]
+    if isinstance(patch_conf, str):
+        patch_conf = {**make_patches.resolve_conf(patch_conf), "mr_size": mr_size}
+    else:
+        patch_conf = {"mr_size": mr_size, **patch_conf}
+    patch_conf = make_patches.resolve_conf({**patch_conf, "night_copies": night})
+    summary_file = out / "summary.json"
+    patches = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if (
+        patches.get("images") != str(image_dir)
+        or set(patches.get("view_ids", {})) != set(db_names)
+        or patches.get("conf") != patch_conf
+    ):
+        patches = make_patches.build(patch_conf, image_dir, out, reference=model, names=db_names)
+    return patches
+
+
+def _link_photos(image_dir: Path, db_names: list[str], out: Path, root: Path) -> Path:
+    """``out`` (emptied first) holding one link per database image, at its name: the photo
+    folder a self-supervised recipe (:data:`FROM_MAP_PHOTOS`) renders its pairs from."""
     import shutil
 
-    from descriptors.recipes import get_recipe
-    from descriptors.train import train
-
-    photos = outputs / "map-photos"
-    if photos.exists():
-        shutil.rmtree(photos)  # links only: never the images themselves
+    if out.exists():
+        shutil.rmtree(out)  # links only: never the images themselves
     for name in db_names:
-        parsers.check_name(name, f"{root}: database image")  # the link stays inside photos/
-        link = photos / name
+        parsers.check_name(name, f"{root}: database image")  # the link stays inside ``out``
+        link = out / name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to((Path(image_dir) / name).resolve())
-    ckpt = outputs / f"{recipe}-from-map.pt"
-    r = get_recipe(recipe, quick=True).with_options(
-        init=str(shipped), photos=str(photos), **FROM_MAP_CONFS[recipe]
-    )
-    t0 = time.perf_counter()
-    tr = train(
-        r,
-        None,
-        ckpt,
-        split="",
-        steps=steps or FROM_MAP_STEPS,
-        seed=seed,
-        device=device,
-        meta={"from_map": str(root), "init": str(shipped), "photos": len(db_names)},
-    )
-    return {
-        "dataset": str(root),
-        "patches": {"photos": str(photos), "view_ids": sorted(db_names)},
-        "checkpoint": str(ckpt),
-        "train": tr,
-        "train_seconds": time.perf_counter() - t0,
-    }
+    return out
 
 
 def run_from_map(

@@ -182,17 +182,7 @@ def test_hndesc_on_the_map_trains_on_database_photos(scene, tmp_path):
     assert ckpt["meta"]["photos"] == len(data.db_names)
     assert s["train"]["steps"] == 2 and not s["sfm_map"]
     with pytest.raises(ValueError, match="'..' component"):  # no link outside map-photos/
-        tl._finetune_on_photos(
-            "hndesc",
-            Path(s["checkpoint"]),
-            scene,
-            data.image_dir,
-            ["../x.jpg"],
-            tmp_path,
-            1,
-            0,
-            None,
-        )
+        tl._link_photos(data.image_dir, ["../x.jpg"], tmp_path / "links", scene)
 
 
 def test_missing_dataset_is_an_error(tmp_path):
