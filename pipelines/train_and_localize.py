@@ -369,8 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--night",
         type=nonneg_int,
         default=FROM_MAP_NIGHT,
-        help="--from-map: night renderings per database view in the patch set (default "
-        "%(default)s)",
+        help="--from-map: night renderings per database view in the patch set (not for "
+        "hndesc; default %(default)s)",
     )
     p.add_argument(
         "--synthetic",
