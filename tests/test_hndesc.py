@@ -14,6 +14,7 @@ from descriptors.data import synth
 from descriptors.data.pairs import (
     PairConf,
     PairPatchSampler,
+    PairSamplerError,
     conf_from_options,
     make_pair,
     pair_patches,
@@ -167,6 +168,10 @@ def test_sampler_batches_pool_and_distinct_keypoints():
     assert len(s.pool) == 3 and s.pairs_made == made + 1
     with pytest.raises(ValueError, match="weighting"):
         PairPatchSampler(8, np.random.default_rng(0), weighting="hessian")
+    # a batch the pool can never fill: one line naming the options, no traceback from numpy
+    big = PairPatchSampler(100_000, np.random.default_rng(0), SMALL, pool_size=1, initial_pairs=1)
+    with pytest.raises(PairSamplerError, match="cannot fill a batch of 100000 .*--batch_size"):
+        next(big)
 
 
 def _fixed_batch(seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -31,8 +31,13 @@ from descriptors.patches import (
     extract_patches,
     opencv_angle_to_ori,
 )
+from descriptors.util import ToolkitError
 
 logger = logging.getLogger(__name__)
+
+
+class PairSamplerError(ToolkitError, RuntimeError):
+    """The pair pool cannot give a batch of the requested size (one-line message)."""
 
 
 @dataclass
@@ -482,9 +487,11 @@ class PairPatchSampler:
             self._add()
             tries += 1
             if tries > 10 * self.pool_size:
-                raise RuntimeError(
-                    f"PairPatchSampler: cannot fill a batch of {self.batch_size} "
-                    f"keypoints (pool has {self._capacity()} usable)"
+                raise PairSamplerError(
+                    f"self-supervised pairs: cannot fill a batch of {self.batch_size} keypoints "
+                    f"from a pool of {len(self.pool)} pairs ({self._capacity()} usable, at most "
+                    f"{self._cap()} per pair): lower --batch_size, or raise the option pool_size "
+                    "or pair_max_keypoints"
                 )
 
     def _cap(self) -> int:
