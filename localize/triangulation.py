@@ -262,7 +262,7 @@ def run(
     )
     write_json(sfm_dir / STATS_FILE, stats)
     if stats["num_points3D"] == 0:
-        raise RuntimeError(
+        raise colmap.ColmapError(
             f"triangulation into {sfm_dir} produced 0 points: {len(pair_list)} pairs, "
             f"{n_imported} with matches imported, {n_verified} geometrically verified"
             + (

@@ -214,7 +214,7 @@ def db_pairs(
         )
         method = "poses (reference model has no 3D points)"
     if not pairs:
-        raise RuntimeError(f"{data.reference_model}: no db-db pairs for triangulation")
+        raise colmap.ColmapError(f"{data.reference_model}: no db-db pairs for triangulation")
     return pairs, method
 
 

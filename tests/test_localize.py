@@ -169,7 +169,7 @@ def test_triangulation_zero_points_fails_loudly(world, tmp_path):
             m0[sel] = rng.choice(nb, 60, replace=False)
             io.write_matches(w.file, a, b, m0)
     parsers.write_pairs(tmp_path / "pairs.txt", pairs)
-    with pytest.raises(RuntimeError, match="0 points"):
+    with pytest.raises(colmap.ColmapError, match="0 points"):  # one line on the CLI
         tri.main(
             tmp_path / "sfm", world["ref"], tmp_path, tmp_path / "pairs.txt", world["features"], bad
         )
