@@ -410,9 +410,10 @@ def extract_global(
 
 
 def provenance(conf: dict[str, Any]) -> dict[str, str]:
-    """Root attributes of a features file made with ``conf`` (``localize.provenance.features_provenance``):
-    the descriptor, the :data:`PROVENANCE_KEYS` of the conf, the weights file's hash ('opencv'
-    for sift / rootsift, 'unknown' when no file is found)."""
+    """Root attributes of a features file made with ``conf``
+    (``localize.provenance.features_provenance``): the descriptor, the :data:`PROVENANCE_KEYS`
+    of the conf, the weights file's hash ('opencv' for sift / rootsift, 'unknown' when no file
+    is found)."""
     d = str(conf["descriptor"])
     path = registry.weights_path(d) if d in registry.NAMES else Path(d)
     if d in registry.OPENCV_NAMES:
@@ -455,8 +456,8 @@ def _todo(
     fingerprints: dict[str, str] | None = None,
     log: bool = False,
 ) -> list[str]:
-    """``names`` not resumable from ``feature_path`` (see ``localize.provenance.resumable_features``;
-    entries whose image fingerprint changed are not)."""
+    """``names`` not resumable from ``feature_path`` (see
+    ``localize.provenance.resumable_features``; entries whose image fingerprint changed are not)."""
     done = resumable_features(feature_path, fingerprints=fingerprints)
     todo = [n for n in names if n not in done]
     if log and len(todo) < len(names):

@@ -1,9 +1,10 @@
 """hloc-compatible HDF5 files: features, matches, global descriptors.
 
 Layouts (``features.h5``, ``matches.h5``, ``global-feats.h5``) are hloc's, readable by
-``hloc.utils.io`` both ways, plus our attributes (fingerprints, features ids, provenance: :mod:`localize.provenance`); they
-are listed in README.md ("File formats, crash safety"). Descriptors are (N, D) in memory and (D, N) in the
-file; the conversion happens here and nowhere else. Every read error raises :class:`H5Error`,
+``hloc.utils.io`` both ways, plus our attributes (fingerprints, features ids, provenance:
+:mod:`localize.provenance`); they are listed in README.md ("File formats, crash safety").
+Descriptors are (N, D) in memory and (D, N) in the file; the conversion happens here and
+nowhere else. Every read error raises :class:`H5Error`,
 one line naming the file and the entry. Crash safety is :mod:`localize.h5`'s job; image files
 are :mod:`localize.image_io`, name lists and pairs files :mod:`localize.parsers`.
 """

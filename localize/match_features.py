@@ -282,8 +282,8 @@ def _not_done(
     pairs: list[tuple[str, str]], path: Path, overwrite: bool, ids: dict[str, str]
 ) -> list[tuple[str, str]]:
     """The pairs not in the matches file ``path`` (either order) computed from the features
-    entries whose ``provenance.features_id`` are ``ids``; all of them if ``overwrite`` or the file does
-    not exist. A stored pair of other images under the same key raises (``io.find_pair``)."""
+    entries whose ``provenance.features_id`` are ``ids``; all of them if ``overwrite`` or the
+    file does not exist. A stored pair of other images under the same key raises (``io.find_pair``)."""
     if overwrite or not path.exists():
         return list(pairs)
     with h5.open_h5(path) as fd:
