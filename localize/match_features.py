@@ -283,7 +283,8 @@ def _not_done(
 ) -> list[tuple[str, str]]:
     """The pairs not in the matches file ``path`` (either order) computed from the features
     entries whose ``provenance.features_id`` are ``ids``; all of them if ``overwrite`` or the
-    file does not exist. A stored pair of other images under the same key raises (``io.find_pair``)."""
+    file does not exist. A stored pair of other images under the same key raises
+    (``io.find_pair``)."""
     if overwrite or not path.exists():
         return list(pairs)
     with h5.open_h5(path) as fd:
