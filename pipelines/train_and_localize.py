@@ -234,11 +234,22 @@ def _map_patches(
 
 def _link_photos(image_dir: Path, db_names: list[str], out: Path, root: Path) -> Path:
     """``out`` (emptied first) holding one link per database image, at its name: the photo
-    folder a self-supervised recipe (:data:`FROM_MAP_PHOTOS`) renders its pairs from."""
+    folder a self-supervised recipe (:data:`FROM_MAP_PHOTOS`) renders its pairs from. An ``out``
+    holding anything but links and folders is refused (InputError), never emptied."""
     import shutil
 
+    from descriptors.util import InputError
+
+    if out.is_symlink() or out.is_file():
+        raise InputError(f"{out}: not a folder of photo links; remove it or give another --outputs")
     if out.exists():
-        shutil.rmtree(out)  # links only: never the images themselves
+        for f in out.rglob("*"):
+            if not (f.is_symlink() or f.is_dir()):
+                raise InputError(
+                    f"{out} holds {f.relative_to(out)}, which is not a link to a database image: "
+                    "remove it or give another --outputs"
+                )
+        shutil.rmtree(out)  # links and folders only (checked above)
     for name in db_names:
         parsers.check_name(name, f"{root}: database image")  # the link stays inside ``out``
         link = out / name

@@ -183,6 +183,13 @@ def test_hndesc_on_the_map_trains_on_database_photos(scene, tmp_path):
     assert s["train"]["steps"] == 2 and not s["sfm_map"]
     with pytest.raises(ValueError, match="'..' component"):  # no link outside map-photos/
         tl._link_photos(data.image_dir, ["../x.jpg"], tmp_path / "links", scene)
+    (photos / "mine.jpg").write_bytes(b"not a link")  # a user's file: refused, never deleted
+    with pytest.raises(ValueError, match="mine.jpg, which is not a link"):
+        tl._link_photos(data.image_dir, data.db_names, photos, scene)
+    assert (photos / "mine.jpg").is_file()
+    (photos / "mine.jpg").unlink()
+    assert tl._link_photos(data.image_dir, data.db_names[:1], photos, scene) == photos
+    assert [f.name for f in photos.rglob("*") if f.is_symlink()] == [Path(data.db_names[0]).name]
 
 
 def test_missing_dataset_is_an_error(tmp_path):
