@@ -14,8 +14,8 @@ map's DATABASE images and poses only (``localize.make_patches``), each observati
 ``--night`` night renderings of its image (``night_copies``); the self-supervised ``hndesc``
 renders its pairs from the database photos instead (no poses; its night renderings are its
 ``pair_p_night`` views). It prints the recall next to the shipped descriptor's and RootSIFT's;
-a ``pipelines.sfm`` map (``sfm-*`` folder or
-``results-*.json``) has no queries, so only the fine-tuning runs.
+a ``pipelines.sfm`` map (``sfm-*`` folder or ``results-*.json``) has no queries, so only the
+fine-tuning runs.
 """
 
 from __future__ import annotations
