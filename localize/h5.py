@@ -206,6 +206,12 @@ def open_h5(path: PathLike, mode: str = "r") -> h5py.File:
         raise H5Error(f"cannot open HDF5 file {path} (corrupt or not HDF5): {msg}") from None
 
 
+def attr_str(obj: h5py.File | h5py.Group, key: str) -> str | None:
+    """Attribute ``key`` of a file or group as str (h5py gives bytes or str); None if absent."""
+    v = obj.attrs.get(key)
+    return None if v is None else (v.decode() if isinstance(v, bytes) else str(v))
+
+
 def entry_state(g: h5py.Group) -> int | None:
     """``attrs['complete']`` of an entry group: 1 committed, 0 being written / interrupted,
     None for a foreign entry (hloc or another tool), which counts as complete for reading."""

@@ -27,6 +27,7 @@ from localize import parsers
 from localize.h5 import (
     H5Error,
     H5Writer,
+    attr_str,
     delete_entry,
     finish_entry,
     get_group,
@@ -398,14 +399,9 @@ def find_pair(hfile: h5py.File, name0: str, name1: str) -> tuple[str, bool]:
     )
 
 
-def _attr_str(g: h5py.Group, k: str) -> str | None:
-    v = g.attrs.get(k)
-    return None if v is None else (v.decode() if isinstance(v, bytes) else str(v))
-
-
 def _stored_names(g: h5py.Group) -> tuple[str, str] | None:
     """(name0, name1) recorded with a pair (None for hloc's pairs, which record none)."""
-    a, b = _attr_str(g, "name0"), _attr_str(g, "name1")
+    a, b = attr_str(g, "name0"), attr_str(g, "name1")
     return None if a is None or b is None else (a, b)
 
 
@@ -421,7 +417,7 @@ def pair_is_current(fd: h5py.File, name0: str, name1: str, id0: str, id1: str) -
     except H5Error:
         return False
     g = fd[key]
-    f0, f1 = _attr_str(g, "features0"), _attr_str(g, "features1")
+    f0, f1 = attr_str(g, "features0"), attr_str(g, "features1")
     if f0 is None or f1 is None:
         return True
     return (f0, f1) == ((id1, id0) if rev else (id0, id1))

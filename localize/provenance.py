@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
-from localize.h5 import H5Error, entry_names, entry_state, get_group, open_h5
+from localize.h5 import H5Error, attr_str, entry_names, entry_state, get_group, open_h5
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ def features_id(fd: h5py.File, name: str) -> str:
     computed from the stored keypoints and descriptors for hloc's entries). Matches record
     the ids of the entries they index (:func:`pair_is_current`)."""
     g = get_group(fd, name, fd.filename)
-    v = g.attrs.get(FEATURES_ID_ATTR)
+    v = attr_str(g, FEATURES_ID_ATTR)
     if v is not None:
-        return v.decode() if isinstance(v, bytes) else str(v)
+        return v
     try:
         return content_id(g)
     except (OSError, RuntimeError) as e:
@@ -71,12 +71,8 @@ def features_provenance(descriptor: str, conf: Mapping[str, Any], weights: str) 
 
 def read_provenance(fd: h5py.File) -> dict[str, str]:
     """The :data:`PROVENANCE_ATTRS` a file records ({} for hloc's and older files)."""
-    have = {k: fd.attrs.get(k) for k in PROVENANCE_ATTRS}
-    return {
-        k: (v.decode() if isinstance(v, bytes) else str(v))
-        for k, v in have.items()
-        if v is not None
-    }
+    have = {k: attr_str(fd, k) for k in PROVENANCE_ATTRS}
+    return {k: v for k, v in have.items() if v is not None}
 
 
 def check_provenance(
@@ -121,10 +117,7 @@ def check_provenance(
 
 def stored_fingerprint(g: h5py.Group) -> str | None:
     """The ``image_fingerprint`` attribute of a features entry (None: hloc / older files)."""
-    v = g.attrs.get(FINGERPRINT_ATTR)
-    if v is None:
-        return None
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return attr_str(g, FINGERPRINT_ATTR)
 
 
 def resumable_features(
