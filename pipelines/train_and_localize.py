@@ -99,7 +99,7 @@ def run(
 FROM_MAP_CONFS: dict[str, dict[str, Any]] = {
     "hardnet": {"lr": 1.0, "batch_size": 256},
     "sdb": {"lr": 0.001, "batch_size": 128, "arch": "l2net"},
-    "fracking": {"lr": 0.001, "batch_size": 32, "r_p": 8, "r_n": 8},
+    "fracking": {"optimizer": "adam", "lr": 0.001, "batch_size": 32, "r_p": 8, "r_n": 8},
     # self-supervised: pairs rendered from the map's database photos (FROM_MAP_PHOTOS)
     "hndesc": {
         "lr": 0.0002,

@@ -42,6 +42,8 @@ one keypoint against a view of another. Not the paper's data: a way to fine-tune
 weights on stronger perspective change than real tracks hold.
 
 ``quick``: B^M = 16, 1/2 mining, 400 steps (lr 0.01, no decay within the run) on 2 CPU cores.
+At CPU budgets the paper's SGD barely moves CNN3 on real patches; the shipped weights train with
+Adam (``--option optimizer=adam --lr 0.001``, 8/8 mining, B^M = 32, 600 steps; README).
 Options (:class:`FrackingOptions`): ``data`` (above; with ``'pairs'`` also the pair-stream fields
 of ``hndesc.PatchPairOptions``), ``r_p``, ``r_n``, ``margin``, ``margin_raw``, ``p_night``
 (share of second views, of positives and negatives alike, put through the synthetic night model;
