@@ -75,7 +75,7 @@ weights: install
 	$(VPY) -m pipelines.make_patches --images $(SHARED)/collections/lund/images \
 		--sfm_pairs sequential --sfm_mapper global --out datasets/phototour-real/lund-r1024 --resize_max 1024
 	for r in 800 1200 1600; do ln -sfn $(abspath datasets/phototour-strecha/entry-P10-r$$r) datasets/phototour-real/entry-P10-r$$r; done
-	# the same five sets cut at the extraction support, 16 sigma (hardnet's and sdb's last stages)
+	# the same five sets cut at the extraction support, 16 sigma (fracking; hardnet's and sdb's last stages)
 	for r in 800 1200 1600; do $(VPY) -m pipelines.make_patches --mr_size 16 \
 		--images $(SHARED)/strecha/entry-P10/images --strecha $(SHARED)/strecha/entry-P10/gt_dense_cameras \
 		--out datasets/phototour-real16/entry-P10-r$$r --resize_max $$r || exit 1; done
