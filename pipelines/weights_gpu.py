@@ -58,8 +58,8 @@ GPU_STEPS: dict[str, int] = {
 #: (``PairConf.redetect``) and its perspective is stronger than the default (0.6: the CPU stages
 #: 0.4 -> 0.8 lifted held-out matching); fracking standardises each patch (``input_norm=patch``:
 #: what lifted the CPU-trained net on wormhole and at night) with the recipe's own 8 / 8 mining
-#: and Adam at lr 0.001 (the paper's SGD leaves the loss flat at CPU budgets); wlrn learns from the real weak-label scenes with the fixed schedule (few scenes
-#: make a poor validation split)
+#: and Adam at lr 0.001 (the paper's SGD leaves the loss flat at CPU budgets); wlrn learns from
+#: the real weak-label scenes with the fixed schedule (few scenes make a poor validation split)
 GPU_ARGS: dict[str, list[str]] = {
     "hndesc": [
         "--option",
@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
     sets = patch_sets(args.patches)
     brown = link_folder(out / "patches", {d.name: d for d in sets})
     if args.patches16 is None:
-        logger.warning("no --patches16: the real stages train on %s (12 sigma)", args.patches)
+        logger.warning(
+            "no --patches16: the real stages and fracking train on %s (12 sigma)", args.patches
+        )
         brown16 = brown
     else:
         brown16 = link_folder(out / "patches16", {d.name: d for d in patch_sets(args.patches16)})
